@@ -1,0 +1,66 @@
+//! Device data partner integration for Dataverse care management, both sides of the contract.
+//!
+//! Microsoft's retired "device data support in care management (preview)" connected a device
+//! vendor to Dataverse through five processes (enroll a patient, end an enrollment, sync devices,
+//! assign a device, unassign a device). For each, Dataverse runs an **outbound** custom API when
+//! the user presses a button, a flow calls the vendor, and the flow answers through an **inbound**
+//! custom API with one generic response. This crate implements that loop in Rust:
+//!
+//! - the contract: [`DeviceProcess`], the configurable custom API names ([`ContractNames`]), the
+//!   outbound request ([`OutboundRequest`]) and the inbound response ([`InboundResponse`], with the
+//!   Sync Devices [`DeviceContent`] carried as a JSON string);
+//! - the partner side: the [`DeviceVendor`] trait (and a [`simulated`] vendor), trigger parsing for
+//!   webhooks and forwarded action triggers ([`Trigger`], [`webhook`]), duplicate suppression
+//!   ([`IdempotencyStore`]);
+//!
+//! ```
+//! use carebridge_device_contract::{
+//!     DeviceContent, DeviceInfo, DeviceProcess, InboundResponse, OutboundRequest, VendorAccountRef,
+//! };
+//! # fn main() -> Result<(), carebridge_device_contract::Error> {
+//! // Dataverse side: the outbound request the "Sync devices" button sends.
+//! let vendor = VendorAccountRef { account_id: uuid::Uuid::new_v4(), external_id: None };
+//! let request = OutboundRequest::new(DeviceProcess::SyncDevices, vendor).to_json()?;
+//!
+//! // Partner side: answer with the vendor's devices, exactly in seed 000's Content format.
+//! let content = DeviceContent::new(vec![
+//!     DeviceInfo::new("Device 1", "Thermometer", "AutomatedTIP1"),
+//!     DeviceInfo::new("Device 2", "Weighing machine", "AutomatedTIP2"),
+//! ]);
+//! let response = InboundResponse::success(200, request).with_content(&content)?;
+//! response.validate(DeviceProcess::SyncDevices)?;
+//!
+//! // On the wire, Content is a JSON *string* inside the response.
+//! let wire = serde_json::to_value(&response).expect("serializable");
+//! assert!(wire["Content"].is_string());
+//! assert_eq!(response.device_content()?, Some(content));
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod idempotency;
+mod process;
+mod request;
+mod response;
+pub mod simulated;
+mod trigger;
+mod vendor;
+pub mod webhook;
+
+pub use error::{Error, Result};
+pub use idempotency::{Claim, CompletedRecord, IdempotencyStore, InMemoryIdempotencyStore};
+pub use process::{
+    ContractNames, CustomApiNames, DeviceProcess, ParameterNames, ProcessApiNames, CATALOG,
+    OUTBOUND_CATEGORY,
+};
+pub use request::{
+    AssignmentRequest, DeviceRef, EnrollmentRef, EnrollmentRequest, OutboundRequest, PatientRef,
+    SyncDevicesRequest, VendorAccountRef, VendorCall,
+};
+pub use response::{DeviceContent, DeviceInfo, InboundResponse};
+pub use trigger::{IdempotencyKey, Trigger, TriggerContext, TriggerSource};
+pub use vendor::{dispatch, DeviceVendor, VendorAck, VendorError, VendorOutcome};
