@@ -1,0 +1,72 @@
+//! An Azure MedTech-compatible device mapping engine: paste the device mapping and FHIR
+//! destination mapping JSON you used with MedTech (or microsoft/iomt-fhir) and get the same
+//! normalized measurements, without Azure.
+//!
+//! ```
+//! use carebridge_medtech_mapping::{envelope, DeviceMapping, Normalizer};
+//!
+//! let mapping = DeviceMapping::from_json(r#"{
+//!   "templateType": "CollectionContent",
+//!   "template": [{
+//!     "templateType": "CalculatedContent",
+//!     "template": {
+//!       "typeName": "heartrate",
+//!       "typeMatchExpression": "$..[?(@heartRate)]",
+//!       "deviceIdExpression": "$.matchedToken.deviceId",
+//!       "timestampExpression": "$.matchedToken.endDate",
+//!       "values": [{"required": true, "valueExpression": "$.matchedToken.heartRate", "valueName": "hr"}]
+//!     }
+//!   }]
+//! }"#)?;
+//! let normalizer = Normalizer::new(&mapping)?;
+//! let body = serde_json::json!({"heartRate": "78", "endDate": "2023-03-13T22:46:01.8750000", "deviceId": "device01"});
+//! let measurements = normalizer.normalize(&envelope(body), 0)?;
+//! assert_eq!(
+//!     serde_json::to_value(&measurements)?,
+//!     serde_json::json!([{
+//!         "type": "heartrate",
+//!         "occurrenceTimeUtc": "2023-03-13T22:46:01.875Z",
+//!         "deviceId": "device01",
+//!         "properties": [{"name": "hr", "value": "78"}]
+//!     }])
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The layers are pure (JSON in, values out, no I/O):
+//! - [`DeviceMapping`] and [`FhirMapping`]: the template documents, loaded with every problem
+//!   reported by path ([`Error::InvalidTemplate`]).
+//! - [`JsonPath`] (Newtonsoft.Json dialect) and [`JmesPath`] (with the MedTech custom
+//!   functions): the expression engines.
+//! - [`Normalizer`]: event -> [`Measurement`]s, with an [`Explanation`] trace on request.
+//!
+//! Where the Microsoft Learn documentation and the reference implementation differ, and what
+//! this crate does, is written down in `docs/medtech-compatibility.md`.
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod fhir_template;
+mod jmes;
+mod jsonpath;
+mod load;
+mod netvalue;
+mod normalize;
+mod template;
+
+pub use error::{Error, MappingErrorKind, Result, TemplateProblem, TemplateProblems};
+pub use fhir_template::{
+    CodeValueFhir, CodeValueMapping, FhirCode, FhirCodeableConcept, FhirMapping, FhirValue,
+    PeriodInterval,
+};
+pub use jmes::{JmesPath, JmesPathError};
+pub use jsonpath::{JsonPath, JsonPathError};
+pub use normalize::{
+    envelope, Explanation, ExpressionOutcome, ExpressionTrace, Measurement, MeasurementProperty,
+    Normalizer, TemplateTrace, TokenTrace, MATCHED_TOKEN,
+};
+pub use template::{
+    CalculatedContent, CalculatedValue, ContentTemplate, DeviceMapping, ExpressionLanguage,
+    IotJsonPathContent, IotKind, JsonPathContent, JsonPathValue, TemplateExpression,
+};

@@ -1,0 +1,226 @@
+//! The conversions iomt-fhir applies to extracted tokens (`JToken.Value<string>()`,
+//! `JToken.Value<DateTime?>()`), reproduced over `serde_json::Value`.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use serde_json::Value;
+
+/// Why a token could not be converted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Conversion {
+    /// A JSON null (Newtonsoft gives `null`).
+    Null,
+    /// An object or array (Newtonsoft throws `InvalidCastException`).
+    NotAValue(&'static str),
+}
+
+/// `JToken.Value<string>()`: numbers in .NET invariant culture, booleans as `True`/`False`.
+pub(crate) fn to_dotnet_string(v: &Value) -> Result<String, Conversion> {
+    match v {
+        Value::Null => Err(Conversion::Null),
+        Value::String(s) => Ok(s.clone()),
+        Value::Bool(true) => Ok("True".to_owned()),
+        Value::Bool(false) => Ok("False".to_owned()),
+        Value::Number(n) => Ok(if let Some(i) = n.as_i64() {
+            i.to_string()
+        } else if let Some(u) = n.as_u64() {
+            u.to_string()
+        } else {
+            format_double(n.as_f64().unwrap_or(f64::NAN))
+        }),
+        Value::Object(_) => Err(Conversion::NotAValue("object")),
+        Value::Array(_) => Err(Conversion::NotAValue("array")),
+    }
+}
+
+/// `double.ToString(CultureInfo.InvariantCulture)` on .NET Core 3.0+: the shortest text that
+/// round-trips, in scientific notation (`1E+15`, `1E-05`) outside `[1e-5, 1e15)`.
+pub(crate) fn format_double(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".to_owned();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "∞" } else { "-∞" }.to_owned();
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0" } else { "0" }.to_owned();
+    }
+    let sci = format!("{x:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..15).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}E{sign}{:02}", exp.unsigned_abs())
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Reads a token as a UTC instant, the way `JToken.Value<DateTime?>()` does on a UTC host:
+/// ISO 8601 strings (with `Z`, an offset, or no zone, which is taken as UTC) and the other
+/// forms `DateTime.Parse` accepts in the invariant culture that devices commonly send.
+pub(crate) fn to_utc_instant(v: &Value) -> Result<DateTime<Utc>, TimestampError> {
+    match v {
+        Value::Null => Err(TimestampError::Null),
+        Value::String(s) => parse_timestamp(s).ok_or(TimestampError::Unparsable),
+        Value::Number(_) => Err(TimestampError::WrongType("number")),
+        Value::Bool(_) => Err(TimestampError::WrongType("boolean")),
+        Value::Object(_) => Err(TimestampError::WrongType("object")),
+        Value::Array(_) => Err(TimestampError::WrongType("array")),
+    }
+}
+
+/// Why a timestamp could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TimestampError {
+    Null,
+    Unparsable,
+    WrongType(&'static str),
+}
+
+pub(crate) fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Some(dt.with_timezone(&Utc));
+    }
+    // Short offsets such as `+0` (the Learn page on fromUnixTimestamp prints them) or `+05`.
+    let padded = pad_short_offset(s);
+    let s = padded.as_deref().unwrap_or(s);
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Some(dt.with_timezone(&Utc));
+    }
+    // Offsets without a colon (`+0000`, `+05`) and a space instead of `T`.
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%dT%H:%M%#z",
+    ] {
+        if let Ok(dt) = DateTime::parse_from_str(s, f) {
+            return Some(dt.with_timezone(&Utc));
+        }
+    }
+    let trimmed_z = s.strip_suffix('Z').unwrap_or(s);
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+        "%m/%d/%Y %H:%M:%S%.f",
+        "%m/%d/%Y %H:%M",
+        "%Y/%m/%d %H:%M:%S%.f",
+    ] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(trimmed_z, f) {
+            return Some(dt.and_utc());
+        }
+    }
+    for f in ["%Y-%m-%d", "%m/%d/%Y", "%Y/%m/%d"] {
+        if let Ok(d) = NaiveDate::parse_from_str(trimmed_z, f) {
+            return d.and_hms_opt(0, 0, 0).map(|dt| dt.and_utc());
+        }
+    }
+    None
+}
+
+fn pad_short_offset(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let n = bytes.len();
+    let is_sign = |b: u8| b == b'+' || b == b'-';
+    if n >= 2 && is_sign(bytes[n - 2]) && bytes[n - 1].is_ascii_digit() {
+        let (head, digit) = s.split_at(n - 1);
+        return Some(format!("{head}0{digit}:00"));
+    }
+    if n >= 3
+        && is_sign(bytes[n - 3])
+        && bytes[n - 2].is_ascii_digit()
+        && bytes[n - 1].is_ascii_digit()
+        && s.contains('T')
+    {
+        return Some(format!("{s}:00"));
+    }
+    None
+}
+
+/// Formats an instant as MedTech prints `occurrenceTimeUtc`: ISO 8601 in UTC with `Z`, and the
+/// fraction of a second (up to 100 ns, .NET's tick) without trailing zeros.
+pub(crate) fn format_instant(t: &DateTime<Utc>) -> String {
+    let base = t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let ticks = t.timestamp_subsec_nanos() / 100;
+    if ticks == 0 {
+        return base;
+    }
+    let frac = format!("{ticks:07}");
+    let frac = frac.trim_end_matches('0');
+    match base.strip_suffix('Z') {
+        Some(b) => format!("{b}.{frac}Z"),
+        None => base,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dotnet_strings() {
+        assert_eq!(to_dotnet_string(&json!(78)).unwrap(), "78");
+        assert_eq!(to_dotnet_string(&json!(72.0)).unwrap(), "72");
+        assert_eq!(to_dotnet_string(&json!(98.60)).unwrap(), "98.6");
+        assert_eq!(to_dotnet_string(&json!(0.1)).unwrap(), "0.1");
+        assert_eq!(to_dotnet_string(&json!(true)).unwrap(), "True");
+        assert_eq!(to_dotnet_string(&json!(1e15)).unwrap(), "1E+15");
+        assert_eq!(to_dotnet_string(&json!(1.5e-5)).unwrap(), "1.5E-05");
+        assert_eq!(to_dotnet_string(&json!(0.0001)).unwrap(), "0.0001");
+        assert_eq!(
+            to_dotnet_string(&json!(123456789012345.0)).unwrap(),
+            "123456789012345"
+        );
+        assert_eq!(to_dotnet_string(&json!(null)), Err(Conversion::Null));
+        assert!(to_dotnet_string(&json!({})).is_err());
+    }
+
+    #[test]
+    fn timestamps() {
+        let t = |s: &str| parse_timestamp(s).map(|d| format_instant(&d));
+        assert_eq!(
+            t("2023-03-13T22:46:01.8750000").as_deref(),
+            Some("2023-03-13T22:46:01.875Z")
+        );
+        assert_eq!(
+            t("2023-07-25T20:41:26.046Z").as_deref(),
+            Some("2023-07-25T20:41:26.046Z")
+        );
+        assert_eq!(
+            t("2021-02-01T22:46:01+02:00").as_deref(),
+            Some("2021-02-01T20:46:01Z")
+        );
+        assert_eq!(
+            t("2021-07-07T17:00:00+0").as_deref(),
+            Some("2021-07-07T17:00:00Z")
+        );
+        assert_eq!(
+            t("2021-07-07T17:00:00+0000").as_deref(),
+            Some("2021-07-07T17:00:00Z")
+        );
+        assert_eq!(
+            t("2021-07-07 17:00:00").as_deref(),
+            Some("2021-07-07T17:00:00Z")
+        );
+        assert_eq!(
+            t("02/01/2021 22:46:01").as_deref(),
+            Some("2021-02-01T22:46:01Z")
+        );
+        assert_eq!(t("2021-02-01").as_deref(), Some("2021-02-01T00:00:00Z"));
+        assert_eq!(
+            t("2021-02-01T22:46:01.1234567Z").as_deref(),
+            Some("2021-02-01T22:46:01.1234567Z")
+        );
+        assert_eq!(t("not a date"), None);
+        assert_eq!(
+            to_utc_instant(&json!(1_625_677_200)),
+            Err(TimestampError::WrongType("number"))
+        );
+    }
+}

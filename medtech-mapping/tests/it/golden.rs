@@ -1,0 +1,1 @@
+//! Golden cases (filled below).

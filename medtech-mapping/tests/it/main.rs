@@ -1,0 +1,3 @@
+//! Integration tests: golden cases from the Microsoft Learn MedTech docs and the CLI.
+
+mod golden;
