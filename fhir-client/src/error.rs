@@ -1,0 +1,392 @@
+//! The crate's error type.
+
+use std::fmt;
+use std::time::Duration;
+
+use carebridge_fhir_model::resources::OperationOutcome;
+use http::StatusCode;
+
+/// A `Result` whose error is [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The FHIR RESTful interaction a request performed (names from the FHIR specification).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Interaction {
+    /// `GET [base]/[type]/[id]`.
+    Read,
+    /// `GET [base]/[type]/[id]/_history/[vid]`.
+    Vread,
+    /// `POST [base]/[type]`.
+    Create,
+    /// `PUT [base]/[type]/[id]` or `PUT [base]/[type]?[criteria]`.
+    Update,
+    /// `PATCH [base]/[type]/[id]`.
+    Patch,
+    /// `DELETE [base]/[type]/[id]` or `DELETE [base]/[type]?[criteria]`.
+    Delete,
+    /// `GET [base]/[type]?…`, `POST [base]/[type]/_search` and their next pages.
+    Search,
+    /// `GET …/_history`.
+    History,
+    /// `GET [base]/metadata`.
+    Capabilities,
+    /// `POST [base]` with a `transaction` Bundle.
+    Transaction,
+    /// `POST [base]` with a `batch` Bundle.
+    Batch,
+    /// A named operation such as `$validate` or `$everything`.
+    Operation,
+}
+
+impl Interaction {
+    /// The interaction's name as used in the FHIR specification (`read`, `search`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Vread => "vread",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Patch => "patch",
+            Self::Delete => "delete",
+            Self::Search => "search",
+            Self::History => "history",
+            Self::Capabilities => "capabilities",
+            Self::Transaction => "transaction",
+            Self::Batch => "batch",
+            Self::Operation => "operation",
+        }
+    }
+}
+
+impl fmt::Display for Interaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The context of a failed HTTP exchange: what was attempted, on which resource type, and what the
+/// server answered. Never holds URLs, query strings or resource content.
+#[derive(Debug)]
+pub struct HttpFailure {
+    pub(crate) interaction: Interaction,
+    pub(crate) resource_type: Option<String>,
+    pub(crate) status: StatusCode,
+    pub(crate) outcome: Option<Box<OperationOutcome>>,
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl HttpFailure {
+    /// The interaction that failed.
+    pub fn interaction(&self) -> Interaction {
+        self.interaction
+    }
+
+    /// The resource type involved, if the interaction had one.
+    pub fn resource_type(&self) -> Option<&str> {
+        self.resource_type.as_deref()
+    }
+
+    /// The HTTP status the server answered.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The `OperationOutcome` from the response body, if the server sent one.
+    pub fn outcome(&self) -> Option<&OperationOutcome> {
+        self.outcome.as_deref()
+    }
+
+    /// The delay the server asked for in `Retry-After`, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for HttpFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FHIR {}", self.interaction)?;
+        if let Some(resource_type) = &self.resource_type {
+            write!(f, " on {resource_type}")?;
+        }
+        write!(f, " returned HTTP {}", self.status.as_u16())
+    }
+}
+
+/// A failure below HTTP: DNS, connect, TLS, timeout, reset, or a body that could not be read.
+///
+/// Wraps the `reqwest` error with its URL removed (URLs of FHIR searches carry patient data).
+#[derive(Debug)]
+pub struct TransportError(reqwest::Error);
+
+impl TransportError {
+    pub(crate) fn new(error: reqwest::Error) -> Self {
+        Self(error.without_url())
+    }
+
+    /// Whether the request timed out.
+    pub fn is_timeout(&self) -> bool {
+        self.0.is_timeout()
+    }
+
+    /// Whether the connection could not be established.
+    pub fn is_connect(&self) -> bool {
+        self.0.is_connect()
+    }
+
+    /// Whether reading the response body failed.
+    pub fn is_body(&self) -> bool {
+        self.0.is_body() || self.0.is_decode()
+    }
+
+    /// The same error without a URL; kept for symmetry with `reqwest` (the URL is always removed).
+    pub fn without_url(self) -> Self {
+        self
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_timeout() {
+            f.write_str("request timed out")
+        } else if self.is_connect() {
+            f.write_str("could not connect")
+        } else if self.is_body() {
+            f.write_str("could not read the response body")
+        } else {
+            f.write_str("request failed")
+        }
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Everything that can go wrong talking to a FHIR server.
+///
+/// Status variants carry an [`HttpFailure`] with the interaction, resource type, HTTP status and
+/// the parsed `OperationOutcome`; use [`Error::status`] and [`Error::outcome`] to inspect any of them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The base URL is not usable: relative, not `http(s)`, or plain `http` to a host other than
+    /// loopback without [`InsecureHttp::Allow`](crate::InsecureHttp::Allow).
+    #[error("invalid FHIR base URL: {reason}")]
+    InvalidEndpoint {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An argument cannot be sent: a resource without an id for `update`, an id with a `/`, ….
+    #[error("invalid input for FHIR {interaction}: {reason}")]
+    InvalidInput {
+        /// The interaction that was refused.
+        interaction: Interaction,
+        /// What is wrong (never contains resource content).
+        reason: String,
+    },
+    /// `401 Unauthorized`, also after the one retry with a fresh token.
+    #[error("{0}: unauthorized")]
+    Unauthorized(Box<HttpFailure>),
+    /// `403 Forbidden`: the credential is valid but lacks permission.
+    #[error("{0}: forbidden")]
+    Forbidden(Box<HttpFailure>),
+    /// `404 Not Found`.
+    #[error("{0}: not found")]
+    NotFound(Box<HttpFailure>),
+    /// `410 Gone`: the resource was deleted.
+    #[error("{0}: gone")]
+    Gone(Box<HttpFailure>),
+    /// `409 Conflict` (for example a version conflict or a duplicate).
+    #[error("{0}: conflict")]
+    Conflict(Box<HttpFailure>),
+    /// `412 Precondition Failed`: a stale `If-Match` version, or conditional criteria that matched
+    /// more than one resource.
+    #[error("{0}: precondition failed")]
+    PreconditionFailed(Box<HttpFailure>),
+    /// `429 Too Many Requests` after the retries allowed by [`RetryOptions`](crate::RetryOptions).
+    #[error("{0}: throttled")]
+    Throttled(Box<HttpFailure>),
+    /// `400 Bad Request` or `422 Unprocessable Entity`: the server rejected the resource or the
+    /// request; the `OperationOutcome` says where.
+    #[error("{0}: invalid resource or request")]
+    InvalidResource(Box<HttpFailure>),
+    /// Any other unsuccessful status (5xx after retries, 405, 415, …).
+    #[error("{0}")]
+    Status(Box<HttpFailure>),
+    /// A response body was not valid FHIR JSON for the expected type.
+    #[error("invalid {resource_type} JSON in FHIR {interaction} response at `{path}`")]
+    Decode {
+        /// The interaction whose response failed to decode.
+        interaction: Interaction,
+        /// The type that was expected (`Patient`, `Bundle`, …).
+        resource_type: String,
+        /// The JSON path of the failure (for example `entry[3].resource.birthDate`).
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A request body could not be serialized.
+    #[error("could not serialize the {resource_type} for FHIR {interaction}")]
+    Encode {
+        /// The interaction.
+        interaction: Interaction,
+        /// The resource type being sent.
+        resource_type: String,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Obtaining an access token failed.
+    #[error("could not obtain an access token for FHIR {interaction}")]
+    Auth {
+        /// The interaction that needed the token.
+        interaction: Interaction,
+        /// The credential's error.
+        #[source]
+        source: carebridge_auth::Error,
+    },
+    /// No HTTP response arrived (after retries).
+    #[error("transport failure during FHIR {interaction}")]
+    Transport {
+        /// The interaction.
+        interaction: Interaction,
+        /// The opaque transport error (`is_timeout()`, `is_connect()`).
+        #[source]
+        source: TransportError,
+    },
+    /// A paging link pointed to a different origin than the configured base URL; it was not
+    /// followed so that the access token never leaves the configured server.
+    #[error("refused to follow a {relation} link to another origin ({origin})")]
+    ForeignLink {
+        /// The link relation (`next`).
+        relation: String,
+        /// The scheme, host and port of the refused link (no path or query).
+        origin: String,
+    },
+    /// The server does not speak FHIR R4 (4.0.x).
+    #[error("the server speaks FHIR {version}, not 4.0.x")]
+    UnsupportedFhirVersion {
+        /// The `CapabilityStatement.fhirVersion` the server reported (empty if none).
+        version: String,
+    },
+    /// The server answered successfully but without something the interaction needs (for
+    /// example a `201 Created` without a body or `Location`).
+    #[error("unexpected FHIR {interaction} response: {reason}")]
+    UnexpectedResponse {
+        /// The interaction.
+        interaction: Interaction,
+        /// What was missing or wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    fn failure(&self) -> Option<&HttpFailure> {
+        match self {
+            Self::Unauthorized(f)
+            | Self::Forbidden(f)
+            | Self::NotFound(f)
+            | Self::Gone(f)
+            | Self::Conflict(f)
+            | Self::PreconditionFailed(f)
+            | Self::Throttled(f)
+            | Self::InvalidResource(f)
+            | Self::Status(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, for errors caused by an unsuccessful response.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.failure().map(HttpFailure::status)
+    }
+
+    /// The `OperationOutcome` the server sent with an unsuccessful response.
+    pub fn outcome(&self) -> Option<&OperationOutcome> {
+        self.failure().and_then(HttpFailure::outcome)
+    }
+
+    /// The details of an unsuccessful response.
+    pub fn http_failure(&self) -> Option<&HttpFailure> {
+        self.failure()
+    }
+
+    /// Whether the server reported the resource as missing (`404`) or deleted (`410`).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound(_) | Self::Gone(_))
+    }
+
+    pub(crate) fn from_status(failure: HttpFailure) -> Self {
+        let failure = Box::new(failure);
+        match failure.status.as_u16() {
+            401 => Self::Unauthorized(failure),
+            403 => Self::Forbidden(failure),
+            404 => Self::NotFound(failure),
+            409 => Self::Conflict(failure),
+            410 => Self::Gone(failure),
+            412 => Self::PreconditionFailed(failure),
+            429 => Self::Throttled(failure),
+            400 | 422 => Self::InvalidResource(failure),
+            _ => Self::Status(failure),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn error_is_send_sync_static() {
+        assert_send_sync::<Error>();
+    }
+
+    fn failure(status: u16) -> HttpFailure {
+        HttpFailure {
+            interaction: Interaction::Read,
+            resource_type: Some("Patient".into()),
+            status: StatusCode::from_u16(status).unwrap(),
+            outcome: None,
+            retry_after: None,
+        }
+    }
+
+    type Check = fn(&Error) -> bool;
+
+    #[test]
+    fn statuses_map_to_actionable_variants() {
+        let cases: [(u16, Check); 10] = [
+            (400, |e| matches!(e, Error::InvalidResource(_))),
+            (401, |e| matches!(e, Error::Unauthorized(_))),
+            (403, |e| matches!(e, Error::Forbidden(_))),
+            (404, |e| matches!(e, Error::NotFound(_))),
+            (409, |e| matches!(e, Error::Conflict(_))),
+            (410, |e| matches!(e, Error::Gone(_))),
+            (412, |e| matches!(e, Error::PreconditionFailed(_))),
+            (422, |e| matches!(e, Error::InvalidResource(_))),
+            (429, |e| matches!(e, Error::Throttled(_))),
+            (503, |e| matches!(e, Error::Status(_))),
+        ];
+        for (status, check) in cases {
+            let error = Error::from_status(failure(status));
+            assert!(check(&error), "{status} -> {error:?}");
+            assert_eq!(error.status().map(|s| s.as_u16()), Some(status));
+        }
+    }
+
+    #[test]
+    fn display_names_interaction_type_and_status_only() {
+        let error = Error::from_status(failure(404));
+        assert_eq!(
+            error.to_string(),
+            "FHIR read on Patient returned HTTP 404: not found"
+        );
+        assert!(error.is_not_found());
+    }
+}

@@ -1,0 +1,1 @@
+//! Tests against the real FHIR test server (filled in below).
