@@ -55,6 +55,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// A Dataverse call failed.
+    #[error("Dataverse {operation} for {process} failed")]
+    Dataverse {
+        /// The process being handled.
+        process: DeviceProcess,
+        /// The step (`call inbound API`, `upsert device`, `create notification`, ...).
+        operation: &'static str,
+        /// The client's error (status, OData error).
+        #[source]
+        source: carebridge_dataverse_client::Error,
+    },
+
     /// The inbound response could not be delivered to Dataverse; it was handed to the outcome sink,
     /// if one is configured, so it is not lost.
     #[error("could not deliver the {process} inbound response to `{inbound_api}`")]

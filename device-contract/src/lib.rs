@@ -41,9 +41,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod bridge;
 mod error;
 mod idempotency;
+pub mod inbound;
 mod process;
+pub mod receiver;
 mod request;
 mod response;
 pub mod simulated;
@@ -51,12 +54,18 @@ mod trigger;
 mod vendor;
 pub mod webhook;
 
+pub use bridge::{
+    BridgeOptions, BridgeOutcome, DeviceBridge, InMemoryRetryQueue, OutcomeSink,
+    UndeliveredResponse,
+};
 pub use error::{Error, Result};
 pub use idempotency::{Claim, CompletedRecord, IdempotencyStore, InMemoryIdempotencyStore};
+pub use inbound::{InboundProcessor, InboundProcessorOptions, InboundReport};
 pub use process::{
     ContractNames, CustomApiNames, DeviceProcess, ParameterNames, ProcessApiNames, CATALOG,
     OUTBOUND_CATEGORY,
 };
+pub use receiver::{DeviceReceiver, ReceiverAuth, ReceiverOptions};
 pub use request::{
     AssignmentRequest, DeviceRef, EnrollmentRef, EnrollmentRequest, OutboundRequest, PatientRef,
     SyncDevicesRequest, VendorAccountRef, VendorCall,
