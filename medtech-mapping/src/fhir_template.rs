@@ -161,7 +161,7 @@ pub struct CodeValueFhir {
     pub codes: Vec<FhirCode>,
     /// `category`: Observation.category.
     pub category: Vec<FhirCodeableConcept>,
-    /// `value`: Observation.value[x].
+    /// `value`: Observation.value\[x\].
     pub value: Option<FhirValue>,
     /// `components`: Observation.component.
     pub components: Vec<CodeValueMapping>,

@@ -1,3 +1,9 @@
-//! Integration tests: golden cases from the Microsoft Learn MedTech docs and the CLI.
+//! Integration tests: golden cases from the Microsoft Learn MedTech docs and iomt-fhir, and the CLI.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail loudly on broken fixtures"
+)]
 
+mod cli;
 mod golden;
