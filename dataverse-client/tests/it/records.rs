@@ -359,3 +359,29 @@ async fn impersonation_and_plugin_bypass_headers() {
         .await
         .unwrap();
 }
+
+#[test]
+fn client_futures_and_streams_are_send() {
+    fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+    fn send<T: Send>(_: &T) {}
+    clone_send_sync::<DataverseClient>();
+    let client = DataverseClient::new(
+        "https://contoso.crm.dynamics.com",
+        Arc::new(carebridge_auth::StaticToken::new("t")),
+        None,
+    )
+    .unwrap();
+    let body = json!({});
+    send(&client.get_record::<Record>("accounts", Uuid::nil(), None));
+    send(&client.create_record("accounts", &body));
+    send(&client.upsert_record(
+        "accounts",
+        &RecordKey::Id(Uuid::nil()),
+        &body,
+        UpsertMode::CreateOrUpdate,
+    ));
+    send(&client.call_custom_api::<_, serde_json::Value>("x_Api", &body));
+    send(&client.batch(&carebridge_dataverse_client::BatchRequest::new()));
+    send(&client.list_records::<Record>("accounts", &Query::new()));
+    send(&client.track_changes("accounts", &Query::new()));
+}
