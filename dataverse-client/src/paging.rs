@@ -81,7 +81,14 @@ fn envelopes<T: DeserializeOwned + Send + 'static>(
             let mut req = Req::new(Method::GET, url, &label);
             req.prefer = prefer;
             let resp = client.send(req).await.map_err(map_error)?;
-            let env: Envelope<T> = resp.json()?;
+            // An empty body (Dataverse answers a delta link without changes this way) is an
+            // empty page.
+            let env: Envelope<T> = resp.json::<Option<Envelope<T>>>()?.unwrap_or(Envelope {
+                value: Vec::new(),
+                next_link: None,
+                delta_link: None,
+                count: None,
+            });
             if let (Some(cell), Some(link)) = (&delta_cell, &env.delta_link) {
                 // Validate now so a foreign delta link is never persisted.
                 client.same_origin_link(link)?;
@@ -203,8 +210,11 @@ impl fmt::Debug for DeltaStream {
 }
 
 impl DeltaStream {
-    /// The `@odata.deltaLink` of the last page, once the stream has been read to the end
-    /// (`None` before that). Persist it and resume with [`DataverseClient::resume_changes`].
+    /// The position to resume from: the `@odata.deltaLink` of the last page read. Before a new
+    /// link arrives it is `None` for [`track_changes`](DataverseClient::track_changes) and the
+    /// token passed in for [`resume_changes`](DataverseClient::resume_changes) (so an answer
+    /// without changes and without a new link keeps the old position). Read the stream to the
+    /// end, then persist this and resume with [`DataverseClient::resume_changes`].
     pub fn delta_token(&self) -> Option<DeltaToken> {
         self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -361,7 +371,7 @@ impl DataverseClient {
             track_changes: true,
             ..self.prefer_for_query(Some(query))
         };
-        self.delta_stream(first, entity_set, prefer)
+        self.delta_stream(first, entity_set, prefer, None)
     }
 
     /// Continues change tracking from a stored [`DeltaToken`]: yields what was created, updated
@@ -382,11 +392,17 @@ impl DataverseClient {
             track_changes: true,
             ..self.prefer_for_query(None)
         };
-        self.delta_stream(first, &label, prefer)
+        self.delta_stream(first, &label, prefer, Some(token.clone()))
     }
 
-    fn delta_stream(&self, first: Result<Url>, label: &str, prefer: Prefer) -> DeltaStream {
-        let token = Arc::new(Mutex::new(None));
+    fn delta_stream(
+        &self,
+        first: Result<Url>,
+        label: &str,
+        prefer: Prefer,
+        initial: Option<DeltaToken>,
+    ) -> DeltaStream {
+        let token = Arc::new(Mutex::new(initial));
         DeltaStream {
             pages: envelopes(
                 self.clone(),

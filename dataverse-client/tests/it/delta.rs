@@ -95,6 +95,25 @@ async fn initial_sync_then_changes_with_deleted_entity() {
 }
 
 #[tokio::test]
+async fn no_changes_keeps_the_position() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(query_param("$deltatoken", TOKEN_1))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let token = DeltaToken::new(format!(
+        "{}{API}/accounts?$select=name&$deltatoken={TOKEN_1_ENC}",
+        server.uri()
+    ));
+    let mut delta = client(&server).resume_changes(&token);
+    let changes: Vec<Change> = (&mut delta).try_collect().await.unwrap();
+    assert!(changes.is_empty());
+    assert_eq!(delta.delta_token(), Some(token));
+}
+
+#[tokio::test]
 async fn expired_token_is_a_distinct_error() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
