@@ -680,6 +680,50 @@ mod tests {
         assert_eq!(boundary_of("application/json"), None);
     }
 
+    /// Random multipart-ish input never panics the parser (a cheap stand-in for a fuzz target).
+    #[test]
+    fn parser_never_panics_on_noise() {
+        use rand::{Rng, SeedableRng};
+        let pieces = [
+            "--b",
+            "--b--",
+            "--c",
+            "--c--",
+            "\r\n",
+            "\n",
+            "",
+            " ",
+            ":",
+            "HTTP/1.1 ",
+            "200",
+            "99999",
+            "OK",
+            "Content-Type: multipart/mixed; boundary=c",
+            "Content-Type: application/http",
+            "Content-ID: 1",
+            "OData-EntityId: x(",
+            ")",
+            "{\"error\":{",
+            "}",
+            "é",
+            "\u{0}",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        for _ in 0..5000 {
+            let n = rng.gen_range(0..40);
+            let body: String = (0..n)
+                .map(|_| pieces[rng.gen_range(0..pieces.len())])
+                .collect();
+            if let Ok(resp) = parse_batch_response("multipart/mixed; boundary=b", &body) {
+                for op in resp.operations() {
+                    let _ = op.entity_id();
+                    let _ = op.error();
+                    let _ = op.json::<serde_json::Value>();
+                }
+            }
+        }
+    }
+
     #[test]
     fn truncated_multipart_is_an_error() {
         let err = parse_batch_response(

@@ -261,22 +261,18 @@ pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     if let Ok(secs) = value.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Some(Duration::from_secs_f64(secs));
-        }
-        return None;
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let parts: Vec<&str> = value.split(':').collect();
     let clock = value
         .chars()
         .all(|c| c.is_ascii_digit() || c == ':' || c == '.');
     if let ([h, m, s], true) = (parts.as_slice(), clock) {
-        if let (Ok(h), Ok(m), Ok(s)) = (h.parse::<u64>(), m.parse::<u64>(), s.parse::<f64>()) {
-            if s.is_finite() && s >= 0.0 {
-                return Some(Duration::from_secs(h * 3600 + m * 60) + Duration::from_secs_f64(s));
-            }
-        }
-        return None;
+        let (Ok(h), Ok(m), Ok(s)) = (h.parse::<u64>(), m.parse::<u64>(), s.parse::<f64>()) else {
+            return None;
+        };
+        let whole = h.checked_mul(3600)?.checked_add(m.checked_mul(60)?)?;
+        return Duration::from_secs(whole).checked_add(Duration::try_from_secs_f64(s).ok()?);
     }
     let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let delta = date.with_timezone(&chrono::Utc) - chrono::Utc::now();
@@ -543,7 +539,9 @@ impl DataverseClient {
     }
 
     fn pause_all(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        let Some(until) = Instant::now().checked_add(wait) else {
+            return;
+        };
         let mut guard = self
             .inner
             .paused_until
@@ -652,7 +650,7 @@ impl DataverseClient {
                         && attempt < max_attempts
                     {
                         let wait = self.backoff(attempt);
-                        if waited + wait <= retry.max_total_wait {
+                        if waited.saturating_add(wait) <= retry.max_total_wait {
                             tracing::debug!(attempt, "transport failure; retrying");
                             waited += wait;
                             tokio::time::sleep(wait).await;
@@ -714,7 +712,7 @@ impl DataverseClient {
             };
             if retryable && attempt < max_attempts {
                 let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
-                if waited + wait <= retry.max_total_wait {
+                if waited.saturating_add(wait) <= retry.max_total_wait {
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         tracing::warn!(
                             wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
@@ -803,6 +801,14 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+        // Absurd values never panic.
+        assert_eq!(parse_retry_after("1e300"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("99999999999999999:0:0"), None);
+        assert_eq!(
+            parse_retry_after("18446744073709551615"),
+            Some(Duration::from_secs(u64::MAX))
+        );
         assert_eq!(parse_retry_after("-1"), None);
     }
 
