@@ -10,8 +10,17 @@
 //!   outbound request ([`OutboundRequest`]) and the inbound response ([`InboundResponse`], with the
 //!   Sync Devices [`DeviceContent`] carried as a JSON string);
 //! - the partner side: the [`DeviceVendor`] trait (and a [`simulated`] vendor), trigger parsing for
-//!   webhooks and forwarded action triggers ([`Trigger`], [`webhook`]), duplicate suppression
-//!   ([`IdempotencyStore`]);
+//!   webhooks and forwarded action triggers ([`Trigger`], [`webhook`]), the [`DeviceBridge`] that
+//!   runs a trigger through the vendor (bounded by a timeout, duplicates suppressed by an
+//!   [`IdempotencyStore`]) and answers through the inbound custom API with
+//!   `carebridge-dataverse-client`, and the axum [`DeviceReceiver`] that serves it over HTTP;
+//! - the Dataverse side: the [`InboundProcessor`] that applies a response (device rows by serial
+//!   number, enrollment state, device–patient link) and sends the in-app notification.
+//!
+//! Microsoft never published the unique names of the ten custom APIs, their parameters or the
+//! enrollment table: every such name is configuration with a documented default in Microsoft's
+//! `msemr_` style ([`CustomApiNames`], [`ParameterNames`], [`inbound::DeviceTable`],
+//! [`inbound::EnrollmentTable`]). The guide is `docs/device-contract.md`.
 //!
 //! ```
 //! use carebridge_device_contract::{
@@ -45,12 +54,12 @@ mod bridge;
 mod error;
 mod idempotency;
 pub mod inbound;
-mod process;
+pub mod process;
 pub mod receiver;
-mod request;
-mod response;
+pub mod request;
+pub mod response;
 pub mod simulated;
-mod trigger;
+pub mod trigger;
 mod vendor;
 pub mod webhook;
 
