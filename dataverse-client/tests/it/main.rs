@@ -10,6 +10,7 @@ mod batch;
 mod custom_api;
 mod delta;
 mod errors;
+mod logging;
 mod paging;
 mod records;
 mod support;
