@@ -188,11 +188,11 @@ impl JmesPath {
 
     /// Tokens for `typeMatchExpression` (`SelectTokens`): the elements of a projection, or the
     /// single non-null result.
-    pub(crate) fn select_tokens(&self, data: &Rcvar) -> Result<Vec<Value>, JmesPathError> {
-        let out = self.search_var(data)?;
+    pub(crate) fn select_tokens_var(&self, data: &Rcvar) -> Result<Vec<Rcvar>, JmesPathError> {
+        let out = self.expr.search(data.clone())?;
         if self.projection {
-            if let Value::Array(items) = out {
-                return Ok(items);
+            if let Variable::Array(items) = &*out {
+                return Ok(items.clone());
             }
         }
         Ok(if out.is_null() { Vec::new() } else { vec![out] })
@@ -611,11 +611,11 @@ mod tests {
     fn projections_yield_elements() {
         let data = to_var(&json!({"Body": {"r": [{"v": 1}, {"v": 2}]}})).unwrap();
         let p = JmesPath::parse("Body.r[*]").unwrap();
-        assert_eq!(p.select_tokens(&data).unwrap().len(), 2);
+        assert_eq!(p.select_tokens_var(&data).unwrap().len(), 2);
         assert!(p.select_token(&data).is_err());
         let whole = JmesPath::parse("Body.r").unwrap();
-        assert_eq!(whole.select_tokens(&data).unwrap().len(), 1);
+        assert_eq!(whole.select_tokens_var(&data).unwrap().len(), 1);
         let piped = JmesPath::parse("[Body][?contains(keys(@), `r`)] | @[0]").unwrap();
-        assert_eq!(piped.select_tokens(&data).unwrap().len(), 1);
+        assert_eq!(piped.select_tokens_var(&data).unwrap().len(), 1);
     }
 }

@@ -743,6 +743,45 @@ impl JsonPath {
         &self.text
     }
 
+    /// `SelectToken` over `root` as if `root` were an object with the extra property
+    /// `name: value` appended (MedTech's `matchedToken`), without building that object.
+    /// `None` when the path needs the whole root (the caller then materializes it).
+    pub(crate) fn select_token_with_extra<'a>(
+        &self,
+        root: &'a Value,
+        name: &str,
+        value: &'a Value,
+    ) -> Option<Result<Option<&'a Value>, JsonPathError>> {
+        let (first, rest) = self.filters.split_first()?;
+        let Filter::Field(Some(first)) = first else {
+            return None;
+        };
+        if rest.iter().any(uses_root) {
+            return None;
+        }
+        let start = if first == name {
+            value
+        } else {
+            match root {
+                Value::Object(o) => match o.get(first.as_str()) {
+                    Some(v) => v,
+                    None => return Some(Ok(None)),
+                },
+                _ => return Some(Ok(None)),
+            }
+        };
+        if let Some(found) = walk_simple(rest, start) {
+            return Some(Ok(found));
+        }
+        Some(evaluate(rest, root, vec![start]).and_then(|mut all| {
+            if all.len() > 1 {
+                err("Path returned multiple tokens.")
+            } else {
+                Ok(all.pop())
+            }
+        }))
+    }
+
     /// Every token the path selects, in Newtonsoft's order (`SelectTokens`).
     ///
     /// # Errors
@@ -758,12 +797,48 @@ impl JsonPath {
     /// As [`JsonPath::select_tokens`], and `Path returned multiple tokens.` when more than one
     /// token matches.
     pub fn select_token<'a>(&self, root: &'a Value) -> Result<Option<&'a Value>, JsonPathError> {
+        if let Some(found) = walk_simple(&self.filters, root) {
+            return Ok(found);
+        }
         let mut all = self.select_tokens(root)?;
         if all.len() > 1 {
             return err("Path returned multiple tokens.");
         }
         Ok(all.pop())
     }
+}
+
+/// Walks a path made only of `.name` and non-negative `[n]` steps without allocating; `None`
+/// when the path has other steps (the caller falls back to [`evaluate`]).
+fn walk_simple<'a>(filters: &[Filter], start: &'a Value) -> Option<Option<&'a Value>> {
+    let mut cur = start;
+    for f in filters {
+        let next = match f {
+            Filter::Field(Some(name)) => match cur {
+                Value::Object(o) => o.get(name.as_str()),
+                _ => None,
+            },
+            Filter::Index(Some(i)) if *i >= 0 => match cur {
+                Value::Array(a) => usize::try_from(*i).ok().and_then(|i| a.get(i)),
+                _ => None,
+            },
+            _ => return None,
+        };
+        match next {
+            Some(v) => cur = v,
+            None => {
+                // The rest must still be simple for the answer "nothing" to be exact.
+                return filters
+                    .iter()
+                    .all(|f| {
+                        matches!(f, Filter::Field(Some(_)))
+                            || matches!(f, Filter::Index(Some(i)) if *i >= 0)
+                    })
+                    .then_some(None);
+            }
+        }
+    }
+    Some(Some(cur))
 }
 
 fn evaluate<'a>(
@@ -776,6 +851,28 @@ fn evaluate<'a>(
         current = apply(f, root, &current)?;
     }
     Ok(current)
+}
+
+/// Whether a filter refers to the document root (`$` inside a query).
+fn uses_root(f: &Filter) -> bool {
+    match f {
+        Filter::Root => true,
+        Filter::Query(q) | Filter::QueryScan(q) => query_uses_root(q),
+        _ => false,
+    }
+}
+
+fn query_uses_root(q: &QueryExpr) -> bool {
+    match q {
+        QueryExpr::And(v) | QueryExpr::Or(v) => v.iter().any(query_uses_root),
+        QueryExpr::Boolean { left, right, .. } => {
+            let side = |s: &Side| match s {
+                Side::Path(p) => p.iter().any(uses_root),
+                Side::Value(_) => false,
+            };
+            side(left) || right.as_ref().is_some_and(side)
+        }
+    }
 }
 
 fn token_index(t: &Value, index: i64) -> Result<Option<&Value>, JsonPathError> {
@@ -824,13 +921,30 @@ fn scan<'a>(v: &'a Value, name: Option<&str>, names: Option<&[String]>, out: &mu
     }
 }
 
-fn descendants_and_self<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-    out.push(v);
+/// `DescendantsAndSelf` in document order, keeping the nodes that match `q`.
+fn query_scan<'a>(
+    q: &QueryExpr,
+    root: &'a Value,
+    v: &'a Value,
+    out: &mut Vec<&'a Value>,
+) -> Result<(), JsonPathError> {
+    if is_match(q, root, v)? {
+        out.push(v);
+    }
     match v {
-        Value::Object(m) => m.values().for_each(|c| descendants_and_self(c, out)),
-        Value::Array(a) => a.iter().for_each(|c| descendants_and_self(c, out)),
+        Value::Object(m) => {
+            for c in m.values() {
+                query_scan(q, root, c, out)?;
+            }
+        }
+        Value::Array(a) => {
+            for c in a {
+                query_scan(q, root, c, out)?;
+            }
+        }
         _ => {}
     }
+    Ok(())
 }
 
 fn apply<'a>(
@@ -917,13 +1031,7 @@ fn apply<'a>(
         }
         Filter::QueryScan(q) => {
             for t in current {
-                let mut all = Vec::new();
-                descendants_and_self(t, &mut all);
-                for d in all {
-                    if is_match(q, root, d)? {
-                        out.push(d);
-                    }
-                }
+                query_scan(q, root, t, &mut out)?;
             }
         }
     }
@@ -994,6 +1102,13 @@ fn is_match(q: &QueryExpr, root: &Value, t: &Value) -> Result<bool, JsonPathErro
             Ok(false)
         }
         QueryExpr::Boolean { op, left, right } => {
+            if *op == Op::Exists {
+                if let Side::Path(filters) = left {
+                    if let Some(found) = walk_simple(filters, t) {
+                        return Ok(found.is_some());
+                    }
+                }
+            }
             let left = side_results(left, root, t)?;
             if *op == Op::Exists {
                 return Ok(!left.is_empty());
@@ -1283,6 +1398,33 @@ mod tests {
             sel("$.Body[?(@.heartRate > 1)]", &arr),
             vec![json!({"heartRate": 3})]
         );
+    }
+
+    #[test]
+    fn extra_property_matches_a_materialized_root() {
+        let event = json!({"Body": {"a": [1, 2], "id": "x"}, "matchedToken": "old"});
+        let token = json!({"v": [{"w": 5}]});
+        let mut full = event.clone();
+        full["matchedToken"] = token.clone();
+        for p in [
+            "$.matchedToken.v[0].w",
+            "$.Body.id",
+            "$.matchedToken",
+            "$.nope.x",
+            "$.Body.a[*]",
+            "$.matchedToken.v[?(@.w == 5)]",
+        ] {
+            let path = JsonPath::parse(p).unwrap();
+            let fast = path
+                .select_token_with_extra(&event, "matchedToken", &token)
+                .unwrap();
+            let slow = path.select_token(&full);
+            assert_eq!(fast.map(|o| o.cloned()), slow.map(|o| o.cloned()), "{p}");
+        }
+        let needs_root = JsonPath::parse("$..x").unwrap();
+        assert!(needs_root
+            .select_token_with_extra(&event, "matchedToken", &token)
+            .is_none());
     }
 
     #[test]

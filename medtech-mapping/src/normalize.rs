@@ -1,11 +1,15 @@
 //! Normalization: device mapping + event -> measurements, with an optional explanation trace.
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
+
 use chrono::{DateTime, Utc};
+use jmespath::{Rcvar, Variable};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, MappingErrorKind, Result, TemplateProblem, TemplateProblems};
-use crate::jmes::{to_var, JmesPath};
+use crate::jmes::{to_var, variable_to_json, JmesPath, JmesPathError};
 use crate::jsonpath::JsonPath;
 use crate::load::{child, index};
 use crate::netvalue::{self, Conversion, TimestampError};
@@ -175,7 +179,6 @@ struct Compiled {
     /// `CalculatedContent`: evaluate over the event plus `matchedToken`. Otherwise (the
     /// JSONPath family) every expression is evaluated with the matched token as `$`.
     calculated: bool,
-    uses_jmespath: bool,
     type_match: CExpr,
     device_id: Vec<CExpr>,
     timestamp: Vec<CExpr>,
@@ -333,7 +336,6 @@ fn compile(i: usize, t: &ContentTemplate, problems: &mut Vec<TemplateProblem>) -
                 template_type: t.template_type(),
                 type_name: c.type_name.clone(),
                 calculated: false,
-                uses_jmespath: false,
                 type_match,
                 device_id,
                 timestamp,
@@ -387,7 +389,6 @@ fn compile(i: usize, t: &ContentTemplate, problems: &mut Vec<TemplateProblem>) -
                 template_type: t.template_type(),
                 type_name: c.type_name.clone(),
                 calculated: false,
-                uses_jmespath: false,
                 type_match,
                 device_id,
                 timestamp,
@@ -437,25 +438,12 @@ fn compile(i: usize, t: &ContentTemplate, problems: &mut Vec<TemplateProblem>) -
             if problems.len() != before {
                 return None;
             }
-            let all = [
-                &type_match,
-                &device_id,
-                &timestamp,
-                &patient_id,
-                &encounter_id,
-                &correlation_id,
-            ];
-            let uses_jmespath = all
-                .iter()
-                .filter_map(|e| e.as_ref())
-                .chain(values.iter().map(|v| &v.expr))
-                .any(|e| matches!(e.engine, Engine::JmesPath(_)));
+
             Some(Compiled {
                 path,
                 template_type: t.template_type(),
                 type_name: c.type_name.clone(),
                 calculated: true,
-                uses_jmespath,
                 type_match: type_match?,
                 device_id: vec![device_id?],
                 timestamp: vec![timestamp?],
@@ -587,7 +575,7 @@ impl Normalizer {
         t: &Compiled,
         event: &Value,
         event_map: &Map<String, Value>,
-        event_var: &mut Option<jmespath::Rcvar>,
+        event_var: &mut Option<Rcvar>,
         message_index: usize,
         out: &mut Vec<Measurement>,
         mut trace: Option<&mut TemplateTrace>,
@@ -598,43 +586,27 @@ impl Normalizer {
             kind,
             detail,
         };
-        let tokens: Vec<Value> = match &t.type_match.engine {
+        let type_match_failed = |e: String, trace: Option<&mut TemplateTrace>| {
+            if let Some(tr) = trace {
+                tr.type_match_error = Some(e.clone());
+            }
+            fail(
+                &t.type_match,
+                MappingErrorKind::Evaluation,
+                format!("`{}`: {e}", t.type_match.text),
+            )
+        };
+        let tokens: Vec<Token<'_>> = match &t.type_match.engine {
             Engine::JsonPath(p) => match p.select_tokens(event) {
-                Ok(v) => v.into_iter().cloned().collect(),
-                Err(e) => {
-                    if let Some(tr) = trace.as_deref_mut() {
-                        tr.type_match_error = Some(e.reason.clone());
-                    }
-                    return Err(fail(
-                        &t.type_match,
-                        MappingErrorKind::Evaluation,
-                        format!("`{}`: {e}", t.type_match.text),
-                    ));
-                }
+                Ok(v) => v.into_iter().map(Token::Json).collect(),
+                Err(e) => return Err(type_match_failed(e.reason, trace.as_deref_mut())),
             },
             Engine::JmesPath(p) => {
-                let var = match event_var {
-                    Some(v) => v.clone(),
-                    None => {
-                        let v = to_var(event).map_err(|e| {
-                            fail(&t.type_match, MappingErrorKind::Evaluation, e.reason)
-                        })?;
-                        *event_var = Some(v.clone());
-                        v
-                    }
-                };
-                match p.select_tokens(&var) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        if let Some(tr) = trace.as_deref_mut() {
-                            tr.type_match_error = Some(e.reason.clone());
-                        }
-                        return Err(fail(
-                            &t.type_match,
-                            MappingErrorKind::Evaluation,
-                            format!("`{}`: {e}", t.type_match.text),
-                        ));
-                    }
+                let var = cached_var(event, event_var)
+                    .map_err(|e| fail(&t.type_match, MappingErrorKind::Evaluation, e.reason))?;
+                match p.select_tokens_var(&var) {
+                    Ok(v) => v.into_iter().map(Token::Var).collect(),
+                    Err(e) => return Err(type_match_failed(e.reason, trace.as_deref_mut())),
                 }
             }
         };
@@ -642,29 +614,25 @@ impl Normalizer {
             tr.matched_tokens = tokens.len();
         }
         for token in tokens {
-            let root = if t.calculated {
-                let mut m = event_map.clone();
-                m.shift_remove(MATCHED_TOKEN);
-                m.insert(MATCHED_TOKEN.to_owned(), token);
-                Value::Object(m)
-            } else {
-                token
-            };
-            let var = if t.uses_jmespath {
-                Some(
-                    to_var(&root)
-                        .map_err(|e| fail(&t.type_match, MappingErrorKind::Evaluation, e.reason))?,
-                )
-            } else {
-                None
+            let token_json: Cow<'_, Value> = match &token {
+                Token::Json(v) => Cow::Borrowed(*v),
+                Token::Var(v) => Cow::Owned(variable_to_json(v)),
             };
             let mut tt = trace.as_ref().map(|_| TokenTrace {
                 expressions: Vec::new(),
                 produced_measurement: false,
             });
             let ctx = EvalCtx {
-                root: &root,
-                var: var.as_ref(),
+                root: if t.calculated { event } else { &token_json },
+                matched: t.calculated.then_some(&*token_json),
+                event_map,
+                event_var: event_var.clone(),
+                token_var: match &token {
+                    Token::Var(v) => Some(v.clone()),
+                    Token::Json(_) => None,
+                },
+                materialized: OnceCell::new(),
+                var_root: OnceCell::new(),
                 message_index,
             };
             let r = ctx.measurement(t, tt.as_mut());
@@ -686,28 +654,98 @@ impl Normalizer {
     }
 }
 
+enum Token<'a> {
+    Json(&'a Value),
+    Var(Rcvar),
+}
+
+fn cached_var(
+    event: &Value,
+    cache: &mut Option<Rcvar>,
+) -> std::result::Result<Rcvar, JmesPathError> {
+    if let Some(v) = cache {
+        return Ok(v.clone());
+    }
+    let v = to_var(event)?;
+    *cache = Some(v.clone());
+    Ok(v)
+}
+
+/// What the expressions of one matched token are evaluated against.
 struct EvalCtx<'a> {
+    /// JSONPath family: the matched token. `CalculatedContent`: the event.
     root: &'a Value,
-    var: Option<&'a jmespath::Rcvar>,
+    /// `CalculatedContent`: the matched token, seen as the root's `matchedToken` property.
+    matched: Option<&'a Value>,
+    event_map: &'a Map<String, Value>,
+    event_var: Option<Rcvar>,
+    token_var: Option<Rcvar>,
+    /// The event with `matchedToken`, built only for paths that need the whole root.
+    materialized: OnceCell<Value>,
+    /// The same as a JMESPath variable, built on first use.
+    var_root: OnceCell<std::result::Result<Rcvar, String>>,
     message_index: usize,
 }
 
-enum Selected {
-    Token(Value),
+enum Selected<'a> {
+    Token(Cow<'a, Value>),
     Nothing,
 }
 
-impl EvalCtx<'_> {
-    fn select(&self, e: &CExpr) -> Result<Selected> {
-        let r = match &e.engine {
-            Engine::JsonPath(p) => p
-                .select_token(self.root)
-                .map(|o| o.cloned())
-                .map_err(|err| err.reason),
-            Engine::JmesPath(p) => match self.var {
-                Some(v) => p.select_token(v).map_err(|err| err.reason),
-                None => Err("internal: JMESPath data missing".to_owned()),
-            },
+impl<'a> EvalCtx<'a> {
+    fn materialized(&self) -> &Value {
+        self.materialized.get_or_init(|| {
+            let mut m = self.event_map.clone();
+            m.shift_remove(MATCHED_TOKEN);
+            if let Some(tok) = self.matched {
+                m.insert(MATCHED_TOKEN.to_owned(), tok.clone());
+            }
+            Value::Object(m)
+        })
+    }
+
+    fn var_root(&self) -> std::result::Result<&Rcvar, String> {
+        self.var_root
+            .get_or_init(|| {
+                let Some(tok) = self.matched else {
+                    return to_var(self.root).map_err(|e| e.reason);
+                };
+                let base = match &self.event_var {
+                    Some(v) => v.clone(),
+                    None => to_var(&Value::Object(self.event_map.clone())).map_err(|e| e.reason)?,
+                };
+                let tok_var = match &self.token_var {
+                    Some(v) => v.clone(),
+                    None => to_var(tok).map_err(|e| e.reason)?,
+                };
+                let mut map = match &*base {
+                    Variable::Object(m) => m.clone(),
+                    _ => Default::default(),
+                };
+                map.insert(MATCHED_TOKEN.to_owned(), tok_var);
+                Ok(Rcvar::new(Variable::Object(map)))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn select(&self, e: &CExpr) -> Result<Selected<'_>> {
+        let r: std::result::Result<Option<Cow<'_, Value>>, String> = match &e.engine {
+            Engine::JsonPath(p) => {
+                let fast = self
+                    .matched
+                    .and_then(|tok| p.select_token_with_extra(self.root, MATCHED_TOKEN, tok));
+                let r = match fast {
+                    Some(r) => r,
+                    None if self.matched.is_some() => p.select_token(self.materialized()),
+                    None => p.select_token(self.root),
+                };
+                r.map(|o| o.map(Cow::Borrowed)).map_err(|err| err.reason)
+            }
+            Engine::JmesPath(p) => self
+                .var_root()
+                .and_then(|v| p.select_token(v).map_err(|err| err.reason))
+                .map(|o| o.map(Cow::Owned)),
         };
         match r {
             Ok(Some(v)) => Ok(Selected::Token(v)),
