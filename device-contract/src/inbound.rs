@@ -26,6 +26,9 @@ use carebridge_dataverse_client::{DataverseClient, KeyValue, RecordKey, UpsertMo
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use tracing::Instrument;
+
+use crate::webhook::{ContextValue, RemoteExecutionContext};
 use crate::{ContractNames, DeviceProcess, Error, InboundResponse, OutboundRequest, Result};
 
 /// Where device rows live.
@@ -207,6 +210,36 @@ impl InboundProcessor {
         self.process(process, &response).await
     }
 
+    /// Applies an inbound custom API call delivered by a Dataverse webhook registered on the
+    /// inbound API's message: the process comes from `MessageName`, the response from the input
+    /// parameters (string and integer values).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if `InputParameters` is missing (payload over 256 KB); otherwise as
+    /// [`process_parameters`](Self::process_parameters).
+    pub async fn process_webhook(&self, ctx: &RemoteExecutionContext) -> Result<InboundReport> {
+        if !ctx.has_input_parameters {
+            return Err(Error::invalid(
+                "InputParameters",
+                "is missing (Dataverse drops it when the webhook payload exceeds 256 KB)",
+            ));
+        }
+        let params: Map<String, Value> = ctx
+            .input_parameters
+            .iter()
+            .filter_map(|(k, v)| {
+                let value = match v {
+                    ContextValue::String(s) => Value::String(s.clone()),
+                    ContextValue::Number(n) => Value::Number(n.clone()),
+                    ContextValue::Null => Value::Null,
+                    _ => return None,
+                };
+                Some((k.clone(), value))
+            })
+            .collect();
+        self.process_parameters(&ctx.message_name, &params).await
+    }
+
     /// Validates `response`, applies it and notifies the initiating user.
     ///
     /// When applying fails, the user is still notified of the failure before the error is returned.
@@ -215,6 +248,19 @@ impl InboundProcessor {
     /// [`Error::InvalidInput`]/[`Error::Json`] for an invalid response or echoed outbound request;
     /// [`Error::Dataverse`] naming the step that failed.
     pub async fn process(
+        &self,
+        process: DeviceProcess,
+        response: &InboundResponse,
+    ) -> Result<InboundReport> {
+        let span = tracing::info_span!(
+            "device_inbound.process",
+            process = %process,
+            status = response.status_code
+        );
+        self.process_inner(process, response).instrument(span).await
+    }
+
+    async fn process_inner(
         &self,
         process: DeviceProcess,
         response: &InboundResponse,
@@ -245,6 +291,15 @@ impl InboundProcessor {
         report.notification_id = self
             .notify(process, &request, response, success, &body)
             .await?;
+        match &applied {
+            Ok(()) => tracing::info!(
+                devices_upserted = report.devices_upserted,
+                enrollment_updated = report.enrollment_updated,
+                assignment_changed = report.assignment_changed,
+                "inbound response applied"
+            ),
+            Err(e) => tracing::error!(error = %e, "inbound response could not be applied"),
+        }
         applied.map(|()| report)
     }
 

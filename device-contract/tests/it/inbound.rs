@@ -381,3 +381,47 @@ async fn bridge_to_inbound_processor_round_trip() {
         .expect("applied");
     assert_eq!(report.devices_upserted, 2);
 }
+
+#[tokio::test]
+async fn webhook_on_the_inbound_api_is_applied() {
+    let server = MockServer::start().await;
+    let enrollment_path = api(&format!("msemr_deviceenrollments({})", support::ENROLLMENT));
+    Mock::given(method("PATCH"))
+        .and(path(enrollment_path))
+        .and(body_json(json!({"msemr_enrollmentstatus": 935_000_000})))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    notification(&server, ICON_SUCCESS, 1).await;
+    let body = json!({
+        "MessageName": CustomApiNames::default().enroll.inbound,
+        "InitiatingUserId": "75c2dd85-e89e-e711-8122-000d3aa2331c",
+        "InputParameters": [
+            {"key": "StatusCode", "value": 201},
+            {"key": "OutboundRequest", "value": outbound(DeviceProcess::Enroll)},
+            {"key": "FlowUrl", "value": "https://make.powerautomate.com/runs/9"}
+        ],
+        "PrimaryEntityName": "none"
+    });
+    let ctx = carebridge_device_contract::webhook::RemoteExecutionContext::from_json(
+        body.to_string().as_bytes(),
+    )
+    .expect("context");
+    let report = processor(&server)
+        .process_webhook(&ctx)
+        .await
+        .expect("applied");
+    assert!(report.enrollment_updated);
+
+    let oversized = carebridge_device_contract::webhook::RemoteExecutionContext::from_json(
+        json!({"MessageName": CustomApiNames::default().enroll.inbound})
+            .to_string()
+            .as_bytes(),
+    )
+    .expect("context");
+    assert!(matches!(
+        processor(&server).process_webhook(&oversized).await,
+        Err(Error::InvalidInput { path, .. }) if path == "InputParameters"
+    ));
+}
