@@ -1,10 +1,18 @@
 //! The crate's error type.
 
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
 /// A `Result` whose error is [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong while obtaining a token.
-#[derive(Debug, thiserror::Error)]
+///
+/// Every variant says which step failed. None of them carries a client secret, an access token
+/// or a response body. `Error` is `Clone` so that a token cache can hand the same failure to every
+/// caller that waited for one shared token request.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The credential was configured with an invalid value (never includes the secret itself).
@@ -13,4 +21,356 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+
+    /// A configured URL (token endpoint, FHIR base URL, authority host) cannot be used.
+    #[error("invalid {what}: {reason}")]
+    InvalidUrl {
+        /// Which URL, e.g. `"token URL"` or `"FHIR base URL"`.
+        what: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A URL uses plain `http` to a host that is not loopback, and insecure HTTP was not allowed
+    /// explicitly.
+    #[error(
+        "{what} must use https (plain http is only accepted for loopback hosts), host `{host}`"
+    )]
+    InsecureUrl {
+        /// Which URL, e.g. `"token URL"`.
+        what: &'static str,
+        /// The host the URL points at.
+        host: String,
+    },
+
+    /// SMART discovery: the server answered with a non-success HTTP status.
+    #[error("SMART discovery: GET {url} returned HTTP {status}")]
+    DiscoveryStatus {
+        /// The discovery document URL (without query string).
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+    },
+
+    /// SMART discovery: the document was not valid JSON of the expected shape, or one of its
+    /// endpoint URLs is unusable.
+    #[error("SMART discovery: malformed document at {url}: {reason}")]
+    DiscoveryMalformed {
+        /// The discovery document URL (without query string).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// SMART discovery: the CapabilityStatement declares no `oauth-uris` extension with a `token`
+    /// endpoint (and the `.well-known/smart-configuration` fallback, if enabled, had none either).
+    #[error("SMART discovery: {url} declares no OAuth token endpoint (no `oauth-uris` extension with `token`)")]
+    NoOAuthUris {
+        /// The discovery document URL (without query string).
+        url: String,
+    },
+
+    /// The token endpoint refused the request: a non-200 HTTP status, with the OAuth 2.0 error
+    /// response ([RFC 6749 §5.2](https://www.rfc-editor.org/rfc/rfc6749#section-5.2)) when the body
+    /// was one.
+    #[error("token endpoint returned HTTP {status}{}", OAuthSuffix(oauth.as_deref()))]
+    TokenEndpoint {
+        /// The HTTP status code.
+        status: u16,
+        /// The parsed OAuth error response, if the body was one.
+        oauth: Option<Box<OAuthError>>,
+    },
+
+    /// The token endpoint answered 200 but the body was not a usable token response (invalid
+    /// JSON, missing `access_token` or `expires_in`, a `token_type` other than `Bearer`, ...).
+    #[error("malformed token response: {reason}")]
+    MalformedTokenResponse {
+        /// What is wrong (names the field, never its value).
+        reason: String,
+    },
+
+    /// No answer arrived within the configured timeout.
+    #[error("{step} timed out after {timeout:?}")]
+    Timeout {
+        /// Which step timed out.
+        step: Step,
+        /// The configured timeout.
+        timeout: Duration,
+    },
+
+    /// The request could not be sent or the response not received (DNS, connect, TLS, reset).
+    #[error("{step} failed: transport error")]
+    Transport {
+        /// Which step failed.
+        step: Step,
+        /// The underlying failure.
+        #[source]
+        source: TransportError,
+    },
+
+    /// A custom [`TokenProvider`](crate::TokenProvider) (for example a
+    /// [`TokenCallback`](crate::TokenCallback)) failed.
+    #[error("token provider failed: {reason}")]
+    Provider {
+        /// What failed.
+        reason: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+}
+
+impl Error {
+    /// An error for a custom token provider, with a message and no source.
+    pub fn provider(reason: impl Into<String>) -> Self {
+        Self::Provider {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// An error for a custom token provider, wrapping the error that caused it.
+    pub fn provider_with_source(
+        reason: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Provider {
+            reason: reason.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// The OAuth error response of a [`Error::TokenEndpoint`] failure, if any.
+    pub fn oauth_error(&self) -> Option<&OAuthError> {
+        match self {
+            Self::TokenEndpoint { oauth, .. } => oauth.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a timeout (of any step).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+
+    pub(crate) fn invalid_config(reason: impl Into<String>) -> Self {
+        Self::InvalidConfiguration {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The step of obtaining a token that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Step {
+    /// Reading the SMART configuration (`[base]/metadata` or `.well-known/smart-configuration`).
+    Discovery,
+    /// The request to the OAuth 2.0 token endpoint.
+    TokenRequest,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Discovery => "SMART discovery",
+            Self::TokenRequest => "token request",
+        })
+    }
+}
+
+/// An OAuth 2.0 error response from a token endpoint
+/// ([RFC 6749 §5.2](https://www.rfc-editor.org/rfc/rfc6749#section-5.2)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OAuthError {
+    /// The `error` code.
+    pub code: OAuthErrorCode,
+    /// The `error_description`, if the server sent one.
+    pub description: Option<String>,
+    /// The `error_uri`, if the server sent one.
+    pub uri: Option<String>,
+}
+
+impl fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code.as_str())?;
+        if let Some(description) = &self.description {
+            write!(f, " ({description})")?;
+        }
+        if let Some(uri) = &self.uri {
+            write!(f, " see {uri}")?;
+        }
+        Ok(())
+    }
+}
+
+struct OAuthSuffix<'a>(Option<&'a OAuthError>);
+
+impl fmt::Display for OAuthSuffix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(oauth) => write!(f, ": {oauth}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The `error` code of an OAuth 2.0 error response.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OAuthErrorCode {
+    /// `invalid_request`: a parameter is missing, repeated or malformed.
+    InvalidRequest,
+    /// `invalid_client`: client authentication failed (unknown client, wrong secret, wrong
+    /// authentication method).
+    InvalidClient,
+    /// `invalid_grant`.
+    InvalidGrant,
+    /// `unauthorized_client`: the client may not use the client-credentials grant.
+    UnauthorizedClient,
+    /// `unsupported_grant_type`.
+    UnsupportedGrantType,
+    /// `invalid_scope`: a requested scope is unknown, malformed or not granted.
+    InvalidScope,
+    /// Any other code, as sent by the server.
+    Other(String),
+}
+
+impl OAuthErrorCode {
+    /// The code as it appears on the wire, e.g. `"invalid_client"`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::Other(code) => code,
+        }
+    }
+
+    pub(crate) fn from_wire(code: &str) -> Self {
+        match code {
+            "invalid_request" => Self::InvalidRequest,
+            "invalid_client" => Self::InvalidClient,
+            "invalid_grant" => Self::InvalidGrant,
+            "unauthorized_client" => Self::UnauthorizedClient,
+            "unsupported_grant_type" => Self::UnsupportedGrantType,
+            "invalid_scope" => Self::InvalidScope,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for OAuthErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure to send a request or receive its response. Opaque: inspect it with the `is_*`
+/// methods. Its messages never contain the request URL's query or any body.
+#[derive(Clone)]
+pub struct TransportError {
+    inner: Arc<reqwest::Error>,
+}
+
+impl TransportError {
+    pub(crate) fn new(error: reqwest::Error) -> Self {
+        Self {
+            inner: Arc::new(error.without_url()),
+        }
+    }
+
+    /// Whether connecting failed (DNS, refused, TLS handshake).
+    pub fn is_connect(&self) -> bool {
+        self.inner.is_connect()
+    }
+
+    /// Whether the failure was a timeout.
+    pub fn is_timeout(&self) -> bool {
+        self.inner.is_timeout()
+    }
+
+    /// Whether the failure happened while reading the response body.
+    pub fn is_body(&self) -> bool {
+        self.inner.is_body() || self.inner.is_decode()
+    }
+}
+
+impl fmt::Debug for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn error_is_send_sync_static() {
+        assert_send_sync::<Error>();
+        assert_send_sync::<TransportError>();
+    }
+
+    #[test]
+    fn token_endpoint_display_includes_oauth_fields() {
+        let error = Error::TokenEndpoint {
+            status: 401,
+            oauth: Some(Box::new(OAuthError {
+                code: OAuthErrorCode::from_wire("invalid_client"),
+                description: Some("bad secret".into()),
+                uri: Some("https://example.com/e".into()),
+            })),
+        };
+        assert_eq!(
+            error.to_string(),
+            "token endpoint returned HTTP 401: invalid_client (bad secret) see https://example.com/e"
+        );
+        assert_eq!(
+            error.oauth_error().map(|e| &e.code),
+            Some(&OAuthErrorCode::InvalidClient)
+        );
+        let bare = Error::TokenEndpoint {
+            status: 503,
+            oauth: None,
+        };
+        assert_eq!(bare.to_string(), "token endpoint returned HTTP 503");
+    }
+
+    #[test]
+    fn oauth_codes_round_trip() {
+        for code in [
+            "invalid_request",
+            "invalid_client",
+            "invalid_grant",
+            "unauthorized_client",
+            "unsupported_grant_type",
+            "invalid_scope",
+            "temporarily_unavailable",
+        ] {
+            assert_eq!(OAuthErrorCode::from_wire(code).as_str(), code);
+        }
+        assert_eq!(
+            OAuthErrorCode::from_wire("temporarily_unavailable"),
+            OAuthErrorCode::Other("temporarily_unavailable".into())
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Tokens and the [`TokenProvider`] trait.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -8,9 +9,11 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::Result;
 
 /// An OAuth2 bearer token and the instant it expires.
+///
+/// Cloning is cheap (the secret is shared, not copied). `Debug` never prints the secret.
 #[derive(Clone)]
 pub struct AccessToken {
-    secret: SecretString,
+    secret: Arc<SecretString>,
     expires_on: Option<DateTime<Utc>>,
 }
 
@@ -18,7 +21,7 @@ impl AccessToken {
     /// Creates a token. `expires_on` is `None` for tokens that never expire (static tokens).
     pub fn new(secret: impl Into<SecretString>, expires_on: Option<DateTime<Utc>>) -> Self {
         Self {
-            secret: secret.into(),
+            secret: Arc::new(secret.into()),
             expires_on,
         }
     }
@@ -26,6 +29,13 @@ impl AccessToken {
     /// The token value, to put after `Bearer ` in an `Authorization` header.
     pub fn secret(&self) -> &SecretString {
         &self.secret
+    }
+
+    /// Whether two tokens carry the same secret value (for example to tell whether a refresh
+    /// returned a new token). Compares the secrets without exposing them to the caller.
+    pub fn same_secret(&self, other: &AccessToken) -> bool {
+        Arc::ptr_eq(&self.secret, &other.secret)
+            || self.secret.expose_secret() == other.secret.expose_secret()
     }
 
     /// When the token expires, if known.
@@ -95,5 +105,68 @@ impl fmt::Debug for StaticToken {
 impl TokenProvider for StaticToken {
     async fn token(&self, _scopes: &[&str]) -> Result<AccessToken> {
         Ok(self.token.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: TokenProvider + ?Sized> TokenProvider for Arc<T> {
+    async fn token(&self, scopes: &[&str]) -> Result<AccessToken> {
+        (**self).token(scopes).await
+    }
+
+    fn invalidate(&self) {
+        (**self).invalidate();
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: TokenProvider + ?Sized> TokenProvider for Box<T> {
+    async fn token(&self, scopes: &[&str]) -> Result<AccessToken> {
+        (**self).token(scopes).await
+    }
+
+    fn invalidate(&self) {
+        (**self).invalidate();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    #[test]
+    fn debug_redacts_the_secret() {
+        let token = AccessToken::new("s3cr3t-token-value", None);
+        let debug = format!("{token:?}");
+        assert!(!debug.contains("s3cr3t-token-value"), "{debug}");
+        let static_token = StaticToken::new("s3cr3t-static");
+        assert!(!format!("{static_token:?}").contains("s3cr3t-static"));
+    }
+
+    #[test]
+    fn authorization_header_and_expiry() {
+        let now = Utc::now();
+        let token = AccessToken::new("abc", Some(now + Duration::minutes(10)));
+        assert_eq!(token.authorization_header(), "Bearer abc");
+        assert!(!token.expires_within(now, Duration::minutes(5)));
+        assert!(token.expires_within(now, Duration::minutes(10)));
+        assert!(!AccessToken::new("abc", None).expires_within(now, Duration::days(365)));
+    }
+
+    #[test]
+    fn same_secret_compares_values() {
+        let a = AccessToken::new("one", None);
+        assert!(a.same_secret(&a.clone()));
+        assert!(a.same_secret(&AccessToken::new("one", None)));
+        assert!(!a.same_secret(&AccessToken::new("two", None)));
+    }
+
+    #[tokio::test]
+    async fn arc_dyn_provider_delegates() {
+        let provider: Arc<dyn TokenProvider> = Arc::new(StaticToken::new("xyz"));
+        let token = provider.token(&["scope"]).await.unwrap();
+        assert_eq!(token.secret().expose_secret(), "xyz");
+        provider.invalidate();
     }
 }
