@@ -123,6 +123,15 @@ pub enum Error {
         /// Detail: the expression text and the cause, never a message value.
         detail: String,
     },
+
+    /// Measurements could not be grouped for transformation.
+    #[error("cannot group measurements of type `{type_name}`: {reason}")]
+    Grouping {
+        /// The measurement type.
+        type_name: String,
+        /// Why (no FHIR template for the type, a correlation id missing).
+        reason: String,
+    },
 }
 
 #[cfg(test)]

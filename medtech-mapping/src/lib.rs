@@ -39,6 +39,8 @@
 //! - [`JsonPath`] (Newtonsoft.Json dialect) and [`JmesPath`] (with the MedTech custom
 //!   functions): the expression engines.
 //! - [`Normalizer`]: event -> [`Measurement`]s, with an [`Explanation`] trace on request.
+//! - [`group_measurements`]: measurements -> [`ObservationGroup`]s (one per future
+//!   Observation), by device, patient, type, encounter, correlation id and `periodInterval`.
 //!
 //! Where the Microsoft Learn documentation and the reference implementation differ, and what
 //! this crate does, is written down in `docs/medtech-compatibility.md`.
@@ -48,6 +50,7 @@
 
 mod error;
 mod fhir_template;
+mod group;
 mod jmes;
 mod jsonpath;
 mod load;
@@ -60,6 +63,7 @@ pub use fhir_template::{
     CodeValueFhir, CodeValueMapping, FhirCode, FhirCodeableConcept, FhirMapping, FhirValue,
     PeriodInterval,
 };
+pub use group::{group_measurements, ObservationGroup, TimedValues, OBSERVATION_IDENTIFIER_SYSTEM};
 pub use jmes::{JmesPath, JmesPathError};
 pub use jsonpath::{JsonPath, JsonPathError};
 pub use normalize::{

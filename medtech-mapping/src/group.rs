@@ -1,0 +1,300 @@
+//! Grouping: measurements -> observation groups, one per future Observation.
+//!
+//! Follows iomt-fhir: measurements are grouped by device, type, patient, encounter and
+//! correlation id (in order of first appearance); within a group, measurements with the same
+//! `occurrenceTimeUtc` are reduced to the most recently ingested one; the group is then split by
+//! the template's `periodInterval` (`Single`: one per instant, `Hourly`/`Daily`: UTC hour/day
+//! windows, `CorrelationId`: one per correlation id).
+
+use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
+
+use crate::error::{Error, Result};
+use crate::fhir_template::{FhirMapping, PeriodInterval};
+use crate::normalize::Measurement;
+
+/// The identifier system MedTech gives the Observations it writes.
+pub const OBSERVATION_IDENTIFIER_SYSTEM: &str =
+    "https://azure.microsoft.com/en-us/services/iomt-fhir-connector/";
+
+/// One .NET tick: the end of an hourly or daily window is its start plus the window minus a tick.
+fn tick() -> TimeDelta {
+    TimeDelta::nanoseconds(100)
+}
+
+/// The values of one measurement property in a group: `(occurrence time, value)`, sorted by time.
+pub type TimedValues = Vec<(DateTime<Utc>, String)>;
+
+/// Measurements that become one Observation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservationGroup {
+    /// The measurement type (`typeName`).
+    pub type_name: String,
+    /// The device identifier from the measurements.
+    pub device_id: String,
+    /// The patient identifier from the measurements.
+    pub patient_id: Option<String>,
+    /// The encounter identifier from the measurements.
+    pub encounter_id: Option<String>,
+    /// The correlation identifier from the measurements.
+    pub correlation_id: Option<String>,
+    /// How the group was formed.
+    pub period_interval: PeriodInterval,
+    /// Start of the window (inclusive).
+    pub start: DateTime<Utc>,
+    /// End of the window (inclusive; for hourly and daily windows one 100 ns tick before the
+    /// next window).
+    pub end: DateTime<Utc>,
+    /// The values of each measurement property, by property name in order of first appearance,
+    /// each list sorted by time. At one instant only the first value is kept.
+    pub values: Vec<(String, TimedValues)>,
+}
+
+impl ObservationGroup {
+    /// The window part of the Observation identifier: `yyyyMMddHHmmssZ.yyyyMMddHHmmssZ` for time
+    /// windows, the correlation id for `CorrelationId` groups.
+    pub fn id_segment(&self) -> String {
+        match self.period_interval {
+            PeriodInterval::CorrelationId => self.correlation_id.clone().unwrap_or_default(),
+            _ => format!(
+                "{}.{}",
+                self.start.format("%Y%m%d%H%M%SZ"),
+                self.end.format("%Y%m%d%H%M%SZ")
+            ),
+        }
+    }
+
+    /// The Observation identifier value MedTech writes:
+    /// `{patient resource id}.{device resource id}.{type}.{id segment}` (system
+    /// [`OBSERVATION_IDENTIFIER_SYSTEM`]). The resource ids come from identity resolution.
+    pub fn identifier_value(&self, patient_resource_id: &str, device_resource_id: &str) -> String {
+        format!(
+            "{patient_resource_id}.{device_resource_id}.{}.{}",
+            self.type_name,
+            self.id_segment()
+        )
+    }
+
+    fn add(&mut self, m: &Measurement) {
+        for p in &m.properties {
+            let idx = match self.values.iter().position(|(n, _)| *n == p.name) {
+                Some(i) => i,
+                None => {
+                    self.values.push((p.name.clone(), Vec::new()));
+                    self.values.len() - 1
+                }
+            };
+            if let Some((_, list)) = self.values.get_mut(idx) {
+                // A sorted set ordered by time: a second value at the same instant is ignored.
+                match list.binary_search_by(|(t, _)| t.cmp(&m.occurrence_time_utc)) {
+                    Ok(_) => {}
+                    Err(pos) => list.insert(pos, (m.occurrence_time_utc, p.value.clone())),
+                }
+            }
+        }
+        if self.period_interval == PeriodInterval::CorrelationId {
+            self.start = self.start.min(m.occurrence_time_utc);
+            self.end = self.end.max(m.occurrence_time_utc);
+        }
+    }
+}
+
+fn window(interval: PeriodInterval, t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let span = match interval {
+        PeriodInterval::Hourly => Duration::hours(1),
+        PeriodInterval::Daily => Duration::days(1),
+        PeriodInterval::Single | PeriodInterval::CorrelationId => return (t, t),
+    };
+    let start = t.duration_trunc(span).unwrap_or(t);
+    (start, start + span - tick())
+}
+
+/// Groups measurements for transformation.
+///
+/// `measurements` must be in ingestion order: when two measurements of one group share an
+/// instant, the one ingested later (a later message) wins, and within one message the first.
+/// Pass each measurement with the index of the message it came from.
+///
+/// # Errors
+/// [`Error::Grouping`] when a measurement type has no template in `fhir` (MedTech's
+/// `TemplateNotFoundException`) or a `CorrelationId` template meets a measurement without a
+/// correlation id.
+pub fn group_measurements(
+    measurements: &[(usize, Measurement)],
+    fhir: &FhirMapping,
+) -> Result<Vec<ObservationGroup>> {
+    // Level 1: device, type, patient, encounter, correlation id, in order of first appearance.
+    let mut keyed: Vec<(String, Vec<&(usize, Measurement)>)> = Vec::new();
+    for item in measurements {
+        let m = &item.1;
+        let key = format!(
+            "{}-{}-{}-{}-{}",
+            m.device_id,
+            m.type_name,
+            m.patient_id.as_deref().unwrap_or(""),
+            m.encounter_id.as_deref().unwrap_or(""),
+            m.correlation_id.as_deref().unwrap_or("")
+        );
+        match keyed.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(item),
+            None => keyed.push((key, vec![item])),
+        }
+    }
+    let mut out = Vec::new();
+    for (_, items) in keyed {
+        // Same instant: keep the latest ingested (highest message index; first among equals).
+        let mut deduped: Vec<&(usize, Measurement)> = Vec::new();
+        for item in items {
+            match deduped
+                .iter_mut()
+                .find(|d| d.1.occurrence_time_utc == item.1.occurrence_time_utc)
+            {
+                Some(d) => {
+                    if item.0 > d.0 {
+                        *d = item;
+                    }
+                }
+                None => deduped.push(item),
+            }
+        }
+        let Some(first) = deduped.first().map(|d| &d.1) else {
+            continue;
+        };
+        let Some(template) = fhir.template_for(&first.type_name) else {
+            return Err(Error::Grouping {
+                type_name: first.type_name.clone(),
+                reason: "no template in the FHIR destination mapping for this type".to_owned(),
+            });
+        };
+        let interval = template.period_interval;
+        if interval == PeriodInterval::CorrelationId
+            && first
+                .correlation_id
+                .as_deref()
+                .is_none_or(|c| c.trim().is_empty())
+        {
+            return Err(Error::Grouping {
+                type_name: first.type_name.clone(),
+                reason: "periodInterval is CorrelationId but the measurement has no correlation id"
+                    .to_owned(),
+            });
+        }
+        let mut groups: Vec<ObservationGroup> = Vec::new();
+        for (_, m) in deduped {
+            let (start, end) = window(interval, m.occurrence_time_utc);
+            let existing = if interval == PeriodInterval::CorrelationId {
+                groups.first_mut()
+            } else {
+                groups.iter_mut().find(|g| g.start == start)
+            };
+            match existing {
+                Some(g) => g.add(m),
+                None => {
+                    let mut g = ObservationGroup {
+                        type_name: first.type_name.clone(),
+                        device_id: first.device_id.clone(),
+                        patient_id: first.patient_id.clone(),
+                        encounter_id: first.encounter_id.clone(),
+                        correlation_id: first.correlation_id.clone(),
+                        period_interval: interval,
+                        start,
+                        end,
+                        values: Vec::new(),
+                    };
+                    g.add(m);
+                    groups.push(g);
+                }
+            }
+        }
+        out.extend(groups);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::MeasurementProperty;
+
+    fn m(t: &str, device: &str, v: &str, corr: Option<&str>) -> Measurement {
+        Measurement {
+            type_name: "hr".into(),
+            occurrence_time_utc: crate::netvalue::parse_timestamp(t).unwrap(),
+            device_id: device.into(),
+            patient_id: Some("p".into()),
+            encounter_id: None,
+            correlation_id: corr.map(Into::into),
+            properties: vec![MeasurementProperty {
+                name: "hr".into(),
+                value: v.into(),
+            }],
+        }
+    }
+
+    fn fhir(interval: i64) -> FhirMapping {
+        FhirMapping::from_value(&serde_json::json!({"templateType": "CollectionFhir", "template": [
+            {"templateType": "CodeValueFhir", "template": {"typeName": "HR", "periodInterval": interval, "codes": []}}]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn hourly_windows_and_id_segments() {
+        let ms = vec![
+            (0, m("2023-03-13T22:46:01Z", "d", "70", None)),
+            (0, m("2023-03-13T22:10:00Z", "d", "72", None)),
+            (1, m("2023-03-13T23:00:00Z", "d", "74", None)),
+            (1, m("2023-03-13T22:20:00Z", "e", "60", None)),
+        ];
+        let g = group_measurements(&ms, &fhir(60)).unwrap();
+        assert_eq!(g.len(), 3);
+        assert_eq!(g[0].id_segment(), "20230313220000Z.20230313225959Z");
+        assert_eq!(g[0].values[0].1.len(), 2);
+        assert_eq!(g[0].values[0].1[0].1, "72", "sorted by time");
+        assert_eq!(g[1].id_segment(), "20230313230000Z.20230313235959Z");
+        assert_eq!(g[2].device_id, "e");
+        assert_eq!(
+            g[0].identifier_value("pat1", "dev1"),
+            "pat1.dev1.hr.20230313220000Z.20230313225959Z"
+        );
+    }
+
+    #[test]
+    fn same_instant_keeps_the_latest_message() {
+        let ms = vec![
+            (0, m("2023-03-13T22:46:01Z", "d", "70", None)),
+            (0, m("2023-03-13T22:46:01Z", "d", "71", None)),
+            (2, m("2023-03-13T22:46:01Z", "d", "75", None)),
+        ];
+        let g = group_measurements(&ms, &fhir(0)).unwrap();
+        assert_eq!(g.len(), 1);
+        assert_eq!(
+            g[0].values[0].1,
+            vec![(ms[0].1.occurrence_time_utc, "75".to_owned())]
+        );
+        assert_eq!(g[0].id_segment(), "20230313224601Z.20230313224601Z");
+    }
+
+    #[test]
+    fn correlation_groups_span_their_measurements() {
+        let ms = vec![
+            (0, m("2023-03-13T22:46:01Z", "d", "70", Some("c1"))),
+            (0, m("2023-03-13T20:00:00Z", "d", "71", Some("c1"))),
+        ];
+        let g = group_measurements(&ms, &fhir(-1)).unwrap();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].id_segment(), "c1");
+        assert_eq!(g[0].start, ms[1].1.occurrence_time_utc);
+        assert_eq!(g[0].end, ms[0].1.occurrence_time_utc);
+        let missing = vec![(0, m("2023-03-13T22:46:01Z", "d", "70", None))];
+        assert!(group_measurements(&missing, &fhir(-1)).is_err());
+    }
+
+    #[test]
+    fn unknown_type_is_an_error() {
+        let mut x = m("2023-03-13T22:46:01Z", "d", "70", None);
+        x.type_name = "steps".into();
+        assert!(matches!(
+            group_measurements(&[(0, x)], &fhir(0)),
+            Err(Error::Grouping { .. })
+        ));
+    }
+}
