@@ -330,7 +330,10 @@ impl DeviceBridge {
                     key,
                     inbound_api: inbound_api.clone(),
                     response,
-                    reason: err.to_string(),
+                    reason: match &err {
+                        Error::Dataverse { source, .. } => format!("{err}: {source}"),
+                        other => other.to_string(),
+                    },
                 };
                 let accepted = sink.undelivered(&item).await;
                 if !accepted {

@@ -297,7 +297,14 @@ async fn receive(
         async move {
             let _permit = permit;
             match bridge.handle(&trigger).await {
-                Ok(outcome) => tracing::debug!(?outcome, "trigger handled"),
+                Ok(outcome) => {
+                    let disposition = match outcome {
+                        crate::BridgeOutcome::Delivered { .. } => "delivered",
+                        crate::BridgeOutcome::Redelivered { .. } => "redelivered",
+                        crate::BridgeOutcome::Duplicate { .. } => "duplicate",
+                    };
+                    tracing::debug!(disposition, "trigger handled");
+                }
                 Err(e) => tracing::error!(error = %e, "trigger handling failed"),
             }
         }

@@ -433,6 +433,8 @@ async fn undeliverable_response_is_queued_and_redelivered_not_lost() {
     // The queued copy can be redelivered too; after that the trigger is a plain duplicate.
     for item in queue.drain() {
         assert_eq!(item.response, response);
+        assert!(item.reason.contains("HTTP 503"), "{}", item.reason);
+        assert_eq!(item.inbound_api, name);
         bridge.redeliver(&item).await.expect("redeliver");
     }
     assert!(matches!(
