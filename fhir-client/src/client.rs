@@ -194,18 +194,22 @@ impl FhirClient {
         type_name: &str,
         raw: RawResponse,
     ) -> Result<Response<R>> {
-        let info = probe(&raw.body);
-        if let Some(actual) = info.as_ref().and_then(|i| i.resource_type.as_deref()) {
-            if actual != type_name && type_name != "Resource" {
-                return Err(Error::UnexpectedResponse {
-                    interaction,
-                    reason: format!("expected a {type_name}, got {actual}"),
-                });
+        let value: R = match decode(interaction, type_name, &raw.body) {
+            Ok(value) => value,
+            Err(error) => {
+                // Say "wrong type" rather than "bad JSON" when the server sent another resource.
+                let actual = probe(&raw.body).and_then(|i| i.resource_type);
+                if let Some(actual) = actual.filter(|a| a != type_name && type_name != "Resource") {
+                    return Err(Error::UnexpectedResponse {
+                        interaction,
+                        reason: format!("expected a {type_name}, got {actual}"),
+                    });
+                }
+                return Err(error);
             }
-        }
-        let value: R = decode(interaction, type_name, &raw.body)?;
+        };
         let mut response = Response::from_headers(raw.status, &raw.headers, value);
-        response.fill_version(info.and_then(|i| i.version_id));
+        response.fill_version(|| probe(&raw.body).and_then(|i| i.version_id));
         Ok(response)
     }
 
@@ -336,7 +340,7 @@ impl FhirClient {
             None => self.read::<R>(&id).await?,
         };
         let mut response = Response::from_headers(status, &headers, read.value);
-        response.fill_version(read.version_id);
+        response.fill_version(|| read.version_id);
         Ok(response)
     }
 

@@ -95,7 +95,9 @@ impl<T> Response<T> {
         }
     }
 
-    pub(crate) fn fill_version(&mut self, fallback: Option<String>) {
+    /// Fills a missing version id from the `Location`, else from `fallback` (evaluated lazily:
+    /// it may parse the body).
+    pub(crate) fn fill_version(&mut self, fallback: impl FnOnce() -> Option<String>) {
         if self.version_id.is_none() {
             self.version_id = self
                 .location
@@ -103,7 +105,7 @@ impl<T> Response<T> {
                 .and_then(parse_location)
                 .and_then(|(_, _, vid)| vid)
                 .map(str::to_owned)
-                .or(fallback);
+                .or_else(fallback);
         }
     }
 }

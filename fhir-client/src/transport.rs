@@ -145,12 +145,16 @@ pub(crate) fn probe(body: &[u8]) -> Option<BodyInfo> {
         })
 }
 
-/// Decodes JSON into `T`, reporting the JSON path of a failure.
+/// Decodes JSON into `T`. Parsing is done once on the fast path; only when it fails is the body
+/// parsed a second time to find the JSON path of the failure.
 pub(crate) fn decode<T: DeserializeOwned>(
     interaction: Interaction,
     type_name: &str,
     body: &[u8],
 ) -> Result<T> {
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| Error::Decode {
         interaction,
@@ -356,12 +360,8 @@ impl Inner {
     }
 
     async fn execute_in_span(&self, spec: RequestSpec, span: tracing::Span) -> Result<RawResponse> {
-        let mut backoff = backon::ExponentialBuilder::new()
-            .with_min_delay(self.retry.initial_delay)
-            .with_max_delay(self.retry.max_delay)
-            .with_jitter()
-            .without_max_times()
-            .build();
+        // Built on the first retry only: the happy path pays nothing for it.
+        let mut backoff: Option<backon::ExponentialBackoff> = None;
         let mut retries: u32 = 0;
         let mut waited = Duration::ZERO;
         let mut auth_retried = false;
@@ -478,7 +478,7 @@ impl Inner {
 
     fn next_delay(
         &self,
-        backoff: &mut backon::ExponentialBackoff,
+        backoff: &mut Option<backon::ExponentialBackoff>,
         retry_after: Option<Duration>,
         retries: u32,
         waited: Duration,
@@ -486,6 +486,14 @@ impl Inner {
         if retries >= self.retry.max_retries {
             return None;
         }
+        let backoff = backoff.get_or_insert_with(|| {
+            backon::ExponentialBuilder::new()
+                .with_min_delay(self.retry.initial_delay)
+                .with_max_delay(self.retry.max_delay)
+                .with_jitter()
+                .without_max_times()
+                .build()
+        });
         let computed = backoff.next().unwrap_or(self.retry.max_delay);
         let delay = retry_after.unwrap_or(computed);
         (waited + delay <= self.retry.max_total_delay).then_some(delay)

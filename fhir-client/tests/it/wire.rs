@@ -620,3 +620,52 @@ async fn plain_http_to_a_remote_host_is_refused() {
     .unwrap_err();
     assert!(matches!(error, Error::InvalidEndpoint { .. }), "{error:?}");
 }
+
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn spans_name_the_interaction_but_never_the_query_or_token() {
+    let (server, client) = setup().await;
+    let base = format!("{}/fhir", server.uri());
+    Mock::given(method("GET"))
+        .and(path("/fhir/Patient"))
+        .respond_with(fhir(200, page(&base, &["a"], None)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let found: Vec<Patient> = client
+        .search::<Patient>(SearchParams::new().string("family", "Zebedee-Secret"), None)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("fhir.request"), "{logs}");
+    assert!(logs.contains("fhir.interaction=\"search\""), "{logs}");
+    assert!(logs.contains("fhir.resource_type=\"Patient\""), "{logs}");
+    assert!(logs.contains("http.response.status_code=200"), "{logs}");
+    assert!(
+        !logs.contains("Zebedee") && !logs.contains("secret-token") && !logs.contains("family"),
+        "{logs}"
+    );
+}
