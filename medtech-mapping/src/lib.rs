@@ -56,9 +56,6 @@ mod jsonpath;
 mod load;
 mod netvalue;
 mod normalize;
-#[cfg(feature = "pipeline")]
-#[cfg_attr(docsrs, doc(cfg(feature = "pipeline")))]
-pub mod pipeline;
 mod template;
 
 pub use error::{Error, MappingErrorKind, Result, TemplateProblem, TemplateProblems};
