@@ -1,0 +1,5 @@
+//! Integration tests of `carebridge-fhir-model`.
+
+mod conformance;
+mod json_util;
+mod roundtrip;
