@@ -1,7 +1,12 @@
 //! Cost of a token-cache hit: what every authenticated request pays before it is sent.
 //!
 //! `cargo bench -p carebridge-auth --features __bench --bench token_cache`
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, reason = "benchmark harness")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    reason = "benchmark harness"
+)]
 
 use std::sync::Arc;
 
@@ -19,38 +24,69 @@ fn hourly_provider() -> impl TokenProvider {
 }
 
 fn token_cache(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let scope = ["https://contoso.crm.dynamics.com/.default"];
     let mut group = c.benchmark_group("token_cache");
 
     let cache: Arc<dyn TokenProvider> = Arc::new(TokenCache::new(hourly_provider()));
     runtime.block_on(cache.token(&scope)).unwrap();
     group.bench_function("hit_one_scope_dyn", |b| {
-        b.iter(|| runtime.block_on(cache.token(std::hint::black_box(&scope))).unwrap());
+        b.iter(|| {
+            runtime
+                .block_on(cache.token(std::hint::black_box(&scope)))
+                .unwrap()
+        });
     });
 
     // A hit never awaits, so polling once measures the cache alone, without executor overhead.
     group.bench_function("hit_one_scope_poll_once", |b| {
-        b.iter(|| cache.token(std::hint::black_box(&scope)).now_or_never().unwrap().unwrap());
+        b.iter(|| {
+            cache
+                .token(std::hint::black_box(&scope))
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+        });
     });
 
     // Several scope sets cached: the lookup scans them.
     let multi = TokenCache::new(hourly_provider());
-    let sets: [&[&str]; 4] = [&["a/.default"], &["b/.default"], &["c/.default", "tenant"], &scope];
+    let sets: [&[&str]; 4] = [
+        &["a/.default"],
+        &["b/.default"],
+        &["c/.default", "tenant"],
+        &scope,
+    ];
     for set in sets {
         runtime.block_on(multi.token(set)).unwrap();
     }
     group.bench_function("hit_fourth_of_four_scope_sets", |b| {
-        b.iter(|| runtime.block_on(multi.token(std::hint::black_box(&scope))).unwrap());
+        b.iter(|| {
+            runtime
+                .block_on(multi.token(std::hint::black_box(&scope)))
+                .unwrap()
+        });
     });
 
     // Baseline: a provider with no cache logic at all.
     let fixed: Arc<dyn TokenProvider> = Arc::new(StaticToken::new("eyJhbGciOiJSUzI1NiJ9.bench"));
     group.bench_function("static_token_baseline_dyn", |b| {
-        b.iter(|| runtime.block_on(fixed.token(std::hint::black_box(&scope))).unwrap());
+        b.iter(|| {
+            runtime
+                .block_on(fixed.token(std::hint::black_box(&scope)))
+                .unwrap()
+        });
     });
     group.bench_function("static_token_baseline_poll_once", |b| {
-        b.iter(|| fixed.token(std::hint::black_box(&scope)).now_or_never().unwrap().unwrap());
+        b.iter(|| {
+            fixed
+                .token(std::hint::black_box(&scope))
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+        });
     });
 
     // Hits from 8 tasks at once on a multi-threaded runtime (lock contention).

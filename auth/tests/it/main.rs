@@ -1,5 +1,9 @@
 //! Integration tests of carebridge-auth against wiremock token endpoints and FHIR servers.
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers panic on unexpected failures")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers panic on unexpected failures"
+)]
 
 mod cache;
 mod client_credentials;
