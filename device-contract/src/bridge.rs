@@ -163,6 +163,34 @@ pub enum BridgeOutcome {
     },
 }
 
+impl BridgeOutcome {
+    /// The process of the trigger.
+    pub fn process(&self) -> DeviceProcess {
+        match self {
+            Self::Delivered { process, .. }
+            | Self::Redelivered { process, .. }
+            | Self::Duplicate { process, .. } => *process,
+        }
+    }
+
+    /// The trigger's idempotency key.
+    pub fn key(&self) -> &IdempotencyKey {
+        match self {
+            Self::Delivered { key, .. }
+            | Self::Redelivered { key, .. }
+            | Self::Duplicate { key, .. } => key,
+        }
+    }
+
+    /// The response posted, unless this was a duplicate.
+    pub fn response(&self) -> Option<&InboundResponse> {
+        match self {
+            Self::Delivered { response, .. } | Self::Redelivered { response, .. } => Some(response),
+            Self::Duplicate { .. } => None,
+        }
+    }
+}
+
 struct Inner {
     vendor: Arc<dyn DeviceVendor>,
     dataverse: DataverseClient,

@@ -421,6 +421,17 @@ mod tests {
             Trigger::from_http_body(oversized.to_string().as_bytes(), None, &names).unwrap_err();
         assert!(matches!(&err, Error::InvalidInput { path, .. } if path == "InputParameters"));
 
+        let typed = json!({
+            "MessageName": "msemr_CreateDeviceEnrollmentOutbound",
+            "InputParameters": [{"key": "OutboundRequest", "value": {
+                "__type": "EntityReference:http://schemas.microsoft.com/xrm/2011/Contracts",
+                "Id": "55555555-5555-4555-8555-555555555555", "LogicalName": "contact"}}]
+        });
+        let err = Trigger::from_http_body(typed.to_string().as_bytes(), None, &names).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput { path, reason } if path == "InputParameters.OutboundRequest" && reason == "must be a string")
+        );
+
         let not_ours = json!({"MessageName": "Update", "InputParameters": []});
         let err =
             Trigger::from_http_body(not_ours.to_string().as_bytes(), None, &names).unwrap_err();

@@ -61,6 +61,13 @@ async fn every_process_succeeds_end_to_end() {
     for (p, status) in expected_status {
         let trigger = support::trigger(p);
         let outcome = bridge.handle(&trigger).await.expect("handled");
+        assert_eq!(outcome.process(), p);
+        assert_eq!(outcome.key(), &trigger.idempotency_key());
+        assert_eq!(
+            outcome.response().map(|r| r.status_code),
+            Some(status),
+            "{p}"
+        );
         let BridgeOutcome::Delivered { response, .. } = outcome else {
             panic!("{p}: not delivered: {outcome:?}");
         };
