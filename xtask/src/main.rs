@@ -4,6 +4,7 @@
 //!
 //! - `cargo xtask codegen` regenerates `fhir-model/src/generated/` from the vendored FHIR R4 definitions.
 //! - `cargo xtask codegen --check` regenerates into a temporary directory and fails on any difference.
+//! - `cargo xtask ci` runs every check and test as CI does (see `ci.rs`).
 //! - `cargo xtask codegen --vendor <hl7.fhir.r4.core-4.0.1.tgz>` refreshes `fhir-model/spec/r4-4.0.1/`.
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ci;
 mod codegen;
 
 /// Error type of the xtask binary: a message for the developer.
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Generate the FHIR R4 model code of `carebridge-fhir-model`.
     Codegen(codegen::Args),
+    /// Run every CI check and test (fmt, clippy, docs, codegen check, tests with the FHIR test server).
+    Ci(ci::CiArgs),
 }
 
 /// The workspace root (the parent of this crate's manifest directory).
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Codegen(args) => codegen::run(&args),
+        Command::Ci(args) => ci::run(&args).map_err(DynError::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

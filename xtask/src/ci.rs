@@ -1,0 +1,221 @@
+//! `cargo xtask ci`: the one command that checks and tests the whole workspace, as CI runs it.
+#![allow(clippy::print_stderr, reason = "xtask reports progress on stderr")]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Arguments of `cargo xtask ci`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CiArgs {
+    /// Skip the static checks (fmt, clippy, doc, codegen) and only run the tests.
+    #[arg(long)]
+    tests_only: bool,
+    /// Do not start the FHIR test server; tests that need it stay ignored.
+    #[arg(long)]
+    no_fhir_server: bool,
+}
+
+type CiResult<T = ()> = Result<T, String>;
+
+/// Runs every CI step in order, stopping at the first failure, and prints a timing summary.
+pub(crate) fn run(args: &CiArgs) -> CiResult {
+    let root = crate::workspace_root();
+    let mut timings: Vec<(String, Duration)> = Vec::new();
+    let started = Instant::now();
+
+    if !args.tests_only {
+        step(&mut timings, "cargo fmt --check", || {
+            cargo(&root, &["fmt", "--all", "--", "--check"], &[])
+        })?;
+        step(&mut timings, "cargo clippy -D warnings", || {
+            cargo(
+                &root,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--all-features",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+                &[],
+            )
+        })?;
+        step(&mut timings, "cargo doc -D warnings", || {
+            cargo(
+                &root,
+                &["doc", "--workspace", "--no-deps", "--all-features"],
+                &[("RUSTDOCFLAGS", "-D warnings")],
+            )
+        })?;
+        step(&mut timings, "cargo xtask codegen --check", || {
+            cargo(
+                &root,
+                &["run", "--quiet", "-p", "xtask", "--", "codegen", "--check"],
+                &[],
+            )
+        })?;
+        step(&mut timings, "fhir-model without default features", || {
+            cargo(
+                &root,
+                &[
+                    "check",
+                    "-p",
+                    "carebridge-fhir-model",
+                    "--no-default-features",
+                ],
+                &[],
+            )
+        })?;
+    }
+
+    let server = if args.no_fhir_server {
+        None
+    } else {
+        let mut slot = None;
+        step(&mut timings, "start the FHIR test server", || {
+            slot = Some(FhirServer::start(&root)?);
+            Ok(())
+        })?;
+        slot
+    };
+
+    let mut env: Vec<(&str, String)> = Vec::new();
+    if let Some(server) = &server {
+        env.push(("CAREBRIDGE_FHIR_URL", server.base_url.clone()));
+    }
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let test_args: &[&str] = if server.is_some() {
+        &[
+            "test",
+            "--workspace",
+            "--all-features",
+            "--",
+            "--include-ignored",
+        ]
+    } else {
+        &["test", "--workspace", "--all-features"]
+    };
+    let tests = step(&mut timings, "cargo test (workspace, all features)", || {
+        cargo(&root, test_args, &env_refs)
+    });
+    drop(server);
+
+    eprintln!("\n== xtask ci timings ==");
+    for (name, took) in &timings {
+        eprintln!("{:>8.1}s  {name}", took.as_secs_f64());
+    }
+    eprintln!("{:>8.1}s  total", started.elapsed().as_secs_f64());
+    tests
+}
+
+fn step(
+    timings: &mut Vec<(String, Duration)>,
+    name: &str,
+    f: impl FnOnce() -> CiResult,
+) -> CiResult {
+    eprintln!("\n== xtask ci: {name} ==");
+    let t = Instant::now();
+    let result = f();
+    timings.push((name.to_owned(), t.elapsed()));
+    result.map_err(|e| format!("{name}: {e}"))
+}
+
+fn cargo(root: &Path, args: &[&str], env: &[(&str, &str)]) -> CiResult {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    check(cmd.status(), "cargo")
+}
+
+fn check(status: std::io::Result<ExitStatus>, what: &str) -> CiResult {
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{what} exited with {s}")),
+        Err(e) => Err(format!("could not run {what}: {e}")),
+    }
+}
+
+/// The script of `test-support/fhir-server` that serves the FHIR test server.
+const SERVER_SCRIPT: &str = "server.mjs";
+/// The FHIR base path the test server serves.
+const SERVER_BASE_PATH: &str = "/fhir";
+
+/// The real FHIR server of `test-support/fhir-server`, stopped on drop.
+struct FhirServer {
+    child: Child,
+    base_url: String,
+}
+
+impl FhirServer {
+    fn start(root: &Path) -> CiResult<Self> {
+        let dir = root.join("test-support").join("fhir-server");
+        let mut npm = Command::new("npm");
+        npm.current_dir(&dir)
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]);
+        check(npm.status(), "npm ci")?;
+
+        let port = free_port()?;
+        let child = Command::new("node")
+            .current_dir(&dir)
+            .args(["--experimental-websocket", "--no-warnings", SERVER_SCRIPT])
+            .args(["--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("could not start node: {e}"))?;
+        let mut server = FhirServer {
+            child,
+            base_url: format!("http://127.0.0.1:{port}{SERVER_BASE_PATH}"),
+        };
+        server.wait_ready(port)?;
+        eprintln!("FHIR test server ready at {}", server.base_url);
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self, port: u16) -> CiResult {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let request = format!(
+            "GET {SERVER_BASE_PATH}/metadata HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/fhir+json\r\nConnection: close\r\n\r\n"
+        );
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("the FHIR server exited early with {status}"));
+            }
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+                let mut head = [0u8; 12];
+                if stream.write_all(request.as_bytes()).is_ok()
+                    && stream.read_exact(&mut head).is_ok()
+                    && head.starts_with(b"HTTP/1.1 200")
+                {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err("the FHIR server did not answer GET /metadata with 200 within 60 s".to_owned())
+    }
+}
+
+impl Drop for FhirServer {
+    fn drop(&mut self) {
+        // Best effort: the server holds no state worth keeping.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> CiResult<u16> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("no local address: {e}"))
+}
