@@ -117,7 +117,7 @@ indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json'));
 
 const RESOURCE_TYPES = readJson('fhir/r4/profiles-resources.json')
   .entry.map((e) => e.resource)
-  .filter((sd) => sd.kind === 'resource' && !sd.abstract && sd.derivation !== 'constraint')
+  .filter((sd) => sd.kind === 'resource' && !sd.abstract && sd.derivation !== 'constraint' && sd.fhirVersion === '4.0.1')
   .map((sd) => sd.type)
   .filter((t) => t !== 'Parameters')
   .sort();
@@ -397,6 +397,15 @@ async function everythingOperation(req) {
 router.add('GET', 'Patient/:id/$everything', everythingOperation);
 router.add('POST', 'Patient/:id/$everything', everythingOperation);
 
+/** `{ searchParam: [...] }` for a type, or nothing: FHIR JSON forbids empty arrays. */
+function searchParamsOf(type) {
+  const searchParam = Object.values(globalSchema.types[type]?.searchParams ?? {})
+    .filter((sp) => sp.code && !sp.code.startsWith('_'))
+    .map((sp) => ({ name: sp.code, type: sp.type, definition: sp.url }))
+    .sort((a, b) => a.name.localeCompare(b.name));
+  return searchParam.length ? { searchParam } : {};
+}
+
 function capabilityStatement() {
   const interactions = ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type'];
   return {
@@ -425,10 +434,7 @@ function capabilityStatement() {
           conditionalDelete: 'single',
           searchInclude: ['*'],
           searchRevInclude: ['*'],
-          searchParam: Object.values(globalSchema.types[type]?.searchParams ?? {})
-            .filter((sp) => sp.code && !sp.code.startsWith('_'))
-            .map((sp) => ({ name: sp.code, type: sp.type, definition: sp.url }))
-            .sort((a, b) => a.name.localeCompare(b.name)),
+          ...searchParamsOf(type),
           ...(type === 'Patient'
             ? { operation: [{ name: 'everything', definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything' }] }
             : undefined),
