@@ -132,6 +132,14 @@ pub enum Error {
         /// Why (no FHIR template for the type, a correlation id missing).
         reason: String,
     },
+
+    /// A transform building block could not produce a value (a non-positive `SampledData`
+    /// period, a window too large, a non-numeric value for a numeric value policy).
+    #[error("cannot build the Observation value: {reason}")]
+    Transform {
+        /// Why.
+        reason: String,
+    },
 }
 
 #[cfg(test)]

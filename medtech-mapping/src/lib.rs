@@ -57,6 +57,7 @@ mod load;
 mod netvalue;
 mod normalize;
 mod template;
+mod values;
 
 pub use error::{Error, MappingErrorKind, Result, TemplateProblem, TemplateProblems};
 pub use fhir_template::{
@@ -73,4 +74,8 @@ pub use normalize::{
 pub use template::{
     CalculatedContent, CalculatedValue, ContentTemplate, DeviceMapping, ExpressionLanguage,
     IotJsonPathContent, IotKind, JsonPathContent, JsonPathValue, TemplateExpression,
+};
+pub use values::{
+    build_sampled_data, merge_time_values, sampled_data_to_time_values, ValuePolicy,
+    MAX_SAMPLED_DATA_SLOTS,
 };

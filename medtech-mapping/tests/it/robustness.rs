@@ -75,7 +75,7 @@ fn mutated_templates_and_messages_never_panic() {
 
 #[test]
 fn random_expressions_never_panic() {
-    let mut rng = Rng(0x0DDB_A11_5EED_0002);
+    let mut rng = Rng(0x00DD_BA11_5EED_0002);
     let data = serde_json::json!({"Body": {"a": [1, {"b": "x", "c": null}, [2.5, true]], "d": {"e": "2023-01-01T00:00:00Z"}}, "matchedToken": [1, 2]});
     let seeds = [
         "$..[?(@heartRate)]",
