@@ -40,6 +40,7 @@ mod error;
     rustdoc::invalid_html_tags
 )]
 mod generated;
+pub mod helpers;
 mod issue;
 pub mod json;
 pub mod primitives;

@@ -116,7 +116,10 @@ fn element_type(names: &Names, ty: &FieldType) -> String {
     match ty {
         FieldType::SysString | FieldType::Xhtml => "String".into(),
         FieldType::Primitive { code, code_enum } => {
-            format!("crate::primitives::Primitive<{}>", value_type(code, code_enum))
+            format!(
+                "crate::primitives::Primitive<{}>",
+                value_type(code, code_enum)
+            )
         }
         FieldType::Complex(n) | FieldType::Choice(n) => names.path(n),
         FieldType::Resource => "crate::Resource".into(),
@@ -125,7 +128,11 @@ fn element_type(names: &Names, ty: &FieldType) -> String {
 
 fn field_type(names: &Names, f: &Field) -> String {
     let inner = element_type(names, &f.ty);
-    let inner = if f.boxed { format!("Box<{inner}>") } else { inner };
+    let inner = if f.boxed {
+        format!("Box<{inner}>")
+    } else {
+        inner
+    };
     if f.many {
         format!("Vec<{inner}>")
     } else if f.min >= 1 {
@@ -159,22 +166,37 @@ pub(crate) fn emit(model: &Model, header: &str) -> Files {
     for f in &model.datatypes {
         let file = super::model::snake(&f.root);
         let _ = writeln!(dt_mod, "mod {file};\npub use {file}::*;");
-        files.insert(format!("datatypes/{file}.rs"), type_file(&names, f, header, model));
+        files.insert(
+            format!("datatypes/{file}.rs"),
+            type_file(&names, f, header, model),
+        );
     }
-    files.insert("datatypes/mod.rs".into(), module_file(header, "Generated complex datatypes.", &dt_mod));
+    files.insert(
+        "datatypes/mod.rs".into(),
+        module_file(header, "Generated complex datatypes.", &dt_mod),
+    );
     let mut r_mod = String::new();
     for f in &model.resources {
         let file = super::model::snake(&f.root);
         let _ = writeln!(r_mod, "mod {file};\npub use {file}::*;");
-        files.insert(format!("resources/{file}.rs"), type_file(&names, f, header, model));
+        files.insert(
+            format!("resources/{file}.rs"),
+            type_file(&names, f, header, model),
+        );
     }
-    files.insert("resources/mod.rs".into(), module_file(header, "Generated resources.", &r_mod));
+    files.insert(
+        "resources/mod.rs".into(),
+        module_file(header, "Generated resources.", &r_mod),
+    );
     let mut c_mod = String::new();
     for c in model.codes.values() {
         let _ = writeln!(c_mod, "mod {};\npub use {}::*;", c.file, c.file);
         files.insert(format!("codes/{}.rs", c.file), code_file(c, header));
     }
-    files.insert("codes/mod.rs".into(), module_file(header, "Generated required-binding code enums.", &c_mod));
+    files.insert(
+        "codes/mod.rs".into(),
+        module_file(header, "Generated required-binding code enums.", &c_mod),
+    );
     files.insert("resource.rs".into(), resource_file(model, header));
     files.insert(
         "mod.rs".into(),
@@ -208,7 +230,11 @@ fn emit_struct(out: &mut String, names: &Names, st: &Struct, model: &Model) {
         StructKind::Backbone => format!("FHIR backbone element `{}`.", st.path),
     };
     doc_lines(out, &st.short, &st.definition, &extra);
-    let _ = writeln!(out, "#[derive(Clone, Debug, Default, PartialEq)]\npub struct {} {{", st.name);
+    let _ = writeln!(
+        out,
+        "#[derive(Clone, Debug, Default, PartialEq)]\npub struct {} {{",
+        st.name
+    );
     for fl in &st.fields {
         let extra = format!("FHIR: `{}` ({}).", fl.path, cardinality(fl));
         doc_lines(out, &fl.short, &fl.definition, &extra);
@@ -223,7 +249,12 @@ fn emit_struct(out: &mut String, names: &Names, st: &Struct, model: &Model) {
         let _ = writeln!(out, "/// Creates an empty `{}` (it has no required elements).\n#[must_use]\npub fn new() -> Self {{ Self::default() }}", st.name);
     } else {
         let list: Vec<String> = required.iter().map(|f| format!("`{}`", f.json)).collect();
-        let _ = writeln!(out, "/// Creates a `{}` with its required elements ({}); all others are empty.", st.name, list.join(", "));
+        let _ = writeln!(
+            out,
+            "/// Creates a `{}` with its required elements ({}); all others are empty.",
+            st.name,
+            list.join(", ")
+        );
         let mut params = Vec::new();
         let mut inits = Vec::new();
         for f in &required {
@@ -292,7 +323,10 @@ fn emit_serialize(out: &mut String, st: &Struct) {
                 } else {
                     "ser_prim_opt"
                 };
-                let _ = writeln!(out, "crate::rt::{func}(&mut m, {j:?}, \"_{j}\", &self.{r})?;");
+                let _ = writeln!(
+                    out,
+                    "crate::rt::{func}(&mut m, {j:?}, \"_{j}\", &self.{r})?;"
+                );
             }
             _ => {
                 let func = if f.many {
@@ -323,10 +357,18 @@ fn emit_deserialize(out: &mut String, names: &Names, st: &Struct) {
     for f in &st.fields {
         let r = f.rust.trim_start_matches("r#");
         let et = element_type(names, &f.ty);
-        let et = if f.boxed && !matches!(f.ty, FieldType::Choice(_)) { format!("Box<{et}>") } else { et };
+        let et = if f.boxed && !matches!(f.ty, FieldType::Choice(_)) {
+            format!("Box<{et}>")
+        } else {
+            et
+        };
         match (&f.ty, f.many) {
             (FieldType::Primitive { code, code_enum }, true) => {
-                let _ = writeln!(out, "let mut f_{r}: crate::rt::PrimVec<{}> = crate::rt::PrimVec::default();", value_type(code, code_enum));
+                let _ = writeln!(
+                    out,
+                    "let mut f_{r}: crate::rt::PrimVec<{}> = crate::rt::PrimVec::default();",
+                    value_type(code, code_enum)
+                );
             }
             (_, true) => {
                 let _ = writeln!(out, "let mut f_{r}: Vec<{et}> = Vec::new();");
@@ -336,7 +378,9 @@ fn emit_deserialize(out: &mut String, names: &Names, st: &Struct) {
             }
         }
     }
-    out.push_str("while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {\nmatch key.as_str() {\n");
+    out.push_str(
+        "while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {\nmatch key.as_str() {\n",
+    );
     if st.kind == StructKind::Resource {
         let _ = writeln!(out, "\"resourceType\" => map.next_value_seed(crate::rt::ResourceTypeSeed {{ seen: &mut resource_type_seen, expected: {:?} }})?,", st.name);
     }
@@ -346,18 +390,36 @@ fn emit_deserialize(out: &mut String, names: &Names, st: &Struct) {
         match (&f.ty, f.many) {
             (FieldType::Choice(_), _) => {}
             (FieldType::Primitive { .. }, true) => {
-                let _ = writeln!(out, "{j:?} => map.next_value_seed(crate::rt::PrimVecValues(&mut f_{r}))?,");
-                let _ = writeln!(out, "\"_{j}\" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_{r}))?,");
+                let _ = writeln!(
+                    out,
+                    "{j:?} => map.next_value_seed(crate::rt::PrimVecValues(&mut f_{r}))?,"
+                );
+                let _ = writeln!(
+                    out,
+                    "\"_{j}\" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_{r}))?,"
+                );
             }
             (FieldType::Primitive { .. }, false) => {
-                let _ = writeln!(out, "{j:?} => map.next_value_seed(crate::rt::PrimValue(&mut f_{r}))?,");
-                let _ = writeln!(out, "\"_{j}\" => map.next_value_seed(crate::rt::PrimExt(&mut f_{r}))?,");
+                let _ = writeln!(
+                    out,
+                    "{j:?} => map.next_value_seed(crate::rt::PrimValue(&mut f_{r}))?,"
+                );
+                let _ = writeln!(
+                    out,
+                    "\"_{j}\" => map.next_value_seed(crate::rt::PrimExt(&mut f_{r}))?,"
+                );
             }
             (_, true) => {
-                let _ = writeln!(out, "{j:?} => map.next_value_seed(crate::rt::VecSeed(&mut f_{r}))?,");
+                let _ = writeln!(
+                    out,
+                    "{j:?} => map.next_value_seed(crate::rt::VecSeed(&mut f_{r}))?,"
+                );
             }
             (_, false) => {
-                let _ = writeln!(out, "{j:?} => map.next_value_seed(crate::rt::Opt(&mut f_{r}))?,");
+                let _ = writeln!(
+                    out,
+                    "{j:?} => map.next_value_seed(crate::rt::Opt(&mut f_{r}))?,"
+                );
             }
         }
     }
@@ -365,7 +427,11 @@ fn emit_deserialize(out: &mut String, names: &Names, st: &Struct) {
         .fields
         .iter()
         .filter_map(|f| match &f.ty {
-            FieldType::Choice(n) => Some(format!("{}::de_key(&mut map, other, &mut f_{})?", names.path(n), f.rust.trim_start_matches("r#"))),
+            FieldType::Choice(n) => Some(format!(
+                "{}::de_key(&mut map, other, &mut f_{})?",
+                names.path(n),
+                f.rust.trim_start_matches("r#")
+            )),
             _ => None,
         })
         .collect();
@@ -375,14 +441,20 @@ fn emit_deserialize(out: &mut String, names: &Names, st: &Struct) {
         let _ = writeln!(out, "other => {{ if !({}) {{ map.next_value_seed(crate::rt::Unknown(other))?; }} }}\n}}\n}}", choices.join(" || "));
     }
     if st.kind == StructKind::Resource {
-        let _ = writeln!(out, "crate::rt::check_resource_type::<A::Error>(resource_type_seen, {:?})?;", st.name);
+        let _ = writeln!(
+            out,
+            "crate::rt::check_resource_type::<A::Error>(resource_type_seen, {:?})?;",
+            st.name
+        );
     }
     let _ = writeln!(out, "Ok(Self {{");
     for f in &st.fields {
         let r = f.rust.trim_start_matches("r#");
         let j = &f.json;
         let v = match (&f.ty, f.many) {
-            (FieldType::Primitive { .. }, true) => format!("crate::rt::finish_prim_vec::<_, A::Error>(f_{r}, {j:?})?"),
+            (FieldType::Primitive { .. }, true) => {
+                format!("crate::rt::finish_prim_vec::<_, A::Error>(f_{r}, {j:?})?")
+            }
             _ => format!("f_{r}"),
         };
         let v = if f.many {
@@ -428,7 +500,9 @@ fn emit_validate(out: &mut String, st: &Struct, _model: &Model) {
                     format!("if let Some(c) = &self.{r} {{ c.validate_choice(v); }}")
                 }
             }
-            (FieldType::Primitive { code, .. }, true) => format!("v.prim_vec({j:?}, {code:?}, &self.{r}, {req});"),
+            (FieldType::Primitive { code, .. }, true) => {
+                format!("v.prim_vec({j:?}, {code:?}, &self.{r}, {req});")
+            }
             (FieldType::Primitive { code, .. }, false) => {
                 if req {
                     format!("v.prim({j:?}, {code:?}, &self.{r});")
@@ -481,9 +555,26 @@ fn from(r: {n}) -> Self {{ crate::Resource::{n}(Box::new(r)) }}
 }
 
 fn emit_choice(out: &mut String, names: &Names, c: &ChoiceEnum) {
-    let base = c.path.rsplit('.').next().unwrap_or("").trim_end_matches("[x]");
-    doc_lines(out, &c.short, "", &format!("Choice of types for `{}`; serialized as `{base}<Type>` keys.", c.path));
-    let _ = writeln!(out, "#[derive(Clone, Debug, PartialEq)]\npub enum {} {{", c.name);
+    let base = c
+        .path
+        .rsplit('.')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches("[x]");
+    doc_lines(
+        out,
+        &c.short,
+        "",
+        &format!(
+            "Choice of types for `{}`; serialized as `{base}<Type>` keys.",
+            c.path
+        ),
+    );
+    let _ = writeln!(
+        out,
+        "#[derive(Clone, Debug, PartialEq)]\npub enum {} {{",
+        c.name
+    );
     for v in &c.variants {
         let t = element_type(names, &v.ty);
         let t = if v.boxed { format!("Box<{t}>") } else { t };
@@ -507,9 +598,17 @@ fn emit_choice(out: &mut String, names: &Names, c: &ChoiceEnum) {
     out.push_str("pub(crate) fn ser_into<M: serde::ser::SerializeMap>(&self, m: &mut M) -> Result<(), M::Error> {\nmatch self {\n");
     for v in &c.variants {
         if is_prim(&v.ty) {
-            let _ = writeln!(out, "Self::{}(p) => crate::rt::ser_prim(m, {:?}, \"_{}\", p),", v.name, v.json, v.json);
+            let _ = writeln!(
+                out,
+                "Self::{}(p) => crate::rt::ser_prim(m, {:?}, \"_{}\", p),",
+                v.name, v.json, v.json
+            );
         } else {
-            let _ = writeln!(out, "Self::{}(x) => m.serialize_entry({:?}, x),", v.name, v.json);
+            let _ = writeln!(
+                out,
+                "Self::{}(x) => m.serialize_entry({:?}, x),",
+                v.name, v.json
+            );
         }
     }
     out.push_str("}\n}\n\n");
@@ -517,7 +616,10 @@ fn emit_choice(out: &mut String, names: &Names, c: &ChoiceEnum) {
     out.push_str("pub(crate) fn de_key<'de, A: serde::de::MapAccess<'de>>(map: &mut A, key: &str, slot: &mut Option<Self>) -> Result<bool, A::Error> {\nmatch key {\n");
     for v in &c.variants {
         if is_prim(&v.ty) {
-            let get = format!("|c: &mut Self| match c {{ Self::{}(p) => Some(p), _ => None }}", v.name);
+            let get = format!(
+                "|c: &mut Self| match c {{ Self::{}(p) => Some(p), _ => None }}",
+                v.name
+            );
             let _ = writeln!(
                 out,
                 "{:?} => map.next_value_seed(crate::rt::ChoicePrimValue {{ slot, ctor: Self::{}, get: {get}, name: {:?} }})?,",
@@ -529,7 +631,11 @@ fn emit_choice(out: &mut String, names: &Names, c: &ChoiceEnum) {
                 v.json, v.name, c.path
             );
         } else {
-            let ctor = if v.boxed { format!("|x| Self::{}(Box::new(x))", v.name) } else { format!("Self::{}", v.name) };
+            let ctor = if v.boxed {
+                format!("|x| Self::{}(Box::new(x))", v.name)
+            } else {
+                format!("Self::{}", v.name)
+            };
             let _ = writeln!(
                 out,
                 "{:?} => map.next_value_seed(crate::rt::Choice {{ slot, ctor: {ctor}, name: {:?} }})?,",
@@ -543,7 +649,11 @@ fn emit_choice(out: &mut String, names: &Names, c: &ChoiceEnum) {
     for vr in &c.variants {
         match &vr.ty {
             FieldType::Primitive { code, .. } => {
-                let _ = writeln!(out, "Self::{}(p) => v.prim({:?}, {code:?}, p),", vr.name, vr.json);
+                let _ = writeln!(
+                    out,
+                    "Self::{}(p) => v.prim({:?}, {code:?}, p),",
+                    vr.name, vr.json
+                );
             }
             _ => {
                 let _ = writeln!(out, "Self::{}(x) => v.complex({:?}, x),", vr.name, vr.json);
@@ -556,7 +666,11 @@ fn emit_choice(out: &mut String, names: &Names, c: &ChoiceEnum) {
         if let FieldType::Complex(t) = &v.ty {
             let t = names.path(t);
             let inner = if v.boxed { "Box::new(x)" } else { "x" };
-            let _ = writeln!(out, "impl From<{t}> for {} {{\nfn from(x: {t}) -> Self {{ Self::{}({inner}) }}\n}}\n", c.name, v.name);
+            let _ = writeln!(
+                out,
+                "impl From<{t}> for {} {{\nfn from(x: {t}) -> Self {{ Self::{}({inner}) }}\n}}\n",
+                c.name, v.name
+            );
         }
     }
 }
@@ -564,7 +678,11 @@ fn emit_choice(out: &mut String, names: &Names, c: &ChoiceEnum) {
 fn code_file(c: &CodeEnum, header: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{header}\n");
-    let title = if c.title.is_empty() { c.name.clone() } else { c.title.clone() };
+    let title = if c.title.is_empty() {
+        c.name.clone()
+    } else {
+        c.title.clone()
+    };
     let doc = format!(
         "{}\n\n{}\n\nRequired-binding codes of the value set `{}`.",
         doc_text(&title),
@@ -580,7 +698,11 @@ fn code_file(c: &CodeEnum, header: &str) -> String {
             d = format!("`{}`", k.code);
         }
         let def = doc_text(&k.definition);
-        let text = if def.is_empty() { format!("{d} (`{}`).", k.code) } else { format!("{d} (`{}`): {def}", k.code) };
+        let text = if def.is_empty() {
+            format!("{d} (`{}`).", k.code)
+        } else {
+            format!("{d} (`{}`): {def}", k.code)
+        };
         doc_attr(&mut out, &text);
         let _ = writeln!(out, "{} = {:?},", k.ident, k.code);
     }
@@ -647,7 +769,10 @@ fn resource_file(model: &Model, header: &str) -> String {
     out.push_str("}\n}\n}\n\n");
     out.push_str("/// Deserializes the rest of a resource object of type `rt` from `map` (its `resourceType` already read).\npub(crate) fn de_resource_fields<'de, A: serde::de::MapAccess<'de>>(rt: ResourceType, map: A) -> Result<Resource, A::Error> {\nOk(match rt {\n");
     for n in &names {
-        let _ = writeln!(out, "ResourceType::{n} => de_one::<crate::resources::{n}, A>(map)?,");
+        let _ = writeln!(
+            out,
+            "ResourceType::{n} => de_one::<crate::resources::{n}, A>(map)?,"
+        );
     }
     out.push_str("})\n}\n\n");
     out.push_str("/// One arm of the dispatch, out of line so the dispatcher's stack frame stays small.\n#[inline(never)]\nfn de_one<'de, T: crate::rt::DeFields + Into<Resource>, A: serde::de::MapAccess<'de>>(map: A) -> Result<Resource, A::Error> {\nT::de_fields(map, true).map(Into::into)\n}\n");

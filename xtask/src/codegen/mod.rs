@@ -57,7 +57,11 @@ pub(crate) fn run(args: &Args) -> Result<(), DynError> {
     fs::remove_dir_all(&tmp)?;
 
     if args.check {
-        let current = if out_dir.exists() { read_tree(&out_dir)? } else { BTreeMap::new() };
+        let current = if out_dir.exists() {
+            read_tree(&out_dir)?
+        } else {
+            BTreeMap::new()
+        };
         let mut diffs = Vec::new();
         for (path, text) in &formatted {
             match current.get(path) {

@@ -19,7 +19,10 @@ pub(crate) enum FieldType {
     /// `xhtml` (`Narrative.div`): a plain `String`.
     Xhtml,
     /// A FHIR primitive: `Primitive<V>`; `code_enum` when a required binding gives an enum.
-    Primitive { code: String, code_enum: Option<String> },
+    Primitive {
+        code: String,
+        code_enum: Option<String>,
+    },
     /// A complex datatype or backbone element struct.
     Complex(String),
     /// The `Resource` enum (`contained`, `Bundle.entry.resource`).
@@ -133,6 +136,22 @@ pub(crate) fn pascal(s: &str) -> String {
     out
 }
 
+/// Rust casing for acronyms: `HTTPVerb` -> `HttpVerb`, `FHIRAllTypes` -> `FhirAllTypes`.
+pub(crate) fn rust_case(s: &str) -> String {
+    let c: Vec<char> = s.chars().collect();
+    let mut out = String::new();
+    for (i, &ch) in c.iter().enumerate() {
+        let prev_upper = i > 0 && c[i - 1].is_ascii_uppercase();
+        let next_lower = c.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+        if ch.is_ascii_uppercase() && prev_upper && !next_lower {
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
 pub(crate) fn path_name(path: &str) -> String {
     path.split('.').map(pascal).collect()
 }
@@ -142,7 +161,8 @@ pub(crate) fn snake(s: &str) -> String {
     let mut out = String::new();
     for (i, &c) in chars.iter().enumerate() {
         if c.is_ascii_uppercase() {
-            let prev_lower = i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
+            let prev_lower =
+                i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
             let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
             let prev_upper = i > 0 && chars[i - 1].is_ascii_uppercase();
             if i > 0 && !out.ends_with('_') && (prev_lower || (prev_upper && next_lower)) {
@@ -159,10 +179,11 @@ pub(crate) fn snake(s: &str) -> String {
 }
 
 const KEYWORDS: &[&str] = &[
-    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "do", "dyn", "else",
-    "enum", "extern", "false", "final", "fn", "for", "if", "impl", "in", "let", "loop", "macro", "match",
-    "mod", "move", "mut", "override", "priv", "pub", "ref", "return", "static", "struct", "trait", "true",
-    "try", "type", "typeof", "unsafe", "unsized", "use", "virtual", "where", "while", "yield", "gen",
+    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "do", "dyn",
+    "else", "enum", "extern", "false", "final", "fn", "for", "if", "impl", "in", "let", "loop",
+    "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref", "return", "static",
+    "struct", "trait", "true", "try", "type", "typeof", "unsafe", "unsized", "use", "virtual",
+    "where", "while", "yield", "gen",
 ];
 
 pub(crate) fn rust_field(json: &str) -> String {
@@ -311,15 +332,17 @@ impl Builder<'_> {
         }
         let mut concepts = self.expand(&url, 0)?;
         let vs = self.spec.value_sets.get(&url)?;
-        let mut name = pascal(&s(vs, "name"));
+        let mut name = rust_case(&pascal(&s(vs, "name")));
         if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
             name = format!("Code{name}");
         }
-        if self.type_names.contains(&name) || matches!(name.as_str(), "Resource" | "ResourceType" | "Primitive") {
+        if self.type_names.contains(&name)
+            || matches!(name.as_str(), "Resource" | "ResourceType" | "Primitive")
+        {
             name.push_str("Code");
         }
         if self.codes.contains_key(&name) {
-            name = pascal(&s(vs, "id"));
+            name = rust_case(&pascal(&s(vs, "id")));
         }
         let mut n = 2;
         let base = name.clone();
@@ -371,7 +394,7 @@ pub(crate) fn code_ident(code: &str, display: &str) -> String {
     };
     let mut ident = match symbolic {
         Some(s) => s.to_owned(),
-        None => pascal(code),
+        None => rust_case(&pascal(code)),
     };
     if ident.is_empty() {
         ident = pascal(display);
@@ -380,7 +403,10 @@ pub(crate) fn code_ident(code: &str, display: &str) -> String {
         ident = "Unnamed".to_owned();
     }
     if ident.starts_with(|c: char| c.is_ascii_digit()) {
-        ident = format!("V{}", code.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        ident = format!(
+            "V{}",
+            code.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
     }
     if ident == "Self" {
         ident = "SelfValue".to_owned();
@@ -413,9 +439,18 @@ pub(crate) fn build(spec: &Spec) -> Result<Model, DynError> {
     let mut type_names: BTreeSet<String> = roots.iter().map(|v| s(v, "name")).collect();
     // Backbone names too, so code enums never collide with them.
     for v in &roots {
-        for e in v.pointer("/snapshot/element").and_then(Value::as_array).into_iter().flatten() {
+        for e in v
+            .pointer("/snapshot/element")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let codes = type_codes(e);
-            if codes.iter().any(|c| c == "BackboneElement" || c == "Element") && s(e, "path").contains('.') {
+            if codes
+                .iter()
+                .any(|c| c == "BackboneElement" || c == "Element")
+                && s(e, "path").contains('.')
+            {
                 type_names.insert(path_name(&s(e, "path")));
             }
         }
@@ -429,7 +464,11 @@ pub(crate) fn build(spec: &Spec) -> Result<Model, DynError> {
     };
     let mut model = Model::default();
     for sd in roots {
-        let kind = if s(sd, "kind") == "resource" { StructKind::Resource } else { StructKind::Datatype };
+        let kind = if s(sd, "kind") == "resource" {
+            StructKind::Resource
+        } else {
+            StructKind::Datatype
+        };
         let file = build_file(&mut b, sd, kind)?;
         match kind {
             StructKind::Resource => model.resources.push(file),
@@ -462,9 +501,18 @@ pub(crate) fn build(spec: &Spec) -> Result<Model, DynError> {
         let code = s(sp, "code");
         let ty = s(sp, "type");
         let desc = s(sp, "description");
-        for base in sp.get("base").and_then(Value::as_array).into_iter().flatten() {
+        for base in sp
+            .get("base")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(base) = base.as_str() {
-                model.search.entry(base.to_owned()).or_default().push((code.clone(), ty.clone(), desc.clone()));
+                model.search.entry(base.to_owned()).or_default().push((
+                    code.clone(),
+                    ty.clone(),
+                    desc.clone(),
+                ));
             }
         }
     }
@@ -486,13 +534,30 @@ fn build_file(b: &mut Builder<'_>, sd: &Value, kind: StructKind) -> Result<TypeF
     let mut children: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for e in elements.iter().skip(1) {
         let path = s(e, "path");
-        let parent = path.rsplit_once('.').map(|(p, _)| p.to_owned()).unwrap_or_default();
+        let parent = path
+            .rsplit_once('.')
+            .map(|(p, _)| p.to_owned())
+            .unwrap_or_default();
         children.entry(parent).or_default().push(e);
     }
-    let mut file = TypeFile { root: root.clone(), kind, structs: Vec::new(), choices: Vec::new() };
+    let mut file = TypeFile {
+        root: root.clone(),
+        kind,
+        structs: Vec::new(),
+        choices: Vec::new(),
+    };
     let root_el = elements.first().ok_or("empty snapshot")?;
     let _ = root_el;
-    build_struct(b, &children, &s(sd, "type"), &root, kind, &s(sd, "description"), &s(root_el, "definition"), &mut file)?;
+    build_struct(
+        b,
+        &children,
+        &s(sd, "type"),
+        &root,
+        kind,
+        &s(sd, "description"),
+        &s(root_el, "definition"),
+        &mut file,
+    )?;
     let _ = s(root_el, "short");
     Ok(file)
 }
@@ -524,7 +589,10 @@ fn build_struct(
             let mut variants = Vec::new();
             for code in &codes {
                 let vty = if is_primitive(code) {
-                    FieldType::Primitive { code: code.clone(), code_enum: None }
+                    FieldType::Primitive {
+                        code: code.clone(),
+                        code_enum: None,
+                    }
                 } else {
                     FieldType::Complex(code.clone())
                 };
@@ -532,12 +600,25 @@ fn build_struct(
                 if vname == "Self" {
                     vname = "SelfValue".into();
                 }
-                variants.push(Variant { json: format!("{base}{}", pascal(code)), name: vname, ty: vty, boxed: false });
+                variants.push(Variant {
+                    json: format!("{base}{}", pascal(code)),
+                    name: vname,
+                    ty: vty,
+                    boxed: false,
+                });
             }
-            file.choices.push(ChoiceEnum { name: enum_name.clone(), path: epath.clone(), variants, short: eshort.clone() });
+            file.choices.push(ChoiceEnum {
+                name: enum_name.clone(),
+                path: epath.clone(),
+                variants,
+                short: eshort.clone(),
+            });
             (base.to_owned(), FieldType::Choice(enum_name))
         } else if let Some(cr) = e.get("contentReference").and_then(Value::as_str) {
-            (last.clone(), FieldType::Complex(path_name(cr.trim_start_matches('#'))))
+            (
+                last.clone(),
+                FieldType::Complex(path_name(cr.trim_start_matches('#'))),
+            )
         } else if codes.len() != 1 {
             return Err(format!("{epath}: expected one type, found {codes:?}").into());
         } else {
@@ -562,7 +643,10 @@ fn build_struct(
                         }
                     }
                 }
-                FieldType::Primitive { code: code.clone(), code_enum }
+                FieldType::Primitive {
+                    code: code.clone(),
+                    code_enum,
+                }
             } else {
                 FieldType::Complex(code.clone())
             };
@@ -598,7 +682,11 @@ fn build_struct(
 /// variants of open choice types.
 fn compute_boxing(model: &mut Model) {
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let files: Vec<&mut TypeFile> = model.resources.iter_mut().chain(model.datatypes.iter_mut()).collect();
+    let files: Vec<&mut TypeFile> = model
+        .resources
+        .iter_mut()
+        .chain(model.datatypes.iter_mut())
+        .collect();
     let mut files = files;
     for f in files.iter_mut() {
         for c in f.choices.iter_mut() {

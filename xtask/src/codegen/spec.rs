@@ -75,7 +75,11 @@ pub(crate) fn vendor(package: &Path, spec_dir: &Path) -> Result<(), DynError> {
     let bytes = fs::read(package)?;
     let hash = sha256_hex(&bytes);
     if hash != PACKAGE_SHA256 {
-        return Err(format!("{} has sha256 {hash}, expected {PACKAGE_SHA256}", package.display()).into());
+        return Err(format!(
+            "{} has sha256 {hash}, expected {PACKAGE_SHA256}",
+            package.display()
+        )
+        .into());
     }
     let files = read_tgz(&bytes)?;
     let mut parsed: BTreeMap<&str, Value> = BTreeMap::new();
@@ -93,9 +97,16 @@ pub(crate) fn vendor(package: &Path, spec_dir: &Path) -> Result<(), DynError> {
     let mut selected: BTreeSet<&str> = BTreeSet::new();
     let mut vs_todo: Vec<String> = Vec::new();
     for (name, v) in &parsed {
-        if v.get("resourceType").and_then(Value::as_str) == Some("StructureDefinition") && is_generated_sd(v) {
+        if v.get("resourceType").and_then(Value::as_str) == Some("StructureDefinition")
+            && is_generated_sd(v)
+        {
             selected.insert(name);
-            for e in v.pointer("/snapshot/element").and_then(Value::as_array).into_iter().flatten() {
+            for e in v
+                .pointer("/snapshot/element")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(b) = e.get("binding") {
                     if b.get("strength").and_then(Value::as_str) == Some("required") {
                         if let Some(vs) = b.get("valueSet").and_then(Value::as_str) {
@@ -112,23 +123,39 @@ pub(crate) fn vendor(package: &Path, spec_dir: &Path) -> Result<(), DynError> {
     // 2. ValueSets of required bindings, transitively, and their CodeSystems.
     let by_url: BTreeMap<String, &str> = parsed
         .iter()
-        .filter_map(|(n, v)| v.get("url").and_then(Value::as_str).map(|u| (u.to_owned(), *n)))
+        .filter_map(|(n, v)| {
+            v.get("url")
+                .and_then(Value::as_str)
+                .map(|u| (u.to_owned(), *n))
+        })
         .collect();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     while let Some(url) = vs_todo.pop() {
         if !seen.insert(url.clone()) {
             continue;
         }
-        let Some(name) = by_url.get(&url) else { continue };
+        let Some(name) = by_url.get(&url) else {
+            continue;
+        };
         selected.insert(name);
         let Some(vs) = parsed.get(name) else { continue };
-        for inc in vs.pointer("/compose/include").and_then(Value::as_array).into_iter().flatten() {
+        for inc in vs
+            .pointer("/compose/include")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(sys) = inc.get("system").and_then(Value::as_str) {
                 if let Some(cs) = by_url.get(strip_version(sys)) {
                     selected.insert(cs);
                 }
             }
-            for inner in inc.get("valueSet").and_then(Value::as_array).into_iter().flatten() {
+            for inner in inc
+                .get("valueSet")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(u) = inner.as_str() {
                     vs_todo.push(strip_version(u).to_owned());
                 }
@@ -138,7 +165,9 @@ pub(crate) fn vendor(package: &Path, spec_dir: &Path) -> Result<(), DynError> {
     // 3. Deterministic archive: sorted members, fixed metadata, untouched bytes.
     fs::create_dir_all(spec_dir)?;
     let mut manifest = String::new();
-    let gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
     let mut builder = tar::Builder::new(gz);
     builder.mode(tar::HeaderMode::Deterministic);
     for name in &selected {
@@ -167,7 +196,9 @@ pub(crate) fn load(spec_dir: &Path) -> Result<(Spec, String), DynError> {
     let manifest = fs::read_to_string(spec_dir.join(MANIFEST))?;
     let mut expected: BTreeMap<String, String> = BTreeMap::new();
     for line in manifest.lines().filter(|l| !l.trim().is_empty()) {
-        let (hash, name) = line.split_once("  ").ok_or_else(|| format!("bad manifest line: {line}"))?;
+        let (hash, name) = line
+            .split_once("  ")
+            .ok_or_else(|| format!("bad manifest line: {line}"))?;
         expected.insert(name.to_owned(), hash.to_owned());
     }
     let files = read_tgz(&archive)?;
@@ -184,10 +215,18 @@ pub(crate) fn load(spec_dir: &Path) -> Result<(Spec, String), DynError> {
         }
         let v: Value = serde_json::from_slice(data)?;
         let rt = v.get("resourceType").and_then(Value::as_str).unwrap_or("");
-        let url = v.get("url").and_then(Value::as_str).unwrap_or("").to_owned();
+        let url = v
+            .get("url")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         match rt {
             "StructureDefinition" => {
-                let n = v.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+                let n = v
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 spec.structure_definitions.insert(n, v);
             }
             "ValueSet" => {

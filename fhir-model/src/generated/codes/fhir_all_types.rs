@@ -6,7 +6,7 @@ crate::rt::code_enum! {
 #[doc = " A list of all the concrete types defined in this version of the FHIR specification - Abstract Types, Data Types and Resource Types."]
 #[doc = ""]
 #[doc = " Required-binding codes of the value set `http://hl7.org/fhir/ValueSet/all-types`."]
-FHIRAllTypes {
+FhirAllTypes {
 #[doc = " Address (`Address`): An address expressed using postal conventions (as opposed to GPS or other location definition formats).  This data type may be used to convey addresses for use in delivering mail as well as for visiting locations which might not be valid for mail delivery.  There are a variety of postal address formats defined around the world."]
 Address = "Address",
 #[doc = " Age (`Age`): A duration of time during which an organism (or a process) has existed."]

@@ -6,7 +6,7 @@ crate::rt::code_enum! {
 #[doc = " The availability status of the device."]
 #[doc = ""]
 #[doc = " Required-binding codes of the value set `http://hl7.org/fhir/ValueSet/device-status`."]
-FHIRDeviceStatus {
+FhirDeviceStatus {
 #[doc = " Active (`active`): The device is available for use.  Note: For \\*implanted devices\\*  this means that the device is implanted in the patient."]
 Active = "active",
 #[doc = " Inactive (`inactive`): The device is no longer available for use (e.g. lost, expired, damaged).  Note: For \\*implanted devices\\*  this means that the device has been removed from the patient."]

@@ -6,7 +6,7 @@ crate::rt::code_enum! {
 #[doc = " A code to indicate if the substance is actively used."]
 #[doc = ""]
 #[doc = " Required-binding codes of the value set `http://hl7.org/fhir/ValueSet/substance-status`."]
-FHIRSubstanceStatus {
+FhirSubstanceStatus {
 #[doc = " Active (`active`): The substance is considered for use or reference."]
 Active = "active",
 #[doc = " Inactive (`inactive`): The substance is considered for reference, but not for use."]

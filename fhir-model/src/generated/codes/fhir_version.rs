@@ -6,7 +6,7 @@ crate::rt::code_enum! {
 #[doc = " All published FHIR Versions."]
 #[doc = ""]
 #[doc = " Required-binding codes of the value set `http://hl7.org/fhir/ValueSet/FHIR-version`."]
-FHIRVersion {
+FhirVersion {
 #[doc = " 0.01 (`0.01`): Oldest archived version of FHIR."]
 V0_01 = "0.01",
 #[doc = " 0.05 (`0.05`): 1st Draft for Comment (Sept 2012 Ballot)."]

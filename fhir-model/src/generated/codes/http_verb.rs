@@ -6,18 +6,18 @@ crate::rt::code_enum! {
 #[doc = " HTTP verbs (in the HTTP command line). See \\[HTTP rfc\\](https://tools.ietf.org/html/rfc7231) for details."]
 #[doc = ""]
 #[doc = " Required-binding codes of the value set `http://hl7.org/fhir/ValueSet/http-verb`."]
-HTTPVerb {
+HttpVerb {
 #[doc = " GET (`GET`): HTTP GET Command."]
-GET = "GET",
+Get = "GET",
 #[doc = " HEAD (`HEAD`): HTTP HEAD Command."]
-HEAD = "HEAD",
+Head = "HEAD",
 #[doc = " POST (`POST`): HTTP POST Command."]
-POST = "POST",
+Post = "POST",
 #[doc = " PUT (`PUT`): HTTP PUT Command."]
-PUT = "PUT",
+Put = "PUT",
 #[doc = " DELETE (`DELETE`): HTTP DELETE Command."]
-DELETE = "DELETE",
+Delete = "DELETE",
 #[doc = " PATCH (`PATCH`): HTTP PATCH Command."]
-PATCH = "PATCH",
+Patch = "PATCH",
 }
 }

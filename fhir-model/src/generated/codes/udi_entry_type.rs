@@ -6,7 +6,7 @@ crate::rt::code_enum! {
 #[doc = " Codes to identify how UDI data was entered."]
 #[doc = ""]
 #[doc = " Required-binding codes of the value set `http://hl7.org/fhir/ValueSet/udi-entry-type`."]
-UDIEntryType {
+UdiEntryType {
 #[doc = " Barcode (`barcode`): a barcodescanner captured the data from the device label."]
 Barcode = "barcode",
 #[doc = " RFID (`rfid`): An RFID chip reader captured the data from the device label."]

@@ -24,7 +24,7 @@ pub struct DataRequirement {
     #[doc = " The type of the required data, specified as the type name of a resource. For profiles, this value is set to the type of the base resource of the profile."]
     #[doc = ""]
     #[doc = " FHIR: `DataRequirement.type` (1..1)."]
-    pub r#type: crate::primitives::Primitive<crate::codes::FHIRAllTypes>,
+    pub r#type: crate::primitives::Primitive<crate::codes::FhirAllTypes>,
     #[doc = " The profile of the required data"]
     #[doc = ""]
     #[doc = " The profile of the required data, specified as the uri of the profile definition."]
@@ -75,7 +75,7 @@ impl DataRequirement {
     /// Creates a `DataRequirement` with its required elements (`type`); all others are empty.
     #[must_use]
     pub fn new(
-        r#type: impl Into<crate::primitives::Primitive<crate::codes::FHIRAllTypes>>,
+        r#type: impl Into<crate::primitives::Primitive<crate::codes::FhirAllTypes>>,
     ) -> Self {
         Self {
             r#type: r#type.into(),
@@ -120,7 +120,7 @@ impl crate::rt::DeFields for DataRequirement {
         let _ = resource_type_seen;
         let mut f_id: Option<String> = None;
         let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::FHIRAllTypes>> = None;
+        let mut f_type: Option<crate::primitives::Primitive<crate::codes::FhirAllTypes>> = None;
         let mut f_profile: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
         let mut f_subject: Option<crate::datatypes::DataRequirementSubject> = None;
         let mut f_must_support: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();

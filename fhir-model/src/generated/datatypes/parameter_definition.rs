@@ -54,7 +54,7 @@ pub struct ParameterDefinition {
     #[doc = " The type of the parameter."]
     #[doc = ""]
     #[doc = " FHIR: `ParameterDefinition.type` (1..1)."]
-    pub r#type: crate::primitives::Primitive<crate::codes::FHIRAllTypes>,
+    pub r#type: crate::primitives::Primitive<crate::codes::FhirAllTypes>,
     #[doc = " What profile the value is expected to be"]
     #[doc = ""]
     #[doc = " If specified, this indicates a profile that the input data must conform to, or that the output data will conform to."]
@@ -68,7 +68,7 @@ impl ParameterDefinition {
     #[must_use]
     pub fn new(
         r#use: impl Into<crate::primitives::Primitive<crate::codes::OperationParameterUse>>,
-        r#type: impl Into<crate::primitives::Primitive<crate::codes::FHIRAllTypes>>,
+        r#type: impl Into<crate::primitives::Primitive<crate::codes::FhirAllTypes>>,
     ) -> Self {
         Self {
             r#use: r#use.into(),
@@ -122,7 +122,7 @@ impl crate::rt::DeFields for ParameterDefinition {
         let mut f_min: Option<crate::primitives::Primitive<i32>> = None;
         let mut f_max: Option<crate::primitives::Primitive<String>> = None;
         let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::FHIRAllTypes>> = None;
+        let mut f_type: Option<crate::primitives::Primitive<crate::codes::FhirAllTypes>> = None;
         let mut f_profile: Option<crate::primitives::Primitive<String>> = None;
         while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
             match key.as_str() {

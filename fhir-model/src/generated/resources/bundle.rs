@@ -671,7 +671,7 @@ pub struct BundleEntryRequest {
     #[doc = " In a transaction or batch, this is the HTTP action to be executed for this entry. In a history bundle, this indicates the HTTP action that occurred."]
     #[doc = ""]
     #[doc = " FHIR: `Bundle.entry.request.method` (1..1)."]
-    pub method: crate::primitives::Primitive<crate::codes::HTTPVerb>,
+    pub method: crate::primitives::Primitive<crate::codes::HttpVerb>,
     #[doc = " URL for HTTP equivalent of this entry"]
     #[doc = ""]
     #[doc = " The URL for this entry, relative to the root (the address to which the request is posted)."]
@@ -708,7 +708,7 @@ impl BundleEntryRequest {
     /// Creates a `BundleEntryRequest` with its required elements (`method`, `url`); all others are empty.
     #[must_use]
     pub fn new(
-        method: impl Into<crate::primitives::Primitive<crate::codes::HTTPVerb>>,
+        method: impl Into<crate::primitives::Primitive<crate::codes::HttpVerb>>,
         url: impl Into<crate::primitives::Primitive<String>>,
     ) -> Self {
         Self {
@@ -758,7 +758,7 @@ impl crate::rt::DeFields for BundleEntryRequest {
         let mut f_id: Option<String> = None;
         let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
         let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_method: Option<crate::primitives::Primitive<crate::codes::HTTPVerb>> = None;
+        let mut f_method: Option<crate::primitives::Primitive<crate::codes::HttpVerb>> = None;
         let mut f_url: Option<crate::primitives::Primitive<String>> = None;
         let mut f_if_none_match: Option<crate::primitives::Primitive<String>> = None;
         let mut f_if_modified_since: Option<

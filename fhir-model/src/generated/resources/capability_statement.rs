@@ -174,7 +174,7 @@ pub struct CapabilityStatement {
     #[doc = " The version of the FHIR specification that this CapabilityStatement describes (which SHALL be the same as the FHIR version of the CapabilityStatement itself). There is no default value."]
     #[doc = ""]
     #[doc = " FHIR: `CapabilityStatement.fhirVersion` (1..1)."]
-    pub fhir_version: crate::primitives::Primitive<crate::codes::FHIRVersion>,
+    pub fhir_version: crate::primitives::Primitive<crate::codes::FhirVersion>,
     #[doc = " formats supported (xml \\| json \\| ttl \\| mime type)"]
     #[doc = ""]
     #[doc = " A list of the formats supported by this implementation using their content types."]
@@ -220,7 +220,7 @@ impl CapabilityStatement {
         status: impl Into<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
         date: impl Into<crate::primitives::Primitive<crate::primitives::DateTime>>,
         kind: impl Into<crate::primitives::Primitive<crate::codes::CapabilityStatementKind>>,
-        fhir_version: impl Into<crate::primitives::Primitive<crate::codes::FHIRVersion>>,
+        fhir_version: impl Into<crate::primitives::Primitive<crate::codes::FhirVersion>>,
         format: Vec<crate::primitives::Primitive<String>>,
     ) -> Self {
         Self {
@@ -332,7 +332,7 @@ impl crate::rt::DeFields for CapabilityStatement {
         let mut f_software: Option<crate::resources::CapabilityStatementSoftware> = None;
         let mut f_implementation: Option<crate::resources::CapabilityStatementImplementation> =
             None;
-        let mut f_fhir_version: Option<crate::primitives::Primitive<crate::codes::FHIRVersion>> =
+        let mut f_fhir_version: Option<crate::primitives::Primitive<crate::codes::FhirVersion>> =
             None;
         let mut f_format: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
         let mut f_patch_format: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();

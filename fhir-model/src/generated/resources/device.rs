@@ -78,7 +78,7 @@ pub struct Device {
     #[doc = " Status of the Device availability."]
     #[doc = ""]
     #[doc = " FHIR: `Device.status` (0..1)."]
-    pub status: Option<crate::primitives::Primitive<crate::codes::FHIRDeviceStatus>>,
+    pub status: Option<crate::primitives::Primitive<crate::codes::FhirDeviceStatus>>,
     #[doc = " online \\| paused \\| standby \\| offline \\| not-ready \\| transduc-discon \\| hw-discon \\| off"]
     #[doc = ""]
     #[doc = " Reason for the dtatus of the Device availability."]
@@ -309,7 +309,7 @@ impl crate::rt::DeFields for Device {
         let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
         let mut f_definition: Option<crate::datatypes::Reference> = None;
         let mut f_udi_carrier: Vec<crate::resources::DeviceUdiCarrier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::FHIRDeviceStatus>> =
+        let mut f_status: Option<crate::primitives::Primitive<crate::codes::FhirDeviceStatus>> =
             None;
         let mut f_status_reason: Vec<crate::datatypes::CodeableConcept> = Vec::new();
         let mut f_distinct_identifier: Option<crate::primitives::Primitive<String>> = None;
@@ -596,7 +596,7 @@ pub struct DeviceUdiCarrier {
     #[doc = " A coded entry to indicate how the data was entered."]
     #[doc = ""]
     #[doc = " FHIR: `Device.udiCarrier.entryType` (0..1)."]
-    pub entry_type: Option<crate::primitives::Primitive<crate::codes::UDIEntryType>>,
+    pub entry_type: Option<crate::primitives::Primitive<crate::codes::UdiEntryType>>,
 }
 
 impl DeviceUdiCarrier {
@@ -651,7 +651,7 @@ impl crate::rt::DeFields for DeviceUdiCarrier {
         let mut f_jurisdiction: Option<crate::primitives::Primitive<String>> = None;
         let mut f_carrier_aidc: Option<crate::primitives::Primitive<String>> = None;
         let mut f_carrier_hrf: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_entry_type: Option<crate::primitives::Primitive<crate::codes::UDIEntryType>> =
+        let mut f_entry_type: Option<crate::primitives::Primitive<crate::codes::UdiEntryType>> =
             None;
         while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
             match key.as_str() {

@@ -144,13 +144,13 @@ pub struct ImplementationGuide {
     #[doc = " The license that applies to this Implementation Guide, using an SPDX license code, or 'not-open-source'."]
     #[doc = ""]
     #[doc = " FHIR: `ImplementationGuide.license` (0..1)."]
-    pub license: Option<crate::primitives::Primitive<crate::codes::SPDXLicense>>,
+    pub license: Option<crate::primitives::Primitive<crate::codes::SpdxLicense>>,
     #[doc = " FHIR Version(s) this Implementation Guide targets"]
     #[doc = ""]
     #[doc = " The version(s) of the FHIR specification that this ImplementationGuide targets - e.g. describes how to use. The value of this element is the formal version of the specification, without the revision number, e.g. \\[publication\\].\\[major\\].\\[minor\\], which is 4.0.1. for this version."]
     #[doc = ""]
     #[doc = " FHIR: `ImplementationGuide.fhirVersion` (1..*)."]
-    pub fhir_version: Vec<crate::primitives::Primitive<crate::codes::FHIRVersion>>,
+    pub fhir_version: Vec<crate::primitives::Primitive<crate::codes::FhirVersion>>,
     #[doc = " Another Implementation guide this depends on"]
     #[doc = ""]
     #[doc = " Another implementation guide that this implementation depends on. Typically, an implementation guide uses value sets, profiles etc.defined in other implementation guides."]
@@ -185,7 +185,7 @@ impl ImplementationGuide {
         name: impl Into<crate::primitives::Primitive<String>>,
         status: impl Into<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
         package_id: impl Into<crate::primitives::Primitive<String>>,
-        fhir_version: Vec<crate::primitives::Primitive<crate::codes::FHIRVersion>>,
+        fhir_version: Vec<crate::primitives::Primitive<crate::codes::FhirVersion>>,
     ) -> Self {
         Self {
             url: url.into(),
@@ -277,8 +277,8 @@ impl crate::rt::DeFields for ImplementationGuide {
         let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
         let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
         let mut f_package_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_license: Option<crate::primitives::Primitive<crate::codes::SPDXLicense>> = None;
-        let mut f_fhir_version: crate::rt::PrimVec<crate::codes::FHIRVersion> =
+        let mut f_license: Option<crate::primitives::Primitive<crate::codes::SpdxLicense>> = None;
+        let mut f_fhir_version: crate::rt::PrimVec<crate::codes::FhirVersion> =
             crate::rt::PrimVec::default();
         let mut f_depends_on: Vec<crate::resources::ImplementationGuideDependsOn> = Vec::new();
         let mut f_global: Vec<crate::resources::ImplementationGuideGlobal> = Vec::new();
@@ -1025,7 +1025,7 @@ pub struct ImplementationGuideDefinitionResource {
     #[doc = " Indicates the FHIR Version(s) this artifact is intended to apply to. If no versions are specified, the resource is assumed to apply to all the versions stated in ImplementationGuide.fhirVersion."]
     #[doc = ""]
     #[doc = " FHIR: `ImplementationGuide.definition.resource.fhirVersion` (0..*)."]
-    pub fhir_version: Vec<crate::primitives::Primitive<crate::codes::FHIRVersion>>,
+    pub fhir_version: Vec<crate::primitives::Primitive<crate::codes::FhirVersion>>,
     #[doc = " Human Name for the resource"]
     #[doc = ""]
     #[doc = " A human assigned name for the resource. All resources SHOULD have a name, but the name may be extracted from the resource (e.g. ValueSet.name)."]
@@ -1100,7 +1100,7 @@ impl crate::rt::DeFields for ImplementationGuideDefinitionResource {
         let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
         let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
         let mut f_reference: Option<crate::datatypes::Reference> = None;
-        let mut f_fhir_version: crate::rt::PrimVec<crate::codes::FHIRVersion> =
+        let mut f_fhir_version: crate::rt::PrimVec<crate::codes::FhirVersion> =
             crate::rt::PrimVec::default();
         let mut f_name: Option<crate::primitives::Primitive<String>> = None;
         let mut f_description: Option<crate::primitives::Primitive<String>> = None;

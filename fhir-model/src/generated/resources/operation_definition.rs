@@ -594,7 +594,7 @@ pub struct OperationDefinitionParameter {
     #[doc = " The type for this parameter."]
     #[doc = ""]
     #[doc = " FHIR: `OperationDefinition.parameter.type` (0..1)."]
-    pub r#type: Option<crate::primitives::Primitive<crate::codes::FHIRAllTypes>>,
+    pub r#type: Option<crate::primitives::Primitive<crate::codes::FhirAllTypes>>,
     #[doc = " If type is Reference \\| canonical, allowed targets"]
     #[doc = ""]
     #[doc = " Used when the type is \"Reference\" or \"canonical\", and identifies a profile structure or implementation Guide that applies to the target of the reference this parameter refers to. If any profiles are specified, then the content must conform to at least one of them. The URL can be a local reference - to a contained StructureDefinition, or a reference to another StructureDefinition or Implementation Guide by a canonical URL. When an implementation guide is specified, the target resource SHALL conform to at least one profile defined in the implementation guide."]
@@ -701,7 +701,7 @@ impl crate::rt::DeFields for OperationDefinitionParameter {
         let mut f_min: Option<crate::primitives::Primitive<i32>> = None;
         let mut f_max: Option<crate::primitives::Primitive<String>> = None;
         let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::FHIRAllTypes>> = None;
+        let mut f_type: Option<crate::primitives::Primitive<crate::codes::FhirAllTypes>> = None;
         let mut f_target_profile: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
         let mut f_search_type: Option<crate::primitives::Primitive<crate::codes::SearchParamType>> =
             None;

@@ -156,7 +156,7 @@ pub struct StructureDefinition {
     #[doc = " The version of the FHIR specification on which this StructureDefinition is based - this is the formal version of the specification, without the revision number, e.g. \\[publication\\].\\[major\\].\\[minor\\], which is 4.0.1. for this version."]
     #[doc = ""]
     #[doc = " FHIR: `StructureDefinition.fhirVersion` (0..1)."]
-    pub fhir_version: Option<crate::primitives::Primitive<crate::codes::FHIRVersion>>,
+    pub fhir_version: Option<crate::primitives::Primitive<crate::codes::FhirVersion>>,
     #[doc = " External specification that the content is mapped to"]
     #[doc = ""]
     #[doc = " An external specification that the content is mapped to."]
@@ -340,7 +340,7 @@ impl crate::rt::DeFields for StructureDefinition {
         let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
         let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
         let mut f_keyword: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_fhir_version: Option<crate::primitives::Primitive<crate::codes::FHIRVersion>> =
+        let mut f_fhir_version: Option<crate::primitives::Primitive<crate::codes::FhirVersion>> =
             None;
         let mut f_mapping: Vec<crate::resources::StructureDefinitionMapping> = Vec::new();
         let mut f_kind: Option<

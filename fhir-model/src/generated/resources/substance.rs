@@ -66,7 +66,7 @@ pub struct Substance {
     #[doc = " A code to indicate if the substance is actively used."]
     #[doc = ""]
     #[doc = " FHIR: `Substance.status` (0..1)."]
-    pub status: Option<crate::primitives::Primitive<crate::codes::FHIRSubstanceStatus>>,
+    pub status: Option<crate::primitives::Primitive<crate::codes::FhirSubstanceStatus>>,
     #[doc = " What class/type of substance this is"]
     #[doc = ""]
     #[doc = " A code that classifies the general type of substance.  This is used  for searching, sorting and display purposes."]
@@ -162,7 +162,7 @@ impl crate::rt::DeFields for Substance {
         let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
         let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
         let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::FHIRSubstanceStatus>> =
+        let mut f_status: Option<crate::primitives::Primitive<crate::codes::FhirSubstanceStatus>> =
             None;
         let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
         let mut f_code: Option<crate::datatypes::CodeableConcept> = None;

@@ -1756,7 +1756,7 @@ pub struct TestScriptSetupActionOperation {
     #[doc = " `"]
     #[doc = ""]
     #[doc = " FHIR: `TestScript.setup.action.operation.resource` (0..1)."]
-    pub resource: Option<crate::primitives::Primitive<crate::codes::FHIRDefinedType>>,
+    pub resource: Option<crate::primitives::Primitive<crate::codes::FhirDefinedType>>,
     #[doc = " Tracking/logging operation label"]
     #[doc = ""]
     #[doc = " The label would be used for tracking/logging purposes by test engines."]
@@ -1911,7 +1911,7 @@ impl crate::rt::DeFields for TestScriptSetupActionOperation {
         let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
         let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
         let mut f_type: Option<crate::datatypes::Coding> = None;
-        let mut f_resource: Option<crate::primitives::Primitive<crate::codes::FHIRDefinedType>> =
+        let mut f_resource: Option<crate::primitives::Primitive<crate::codes::FhirDefinedType>> =
             None;
         let mut f_label: Option<crate::primitives::Primitive<String>> = None;
         let mut f_description: Option<crate::primitives::Primitive<String>> = None;
@@ -2287,7 +2287,7 @@ pub struct TestScriptSetupActionAssert {
     #[doc = " `"]
     #[doc = ""]
     #[doc = " FHIR: `TestScript.setup.action.assert.resource` (0..1)."]
-    pub resource: Option<crate::primitives::Primitive<crate::codes::FHIRDefinedType>>,
+    pub resource: Option<crate::primitives::Primitive<crate::codes::FhirDefinedType>>,
     #[doc = " okay \\| created \\| noContent \\| notModified \\| bad \\| forbidden \\| notFound \\| methodNotAllowed \\| conflict \\| gone \\| preconditionFailed \\| unprocessable"]
     #[doc = ""]
     #[doc = " okay \\| created \\| noContent \\| notModified \\| bad \\| forbidden \\| notFound \\| methodNotAllowed \\| conflict \\| gone \\| preconditionFailed \\| unprocessable."]
@@ -2438,7 +2438,7 @@ impl crate::rt::DeFields for TestScriptSetupActionAssert {
             crate::primitives::Primitive<crate::codes::TestScriptRequestMethodCode>,
         > = None;
         let mut f_request_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_resource: Option<crate::primitives::Primitive<crate::codes::FHIRDefinedType>> =
+        let mut f_resource: Option<crate::primitives::Primitive<crate::codes::FhirDefinedType>> =
             None;
         let mut f_response: Option<
             crate::primitives::Primitive<crate::codes::AssertionResponseTypes>,
