@@ -27,8 +27,10 @@ const PRUNE_ABOVE: usize = 64;
 ///   set wait for that one request instead of sending their own, and all receive its result —
 ///   the token, or a clone of the same error.
 /// - [`invalidate`](TokenProvider::invalidate) drops every cached token (and invalidates the
-///   wrapped provider), so the next call fetches a fresh one. Clients call it after a `401` and
-///   retry once.
+///   wrapped provider), so the next call fetches a fresh one.
+///   [`invalidate_token`](TokenProvider::invalidate_token) drops only the rejected token, so that
+///   many concurrent `401`s with one old token cause one refresh. Clients call either after a
+///   `401` and retry once.
 ///
 /// Cloning is cheap and clones share the cache.
 ///
@@ -261,6 +263,22 @@ impl<P: TokenProvider> TokenProvider for TokenCache<P> {
         self.inner.provider.invalidate();
         tracing::debug!("token cache invalidated");
     }
+
+    fn invalidate_token(&self, rejected: &AccessToken) {
+        let mut dropped = 0_usize;
+        for entry in read(&self.inner.entries).iter() {
+            let mut cached = write(&entry.token);
+            if cached
+                .as_ref()
+                .is_some_and(|c| c.token.same_secret(rejected))
+            {
+                *cached = None;
+                dropped += 1;
+            }
+        }
+        self.inner.provider.invalidate_token(rejected);
+        tracing::debug!(dropped, "rejected token invalidated");
+    }
 }
 
 #[cfg(test)]
@@ -359,6 +377,22 @@ mod tests {
         cache.token(&["a"]).await.unwrap();
         assert!(cache.cached(&["a"]).is_some());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn invalidate_token_keeps_newer_tokens() {
+        let (cache, calls) = counting(Some(TimeDelta::hours(1)));
+        let old = cache.token(&["a"]).await.unwrap();
+        let other_scope = cache.token(&["b"]).await.unwrap();
+        cache.invalidate_token(&old);
+        let new = cache.token(&["a"]).await.unwrap();
+        assert!(!new.same_secret(&old));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // A second 401 with the old token does not discard the new one, nor other scope sets.
+        cache.invalidate_token(&old);
+        assert!(cache.token(&["a"]).await.unwrap().same_secret(&new));
+        assert!(cache.token(&["b"]).await.unwrap().same_secret(&other_scope));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

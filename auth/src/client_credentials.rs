@@ -170,6 +170,12 @@ impl TokenProvider for ClientCredentials {
             cache.invalidate();
         }
     }
+
+    fn invalidate_token(&self, rejected: &AccessToken) {
+        if let Provider::Cached(cache) = &self.provider {
+            cache.invalidate_token(rejected);
+        }
+    }
 }
 
 /// Configures [`ClientCredentials`]; created by [`ClientCredentials::builder`].

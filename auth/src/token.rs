@@ -78,6 +78,17 @@ pub trait TokenProvider: Send + Sync + fmt::Debug {
     ///
     /// Clients call this when a resource server answers `401 Unauthorized`, then retry once.
     fn invalidate(&self) {}
+
+    /// Forgets `rejected` if it is still cached, keeping any newer token.
+    ///
+    /// Prefer this to [`invalidate`](Self::invalidate) after a `401`: when many requests fail
+    /// with the same old token at once, the first refresh is kept instead of each `401`
+    /// discarding the token the previous one fetched. The default calls
+    /// [`invalidate`](Self::invalidate).
+    fn invalidate_token(&self, rejected: &AccessToken) {
+        let _ = rejected;
+        self.invalidate();
+    }
 }
 
 /// A fixed bearer token (for tests, or a token obtained elsewhere).
@@ -117,6 +128,10 @@ impl<T: TokenProvider + ?Sized> TokenProvider for Arc<T> {
     fn invalidate(&self) {
         (**self).invalidate();
     }
+
+    fn invalidate_token(&self, rejected: &AccessToken) {
+        (**self).invalidate_token(rejected);
+    }
 }
 
 #[async_trait::async_trait]
@@ -127,6 +142,10 @@ impl<T: TokenProvider + ?Sized> TokenProvider for Box<T> {
 
     fn invalidate(&self) {
         (**self).invalidate();
+    }
+
+    fn invalidate_token(&self, rejected: &AccessToken) {
+        (**self).invalidate_token(rejected);
     }
 }
 

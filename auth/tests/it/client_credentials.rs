@@ -100,6 +100,31 @@ async fn invalidate_forces_a_new_request() {
 }
 
 #[tokio::test]
+async fn invalidate_token_after_many_401s_refreshes_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(token_response("stale", 3600))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(token_response("fresh", 3600))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let credential = builder(&server).build().unwrap();
+    let stale = credential.token(&[]).await.unwrap();
+
+    // Ten requests were rejected with the stale token; each reports it, then retries.
+    for _ in 0..10 {
+        credential.invalidate_token(&stale);
+        let retry = credential.token(&[]).await.unwrap();
+        assert_eq!(retry.secret().expose_secret(), "fresh");
+    }
+}
+
+#[tokio::test]
 async fn without_cache_every_call_requests() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
