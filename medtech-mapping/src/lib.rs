@@ -41,6 +41,8 @@
 //! - [`Normalizer`]: event -> [`Measurement`]s, with an [`Explanation`] trace on request.
 //! - [`group_measurements`]: measurements -> [`ObservationGroup`]s (one per future
 //!   Observation), by device, patient, type, encounter, correlation id and `periodInterval`.
+//! - [`create_observation`] / [`merge_observation`]: observation group + `CodeValueFhir` ->
+//!   `carebridge_fhir_model::resources::Observation`, and merge into the existing one.
 //!
 //! Where the Microsoft Learn documentation and the reference implementation differ, and what
 //! this crate does, is written down in `docs/medtech-compatibility.md`.
@@ -57,6 +59,7 @@ mod load;
 mod netvalue;
 mod normalize;
 mod template;
+mod transform;
 mod values;
 
 pub use error::{Error, MappingErrorKind, Result, TemplateProblem, TemplateProblems};
@@ -75,6 +78,7 @@ pub use template::{
     CalculatedContent, CalculatedValue, ContentTemplate, DeviceMapping, ExpressionLanguage,
     IotJsonPathContent, IotKind, JsonPathContent, JsonPathValue, TemplateExpression,
 };
+pub use transform::{create_observation, merge_observation, ObservationLinks, TransformOptions};
 pub use values::{
     build_sampled_data, merge_time_values, sampled_data_to_time_values, ValuePolicy,
     MAX_SAMPLED_DATA_SLOTS,
