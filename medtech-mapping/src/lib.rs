@@ -58,6 +58,9 @@ mod jsonpath;
 mod load;
 mod netvalue;
 mod normalize;
+#[cfg(feature = "pipeline")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pipeline")))]
+pub mod pipeline;
 mod template;
 mod transform;
 mod values;

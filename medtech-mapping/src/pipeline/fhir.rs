@@ -1,0 +1,389 @@
+//! Persistence through `carebridge-fhir-client` (feature `fhir-client`).
+
+use async_trait::async_trait;
+use carebridge_fhir_client::{
+    BatchEntry, BatchRequest, CreateOptions, Error as ClientError, FhirClient, SearchParams,
+};
+use carebridge_fhir_model::datatypes::{Identifier, Reference};
+use carebridge_fhir_model::resources::{Bundle, Device, Observation, Patient};
+use carebridge_fhir_model::{FhirResource, Resource};
+use futures::StreamExt;
+
+use super::error::{IdentityKind, PipelineError, PipelineResult};
+use super::identity::{DeviceRecord, IdentifierRef, IdentityStore};
+use super::sink::{FhirSink, ObservationMapper, PendingObservation, PersistReport};
+use crate::OBSERVATION_IDENTIFIER_SYSTEM;
+
+/// How often a message's writes are attempted when concurrent writers interfere (a stale
+/// `If-Match`, or a conditional create that found a resource created meanwhile). Each attempt is
+/// one `batch` (search) and at most one `transaction`, so a message costs at most
+/// `2 * MAX_ATTEMPTS` requests besides identity resolution.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+fn identifier(id: IdentifierRef<'_>) -> Identifier {
+    Identifier {
+        system: id.system.map(Into::into),
+        value: Some(id.value.into()),
+        ..Identifier::new()
+    }
+}
+
+fn criteria(id: IdentifierRef<'_>) -> SearchParams {
+    SearchParams::new().param("identifier", id.to_token())
+}
+
+/// The logical id in a reference such as `Patient/123` or `https://host/fhir/Patient/123`.
+fn referenced_id(reference: &Reference, type_name: &str) -> Option<String> {
+    let text = reference.reference.as_ref()?.as_str()?;
+    let mut parts = text.rsplit('/');
+    let last = parts.next()?;
+    let (id, ty) = if parts.clone().next() == Some("_history") {
+        let _ = parts.next();
+        let id = parts.next()?;
+        (id, parts.next()?)
+    } else {
+        (last, parts.next()?)
+    };
+    let _ = last;
+    (ty == type_name && !id.is_empty()).then(|| id.to_owned())
+}
+
+fn device_record(device: &Device) -> PipelineResult<DeviceRecord> {
+    let id = device.id().ok_or_else(|| {
+        PipelineError::store(
+            "Device search",
+            std::io::Error::other("the server returned a Device without id"),
+        )
+    })?;
+    Ok(DeviceRecord {
+        id: id.to_owned(),
+        patient_id: device
+            .patient
+            .as_ref()
+            .and_then(|r| referenced_id(r, "Patient")),
+    })
+}
+
+fn client_error(operation: &'static str, kind: IdentityKind, e: ClientError) -> PipelineError {
+    match e {
+        // Conditional create: the criteria matched several resources.
+        ClientError::PreconditionFailed(_) => PipelineError::AmbiguousIdentity { kind },
+        other => PipelineError::store(operation, other),
+    }
+}
+
+/// An [`IdentityStore`] on a FHIR server: Patients and Devices are found by identifier and
+/// created with conditional creates (`If-None-Exist: identifier=system|value`), so concurrent
+/// writers (in any process) never create two resources for one identifier.
+#[derive(Debug, Clone)]
+pub struct FhirClientIdentityStore {
+    client: FhirClient,
+}
+
+impl FhirClientIdentityStore {
+    /// A store writing through `client`.
+    pub fn new(client: FhirClient) -> Self {
+        Self { client }
+    }
+
+    async fn create_if_none<R: FhirResource>(
+        &self,
+        resource: &R,
+        id: IdentifierRef<'_>,
+        kind: IdentityKind,
+    ) -> PipelineResult<R> {
+        let options = CreateOptions {
+            if_none_exist: Some(criteria(id)),
+        };
+        let response = self
+            .client
+            .create(resource, Some(options))
+            .await
+            .map_err(|e| client_error("conditional create", kind, e))?;
+        let fallback_id = response.location_id().map(str::to_owned);
+        let mut stored = response.into_value();
+        if stored.id().is_none() {
+            stored.set_id(fallback_id);
+        }
+        Ok(stored)
+    }
+}
+
+#[async_trait]
+impl IdentityStore for FhirClientIdentityStore {
+    async fn find_device(
+        &self,
+        identifier: IdentifierRef<'_>,
+    ) -> PipelineResult<Option<DeviceRecord>> {
+        let params = criteria(identifier).count(2);
+        let found: Vec<_> = self
+            .client
+            .search::<Device>(params, None)
+            .take(2)
+            .collect()
+            .await;
+        let mut devices = Vec::with_capacity(found.len());
+        for d in found {
+            devices.push(d.map_err(|e| PipelineError::store("Device search", e))?);
+        }
+        match devices.as_slice() {
+            [] => Ok(None),
+            [one] => device_record(one).map(Some),
+            _ => Err(PipelineError::AmbiguousIdentity {
+                kind: IdentityKind::Device,
+            }),
+        }
+    }
+
+    async fn find_or_create_patient(&self, id: IdentifierRef<'_>) -> PipelineResult<String> {
+        let patient = Patient {
+            identifier: vec![identifier(id)],
+            ..Patient::new()
+        };
+        let stored = self
+            .create_if_none(&patient, id, IdentityKind::Patient)
+            .await?;
+        stored.id().map(str::to_owned).ok_or_else(|| {
+            PipelineError::store(
+                "Patient conditional create",
+                std::io::Error::other("the server returned no Patient id"),
+            )
+        })
+    }
+
+    async fn find_or_create_device(
+        &self,
+        id: IdentifierRef<'_>,
+        patient_id: &str,
+    ) -> PipelineResult<DeviceRecord> {
+        let device = Device {
+            identifier: vec![identifier(id)],
+            patient: Some(Reference {
+                reference: Some(format!("Patient/{patient_id}").into()),
+                ..Reference::new()
+            }),
+            ..Device::new()
+        };
+        let stored = self
+            .create_if_none(&device, id, IdentityKind::Device)
+            .await?;
+        device_record(&stored)
+    }
+}
+
+/// A [`FhirSink`] on a FHIR server through [`FhirClient`].
+///
+/// Per message: one `batch` searching `Observation?identifier=<system>|<value>` for every
+/// pending Observation, then one `transaction` with a conditional create (`ifNoneExist` on the
+/// identifier) for each new Observation and a version-checked update (`ifMatch`) of the merged
+/// Observation for each existing one. A stale version (`412`, the transaction rolls back) or a
+/// conditional create that found an Observation created meanwhile is retried from the search,
+/// at most [`MAX_ATTEMPTS`] times. Replaying a message therefore finds its Observations and
+/// writes nothing new (or only an update, when the merge changes something).
+#[derive(Debug, Clone)]
+pub struct FhirClientSink {
+    client: FhirClient,
+}
+
+impl FhirClientSink {
+    /// A sink writing through `client`.
+    pub fn new(client: FhirClient) -> Self {
+        Self { client }
+    }
+
+    fn observation_criteria(value: &str) -> SearchParams {
+        SearchParams::new().identifier(OBSERVATION_IDENTIFIER_SYSTEM, value)
+    }
+
+    /// Searches the existing Observation of each pending one (one `batch`).
+    async fn find_existing(
+        &self,
+        pending: &[PendingObservation],
+    ) -> PipelineResult<Vec<Option<Observation>>> {
+        let mut request = BatchRequest::new();
+        for p in pending {
+            request.push(BatchEntry::search::<Observation>(
+                &Self::observation_criteria(&p.identifier_value),
+            ));
+        }
+        let response = self
+            .client
+            .batch(&request)
+            .await
+            .map_err(|e| PipelineError::store("Observation search batch", e))?
+            .into_value();
+        let mut out = Vec::with_capacity(pending.len());
+        for entry in response.into_entries() {
+            let entry = entry.map_err(|e| PipelineError::store("Observation search", e))?;
+            let bundle = entry.resource_as::<Bundle>().ok_or_else(|| {
+                PipelineError::store(
+                    "Observation search",
+                    std::io::Error::other("a search entry returned no Bundle"),
+                )
+            })?;
+            let mut found = bundle.entry.into_iter().filter_map(|e| match e.resource {
+                Some(Resource::Observation(o)) => Some(*o),
+                _ => None,
+            });
+            let first = found.next();
+            if found.next().is_some() {
+                return Err(PipelineError::store(
+                    "Observation search",
+                    std::io::Error::other("several Observations carry one identifier"),
+                ));
+            }
+            out.push(first);
+        }
+        if out.len() != pending.len() {
+            return Err(PipelineError::store(
+                "Observation search batch",
+                std::io::Error::other("the batch response has the wrong number of entries"),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl FhirSink for FhirClientSink {
+    async fn persist(
+        &self,
+        mut pending: Vec<PendingObservation>,
+        mapper: &dyn ObservationMapper,
+    ) -> PipelineResult<PersistReport> {
+        let mut report = PersistReport::default();
+        let mut attempts = 0;
+        while !pending.is_empty() {
+            attempts += 1;
+            if attempts > MAX_ATTEMPTS {
+                return Err(PipelineError::Conflict {
+                    operation: "Observation transaction",
+                    attempts: MAX_ATTEMPTS,
+                });
+            }
+            let existing = self.find_existing(&pending).await?;
+            let mut request = BatchRequest::new();
+            // For each transaction entry: the pending index and whether it is a create.
+            let mut written: Vec<(usize, bool)> = Vec::new();
+            for (i, (p, current)) in pending.iter().zip(&existing).enumerate() {
+                let entry = match current {
+                    None => BatchEntry::conditional_create(
+                        &p.observation,
+                        &Self::observation_criteria(&p.identifier_value),
+                    )
+                    .map_err(|e| PipelineError::store("Observation create", e))?,
+                    Some(current) => {
+                        let mut merged = mapper.merge(current, &p.group, &p.identity)?;
+                        if &merged == current {
+                            report.unchanged += 1;
+                            report
+                                .ids
+                                .push(current.id().unwrap_or(&p.identifier_value).to_owned());
+                            continue;
+                        }
+                        merged.set_id(current.id().map(str::to_owned));
+                        let entry = BatchEntry::update(&merged)
+                            .map_err(|e| PipelineError::store("Observation update", e))?;
+                        match current
+                            .meta
+                            .as_ref()
+                            .and_then(|m| m.version_id.as_ref())
+                            .and_then(|v| v.as_str())
+                        {
+                            Some(version) => entry.with_if_match(version),
+                            None => entry,
+                        }
+                    }
+                };
+                request.push(entry);
+                written.push((i, current.is_none()));
+            }
+            if written.is_empty() {
+                break;
+            }
+            let response = match self.client.transaction(&request).await {
+                Ok(r) => r.into_value(),
+                Err(ClientError::PreconditionFailed(_) | ClientError::Conflict(_)) => {
+                    tracing::debug!(
+                        attempt = attempts,
+                        "Observation transaction conflicted; retrying"
+                    );
+                    // Rolled back: retry everything that was to be written.
+                    let keep: Vec<usize> = written.iter().map(|(i, _)| *i).collect();
+                    pending = keep_only(pending, &keep);
+                    continue;
+                }
+                Err(e) => return Err(PipelineError::store("Observation transaction", e)),
+            };
+            let mut retry = Vec::new();
+            for ((i, is_create), entry) in written.iter().zip(response.into_entries()) {
+                let entry =
+                    entry.map_err(|e| PipelineError::store("Observation transaction", e))?;
+                let status = entry.status().as_u16();
+                if *is_create && status == 200 {
+                    // The conditional create found an Observation written meanwhile: merge into it.
+                    retry.push(*i);
+                    continue;
+                }
+                if *is_create {
+                    report.created += 1;
+                } else {
+                    report.updated += 1;
+                }
+                let id = entry
+                    .id()
+                    .map(str::to_owned)
+                    .or_else(|| pending.get(*i).map(|p| p.identifier_value.clone()));
+                report.ids.extend(id);
+            }
+            pending = keep_only(pending, &retry);
+        }
+        Ok(report)
+    }
+}
+
+fn keep_only(pending: Vec<PendingObservation>, keep: &[usize]) -> Vec<PendingObservation> {
+    pending
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, p)| p)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn referenced_ids() {
+        let r = |s: &str| Reference {
+            reference: Some(s.into()),
+            ..Reference::new()
+        };
+        assert_eq!(
+            referenced_id(&r("Patient/p1"), "Patient").as_deref(),
+            Some("p1")
+        );
+        assert_eq!(
+            referenced_id(&r("https://h/fhir/Patient/p1/_history/3"), "Patient").as_deref(),
+            Some("p1")
+        );
+        assert_eq!(referenced_id(&r("Group/g"), "Patient"), None);
+        assert_eq!(referenced_id(&r("p1"), "Patient"), None);
+    }
+
+    #[test]
+    fn identifier_tokens() {
+        let with = IdentifierRef {
+            system: Some("urn:sys"),
+            value: "v",
+        };
+        assert_eq!(with.to_token(), "urn:sys|v");
+        let bare = IdentifierRef {
+            system: None,
+            value: "v",
+        };
+        assert_eq!(bare.to_token(), "v");
+    }
+}

@@ -1,0 +1,510 @@
+//! Identity resolution: from a measurement's device and patient identifiers to the FHIR
+//! `Device` and `Patient` resource ids its Observations reference.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use quick_cache::sync::Cache;
+
+use super::error::{IdentityKind, PipelineError, PipelineResult};
+
+/// How identities are resolved (MedTech's `resourceIdentityResolutionType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IdentityMode {
+    /// Find or create the Patient (by the measurement's patient id) and the Device (by its
+    /// device id), and link `Device.patient` to the Patient.
+    #[default]
+    Create,
+    /// The Device must exist; the patient is the one `Device.patient` references.
+    Lookup,
+}
+
+impl std::str::FromStr for IdentityMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "create" => Ok(Self::Create),
+            "lookup" => Ok(Self::Lookup),
+            _ => Err(format!(
+                "unknown identity mode `{s}` (expected create or lookup)"
+            )),
+        }
+    }
+}
+
+/// Configures an [`IdentityResolver`].
+#[derive(Debug, Clone)]
+pub struct IdentityOptions {
+    /// The resolution mode (default [`IdentityMode::Create`]).
+    pub mode: IdentityMode,
+    /// `Identifier.system` of Device identifiers. `None` (the default, as in MedTech, whose
+    /// `DefaultDeviceIdentifierSystem` is unset) matches and creates identifiers by value only.
+    pub device_identifier_system: Option<String>,
+    /// `Identifier.system` of Patient identifiers (default `None`: by value only, as MedTech).
+    pub patient_identifier_system: Option<String>,
+    /// How many resolved identities to keep (default 10,000). Cached entries are never stale in
+    /// `Create` mode (ids do not change); in `Lookup` mode a re-linked device keeps its old
+    /// patient until evicted.
+    pub cache_capacity: usize,
+}
+
+impl Default for IdentityOptions {
+    fn default() -> Self {
+        Self {
+            mode: IdentityMode::Create,
+            device_identifier_system: None,
+            patient_identifier_system: None,
+            cache_capacity: 10_000,
+        }
+    }
+}
+
+/// An identifier to search or create by: `system|value`, or just `value` without a system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentifierRef<'a> {
+    /// `Identifier.system`, if configured.
+    pub system: Option<&'a str>,
+    /// `Identifier.value`, from the measurement.
+    pub value: &'a str,
+}
+
+impl IdentifierRef<'_> {
+    /// The value of an `identifier` token search: `system|value`, or `value`.
+    pub fn to_token(&self) -> String {
+        match self.system {
+            Some(s) => format!("{s}|{}", self.value),
+            None => self.value.to_owned(),
+        }
+    }
+}
+
+/// A Device as identity resolution needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The Device's logical id.
+    pub id: String,
+    /// The logical id of the Patient `Device.patient` references, if any.
+    pub patient_id: Option<String>,
+}
+
+/// Where Patients and Devices live. Implemented over `FhirClient` by
+/// [`FhirClientIdentityStore`](super::FhirClientIdentityStore) (feature `fhir-client`); an
+/// application can supply its own.
+///
+/// Create methods must be race-free across processes: a conditional create
+/// (`If-None-Exist: identifier=...`) or an equivalent, so that two writers never create two
+/// resources with one identifier.
+#[async_trait]
+pub trait IdentityStore: Send + Sync + fmt::Debug {
+    /// Finds the Device with `identifier`.
+    ///
+    /// # Errors
+    /// [`PipelineError::Store`] on failure, [`PipelineError::AmbiguousIdentity`] when several
+    /// match.
+    async fn find_device(
+        &self,
+        identifier: IdentifierRef<'_>,
+    ) -> PipelineResult<Option<DeviceRecord>>;
+
+    /// Finds the Patient with `identifier`, creating it (conditionally) when there is none;
+    /// returns its logical id.
+    ///
+    /// # Errors
+    /// As [`find_device`](IdentityStore::find_device).
+    async fn find_or_create_patient(&self, identifier: IdentifierRef<'_>)
+        -> PipelineResult<String>;
+
+    /// Finds the Device with `identifier`, creating it (conditionally) with `Device.patient`
+    /// referencing `patient_id` when there is none.
+    ///
+    /// # Errors
+    /// As [`find_device`](IdentityStore::find_device).
+    async fn find_or_create_device(
+        &self,
+        identifier: IdentifierRef<'_>,
+        patient_id: &str,
+    ) -> PipelineResult<DeviceRecord>;
+}
+
+/// The FHIR resource ids a group's Observation references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedIdentity {
+    /// The Patient's logical id.
+    pub patient_id: String,
+    /// The Device's logical id.
+    pub device_id: String,
+}
+
+type IdentityKey = (String, Option<String>);
+
+/// Resolves identities through an [`IdentityStore`], with a bounded cache and single flight:
+/// concurrent requests for one identity (in this process) share one resolution, so two
+/// messages for a new device create one Device and one Patient.
+#[derive(Clone)]
+pub struct IdentityResolver {
+    store: Arc<dyn IdentityStore>,
+    options: Arc<IdentityOptions>,
+    identities: Arc<Cache<IdentityKey, ResolvedIdentity>>,
+    patients: Arc<Cache<String, String>>,
+}
+
+impl fmt::Debug for IdentityResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityResolver")
+            .field("store", &self.store)
+            .field("options", &self.options)
+            .field("cached", &self.identities.len())
+            .finish()
+    }
+}
+
+impl IdentityResolver {
+    /// A resolver over `store`.
+    pub fn new(store: Arc<dyn IdentityStore>, options: IdentityOptions) -> Self {
+        let capacity = options.cache_capacity.max(1);
+        Self {
+            store,
+            identities: Arc::new(Cache::new(capacity)),
+            patients: Arc::new(Cache::new(capacity)),
+            options: Arc::new(options),
+        }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &IdentityOptions {
+        &self.options
+    }
+
+    /// Resolves the identity of a measurement with `device_id` and `patient_id` (as produced by
+    /// the device mapping).
+    ///
+    /// # Errors
+    /// [`PipelineError::PatientIdMissing`], [`PipelineError::DeviceNotFound`],
+    /// [`PipelineError::DeviceWithoutPatient`], [`PipelineError::PatientDeviceMismatch`],
+    /// [`PipelineError::AmbiguousIdentity`] for the message; [`PipelineError::Store`] when the
+    /// store fails. Failures are not cached.
+    pub async fn resolve(
+        &self,
+        device_id: &str,
+        patient_id: Option<&str>,
+    ) -> PipelineResult<ResolvedIdentity> {
+        let patient_id = patient_id.filter(|p| !p.trim().is_empty());
+        let key: IdentityKey = match self.options.mode {
+            IdentityMode::Create => (
+                device_id.to_owned(),
+                Some(
+                    patient_id
+                        .ok_or(PipelineError::PatientIdMissing)?
+                        .to_owned(),
+                ),
+            ),
+            // The patient comes from the Device, whatever the message says.
+            IdentityMode::Lookup => (device_id.to_owned(), None),
+        };
+        self.identities
+            .get_or_insert_async(&key, self.resolve_uncached(&key))
+            .await
+    }
+
+    async fn resolve_uncached(&self, key: &IdentityKey) -> PipelineResult<ResolvedIdentity> {
+        let device = IdentifierRef {
+            system: self.options.device_identifier_system.as_deref(),
+            value: &key.0,
+        };
+        match (&key.1, self.options.mode) {
+            (Some(patient_value), IdentityMode::Create) => {
+                let patient_id = self
+                    .patients
+                    .get_or_insert_async(patient_value, async {
+                        self.store
+                            .find_or_create_patient(IdentifierRef {
+                                system: self.options.patient_identifier_system.as_deref(),
+                                value: patient_value,
+                            })
+                            .await
+                    })
+                    .await?;
+                let record = self
+                    .store
+                    .find_or_create_device(device, &patient_id)
+                    .await?;
+                if record.patient_id.as_deref() != Some(patient_id.as_str()) {
+                    return Err(PipelineError::PatientDeviceMismatch);
+                }
+                Ok(ResolvedIdentity {
+                    patient_id,
+                    device_id: record.id,
+                })
+            }
+            _ => {
+                let record = self
+                    .store
+                    .find_device(device)
+                    .await?
+                    .ok_or(PipelineError::DeviceNotFound)?;
+                let patient_id = record
+                    .patient_id
+                    .ok_or(PipelineError::DeviceWithoutPatient)?;
+                Ok(ResolvedIdentity {
+                    patient_id,
+                    device_id: record.id,
+                })
+            }
+        }
+    }
+}
+
+/// An [`IdentityStore`] in memory, for tests and offline runs (`medtech run --out`): ids are
+/// derived from the identifiers, and it counts the resources it creates.
+#[derive(Debug, Default)]
+pub struct InMemoryIdentityStore {
+    state: std::sync::Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    patients: std::collections::BTreeMap<String, String>,
+    devices: std::collections::BTreeMap<String, DeviceRecord>,
+    patients_created: usize,
+    devices_created: usize,
+}
+
+impl InMemoryIdentityStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an existing Device (for `Lookup` mode).
+    pub fn insert_device(&self, identifier_value: &str, record: DeviceRecord) {
+        if let Ok(mut s) = self.state.lock() {
+            s.devices.insert(identifier_value.to_owned(), record);
+        }
+    }
+
+    /// How many Patients and Devices this store created.
+    pub fn created(&self) -> (usize, usize) {
+        self.state
+            .lock()
+            .map(|s| (s.patients_created, s.devices_created))
+            .unwrap_or_default()
+    }
+
+    fn lock(&self) -> PipelineResult<std::sync::MutexGuard<'_, MemoryState>> {
+        self.state.lock().map_err(|_| {
+            PipelineError::store("identity store", std::io::Error::other("poisoned lock"))
+        })
+    }
+}
+
+fn memory_id(kind: IdentityKind, value: &str) -> String {
+    // A FHIR id is [A-Za-z0-9\-\.]{1,64}: keep those characters, hex-encode the rest.
+    let mut id = String::with_capacity(value.len() + 8);
+    id.push_str(match kind {
+        IdentityKind::Device => "dev-",
+        IdentityKind::Patient => "pat-",
+    });
+    for c in value.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+            id.push(c);
+        } else {
+            id.push_str(&format!("-{:x}-", u32::from(c)));
+        }
+    }
+    id.truncate(64);
+    id
+}
+
+#[async_trait]
+impl IdentityStore for InMemoryIdentityStore {
+    async fn find_device(
+        &self,
+        identifier: IdentifierRef<'_>,
+    ) -> PipelineResult<Option<DeviceRecord>> {
+        Ok(self.lock()?.devices.get(identifier.value).cloned())
+    }
+
+    async fn find_or_create_patient(
+        &self,
+        identifier: IdentifierRef<'_>,
+    ) -> PipelineResult<String> {
+        let mut s = self.lock()?;
+        if let Some(id) = s.patients.get(identifier.value) {
+            return Ok(id.clone());
+        }
+        let id = memory_id(IdentityKind::Patient, identifier.value);
+        s.patients.insert(identifier.value.to_owned(), id.clone());
+        s.patients_created += 1;
+        Ok(id)
+    }
+
+    async fn find_or_create_device(
+        &self,
+        identifier: IdentifierRef<'_>,
+        patient_id: &str,
+    ) -> PipelineResult<DeviceRecord> {
+        let mut s = self.lock()?;
+        if let Some(d) = s.devices.get(identifier.value) {
+            return Ok(d.clone());
+        }
+        let record = DeviceRecord {
+            id: memory_id(IdentityKind::Device, identifier.value),
+            patient_id: Some(patient_id.to_owned()),
+        };
+        s.devices
+            .insert(identifier.value.to_owned(), record.clone());
+        s.devices_created += 1;
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts calls and yields in between, so concurrent resolutions really overlap.
+    #[derive(Debug, Default)]
+    struct SlowStore {
+        inner: InMemoryIdentityStore,
+        patient_calls: AtomicUsize,
+        device_calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl IdentityStore for SlowStore {
+        async fn find_device(
+            &self,
+            identifier: IdentifierRef<'_>,
+        ) -> PipelineResult<Option<DeviceRecord>> {
+            self.device_calls.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            self.inner.find_device(identifier).await
+        }
+        async fn find_or_create_patient(
+            &self,
+            identifier: IdentifierRef<'_>,
+        ) -> PipelineResult<String> {
+            self.patient_calls.fetch_add(1, Ordering::SeqCst);
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            self.inner.find_or_create_patient(identifier).await
+        }
+        async fn find_or_create_device(
+            &self,
+            identifier: IdentifierRef<'_>,
+            patient_id: &str,
+        ) -> PipelineResult<DeviceRecord> {
+            self.device_calls.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            self.inner
+                .find_or_create_device(identifier, patient_id)
+                .await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_resolutions_of_a_new_identity_are_single_flight() {
+        let store = Arc::new(SlowStore::default());
+        let resolver = IdentityResolver::new(store.clone(), IdentityOptions::default());
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let r = resolver.clone();
+                tokio::spawn(async move { r.resolve("dev-1", Some("pat-1")).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap().unwrap());
+        }
+        assert!(results.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(store.patient_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(store.device_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(store.inner.created(), (1, 1));
+        // A second device of the same patient reuses the cached patient.
+        resolver.resolve("dev-2", Some("pat-1")).await.unwrap();
+        assert_eq!(store.patient_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(store.inner.created(), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn create_mode_needs_a_patient_id_and_detects_mismatch() {
+        let store = Arc::new(InMemoryIdentityStore::new());
+        store.insert_device(
+            "d",
+            DeviceRecord {
+                id: "D1".into(),
+                patient_id: Some("other".into()),
+            },
+        );
+        let r = IdentityResolver::new(store, IdentityOptions::default());
+        assert!(matches!(
+            r.resolve("d", None).await,
+            Err(PipelineError::PatientIdMissing)
+        ));
+        assert!(matches!(
+            r.resolve("d", Some("p")).await,
+            Err(PipelineError::PatientDeviceMismatch)
+        ));
+    }
+
+    #[tokio::test]
+    async fn lookup_mode_takes_the_patient_from_the_device() {
+        let store = Arc::new(InMemoryIdentityStore::new());
+        store.insert_device(
+            "d1",
+            DeviceRecord {
+                id: "D1".into(),
+                patient_id: Some("P9".into()),
+            },
+        );
+        store.insert_device(
+            "d2",
+            DeviceRecord {
+                id: "D2".into(),
+                patient_id: None,
+            },
+        );
+        let opts = IdentityOptions {
+            mode: IdentityMode::Lookup,
+            ..IdentityOptions::default()
+        };
+        let r = IdentityResolver::new(store.clone(), opts);
+        let id = r.resolve("d1", Some("ignored")).await.unwrap();
+        assert_eq!(
+            id,
+            ResolvedIdentity {
+                patient_id: "P9".into(),
+                device_id: "D1".into()
+            }
+        );
+        assert!(matches!(
+            r.resolve("d2", None).await,
+            Err(PipelineError::DeviceWithoutPatient)
+        ));
+        assert!(matches!(
+            r.resolve("nope", None).await,
+            Err(PipelineError::DeviceNotFound)
+        ));
+        assert_eq!(store.created(), (0, 0));
+    }
+
+    #[test]
+    fn memory_ids_are_valid_fhir_ids() {
+        let id = memory_id(IdentityKind::Device, "a b/ü");
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+        assert!(id.len() <= 64);
+    }
+
+    #[test]
+    fn identity_mode_parses() {
+        assert_eq!("Lookup".parse::<IdentityMode>(), Ok(IdentityMode::Lookup));
+        assert!("x".parse::<IdentityMode>().is_err());
+    }
+}

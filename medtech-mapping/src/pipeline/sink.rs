@@ -1,0 +1,200 @@
+//! Where Observations go: the [`FhirSink`] trait, the transform seam it uses to merge, and the
+//! offline sinks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use carebridge_fhir_model::resources::Observation;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::error::{PipelineError, PipelineResult};
+use super::identity::ResolvedIdentity;
+use crate::ObservationGroup;
+
+/// Builds and merges Observations: the seam between the pure core (transform and merge) and the
+/// sinks. [`FhirSink`]s call [`merge`](ObservationMapper::merge) when an Observation for the
+/// same group already exists.
+pub trait ObservationMapper: Send + Sync + fmt::Debug {
+    /// A new Observation for `group`, referencing `identity`, with the identifier
+    /// `group.identifier_value(patient, device)` in system
+    /// [`OBSERVATION_IDENTIFIER_SYSTEM`](crate::OBSERVATION_IDENTIFIER_SYSTEM).
+    ///
+    /// # Errors
+    /// A mapping error naming the template path.
+    fn build(
+        &self,
+        group: &ObservationGroup,
+        identity: &ResolvedIdentity,
+    ) -> crate::Result<Observation>;
+
+    /// `existing` (stored for the same group) updated with the values of `group`.
+    ///
+    /// # Errors
+    /// A mapping error naming the template path.
+    fn merge(
+        &self,
+        existing: &Observation,
+        group: &ObservationGroup,
+        identity: &ResolvedIdentity,
+    ) -> crate::Result<Observation>;
+}
+
+/// One Observation to persist: the group it came from, the identity it references, its
+/// deterministic identifier value, and the Observation as built for a first write.
+#[derive(Debug, Clone)]
+pub struct PendingObservation {
+    /// The group.
+    pub group: ObservationGroup,
+    /// The resolved Patient and Device ids.
+    pub identity: ResolvedIdentity,
+    /// `Observation.identifier.value` (system
+    /// [`OBSERVATION_IDENTIFIER_SYSTEM`](crate::OBSERVATION_IDENTIFIER_SYSTEM)): equal for equal
+    /// groups, so replays find and update instead of duplicating.
+    pub identifier_value: String,
+    /// The Observation as [`ObservationMapper::build`] made it.
+    pub observation: Observation,
+}
+
+/// What a sink did with one message's Observations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PersistReport {
+    /// Observations created.
+    pub created: usize,
+    /// Existing Observations updated (merged).
+    pub updated: usize,
+    /// Existing Observations that already held every value (nothing written).
+    pub unchanged: usize,
+    /// The logical ids (or, for sinks without ids, the identifier values) written, in order.
+    pub ids: Vec<String>,
+}
+
+/// Persists Observations. Held as `Arc<dyn FhirSink>` so an application can persist elsewhere.
+///
+/// [`persist`](FhirSink::persist) is called with all Observations of one message; when it
+/// returns `Ok` they must be durable, because the message is then acknowledged. It must be
+/// idempotent: persisting the same pending Observations twice must not create duplicates.
+#[async_trait]
+pub trait FhirSink: Send + Sync + fmt::Debug {
+    /// Persists `pending`, merging into existing Observations with `mapper`.
+    ///
+    /// # Errors
+    /// [`PipelineError::Store`] or [`PipelineError::Conflict`] when persisting failed (the
+    /// message stays unacknowledged); a mapping error from `mapper.merge` (dead letter).
+    async fn persist(
+        &self,
+        pending: Vec<PendingObservation>,
+        mapper: &dyn ObservationMapper,
+    ) -> PipelineResult<PersistReport>;
+}
+
+/// Keeps Observations in memory by identifier, merging like a FHIR server would: for tests and
+/// for applications that collect results.
+#[derive(Debug, Default)]
+pub struct InMemorySink {
+    observations: Mutex<BTreeMap<String, Observation>>,
+}
+
+impl InMemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The stored Observations by identifier value.
+    pub fn observations(&self) -> BTreeMap<String, Observation> {
+        self.observations
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl FhirSink for InMemorySink {
+    async fn persist(
+        &self,
+        pending: Vec<PendingObservation>,
+        mapper: &dyn ObservationMapper,
+    ) -> PipelineResult<PersistReport> {
+        let mut map = self.observations.lock().map_err(|_| {
+            PipelineError::store("in-memory sink", std::io::Error::other("poisoned lock"))
+        })?;
+        let mut report = PersistReport::default();
+        for p in pending {
+            match map.get(&p.identifier_value) {
+                Some(existing) => {
+                    let merged = mapper.merge(existing, &p.group, &p.identity)?;
+                    if &merged == existing {
+                        report.unchanged += 1;
+                    } else {
+                        report.updated += 1;
+                        map.insert(p.identifier_value.clone(), merged);
+                    }
+                }
+                None => {
+                    report.created += 1;
+                    map.insert(p.identifier_value.clone(), p.observation);
+                }
+            }
+            report.ids.push(p.identifier_value);
+        }
+        Ok(report)
+    }
+}
+
+/// Writes each Observation as one line of NDJSON (offline use, `medtech run --out`). It does not
+/// read back what it wrote, so every Observation counts as created; a later import into a FHIR
+/// server (conditional on the identifier) merges them.
+pub struct NdjsonSink<W> {
+    writer: tokio::sync::Mutex<W>,
+}
+
+impl<W> fmt::Debug for NdjsonSink<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NdjsonSink").finish_non_exhaustive()
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send> NdjsonSink<W> {
+    /// Writes to `writer` (flushed after every message).
+    pub fn new(writer: W) -> Self {
+        Self {
+            writer: tokio::sync::Mutex::new(writer),
+        }
+    }
+
+    /// The writer back.
+    pub fn into_inner(self) -> W {
+        self.writer.into_inner()
+    }
+}
+
+#[async_trait]
+impl<W: AsyncWrite + Unpin + Send> FhirSink for NdjsonSink<W> {
+    async fn persist(
+        &self,
+        pending: Vec<PendingObservation>,
+        _mapper: &dyn ObservationMapper,
+    ) -> PipelineResult<PersistReport> {
+        let mut out = Vec::new();
+        let mut report = PersistReport::default();
+        for p in pending {
+            let line = carebridge_fhir_model::json::to_vec(&p.observation)
+                .map_err(|e| PipelineError::store("Observation serialization", e))?;
+            out.extend_from_slice(&line);
+            out.push(b'\n');
+            report.created += 1;
+            report.ids.push(p.identifier_value);
+        }
+        let mut w = self.writer.lock().await;
+        let io = |source| PipelineError::Io {
+            what: "Observation output".to_owned(),
+            source,
+        };
+        w.write_all(&out).await.map_err(io)?;
+        w.flush().await.map_err(io)?;
+        Ok(report)
+    }
+}
