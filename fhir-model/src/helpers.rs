@@ -7,7 +7,9 @@ use crate::codes::{BundleType, HttpVerb, IssueSeverity, IssueType};
 use crate::datatypes::{CodeableConcept, Coding, Identifier, Quantity, Reference};
 use crate::issue::{Issue, IssueKind, Severity};
 use crate::primitives::{Decimal, Primitive};
-use crate::resources::{Bundle, BundleEntry, BundleEntryRequest, OperationOutcome, OperationOutcomeIssue};
+use crate::resources::{
+    Bundle, BundleEntry, BundleEntryRequest, OperationOutcome, OperationOutcomeIssue,
+};
 use crate::{FhirResource, Resource, ResourceType};
 
 /// Well-known code system and unit URIs.
@@ -32,13 +34,19 @@ impl Reference {
     /// ```
     #[must_use]
     pub fn to<T: FhirResource>(id: &str) -> Self {
-        Self { reference: Some(format!("{}/{id}", T::TYPE.as_str()).into()), ..Self::default() }
+        Self {
+            reference: Some(format!("{}/{id}", T::TYPE.as_str()).into()),
+            ..Self::default()
+        }
     }
 
     /// A reference with the given literal text (`Patient/123`, an absolute URL or `urn:uuid:...`).
     #[must_use]
     pub fn literal(reference: impl Into<String>) -> Self {
-        Self { reference: Some(reference.into().into()), ..Self::default() }
+        Self {
+            reference: Some(reference.into().into()),
+            ..Self::default()
+        }
     }
 
     /// Adds a display text (builder style).
@@ -68,7 +76,11 @@ impl Coding {
     /// A coding with a system and a code.
     #[must_use]
     pub fn from_code(system: impl Into<String>, code: impl Into<String>) -> Self {
-        Self { system: Some(system.into().into()), code: Some(code.into().into()), ..Self::default() }
+        Self {
+            system: Some(system.into().into()),
+            code: Some(code.into().into()),
+            ..Self::default()
+        }
     }
 
     /// Adds a display text (builder style).
@@ -81,7 +93,8 @@ impl Coding {
     /// Whether this coding has the given system and code.
     #[must_use]
     pub fn is(&self, system: &str, code: &str) -> bool {
-        self.system.as_ref().is_some_and(|s| *s == system) && self.code.as_ref().is_some_and(|c| *c == code)
+        self.system.as_ref().is_some_and(|s| *s == system)
+            && self.code.as_ref().is_some_and(|c| *c == code)
     }
 }
 
@@ -89,7 +102,10 @@ impl CodeableConcept {
     /// A concept with one coding.
     #[must_use]
     pub fn from_coding(coding: Coding) -> Self {
-        Self { coding: vec![coding], ..Self::default() }
+        Self {
+            coding: vec![coding],
+            ..Self::default()
+        }
     }
 
     /// A LOINC concept: `CodeableConcept::loinc("8867-4", "Heart rate")`.
@@ -113,7 +129,10 @@ impl CodeableConcept {
     /// A text-only concept.
     #[must_use]
     pub fn from_text(text: impl Into<String>) -> Self {
-        Self { text: Some(text.into().into()), ..Self::default() }
+        Self {
+            text: Some(text.into().into()),
+            ..Self::default()
+        }
     }
 
     /// Whether any coding has the given system and code.
@@ -150,7 +169,11 @@ impl Identifier {
     /// An identifier with a system and a value.
     #[must_use]
     pub fn from_value(system: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { system: Some(system.into().into()), value: Some(value.into().into()), ..Self::default() }
+        Self {
+            system: Some(system.into().into()),
+            value: Some(value.into().into()),
+            ..Self::default()
+        }
     }
 }
 
@@ -175,24 +198,35 @@ impl Bundle {
     /// Consumes the bundle and returns the resources of type `T`.
     #[must_use]
     pub fn into_resources_of<T: FhirResource>(self) -> Vec<T> {
-        self.entry.into_iter().filter_map(|e| e.resource).filter_map(|r| T::try_from_resource(r).ok()).collect()
+        self.entry
+            .into_iter()
+            .filter_map(|e| e.resource)
+            .filter_map(|r| T::try_from_resource(r).ok())
+            .collect()
     }
 
     /// Appends an entry holding `resource` (no fullUrl, no request).
     pub fn push(&mut self, resource: impl Into<Resource>) {
-        self.entry.push(BundleEntry { resource: Some(resource.into()), ..BundleEntry::default() });
+        self.entry.push(BundleEntry {
+            resource: Some(resource.into()),
+            ..BundleEntry::default()
+        });
     }
 
     /// Starts a `transaction` bundle.
     #[must_use]
     pub fn transaction() -> TransactionBuilder {
-        TransactionBuilder { bundle: Bundle::new(BundleType::Transaction) }
+        TransactionBuilder {
+            bundle: Bundle::new(BundleType::Transaction),
+        }
     }
 
     /// Starts a `batch` bundle.
     #[must_use]
     pub fn batch() -> TransactionBuilder {
-        TransactionBuilder { bundle: Bundle::new(BundleType::Batch) }
+        TransactionBuilder {
+            bundle: Bundle::new(BundleType::Batch),
+        }
     }
 }
 
@@ -217,7 +251,12 @@ pub struct TransactionBuilder {
 }
 
 impl TransactionBuilder {
-    fn entry(&mut self, full_url: Option<String>, resource: Option<Resource>, request: BundleEntryRequest) {
+    fn entry(
+        &mut self,
+        full_url: Option<String>,
+        resource: Option<Resource>,
+        request: BundleEntryRequest,
+    ) {
         self.bundle.entry.push(BundleEntry {
             full_url: full_url.map(Into::into),
             resource,
@@ -232,14 +271,23 @@ impl TransactionBuilder {
     }
 
     /// Adds a conditional create (`If-None-Exist: <query>`, for example `identifier=sys|123`).
-    pub fn create_if_none_exist(&mut self, resource: impl Into<Resource>, query: &str) -> Reference {
+    pub fn create_if_none_exist(
+        &mut self,
+        resource: impl Into<Resource>,
+        query: &str,
+    ) -> Reference {
         self.create_with(resource, Some(query))
     }
 
-    fn create_with(&mut self, resource: impl Into<Resource>, if_none_exist: Option<&str>) -> Reference {
+    fn create_with(
+        &mut self,
+        resource: impl Into<Resource>,
+        if_none_exist: Option<&str>,
+    ) -> Reference {
         let resource = resource.into();
         let urn = format!("urn:uuid:{}", Uuid::new_v4());
-        let mut request = BundleEntryRequest::new(HttpVerb::Post, resource.resource_type().as_str());
+        let mut request =
+            BundleEntryRequest::new(HttpVerb::Post, resource.resource_type().as_str());
         request.if_none_exist = if_none_exist.map(Into::into);
         self.entry(Some(urn.clone()), Some(resource), request);
         Reference::literal(urn)
@@ -252,10 +300,17 @@ impl TransactionBuilder {
     pub fn update(&mut self, resource: impl Into<Resource>) -> crate::Result<Reference> {
         let resource = resource.into();
         let Some(id) = resource.id().map(str::to_owned) else {
-            return Err(crate::Error::Invalid(format!("update of a {} without an id", resource.resource_type())));
+            return Err(crate::Error::Invalid(format!(
+                "update of a {} without an id",
+                resource.resource_type()
+            )));
         };
         let url = format!("{}/{id}", resource.resource_type());
-        self.entry(None, Some(resource), BundleEntryRequest::new(HttpVerb::Put, url.as_str()));
+        self.entry(
+            None,
+            Some(resource),
+            BundleEntryRequest::new(HttpVerb::Put, url.as_str()),
+        );
         Ok(Reference::literal(url))
     }
 
@@ -263,13 +318,21 @@ impl TransactionBuilder {
     pub fn update_if(&mut self, resource: impl Into<Resource>, query: &str) {
         let resource = resource.into();
         let url = format!("{}?{query}", resource.resource_type());
-        self.entry(None, Some(resource), BundleEntryRequest::new(HttpVerb::Put, url.as_str()));
+        self.entry(
+            None,
+            Some(resource),
+            BundleEntryRequest::new(HttpVerb::Put, url.as_str()),
+        );
     }
 
     /// Adds a `DELETE <Type>/<id>` entry.
     pub fn delete(&mut self, resource_type: ResourceType, id: &str) {
         let url = format!("{resource_type}/{id}");
-        self.entry(None, None, BundleEntryRequest::new(HttpVerb::Delete, url.as_str()));
+        self.entry(
+            None,
+            None,
+            BundleEntryRequest::new(HttpVerb::Delete, url.as_str()),
+        );
     }
 
     /// Number of entries so far.
@@ -342,9 +405,15 @@ mod tests {
 
     #[test]
     fn reference_target() {
-        assert_eq!(Reference::literal("https://x/fhir/Observation/9/_history/2").target(), Some(("Observation", "9")));
+        assert_eq!(
+            Reference::literal("https://x/fhir/Observation/9/_history/2").target(),
+            Some(("Observation", "9"))
+        );
         assert_eq!(Reference::literal("urn:uuid:abc").target(), None);
-        assert_eq!(Reference::to::<Patient>("1").target(), Some(("Patient", "1")));
+        assert_eq!(
+            Reference::to::<Patient>("1").target(),
+            Some(("Patient", "1"))
+        );
     }
 
     #[test]
@@ -359,10 +428,28 @@ mod tests {
         tx.delete(ResourceType::Observation, "9");
         let b = tx.build();
         assert_eq!(b.r#type, BundleType::Transaction);
-        assert!(p.reference.unwrap().as_str().unwrap().starts_with("urn:uuid:"));
-        let req: Vec<_> = b.entry.iter().map(|e| e.request.as_ref().unwrap().url.as_str().unwrap().to_owned()).collect();
+        assert!(p
+            .reference
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .starts_with("urn:uuid:"));
+        let req: Vec<_> = b
+            .entry
+            .iter()
+            .map(|e| e.request.as_ref().unwrap().url.as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(req, ["Patient", "Patient/7", "Observation/9"]);
-        assert_eq!(b.entry[0].request.as_ref().unwrap().if_none_exist.as_ref().unwrap(), "identifier=a|1");
+        assert_eq!(
+            b.entry[0]
+                .request
+                .as_ref()
+                .unwrap()
+                .if_none_exist
+                .as_ref()
+                .unwrap(),
+            "identifier=a|1"
+        );
     }
 
     #[test]
@@ -374,6 +461,9 @@ mod tests {
         assert_eq!(oo.issue[0].code, IssueType::Required);
         assert_eq!(oo.issue[0].expression[0], "Observation.status");
         let text = crate::json::to_string(&oo).unwrap();
-        assert!(text.contains(r#""severity":"error","code":"required""#), "{text}");
+        assert!(
+            text.contains(r#""severity":"error","code":"required""#),
+            "{text}"
+        );
     }
 }

@@ -61,7 +61,12 @@ impl Issue {
     /// An error-level issue.
     #[must_use]
     pub fn error(kind: IssueKind, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Error, kind, path: path.into(), message: message.into() }
+        Self {
+            severity: Severity::Error,
+            kind,
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 

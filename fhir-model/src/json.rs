@@ -66,7 +66,12 @@ fn locate_error<T: DeserializeOwned>(bytes: &[u8], err: &serde_json::Error) -> E
 }
 
 fn parse_error(path: String, e: &serde_json::Error) -> Error {
-    Error::Parse { path, message: message_of(e), line: e.line(), column: e.column() }
+    Error::Parse {
+        path,
+        message: message_of(e),
+        line: e.line(),
+        column: e.column(),
+    }
 }
 
 fn message_of(e: &serde_json::Error) -> String {
@@ -180,7 +185,10 @@ pub fn from_str_lenient<T: DeserializeOwned + Validate>(s: &str) -> Result<(T, V
                 Ok(()) => Ok(v),
                 Err(e) => {
                     let err = parse_error(root.clone(), &e);
-                    return Err(Error::Lenient { issues: issues.len(), source: Box::new(err) });
+                    return Err(Error::Lenient {
+                        issues: issues.len(),
+                        source: Box::new(err),
+                    });
                 }
             },
             Err(e) => Err(e),
@@ -202,7 +210,11 @@ pub fn from_str_lenient<T: DeserializeOwned + Validate>(s: &str) -> Result<(T, V
                         _ => None,
                     })
                     .collect();
-                let cut = if exact && !segments.is_empty() { span::cut(&text, &segments) } else { None };
+                let cut = if exact && !segments.is_empty() {
+                    span::cut(&text, &segments)
+                } else {
+                    None
+                };
                 match cut {
                     Some(next) => {
                         issues.push(Issue::error(kind_of(&message), path, message));
@@ -210,7 +222,10 @@ pub fn from_str_lenient<T: DeserializeOwned + Validate>(s: &str) -> Result<(T, V
                     }
                     None => {
                         let err = parse_error(path, e.inner());
-                        return Err(Error::Lenient { issues: issues.len(), source: Box::new(err) });
+                        return Err(Error::Lenient {
+                            issues: issues.len(),
+                            source: Box::new(err),
+                        });
                     }
                 }
             }
@@ -278,7 +293,9 @@ mod span {
             }
             _ => {
                 let mut j = i;
-                while b.get(j).is_some_and(|c| !matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')) {
+                while b.get(j).is_some_and(|c| {
+                    !matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                }) {
                     j += 1;
                 }
                 (j > i).then_some(j)
@@ -286,8 +303,11 @@ mod span {
         }
     }
 
-    /// Members or elements of the container starting at `i`: (start, value_start, value_end, key).
-    fn children(text: &str, i: usize) -> Option<Vec<(usize, usize, usize, Option<String>)>> {
+    /// A member or element of a container: (start, value_start, value_end, key).
+    type Child = (usize, usize, usize, Option<String>);
+
+    /// Members or elements of the container starting at `i`.
+    fn children(text: &str, i: usize) -> Option<Vec<Child>> {
         let b = text.as_bytes();
         let (open, close) = match b.get(i)? {
             b'{' => (b'{', b'}'),
@@ -375,14 +395,24 @@ mod span {
         #[test]
         fn cuts_members_and_elements() {
             let t = r#"{"a": 1, "b": {"c": [1, 2.50, {"d": "x"}]}, "e": "\"}"}"#;
-            assert_eq!(cut(t, &[Seg::Key("a")]).unwrap(), r#"{"b": {"c": [1, 2.50, {"d": "x"}]}, "e": "\"}"}"#);
-            assert_eq!(cut(t, &[Seg::Key("e")]).unwrap(), r#"{"a": 1, "b": {"c": [1, 2.50, {"d": "x"}]}}"#);
+            assert_eq!(
+                cut(t, &[Seg::Key("a")]).unwrap(),
+                r#"{"b": {"c": [1, 2.50, {"d": "x"}]}, "e": "\"}"}"#
+            );
+            assert_eq!(
+                cut(t, &[Seg::Key("e")]).unwrap(),
+                r#"{"a": 1, "b": {"c": [1, 2.50, {"d": "x"}]}}"#
+            );
             assert_eq!(
                 cut(t, &[Seg::Key("b"), Seg::Key("c"), Seg::Index(1)]).unwrap(),
                 r#"{"a": 1, "b": {"c": [1, {"d": "x"}]}, "e": "\"}"}"#
             );
             assert_eq!(
-                cut(t, &[Seg::Key("b"), Seg::Key("c"), Seg::Index(2), Seg::Key("d")]).unwrap(),
+                cut(
+                    t,
+                    &[Seg::Key("b"), Seg::Key("c"), Seg::Index(2), Seg::Key("d")]
+                )
+                .unwrap(),
                 r#"{"a": 1, "b": {"c": [1, 2.50, {}]}, "e": "\"}"}"#
             );
             assert!(cut(t, &[Seg::Key("zz")]).is_none());

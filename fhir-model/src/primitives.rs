@@ -45,7 +45,11 @@ pub struct Primitive<T> {
 
 impl<T> Default for Primitive<T> {
     fn default() -> Self {
-        Self { value: None, id: None, extension: Vec::new() }
+        Self {
+            value: None,
+            id: None,
+            extension: Vec::new(),
+        }
     }
 }
 
@@ -53,13 +57,21 @@ impl<T> Primitive<T> {
     /// A primitive with a value and no extensions.
     #[must_use]
     pub fn new(value: T) -> Self {
-        Self { value: Some(value), id: None, extension: Vec::new() }
+        Self {
+            value: Some(value),
+            id: None,
+            extension: Vec::new(),
+        }
     }
 
     /// A primitive without a value, carrying only extensions (for example a data-absent-reason).
     #[must_use]
     pub fn from_extensions(extension: Vec<Extension>) -> Self {
-        Self { value: None, id: None, extension }
+        Self {
+            value: None,
+            id: None,
+            extension,
+        }
     }
 
     /// The value, if present.
@@ -234,7 +246,10 @@ impl Decimal {
     fn from_valid_text(text: String) -> Result<Self> {
         RawValue::from_string(text)
             .map(Self)
-            .map_err(|_| Error::InvalidPrimitive { kind: "decimal", reason: "not a JSON number" })
+            .map_err(|_| Error::InvalidPrimitive {
+                kind: "decimal",
+                reason: "not a JSON number",
+            })
     }
 }
 
@@ -243,7 +258,10 @@ impl FromStr for Decimal {
 
     fn from_str(s: &str) -> Result<Self> {
         if !is_json_number(s) {
-            return Err(Error::InvalidPrimitive { kind: "decimal", reason: "not a decimal number" });
+            return Err(Error::InvalidPrimitive {
+                kind: "decimal",
+                reason: "not a decimal number",
+            });
         }
         Self::from_valid_text(s.to_owned())
     }
@@ -253,7 +271,10 @@ impl TryFrom<f64> for Decimal {
     type Error = Error;
 
     fn try_from(value: f64) -> Result<Self> {
-        Self::from_f64(value).ok_or(Error::InvalidPrimitive { kind: "decimal", reason: "not a finite number" })
+        Self::from_f64(value).ok_or(Error::InvalidPrimitive {
+            kind: "decimal",
+            reason: "not a finite number",
+        })
     }
 }
 
@@ -311,7 +332,9 @@ impl<'de> Deserialize<'de> for Decimal {
         if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
             Ok(Self(raw))
         } else {
-            Err(de::Error::custom("invalid type: expected a JSON number for a FHIR decimal"))
+            Err(de::Error::custom(
+                "invalid type: expected a JSON number for a FHIR decimal",
+            ))
         }
     }
 }
@@ -441,7 +464,10 @@ fn parse_zone(c: &mut Cursor<'_>) -> Option<()> {
 }
 
 fn parse_date_time(s: &str) -> Option<DatePrecision> {
-    let mut c = Cursor { b: s.as_bytes(), i: 0 };
+    let mut c = Cursor {
+        b: s.as_bytes(),
+        i: 0,
+    };
     let (p, _) = parse_date_part(&mut c)?;
     if c.done() {
         return Some(p);
@@ -613,7 +639,10 @@ impl DateTime {
 
 impl<Tz: chrono::TimeZone> From<chrono::DateTime<Tz>> for DateTime {
     fn from(t: chrono::DateTime<Tz>) -> Self {
-        Self(t.fixed_offset().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        Self(
+            t.fixed_offset()
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        )
     }
 }
 
@@ -639,7 +668,10 @@ impl Instant {
 
 impl<Tz: chrono::TimeZone> From<chrono::DateTime<Tz>> for Instant {
     fn from(t: chrono::DateTime<Tz>) -> Self {
-        Self(t.fixed_offset().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        Self(
+            t.fixed_offset()
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        )
     }
 }
 
@@ -704,14 +736,23 @@ mod tests {
 
     #[test]
     fn dates_keep_precision_and_validate() {
-        assert_eq!("1974".parse::<Date>().unwrap().precision(), DatePrecision::Year);
-        assert_eq!("1974-12".parse::<Date>().unwrap().precision(), DatePrecision::Month);
+        assert_eq!(
+            "1974".parse::<Date>().unwrap().precision(),
+            DatePrecision::Year
+        );
+        assert_eq!(
+            "1974-12".parse::<Date>().unwrap().precision(),
+            DatePrecision::Month
+        );
         assert!("1974-13".parse::<Date>().is_err());
         assert!("1974-02-30".parse::<Date>().is_err());
         assert!("2024-02-29".parse::<Date>().is_ok());
         assert!("1974-12-25T10:00:00Z".parse::<Date>().is_err());
         assert!("1974-12-25T10:00:00Z".parse::<DateTime>().is_ok());
-        assert!("1974-12-25T10:00:00".parse::<DateTime>().is_err(), "time zone required");
+        assert!(
+            "1974-12-25T10:00:00".parse::<DateTime>().is_err(),
+            "time zone required"
+        );
         assert!("1974-12-25T10:00Z".parse::<DateTime>().is_err());
         assert!("2015-02-07T13:28:17.239+02:00".parse::<Instant>().is_ok());
         assert!("2015-02-07".parse::<Instant>().is_err());
@@ -722,14 +763,20 @@ mod tests {
     #[test]
     fn chrono_conversions() {
         let dt: DateTime = "2015-02-07T13:28:17.239+02:00".parse().unwrap();
-        assert_eq!(dt.to_chrono().unwrap().timestamp_millis(), 1_423_308_497_239);
+        assert_eq!(
+            dt.to_chrono().unwrap().timestamp_millis(),
+            1_423_308_497_239
+        );
         assert!("2015-02".parse::<DateTime>().unwrap().to_chrono().is_none());
         let now = DateTime::now_utc();
         assert_eq!(now.precision(), DatePrecision::Time);
         assert!(now.as_str().parse::<DateTime>().is_ok());
         let d = Date::from(chrono::NaiveDate::from_ymd_opt(2020, 1, 2).unwrap());
         assert_eq!(d.as_str(), "2020-01-02");
-        assert_eq!(d.to_naive_date(), chrono::NaiveDate::from_ymd_opt(2020, 1, 2));
+        assert_eq!(
+            d.to_naive_date(),
+            chrono::NaiveDate::from_ymd_opt(2020, 1, 2)
+        );
     }
 
     #[test]
@@ -743,7 +790,10 @@ mod tests {
         assert!(serde_json::from_str::<Decimal>("\"1.5\"").is_err());
         assert_eq!(Decimal::from_f64(0.1).unwrap().as_str(), "0.1");
         assert!(Decimal::from_f64(f64::NAN).is_none());
-        assert_ne!("1.5".parse::<Decimal>().unwrap(), "1.50".parse::<Decimal>().unwrap());
+        assert_ne!(
+            "1.5".parse::<Decimal>().unwrap(),
+            "1.50".parse::<Decimal>().unwrap()
+        );
     }
 
     #[test]

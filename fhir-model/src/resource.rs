@@ -49,7 +49,10 @@ impl FromStr for ResourceType {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        Self::from_name(s).ok_or_else(|| Error::UnknownCode { value_set: "ResourceType", code: s.to_owned() })
+        Self::from_name(s).ok_or_else(|| Error::UnknownCode {
+            value_set: "ResourceType",
+            code: s.to_owned(),
+        })
     }
 }
 
@@ -110,9 +113,17 @@ impl<'de> Visitor<'de> for ResourceVisitor {
             return Err(de::Error::custom("missing `resourceType`"));
         };
         if ResourceType::from_name(&rt).is_none() {
-            return Err(de::Error::custom(format_args!("unknown resourceType `{rt}`")));
+            return Err(de::Error::custom(format_args!(
+                "unknown resourceType `{rt}`"
+            )));
         }
-        let mut text = String::with_capacity(entries.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 32);
+        let mut text = String::with_capacity(
+            entries
+                .iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>()
+                + 32,
+        );
         text.push_str("{\"resourceType\":");
         text.push_str(&serde_json::to_string(&rt).map_err(de::Error::custom)?);
         for (k, v) in &entries {
@@ -123,7 +134,9 @@ impl<'de> Visitor<'de> for ResourceVisitor {
         }
         text.push('}');
         crate::json::from_slice::<Resource>(text.as_bytes()).map_err(|e| match e {
-            Error::Parse { path, message, .. } => de::Error::custom(format_args!("at {path}: {message}")),
+            Error::Parse { path, message, .. } => {
+                de::Error::custom(format_args!("at {path}: {message}"))
+            }
             other => de::Error::custom(other),
         })
     }

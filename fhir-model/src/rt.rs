@@ -86,7 +86,10 @@ impl<'de> Deserialize<'de> for Key<'de> {
 pub(crate) trait DeFields: Sized {
     const NAME: &'static str;
     /// `resource_type_seen`: the caller already consumed `resourceType`.
-    fn de_fields<'de, A: MapAccess<'de>>(map: A, resource_type_seen: bool) -> Result<Self, A::Error>;
+    fn de_fields<'de, A: MapAccess<'de>>(
+        map: A,
+        resource_type_seen: bool,
+    ) -> Result<Self, A::Error>;
 }
 
 pub(crate) struct StructVisitor<T>(PhantomData<T>);
@@ -136,7 +139,9 @@ impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for VecSeed<'_, T> {
         }
         let v = Vec::<T>::deserialize(d)?;
         if v.is_empty() {
-            return Err(de::Error::custom("empty array (FHIR JSON forbids empty arrays)"));
+            return Err(de::Error::custom(
+                "empty array (FHIR JSON forbids empty arrays)",
+            ));
         }
         *self.0 = v;
         Ok(())
@@ -175,7 +180,11 @@ impl<'de, V> DeserializeSeed<'de> for PrimExt<'_, V> {
         match self.0 {
             None => {
                 let e = ext_part(d)?;
-                *self.0 = Some(Primitive { value: None, id: e.id, extension: e.extension });
+                *self.0 = Some(Primitive {
+                    value: None,
+                    id: e.id,
+                    extension: e.extension,
+                });
             }
             Some(p) if !p.has_element_part() => {
                 let e = ext_part(d)?;
@@ -197,11 +206,17 @@ pub(crate) struct PrimVec<V> {
 
 impl<V> Default for PrimVec<V> {
     fn default() -> Self {
-        Self { values: None, exts: None }
+        Self {
+            values: None,
+            exts: None,
+        }
     }
 }
 
-fn check_aligned<V, E: de::Error>(values: &[Option<V>], exts: &[Option<PrimitiveElement>]) -> Result<(), E> {
+fn check_aligned<V, E: de::Error>(
+    values: &[Option<V>],
+    exts: &[Option<PrimitiveElement>],
+) -> Result<(), E> {
     if values.len() != exts.len() {
         return Err(E::custom(format_args!(
             "primitive array has {} values but its `_` array has {} entries",
@@ -211,7 +226,9 @@ fn check_aligned<V, E: de::Error>(values: &[Option<V>], exts: &[Option<Primitive
     }
     for (i, (v, e)) in values.iter().zip(exts).enumerate() {
         if v.is_none() && e.is_none() {
-            return Err(E::custom(format_args!("null at index {i} in both the array and its `_` array")));
+            return Err(E::custom(format_args!(
+                "null at index {i} in both the array and its `_` array"
+            )));
         }
     }
     Ok(())
@@ -227,7 +244,9 @@ impl<'de, V: Deserialize<'de>> DeserializeSeed<'de> for PrimVecValues<'_, V> {
         }
         let v = Vec::<Option<V>>::deserialize(d)?;
         if v.is_empty() {
-            return Err(de::Error::custom("empty array (FHIR JSON forbids empty arrays)"));
+            return Err(de::Error::custom(
+                "empty array (FHIR JSON forbids empty arrays)",
+            ));
         }
         if let Some(exts) = &self.0.exts {
             check_aligned(&v, exts)?;
@@ -247,7 +266,9 @@ impl<'de, V> DeserializeSeed<'de> for PrimVecExts<'_, V> {
         }
         let e = Vec::<Option<PrimitiveElement>>::deserialize(d)?;
         if e.is_empty() {
-            return Err(de::Error::custom("empty array (FHIR JSON forbids empty arrays)"));
+            return Err(de::Error::custom(
+                "empty array (FHIR JSON forbids empty arrays)",
+            ));
         }
         if let Some(values) = &self.0.values {
             check_aligned(values, &e)?;
@@ -258,7 +279,10 @@ impl<'de, V> DeserializeSeed<'de> for PrimVecExts<'_, V> {
 }
 
 /// Combines the two arrays of a repeating primitive.
-pub(crate) fn finish_prim_vec<V, E: de::Error>(pv: PrimVec<V>, name: &'static str) -> Result<Vec<Primitive<V>>, E> {
+pub(crate) fn finish_prim_vec<V, E: de::Error>(
+    pv: PrimVec<V>,
+    name: &'static str,
+) -> Result<Vec<Primitive<V>>, E> {
     let lenient = lenient();
     match (pv.values, pv.exts) {
         (None, None) => Ok(Vec::new()),
@@ -281,9 +305,17 @@ pub(crate) fn finish_prim_vec<V, E: de::Error>(pv: PrimVec<V>, name: &'static st
             let mut out = Vec::with_capacity(exts.len());
             for e in exts {
                 match e {
-                    Some(e) => out.push(Primitive { value: None, id: e.id, extension: e.extension }),
+                    Some(e) => out.push(Primitive {
+                        value: None,
+                        id: e.id,
+                        extension: e.extension,
+                    }),
                     None if lenient => {}
-                    None => return Err(E::custom(format_args!("null in `_{name}` without a value in `{name}`"))),
+                    None => {
+                        return Err(E::custom(format_args!(
+                            "null in `_{name}` without a value in `{name}`"
+                        )))
+                    }
                 }
             }
             Ok(out)
@@ -293,7 +325,11 @@ pub(crate) fn finish_prim_vec<V, E: de::Error>(pv: PrimVec<V>, name: &'static st
             .zip(exts)
             .filter_map(|(v, e)| {
                 let e = e.unwrap_or_default();
-                let p = Primitive { value: v, id: e.id, extension: e.extension };
+                let p = Primitive {
+                    value: v,
+                    id: e.id,
+                    extension: e.extension,
+                };
                 (!p.is_empty()).then_some(p)
             })
             .collect()),
@@ -301,7 +337,9 @@ pub(crate) fn finish_prim_vec<V, E: de::Error>(pv: PrimVec<V>, name: &'static st
 }
 
 fn choice_conflict<E: de::Error>(name: &str) -> E {
-    E::custom(format_args!("more than one value for the choice element `{name}`"))
+    E::custom(format_args!(
+        "more than one value for the choice element `{name}`"
+    ))
 }
 
 /// A complex variant of a choice element.
@@ -358,7 +396,11 @@ impl<'de, C, V> DeserializeSeed<'de> for ChoicePrimExt<'_, C, V> {
         match self.slot {
             None => {
                 let e = ext_part(d)?;
-                *self.slot = Some((self.ctor)(Primitive { value: None, id: e.id, extension: e.extension }));
+                *self.slot = Some((self.ctor)(Primitive {
+                    value: None,
+                    id: e.id,
+                    extension: e.extension,
+                }));
             }
             Some(c) => match (self.get)(c) {
                 Some(p) if !p.has_element_part() => {
@@ -380,7 +422,10 @@ pub(crate) struct Unknown<'a>(pub(crate) &'a str);
 impl<'de> DeserializeSeed<'de> for Unknown<'_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, _d: D) -> Result<(), D::Error> {
-        Err(de::Error::custom(format_args!("unknown element `{}`", self.0)))
+        Err(de::Error::custom(format_args!(
+            "unknown element `{}`",
+            self.0
+        )))
     }
 }
 
@@ -413,13 +458,18 @@ pub(crate) fn check_resource_type<E: de::Error>(seen: bool, name: &'static str) 
     if seen || lenient() {
         Ok(())
     } else {
-        Err(E::custom(format_args!("missing `resourceType` (expected \"{name}\")")))
+        Err(E::custom(format_args!(
+            "missing `resourceType` (expected \"{name}\")"
+        )))
     }
 }
 
 /// A 1..1 element: missing is an error in strict mode, a default (reported by validation) in
 /// lenient mode.
-pub(crate) fn required<T: Default, E: de::Error>(slot: Option<T>, name: &'static str) -> Result<T, E> {
+pub(crate) fn required<T: Default, E: de::Error>(
+    slot: Option<T>,
+    name: &'static str,
+) -> Result<T, E> {
     match slot {
         Some(v) => Ok(v),
         None if lenient() => Ok(T::default()),
@@ -466,18 +516,30 @@ impl<'de> Deserialize<'de> for PrimitiveElement {
 // Serialization
 // ---------------------------------------------------------------------------------------------
 
-pub(crate) fn ser_opt<M: SerializeMap, T: Serialize>(m: &mut M, key: &'static str, v: &Option<T>) -> Result<(), M::Error> {
+pub(crate) fn ser_opt<M: SerializeMap, T: Serialize>(
+    m: &mut M,
+    key: &'static str,
+    v: &Option<T>,
+) -> Result<(), M::Error> {
     if let Some(v) = v {
         m.serialize_entry(key, v)?;
     }
     Ok(())
 }
 
-pub(crate) fn ser_req<M: SerializeMap, T: Serialize>(m: &mut M, key: &'static str, v: &T) -> Result<(), M::Error> {
+pub(crate) fn ser_req<M: SerializeMap, T: Serialize>(
+    m: &mut M,
+    key: &'static str,
+    v: &T,
+) -> Result<(), M::Error> {
     m.serialize_entry(key, v)
 }
 
-pub(crate) fn ser_vec<M: SerializeMap, T: Serialize>(m: &mut M, key: &'static str, v: &[T]) -> Result<(), M::Error> {
+pub(crate) fn ser_vec<M: SerializeMap, T: Serialize>(
+    m: &mut M,
+    key: &'static str,
+    v: &[T],
+) -> Result<(), M::Error> {
     if !v.is_empty() {
         m.serialize_entry(key, v)?;
     }
@@ -508,7 +570,13 @@ pub(crate) fn ser_prim<M: SerializeMap, V: Serialize>(
         m.serialize_entry(key, v)?;
     }
     if p.has_element_part() {
-        m.serialize_entry(ext_key, &ElementPart { id: &p.id, extension: &p.extension })?;
+        m.serialize_entry(
+            ext_key,
+            &ElementPart {
+                id: &p.id,
+                extension: &p.extension,
+            },
+        )?;
     }
     Ok(())
 }
@@ -544,7 +612,10 @@ impl<V> Serialize for PrimExts<'_, V> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for p in self.0 {
             if p.has_element_part() {
-                seq.serialize_element(&Some(ElementPart { id: &p.id, extension: &p.extension }))?;
+                seq.serialize_element(&Some(ElementPart {
+                    id: &p.id,
+                    extension: &p.extension,
+                }))?;
             } else {
                 seq.serialize_element(&None::<ElementPart<'_>>)?;
             }
@@ -652,5 +723,8 @@ macro_rules! code_enum {
 pub(crate) use code_enum;
 
 pub(crate) fn unknown_code<E: de::Error>(code: &str, name: &str, codes: &[&str]) -> E {
-    E::custom(format_args!("unknown code `{code}` for {name} (expected one of: {})", codes.join(", ")))
+    E::custom(format_args!(
+        "unknown code `{code}` for {name} (expected one of: {})",
+        codes.join(", ")
+    ))
 }

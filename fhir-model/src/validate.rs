@@ -24,7 +24,10 @@ pub trait Validate {
 
     /// Validates and returns every issue found (empty when valid).
     fn validate(&self) -> Vec<Issue> {
-        let mut v = Validator { path: self.type_name().to_owned(), issues: Vec::new() };
+        let mut v = Validator {
+            path: self.type_name().to_owned(),
+            issues: Vec::new(),
+        };
         self.validate_into(&mut v);
         v.issues
     }
@@ -67,7 +70,11 @@ impl Validator {
     }
 
     fn missing(&mut self, name: &str, card: &str) {
-        self.issue(IssueKind::Required, name, format!("required element `{name}` ({card}) is missing"));
+        self.issue(
+            IssueKind::Required,
+            name,
+            format!("required element `{name}` ({card}) is missing"),
+        );
     }
 
     fn check_prim<V: PrimitiveValue>(&mut self, code: &str, p: &Primitive<V>) {
@@ -80,12 +87,20 @@ impl Validator {
         }
         if let Some(v) = &p.value {
             if let Some(msg) = v.check(code) {
-                self.issues.push(Issue::error(IssueKind::Value, self.path.clone(), format!("invalid {code}: {msg}")));
+                self.issues.push(Issue::error(
+                    IssueKind::Value,
+                    self.path.clone(),
+                    format!("invalid {code}: {msg}"),
+                ));
             }
         }
         if let Some(id) = &p.id {
             if id.is_empty() {
-                self.issues.push(Issue::error(IssueKind::Value, format!("{}.id", self.path), "empty id".to_owned()));
+                self.issues.push(Issue::error(
+                    IssueKind::Value,
+                    format!("{}.id", self.path),
+                    "empty id".to_owned(),
+                ));
             }
         }
         for (i, e) in p.extension.iter().enumerate() {
@@ -101,13 +116,24 @@ impl Validator {
         self.at(name, None, |v| v.check_prim(code, p));
     }
 
-    pub(crate) fn prim_opt<V: PrimitiveValue>(&mut self, name: &str, code: &str, p: &Option<Primitive<V>>) {
+    pub(crate) fn prim_opt<V: PrimitiveValue>(
+        &mut self,
+        name: &str,
+        code: &str,
+        p: &Option<Primitive<V>>,
+    ) {
         if let Some(p) = p {
             self.at(name, None, |v| v.check_prim(code, p));
         }
     }
 
-    pub(crate) fn prim_vec<V: PrimitiveValue>(&mut self, name: &str, code: &str, list: &[Primitive<V>], required: bool) {
+    pub(crate) fn prim_vec<V: PrimitiveValue>(
+        &mut self,
+        name: &str,
+        code: &str,
+        list: &[Primitive<V>],
+        required: bool,
+    ) {
         if required && list.is_empty() {
             self.missing(name, "1..*");
         }
@@ -127,7 +153,11 @@ impl Validator {
             if s.is_empty() {
                 self.issue(IssueKind::Value, name, "empty string".to_owned());
             } else if name == "id" && check_string("id", s).is_some() {
-                self.issue(IssueKind::Value, name, "invalid id: 1-64 of A-Z a-z 0-9 - .".to_owned());
+                self.issue(
+                    IssueKind::Value,
+                    name,
+                    "invalid id: 1-64 of A-Z a-z 0-9 - .".to_owned(),
+                );
             }
         }
     }
@@ -153,11 +183,15 @@ impl Validator {
 }
 
 fn is_id(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 fn is_oid(s: &str) -> bool {
-    let Some(rest) = s.strip_prefix("urn:oid:") else { return false };
+    let Some(rest) = s.strip_prefix("urn:oid:") else {
+        return false;
+    };
     let mut parts = rest.split('.');
     let first_ok = matches!(parts.next(), Some("0" | "1" | "2"));
     let mut n = 0;
@@ -169,11 +203,14 @@ fn is_oid(s: &str) -> bool {
 }
 
 fn is_uuid(s: &str) -> bool {
-    s.strip_prefix("urn:uuid:").is_some_and(|u| uuid::Uuid::try_parse(u).is_ok() && u.len() == 36)
+    s.strip_prefix("urn:uuid:")
+        .is_some_and(|u| uuid::Uuid::try_parse(u).is_ok() && u.len() == 36)
 }
 
 fn is_base64(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b' ' | b'\r' | b'\n' | b'\t'))
+    s.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b' ' | b'\r' | b'\n' | b'\t')
+    })
 }
 
 /// Checks the format of a string-valued FHIR primitive; returns the expected format on failure.
@@ -182,9 +219,8 @@ pub(crate) fn check_string(code: &str, s: &str) -> Option<&'static str> {
         "id" => (!is_id(s)).then_some("1-64 characters of A-Z a-z 0-9 - ."),
         "code" => (s.is_empty() || s.trim() != s || s.contains("  "))
             .then_some("non-empty, no leading/trailing or double whitespace"),
-        "uri" | "url" | "canonical" => {
-            (s.is_empty() || s.chars().any(char::is_whitespace)).then_some("non-empty, without whitespace")
-        }
+        "uri" | "url" | "canonical" => (s.is_empty() || s.chars().any(char::is_whitespace))
+            .then_some("non-empty, without whitespace"),
         "oid" => (!is_oid(s)).then_some("urn:oid: followed by a dotted number"),
         "uuid" => (!is_uuid(s)).then_some("urn:uuid: followed by a UUID"),
         "base64Binary" => (!is_base64(s)).then_some("base64 characters"),

@@ -1,4 +1,5 @@
 //! Integration tests of `carebridge-fhir-model`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod conformance;
 mod json_util;

@@ -2,7 +2,9 @@
 
 use carebridge_fhir_model::codes::ObservationStatus;
 use carebridge_fhir_model::primitives::Decimal;
-use carebridge_fhir_model::resources::{Observation, ObservationEffective, ObservationValue, Patient};
+use carebridge_fhir_model::resources::{
+    Observation, ObservationEffective, ObservationValue, Patient,
+};
 use carebridge_fhir_model::{json, Error, FhirResource, Resource, ResourceType};
 
 use crate::json_util::canonical;
@@ -53,12 +55,21 @@ fn observation_round_trips_decimals_and_extension_only_status() {
     assert!(o.status.value.is_none(), "status present only as extension");
     assert_eq!(o.status.extension.len(), 1);
     match &o.value {
-        Some(ObservationValue::Quantity(q)) => assert_eq!(q.value.as_ref().unwrap().value().unwrap().as_str(), "72.50"),
+        Some(ObservationValue::Quantity(q)) => {
+            assert_eq!(q.value.as_ref().unwrap().value().unwrap().as_str(), "72.50")
+        }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(matches!(&o.effective, Some(ObservationEffective::DateTime(d)) if d.value().unwrap().as_str() == "2020-03"));
+    assert!(
+        matches!(&o.effective, Some(ObservationEffective::DateTime(d)) if d.value().unwrap().as_str() == "2020-03")
+    );
     let out = json::to_string(&o).unwrap();
-    assert!(out.contains("72.50") && out.contains("1.000e-3") && out.contains("10.00") && out.contains("0.0"));
+    assert!(
+        out.contains("72.50")
+            && out.contains("1.000e-3")
+            && out.contains("10.00")
+            && out.contains("0.0")
+    );
     assert_eq!(canonical(&out), canonical(OBSERVATION));
     // Plain serde_json works too.
     let o2: Observation = serde_json::from_str(OBSERVATION).unwrap();
@@ -85,18 +96,30 @@ fn parse_err<T: serde::de::DeserializeOwned + std::fmt::Debug>(text: &str) -> (S
 
 #[test]
 fn strict_errors_carry_paths() {
-    let (path, msg) = parse_err::<Patient>(r#"{"resourceType":"Patient","name":[{"given":["a",1]}]}"#);
+    let (path, msg) =
+        parse_err::<Patient>(r#"{"resourceType":"Patient","name":[{"given":["a",1]}]}"#);
     assert_eq!(path, "Patient.name[0].given[1]");
     assert!(msg.contains("invalid type"), "{msg}");
     let (path, msg) = parse_err::<Patient>(r#"{"resourceType":"Patient","colour":"red"}"#);
-    assert_eq!((path.as_str(), msg.as_str()), ("Patient.colour", "unknown element `colour`"));
-    let (path, msg) = parse_err::<Observation>(r#"{"resourceType":"Observation","status":"done","code":{}}"#);
-    assert_eq!(path, "Observation.status");
-    assert!(msg.starts_with("unknown code `done` for ObservationStatus"), "{msg}");
-    let (path, msg) = parse_err::<Observation>(r#"{"resourceType":"Observation","code":{}}"#);
-    assert_eq!((path.as_str(), msg.as_str()), ("Observation", "missing field `status`"));
+    assert_eq!(
+        (path.as_str(), msg.as_str()),
+        ("Patient.colour", "unknown element `colour`")
+    );
     let (path, msg) =
-        parse_err::<Resource>(r#"{"resourceType":"Observation","status":"final","code":{},"valueString":"a","valueBoolean":true}"#);
+        parse_err::<Observation>(r#"{"resourceType":"Observation","status":"done","code":{}}"#);
+    assert_eq!(path, "Observation.status");
+    assert!(
+        msg.starts_with("unknown code `done` for ObservationStatus"),
+        "{msg}"
+    );
+    let (path, msg) = parse_err::<Observation>(r#"{"resourceType":"Observation","code":{}}"#);
+    assert_eq!(
+        (path.as_str(), msg.as_str()),
+        ("Observation", "missing field `status`")
+    );
+    let (path, msg) = parse_err::<Resource>(
+        r#"{"resourceType":"Observation","status":"final","code":{},"valueString":"a","valueBoolean":true}"#,
+    );
     assert_eq!(path, "Observation.valueBoolean");
     assert!(msg.contains("more than one value"), "{msg}");
     let (path, _) = parse_err::<Patient>(r#"{"resourceType":"Patient","birthDate":"1974-13"}"#);
@@ -124,14 +147,25 @@ fn lenient_reports_every_issue_and_keeps_decimals() {
 #[test]
 fn constructors_and_conversions() {
     let mut o = Observation::new(ObservationStatus::Final, Default::default());
-    o.value = Some(ObservationValue::Quantity(carebridge_fhir_model::datatypes::Quantity {
-        value: Some("72.50".parse::<Decimal>().unwrap().into()),
-        ..Default::default()
-    }));
+    o.value = Some(ObservationValue::Quantity(
+        carebridge_fhir_model::datatypes::Quantity {
+            value: Some("72.50".parse::<Decimal>().unwrap().into()),
+            ..Default::default()
+        },
+    ));
     let text = json::to_string(&o).unwrap();
-    assert_eq!(text, r#"{"resourceType":"Observation","status":"final","code":{},"valueQuantity":{"value":72.50}}"#);
+    assert_eq!(
+        text,
+        r#"{"resourceType":"Observation","status":"final","code":{},"valueQuantity":{"value":72.50}}"#
+    );
     assert_eq!(ObservationStatus::Final.as_str(), "final");
-    assert_eq!("amended".parse::<ObservationStatus>().unwrap(), ObservationStatus::Amended);
+    assert_eq!(
+        "amended".parse::<ObservationStatus>().unwrap(),
+        ObservationStatus::Amended
+    );
     assert!("nope".parse::<ObservationStatus>().is_err());
-    assert_eq!("Patient".parse::<ResourceType>().unwrap().to_string(), "Patient");
+    assert_eq!(
+        "Patient".parse::<ResourceType>().unwrap().to_string(),
+        "Patient"
+    );
 }

@@ -104,7 +104,6 @@ pub(crate) struct CodeEnum {
 #[derive(Debug, Clone)]
 pub(crate) struct TypeFile {
     pub(crate) root: String,
-    pub(crate) kind: StructKind,
     pub(crate) structs: Vec<Struct>,
     pub(crate) choices: Vec<ChoiceEnum>,
 }
@@ -542,7 +541,6 @@ fn build_file(b: &mut Builder<'_>, sd: &Value, kind: StructKind) -> Result<TypeF
     }
     let mut file = TypeFile {
         root: root.clone(),
-        kind,
         structs: Vec::new(),
         choices: Vec::new(),
     };
