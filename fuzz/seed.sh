@@ -1,0 +1,26 @@
+#!/bin/sh
+# Fills fuzz/corpus/<target>/ (gitignored) from the committed example and golden files.
+# Run from anywhere; safe to re-run (copies over existing seeds, keeps what fuzzing found).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+golden="$root/medtech-mapping/tests/golden"
+
+mkdir -p "$here/corpus/fhir_json" "$here/corpus/medtech_template" "$here/corpus/medtech_message"
+
+# fhir_json: the committed FHIR R4 examples (one per resource type).
+cp "$root"/fhir-model/tests/data/*.json "$here/corpus/fhir_json/"
+
+# medtech_template: every golden device mapping, plus the FHIR destination mapping seeds.
+for d in "$golden"/*/; do
+    case=$(basename "$d")
+    cp "$d/devicecontent.json" "$here/corpus/medtech_template/$case-devicecontent.json"
+    for f in message.json event.json; do
+        [ -f "$d/$f" ] && cp "$d/$f" "$here/corpus/medtech_message/$case-$f"
+    done
+done
+cp "$here"/seeds/medtech_template/*.json "$here/corpus/medtech_template/"
+
+for t in fhir_json medtech_template medtech_message; do
+    echo "$t: $(ls "$here/corpus/$t" | wc -l) files"
+done
