@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use crate::error::{Error, Result};
 use crate::fhir_template::{CodeValueFhir, FhirCode, FhirCodeableConcept, FhirValue};
 use crate::group::{ObservationGroup, TimedValues, OBSERVATION_IDENTIFIER_SYSTEM};
+use crate::netvalue::format_instant;
 use crate::values::{
     build_sampled_data, merge_time_values, sampled_data_to_time_values, ValuePolicy,
 };
@@ -93,10 +94,15 @@ fn resolve_category(categories: &[FhirCodeableConcept]) -> Vec<CodeableConcept> 
         .collect()
 }
 
+/// A FHIR dateTime with MedTech's precision (100 ns ticks, trailing zeros dropped).
+fn fhir_date_time(t: DateTime<Utc>) -> FhirDateTime {
+    FhirDateTime::from_str(&format_instant(&t)).unwrap_or_else(|_| FhirDateTime::from(t))
+}
+
 fn period(start: DateTime<Utc>, end: DateTime<Utc>) -> Period {
     Period {
-        start: Some(FhirDateTime::from(start).into()),
-        end: Some(FhirDateTime::from(end).into()),
+        start: Some(fhir_date_time(start).into()),
+        end: Some(fhir_date_time(end).into()),
         ..Period::new()
     }
 }

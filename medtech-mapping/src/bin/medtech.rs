@@ -2,6 +2,8 @@
 //!
 //! - `medtech validate --device-mapping D [--fhir-mapping F]`
 //! - `medtech normalize --device-mapping D [--envelope] [--explain] EVENT.json...`
+//! - `medtech transform --device-mapping D --fhir-mapping F [--existing OBS.json] [--envelope]
+//!   [--explain] EVENT.json...`
 //!
 //! Results go to stdout as JSON; problems, errors and `--explain` traces go to stderr. Exit
 //! status: 0 success, 1 invalid mapping or a message that could not be mapped, 2 usage or I/O
@@ -15,9 +17,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use carebridge_fhir_model::resources::Observation;
 use carebridge_medtech_mapping::{
-    envelope, DeviceMapping, Error, Explanation, ExpressionOutcome, FhirMapping, Measurement,
-    Normalizer,
+    create_observation, envelope, group_measurements, merge_observation, DeviceMapping, Error,
+    Explanation, ExpressionOutcome, FhirMapping, Measurement, Normalizer, ObservationLinks,
+    TransformOptions, OBSERVATION_IDENTIFIER_SYSTEM,
 };
 use clap::{Parser, Subcommand};
 
@@ -50,6 +54,30 @@ enum Command {
         device_mapping: PathBuf,
         /// Each file is the event envelope `{"Body", "Properties", "SystemProperties"}` instead of
         /// the message body.
+        #[arg(long)]
+        envelope: bool,
+        /// Explain on stderr, for each template, why it did or did not match.
+        #[arg(long)]
+        explain: bool,
+        /// Device message files, one JSON message each.
+        #[arg(value_name = "EVENT.json", required = true)]
+        events: Vec<PathBuf>,
+    },
+    /// Normalize, group and transform device messages into FHIR Observations (a JSON array on
+    /// stdout). Offline: the Observations reference `Patient/{patientId}` and `Device/{deviceId}`
+    /// using the identifiers from the messages as resource ids.
+    Transform {
+        /// The device mapping (CollectionContent) JSON file.
+        #[arg(long, value_name = "FILE")]
+        device_mapping: PathBuf,
+        /// The FHIR destination mapping (CollectionFhir) JSON file.
+        #[arg(long, value_name = "FILE")]
+        fhir_mapping: PathBuf,
+        /// Existing Observations (one Observation or a JSON array) to merge into when the
+        /// identifier matches.
+        #[arg(long, value_name = "OBS.json")]
+        existing: Option<PathBuf>,
+        /// Each file is the event envelope instead of the message body.
         #[arg(long)]
         envelope: bool,
         /// Explain on stderr, for each template, why it did or did not match.
@@ -169,12 +197,148 @@ fn normalize(
     with_explain: bool,
     events: &[PathBuf],
 ) -> Result<(), Failure> {
+    let (all, failed) = normalize_all(device, as_envelope, with_explain, events)?;
+    let all: Vec<Measurement> = all.into_iter().map(|(_, m)| m).collect();
+    print_json(&all)?;
+    if failed {
+        Err(Failure(1))
+    } else {
+        Ok(())
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => {
+            println!("{s}");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: cannot serialize the output: {e}");
+            Err(Failure(2))
+        }
+    }
+}
+
+fn read_existing(path: &Path) -> Result<Vec<Observation>, Failure> {
+    let text = read(path)?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        eprintln!(
+            "error: {}: not valid JSON (line {} column {})",
+            path.display(),
+            e.line(),
+            e.column()
+        );
+        Failure(2)
+    })?;
+    let items = match value {
+        serde_json::Value::Array(items) => items,
+        other => vec![other],
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match carebridge_fhir_model::json::from_str::<Observation>(&item.to_string()) {
+            Ok(o) => out.push(o),
+            Err(e) => {
+                eprintln!(
+                    "error: {}: item {i} is not a valid Observation: {e}",
+                    path.display()
+                );
+                return Err(Failure(2));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn transform(
+    device: &Path,
+    fhir: &Path,
+    existing: Option<&Path>,
+    as_envelope: bool,
+    with_explain: bool,
+    events: &[PathBuf],
+) -> Result<(), Failure> {
+    let fhir_mapping = FhirMapping::from_json(&read(fhir)?).map_err(|e| {
+        report_template_error(fhir, &e);
+        Failure(1)
+    })?;
+    let existing = match existing {
+        Some(p) => read_existing(p)?,
+        None => Vec::new(),
+    };
+    let (measurements, mut failed) = normalize_all(device, as_envelope, with_explain, events)?;
+    let groups = match group_measurements(&measurements, &fhir_mapping) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            print_json(&Vec::<serde_json::Value>::new())?;
+            return Err(Failure(1));
+        }
+    };
+    let options = TransformOptions::default();
+    let issued = chrono::Utc::now();
+    let mut out = Vec::new();
+    for g in &groups {
+        let Some(template) = fhir_mapping.template_for(&g.type_name) else {
+            continue;
+        };
+        let links = ObservationLinks {
+            patient_id: g.patient_id.clone(),
+            device_id: Some(g.device_id.clone()),
+            encounter_id: g.encounter_id.clone(),
+        };
+        let id_value = links
+            .patient_id
+            .as_deref()
+            .map(|p| g.identifier_value(p, &g.device_id));
+        let previous = id_value.as_deref().and_then(|v| {
+            existing.iter().find(|o| {
+                o.identifier.iter().any(|i| {
+                    i.system.as_ref().and_then(|s| s.value.as_deref())
+                        == Some(OBSERVATION_IDENTIFIER_SYSTEM)
+                        && i.value.as_ref().and_then(|s| s.value.as_deref()) == Some(v)
+                })
+            })
+        });
+        let r = match previous {
+            Some(prev) => merge_observation(prev, g, template, &options),
+            None => create_observation(g, template, &links, &options, issued),
+        };
+        match r {
+            Ok(o) => out.push(o),
+            Err(e) => {
+                eprintln!(
+                    "error: type `{}`, window {}: {e}",
+                    g.type_name,
+                    g.id_segment()
+                );
+                failed = true;
+            }
+        }
+    }
+    print_json(&out)?;
+    if failed {
+        Err(Failure(1))
+    } else {
+        Ok(())
+    }
+}
+
+type Indexed = Vec<(usize, Measurement)>;
+
+fn normalize_all(
+    device: &Path,
+    as_envelope: bool,
+    with_explain: bool,
+    events: &[PathBuf],
+) -> Result<(Indexed, bool), Failure> {
     let mapping = load_device(device)?;
     let normalizer = Normalizer::new(&mapping).map_err(|e| {
         report_template_error(device, &e);
         Failure(1)
     })?;
-    let mut all: Vec<Measurement> = Vec::new();
+    let mut all: Indexed = Vec::new();
     let mut failed = false;
     for (i, file) in events.iter().enumerate() {
         let text = read(file)?;
@@ -200,25 +364,14 @@ fn normalize(
             normalizer.normalize(&event, i)
         };
         match result {
-            Ok(ms) => all.extend(ms),
+            Ok(ms) => all.extend(ms.into_iter().map(|m| (i, m))),
             Err(e) => {
                 eprintln!("error: {e} [{}]", file.display());
                 failed = true;
             }
         }
     }
-    match serde_json::to_string_pretty(&all) {
-        Ok(s) => println!("{s}"),
-        Err(e) => {
-            eprintln!("error: cannot serialize measurements: {e}");
-            return Err(Failure(2));
-        }
-    }
-    if failed {
-        Err(Failure(1))
-    } else {
-        Ok(())
-    }
+    Ok((all, failed))
 }
 
 fn main() -> ExitCode {
@@ -234,6 +387,21 @@ fn main() -> ExitCode {
             explain,
             events,
         } => normalize(device_mapping, *envelope, *explain, events),
+        Command::Transform {
+            device_mapping,
+            fhir_mapping,
+            existing,
+            envelope,
+            explain,
+            events,
+        } => transform(
+            device_mapping,
+            fhir_mapping,
+            existing.as_deref(),
+            *envelope,
+            *explain,
+            events,
+        ),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

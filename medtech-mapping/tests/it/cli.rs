@@ -185,3 +185,102 @@ fn unreadable_files_are_usage_errors() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn transform_builds_the_documented_observation_and_merges_into_an_existing_one() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("golden-transform")
+        .join("learn-bloodpressure-hourly");
+    let dm = dir.join("devicecontent.json");
+    let fm = dir.join("fhirmapping.json");
+    let out = medtech(&[
+        "transform",
+        "--device-mapping",
+        s(&dm),
+        "--fhir-mapping",
+        s(&fm),
+        s(&dir.join("message1.json")),
+        s(&dir.join("message2.json")),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = got.as_array_mut().unwrap().remove(0);
+    let mut without_issued = first.clone();
+    assert!(without_issued
+        .as_object_mut()
+        .unwrap()
+        .remove("issued")
+        .is_some());
+    assert_eq!(
+        without_issued,
+        read_json(&dir.join("expected-observation.json"))
+    );
+
+    // A later message in the same hour merges into the existing Observation.
+    let existing = write_temp(
+        "existing.json",
+        &serde_json::to_string(&vec![first]).unwrap(),
+    );
+    let later = write_temp(
+        "later.json",
+        r#"{"systolic": "140", "diastolic": "90", "deviceId": "dev-1", "patientId": "pat-1", "endDate": "2023-01-01T10:50:00Z"}"#,
+    );
+    let out = medtech(&[
+        "transform",
+        "--device-mapping",
+        s(&dm),
+        "--fhir-mapping",
+        s(&fm),
+        "--existing",
+        s(&existing),
+        s(&later),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(merged[0]["status"], "amended");
+    assert_eq!(
+        merged[0]["component"][1]["valueQuantity"]["value"],
+        serde_json::json!(140)
+    );
+    assert_eq!(
+        merged[0]["effectivePeriod"]["end"],
+        "2023-01-01T10:59:59.9999999Z"
+    );
+    assert_eq!(merged[0]["identifier"], without_issued["identifier"]);
+}
+
+#[test]
+fn transform_reports_a_type_without_fhir_template() {
+    let dm = write_temp("hr3.json", HR_MAPPING);
+    let fm = write_temp(
+        "fhir-empty.json",
+        r#"{"templateType": "CollectionFhir", "template": []}"#,
+    );
+    let msg = write_temp(
+        "hr-msg.json",
+        r#"{"heartRate": 70, "deviceId": "d1", "endDate": "2023-01-01T00:00:00Z"}"#,
+    );
+    let out = medtech(&[
+        "transform",
+        "--device-mapping",
+        s(&dm),
+        "--fhir-mapping",
+        s(&fm),
+        s(&msg),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("heartrate"));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        serde_json::json!([])
+    );
+}
