@@ -51,7 +51,7 @@ mod validate;
 pub use error::{Error, Result};
 pub use generated::resource::{Resource, ResourceType};
 pub use issue::{Issue, IssueKind, Severity};
-pub use resource::FhirResource;
+pub use resource::{FhirResource, SearchParam};
 pub use validate::{Validate, Validator};
 
 /// Complex datatypes (`Identifier`, `CodeableConcept`, `Quantity`, `Reference`, ...) and their

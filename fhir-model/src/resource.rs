@@ -76,6 +76,22 @@ impl<'de> Deserialize<'de> for ResourceType {
     }
 }
 
+/// A search parameter of a resource type, from the R4 `SearchParameter` definitions
+/// (see [`ResourceType::search_params`]).
+///
+/// ```
+/// use carebridge_fhir_model::{codes::SearchParamType, ResourceType};
+/// let p = ResourceType::Observation.search_params().iter().find(|p| p.name == "code").unwrap();
+/// assert_eq!(p.kind, SearchParamType::Token);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SearchParam {
+    /// The parameter name used in URLs (`patient`, `code`, `_lastUpdated`).
+    pub name: &'static str,
+    /// Its type (token, reference, date, string, quantity, ...).
+    pub kind: crate::codes::SearchParamType,
+}
+
 struct ResourceVisitor;
 
 impl<'de> Visitor<'de> for ResourceVisitor {

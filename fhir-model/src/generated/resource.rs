@@ -757,6 +757,12985 @@ impl ResourceType {
     }
 }
 
+impl ResourceType {
+    /// The search parameters of this resource type (including the common `_id`, `_lastUpdated`, ...), sorted by name, from the R4 SearchParameter definitions.
+    #[must_use]
+    pub fn search_params(self) -> &'static [crate::SearchParam] {
+        use crate::codes::SearchParamType as T;
+        use crate::SearchParam as P;
+        match self {
+            Self::Account => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "owner",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "period",
+                    kind: T::Date,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::ActivityDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "composed-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "depends-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "derived-from",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "predecessor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "successor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "topic",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::AdverseEvent => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "actuality",
+                    kind: T::Token,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "event",
+                    kind: T::Token,
+                },
+                P {
+                    name: "location",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "recorder",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "resultingcondition",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "seriousness",
+                    kind: T::Token,
+                },
+                P {
+                    name: "severity",
+                    kind: T::Token,
+                },
+                P {
+                    name: "study",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "substance",
+                    kind: T::Reference,
+                },
+            ],
+            Self::AllergyIntolerance => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "asserter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "clinical-status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "criticality",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "last-date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "manifestation",
+                    kind: T::Token,
+                },
+                P {
+                    name: "onset",
+                    kind: T::Date,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "recorder",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "route",
+                    kind: T::Token,
+                },
+                P {
+                    name: "severity",
+                    kind: T::Token,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "verification-status",
+                    kind: T::Token,
+                },
+            ],
+            Self::Appointment => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "actor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "appointment-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "based-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "location",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "part-status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "practitioner",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "reason-code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "reason-reference",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "service-category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "service-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "slot",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "specialty",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "supporting-info",
+                    kind: T::Reference,
+                },
+            ],
+            Self::AppointmentResponse => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "actor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "appointment",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "location",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "part-status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "practitioner",
+                    kind: T::Reference,
+                },
+            ],
+            Self::AuditEvent => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "action",
+                    kind: T::Token,
+                },
+                P {
+                    name: "address",
+                    kind: T::String,
+                },
+                P {
+                    name: "agent",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "agent-name",
+                    kind: T::String,
+                },
+                P {
+                    name: "agent-role",
+                    kind: T::Token,
+                },
+                P {
+                    name: "altid",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "entity",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "entity-name",
+                    kind: T::String,
+                },
+                P {
+                    name: "entity-role",
+                    kind: T::Token,
+                },
+                P {
+                    name: "entity-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "outcome",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "policy",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "site",
+                    kind: T::Token,
+                },
+                P {
+                    name: "source",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "subtype",
+                    kind: T::Token,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::Basic => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "author",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "created",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::Binary => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+            ],
+            Self::BiologicallyDerivedProduct => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+            ],
+            Self::BodyStructure => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "location",
+                    kind: T::Token,
+                },
+                P {
+                    name: "morphology",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+            ],
+            Self::Bundle => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "composition",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "message",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "timestamp",
+                    kind: T::Date,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::CapabilityStatement => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "fhirversion",
+                    kind: T::Token,
+                },
+                P {
+                    name: "format",
+                    kind: T::Token,
+                },
+                P {
+                    name: "guide",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "mode",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "resource",
+                    kind: T::Token,
+                },
+                P {
+                    name: "resource-profile",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "security-service",
+                    kind: T::Token,
+                },
+                P {
+                    name: "software",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "supported-profile",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::CarePlan => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "activity-code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "activity-date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "activity-reference",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "based-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "care-team",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "condition",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "goal",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "instantiates-canonical",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "instantiates-uri",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "intent",
+                    kind: T::Token,
+                },
+                P {
+                    name: "part-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "replaces",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::CareTeam => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "participant",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::CatalogEntry => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+            ],
+            Self::ChargeItem => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "account",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "entered-date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "enterer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "factor-override",
+                    kind: T::Number,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "occurrence",
+                    kind: T::Date,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer-actor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer-function",
+                    kind: T::Token,
+                },
+                P {
+                    name: "performing-organization",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "price-override",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "requesting-organization",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "service",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::ChargeItemDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::Claim => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "care-team",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "created",
+                    kind: T::Date,
+                },
+                P {
+                    name: "detail-udi",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "enterer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "facility",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "insurer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "item-udi",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "payee",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "priority",
+                    kind: T::Token,
+                },
+                P {
+                    name: "procedure-udi",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "provider",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subdetail-udi",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "use",
+                    kind: T::Token,
+                },
+            ],
+            Self::ClaimResponse => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "created",
+                    kind: T::Date,
+                },
+                P {
+                    name: "disposition",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "insurer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "outcome",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "payment-date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "request",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "requestor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "use",
+                    kind: T::Token,
+                },
+            ],
+            Self::ClinicalImpression => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "assessor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "finding-code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "finding-ref",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "investigation",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "previous",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "problem",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "supporting-info",
+                    kind: T::Reference,
+                },
+            ],
+            Self::CodeSystem => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "content-mode",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "language",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "supplements",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "system",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::Communication => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "based-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "instantiates-canonical",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "instantiates-uri",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "medium",
+                    kind: T::Token,
+                },
+                P {
+                    name: "part-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "received",
+                    kind: T::Date,
+                },
+                P {
+                    name: "recipient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "sender",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "sent",
+                    kind: T::Date,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::CommunicationRequest => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "authored",
+                    kind: T::Date,
+                },
+                P {
+                    name: "based-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "group-identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "medium",
+                    kind: T::Token,
+                },
+                P {
+                    name: "occurrence",
+                    kind: T::Date,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "priority",
+                    kind: T::Token,
+                },
+                P {
+                    name: "recipient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "replaces",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "requester",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "sender",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::CompartmentDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "resource",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::Composition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "attester",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "author",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "confidentiality",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "entry",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "period",
+                    kind: T::Date,
+                },
+                P {
+                    name: "related-id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "related-ref",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "section",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::ConceptMap => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "dependson",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "other",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "product",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "source",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "source-code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "source-system",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "source-uri",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "target",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "target-code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "target-system",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "target-uri",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::Condition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "abatement-age",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "abatement-date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "abatement-string",
+                    kind: T::String,
+                },
+                P {
+                    name: "asserter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "body-site",
+                    kind: T::Token,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "clinical-status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "evidence",
+                    kind: T::Token,
+                },
+                P {
+                    name: "evidence-detail",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "onset-age",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "onset-date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "onset-info",
+                    kind: T::String,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "recorded-date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "severity",
+                    kind: T::Token,
+                },
+                P {
+                    name: "stage",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "verification-status",
+                    kind: T::Token,
+                },
+            ],
+            Self::Consent => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "action",
+                    kind: T::Token,
+                },
+                P {
+                    name: "actor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "consentor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "data",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "organization",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "period",
+                    kind: T::Date,
+                },
+                P {
+                    name: "purpose",
+                    kind: T::Token,
+                },
+                P {
+                    name: "scope",
+                    kind: T::Token,
+                },
+                P {
+                    name: "security-label",
+                    kind: T::Token,
+                },
+                P {
+                    name: "source-reference",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+            ],
+            Self::Contract => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "authority",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "domain",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "instantiates",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "issued",
+                    kind: T::Date,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "signer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+            ],
+            Self::Coverage => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "beneficiary",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "class-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "class-value",
+                    kind: T::String,
+                },
+                P {
+                    name: "dependent",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "payor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "policy-holder",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subscriber",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::CoverageEligibilityRequest => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "created",
+                    kind: T::Date,
+                },
+                P {
+                    name: "enterer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "facility",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "provider",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+            ],
+            Self::CoverageEligibilityResponse => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "created",
+                    kind: T::Date,
+                },
+                P {
+                    name: "disposition",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "insurer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "outcome",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "request",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "requestor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+            ],
+            Self::DetectedIssue => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "author",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identified",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "implicated",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+            ],
+            Self::Device => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "device-name",
+                    kind: T::String,
+                },
+                P {
+                    name: "din",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "location",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "manufacturer",
+                    kind: T::String,
+                },
+                P {
+                    name: "model",
+                    kind: T::String,
+                },
+                P {
+                    name: "organization",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "udi-carrier",
+                    kind: T::String,
+                },
+                P {
+                    name: "udi-di",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+            ],
+            Self::DeviceDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "parent",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::DeviceMetric => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "parent",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "source",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::DeviceRequest => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "authored-on",
+                    kind: T::Date,
+                },
+                P {
+                    name: "based-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "device",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "event-date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "group-identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "instantiates-canonical",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "instantiates-uri",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "insurance",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "intent",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "prior-request",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "requester",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::DeviceUseStatement => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "device",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::DiagnosticReport => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "assessed-condition",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "based-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "conclusion",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "issued",
+                    kind: T::Date,
+                },
+                P {
+                    name: "media",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "result",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "results-interpreter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "specimen",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::DocumentManifest => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "author",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "created",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "item",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "recipient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "related-id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "related-ref",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::DocumentReference => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "authenticator",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "author",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "contenttype",
+                    kind: T::Token,
+                },
+                P {
+                    name: "custodian",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "event",
+                    kind: T::Token,
+                },
+                P {
+                    name: "facility",
+                    kind: T::Token,
+                },
+                P {
+                    name: "format",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "language",
+                    kind: T::Token,
+                },
+                P {
+                    name: "location",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "period",
+                    kind: T::Date,
+                },
+                P {
+                    name: "related",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "relatesto",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "relation",
+                    kind: T::Token,
+                },
+                P {
+                    name: "relationship",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "security-label",
+                    kind: T::Token,
+                },
+                P {
+                    name: "setting",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::EffectEvidenceSynthesis => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::Encounter => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "account",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "appointment",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "based-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "class",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "diagnosis",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "episode-of-care",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "length",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "location",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "location-period",
+                    kind: T::Date,
+                },
+                P {
+                    name: "part-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "participant",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "participant-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "practitioner",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "reason-code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "reason-reference",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "service-provider",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "special-arrangement",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::Endpoint => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "connection-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "organization",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "payload-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+            ],
+            Self::EnrollmentRequest => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::EnrollmentResponse => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "request",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+            ],
+            Self::EpisodeOfCare => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "care-manager",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "condition",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "incoming-referral",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "organization",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::EventDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "composed-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "depends-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "derived-from",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "predecessor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "successor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "topic",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::Evidence => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "composed-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "depends-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "derived-from",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "predecessor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "successor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "topic",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::EvidenceVariable => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "composed-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "depends-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "derived-from",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "predecessor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "successor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "topic",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::ExampleScenario => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::ExplanationOfBenefit => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "care-team",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "claim",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "coverage",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "created",
+                    kind: T::Date,
+                },
+                P {
+                    name: "detail-udi",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "disposition",
+                    kind: T::String,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "enterer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "facility",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "item-udi",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "payee",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "procedure-udi",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "provider",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subdetail-udi",
+                    kind: T::Reference,
+                },
+            ],
+            Self::FamilyMemberHistory => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "instantiates-canonical",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "instantiates-uri",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "relationship",
+                    kind: T::Token,
+                },
+                P {
+                    name: "sex",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+            ],
+            Self::Flag => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "author",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::Goal => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "achievement-status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "lifecycle-status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "start-date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "target-date",
+                    kind: T::Date,
+                },
+            ],
+            Self::GraphDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "start",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::Group => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "actual",
+                    kind: T::Token,
+                },
+                P {
+                    name: "characteristic",
+                    kind: T::Token,
+                },
+                P {
+                    name: "characteristic-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "exclude",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "managing-entity",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "member",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "value",
+                    kind: T::Token,
+                },
+            ],
+            Self::GuidanceResponse => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "request",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::HealthcareService => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "active",
+                    kind: T::Token,
+                },
+                P {
+                    name: "characteristic",
+                    kind: T::Token,
+                },
+                P {
+                    name: "coverage-area",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "endpoint",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "location",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "organization",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "program",
+                    kind: T::Token,
+                },
+                P {
+                    name: "service-category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "service-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "specialty",
+                    kind: T::Token,
+                },
+            ],
+            Self::ImagingStudy => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "basedon",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "bodysite",
+                    kind: T::Token,
+                },
+                P {
+                    name: "dicom-class",
+                    kind: T::Token,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "endpoint",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "instance",
+                    kind: T::Token,
+                },
+                P {
+                    name: "interpreter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "modality",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "reason",
+                    kind: T::Token,
+                },
+                P {
+                    name: "referrer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "series",
+                    kind: T::Token,
+                },
+                P {
+                    name: "started",
+                    kind: T::Date,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::Immunization => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "location",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "lot-number",
+                    kind: T::String,
+                },
+                P {
+                    name: "manufacturer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "reaction",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "reaction-date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "reason-code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "reason-reference",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "series",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status-reason",
+                    kind: T::Token,
+                },
+                P {
+                    name: "target-disease",
+                    kind: T::Token,
+                },
+                P {
+                    name: "vaccine-code",
+                    kind: T::Token,
+                },
+            ],
+            Self::ImmunizationEvaluation => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "dose-status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "immunization-event",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "target-disease",
+                    kind: T::Token,
+                },
+            ],
+            Self::ImmunizationRecommendation => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "information",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "support",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "target-disease",
+                    kind: T::Token,
+                },
+                P {
+                    name: "vaccine-type",
+                    kind: T::Token,
+                },
+            ],
+            Self::ImplementationGuide => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "depends-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "experimental",
+                    kind: T::Token,
+                },
+                P {
+                    name: "global",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "resource",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::InsurancePlan => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "address",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-city",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-country",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-postalcode",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-state",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-use",
+                    kind: T::Token,
+                },
+                P {
+                    name: "administered-by",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "endpoint",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "owned-by",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "phonetic",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::Invoice => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "account",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "issuer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "participant",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "participant-role",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "recipient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "totalgross",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "totalnet",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::Library => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "composed-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "content-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "depends-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "derived-from",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "predecessor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "successor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "topic",
+                    kind: T::Token,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::Linkage => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "author",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "item",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "source",
+                    kind: T::Reference,
+                },
+            ],
+            Self::List => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "empty-reason",
+                    kind: T::Token,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "item",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "notes",
+                    kind: T::String,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "source",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+            ],
+            Self::Location => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "address",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-city",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-country",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-postalcode",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-state",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-use",
+                    kind: T::Token,
+                },
+                P {
+                    name: "endpoint",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "near",
+                    kind: T::Special,
+                },
+                P {
+                    name: "operational-status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "organization",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "partof",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::Measure => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "composed-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "depends-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "derived-from",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "predecessor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "successor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "topic",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::MeasureReport => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "evaluated-resource",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "measure",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "period",
+                    kind: T::Date,
+                },
+                P {
+                    name: "reporter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::Media => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "based-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "created",
+                    kind: T::Date,
+                },
+                P {
+                    name: "device",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "modality",
+                    kind: T::Token,
+                },
+                P {
+                    name: "operator",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "site",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "view",
+                    kind: T::Token,
+                },
+            ],
+            Self::Medication => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "expiration-date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "form",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "ingredient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "ingredient-code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "lot-number",
+                    kind: T::Token,
+                },
+                P {
+                    name: "manufacturer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+            ],
+            Self::MedicationAdministration => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "device",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "effective-time",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "medication",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "reason-given",
+                    kind: T::Token,
+                },
+                P {
+                    name: "reason-not-given",
+                    kind: T::Token,
+                },
+                P {
+                    name: "request",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::MedicationDispense => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "destination",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "medication",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "prescription",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "receiver",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "responsibleparty",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "whenhandedover",
+                    kind: T::Date,
+                },
+                P {
+                    name: "whenprepared",
+                    kind: T::Date,
+                },
+            ],
+            Self::MedicationKnowledge => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "classification",
+                    kind: T::Token,
+                },
+                P {
+                    name: "classification-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "doseform",
+                    kind: T::Token,
+                },
+                P {
+                    name: "ingredient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "ingredient-code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "manufacturer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "monitoring-program-name",
+                    kind: T::Token,
+                },
+                P {
+                    name: "monitoring-program-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "monograph",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "monograph-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "source-cost",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+            ],
+            Self::MedicationRequest => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "authoredon",
+                    kind: T::Date,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "intended-dispenser",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "intended-performer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "intended-performertype",
+                    kind: T::Token,
+                },
+                P {
+                    name: "intent",
+                    kind: T::Token,
+                },
+                P {
+                    name: "medication",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "priority",
+                    kind: T::Token,
+                },
+                P {
+                    name: "requester",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::MedicationStatement => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "medication",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "part-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "source",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::MedicinalProduct => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "name-language",
+                    kind: T::Token,
+                },
+            ],
+            Self::MedicinalProductAuthorization => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "country",
+                    kind: T::Token,
+                },
+                P {
+                    name: "holder",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::MedicinalProductContraindication => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::MedicinalProductIndication => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::MedicinalProductIngredient => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+            ],
+            Self::MedicinalProductInteraction => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::MedicinalProductManufactured => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+            ],
+            Self::MedicinalProductPackaged => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::MedicinalProductPharmaceutical => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "route",
+                    kind: T::Token,
+                },
+                P {
+                    name: "target-species",
+                    kind: T::Token,
+                },
+            ],
+            Self::MedicinalProductUndesirableEffect => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::MessageDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "event",
+                    kind: T::Token,
+                },
+                P {
+                    name: "focus",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "parent",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::MessageHeader => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "author",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "destination",
+                    kind: T::String,
+                },
+                P {
+                    name: "destination-uri",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "enterer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "event",
+                    kind: T::Token,
+                },
+                P {
+                    name: "focus",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "receiver",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "response-id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "responsible",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "sender",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "source",
+                    kind: T::String,
+                },
+                P {
+                    name: "source-uri",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "target",
+                    kind: T::Reference,
+                },
+            ],
+            Self::MolecularSequence => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "chromosome",
+                    kind: T::Token,
+                },
+                P {
+                    name: "chromosome-variant-coordinate",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "chromosome-window-coordinate",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "referenceseqid",
+                    kind: T::Token,
+                },
+                P {
+                    name: "referenceseqid-variant-coordinate",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "referenceseqid-window-coordinate",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "variant-end",
+                    kind: T::Number,
+                },
+                P {
+                    name: "variant-start",
+                    kind: T::Number,
+                },
+                P {
+                    name: "window-end",
+                    kind: T::Number,
+                },
+                P {
+                    name: "window-start",
+                    kind: T::Number,
+                },
+            ],
+            Self::NamingSystem => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "contact",
+                    kind: T::String,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "id-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "kind",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "period",
+                    kind: T::Date,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "responsible",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "telecom",
+                    kind: T::Token,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "value",
+                    kind: T::String,
+                },
+            ],
+            Self::NutritionOrder => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "additive",
+                    kind: T::Token,
+                },
+                P {
+                    name: "datetime",
+                    kind: T::Date,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "formula",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "instantiates-canonical",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "instantiates-uri",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "oraldiet",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "provider",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "supplement",
+                    kind: T::Token,
+                },
+            ],
+            Self::Observation => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "amino-acid-change",
+                    kind: T::String,
+                },
+                P {
+                    name: "based-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "code-value-concept",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "code-value-date",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "code-value-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "code-value-string",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "combo-code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "combo-code-value-concept",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "combo-code-value-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "combo-data-absent-reason",
+                    kind: T::Token,
+                },
+                P {
+                    name: "combo-value-concept",
+                    kind: T::Token,
+                },
+                P {
+                    name: "combo-value-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "component-code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "component-code-value-concept",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "component-code-value-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "component-data-absent-reason",
+                    kind: T::Token,
+                },
+                P {
+                    name: "component-value-concept",
+                    kind: T::Token,
+                },
+                P {
+                    name: "component-value-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "data-absent-reason",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "derived-from",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "device",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "dna-variant",
+                    kind: T::String,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "focus",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "gene-amino-acid-change",
+                    kind: T::String,
+                },
+                P {
+                    name: "gene-dnavariant",
+                    kind: T::String,
+                },
+                P {
+                    name: "gene-identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "has-member",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "method",
+                    kind: T::Token,
+                },
+                P {
+                    name: "part-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "specimen",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "value-concept",
+                    kind: T::Token,
+                },
+                P {
+                    name: "value-date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "value-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "value-string",
+                    kind: T::String,
+                },
+            ],
+            Self::ObservationDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+            ],
+            Self::OperationDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "base",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "input-profile",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "instance",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "kind",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "output-profile",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "system",
+                    kind: T::Token,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::OperationOutcome => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+            ],
+            Self::Organization => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "active",
+                    kind: T::Token,
+                },
+                P {
+                    name: "address",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-city",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-country",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-postalcode",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-state",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-use",
+                    kind: T::Token,
+                },
+                P {
+                    name: "endpoint",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "partof",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "phonetic",
+                    kind: T::String,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::OrganizationAffiliation => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "active",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "email",
+                    kind: T::Token,
+                },
+                P {
+                    name: "endpoint",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "location",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "network",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "participating-organization",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "phone",
+                    kind: T::Token,
+                },
+                P {
+                    name: "primary-organization",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "role",
+                    kind: T::Token,
+                },
+                P {
+                    name: "service",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "specialty",
+                    kind: T::Token,
+                },
+                P {
+                    name: "telecom",
+                    kind: T::Token,
+                },
+            ],
+            Self::Parameters => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+            ],
+            Self::Patient => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "active",
+                    kind: T::Token,
+                },
+                P {
+                    name: "address",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-city",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-country",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-postalcode",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-state",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-use",
+                    kind: T::Token,
+                },
+                P {
+                    name: "age",
+                    kind: T::Number,
+                },
+                P {
+                    name: "birthOrderBoolean",
+                    kind: T::Token,
+                },
+                P {
+                    name: "birthdate",
+                    kind: T::Date,
+                },
+                P {
+                    name: "death-date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "deceased",
+                    kind: T::Token,
+                },
+                P {
+                    name: "email",
+                    kind: T::Token,
+                },
+                P {
+                    name: "family",
+                    kind: T::String,
+                },
+                P {
+                    name: "gender",
+                    kind: T::Token,
+                },
+                P {
+                    name: "general-practitioner",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "given",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "language",
+                    kind: T::Token,
+                },
+                P {
+                    name: "link",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "mothersMaidenName",
+                    kind: T::String,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "organization",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "part-agree",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "phone",
+                    kind: T::Token,
+                },
+                P {
+                    name: "phonetic",
+                    kind: T::String,
+                },
+                P {
+                    name: "telecom",
+                    kind: T::Token,
+                },
+            ],
+            Self::PaymentNotice => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "created",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "payment-status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "provider",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "request",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "response",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+            ],
+            Self::PaymentReconciliation => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "created",
+                    kind: T::Date,
+                },
+                P {
+                    name: "disposition",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "outcome",
+                    kind: T::Token,
+                },
+                P {
+                    name: "payment-issuer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "request",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "requestor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+            ],
+            Self::Person => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "address",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-city",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-country",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-postalcode",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-state",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-use",
+                    kind: T::Token,
+                },
+                P {
+                    name: "birthdate",
+                    kind: T::Date,
+                },
+                P {
+                    name: "email",
+                    kind: T::Token,
+                },
+                P {
+                    name: "gender",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "link",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "organization",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "phone",
+                    kind: T::Token,
+                },
+                P {
+                    name: "phonetic",
+                    kind: T::String,
+                },
+                P {
+                    name: "practitioner",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "relatedperson",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "telecom",
+                    kind: T::Token,
+                },
+            ],
+            Self::PlanDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "composed-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "definition",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "depends-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "derived-from",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "predecessor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "successor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "topic",
+                    kind: T::Token,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::Practitioner => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "active",
+                    kind: T::Token,
+                },
+                P {
+                    name: "address",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-city",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-country",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-postalcode",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-state",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-use",
+                    kind: T::Token,
+                },
+                P {
+                    name: "communication",
+                    kind: T::Token,
+                },
+                P {
+                    name: "email",
+                    kind: T::Token,
+                },
+                P {
+                    name: "family",
+                    kind: T::String,
+                },
+                P {
+                    name: "gender",
+                    kind: T::Token,
+                },
+                P {
+                    name: "given",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "phone",
+                    kind: T::Token,
+                },
+                P {
+                    name: "phonetic",
+                    kind: T::String,
+                },
+                P {
+                    name: "telecom",
+                    kind: T::Token,
+                },
+            ],
+            Self::PractitionerRole => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "active",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "email",
+                    kind: T::Token,
+                },
+                P {
+                    name: "endpoint",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "location",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "organization",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "phone",
+                    kind: T::Token,
+                },
+                P {
+                    name: "practitioner",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "role",
+                    kind: T::Token,
+                },
+                P {
+                    name: "service",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "specialty",
+                    kind: T::Token,
+                },
+                P {
+                    name: "telecom",
+                    kind: T::Token,
+                },
+            ],
+            Self::Procedure => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "based-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "instantiates-canonical",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "instantiates-uri",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "location",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "part-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "reason-code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "reason-reference",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::Provenance => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "agent",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "agent-role",
+                    kind: T::Token,
+                },
+                P {
+                    name: "agent-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "entity",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "location",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "recorded",
+                    kind: T::Date,
+                },
+                P {
+                    name: "signature-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "target",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "when",
+                    kind: T::Date,
+                },
+            ],
+            Self::Questionnaire => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "definition",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::QuestionnaireResponse => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "author",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "authored",
+                    kind: T::Date,
+                },
+                P {
+                    name: "based-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "item-subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "part-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "questionnaire",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "source",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::RelatedPerson => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "active",
+                    kind: T::Token,
+                },
+                P {
+                    name: "address",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-city",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-country",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-postalcode",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-state",
+                    kind: T::String,
+                },
+                P {
+                    name: "address-use",
+                    kind: T::Token,
+                },
+                P {
+                    name: "birthdate",
+                    kind: T::Date,
+                },
+                P {
+                    name: "email",
+                    kind: T::Token,
+                },
+                P {
+                    name: "gender",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "phone",
+                    kind: T::Token,
+                },
+                P {
+                    name: "phonetic",
+                    kind: T::String,
+                },
+                P {
+                    name: "relationship",
+                    kind: T::Token,
+                },
+                P {
+                    name: "telecom",
+                    kind: T::Token,
+                },
+            ],
+            Self::RequestGroup => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "author",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "authored",
+                    kind: T::Date,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "group-identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "instantiates-canonical",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "instantiates-uri",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "intent",
+                    kind: T::Token,
+                },
+                P {
+                    name: "participant",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "priority",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::ResearchDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "composed-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "depends-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "derived-from",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "predecessor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "successor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "topic",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::ResearchElementDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "composed-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "depends-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "derived-from",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "predecessor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "successor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "topic",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::ResearchStudy => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "focus",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "keyword",
+                    kind: T::Token,
+                },
+                P {
+                    name: "location",
+                    kind: T::Token,
+                },
+                P {
+                    name: "partof",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "principalinvestigator",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "protocol",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "site",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "sponsor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+            ],
+            Self::ResearchSubject => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "individual",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "study",
+                    kind: T::Reference,
+                },
+            ],
+            Self::RiskAssessment => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "condition",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "method",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "probability",
+                    kind: T::Number,
+                },
+                P {
+                    name: "risk",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::RiskEvidenceSynthesis => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "effective",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::Schedule => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "active",
+                    kind: T::Token,
+                },
+                P {
+                    name: "actor",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "service-category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "service-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "specialty",
+                    kind: T::Token,
+                },
+            ],
+            Self::SearchParameter => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "base",
+                    kind: T::Token,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "component",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "derived-from",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "target",
+                    kind: T::Token,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::ServiceRequest => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "authored",
+                    kind: T::Date,
+                },
+                P {
+                    name: "based-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "body-site",
+                    kind: T::Token,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "instantiates-canonical",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "instantiates-uri",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "intent",
+                    kind: T::Token,
+                },
+                P {
+                    name: "occurrence",
+                    kind: T::Date,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "priority",
+                    kind: T::Token,
+                },
+                P {
+                    name: "replaces",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "requester",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "requisition",
+                    kind: T::Token,
+                },
+                P {
+                    name: "specimen",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::Slot => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "appointment-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "schedule",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "service-category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "service-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "specialty",
+                    kind: T::Token,
+                },
+                P {
+                    name: "start",
+                    kind: T::Date,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+            ],
+            Self::Specimen => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "accession",
+                    kind: T::Token,
+                },
+                P {
+                    name: "bodysite",
+                    kind: T::Token,
+                },
+                P {
+                    name: "collected",
+                    kind: T::Date,
+                },
+                P {
+                    name: "collector",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "container",
+                    kind: T::Token,
+                },
+                P {
+                    name: "container-id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "parent",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::SpecimenDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "container",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+            ],
+            Self::StructureDefinition => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "abstract",
+                    kind: T::Token,
+                },
+                P {
+                    name: "base",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "base-path",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "derivation",
+                    kind: T::Token,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "experimental",
+                    kind: T::Token,
+                },
+                P {
+                    name: "ext-context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "keyword",
+                    kind: T::Token,
+                },
+                P {
+                    name: "kind",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "path",
+                    kind: T::Token,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "type",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "valueset",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::StructureMap => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::Subscription => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "contact",
+                    kind: T::Token,
+                },
+                P {
+                    name: "criteria",
+                    kind: T::String,
+                },
+                P {
+                    name: "payload",
+                    kind: T::Token,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+            ],
+            Self::Substance => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "container-identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "expiry",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "substance-reference",
+                    kind: T::Reference,
+                },
+            ],
+            Self::SubstanceNucleicAcid => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+            ],
+            Self::SubstancePolymer => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+            ],
+            Self::SubstanceProtein => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+            ],
+            Self::SubstanceReferenceInformation => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+            ],
+            Self::SubstanceSourceMaterial => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+            ],
+            Self::SubstanceSpecification => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+            ],
+            Self::SupplyDelivery => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "receiver",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "supplier",
+                    kind: T::Reference,
+                },
+            ],
+            Self::SupplyRequest => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "category",
+                    kind: T::Token,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "requester",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "supplier",
+                    kind: T::Reference,
+                },
+            ],
+            Self::Task => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "authored-on",
+                    kind: T::Date,
+                },
+                P {
+                    name: "based-on",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "business-status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "focus",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "group-identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "intent",
+                    kind: T::Token,
+                },
+                P {
+                    name: "modified",
+                    kind: T::Date,
+                },
+                P {
+                    name: "owner",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "part-of",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "performer",
+                    kind: T::Token,
+                },
+                P {
+                    name: "period",
+                    kind: T::Date,
+                },
+                P {
+                    name: "priority",
+                    kind: T::Token,
+                },
+                P {
+                    name: "requester",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "subject",
+                    kind: T::Reference,
+                },
+            ],
+            Self::TerminologyCapabilities => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::TestReport => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "issued",
+                    kind: T::Date,
+                },
+                P {
+                    name: "participant",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "result",
+                    kind: T::Token,
+                },
+                P {
+                    name: "tester",
+                    kind: T::String,
+                },
+                P {
+                    name: "testscript",
+                    kind: T::Reference,
+                },
+            ],
+            Self::TestScript => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "testscript-capability",
+                    kind: T::String,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::ValueSet => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "code",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-quantity",
+                    kind: T::Quantity,
+                },
+                P {
+                    name: "context-type",
+                    kind: T::Token,
+                },
+                P {
+                    name: "context-type-quantity",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "context-type-value",
+                    kind: T::Composite,
+                },
+                P {
+                    name: "date",
+                    kind: T::Date,
+                },
+                P {
+                    name: "description",
+                    kind: T::String,
+                },
+                P {
+                    name: "expansion",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "jurisdiction",
+                    kind: T::Token,
+                },
+                P {
+                    name: "name",
+                    kind: T::String,
+                },
+                P {
+                    name: "publisher",
+                    kind: T::String,
+                },
+                P {
+                    name: "reference",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+                P {
+                    name: "title",
+                    kind: T::String,
+                },
+                P {
+                    name: "url",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "version",
+                    kind: T::Token,
+                },
+            ],
+            Self::VerificationResult => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "target",
+                    kind: T::Reference,
+                },
+            ],
+            Self::VisionPrescription => &[
+                P {
+                    name: "_content",
+                    kind: T::String,
+                },
+                P {
+                    name: "_filter",
+                    kind: T::Special,
+                },
+                P {
+                    name: "_id",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_lastUpdated",
+                    kind: T::Date,
+                },
+                P {
+                    name: "_profile",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_query",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_security",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_source",
+                    kind: T::Uri,
+                },
+                P {
+                    name: "_tag",
+                    kind: T::Token,
+                },
+                P {
+                    name: "_text",
+                    kind: T::String,
+                },
+                P {
+                    name: "datewritten",
+                    kind: T::Date,
+                },
+                P {
+                    name: "encounter",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "identifier",
+                    kind: T::Token,
+                },
+                P {
+                    name: "patient",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "prescriber",
+                    kind: T::Reference,
+                },
+                P {
+                    name: "status",
+                    kind: T::Token,
+                },
+            ],
+        }
+    }
+}
+
 /// Any FHIR R4 resource, tagged by `resourceType` in JSON.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resource {

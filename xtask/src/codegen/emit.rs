@@ -732,6 +732,26 @@ fn resource_file(model: &Model, header: &str) -> String {
     }
     out.push_str("_ => return None,\n})\n}\n}\n\n");
 
+    out.push_str("impl ResourceType {\n/// The search parameters of this resource type (including the common `_id`, `_lastUpdated`, ...), sorted by name, from the R4 SearchParameter definitions.\n#[must_use]\npub fn search_params(self) -> &'static [crate::SearchParam] {\nuse crate::codes::SearchParamType as T;\nuse crate::SearchParam as P;\nmatch self {\n");
+    for n in &names {
+        let mut params: BTreeMap<&str, &str> = BTreeMap::new();
+        for base in [*n, "Resource", "DomainResource"] {
+            for (code, ty, _) in model.search.get(base).into_iter().flatten() {
+                params.entry(code.as_str()).or_insert(ty.as_str());
+            }
+        }
+        let list: Vec<String> = params
+            .iter()
+            .map(|(code, ty)| {
+                format!(
+                    "P {{ name: {code:?}, kind: T::{} }}",
+                    super::model::code_ident(ty, ty)
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "Self::{n} => &[{}],", list.join(", "));
+    }
+    out.push_str("}\n}\n}\n\n");
     out.push_str("/// Any FHIR R4 resource, tagged by `resourceType` in JSON.\n#[derive(Clone, Debug, PartialEq)]\npub enum Resource {\n");
     for n in &names {
         let _ = writeln!(out, "/// A `{n}`.\n{n}(Box<crate::resources::{n}>),");
