@@ -22,10 +22,10 @@
 //!   {"templateType":"JsonPathContent","template":{"typeName":"heartrate","typeMatchExpression":"$..[?(@heartRate)]",
 //!    "deviceIdExpression":"$.deviceId","patientIdExpression":"$.patientId","timestampExpression":"$.endDate",
 //!    "values":[{"required":true,"valueExpression":"$.heartRate","valueName":"hr"}]}}]}"#)?;
-//! let fhir = carebridge_medtech_mapping::FhirMapping::from_json(r#"{"templateType":"CollectionFhirTemplate","template":[
+//! let fhir = carebridge_medtech_mapping::FhirMapping::from_json(r#"{"templateType":"CollectionFhir","template":[
 //!   {"templateType":"CodeValueFhir","template":{"typeName":"heartrate","periodInterval":0,
 //!    "codes":[{"code":"8867-4","system":"http://loinc.org"}],
-//!    "value":{"valueName":"hr","valueType":"Quantity","unit":"count/min"}}}]}"#)?;
+//!    "value":{"valueName":"hr","valueType":"Quantity","unit":"count/min","system":"http://unitsofmeasure.org","code":"/min"}}}]}"#)?;
 //! let identities = IdentityResolver::new(Arc::new(InMemoryIdentityStore::new()), IdentityOptions::default());
 //! let sink = Arc::new(InMemorySink::new());
 //! let dead = Arc::new(InMemoryDeadLetters::new());

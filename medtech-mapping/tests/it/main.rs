@@ -8,3 +8,9 @@
 mod cli;
 mod golden;
 mod robustness;
+#[cfg(feature = "fhir-client")]
+mod e2e;
+#[cfg(feature = "pipeline")]
+mod pipeline;
+#[cfg(feature = "fhir-client")]
+mod pipeline_wire;

@@ -1,0 +1,193 @@
+//! The pipeline with in-memory fakes and the real transform; `FhirClientSink` request shapes
+//! against wiremock.
+
+use std::sync::Arc;
+
+use carebridge_medtech_mapping::pipeline::{
+    Disposition, EventSource, IdentityMode, IdentityOptions, IdentityResolver, InMemoryDeadLetters,
+    InMemoryIdentityStore, InMemorySink, InMemorySource, NdjsonSource, Pipeline, PipelineOptions,
+};
+use carebridge_medtech_mapping::{DeviceMapping, FhirMapping};
+use serde_json::{json, Value};
+
+pub(crate) const DEVICE_MAPPING: &str = r#"{
+  "templateType": "CollectionContent",
+  "template": [
+    {"templateType": "JsonPathContent", "template": {
+      "typeName": "bloodpressure", "typeMatchExpression": "$..[?(@systolic && @diastolic)]",
+      "deviceIdExpression": "$.deviceId", "patientIdExpression": "$.patientId", "timestampExpression": "$.endDate",
+      "values": [
+        {"required": true, "valueExpression": "$.systolic", "valueName": "systolic"},
+        {"required": true, "valueExpression": "$.diastolic", "valueName": "diastolic"}]}},
+    {"templateType": "JsonPathContent", "template": {
+      "typeName": "heartrate", "typeMatchExpression": "$..[?(@heartRate)]",
+      "deviceIdExpression": "$.deviceId", "patientIdExpression": "$.patientId", "timestampExpression": "$.endDate",
+      "values": [{"required": true, "valueExpression": "$.heartRate", "valueName": "hr"}]}},
+    {"templateType": "JsonPathContent", "template": {
+      "typeName": "spo2", "typeMatchExpression": "$..[?(@spo2)]",
+      "deviceIdExpression": "$.deviceId", "patientIdExpression": "$.patientId", "timestampExpression": "$.endDate",
+      "values": [{"required": true, "valueExpression": "$.spo2", "valueName": "spo2"}]}}
+  ]
+}"#;
+
+pub(crate) const FHIR_MAPPING: &str = r#"{
+  "templateType": "CollectionFhir",
+  "template": [
+    {"templateType": "CodeValueFhir", "template": {
+      "typeName": "bloodpressure", "periodInterval": 60,
+      "codes": [{"code": "85354-9", "system": "http://loinc.org", "display": "Blood pressure panel"}],
+      "components": [
+        {"codes": [{"code": "8480-6", "system": "http://loinc.org"}],
+         "value": {"valueName": "systolic", "valueType": "Quantity", "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}},
+        {"codes": [{"code": "8462-4", "system": "http://loinc.org"}],
+         "value": {"valueName": "diastolic", "valueType": "Quantity", "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]}},
+    {"templateType": "CodeValueFhir", "template": {
+      "typeName": "heartrate", "periodInterval": 0,
+      "codes": [{"code": "8867-4", "system": "http://loinc.org", "display": "Heart rate"}],
+      "value": {"valueName": "hr", "valueType": "Quantity", "unit": "count/min", "system": "http://unitsofmeasure.org", "code": "/min"}}},
+    {"templateType": "CodeValueFhir", "template": {
+      "typeName": "spo2", "periodInterval": 0,
+      "codes": [{"code": "59408-5", "system": "http://loinc.org", "display": "SpO2"}],
+      "value": {"valueName": "spo2", "valueType": "Quantity", "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}}}
+  ]
+}"#;
+
+/// Blood pressure, heart rate and SpO2 from three devices of two patients.
+pub(crate) fn vitals_stream() -> Vec<Value> {
+    let mut out = Vec::new();
+    for (device, patient) in [
+        ("bp-cuff-1", "patient-a"),
+        ("watch-2", "patient-a"),
+        ("ring-3", "patient-b"),
+    ] {
+        for minute in 0..3 {
+            let t = format!("2024-05-01T08:{:02}:00Z", 10 + minute);
+            out.push(json!({"Body": {"deviceId": device, "patientId": patient, "endDate": t,
+                "systolic": 118 + minute, "diastolic": 79}, "Properties": {}, "SystemProperties": {}}));
+            out.push(json!({"deviceId": device, "patientId": patient, "endDate": t, "heartRate": 70 + minute}));
+            out.push(json!({"deviceId": device, "patientId": patient, "endDate": t, "spo2": 97}));
+        }
+    }
+    out
+}
+
+fn pipeline(
+    identity: IdentityOptions,
+    store: Arc<InMemoryIdentityStore>,
+) -> (Pipeline, Arc<InMemorySink>, Arc<InMemoryDeadLetters>) {
+    let device = DeviceMapping::from_json(DEVICE_MAPPING).unwrap();
+    let fhir = FhirMapping::from_json(FHIR_MAPPING).unwrap();
+    let sink = Arc::new(InMemorySink::new());
+    let dead = Arc::new(InMemoryDeadLetters::new());
+    let p = Pipeline::new(
+        &device,
+        fhir,
+        IdentityResolver::new(store, identity),
+        sink.clone(),
+        dead.clone(),
+        PipelineOptions {
+            trace: true,
+            ..PipelineOptions::default()
+        },
+    )
+    .unwrap();
+    (p, sink, dead)
+}
+
+#[tokio::test]
+async fn a_vitals_stream_becomes_observations_and_a_replay_creates_nothing() {
+    let store = Arc::new(InMemoryIdentityStore::new());
+    let (p, sink, dead) = pipeline(IdentityOptions::default(), store.clone());
+    let mut source = InMemorySource::new(vitals_stream());
+    let mut traces = Vec::new();
+    let summary = p
+        .run(&mut source, |o, _| traces.push(o.clone()))
+        .await
+        .unwrap();
+    assert_eq!(summary.messages, 27);
+    assert_eq!(summary.measurements, 27);
+    // Per device: one hourly blood-pressure Observation (three merges), 3 heart rates, 3 SpO2.
+    assert_eq!(summary.observations_created, 3 * 7);
+    assert_eq!(summary.observations_updated, 3 * 2);
+    assert!(dead.letters().is_empty());
+    assert_eq!(source.acked(), Some(26));
+    assert_eq!(store.created(), (2, 3));
+    let stored = sink.observations();
+    assert_eq!(stored.len(), 21);
+    let bp: Vec<_> = stored.values().filter(|o| o.component.len() == 2).collect();
+    assert_eq!(bp.len(), 3);
+    // Every message has a trace naming the template that matched and the Observation written.
+    assert!(traces.iter().all(|o| {
+        let t = o.trace.as_ref().unwrap();
+        t.templates_matched.len() == 1 && t.observation_ids.len() == 1 && t.measurements.len() == 1
+    }));
+
+    let mut replay = InMemorySource::new(vitals_stream());
+    let again = p.run(&mut replay, |_, _| {}).await.unwrap();
+    assert_eq!(again.observations_created, 0);
+    assert_eq!(sink.observations().len(), 21);
+    assert_eq!(store.created(), (2, 3));
+}
+
+#[tokio::test]
+async fn unmappable_messages_are_dead_lettered_and_unmatched_ones_skipped() {
+    let store = Arc::new(InMemoryIdentityStore::new());
+    let (p, _sink, dead) = pipeline(IdentityOptions::default(), store);
+    let input = concat!(
+        "{\"deviceId\":\"d\",\"patientId\":\"p\",\"heartRate\":70}\n", // no endDate: required
+        "{\"deviceId\":\"d\",\"heartRate\":70,\"endDate\":\"2024-05-01T08:00:00Z\"}\n", // no patient
+        "{\"temperature\":37}\n", // nothing matches
+        "not json\n",
+        "{\"deviceId\":\"d\",\"patientId\":\"p\",\"heartRate\":71,\"endDate\":\"2024-05-01T08:00:00Z\"}\n",
+    );
+    let mut source = NdjsonSource::new(input.as_bytes());
+    let mut outcomes = Vec::new();
+    let summary = p
+        .run(&mut source, |o, _| outcomes.push(o.disposition.clone()))
+        .await
+        .unwrap();
+    assert_eq!(summary.messages, 5);
+    assert_eq!(summary.skipped, 1);
+    assert_eq!(summary.observations_created, 1);
+    assert_eq!(summary.dead_letters.get("required-value-missing"), Some(&1));
+    assert_eq!(summary.dead_letters.get("patient-id-missing"), Some(&1));
+    assert_eq!(summary.dead_letters.get("invalid-message"), Some(&1));
+    assert_eq!(source.acked(), Some(5));
+    assert!(matches!(outcomes[2], Disposition::Skipped));
+    let letters = dead.letters();
+    assert_eq!(letters.len(), 3);
+    assert_eq!(
+        letters[0].template_path.as_deref(),
+        Some("template[1].template.timestampExpression")
+    );
+
+    // The dead-letter records replay as input: after fixing nothing they fail the same way.
+    let file: String = letters
+        .iter()
+        .map(|l| format!("{}\n", l.to_json()))
+        .collect();
+    let mut replay = NdjsonSource::new(file.as_bytes());
+    let mut n = 0;
+    while replay.next_event().await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 3);
+}
+
+#[tokio::test]
+async fn lookup_mode_dead_letters_unknown_devices() {
+    let store = Arc::new(InMemoryIdentityStore::new());
+    let (p, sink, _dead) = pipeline(
+        IdentityOptions {
+            mode: IdentityMode::Lookup,
+            ..IdentityOptions::default()
+        },
+        store,
+    );
+    let mut source = InMemorySource::new(vec![
+        json!({"deviceId": "unknown", "heartRate": 70, "endDate": "2024-05-01T08:00:00Z"}),
+    ]);
+    let summary = p.run(&mut source, |_, _| {}).await.unwrap();
+    assert_eq!(summary.dead_letters.get("device-not-found"), Some(&1));
+    assert!(sink.observations().is_empty());
+}
