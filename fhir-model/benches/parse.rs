@@ -26,7 +26,9 @@
 use std::path::{Path, PathBuf};
 
 use carebridge_fhir_model::{json, Resource};
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::{
+    black_box, criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput,
+};
 use serde_json::Value;
 
 /// One input document: its bytes and the typed and untyped values parsed from them.
@@ -61,7 +63,14 @@ fn load_corpus(dir: &Path) -> Vec<(String, Doc)> {
         };
         let value: Value = serde_json::from_slice(&bytes).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        docs.push((name, Doc { bytes, typed, value }));
+        docs.push((
+            name,
+            Doc {
+                bytes,
+                typed,
+                value,
+            },
+        ));
     }
     let total: usize = docs.iter().map(|(_, d)| d.bytes.len()).sum();
     eprintln!(
@@ -71,7 +80,11 @@ fn load_corpus(dir: &Path) -> Vec<(String, Doc)> {
         total,
         skipped
     );
-    assert!(!docs.is_empty(), "no parsable examples in {}", dir.display());
+    assert!(
+        !docs.is_empty(),
+        "no parsable examples in {}",
+        dir.display()
+    );
     docs
 }
 
@@ -79,14 +92,17 @@ fn load_corpus(dir: &Path) -> Vec<(String, Doc)> {
 fn synthetic_bundle(docs: &[(String, Doc)], n: usize) -> Vec<u8> {
     // Built around the example texts (not from `Value`) so decimals keep their text.
     let mut out = Vec::new();
-    out.extend_from_slice(br#"{"resourceType":"Bundle","id":"bench-1k","type":"collection","entry":["#);
+    out.extend_from_slice(
+        br#"{"resourceType":"Bundle","id":"bench-1k","type":"collection","entry":["#,
+    );
     for i in 0..n {
         if i > 0 {
             out.push(b',');
         }
         let (_, doc) = &docs[i % docs.len()];
         out.extend_from_slice(
-            format!(r#"{{"fullUrl":"urn:uuid:00000000-0000-4000-8000-{i:012}","resource":"#).as_bytes(),
+            format!(r#"{{"fullUrl":"urn:uuid:00000000-0000-4000-8000-{i:012}","resource":"#)
+                .as_bytes(),
         );
         out.extend_from_slice(&doc.bytes);
         out.push(b'}');
@@ -157,7 +173,10 @@ fn benches(c: &mut Criterion) {
     let obs = docs
         .iter()
         .find(|(n, _)| n == "observation-example.json")
-        .or_else(|| docs.iter().find(|(_, d)| matches!(d.typed, Resource::Observation(_))))
+        .or_else(|| {
+            docs.iter()
+                .find(|(_, d)| matches!(d.typed, Resource::Observation(_)))
+        })
         .map(|(n, d)| (n.clone(), d))
         .expect("an Observation example in the corpus");
     eprintln!("observation: {} ({} bytes)", obs.0, obs.1.bytes.len());
