@@ -25,6 +25,9 @@ use carebridge_medtech_mapping::{
 };
 use clap::{Parser, Subcommand};
 
+#[path = "medtech/run.rs"]
+mod run;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "medtech",
@@ -87,6 +90,11 @@ enum Command {
         #[arg(value_name = "EVENT.json", required = true)]
         events: Vec<PathBuf>,
     },
+    /// Run the whole pipeline over an NDJSON stream of device events: normalize, group, resolve
+    /// Patients and Devices, and create or merge Observations on a FHIR server (`--fhir-url`) or
+    /// in an NDJSON file (`--out`). Unmappable messages go to a replayable dead-letter file. A
+    /// progress line on a terminal, a summary on stderr, the summary as JSON on stdout.
+    Run(run::RunArgs),
 }
 
 /// Failure of the command: (exit code, already reported).
@@ -402,6 +410,7 @@ fn main() -> ExitCode {
             *explain,
             events,
         ),
+        Command::Run(args) => run::run(args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
