@@ -14,3 +14,5 @@ mod e2e;
 mod pipeline;
 #[cfg(feature = "fhir-client")]
 mod pipeline_wire;
+#[cfg(feature = "cli")]
+mod run;

@@ -1,0 +1,504 @@
+//! `medtech run`: the binary over NDJSON input, to an NDJSON file or a FHIR server.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+fn golden() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("golden-transform")
+        .join("learn-bloodpressure-hourly")
+}
+
+/// A fresh directory per test.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("medtech-run-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn run(extra: &[&str], stdin: Option<&str>) -> Output {
+    let dm = golden().join("devicecontent.json");
+    let fm = golden().join("fhirmapping.json");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_medtech"));
+    cmd.args(["run", "--device-mapping", s(&dm), "--fhir-mapping", s(&fm)])
+        .args(extra)
+        .env_remove("MEDTECH_FHIR_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run medtech");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ndjson(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn summary(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not the JSON summary ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn message(device: &str, patient: Option<&str>, systolic: &str, end: &str) -> Value {
+    let mut m =
+        json!({"systolic": systolic, "diastolic": "80", "deviceId": device, "endDate": end});
+    if let Some(p) = patient {
+        m["patientId"] = json!(p);
+    }
+    m
+}
+
+fn lines(values: &[Value]) -> String {
+    values.iter().map(|v| format!("{v}\n")).collect()
+}
+
+#[test]
+fn a_clean_stream_writes_observations_and_exits_zero() {
+    let dir = temp_dir("clean");
+    let input = dir.join("in.ndjson");
+    let out = dir.join("out.ndjson");
+    std::fs::write(
+        &input,
+        lines(&[
+            message("dev-1", Some("pat-1"), "120", "2023-01-01T10:05:00Z"),
+            // An envelope line is accepted too.
+            json!({"Body": message("dev-2", Some("pat-2"), "130", "2023-01-01T11:05:00Z"),
+                   "Properties": {}, "SystemProperties": {}}),
+            json!({"unrelated": true}),
+        ]),
+    )
+    .unwrap();
+    let o = run(&["--input", s(&input), "--out", s(&out)], None);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let sum = summary(&o);
+    assert_eq!(sum["messages"], 3);
+    assert_eq!(sum["measurements"], 2);
+    assert_eq!(sum["observationsCreated"], 2);
+    assert_eq!(sum["skipped"], 1);
+    assert_eq!(sum["deadLettered"], 0);
+    assert_eq!(sum["deadLetterFile"], Value::Null);
+    assert!(
+        !dir.join("dead-letters.ndjson").exists(),
+        "no dead-letter file without dead letters"
+    );
+
+    let observations = ndjson(&out);
+    assert_eq!(observations.len(), 2);
+    let subjects: Vec<&str> = observations
+        .iter()
+        .map(|o| {
+            assert_eq!(o["resourceType"], "Observation");
+            assert_eq!(o["code"]["coding"][0]["code"], "85354-9");
+            o["subject"]["reference"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(subjects.len(), 2);
+    assert_ne!(subjects[0], subjects[1], "one Patient per patient id");
+    let devices: Vec<&str> = observations
+        .iter()
+        .map(|o| o["device"]["reference"].as_str().unwrap())
+        .collect();
+    assert!(
+        devices.iter().all(|d| d.starts_with("Device/")),
+        "{devices:?}"
+    );
+    // The human summary goes to stderr, not into the JSON on stdout.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("3 messages"), "{stderr}");
+}
+
+#[test]
+fn bad_messages_go_to_a_replayable_dead_letter_file_and_exit_one() {
+    let dir = temp_dir("dead");
+    let input = dir.join("in.ndjson");
+    let out = dir.join("out.ndjson");
+    let no_patient = message("dev-9", None, "121", "2023-01-01T10:05:00Z");
+    let mut text = lines(&[
+        message("dev-1", Some("pat-1"), "120", "2023-01-01T10:05:00Z"),
+        no_patient.clone(),
+    ]);
+    text.push_str("{not json\n");
+    std::fs::write(&input, text).unwrap();
+
+    let o = run(&["--input", s(&input), "--out", s(&out)], None);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let sum = summary(&o);
+    assert_eq!(sum["messages"], 3);
+    assert_eq!(sum["observationsCreated"], 1);
+    assert_eq!(sum["deadLettered"], 2);
+    assert_eq!(sum["deadLetters"]["patient-id-missing"], 1);
+    assert_eq!(sum["deadLetters"]["invalid-message"], 1);
+    // Default: next to --out.
+    let dl = dir.join("dead-letters.ndjson");
+    assert_eq!(sum["deadLetterFile"], s(&dl));
+    assert_eq!(ndjson(&out).len(), 1);
+
+    let letters = ndjson(&dl);
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0]["deadLetter"]["reason"], "patient-id-missing");
+    assert_eq!(letters[0]["deadLetter"]["position"], 2);
+    assert_eq!(letters[0]["Body"], no_patient);
+    assert_eq!(letters[1]["deadLetter"]["reason"], "invalid-message");
+    assert_eq!(letters[1]["raw"], "{not json");
+
+    // stderr names the reason but never prints message values.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("patient-id-missing"), "{stderr}");
+    assert!(!stderr.contains("dev-9"), "{stderr}");
+    assert!(!stderr.contains("not json"), "{stderr}");
+
+    // The dead-letter file replays as input: the message is read back as the original event.
+    let out2 = dir.join("out2.ndjson");
+    let dl2 = dir.join("dl2.ndjson");
+    let o = run(
+        &[
+            "--input",
+            s(&dl),
+            "--out",
+            s(&out2),
+            "--dead-letter",
+            s(&dl2),
+        ],
+        None,
+    );
+    let sum = summary(&o);
+    assert_eq!(sum["messages"], 2);
+    assert_eq!(sum["deadLetters"]["patient-id-missing"], 1);
+    let again = ndjson(&dl2);
+    assert_eq!(
+        again[0]["Body"], no_patient,
+        "the replayed event is unchanged"
+    );
+
+    // Once "fixed" (here: the patient id added to the dead-lettered event), it maps.
+    let mut fixed = letters[0].clone();
+    fixed["Body"]["patientId"] = json!("pat-9");
+    let o = run(
+        &["--input", "-", "--out", s(&dir.join("out3.ndjson"))],
+        Some(&lines(&[fixed])),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(summary(&o)["observationsCreated"], 1);
+}
+
+#[test]
+fn dead_letters_are_appended_never_overwritten() {
+    let dir = temp_dir("append");
+    let input = dir.join("in.ndjson");
+    let dl = dir.join("dl.ndjson");
+    std::fs::write(
+        &input,
+        lines(&[message("dev-9", None, "121", "2023-01-01T10:05:00Z")]),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let o = run(
+            &[
+                "--input",
+                s(&input),
+                "--out",
+                s(&dir.join("out.ndjson")),
+                "--dead-letter",
+                s(&dl),
+            ],
+            None,
+        );
+        assert_eq!(o.status.code(), Some(1));
+    }
+    assert_eq!(ndjson(&dl).len(), 2);
+}
+
+#[test]
+fn stdin_input_and_lookup_mode() {
+    let dir = temp_dir("lookup");
+    let out = dir.join("out.ndjson");
+    let input = lines(&[message(
+        "dev-1",
+        Some("pat-1"),
+        "120",
+        "2023-01-01T10:05:00Z",
+    )]);
+    // Lookup against the empty in-memory store: the device is unknown.
+    let o = run(
+        &["--input", "-", "--out", s(&out), "--identity", "lookup"],
+        Some(&input),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(summary(&o)["deadLetters"]["device-not-found"], 1);
+    // Create mode with --trace: one trace line per message on stderr.
+    let o = run(
+        &[
+            "--input",
+            "-",
+            "--out",
+            s(&out),
+            "--trace",
+            "--concurrency",
+            "2",
+        ],
+        Some(&input),
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let trace: Value = stderr
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no trace line: {stderr}"));
+    assert_eq!(trace["disposition"], "persisted");
+    assert_eq!(trace["trace"]["templatesMatched"][0], "template[0]");
+    assert_eq!(ndjson(&out).len(), 1);
+}
+
+#[test]
+fn usage_and_file_errors_exit_two() {
+    let dir = temp_dir("usage");
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, "").unwrap();
+    // No destination.
+    assert_eq!(run(&["--input", s(&input)], None).status.code(), Some(2));
+    // Both destinations.
+    let o = run(
+        &[
+            "--input",
+            s(&input),
+            "--out",
+            s(&dir.join("o.ndjson")),
+            "--fhir-url",
+            "http://127.0.0.1:9",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    // Missing input file.
+    let o = run(
+        &[
+            "--input",
+            s(&dir.join("missing.ndjson")),
+            "--out",
+            s(&dir.join("o.ndjson")),
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.ndjson"));
+    // Replaying into the dead-letter file being read is refused (it would read its own output).
+    let o = run(
+        &[
+            "--input",
+            s(&input),
+            "--out",
+            s(&dir.join("o.ndjson")),
+            "--dead-letter",
+            s(&input),
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    // --fhir-url without a token.
+    let o = run(
+        &["--input", s(&input), "--fhir-url", "http://127.0.0.1:9"],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("MEDTECH_FHIR_TOKEN"));
+}
+
+#[test]
+fn an_invalid_mapping_names_the_template_path_and_exits_one() {
+    let dir = temp_dir("badmap");
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"templateType": "CollectionFhir", "template": [{"templateType": "CodeValueFhir", "template": {"typeName": "x"}}]}"#,
+    )
+    .unwrap();
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, "").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_medtech"))
+        .args([
+            "run",
+            "--device-mapping",
+            s(&golden().join("devicecontent.json")),
+            "--fhir-mapping",
+            s(&bad),
+            "--input",
+            s(&input),
+            "--out",
+            s(&dir.join("o.ndjson")),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("bad.json") && stderr.contains("template[0]"),
+        "{stderr}"
+    );
+}
+
+/// A FHIR server that answers every request with 404: an infrastructure failure, so the run
+/// stops with exit 2 and the message is neither persisted nor dead-lettered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_fhir_server_stops_the_run_with_exit_two() {
+    let server = wiremock::MockServer::start().await;
+    let url = server.uri();
+    let dir = temp_dir("fhirfail");
+    let input = dir.join("in.ndjson");
+    std::fs::write(
+        &input,
+        lines(&[message(
+            "dev-1",
+            Some("pat-1"),
+            "120",
+            "2023-01-01T10:05:00Z",
+        )]),
+    )
+    .unwrap();
+    let dl = dir.join("dl.ndjson");
+    let o = tokio::task::spawn_blocking(move || {
+        let dm = golden().join("devicecontent.json");
+        let fm = golden().join("fhirmapping.json");
+        Command::new(env!("CARGO_BIN_EXE_medtech"))
+            .args(["run", "--device-mapping", s(&dm), "--fhir-mapping", s(&fm)])
+            .args([
+                "--input",
+                s(&input),
+                "--fhir-url",
+                &url,
+                "--dead-letter",
+                s(&dl),
+            ])
+            .env("MEDTECH_FHIR_TOKEN", "test-token")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let sum = summary(&o);
+    assert_eq!(sum["messages"], 0, "nothing was acknowledged");
+    assert!(!server.received_requests().await.unwrap().is_empty());
+    assert!(!dir.join("dl.ndjson").exists());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("run stopped"), "{stderr}");
+    assert!(!stderr.contains("test-token"), "{stderr}");
+}
+
+/// Against the real FHIR server (`CAREBRIDGE_FHIR_URL`): the CLI creates Observations, and
+/// replaying the same input creates nothing new.
+#[test]
+#[ignore = "needs a FHIR server: set CAREBRIDGE_FHIR_URL"]
+fn run_against_the_real_fhir_server_and_replay() {
+    let url = std::env::var("CAREBRIDGE_FHIR_URL").expect("CAREBRIDGE_FHIR_URL");
+    let tag = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let dir = temp_dir("e2e");
+    let input = dir.join("in.ndjson");
+    std::fs::write(
+        &input,
+        lines(&[
+            message(
+                &format!("dev-{tag}"),
+                Some(&format!("pat-{tag}")),
+                "120",
+                "2023-01-01T10:05:00Z",
+            ),
+            message(
+                &format!("dev-{tag}"),
+                Some(&format!("pat-{tag}")),
+                "130",
+                "2023-01-01T10:35:00Z",
+            ),
+        ]),
+    )
+    .unwrap();
+    let go = || {
+        Command::new(env!("CARGO_BIN_EXE_medtech"))
+            .args([
+                "run",
+                "--device-mapping",
+                s(&golden().join("devicecontent.json")),
+                "--fhir-mapping",
+                s(&golden().join("fhirmapping.json")),
+                "--input",
+                s(&input),
+                "--fhir-url",
+                &url,
+                "--dead-letter",
+                s(&dir.join("dl.ndjson")),
+                "--concurrency",
+                "1",
+            ])
+            .env("MEDTECH_FHIR_TOKEN", "test-token")
+            .output()
+            .unwrap()
+    };
+    let first = go();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let sum = summary(&first);
+    assert_eq!(sum["observationsCreated"], 1, "one hourly Observation");
+    assert_eq!(sum["observationsUpdated"], 1, "the second reading merges");
+    let again = go();
+    assert_eq!(again.status.code(), Some(0));
+    let sum = summary(&again);
+    assert_eq!(sum["observationsCreated"], 0, "a replay creates nothing");
+}
