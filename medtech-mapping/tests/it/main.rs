@@ -6,13 +6,13 @@
 )]
 
 mod cli;
-mod golden;
-mod robustness;
 #[cfg(feature = "fhir-client")]
 mod e2e;
+mod golden;
 #[cfg(feature = "pipeline")]
 mod pipeline;
 #[cfg(feature = "fhir-client")]
 mod pipeline_wire;
+mod robustness;
 #[cfg(feature = "cli")]
 mod run;
