@@ -283,7 +283,14 @@ async fn run_async(args: &RunArgs) -> Result<(), Failure> {
 
     let last = Mutex::new(RunSummary::default());
     let on_message = |outcome: &MessageOutcome, summary: &RunSummary| {
-        progress.set_message(summary.to_string());
+        progress.set_message(format!(
+            "{} messages, {} created, {} updated, {} skipped, {} dead letters",
+            summary.messages,
+            summary.observations_created,
+            summary.observations_updated,
+            summary.skipped,
+            summary.dead_lettered()
+        ));
         if args.trace {
             let line = trace_line(outcome);
             progress.suspend(|| eprintln!("{line}"));
