@@ -52,6 +52,22 @@ pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     }
 }
 
+/// Parses strictly in a single pass with path tracking (for re-parses of buffered text, where a
+/// second locating pass would multiply with the nesting depth). `root` names the path's root.
+pub(crate) fn from_slice_located<T: DeserializeOwned>(bytes: &[u8], root: &str) -> Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(v) => de
+            .end()
+            .map(|()| v)
+            .map_err(|e| parse_error(root.to_owned(), &e)),
+        Err(e) => {
+            let (path, _) = format_path(root, e.path());
+            Err(parse_error(path, e.inner()))
+        }
+    }
+}
+
 /// Re-parses with path tracking to find where `err` happened.
 fn locate_error<T: DeserializeOwned>(bytes: &[u8], err: &serde_json::Error) -> Error {
     let root = root_name(bytes);

@@ -94,6 +94,38 @@ pub struct SearchParam {
 
 struct ResourceVisitor;
 
+/// How deeply resources may nest inside resources while parsing (real data nests a handful of
+/// levels: a Bundle entry holding a resource with `contained` resources).
+const MAX_RESOURCE_NESTING: u32 = 32;
+
+thread_local! {
+    static RESOURCE_NESTING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts the resources being parsed on this thread; parsing is synchronous, so a thread-local
+/// counter sees exactly the current nesting.
+struct NestingGuard;
+
+impl NestingGuard {
+    fn enter() -> Option<Self> {
+        RESOURCE_NESTING.with(|n| {
+            let depth = n.get();
+            if depth >= MAX_RESOURCE_NESTING {
+                None
+            } else {
+                n.set(depth + 1);
+                Some(NestingGuard)
+            }
+        })
+    }
+}
+
+impl Drop for NestingGuard {
+    fn drop(&mut self) {
+        RESOURCE_NESTING.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
 impl<'de> Visitor<'de> for ResourceVisitor {
     type Value = Resource;
 
@@ -102,6 +134,14 @@ impl<'de> Visitor<'de> for ResourceVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Resource, A::Error> {
+        // Resources nest (`contained`, `Bundle.entry.resource`, `Parameters.parameter.resource`);
+        // the slow path below re-parses with a fresh parser whose own recursion limit starts
+        // again, so bound the nesting of resources here to keep the stack bounded on any input.
+        let Some(depth) = NestingGuard::enter() else {
+            return Err(de::Error::custom(format_args!(
+                "resources nested more than {MAX_RESOURCE_NESTING} levels deep"
+            )));
+        };
         let Some(first) = map.next_key::<Key<'de>>()? else {
             return Err(de::Error::custom("missing `resourceType`"));
         };
@@ -149,7 +189,11 @@ impl<'de> Visitor<'de> for ResourceVisitor {
             text.push_str(v.get());
         }
         text.push('}');
-        crate::json::from_slice::<Resource>(text.as_bytes()).map_err(|e| match e {
+        // The re-parse enters this visitor again for the same resource: count it once.
+        drop(depth);
+        // One pass with path tracking: `json::from_slice` would re-parse on error to locate it,
+        // and with nested slow paths every level would double the work.
+        crate::json::from_slice_located::<Resource>(text.as_bytes(), &rt).map_err(|e| match e {
             Error::Parse { path, message, .. } => {
                 de::Error::custom(format_args!("at {path}: {message}"))
             }

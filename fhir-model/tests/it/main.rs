@@ -3,4 +3,5 @@
 
 mod conformance;
 mod json_util;
+mod regression;
 mod roundtrip;
