@@ -78,6 +78,16 @@ pub fn to_event(value: Value) -> Value {
     }
 }
 
+/// The raw text of a dead-letter record written for an input line that was not JSON
+/// (`{"raw": "...", "deadLetter": {...}}`), if `value` is one.
+fn dead_raw_line(value: &Value) -> Option<&str> {
+    let map = value.as_object()?;
+    if map.contains_key("Body") || !map.contains_key(DEAD_LETTER_KEY) {
+        return None;
+    }
+    map.get("raw")?.as_str()
+}
+
 /// An in-memory source, for tests and for applications that already hold the events.
 #[derive(Debug, Default)]
 pub struct InMemorySource {
@@ -190,8 +200,23 @@ impl<R: AsyncBufRead + Unpin + Send> EventSource for NdjsonSource<R> {
             if text.is_empty() {
                 continue;
             }
-            let payload = match serde_json::from_str::<Value>(text) {
-                Ok(v) => EventPayload::Event(to_event(v)),
+            // A dead-letter record of a line that was not JSON carries that line as `raw`:
+            // replaying it means reading the raw text again (fixed by hand, or still invalid).
+            let parsed = serde_json::from_str::<Value>(text).map(|v| match dead_raw_line(&v) {
+                Some(raw) => (raw.to_owned(), serde_json::from_str::<Value>(raw)),
+                None => (String::new(), Ok(v)),
+            });
+            let payload = match parsed {
+                Ok((_, Ok(v))) => EventPayload::Event(to_event(v)),
+                Ok((raw, Err(e))) => EventPayload::Invalid {
+                    reason: format!(
+                        "line {}: dead-lettered raw text is still not valid JSON (column {}: {:?})",
+                        self.line,
+                        e.column(),
+                        e.classify()
+                    ),
+                    raw,
+                },
                 Err(e) => EventPayload::Invalid {
                     raw: text.to_owned(),
                     reason: format!(
@@ -219,6 +244,28 @@ impl<R: AsyncBufRead + Unpin + Send> EventSource for NdjsonSource<R> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn dead_lettered_raw_lines_replay_as_their_raw_text() {
+        let input = concat!(
+            "{\"raw\":\"{still broken\",\"deadLetter\":{\"reason\":\"invalid_json\"}}\n",
+            "{\"raw\":\"{\\\"hr\\\":7}\",\"deadLetter\":{\"reason\":\"invalid_json\"}}\n",
+        );
+        let mut src = NdjsonSource::new(input.as_bytes());
+        let first = src.next_event().await.unwrap().unwrap();
+        match &first.payload {
+            EventPayload::Invalid { raw, reason } => {
+                assert_eq!(raw, "{still broken");
+                assert!(reason.contains("still not valid JSON"), "{reason}");
+            }
+            other => panic!("expected invalid, got {other:?}"),
+        }
+        let second = src.next_event().await.unwrap().unwrap();
+        assert_eq!(
+            second.payload,
+            EventPayload::Event(json!({"Body":{"hr":7},"Properties":{},"SystemProperties":{}}))
+        );
+    }
 
     #[tokio::test]
     async fn ndjson_reads_envelopes_bodies_dead_letters_and_invalid_lines() {
