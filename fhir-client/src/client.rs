@@ -363,12 +363,23 @@ impl FhirClient {
             reason: format!("the {ty} to update has no id"),
         })?;
         check_id(id, "the resource id", Interaction::Update)?;
+        self.put(resource, self.inner.url(&[ty, id]), &options)
+            .await
+    }
+
+    /// `PUT` of `resource` to `url` (an instance or a conditional URL), honouring `If-Match`.
+    async fn put<R: FhirResource>(
+        &self,
+        resource: &R,
+        url: url::Url,
+        options: &UpdateOptions,
+    ) -> Result<Response<R>> {
         let body = Self::resource_body(resource, Interaction::Update)?;
         let mut spec = RequestSpec::new(
             Interaction::Update,
-            Some(ty),
+            Some(R::TYPE.as_str()),
             Method::PUT,
-            self.inner.url(&[ty, id]),
+            url,
         )
         .body(body, FHIR_JSON)
         .header(PREFER, RETURN_REPRESENTATION)?;
@@ -398,17 +409,8 @@ impl FhirClient {
                 reason: "conditional update needs search criteria".into(),
             });
         }
-        let ty = R::TYPE.as_str();
-        let body = Self::resource_body(resource, Interaction::Update)?;
-        let url = Self::with_criteria(self.inner.url(&[ty]), criteria);
-        let mut spec = RequestSpec::new(Interaction::Update, Some(ty), Method::PUT, url)
-            .body(body, FHIR_JSON)
-            .header(PREFER, RETURN_REPRESENTATION)?;
-        if let Some(version) = &options.if_match {
-            spec = spec.header(IF_MATCH, &etag_for_version(version))?;
-        }
-        let raw = self.inner.execute(spec).await?;
-        self.written(Interaction::Update, raw).await
+        let url = Self::with_criteria(self.inner.url(&[R::TYPE.as_str()]), criteria);
+        self.put(resource, url, &options).await
     }
 
     /// `PATCH [base]/[type]/[id]` with a JSON Patch document. Retried only with
