@@ -308,43 +308,19 @@ fn compile_family(
 fn compile(i: usize, t: &ContentTemplate, problems: &mut Vec<TemplateProblem>) -> Option<Compiled> {
     let path = index("template", i);
     let base = child(&path, "template");
-    match t {
-        ContentTemplate::JsonPath(c) => {
-            let (
-                type_match,
-                device_id,
-                timestamp,
-                patient_id,
-                encounter_id,
-                correlation_id,
-                values,
-            ) = compile_family(
-                &base,
-                JsonPathFamily {
-                    type_match: &c.type_match_expression,
-                    device_id: vec![(&c.device_id_expression, child(&base, "deviceIdExpression"))],
-                    timestamp: vec![(&c.timestamp_expression, child(&base, "timestampExpression"))],
-                    patient: c.patient_id_expression.as_deref(),
-                    encounter: c.encounter_id_expression.as_deref(),
-                    correlation: c.correlation_id_expression.as_deref(),
-                    values: &c.values,
-                },
-                problems,
-            )?;
-            Some(Compiled {
-                path,
-                template_type: t.template_type(),
-                type_name: c.type_name.clone(),
-                calculated: false,
-                type_match,
-                device_id,
-                timestamp,
-                patient_id,
-                encounter_id,
-                correlation_id,
-                values,
-            })
-        }
+    let (type_name, family) = match t {
+        ContentTemplate::JsonPath(c) => (
+            &c.type_name,
+            JsonPathFamily {
+                type_match: &c.type_match_expression,
+                device_id: vec![(&c.device_id_expression, child(&base, "deviceIdExpression"))],
+                timestamp: vec![(&c.timestamp_expression, child(&base, "timestampExpression"))],
+                patient: c.patient_id_expression.as_deref(),
+                encounter: c.encounter_id_expression.as_deref(),
+                correlation: c.correlation_id_expression.as_deref(),
+                values: &c.values,
+            },
+        ),
         ContentTemplate::Iot(kind, c) => {
             let implicit = format!("{base} (implicit)");
             let (dev, ts): (Vec<&str>, Vec<&str>) = match kind {
@@ -357,16 +333,8 @@ fn compile(i: usize, t: &ContentTemplate, problems: &mut Vec<TemplateProblem>) -
                 ),
                 IotKind::IotCentral => (vec!["$.deviceId"], vec!["$.enqueuedTime"]),
             };
-            let (
-                type_match,
-                device_id,
-                timestamp,
-                patient_id,
-                encounter_id,
-                correlation_id,
-                values,
-            ) = compile_family(
-                &base,
+            (
+                &c.type_name,
                 JsonPathFamily {
                     type_match: &c.type_match_expression,
                     device_id: dev
@@ -382,21 +350,7 @@ fn compile(i: usize, t: &ContentTemplate, problems: &mut Vec<TemplateProblem>) -
                     correlation: c.correlation_id_expression.as_deref(),
                     values: &c.values,
                 },
-                problems,
-            )?;
-            Some(Compiled {
-                path,
-                template_type: t.template_type(),
-                type_name: c.type_name.clone(),
-                calculated: false,
-                type_match,
-                device_id,
-                timestamp,
-                patient_id,
-                encounter_id,
-                correlation_id,
-                values,
-            })
+            )
         }
         ContentTemplate::Calculated(c) => {
             let d = c.default_expression_language;
@@ -439,7 +393,7 @@ fn compile(i: usize, t: &ContentTemplate, problems: &mut Vec<TemplateProblem>) -
                 return None;
             }
 
-            Some(Compiled {
+            return Some(Compiled {
                 path,
                 template_type: t.template_type(),
                 type_name: c.type_name.clone(),
@@ -451,9 +405,24 @@ fn compile(i: usize, t: &ContentTemplate, problems: &mut Vec<TemplateProblem>) -
                 encounter_id,
                 correlation_id,
                 values,
-            })
+            });
         }
-    }
+    };
+    let (type_match, device_id, timestamp, patient_id, encounter_id, correlation_id, values) =
+        compile_family(&base, family, problems)?;
+    Some(Compiled {
+        path,
+        template_type: t.template_type(),
+        type_name: type_name.clone(),
+        calculated: false,
+        type_match,
+        device_id,
+        timestamp,
+        patient_id,
+        encounter_id,
+        correlation_id,
+        values,
+    })
 }
 
 /// Evaluates a device mapping over events. Cheap to share: `Send + Sync`, immutable.
