@@ -61,6 +61,7 @@ mod batch;
 mod client;
 mod custom_api;
 mod error;
+mod fetch;
 mod paging;
 mod query;
 mod record;

@@ -29,6 +29,10 @@ pub struct Page<T> {
     pub next_link: Option<String>,
     /// `@odata.count` (when the query asked for `$count=true`).
     pub count: Option<u64>,
+    /// For a FetchXML query with more rows: the FetchXML of the next page (with its `page` and
+    /// `paging-cookie` attributes set). Pass it to [`Query::fetch_xml`] and
+    /// [`DataverseClient::list_records`] to resume paging later.
+    pub next_fetch_xml: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -41,18 +45,25 @@ struct Envelope<T> {
     delta_link: Option<String>,
     #[serde(rename = "@odata.count", default)]
     count: Option<u64>,
+    #[serde(rename = "@Microsoft.Dynamics.CRM.fetchxmlpagingcookie", default)]
+    paging_cookie: Option<String>,
+    #[serde(rename = "@Microsoft.Dynamics.CRM.morerecords", default)]
+    more_records: Option<bool>,
 }
 
 enum Cursor {
     Url(Url),
     Link(String),
+    /// The FetchXML of the next page.
+    Fetch(String),
     Done,
 }
 
 type ErrorMap = fn(Error) -> Error;
 
-/// Fetches `first`, then follows `@odata.nextLink` (only on the org origin). The cell receives
-/// the last `@odata.deltaLink` seen.
+/// Fetches `first`, then follows `@odata.nextLink` (only on the org origin), or, for a FetchXML
+/// query (`fetch` holds its XML), the paging cookie. The cell receives the last
+/// `@odata.deltaLink` seen.
 fn envelopes<T: DeserializeOwned + Send + 'static>(
     client: DataverseClient,
     first: Result<Url>,
@@ -60,6 +71,7 @@ fn envelopes<T: DeserializeOwned + Send + 'static>(
     prefer: Prefer,
     map_error: ErrorMap,
     delta_cell: Option<Arc<Mutex<Option<DeltaToken>>>>,
+    fetch: Option<String>,
 ) -> BoxStream<'static, Result<Page<T>>> {
     let start = match first {
         Ok(url) => Cursor::Url(url),
@@ -67,7 +79,7 @@ fn envelopes<T: DeserializeOwned + Send + 'static>(
             return futures::stream::once(async move { Err(e) }).boxed();
         }
     };
-    futures::stream::try_unfold(start, move |cursor| {
+    futures::stream::try_unfold((start, fetch), move |(cursor, fetch)| {
         let client = client.clone();
         let label = label.clone();
         let prefer = prefer.clone();
@@ -77,6 +89,12 @@ fn envelopes<T: DeserializeOwned + Send + 'static>(
                 Cursor::Done => return Ok(None),
                 Cursor::Url(url) => url,
                 Cursor::Link(link) => client.same_origin_link(&link)?,
+                Cursor::Fetch(xml) => client.url_for(
+                    &label,
+                    None,
+                    None,
+                    Some(&Query::fetch_xml(xml).to_query_string()),
+                )?,
             };
             let mut req = Req::new(Method::GET, url, &label);
             req.prefer = prefer;
@@ -88,22 +106,43 @@ fn envelopes<T: DeserializeOwned + Send + 'static>(
                 next_link: None,
                 delta_link: None,
                 count: None,
+                paging_cookie: None,
+                more_records: None,
             });
             if let (Some(cell), Some(link)) = (&delta_cell, &env.delta_link) {
                 // Validate now so a foreign delta link is never persisted.
                 client.same_origin_link(link)?;
                 *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(DeltaToken(link.clone()));
             }
-            let next = match &env.next_link {
-                Some(link) => Cursor::Link(link.clone()),
-                None => Cursor::Done,
+            let next_fetch = match &fetch {
+                Some(xml) if env.more_records == Some(true) && crate::fetch::is_pageable(xml)? => {
+                    if env.value.is_empty() {
+                        return Err(Error::unexpected(
+                            &format!("GET {label}"),
+                            "an empty FetchXML page announced more records",
+                        ));
+                    }
+                    let cookie = env
+                        .paging_cookie
+                        .as_deref()
+                        .map(crate::fetch::parse_paging_cookie)
+                        .transpose()?;
+                    Some(crate::fetch::next_page(xml, cookie.as_ref())?)
+                }
+                _ => None,
+            };
+            let next = match (&env.next_link, &next_fetch) {
+                (Some(link), _) => Cursor::Link(link.clone()),
+                (None, Some(xml)) => Cursor::Fetch(xml.clone()),
+                (None, None) => Cursor::Done,
             };
             let page = Page {
                 items: env.value,
                 next_link: env.next_link,
                 count: env.count,
+                next_fetch_xml: next_fetch.clone(),
             };
-            Ok(Some((page, next)))
+            Ok(Some((page, (next, next_fetch))))
         }
     })
     .boxed()
@@ -304,8 +343,10 @@ impl DataverseClient {
     ///
     /// `T` is your row type, [`Record`] or `serde_json::Value`. Page size comes from
     /// [`Query::max_page_size`] (`Prefer: odata.maxpagesize`, Dataverse default 5000), repeated
-    /// on every page request. FetchXML queries ([`Query::fetch_xml`]) return their first page
-    /// (FetchXML paging cookies are not followed).
+    /// on every page request. FetchXML queries ([`Query::fetch_xml`]) are paged with the paging
+    /// cookie Dataverse returns (`@Microsoft.Dynamics.CRM.fetchxmlpagingcookie`, asked for with
+    /// `Prefer: odata.include-annotations`), or by page number when it returns none; the page
+    /// size is the `count` attribute of `<fetch>`, and a query with `top` is not paged.
     ///
     /// Errors (bad `entity_set`, HTTP errors, [`Error::Decode`] with the JSON path such as
     /// `value[3].name`, [`Error::ForeignLink`]) arrive as `Err` items of the stream.
@@ -315,14 +356,21 @@ impl DataverseClient {
     {
         let qs = query.to_query_string();
         let first = self.url_for(entity_set, None, None, Some(&qs));
+        let mut prefer = self.prefer_for_query(Some(query));
+        if query.is_fetch_xml() {
+            prefer.include_annotations = Some(crate::fetch::annotations_with_paging(
+                prefer.include_annotations.as_deref(),
+            ));
+        }
         Pager {
             pages: envelopes(
                 self.clone(),
                 first,
                 entity_set.to_owned(),
-                self.prefer_for_query(Some(query)),
+                prefer,
                 keep,
                 None,
+                query.fetch_xml_text().map(str::to_owned),
             ),
             buffer: VecDeque::new(),
         }
@@ -344,6 +392,7 @@ impl DataverseClient {
                 label.to_owned(),
                 self.prefer_for_query(Some(query)),
                 keep,
+                None,
                 None,
             ),
             buffer: VecDeque::new(),
@@ -411,6 +460,7 @@ impl DataverseClient {
                 prefer,
                 map_delta_error,
                 Some(token.clone()),
+                None,
             ),
             buffer: VecDeque::new(),
             token,

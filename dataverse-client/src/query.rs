@@ -252,6 +252,11 @@ impl Query {
         self.fetch_xml.is_some()
     }
 
+    /// The FetchXML of a FetchXML query.
+    pub fn fetch_xml_text(&self) -> Option<&str> {
+        self.fetch_xml.as_deref()
+    }
+
     /// The encoded query string, without the leading `?` (empty when nothing is set).
     pub fn to_query_string(&self) -> String {
         let mut parts: Vec<String> = Vec::new();

@@ -168,3 +168,121 @@ async fn fetch_xml_query_is_sent_encoded() {
         .unwrap();
     assert_eq!(rows.len(), 2);
 }
+
+/// FetchXML paging as the Learn page "Page results using FetchXml" describes it: the answer
+/// carries `@Microsoft.Dynamics.CRM.fetchxmlpagingcookie` (its `pagingcookie` URL-encoded twice)
+/// and `@Microsoft.Dynamics.CRM.morerecords`; the next request sets `page` and the decoded,
+/// XML-escaped cookie as `paging-cookie` on `<fetch>`.
+#[tokio::test]
+async fn fetch_xml_queries_follow_the_paging_cookie() {
+    let server = MockServer::start().await;
+    let fetch = "<fetch count='2'><entity name='account'><attribute name='name'/><order attribute='accountid'/></entity></fetch>";
+    // `header()` would split the value at its commas: compare the whole header.
+    let annotations = |req: &wiremock::Request| {
+        req.headers.get("Prefer").and_then(|v| v.to_str().ok())
+            == Some("odata.include-annotations=\"Microsoft.Dynamics.CRM.fetchxmlpagingcookie,Microsoft.Dynamics.CRM.morerecords\"")
+    };
+    let mut first = page(&["A", "B"], None);
+    first["@Microsoft.Dynamics.CRM.fetchxmlpagingcookie"] = json!(
+        "<cookie pagenumber=\"2\" pagingcookie=\"%253ccookie%2520page%253d%25221%2522%253e%253caccountid%2520last%253d%2522%257bB%257d%2522%2520first%253d%2522%257bA%257d%2522%2520%252f%253e%253c%252fcookie%253e\" istracking=\"False\" />"
+    );
+    first["@Microsoft.Dynamics.CRM.morerecords"] = json!(true);
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .and(query_param("fetchXml", fetch))
+        .and(annotations)
+        .respond_with(ResponseTemplate::new(200).set_body_json(first))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let second_xml = "<fetch count=\"2\" page=\"2\" paging-cookie=\"&lt;cookie page=&quot;1&quot;&gt;&lt;accountid last=&quot;{B}&quot; first=&quot;{A}&quot; /&gt;&lt;/cookie&gt;\"><entity name='account'><attribute name='name'/><order attribute='accountid'/></entity></fetch>";
+    let mut second = page(&["C"], None);
+    second["@Microsoft.Dynamics.CRM.morerecords"] = json!(false);
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .and(query_param("fetchXml", second_xml))
+        .and(annotations)
+        .respond_with(ResponseTemplate::new(200).set_body_json(second))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let client = client(&server);
+    let pages: Vec<Page<Account>> = client
+        .list_records("accounts", &Query::fetch_xml(fetch))
+        .into_pages()
+        .try_collect()
+        .await
+        .unwrap();
+    let names: Vec<&str> = pages
+        .iter()
+        .flat_map(|p| p.items.iter().map(|a| a.name.as_str()))
+        .collect();
+    assert_eq!(names, ["A", "B", "C"]);
+    assert_eq!(pages[0].next_fetch_xml.as_deref(), Some(second_xml));
+    assert_eq!(pages[1].next_fetch_xml, None);
+}
+
+/// Without a cookie (Dataverse sends none for some queries) the next page is `page` + 1; an
+/// empty page that still announces more records ends the stream with an error instead of
+/// looping forever.
+#[tokio::test]
+async fn fetch_xml_without_cookie_pages_by_number_and_stops_on_a_contradiction() {
+    let server = MockServer::start().await;
+    let fetch = "<fetch count='1' page='1'><entity name='account'/></fetch>";
+    let mut first = page(&["A"], None);
+    first["@Microsoft.Dynamics.CRM.morerecords"] = json!(true);
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .and(query_param("fetchXml", fetch))
+        .respond_with(ResponseTemplate::new(200).set_body_json(first))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut second = page(&[], None);
+    second["@Microsoft.Dynamics.CRM.morerecords"] = json!(true);
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .and(query_param(
+            "fetchXml",
+            "<fetch count=\"1\" page=\"2\"><entity name='account'/></fetch>",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(second))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let client = client(&server);
+    let results: Vec<Result<Account, Error>> = client
+        .list_records("accounts", &Query::fetch_xml(fetch))
+        .collect()
+        .await;
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].as_ref().unwrap().name, "A");
+    assert!(
+        matches!(&results[1], Err(Error::UnexpectedResponse { reason, .. }) if reason.contains("empty FetchXML page")),
+        "{:?}",
+        results[1]
+    );
+}
+
+/// A query with `top` is never paged, even if the answer says more records exist.
+#[tokio::test]
+async fn fetch_xml_with_top_is_one_request() {
+    let server = MockServer::start().await;
+    let fetch = "<fetch top='1'><entity name='account'/></fetch>";
+    let mut first = page(&["A"], None);
+    first["@Microsoft.Dynamics.CRM.morerecords"] = json!(true);
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/accounts")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(first))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let all: Vec<Account> = client(&server)
+        .list_records("accounts", &Query::fetch_xml(fetch))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+}
