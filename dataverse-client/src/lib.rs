@@ -5,7 +5,8 @@
 //! annotations), lists them as a [`Pager`] stream, upserts by primary or alternate key, calls
 //! custom APIs (actions and functions, validated against their `customapis` definition), sends
 //! `$batch` requests with atomic change sets, and follows changes with change tracking
-//! ([`DeltaStream`], resumable from a persisted [`DeltaToken`]).
+//! ([`DeltaStream`], resumable from a persisted [`DeltaToken`]). [`webhook`] decodes the
+//! `RemoteExecutionContext` body Dataverse posts to a webhook (service endpoint).
 //!
 //! Every request carries the OData headers and a bearer token from a
 //! [`carebridge_auth::TokenProvider`] for the scope `{org_url}/.default`. A `429` waits exactly
@@ -66,6 +67,7 @@ mod paging;
 mod query;
 mod record;
 mod records;
+pub mod webhook;
 
 pub use batch::{
     BatchOperation, BatchPartResponse, BatchRequest, BatchResponse, ChangeSetBuilder, ContentId,

@@ -105,6 +105,23 @@ impl Error {
             source,
         }
     }
+
+    /// Maps a webhook decoding error from `carebridge-dataverse-client` to [`Error::Json`]
+    /// (what = `RemoteExecutionContext`) with its path, keeping values out of the message.
+    pub(crate) fn webhook(err: carebridge_dataverse_client::Error) -> Self {
+        match err {
+            carebridge_dataverse_client::Error::Decode { path, source, .. } => Self::Json {
+                what: "RemoteExecutionContext",
+                path,
+                reason: sanitize_json_error(&source),
+                source,
+            },
+            other => Self::InvalidInput {
+                path: ".".to_owned(),
+                reason: format!("webhook body: {other}"),
+            },
+        }
+    }
 }
 
 /// A reason for a JSON error that never quotes the input.

@@ -110,7 +110,7 @@ impl Trigger {
             ));
         };
         if map.contains_key("MessageName") {
-            let ctx = RemoteExecutionContext::from_json(body)?;
+            let ctx = RemoteExecutionContext::from_json(body).map_err(Error::webhook)?;
             Self::from_webhook(&ctx, process_hint, names)
         } else {
             Self::from_action_trigger(&map, process_hint, names)

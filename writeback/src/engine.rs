@@ -1,0 +1,547 @@
+//! The [`Writeback`] engine: change -> entity map -> consent -> compose -> `$validate` -> FHIR
+//! endpoint or alternate endpoint -> Provenance -> logs.
+
+use std::fmt;
+use std::sync::Arc;
+
+use carebridge_dataverse_client::{DataverseClient, Query, Record};
+use carebridge_fhir_model::codes::IssueSeverity;
+use carebridge_fhir_model::resources::OperationOutcome;
+use carebridge_fhir_model::{json, Resource, ResourceType};
+use tracing::Instrument;
+
+use crate::alternate::AlternateEndpoint;
+use crate::change::{AttributeValue, ChangeEvent};
+use crate::compose::{self, Selection, SkipReason};
+use crate::config::{EntityMap, Message, WritebackConfig};
+use crate::fhir::{is_precondition_failed, FhirStore, Versioned};
+use crate::log::{ChildLog, LogEntry, LogStatus, OutcomeLog};
+use crate::path::Node;
+use crate::provenance::{self, ProvenanceSettings};
+use crate::{Error, Result};
+
+/// Where a change was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Written {
+    /// Written to the FHIR endpoint.
+    Fhir {
+        /// The resource type.
+        resource_type: String,
+        /// The resource id.
+        id: String,
+        /// The new version, when the server reported one.
+        version_id: Option<String>,
+        /// Whether it was created (Create message) rather than updated.
+        created: bool,
+    },
+    /// Accepted by the alternate endpoint.
+    Alternate {
+        /// The 2xx status.
+        status: u16,
+    },
+}
+
+impl Written {
+    /// `Type/id/_history/vid` (or `Type/id`) for FHIR writes.
+    pub fn versioned_reference(&self) -> Option<String> {
+        match self {
+            Self::Fhir {
+                resource_type,
+                id,
+                version_id: Some(v),
+                ..
+            } => Some(format!("{resource_type}/{id}/_history/{v}")),
+            Self::Fhir { resource_type, id, .. } => Some(format!("{resource_type}/{id}")),
+            Self::Alternate { .. } => None,
+        }
+    }
+}
+
+/// What happened to one change.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// The logged category.
+    pub status: LogStatus,
+    /// The entity map used.
+    pub entity_map: Option<String>,
+    /// Why it was skipped.
+    pub skipped: Option<SkipReason>,
+    /// Where it was written.
+    pub written: Option<Written>,
+    /// Whether the first update hit `412` and the change was re-applied to a fresh read.
+    pub reapplied_after_conflict: bool,
+    /// The Provenance created (`Provenance/<id>`).
+    pub provenance: Option<String>,
+    /// The Provenance error, when the resource was written but the Provenance was not.
+    pub provenance_error: Option<Error>,
+    /// Warning and information issues from the FHIR endpoint (`$validate`).
+    pub issues: Vec<ChildLog>,
+    /// The error that stopped this change (not fatal ones: those are returned as `Err`).
+    pub error: Option<Error>,
+    /// A failure to record the outcome log.
+    pub log_error: Option<Error>,
+}
+
+impl Outcome {
+    fn new(status: LogStatus) -> Self {
+        Self {
+            status,
+            entity_map: None,
+            skipped: None,
+            written: None,
+            reapplied_after_conflict: false,
+            provenance: None,
+            provenance_error: None,
+            issues: Vec::new(),
+            error: None,
+            log_error: None,
+        }
+    }
+}
+
+struct Inner {
+    config: WritebackConfig,
+    dataverse: DataverseClient,
+    fhir: Arc<dyn FhirStore>,
+    alternate: Option<AlternateEndpoint>,
+    log: Arc<dyn OutcomeLog>,
+    provenance: ProvenanceSettings,
+}
+
+/// Writes Dataverse record changes back to FHIR (seed 001). Cheap to clone.
+///
+/// See the crate documentation for an example.
+#[derive(Clone)]
+pub struct Writeback {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Writeback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writeback")
+            .field("entity_maps", &self.inner.config.entity_maps.len())
+            .field("alternate", &self.inner.alternate.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writeback {
+    /// An engine over a validated `config`. `dataverse` reads parent records of expansion maps;
+    /// `fhir` reads, validates and writes; `log` records outcomes. When the configuration has an
+    /// alternate endpoint, its client-credentials provider is built here.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] from [`WritebackConfig::validate`] or the alternate
+    /// endpoint settings.
+    pub fn new(
+        config: WritebackConfig,
+        dataverse: DataverseClient,
+        fhir: Arc<dyn FhirStore>,
+        log: Arc<dyn OutcomeLog>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let alternate = match &config.integration.alternate_endpoint {
+            Some(settings) => Some(AlternateEndpoint::from_settings(settings)?),
+            None => None,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                dataverse,
+                fhir,
+                alternate,
+                log,
+                provenance: ProvenanceSettings::default(),
+            }),
+        })
+    }
+
+    fn edit(self, f: impl FnOnce(&mut Inner)) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                f(&mut inner);
+                Self { inner: Arc::new(inner) }
+            }
+            Err(shared) => {
+                let mut inner = Inner {
+                    config: shared.config.clone(),
+                    dataverse: shared.dataverse.clone(),
+                    fhir: shared.fhir.clone(),
+                    alternate: shared.alternate.clone(),
+                    log: shared.log.clone(),
+                    provenance: shared.provenance.clone(),
+                };
+                f(&mut inner);
+                Self { inner: Arc::new(inner) }
+            }
+        }
+    }
+
+    /// Sends to `endpoint` instead of the FHIR endpoint (replaces one built from the settings).
+    #[must_use]
+    pub fn with_alternate_endpoint(self, endpoint: AlternateEndpoint) -> Self {
+        self.edit(|i| i.alternate = Some(endpoint))
+    }
+
+    /// How the Provenance names the writeback agent and the source record.
+    #[must_use]
+    pub fn with_provenance_settings(self, settings: ProvenanceSettings) -> Self {
+        self.edit(|i| i.provenance = settings)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WritebackConfig {
+        &self.inner.config
+    }
+
+    /// Processes one change and records its outcome in the log.
+    ///
+    /// Skips (no map, writeback off, message not supported, no consent) and per-record errors
+    /// (invalid contact type, missing required attributes, conversion, `$validate` errors,
+    /// conflicts, HTTP failures) are an `Ok` [`Outcome`] with [`LogStatus::Skipped`] or
+    /// [`LogStatus::Failure`].
+    ///
+    /// # Errors
+    /// Only fatal errors, after they are logged: [`Error::InvalidConnectivity`] (wrong client
+    /// id/secret, refused token): stop processing until the settings are fixed.
+    pub async fn process(&self, event: &ChangeEvent) -> Result<Outcome> {
+        let span = tracing::info_span!(
+            "writeback.process",
+            table = %event.table,
+            record_id = %event.record_id,
+            change = %event.message,
+            correlation_id = %event.correlation_id,
+        );
+        self.process_inner(event).instrument(span).await
+    }
+
+    async fn process_inner(&self, event: &ChangeEvent) -> Result<Outcome> {
+        let mut outcome = Outcome::new(LogStatus::Success);
+        let result = self.run(event, &mut outcome).await;
+        let mut entry = LogEntry {
+            status: LogStatus::Success,
+            description: String::new(),
+            message: String::new(),
+            table: event.table.clone(),
+            record_id: event.record_id,
+            correlation_id: event.correlation_id,
+            change: event.message,
+            entity_map: outcome.entity_map.clone(),
+            target: None,
+            fatal: false,
+            children: outcome.issues.clone(),
+        };
+        let mut fatal = None;
+        match result {
+            Ok(()) => {
+                if let Some(reason) = &outcome.skipped {
+                    outcome.status = LogStatus::Skipped;
+                    entry.description = format!("Skipped: {}", reason.describe());
+                } else {
+                    let warned = outcome.issues.iter().any(|i| i.severity == "warning");
+                    outcome.status = if warned { LogStatus::Warning } else { LogStatus::Success };
+                    entry.description = match &outcome.written {
+                        Some(Written::Fhir { resource_type, created: true, .. }) => format!("{resource_type} created"),
+                        Some(Written::Fhir { resource_type, .. }) => format!("{resource_type} updated"),
+                        Some(Written::Alternate { .. }) => "Sent to the alternate endpoint".to_owned(),
+                        None => "Processed".to_owned(),
+                    };
+                    if warned {
+                        entry.description.push_str(" (message processed with warnings)");
+                    }
+                    entry.target = match &outcome.written {
+                        Some(Written::Alternate { status }) => Some(format!("alternate endpoint (HTTP {status})")),
+                        Some(w) => w.versioned_reference(),
+                        None => None,
+                    };
+                }
+            }
+            Err(error) => {
+                outcome.status = LogStatus::Failure;
+                entry.description = if error.is_fatal() {
+                    "Invalid connectivity settings: processing stopped".to_owned()
+                } else {
+                    "Writeback failed".to_owned()
+                };
+                entry.message = error_chain(&error);
+                entry.fatal = error.is_fatal();
+                if let Some(oo) = outcome_of(&error) {
+                    entry.children = oo.issue.iter().map(ChildLog::from_issue).collect();
+                }
+                if error.is_fatal() {
+                    fatal = Some(error);
+                } else {
+                    outcome.error = Some(error);
+                }
+            }
+        }
+        entry.status = outcome.status;
+        if let Err(e) = self.inner.log.record(&entry).await {
+            tracing::warn!(error = %e, "recording the writeback outcome failed");
+            outcome.log_error = Some(e);
+        }
+        if let Some(perr) = &outcome.provenance_error {
+            let p = LogEntry {
+                status: LogStatus::Failure,
+                description: "FHIR provenance creation failed".to_owned(),
+                message: error_chain(perr),
+                target: entry.target.clone(),
+                children: outcome_of(perr)
+                    .map(|oo| oo.issue.iter().map(ChildLog::from_issue).collect())
+                    .unwrap_or_default(),
+                ..entry.clone()
+            };
+            if let Err(e) = self.inner.log.record(&p).await {
+                tracing::warn!(error = %e, "recording the provenance failure failed");
+                outcome.log_error.get_or_insert(e);
+            }
+        }
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(outcome),
+        }
+    }
+
+    async fn run(&self, event: &ChangeEvent, outcome: &mut Outcome) -> Result<()> {
+        let config = &self.inner.config;
+        let map = match compose::select(config, event)? {
+            Selection::Skip(reason) => {
+                outcome.skipped = Some(reason);
+                return Ok(());
+            }
+            Selection::Write(map) => map,
+        };
+        outcome.entity_map = Some(map.name.clone());
+        let resource_type: ResourceType = map
+            .resource_type
+            .parse()
+            .map_err(|_| Error::config(Some(&map.name), None, "resource_type is not a FHIR R4 resource type"))?;
+
+        // Which FHIR resource, and how to compose it.
+        let (id, create) = match &map.expansion {
+            Some(x) => {
+                let parent_map = config.map(&x.parent_map).ok_or_else(|| {
+                    Error::config(Some(&map.name), None, "expansion parent map does not exist")
+                })?;
+                match self.parent_fhir_id(map, parent_map, event).await? {
+                    Some(id) => (Some(id), false),
+                    None => {
+                        outcome.skipped = Some(SkipReason::NoConsent);
+                        return Ok(());
+                    }
+                }
+            }
+            None => {
+                let id = event
+                    .attribute(&map.fhir_id_attribute)
+                    .and_then(AttributeValue::as_text)
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty());
+                match (event.message, id) {
+                    (Message::Update, None) => {
+                        return Err(Error::MissingFhirId {
+                            map: map.name.clone(),
+                            attribute: map.fhir_id_attribute.clone(),
+                        })
+                    }
+                    (Message::Create, None) => (None, true),
+                    // A created row that already carries a FHIR id (ingested by the upsert API)
+                    // updates that resource.
+                    (_, Some(id)) => (Some(id), false),
+                }
+            }
+        };
+
+        let fhir = &self.inner.fhir;
+        if create {
+            let mut node = Node::Object(vec![(
+                "resourceType".to_owned(),
+                Node::String(map.resource_type.clone()),
+            )]);
+            let mut all = event.clone();
+            all.changed_attributes = None;
+            compose::apply(&mut node, map, &all)?;
+            let resource = compose::to_resource(&node, &map.resource_type)?;
+            self.validate(&resource, outcome).await?;
+            if let Some(alt) = &self.inner.alternate {
+                let status = alt.post(&resource).await?;
+                outcome.written = Some(Written::Alternate { status });
+                return Ok(());
+            }
+            let written = fhir.create(&resource).await?;
+            self.wrote(written, true, map, event, outcome).await;
+            return Ok(());
+        }
+
+        let id = id.unwrap_or_default();
+        let mut reapplied = false;
+        loop {
+            let current = fhir.read(resource_type, &id).await?.ok_or_else(|| Error::FhirNotFound {
+                resource_type: map.resource_type.clone(),
+                id: id.clone(),
+            })?;
+            let resource = self.compose_update(map, event, &current)?;
+            self.validate(&resource, outcome).await?;
+            if let Some(alt) = &self.inner.alternate {
+                let status = alt.post(&resource).await?;
+                outcome.written = Some(Written::Alternate { status });
+                return Ok(());
+            }
+            match fhir.update(&resource, current.version_id.as_deref()).await {
+                Ok(written) => {
+                    outcome.reapplied_after_conflict = reapplied;
+                    self.wrote(written, false, map, event, outcome).await;
+                    return Ok(());
+                }
+                Err(e) if is_precondition_failed(&e) && !reapplied => {
+                    tracing::info!("FHIR resource changed underneath (412): re-reading and re-applying once");
+                    reapplied = true;
+                    outcome.issues.clear();
+                }
+                Err(e) if is_precondition_failed(&e) => {
+                    return Err(Error::Conflict {
+                        resource_type: map.resource_type.clone(),
+                        id,
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn compose_update(&self, map: &EntityMap, event: &ChangeEvent, current: &Versioned) -> Result<Resource> {
+        let text = json::to_string(&current.resource).map_err(|e| Error::InvalidResource {
+            resource_type: map.resource_type.clone(),
+            issues: vec![e.to_string()],
+        })?;
+        let mut node = Node::parse(&text).map_err(|reason| Error::InvalidResource {
+            resource_type: map.resource_type.clone(),
+            issues: vec![reason],
+        })?;
+        if map.expansion.is_some() {
+            compose::apply_expansion(&mut node, map, event)?;
+        } else {
+            compose::apply(&mut node, map, event)?;
+        }
+        compose::to_resource(&node, &map.resource_type)
+    }
+
+    /// `$validate`: error/fatal issues fail; warning/information issues become child logs.
+    async fn validate(&self, resource: &Resource, outcome: &mut Outcome) -> Result<()> {
+        let verdict: OperationOutcome = self.inner.fhir.validate(resource).await?;
+        let failed = verdict.issue.iter().any(|i| {
+            matches!(i.severity.value(), Some(IssueSeverity::Error | IssueSeverity::Fatal))
+        });
+        if failed {
+            return Err(Error::ValidationFailed {
+                resource_type: resource.resource_type().as_str().to_owned(),
+                outcome: Box::new(verdict),
+            });
+        }
+        outcome.issues = verdict
+            .issue
+            .iter()
+            .filter(|i| {
+                matches!(i.severity.value(), Some(IssueSeverity::Warning | IssueSeverity::Information))
+            })
+            .map(ChildLog::from_issue)
+            .collect();
+        Ok(())
+    }
+
+    async fn wrote(&self, written: Versioned, created: bool, map: &EntityMap, event: &ChangeEvent, outcome: &mut Outcome) {
+        let w = Written::Fhir {
+            resource_type: map.resource_type.clone(),
+            id: written.resource.id().unwrap_or_default().to_owned(),
+            version_id: written.version_id.clone(),
+            created,
+        };
+        let target = w.versioned_reference().unwrap_or_default();
+        outcome.written = Some(w);
+        let message = if created { Message::Create } else { Message::Update };
+        let p = provenance::build(
+            &self.inner.provenance,
+            &target,
+            message,
+            &event.table,
+            event.record_id,
+            event.initiating_user_id,
+        );
+        match self.inner.fhir.create_provenance(&p).await {
+            Ok(v) => outcome.provenance = v.resource.id().map(|id| format!("Provenance/{id}")),
+            Err(e) => {
+                let source = match e {
+                    Error::Fhir { source, .. } => source,
+                    other => Box::new(carebridge_fhir_client::Error::UnexpectedResponse {
+                        interaction: carebridge_fhir_client::Interaction::Create,
+                        reason: other.to_string(),
+                    }),
+                };
+                outcome.provenance_error = Some(Error::Provenance { target, source });
+            }
+        }
+    }
+
+    /// The FHIR id of an expansion record's parent, read from Dataverse; `None` when the parent
+    /// is a patient without consent.
+    async fn parent_fhir_id(&self, map: &EntityMap, parent: &EntityMap, event: &ChangeEvent) -> Result<Option<String>> {
+        let missing = || Error::MissingRequiredAttribute {
+            map: map.name.clone(),
+            attribute: map
+                .expansion
+                .as_ref()
+                .map(|x| x.parent_link_attribute.clone())
+                .unwrap_or_default(),
+        };
+        let link = map.expansion.as_ref().ok_or_else(missing)?;
+        let parent_id = event
+            .attribute(&link.parent_link_attribute)
+            .and_then(AttributeValue::as_uuid)
+            .ok_or_else(missing)?;
+        let contact = &self.inner.config.contact;
+        let patient_contact = parent.table == contact.table && parent.resource_type == "Patient";
+        let mut columns = vec![parent.fhir_id_attribute.as_str()];
+        if patient_contact {
+            columns.push(contact.consent_attribute.as_str());
+        }
+        let record: Record = self
+            .inner
+            .dataverse
+            .get_record(&parent.entity_set(), parent_id, Some(&Query::new().select(columns)))
+            .await
+            .map_err(|e| Error::dataverse("read parent record", e))?;
+        if patient_contact && record.get(&contact.consent_attribute).and_then(serde_json::Value::as_bool) != Some(true) {
+            return Ok(None);
+        }
+        match record.get(&parent.fhir_id_attribute).and_then(serde_json::Value::as_str) {
+            Some(id) if !id.trim().is_empty() => Ok(Some(id.trim().to_owned())),
+            _ => Err(Error::MissingFhirId {
+                map: parent.name.clone(),
+                attribute: parent.fhir_id_attribute.clone(),
+            }),
+        }
+    }
+}
+
+/// The OperationOutcome carried by an error, if any.
+fn outcome_of(error: &Error) -> Option<&OperationOutcome> {
+    match error {
+        Error::ValidationFailed { outcome, .. } => Some(outcome),
+        Error::Fhir { source, .. } | Error::Provenance { source, .. } => source.outcome(),
+        _ => None,
+    }
+}
+
+/// `Display` of the error and its sources (none of them carries values).
+fn error_chain(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,200 @@
+//! The FHIR side of writeback behind a trait: read, `$validate`, update, create, Provenance.
+
+use std::fmt;
+
+use carebridge_fhir_client::{FhirClient, UpdateOptions};
+use carebridge_fhir_model::resources::{OperationOutcome, Provenance};
+use carebridge_fhir_model::{FhirResource, Resource, ResourceType};
+
+use crate::error::Stage;
+use crate::{Error, Result};
+
+/// A resource with the version the server reported.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Versioned {
+    /// The resource.
+    pub resource: Resource,
+    /// `meta.versionId` / ETag version, when the server sent one.
+    pub version_id: Option<String>,
+}
+
+/// What writeback needs from a FHIR service. [`FhirClient`] implements it; implement it
+/// yourself to route through another client or to test without a server.
+#[async_trait::async_trait]
+pub trait FhirStore: Send + Sync + fmt::Debug {
+    /// Reads the current version; `Ok(None)` when the resource does not exist (404/410).
+    ///
+    /// # Errors
+    /// [`Error::Fhir`], [`Error::InvalidConnectivity`], [`Error::UnsupportedResourceType`].
+    async fn read(&self, resource_type: ResourceType, id: &str) -> Result<Option<Versioned>>;
+
+    /// Runs `$validate` and returns the server's verdict.
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
+    async fn validate(&self, resource: &Resource) -> Result<OperationOutcome>;
+
+    /// Updates `resource` (its id is set); with `if_match`, only if that version is current.
+    ///
+    /// # Errors
+    /// [`Error::Fhir`] whose source is `PreconditionFailed` for a stale version; as [`read`](Self::read).
+    async fn update(&self, resource: &Resource, if_match: Option<&str>) -> Result<Versioned>;
+
+    /// Creates `resource` (the server assigns the id).
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
+    async fn create(&self, resource: &Resource) -> Result<Versioned>;
+
+    /// Creates the Provenance.
+    ///
+    /// # Errors
+    /// [`Error::Fhir`] with the server's OperationOutcome.
+    async fn create_provenance(&self, provenance: &Provenance) -> Result<Versioned>;
+}
+
+/// Whether an error from [`FhirStore::update`] is a stale `If-Match` (`412`).
+pub(crate) fn is_precondition_failed(err: &Error) -> bool {
+    matches!(err, Error::Fhir { source, .. } if matches!(**source, carebridge_fhir_client::Error::PreconditionFailed(_)))
+}
+
+macro_rules! supported_types {
+    ($mac:ident!($($args:tt)*)) => {
+        $mac!(($($args)*) [
+            Patient, Practitioner, PractitionerRole, RelatedPerson, Organization, Location,
+            HealthcareService, Encounter, EpisodeOfCare, Appointment, Observation, Condition,
+            AllergyIntolerance, Procedure, CarePlan, CareTeam, Goal, Device, DiagnosticReport,
+            Immunization, Medication, MedicationRequest, MedicationStatement, ServiceRequest,
+            Specimen, Coverage, Task, DocumentReference, FamilyMemberHistory, NutritionOrder,
+            RiskAssessment
+        ])
+    };
+}
+
+/// FHIR resource types [`FhirClient`]'s [`FhirStore`] implementation handles: the resources of
+/// Microsoft's healthcare data model entity maps (implement [`FhirStore`] for others).
+pub fn supported_resource_types() -> Vec<ResourceType> {
+    macro_rules! list {
+        (() [$($t:ident),*]) => { vec![$(ResourceType::$t),*] };
+    }
+    supported_types!(list!())
+}
+
+fn versioned<R: FhirResource>(r: carebridge_fhir_client::Response<R>) -> Versioned {
+    let version_id = r.version_id().map(str::to_owned);
+    Versioned {
+        resource: r.into_value().into_resource(),
+        version_id,
+    }
+}
+
+fn unsupported(t: ResourceType) -> Error {
+    Error::UnsupportedResourceType {
+        resource_type: t.as_str().to_owned(),
+    }
+}
+
+async fn read_typed<R: FhirResource>(client: &FhirClient, id: &str) -> Result<Option<Versioned>> {
+    match client.read::<R>(id).await {
+        Ok(r) => Ok(Some(versioned(r))),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(Error::fhir(Stage::Read, R::TYPE.as_str(), e)),
+    }
+}
+
+async fn validate_typed<R: FhirResource>(client: &FhirClient, r: &R) -> Result<OperationOutcome> {
+    match client.validate(r).await {
+        Ok(o) => Ok(o.into_value()),
+        // Servers that answer 400/422 for an invalid resource attach the verdict.
+        Err(carebridge_fhir_client::Error::InvalidResource(f)) if f.outcome().is_some() => {
+            Ok(f.outcome().cloned().unwrap_or_default())
+        }
+        Err(e) => Err(Error::fhir(Stage::Validate, R::TYPE.as_str(), e)),
+    }
+}
+
+async fn update_typed<R: FhirResource>(client: &FhirClient, r: &R, if_match: Option<&str>) -> Result<Versioned> {
+    let options = UpdateOptions {
+        if_match: if_match.map(str::to_owned),
+    };
+    client
+        .update(r, Some(options))
+        .await
+        .map(versioned)
+        .map_err(|e| Error::fhir(Stage::Write, R::TYPE.as_str(), e))
+}
+
+async fn create_typed<R: FhirResource>(client: &FhirClient, r: &R, stage: Stage) -> Result<Versioned> {
+    client
+        .create(r, None)
+        .await
+        .map(versioned)
+        .map_err(|e| Error::fhir(stage, R::TYPE.as_str(), e))
+}
+
+#[async_trait::async_trait]
+impl FhirStore for FhirClient {
+    async fn read(&self, resource_type: ResourceType, id: &str) -> Result<Option<Versioned>> {
+        macro_rules! arms {
+            (($t0:expr, $id:expr) [$($t:ident),*]) => {
+                match $t0 {
+                    $(ResourceType::$t => read_typed::<carebridge_fhir_model::resources::$t>(self, $id).await,)*
+                    other => Err(unsupported(other)),
+                }
+            };
+        }
+        supported_types!(arms!(resource_type, id))
+    }
+
+    async fn validate(&self, resource: &Resource) -> Result<OperationOutcome> {
+        macro_rules! arms {
+            (($r:expr) [$($t:ident),*]) => {
+                match $r {
+                    $(Resource::$t(r) => validate_typed(self, &**r).await,)*
+                    other => Err(unsupported(other.resource_type())),
+                }
+            };
+        }
+        supported_types!(arms!(resource))
+    }
+
+    async fn update(&self, resource: &Resource, if_match: Option<&str>) -> Result<Versioned> {
+        macro_rules! arms {
+            (($r:expr, $m:expr) [$($t:ident),*]) => {
+                match $r {
+                    $(Resource::$t(r) => update_typed(self, &**r, $m).await,)*
+                    other => Err(unsupported(other.resource_type())),
+                }
+            };
+        }
+        supported_types!(arms!(resource, if_match))
+    }
+
+    async fn create(&self, resource: &Resource) -> Result<Versioned> {
+        macro_rules! arms {
+            (($r:expr) [$($t:ident),*]) => {
+                match $r {
+                    $(Resource::$t(r) => create_typed(self, &**r, Stage::Write).await,)*
+                    other => Err(unsupported(other.resource_type())),
+                }
+            };
+        }
+        supported_types!(arms!(resource))
+    }
+
+    async fn create_provenance(&self, provenance: &Provenance) -> Result<Versioned> {
+        create_typed(self, provenance, Stage::Provenance).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supported_types_cover_the_contact_resources() {
+        let t = supported_resource_types();
+        assert!(t.contains(&ResourceType::Patient) && t.contains(&ResourceType::Practitioner));
+        assert_eq!(t.len(), 31);
+    }
+}
