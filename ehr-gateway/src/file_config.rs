@@ -1,0 +1,393 @@
+//! The JSON configuration file of the `ehr-gateway` binary ([`FileConfig`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use carebridge_auth::{AuthStyle, ClientCredentials, SecretString, StaticToken, TokenProvider};
+use serde::Deserialize;
+use url::Url;
+
+use crate::clients::parse_json;
+use crate::{
+    Error, GatewayConfig, GatewayOptions, JsonFileClientStore, Provider, Result, SigningKey,
+    TenantId, TenantRouter, DEFAULT_TOKEN_LIFETIME,
+};
+
+/// Configuration files larger than this are refused.
+const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Where a secret comes from: never the configuration file itself.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecretSource {
+    /// `{"env": "NAME"}`: an environment variable.
+    Env(String),
+    /// `{"file": "path"}`: a file (relative to the configuration file), trailing newline
+    /// trimmed; e.g. a mounted Kubernetes or Docker secret.
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// Reads the secret.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] if the variable is unset or empty or the file is
+    /// empty; [`Error::Io`] if the file cannot be read.
+    pub fn read(&self) -> Result<SecretString> {
+        let value = match self {
+            Self::Env(name) => std::env::var(name)
+                .map_err(|_| Error::config(format!("environment variable `{name}` is not set")))?,
+            Self::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?
+            }
+        };
+        let trimmed = value.trim_end_matches(['\r', '\n']);
+        if trimmed.is_empty() {
+            return Err(Error::config(format!(
+                "the secret from {} is empty",
+                self.describe()
+            )));
+        }
+        Ok(SecretString::from(trimmed.to_owned()))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Env(name) => format!("environment variable `{name}`"),
+            Self::File(path) => format!("file `{}`", path.display()),
+        }
+    }
+
+    fn resolve(&mut self, dir: &Path) {
+        if let Self::File(path) = self {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+    }
+}
+
+/// How the gateway authenticates to a provider.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProviderAuth {
+    /// No `Authorization` header.
+    None,
+    /// A fixed bearer token.
+    Bearer {
+        /// The token.
+        token: SecretSource,
+    },
+    /// OAuth 2.0 client credentials at the provider's authorization server (e.g. Entra ID for
+    /// Azure Health Data Services).
+    ClientCredentials {
+        /// The token endpoint.
+        token_url: String,
+        /// The gateway's client id at the provider.
+        client_id: String,
+        /// Its secret.
+        client_secret: SecretSource,
+        /// Scopes to request (e.g. `https://x.fhir.azurehealthcareapis.com/.default`).
+        #[serde(default)]
+        scopes: Vec<String>,
+        /// `basic` (default) or `request_body`.
+        #[serde(default)]
+        auth_style: AuthStyleConfig,
+    },
+}
+
+/// [`AuthStyle`] in the configuration file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthStyleConfig {
+    /// HTTP Basic.
+    #[default]
+    Basic,
+    /// Form fields.
+    RequestBody,
+}
+
+/// One tenant's provider.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// A display name for logs.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The provider's FHIR base URL.
+    pub fhir_base_url: String,
+    /// How the gateway authenticates to it.
+    pub auth: ProviderAuth,
+}
+
+/// The `ehr-gateway serve` configuration file.
+///
+/// ```json
+/// {
+///   "base_url": "https://fhir-gateway.partner.example",
+///   "signing_key": { "env": "EHR_GATEWAY_SIGNING_KEY" },
+///   "clients_file": "clients.json",
+///   "tenants": {
+///     "145f4184-1b0b-41c7-ba24-b3c1291bfda1": {
+///       "name": "Contoso Hospital",
+///       "fhir_base_url": "https://contoso.fhir.azurehealthcareapis.com",
+///       "auth": { "type": "client_credentials",
+///                 "token_url": "https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token",
+///                 "client_id": "…", "client_secret": { "file": "/run/secrets/contoso" },
+///                 "scopes": ["https://contoso.fhir.azurehealthcareapis.com/.default"] }
+///     }
+///   }
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The public base URL ([`GatewayConfig::base_url`]).
+    pub base_url: String,
+    /// The HS256 signing key.
+    pub signing_key: SecretSource,
+    /// The client store file (relative to the configuration file).
+    pub clients_file: PathBuf,
+    /// Token lifetime in seconds (default 3600).
+    #[serde(default)]
+    pub token_lifetime_secs: Option<u64>,
+    /// Allow plain `http` providers on non-loopback hosts (default false).
+    #[serde(default)]
+    pub allow_insecure_http_providers: bool,
+    /// Largest forwarded request body.
+    #[serde(default)]
+    pub max_request_body_bytes: Option<usize>,
+    /// Largest relayed response body.
+    #[serde(default)]
+    pub max_response_body_bytes: Option<usize>,
+    /// Provider request timeout in seconds.
+    #[serde(default)]
+    pub upstream_timeout_secs: Option<u64>,
+    /// `authorize` URL to advertise instead of the gateway's own.
+    #[serde(default)]
+    pub authorize_url: Option<String>,
+    /// `CapabilityStatement.fhirVersion` (default `4.0.1`).
+    #[serde(default)]
+    pub fhir_version: Option<String>,
+    /// Tenant id -> provider.
+    #[serde(default)]
+    pub tenants: BTreeMap<TenantId, ProviderConfig>,
+}
+
+impl FileConfig {
+    /// Reads `path`; relative paths inside it are resolved against its folder.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if it cannot be read, [`Error::Json`] if it is malformed (with the JSON
+    /// path of the problem, e.g. `tenants.<id>.auth`).
+    pub fn load(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io("read", path, e))?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(Error::config(format!(
+                "`{}` is larger than {MAX_CONFIG_BYTES} bytes",
+                path.display()
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+        let mut config: Self = parse_json(path, &bytes)?;
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        if config.clients_file.is_relative() {
+            config.clients_file = dir.join(&config.clients_file);
+        }
+        config.signing_key.resolve(dir);
+        for provider in config.tenants.values_mut() {
+            match &mut provider.auth {
+                ProviderAuth::None => {}
+                ProviderAuth::Bearer { token } => token.resolve(dir),
+                ProviderAuth::ClientCredentials { client_secret, .. } => client_secret.resolve(dir),
+            }
+        }
+        Ok(config)
+    }
+
+    /// The client store named by `clients_file`.
+    pub fn client_store(&self) -> JsonFileClientStore {
+        JsonFileClientStore::new(&self.clients_file)
+    }
+
+    /// Reads the secrets and builds the [`GatewayConfig`]. Sends no request.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] for a missing secret or bad value,
+    /// [`Error::InvalidUrl`]/[`Error::InsecureUrl`] for unusable URLs,
+    /// [`Error::UpstreamCredential`] for invalid client-credentials settings.
+    pub fn build(&self) -> Result<GatewayConfig> {
+        let signing_key = SigningKey::hs256(self.signing_key.read()?)?;
+        let tenants =
+            TenantRouter::new().with_insecure_http_allowed(self.allow_insecure_http_providers);
+        for (tenant, provider) in &self.tenants {
+            tenants.insert(*tenant, self.provider(tenant, provider)?)?;
+        }
+        let defaults = GatewayOptions::default();
+        let options = GatewayOptions {
+            max_request_body_bytes: self
+                .max_request_body_bytes
+                .unwrap_or(defaults.max_request_body_bytes),
+            max_response_body_bytes: self
+                .max_response_body_bytes
+                .unwrap_or(defaults.max_response_body_bytes),
+            upstream_timeout: self
+                .upstream_timeout_secs
+                .map_or(defaults.upstream_timeout, Duration::from_secs),
+            authorize_url: self
+                .authorize_url
+                .as_deref()
+                .map(|u| {
+                    Url::parse(u).map_err(|e| Error::InvalidUrl {
+                        what: "authorize URL",
+                        reason: e.to_string(),
+                    })
+                })
+                .transpose()?,
+            fhir_version: self
+                .fhir_version
+                .clone()
+                .unwrap_or(defaults.fhir_version.clone()),
+            ..defaults
+        };
+        Ok(GatewayConfig::new(
+            &self.base_url,
+            signing_key,
+            Arc::new(self.client_store()),
+            tenants,
+        )?
+        .with_token_lifetime(
+            self.token_lifetime_secs
+                .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs),
+        )
+        .with_options(options))
+    }
+
+    fn provider(&self, tenant: &TenantId, config: &ProviderConfig) -> Result<Provider> {
+        let provider = match &config.auth {
+            ProviderAuth::None => Provider::without_auth(&config.fhir_base_url)?,
+            ProviderAuth::Bearer { token } => Provider::new(
+                &config.fhir_base_url,
+                Arc::new(StaticToken::new(token.read()?)),
+            )?,
+            ProviderAuth::ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scopes,
+                auth_style,
+            } => {
+                let secret = client_secret.read()?;
+                let credential: Arc<dyn TokenProvider> = Arc::new(
+                    ClientCredentials::builder(token_url.as_str(), client_id.as_str(), secret)
+                        .with_scopes(scopes.iter().map(String::as_str))
+                        .with_auth_style(match auth_style {
+                            AuthStyleConfig::Basic => AuthStyle::BasicAuth,
+                            AuthStyleConfig::RequestBody => AuthStyle::RequestBody,
+                        })
+                        .with_insecure_http_allowed(self.allow_insecure_http_providers)
+                        .build()
+                        .map_err(|source| Error::UpstreamCredential {
+                            tenant: tenant.to_string(),
+                            source,
+                        })?,
+                );
+                Provider::new(&config.fhir_base_url, credential)?
+            }
+        };
+        Ok(match &config.name {
+            Some(name) => provider.with_name(name.clone()),
+            None => provider,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ehr-gw-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn loads_and_builds_with_relative_paths() {
+        let dir = temp_dir();
+        write(&dir, "signing.key", &format!("{}\n", "k".repeat(40)));
+        write(&dir, "bearer.txt", "upstream-token\n");
+        let path = write(
+            &dir,
+            "gateway.json",
+            r#"{
+              "base_url": "https://gw.example",
+              "signing_key": {"file": "signing.key"},
+              "clients_file": "clients.json",
+              "token_lifetime_secs": 600,
+              "tenants": {
+                "145f4184-1b0b-41c7-ba24-b3c1291bfda1": {
+                  "name": "Contoso", "fhir_base_url": "https://contoso.example/fhir",
+                  "auth": {"type": "bearer", "token": {"file": "bearer.txt"}}
+                },
+                "0a1b2c3d-0000-4000-8000-000000000001": {
+                  "fhir_base_url": "https://fabrikam.example/fhir",
+                  "auth": {"type": "client_credentials", "token_url": "https://login.example/token",
+                           "client_id": "gw", "client_secret": {"file": "bearer.txt"},
+                           "scopes": ["https://fabrikam.example/.default"], "auth_style": "request_body"}
+                }
+              }
+            }"#,
+        );
+        let config = FileConfig::load(&path).unwrap();
+        assert_eq!(config.clients_file, dir.join("clients.json"));
+        let built = config.build().unwrap();
+        assert_eq!(built.token_lifetime, Duration::from_secs(600));
+        assert_eq!(built.tenants.len(), 2);
+        let t: TenantId = "145f4184-1b0b-41c7-ba24-b3c1291bfda1".parse().unwrap();
+        assert_eq!(built.tenants.get(&t).unwrap().name(), Some("Contoso"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reports_where_the_file_is_wrong() {
+        let dir = temp_dir();
+        let path = write(
+            &dir,
+            "gateway.json",
+            r#"{"base_url": "https://gw.example", "signing_key": {"env": "X"}, "clients_file": "c.json",
+                "tenants": {"145f4184-1b0b-41c7-ba24-b3c1291bfda1": {"fhir_base_url": "https://x", "auth": {"type": "magic"}}}}"#,
+        );
+        match FileConfig::load(&path) {
+            Err(Error::Json { json_path, .. }) => {
+                assert!(json_path.starts_with("tenants"), "{json_path}")
+            }
+            other => panic!("expected a JSON error, got {other:?}"),
+        }
+        let path = write(
+            &dir,
+            "bad-tenant.json",
+            r#"{"base_url": "https://gw.example", "signing_key": {"env": "X"}, "clients_file": "c.json",
+                "tenants": {"contoso": {"fhir_base_url": "https://x", "auth": {"type": "none"}}}}"#,
+        );
+        assert!(matches!(FileConfig::load(&path), Err(Error::Json { .. })));
+        let path = write(
+            &dir,
+            "missing-env.json",
+            r#"{"base_url": "https://gw.example", "signing_key": {"env": "EHR_GW_TEST_UNSET_VARIABLE"}, "clients_file": "c.json"}"#,
+        );
+        let config = FileConfig::load(&path).unwrap();
+        assert!(
+            matches!(config.build(), Err(Error::InvalidConfiguration { reason }) if reason.contains("EHR_GW_TEST_UNSET_VARIABLE"))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,309 @@
+//! `ehr-gateway`: serve the Teams Patients app partner gateway, and manage its clients.
+//!
+//! ```text
+//! ehr-gateway serve  --config gateway.json [--listen 127.0.0.1:8080]
+//! ehr-gateway check  --config gateway.json
+//! ehr-gateway client add    --config gateway.json --client-id teams-patients-app [--name N] [--tenant GUID]...
+//! ehr-gateway client list   --config gateway.json
+//! ehr-gateway client delete --config gateway.json --client-id ID
+//! ehr-gateway secret rotate --config gateway.json --client-id ID [--revoke-others]
+//! ehr-gateway secret revoke --config gateway.json --client-id ID --secret-id SID
+//! ```
+//!
+//! Secrets are read from environment variables or files named in the configuration, never
+//! from the command line. A new client secret is printed once on standard output as JSON.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use carebridge_ehr_gateway::{ClientStore, FileConfig, Gateway, NewSecret, TenantId};
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "ehr-gateway",
+    version,
+    about = "Teams Patients app partner gateway: token server, SMART metadata and tenant-routing FHIR proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gateway.
+    Serve {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Address to listen on (plain HTTP: put a TLS proxy in front).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Validate the configuration (reads its secrets, sends nothing) and print a summary.
+    Check {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Manage registered clients.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Manage client secrets.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client and print its first secret (once).
+    Add {
+        /// The configuration file (its `clients_file` is used).
+        #[arg(long)]
+        config: PathBuf,
+        /// The client id to register.
+        #[arg(long)]
+        client_id: String,
+        /// A display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Restrict the client to these tenants (repeatable; default: every routed tenant).
+        #[arg(long = "tenant")]
+        tenants: Vec<TenantId>,
+    },
+    /// List clients and their secret ids (never secrets).
+    List {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Delete a client and all its secrets.
+    Delete {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The client id.
+        #[arg(long)]
+        client_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Create a new secret for a client and print it (once).
+    Rotate {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The client id.
+        #[arg(long)]
+        client_id: String,
+        /// Revoke every other secret of the client at once (after a breach).
+        #[arg(long)]
+        revoke_others: bool,
+    },
+    /// Revoke one secret (not the last active one).
+    Revoke {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The client id.
+        #[arg(long)]
+        client_id: String,
+        /// The secret id (from `client list`).
+        #[arg(long)]
+        secret_id: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let mut stderr = std::io::stderr();
+            let _ = writeln!(stderr, "error: {error}");
+            let mut source = std::error::Error::source(&*error);
+            while let Some(cause) = source {
+                let _ = writeln!(stderr, "  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run(command: Command) -> Result<(), BoxError> {
+    match command {
+        Command::Serve { config, listen } => serve(config, listen).await,
+        Command::Check { config } => {
+            let file = FileConfig::load(&config)?;
+            let built = file.build()?;
+            let gateway = Gateway::new(built)?;
+            print_json(&json!({
+                "base_url": gateway.base_url().as_str(),
+                "token_url": gateway.token_url(),
+                "clients_file": file.clients_file,
+                "tenants": gateway.tenants().tenants().iter().map(|t| {
+                    let provider = gateway.tenants().get(t);
+                    json!({
+                        "tenant": t,
+                        "name": provider.as_ref().and_then(|p| p.name().map(str::to_owned)),
+                        "fhir_base_url": provider.as_ref().map(|p| p.base_url().to_string()),
+                    })
+                }).collect::<Vec<_>>(),
+            }))
+        }
+        Command::Client { command } => match command {
+            ClientCommand::Add {
+                config,
+                client_id,
+                name,
+                tenants,
+            } => {
+                let store = FileConfig::load(&config)?.client_store();
+                let new = store.create_client(&client_id, name, tenants).await?;
+                print_secret(&new)
+            }
+            ClientCommand::List { config } => {
+                let store = FileConfig::load(&config)?.client_store();
+                let clients: Vec<_> = store
+                    .clients()
+                    .await?
+                    .into_iter()
+                    .map(|c| {
+                        json!({
+                            "client_id": c.client_id,
+                            "name": c.name,
+                            "tenants": c.tenants,
+                            "created": c.created,
+                            "secrets": c.secrets.iter().map(|s| json!({
+                                "secret_id": s.id, "created": s.created, "revoked": s.revoked,
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                print_json(&json!({ "clients": clients }))
+            }
+            ClientCommand::Delete { config, client_id } => {
+                let store = FileConfig::load(&config)?.client_store();
+                if store.delete_client(&client_id).await? {
+                    Ok(())
+                } else {
+                    Err(carebridge_ehr_gateway::Error::UnknownClient { client_id }.into())
+                }
+            }
+        },
+        Command::Secret { command } => match command {
+            SecretCommand::Rotate {
+                config,
+                client_id,
+                revoke_others,
+            } => {
+                let store = FileConfig::load(&config)?.client_store();
+                let new = store.create_secret(&client_id).await?;
+                if revoke_others {
+                    let client = store.client(&client_id).await?.ok_or_else(|| {
+                        carebridge_ehr_gateway::Error::UnknownClient {
+                            client_id: client_id.clone(),
+                        }
+                    })?;
+                    for old in client.active_secrets().filter(|s| s.id != new.secret_id) {
+                        store
+                            .revoke_secret(&client_id, &old.id, chrono::Utc::now())
+                            .await?;
+                    }
+                }
+                print_secret(&new)
+            }
+            SecretCommand::Revoke {
+                config,
+                client_id,
+                secret_id,
+            } => {
+                let store = FileConfig::load(&config)?.client_store();
+                store
+                    .revoke_secret_keeping_one(&client_id, &secret_id)
+                    .await?;
+                Ok(())
+            }
+        },
+    }
+}
+
+async fn serve(config: PathBuf, listen: SocketAddr) -> Result<(), BoxError> {
+    let gateway = Gateway::new(FileConfig::load(&config)?.build()?)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| carebridge_ehr_gateway::Error::Serve {
+            action: "bind",
+            address: listen.to_string(),
+            source,
+        })?;
+    tracing::info!(
+        listen = %listener.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string()),
+        base_url = %gateway.base_url(),
+        tenants = gateway.tenants().len(),
+        "ehr-gateway listening"
+    );
+    gateway.serve(listener, shutdown_signal()).await?;
+    tracing::info!("ehr-gateway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+fn print_secret(new: &NewSecret) -> Result<(), BoxError> {
+    print_json(&json!({
+        "client_id": new.client_id,
+        "secret_id": new.secret_id,
+        "client_secret": new.secret.expose_secret(),
+        "created": new.created,
+        "note": "store the client_secret now: it is not shown again",
+    }))
+}
+
+fn print_json(value: &serde_json::Value) -> Result<(), BoxError> {
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut stdout, value)?;
+    writeln!(stdout)?;
+    Ok(())
+}

@@ -1,0 +1,583 @@
+//! The FHIR proxy: every path that is not a gateway endpoint is forwarded to the provider of the
+//! tenant named in the access token.
+#![allow(
+    clippy::result_large_err,
+    reason = "the error side is the finished HTTP response, built once on a failure path"
+)]
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use carebridge_auth::AccessToken;
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use tracing::Instrument;
+
+use crate::gateway::Shared;
+use crate::jwt::Rejection;
+use crate::outcome::{bearer_challenge, outcome};
+use crate::tenants::Provider;
+use crate::TenantId;
+
+/// Request headers forwarded to the provider; everything else (Authorization, Cookie, Host,
+/// Forwarded, hop-by-hop headers ...) is dropped.
+const FORWARDED_REQUEST_HEADERS: &[&str] = &[
+    "accept",
+    "accept-language",
+    "content-type",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-none-exist",
+    "prefer",
+    "x-request-id",
+    "x-correlation-id",
+];
+
+/// Response headers relayed to the client.
+const RELAYED_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "etag",
+    "last-modified",
+    "location",
+    "content-location",
+    "retry-after",
+    "preference-applied",
+    "x-request-id",
+    "x-correlation-id",
+];
+
+/// `GET|POST|PUT|PATCH|DELETE /{path}` for everything else.
+pub(crate) async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+
+    let tenant = match authenticate(&shared, &parts.headers) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let Some(provider) = shared.tenants.get(&tenant) else {
+        tracing::warn!(tenant = %tenant, "token for a tenant that is no longer routed");
+        return outcome(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the tenant of this access token is not served",
+        );
+    };
+    let path = parts.uri.path();
+    if has_dot_segment(path) {
+        return outcome(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "the path contains a dot segment",
+        );
+    }
+    let body = match read_body(&shared, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let mut url = format!(
+        "{}{}",
+        provider.base_str(),
+        if path == "/" { "" } else { path }
+    );
+    if let Some(query) = parts.uri.query() {
+        url.push('?');
+        url.push_str(query);
+    }
+    let span = tracing::info_span!(
+        "ehr_gateway.upstream",
+        tenant = %tenant,
+        provider = provider.name().unwrap_or_default(),
+        http.request.method = %parts.method,
+        http.response.status_code = tracing::field::Empty,
+        resent = false,
+    );
+    forward(&shared, &provider, parts.method, &url, &parts.headers, body)
+        .instrument(span)
+        .await
+}
+
+/// Verifies the bearer token and returns its tenant.
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<TenantId, Response> {
+    let realm = shared.base.as_str();
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(bearer_challenge(realm, None, "an access token is required"));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty());
+    let Some(token) = token else {
+        return Err(bearer_challenge(
+            realm,
+            Some("invalid_request"),
+            "use Authorization: Bearer <access token>",
+        ));
+    };
+    let claims = match shared.signer.verify(token) {
+        Ok(claims) => claims,
+        Err(Rejection::Expired) => {
+            return Err(bearer_challenge(
+                realm,
+                Some("invalid_token"),
+                "the access token expired",
+            ))
+        }
+        Err(Rejection::Invalid) => {
+            tracing::info!("invalid access token presented");
+            return Err(bearer_challenge(
+                realm,
+                Some("invalid_token"),
+                "the access token is invalid",
+            ));
+        }
+    };
+    claims.scope.parse::<TenantId>().map_err(|_| {
+        bearer_challenge(
+            realm,
+            Some("invalid_token"),
+            "the access token has no tenant scope",
+        )
+    })
+}
+
+/// Whether a path segment is `.` or `..` (also percent-encoded), which could climb out of the
+/// provider's base path once the URL is normalized.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\\')
+    })
+}
+
+async fn read_body(shared: &Shared, body: Body) -> Result<Bytes, Response> {
+    let limit = shared.options.max_request_body_bytes;
+    match tokio::time::timeout(
+        shared.options.request_body_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(outcome(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-costly",
+            &format!("the request body is larger than {limit} bytes or was cut off"),
+        )),
+        Err(_) => Err(outcome(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request body did not arrive in time",
+        )),
+    }
+}
+
+async fn upstream_token(provider: &Provider) -> Result<Option<AccessToken>, Response> {
+    let Some(credential) = provider.credential() else {
+        return Ok(None);
+    };
+    let scopes: Vec<&str> = provider.scopes().iter().map(String::as_str).collect();
+    credential.token(&scopes).await.map(Some).map_err(|error| {
+        tracing::error!(error = %error, "could not obtain the provider token");
+        if error.is_timeout() {
+            outcome(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "the provider's authorization server did not answer in time",
+            )
+        } else {
+            outcome(
+                StatusCode::BAD_GATEWAY,
+                "exception",
+                "the gateway could not authenticate to the provider",
+            )
+        }
+    })
+}
+
+async fn forward(
+    shared: &Shared,
+    provider: &Provider,
+    method: Method,
+    url: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut token = match upstream_token(provider).await {
+        Ok(token) => token,
+        Err(response) => return response,
+    };
+    let mut resent = false;
+    let response = loop {
+        let mut request = shared.http.request(method.clone(), url);
+        for name in FORWARDED_REQUEST_HEADERS {
+            for value in headers.get_all(*name) {
+                request = request.header(*name, value.clone());
+            }
+        }
+        if let Some(token) = &token {
+            request = request.header(header::AUTHORIZATION, token.authorization_header());
+        }
+        let response = match request.body(body.clone()).send().await {
+            Ok(response) => response,
+            Err(error) => return transport_failure(&error),
+        };
+        // One retry with a fresh provider token after a 401 (the request was not processed).
+        if response.status() == StatusCode::UNAUTHORIZED && !resent {
+            if let (Some(credential), Some(rejected)) = (provider.credential(), token.as_ref()) {
+                credential.invalidate_token(rejected);
+                token = match upstream_token(provider).await {
+                    Ok(token) => token,
+                    Err(response) => return response,
+                };
+                resent = true;
+                tracing::Span::current().record("resent", true);
+                continue;
+            }
+        }
+        break response;
+    };
+    let status = response.status();
+    tracing::Span::current().record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        tracing::warn!(
+            http.response.status_code = status.as_u16(),
+            "provider failed"
+        );
+        return outcome(
+            StatusCode::BAD_GATEWAY,
+            "exception",
+            &format!("the provider answered HTTP {}", status.as_u16()),
+        );
+    }
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        tracing::error!(
+            http.response.status_code = status.as_u16(),
+            "the provider refused the gateway's credentials"
+        );
+        return outcome(
+            StatusCode::BAD_GATEWAY,
+            "exception",
+            "the provider refused the gateway's credentials",
+        );
+    }
+    let mut relayed = HeaderMap::new();
+    for name in RELAYED_RESPONSE_HEADERS {
+        for value in response.headers().get_all(*name) {
+            let value = if *name == "location" || *name == "content-location" {
+                rewrite_header(value, provider.base_str(), &shared.base)
+            } else {
+                value.clone()
+            };
+            relayed.append(HeaderName::from_static(name), value);
+        }
+    }
+    let bytes = match read_upstream(response, shared.options.max_response_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let is_json = relayed
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    let body = if is_json {
+        match rewrite_bundle(&bytes, provider.base_str(), &shared.base) {
+            Some(rewritten) => Bytes::from(rewritten),
+            None => bytes,
+        }
+    } else {
+        bytes
+    };
+    let mut out = (status, body).into_response();
+    *out.headers_mut() = relayed;
+    out
+}
+
+fn transport_failure(error: &reqwest::Error) -> Response {
+    if error.is_timeout() {
+        tracing::warn!("provider timed out");
+        outcome(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the provider did not answer in time",
+        )
+    } else {
+        tracing::warn!(error = %ErrorWithoutUrl(error), "provider unreachable");
+        outcome(
+            StatusCode::BAD_GATEWAY,
+            "transient",
+            "the provider could not be reached",
+        )
+    }
+}
+
+/// Displays a reqwest error without its URL (which holds the query string).
+struct ErrorWithoutUrl<'a>(&'a reqwest::Error);
+
+impl std::fmt::Display for ErrorWithoutUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.0.is_connect() {
+            "connect"
+        } else if self.0.is_body() || self.0.is_decode() {
+            "body"
+        } else if self.0.is_request() {
+            "request"
+        } else {
+            "transport"
+        };
+        write!(f, "{kind} error")
+    }
+}
+
+async fn read_upstream(mut response: reqwest::Response, limit: usize) -> Result<Bytes, Response> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large(limit));
+    }
+    let mut buffer = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if buffer.len() + chunk.len() > limit {
+                    return Err(too_large(limit));
+                }
+                buffer.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(Bytes::from(buffer)),
+            Err(error) => return Err(transport_failure(&error)),
+        }
+    }
+}
+
+fn too_large(limit: usize) -> Response {
+    outcome(
+        StatusCode::BAD_GATEWAY,
+        "too-costly",
+        &format!("the provider's response is larger than {limit} bytes"),
+    )
+}
+
+/// Replaces the provider base `from` by the gateway base `to` when `value` starts with it
+/// (followed by nothing, `/`, `?` or `#`).
+pub(crate) fn rewrite_url(value: &str, from: &str, to: &str) -> Option<String> {
+    let rest = value.strip_prefix(from)?;
+    if rest.is_empty() || rest.starts_with(['/', '?', '#']) {
+        Some(format!("{to}{rest}"))
+    } else {
+        None
+    }
+}
+
+fn rewrite_header(value: &HeaderValue, from: &str, to: &str) -> HeaderValue {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| rewrite_url(v, from, to))
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+        .unwrap_or_else(|| value.clone())
+}
+
+/// A JSON object whose members stay raw text, in order (so decimals such as `72.50` and
+/// everything else not rewritten are relayed byte for byte).
+struct RawObject(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = RawObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
+                let mut members = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
+                    members.push((key, value));
+                }
+                Ok(RawObject(members))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+impl Serialize for RawObject {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+impl RawObject {
+    fn get(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    /// Rewrites the string member `key`; returns whether it changed.
+    fn rewrite_string(&mut self, key: &str, from: &str, to: &str) -> bool {
+        let Some((_, value)) = self.0.iter_mut().find(|(k, _)| k == key) else {
+            return false;
+        };
+        let Ok(text) = serde_json::from_str::<String>(value.get()) else {
+            return false;
+        };
+        let Some(rewritten) = rewrite_url(&text, from, to) else {
+            return false;
+        };
+        match serde_json::value::to_raw_value(&rewritten) {
+            Ok(raw) => {
+                *value = raw;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Applies `change` to every object of the array member `key`; returns whether any changed.
+    fn rewrite_array<F>(&mut self, key: &str, mut change: F) -> bool
+    where
+        F: FnMut(&mut RawObject) -> bool,
+    {
+        let Some((_, value)) = self.0.iter_mut().find(|(k, _)| k == key) else {
+            return false;
+        };
+        let Ok(mut items) = serde_json::from_str::<Vec<RawObject>>(value.get()) else {
+            return false;
+        };
+        let mut changed = false;
+        for item in &mut items {
+            changed |= change(item);
+        }
+        if changed {
+            match serde_json::value::to_raw_value(&items) {
+                Ok(raw) => *value = raw,
+                Err(_) => return false,
+            }
+        }
+        changed
+    }
+
+    /// Applies `change` to the object member `key`.
+    fn rewrite_object<F>(&mut self, key: &str, change: F) -> bool
+    where
+        F: FnOnce(&mut RawObject) -> bool,
+    {
+        let Some((_, value)) = self.0.iter_mut().find(|(k, _)| k == key) else {
+            return false;
+        };
+        let Ok(mut object) = serde_json::from_str::<RawObject>(value.get()) else {
+            return false;
+        };
+        if !change(&mut object) {
+            return false;
+        }
+        match serde_json::value::to_raw_value(&object) {
+            Ok(raw) => {
+                *value = raw;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Rewrites absolute provider URLs in a Bundle (`link[].url`, `entry[].fullUrl`,
+/// `entry[].response.location`) to the gateway base. `None` when the body is not a Bundle or
+/// nothing changed (the original bytes are relayed then).
+pub(crate) fn rewrite_bundle(body: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
+    let mut bundle: RawObject = serde_json::from_slice(body).ok()?;
+    let resource_type: String = serde_json::from_str(bundle.get("resourceType")?.get()).ok()?;
+    if resource_type != "Bundle" {
+        return None;
+    }
+    let mut changed = bundle.rewrite_array("link", |link| link.rewrite_string("url", from, to));
+    changed |= bundle.rewrite_array("entry", |entry| {
+        let full_url = entry.rewrite_string("fullUrl", from, to);
+        let location = entry.rewrite_object("response", |r| r.rewrite_string("location", from, to));
+        full_url | location
+    });
+    if !changed {
+        return None;
+    }
+    serde_json::to_vec(&bundle).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FROM: &str = "https://provider.example/fhir";
+    const TO: &str = "https://gw.example";
+
+    #[test]
+    fn rewrites_only_the_provider_base() {
+        assert_eq!(
+            rewrite_url("https://provider.example/fhir/Patient?_page=2", FROM, TO).as_deref(),
+            Some("https://gw.example/Patient?_page=2")
+        );
+        assert_eq!(rewrite_url(FROM, FROM, TO).as_deref(), Some(TO));
+        assert_eq!(
+            rewrite_url("https://provider.example/fhirx/Patient", FROM, TO),
+            None
+        );
+        assert_eq!(
+            rewrite_url("https://other.example/fhir/Patient", FROM, TO),
+            None
+        );
+        assert_eq!(rewrite_url("Patient/1", FROM, TO), None);
+    }
+
+    #[test]
+    fn bundle_rewriting_is_lossless_elsewhere() {
+        let body = r#"{"resourceType":"Bundle","type":"searchset","total":2,
+            "link":[{"relation":"next","url":"https:\/\/provider.example\/fhir\/Patient?_getpages=x&_page=2"},
+                    {"relation":"self","url":"https://other.example/x"}],
+            "entry":[{"fullUrl":"https://provider.example/fhir/Observation/1",
+                      "resource":{"resourceType":"Observation","valueQuantity":{"value":72.50}},
+                      "response":{"status":"201","location":"https://provider.example/fhir/Observation/1/_history/1"}}]}"#;
+        let out = String::from_utf8(rewrite_bundle(body.as_bytes(), FROM, TO).unwrap()).unwrap();
+        assert!(
+            out.contains(r#""url":"https://gw.example/Patient?_getpages=x&_page=2""#),
+            "{out}"
+        );
+        assert!(out.contains(r#""url":"https://other.example/x""#), "{out}");
+        assert!(
+            out.contains(r#""fullUrl":"https://gw.example/Observation/1""#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#""location":"https://gw.example/Observation/1/_history/1""#),
+            "{out}"
+        );
+        assert!(out.contains("72.50"), "{out}");
+        assert!(out.starts_with(r#"{"resourceType":"Bundle""#), "{out}");
+
+        assert!(rewrite_bundle(br#"{"resourceType":"Patient","id":"1"}"#, FROM, TO).is_none());
+        assert!(rewrite_bundle(br#"{"resourceType":"Bundle","entry":[]}"#, FROM, TO).is_none());
+        assert!(rewrite_bundle(b"not json", FROM, TO).is_none());
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        assert!(has_dot_segment("/../admin"));
+        assert!(has_dot_segment("/Patient/%2e%2e/x"));
+        assert!(has_dot_segment("/Patient/%2F"));
+        assert!(has_dot_segment("/./Patient"));
+        assert!(!has_dot_segment("/Patient/1.2"));
+        assert!(!has_dot_segment("/"));
+        assert!(!has_dot_segment("/Patient/_search"));
+    }
+}

@@ -1,0 +1,17 @@
+//! Integration tests of `carebridge-ehr-gateway`: the gateway on 127.0.0.1:0, wiremock providers,
+//! and the Patients app's client side (SMART discovery, client credentials with the tenant scope,
+//! `FhirClient`).
+//!
+//! - `token`: `POST /token` and its RFC 6749 errors.
+//! - `secrets`: secret rotation and revocation by the client.
+//! - `metadata`: the unauthenticated CapabilityStatement and SMART configuration.
+//! - `proxy`: routing by tenant, upstream tokens, link rewriting, paging, errors.
+//! - `server`: a Patients-app flow against the real FHIR test server (ignored unless
+//!   `CAREBRIDGE_FHIR_URL` is set; `cargo xtask ci` starts it).
+
+mod metadata;
+mod proxy;
+mod secrets;
+mod server;
+mod support;
+mod token;
