@@ -1,0 +1,294 @@
+//! `medtech-ingest`: the MedTech pipeline over a Kafka topic or an Azure Event Hub, as one
+//! member of a consumer group. Run one per machine (up to one per partition); stop it with
+//! SIGINT or SIGTERM, which finishes the messages in flight and commits their offsets.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use carebridge_auth::StaticToken;
+use carebridge_fhir_client::FhirClient;
+use carebridge_medtech_kafka::{KafkaSource, KafkaSourceConfig, ShutdownHandle};
+use carebridge_medtech_mapping::pipeline::{
+    Disposition, FhirClientIdentityStore, FhirClientSink, FhirSink, IdentityMode, IdentityOptions,
+    IdentityResolver, IdentityStore, InMemoryIdentityStore, NdjsonDeadLetters, NdjsonSink,
+    Pipeline, PipelineOptions,
+};
+use carebridge_medtech_mapping::{DeviceMapping, FhirMapping};
+use clap::Parser;
+use secrecy::SecretString;
+
+/// The environment variable holding the bearer token for `--fhir-url`.
+const TOKEN_ENV: &str = "MEDTECH_FHIR_TOKEN";
+/// The environment variable holding the Event Hubs connection string for `--event-hubs`.
+const CONNECTION_STRING_ENV: &str = "MEDTECH_EVENTHUBS_CONNECTION_STRING";
+
+/// How Patients and Devices are resolved (`--identity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum IdentityArg {
+    /// Create the Patient and Device when they do not exist (MedTech `Create`).
+    Create,
+    /// Require an existing Device (with its Patient); otherwise dead-letter (MedTech `Lookup`).
+    Lookup,
+}
+
+/// Runs the MedTech pipeline (normalize, group, identities, Observations, dead letters) over a
+/// Kafka topic or an Azure Event Hub, as a member of a consumer group, with at-least-once
+/// delivery. Prints a JSON summary on stdout when stopped (SIGINT/SIGTERM).
+#[derive(Debug, Parser)]
+#[command(name = "medtech-ingest", version)]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["fhir_url", "out"])))]
+#[command(group(clap::ArgGroup::new("broker").required(true).args(["bootstrap", "event_hubs"])))]
+struct Args {
+    /// Kafka brokers, `host:port[,host:port...]`.
+    #[arg(long, value_name = "HOST:PORT")]
+    bootstrap: Option<String>,
+    /// Azure Event Hubs namespace (`NAME` or its host name); the connection string is read from
+    /// the environment variable MEDTECH_EVENTHUBS_CONNECTION_STRING.
+    #[arg(long, value_name = "NAMESPACE")]
+    event_hubs: Option<String>,
+    /// Topic (event hub) to read; repeat for several (Event Hubs: exactly one).
+    #[arg(long, value_name = "TOPIC", required = true)]
+    topic: Vec<String>,
+    /// Consumer group; consumers with the same group split the partitions.
+    #[arg(long, value_name = "GROUP")]
+    group: String,
+    /// Client id shown in broker logs.
+    #[arg(long, value_name = "ID")]
+    client_id: Option<String>,
+    /// Extra librdkafka property, `name=value` (repeatable), e.g. `-X auto.offset.reset=latest`.
+    #[arg(short = 'X', long = "property", value_name = "NAME=VALUE")]
+    properties: Vec<String>,
+    /// The device mapping (CollectionContent) JSON file.
+    #[arg(long, value_name = "FILE")]
+    device_mapping: PathBuf,
+    /// The FHIR destination mapping (CollectionFhir) JSON file.
+    #[arg(long, value_name = "FILE")]
+    fhir_mapping: PathBuf,
+    /// Persist to this FHIR server (base URL); the bearer token is read from the environment
+    /// variable MEDTECH_FHIR_TOKEN.
+    #[arg(long, value_name = "URL")]
+    fhir_url: Option<String>,
+    /// Write the Observations to this NDJSON file instead (appended; identities in memory).
+    #[arg(long, value_name = "OUT.ndjson")]
+    out: Option<PathBuf>,
+    /// How Patients and Devices are resolved.
+    #[arg(long, value_enum, default_value = "create")]
+    identity: IdentityArg,
+    /// Where unmappable messages go (NDJSON, appended, replayable with `medtech run --input`).
+    #[arg(long, value_name = "DL.ndjson", default_value = "dead-letters.ndjson")]
+    dead_letter: PathBuf,
+    /// How many messages are processed at once (order of acknowledgements is kept).
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Acknowledge the messages in flight after this many milliseconds without new messages.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    idle_flush_ms: u64,
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn read(path: &Path) -> Result<String, ExitCode> {
+    std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))
+}
+
+async fn append(path: &Path) -> Result<tokio::fs::File, ExitCode> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .map_err(|e| fail(format!("cannot open {}: {e}", path.display())))
+}
+
+fn source_config(args: &Args) -> Result<KafkaSourceConfig, ExitCode> {
+    let mut config = match (&args.bootstrap, &args.event_hubs) {
+        (_, Some(namespace)) => {
+            let [event_hub] = args.topic.as_slice() else {
+                return Err(fail("--event-hubs reads exactly one --topic (the event hub)"));
+            };
+            let Ok(cs) = std::env::var(CONNECTION_STRING_ENV) else {
+                return Err(fail(format!(
+                    "--event-hubs needs the connection string in the environment variable {CONNECTION_STRING_ENV}"
+                )));
+            };
+            KafkaSourceConfig::event_hubs(namespace, event_hub, &args.group, SecretString::from(cs))
+        }
+        (Some(bootstrap), None) => {
+            KafkaSourceConfig::new(bootstrap, args.topic.iter().cloned(), &args.group)
+        }
+        (None, None) => return Err(fail("give --bootstrap or --event-hubs")),
+    };
+    config.client_id.clone_from(&args.client_id);
+    config.idle_flush = Some(Duration::from_millis(args.idle_flush_ms.max(1)));
+    for p in &args.properties {
+        let Some((name, value)) = p.split_once('=') else {
+            return Err(fail(format!("-X {p}: expected NAME=VALUE")));
+        };
+        config.properties.insert(name.trim().to_owned(), value.to_owned());
+    }
+    config
+        .validate()
+        .map_err(|e| fail(error_chain(&e)))?;
+    Ok(config)
+}
+
+async fn pipeline(args: &Args) -> Result<Pipeline, ExitCode> {
+    let device = DeviceMapping::from_json(&read(&args.device_mapping)?)
+        .map_err(|e| fail(format!("{}: {e}", args.device_mapping.display())))?;
+    let fhir = FhirMapping::from_json(&read(&args.fhir_mapping)?)
+        .map_err(|e| fail(format!("{}: {e}", args.fhir_mapping.display())))?;
+    let (sink, store): (Arc<dyn FhirSink>, Arc<dyn IdentityStore>) = match (&args.fhir_url, &args.out) {
+        (Some(url), _) => {
+            let Ok(token) = std::env::var(TOKEN_ENV) else {
+                return Err(fail(format!(
+                    "--fhir-url needs a bearer token in the environment variable {TOKEN_ENV} (any value for a server without authentication)"
+                )));
+            };
+            let client = FhirClient::new(url, Arc::new(StaticToken::new(token)), None)
+                .map_err(|e| fail(format!("--fhir-url: {}", error_chain(&e))))?;
+            (
+                Arc::new(FhirClientSink::new(client.clone())),
+                Arc::new(FhirClientIdentityStore::new(client)),
+            )
+        }
+        (None, Some(out)) => (
+            Arc::new(NdjsonSink::new(append(out).await?)),
+            Arc::new(InMemoryIdentityStore::new()),
+        ),
+        (None, None) => return Err(fail("give --fhir-url or --out")),
+    };
+    let dead_letters = Arc::new(NdjsonDeadLetters::new(append(&args.dead_letter).await?));
+    let identity = IdentityResolver::new(
+        store,
+        IdentityOptions {
+            mode: match args.identity {
+                IdentityArg::Create => IdentityMode::Create,
+                IdentityArg::Lookup => IdentityMode::Lookup,
+            },
+            ..IdentityOptions::default()
+        },
+    );
+    let options = PipelineOptions {
+        concurrency: usize::from(args.concurrency),
+        ..PipelineOptions::default()
+    };
+    Pipeline::new(&device, fhir, identity, sink, dead_letters, options)
+        .map_err(|e| fail(format!("{}: {e}", args.device_mapping.display())))
+}
+
+/// Calls `shutdown` on the first SIGINT or SIGTERM.
+fn on_signals(shutdown: ShutdownHandle) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown requested: finishing the messages in flight");
+        shutdown.shutdown();
+    });
+}
+
+async fn run(args: Args) -> ExitCode {
+    let config = match source_config(&args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let pipeline = match pipeline(&args).await {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let mut source = match KafkaSource::new(&config) {
+        Ok(s) => s,
+        Err(e) => return fail(error_chain(&e)),
+    };
+    on_signals(source.shutdown_handle());
+    let result = source
+        .run_pipeline(&pipeline, |outcome, total| {
+            if let Disposition::DeadLettered { reason } = &outcome.disposition {
+                tracing::warn!(reason, "message dead-lettered");
+            }
+            if total.messages % 1000 == 0 {
+                tracing::info!(%total, "progress");
+            }
+        })
+        .await;
+    let closed = source.close().await;
+    let mut code = ExitCode::SUCCESS;
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(e) => {
+            eprintln!(
+                "error: the run stopped ({}); unacknowledged messages will be read again: {}",
+                e.reason_code(),
+                error_chain(&e)
+            );
+            code = ExitCode::from(2);
+            Default::default()
+        }
+    };
+    if let Err(e) = closed {
+        eprintln!("error: {}", error_chain(&e));
+        code = ExitCode::from(2);
+    }
+    eprintln!("{summary}");
+    let mut json = serde_json::to_value(&summary).unwrap_or_default();
+    if let Some(map) = json.as_object_mut() {
+        map.insert(
+            "deadLettered".to_owned(),
+            serde_json::Value::from(summary.dead_lettered()),
+        );
+    }
+    println!("{json}");
+    code
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(run(args))
+}

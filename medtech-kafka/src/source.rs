@@ -1,0 +1,503 @@
+//! [`KafkaSource`]: a consumer-group member as a MedTech [`EventSource`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use carebridge_medtech_mapping::pipeline::{
+    EventSource, MessageOutcome, Pipeline, RunSummary, SourceEvent,
+};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope::{self, Record};
+use crate::{Error, HeaderValues, KafkaSourceConfig, Result};
+
+/// A topic and partition.
+pub type TopicPartition = (String, i32);
+
+/// A delivered, not yet acknowledged message.
+#[derive(Debug)]
+struct Inflight {
+    tp: TopicPartition,
+    offset: i64,
+    /// The assignment generation of `tp` when the message was delivered.
+    generation: u64,
+}
+
+/// Bookkeeping shared between the source and the rebalance callbacks.
+#[derive(Debug, Default)]
+struct State {
+    /// Assigned partitions and the generation of their current assignment.
+    assigned: HashMap<TopicPartition, u64>,
+    generations: u64,
+    /// Delivered messages by position, until acknowledged or their partition is revoked.
+    inflight: BTreeMap<u64, Inflight>,
+    /// Per assigned partition: the offset after the highest acknowledged message.
+    acked_next: HashMap<TopicPartition, i64>,
+    /// Positions handed out and acknowledged (for the idle flush).
+    delivered: Option<u64>,
+    acked: Option<u64>,
+    /// Unacknowledged messages dropped at a revoke (the new owner reads them again).
+    dropped_at_revoke: u64,
+}
+
+impl State {
+    fn outstanding(&self) -> bool {
+        match (self.delivered, self.acked) {
+            (Some(d), Some(a)) => d > a,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
+    /// The committable offsets of `partitions` (or of all assigned partitions).
+    fn commit_list(&self, partitions: Option<&[TopicPartition]>) -> Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for (tp, next) in &self.acked_next {
+            if partitions.is_none_or(|ps| ps.contains(tp)) {
+                tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*next))
+                    .map_err(|e| Error::client("offset list", e))?;
+            }
+        }
+        Ok(tpl)
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock cannot leave the maps half-updated in a way that breaks
+    // at-least-once (offsets only grow); keep going with the inner value.
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+/// The consumer context: forwards librdkafka logs to `tracing` and keeps [`State`] in step
+/// with rebalances.
+struct SourceContext {
+    state: Arc<Mutex<State>>,
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(target: "librdkafka", facility = fac, "{log_message}");
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{log_message}"),
+            L::Notice | L::Info => {
+                tracing::info!(target: "librdkafka", facility = fac, "{log_message}");
+            }
+            L::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let revoked = partitions_of(tpl);
+        let commit = {
+            let mut st = lock(&self.state);
+            let commit = st.commit_list(Some(&revoked));
+            let before = st.inflight.len();
+            st.inflight.retain(|_, m| !revoked.contains(&m.tp));
+            let dropped = (before - st.inflight.len()) as u64;
+            st.dropped_at_revoke += dropped;
+            for tp in &revoked {
+                st.assigned.remove(tp);
+                st.acked_next.remove(tp);
+            }
+            tracing::info!(
+                partitions = ?revoked,
+                unacknowledged_dropped = dropped,
+                "partitions revoked; their unacknowledged messages go to the next owner"
+            );
+            commit
+        };
+        // Commit what was acknowledged before another member takes the partitions over.
+        match commit {
+            Ok(tpl) if tpl.count() > 0 => {
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                    tracing::warn!(error = %e, "commit at revoke failed; the next owner re-reads from the last committed offsets");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot build the commit at revoke"),
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let assigned = partitions_of(tpl);
+                let mut st = lock(&self.state);
+                st.generations += 1;
+                let generation = st.generations;
+                for tp in &assigned {
+                    st.assigned.insert(tp.clone(), generation);
+                }
+                tracing::info!(partitions = ?assigned, "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Stops a [`KafkaSource`]: its pending or next
+/// [`next_event`](EventSource::next_event) returns `None`, so
+/// [`Pipeline::run`] finishes the messages in flight, acknowledges them and returns. Cheap to
+/// clone; hand it to a signal handler.
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownHandle(CancellationToken);
+
+impl ShutdownHandle {
+    /// Asks the source to stop.
+    pub fn shutdown(&self) {
+        self.0.cancel();
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutdown(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+/// A read-only view of a [`KafkaSource`]'s progress, usable while the source is borrowed by a
+/// running pipeline (health checks, tests). Cheap to clone.
+#[derive(Clone)]
+pub struct SourceStatus {
+    state: Arc<Mutex<State>>,
+}
+
+impl fmt::Debug for SourceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceStatus")
+            .field("assigned", &self.assigned_partitions())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceStatus {
+    /// The partitions currently assigned to this member of the group, sorted.
+    pub fn assigned_partitions(&self) -> Vec<TopicPartition> {
+        let mut v: Vec<_> = lock(&self.state).assigned.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Per assigned partition, the offset after the highest acknowledged message: what the
+    /// next commit writes.
+    pub fn acknowledged_offsets(&self) -> BTreeMap<TopicPartition, i64> {
+        lock(&self.state)
+            .acked_next
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Messages delivered but not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.state).inflight.len()
+    }
+
+    /// Unacknowledged messages given up because their partition was revoked (the partition's
+    /// next owner reads them again).
+    pub fn dropped_at_revoke(&self) -> u64 {
+        lock(&self.state).dropped_at_revoke
+    }
+}
+
+/// A member of a Kafka consumer group as a MedTech [`EventSource`], with at-least-once
+/// delivery.
+///
+/// - Each record becomes a [`SourceEvent`] at the next local position (0, 1, 2, ...), its value
+///   the `Body`, its headers the `Properties`, and its metadata the `SystemProperties` under the
+///   Event Hubs names (see the [crate docs](crate#the-event)). A value that is not JSON is
+///   delivered as [`EventPayload::Invalid`](carebridge_medtech_mapping::pipeline::EventPayload)
+///   so the pipeline dead-letters it with its raw text.
+/// - [`ack(position)`](EventSource::ack) stores, for each partition, the offset after its
+///   highest message at or below `position`; librdkafka's auto commit writes stored offsets to
+///   the group (every `auto.commit.interval.ms`, default 5 s), and the source commits
+///   synchronously when partitions are revoked and on [`close`](Self::close). Nothing is
+///   stored before it is acknowledged (`enable.auto.offset.store=false`), so a crash redelivers
+///   at most the unacknowledged tail plus what was acknowledged since the last commit.
+/// - On a rebalance the revoked partitions' acknowledged offsets are committed and their
+///   unacknowledged messages are dropped from the bookkeeping (later acks of them are ignored):
+///   the next owner reads them again.
+pub struct KafkaSource {
+    consumer: Arc<StreamConsumer<SourceContext>>,
+    state: Arc<Mutex<State>>,
+    shutdown: ShutdownHandle,
+    header_values: HeaderValues,
+    idle_flush: Option<Duration>,
+    next_position: u64,
+    group_id: String,
+}
+
+impl fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("group_id", &self.group_id)
+            .field("next_position", &self.next_position)
+            .field("header_values", &self.header_values)
+            .field("idle_flush", &self.idle_flush)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSource {
+    /// Creates the consumer and subscribes to the topics of `config`. Joining the group and
+    /// the partition assignment happen on the first [`next_event`](EventSource::next_event).
+    ///
+    /// Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a setting [`KafkaSourceConfig::validate`] rejects;
+    /// [`Error::Client`] when librdkafka rejects a property (unknown name, bad value, TLS
+    /// without the `ssl` feature) or the subscription.
+    pub fn new(config: &KafkaSourceConfig) -> Result<Self> {
+        let client_config = config.client_config()?;
+        let state = Arc::new(Mutex::new(State::default()));
+        let context = SourceContext {
+            state: state.clone(),
+        };
+        let consumer: StreamConsumer<SourceContext> = client_config
+            .create_with_context(context)
+            .map_err(|e| Error::client("consumer creation", e))?;
+        let topics: Vec<&str> = config.topics.iter().map(|t| t.trim()).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| Error::client("subscription", e))?;
+        tracing::info!(group = %config.group_id, topics = ?topics, "Kafka source subscribed");
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            state,
+            shutdown: ShutdownHandle::default(),
+            header_values: config.header_values,
+            idle_flush: config.idle_flush,
+            next_position: 0,
+            group_id: config.group_id.clone(),
+        })
+    }
+
+    /// A handle that stops this source (for signal handlers and tests).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// A read-only view of the assignment and acknowledged offsets.
+    pub fn status(&self) -> SourceStatus {
+        SourceStatus {
+            state: self.state.clone(),
+        }
+    }
+
+    /// Runs `pipeline` over this source until [`ShutdownHandle::shutdown`] is called, starting
+    /// a new [`Pipeline::run`] each time one ends at an
+    /// [idle flush](KafkaSourceConfig::idle_flush), and returns the totals. `on_message` gets
+    /// each outcome with the running totals of all runs.
+    ///
+    /// Call [`close`](Self::close) afterwards to commit the acknowledged offsets.
+    ///
+    /// # Errors
+    /// The first infrastructure failure of a run (see [`Pipeline::run`]); the messages not
+    /// acknowledged by then are delivered again after a restart.
+    pub async fn run_pipeline<F>(
+        &mut self,
+        pipeline: &Pipeline,
+        mut on_message: F,
+    ) -> carebridge_medtech_mapping::Result<RunSummary>
+    where
+        F: FnMut(&MessageOutcome, &RunSummary) + Send,
+    {
+        let mut total = RunSummary::default();
+        while !self.shutdown.is_shutdown() {
+            pipeline
+                .run(self, |outcome, _| {
+                    total.record(outcome);
+                    on_message(outcome, &total);
+                })
+                .await?;
+        }
+        Ok(total)
+    }
+
+    /// Commits the acknowledged offsets of all assigned partitions now, and waits for the
+    /// broker's answer.
+    ///
+    /// # Errors
+    /// [`Error::Client`] when the commit fails (the offsets stay stored and auto commit
+    /// retries them); [`Error::Interrupted`] if the blocking task was cancelled.
+    pub async fn commit(&self) -> Result<()> {
+        let tpl = lock(&self.state).commit_list(None)?;
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        // A synchronous commit blocks for a broker round trip: keep it off the async workers.
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|_| Error::Interrupted {
+                operation: "offset commit",
+            })?
+            .map_err(|e| Error::client("offset commit", e))
+    }
+
+    /// Commits the acknowledged offsets and leaves the group (so its partitions move to the
+    /// other members at once rather than after the session timeout).
+    ///
+    /// # Errors
+    /// As [`commit`](Self::commit); the consumer is closed in any case.
+    pub async fn close(self) -> Result<()> {
+        let tpl = lock(&self.state).commit_list(None)?;
+        let consumer = self.consumer;
+        tokio::task::spawn_blocking(move || {
+            let committed = if tpl.count() == 0 {
+                Ok(())
+            } else {
+                consumer.commit(&tpl, CommitMode::Sync)
+            };
+            // Dropping the (last handle of the) consumer closes it: it revokes its partitions and
+            // leaves the group.
+            drop(consumer);
+            committed
+        })
+        .await
+        .map_err(|_| Error::Interrupted {
+            operation: "offset commit at close",
+        })?
+        .map_err(|e| Error::client("offset commit at close", e))?;
+        tracing::info!(group = %self.group_id, "Kafka source closed");
+        Ok(())
+    }
+
+    fn deliver(&mut self, msg: &rdkafka::message::OwnedMessage) -> Option<SourceEvent> {
+        let tp = (msg.topic().to_owned(), msg.partition());
+        let position = self.next_position;
+        {
+            let mut st = lock(&self.state);
+            // A record of a partition no longer ours (fetched before a revoke) is not ours to
+            // process: its new owner reads it.
+            let generation = *st.assigned.get(&tp)?;
+            st.inflight.insert(
+                position,
+                Inflight {
+                    tp,
+                    offset: msg.offset(),
+                    generation,
+                },
+            );
+            st.delivered = Some(position);
+        }
+        self.next_position += 1;
+        let record = Record {
+            topic: msg.topic(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            timestamp_ms: msg.timestamp().to_millis(),
+            key: msg.key(),
+            value: msg.payload(),
+        };
+        let headers = msg.headers();
+        let payload = envelope::to_payload(
+            &record,
+            headers
+                .iter()
+                .flat_map(|h| h.iter())
+                .map(|h| (h.key, h.value)),
+            self.header_values,
+        );
+        Some(SourceEvent { position, payload })
+    }
+}
+
+impl EventSource for KafkaSource {
+    async fn next_event(&mut self) -> carebridge_medtech_mapping::Result<Option<SourceEvent>> {
+        loop {
+            if self.shutdown.is_shutdown() {
+                return Ok(None);
+            }
+            let flush = self
+                .idle_flush
+                .filter(|_| lock(&self.state).outstanding());
+            let received = tokio::select! {
+                biased;
+                () = self.shutdown.0.cancelled() => return Ok(None),
+                r = self.consumer.recv() => r.map(|m| m.detach()),
+                () = tokio::time::sleep(flush.unwrap_or(Duration::ZERO)), if flush.is_some() => {
+                    tracing::trace!("idle with unacknowledged messages: ending the run to acknowledge them");
+                    return Ok(None);
+                }
+            };
+            match received {
+                Ok(msg) => {
+                    if let Some(event) = self.deliver(&msg) {
+                        return Ok(Some(event));
+                    }
+                }
+                Err(e) => {
+                    if let Some((code, reason)) = self.consumer.client().fatal_error() {
+                        tracing::error!(%code, reason, "fatal Kafka consumer error");
+                        return Err(Error::Client {
+                            operation: "receive",
+                            source: crate::error::ClientError::fatal(e),
+                        }
+                        .into_pipeline("Kafka receive"));
+                    }
+                    // Transient (broker down, topic not yet created, ...): librdkafka retries.
+                    tracing::warn!(error = %e, "Kafka consumer error; continuing");
+                }
+            }
+        }
+    }
+
+    async fn ack(&mut self, position: u64) -> carebridge_medtech_mapping::Result<()> {
+        let tpl = {
+            let mut st = lock(&self.state);
+            let rest = st.inflight.split_off(&position.saturating_add(1));
+            let done = std::mem::replace(&mut st.inflight, rest);
+            st.acked = Some(st.acked.map_or(position, |a| a.max(position)));
+            let mut changed: HashMap<TopicPartition, i64> = HashMap::new();
+            for m in done.into_values() {
+                if st.assigned.get(&m.tp) != Some(&m.generation) {
+                    continue; // revoked since delivery: the new owner re-reads it
+                }
+                let next = m.offset.saturating_add(1);
+                let entry = st.acked_next.entry(m.tp.clone()).or_insert(next);
+                *entry = (*entry).max(next);
+                changed.insert(m.tp, *entry);
+            }
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), next) in &changed {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                    .map_err(|e| Error::client("offset store", e).into_pipeline("Kafka offset store"))?;
+            }
+            tpl
+        };
+        if tpl.count() > 0 {
+            self.consumer
+                .store_offsets(&tpl)
+                .map_err(|e| Error::client("offset store", e).into_pipeline("Kafka offset store"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! Consumer-group behaviour: at-least-once after a crash, partitions split between members.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use carebridge_medtech_kafka::KafkaSource;
+use carebridge_medtech_mapping::pipeline::EventSource;
+
+use crate::support::{bounded, cluster, config, harness, heart_rate, next, partition_offset, Producer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_before_ack_redelivers_exactly_the_unacknowledged_messages() {
+    bounded(async {
+        let topic = "crash";
+        let cluster = cluster(topic, 3);
+        let bootstrap = cluster.bootstrap_servers();
+        let producer = Producer::new(&bootstrap);
+        for i in 0..12u32 {
+            producer.send(topic, (i % 3) as i32, None, heart_rate("d", i).as_bytes(), &[]);
+        }
+
+        let mut first = KafkaSource::new(&config(&bootstrap, topic, "crashers")).unwrap();
+        let mut delivered = Vec::new();
+        while delivered.len() < 12 {
+            delivered.push(next(&mut first).await);
+        }
+        // Acknowledge the first 7 deliveries only (whatever partitions they came from), then
+        // "crash": the consumer goes away without acknowledging the rest.
+        first.ack(delivered[6].position).await.unwrap();
+        drop(first);
+        let acked: BTreeSet<(i32, i64)> = delivered[..7].iter().map(partition_offset).collect();
+        let unacked: BTreeSet<(i32, i64)> = delivered[7..].iter().map(partition_offset).collect();
+        assert_eq!(acked.len() + unacked.len(), 12);
+
+        let mut second = KafkaSource::new(&config(&bootstrap, topic, "crashers")).unwrap();
+        let mut redelivered = BTreeSet::new();
+        while redelivered.len() < unacked.len() {
+            let e = next(&mut second).await;
+            assert!(
+                redelivered.insert(partition_offset(&e)),
+                "delivered twice to the same consumer"
+            );
+        }
+        assert_eq!(redelivered, unacked, "exactly the unacknowledged messages come again");
+        // Nothing acknowledged comes again: after one new record per partition, the next
+        // records are exactly those.
+        let mut markers = BTreeSet::new();
+        for p in 0..3 {
+            producer.send(topic, p, None, heart_rate("marker", 50).as_bytes(), &[]);
+            markers.insert((p, 4));
+        }
+        let mut after = BTreeSet::new();
+        while after.len() < 3 {
+            after.insert(partition_offset(&next(&mut second).await));
+        }
+        assert_eq!(after, markers);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_split_the_partitions_and_process_each_message_once() {
+    bounded(async {
+        let topic = "split";
+        let partitions = 4;
+        let total = 40u64;
+        let cluster = cluster(topic, partitions);
+        let bootstrap = cluster.bootstrap_servers();
+        let h = harness();
+        let processed = Arc::new(AtomicU64::new(0));
+
+        let mut members = Vec::new();
+        let mut stops = Vec::new();
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            let mut source = KafkaSource::new(&config(&bootstrap, topic, "pair")).unwrap();
+            stops.push(source.shutdown_handle());
+            statuses.push(source.status());
+            let pipeline = h.pipeline.clone();
+            let processed = processed.clone();
+            members.push(tokio::spawn(async move {
+                let summary = source
+                    .run_pipeline(&pipeline, |_, _| {
+                        processed.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .await;
+                source.close().await.unwrap();
+                summary.unwrap()
+            }));
+        }
+        // Produce only once the group is stable, so no rebalance hands a message to both.
+        loop {
+            let assigned: Vec<_> = statuses.iter().map(|s| s.assigned_partitions()).collect();
+            if assigned.iter().all(|a| !a.is_empty())
+                && assigned.iter().map(Vec::len).sum::<usize>() == partitions as usize
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let a: BTreeSet<_> = statuses[0].assigned_partitions().into_iter().collect();
+        let b: BTreeSet<_> = statuses[1].assigned_partitions().into_iter().collect();
+        assert!(a.is_disjoint(&b), "{a:?} and {b:?} overlap");
+
+        let producer = Producer::new(&bootstrap);
+        for i in 0..total {
+            let device = format!("d{}", i % 7);
+            producer.send(topic, (i % 4) as i32, Some(&device), heart_rate(&device, i as u32).as_bytes(), &[]);
+        }
+        while processed.load(Ordering::SeqCst) < total {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for s in &stops {
+            s.shutdown();
+        }
+        let mut summaries = Vec::new();
+        for m in members {
+            summaries.push(m.await.unwrap());
+        }
+        assert!(summaries.iter().all(|s| s.messages > 0), "both members worked: {summaries:?}");
+        assert_eq!(summaries.iter().map(|s| s.messages).sum::<u64>(), total);
+        assert_eq!(summaries.iter().map(|s| s.observations_created).sum::<u64>(), total);
+        assert_eq!(
+            summaries.iter().map(|s| s.observations_unchanged + s.observations_updated).sum::<u64>(),
+            0,
+            "no message was processed twice"
+        );
+        assert_eq!(h.sink.observations().len() as u64, total);
+    })
+    .await;
+}
