@@ -104,15 +104,19 @@ impl AlternateEndpoint {
                 }
             }
         })?;
-        let body = carebridge_fhir_model::json::to_vec(resource).map_err(|e| Error::InvalidResource {
-            resource_type: resource.resource_type().as_str().to_owned(),
-            issues: vec![e.to_string()],
-        })?;
+        let body =
+            carebridge_fhir_model::json::to_vec(resource).map_err(|e| Error::InvalidResource {
+                resource_type: resource.resource_type().as_str().to_owned(),
+                issues: vec![e.to_string()],
+            })?;
         let response = self
             .http
             .post(self.url.clone())
             .header(CONTENT_TYPE, "application/fhir+json")
-            .header(AUTHORIZATION, format!("Bearer {}", token.secret().expose_secret()))
+            .header(
+                AUTHORIZATION,
+                format!("Bearer {}", token.secret().expose_secret()),
+            )
             .body(body)
             .send()
             .await
@@ -167,8 +171,12 @@ pub(crate) fn summarize(content_type: Option<&str>, body: &[u8]) -> Option<Strin
         }
         let code = |v: &serde_json::Value| -> Option<String> {
             match v {
-                serde_json::Value::String(s) if s.len() <= 64 && !s.contains(' ') => Some(s.clone()),
-                serde_json::Value::Object(o) => o.get("code").and_then(|c| c.as_str()).map(str::to_owned),
+                serde_json::Value::String(s) if s.len() <= 64 && !s.contains(' ') => {
+                    Some(s.clone())
+                }
+                serde_json::Value::Object(o) => {
+                    o.get("code").and_then(|c| c.as_str()).map(str::to_owned)
+                }
                 _ => None,
             }
         };
@@ -194,11 +202,17 @@ mod tests {
     #[test]
     fn summaries_carry_no_free_text() {
         let oo = br#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid","diagnostics":"John Doe born 1970"}]}"#;
-        assert_eq!(summarize(None, oo).as_deref(), Some("OperationOutcome: error/invalid"));
+        assert_eq!(
+            summarize(None, oo).as_deref(),
+            Some("OperationOutcome: error/invalid")
+        );
         let e = br#"{"error":{"code":"InvalidTemplate","message":"patient Jane Roe"}}"#;
         assert_eq!(summarize(None, e).as_deref(), Some("error=InvalidTemplate"));
         let text = b"Jane Roe not allowed";
-        assert_eq!(summarize(Some("text/plain"), text).as_deref(), Some("text/plain body of 20 bytes"));
+        assert_eq!(
+            summarize(Some("text/plain"), text).as_deref(),
+            Some("text/plain body of 20 bytes")
+        );
         assert_eq!(summarize(None, b""), None);
     }
 

@@ -55,7 +55,9 @@ impl AttributeValue {
                 Some(d) => Self::DateTime(d),
                 None => Self::Text(s.clone()),
             },
-            ContextValue::EntityReference { id, logical_name, .. } => Self::Lookup {
+            ContextValue::EntityReference {
+                id, logical_name, ..
+            } => Self::Lookup {
                 id: *id,
                 table: Some(logical_name.clone()),
             },
@@ -215,8 +217,14 @@ impl ChangeEvent {
             carebridge_dataverse_client::Error::Decode { path, source, .. } => Error::input(
                 path,
                 match source.classify() {
-                    serde_json::error::Category::Data => "value has the wrong type or is missing".to_owned(),
-                    _ => format!("not JSON (line {}, column {})", source.line(), source.column()),
+                    serde_json::error::Category::Data => {
+                        "value has the wrong type or is missing".to_owned()
+                    }
+                    _ => format!(
+                        "not JSON (line {}, column {})",
+                        source.line(),
+                        source.column()
+                    ),
                 },
             ),
             other => Error::input(".", other.to_string()),
@@ -229,8 +237,12 @@ impl ChangeEvent {
     /// # Errors
     /// As [`from_webhook`](Self::from_webhook).
     pub fn from_context(ctx: &RemoteExecutionContext, image_alias: Option<&str>) -> Result<Self> {
-        let message = Message::from_message_name(&ctx.message_name)
-            .ok_or_else(|| Error::input("MessageName", "writeback handles Create and Update messages only"))?;
+        let message = Message::from_message_name(&ctx.message_name).ok_or_else(|| {
+            Error::input(
+                "MessageName",
+                "writeback handles Create and Update messages only",
+            )
+        })?;
         if !ctx.has_input_parameters {
             return Err(Error::input(
                 "InputParameters",
@@ -242,7 +254,10 @@ impl ChangeEvent {
             .ok_or_else(|| Error::input("InputParameters.Target", "is not an Entity"))?;
         let image = ctx.post_entity_image(image_alias);
         if image_alias.is_some() && image.is_none() {
-            return Err(Error::input("PostEntityImages", "the configured image alias is missing"));
+            return Err(Error::input(
+                "PostEntityImages",
+                "the configured image alias is missing",
+            ));
         }
         let table = ctx
             .primary_entity_name
@@ -312,7 +327,9 @@ impl ChangeEvent {
             (Some(c), Some(m)) if c == m => Message::Create,
             _ => Message::Update,
         };
-        let initiating_user_id = attributes.get("modifiedby").and_then(AttributeValue::as_uuid);
+        let initiating_user_id = attributes
+            .get("modifiedby")
+            .and_then(AttributeValue::as_uuid);
         Ok(Self {
             table: table.to_owned(),
             record_id,
@@ -354,7 +371,10 @@ impl DeltaTokenStore for InMemoryDeltaTokenStore {
     }
 
     async fn save(&self, table: &str, token: &DeltaToken) -> Result<()> {
-        self.tokens.lock().await.insert(table.to_owned(), token.clone());
+        self.tokens
+            .lock()
+            .await
+            .insert(table.to_owned(), token.clone());
         Ok(())
     }
 }
@@ -459,7 +479,8 @@ mod tests {
         assert!(!e.attributes.keys().any(|k| k.contains('@')));
         let debug = format!("{e:?}");
         assert!(!debug.contains("555"), "{debug}");
-        let missing: Record = serde_json::from_value(serde_json::json!({"telephone1": "1"})).unwrap();
+        let missing: Record =
+            serde_json::from_value(serde_json::json!({"telephone1": "1"})).unwrap();
         assert!(matches!(
             ChangeEvent::from_record("contact", &missing),
             Err(Error::InvalidInput { path, .. }) if path == "contactid"
@@ -470,7 +491,10 @@ mod tests {
     fn value_accessors() {
         assert_eq!(AttributeValue::Text("true".into()).as_bool(), Some(true));
         assert_eq!(AttributeValue::Number(1.into()).as_bool(), Some(true));
-        assert_eq!(AttributeValue::OptionSet(935_000_000).as_option(), Some(935_000_000));
+        assert_eq!(
+            AttributeValue::OptionSet(935_000_000).as_option(),
+            Some(935_000_000)
+        );
         assert_eq!(
             AttributeValue::from_context(&ContextValue::String("/Date(0)/".into())),
             AttributeValue::DateTime(DateTime::<Utc>::UNIX_EPOCH)

@@ -45,7 +45,10 @@ pub(crate) enum Selection<'a> {
 }
 
 /// Picks the entity map for `event` and applies the writeback rules of seed 001.
-pub(crate) fn select<'a>(config: &'a WritebackConfig, event: &ChangeEvent) -> Result<Selection<'a>> {
+pub(crate) fn select<'a>(
+    config: &'a WritebackConfig,
+    event: &ChangeEvent,
+) -> Result<Selection<'a>> {
     let candidates: Vec<&EntityMap> = config
         .entity_maps
         .iter()
@@ -106,7 +109,10 @@ pub(crate) fn select<'a>(config: &'a WritebackConfig, event: &ChangeEvent) -> Re
         }
     }
     for a in map.active_attribute_maps().filter(|a| a.required) {
-        if event.attribute(&a.attribute).is_none_or(AttributeValue::is_null) {
+        if event
+            .attribute(&a.attribute)
+            .is_none_or(AttributeValue::is_null)
+        {
             return Err(Error::MissingRequiredAttribute {
                 map: map.name.clone(),
                 attribute: a.attribute.clone(),
@@ -123,7 +129,11 @@ pub(crate) fn select<'a>(config: &'a WritebackConfig, event: &ChangeEvent) -> Re
 }
 
 /// Converts a column value for its element; `None` removes the element.
-pub(crate) fn convert(map: &EntityMap, a: &AttributeMap, value: &AttributeValue) -> Result<Option<Node>> {
+pub(crate) fn convert(
+    map: &EntityMap,
+    a: &AttributeMap,
+    value: &AttributeValue,
+) -> Result<Option<Node>> {
     let fail = |reason: &str| Error::Conversion {
         map: map.name.clone(),
         attribute: a.attribute.clone(),
@@ -172,7 +182,8 @@ pub(crate) fn convert(map: &EntityMap, a: &AttributeMap, value: &AttributeValue)
                 AttributeValue::DateTime(d) => d.date_naive(),
                 AttributeValue::Text(s) => {
                     let head = s.get(..10).unwrap_or(s);
-                    chrono::NaiveDate::parse_from_str(head, "%Y-%m-%d").map_err(|_| fail("not a date"))?
+                    chrono::NaiveDate::parse_from_str(head, "%Y-%m-%d")
+                        .map_err(|_| fail("not a date"))?
                 }
                 _ => return Err(fail("not a date")),
             };
@@ -189,7 +200,9 @@ pub(crate) fn convert(map: &EntityMap, a: &AttributeMap, value: &AttributeValue)
             Node::String(d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         }
         Conversion::OptionSet { values } => {
-            let v = value.as_option().ok_or_else(|| fail("not a choice value"))?;
+            let v = value
+                .as_option()
+                .ok_or_else(|| fail("not a choice value"))?;
             let code = values
                 .iter()
                 .find(|(k, _)| k.trim().parse::<i64>().ok() == Some(v))
@@ -200,7 +213,11 @@ pub(crate) fn convert(map: &EntityMap, a: &AttributeMap, value: &AttributeValue)
         Conversion::Reference { resource_type } => {
             let id = match value {
                 AttributeValue::Text(s) if !s.trim().is_empty() => s.trim().to_owned(),
-                _ => return Err(fail("a reference needs the referenced resource's FHIR id as text")),
+                _ => {
+                    return Err(fail(
+                        "a reference needs the referenced resource's FHIR id as text",
+                    ))
+                }
             };
             Node::Object(vec![(
                 "reference".to_owned(),
@@ -237,7 +254,11 @@ pub(crate) fn apply(target: &mut Node, map: &EntityMap, event: &ChangeEvent) -> 
 
 /// Applies an expansion record to the parent resource: updates the array item matching
 /// `match_on`, or appends a new one.
-pub(crate) fn apply_expansion(resource: &mut Node, map: &EntityMap, event: &ChangeEvent) -> Result<usize> {
+pub(crate) fn apply_expansion(
+    resource: &mut Node,
+    map: &EntityMap,
+    event: &ChangeEvent,
+) -> Result<usize> {
     let Some(x) = &map.expansion else {
         return apply(resource, map, event);
     };
@@ -264,7 +285,10 @@ pub(crate) fn apply_expansion(resource: &mut Node, map: &EntityMap, event: &Chan
     };
     let want = key_of(&fresh);
     // Locate the array (created when missing).
-    let mut holder = resource.field(&element).cloned().unwrap_or(Node::Array(Vec::new()));
+    let mut holder = resource
+        .field(&element)
+        .cloned()
+        .unwrap_or(Node::Array(Vec::new()));
     let Node::Array(items) = &mut holder else {
         return Err(path_err("is not an array".into()));
     };
@@ -294,14 +318,19 @@ pub(crate) fn to_resource(node: &Node, resource_type: &str) -> Result<Resource> 
     let resource: Resource = json::from_str(&text).map_err(|e| Error::InvalidResource {
         resource_type: resource_type.to_owned(),
         issues: vec![match e {
-            carebridge_fhir_model::Error::Parse { path, message, .. } => format!("{path}: {message}"),
+            carebridge_fhir_model::Error::Parse { path, message, .. } => {
+                format!("{path}: {message}")
+            }
             other => other.to_string(),
         }],
     })?;
     if resource.resource_type().as_str() != resource_type {
         return Err(Error::InvalidResource {
             resource_type: resource_type.to_owned(),
-            issues: vec![format!("resourceType is {}", resource.resource_type().as_str())],
+            issues: vec![format!(
+                "resourceType is {}",
+                resource.resource_type().as_str()
+            )],
         });
     }
     let issues: Vec<String> = resource
@@ -376,11 +405,23 @@ mod tests {
     #[test]
     fn selection_rules() {
         let c = config();
-        assert_eq!(selected(&c, &contact(935_000_000, Some(true))), Ok("contact-Patient".into()));
-        assert_eq!(selected(&c, &contact(935_000_000, Some(false))), Err("NoConsent".into()));
-        assert_eq!(selected(&c, &contact(935_000_000, None)), Err("NoConsent".into()));
+        assert_eq!(
+            selected(&c, &contact(935_000_000, Some(true))),
+            Ok("contact-Patient".into())
+        );
+        assert_eq!(
+            selected(&c, &contact(935_000_000, Some(false))),
+            Err("NoConsent".into())
+        );
+        assert_eq!(
+            selected(&c, &contact(935_000_000, None)),
+            Err("NoConsent".into())
+        );
         // Practitioners need no consent.
-        assert_eq!(selected(&c, &contact(935_000_001, None)), Ok("contact-Practitioner".into()));
+        assert_eq!(
+            selected(&c, &contact(935_000_001, None)),
+            Ok("contact-Practitioner".into())
+        );
         let mut create = contact(935_000_001, None);
         create.message = Message::Create;
         assert_eq!(selected(&c, &create), Err("MessageNotSupported".into()));
@@ -388,7 +429,9 @@ mod tests {
         assert!(err.contains("invalid contact type"), "{err}");
         let mut no_type = contact(0, Some(true));
         no_type.attributes.remove("msemr_contacttype");
-        assert!(selected(&c, &no_type).unwrap_err().contains("invalid contact type"));
+        assert!(selected(&c, &no_type)
+            .unwrap_err()
+            .contains("invalid contact type"));
         let acct = ChangeEvent::new("account", Uuid::nil(), Message::Update, BTreeMap::new())
             .with_attribute("name", AttributeValue::Text("x".into()));
         assert_eq!(selected(&c, &acct), Err("WritebackDisabled".into()));
@@ -402,13 +445,32 @@ mod tests {
     #[test]
     fn expansion_needs_parent_link_and_required_attributes() {
         let c = config();
-        let e = ChangeEvent::new("msemr_medicalidentifier", Uuid::nil(), Message::Update, BTreeMap::new())
-            .with_attribute("msemr_value", AttributeValue::Text("1".into()));
+        let e = ChangeEvent::new(
+            "msemr_medicalidentifier",
+            Uuid::nil(),
+            Message::Update,
+            BTreeMap::new(),
+        )
+        .with_attribute("msemr_value", AttributeValue::Text("1".into()));
         let err = selected(&c, &e).unwrap_err();
         assert!(err.contains("`msemr_patient`"), "{err}");
-        let e = ChangeEvent::new("msemr_medicalidentifier", Uuid::nil(), Message::Update, BTreeMap::new())
-            .with_attribute("msemr_patient", AttributeValue::Lookup { id: Uuid::nil(), table: None })
-            .with_attribute("msemr_identifiersystem", AttributeValue::Text("urn:x".into()));
+        let e = ChangeEvent::new(
+            "msemr_medicalidentifier",
+            Uuid::nil(),
+            Message::Update,
+            BTreeMap::new(),
+        )
+        .with_attribute(
+            "msemr_patient",
+            AttributeValue::Lookup {
+                id: Uuid::nil(),
+                table: None,
+            },
+        )
+        .with_attribute(
+            "msemr_identifiersystem",
+            AttributeValue::Text("urn:x".into()),
+        );
         let err = selected(&c, &e).unwrap_err();
         assert!(err.contains("`msemr_value`"), "{err}");
     }
@@ -417,17 +479,38 @@ mod tests {
     fn conversions() {
         let c = config();
         let map = c.map("contact-Patient").unwrap();
-        let a = |name: &str| map.attribute_maps.iter().find(|a| a.attribute == name).unwrap();
-        let d = convert(map, a("birthdate"), &AttributeValue::Text("1980-05-06T00:00:00Z".into())).unwrap();
+        let a = |name: &str| {
+            map.attribute_maps
+                .iter()
+                .find(|a| a.attribute == name)
+                .unwrap()
+        };
+        let d = convert(
+            map,
+            a("birthdate"),
+            &AttributeValue::Text("1980-05-06T00:00:00Z".into()),
+        )
+        .unwrap();
         assert_eq!(d, Some(Node::String("1980-05-06".into())));
-        let d = convert(map, a("birthdate"), &AttributeValue::DateTime(chrono::DateTime::UNIX_EPOCH)).unwrap();
+        let d = convert(
+            map,
+            a("birthdate"),
+            &AttributeValue::DateTime(chrono::DateTime::UNIX_EPOCH),
+        )
+        .unwrap();
         assert_eq!(d, Some(Node::String("1970-01-01".into())));
-        assert_eq!(convert(map, a("birthdate"), &AttributeValue::Null).unwrap(), None);
+        assert_eq!(
+            convert(map, a("birthdate"), &AttributeValue::Null).unwrap(),
+            None
+        );
         assert!(convert(map, a("birthdate"), &AttributeValue::Text("soon".into())).is_err());
         let g = convert(map, a("gendercode"), &AttributeValue::OptionSet(2)).unwrap();
         assert_eq!(g, Some(Node::String("female".into())));
         let err = convert(map, a("gendercode"), &AttributeValue::OptionSet(9)).unwrap_err();
-        assert!(matches!(&err, Error::Conversion { attribute, .. } if attribute == "gendercode"), "{err:?}");
+        assert!(
+            matches!(&err, Error::Conversion { attribute, .. } if attribute == "gendercode"),
+            "{err:?}"
+        );
         let am = |conversion| AttributeMap {
             attribute: "x".into(),
             element: "x".into(),
@@ -442,22 +525,43 @@ mod tests {
             Some(Node::Number("72.5".into()))
         );
         assert_eq!(
-            convert(map, &am(Conversion::Integer), &AttributeValue::Text("42".into())).unwrap(),
+            convert(
+                map,
+                &am(Conversion::Integer),
+                &AttributeValue::Text("42".into())
+            )
+            .unwrap(),
             Some(Node::Number("42".into()))
         );
-        assert!(convert(map, &am(Conversion::Integer), &AttributeValue::Number(5_000_000_000i64.into())).is_err());
+        assert!(convert(
+            map,
+            &am(Conversion::Integer),
+            &AttributeValue::Number(5_000_000_000i64.into())
+        )
+        .is_err());
         assert_eq!(
             convert(map, &am(Conversion::Boolean), &AttributeValue::Bool(false)).unwrap(),
             Some(Node::Bool(false))
         );
         assert_eq!(
-            convert(map, &am(Conversion::DateTime), &AttributeValue::Text("2026-01-02T03:04:05+01:00".into())).unwrap(),
+            convert(
+                map,
+                &am(Conversion::DateTime),
+                &AttributeValue::Text("2026-01-02T03:04:05+01:00".into())
+            )
+            .unwrap(),
             Some(Node::String("2026-01-02T02:04:05Z".into()))
         );
         assert_eq!(
-            convert(map, &am(Conversion::Reference { resource_type: "Practitioner".into() }), &AttributeValue::Text("p1".into()))
-                .unwrap()
-                .map(|n| n.to_json()),
+            convert(
+                map,
+                &am(Conversion::Reference {
+                    resource_type: "Practitioner".into()
+                }),
+                &AttributeValue::Text("p1".into())
+            )
+            .unwrap()
+            .map(|n| n.to_json()),
             Some(r#"{"reference":"Practitioner/p1"}"#.into())
         );
         assert!(convert(map, &am(Conversion::String), &AttributeValue::Unsupported).is_err());
@@ -478,14 +582,23 @@ mod tests {
         assert_eq!(apply(&mut node, map, &e).unwrap(), 2);
         let text = node.to_json();
         assert!(text.contains(r#""valueDecimal":1.50"#), "{text}");
-        assert!(text.contains(r#"{"system":"phone","value":"555"}"#), "{text}");
+        assert!(
+            text.contains(r#"{"system":"phone","value":"555"}"#),
+            "{text}"
+        );
         assert!(text.contains(r#""birthDate":"1980-05-06""#), "{text}");
         let r = to_resource(&node, "Patient").unwrap();
         assert_eq!(r.id(), Some("p1"));
         let bad = Node::parse(r#"{"resourceType":"Patient","birthDate":"not a date"}"#).unwrap();
-        assert!(matches!(to_resource(&bad, "Patient"), Err(Error::InvalidResource { .. })));
+        assert!(matches!(
+            to_resource(&bad, "Patient"),
+            Err(Error::InvalidResource { .. })
+        ));
         let wrong = Node::parse(r#"{"resourceType":"Practitioner"}"#).unwrap();
-        assert!(matches!(to_resource(&wrong, "Patient"), Err(Error::InvalidResource { .. })));
+        assert!(matches!(
+            to_resource(&wrong, "Patient"),
+            Err(Error::InvalidResource { .. })
+        ));
     }
 
     #[test]
@@ -496,17 +609,39 @@ mod tests {
             r#"{"resourceType":"Patient","identifier":[{"system":"urn:a","value":"1"},{"system":"urn:b","value":"2","use":"usual"}]}"#,
         )
         .unwrap();
-        let e = ChangeEvent::new("msemr_medicalidentifier", Uuid::nil(), Message::Update, BTreeMap::new())
-            .with_attribute("msemr_patient", AttributeValue::Lookup { id: Uuid::nil(), table: None })
-            .with_attribute("msemr_identifiersystem", AttributeValue::Text("urn:b".into()))
-            .with_attribute("msemr_value", AttributeValue::Text("22".into()));
+        let e = ChangeEvent::new(
+            "msemr_medicalidentifier",
+            Uuid::nil(),
+            Message::Update,
+            BTreeMap::new(),
+        )
+        .with_attribute(
+            "msemr_patient",
+            AttributeValue::Lookup {
+                id: Uuid::nil(),
+                table: None,
+            },
+        )
+        .with_attribute(
+            "msemr_identifiersystem",
+            AttributeValue::Text("urn:b".into()),
+        )
+        .with_attribute("msemr_value", AttributeValue::Text("22".into()));
         apply_expansion(&mut node, map, &e).unwrap();
         assert_eq!(
             node.to_json(),
             r#"{"resourceType":"Patient","identifier":[{"system":"urn:a","value":"1"},{"system":"urn:b","value":"22","use":"usual"}]}"#
         );
-        let e = e.with_attribute("msemr_identifiersystem", AttributeValue::Text("urn:c".into()));
+        let e = e.with_attribute(
+            "msemr_identifiersystem",
+            AttributeValue::Text("urn:c".into()),
+        );
         apply_expansion(&mut node, map, &e).unwrap();
-        assert!(node.to_json().ends_with(r#"{"system":"urn:c","value":"22"}]}"#), "{}", node.to_json());
+        assert!(
+            node.to_json()
+                .ends_with(r#"{"system":"urn:c","value":"22"}]}"#),
+            "{}",
+            node.to_json()
+        );
     }
 }

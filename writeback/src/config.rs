@@ -124,7 +124,11 @@ impl OAuthSettings {
         }
         match &self.client_secret_env {
             Some(var) => std::env::var(var).map(SecretString::from).map_err(|_| {
-                Error::config(None, None, format!("{what}: environment variable `{var}` is not set"))
+                Error::config(
+                    None,
+                    None,
+                    format!("{what}: environment variable `{var}` is not set"),
+                )
             }),
             None => Err(Error::config(
                 None,
@@ -252,7 +256,11 @@ pub(crate) fn pluralize(table: &str) -> String {
             return format!("{stem}ies");
         }
     }
-    if table.ends_with('s') || table.ends_with('x') || table.ends_with("ch") || table.ends_with("sh") {
+    if table.ends_with('s')
+        || table.ends_with('x')
+        || table.ends_with("ch")
+        || table.ends_with("sh")
+    {
         return format!("{table}es");
     }
     format!("{table}s")
@@ -348,7 +356,11 @@ impl WritebackConfig {
             {
                 reason.to_owned()
             } else {
-                format!("invalid value (line {}, column {})", inner.line(), inner.column())
+                format!(
+                    "invalid value (line {}, column {})",
+                    inner.line(),
+                    inner.column()
+                )
             };
             Error::ConfigurationJson { path, reason }
         })?;
@@ -384,13 +396,20 @@ impl WritebackConfig {
         }
         if let Some(alt) = &self.integration.alternate_endpoint {
             check_url(&alt.url, "integration.alternate_endpoint.url")?;
-            check_oauth(&alt.credentials, "integration.alternate_endpoint.credentials")?;
+            check_oauth(
+                &alt.credentials,
+                "integration.alternate_endpoint.credentials",
+            )?;
         }
         if self.contact.table.is_empty()
             || self.contact.consent_attribute.is_empty()
             || self.contact.contact_type_attribute.is_empty()
         {
-            return Err(Error::config(None, None, "contact: table and attribute names must not be empty"));
+            return Err(Error::config(
+                None,
+                None,
+                "contact: table and attribute names must not be empty",
+            ));
         }
         let mut names = BTreeSet::new();
         let mut roots = BTreeMap::new();
@@ -403,27 +422,55 @@ impl WritebackConfig {
                 return Err(Error::config(m, None, "duplicate entity map name"));
             }
             if !is_logical_name(&map.table) {
-                return Err(Error::config(m, None, "table must be a Dataverse logical name (lower case letters, digits, _)"));
+                return Err(Error::config(
+                    m,
+                    None,
+                    "table must be a Dataverse logical name (lower case letters, digits, _)",
+                ));
             }
             if let Some(set) = &map.entity_set {
                 if !is_logical_name(set) {
-                    return Err(Error::config(m, None, "entity_set must be letters, digits and _"));
+                    return Err(Error::config(
+                        m,
+                        None,
+                        "entity_set must be letters, digits and _",
+                    ));
                 }
             }
-            if map.resource_type.parse::<carebridge_fhir_model::ResourceType>().is_err() {
-                return Err(Error::config(m, None, "resource_type is not a FHIR R4 resource type"));
+            if map
+                .resource_type
+                .parse::<carebridge_fhir_model::ResourceType>()
+                .is_err()
+            {
+                return Err(Error::config(
+                    m,
+                    None,
+                    "resource_type is not a FHIR R4 resource type",
+                ));
             }
             if map.writeback_enabled && map.supported_messages.is_empty() {
-                return Err(Error::config(m, None, "writeback is enabled but no supported messages are set"));
+                return Err(Error::config(
+                    m,
+                    None,
+                    "writeback is enabled but no supported messages are set",
+                ));
             }
             if map.expansion.is_none() && !is_logical_name(&map.fhir_id_attribute) {
-                return Err(Error::config(m, None, "fhir_id_attribute must be a column logical name"));
+                return Err(Error::config(
+                    m,
+                    None,
+                    "fhir_id_attribute must be a column logical name",
+                ));
             }
             let mut attributes = BTreeSet::new();
             for a in &map.attribute_maps {
                 let at = Some(a.attribute.as_str());
                 if !is_logical_name(&a.attribute) {
-                    return Err(Error::config(m, at, "attribute must be a column logical name"));
+                    return Err(Error::config(
+                        m,
+                        at,
+                        "attribute must be a column logical name",
+                    ));
                 }
                 if !attributes.insert(a.attribute.as_str()) && !a.disabled {
                     // The same column may feed several elements; flag only exact duplicates.
@@ -437,46 +484,71 @@ impl WritebackConfig {
                         return Err(Error::config(m, at, "duplicate attribute map"));
                     }
                 }
-                ElementPath::parse(&a.element, &map.resource_type)
-                    .map_err(|reason| Error::config(m, at, format!("element `{}`: {reason}", a.element)))?;
+                ElementPath::parse(&a.element, &map.resource_type).map_err(|reason| {
+                    Error::config(m, at, format!("element `{}`: {reason}", a.element))
+                })?;
                 match &a.conversion {
                     Conversion::OptionSet { values } => {
                         if values.is_empty() {
-                            return Err(Error::config(m, at, "option_set conversion without values"));
+                            return Err(Error::config(
+                                m,
+                                at,
+                                "option_set conversion without values",
+                            ));
                         }
                         if let Some(k) = values.keys().find(|k| k.trim().parse::<i64>().is_err()) {
-                            return Err(Error::config(m, at, format!("option_set key `{k}` is not a choice value (integer)")));
+                            return Err(Error::config(
+                                m,
+                                at,
+                                format!("option_set key `{k}` is not a choice value (integer)"),
+                            ));
                         }
                     }
-                    Conversion::Reference { resource_type } => {
-                        if resource_type.parse::<carebridge_fhir_model::ResourceType>().is_err() {
-                            return Err(Error::config(m, at, "reference resource_type is not a FHIR R4 resource type"));
-                        }
+                    Conversion::Reference { resource_type }
+                        if resource_type
+                            .parse::<carebridge_fhir_model::ResourceType>()
+                            .is_err() =>
+                    {
+                        return Err(Error::config(
+                            m,
+                            at,
+                            "reference resource_type is not a FHIR R4 resource type",
+                        ));
                     }
                     _ => {}
                 }
             }
             match &map.expansion {
                 None => {
-                    if let Some(other) = roots.insert(map.resource_type.as_str(), map.name.as_str()) {
+                    if let Some(other) = roots.insert(map.resource_type.as_str(), map.name.as_str())
+                    {
                         if !map.disabled {
                             return Err(Error::config(
                                 m,
                                 None,
-                                format!("a second root entity map for {} (first: `{other}`)", map.resource_type),
+                                format!(
+                                    "a second root entity map for {} (first: `{other}`)",
+                                    map.resource_type
+                                ),
                             ));
                         }
                     }
                 }
                 Some(x) => {
                     if !is_logical_name(&x.parent_link_attribute) {
-                        return Err(Error::config(m, None, "expansion.parent_link_attribute must be a column logical name"));
+                        return Err(Error::config(
+                            m,
+                            None,
+                            "expansion.parent_link_attribute must be a column logical name",
+                        ));
                     }
-                    ElementPath::parse(&x.element, &map.resource_type)
-                        .map_err(|reason| Error::config(m, None, format!("expansion.element: {reason}")))?;
+                    ElementPath::parse(&x.element, &map.resource_type).map_err(|reason| {
+                        Error::config(m, None, format!("expansion.element: {reason}"))
+                    })?;
                     for p in &x.match_on {
-                        ElementPath::parse(p, &map.resource_type)
-                            .map_err(|reason| Error::config(m, None, format!("expansion.match_on `{p}`: {reason}")))?;
+                        ElementPath::parse(p, &map.resource_type).map_err(|reason| {
+                            Error::config(m, None, format!("expansion.match_on `{p}`: {reason}"))
+                        })?;
                     }
                 }
             }
@@ -484,7 +556,11 @@ impl WritebackConfig {
         for map in &self.entity_maps {
             if let Some(x) = &map.expansion {
                 let parent = self.map(&x.parent_map).ok_or_else(|| {
-                    Error::config(Some(&map.name), None, format!("expansion parent map `{}` does not exist", x.parent_map))
+                    Error::config(
+                        Some(&map.name),
+                        None,
+                        format!("expansion parent map `{}` does not exist", x.parent_map),
+                    )
                 })?;
                 if parent.expansion.is_some() || parent.resource_type != map.resource_type {
                     return Err(Error::config(
@@ -508,17 +584,29 @@ fn is_logical_name(s: &str) -> bool {
 fn check_url(url: &str, what: &str) -> Result<()> {
     match url::Url::parse(url) {
         Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => Ok(()),
-        _ => Err(Error::config(None, None, format!("{what} must be an absolute http(s) URL"))),
+        _ => Err(Error::config(
+            None,
+            None,
+            format!("{what} must be an absolute http(s) URL"),
+        )),
     }
 }
 
 fn check_oauth(c: &OAuthSettings, what: &str) -> Result<()> {
     check_url(&c.token_url, &format!("{what}.token_url"))?;
     if c.client_id.trim().is_empty() {
-        return Err(Error::config(None, None, format!("{what}.client_id is empty")));
+        return Err(Error::config(
+            None,
+            None,
+            format!("{what}.client_id is empty"),
+        ));
     }
     if c.client_secret.is_none() && c.client_secret_env.is_none() {
-        return Err(Error::config(None, None, format!("{what}: client_secret or client_secret_env is required")));
+        return Err(Error::config(
+            None,
+            None,
+            format!("{what}: client_secret or client_secret_env is required"),
+        ));
     }
     Ok(())
 }
@@ -575,7 +663,10 @@ mod tests {
             matches!(&err, Error::InvalidConfiguration { attribute: Some(a), .. } if a == "birthdate"),
             "{err:?}"
         );
-        let bad = CONFIG.replace("\"parent_map\": \"contact-Patient\"", "\"parent_map\": \"nope\"");
+        let bad = CONFIG.replace(
+            "\"parent_map\": \"contact-Patient\"",
+            "\"parent_map\": \"nope\"",
+        );
         let err = WritebackConfig::from_json(&bad).unwrap_err();
         assert!(
             matches!(&err, Error::InvalidConfiguration { map: Some(m), .. } if m == "identifiers"),
@@ -595,8 +686,14 @@ mod tests {
     #[test]
     fn pluralizes_like_dataverse_defaults() {
         assert_eq!(pluralize("contact"), "contacts");
-        assert_eq!(pluralize("msemr_allergyintolerance"), "msemr_allergyintolerances");
-        assert_eq!(pluralize("msemr_careteamcategory"), "msemr_careteamcategories");
+        assert_eq!(
+            pluralize("msemr_allergyintolerance"),
+            "msemr_allergyintolerances"
+        );
+        assert_eq!(
+            pluralize("msemr_careteamcategory"),
+            "msemr_careteamcategories"
+        );
         assert_eq!(pluralize("msemr_address"), "msemr_addresses");
         assert_eq!(pluralize("msemr_day"), "msemr_days");
     }

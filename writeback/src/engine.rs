@@ -52,7 +52,9 @@ impl Written {
                 version_id: Some(v),
                 ..
             } => Some(format!("{resource_type}/{id}/_history/{v}")),
-            Self::Fhir { resource_type, id, .. } => Some(format!("{resource_type}/{id}")),
+            Self::Fhir {
+                resource_type, id, ..
+            } => Some(format!("{resource_type}/{id}")),
             Self::Alternate { .. } => None,
         }
     }
@@ -162,7 +164,9 @@ impl Writeback {
         match Arc::try_unwrap(self.inner) {
             Ok(mut inner) => {
                 f(&mut inner);
-                Self { inner: Arc::new(inner) }
+                Self {
+                    inner: Arc::new(inner),
+                }
             }
             Err(shared) => {
                 let mut inner = Inner {
@@ -174,7 +178,9 @@ impl Writeback {
                     provenance: shared.provenance.clone(),
                 };
                 f(&mut inner);
-                Self { inner: Arc::new(inner) }
+                Self {
+                    inner: Arc::new(inner),
+                }
             }
         }
     }
@@ -241,18 +247,34 @@ impl Writeback {
                     entry.description = format!("Skipped: {}", reason.describe());
                 } else {
                     let warned = outcome.issues.iter().any(|i| i.severity == "warning");
-                    outcome.status = if warned { LogStatus::Warning } else { LogStatus::Success };
+                    outcome.status = if warned {
+                        LogStatus::Warning
+                    } else {
+                        LogStatus::Success
+                    };
                     entry.description = match &outcome.written {
-                        Some(Written::Fhir { resource_type, created: true, .. }) => format!("{resource_type} created"),
-                        Some(Written::Fhir { resource_type, .. }) => format!("{resource_type} updated"),
-                        Some(Written::Alternate { .. }) => "Sent to the alternate endpoint".to_owned(),
+                        Some(Written::Fhir {
+                            resource_type,
+                            created: true,
+                            ..
+                        }) => format!("{resource_type} created"),
+                        Some(Written::Fhir { resource_type, .. }) => {
+                            format!("{resource_type} updated")
+                        }
+                        Some(Written::Alternate { .. }) => {
+                            "Sent to the alternate endpoint".to_owned()
+                        }
                         None => "Processed".to_owned(),
                     };
                     if warned {
-                        entry.description.push_str(" (message processed with warnings)");
+                        entry
+                            .description
+                            .push_str(" (message processed with warnings)");
                     }
                     entry.target = match &outcome.written {
-                        Some(Written::Alternate { status }) => Some(format!("alternate endpoint (HTTP {status})")),
+                        Some(Written::Alternate { status }) => {
+                            Some(format!("alternate endpoint (HTTP {status})"))
+                        }
                         Some(w) => w.versioned_reference(),
                         None => None,
                     };
@@ -314,10 +336,13 @@ impl Writeback {
             Selection::Write(map) => map,
         };
         outcome.entity_map = Some(map.name.clone());
-        let resource_type: ResourceType = map
-            .resource_type
-            .parse()
-            .map_err(|_| Error::config(Some(&map.name), None, "resource_type is not a FHIR R4 resource type"))?;
+        let resource_type: ResourceType = map.resource_type.parse().map_err(|_| {
+            Error::config(
+                Some(&map.name),
+                None,
+                "resource_type is not a FHIR R4 resource type",
+            )
+        })?;
 
         // Which FHIR resource, and how to compose it.
         let (id, create) = match &map.expansion {
@@ -378,10 +403,13 @@ impl Writeback {
         let id = id.unwrap_or_default();
         let mut reapplied = false;
         loop {
-            let current = fhir.read(resource_type, &id).await?.ok_or_else(|| Error::FhirNotFound {
-                resource_type: map.resource_type.clone(),
-                id: id.clone(),
-            })?;
+            let current =
+                fhir.read(resource_type, &id)
+                    .await?
+                    .ok_or_else(|| Error::FhirNotFound {
+                        resource_type: map.resource_type.clone(),
+                        id: id.clone(),
+                    })?;
             let resource = self.compose_update(map, event, &current)?;
             self.validate(&resource, outcome).await?;
             if let Some(alt) = &self.inner.alternate {
@@ -396,7 +424,9 @@ impl Writeback {
                     return Ok(());
                 }
                 Err(e) if is_precondition_failed(&e) && !reapplied => {
-                    tracing::info!("FHIR resource changed underneath (412): re-reading and re-applying once");
+                    tracing::info!(
+                        "FHIR resource changed underneath (412): re-reading and re-applying once"
+                    );
                     reapplied = true;
                     outcome.issues.clear();
                 }
@@ -411,7 +441,12 @@ impl Writeback {
         }
     }
 
-    fn compose_update(&self, map: &EntityMap, event: &ChangeEvent, current: &Versioned) -> Result<Resource> {
+    fn compose_update(
+        &self,
+        map: &EntityMap,
+        event: &ChangeEvent,
+        current: &Versioned,
+    ) -> Result<Resource> {
         let text = json::to_string(&current.resource).map_err(|e| Error::InvalidResource {
             resource_type: map.resource_type.clone(),
             issues: vec![e.to_string()],
@@ -432,7 +467,10 @@ impl Writeback {
     async fn validate(&self, resource: &Resource, outcome: &mut Outcome) -> Result<()> {
         let verdict: OperationOutcome = self.inner.fhir.validate(resource).await?;
         let failed = verdict.issue.iter().any(|i| {
-            matches!(i.severity.value(), Some(IssueSeverity::Error | IssueSeverity::Fatal))
+            matches!(
+                i.severity.value(),
+                Some(IssueSeverity::Error | IssueSeverity::Fatal)
+            )
         });
         if failed {
             return Err(Error::ValidationFailed {
@@ -444,14 +482,24 @@ impl Writeback {
             .issue
             .iter()
             .filter(|i| {
-                matches!(i.severity.value(), Some(IssueSeverity::Warning | IssueSeverity::Information))
+                matches!(
+                    i.severity.value(),
+                    Some(IssueSeverity::Warning | IssueSeverity::Information)
+                )
             })
             .map(ChildLog::from_issue)
             .collect();
         Ok(())
     }
 
-    async fn wrote(&self, written: Versioned, created: bool, map: &EntityMap, event: &ChangeEvent, outcome: &mut Outcome) {
+    async fn wrote(
+        &self,
+        written: Versioned,
+        created: bool,
+        map: &EntityMap,
+        event: &ChangeEvent,
+        outcome: &mut Outcome,
+    ) {
         let w = Written::Fhir {
             resource_type: map.resource_type.clone(),
             id: written.resource.id().unwrap_or_default().to_owned(),
@@ -460,7 +508,11 @@ impl Writeback {
         };
         let target = w.versioned_reference().unwrap_or_default();
         outcome.written = Some(w);
-        let message = if created { Message::Create } else { Message::Update };
+        let message = if created {
+            Message::Create
+        } else {
+            Message::Update
+        };
         let p = provenance::build(
             &self.inner.provenance,
             &target,
@@ -486,7 +538,12 @@ impl Writeback {
 
     /// The FHIR id of an expansion record's parent, read from Dataverse; `None` when the parent
     /// is a patient without consent.
-    async fn parent_fhir_id(&self, map: &EntityMap, parent: &EntityMap, event: &ChangeEvent) -> Result<Option<String>> {
+    async fn parent_fhir_id(
+        &self,
+        map: &EntityMap,
+        parent: &EntityMap,
+        event: &ChangeEvent,
+    ) -> Result<Option<String>> {
         let missing = || Error::MissingRequiredAttribute {
             map: map.name.clone(),
             attribute: map
@@ -509,13 +566,25 @@ impl Writeback {
         let record: Record = self
             .inner
             .dataverse
-            .get_record(&parent.entity_set(), parent_id, Some(&Query::new().select(columns)))
+            .get_record(
+                &parent.entity_set(),
+                parent_id,
+                Some(&Query::new().select(columns)),
+            )
             .await
             .map_err(|e| Error::dataverse("read parent record", e))?;
-        if patient_contact && record.get(&contact.consent_attribute).and_then(serde_json::Value::as_bool) != Some(true) {
+        if patient_contact
+            && record
+                .get(&contact.consent_attribute)
+                .and_then(serde_json::Value::as_bool)
+                != Some(true)
+        {
             return Ok(None);
         }
-        match record.get(&parent.fhir_id_attribute).and_then(serde_json::Value::as_str) {
+        match record
+            .get(&parent.fhir_id_attribute)
+            .and_then(serde_json::Value::as_str)
+        {
             Some(id) if !id.trim().is_empty() => Ok(Some(id.trim().to_owned())),
             _ => Err(Error::MissingFhirId {
                 map: parent.name.clone(),

@@ -140,7 +140,9 @@ pub enum Error {
     },
 
     /// A column value could not be converted for its FHIR element.
-    #[error("cannot convert attribute `{attribute}` of entity map `{map}` for `{element}`: {reason}")]
+    #[error(
+        "cannot convert attribute `{attribute}` of entity map `{map}` for `{element}`: {reason}"
+    )]
     Conversion {
         /// The entity map.
         map: String,
@@ -175,7 +177,10 @@ pub enum Error {
     },
 
     /// `$validate` on the FHIR service reported error or fatal issues; nothing was sent.
-    #[error("FHIR $validate rejected the {resource_type} ({} error issue(s))", outcome_errors(outcome))]
+    #[error(
+        "FHIR $validate rejected the {resource_type} ({} error issue(s))",
+        outcome_errors(outcome)
+    )]
     ValidationFailed {
         /// The resource type.
         resource_type: String,
@@ -325,7 +330,11 @@ impl Error {
 
     /// Wraps a FHIR client error, classifying credential failures as
     /// [`Error::InvalidConnectivity`].
-    pub(crate) fn fhir(stage: Stage, resource_type: &str, err: carebridge_fhir_client::Error) -> Self {
+    pub(crate) fn fhir(
+        stage: Stage,
+        resource_type: &str,
+        err: carebridge_fhir_client::Error,
+    ) -> Self {
         let fatal = match &err {
             carebridge_fhir_client::Error::Auth { source, .. } => is_connectivity(source),
             // The FHIR service refuses the token even after a refresh: the application
@@ -347,7 +356,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn dataverse(operation: &'static str, err: carebridge_dataverse_client::Error) -> Self {
+    pub(crate) fn dataverse(
+        operation: &'static str,
+        err: carebridge_dataverse_client::Error,
+    ) -> Self {
         Self::Dataverse {
             operation,
             source: Box::new(err),
@@ -360,7 +372,13 @@ pub(crate) fn is_connectivity(err: &carebridge_auth::Error) -> bool {
     use carebridge_auth::{Error as A, OAuthErrorCode as C};
     match err {
         A::TokenEndpoint { status, oauth } => match oauth.as_deref().map(|o| &o.code) {
-            Some(C::InvalidClient | C::UnauthorizedClient | C::InvalidRequest | C::InvalidScope | C::InvalidGrant) => true,
+            Some(
+                C::InvalidClient
+                | C::UnauthorizedClient
+                | C::InvalidRequest
+                | C::InvalidScope
+                | C::InvalidGrant,
+            ) => true,
             Some(_) => false,
             None => matches!(status, 400 | 401 | 403),
         },
@@ -383,6 +401,9 @@ mod tests {
     fn configuration_errors_name_map_and_attribute() {
         let e = Error::config(Some("Patient"), Some("birthdate"), "unknown conversion");
         let text = e.to_string();
-        assert!(text.contains("`Patient`") && text.contains("`birthdate`"), "{text}");
+        assert!(
+            text.contains("`Patient`") && text.contains("`birthdate`"),
+            "{text}"
+        );
     }
 }

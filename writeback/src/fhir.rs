@@ -113,7 +113,11 @@ async fn validate_typed<R: FhirResource>(client: &FhirClient, r: &R) -> Result<O
     }
 }
 
-async fn update_typed<R: FhirResource>(client: &FhirClient, r: &R, if_match: Option<&str>) -> Result<Versioned> {
+async fn update_typed<R: FhirResource>(
+    client: &FhirClient,
+    r: &R,
+    if_match: Option<&str>,
+) -> Result<Versioned> {
     let options = UpdateOptions {
         if_match: if_match.map(str::to_owned),
     };
@@ -124,7 +128,11 @@ async fn update_typed<R: FhirResource>(client: &FhirClient, r: &R, if_match: Opt
         .map_err(|e| Error::fhir(Stage::Write, R::TYPE.as_str(), e))
 }
 
-async fn create_typed<R: FhirResource>(client: &FhirClient, r: &R, stage: Stage) -> Result<Versioned> {
+async fn create_typed<R: FhirResource>(
+    client: &FhirClient,
+    r: &R,
+    stage: Stage,
+) -> Result<Versioned> {
     client
         .create(r, None)
         .await

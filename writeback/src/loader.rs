@@ -8,7 +8,9 @@ use futures::TryStreamExt;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::config::{AttributeMap, Conversion, EntityMap, ExpansionMap, Message, DEFAULT_FHIR_ID_ATTRIBUTE};
+use crate::config::{
+    AttributeMap, Conversion, EntityMap, ExpansionMap, Message, DEFAULT_FHIR_ID_ATTRIBUTE,
+};
 use crate::{Error, Result};
 
 /// Entity sets and columns of the entity-map and attribute-map tables. Microsoft documents the
@@ -125,7 +127,10 @@ fn lookup(r: &Record, column: &str) -> Option<Uuid> {
 /// [`Error::Dataverse`] when a query fails; [`Error::InvalidConfiguration`] naming the map (and
 /// attribute) for a row without a required field, an unknown message value or conversion type,
 /// or a value map that is not JSON.
-pub async fn load_entity_maps(client: &DataverseClient, names: &MapTableNames) -> Result<Vec<EntityMap>> {
+pub async fn load_entity_maps(
+    client: &DataverseClient,
+    names: &MapTableNames,
+) -> Result<Vec<EntityMap>> {
     let n = names;
     let query = Query::new().include_annotations(annotations::FORMATTED_VALUE);
     let rows: Vec<Record> = client
@@ -146,22 +151,36 @@ pub async fn load_entity_maps(client: &DataverseClient, names: &MapTableNames) -
         let id = row.id(&n.entity_map_id);
         let name = text(row, &n.name).unwrap_or_else(|| format!("entity map #{i}"));
         let m = Some(name.as_str());
-        let table = text(row, &n.entity_name)
-            .ok_or_else(|| Error::config(m, None, format!("`{}` (Entity Name) is empty", n.entity_name)))?;
-        let resource_type = text(row, &n.fhir_resource)
-            .ok_or_else(|| Error::config(m, None, format!("`{}` (Azure FHIR Resource) is empty", n.fhir_resource)))?;
+        let table = text(row, &n.entity_name).ok_or_else(|| {
+            Error::config(
+                m,
+                None,
+                format!("`{}` (Entity Name) is empty", n.entity_name),
+            )
+        })?;
+        let resource_type = text(row, &n.fhir_resource).ok_or_else(|| {
+            Error::config(
+                m,
+                None,
+                format!("`{}` (Azure FHIR Resource) is empty", n.fhir_resource),
+            )
+        })?;
         let mut supported = Vec::new();
         if let Some(list) = row.get(&n.supported_messages).and_then(Value::as_str) {
             for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let v: i64 = part
-                    .parse()
-                    .map_err(|_| Error::config(m, None, "Supported Messages is not a list of choice values"))?;
+                let v: i64 = part.parse().map_err(|_| {
+                    Error::config(m, None, "Supported Messages is not a list of choice values")
+                })?;
                 supported.push(if v == n.message_values.0 {
                     Message::Create
                 } else if v == n.message_values.1 {
                     Message::Update
                 } else {
-                    return Err(Error::config(m, None, format!("unknown Supported Messages value {v}")));
+                    return Err(Error::config(
+                        m,
+                        None,
+                        format!("unknown Supported Messages value {v}"),
+                    ));
                 });
             }
         }
@@ -203,11 +222,16 @@ pub async fn load_entity_maps(client: &DataverseClient, names: &MapTableNames) -
             continue;
         };
         let m = Some(map.name.clone());
-        let attribute = text(row, &n.attribute_name)
-            .ok_or_else(|| Error::config(m.as_deref(), None, "an attribute map has no Attribute Name"))?;
+        let attribute = text(row, &n.attribute_name).ok_or_else(|| {
+            Error::config(m.as_deref(), None, "an attribute map has no Attribute Name")
+        })?;
         let at = Some(attribute.clone());
         let element = text(row, &n.fhir_element).ok_or_else(|| {
-            Error::config(m.as_deref(), at.as_deref(), "the attribute map has no FHIR element")
+            Error::config(
+                m.as_deref(),
+                at.as_deref(),
+                "the attribute map has no FHIR element",
+            )
         })?;
         let kind = text(row, &n.attribute_type).unwrap_or_else(|| "string".to_owned());
         let extra = text(row, &n.value_map);
@@ -223,14 +247,26 @@ pub async fn load_entity_maps(client: &DataverseClient, names: &MapTableNames) -
                     .as_deref()
                     .map(serde_json::from_str)
                     .transpose()
-                    .map_err(|_| Error::config(m.as_deref(), at.as_deref(), "the value map is not a JSON object of strings"))?
+                    .map_err(|_| {
+                        Error::config(
+                            m.as_deref(),
+                            at.as_deref(),
+                            "the value map is not a JSON object of strings",
+                        )
+                    })?
                     .unwrap_or_default();
                 Conversion::OptionSet { values }
             }
             "reference" | "lookup" => Conversion::Reference {
                 resource_type: extra.unwrap_or_default(),
             },
-            _ => return Err(Error::config(m.as_deref(), at.as_deref(), format!("unknown attribute type `{kind}`"))),
+            _ => {
+                return Err(Error::config(
+                    m.as_deref(),
+                    at.as_deref(),
+                    format!("unknown attribute type `{kind}`"),
+                ))
+            }
         };
         map.attribute_maps.push(AttributeMap {
             attribute,
@@ -243,9 +279,15 @@ pub async fn load_entity_maps(client: &DataverseClient, names: &MapTableNames) -
     }
     let mut out: Vec<EntityMap> = maps.into_iter().map(|(_, m)| m).collect();
     for (child, parent_id) in parents {
-        let parent = parent_id.and_then(|id| by_id.get(&id).cloned()).ok_or_else(|| {
-            Error::config(Some(&child), None, "expansion map without a parent entity map")
-        })?;
+        let parent = parent_id
+            .and_then(|id| by_id.get(&id).cloned())
+            .ok_or_else(|| {
+                Error::config(
+                    Some(&child),
+                    None,
+                    "expansion map without a parent entity map",
+                )
+            })?;
         if let Some(x) = out
             .iter_mut()
             .find(|m| m.name == child)

@@ -59,14 +59,20 @@ pub struct ChildLog {
 }
 
 impl ChildLog {
-    pub(crate) fn from_issue(issue: &carebridge_fhir_model::resources::OperationOutcomeIssue) -> Self {
+    pub(crate) fn from_issue(
+        issue: &carebridge_fhir_model::resources::OperationOutcomeIssue,
+    ) -> Self {
         Self {
             severity: issue
                 .severity
                 .value()
                 .map(|s| s.as_str().to_owned())
                 .unwrap_or_default(),
-            code: issue.code.value().map(|c| c.as_str().to_owned()).unwrap_or_default(),
+            code: issue
+                .code
+                .value()
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default(),
             expression: issue
                 .expression
                 .iter()
@@ -251,7 +257,10 @@ impl DataverseOutcomeLog {
         row.insert(n.description_column.clone(), Value::String(description));
         row.insert(n.category_column.clone(), json!(category));
         row.insert(n.message_column.clone(), Value::String(message));
-        row.insert(n.source_column.clone(), Value::String(n.source_value.clone()));
+        row.insert(
+            n.source_column.clone(),
+            Value::String(n.source_value.clone()),
+        );
         row
     }
 }

@@ -46,7 +46,10 @@ impl ElementPath {
         } else if rest == "$" {
             return Err("the path must name an element".into());
         }
-        if let Some(r) = rest.strip_prefix(resource_type).and_then(|r| r.strip_prefix('.')) {
+        if let Some(r) = rest
+            .strip_prefix(resource_type)
+            .and_then(|r| r.strip_prefix('.'))
+        {
             rest = r;
         }
         if rest.is_empty() {
@@ -65,7 +68,10 @@ impl ElementPath {
                 }
             }
             if name.is_empty() {
-                return Err("an element name is empty or has characters other than letters, digits and _".into());
+                return Err(
+                    "an element name is empty or has characters other than letters, digits and _"
+                        .into(),
+                );
             }
             let mut selector = Selector::None;
             if let Some(&(start, '[')) = chars.peek() {
@@ -87,12 +93,20 @@ impl ElementPath {
                 } else if let Some((k, v)) = inner.split_once('=') {
                     let k = k.trim();
                     let v = v.trim().trim_matches(|c| c == '\'' || c == '"');
-                    if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || v.is_empty() {
+                    if k.is_empty()
+                        || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        || v.is_empty()
+                    {
                         return Err(format!("bad filter `[{inner}]`: expected [element=value]"));
                     }
-                    Selector::Filter { key: k.to_owned(), value: v.to_owned() }
+                    Selector::Filter {
+                        key: k.to_owned(),
+                        value: v.to_owned(),
+                    }
                 } else {
-                    return Err(format!("bad selector `[{inner}]`: expected an index or [element=value]"));
+                    return Err(format!(
+                        "bad selector `[{inner}]`: expected an index or [element=value]"
+                    ));
                 };
             }
             segments.push(Segment { name, selector });
@@ -172,7 +186,9 @@ impl Node {
             return Err("JSON nested too deeply".into());
         }
         let t = text.trim();
-        let err = |e: serde_json::Error| format!("invalid JSON (line {}, column {})", e.line(), e.column());
+        let err = |e: serde_json::Error| {
+            format!("invalid JSON (line {}, column {})", e.line(), e.column())
+        };
         match t.as_bytes().first() {
             Some(b'{') => {
                 let RawMap(entries) = serde_json::from_str(t).map_err(err)?;
@@ -190,9 +206,13 @@ impl Node {
                     .collect::<Result<Vec<_>, _>>()
                     .map(Self::Array)
             }
-            Some(b'"') => serde_json::from_str::<String>(t).map(Self::String).map_err(err),
+            Some(b'"') => serde_json::from_str::<String>(t)
+                .map(Self::String)
+                .map_err(err),
             Some(b't' | b'f') => serde_json::from_str::<bool>(t).map(Self::Bool).map_err(err),
-            Some(b'n') => serde_json::from_str::<()>(t).map(|()| Self::Null).map_err(err),
+            Some(b'n') => serde_json::from_str::<()>(t)
+                .map(|()| Self::Null)
+                .map_err(err),
             Some(b'-' | b'0'..=b'9') => {
                 // Validate, keep the text.
                 serde_json::from_str::<serde_json::Number>(t).map_err(err)?;
@@ -214,7 +234,9 @@ impl Node {
             Self::Null => out.push_str("null"),
             Self::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Self::Number(n) => out.push_str(n),
-            Self::String(s) => out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())),
+            Self::String(s) => {
+                out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()))
+            }
             Self::Array(items) => {
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {
@@ -316,7 +338,9 @@ impl Node {
         let parent = if init.is_empty() {
             self
         } else {
-            self.lookup(&ElementPath { segments: init.to_vec() })?
+            self.lookup(&ElementPath {
+                segments: init.to_vec(),
+            })?
         };
         parent.get(&last.name)
     }
@@ -334,7 +358,10 @@ fn set_in(node: &mut Node, segments: &[Segment], value: Option<Node>) -> Result<
         return Ok(());
     };
     if !matches!(node, Node::Object(_)) {
-        return Err(format!("`{}` is inside a value that is not an object", seg.name));
+        return Err(format!(
+            "`{}` is inside a value that is not an object",
+            seg.name
+        ));
     }
     let removing = value.is_none();
     if rest.is_empty() {
@@ -358,7 +385,13 @@ fn set_in(node: &mut Node, segments: &[Segment], value: Option<Node>) -> Result<
                             }
                         }
                         Some(v) if *i == items.len() => items.push(v),
-                        Some(_) => return Err(format!("index {i} of `{}` is past the end ({} items)", seg.name, items.len())),
+                        Some(_) => {
+                            return Err(format!(
+                                "index {i} of `{}` is past the end ({} items)",
+                                seg.name,
+                                items.len()
+                            ))
+                        }
                         None if *i < items.len() => {
                             items.remove(*i);
                         }
@@ -367,7 +400,10 @@ fn set_in(node: &mut Node, segments: &[Segment], value: Option<Node>) -> Result<
                 }
             }
             Selector::Filter { .. } => {
-                return Err(format!("a filter on the last element `{}` selects an item, not a value", seg.name));
+                return Err(format!(
+                    "a filter on the last element `{}` selects an item, not a value",
+                    seg.name
+                ));
             }
         }
         prune(node, &seg.name);
@@ -407,19 +443,27 @@ fn set_in(node: &mut Node, segments: &[Segment], value: Option<Node>) -> Result<
             }
         }
         (Selector::Filter { key, value: want }, Node::Array(items)) => {
-            let pos = items
-                .iter()
-                .position(|it| it.get(key).and_then(Node::as_text).as_deref() == Some(want.as_str()));
+            let pos = items.iter().position(|it| {
+                it.get(key).and_then(Node::as_text).as_deref() == Some(want.as_str())
+            });
             match pos {
                 Some(p) => items.get_mut(p).ok_or("internal: item vanished")?,
                 None if removing => return Ok(()),
                 None => {
-                    items.push(Node::Object(vec![(key.clone(), Node::String(want.clone()))]));
+                    items.push(Node::Object(vec![(
+                        key.clone(),
+                        Node::String(want.clone()),
+                    )]));
                     items.last_mut().ok_or("internal: empty array")?
                 }
             }
         }
-        (_, _) => return Err(format!("`{}` has an unexpected shape for this path", seg.name)),
+        (_, _) => {
+            return Err(format!(
+                "`{}` has an unexpected shape for this path",
+                seg.name
+            ))
+        }
     };
     set_in(child, rest, value)?;
     if removing {
@@ -453,14 +497,23 @@ mod tests {
         let path = p("telecom[system=phone].value");
         assert_eq!(
             path.segments[0].selector,
-            Selector::Filter { key: "system".into(), value: "phone".into() }
+            Selector::Filter {
+                key: "system".into(),
+                value: "phone".into()
+            }
         );
         let path = p("identifier[system=http://example.org/mrn].value");
         assert_eq!(
             path.segments[0].selector,
-            Selector::Filter { key: "system".into(), value: "http://example.org/mrn".into() }
+            Selector::Filter {
+                key: "system".into(),
+                value: "http://example.org/mrn".into()
+            }
         );
-        assert_eq!(p("name[0].given[1]").segments[1].selector, Selector::Index(1));
+        assert_eq!(
+            p("name[0].given[1]").segments[1].selector,
+            Selector::Index(1)
+        );
         for bad in ["", "$", "name[", "name[x]", "a..b", "a b", "name[=x]"] {
             assert!(ElementPath::parse(bad, "Patient").is_err(), "{bad}");
         }
@@ -479,10 +532,17 @@ mod tests {
             r#"{"resourceType":"Patient","telecom":[{"system":"email","value":"a@b"}],"extension":[{"url":"x","valueDecimal":1.50}]}"#,
         )
         .unwrap();
-        n.set(&p("telecom[system=phone].value"), Some(Node::String("555".into()))).unwrap();
-        n.set(&p("birthDate"), Some(Node::String("1970-01-02".into()))).unwrap();
-        n.set(&p("name[0].family"), Some(Node::String("Doe".into()))).unwrap();
-        n.set(&p("name[0].given[0]"), Some(Node::String("Jo".into()))).unwrap();
+        n.set(
+            &p("telecom[system=phone].value"),
+            Some(Node::String("555".into())),
+        )
+        .unwrap();
+        n.set(&p("birthDate"), Some(Node::String("1970-01-02".into())))
+            .unwrap();
+        n.set(&p("name[0].family"), Some(Node::String("Doe".into())))
+            .unwrap();
+        n.set(&p("name[0].given[0]"), Some(Node::String("Jo".into())))
+            .unwrap();
         assert_eq!(
             n.to_json(),
             r#"{"resourceType":"Patient","telecom":[{"system":"email","value":"a@b"},{"system":"phone","value":"555"}],"extension":[{"url":"x","valueDecimal":1.50}],"birthDate":"1970-01-02","name":[{"family":"Doe","given":["Jo"]}]}"#
@@ -492,13 +552,16 @@ mod tests {
     #[test]
     fn existing_arrays_are_entered_at_the_first_item() {
         let mut n = Node::parse(r#"{"name":[{"family":"Old","given":["A"]}]}"#).unwrap();
-        n.set(&p("name.family"), Some(Node::String("New".into()))).unwrap();
+        n.set(&p("name.family"), Some(Node::String("New".into())))
+            .unwrap();
         assert_eq!(n.to_json(), r#"{"name":[{"family":"New","given":["A"]}]}"#);
     }
 
     #[test]
     fn removal_prunes_empty_containers() {
-        let mut n = Node::parse(r#"{"telecom":[{"system":"phone","value":"1"}],"birthDate":"2000"}"#).unwrap();
+        let mut n =
+            Node::parse(r#"{"telecom":[{"system":"phone","value":"1"}],"birthDate":"2000"}"#)
+                .unwrap();
         n.set(&p("telecom[system=phone].value"), None).unwrap();
         n.set(&p("telecom[system=phone].system"), None).unwrap();
         n.set(&p("birthDate"), None).unwrap();
@@ -511,15 +574,30 @@ mod tests {
         let mut n = Node::parse(r#"{"gender":"male","name":[]}"#).unwrap();
         assert!(n.set(&p("gender.x"), Some(Node::Null)).is_err());
         assert!(n.set(&p("name[3].family"), Some(Node::Null)).is_err());
-        assert!(n.set(&p("telecom[system=phone]"), Some(Node::Null)).is_err());
+        assert!(n
+            .set(&p("telecom[system=phone]"), Some(Node::Null))
+            .is_err());
         assert!(Node::parse(&"[".repeat(100)).is_err());
     }
 
     #[test]
     fn lookup_follows_selectors() {
-        let n = Node::parse(r#"{"identifier":[{"system":"a","value":"1"},{"system":"b","value":"2"}]}"#).unwrap();
-        assert_eq!(n.lookup(&p("identifier[system=b].value")).and_then(Node::as_text).as_deref(), Some("2"));
-        assert_eq!(n.lookup(&p("identifier.value")).and_then(Node::as_text).as_deref(), Some("1"));
+        let n = Node::parse(
+            r#"{"identifier":[{"system":"a","value":"1"},{"system":"b","value":"2"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            n.lookup(&p("identifier[system=b].value"))
+                .and_then(Node::as_text)
+                .as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            n.lookup(&p("identifier.value"))
+                .and_then(Node::as_text)
+                .as_deref(),
+            Some("1")
+        );
         assert_eq!(n.lookup(&p("identifier[5].value")), None);
     }
 }

@@ -94,7 +94,11 @@ pub fn build(
             Coding::from_code(DATA_OPERATION_SYSTEM, code).with_display(display),
         )),
         entity: vec![entity],
-        ..Provenance::new(vec![Reference::literal(target)], Instant::now_utc(), vec![agent])
+        ..Provenance::new(
+            vec![Reference::literal(target)],
+            Instant::now_utc(),
+            vec![agent],
+        )
     }
 }
 
@@ -118,17 +122,32 @@ mod tests {
         assert!(p.validate().is_empty(), "{:?}", p.validate());
         let json = serde_json::to_value(&p).unwrap();
         assert_eq!(json["target"][0]["reference"], "Patient/1/_history/3");
-        assert_eq!(json["activity"]["coding"][0]["system"], DATA_OPERATION_SYSTEM);
+        assert_eq!(
+            json["activity"]["coding"][0]["system"],
+            DATA_OPERATION_SYSTEM
+        );
         assert_eq!(json["activity"]["coding"][0]["code"], "UPDATE");
         assert_eq!(json["agent"][0]["type"]["coding"][0]["code"], "assembler");
-        assert_eq!(json["agent"][0]["onBehalfOf"]["identifier"]["value"], user.to_string());
+        assert_eq!(
+            json["agent"][0]["onBehalfOf"]["identifier"]["value"],
+            user.to_string()
+        );
         assert_eq!(json["entity"][0]["role"], "source");
         assert_eq!(
             json["entity"][0]["what"]["identifier"]["value"],
             format!("contact/{}", Uuid::nil())
         );
-        assert!(json["recorded"].as_str().is_some_and(|r| r.ends_with('Z') || r.contains('+')));
-        let c = build(&ProvenanceSettings::default(), "Patient/1", Message::Create, "contact", Uuid::nil(), None);
+        assert!(json["recorded"]
+            .as_str()
+            .is_some_and(|r| r.ends_with('Z') || r.contains('+')));
+        let c = build(
+            &ProvenanceSettings::default(),
+            "Patient/1",
+            Message::Create,
+            "contact",
+            Uuid::nil(),
+            None,
+        );
         let json = serde_json::to_value(&c).unwrap();
         assert_eq!(json["activity"]["coding"][0]["code"], "CREATE");
         assert!(json["agent"][0].get("onBehalfOf").is_none());
