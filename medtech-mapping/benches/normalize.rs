@@ -1,6 +1,14 @@
-//! Normalize throughput against plain `serde_json` parsing of the same messages.
+//! End-to-end mapping throughput (parse + normalize + group + create Observations, everything a
+//! message costs except I/O) against plain `serde_json` parsing of the same messages, in one run.
 //!
 //! `cargo bench -p carebridge-medtech-mapping --features __bench --bench normalize`
+//!
+//! Rows (each per 1,000 messages):
+//! - `serde_json_parse_only`: the baseline.
+//! - `{jsonpath,jmespath}_normalize`: parse + envelope + normalize.
+//! - `{jsonpath,jmespath}_normalize_transform`: the same, then per message (as `medtech run`
+//!   does) group the measurements and build one `Observation` per group with the FHIR
+//!   destination mapping.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,7 +16,11 @@
     reason = "benchmark harness"
 )]
 
-use carebridge_medtech_mapping::{envelope, DeviceMapping, Normalizer};
+use carebridge_medtech_mapping::{
+    create_observation, envelope, group_measurements, DeviceMapping, FhirMapping, Measurement,
+    Normalizer, ObservationLinks, TransformOptions,
+};
+use chrono::{DateTime, Utc};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::Value;
 
@@ -38,38 +50,98 @@ const JMESPATH_MAPPING: &str = r#"{"templateType": "CollectionContent", "templat
                {"required": true, "valueExpression": "matchedToken.diastolic", "valueName": "diastolic"}]}}
 ]}"#;
 
+/// The FHIR destination mapping of the Learn blood pressure example plus a heart rate type.
+const FHIR_MAPPING: &str = r#"{"templateType": "CollectionFhir", "template": [
+  {"templateType": "CodeValueFhir", "template": {"typeName": "heartrate", "periodInterval": 60,
+    "codes": [{"code": "8867-4", "system": "http://loinc.org", "display": "Heart rate"}],
+    "category": [{"text": "Vital Signs", "codes": [{"code": "vital-signs", "system": "http://terminology.hl7.org/CodeSystem/observation-category"}]}],
+    "value": {"valueName": "hr", "valueType": "Quantity", "unit": "count/min", "system": "http://unitsofmeasure.org", "code": "/min"}}},
+  {"templateType": "CodeValueFhir", "template": {"typeName": "bloodpressure", "periodInterval": 60,
+    "codes": [{"code": "85354-9", "display": "Blood pressure panel with all children optional", "system": "http://loinc.org"}],
+    "category": [{"text": "Vital Signs", "codes": [{"code": "vital-signs", "system": "http://terminology.hl7.org/CodeSystem/observation-category"}]}],
+    "components": [
+      {"codes": [{"code": "8867-4", "display": "Diastolic blood pressure", "system": "http://loinc.org"}],
+       "value": {"valueName": "diastolic", "valueType": "Quantity", "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}},
+      {"codes": [{"code": "8480-6", "display": "Systolic blood pressure", "system": "http://loinc.org"}],
+       "value": {"valueName": "systolic", "valueType": "Quantity", "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]}}
+]}"#;
+
+/// 1,000 device messages of 250–300 bytes from 17 devices and 13 patients: heart rate and blood
+/// pressure alternate, each with device metadata nested one and two levels deep.
 fn messages() -> Vec<String> {
     (0..MESSAGES)
         .map(|i| {
-            if i % 2 == 0 {
-                format!(
-                    r#"{{"heartRate": {}, "deviceId": "device-{}", "patientId": "patient-{}", "endDate": "2023-03-13T22:46:{:02}.875Z", "epochMs": {}, "battery": 87, "firmware": "1.4.2"}}"#,
-                    60 + i % 40, i % 17, i % 13, i % 60, 1_678_747_561_875_i64 + i as i64
-                )
+            let (reading, model) = if i % 2 == 0 {
+                (format!(r#""heartRate": {}"#, 60 + i % 40), "HR-100")
             } else {
-                format!(
-                    r#"{{"systolic": {}, "diastolic": {}, "deviceId": "device-{}", "patientId": "patient-{}", "endDate": "2023-03-13T22:46:{:02}.875Z", "epochMs": {}, "battery": 87, "firmware": "1.4.2"}}"#,
-                    110 + i % 30, 70 + i % 20, i % 17, i % 13, i % 60, 1_678_747_561_875_i64 + i as i64
+                (
+                    format!(r#""systolic": {}, "diastolic": {}"#, 110 + i % 30, 70 + i % 20),
+                    "BP-200",
                 )
-            }
+            };
+            format!(
+                r#"{{{reading}, "deviceId": "device-{}", "patientId": "patient-{}", "endDate": "2023-03-13T22:46:{:02}.875Z", "epochMs": {}, "battery": {}, "firmware": "1.4.2", "meta": {{"model": "{model}", "site": "ward-{}", "signal": {{"rssi": -{}, "snr": {}}}}}}}"#,
+                i % 17,
+                i % 13,
+                i % 60,
+                1_678_747_561_875_i64 + i as i64,
+                40 + i % 60,
+                i % 5,
+                50 + i % 40,
+                5 + i % 20
+            )
         })
         .collect()
 }
 
+/// What `medtech run` does per message after normalization, minus identity resolution and I/O:
+/// group, then build one Observation per group.
+fn transform(
+    measurements: Vec<Measurement>,
+    index: usize,
+    fhir: &FhirMapping,
+    options: &TransformOptions,
+    links: &ObservationLinks,
+    issued: DateTime<Utc>,
+) -> usize {
+    let indexed: Vec<(usize, Measurement)> = measurements.into_iter().map(|m| (index, m)).collect();
+    let groups = group_measurements(&indexed, fhir).unwrap();
+    let mut n = 0;
+    for g in &groups {
+        let template = fhir.template_for(&g.type_name).unwrap();
+        black_box(create_observation(g, template, links, options, issued).unwrap());
+        n += 1;
+    }
+    n
+}
+
 fn bench(c: &mut Criterion) {
     let msgs = messages();
+    let sizes: Vec<usize> = msgs.iter().map(String::len).collect();
+    assert!(sizes.iter().all(|s| (200..=400).contains(s)), "{sizes:?}");
     let jsonpath = Normalizer::new(&DeviceMapping::from_json(JSONPATH_MAPPING).unwrap()).unwrap();
     let jmespath = Normalizer::new(&DeviceMapping::from_json(JMESPATH_MAPPING).unwrap()).unwrap();
-    // Both mappings must yield one measurement per message.
+    let fhir = FhirMapping::from_json(FHIR_MAPPING).unwrap();
+    let options = TransformOptions::default();
+    let links = ObservationLinks {
+        patient_id: Some("p-1".to_owned()),
+        device_id: Some("d-1".to_owned()),
+        encounter_id: None,
+    };
+    let issued = DateTime::parse_from_rfc3339("2023-03-14T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    // Both mappings must yield one measurement and one Observation per message, and the same
+    // measurements.
     for n in [&jsonpath, &jmespath] {
-        let count: usize = msgs
-            .iter()
-            .map(|m| {
-                n.normalize(&envelope(serde_json::from_str(m).unwrap()), 0)
-                    .unwrap()
-                    .len()
-            })
-            .sum();
+        let mut count = 0;
+        for (i, m) in msgs.iter().enumerate() {
+            let ms = n
+                .normalize(&envelope(serde_json::from_str(m).unwrap()), i)
+                .unwrap();
+            assert_eq!(ms.len(), 1);
+            count += transform(ms, i, &fhir, &options, &links, issued);
+        }
         assert_eq!(count, MESSAGES);
     }
 
@@ -82,22 +154,25 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function("jsonpath_content", |b| {
-        b.iter(|| {
-            for (i, m) in msgs.iter().enumerate() {
-                let ev = envelope(serde_json::from_str(m).unwrap());
-                black_box(jsonpath.normalize(&ev, i).unwrap());
-            }
-        })
-    });
-    g.bench_function("calculated_content_jmespath", |b| {
-        b.iter(|| {
-            for (i, m) in msgs.iter().enumerate() {
-                let ev = envelope(serde_json::from_str(m).unwrap());
-                black_box(jmespath.normalize(&ev, i).unwrap());
-            }
-        })
-    });
+    for (name, n) in [("jsonpath", &jsonpath), ("jmespath", &jmespath)] {
+        g.bench_function(format!("{name}_normalize"), |b| {
+            b.iter(|| {
+                for (i, m) in msgs.iter().enumerate() {
+                    let ev = envelope(serde_json::from_str(m).unwrap());
+                    black_box(n.normalize(&ev, i).unwrap());
+                }
+            })
+        });
+        g.bench_function(format!("{name}_normalize_transform"), |b| {
+            b.iter(|| {
+                for (i, m) in msgs.iter().enumerate() {
+                    let ev = envelope(serde_json::from_str(m).unwrap());
+                    let ms = n.normalize(&ev, i).unwrap();
+                    black_box(transform(ms, i, &fhir, &options, &links, issued));
+                }
+            })
+        });
+    }
     g.finish();
 }
 

@@ -1,29 +1,22 @@
-//! JMESPath through the `jmespath` crate, with the MedTech custom functions registered.
+//! JMESPath: parsed by the `jmespath` crate, evaluated by our own interpreter over borrowed
+//! `serde_json` values ([`eval`]), with the MedTech custom functions ([`custom`]).
 //!
 //! Custom functions follow the Microsoft Learn page "How to use custom functions with device
 //! mappings" where it documents a behaviour and iomt-fhir `Microsoft.Health.Expressions`
 //! elsewhere; the differences are listed in `docs/medtech-compatibility.md`.
 
+mod custom;
+mod eval;
+
+use std::borrow::Cow;
 use std::fmt;
-use std::sync::LazyLock;
 
-use chrono::DateTime;
 use jmespath::ast::Ast;
-use jmespath::functions::{ArgumentType, CustomFunction, Signature};
-use jmespath::{Context, ErrorReason, JmespathError, Rcvar, Runtime, RuntimeError, Variable};
-use serde_json::{Number, Value};
+use jmespath::{ErrorReason, JmespathError, Variable};
+use serde_json::Value;
 
-use crate::netvalue::format_instant;
-
-/// Marks runtime errors raised by the custom functions, whose message is carried in `expected`.
-const MARKER: &str = "carebridge-custom-function-error";
-
-static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
-    let mut rt = Runtime::new();
-    rt.register_builtin_functions();
-    register_custom(&mut rt);
-    rt
-});
+use eval::{Ctx, Node};
+pub(crate) use eval::{Overlay, Val};
 
 /// A compiled JMESPath expression evaluated with the MedTech function set.
 ///
@@ -34,25 +27,16 @@ static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
 /// assert_eq!(out, serde_json::json!(90));
 /// # Ok::<(), carebridge_medtech_mapping::JmesPathError>(())
 /// ```
+#[derive(Clone)]
 pub struct JmesPath {
-    expr: jmespath::Expression<'static>,
+    text: String,
+    node: Node,
     projection: bool,
-}
-
-impl Clone for JmesPath {
-    fn clone(&self) -> Self {
-        Self {
-            expr: self.expr.clone(),
-            projection: self.projection,
-        }
-    }
 }
 
 impl fmt::Debug for JmesPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("JmesPath")
-            .field(&self.expr.as_str())
-            .finish()
+        f.debug_tuple("JmesPath").field(&self.text).finish()
     }
 }
 
@@ -68,9 +52,6 @@ impl From<JmespathError> for JmesPathError {
     fn from(e: JmespathError) -> Self {
         let reason = match &e.reason {
             ErrorReason::Parse(p) => format!("parse error at offset {}: {p}", e.offset),
-            ErrorReason::Runtime(RuntimeError::InvalidReturnType {
-                expected, actual, ..
-            }) if actual == MARKER => expected.clone(),
             ErrorReason::Runtime(r) => format!("runtime error at offset {}: {r}", e.offset),
         };
         Self { reason }
@@ -154,21 +135,30 @@ fn is_projection(ast: &Ast) -> bool {
     }
 }
 
+fn too_many() -> JmesPathError {
+    JmesPathError {
+        reason: "Multiple tokens were returned".to_owned(),
+    }
+}
+
 impl JmesPath {
     /// Compiles `text`.
     ///
     /// # Errors
     /// [`JmesPathError`] when the text is not valid JMESPath.
     pub fn parse(text: &str) -> Result<Self, JmesPathError> {
-        let rewritten = legacy_literals(text);
-        let expr = RUNTIME.compile(rewritten.as_deref().unwrap_or(text))?;
-        let projection = is_projection(expr.as_ast());
-        Ok(Self { expr, projection })
+        let text = legacy_literals(text).unwrap_or_else(|| text.to_owned());
+        let ast = jmespath::parse(&text)?;
+        Ok(Self {
+            projection: is_projection(&ast),
+            node: Node::lower(&ast),
+            text,
+        })
     }
 
     /// The expression text (after the legacy literal rewrite, see [`JmesPath::parse`]).
     pub fn as_str(&self) -> &str {
-        self.expr.as_str()
+        &self.text
     }
 
     /// Evaluates the expression and returns the result as JSON.
@@ -177,50 +167,54 @@ impl JmesPath {
     /// [`JmesPathError`] on a runtime error (including a custom function given the wrong
     /// argument type, a division by zero or an overflow).
     pub fn search(&self, data: &Value) -> Result<Value, JmesPathError> {
-        let var = to_var(data)?;
-        self.search_var(&var)
+        Ok(self.eval(&Val::Ref(data))?.to_value())
     }
 
-    pub(crate) fn search_var(&self, data: &Rcvar) -> Result<Value, JmesPathError> {
-        let out = self.expr.search(data.clone())?;
-        Ok(variable_to_json(&out))
+    pub(crate) fn eval<'a>(&'a self, data: &Val<'a>) -> Result<Val<'a>, JmesPathError> {
+        Ctx { text: &self.text }.eval(&self.node, data)
     }
 
     /// Tokens for `typeMatchExpression` (`SelectTokens`): the elements of a projection, or the
     /// single non-null result.
-    pub(crate) fn select_tokens_var(&self, data: &Rcvar) -> Result<Vec<Rcvar>, JmesPathError> {
-        let out = self.expr.search(data.clone())?;
-        if self.projection {
-            if let Variable::Array(items) = &*out {
-                return Ok(items.clone());
-            }
+    pub(crate) fn select_tokens<'a>(
+        &'a self,
+        data: &Val<'a>,
+    ) -> Result<Vec<Cow<'a, Value>>, JmesPathError> {
+        let out = self.eval(data)?;
+        if self.projection && out.array_len().is_some() {
+            return Ok(out
+                .into_elements()
+                .unwrap_or_default()
+                .into_iter()
+                .map(Val::into_cow)
+                .collect());
         }
-        Ok(if out.is_null() { Vec::new() } else { vec![out] })
+        Ok(if out.is_null() {
+            Vec::new()
+        } else {
+            vec![out.into_cow()]
+        })
     }
 
     /// The token for a single-valued expression (`SelectToken`): an error for a projection
     /// with more than one element; `None` for null.
-    pub(crate) fn select_token(&self, data: &Rcvar) -> Result<Option<Value>, JmesPathError> {
-        let out = self.search_var(data)?;
-        if self.projection {
-            if let Value::Array(items) = &out {
-                if items.len() > 1 {
-                    return Err(JmesPathError {
-                        reason: "Multiple tokens were returned".to_owned(),
-                    });
-                }
-            }
+    pub(crate) fn select_token<'a>(
+        &'a self,
+        data: &Val<'a>,
+    ) -> Result<Option<Cow<'a, Value>>, JmesPathError> {
+        let out = self.eval(data)?;
+        if self.projection && out.array_len().is_some_and(|n| n > 1) {
+            return Err(too_many());
         }
-        Ok(if out.is_null() { None } else { Some(out) })
+        Ok(if out.is_null() {
+            None
+        } else {
+            Some(out.into_cow())
+        })
     }
 }
 
-pub(crate) fn to_var(data: &Value) -> Result<Rcvar, JmesPathError> {
-    Variable::try_from(data)
-        .map(Rcvar::new)
-        .map_err(JmesPathError::from)
-}
-
+/// The JSON form of a `jmespath` crate value (expression references become `null`).
 pub(crate) fn variable_to_json(v: &Variable) -> Value {
     match v {
         Variable::Null | Variable::Expref(_) => Value::Null,
@@ -234,248 +228,6 @@ pub(crate) fn variable_to_json(v: &Variable) -> Value {
                 .collect(),
         ),
     }
-}
-
-fn runtime_error(ctx: &Context<'_>, message: String) -> JmespathError {
-    JmespathError::from_ctx(
-        ctx,
-        ErrorReason::Runtime(RuntimeError::InvalidReturnType {
-            expected: message,
-            actual: MARKER.to_owned(),
-            position: 0,
-            invocation: 0,
-        }),
-    )
-}
-
-enum Num {
-    Int(i64),
-    Float(f64),
-}
-
-fn num(v: &Variable) -> Option<Num> {
-    match v {
-        Variable::Number(n) if n.is_f64() => n.as_f64().map(Num::Float),
-        Variable::Number(n) => n
-            .as_i64()
-            .map(Num::Int)
-            .or_else(|| n.as_f64().map(Num::Float)),
-        _ => None,
-    }
-}
-
-fn number_var(n: Num, ctx: &Context<'_>, name: &str) -> Result<Rcvar, JmespathError> {
-    let number = match n {
-        Num::Int(i) => Number::from(i),
-        Num::Float(f) => match Number::from_f64(f) {
-            Some(n) => n,
-            None => {
-                return Err(runtime_error(
-                    ctx,
-                    format!("{name}: result is not a finite number"),
-                ))
-            }
-        },
-    };
-    Ok(Rcvar::new(Variable::Number(number)))
-}
-
-type Arith = fn(i64, i64) -> Option<i64>;
-
-fn register_arith(
-    rt: &mut Runtime,
-    name: &'static str,
-    int_op: Arith,
-    float_op: fn(f64, f64) -> f64,
-) {
-    let sig = Signature::new(vec![ArgumentType::Number, ArgumentType::Number], None);
-    rt.register_function(
-        name,
-        Box::new(CustomFunction::new(
-            sig,
-            Box::new(move |args: &[Rcvar], ctx: &mut Context<'_>| {
-                let (Some(a), Some(b)) = (
-                    args.first().and_then(|a| num(a)),
-                    args.get(1).and_then(|b| num(b)),
-                ) else {
-                    return Err(runtime_error(ctx, format!("{name} expects two numbers")));
-                };
-                match (a, b) {
-                    (Num::Int(x), Num::Int(y)) => match int_op(x, y) {
-                        Some(r) => number_var(Num::Int(r), ctx, name),
-                        None => Err(runtime_error(
-                            ctx,
-                            format!("{name}: the result does not fit in a 64-bit integer"),
-                        )),
-                    },
-                    (a, b) => {
-                        let f = |n: Num| match n {
-                            Num::Int(i) => i as f64,
-                            Num::Float(f) => f,
-                        };
-                        number_var(Num::Float(float_op(f(a), f(b))), ctx, name)
-                    }
-                }
-            }),
-        )),
-    );
-}
-
-fn divide(rt: &mut Runtime) {
-    let sig = Signature::new(vec![ArgumentType::Number, ArgumentType::Number], None);
-    rt.register_function(
-        "divide",
-        Box::new(CustomFunction::new(
-            sig,
-            Box::new(|args: &[Rcvar], ctx: &mut Context<'_>| {
-                let (Some(a), Some(b)) = (
-                    args.first().and_then(|a| num(a)),
-                    args.get(1).and_then(|b| num(b)),
-                ) else {
-                    return Err(runtime_error(ctx, "divide expects two numbers".to_owned()));
-                };
-                match (a, b) {
-                    (Num::Int(_), Num::Int(0)) => {
-                        Err(runtime_error(ctx, "divide: division by zero".to_owned()))
-                    }
-                    // Learn documents divide(40, 50) = 0.8 (iomt-fhir divides integers and
-                    // gives 0); an exact quotient stays an integer.
-                    (Num::Int(x), Num::Int(y)) => match (x.checked_rem(y), x.checked_div(y)) {
-                        (Some(0), Some(q)) => number_var(Num::Int(q), ctx, "divide"),
-                        (Some(_), _) => number_var(Num::Float(x as f64 / y as f64), ctx, "divide"),
-                        _ => Err(runtime_error(ctx, "divide: overflow".to_owned())),
-                    },
-                    (a, b) => {
-                        let f = |n: Num| match n {
-                            Num::Int(i) => i as f64,
-                            Num::Float(f) => f,
-                        };
-                        number_var(Num::Float(f(a) / f(b)), ctx, "divide")
-                    }
-                }
-            }),
-        )),
-    );
-}
-
-fn pow(rt: &mut Runtime) {
-    let sig = Signature::new(vec![ArgumentType::Number, ArgumentType::Number], None);
-    rt.register_function(
-        "pow",
-        Box::new(CustomFunction::new(
-            sig,
-            Box::new(|args: &[Rcvar], ctx: &mut Context<'_>| {
-                let (Some(a), Some(b)) = (
-                    args.first().and_then(|a| num(a)),
-                    args.get(1).and_then(|b| num(b)),
-                ) else {
-                    return Err(runtime_error(ctx, "pow expects two numbers".to_owned()));
-                };
-                match (a, b) {
-                    (Num::Int(x), Num::Int(y)) => {
-                        // iomt-fhir: Convert.ToInt64(Math.Pow(x, y)), which rounds and throws
-                        // on overflow.
-                        let r = (x as f64).powf(y as f64).round();
-                        if (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&r) {
-                            number_var(Num::Int(r as i64), ctx, "pow")
-                        } else {
-                            Err(runtime_error(ctx, "pow: overflow".to_owned()))
-                        }
-                    }
-                    (a, b) => {
-                        let f = |n: Num| match n {
-                            Num::Int(i) => i as f64,
-                            Num::Float(f) => f,
-                        };
-                        number_var(Num::Float(f(a).powf(f(b))), ctx, "pow")
-                    }
-                }
-            }),
-        )),
-    );
-}
-
-fn from_unix(rt: &mut Runtime, name: &'static str, millis: bool) {
-    let sig = Signature::new(vec![ArgumentType::Number], None);
-    rt.register_function(
-        name,
-        Box::new(CustomFunction::new(
-            sig,
-            Box::new(move |args: &[Rcvar], ctx: &mut Context<'_>| {
-                let Some(Num::Int(v)) = args.first().and_then(|a| num(a)) else {
-                    return Err(runtime_error(ctx, format!("{name} expects an integer")));
-                };
-                let dt = if millis {
-                    DateTime::from_timestamp_millis(v)
-                } else {
-                    DateTime::from_timestamp(v, 0)
-                };
-                match dt {
-                    Some(dt) => Ok(Rcvar::new(Variable::String(format_instant(&dt)))),
-                    None => Err(runtime_error(
-                        ctx,
-                        format!("{name}: timestamp out of range"),
-                    )),
-                }
-            }),
-        )),
-    );
-}
-
-fn insert_string(rt: &mut Runtime) {
-    let sig = Signature::new(
-        vec![
-            ArgumentType::String,
-            ArgumentType::String,
-            ArgumentType::Number,
-        ],
-        None,
-    );
-    rt.register_function(
-        "insertString",
-        Box::new(CustomFunction::new(
-            sig,
-            Box::new(|args: &[Rcvar], ctx: &mut Context<'_>| {
-                let (
-                    Some(Variable::String(original)),
-                    Some(Variable::String(insert)),
-                    Some(Num::Int(pos)),
-                ) = (
-                    args.first().map(|a| &**a),
-                    args.get(1).map(|a| &**a),
-                    args.get(2).and_then(|a| num(a)),
-                )
-                else {
-                    return Err(runtime_error(
-                        ctx,
-                        "insertString expects (string, string, integer)".to_owned(),
-                    ));
-                };
-                let chars: Vec<char> = original.chars().collect();
-                let Some(pos) = usize::try_from(pos).ok().filter(|p| *p <= chars.len()) else {
-                    return Err(runtime_error(
-                        ctx,
-                        "insertString: position out of range".to_owned(),
-                    ));
-                };
-                let mut out: String = chars.iter().take(pos).collect();
-                out.push_str(insert);
-                out.extend(chars.iter().skip(pos));
-                Ok(Rcvar::new(Variable::String(out)))
-            }),
-        )),
-    );
-}
-
-fn register_custom(rt: &mut Runtime) {
-    register_arith(rt, "add", i64::checked_add, |a, b| a + b);
-    register_arith(rt, "subtract", i64::checked_sub, |a, b| a - b);
-    register_arith(rt, "multiply", i64::checked_mul, |a, b| a * b);
-    divide(rt);
-    pow(rt);
-    from_unix(rt, "fromUnixTimestamp", false);
-    from_unix(rt, "fromUnixTimestampMs", true);
-    insert_string(rt);
 }
 
 #[cfg(test)]
@@ -609,13 +361,17 @@ mod tests {
 
     #[test]
     fn projections_yield_elements() {
-        let data = to_var(&json!({"Body": {"r": [{"v": 1}, {"v": 2}]}})).unwrap();
+        let data = json!({"Body": {"r": [{"v": 1}, {"v": 2}]}});
+        let data = Val::Ref(&data);
         let p = JmesPath::parse("Body.r[*]").unwrap();
-        assert_eq!(p.select_tokens_var(&data).unwrap().len(), 2);
+        assert_eq!(p.select_tokens(&data).unwrap().len(), 2);
         assert!(p.select_token(&data).is_err());
         let whole = JmesPath::parse("Body.r").unwrap();
-        assert_eq!(whole.select_tokens_var(&data).unwrap().len(), 1);
+        assert_eq!(whole.select_tokens(&data).unwrap().len(), 1);
         let piped = JmesPath::parse("[Body][?contains(keys(@), `r`)] | @[0]").unwrap();
-        assert_eq!(piped.select_tokens_var(&data).unwrap().len(), 1);
+        assert_eq!(piped.select_tokens(&data).unwrap().len(), 1);
     }
 }
+
+#[cfg(test)]
+mod compliance;

@@ -4,12 +4,11 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 
 use chrono::{DateTime, Utc};
-use jmespath::{Rcvar, Variable};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, MappingErrorKind, Result, TemplateProblem, TemplateProblems};
-use crate::jmes::{to_var, variable_to_json, JmesPath, JmesPathError};
+use crate::jmes::{JmesPath, Overlay, Val};
 use crate::jsonpath::JsonPath;
 use crate::load::{child, index};
 use crate::netvalue::{self, Conversion, TimestampError};
@@ -508,7 +507,6 @@ impl Normalizer {
             });
         };
         let mut out = Vec::new();
-        let mut event_var = None;
         for t in &self.templates {
             let mut trace = ex.as_ref().map(|_| TemplateTrace {
                 template_path: t.path.clone(),
@@ -518,15 +516,7 @@ impl Normalizer {
                 type_match_error: None,
                 tokens: Vec::new(),
             });
-            let r = self.run_template(
-                t,
-                event,
-                event_map,
-                &mut event_var,
-                message_index,
-                &mut out,
-                trace.as_mut(),
-            );
+            let r = self.run_template(t, event, event_map, message_index, &mut out, trace.as_mut());
             if let (Some(ex), Some(trace)) = (ex.as_deref_mut(), trace) {
                 ex.templates.push(trace);
             }
@@ -544,7 +534,6 @@ impl Normalizer {
         t: &Compiled,
         event: &Value,
         event_map: &Map<String, Value>,
-        event_var: &mut Option<Rcvar>,
         message_index: usize,
         out: &mut Vec<Measurement>,
         mut trace: Option<&mut TemplateTrace>,
@@ -565,28 +554,20 @@ impl Normalizer {
                 format!("`{}`: {e}", t.type_match.text),
             )
         };
-        let tokens: Vec<Token<'_>> = match &t.type_match.engine {
+        let tokens: Vec<Cow<'_, Value>> = match &t.type_match.engine {
             Engine::JsonPath(p) => match p.select_tokens(event) {
-                Ok(v) => v.into_iter().map(Token::Json).collect(),
+                Ok(v) => v.into_iter().map(Cow::Borrowed).collect(),
                 Err(e) => return Err(type_match_failed(e.reason, trace.as_deref_mut())),
             },
-            Engine::JmesPath(p) => {
-                let var = cached_var(event, event_var)
-                    .map_err(|e| fail(&t.type_match, MappingErrorKind::Evaluation, e.reason))?;
-                match p.select_tokens_var(&var) {
-                    Ok(v) => v.into_iter().map(Token::Var).collect(),
-                    Err(e) => return Err(type_match_failed(e.reason, trace.as_deref_mut())),
-                }
-            }
+            Engine::JmesPath(p) => match p.select_tokens(&Val::Ref(event)) {
+                Ok(v) => v,
+                Err(e) => return Err(type_match_failed(e.reason, trace.as_deref_mut())),
+            },
         };
         if let Some(tr) = trace.as_deref_mut() {
             tr.matched_tokens = tokens.len();
         }
-        for token in tokens {
-            let token_json: Cow<'_, Value> = match &token {
-                Token::Json(v) => Cow::Borrowed(*v),
-                Token::Var(v) => Cow::Owned(variable_to_json(v)),
-            };
+        for token_json in tokens {
             let mut tt = trace.as_ref().map(|_| TokenTrace {
                 expressions: Vec::new(),
                 produced_measurement: false,
@@ -595,13 +576,12 @@ impl Normalizer {
                 root: if t.calculated { event } else { &token_json },
                 matched: t.calculated.then_some(&*token_json),
                 event_map,
-                event_var: event_var.clone(),
-                token_var: match &token {
-                    Token::Var(v) => Some(v.clone()),
-                    Token::Json(_) => None,
-                },
+                overlay: t.calculated.then_some(Overlay {
+                    base: event_map,
+                    key: MATCHED_TOKEN,
+                    value: &token_json,
+                }),
                 materialized: OnceCell::new(),
-                var_root: OnceCell::new(),
                 message_index,
             };
             let r = ctx.measurement(t, tt.as_mut());
@@ -623,23 +603,6 @@ impl Normalizer {
     }
 }
 
-enum Token<'a> {
-    Json(&'a Value),
-    Var(Rcvar),
-}
-
-fn cached_var(
-    event: &Value,
-    cache: &mut Option<Rcvar>,
-) -> std::result::Result<Rcvar, JmesPathError> {
-    if let Some(v) = cache {
-        return Ok(v.clone());
-    }
-    let v = to_var(event)?;
-    *cache = Some(v.clone());
-    Ok(v)
-}
-
 /// What the expressions of one matched token are evaluated against.
 struct EvalCtx<'a> {
     /// JSONPath family: the matched token. `CalculatedContent`: the event.
@@ -647,12 +610,10 @@ struct EvalCtx<'a> {
     /// `CalculatedContent`: the matched token, seen as the root's `matchedToken` property.
     matched: Option<&'a Value>,
     event_map: &'a Map<String, Value>,
-    event_var: Option<Rcvar>,
-    token_var: Option<Rcvar>,
-    /// The event with `matchedToken`, built only for paths that need the whole root.
+    /// `CalculatedContent`: the event with `matchedToken`, for JMESPath (nothing copied).
+    overlay: Option<Overlay<'a>>,
+    /// The event with `matchedToken`, built only for JSONPath paths that need the whole root.
     materialized: OnceCell<Value>,
-    /// The same as a JMESPath variable, built on first use.
-    var_root: OnceCell<std::result::Result<Rcvar, String>>,
     message_index: usize,
 }
 
@@ -673,32 +634,7 @@ impl<'a> EvalCtx<'a> {
         })
     }
 
-    fn var_root(&self) -> std::result::Result<&Rcvar, String> {
-        self.var_root
-            .get_or_init(|| {
-                let Some(tok) = self.matched else {
-                    return to_var(self.root).map_err(|e| e.reason);
-                };
-                let base = match &self.event_var {
-                    Some(v) => v.clone(),
-                    None => to_var(&Value::Object(self.event_map.clone())).map_err(|e| e.reason)?,
-                };
-                let tok_var = match &self.token_var {
-                    Some(v) => v.clone(),
-                    None => to_var(tok).map_err(|e| e.reason)?,
-                };
-                let mut map = match &*base {
-                    Variable::Object(m) => m.clone(),
-                    _ => Default::default(),
-                };
-                map.insert(MATCHED_TOKEN.to_owned(), tok_var);
-                Ok(Rcvar::new(Variable::Object(map)))
-            })
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-
-    fn select(&self, e: &CExpr) -> Result<Selected<'_>> {
+    fn select<'s>(&'s self, e: &'s CExpr) -> Result<Selected<'s>> {
         let r: std::result::Result<Option<Cow<'_, Value>>, String> = match &e.engine {
             Engine::JsonPath(p) => {
                 let fast = self
@@ -711,10 +647,13 @@ impl<'a> EvalCtx<'a> {
                 };
                 r.map(|o| o.map(Cow::Borrowed)).map_err(|err| err.reason)
             }
-            Engine::JmesPath(p) => self
-                .var_root()
-                .and_then(|v| p.select_token(v).map_err(|err| err.reason))
-                .map(|o| o.map(Cow::Owned)),
+            Engine::JmesPath(p) => {
+                let root = match &self.overlay {
+                    Some(o) => Val::Root(o),
+                    None => Val::Ref(self.root),
+                };
+                p.select_token(&root).map_err(|err| err.reason)
+            }
         };
         match r {
             Ok(Some(v)) => Ok(Selected::Token(v)),
