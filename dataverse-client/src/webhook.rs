@@ -342,10 +342,7 @@ impl RemoteExecutionContext {
     }
 }
 
-fn image<'a>(
-    images: &'a [(String, ContextValue)],
-    alias: Option<&str>,
-) -> Option<EntityImage<'a>> {
+fn image<'a>(images: &'a [(String, ContextValue)], alias: Option<&str>) -> Option<EntityImage<'a>> {
     let value = match alias {
         Some(alias) => images
             .iter()
