@@ -15,7 +15,10 @@ fn take<const N: usize>(data: &[u8]) -> Option<[u8; N]> {
 fn sized(data: &[u8], wide: bool) -> Option<&[u8]> {
     let (len, rest) = if wide {
         let (head, rest) = data.split_at_checked(4)?;
-        (usize::try_from(u32::from_be_bytes(head.try_into().ok()?)).ok()?, rest)
+        (
+            usize::try_from(u32::from_be_bytes(head.try_into().ok()?)).ok()?,
+            rest,
+        )
     } else {
         let (&len, rest) = data.split_first()?;
         (usize::from(len), rest)
@@ -72,8 +75,12 @@ pub(crate) fn decode(data: &[u8]) -> Option<Value> {
             ))
         }
         // str8-utf8 / str32-utf8, sym8 / sym32 (ASCII), vbin8 / vbin32 (kept only when text).
-        0xa1 | 0xa3 | 0xa0 => Value::String(std::str::from_utf8(sized(rest, false)?).ok()?.to_owned()),
-        0xb1 | 0xb3 | 0xb0 => Value::String(std::str::from_utf8(sized(rest, true)?).ok()?.to_owned()),
+        0xa1 | 0xa3 | 0xa0 => {
+            Value::String(std::str::from_utf8(sized(rest, false)?).ok()?.to_owned())
+        }
+        0xb1 | 0xb3 | 0xb0 => {
+            Value::String(std::str::from_utf8(sized(rest, true)?).ok()?.to_owned())
+        }
         _ => return None,
     })
 }
@@ -91,12 +98,17 @@ mod tests {
         assert_eq!(decode(&[0x71, 0, 0, 0x04, 0xd2]), Some(json!(1234)));
         assert_eq!(decode(&[0x54, 0xff]), Some(json!(-1)));
         assert_eq!(decode(&[0x55, 0x07]), Some(json!(7)));
-        assert_eq!(decode(&[0x81, 0, 0, 0, 1, 0x4b, 0x1d, 0x3f, 0xe3]), Some(json!(5555555555i64)));
+        let mut long = vec![0x81];
+        long.extend_from_slice(&(-5_555_555_555i64).to_be_bytes());
+        assert_eq!(decode(&long), Some(json!(-5_555_555_555i64)));
         assert_eq!(decode(&[0x43]), Some(json!(0)));
         assert_eq!(decode(&[0x41]), Some(json!(true)));
         assert_eq!(decode(&[0x56, 0]), Some(json!(false)));
         assert_eq!(decode(&[0x40]), Some(Value::Null));
-        assert_eq!(decode(&[0x82, 0x3f, 0xf2, 0, 0, 0, 0, 0, 0]), Some(json!(1.125)));
+        assert_eq!(
+            decode(&[0x82, 0x3f, 0xf2, 0, 0, 0, 0, 0, 0]),
+            Some(json!(1.125))
+        );
         assert_eq!(decode(&[0x72, 0x3f, 0x90, 0, 0]), Some(json!(1.125)));
         // 2018-10-12T21:50:30.200Z = 1539381030200 ms
         let ts = 1_539_381_030_200i64.to_be_bytes();

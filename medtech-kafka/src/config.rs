@@ -101,9 +101,16 @@ impl Default for KafkaSourceConfig {
 
 fn is_secret_name(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["password", "secret", "key", "token", "sasl.oauthbearer.config", "sasl.jaas"]
-        .iter()
-        .any(|s| n.contains(s))
+    [
+        "password",
+        "secret",
+        "key",
+        "token",
+        "sasl.oauthbearer.config",
+        "sasl.jaas",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
 }
 
 impl fmt::Debug for KafkaSourceConfig {
@@ -112,7 +119,11 @@ impl fmt::Debug for KafkaSourceConfig {
             .properties
             .iter()
             .map(|(k, v)| {
-                let v = if is_secret_name(k) { "<redacted>" } else { v.as_str() };
+                let v = if is_secret_name(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
                 (k.as_str(), v)
             })
             .collect();
@@ -290,7 +301,10 @@ mod tests {
             "g",
             SecretString::from("x"),
         );
-        assert_eq!(sovereign.bootstrap_servers, "ns2.servicebus.chinacloudapi.cn:9093");
+        assert_eq!(
+            sovereign.bootstrap_servers,
+            "ns2.servicebus.chinacloudapi.cn:9093"
+        );
     }
 
     #[test]
@@ -308,12 +322,18 @@ mod tests {
             Err(Error::InvalidConfig { field, .. }) => field,
             other => panic!("expected InvalidConfig, got {other:?}"),
         };
-        assert_eq!(field(KafkaSourceConfig::new(" ", ["t"], "g")), "bootstrap_servers");
+        assert_eq!(
+            field(KafkaSourceConfig::new(" ", ["t"], "g")),
+            "bootstrap_servers"
+        );
         assert_eq!(
             field(KafkaSourceConfig::new("b:1", Vec::<String>::new(), "g")),
             "topics"
         );
-        assert_eq!(field(KafkaSourceConfig::new("b:1", ["t", ""], "g")), "topics[1]");
+        assert_eq!(
+            field(KafkaSourceConfig::new("b:1", ["t", ""], "g")),
+            "topics[1]"
+        );
         assert_eq!(field(KafkaSourceConfig::new("b:1", ["t"], "")), "group_id");
         assert_eq!(
             field(
@@ -322,6 +342,8 @@ mod tests {
             ),
             "properties.enable.auto.offset.store"
         );
-        KafkaSourceConfig::new("b:1", ["t"], "g").validate().unwrap();
+        KafkaSourceConfig::new("b:1", ["t"], "g")
+            .validate()
+            .unwrap();
     }
 }

@@ -50,7 +50,11 @@ pub(crate) struct Record<'a> {
 }
 
 fn header_value(bytes: &[u8], mode: HeaderValues) -> Option<Value> {
-    let text = || std::str::from_utf8(bytes).ok().map(|s| Value::String(s.to_owned()));
+    let text = || {
+        std::str::from_utf8(bytes)
+            .ok()
+            .map(|s| Value::String(s.to_owned()))
+    };
     match mode {
         HeaderValues::Utf8 => text().or_else(|| amqp::decode(bytes)),
         HeaderValues::Amqp => amqp::decode(bytes).or_else(text),
@@ -92,7 +96,10 @@ pub(crate) fn to_payload<'h>(
     };
 
     let mut system = Map::new();
-    if let Some(t) = record.timestamp_ms.and_then(DateTime::from_timestamp_millis) {
+    if let Some(t) = record
+        .timestamp_ms
+        .and_then(DateTime::from_timestamp_millis)
+    {
         system.insert(
             ENQUEUED_TIME.to_owned(),
             Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true)),
@@ -103,7 +110,10 @@ pub(crate) fn to_payload<'h>(
     if let Some(key) = record.key.and_then(|k| std::str::from_utf8(k).ok()) {
         system.insert(PARTITION_KEY.to_owned(), Value::String(key.to_owned()));
     }
-    system.insert(KAFKA_TOPIC.to_owned(), Value::String(record.topic.to_owned()));
+    system.insert(
+        KAFKA_TOPIC.to_owned(),
+        Value::String(record.topic.to_owned()),
+    );
     system.insert(KAFKA_PARTITION.to_owned(), Value::from(record.partition));
 
     let mut properties = Map::new();
@@ -216,7 +226,10 @@ mod tests {
                     reason.starts_with("topic devices partition 2 offset 41: not valid JSON"),
                     "{reason}"
                 );
-                assert!(!reason.contains("not json"), "reason must not echo the body: {reason}");
+                assert!(
+                    !reason.contains("not json"),
+                    "reason must not echo the body: {reason}"
+                );
             }
             other => panic!("{other:?}"),
         }

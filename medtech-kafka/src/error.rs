@@ -106,7 +106,10 @@ impl Error {
     /// This error as the MedTech pipeline's error ([`carebridge_medtech_mapping::Error::Store`]):
     /// an infrastructure failure, so the run stops and unacknowledged messages are delivered
     /// again.
-    pub(crate) fn into_pipeline(self, operation: &'static str) -> carebridge_medtech_mapping::Error {
+    pub(crate) fn into_pipeline(
+        self,
+        operation: &'static str,
+    ) -> carebridge_medtech_mapping::Error {
         carebridge_medtech_mapping::Error::Store {
             operation,
             interaction: None,

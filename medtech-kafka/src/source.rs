@@ -72,7 +72,9 @@ impl State {
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // A panic while holding the lock cannot leave the maps half-updated in a way that breaks
     // at-least-once (offsets only grow); keep going with the inner value.
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
@@ -436,9 +438,7 @@ impl EventSource for KafkaSource {
             if self.shutdown.is_shutdown() {
                 return Ok(None);
             }
-            let flush = self
-                .idle_flush
-                .filter(|_| lock(&self.state).outstanding());
+            let flush = self.idle_flush.filter(|_| lock(&self.state).outstanding());
             let received = tokio::select! {
                 biased;
                 () = self.shutdown.0.cancelled() => return Ok(None),
@@ -489,14 +489,16 @@ impl EventSource for KafkaSource {
             let mut tpl = TopicPartitionList::new();
             for ((topic, partition), next) in &changed {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
-                    .map_err(|e| Error::client("offset store", e).into_pipeline("Kafka offset store"))?;
+                    .map_err(|e| {
+                        Error::client("offset store", e).into_pipeline("Kafka offset store")
+                    })?;
             }
             tpl
         };
         if tpl.count() > 0 {
-            self.consumer
-                .store_offsets(&tpl)
-                .map_err(|e| Error::client("offset store", e).into_pipeline("Kafka offset store"))?;
+            self.consumer.store_offsets(&tpl).map_err(|e| {
+                Error::client("offset store", e).into_pipeline("Kafka offset store")
+            })?;
         }
         Ok(())
     }

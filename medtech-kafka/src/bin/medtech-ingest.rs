@@ -2,6 +2,9 @@
 //! member of a consumer group. Run one per machine (up to one per partition); stop it with
 //! SIGINT or SIGTERM, which finishes the messages in flight and commits their offsets.
 
+// A command-line tool: its output and its error messages are its interface.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -120,7 +123,9 @@ fn source_config(args: &Args) -> Result<KafkaSourceConfig, ExitCode> {
     let mut config = match (&args.bootstrap, &args.event_hubs) {
         (_, Some(namespace)) => {
             let [event_hub] = args.topic.as_slice() else {
-                return Err(fail("--event-hubs reads exactly one --topic (the event hub)"));
+                return Err(fail(
+                    "--event-hubs reads exactly one --topic (the event hub)",
+                ));
             };
             let Ok(cs) = std::env::var(CONNECTION_STRING_ENV) else {
                 return Err(fail(format!(
@@ -140,11 +145,11 @@ fn source_config(args: &Args) -> Result<KafkaSourceConfig, ExitCode> {
         let Some((name, value)) = p.split_once('=') else {
             return Err(fail(format!("-X {p}: expected NAME=VALUE")));
         };
-        config.properties.insert(name.trim().to_owned(), value.to_owned());
+        config
+            .properties
+            .insert(name.trim().to_owned(), value.to_owned());
     }
-    config
-        .validate()
-        .map_err(|e| fail(error_chain(&e)))?;
+    config.validate().map_err(|e| fail(error_chain(&e)))?;
     Ok(config)
 }
 
@@ -153,7 +158,10 @@ async fn pipeline(args: &Args) -> Result<Pipeline, ExitCode> {
         .map_err(|e| fail(format!("{}: {e}", args.device_mapping.display())))?;
     let fhir = FhirMapping::from_json(&read(&args.fhir_mapping)?)
         .map_err(|e| fail(format!("{}: {e}", args.fhir_mapping.display())))?;
-    let (sink, store): (Arc<dyn FhirSink>, Arc<dyn IdentityStore>) = match (&args.fhir_url, &args.out) {
+    let (sink, store): (Arc<dyn FhirSink>, Arc<dyn IdentityStore>) = match (
+        &args.fhir_url,
+        &args.out,
+    ) {
         (Some(url), _) => {
             let Ok(token) = std::env::var(TOKEN_ENV) else {
                 return Err(fail(format!(

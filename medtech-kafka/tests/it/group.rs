@@ -8,7 +8,9 @@ use std::time::Duration;
 use carebridge_medtech_kafka::KafkaSource;
 use carebridge_medtech_mapping::pipeline::EventSource;
 
-use crate::support::{bounded, cluster, config, harness, heart_rate, next, partition_offset, Producer};
+use crate::support::{
+    bounded, cluster, config, harness, heart_rate, next, partition_offset, Producer,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_before_ack_redelivers_exactly_the_unacknowledged_messages() {
@@ -18,7 +20,13 @@ async fn crash_before_ack_redelivers_exactly_the_unacknowledged_messages() {
         let bootstrap = cluster.bootstrap_servers();
         let producer = Producer::new(&bootstrap);
         for i in 0..12u32 {
-            producer.send(topic, (i % 3) as i32, None, heart_rate("d", i).as_bytes(), &[]);
+            producer.send(
+                topic,
+                (i % 3) as i32,
+                None,
+                heart_rate("d", i).as_bytes(),
+                &[],
+            );
         }
 
         let mut first = KafkaSource::new(&config(&bootstrap, topic, "crashers")).unwrap();
@@ -43,7 +51,10 @@ async fn crash_before_ack_redelivers_exactly_the_unacknowledged_messages() {
                 "delivered twice to the same consumer"
             );
         }
-        assert_eq!(redelivered, unacked, "exactly the unacknowledged messages come again");
+        assert_eq!(
+            redelivered, unacked,
+            "exactly the unacknowledged messages come again"
+        );
         // Nothing acknowledged comes again: after one new record per partition, the next
         // records are exactly those.
         let mut markers = BTreeSet::new();
@@ -107,7 +118,13 @@ async fn two_members_split_the_partitions_and_process_each_message_once() {
         let producer = Producer::new(&bootstrap);
         for i in 0..total {
             let device = format!("d{}", i % 7);
-            producer.send(topic, (i % 4) as i32, Some(&device), heart_rate(&device, i as u32).as_bytes(), &[]);
+            producer.send(
+                topic,
+                (i % 4) as i32,
+                Some(&device),
+                heart_rate(&device, i as u32).as_bytes(),
+                &[],
+            );
         }
         while processed.load(Ordering::SeqCst) < total {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -119,11 +136,23 @@ async fn two_members_split_the_partitions_and_process_each_message_once() {
         for m in members {
             summaries.push(m.await.unwrap());
         }
-        assert!(summaries.iter().all(|s| s.messages > 0), "both members worked: {summaries:?}");
+        assert!(
+            summaries.iter().all(|s| s.messages > 0),
+            "both members worked: {summaries:?}"
+        );
         assert_eq!(summaries.iter().map(|s| s.messages).sum::<u64>(), total);
-        assert_eq!(summaries.iter().map(|s| s.observations_created).sum::<u64>(), total);
         assert_eq!(
-            summaries.iter().map(|s| s.observations_unchanged + s.observations_updated).sum::<u64>(),
+            summaries
+                .iter()
+                .map(|s| s.observations_created)
+                .sum::<u64>(),
+            total
+        );
+        assert_eq!(
+            summaries
+                .iter()
+                .map(|s| s.observations_unchanged + s.observations_updated)
+                .sum::<u64>(),
             0,
             "no message was processed twice"
         );

@@ -1,6 +1,11 @@
 //! Integration tests of `carebridge-medtech-kafka`: against librdkafka's in-process mock
 //! cluster (always), and against a real broker when `CAREBRIDGE_KAFKA_BOOTSTRAP` is set
 //! (ignored otherwise; `test-support/kafka/start-tansu.sh` starts one).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail loudly on broken fixtures"
+)]
 
 mod support;
 

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use carebridge_medtech_kafka::KafkaSource;
 use carebridge_medtech_mapping::pipeline::DeadLetterEvent;
 
-use crate::support::{bounded, cluster, config, harness, heart_rate, next, partition_offset, Producer};
+use crate::support::{
+    bounded, cluster, config, harness, heart_rate, next, partition_offset, Producer,
+};
 
 const TOPIC: &str = "vitals";
 const PARTITIONS: i32 = 3;
@@ -50,8 +52,14 @@ async fn every_message_becomes_observations_or_a_dead_letter() {
 
         assert_eq!(summary.messages, u64::from(total));
         assert_eq!(summary.observations_created, valid);
-        assert_eq!(summary.observations_unchanged + summary.observations_updated, 0);
-        assert_eq!(summary.dead_letters.get("invalid-message"), Some(&(invalid.len() as u64)));
+        assert_eq!(
+            summary.observations_unchanged + summary.observations_updated,
+            0
+        );
+        assert_eq!(
+            summary.dead_letters.get("invalid-message"),
+            Some(&(invalid.len() as u64))
+        );
         assert_eq!(h.sink.observations().len() as u64, valid);
         let raws: BTreeSet<String> = h
             .dead
@@ -62,12 +70,18 @@ async fn every_message_becomes_observations_or_a_dead_letter() {
                 other => panic!("expected the raw text, got {other:?}"),
             })
             .collect();
-        assert_eq!(raws, invalid, "each invalid record is dead-lettered with its raw text");
+        assert_eq!(
+            raws, invalid,
+            "each invalid record is dead-lettered with its raw text"
+        );
 
         // Every partition is acknowledged up to its end.
         let acked = status.acknowledged_offsets();
         for p in 0..PARTITIONS {
-            assert_eq!(acked.get(&(TOPIC.to_owned(), p)), Some(&per_partition[p as usize]));
+            assert_eq!(
+                acked.get(&(TOPIC.to_owned(), p)),
+                Some(&per_partition[p as usize])
+            );
         }
         assert_eq!(status.in_flight(), 0);
         source.close().await.unwrap();

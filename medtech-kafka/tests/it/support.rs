@@ -23,7 +23,10 @@ pub(crate) async fn bounded<T>(f: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("the test did not finish within 120 s"))
 }
 
-pub(crate) fn cluster(topic: &str, partitions: i32) -> MockCluster<'static, DefaultProducerContext> {
+pub(crate) fn cluster(
+    topic: &str,
+    partitions: i32,
+) -> MockCluster<'static, DefaultProducerContext> {
     let cluster = MockCluster::new(1).expect("mock cluster");
     cluster.create_topic(topic, partitions, 1).expect("topic");
     cluster
