@@ -4,6 +4,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use carebridge_medtech_kafka::KafkaSource;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 
 use crate::support::{bounded, config, harness, heart_rate, Producer};
 
@@ -23,8 +25,19 @@ async fn pipeline_over_a_real_broker_commits_and_resumes() {
             .as_millis();
         let topic = format!("medtech-it-{unique}");
         let group = format!("medtech-it-{unique}");
+        let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        let created = admin
+            .create_topics(
+                &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .unwrap();
+        assert!(created.iter().all(Result::is_ok), "{created:?}");
         let producer = Producer::new(&bootstrap);
-        // The topic is auto-created with one partition by the first record.
         let total = 10u32;
         for i in 0..total {
             producer.send(&topic, 0, Some("d1"), heart_rate("d1", i).as_bytes(), &[]);
