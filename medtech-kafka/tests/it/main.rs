@@ -9,6 +9,8 @@
 
 mod support;
 
+#[cfg(feature = "cli")]
+mod cli;
 mod envelope;
 mod group;
 mod pipeline;

@@ -1,0 +1,119 @@
+//! The `medtech-ingest` binary: runs the pipeline from a topic to NDJSON files and, on SIGTERM,
+//! finishes, commits and prints its summary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use carebridge_medtech_kafka::KafkaSource;
+
+use crate::support::{bounded, cluster, config, heart_rate, next, partition_offset, Producer};
+
+const DEVICE: &str = r#"{"templateType":"CollectionContent","template":[
+  {"templateType":"JsonPathContent","template":{"typeName":"heartrate","typeMatchExpression":"$..[?(@heartRate)]",
+   "deviceIdExpression":"$.deviceId","patientIdExpression":"$.patientId","timestampExpression":"$.endDate",
+   "values":[{"required":true,"valueExpression":"$.heartRate","valueName":"hr"}]}}]}"#;
+const FHIR: &str = r#"{"templateType":"CollectionFhir","template":[
+  {"templateType":"CodeValueFhir","template":{"typeName":"heartrate","periodInterval":0,
+   "codes":[{"code":"8867-4","system":"http://loinc.org"}],
+   "value":{"valueName":"hr","valueType":"Quantity","unit":"count/min","system":"http://unitsofmeasure.org","code":"/min"}}}]}"#;
+
+fn scratch_dir() -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir =
+        std::env::temp_dir().join(format!("medtech-ingest-it-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn medtech_ingest_processes_a_topic_and_commits_on_sigterm() {
+    bounded(async {
+        let topic = "cli";
+        let cluster = cluster(topic, 2);
+        let bootstrap = cluster.bootstrap_servers();
+        let producer = Producer::new(&bootstrap);
+        for i in 0..5u32 {
+            producer.send(
+                topic,
+                (i % 2) as i32,
+                Some("d1"),
+                heart_rate("d1", i).as_bytes(),
+                &[],
+            );
+        }
+        producer.send(topic, 1, Some("d1"), b"<not json>", &[]);
+
+        let dir = scratch_dir();
+        std::fs::write(dir.join("device.json"), DEVICE).unwrap();
+        std::fs::write(dir.join("fhir.json"), FHIR).unwrap();
+        let out = dir.join("out.ndjson");
+        let dead = dir.join("dead.ndjson");
+        let child = Command::new(env!("CARGO_BIN_EXE_medtech-ingest"))
+            .args([
+                "--bootstrap",
+                &bootstrap,
+                "--topic",
+                topic,
+                "--group",
+                "cli-group",
+            ])
+            .arg("--device-mapping")
+            .arg(dir.join("device.json"))
+            .arg("--fhir-mapping")
+            .arg(dir.join("fhir.json"))
+            .arg("--out")
+            .arg(&out)
+            .arg("--dead-letter")
+            .arg(&dead)
+            .args(["-X", "session.timeout.ms=6000", "--idle-flush-ms", "200"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        while lines(&out) < 5 || lines(&dead) < 1 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "exit {:?}: {stderr}",
+            output.status
+        );
+        let summary: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        assert_eq!(summary["messages"], 6);
+        assert_eq!(summary["observationsCreated"], 5);
+        assert_eq!(summary["deadLettered"], 1);
+        assert_eq!(lines(&out), 5);
+        let letter: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&dead).unwrap().trim()).unwrap();
+        assert_eq!(letter["raw"], "<not json>", "{letter}");
+
+        // The offsets were committed at shutdown: the group resumes after them.
+        producer.send(topic, 0, None, heart_rate("late", 40).as_bytes(), &[]);
+        let mut again = KafkaSource::new(&config(&bootstrap, topic, "cli-group")).unwrap();
+        assert_eq!(partition_offset(&next(&mut again).await), (0, 3));
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
