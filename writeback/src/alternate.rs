@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carebridge_auth::{ClientCredentials, TokenProvider};
+use carebridge_auth::TokenProvider;
 use carebridge_fhir_model::Resource;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use secrecy::ExposeSecret;
@@ -66,18 +66,7 @@ impl AlternateEndpoint {
     /// [`Error::InvalidConfiguration`] for bad URLs or a missing secret.
     pub fn from_settings(settings: &AlternateEndpointSettings) -> Result<Self> {
         let c = &settings.credentials;
-        let loopback = Url::parse(&c.token_url)
-            .ok()
-            .is_some_and(|u| matches!(u.host_str(), Some("localhost" | "127.0.0.1")));
-        let credential = ClientCredentials::builder(
-            c.token_url.as_str(),
-            c.client_id.as_str(),
-            c.secret("alternate endpoint")?,
-        )
-        .with_scopes(c.scopes.iter().cloned())
-        .with_insecure_http_allowed(loopback)
-        .build()
-        .map_err(|e| Error::config(None, None, format!("alternate endpoint credentials: {e}")))?;
+        let credential = c.client_credentials("alternate endpoint")?;
         Self::new(&settings.url, Arc::new(credential), c.scopes.clone())
     }
 

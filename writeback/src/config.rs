@@ -94,6 +94,26 @@ pub struct IntegrationSettings {
     pub alternate_endpoint: Option<AlternateEndpointSettings>,
 }
 
+impl IntegrationSettings {
+    /// A client-credentials token provider (with token cache) for the FHIR endpoint, built from
+    /// `fhir_credentials`; `None` when they are not set. Plain `http` token URLs are accepted
+    /// for loopback hosts only.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] for a missing secret or a token URL the credential
+    /// rejects.
+    pub fn fhir_credential(
+        &self,
+    ) -> Result<Option<std::sync::Arc<dyn carebridge_auth::TokenProvider>>> {
+        let Some(c) = &self.fhir_credentials else {
+            return Ok(None);
+        };
+        Ok(Some(std::sync::Arc::new(
+            c.client_credentials("FHIR endpoint")?,
+        )))
+    }
+}
+
 /// OAuth 2.0 client-credentials settings.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,6 +156,29 @@ impl OAuthSettings {
                 format!("{what}: client_secret or client_secret_env is required"),
             )),
         }
+    }
+}
+
+impl OAuthSettings {
+    /// Builds the `carebridge-auth` client-credentials provider (token cache included); `what`
+    /// names the endpoint in errors.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] for a missing secret or a token URL the credential
+    /// rejects.
+    pub fn client_credentials(&self, what: &str) -> Result<carebridge_auth::ClientCredentials> {
+        let loopback = url::Url::parse(&self.token_url)
+            .ok()
+            .is_some_and(|u| matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")));
+        carebridge_auth::ClientCredentials::builder(
+            self.token_url.as_str(),
+            self.client_id.as_str(),
+            self.secret(what)?,
+        )
+        .with_scopes(self.scopes.iter().cloned())
+        .with_insecure_http_allowed(loopback)
+        .build()
+        .map_err(|e| Error::config(None, None, format!("{what} credentials: {e}")))
     }
 }
 
@@ -681,6 +724,33 @@ mod tests {
         let bad = CONFIG.replace("\"resource_type\": \"Patient\",\n             \"writeback_enabled\": true,\n             \"attribute_maps\"", "\"resource_type\": \"Patient\", \"writeback_enabled\": true, \"supported_messages\": [], \"attribute_maps\"");
         let err = WritebackConfig::from_json(&bad).unwrap_err();
         assert!(matches!(err, Error::InvalidConfiguration { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn credentials_come_from_the_settings_or_the_environment() {
+        let c = WritebackConfig::from_json(&CONFIG.replace(
+            r#""fhir_endpoint": "https://fhir.example.org/r4""#,
+            r#""fhir_endpoint": "https://fhir.example.org/r4",
+               "fhir_credentials": {"token_url": "https://login.example.org/t/oauth2/v2.0/token",
+                                    "client_id": "app", "client_secret": "s3cret"}"#,
+        ))
+        .unwrap();
+        assert!(c.integration.fhir_credential().unwrap().is_some());
+        let debug = format!("{:?}", c.integration);
+        assert!(!debug.contains("s3cret"), "{debug}");
+        let missing = CONFIG.replace(
+            r#""fhir_endpoint": "https://fhir.example.org/r4""#,
+            r#""fhir_endpoint": "https://fhir.example.org/r4",
+               "fhir_credentials": {"token_url": "https://login.example.org/t", "client_id": "app",
+                                    "client_secret_env": "CAREBRIDGE_WRITEBACK_TEST_UNSET_VAR"}"#,
+        );
+        let c = WritebackConfig::from_json(&missing).unwrap();
+        let err = c.integration.fhir_credential().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CAREBRIDGE_WRITEBACK_TEST_UNSET_VAR"),
+            "{err}"
+        );
     }
 
     #[test]
