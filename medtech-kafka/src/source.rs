@@ -48,6 +48,64 @@ struct State {
 }
 
 impl State {
+    /// Records a delivered message at `position`; `None` when its partition is not (or no
+    /// longer) assigned, so it must not be processed here.
+    fn deliver(&mut self, position: u64, tp: TopicPartition, offset: i64) -> Option<()> {
+        let generation = *self.assigned.get(&tp)?;
+        self.inflight.insert(
+            position,
+            Inflight {
+                tp,
+                offset,
+                generation,
+            },
+        );
+        self.delivered = Some(position);
+        Some(())
+    }
+
+    /// Acknowledges every delivered message up to `position`; returns, per partition whose
+    /// acknowledged offset moved, the offset to store (after its highest acknowledged message).
+    fn ack(&mut self, position: u64) -> HashMap<TopicPartition, i64> {
+        let rest = self.inflight.split_off(&position.saturating_add(1));
+        let done = std::mem::replace(&mut self.inflight, rest);
+        self.acked = Some(self.acked.map_or(position, |a| a.max(position)));
+        let mut changed = HashMap::new();
+        for m in done.into_values() {
+            if self.assigned.get(&m.tp) != Some(&m.generation) {
+                continue; // revoked since delivery: the partition's next owner re-reads it
+            }
+            let next = m.offset.saturating_add(1);
+            let entry = self.acked_next.entry(m.tp.clone()).or_insert(next);
+            *entry = (*entry).max(next);
+            changed.insert(m.tp, *entry);
+        }
+        changed
+    }
+
+    /// Starts a new assignment generation for `partitions`.
+    fn assign(&mut self, partitions: &[TopicPartition]) {
+        self.generations += 1;
+        for tp in partitions {
+            self.assigned.insert(tp.clone(), self.generations);
+        }
+    }
+
+    /// Gives `partitions` up: returns their acknowledged offsets to commit and forgets their
+    /// unacknowledged messages (returned count).
+    fn revoke(&mut self, partitions: &[TopicPartition]) -> (Result<TopicPartitionList>, u64) {
+        let commit = self.commit_list(Some(partitions));
+        let before = self.inflight.len();
+        self.inflight.retain(|_, m| !partitions.contains(&m.tp));
+        let dropped = (before - self.inflight.len()) as u64;
+        self.dropped_at_revoke += dropped;
+        for tp in partitions {
+            self.assigned.remove(tp);
+            self.acked_next.remove(tp);
+        }
+        (commit, dropped)
+    }
+
     fn outstanding(&self) -> bool {
         match (self.delivered, self.acked) {
             (Some(d), Some(a)) => d > a,
@@ -117,16 +175,7 @@ impl ConsumerContext for SourceContext {
         };
         let revoked = partitions_of(tpl);
         let commit = {
-            let mut st = lock(&self.state);
-            let commit = st.commit_list(Some(&revoked));
-            let before = st.inflight.len();
-            st.inflight.retain(|_, m| !revoked.contains(&m.tp));
-            let dropped = (before - st.inflight.len()) as u64;
-            st.dropped_at_revoke += dropped;
-            for tp in &revoked {
-                st.assigned.remove(tp);
-                st.acked_next.remove(tp);
-            }
+            let (commit, dropped) = lock(&self.state).revoke(&revoked);
             tracing::info!(
                 partitions = ?revoked,
                 unacknowledged_dropped = dropped,
@@ -150,12 +199,7 @@ impl ConsumerContext for SourceContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let assigned = partitions_of(tpl);
-                let mut st = lock(&self.state);
-                st.generations += 1;
-                let generation = st.generations;
-                for tp in &assigned {
-                    st.assigned.insert(tp.clone(), generation);
-                }
+                lock(&self.state).assign(&assigned);
                 tracing::info!(partitions = ?assigned, "partitions assigned");
             }
             Rebalance::Revoke(_) => {}
@@ -244,7 +288,12 @@ impl SourceStatus {
 ///   at most the unacknowledged tail plus what was acknowledged since the last commit.
 /// - On a rebalance the revoked partitions' acknowledged offsets are committed and their
 ///   unacknowledged messages are dropped from the bookkeeping (later acks of them are ignored):
-///   the next owner reads them again.
+///   the next owner reads them again. The synchronous commit runs inside
+///   [`next_event`](EventSource::next_event) and blocks its thread for one broker round trip.
+///
+/// [`next_event`](EventSource::next_event) is cancellation-safe (a record is taken only when it
+/// is returned). Prefer [`close`](Self::close) to dropping the source: dropping also commits and
+/// leaves the group, but blocks the current thread while it does.
 pub struct KafkaSource {
     consumer: Arc<StreamConsumer<SourceContext>>,
     state: Arc<Mutex<State>>,
@@ -395,21 +444,9 @@ impl KafkaSource {
     fn deliver(&mut self, msg: &rdkafka::message::OwnedMessage) -> Option<SourceEvent> {
         let tp = (msg.topic().to_owned(), msg.partition());
         let position = self.next_position;
-        {
-            let mut st = lock(&self.state);
-            // A record of a partition no longer ours (fetched before a revoke) is not ours to
-            // process: its new owner reads it.
-            let generation = *st.assigned.get(&tp)?;
-            st.inflight.insert(
-                position,
-                Inflight {
-                    tp,
-                    offset: msg.offset(),
-                    generation,
-                },
-            );
-            st.delivered = Some(position);
-        }
+        // A record of a partition no longer ours (fetched before a revoke) is not ours to
+        // process: its new owner reads it.
+        lock(&self.state).deliver(position, tp, msg.offset())?;
         self.next_position += 1;
         let record = Record {
             topic: msg.topic(),
@@ -472,20 +509,7 @@ impl EventSource for KafkaSource {
 
     async fn ack(&mut self, position: u64) -> carebridge_medtech_mapping::Result<()> {
         let tpl = {
-            let mut st = lock(&self.state);
-            let rest = st.inflight.split_off(&position.saturating_add(1));
-            let done = std::mem::replace(&mut st.inflight, rest);
-            st.acked = Some(st.acked.map_or(position, |a| a.max(position)));
-            let mut changed: HashMap<TopicPartition, i64> = HashMap::new();
-            for m in done.into_values() {
-                if st.assigned.get(&m.tp) != Some(&m.generation) {
-                    continue; // revoked since delivery: the new owner re-reads it
-                }
-                let next = m.offset.saturating_add(1);
-                let entry = st.acked_next.entry(m.tp.clone()).or_insert(next);
-                *entry = (*entry).max(next);
-                changed.insert(m.tp, *entry);
-            }
+            let changed = lock(&self.state).ack(position);
             let mut tpl = TopicPartitionList::new();
             for ((topic, partition), next) in &changed {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
@@ -501,5 +525,74 @@ impl EventSource for KafkaSource {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(p: i32) -> TopicPartition {
+        ("t".to_owned(), p)
+    }
+
+    fn offsets(tpl: &TopicPartitionList) -> Vec<(i32, Offset)> {
+        let mut v: Vec<_> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset()))
+            .collect();
+        v.sort_by_key(|(p, _)| *p);
+        v
+    }
+
+    #[test]
+    fn ack_stores_per_partition_the_offset_after_the_highest_acknowledged_message() {
+        let mut st = State::default();
+        st.assign(&[tp(0), tp(1)]);
+        // positions 0..6 alternate partitions 0 and 1 at offsets 10, 20, 11, 21, 12, 22
+        for (pos, (p, off)) in [(0, 10), (1, 20), (0, 11), (1, 21), (0, 12), (1, 22)]
+            .into_iter()
+            .enumerate()
+        {
+            st.deliver(pos as u64, tp(p), off).unwrap();
+        }
+        assert!(st.outstanding());
+        assert_eq!(st.ack(2), HashMap::from([(tp(0), 12), (tp(1), 21)]));
+        assert_eq!(st.ack(3), HashMap::from([(tp(1), 22)]));
+        assert_eq!(
+            st.ack(3),
+            HashMap::new(),
+            "acknowledging again changes nothing"
+        );
+        assert!(st.outstanding());
+        assert_eq!(st.ack(5), HashMap::from([(tp(0), 13), (tp(1), 23)]));
+        assert!(!st.outstanding());
+        assert_eq!(
+            offsets(&st.commit_list(None).unwrap()),
+            vec![(0, Offset::Offset(13)), (1, Offset::Offset(23))]
+        );
+    }
+
+    #[test]
+    fn revoke_commits_acknowledged_offsets_and_forgets_unacknowledged_messages() {
+        let mut st = State::default();
+        st.assign(&[tp(0), tp(1)]);
+        st.deliver(0, tp(1), 5).unwrap();
+        st.deliver(1, tp(0), 7).unwrap();
+        st.deliver(2, tp(1), 6).unwrap();
+        st.ack(0);
+        let (commit, dropped) = st.revoke(&[tp(1)]);
+        assert_eq!(offsets(&commit.unwrap()), vec![(1, Offset::Offset(6))]);
+        assert_eq!(dropped, 1, "offset 6 of partition 1 was not acknowledged");
+        assert_eq!(st.dropped_at_revoke, 1);
+        // A record of the revoked partition that was already fetched is not delivered.
+        assert!(st.deliver(3, tp(1), 7).is_none());
+        // The partition comes back (new generation): the old message's acknowledgement does not
+        // count, the re-read one's does.
+        st.assign(&[tp(1)]);
+        st.deliver(4, tp(1), 6).unwrap();
+        assert_eq!(st.ack(2), HashMap::from([(tp(0), 8)]));
+        assert_eq!(st.ack(4), HashMap::from([(tp(1), 7)]));
     }
 }
