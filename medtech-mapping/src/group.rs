@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 
 use crate::error::{Error, Result};
 use crate::fhir_template::{FhirMapping, PeriodInterval};
+use crate::netvalue::push_compact;
 use crate::normalize::Measurement;
 
 /// The identifier system MedTech gives the Observations it writes.
@@ -55,11 +56,21 @@ impl ObservationGroup {
     pub fn id_segment(&self) -> String {
         match self.period_interval {
             PeriodInterval::CorrelationId => self.correlation_id.clone().unwrap_or_default(),
-            _ => format!(
-                "{}.{}",
-                self.start.format("%Y%m%d%H%M%SZ"),
-                self.end.format("%Y%m%d%H%M%SZ")
-            ),
+            _ => {
+                let mut s = String::with_capacity(31);
+                if push_compact(&mut s, &self.start) {
+                    s.push_str("Z.");
+                    if push_compact(&mut s, &self.end) {
+                        s.push('Z');
+                        return s;
+                    }
+                }
+                format!(
+                    "{}.{}",
+                    self.start.format("%Y%m%d%H%M%SZ"),
+                    self.end.format("%Y%m%d%H%M%SZ")
+                )
+            }
         }
     }
 

@@ -808,6 +808,16 @@ impl JsonPath {
     }
 }
 
+/// `o[name]`. Small objects (most device messages) are searched linearly: the `..` deep scan
+/// tests every node, and hashing the name for each one cost more than comparing a few keys.
+fn member<'a>(o: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if o.len() <= 16 {
+        o.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
+    } else {
+        o.get(name)
+    }
+}
+
 /// Walks a path made only of `.name` and non-negative `[n]` steps without allocating; `None`
 /// when the path has other steps (the caller falls back to [`evaluate`]).
 fn walk_simple<'a>(filters: &[Filter], start: &'a Value) -> Option<Option<&'a Value>> {
@@ -815,7 +825,7 @@ fn walk_simple<'a>(filters: &[Filter], start: &'a Value) -> Option<Option<&'a Va
     for f in filters {
         let next = match f {
             Filter::Field(Some(name)) => match cur {
-                Value::Object(o) => o.get(name.as_str()),
+                Value::Object(o) => member(o, name),
                 _ => None,
             },
             Filter::Index(Some(i)) if *i >= 0 => match cur {

@@ -67,7 +67,7 @@ fn de_instant<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DateTime<U
 
 /// Builds the event a template sees: `{"Body": body, "Properties": {}, "SystemProperties": {}}`.
 pub fn envelope(body: Value) -> Value {
-    let mut m = Map::new();
+    let mut m = Map::with_capacity(3);
     m.insert("Body".to_owned(), body);
     m.insert("Properties".to_owned(), Value::Object(Map::new()));
     m.insert("SystemProperties".to_owned(), Value::Object(Map::new()));

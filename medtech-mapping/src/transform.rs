@@ -69,7 +69,8 @@ fn coding(c: &FhirCode) -> Coding {
 
 /// The template codes plus MedTech's own coding `{system: identifier system, code: name}`.
 fn resolve_code(name: &str, codes: &[FhirCode]) -> CodeableConcept {
-    let mut coding_list: Vec<Coding> = codes.iter().map(coding).collect();
+    let mut coding_list: Vec<Coding> = Vec::with_capacity(codes.len() + 1);
+    coding_list.extend(codes.iter().map(coding));
     coding_list.push(Coding {
         system: Some(OBSERVATION_IDENTIFIER_SYSTEM.into()),
         code: Some(name.into()),
@@ -96,7 +97,7 @@ fn resolve_category(categories: &[FhirCodeableConcept]) -> Vec<CodeableConcept> 
 
 /// A FHIR dateTime with MedTech's precision (100 ns ticks, trailing zeros dropped).
 fn fhir_date_time(t: DateTime<Utc>) -> FhirDateTime {
-    FhirDateTime::from_str(&format_instant(&t)).unwrap_or_else(|_| FhirDateTime::from(t))
+    FhirDateTime::try_from(format_instant(&t)).unwrap_or_else(|_| FhirDateTime::from(t))
 }
 
 fn period(start: DateTime<Utc>, end: DateTime<Utc>) -> Period {
