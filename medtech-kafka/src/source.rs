@@ -21,6 +21,25 @@ use crate::{Error, HeaderValues, KafkaSourceConfig, Result};
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
 
+/// How often [`KafkaSource::close`] retries a commit refused during a rebalance (200 ms apart).
+const RETRIES_AT_CLOSE: usize = 50;
+
+/// Commit failures that go away once the group has settled.
+fn is_retriable_commit_error(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::RebalanceInProgress
+                | C::IllegalGeneration
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+                | C::RequestTimedOut
+        )
+    )
+}
+
 /// A delivered, not yet acknowledged message.
 #[derive(Debug)]
 struct Inflight {
@@ -45,6 +64,8 @@ struct State {
     acked: Option<u64>,
     /// Unacknowledged messages dropped at a revoke (the new owner reads them again).
     dropped_at_revoke: u64,
+    /// Whether the commit of the last revoke succeeded (`None`: no revoke committed yet).
+    revoke_commit_ok: Option<bool>,
 }
 
 impl State {
@@ -186,9 +207,11 @@ impl ConsumerContext for SourceContext {
         // Commit what was acknowledged before another member takes the partitions over.
         match commit {
             Ok(tpl) if tpl.count() > 0 => {
-                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                let result = consumer.commit(&tpl, CommitMode::Sync);
+                if let Err(e) = &result {
                     tracing::warn!(error = %e, "commit at revoke failed; the next owner re-reads from the last committed offsets");
                 }
+                lock(&self.state).revoke_commit_ok = Some(result.is_ok());
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot build the commit at revoke"),
@@ -258,6 +281,12 @@ impl SourceStatus {
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect()
+    }
+
+    /// How many assignments this member has received; it grows with every rebalance that
+    /// gives it partitions.
+    pub fn assignments(&self) -> u64 {
+        lock(&self.state).generations
     }
 
     /// Messages delivered but not yet acknowledged.
@@ -419,24 +448,55 @@ impl KafkaSource {
     /// # Errors
     /// As [`commit`](Self::commit); the consumer is closed in any case.
     pub async fn close(self) -> Result<()> {
-        let tpl = lock(&self.state).commit_list(None)?;
+        lock(&self.state).revoke_commit_ok = None;
+        let mut failure = None;
+        // A commit is refused while the group rebalances (another member left at the same
+        // moment): take part in the rebalance (its revoke commits, see `pre_rebalance`) and try
+        // again, for a bounded time. Records received meanwhile are not stored, so they are read
+        // again by whoever owns their partition next.
+        for _ in 0..RETRIES_AT_CLOSE {
+            let tpl = lock(&self.state).commit_list(None)?;
+            if tpl.count() == 0 {
+                failure = None;
+                break;
+            }
+            let consumer = self.consumer.clone();
+            let result =
+                tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+                    .await
+                    .map_err(|_| Error::Interrupted {
+                        operation: "offset commit at close",
+                    })?;
+            match result {
+                Ok(()) => {
+                    failure = None;
+                    break;
+                }
+                Err(e) if is_retriable_commit_error(&e) => {
+                    tracing::debug!(error = %e, "commit at close refused; serving the rebalance and retrying");
+                    failure = Some(e);
+                    let _ = tokio::time::timeout(Duration::from_millis(200), self.consumer.recv())
+                        .await;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
         let consumer = self.consumer;
-        tokio::task::spawn_blocking(move || {
-            let committed = if tpl.count() == 0 {
-                Ok(())
-            } else {
-                consumer.commit(&tpl, CommitMode::Sync)
-            };
-            // Dropping the (last handle of the) consumer closes it: it revokes its partitions and
-            // leaves the group.
-            drop(consumer);
-            committed
-        })
-        .await
-        .map_err(|_| Error::Interrupted {
-            operation: "offset commit at close",
-        })?
-        .map_err(|e| Error::client("offset commit at close", e))?;
+        // Dropping the (last handle of the) consumer closes it: it revokes its partitions
+        // (committing again) and leaves the group. It blocks while doing so.
+        tokio::task::spawn_blocking(move || drop(consumer))
+            .await
+            .map_err(|_| Error::Interrupted {
+                operation: "consumer close",
+            })?;
+        if let Some(e) = failure {
+            if lock(&self.state).revoke_commit_ok != Some(true) {
+                return Err(Error::client("offset commit at close", e));
+            }
+        }
         tracing::info!(group = %self.group_id, "Kafka source closed");
         Ok(())
     }
