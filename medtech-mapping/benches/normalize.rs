@@ -9,6 +9,8 @@
 //! - `{jsonpath,jmespath}_normalize_transform`: the same, then per message (as `medtech run`
 //!   does) group the measurements and build one `Observation` per group with the FHIR
 //!   destination mapping.
+//! - `{jsonpath,jmespath}_normalize_transform_batched`: the 1,000 messages grouped together
+//!   (as MedTech groups a batch of events), then one `Observation` per group.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -169,6 +171,22 @@ fn bench(c: &mut Criterion) {
                     let ev = envelope(serde_json::from_str(m).unwrap());
                     let ms = n.normalize(&ev, i).unwrap();
                     black_box(transform(ms, i, &fhir, &options, &links, issued));
+                }
+            })
+        });
+        // MedTech groups a batch of events, not one message at a time: with hourly windows the
+        // 1,000 messages become a few dozen Observations.
+        g.bench_function(format!("{name}_normalize_transform_batched"), |b| {
+            b.iter(|| {
+                let mut all = Vec::with_capacity(msgs.len());
+                for (i, m) in msgs.iter().enumerate() {
+                    let ev = envelope(serde_json::from_str(m).unwrap());
+                    all.extend(n.normalize(&ev, i).unwrap().into_iter().map(|m| (i, m)));
+                }
+                let groups = group_measurements(&all, &fhir).unwrap();
+                for g in &groups {
+                    let template = fhir.template_for(&g.type_name).unwrap();
+                    black_box(create_observation(g, template, &links, &options, issued).unwrap());
                 }
             })
         });
