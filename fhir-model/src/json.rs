@@ -44,11 +44,42 @@ pub fn from_str<T: DeserializeOwned>(s: &str) -> Result<T> {
 /// # Errors
 /// [`Error::Parse`] with the path and reason when the input is not valid FHIR JSON for `T`.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // Validate UTF-8 once for the whole input (fast for ASCII-heavy JSON), so the parser does not
+    // re-check every string and key; invalid input is located by the slice parser below.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => return Err(utf8_error::<T>(bytes, &e)),
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
     let first = T::deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     match first {
         Ok(v) => Ok(v),
         Err(e) => Err(locate_error::<T>(bytes, &e)),
+    }
+}
+
+/// The error for input that is not UTF-8: the first problem the typed parser finds (with its
+/// path), as the slice parser reports it; the position of the invalid bytes otherwise.
+#[cold]
+fn utf8_error<T: DeserializeOwned>(bytes: &[u8], err: &std::str::Utf8Error) -> Error {
+    let root = root_name(bytes);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de).map(|_| de.end()) {
+        Err(e) => {
+            let (path, _) = format_path(&root, e.path());
+            parse_error(path, e.inner())
+        }
+        Ok(Err(e)) => parse_error(root, &e),
+        Ok(Ok(())) => {
+            let valid = bytes.get(..err.valid_up_to()).unwrap_or_default();
+            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            Error::Parse {
+                path: root,
+                message: "input is not valid UTF-8".to_owned(),
+                line: valid.iter().filter(|&&b| b == b'\n').count() + 1,
+                column: valid.len() - line_start + 1,
+            }
+        }
     }
 }
 
@@ -100,8 +131,8 @@ fn message_of(e: &serde_json::Error) -> String {
 
 /// `Patient` when the top-level object has a string `resourceType`, `$` otherwise.
 fn root_name(bytes: &[u8]) -> String {
-    let text = std::str::from_utf8(bytes).unwrap_or("");
-    span::top_level_string(text, "resourceType")
+    let text = String::from_utf8_lossy(bytes);
+    span::top_level_string(&text, "resourceType")
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric()))
         .unwrap_or_else(|| "$".to_owned())
 }

@@ -25,31 +25,57 @@ use crate::{Error, Result};
 /// In JSON the value is written under the element name and `id`/`extension` under the name with
 /// a leading underscore (`_birthDate`). Either part may be absent, but not both.
 ///
+/// The `id`/`extension` part is rare in real data, so it lives behind one pointer (allocated only
+/// when present): a `Primitive<String>` is 32 bytes, which keeps every generated type compact.
+/// Read it with [`Primitive::id`] and [`Primitive::extension`], change it with
+/// [`Primitive::set_id`] and [`Primitive::extension_mut`].
+///
 /// ```
+/// use carebridge_fhir_model::datatypes::Extension;
 /// use carebridge_fhir_model::primitives::{Primitive, Date};
 /// let birth: Primitive<Date> = "1974-12-25".parse::<Date>()?.into();
 /// assert_eq!(birth.value().map(Date::as_str), Some("1974-12-25"));
-/// let name: Primitive<String> = "Peter".into();
+/// let mut name: Primitive<String> = "Peter".into();
 /// assert_eq!(name, "Peter");
+/// assert!(name.extension().is_empty());
+/// name.extension_mut().push(Extension::new("http://example.org/nickname"));
+/// name.set_id(Some("n1".into()));
+/// assert_eq!((name.id(), name.extension().len()), (Some("n1"), 1));
 /// # Ok::<(), carebridge_fhir_model::Error>(())
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub struct Primitive<T> {
     /// The primitive value (`None` when only extensions are present).
     pub value: Option<T>,
-    /// `Element.id` of the primitive (from the `_field` object).
-    pub id: Option<String>,
-    /// Extensions on the primitive (from the `_field` object).
-    pub extension: Vec<Extension>,
+    /// `Element.id` and `Element.extension` of the primitive (from the `_field` object); `None`
+    /// when both are absent.
+    element: Option<Box<PrimitiveElement>>,
 }
 
 impl<T> Default for Primitive<T> {
     fn default() -> Self {
         Self {
             value: None,
-            id: None,
-            extension: Vec::new(),
+            element: None,
         }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Primitive<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Primitive")
+            .field("value", &self.value)
+            .field("id", &self.id())
+            .field("extension", &self.extension())
+            .finish()
+    }
+}
+
+impl<T: PartialEq> PartialEq for Primitive<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+            && self.id() == other.id()
+            && self.extension() == other.extension()
     }
 }
 
@@ -59,8 +85,7 @@ impl<T> Primitive<T> {
     pub fn new(value: T) -> Self {
         Self {
             value: Some(value),
-            id: None,
-            extension: Vec::new(),
+            element: None,
         }
     }
 
@@ -69,8 +94,19 @@ impl<T> Primitive<T> {
     pub fn from_extensions(extension: Vec<Extension>) -> Self {
         Self {
             value: None,
-            id: None,
-            extension,
+            element: PrimitiveElement {
+                id: None,
+                extension,
+            }
+            .boxed(),
+        }
+    }
+
+    /// Builds a primitive from its two JSON parts.
+    pub(crate) fn from_parts(value: Option<T>, element: Option<PrimitiveElement>) -> Self {
+        Self {
+            value,
+            element: element.and_then(PrimitiveElement::boxed),
         }
     }
 
@@ -86,23 +122,63 @@ impl<T> Primitive<T> {
         self.value
     }
 
+    /// `Element.id` of the primitive (the `id` of the `_field` object), if any.
+    #[must_use]
+    pub fn id(&self) -> Option<&str> {
+        self.element.as_ref().and_then(|e| e.id.as_deref())
+    }
+
+    /// Sets `Element.id` of the primitive.
+    pub fn set_id(&mut self, id: Option<String>) {
+        match (&mut self.element, id) {
+            (Some(e), id) => e.id = id,
+            (None, Some(id)) => {
+                self.element = Some(Box::new(PrimitiveElement {
+                    id: Some(id),
+                    extension: Vec::new(),
+                }));
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// The extensions on the primitive (the `extension` of the `_field` object).
+    #[must_use]
+    pub fn extension(&self) -> &[Extension] {
+        self.element
+            .as_ref()
+            .map_or(&[], |e| e.extension.as_slice())
+    }
+
+    /// The extensions on the primitive, for changing them.
+    pub fn extension_mut(&mut self) -> &mut Vec<Extension> {
+        &mut self.element.get_or_insert_with(Box::default).extension
+    }
+
     /// Adds an extension (builder style).
     #[must_use]
     pub fn with_extension(mut self, extension: Extension) -> Self {
-        self.extension.push(extension);
+        self.extension_mut().push(extension);
         self
     }
 
     /// Whether the `_field` part (id or extensions) is present.
     #[must_use]
     pub fn has_element_part(&self) -> bool {
-        self.id.is_some() || !self.extension.is_empty()
+        self.element
+            .as_ref()
+            .is_some_and(|e| e.id.is_some() || !e.extension.is_empty())
     }
 
     /// Whether neither a value nor an id/extension is present (invalid in FHIR JSON).
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.value.is_none() && !self.has_element_part()
+    }
+
+    /// Replaces the `_field` part (parsing).
+    pub(crate) fn set_element(&mut self, element: PrimitiveElement) {
+        self.element = element.boxed();
     }
 }
 
@@ -155,6 +231,13 @@ impl PartialEq<&str> for Primitive<String> {
 pub(crate) struct PrimitiveElement {
     pub(crate) id: Option<String>,
     pub(crate) extension: Vec<Extension>,
+}
+
+impl PrimitiveElement {
+    /// Boxed, or `None` when empty.
+    fn boxed(self) -> Option<Box<Self>> {
+        (self.id.is_some() || !self.extension.is_empty()).then(|| Box::new(self))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ impl Validator {
                 ));
             }
         }
-        if let Some(id) = &p.id {
+        if let Some(id) = p.id() {
             if id.is_empty() {
                 self.issues.push(Issue::error(
                     IssueKind::Value,
@@ -103,7 +103,7 @@ impl Validator {
                 ));
             }
         }
-        for (i, e) in p.extension.iter().enumerate() {
+        for (i, e) in p.extension().iter().enumerate() {
             self.at("extension", Some(i), |v| e.validate_into(v));
         }
     }

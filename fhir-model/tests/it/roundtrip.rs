@@ -41,10 +41,10 @@ fn patient_round_trips_with_primitive_extensions() {
     assert_eq!(given.len(), 3);
     assert_eq!(given[0], "Peter");
     assert!(given[1].value.is_none());
-    assert_eq!(given[1].extension.len(), 1);
+    assert_eq!(given[1].extension().len(), 1);
     let birth = p.birth_date.as_ref().unwrap();
     assert_eq!(birth.value().unwrap().as_str(), "1974-12");
-    assert_eq!(birth.id.as_deref(), Some("bd"));
+    assert_eq!(birth.id(), Some("bd"));
     assert_eq!(p.contained[0].resource_type(), ResourceType::Organization);
     assert_eq!(canonical(&json::to_string(&p).unwrap()), canonical(PATIENT));
 }
@@ -53,7 +53,7 @@ fn patient_round_trips_with_primitive_extensions() {
 fn observation_round_trips_decimals_and_extension_only_status() {
     let o: Observation = json::from_str(OBSERVATION).unwrap();
     assert!(o.status.value.is_none(), "status present only as extension");
-    assert_eq!(o.status.extension.len(), 1);
+    assert_eq!(o.status.extension().len(), 1);
     match &o.value {
         Some(ObservationValue::Quantity(q)) => {
             assert_eq!(q.value.as_ref().unwrap().value().unwrap().as_str(), "72.50")
@@ -129,6 +129,38 @@ fn strict_errors_carry_paths() {
     assert!(msg.contains("empty array"));
     let (_, msg) = parse_err::<Resource>(r#"{"resourceType":"Unicorn"}"#);
     assert!(msg.contains("unknown resourceType `Unicorn`"), "{msg}");
+}
+
+#[test]
+fn invalid_utf8_is_a_located_parse_error() {
+    // `from_slice` checks UTF-8 once up front; the error still names the element and position.
+    let text = "{\"resourceType\":\"Patient\",\n\"name\":[{\"family\":\"ab\"}]}";
+    let mut bytes = text.as_bytes().to_vec();
+    let at = text.find("ab").unwrap();
+    bytes[at + 1] = 0xff;
+    match json::from_slice::<Patient>(&bytes).unwrap_err() {
+        Error::Parse {
+            path, line, column, ..
+        } => {
+            assert_eq!(path, "Patient.name[0].family");
+            assert_eq!(line, 2);
+            assert!(column > at - text.find('\n').unwrap(), "column {column}");
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    // Invalid bytes outside any string are a syntax error at their position.
+    let err = json::from_slice::<Resource>(b"{\"resourceType\":\"Patient\"}\xff").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Parse {
+                line: 1,
+                column: 27,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
