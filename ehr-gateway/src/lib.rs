@@ -106,4 +106,5 @@ pub use metadata::{
     PatientsAppResource, OAUTH_URIS_EXTENSION, PATIENTS_APP_RESOURCES,
     PATIENTS_APP_SECURITY_SERVICE_SYSTEM, R4_SECURITY_SERVICE_SYSTEM,
 };
+pub use secrecy::{ExposeSecret, SecretString};
 pub use tenants::{Provider, TenantId, TenantRouter};
