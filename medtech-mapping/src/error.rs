@@ -1,6 +1,8 @@
 //! The crate's error type.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A `Result` whose error is [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -85,10 +87,37 @@ impl fmt::Display for MappingErrorKind {
     }
 }
 
-/// Everything that can go wrong in this crate.
+/// Which identity a FHIR identity error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IdentityKind {
+    /// A `Device`, found by the measurement's device id.
+    Device,
+    /// A `Patient`, found by the measurement's patient id.
+    Patient,
+}
+
+impl fmt::Display for IdentityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Device => "Device",
+            Self::Patient => "Patient",
+        })
+    }
+}
+
+/// The cause of a [`Error::Store`] failure, shared so that [`enum@Error`] stays `Clone`.
+pub type StoreSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in this crate: loading templates, mapping a message
+/// (normalize, group, transform), resolving identities and persisting (feature `pipeline`).
 ///
-/// Errors name the template path and the message index; they never include the device message
-/// body or a value taken from it.
+/// Errors say what failed and where (template path, message index, FHIR interaction and HTTP
+/// status, file path); they never include the device message body, a device or patient
+/// identifier, or any other value taken from a message. [`Error::reason_code`] gives a short,
+/// stable code per kind (used for dead letters and metrics) and [`Error::is_message_error`] tells
+/// a message's fault (dead-letter it, fix the mapping, replay) from an infrastructure failure
+/// (retry later).
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -104,7 +133,7 @@ pub enum Error {
     /// A device message could not be read as JSON, or an envelope lacked the expected shape.
     #[error("message {message_index}: {reason}")]
     InvalidMessage {
-        /// Index of the message in the batch (0-based).
+        /// Index of the message in the batch (0-based), or its source position in a pipeline.
         message_index: usize,
         /// Why it was rejected (never the body itself).
         reason: String,
@@ -140,6 +169,209 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+
+    /// Identity mode `Lookup`: no Device carries the measurement's device identifier.
+    #[error("no Device with the measurement's device identifier exists (identity mode Lookup)")]
+    DeviceNotFound,
+
+    /// Identity mode `Lookup`: the Device exists but `Device.patient` is not set, so no patient
+    /// can be derived.
+    #[error("the Device has no patient reference (identity mode Lookup)")]
+    DeviceWithoutPatient,
+
+    /// Identity mode `Create`: the measurement has no patient id, so no Patient can be found or
+    /// created (the device mapping needs a `patientIdExpression`).
+    #[error("the measurement has no patient id (identity mode Create needs patientIdExpression)")]
+    PatientIdMissing,
+
+    /// The Device exists and references another Patient than the measurement's.
+    #[error("the Device references a different Patient than the measurement")]
+    PatientDeviceMismatch,
+
+    /// Several resources carry the same identifier, so the identity is ambiguous (a search found
+    /// several, or a conditional create was refused with `412 Precondition Failed`).
+    #[error("several {kind} resources carry the same identifier")]
+    AmbiguousIdentity {
+        /// Which identity.
+        kind: IdentityKind,
+    },
+
+    /// The FHIR server, another store, or a sink failed (network, HTTP status, rejected
+    /// resource). Usually transient: the message is not acknowledged and can be retried.
+    #[error("{operation} failed{}", fhir_context(.interaction, .status))]
+    Store {
+        /// What was attempted, e.g. `"Patient conditional create"`.
+        operation: &'static str,
+        /// The FHIR interaction (`create`, `search`, `batch`, `transaction`, ...), when the
+        /// failure came from a FHIR server.
+        interaction: Option<&'static str>,
+        /// The HTTP status the FHIR server answered, when it answered.
+        status: Option<u16>,
+        /// The cause.
+        #[source]
+        source: StoreSource,
+    },
+
+    /// A store answered successfully but with something unusable (a created resource without
+    /// id, a batch response with the wrong number of entries, several Observations with one
+    /// identifier).
+    #[error("{operation}: unexpected response: {reason}")]
+    UnexpectedResponse {
+        /// What was attempted.
+        operation: &'static str,
+        /// What was wrong.
+        reason: &'static str,
+    },
+
+    /// A write kept conflicting with concurrent writers beyond the retry budget.
+    #[error("{operation} still conflicted after {attempts} attempts")]
+    Conflict {
+        /// What was attempted.
+        operation: &'static str,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+
+    /// Reading or writing a local file or stream failed.
+    #[error("{what}{}: I/O error", path_suffix(.path))]
+    Io {
+        /// What was being read or written, e.g. `"input line 12"` or `"dead-letter output"`.
+        what: String,
+        /// The file, when there is one.
+        path: Option<PathBuf>,
+        /// The cause.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+
+    /// A resource or record could not be serialized or read back.
+    #[error("{what}: invalid JSON")]
+    Json {
+        /// What was being (de)serialized.
+        what: String,
+        /// The cause (position only; `serde_json` errors never contain the input text).
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
+}
+
+fn fhir_context(interaction: &Option<&'static str>, status: &Option<u16>) -> String {
+    match (interaction, status) {
+        (Some(i), Some(s)) => format!(" (FHIR {i}: HTTP {s})"),
+        (Some(i), None) => format!(" (FHIR {i})"),
+        (None, Some(s)) => format!(" (HTTP {s})"),
+        (None, None) => String::new(),
+    }
+}
+
+fn path_suffix(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" `{}`", p.display()))
+        .unwrap_or_default()
+}
+
+impl Error {
+    /// A short, stable reason code, used for dead-letter records and the
+    /// `medtech_dead_letters_total{reason}` metric: `invalid-message`,
+    /// `required-value-missing`, `required-value-empty`, `incompatible-value`,
+    /// `expression-failed`, `invalid-template`, `grouping-failed`, `transform-failed`,
+    /// `device-not-found`, `device-without-patient`, `patient-id-missing`,
+    /// `patient-device-mismatch`, `ambiguous-identity`, `store-failed`, `unexpected-response`,
+    /// `conflict`, `io`, `json`.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            Self::InvalidTemplate { .. } => "invalid-template",
+            Self::InvalidMessage { .. } => "invalid-message",
+            Self::Mapping { kind, .. } => match kind {
+                MappingErrorKind::RequiredValueMissing => "required-value-missing",
+                MappingErrorKind::RequiredValueEmpty => "required-value-empty",
+                MappingErrorKind::IncompatibleValue => "incompatible-value",
+                MappingErrorKind::Evaluation => "expression-failed",
+            },
+            Self::Grouping { .. } => "grouping-failed",
+            Self::Transform { .. } => "transform-failed",
+            Self::DeviceNotFound => "device-not-found",
+            Self::DeviceWithoutPatient => "device-without-patient",
+            Self::PatientIdMissing => "patient-id-missing",
+            Self::PatientDeviceMismatch => "patient-device-mismatch",
+            Self::AmbiguousIdentity { .. } => "ambiguous-identity",
+            Self::Store { .. } => "store-failed",
+            Self::UnexpectedResponse { .. } => "unexpected-response",
+            Self::Conflict { .. } => "conflict",
+            Self::Io { .. } => "io",
+            Self::Json { .. } => "json",
+        }
+    }
+
+    /// Whether the failure is about one message's content or the mapping (dead-letter it, fix,
+    /// replay) rather than about the infrastructure (stop, leave it unacknowledged, retry
+    /// later). Mapping, template and identity errors are message errors; store, conflict, I/O
+    /// and JSON errors are not.
+    pub fn is_message_error(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidTemplate { .. }
+                | Self::InvalidMessage { .. }
+                | Self::Mapping { .. }
+                | Self::Grouping { .. }
+                | Self::Transform { .. }
+                | Self::DeviceNotFound
+                | Self::DeviceWithoutPatient
+                | Self::PatientIdMissing
+                | Self::PatientDeviceMismatch
+                | Self::AmbiguousIdentity { .. }
+        )
+    }
+
+    /// The template path of a mapping error, e.g. `template[0].template.values[0].valueExpression`.
+    pub fn template_path(&self) -> Option<&str> {
+        match self {
+            Self::Mapping { template_path, .. } => Some(template_path),
+            _ => None,
+        }
+    }
+
+    /// The index (or source position) of the message an error is about, when it is known.
+    pub fn message_index(&self) -> Option<usize> {
+        match self {
+            Self::InvalidMessage { message_index, .. } | Self::Mapping { message_index, .. } => {
+                Some(*message_index)
+            }
+            _ => None,
+        }
+    }
+
+    /// The HTTP status a FHIR server answered, for [`Error::Store`] failures caused by one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Store { status, .. } => *status,
+            _ => None,
+        }
+    }
+
+    /// A store failure without FHIR context.
+    #[cfg_attr(not(feature = "pipeline"), allow(dead_code))]
+    pub(crate) fn store(
+        operation: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Store {
+            operation,
+            interaction: None,
+            status: None,
+            source: Arc::new(source),
+        }
+    }
+
+    /// An I/O failure on `what` (and the file `path`, if any).
+    #[cfg_attr(not(feature = "pipeline"), allow(dead_code))]
+    pub(crate) fn io(what: impl Into<String>, path: Option<&Path>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            path: path.map(Path::to_path_buf),
+            source: Arc::new(source),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +383,52 @@ mod tests {
     #[test]
     fn error_is_send_sync_static() {
         assert_send_sync::<Error>();
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let store = Error::Store {
+            operation: "Patient conditional create",
+            interaction: Some("create"),
+            status: Some(503),
+            source: Arc::new(std::io::Error::other("unavailable")),
+        };
+        assert_eq!(
+            store.to_string(),
+            "Patient conditional create failed (FHIR create: HTTP 503)"
+        );
+        assert_eq!(store.status(), Some(503));
+        assert!(!store.is_message_error());
+        assert_eq!(store.reason_code(), "store-failed");
+        let io = Error::io(
+            "device mapping",
+            Some(Path::new("/m/device.json")),
+            std::io::Error::other("gone"),
+        );
+        assert_eq!(io.to_string(), "device mapping `/m/device.json`: I/O error");
+        assert!(std::error::Error::source(&io).is_some());
+        let mapping = Error::Mapping {
+            message_index: 3,
+            template_path: "template[1].template.values[0].valueExpression".into(),
+            kind: MappingErrorKind::RequiredValueMissing,
+            detail: "d".into(),
+        };
+        assert!(mapping.is_message_error());
+        assert_eq!(mapping.reason_code(), "required-value-missing");
+        assert_eq!(
+            mapping.template_path(),
+            Some("template[1].template.values[0].valueExpression")
+        );
+        assert_eq!(mapping.message_index(), Some(3));
+        assert!(Error::DeviceNotFound.is_message_error());
+        assert_eq!(Error::DeviceNotFound.reason_code(), "device-not-found");
+        assert_eq!(
+            Error::AmbiguousIdentity {
+                kind: IdentityKind::Patient
+            }
+            .to_string(),
+            "several Patient resources carry the same identifier"
+        );
     }
 
     #[test]

@@ -65,7 +65,9 @@ mod template;
 mod transform;
 mod values;
 
-pub use error::{Error, MappingErrorKind, Result, TemplateProblem, TemplateProblems};
+pub use error::{
+    Error, IdentityKind, MappingErrorKind, Result, StoreSource, TemplateProblem, TemplateProblems,
+};
 pub use fhir_template::{
     CodeValueFhir, CodeValueMapping, FhirCode, FhirCodeableConcept, FhirMapping, FhirValue,
     PeriodInterval,

@@ -100,11 +100,27 @@ enum Command {
 /// Failure of the command: (exit code, already reported).
 struct Failure(u8);
 
-fn read(path: &Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path).map_err(|e| {
-        eprintln!("error: cannot read {}: {e}", path.display());
+/// The argument a file was given with, named in error messages.
+pub(crate) const DEVICE_MAPPING: &str = "device mapping (--device-mapping)";
+/// See [`DEVICE_MAPPING`].
+pub(crate) const FHIR_MAPPING: &str = "FHIR destination mapping (--fhir-mapping)";
+
+/// Reads the file `path` given as `what`; reports a failure (naming `what` and the path) and
+/// exits 2.
+fn read(path: &Path, what: &str) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|source| {
+        let e = Error::Io {
+            what: what.to_owned(),
+            path: Some(path.to_path_buf()),
+            source: std::sync::Arc::new(source),
+        };
+        eprintln!("error: cannot read the {e}: {}", error_source(&e));
         Failure(2)
     })
+}
+
+fn error_source(e: &dyn std::error::Error) -> String {
+    e.source().map(ToString::to_string).unwrap_or_default()
 }
 
 fn report_template_error(file: &Path, e: &Error) {
@@ -124,7 +140,7 @@ fn report_template_error(file: &Path, e: &Error) {
 }
 
 fn load_device(path: &Path) -> Result<DeviceMapping, Failure> {
-    DeviceMapping::from_json(&read(path)?).map_err(|e| {
+    DeviceMapping::from_json(&read(path, DEVICE_MAPPING)?).map_err(|e| {
         report_template_error(path, &e);
         Failure(1)
     })
@@ -132,7 +148,7 @@ fn load_device(path: &Path) -> Result<DeviceMapping, Failure> {
 
 fn validate(device: &Path, fhir: Option<&Path>) -> Result<(), Failure> {
     let mut failed = false;
-    match DeviceMapping::from_json(&read(device)?) {
+    match DeviceMapping::from_json(&read(device, DEVICE_MAPPING)?) {
         Ok(m) => println!(
             "{}: device mapping OK ({} templates)",
             device.display(),
@@ -144,7 +160,7 @@ fn validate(device: &Path, fhir: Option<&Path>) -> Result<(), Failure> {
         }
     }
     if let Some(fhir) = fhir {
-        match FhirMapping::from_json(&read(fhir)?) {
+        match FhirMapping::from_json(&read(fhir, FHIR_MAPPING)?) {
             Ok(m) => println!(
                 "{}: FHIR destination mapping OK ({} templates)",
                 fhir.display(),
@@ -229,7 +245,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
 }
 
 fn read_existing(path: &Path) -> Result<Vec<Observation>, Failure> {
-    let text = read(path)?;
+    let text = read(path, "existing Observations (--existing)")?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         eprintln!(
             "error: {}: not valid JSON (line {} column {})",
@@ -267,7 +283,7 @@ fn transform(
     with_explain: bool,
     events: &[PathBuf],
 ) -> Result<(), Failure> {
-    let fhir_mapping = FhirMapping::from_json(&read(fhir)?).map_err(|e| {
+    let fhir_mapping = FhirMapping::from_json(&read(fhir, FHIR_MAPPING)?).map_err(|e| {
         report_template_error(fhir, &e);
         Failure(1)
     })?;
@@ -349,7 +365,7 @@ fn normalize_all(
     let mut all: Indexed = Vec::new();
     let mut failed = false;
     for (i, file) in events.iter().enumerate() {
-        let text = read(file)?;
+        let text = read(file, &format!("message {i}"))?;
         let value: serde_json::Value = match serde_json::from_str(&text) {
             Ok(v) => v,
             Err(e) => {

@@ -9,8 +9,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::error::{PipelineError, PipelineResult};
 use super::source::DEAD_LETTER_KEY;
+use crate::{Error, Result};
 
 /// The original content of a dead-lettered message.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +28,7 @@ pub struct DeadLetter {
     /// The source position of the message (line number for NDJSON input).
     pub position: u64,
     /// A stable reason code (`required-value-missing`, `device-not-found`, ...), see
-    /// [`PipelineError::reason_code`].
+    /// [`Error::reason_code`].
     pub reason: String,
     /// The error text (names template paths and expressions, never message values).
     pub detail: String,
@@ -72,9 +72,9 @@ pub trait DeadLetterSink: Send + Sync + fmt::Debug {
     /// Stores `letter` durably.
     ///
     /// # Errors
-    /// [`PipelineError::Io`] or [`PipelineError::Store`] when it cannot be stored (the message
+    /// [`Error::Io`] or [`Error::Store`] when it cannot be stored (the message
     /// then stays unacknowledged).
-    async fn write(&self, letter: &DeadLetter) -> PipelineResult<()>;
+    async fn write(&self, letter: &DeadLetter) -> Result<()>;
 }
 
 /// Keeps dead letters in memory.
@@ -97,12 +97,10 @@ impl InMemoryDeadLetters {
 
 #[async_trait]
 impl DeadLetterSink for InMemoryDeadLetters {
-    async fn write(&self, letter: &DeadLetter) -> PipelineResult<()> {
+    async fn write(&self, letter: &DeadLetter) -> Result<()> {
         self.letters
             .lock()
-            .map_err(|_| {
-                PipelineError::store("dead letters", std::io::Error::other("poisoned lock"))
-            })?
+            .map_err(|_| Error::store("dead letters", std::io::Error::other("poisoned lock")))?
             .push(letter.clone());
         Ok(())
     }
@@ -136,17 +134,13 @@ impl<W: AsyncWrite + Unpin + Send> NdjsonDeadLetters<W> {
 
 #[async_trait]
 impl<W: AsyncWrite + Unpin + Send> DeadLetterSink for NdjsonDeadLetters<W> {
-    async fn write(&self, letter: &DeadLetter) -> PipelineResult<()> {
-        let mut line =
-            serde_json::to_vec(&letter.to_json()).map_err(|source| PipelineError::Json {
-                what: "dead letter".to_owned(),
-                source,
-            })?;
+    async fn write(&self, letter: &DeadLetter) -> Result<()> {
+        let mut line = serde_json::to_vec(&letter.to_json()).map_err(|source| Error::Json {
+            what: "dead letter".to_owned(),
+            source: std::sync::Arc::new(source),
+        })?;
         line.push(b'\n');
-        let io = |source| PipelineError::Io {
-            what: "dead-letter output".to_owned(),
-            source,
-        };
+        let io = |source| Error::io("dead-letter output", None, source);
         let mut w = self.writer.lock().await;
         w.write_all(&line).await.map_err(io)?;
         w.flush().await.map_err(io)

@@ -9,10 +9,10 @@ use carebridge_fhir_model::resources::{Bundle, Device, Observation, Patient};
 use carebridge_fhir_model::{FhirResource, Resource};
 use futures::StreamExt;
 
-use super::error::{IdentityKind, PipelineError, PipelineResult};
 use super::identity::{DeviceRecord, IdentifierRef, IdentityStore};
 use super::sink::{FhirSink, ObservationMapper, PendingObservation, PersistReport};
 use crate::OBSERVATION_IDENTIFIER_SYSTEM;
+use crate::{Error, IdentityKind, Result};
 
 /// How often a message's writes are attempted when concurrent writers interfere (a stale
 /// `If-Match`, or a conditional create that found a resource created meanwhile). Each attempt is
@@ -48,12 +48,10 @@ fn referenced_id(reference: &Reference, type_name: &str) -> Option<String> {
     (ty == type_name && !id.is_empty()).then(|| id.to_owned())
 }
 
-fn device_record(device: &Device) -> PipelineResult<DeviceRecord> {
-    let id = device.id().ok_or_else(|| {
-        PipelineError::store(
-            "Device search",
-            std::io::Error::other("the server returned a Device without id"),
-        )
+fn device_record(device: &Device) -> Result<DeviceRecord> {
+    let id = device.id().ok_or_else(|| Error::UnexpectedResponse {
+        operation: "Device search",
+        reason: "the server returned a Device without id",
     })?;
     Ok(DeviceRecord {
         id: id.to_owned(),
@@ -64,11 +62,23 @@ fn device_record(device: &Device) -> PipelineResult<DeviceRecord> {
     })
 }
 
-fn client_error(operation: &'static str, kind: IdentityKind, e: ClientError) -> PipelineError {
+/// A failure of the FHIR client as the crate's [`Error::Store`], with the FHIR interaction and
+/// HTTP status when the server answered.
+fn fhir_error(operation: &'static str, e: ClientError) -> Error {
+    let failure = e.http_failure();
+    Error::Store {
+        operation,
+        interaction: failure.map(|f| f.interaction().as_str()),
+        status: failure.map(|f| f.status().as_u16()),
+        source: std::sync::Arc::new(e),
+    }
+}
+
+fn client_error(operation: &'static str, kind: IdentityKind, e: ClientError) -> Error {
     match e {
         // Conditional create: the criteria matched several resources.
-        ClientError::PreconditionFailed(_) => PipelineError::AmbiguousIdentity { kind },
-        other => PipelineError::store(operation, other),
+        ClientError::PreconditionFailed(_) => Error::AmbiguousIdentity { kind },
+        other => fhir_error(operation, other),
     }
 }
 
@@ -91,7 +101,7 @@ impl FhirClientIdentityStore {
         resource: &R,
         id: IdentifierRef<'_>,
         kind: IdentityKind,
-    ) -> PipelineResult<R> {
+    ) -> Result<R> {
         let options = CreateOptions {
             if_none_exist: Some(criteria(id)),
         };
@@ -111,10 +121,7 @@ impl FhirClientIdentityStore {
 
 #[async_trait]
 impl IdentityStore for FhirClientIdentityStore {
-    async fn find_device(
-        &self,
-        identifier: IdentifierRef<'_>,
-    ) -> PipelineResult<Option<DeviceRecord>> {
+    async fn find_device(&self, identifier: IdentifierRef<'_>) -> Result<Option<DeviceRecord>> {
         let params = criteria(identifier).count(2);
         let found: Vec<_> = self
             .client
@@ -124,18 +131,18 @@ impl IdentityStore for FhirClientIdentityStore {
             .await;
         let mut devices = Vec::with_capacity(found.len());
         for d in found {
-            devices.push(d.map_err(|e| PipelineError::store("Device search", e))?);
+            devices.push(d.map_err(|e| fhir_error("Device search", e))?);
         }
         match devices.as_slice() {
             [] => Ok(None),
             [one] => device_record(one).map(Some),
-            _ => Err(PipelineError::AmbiguousIdentity {
+            _ => Err(Error::AmbiguousIdentity {
                 kind: IdentityKind::Device,
             }),
         }
     }
 
-    async fn find_or_create_patient(&self, id: IdentifierRef<'_>) -> PipelineResult<String> {
+    async fn find_or_create_patient(&self, id: IdentifierRef<'_>) -> Result<String> {
         let patient = Patient {
             identifier: vec![identifier(id)],
             ..Patient::new()
@@ -143,19 +150,20 @@ impl IdentityStore for FhirClientIdentityStore {
         let stored = self
             .create_if_none(&patient, id, IdentityKind::Patient)
             .await?;
-        stored.id().map(str::to_owned).ok_or_else(|| {
-            PipelineError::store(
-                "Patient conditional create",
-                std::io::Error::other("the server returned no Patient id"),
-            )
-        })
+        stored
+            .id()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::UnexpectedResponse {
+                operation: "Patient conditional create",
+                reason: "the server returned no Patient id",
+            })
     }
 
     async fn find_or_create_device(
         &self,
         id: IdentifierRef<'_>,
         patient_id: &str,
-    ) -> PipelineResult<DeviceRecord> {
+    ) -> Result<DeviceRecord> {
         let device = Device {
             identifier: vec![identifier(id)],
             patient: Some(Reference {
@@ -199,7 +207,7 @@ impl FhirClientSink {
     async fn find_existing(
         &self,
         pending: &[PendingObservation],
-    ) -> PipelineResult<Vec<Option<Observation>>> {
+    ) -> Result<Vec<Option<Observation>>> {
         let mut request = BatchRequest::new();
         for p in pending {
             request.push(BatchEntry::search::<Observation>(
@@ -210,35 +218,36 @@ impl FhirClientSink {
             .client
             .batch(&request)
             .await
-            .map_err(|e| PipelineError::store("Observation search batch", e))?
+            .map_err(|e| fhir_error("Observation search batch", e))?
             .into_value();
         let mut out = Vec::with_capacity(pending.len());
         for entry in response.into_entries() {
-            let entry = entry.map_err(|e| PipelineError::store("Observation search", e))?;
-            let bundle = entry.resource_as::<Bundle>().ok_or_else(|| {
-                PipelineError::store(
-                    "Observation search",
-                    std::io::Error::other("a search entry returned no Bundle"),
-                )
-            })?;
+            let entry = entry.map_err(|e| fhir_error("Observation search", e))?;
+            let bundle =
+                entry
+                    .resource_as::<Bundle>()
+                    .ok_or_else(|| Error::UnexpectedResponse {
+                        operation: "Observation search",
+                        reason: "a search entry returned no Bundle",
+                    })?;
             let mut found = bundle.entry.into_iter().filter_map(|e| match e.resource {
                 Some(Resource::Observation(o)) => Some(*o),
                 _ => None,
             });
             let first = found.next();
             if found.next().is_some() {
-                return Err(PipelineError::store(
-                    "Observation search",
-                    std::io::Error::other("several Observations carry one identifier"),
-                ));
+                return Err(Error::UnexpectedResponse {
+                    operation: "Observation search",
+                    reason: "several Observations carry one identifier",
+                });
             }
             out.push(first);
         }
         if out.len() != pending.len() {
-            return Err(PipelineError::store(
-                "Observation search batch",
-                std::io::Error::other("the batch response has the wrong number of entries"),
-            ));
+            return Err(Error::UnexpectedResponse {
+                operation: "Observation search batch",
+                reason: "the batch response has the wrong number of entries",
+            });
         }
         Ok(out)
     }
@@ -250,13 +259,13 @@ impl FhirSink for FhirClientSink {
         &self,
         mut pending: Vec<PendingObservation>,
         mapper: &dyn ObservationMapper,
-    ) -> PipelineResult<PersistReport> {
+    ) -> Result<PersistReport> {
         let mut report = PersistReport::default();
         let mut attempts = 0;
         while !pending.is_empty() {
             attempts += 1;
             if attempts > MAX_ATTEMPTS {
-                return Err(PipelineError::Conflict {
+                return Err(Error::Conflict {
                     operation: "Observation transaction",
                     attempts: MAX_ATTEMPTS,
                 });
@@ -271,7 +280,7 @@ impl FhirSink for FhirClientSink {
                         &p.observation,
                         &Self::observation_criteria(&p.identifier_value),
                     )
-                    .map_err(|e| PipelineError::store("Observation create", e))?,
+                    .map_err(|e| fhir_error("Observation create", e))?,
                     Some(current) => {
                         let mut merged = mapper.merge(current, &p.group, &p.identity)?;
                         if &merged == current {
@@ -283,7 +292,7 @@ impl FhirSink for FhirClientSink {
                         }
                         merged.set_id(current.id().map(str::to_owned));
                         let entry = BatchEntry::update(&merged)
-                            .map_err(|e| PipelineError::store("Observation update", e))?;
+                            .map_err(|e| fhir_error("Observation update", e))?;
                         match current
                             .meta
                             .as_ref()
@@ -313,12 +322,11 @@ impl FhirSink for FhirClientSink {
                     pending = keep_only(pending, &keep);
                     continue;
                 }
-                Err(e) => return Err(PipelineError::store("Observation transaction", e)),
+                Err(e) => return Err(fhir_error("Observation transaction", e)),
             };
             let mut retry = Vec::new();
             for ((i, is_create), entry) in written.iter().zip(response.into_entries()) {
-                let entry =
-                    entry.map_err(|e| PipelineError::store("Observation transaction", e))?;
+                let entry = entry.map_err(|e| fhir_error("Observation transaction", e))?;
                 let status = entry.status().as_u16();
                 if *is_create && status == 200 {
                     // The conditional create found an Observation written meanwhile: merge into it.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use quick_cache::sync::Cache;
 
-use super::error::{IdentityKind, PipelineError, PipelineResult};
+use crate::{Error, IdentityKind, Result};
 
 /// How identities are resolved (MedTech's `resourceIdentityResolutionType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,20 +102,16 @@ pub trait IdentityStore: Send + Sync + fmt::Debug {
     /// Finds the Device with `identifier`.
     ///
     /// # Errors
-    /// [`PipelineError::Store`] on failure, [`PipelineError::AmbiguousIdentity`] when several
+    /// [`Error::Store`] on failure, [`Error::AmbiguousIdentity`] when several
     /// match.
-    async fn find_device(
-        &self,
-        identifier: IdentifierRef<'_>,
-    ) -> PipelineResult<Option<DeviceRecord>>;
+    async fn find_device(&self, identifier: IdentifierRef<'_>) -> Result<Option<DeviceRecord>>;
 
     /// Finds the Patient with `identifier`, creating it (conditionally) when there is none;
     /// returns its logical id.
     ///
     /// # Errors
     /// As [`find_device`](IdentityStore::find_device).
-    async fn find_or_create_patient(&self, identifier: IdentifierRef<'_>)
-        -> PipelineResult<String>;
+    async fn find_or_create_patient(&self, identifier: IdentifierRef<'_>) -> Result<String>;
 
     /// Finds the Device with `identifier`, creating it (conditionally) with `Device.patient`
     /// referencing `patient_id` when there is none.
@@ -126,7 +122,7 @@ pub trait IdentityStore: Send + Sync + fmt::Debug {
         &self,
         identifier: IdentifierRef<'_>,
         patient_id: &str,
-    ) -> PipelineResult<DeviceRecord>;
+    ) -> Result<DeviceRecord>;
 }
 
 /// The FHIR resource ids a group's Observation references.
@@ -182,24 +178,20 @@ impl IdentityResolver {
     /// the device mapping).
     ///
     /// # Errors
-    /// [`PipelineError::PatientIdMissing`], [`PipelineError::DeviceNotFound`],
-    /// [`PipelineError::DeviceWithoutPatient`], [`PipelineError::PatientDeviceMismatch`],
-    /// [`PipelineError::AmbiguousIdentity`] for the message; [`PipelineError::Store`] when the
+    /// [`Error::PatientIdMissing`], [`Error::DeviceNotFound`],
+    /// [`Error::DeviceWithoutPatient`], [`Error::PatientDeviceMismatch`],
+    /// [`Error::AmbiguousIdentity`] for the message; [`Error::Store`] when the
     /// store fails. Failures are not cached.
     pub async fn resolve(
         &self,
         device_id: &str,
         patient_id: Option<&str>,
-    ) -> PipelineResult<ResolvedIdentity> {
+    ) -> Result<ResolvedIdentity> {
         let patient_id = patient_id.filter(|p| !p.trim().is_empty());
         let key: IdentityKey = match self.options.mode {
             IdentityMode::Create => (
                 device_id.to_owned(),
-                Some(
-                    patient_id
-                        .ok_or(PipelineError::PatientIdMissing)?
-                        .to_owned(),
-                ),
+                Some(patient_id.ok_or(Error::PatientIdMissing)?.to_owned()),
             ),
             // The patient comes from the Device, whatever the message says.
             IdentityMode::Lookup => (device_id.to_owned(), None),
@@ -209,7 +201,7 @@ impl IdentityResolver {
             .await
     }
 
-    async fn resolve_uncached(&self, key: &IdentityKey) -> PipelineResult<ResolvedIdentity> {
+    async fn resolve_uncached(&self, key: &IdentityKey) -> Result<ResolvedIdentity> {
         let device = IdentifierRef {
             system: self.options.device_identifier_system.as_deref(),
             value: &key.0,
@@ -232,7 +224,7 @@ impl IdentityResolver {
                     .find_or_create_device(device, &patient_id)
                     .await?;
                 if record.patient_id.as_deref() != Some(patient_id.as_str()) {
-                    return Err(PipelineError::PatientDeviceMismatch);
+                    return Err(Error::PatientDeviceMismatch);
                 }
                 Ok(ResolvedIdentity {
                     patient_id,
@@ -244,10 +236,8 @@ impl IdentityResolver {
                     .store
                     .find_device(device)
                     .await?
-                    .ok_or(PipelineError::DeviceNotFound)?;
-                let patient_id = record
-                    .patient_id
-                    .ok_or(PipelineError::DeviceWithoutPatient)?;
+                    .ok_or(Error::DeviceNotFound)?;
+                let patient_id = record.patient_id.ok_or(Error::DeviceWithoutPatient)?;
                 Ok(ResolvedIdentity {
                     patient_id,
                     device_id: record.id,
@@ -293,10 +283,10 @@ impl InMemoryIdentityStore {
             .unwrap_or_default()
     }
 
-    fn lock(&self) -> PipelineResult<std::sync::MutexGuard<'_, MemoryState>> {
-        self.state.lock().map_err(|_| {
-            PipelineError::store("identity store", std::io::Error::other("poisoned lock"))
-        })
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemoryState>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::store("identity store", std::io::Error::other("poisoned lock")))
     }
 }
 
@@ -320,17 +310,11 @@ fn memory_id(kind: IdentityKind, value: &str) -> String {
 
 #[async_trait]
 impl IdentityStore for InMemoryIdentityStore {
-    async fn find_device(
-        &self,
-        identifier: IdentifierRef<'_>,
-    ) -> PipelineResult<Option<DeviceRecord>> {
+    async fn find_device(&self, identifier: IdentifierRef<'_>) -> Result<Option<DeviceRecord>> {
         Ok(self.lock()?.devices.get(identifier.value).cloned())
     }
 
-    async fn find_or_create_patient(
-        &self,
-        identifier: IdentifierRef<'_>,
-    ) -> PipelineResult<String> {
+    async fn find_or_create_patient(&self, identifier: IdentifierRef<'_>) -> Result<String> {
         let mut s = self.lock()?;
         if let Some(id) = s.patients.get(identifier.value) {
             return Ok(id.clone());
@@ -345,7 +329,7 @@ impl IdentityStore for InMemoryIdentityStore {
         &self,
         identifier: IdentifierRef<'_>,
         patient_id: &str,
-    ) -> PipelineResult<DeviceRecord> {
+    ) -> Result<DeviceRecord> {
         let mut s = self.lock()?;
         if let Some(d) = s.devices.get(identifier.value) {
             return Ok(d.clone());
@@ -376,18 +360,12 @@ mod tests {
 
     #[async_trait]
     impl IdentityStore for SlowStore {
-        async fn find_device(
-            &self,
-            identifier: IdentifierRef<'_>,
-        ) -> PipelineResult<Option<DeviceRecord>> {
+        async fn find_device(&self, identifier: IdentifierRef<'_>) -> Result<Option<DeviceRecord>> {
             self.device_calls.fetch_add(1, Ordering::SeqCst);
             tokio::task::yield_now().await;
             self.inner.find_device(identifier).await
         }
-        async fn find_or_create_patient(
-            &self,
-            identifier: IdentifierRef<'_>,
-        ) -> PipelineResult<String> {
+        async fn find_or_create_patient(&self, identifier: IdentifierRef<'_>) -> Result<String> {
             self.patient_calls.fetch_add(1, Ordering::SeqCst);
             for _ in 0..10 {
                 tokio::task::yield_now().await;
@@ -398,7 +376,7 @@ mod tests {
             &self,
             identifier: IdentifierRef<'_>,
             patient_id: &str,
-        ) -> PipelineResult<DeviceRecord> {
+        ) -> Result<DeviceRecord> {
             self.device_calls.fetch_add(1, Ordering::SeqCst);
             tokio::task::yield_now().await;
             self.inner
@@ -444,11 +422,11 @@ mod tests {
         let r = IdentityResolver::new(store, IdentityOptions::default());
         assert!(matches!(
             r.resolve("d", None).await,
-            Err(PipelineError::PatientIdMissing)
+            Err(Error::PatientIdMissing)
         ));
         assert!(matches!(
             r.resolve("d", Some("p")).await,
-            Err(PipelineError::PatientDeviceMismatch)
+            Err(Error::PatientDeviceMismatch)
         ));
     }
 
@@ -484,11 +462,11 @@ mod tests {
         );
         assert!(matches!(
             r.resolve("d2", None).await,
-            Err(PipelineError::DeviceWithoutPatient)
+            Err(Error::DeviceWithoutPatient)
         ));
         assert!(matches!(
             r.resolve("nope", None).await,
-            Err(PipelineError::DeviceNotFound)
+            Err(Error::DeviceNotFound)
         ));
         assert_eq!(store.created(), (0, 0));
     }

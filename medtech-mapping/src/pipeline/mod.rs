@@ -48,7 +48,6 @@
 //! ```
 
 mod dead_letter;
-mod error;
 #[cfg(feature = "fhir-client")]
 mod fhir;
 mod identity;
@@ -60,7 +59,6 @@ mod source;
 pub use dead_letter::{
     DeadLetter, DeadLetterEvent, DeadLetterSink, InMemoryDeadLetters, NdjsonDeadLetters,
 };
-pub use error::{IdentityKind, PipelineError, PipelineResult};
 #[cfg(feature = "fhir-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fhir-client")))]
 pub use fhir::{FhirClientIdentityStore, FhirClientSink, MAX_ATTEMPTS};

@@ -11,7 +11,6 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::dead_letter::{DeadLetter, DeadLetterEvent, DeadLetterSink};
-use super::error::{PipelineError, PipelineResult};
 use super::identity::IdentityResolver;
 use super::mapper::TransformMapper;
 use super::sink::{FhirSink, ObservationMapper, PendingObservation, PersistReport};
@@ -19,6 +18,7 @@ use super::source::{EventPayload, EventSource, SourceEvent};
 use crate::{
     group_measurements, DeviceMapping, FhirMapping, Measurement, Normalizer, TransformOptions,
 };
+use crate::{Error, Result};
 
 /// Configures a [`Pipeline`].
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ pub enum Disposition {
     Persisted(PersistReport),
     /// It went to the dead-letter sink with this reason code.
     DeadLettered {
-        /// The reason code ([`PipelineError::reason_code`]).
+        /// The reason code ([`Error::reason_code`]).
         reason: String,
     },
     /// No template matched it (a recorded skip, as MedTech drops such messages silently).
@@ -83,11 +83,16 @@ pub struct MessageTrace {
 }
 
 /// Totals of a run.
+///
+/// Every message ends in exactly one of three ways, so
+/// `messages == persisted + skipped + dead_lettered()` always holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
     /// Messages processed (each is persisted, dead-lettered or skipped).
     pub messages: u64,
+    /// Messages whose Observations were persisted.
+    pub persisted: u64,
     /// Measurements produced.
     pub measurements: u64,
     /// Observations created.
@@ -109,6 +114,7 @@ impl RunSummary {
         self.measurements += outcome.measurements as u64;
         match &outcome.disposition {
             Disposition::Persisted(r) => {
+                self.persisted += 1;
                 self.observations_created += r.created as u64;
                 self.observations_updated += r.updated as u64;
                 self.observations_unchanged += r.unchanged as u64;
@@ -130,14 +136,11 @@ impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} messages, {} measurements, {} Observations created, {} updated, {} unchanged, {} skipped (no template matched), {} dead letters",
+            "{} messages: {} persisted, {} skipped (no template matched), {} dead letters",
             self.messages,
-            self.measurements,
-            self.observations_created,
-            self.observations_updated,
-            self.observations_unchanged,
+            self.persisted,
             self.skipped,
-            self.dead_lettered()
+            self.dead_lettered(),
         )?;
         if !self.dead_letters.is_empty() {
             let parts: Vec<String> = self
@@ -147,7 +150,14 @@ impl fmt::Display for RunSummary {
                 .collect();
             write!(f, " ({})", parts.join(", "))?;
         }
-        Ok(())
+        write!(
+            f,
+            "; {} measurements, {} Observations created, {} updated, {} unchanged",
+            self.measurements,
+            self.observations_created,
+            self.observations_updated,
+            self.observations_unchanged,
+        )
     }
 }
 
@@ -184,7 +194,7 @@ impl Pipeline {
     /// [`TransformMapper`]).
     ///
     /// # Errors
-    /// [`crate::Error::InvalidTemplate`] when an expression of `device` does not compile.
+    /// [`Error::InvalidTemplate`] when an expression of `device` does not compile.
     pub fn new(
         device: &DeviceMapping,
         fhir: FhirMapping,
@@ -192,7 +202,7 @@ impl Pipeline {
         sink: Arc<dyn FhirSink>,
         dead_letters: Arc<dyn DeadLetterSink>,
         options: PipelineOptions,
-    ) -> crate::Result<Self> {
+    ) -> Result<Self> {
         let fhir = Arc::new(fhir);
         let mapper: Arc<dyn ObservationMapper> = Arc::new(TransformMapper::new(
             fhir.clone(),
@@ -223,7 +233,7 @@ impl Pipeline {
     /// The first infrastructure failure (store, sink, source, dead-letter sink): the run stops
     /// and that message and later ones stay unacknowledged. Message failures never stop the
     /// run; they become dead letters.
-    pub async fn run<S, F>(&self, source: &mut S, mut on_message: F) -> PipelineResult<RunSummary>
+    pub async fn run<S, F>(&self, source: &mut S, mut on_message: F) -> Result<RunSummary>
     where
         S: EventSource,
         F: FnMut(&MessageOutcome, &RunSummary) + Send,
@@ -264,21 +274,21 @@ impl Pipeline {
     ///
     /// # Errors
     /// Infrastructure failures only (see [`run`](Pipeline::run)).
-    pub async fn process(&self, event: SourceEvent) -> PipelineResult<MessageOutcome> {
+    pub async fn process(&self, event: SourceEvent) -> Result<MessageOutcome> {
         let span = tracing::info_span!("medtech.message", position = event.position);
         self.process_inner(event).instrument(span).await
     }
 
-    async fn process_inner(&self, event: SourceEvent) -> PipelineResult<MessageOutcome> {
+    async fn process_inner(&self, event: SourceEvent) -> Result<MessageOutcome> {
         let position = event.position;
         let index = usize::try_from(position).unwrap_or(usize::MAX);
         let value = match event.payload {
             EventPayload::Event(v) => v,
             EventPayload::Invalid { raw, reason } => {
-                let err = PipelineError::Mapping(crate::Error::InvalidMessage {
+                let err = Error::InvalidMessage {
                     message_index: index,
                     reason,
-                });
+                };
                 return self
                     .dead_letter(position, DeadLetterEvent::Raw(raw), &err, 0, None)
                     .await;
@@ -306,10 +316,9 @@ impl Pipeline {
         let measurements = match normalized {
             Ok(m) => m,
             Err(e) => {
-                let err = PipelineError::from(e);
                 let t = trace(&[], Vec::new());
                 return self
-                    .dead_letter(position, DeadLetterEvent::Event(value), &err, 0, t)
+                    .dead_letter(position, DeadLetterEvent::Event(value), &e, 0, t)
                     .await;
             }
         };
@@ -351,11 +360,7 @@ impl Pipeline {
         }
     }
 
-    async fn persist(
-        &self,
-        measurements: &[Measurement],
-        index: usize,
-    ) -> PipelineResult<PersistReport> {
+    async fn persist(&self, measurements: &[Measurement], index: usize) -> Result<PersistReport> {
         let indexed: Vec<(usize, Measurement)> =
             measurements.iter().map(|m| (index, m.clone())).collect();
         let groups = group_measurements(&indexed, &self.fhir)?;
@@ -382,10 +387,10 @@ impl Pipeline {
         &self,
         position: u64,
         event: DeadLetterEvent,
-        err: &PipelineError,
+        err: &Error,
         measurements: usize,
         trace: Option<MessageTrace>,
-    ) -> PipelineResult<MessageOutcome> {
+    ) -> Result<MessageOutcome> {
         let reason = err.reason_code();
         tracing::warn!(reason, error = %err, "message dead-lettered");
         let letter = DeadLetter {

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use carebridge_fhir_model::resources::Observation;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::error::{PipelineError, PipelineResult};
 use super::identity::ResolvedIdentity;
 use crate::ObservationGroup;
+use crate::{Error, Result};
 
 /// Builds and merges Observations: the seam between the pure core (transform and merge) and the
 /// sinks. [`FhirSink`]s call [`merge`](ObservationMapper::merge) when an Observation for the
@@ -80,13 +80,13 @@ pub trait FhirSink: Send + Sync + fmt::Debug {
     /// Persists `pending`, merging into existing Observations with `mapper`.
     ///
     /// # Errors
-    /// [`PipelineError::Store`] or [`PipelineError::Conflict`] when persisting failed (the
+    /// [`Error::Store`] or [`Error::Conflict`] when persisting failed (the
     /// message stays unacknowledged); a mapping error from `mapper.merge` (dead letter).
     async fn persist(
         &self,
         pending: Vec<PendingObservation>,
         mapper: &dyn ObservationMapper,
-    ) -> PipelineResult<PersistReport>;
+    ) -> Result<PersistReport>;
 }
 
 /// Keeps Observations in memory by identifier, merging like a FHIR server would: for tests and
@@ -117,10 +117,11 @@ impl FhirSink for InMemorySink {
         &self,
         pending: Vec<PendingObservation>,
         mapper: &dyn ObservationMapper,
-    ) -> PipelineResult<PersistReport> {
-        let mut map = self.observations.lock().map_err(|_| {
-            PipelineError::store("in-memory sink", std::io::Error::other("poisoned lock"))
-        })?;
+    ) -> Result<PersistReport> {
+        let mut map = self
+            .observations
+            .lock()
+            .map_err(|_| Error::store("in-memory sink", std::io::Error::other("poisoned lock")))?;
         let mut report = PersistReport::default();
         for p in pending {
             match map.get(&p.identifier_value) {
@@ -177,22 +178,19 @@ impl<W: AsyncWrite + Unpin + Send> FhirSink for NdjsonSink<W> {
         &self,
         pending: Vec<PendingObservation>,
         _mapper: &dyn ObservationMapper,
-    ) -> PipelineResult<PersistReport> {
+    ) -> Result<PersistReport> {
         let mut out = Vec::new();
         let mut report = PersistReport::default();
         for p in pending {
             let line = carebridge_fhir_model::json::to_vec(&p.observation)
-                .map_err(|e| PipelineError::store("Observation serialization", e))?;
+                .map_err(|e| Error::store("Observation serialization", e))?;
             out.extend_from_slice(&line);
             out.push(b'\n');
             report.created += 1;
             report.ids.push(p.identifier_value);
         }
         let mut w = self.writer.lock().await;
-        let io = |source| PipelineError::Io {
-            what: "Observation output".to_owned(),
-            source,
-        };
+        let io = |source| Error::io("Observation output", None, source);
         w.write_all(&out).await.map_err(io)?;
         w.flush().await.map_err(io)?;
         Ok(report)

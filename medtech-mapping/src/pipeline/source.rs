@@ -6,7 +6,7 @@ use std::future::Future;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
-use super::error::{PipelineError, PipelineResult};
+use crate::{Error, Result};
 
 /// The key a dead-letter record adds to the original event; sources drop it, so a dead-letter
 /// file can be replayed as input.
@@ -47,15 +47,15 @@ pub trait EventSource: Send {
     /// The next event, or `None` at the end of the input.
     ///
     /// # Errors
-    /// [`PipelineError::Io`] when the underlying input fails.
-    fn next_event(&mut self) -> impl Future<Output = PipelineResult<Option<SourceEvent>>> + Send;
+    /// [`Error::Io`] when the underlying input fails.
+    fn next_event(&mut self) -> impl Future<Output = Result<Option<SourceEvent>>> + Send;
 
     /// Marks every event up to and including `position` as processed.
     ///
     /// # Errors
-    /// [`PipelineError::Io`] or [`PipelineError::Store`] when the acknowledgement cannot be
+    /// [`Error::Io`] or [`Error::Store`] when the acknowledgement cannot be
     /// stored; the events will then be delivered again.
-    fn ack(&mut self, position: u64) -> impl Future<Output = PipelineResult<()>> + Send;
+    fn ack(&mut self, position: u64) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Turns one JSON value into the event the templates see.
@@ -125,11 +125,11 @@ impl InMemorySource {
 }
 
 impl EventSource for InMemorySource {
-    async fn next_event(&mut self) -> PipelineResult<Option<SourceEvent>> {
+    async fn next_event(&mut self) -> Result<Option<SourceEvent>> {
         Ok(self.pending.pop_front())
     }
 
-    async fn ack(&mut self, position: u64) -> PipelineResult<()> {
+    async fn ack(&mut self, position: u64) -> Result<()> {
         self.acked = Some(self.acked.map_or(position, |a| a.max(position)));
         Ok(())
     }
@@ -168,29 +168,25 @@ impl NdjsonSource<tokio::io::BufReader<tokio::fs::File>> {
     /// Opens the NDJSON file at `path`.
     ///
     /// # Errors
-    /// [`PipelineError::Io`] if the file cannot be opened.
-    pub async fn open(path: &std::path::Path) -> PipelineResult<Self> {
+    /// [`Error::Io`] if the file cannot be opened.
+    pub async fn open(path: &std::path::Path) -> Result<Self> {
         let file = tokio::fs::File::open(path)
             .await
-            .map_err(|source| PipelineError::Io {
-                what: format!("input file {}", path.display()),
-                source,
-            })?;
+            .map_err(|source| Error::io("input file", Some(path), source))?;
         Ok(Self::new(tokio::io::BufReader::new(file)))
     }
 }
 
 impl<R: AsyncBufRead + Unpin + Send> EventSource for NdjsonSource<R> {
-    async fn next_event(&mut self) -> PipelineResult<Option<SourceEvent>> {
+    async fn next_event(&mut self) -> Result<Option<SourceEvent>> {
         loop {
             self.buf.clear();
             let n = self
                 .reader
                 .read_line(&mut self.buf)
                 .await
-                .map_err(|source| PipelineError::Io {
-                    what: format!("input line {}", self.line + 1),
-                    source,
+                .map_err(|source| {
+                    Error::io(format!("input line {}", self.line + 1), None, source)
                 })?;
             if n == 0 {
                 return Ok(None);
@@ -234,7 +230,7 @@ impl<R: AsyncBufRead + Unpin + Send> EventSource for NdjsonSource<R> {
         }
     }
 
-    async fn ack(&mut self, position: u64) -> PipelineResult<()> {
+    async fn ack(&mut self, position: u64) -> Result<()> {
         self.acked = Some(self.acked.map_or(position, |a| a.max(position)));
         Ok(())
     }

@@ -8,6 +8,8 @@
 mod cli;
 #[cfg(feature = "fhir-client")]
 mod e2e;
+#[cfg(feature = "cli")]
+mod e2e_processes;
 mod golden;
 #[cfg(feature = "pipeline")]
 mod pipeline;

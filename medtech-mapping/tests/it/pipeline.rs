@@ -147,7 +147,14 @@ async fn unmappable_messages_are_dead_lettered_and_unmatched_ones_skipped() {
         .await
         .unwrap();
     assert_eq!(summary.messages, 5);
+    assert_eq!(summary.persisted, 1);
     assert_eq!(summary.skipped, 1);
+    assert_eq!(summary.dead_lettered(), 3);
+    assert_eq!(
+        summary.persisted + summary.skipped + summary.dead_lettered(),
+        summary.messages,
+        "every message ends exactly one way"
+    );
     assert_eq!(summary.observations_created, 1);
     assert_eq!(summary.dead_letters.get("required-value-missing"), Some(&1));
     assert_eq!(summary.dead_letters.get("patient-id-missing"), Some(&1));

@@ -380,6 +380,144 @@ fn an_invalid_mapping_names_the_template_path_and_exits_one() {
     );
 }
 
+/// Every input message ends as Observations, a dead letter or a recorded skip: the summary
+/// accounts for each non-blank input line exactly once, and `--trace` shows each one's ending.
+#[test]
+fn every_message_is_persisted_dead_lettered_or_skipped() {
+    let dir = temp_dir("accounting");
+    let input = dir.join("in.ndjson");
+    let out = dir.join("out.ndjson");
+    let mut text = lines(&[
+        message("dev-1", Some("pat-1"), "120", "2023-01-01T10:05:00Z"),
+        json!({"unrelated": true}),
+        message("dev-9", None, "121", "2023-01-01T10:06:00Z"),
+        // No timestamp: a required value is missing.
+        json!({"systolic": "120", "diastolic": "80", "deviceId": "dev-1", "patientId": "pat-1"}),
+        message("dev-1", Some("pat-1"), "125", "2023-01-01T10:35:00Z"),
+        json!([1, 2, 3]),
+    ]);
+    text.push_str("\n{not json\n\n");
+    text.push_str(&lines(&[message(
+        "dev-2",
+        Some("pat-2"),
+        "118",
+        "2023-01-01T12:00:00Z",
+    )]));
+    std::fs::write(&input, &text).unwrap();
+    let messages = text.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+    assert_eq!(messages, 8);
+
+    let o = run(&["--input", s(&input), "--out", s(&out), "--trace"], None);
+    assert_eq!(o.status.code(), Some(1), "dead letters exit 1");
+    let sum = summary(&o);
+    assert_eq!(sum["messages"], messages);
+    let (persisted, skipped, dead) = (
+        sum["persisted"].as_u64().unwrap(),
+        sum["skipped"].as_u64().unwrap(),
+        sum["deadLettered"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        (persisted, skipped, dead),
+        (3, 2, 3),
+        "persisted, skipped (no template matched), dead-lettered: {sum}"
+    );
+    assert_eq!(persisted + skipped + dead, messages);
+    assert_eq!(sum["deadLetters"]["patient-id-missing"], 1);
+    assert_eq!(sum["deadLetters"]["required-value-missing"], 1);
+    assert_eq!(sum["deadLetters"]["invalid-message"], 1);
+    assert_eq!(ndjson(&dir.join("dead-letters.ndjson")).len() as u64, dead);
+
+    // One trace line per message, at its line number, with how it ended.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let traces: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("disposition").is_some())
+        .collect();
+    let endings: Vec<(u64, String)> = traces
+        .iter()
+        .map(|t| {
+            (
+                t["position"].as_u64().unwrap(),
+                t["disposition"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        endings,
+        vec![
+            (1, "persisted".to_owned()),
+            (2, "skipped".to_owned()),
+            (3, "dead-letter:patient-id-missing".to_owned()),
+            (4, "dead-letter:required-value-missing".to_owned()),
+            (5, "persisted".to_owned()),
+            (6, "skipped".to_owned()),
+            (8, "dead-letter:invalid-message".to_owned()),
+            (10, "persisted".to_owned()),
+        ]
+    );
+    let stderr_summary = stderr
+        .lines()
+        .find(|l| l.starts_with("8 messages"))
+        .unwrap_or_else(|| panic!("no summary line: {stderr}"));
+    assert!(
+        stderr_summary.contains("3 persisted, 2 skipped (no template matched), 3 dead letters"),
+        "{stderr_summary}"
+    );
+}
+
+/// A template file that cannot be read stops `medtech run` before any input is read: exit 2,
+/// and stderr names which mapping and the path.
+#[test]
+fn a_missing_template_file_exits_two_and_names_it() {
+    let dir = temp_dir("missing-template");
+    let input = dir.join("in.ndjson");
+    std::fs::write(
+        &input,
+        lines(&[message(
+            "dev-1",
+            Some("pat-1"),
+            "120",
+            "2023-01-01T10:05:00Z",
+        )]),
+    )
+    .unwrap();
+    let missing = dir.join("no-such-mapping.json");
+    let good_device = golden().join("devicecontent.json");
+    let good_fhir = golden().join("fhirmapping.json");
+    for (device, fhir, named) in [
+        (&missing, &good_fhir, "device mapping (--device-mapping)"),
+        (
+            &good_device,
+            &missing,
+            "FHIR destination mapping (--fhir-mapping)",
+        ),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_medtech"))
+            .args([
+                "run",
+                "--device-mapping",
+                s(device),
+                "--fhir-mapping",
+                s(fhir),
+                "--input",
+                s(&input),
+                "--out",
+                s(&dir.join("o.ndjson")),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.contains(named) && stderr.contains(s(&missing)),
+            "{stderr}"
+        );
+        assert!(o.stdout.is_empty(), "no summary before the run starts");
+        assert!(!dir.join("o.ndjson").exists(), "nothing written");
+    }
+}
+
 /// A FHIR server that answers every request with 404: an infrastructure failure, so the run
 /// stops with exit 2 and the message is neither persisted nor dead-lettered.
 #[tokio::test(flavor = "multi_thread")]

@@ -13,12 +13,12 @@ use carebridge_medtech_mapping::pipeline::{
     DeadLetter, DeadLetterSink, Disposition, EventSource, FhirClientIdentityStore, FhirClientSink,
     FhirSink, IdentityMode, IdentityOptions, IdentityResolver, IdentityStore,
     InMemoryIdentityStore, MessageOutcome, NdjsonDeadLetters, NdjsonSink, NdjsonSource, Pipeline,
-    PipelineOptions, PipelineResult, RunSummary,
+    PipelineOptions, RunSummary,
 };
 use carebridge_medtech_mapping::FhirMapping;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{load_device, read, report_template_error, Failure};
+use super::{load_device, read, report_template_error, Failure, FHIR_MAPPING};
 
 /// The environment variable holding the bearer token for `--fhir-url`.
 pub(crate) const TOKEN_ENV: &str = "MEDTECH_FHIR_TOKEN";
@@ -84,7 +84,7 @@ struct ReportingDeadLetters {
 
 #[async_trait]
 impl DeadLetterSink for ReportingDeadLetters {
-    async fn write(&self, letter: &DeadLetter) -> PipelineResult<()> {
+    async fn write(&self, letter: &DeadLetter) -> carebridge_medtech_mapping::Result<()> {
         self.inner.write(letter).await?;
         let line = format!(
             "dead letter: message at line {}: {}: {}",
@@ -189,7 +189,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), Failure> {
 
 async fn run_async(args: &RunArgs) -> Result<(), Failure> {
     let device = load_device(&args.device_mapping)?;
-    let fhir = FhirMapping::from_json(&read(&args.fhir_mapping)?).map_err(|e| {
+    let fhir = FhirMapping::from_json(&read(&args.fhir_mapping, FHIR_MAPPING)?).map_err(|e| {
         report_template_error(&args.fhir_mapping, &e);
         Failure(1)
     })?;
@@ -361,6 +361,6 @@ async fn drive<S: EventSource>(
     pipeline: &Pipeline,
     source: &mut S,
     on_message: impl FnMut(&MessageOutcome, &RunSummary) + Send,
-) -> PipelineResult<RunSummary> {
+) -> carebridge_medtech_mapping::Result<RunSummary> {
     pipeline.run(source, on_message).await
 }
