@@ -6,7 +6,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 golden="$root/medtech-mapping/tests/golden"
 
-mkdir -p "$here/corpus/fhir_json" "$here/corpus/medtech_template" "$here/corpus/medtech_message"
+mkdir -p "$here/corpus/fhir_json" "$here/corpus/medtech_template" "$here/corpus/medtech_message" "$here/corpus/dataverse_webhook"
 
 # fhir_json: the committed FHIR R4 examples (one per resource type).
 cp "$root"/fhir-model/tests/data/*.json "$here/corpus/fhir_json/"
@@ -21,6 +21,9 @@ for d in "$golden"/*/; do
 done
 cp "$here"/seeds/medtech_template/*.json "$here/corpus/medtech_template/"
 
-for t in fhir_json medtech_template medtech_message; do
+# dataverse_webhook: RemoteExecutionContext bodies in the shape Microsoft Learn documents.
+cp "$here"/seeds/dataverse_webhook/*.json "$here/corpus/dataverse_webhook/"
+
+for t in fhir_json medtech_template medtech_message dataverse_webhook; do
     echo "$t: $(ls "$here/corpus/$t" | wc -l) files"
 done
