@@ -284,3 +284,36 @@ fn transform_reports_a_type_without_fhir_template() {
         serde_json::json!([])
     );
 }
+
+#[test]
+fn transform_prints_the_documented_observations_for_every_golden_transform_case() {
+    let cases = crate::golden_transform::transform_cases();
+    assert!(cases.len() >= 9, "found {} cases", cases.len());
+    let mut results = Vec::new();
+    for case in &cases {
+        let (dm, fm) = (case.device_mapping(), case.fhir_mapping());
+        let mut args = vec![
+            "transform",
+            "--device-mapping",
+            s(&dm),
+            "--fhir-mapping",
+            s(&fm),
+        ];
+        if let Some(existing) = &case.existing {
+            args.extend(["--existing", s(existing)]);
+        }
+        args.extend(case.messages.iter().map(|m| s(m)));
+        let out = medtech(&args);
+        let r = if out.status.success() {
+            crate::golden_transform::compare(case, &String::from_utf8_lossy(&out.stdout))
+        } else {
+            Err(format!(
+                "exit {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        };
+        results.push((case.name.clone(), r));
+    }
+    crate::golden_transform::check_all(crate::golden_transform::Runner::Cli, results);
+}

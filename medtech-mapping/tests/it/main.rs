@@ -11,6 +11,7 @@ mod e2e;
 #[cfg(feature = "cli")]
 mod e2e_processes;
 mod golden;
+mod golden_transform;
 #[cfg(feature = "pipeline")]
 mod pipeline;
 #[cfg(feature = "fhir-client")]
