@@ -6,6 +6,8 @@
 //! the template's `periodInterval` (`Single`: one per instant, `Hourly`/`Daily`: UTC hour/day
 //! windows, `CorrelationId`: one per correlation id).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 
 use crate::error::{Error, Result};
@@ -78,11 +80,20 @@ impl ObservationGroup {
     /// `{patient resource id}.{device resource id}.{type}.{id segment}` (system
     /// [`OBSERVATION_IDENTIFIER_SYSTEM`]). The resource ids come from identity resolution.
     pub fn identifier_value(&self, patient_resource_id: &str, device_resource_id: &str) -> String {
-        format!(
-            "{patient_resource_id}.{device_resource_id}.{}.{}",
-            self.type_name,
-            self.id_segment()
-        )
+        let segment = self.id_segment();
+        let mut s = String::with_capacity(
+            patient_resource_id.len()
+                + device_resource_id.len()
+                + self.type_name.len()
+                + 3
+                + segment.len(),
+        );
+        for part in [patient_resource_id, device_resource_id, &self.type_name] {
+            s.push_str(part);
+            s.push('.');
+        }
+        s.push_str(&segment);
+        s
     }
 
     fn add(&mut self, m: &Measurement) {
@@ -109,6 +120,9 @@ impl ObservationGroup {
     }
 }
 
+/// Device, type, patient, encounter and correlation id (absent ids as empty text, as iomt-fhir).
+type GroupKey<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+
 fn window(interval: PeriodInterval, t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     let span = match interval {
         PeriodInterval::Hourly => Duration::hours(1),
@@ -134,37 +148,48 @@ pub fn group_measurements(
     fhir: &FhirMapping,
 ) -> Result<Vec<ObservationGroup>> {
     // Level 1: device, type, patient, encounter, correlation id, in order of first appearance.
-    let mut keyed: Vec<(String, Vec<&(usize, Measurement)>)> = Vec::new();
+    // iomt-fhir joins the five into one string with `-`; a tuple keeps e.g. device `a-b` with
+    // type `c` apart from device `a` with type `b-c` (the only inputs where the two differ).
+    let mut key_index: HashMap<GroupKey<'_>, usize> = HashMap::new();
+    let mut keyed: Vec<Vec<&(usize, Measurement)>> = Vec::new();
     for item in measurements {
         let m = &item.1;
-        let key = format!(
-            "{}-{}-{}-{}-{}",
-            m.device_id,
-            m.type_name,
+        let key = (
+            m.device_id.as_str(),
+            m.type_name.as_str(),
             m.patient_id.as_deref().unwrap_or(""),
             m.encounter_id.as_deref().unwrap_or(""),
-            m.correlation_id.as_deref().unwrap_or("")
+            m.correlation_id.as_deref().unwrap_or(""),
         );
-        match keyed.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, list)) => list.push(item),
-            None => keyed.push((key, vec![item])),
+        let slot = *key_index.entry(key).or_insert_with(|| {
+            keyed.push(Vec::new());
+            keyed.len() - 1
+        });
+        if let Some(list) = keyed.get_mut(slot) {
+            list.push(item);
         }
     }
     let mut out = Vec::new();
-    for (_, items) in keyed {
-        // Same instant: keep the latest ingested (highest message index; first among equals).
-        let mut deduped: Vec<&(usize, Measurement)> = Vec::new();
+    let mut by_instant: HashMap<DateTime<Utc>, usize> = HashMap::new();
+    let mut by_window: HashMap<DateTime<Utc>, usize> = HashMap::new();
+    for items in keyed {
+        // Same instant: keep the latest ingested (highest message index; first among equals),
+        // in the position of the instant's first appearance.
+        by_instant.clear();
+        let mut deduped: Vec<&(usize, Measurement)> = Vec::with_capacity(items.len());
         for item in items {
-            match deduped
-                .iter_mut()
-                .find(|d| d.1.occurrence_time_utc == item.1.occurrence_time_utc)
-            {
-                Some(d) => {
-                    if item.0 > d.0 {
-                        *d = item;
+            match by_instant.get(&item.1.occurrence_time_utc) {
+                Some(&i) => {
+                    if let Some(d) = deduped.get_mut(i) {
+                        if item.0 > d.0 {
+                            *d = item;
+                        }
                     }
                 }
-                None => deduped.push(item),
+                None => {
+                    by_instant.insert(item.1.occurrence_time_utc, deduped.len());
+                    deduped.push(item);
+                }
             }
         }
         let Some(first) = deduped.first().map(|d| &d.1) else {
@@ -190,12 +215,13 @@ pub fn group_measurements(
             });
         }
         let mut groups: Vec<ObservationGroup> = Vec::new();
+        by_window.clear();
         for (_, m) in deduped {
             let (start, end) = window(interval, m.occurrence_time_utc);
             let existing = if interval == PeriodInterval::CorrelationId {
                 groups.first_mut()
             } else {
-                groups.iter_mut().find(|g| g.start == start)
+                by_window.get(&start).and_then(|&i| groups.get_mut(i))
             };
             match existing {
                 Some(g) => g.add(m),
@@ -212,6 +238,7 @@ pub fn group_measurements(
                         values: Vec::new(),
                     };
                     g.add(m);
+                    by_window.insert(start, groups.len());
                     groups.push(g);
                 }
             }

@@ -100,6 +100,11 @@ fn fhir_date_time(t: DateTime<Utc>) -> FhirDateTime {
     FhirDateTime::try_from(format_instant(&t)).unwrap_or_else(|_| FhirDateTime::from(t))
 }
 
+/// A FHIR instant in MedTech's form (as [`fhir_date_time`]).
+fn fhir_instant(t: DateTime<Utc>) -> Instant {
+    Instant::try_from(format_instant(&t)).unwrap_or_else(|_| Instant::from(t))
+}
+
 fn period(start: DateTime<Utc>, end: DateTime<Utc>) -> Period {
     Period {
         start: Some(fhir_date_time(start).into()),
@@ -207,24 +212,27 @@ fn values_for<'a>(group: &'a ObservationGroup, name: &str) -> Option<&'a TimedVa
     group.values.iter().find(|(n, _)| n == name).map(|(_, v)| v)
 }
 
+/// A reference `{resource_type}/{id}`.
+fn reference(resource_type: &str, id: &str) -> Reference {
+    let mut text = String::with_capacity(resource_type.len() + 1 + id.len());
+    text.push_str(resource_type);
+    text.push('/');
+    text.push_str(id);
+    Reference {
+        reference: Some(text.into()),
+        ..Reference::new()
+    }
+}
+
 fn link(obs: &mut Observation, group: &ObservationGroup, links: &ObservationLinks) {
     if let Some(p) = &links.patient_id {
-        obs.subject = Some(Reference {
-            reference: Some(format!("Patient/{p}").into()),
-            ..Reference::new()
-        });
+        obs.subject = Some(reference("Patient", p));
     }
     if let Some(d) = &links.device_id {
-        obs.device = Some(Reference {
-            reference: Some(format!("Device/{d}").into()),
-            ..Reference::new()
-        });
+        obs.device = Some(reference("Device", d));
     }
     if let Some(e) = &links.encounter_id {
-        obs.encounter = Some(Reference {
-            reference: Some(format!("Encounter/{e}").into()),
-            ..Reference::new()
-        });
+        obs.encounter = Some(reference("Encounter", e));
     }
     if let (Some(p), Some(d)) = (&links.patient_id, &links.device_id) {
         obs.identifier = vec![Identifier {
@@ -254,7 +262,7 @@ pub fn create_observation(
         ObservationStatus::Final,
         resolve_code(&group.type_name, &template.codes),
     );
-    obs.issued = Some(Instant::from(issued).into());
+    obs.issued = Some(fhir_instant(issued).into());
     obs.effective = Some(ObservationEffective::Period(period(group.start, group.end)));
     obs.category = resolve_category(&template.category);
     if let Some(v) = &template.value {
@@ -331,7 +339,8 @@ fn merge_sampled(
 /// Merges `group` into `existing` (the Observation with the same identifier), as MedTech does:
 /// category replaced, `SampledData` slots merged over the union of both periods (new values win),
 /// other values replaced (the value type must match), components matched by their MedTech
-/// coding, `effectivePeriod` widened, status `amended`.
+/// coding, `effectivePeriod` widened, and status `amended` when any of that changed the
+/// Observation (otherwise the result equals `existing`, and nothing needs writing).
 ///
 /// # Errors
 /// [`Error::Transform`] when the existing Observation has no usable `effective[x]`, its value
@@ -430,8 +439,21 @@ pub fn merge_observation(
     }
     let start = obs_window.0.min(group.start);
     let end = obs_window.1.max(group.end);
-    obs.effective = Some(ObservationEffective::Period(period(start, end)));
-    obs.status = ObservationStatus::Amended.into();
+    // Rewrite the period only when it widens: the same instants may be written differently
+    // (MedTech writes `.0000000Z`), and text alone must not count as a change.
+    let complete_period = matches!(
+        &existing.effective,
+        Some(ObservationEffective::Period(p)) if p.start.is_some() && p.end.is_some()
+    );
+    if (start, end) != obs_window || !complete_period {
+        obs.effective = Some(ObservationEffective::Period(period(start, end)));
+    }
+    // iomt-fhir `AmendIfChanged`: the status becomes `amended` only when the merge changed
+    // something; an unchanged Observation (a replayed message) is returned as it was, so the
+    // caller can skip the write.
+    if obs != *existing {
+        obs.status = ObservationStatus::Amended.into();
+    }
     Ok(obs)
 }
 

@@ -316,22 +316,29 @@ fn transform(
             .patient_id
             .as_deref()
             .map(|p| g.identifier_value(p, &g.device_id));
-        let previous = id_value.as_deref().and_then(|v| {
-            existing.iter().find(|o| {
+        // An Observation written earlier in this run wins over --existing (iomt-fhir finds it
+        // in its Observation cache): two groups with one identifier become one Observation.
+        let has_id = |o: &Observation| {
+            id_value.as_deref().is_some_and(|v| {
                 o.identifier.iter().any(|i| {
                     i.system.as_ref().and_then(|s| s.value.as_deref())
                         == Some(OBSERVATION_IDENTIFIER_SYSTEM)
                         && i.value.as_ref().and_then(|s| s.value.as_deref()) == Some(v)
                 })
             })
-        });
+        };
+        let earlier = out.iter().position(&has_id);
+        let previous = earlier
+            .and_then(|i| out.get(i))
+            .or_else(|| existing.iter().find(|o| has_id(o)));
         let r = match previous {
             Some(prev) => merge_observation(prev, g, template, &options),
             None => create_observation(g, template, &links, &options, issued),
         };
-        match r {
-            Ok(o) => out.push(o),
-            Err(e) => {
+        match (r, earlier.and_then(|i| out.get_mut(i))) {
+            (Ok(o), Some(slot)) => *slot = o,
+            (Ok(o), None) => out.push(o),
+            (Err(e), _) => {
                 eprintln!(
                     "error: type `{}`, window {}: {e}",
                     g.type_name,

@@ -1,7 +1,7 @@
 //! The runner: source -> normalize -> group -> identity -> build -> sink, with dead letters,
 //! acknowledgements, metrics, a per-message trace and a run summary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -380,7 +380,16 @@ impl Pipeline {
                 observation,
             });
         }
-        self.sink.persist(pending, self.mapper.as_ref()).await
+        // Groups of one message can share an identifier (`Single` windows within one second):
+        // persist them in rounds, each identifier at most once per round, so the later group is
+        // merged into what the earlier one wrote instead of racing it in one transaction.
+        let mut report = PersistReport::default();
+        while !pending.is_empty() {
+            let (round, later) = split_first_per_identifier(pending);
+            report.absorb(self.sink.persist(round, self.mapper.as_ref()).await?);
+            pending = later;
+        }
+        Ok(report)
     }
 
     async fn dead_letter(
@@ -413,4 +422,14 @@ impl Pipeline {
             trace,
         })
     }
+}
+
+/// The first pending Observation of each identifier, in order, and the rest.
+fn split_first_per_identifier(
+    pending: Vec<PendingObservation>,
+) -> (Vec<PendingObservation>, Vec<PendingObservation>) {
+    let mut seen = HashSet::new();
+    pending
+        .into_iter()
+        .partition(|p| seen.insert(p.identifier_value.clone()))
 }

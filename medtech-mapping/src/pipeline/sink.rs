@@ -70,6 +70,16 @@ pub struct PersistReport {
     pub ids: Vec<String>,
 }
 
+impl PersistReport {
+    /// Adds the counts and ids of a later report to this one.
+    pub fn absorb(&mut self, later: PersistReport) {
+        self.created += later.created;
+        self.updated += later.updated;
+        self.unchanged += later.unchanged;
+        self.ids.extend(later.ids);
+    }
+}
+
 /// Persists Observations. Held as `Arc<dyn FhirSink>` so an application can persist elsewhere.
 ///
 /// [`persist`](FhirSink::persist) is called with all Observations of one message; when it

@@ -31,22 +31,7 @@ pub(crate) enum Runner {
 
 /// Cases whose expected output (from the sources) carebridge does not produce yet:
 /// `(case, runners, reason)`. The tests require these to still differ, so a fix is noticed.
-pub(crate) const KNOWN_DIVERGENCES: &[(&str, &[Runner], &str)] = &[
-    (
-        "merge-replay-unchanged",
-        &[Runner::Library, Runner::Cli],
-        "merge_observation sets status `amended` even when the merge changes nothing; iomt-fhir \
-         (ObservationExtensions.AmendIfChanged in R4FhirImportService) compares first and leaves \
-         the existing Observation untouched (NoOperation)",
-    ),
-    (
-        "iomt-single-same-second",
-        &[Runner::Cli],
-        "`medtech transform` looks up only --existing, so two groups of one run with the same \
-         identifier (Single windows within one second) become two Observations; iomt-fhir finds \
-         the first in its Observation cache and merges the second into it",
-    ),
-];
+pub(crate) const KNOWN_DIVERGENCES: &[(&str, &[Runner], &str)] = &[];
 
 pub(crate) fn golden_transform_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

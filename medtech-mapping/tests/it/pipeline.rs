@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use carebridge_medtech_mapping::pipeline::{
-    Disposition, EventSource, IdentityMode, IdentityOptions, IdentityResolver, InMemoryDeadLetters,
-    InMemoryIdentityStore, InMemorySink, InMemorySource, NdjsonSource, Pipeline, PipelineOptions,
+    Disposition, EventSource, FhirSink, IdentityMode, IdentityOptions, IdentityResolver,
+    InMemoryDeadLetters, InMemoryIdentityStore, InMemorySink, InMemorySource, NdjsonSource,
+    ObservationMapper, PendingObservation, PersistReport, Pipeline, PipelineOptions,
 };
 use carebridge_medtech_mapping::{DeviceMapping, FhirMapping};
 use serde_json::{json, Value};
@@ -197,4 +198,70 @@ async fn lookup_mode_dead_letters_unknown_devices() {
     let summary = p.run(&mut source, |_, _| {}).await.unwrap();
     assert_eq!(summary.dead_letters.get("device-not-found"), Some(&1));
     assert!(sink.observations().is_empty());
+}
+
+/// An [`InMemorySink`] that records the identifier values of each `persist` call.
+#[derive(Debug, Default)]
+struct RecordingSink {
+    inner: InMemorySink,
+    calls: std::sync::Mutex<Vec<Vec<String>>>,
+}
+
+#[async_trait::async_trait]
+impl FhirSink for RecordingSink {
+    async fn persist(
+        &self,
+        pending: Vec<PendingObservation>,
+        mapper: &dyn ObservationMapper,
+    ) -> carebridge_medtech_mapping::Result<PersistReport> {
+        let ids = pending.iter().map(|p| p.identifier_value.clone()).collect();
+        self.calls.lock().unwrap().push(ids);
+        self.inner.persist(pending, mapper).await
+    }
+}
+
+#[tokio::test]
+async fn groups_of_one_message_with_one_identifier_are_persisted_in_rounds() {
+    // Two heart rates 0.4 s apart: `Single` windows, but MedTech identifiers have whole seconds,
+    // so both groups carry one identifier. The sink must never see it twice in one call (a FHIR
+    // transaction with two conditional creates for one identifier can create both), and the
+    // second must be merged into the first.
+    let device = DeviceMapping::from_json(DEVICE_MAPPING).unwrap();
+    let fhir = FhirMapping::from_json(FHIR_MAPPING).unwrap();
+    let sink = Arc::new(RecordingSink::default());
+    let p = Pipeline::new(
+        &device,
+        fhir,
+        IdentityResolver::new(
+            Arc::new(InMemoryIdentityStore::new()),
+            IdentityOptions::default(),
+        ),
+        sink.clone(),
+        Arc::new(InMemoryDeadLetters::new()),
+        PipelineOptions::default(),
+    )
+    .unwrap();
+    let message = json!({"readings": [
+        {"deviceId": "watch-9", "patientId": "patient-z", "endDate": "2024-05-01T08:00:00.1Z", "heartRate": 61},
+        {"deviceId": "watch-9", "patientId": "patient-z", "endDate": "2024-05-01T08:00:00.5Z", "heartRate": 64}
+    ]});
+    let summary = p
+        .run(&mut InMemorySource::new(vec![message]), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(summary.measurements, 2);
+    assert_eq!(
+        (summary.observations_created, summary.observations_updated),
+        (1, 1)
+    );
+    let calls = sink.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls.iter().all(|c| c.len() == 1), "{calls:?}");
+    assert_eq!(calls[0], calls[1]);
+    let stored = sink.inner.observations();
+    assert_eq!(stored.len(), 1);
+    let obs = serde_json::to_value(stored.values().next().unwrap()).unwrap();
+    assert_eq!(obs["status"], "amended");
+    assert_eq!(obs["effectivePeriod"]["start"], "2024-05-01T08:00:00.1Z");
+    assert_eq!(obs["effectivePeriod"]["end"], "2024-05-01T08:00:00.5Z");
 }
