@@ -33,11 +33,17 @@ async fn concurrent_tokens(
         let credential = credential.clone();
         tokio::spawn(async move { credential.token(scopes).await })
     });
-    join_all(tasks)
+    let results = join_all(tasks)
         .await
         .into_iter()
         .map(|joined| joined.unwrap())
-        .collect()
+        .collect();
+    // Joining 64 finished tasks in one poll spends the test future's whole tokio co-op budget.
+    // `MockServer`'s `Drop` verifies through a nested `block_on`, where every tokio lock then
+    // answers "yield" forever: the test spun at 100 % CPU until killed (seen once in CI).
+    // Yielding here gives the test future a fresh budget before the server is dropped.
+    tokio::task::yield_now().await;
+    results
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
