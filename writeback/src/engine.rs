@@ -14,7 +14,7 @@ use crate::alternate::AlternateEndpoint;
 use crate::change::{AttributeValue, ChangeEvent};
 use crate::compose::{self, Selection, SkipReason};
 use crate::config::{EntityMap, Message, WritebackConfig};
-use crate::fhir::{is_precondition_failed, FhirStore, Versioned};
+use crate::fhir::{is_precondition_failed, FhirStore, Versioned, RECORD_IDENTIFIER_SYSTEM};
 use crate::log::{ChildLog, LogEntry, LogStatus, OutcomeLog};
 use crate::path::Node;
 use crate::provenance::{self, ProvenanceSettings};
@@ -380,6 +380,7 @@ impl Writeback {
         };
 
         let fhir = &self.inner.fhir;
+        let mut id = id;
         if create {
             let mut node = Node::Object(vec![(
                 "resourceType".to_owned(),
@@ -388,6 +389,13 @@ impl Writeback {
             let mut all = event.clone();
             all.changed_attributes = None;
             compose::apply(&mut node, map, &all)?;
+            // The row's identifier makes the create idempotent (where the type has
+            // `identifier`): a Create delivered twice finds the first resource.
+            let record = format!("{}/{}", event.table, event.record_id);
+            let conditional = has_identifier(resource_type);
+            if conditional {
+                add_record_identifier(&mut node, &record);
+            }
             let resource = compose::to_resource(&node, &map.resource_type)?;
             self.validate(&resource, outcome).await?;
             if let Some(alt) = &self.inner.alternate {
@@ -395,9 +403,34 @@ impl Writeback {
                 outcome.written = Some(Written::Alternate { status });
                 return Ok(());
             }
-            let written = fhir.create(&resource).await?;
-            self.wrote(written, true, map, event, outcome).await;
-            return Ok(());
+            let created = fhir
+                .create(
+                    &resource,
+                    conditional.then_some((RECORD_IDENTIFIER_SYSTEM, record.as_str())),
+                )
+                .await?;
+            let new_id = created
+                .written
+                .resource
+                .id()
+                .map(str::to_owned)
+                .filter(|i| !i.is_empty())
+                .ok_or_else(|| Error::Fhir {
+                    stage: crate::Stage::Write,
+                    resource_type: map.resource_type.clone(),
+                    source: Box::new(carebridge_fhir_client::Error::UnexpectedResponse {
+                        interaction: carebridge_fhir_client::Interaction::Create,
+                        reason: "the created resource carries no id".to_owned(),
+                    }),
+                })?;
+            // Later Updates of the row find the resource through this column.
+            self.store_fhir_id(map, event, &new_id).await?;
+            if !created.existed {
+                self.wrote(created.written, true, map, event, outcome).await;
+                return Ok(());
+            }
+            // A replayed Create: bring the existing resource up to date instead.
+            id = Some(new_id);
         }
 
         let id = id.unwrap_or_default();
@@ -536,6 +569,25 @@ impl Writeback {
         }
     }
 
+    /// Writes the id of the resource created for `event`'s row into the map's FHIR id column.
+    async fn store_fhir_id(&self, map: &EntityMap, event: &ChangeEvent, id: &str) -> Result<()> {
+        let mut changes = serde_json::Map::new();
+        changes.insert(
+            map.fhir_id_attribute.clone(),
+            serde_json::Value::String(id.to_owned()),
+        );
+        self.inner
+            .dataverse
+            .update_record(
+                &map.entity_set(),
+                event.record_id,
+                &serde_json::Value::Object(changes),
+                None,
+            )
+            .await
+            .map_err(|e| Error::dataverse("store the FHIR id on the record", e))
+    }
+
     /// The FHIR id of an expansion record's parent, read from Dataverse; `None` when the parent
     /// is a patient without consent.
     async fn parent_fhir_id(
@@ -591,6 +643,33 @@ impl Writeback {
                 attribute: parent.fhir_id_attribute.clone(),
             }),
         }
+    }
+}
+
+/// Whether resources of type `t` have an `identifier` (searchable, so a conditional create works).
+fn has_identifier(t: ResourceType) -> bool {
+    t.search_params().iter().any(|p| p.name == "identifier")
+}
+
+/// Appends `{system: RECORD_IDENTIFIER_SYSTEM, value: record}` to the composed `identifier`
+/// array (creating it), unless an entity map already put that identifier there.
+fn add_record_identifier(node: &mut Node, record: &str) {
+    let Node::Object(fields) = node else { return };
+    let ours = Node::Object(vec![
+        (
+            "system".to_owned(),
+            Node::String(RECORD_IDENTIFIER_SYSTEM.to_owned()),
+        ),
+        ("value".to_owned(), Node::String(record.to_owned())),
+    ]);
+    match fields.iter_mut().find(|(k, _)| k == "identifier") {
+        Some((_, Node::Array(items))) => {
+            if !items.contains(&ours) {
+                items.push(ours);
+            }
+        }
+        Some((_, other)) => *other = Node::Array(vec![ours]),
+        None => fields.push(("identifier".to_owned(), Node::Array(vec![ours]))),
     }
 }
 

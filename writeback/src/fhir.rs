@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use carebridge_fhir_client::{FhirClient, UpdateOptions};
+use carebridge_fhir_client::{CreateOptions, FhirClient, SearchParams, UpdateOptions};
 use carebridge_fhir_model::resources::{OperationOutcome, Provenance};
 use carebridge_fhir_model::{FhirResource, Resource, ResourceType};
 
@@ -16,6 +16,22 @@ pub struct Versioned {
     pub resource: Resource,
     /// `meta.versionId` / ETag version, when the server sent one.
     pub version_id: Option<String>,
+}
+
+/// The identifier system of the identifier writeback adds to every resource it creates for a
+/// Dataverse row (value `{table}/{record id}`, e.g. `contact/6c1b…`). A Create message delivered
+/// twice (webhook retry, change-tracking replay) then finds the first resource through a
+/// conditional create instead of creating a duplicate.
+pub const RECORD_IDENTIFIER_SYSTEM: &str = "urn:carebridge:dataverse-record";
+
+/// What [`FhirStore::create`] did.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The resource as the server stored it (new, or the one found).
+    pub written: Versioned,
+    /// `true` when a conditional create found an existing resource (HTTP 200) and created
+    /// nothing.
+    pub existed: bool,
 }
 
 /// What writeback needs from a FHIR service. [`FhirClient`] implements it; implement it
@@ -40,11 +56,18 @@ pub trait FhirStore: Send + Sync + fmt::Debug {
     /// [`Error::Fhir`] whose source is `PreconditionFailed` for a stale version; as [`read`](Self::read).
     async fn update(&self, resource: &Resource, if_match: Option<&str>) -> Result<Versioned>;
 
-    /// Creates `resource` (the server assigns the id).
+    /// Creates `resource` (the server assigns the id). With `if_none_exist` (an identifier
+    /// `(system, value)`), the create is conditional: a resource that already carries that
+    /// identifier is returned instead of creating a second one ([`Created::existed`]).
     ///
     /// # Errors
-    /// As [`read`](Self::read).
-    async fn create(&self, resource: &Resource) -> Result<Versioned>;
+    /// As [`read`](Self::read); [`Error::Fhir`] whose source is `PreconditionFailed` when
+    /// several resources carry the identifier.
+    async fn create(
+        &self,
+        resource: &Resource,
+        if_none_exist: Option<(&str, &str)>,
+    ) -> Result<Created>;
 
     /// Creates the Provenance.
     ///
@@ -132,12 +155,21 @@ async fn create_typed<R: FhirResource>(
     client: &FhirClient,
     r: &R,
     stage: Stage,
-) -> Result<Versioned> {
-    client
-        .create(r, None)
+    if_none_exist: Option<(&str, &str)>,
+) -> Result<Created> {
+    let options = if_none_exist.map(|(system, value)| CreateOptions {
+        if_none_exist: Some(SearchParams::new().token("identifier", Some(system), value)),
+    });
+    let response = client
+        .create(r, options)
         .await
-        .map(versioned)
-        .map_err(|e| Error::fhir(stage, R::TYPE.as_str(), e))
+        .map_err(|e| Error::fhir(stage, R::TYPE.as_str(), e))?;
+    // 201 Created; a conditional create that matched answers 200 with the existing resource.
+    let existed = if_none_exist.is_some() && response.status().as_u16() == 200;
+    Ok(Created {
+        written: versioned(response),
+        existed,
+    })
 }
 
 #[async_trait::async_trait]
@@ -178,20 +210,26 @@ impl FhirStore for FhirClient {
         supported_types!(arms!(resource, if_match))
     }
 
-    async fn create(&self, resource: &Resource) -> Result<Versioned> {
+    async fn create(
+        &self,
+        resource: &Resource,
+        if_none_exist: Option<(&str, &str)>,
+    ) -> Result<Created> {
         macro_rules! arms {
-            (($r:expr) [$($t:ident),*]) => {
+            (($r:expr, $c:expr) [$($t:ident),*]) => {
                 match $r {
-                    $(Resource::$t(r) => create_typed(self, &**r, Stage::Write).await,)*
+                    $(Resource::$t(r) => create_typed(self, &**r, Stage::Write, $c).await,)*
                     other => Err(unsupported(other.resource_type())),
                 }
             };
         }
-        supported_types!(arms!(resource))
+        supported_types!(arms!(resource, if_none_exist))
     }
 
     async fn create_provenance(&self, provenance: &Provenance) -> Result<Versioned> {
-        create_typed(self, provenance, Stage::Provenance).await
+        create_typed(self, provenance, Stage::Provenance, None)
+            .await
+            .map(|c| c.written)
     }
 }
 

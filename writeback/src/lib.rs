@@ -102,7 +102,7 @@ pub use config::{
 };
 pub use engine::{Outcome, Writeback, Written};
 pub use error::{Error, Result, Stage};
-pub use fhir::{supported_resource_types, FhirStore, Versioned};
+pub use fhir::{supported_resource_types, Created, FhirStore, Versioned, RECORD_IDENTIFIER_SYSTEM};
 pub use loader::{load_entity_maps, MapTableNames};
 pub use log::{
     ChildLog, DataverseOutcomeLog, InMemoryOutcomeLog, LogEntry, LogStatus, OutcomeLog,

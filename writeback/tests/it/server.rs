@@ -11,10 +11,12 @@ use carebridge_fhir_client::FhirClient;
 use carebridge_fhir_model::resources::{OperationOutcome, Patient, Provenance};
 use carebridge_fhir_model::{json, Resource, ResourceType};
 use carebridge_writeback::{
-    AttributeValue, Error, FhirStore, InMemoryOutcomeLog, LogStatus, Message, SkipReason,
-    Versioned, Writeback, Written,
+    AttributeValue, Created, Error, FhirStore, InMemoryOutcomeLog, LogStatus, Message, SkipReason,
+    Versioned, Writeback, Written, RECORD_IDENTIFIER_SYSTEM,
 };
 use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{config, dataverse, fhir_only, patient_change};
 
@@ -53,15 +55,49 @@ async fn stored_patient(client: &FhirClient) -> (String, String) {
 }
 
 fn engine(store: Arc<dyn FhirStore>) -> (Writeback, Arc<InMemoryOutcomeLog>) {
+    engine_with_dataverse(store, None)
+}
+
+fn engine_with_dataverse(
+    store: Arc<dyn FhirStore>,
+    dataverse_uri: Option<&str>,
+) -> (Writeback, Arc<InMemoryOutcomeLog>) {
     let log = Arc::new(InMemoryOutcomeLog::new());
     let wb = Writeback::new(
         config(&fhir_only(&url())),
-        dataverse(None),
+        dataverse(dataverse_uri),
         store,
         log.clone(),
     )
     .unwrap();
     (wb, log)
+}
+
+/// A Dataverse mock that accepts the FHIR id written back to the contact row
+/// (`PATCH contacts({id})` with `{"msemr_azurefhirid": ..}`), any id.
+async fn dataverse_accepting_fhir_ids(record: uuid::Uuid) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/api/data/v9.2/contacts({record})")))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// The FHIR ids written back to the row, in order.
+async fn stored_fhir_ids(server: &MockServer) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "PATCH")
+        .map(|r| {
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            v["msemr_azurefhirid"].as_str().unwrap().to_owned()
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -156,8 +192,12 @@ impl FhirStore for ConcurrentWriter {
         }
         FhirStore::update(&self.client, r, if_match).await
     }
-    async fn create(&self, r: &Resource) -> carebridge_writeback::Result<Versioned> {
-        FhirStore::create(&self.client, r).await
+    async fn create(
+        &self,
+        r: &Resource,
+        if_none_exist: Option<(&str, &str)>,
+    ) -> carebridge_writeback::Result<Created> {
+        FhirStore::create(&self.client, r, if_none_exist).await
     }
     async fn create_provenance(&self, p: &Provenance) -> carebridge_writeback::Result<Versioned> {
         self.client.create_provenance(p).await
@@ -239,12 +279,13 @@ async fn no_consent_writes_nothing() {
 #[ignore = "needs CAREBRIDGE_FHIR_URL (cargo xtask ci starts it)"]
 async fn create_message_creates_a_new_resource() {
     let client = client();
-    let (wb, _) = engine(Arc::new(client.clone()));
     let family = uuid::Uuid::new_v4().simple().to_string();
     let change = patient_change(Message::Create, None)
         .with_attribute("lastname", AttributeValue::Text(family.clone()))
         .with_attribute("gendercode", AttributeValue::OptionSet(1))
         .with_attribute("birthdate", AttributeValue::Text("2001-02-03".into()));
+    let dv = dataverse_accepting_fhir_ids(change.record_id).await;
+    let (wb, _) = engine_with_dataverse(Arc::new(client.clone()), Some(&dv.uri()));
     let outcome = wb.process(&change).await.unwrap();
     assert_eq!(outcome.status, LogStatus::Success, "{outcome:?}");
     let Some(Written::Fhir {
@@ -260,6 +301,7 @@ async fn create_message_creates_a_new_resource() {
     assert_eq!(p["name"][0]["family"], family.as_str());
     assert_eq!(p["gender"], "male");
     assert_eq!(p["birthDate"], "2001-02-03");
+    assert_eq!(stored_fhir_ids(&dv).await, vec![id.clone()]);
     let provenance_id = outcome.provenance.unwrap();
     let pj = to_json(
         client
@@ -286,4 +328,53 @@ async fn update_of_a_missing_resource_is_a_typed_failure() {
         matches!(outcome.error, Some(Error::FhirNotFound { .. })),
         "{outcome:?}"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs CAREBRIDGE_FHIR_URL (cargo xtask ci starts it)"]
+async fn a_create_delivered_twice_writes_one_resource() {
+    let client = client();
+    let family = uuid::Uuid::new_v4().simple().to_string();
+    let change = patient_change(Message::Create, None)
+        .with_attribute("lastname", AttributeValue::Text(family.clone()))
+        .with_attribute("birthdate", AttributeValue::Text("2001-02-03".into()));
+    let dv = dataverse_accepting_fhir_ids(change.record_id).await;
+    let (wb, _) = engine_with_dataverse(Arc::new(client.clone()), Some(&dv.uri()));
+
+    let first = wb.process(&change).await.unwrap();
+    let Some(Written::Fhir {
+        id, created: true, ..
+    }) = first.written.clone()
+    else {
+        panic!("not created: {first:?}")
+    };
+    // The webhook is delivered again (or change tracking replays the row); meanwhile the row
+    // changed.
+    let again = change
+        .clone()
+        .with_attribute("birthdate", AttributeValue::Text("2001-02-04".into()));
+    let second = wb.process(&again).await.unwrap();
+    assert_eq!(second.status, LogStatus::Success, "{second:?}");
+    let Some(Written::Fhir {
+        id: id2,
+        created: false,
+        ..
+    }) = second.written.clone()
+    else {
+        panic!("the replay should update the first resource: {second:?}")
+    };
+    assert_eq!(id2, id);
+
+    let token = format!("{RECORD_IDENTIFIER_SYSTEM}|contact/{}", change.record_id);
+    let found: Vec<_> = futures::StreamExt::collect(client.search::<Patient>(
+        carebridge_fhir_client::SearchParams::new().param("identifier", token),
+        None,
+    ))
+    .await;
+    assert_eq!(found.len(), 1, "one Patient carries the row's identifier");
+    assert!(found[0].is_ok());
+    let p = to_json(client.read::<Patient>(&id).await.unwrap().value());
+    assert_eq!(p["birthDate"], "2001-02-04");
+    assert_eq!(p["name"][0]["family"], family.as_str());
+    assert_eq!(stored_fhir_ids(&dv).await, vec![id.clone(), id]);
 }

@@ -9,7 +9,7 @@ use carebridge_fhir_client::FhirClient;
 use carebridge_fhir_model::resources::{OperationOutcome, Provenance};
 use carebridge_fhir_model::{json, Resource, ResourceType};
 use carebridge_writeback::{
-    load_entity_maps, AttributeValue, ChangeEvent, ChangeTrackingSource, ContactSettings,
+    load_entity_maps, AttributeValue, ChangeEvent, ChangeTrackingSource, ContactSettings, Created,
     DataverseOutcomeLog, Error, FhirStore, InMemoryDeltaTokenStore, InMemoryOutcomeLog,
     IntegrationSettings, LogStatus, MapTableNames, Message, SkipReason, ToolkitLogNames, Versioned,
     Writeback, WritebackConfig, Written,
@@ -75,13 +75,20 @@ impl FhirStore for FakeStore {
             version_id: Some("2".into()),
         })
     }
-    async fn create(&self, r: &Resource) -> carebridge_writeback::Result<Versioned> {
+    async fn create(
+        &self,
+        r: &Resource,
+        _: Option<(&str, &str)>,
+    ) -> carebridge_writeback::Result<Created> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         let mut r = r.clone();
         r.set_id(Some("new".into()));
-        Ok(Versioned {
-            resource: r,
-            version_id: Some("1".into()),
+        Ok(Created {
+            written: Versioned {
+                resource: r,
+                version_id: Some("1".into()),
+            },
+            existed: false,
         })
     }
     async fn create_provenance(&self, p: &Provenance) -> carebridge_writeback::Result<Versioned> {
