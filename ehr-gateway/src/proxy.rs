@@ -367,15 +367,48 @@ fn too_large(limit: usize) -> Response {
     )
 }
 
-/// Replaces the provider base `from` by the gateway base `to` when `value` starts with it
-/// (followed by nothing, `/`, `?` or `#`).
+/// Replaces the provider base `from` by the gateway base `to` when `value` is a URL under it:
+/// same scheme, host (any case) and port (an explicit default port counts as none), and a path
+/// that is `from`'s path or continues it with `/`. Query and fragment are kept.
 pub(crate) fn rewrite_url(value: &str, from: &str, to: &str) -> Option<String> {
-    let rest = value.strip_prefix(from)?;
-    if rest.is_empty() || rest.starts_with(['/', '?', '#']) {
-        Some(format!("{to}{rest}"))
-    } else {
-        None
+    let rest = provider_rest(value, from)?;
+    Some(format!("{}{rest}", to.trim_end_matches('/')))
+}
+
+/// The part of `value` after the provider base `from` (`""` or `/…`, then `?query` and
+/// `#fragment`), comparing the two as URLs rather than as text.
+fn provider_rest(value: &str, from: &str) -> Option<String> {
+    let (Ok(v), Ok(base)) = (url::Url::parse(value), url::Url::parse(from)) else {
+        return None;
+    };
+    let same_origin = v.scheme() == base.scheme()
+        && v.host_str().map(str::to_ascii_lowercase)
+            == base.host_str().map(str::to_ascii_lowercase)
+        && v.port_or_known_default() == base.port_or_known_default()
+        && v.username().is_empty()
+        && v.password().is_none();
+    if !same_origin {
+        return None;
     }
+    let path_rest = v.path().strip_prefix(base.path().trim_end_matches('/'))?;
+    if !(path_rest.is_empty() || path_rest.starts_with('/')) {
+        return None;
+    }
+    let mut rest = path_rest.to_owned();
+    if let Some(q) = v.query() {
+        rest.push('?');
+        rest.push_str(q);
+    }
+    if let Some(f) = v.fragment() {
+        rest.push('#');
+        rest.push_str(f);
+    }
+    Some(rest)
+}
+
+/// Whether `value` is an absolute URL (it has a scheme) that is not under the provider base.
+fn is_foreign_absolute(value: &str, from: &str) -> bool {
+    url::Url::parse(value).is_ok() && provider_rest(value, from).is_none()
 }
 
 fn rewrite_header(value: &HeaderValue, from: &str, to: &str) -> HeaderValue {
@@ -446,6 +479,45 @@ impl RawObject {
         }
     }
 
+    /// The string member `key`, if it is one.
+    fn string(&self, key: &str) -> Option<String> {
+        let (_, value) = self.0.iter().find(|(k, _)| k == key)?;
+        serde_json::from_str::<String>(value.get()).ok()
+    }
+
+    /// Keeps the objects of the array member `key` for which `keep` holds (non-objects are
+    /// kept); returns whether any was removed.
+    fn retain_array<F>(&mut self, key: &str, mut keep: F) -> bool
+    where
+        F: FnMut(&RawObject) -> bool,
+    {
+        let Some((_, value)) = self.0.iter_mut().find(|(k, _)| k == key) else {
+            return false;
+        };
+        let Ok(items) = serde_json::from_str::<Vec<Box<RawValue>>>(value.get()) else {
+            return false;
+        };
+        let before = items.len();
+        let kept: Vec<Box<RawValue>> = items
+            .into_iter()
+            .filter(|item| {
+                serde_json::from_str::<RawObject>(item.get())
+                    .map(|o| keep(&o))
+                    .unwrap_or(true)
+            })
+            .collect();
+        if kept.len() == before {
+            return false;
+        }
+        match serde_json::value::to_raw_value(&kept) {
+            Ok(raw) => {
+                *value = raw;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Applies `change` to every object of the array member `key`; returns whether any changed.
     fn rewrite_array<F>(&mut self, key: &str, mut change: F) -> bool
     where
@@ -503,7 +575,13 @@ pub(crate) fn rewrite_bundle(body: &[u8], from: &str, to: &str) -> Option<Vec<u8
     if resource_type != "Bundle" {
         return None;
     }
-    let mut changed = bundle.rewrite_array("link", |link| link.rewrite_string("url", from, to));
+    // A paging link to another host would lead the app there with the gateway's token:
+    // drop it (the app sees no further page) instead of relaying it.
+    let mut changed = bundle.retain_array("link", |link| {
+        link.string("url")
+            .is_none_or(|url| !is_foreign_absolute(&url, from))
+    });
+    changed |= bundle.rewrite_array("link", |link| link.rewrite_string("url", from, to));
     changed |= bundle.rewrite_array("entry", |entry| {
         let full_url = entry.rewrite_string("fullUrl", from, to);
         let location = entry.rewrite_object("response", |r| r.rewrite_string("location", from, to));
@@ -538,6 +616,38 @@ mod tests {
             None
         );
         assert_eq!(rewrite_url("Patient/1", FROM, TO), None);
+        // Same origin written differently: host case, explicit default port.
+        assert_eq!(
+            rewrite_url(
+                "https://PROVIDER.example:443/fhir/Patient?_page=3",
+                FROM,
+                TO
+            )
+            .as_deref(),
+            Some("https://gw.example/Patient?_page=3")
+        );
+        // Another scheme or port is another origin.
+        assert_eq!(
+            rewrite_url("http://provider.example/fhir/Patient", FROM, TO),
+            None
+        );
+        assert_eq!(
+            rewrite_url("https://provider.example:8443/fhir/Patient", FROM, TO),
+            None
+        );
+    }
+
+    #[test]
+    fn paging_links_to_another_host_are_dropped() {
+        let body = r#"{"resourceType":"Bundle","type":"searchset","link":[
+            {"relation":"self","url":"https://provider.example/fhir/Patient"},
+            {"relation":"next","url":"https://cdn.provider-cloud.example/fhir/Patient?ct=abc"}],
+            "entry":[]}"#;
+        let out: serde_json::Value =
+            serde_json::from_slice(&rewrite_bundle(body.as_bytes(), FROM, TO).unwrap()).unwrap();
+        let links = out["link"].as_array().unwrap();
+        assert_eq!(links.len(), 1, "{links:?}");
+        assert_eq!(links[0]["url"], "https://gw.example/Patient");
     }
 
     #[test]
@@ -553,7 +663,10 @@ mod tests {
             out.contains(r#""url":"https://gw.example/Patient?_getpages=x&_page=2""#),
             "{out}"
         );
-        assert!(out.contains(r#""url":"https://other.example/x""#), "{out}");
+        assert!(
+            !out.contains("other.example"),
+            "foreign links are dropped: {out}"
+        );
         assert!(
             out.contains(r#""fullUrl":"https://gw.example/Observation/1""#),
             "{out}"
