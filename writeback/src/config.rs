@@ -7,6 +7,7 @@
 //! `docs/writeback.md` for which names are verified.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::Path;
 
 use secrecy::SecretString;
@@ -187,13 +188,28 @@ fn secret<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<SecretS
 }
 
 /// The alternate endpoint ("alternate endpoint URL" plus its own OAuth client).
-#[derive(Clone, Debug, Deserialize)]
+///
+/// `Debug` shows only the URL's origin: trigger URLs (Logic Apps, Functions) carry a
+/// credential in their query (`sig=`, `code=`).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlternateEndpointSettings {
     /// The URL the composed resource is POSTed to.
     pub url: String,
     /// Its OAuth 2.0 client credentials (the only authentication it supports).
     pub credentials: OAuthSettings,
+}
+
+impl fmt::Debug for AlternateEndpointSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let origin = url::Url::parse(&self.url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| "<not a URL>".to_owned());
+        f.debug_struct("AlternateEndpointSettings")
+            .field("origin", &origin)
+            .field("credentials", &self.credentials)
+            .finish()
+    }
 }
 
 /// The contact table's consent and contact-type settings.
@@ -657,6 +673,22 @@ fn check_oauth(c: &OAuthSettings, what: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alternate_endpoint_debug_hides_the_trigger_signature() {
+        let settings: AlternateEndpointSettings = serde_json::from_value(serde_json::json!({
+            "url": "https://prod-01.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?api-version=2016-10-01&sig=SECRETSIG",
+            "credentials": {"token_url": "https://login.example/token", "client_id": "app", "client_secret": "s3cr3t"}
+        }))
+        .unwrap();
+        let text = format!("{settings:?}");
+        assert!(text.contains("https://prod-01.logic.azure.com"), "{text}");
+        assert!(
+            !text.contains("SECRETSIG") && !text.contains("workflows"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cr3t"), "{text}");
+    }
 
     const CONFIG: &str = r#"{
         "integration": {"fhir_endpoint": "https://fhir.example.org/r4"},
