@@ -399,9 +399,34 @@ fn apply_add_secret(
     let client = map.get_mut(client_id).ok_or_else(|| Error::UnknownClient {
         client_id: truncate(client_id),
     })?;
+    if client.secrets.iter().filter(|s| s.is_active()).count() >= MAX_ACTIVE_SECRETS {
+        return Err(Error::TooManySecrets {
+            client_id: client.client_id.clone(),
+            limit: MAX_ACTIVE_SECRETS,
+        });
+    }
     client.secrets.push(secret);
+    // Revoked secrets are kept for audit, the newest few only, so the registry stays bounded.
+    let revoked = client.secrets.iter().filter(|s| !s.is_active()).count();
+    if revoked > MAX_REVOKED_KEPT {
+        let mut oldest: Vec<DateTime<Utc>> =
+            client.secrets.iter().filter_map(|s| s.revoked).collect();
+        oldest.sort_unstable();
+        if let Some(&cutoff) = oldest.get(revoked - MAX_REVOKED_KEPT - 1) {
+            client
+                .secrets
+                .retain(|s| s.revoked.is_none_or(|r| r > cutoff));
+        }
+    }
     Ok(())
 }
+
+/// Active secrets one client may hold at once (rotation needs two; a leaked secret must not
+/// let its holder mint an unbounded number).
+pub const MAX_ACTIVE_SECRETS: usize = 5;
+
+/// Revoked secrets kept per client (the newest); older records are dropped on the next add.
+const MAX_REVOKED_KEPT: usize = 20;
 
 fn apply_revoke(
     map: &mut BTreeMap<String, ClientRecord>,
@@ -720,6 +745,42 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn active_secrets_are_capped_and_revoked_ones_pruned() {
+        let store = InMemoryClientStore::new();
+        store.create_client("app", None, vec![]).await.unwrap();
+        for _ in 1..MAX_ACTIVE_SECRETS {
+            store.create_secret("app").await.unwrap();
+        }
+        assert!(matches!(
+            store.create_secret("app").await,
+            Err(Error::TooManySecrets {
+                limit: MAX_ACTIVE_SECRETS,
+                ..
+            })
+        ));
+        // Rotate many times: revoke one, add one. The record stays bounded.
+        for _ in 0..(MAX_REVOKED_KEPT * 2) {
+            let client = store.client("app").await.unwrap().unwrap();
+            let active = client
+                .secrets
+                .iter()
+                .find(|s| s.is_active())
+                .unwrap()
+                .id
+                .clone();
+            store
+                .revoke_secret_keeping_one("app", &active)
+                .await
+                .unwrap();
+            store.create_secret("app").await.unwrap();
+        }
+        let client = store.client("app").await.unwrap().unwrap();
+        let active = client.secrets.iter().filter(|s| s.is_active()).count();
+        assert_eq!(active, MAX_ACTIVE_SECRETS);
+        assert!(client.secrets.len() <= MAX_ACTIVE_SECRETS + MAX_REVOKED_KEPT + 1);
     }
 
     #[tokio::test]

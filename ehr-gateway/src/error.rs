@@ -86,6 +86,15 @@ pub enum Error {
         client_id: String,
     },
 
+    /// The client already has the maximum number of active secrets.
+    #[error("client `{client_id}` already has {limit} active secrets; revoke one first")]
+    TooManySecrets {
+        /// The client id.
+        client_id: String,
+        /// [`MAX_ACTIVE_SECRETS`](crate::MAX_ACTIVE_SECRETS).
+        limit: usize,
+    },
+
     /// Reading or writing a file (client store, configuration, key file) failed.
     #[error("could not {action} `{}`", path.display())]
     Io {

@@ -95,7 +95,7 @@ mod token;
 
 pub use clients::{
     generate_secret, validate_client_id, ClientRecord, ClientStore, InMemoryClientStore,
-    JsonFileClientStore, NewSecret, SecretHash, SecretRecord,
+    JsonFileClientStore, NewSecret, SecretHash, SecretRecord, MAX_ACTIVE_SECRETS,
 };
 pub use config::{GatewayConfig, GatewayOptions, DEFAULT_TOKEN_LIFETIME};
 pub use error::{Error, Result};

@@ -396,6 +396,9 @@ fn store_error(error: &Error) -> Response {
             "last_active_secret",
             &error.to_string(),
         ),
+        Error::TooManySecrets { .. } => {
+            oauth_error(StatusCode::CONFLICT, "too_many_secrets", &error.to_string())
+        }
         other => {
             tracing::error!(error = %other, "client store failed");
             oauth_error(
