@@ -426,7 +426,8 @@ impl Writeback {
             // Later Updates of the row find the resource through this column.
             self.store_fhir_id(map, event, &new_id).await?;
             if !created.existed {
-                self.wrote(created.written, true, map, event, outcome).await;
+                self.wrote(created.written, &new_id, true, map, event, outcome)
+                    .await;
                 return Ok(());
             }
             // A replayed Create: bring the existing resource up to date instead.
@@ -453,7 +454,7 @@ impl Writeback {
             match fhir.update(&resource, current.version_id.as_deref()).await {
                 Ok(written) => {
                     outcome.reapplied_after_conflict = reapplied;
-                    self.wrote(written, false, map, event, outcome).await;
+                    self.wrote(written, &id, false, map, event, outcome).await;
                     return Ok(());
                 }
                 Err(e) if is_precondition_failed(&e) && !reapplied => {
@@ -528,14 +529,17 @@ impl Writeback {
     async fn wrote(
         &self,
         written: Versioned,
+        id: &str,
         created: bool,
         map: &EntityMap,
         event: &ChangeEvent,
         outcome: &mut Outcome,
     ) {
+        // The id known for the write (the one updated, or the create's checked id), not
+        // whatever a minimal response body carries.
         let w = Written::Fhir {
             resource_type: map.resource_type.clone(),
-            id: written.resource.id().unwrap_or_default().to_owned(),
+            id: id.to_owned(),
             version_id: written.version_id.clone(),
             created,
         };
