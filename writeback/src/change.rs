@@ -386,6 +386,11 @@ pub struct ChangeBatch {
     pub table: String,
     /// Created or updated records (deletions are not written back).
     pub events: Vec<ChangeEvent>,
+    /// Records that could not be read as a change (for example without their primary key):
+    /// each with its position in the change feed and why. They do not stop the batch, so one
+    /// bad record cannot hold the table's position back for ever; log them (nothing here
+    /// carries record values).
+    pub rejected: Vec<(usize, Error)>,
     /// The new position; pass the batch to [`ChangeTrackingSource::commit`] after processing.
     pub token: Option<DeltaToken>,
 }
@@ -411,7 +416,8 @@ impl ChangeTrackingSource {
     ///
     /// # Errors
     /// [`Error::Dataverse`] (including `DeltaTokenExpired`: clear the stored token to resync),
-    /// [`Error::TokenStore`], [`Error::InvalidInput`] for a record without id.
+    /// [`Error::TokenStore`]. A record that is not a valid change (no id) is not an error of
+    /// the poll: it is listed in [`ChangeBatch::rejected`].
     pub async fn poll(&self, map: &EntityMap, columns: &[String]) -> Result<ChangeBatch> {
         let entity_set = map.entity_set();
         let stored = self.store.load(&map.table).await?;
@@ -426,18 +432,28 @@ impl ChangeTrackingSource {
             }
         };
         let mut events = Vec::new();
+        let mut rejected = Vec::new();
+        let mut position = 0_usize;
         while let Some(change) = stream
             .try_next()
             .await
             .map_err(|e| Error::dataverse("read tracked changes", e))?
         {
             if let Change::NewOrUpdated(record) = change {
-                events.push(ChangeEvent::from_record(&map.table, &record)?);
+                match ChangeEvent::from_record(&map.table, &record) {
+                    Ok(event) => events.push(event),
+                    Err(e) => {
+                        tracing::warn!(table = %map.table, position, error = %e, "tracked change rejected");
+                        rejected.push((position, e));
+                    }
+                }
             }
+            position += 1;
         }
         Ok(ChangeBatch {
             table: map.table.clone(),
             events,
+            rejected,
             token: stream.delta_token(),
         })
     }

@@ -510,6 +510,39 @@ async fn change_tracking_reads_commits_and_resumes() {
     assert!(second.token.as_ref().unwrap().as_str().contains("919043"));
 }
 
+#[tokio::test]
+async fn a_record_without_id_is_rejected_without_stopping_the_batch() {
+    let server = MockServer::start().await;
+    let id1 = "6d81597f-0f9f-e711-8122-000d3aa2331c";
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/contacts")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "value": [
+                {"telephone1": "no id", "createdon": "2026-01-01T00:00:00Z", "modifiedon": "2026-01-01T00:00:00Z"},
+                {"contactid": id1, "telephone1": "1", "createdon": "2026-01-01T00:00:00Z", "modifiedon": "2026-01-01T00:00:00Z"}
+            ],
+            "@odata.deltaLink": format!("{}{API}/contacts?$deltatoken=1%2101%2f01%2f2026", server.uri())
+        })))
+        .mount(&server)
+        .await;
+    let store = Arc::new(InMemoryDeltaTokenStore::default());
+    let source = ChangeTrackingSource::new(dataverse(Some(&server.uri())), store);
+    let config = config(&fhir_only("https://fhir.example.org"));
+    let batch = source
+        .poll(config.map("contact-Patient").unwrap(), &[])
+        .await
+        .unwrap();
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.rejected.len(), 1);
+    assert_eq!(batch.rejected[0].0, 0);
+    assert!(
+        matches!(&batch.rejected[0].1, Error::InvalidInput { path, .. } if path == "contactid"),
+        "{:?}",
+        batch.rejected
+    );
+    assert!(batch.token.is_some(), "the position still advances");
+}
+
 // ---------------------------------------------------------------- OAuth and the alternate endpoint
 
 #[tokio::test]
