@@ -284,6 +284,9 @@ pub(crate) fn apply_expansion(
             .collect()
     };
     let want = key_of(&fresh);
+    // Each item writeback adds is tagged with its Dataverse record, so a later change of the
+    // same record finds it even when the `match_on` values changed or are missing.
+    let record = format!("{}/{}", event.table, event.record_id);
     // Locate the array (created when missing).
     let mut holder = resource
         .field(&element)
@@ -292,24 +295,88 @@ pub(crate) fn apply_expansion(
     let Node::Array(items) = &mut holder else {
         return Err(path_err("is not an array".into()));
     };
-    let pos = if keys.is_empty() || want.iter().any(Option::is_none) {
-        None
-    } else {
-        items.iter().position(|it| key_of(it) == want)
-    };
+    let by_record = items
+        .iter()
+        .position(|it| record_tag(it) == Some(record.as_str()));
+    let pos = by_record.or_else(|| {
+        // Items written before the tag existed, or by others: the `match_on` key (untagged
+        // items only, so two records with one key are never merged).
+        if keys.is_empty() || want.iter().any(Option::is_none) {
+            None
+        } else {
+            items
+                .iter()
+                .position(|it| record_tag(it).is_none() && key_of(it) == want)
+        }
+    });
     let count = match pos.and_then(|p| items.get_mut(p)) {
-        Some(item) => apply(item, map, event)?,
+        Some(item) => {
+            let n = apply(item, map, event)?;
+            set_record_tag(item, &record);
+            n
+        }
         None => {
             let n = match &fresh {
                 Node::Object(e) => e.len(),
                 _ => 0,
             };
+            set_record_tag(&mut fresh, &record);
             items.push(fresh);
             n
         }
     };
     resource.set(&element, Some(holder)).map_err(path_err)?;
     Ok(count)
+}
+
+/// The extension URL that tags an array item with the Dataverse record it was written from
+/// (`valueString` `{table}/{record id}`).
+pub const RECORD_EXTENSION_URL: &str = "urn:carebridge:extension:dataverse-record";
+
+/// The record tag of an item, if it has one.
+fn record_tag(item: &Node) -> Option<&str> {
+    let Node::Object(fields) = item else {
+        return None;
+    };
+    let (_, Node::Array(extensions)) = fields.iter().find(|(k, _)| k == "extension")? else {
+        return None;
+    };
+    extensions.iter().find_map(|e| {
+        let Node::Object(e) = e else { return None };
+        let url = e.iter().find(|(k, _)| k == "url");
+        if !matches!(url, Some((_, Node::String(u))) if u == RECORD_EXTENSION_URL) {
+            return None;
+        }
+        match e.iter().find(|(k, _)| k == "valueString") {
+            Some((_, Node::String(v))) => Some(v.as_str()),
+            _ => None,
+        }
+    })
+}
+
+/// Tags `item` with `record` (once).
+fn set_record_tag(item: &mut Node, record: &str) {
+    if record_tag(item) == Some(record) {
+        return;
+    }
+    let Node::Object(fields) = item else { return };
+    let tag = Node::Object(vec![
+        (
+            "url".to_owned(),
+            Node::String(RECORD_EXTENSION_URL.to_owned()),
+        ),
+        ("valueString".to_owned(), Node::String(record.to_owned())),
+    ]);
+    match fields.iter_mut().find(|(k, _)| k == "extension") {
+        Some((_, Node::Array(extensions))) => {
+            extensions.retain(|e| {
+                !matches!(e, Node::Object(e) if e.iter().any(|(k, v)| k == "url" && matches!(v, Node::String(u) if u == RECORD_EXTENSION_URL)))
+            });
+            extensions.push(tag);
+        }
+        Some((_, other)) => *other = Node::Array(vec![tag]),
+        None => fields.insert(0, ("extension".to_owned(), Node::Array(vec![tag]))),
+    }
 }
 
 /// Parses composed JSON into the typed resource and runs structural validation.
@@ -628,20 +695,33 @@ mod tests {
         )
         .with_attribute("msemr_value", AttributeValue::Text("22".into()));
         apply_expansion(&mut node, map, &e).unwrap();
+        let tag = r#"{"url":"urn:carebridge:extension:dataverse-record","valueString":"msemr_medicalidentifier/00000000-0000-0000-0000-000000000000"}"#;
+        // The untagged item with the same key is updated and tagged with the record.
         assert_eq!(
             node.to_json(),
-            r#"{"resourceType":"Patient","identifier":[{"system":"urn:a","value":"1"},{"system":"urn:b","value":"22","use":"usual"}]}"#
+            format!(
+                r#"{{"resourceType":"Patient","identifier":[{{"system":"urn:a","value":"1"}},{{"extension":[{tag}],"system":"urn:b","value":"22","use":"usual"}}]}}"#
+            )
         );
+        // The same record with another system: found by its tag, updated in place (no stale
+        // `urn:b` item left behind, no duplicate).
         let e = e.with_attribute(
             "msemr_identifiersystem",
             AttributeValue::Text("urn:c".into()),
         );
         apply_expansion(&mut node, map, &e).unwrap();
-        assert!(
-            node.to_json()
-                .ends_with(r#"{"system":"urn:c","value":"22"}]}"#),
-            "{}",
-            node.to_json()
+        assert_eq!(
+            node.to_json(),
+            format!(
+                r#"{{"resourceType":"Patient","identifier":[{{"system":"urn:a","value":"1"}},{{"extension":[{tag}],"system":"urn:c","value":"22","use":"usual"}}]}}"#
+            )
         );
+        // Another record with that key is a new item, even though the key matches.
+        let mut other = e.clone();
+        other.record_id = Uuid::from_u128(7);
+        apply_expansion(&mut node, map, &other).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&node.to_json()).unwrap();
+        assert_eq!(v["identifier"].as_array().unwrap().len(), 3);
+        assert_eq!(v["identifier"][2]["system"], "urn:c");
     }
 }

@@ -95,7 +95,7 @@ pub use change::{
     AttributeValue, ChangeBatch, ChangeEvent, ChangeTrackingSource, DeltaTokenStore,
     InMemoryDeltaTokenStore,
 };
-pub use compose::SkipReason;
+pub use compose::{SkipReason, RECORD_EXTENSION_URL};
 pub use config::{
     AlternateEndpointSettings, AttributeMap, ContactSettings, Conversion, EntityMap, ExpansionMap,
     IntegrationSettings, Message, OAuthSettings, WritebackConfig,

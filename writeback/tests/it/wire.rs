@@ -893,7 +893,10 @@ async fn expansion_record_updates_the_parent_resource() {
     let written = serde_json::to_value(&store.written.lock().unwrap()[0]).unwrap();
     assert_eq!(
         written["identifier"],
-        json!([{"system": "urn:mrn", "value": "12345"}])
+        json!([{"system": "urn:mrn", "value": "12345", "extension": [{
+            "url": carebridge_writeback::RECORD_EXTENSION_URL,
+            "valueString": format!("msemr_medicalidentifier/{}", change.record_id)
+        }]}])
     );
     assert_eq!(
         written["name"],
