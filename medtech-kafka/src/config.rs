@@ -99,6 +99,23 @@ impl Default for KafkaSourceConfig {
     }
 }
 
+impl KafkaSourceConfig {
+    /// Sets a librdkafka property: names that look like secrets (password, secret, key,
+    /// token, SASL configuration) go to [`secret_properties`](Self::secret_properties), the
+    /// rest to [`properties`](Self::properties).
+    pub fn set_property(&mut self, name: &str, value: String) {
+        let name = name.trim().to_owned();
+        if is_secret_name(&name) {
+            self.properties.remove(&name);
+            self.secret_properties
+                .insert(name, SecretString::from(value));
+        } else {
+            self.secret_properties.remove(&name);
+            self.properties.insert(name, value);
+        }
+    }
+}
+
 fn is_secret_name(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     [
@@ -276,6 +293,20 @@ impl KafkaSourceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_property_routes_secrets() {
+        let mut c = KafkaSourceConfig::default();
+        c.set_property("sasl.password", "hunter2".to_owned());
+        c.set_property(" session.timeout.ms ", "6000".to_owned());
+        assert!(!c.properties.contains_key("sasl.password"));
+        assert!(c.secret_properties.contains_key("sasl.password"));
+        assert_eq!(
+            c.properties.get("session.timeout.ms").map(String::as_str),
+            Some("6000")
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
 
     #[test]
     fn event_hubs_settings_and_redacted_debug() {

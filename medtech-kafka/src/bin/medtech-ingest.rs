@@ -60,7 +60,8 @@ struct Args {
     /// Client id shown in broker logs.
     #[arg(long, value_name = "ID")]
     client_id: Option<String>,
-    /// Extra librdkafka property, `name=value` (repeatable), e.g. `-X auto.offset.reset=latest`.
+    /// Extra librdkafka property, `name=value` (repeatable), e.g. `-X auto.offset.reset=latest`;
+    /// `name=env:VAR` takes the value from the environment variable `VAR` (for secrets).
     #[arg(short = 'X', long = "property", value_name = "NAME=VALUE")]
     properties: Vec<String>,
     /// The device mapping (CollectionContent) JSON file.
@@ -145,9 +146,17 @@ fn source_config(args: &Args) -> Result<KafkaSourceConfig, ExitCode> {
         let Some((name, value)) = p.split_once('=') else {
             return Err(fail(format!("-X {p}: expected NAME=VALUE")));
         };
-        config
-            .properties
-            .insert(name.trim().to_owned(), value.to_owned());
+        // `-X sasl.password=env:KAFKA_PASSWORD` keeps the secret out of the command line.
+        let value = match value.strip_prefix("env:") {
+            Some(var) => std::env::var(var).map_err(|_| {
+                fail(format!(
+                    "-X {}: the environment variable {var} is not set",
+                    name.trim()
+                ))
+            })?,
+            None => value.to_owned(),
+        };
+        config.set_property(name, value);
     }
     config.validate().map_err(|e| fail(error_chain(&e)))?;
     Ok(config)
