@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -513,14 +514,30 @@ impl ClientStore for InMemoryClientStore {
 /// tokens for their lifetime). Writes replace the file atomically (write a temporary file in
 /// the same folder, then rename) with mode `0600` on Unix. Writers in one process are
 /// serialized; run one writing process at a time.
-#[derive(Debug)]
 pub struct JsonFileClientStore {
     path: PathBuf,
     write_lock: Mutex<()>,
+    /// The registry as last parsed, with the file's modification time and length then: the
+    /// token endpoint and the proxy read it on every request.
+    cache: std::sync::Mutex<Option<CachedRegistry>>,
+}
+
+struct CachedRegistry {
+    modified: std::time::SystemTime,
+    len: u64,
+    clients: Arc<BTreeMap<String, ClientRecord>>,
 }
 
 /// Client store files larger than this are refused.
 const MAX_STORE_BYTES: u64 = 16 * 1024 * 1024;
+
+impl fmt::Debug for JsonFileClientStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonFileClientStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
 
 impl JsonFileClientStore {
     /// A store in `path`. A missing file is an empty registry (created on the first write).
@@ -528,6 +545,7 @@ impl JsonFileClientStore {
         Self {
             path: path.into(),
             write_lock: Mutex::new(()),
+            cache: std::sync::Mutex::new(None),
         }
     }
 
@@ -541,29 +559,54 @@ impl JsonFileClientStore {
     /// # Errors
     /// [`Error::Io`] or [`Error::Json`] when the file cannot be read or parsed.
     pub async fn clients(&self) -> Result<Vec<ClientRecord>> {
-        Ok(self.load().await?.into_values().collect())
+        Ok(self.snapshot().await?.values().cloned().collect())
     }
 
     async fn load(&self) -> Result<BTreeMap<String, ClientRecord>> {
-        let bytes = match tokio::fs::metadata(&self.path).await {
+        Ok((*self.snapshot().await?).clone())
+    }
+
+    /// The registry, parsed again only when the file's modification time or length changed.
+    async fn snapshot(&self) -> Result<Arc<BTreeMap<String, ClientRecord>>> {
+        let meta = match tokio::fs::metadata(&self.path).await {
             Ok(meta) if meta.len() > MAX_STORE_BYTES => {
                 return Err(Error::config(format!(
                     "client store `{}` is larger than {MAX_STORE_BYTES} bytes",
                     self.path.display()
                 )))
             }
-            Ok(_) => tokio::fs::read(&self.path)
-                .await
-                .map_err(|e| Error::io("read", &self.path, e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Arc::new(BTreeMap::new()))
+            }
             Err(e) => return Err(Error::io("read", &self.path, e)),
         };
+        let stamp = meta.modified().ok().map(|m| (m, meta.len()));
+        if let (Some((modified, len)), Ok(cache)) = (stamp, self.cache.lock()) {
+            if let Some(c) = cache
+                .as_ref()
+                .filter(|c| c.modified == modified && c.len == len)
+            {
+                return Ok(c.clients.clone());
+            }
+        }
+        let bytes = tokio::fs::read(&self.path)
+            .await
+            .map_err(|e| Error::io("read", &self.path, e))?;
         let registry: Registry = parse_json(&self.path, &bytes)?;
         let mut map = BTreeMap::new();
         for client in registry.clients {
             apply_insert(&mut map, client)?;
         }
-        Ok(map)
+        let clients = Arc::new(map);
+        if let (Some((modified, len)), Ok(mut cache)) = (stamp, self.cache.lock()) {
+            *cache = Some(CachedRegistry {
+                modified,
+                len,
+                clients: clients.clone(),
+            });
+        }
+        Ok(clients)
     }
 
     async fn save(&self, map: BTreeMap<String, ClientRecord>) -> Result<()> {
@@ -573,6 +616,9 @@ impl JsonFileClientStore {
         let mut bytes = serde_json::to_vec_pretty(&registry)
             .map_err(|e| Error::config(format!("could not serialize the client store: {e}")))?;
         bytes.push(b'\n');
+        if let Ok(mut cache) = self.cache.lock() {
+            *cache = None;
+        }
         write_private_atomic(&self.path, &bytes).await
     }
 
@@ -590,7 +636,7 @@ impl JsonFileClientStore {
 #[async_trait::async_trait]
 impl ClientStore for JsonFileClientStore {
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
-        Ok(self.load().await?.remove(client_id))
+        Ok(self.snapshot().await?.get(client_id).cloned())
     }
 
     async fn insert_client(&self, client: ClientRecord) -> Result<()> {

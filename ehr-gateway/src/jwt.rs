@@ -87,6 +87,10 @@ pub struct AccessTokenClaims {
     pub scope: String,
     /// The client id (RFC 9068).
     pub client_id: String,
+    /// The id of the client secret the token was obtained with: the proxy refuses the token
+    /// once that secret is revoked (absent in tokens of older gateway versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_id: Option<String>,
 }
 
 /// Why a presented token was refused (never says more to the caller than "expired" or
@@ -141,8 +145,13 @@ impl TokenSigner {
         self.lifetime
     }
 
-    /// A signed token for `client_id` and `tenant`.
-    pub(crate) fn issue(&self, client_id: &str, tenant: &TenantId) -> Result<String> {
+    /// A signed token for `client_id` and `tenant`, obtained with the secret `secret_id`.
+    pub(crate) fn issue(
+        &self,
+        client_id: &str,
+        tenant: &TenantId,
+        secret_id: Option<&str>,
+    ) -> Result<String> {
         let now = chrono::Utc::now().timestamp();
         let lifetime = i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX / 2);
         let claims = AccessTokenClaims {
@@ -155,6 +164,7 @@ impl TokenSigner {
             jti: uuid::Uuid::new_v4().to_string(),
             scope: tenant.to_string(),
             client_id: client_id.to_owned(),
+            secret_id: secret_id.map(str::to_owned),
         };
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some("at+jwt".to_owned());
@@ -194,7 +204,7 @@ mod tests {
     fn issues_and_verifies_tenant_scoped_tokens() {
         let key = SigningKey::generate();
         let signer = TokenSigner::new(&key, ISS, Duration::from_secs(600), Duration::ZERO);
-        let token = signer.issue("patients-app", &tenant()).unwrap();
+        let token = signer.issue("patients-app", &tenant(), Some("s1")).unwrap();
         let claims = signer.verify(&token).unwrap();
         assert_eq!(claims.scope, tenant().to_string());
         assert_eq!(claims.sub, "patients-app");
@@ -240,6 +250,7 @@ mod tests {
             jti: "j".into(),
             scope: tenant().to_string(),
             client_id: "a".into(),
+            secret_id: None,
         };
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

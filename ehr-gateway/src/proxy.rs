@@ -22,7 +22,7 @@ use crate::gateway::Shared;
 use crate::jwt::Rejection;
 use crate::outcome::{bearer_challenge, outcome};
 use crate::tenants::Provider;
-use crate::TenantId;
+use crate::{SecretRecord, TenantId};
 
 /// Request headers forwarded to the provider; everything else (Authorization, Cookie, Host,
 /// Forwarded, hop-by-hop headers ...) is dropped.
@@ -56,7 +56,7 @@ const RELAYED_RESPONSE_HEADERS: &[&str] = &[
 pub(crate) async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
 
-    let tenant = match authenticate(&shared, &parts.headers) {
+    let tenant = match authenticate(&shared, &parts.headers).await {
         Ok(tenant) => tenant,
         Err(response) => return response,
     };
@@ -103,7 +103,7 @@ pub(crate) async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -
 }
 
 /// Verifies the bearer token and returns its tenant.
-fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<TenantId, Response> {
+async fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<TenantId, Response> {
     let realm = shared.base.as_str();
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(bearer_challenge(realm, None, "an access token is required"));
@@ -140,13 +140,42 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<TenantId, Respon
             ));
         }
     };
-    claims.scope.parse::<TenantId>().map_err(|_| {
+    let tenant = claims.scope.parse::<TenantId>().map_err(|_| {
         bearer_challenge(
             realm,
             Some("invalid_token"),
             "the access token has no tenant scope",
         )
-    })
+    })?;
+    // A signature is not enough: the client must still be registered, still allowed the
+    // tenant, and the secret the token was obtained with must not have been revoked since.
+    let client = match shared.clients.client(&claims.sub).await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(error = %error, "client store failed");
+            return Err(outcome(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                "the client registry is unavailable",
+            ));
+        }
+    };
+    let still_valid = client.is_some_and(|c| {
+        c.allows_tenant(&tenant)
+            && match claims.secret_id.as_deref() {
+                Some(id) => c.secrets.iter().any(|s| s.id == id && s.is_active()),
+                None => c.secrets.iter().any(SecretRecord::is_active),
+            }
+    });
+    if !still_valid {
+        tracing::info!(client_id = %claims.sub, "access token of a revoked client, secret or tenant grant");
+        return Err(bearer_challenge(
+            realm,
+            Some("invalid_token"),
+            "the access token was revoked",
+        ));
+    }
+    Ok(tenant)
 }
 
 /// Whether a path segment is `.` or `..` (also percent-encoded), which could climb out of the

@@ -108,7 +108,7 @@ async fn authenticate(
     shared: &Shared,
     headers: &HeaderMap,
     form: &mut BTreeMap<String, String>,
-) -> Result<ClientRecord, AuthFailure> {
+) -> Result<(ClientRecord, String), AuthFailure> {
     let basic = basic_credentials(headers)?;
     let form_secret = form.remove("client_secret");
     let form_id = form.remove("client_id");
@@ -138,7 +138,7 @@ async fn authenticate(
 async fn verify_client(
     shared: &Shared,
     presented: &Presented,
-) -> Result<ClientRecord, AuthFailure> {
+) -> Result<(ClientRecord, String), AuthFailure> {
     let client = match shared.clients.client(&presented.client_id).await {
         Ok(Some(client)) => client,
         Ok(None) => {
@@ -150,18 +150,18 @@ async fn verify_client(
             return Err(AuthFailure::Store);
         }
     };
-    if client
+    let Some(secret_id) = client
         .verify_secret(presented.secret.expose_secret().as_bytes())
-        .is_none()
-    {
+        .map(|s| s.id.clone())
+    else {
         tracing::info!(
             oauth.error = "invalid_client",
             client_id = %client.client_id,
             "wrong or revoked client secret"
         );
         return Err(AuthFailure::Client);
-    }
-    Ok(client)
+    };
+    Ok((client, secret_id))
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -210,8 +210,8 @@ pub(crate) async fn token(
             )
         }
     };
-    let client = match authenticate(&shared, &headers, &mut form).await {
-        Ok(client) => client,
+    let (client, secret_id) = match authenticate(&shared, &headers, &mut form).await {
+        Ok(authenticated) => authenticated,
         Err(failure) => return failure.into_response(),
     };
     if grant_type != "client_credentials" {
@@ -228,7 +228,10 @@ pub(crate) async fn token(
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", reason);
         }
     };
-    let access_token = match shared.signer.issue(&client.client_id, &tenant) {
+    let access_token = match shared
+        .signer
+        .issue(&client.client_id, &tenant, Some(&secret_id))
+    {
         Ok(token) => token,
         Err(error) => {
             tracing::error!(error = %error, "could not sign an access token");
@@ -295,7 +298,7 @@ async fn authenticate_owner(
         Ok(None) => return Err(AuthFailure::Client.into_response()),
         Err(failure) => return Err(failure.into_response()),
     };
-    let client = verify_client(shared, &presented)
+    let (client, _) = verify_client(shared, &presented)
         .await
         .map_err(AuthFailure::into_response)?;
     if client.client_id != client_id {

@@ -473,3 +473,47 @@ async fn oversized_bodies_and_dot_segments_are_refused() {
     assert_eq!(status, 400);
     assert_eq!(issue(&outcome).0, "invalid");
 }
+
+#[tokio::test]
+async fn tokens_stop_working_when_their_secret_or_client_is_revoked() {
+    use carebridge_ehr_gateway::ClientStore;
+    let (a, _b, gw) = two_providers().await;
+    Mock::given(method("GET"))
+        .respond_with(fhir(patient("1", "x")))
+        .mount(&a)
+        .await;
+    let old_token = gw.access_token(TENANT_A).await;
+    let (status, _, _) = get_bearer(&gw.url("/Patient/1"), Some(&old_token)).await;
+    assert_eq!(status, 200);
+
+    // Rotate: a new secret, then revoke the one the first token was obtained with.
+    let new = gw.clients.create_secret(CLIENT_ID).await.unwrap();
+    let (status, body, _) = gw
+        .token_form(
+            secrecy::ExposeSecret::expose_secret(&new.secret),
+            Some(TENANT_A),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let new_token = body["access_token"].as_str().unwrap().to_owned();
+    gw.clients
+        .revoke_secret_keeping_one(CLIENT_ID, &gw.secret_id)
+        .await
+        .unwrap();
+    let (status, _, headers) = get_bearer(&gw.url("/Patient/1"), Some(&old_token)).await;
+    assert_eq!(
+        status, 401,
+        "a token of a revoked secret is refused at once"
+    );
+    assert!(headers
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("invalid_token")));
+    let (status, _, _) = get_bearer(&gw.url("/Patient/1"), Some(&new_token)).await;
+    assert_eq!(status, 200);
+
+    // A deleted client's tokens stop working too.
+    assert!(gw.clients.delete_client(CLIENT_ID).await.unwrap());
+    let (status, _, _) = get_bearer(&gw.url("/Patient/1"), Some(&new_token)).await;
+    assert_eq!(status, 401);
+}
