@@ -359,23 +359,16 @@ fn set_record_tag(item: &mut Node, record: &str) {
     if record_tag(item) == Some(record) {
         return;
     }
-    let Node::Object(fields) = item else { return };
-    let tag = Node::Object(vec![
-        (
-            "url".to_owned(),
-            Node::String(RECORD_EXTENSION_URL.to_owned()),
-        ),
-        ("valueString".to_owned(), Node::String(record.to_owned())),
-    ]);
-    match fields.iter_mut().find(|(k, _)| k == "extension") {
-        Some((_, Node::Array(extensions))) => {
-            extensions.retain(|e| {
-                !matches!(e, Node::Object(e) if e.iter().any(|(k, v)| k == "url" && matches!(v, Node::String(u) if u == RECORD_EXTENSION_URL)))
-            });
-            extensions.push(tag);
-        }
-        Some((_, other)) => *other = Node::Array(vec![tag]),
-        None => fields.insert(0, ("extension".to_owned(), Node::Array(vec![tag]))),
+    let is_tag = |e: &Node| matches!(e, Node::Object(e) if e.iter().any(|(k, v)| k == "url" && matches!(v, Node::String(u) if u == RECORD_EXTENSION_URL)));
+    if let Some(extensions) = item.array_member("extension") {
+        extensions.retain(|e| !is_tag(e));
+        extensions.push(Node::Object(vec![
+            (
+                "url".to_owned(),
+                Node::String(RECORD_EXTENSION_URL.to_owned()),
+            ),
+            ("valueString".to_owned(), Node::String(record.to_owned())),
+        ]));
     }
 }
 
@@ -700,7 +693,7 @@ mod tests {
         assert_eq!(
             node.to_json(),
             format!(
-                r#"{{"resourceType":"Patient","identifier":[{{"system":"urn:a","value":"1"}},{{"extension":[{tag}],"system":"urn:b","value":"22","use":"usual"}}]}}"#
+                r#"{{"resourceType":"Patient","identifier":[{{"system":"urn:a","value":"1"}},{{"system":"urn:b","value":"22","use":"usual","extension":[{tag}]}}]}}"#
             )
         );
         // The same record with another system: found by its tag, updated in place (no stale
@@ -713,7 +706,7 @@ mod tests {
         assert_eq!(
             node.to_json(),
             format!(
-                r#"{{"resourceType":"Patient","identifier":[{{"system":"urn:a","value":"1"}},{{"extension":[{tag}],"system":"urn:c","value":"22","use":"usual"}}]}}"#
+                r#"{{"resourceType":"Patient","identifier":[{{"system":"urn:a","value":"1"}},{{"system":"urn:c","value":"22","use":"usual","extension":[{tag}]}}]}}"#
             )
         );
         // Another record with that key is a new item, even though the key matches.

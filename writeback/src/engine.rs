@@ -658,7 +658,6 @@ fn has_identifier(t: ResourceType) -> bool {
 /// Appends `{system: RECORD_IDENTIFIER_SYSTEM, value: record}` to the composed `identifier`
 /// array (creating it), unless an entity map already put that identifier there.
 fn add_record_identifier(node: &mut Node, record: &str) {
-    let Node::Object(fields) = node else { return };
     let ours = Node::Object(vec![
         (
             "system".to_owned(),
@@ -666,14 +665,10 @@ fn add_record_identifier(node: &mut Node, record: &str) {
         ),
         ("value".to_owned(), Node::String(record.to_owned())),
     ]);
-    match fields.iter_mut().find(|(k, _)| k == "identifier") {
-        Some((_, Node::Array(items))) => {
-            if !items.contains(&ours) {
-                items.push(ours);
-            }
+    if let Some(items) = node.array_member("identifier") {
+        if !items.contains(&ours) {
+            items.push(ours);
         }
-        Some((_, other)) => *other = Node::Array(vec![ours]),
-        None => fields.push(("identifier".to_owned(), Node::Array(vec![ours]))),
     }
 }
 

@@ -176,6 +176,29 @@ impl<'de> Deserialize<'de> for RawSeq {
 }
 
 impl Node {
+    /// The array member `key` of an object: created (appended) when missing, replacing a
+    /// member that is not an array; `None` when `self` is not an object.
+    pub(crate) fn array_member(&mut self, key: &str) -> Option<&mut Vec<Node>> {
+        let Node::Object(fields) = self else {
+            return None;
+        };
+        let index = match fields.iter().position(|(k, _)| k == key) {
+            Some(i) => i,
+            None => {
+                fields.push((key.to_owned(), Node::Array(Vec::new())));
+                fields.len() - 1
+            }
+        };
+        let slot = &mut fields.get_mut(index)?.1;
+        if !matches!(slot, Node::Array(_)) {
+            *slot = Node::Array(Vec::new());
+        }
+        match slot {
+            Node::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
     /// Parses JSON text losslessly.
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
         Self::parse_at(text, 0)
