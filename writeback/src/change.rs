@@ -161,6 +161,12 @@ impl fmt::Debug for ChangeEvent {
 }
 
 impl ChangeEvent {
+    /// `{table}/{record id}`: how writeback names the row in the identifier of a created
+    /// resource and in the record tag of expansion items.
+    pub(crate) fn record_ref(&self) -> String {
+        format!("{}/{}", self.table, self.record_id)
+    }
+
     /// A change with the given attributes (all treated as changed).
     pub fn new(
         table: impl Into<String>,

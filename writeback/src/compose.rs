@@ -286,7 +286,7 @@ pub(crate) fn apply_expansion(
     let want = key_of(&fresh);
     // Each item writeback adds is tagged with its Dataverse record, so a later change of the
     // same record finds it even when the `match_on` values changed or are missing.
-    let record = format!("{}/{}", event.table, event.record_id);
+    let record = event.record_ref();
     // Locate the array (created when missing).
     let mut holder = resource
         .field(&element)

@@ -391,7 +391,7 @@ impl Writeback {
             compose::apply(&mut node, map, &all)?;
             // The row's identifier makes the create idempotent (where the type has
             // `identifier`): a Create delivered twice finds the first resource.
-            let record = format!("{}/{}", event.table, event.record_id);
+            let record = event.record_ref();
             let conditional = has_identifier(resource_type);
             if conditional {
                 add_record_identifier(&mut node, &record);
