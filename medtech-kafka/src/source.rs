@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::future::Future as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -562,6 +563,41 @@ impl EventSource for KafkaSource {
                     }
                     // Transient (broker down, topic not yet created, ...): librdkafka retries.
                     tracing::warn!(error = %e, "Kafka consumer error; continuing");
+                }
+            }
+        }
+    }
+
+    /// A message librdkafka already holds, without waiting (`recv` is cancel-safe, so polling
+    /// it once loses nothing).
+    fn try_next_event(&mut self) -> carebridge_medtech_mapping::Result<Option<SourceEvent>> {
+        loop {
+            if self.shutdown.is_shutdown() {
+                return Ok(None);
+            }
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let received = match std::pin::pin!(self.consumer.recv()).poll(&mut cx) {
+                std::task::Poll::Pending => return Ok(None),
+                std::task::Poll::Ready(r) => r.map(|m| m.detach()),
+            };
+            match received {
+                Ok(msg) => {
+                    if let Some(event) = self.deliver(&msg) {
+                        return Ok(Some(event));
+                    }
+                }
+                Err(e) => {
+                    if let Some((code, reason)) = self.consumer.client().fatal_error() {
+                        tracing::error!(%code, reason, "fatal Kafka consumer error");
+                        return Err(Error::Client {
+                            operation: "receive",
+                            source: crate::error::ClientError::fatal(e),
+                        }
+                        .into_pipeline("Kafka receive"));
+                    }
+                    // Transient: `next_event` will wait and see it again if it persists.
+                    tracing::warn!(error = %e, "Kafka consumer error; continuing");
+                    return Ok(None);
                 }
             }
         }

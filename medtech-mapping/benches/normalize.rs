@@ -84,7 +84,7 @@ fn messages() -> Vec<String> {
             format!(
                 r#"{{{reading}, "deviceId": "device-{}", "patientId": "patient-{}", "endDate": "2023-03-13T22:46:{:02}.875Z", "epochMs": {}, "battery": {}, "firmware": "1.4.2", "meta": {{"model": "{model}", "site": "ward-{}", "signal": {{"rssi": -{}, "snr": {}}}}}}}"#,
                 i % 17,
-                i % 13,
+                (i % 17) % 13,
                 i % 60,
                 1_678_747_561_875_i64 + i as i64,
                 40 + i % 60,

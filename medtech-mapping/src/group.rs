@@ -133,6 +133,34 @@ fn window(interval: PeriodInterval, t: DateTime<Utc>) -> (DateTime<Utc>, DateTim
     (start, start + span - tick())
 }
 
+/// Checks that `m` can be grouped with `fhir`: its type has a template, and a `CorrelationId`
+/// template gets a correlation id. [`group_measurements`] fails on the first measurement that
+/// does not pass; a pipeline checks each message first, so one bad message does not fail a
+/// batch.
+///
+/// # Errors
+/// [`Error::Grouping`], as [`group_measurements`].
+pub fn check_groupable(m: &Measurement, fhir: &FhirMapping) -> Result<()> {
+    let Some(template) = fhir.template_for(&m.type_name) else {
+        return Err(Error::Grouping {
+            type_name: m.type_name.clone(),
+            reason: "no template in the FHIR destination mapping for this type".to_owned(),
+        });
+    };
+    if template.period_interval == PeriodInterval::CorrelationId
+        && m.correlation_id
+            .as_deref()
+            .is_none_or(|c| c.trim().is_empty())
+    {
+        return Err(Error::Grouping {
+            type_name: m.type_name.clone(),
+            reason: "periodInterval is CorrelationId but the measurement has no correlation id"
+                .to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Groups measurements for transformation.
 ///
 /// `measurements` must be in ingestion order: when two measurements of one group share an
@@ -142,11 +170,28 @@ fn window(interval: PeriodInterval, t: DateTime<Utc>) -> (DateTime<Utc>, DateTim
 /// # Errors
 /// [`Error::Grouping`] when a measurement type has no template in `fhir` (MedTech's
 /// `TemplateNotFoundException`) or a `CorrelationId` template meets a measurement without a
-/// correlation id.
+/// correlation id (see [`check_groupable`]).
 pub fn group_measurements(
     measurements: &[(usize, Measurement)],
     fhir: &FhirMapping,
 ) -> Result<Vec<ObservationGroup>> {
+    Ok(group_by_message(measurements, fhir)?
+        .into_iter()
+        .map(|(g, _)| g)
+        .collect())
+}
+
+/// As [`group_measurements`], each group with the message indexes whose measurements it holds
+/// (ascending, each once; a measurement replaced by a later one at the same instant still
+/// counts). A pipeline that groups a batch of messages uses them to tell each message which
+/// Observations it went into.
+///
+/// # Errors
+/// As [`group_measurements`].
+pub fn group_by_message(
+    measurements: &[(usize, Measurement)],
+    fhir: &FhirMapping,
+) -> Result<Vec<(ObservationGroup, Vec<usize>)>> {
     // Level 1: device, type, patient, encounter, correlation id, in order of first appearance.
     // iomt-fhir joins the five into one string with `-`; a tuple keeps e.g. device `a-b` with
     // type `c` apart from device `a` with type `b-c` (the only inputs where the two differ).
@@ -174,15 +219,20 @@ pub fn group_measurements(
     let mut by_window: HashMap<DateTime<Utc>, usize> = HashMap::new();
     for items in keyed {
         // Same instant: keep the latest ingested (highest message index; first among equals),
-        // in the position of the instant's first appearance.
+        // in the position of the instant's first appearance. `superseded` keeps the message
+        // indexes of the ones replaced, by deduplicated position.
         by_instant.clear();
         let mut deduped: Vec<&(usize, Measurement)> = Vec::with_capacity(items.len());
+        let mut superseded: Vec<(usize, usize)> = Vec::new();
         for item in items {
             match by_instant.get(&item.1.occurrence_time_utc) {
                 Some(&i) => {
                     if let Some(d) = deduped.get_mut(i) {
                         if item.0 > d.0 {
+                            superseded.push((i, d.0));
                             *d = item;
+                        } else {
+                            superseded.push((i, item.0));
                         }
                     }
                 }
@@ -195,53 +245,56 @@ pub fn group_measurements(
         let Some(first) = deduped.first().map(|d| &d.1) else {
             continue;
         };
-        let Some(template) = fhir.template_for(&first.type_name) else {
-            return Err(Error::Grouping {
-                type_name: first.type_name.clone(),
-                reason: "no template in the FHIR destination mapping for this type".to_owned(),
-            });
-        };
-        let interval = template.period_interval;
-        if interval == PeriodInterval::CorrelationId
-            && first
-                .correlation_id
-                .as_deref()
-                .is_none_or(|c| c.trim().is_empty())
-        {
-            return Err(Error::Grouping {
-                type_name: first.type_name.clone(),
-                reason: "periodInterval is CorrelationId but the measurement has no correlation id"
-                    .to_owned(),
-            });
-        }
-        let mut groups: Vec<ObservationGroup> = Vec::new();
+        check_groupable(first, fhir)?;
+        let interval = fhir
+            .template_for(&first.type_name)
+            .map_or(PeriodInterval::Single, |t| t.period_interval);
+        let mut groups: Vec<(ObservationGroup, Vec<usize>)> = Vec::new();
+        // Deduplicated position -> group, for the superseded indexes.
+        let mut group_of: Vec<usize> = Vec::with_capacity(deduped.len());
         by_window.clear();
-        for (_, m) in deduped {
+        for (index, m) in deduped {
             let (start, end) = window(interval, m.occurrence_time_utc);
-            let existing = if interval == PeriodInterval::CorrelationId {
-                groups.first_mut()
+            let slot = if interval == PeriodInterval::CorrelationId {
+                (!groups.is_empty()).then_some(0)
             } else {
-                by_window.get(&start).and_then(|&i| groups.get_mut(i))
+                by_window.get(&start).copied()
             };
-            match existing {
-                Some(g) => g.add(m),
+            let slot = match slot.filter(|&i| i < groups.len()) {
+                Some(i) => i,
                 None => {
-                    let mut g = ObservationGroup {
-                        type_name: first.type_name.clone(),
-                        device_id: first.device_id.clone(),
-                        patient_id: first.patient_id.clone(),
-                        encounter_id: first.encounter_id.clone(),
-                        correlation_id: first.correlation_id.clone(),
-                        period_interval: interval,
-                        start,
-                        end,
-                        values: Vec::new(),
-                    };
-                    g.add(m);
                     by_window.insert(start, groups.len());
-                    groups.push(g);
+                    groups.push((
+                        ObservationGroup {
+                            type_name: first.type_name.clone(),
+                            device_id: first.device_id.clone(),
+                            patient_id: first.patient_id.clone(),
+                            encounter_id: first.encounter_id.clone(),
+                            correlation_id: first.correlation_id.clone(),
+                            period_interval: interval,
+                            start,
+                            end,
+                            values: Vec::new(),
+                        },
+                        Vec::new(),
+                    ));
+                    groups.len() - 1
                 }
+            };
+            if let Some((g, sources)) = groups.get_mut(slot) {
+                g.add(m);
+                sources.push(*index);
             }
+            group_of.push(slot);
+        }
+        for (position, index) in superseded {
+            if let Some((_, sources)) = group_of.get(position).and_then(|&g| groups.get_mut(g)) {
+                sources.push(index);
+            }
+        }
+        for (_, sources) in &mut groups {
+            sources.sort_unstable();
+            sources.dedup();
         }
         out.extend(groups);
     }
@@ -324,6 +377,49 @@ mod tests {
         assert_eq!(g[0].end, ms[0].1.occurrence_time_utc);
         let missing = vec![(0, m("2023-03-13T22:46:01Z", "d", "70", None))];
         assert!(group_measurements(&missing, &fhir(-1)).is_err());
+    }
+
+    #[test]
+    fn groups_name_the_messages_they_hold() {
+        let ms = vec![
+            (0, m("2023-03-13T22:46:01Z", "d", "70", None)),
+            (1, m("2023-03-13T22:10:00Z", "e", "72", None)),
+            (2, m("2023-03-13T22:46:01Z", "d", "71", None)),
+            (2, m("2023-03-13T23:01:00Z", "d", "73", None)),
+            (3, m("2023-03-13T22:50:00Z", "d", "74", None)),
+        ];
+        let g = group_by_message(&ms, &fhir(60)).unwrap();
+        let summary: Vec<(&str, String, &[usize])> = g
+            .iter()
+            .map(|(g, s)| (g.device_id.as_str(), g.id_segment(), s.as_slice()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                // Message 0's value at 22:46:01 was replaced by message 2's: 0 still counts.
+                (
+                    "d",
+                    "20230313220000Z.20230313225959Z".to_owned(),
+                    &[0, 2, 3][..]
+                ),
+                ("d", "20230313230000Z.20230313235959Z".to_owned(), &[2][..]),
+                ("e", "20230313220000Z.20230313225959Z".to_owned(), &[1][..]),
+            ]
+        );
+        let plain: Vec<ObservationGroup> = g.into_iter().map(|(g, _)| g).collect();
+        assert_eq!(plain, group_measurements(&ms, &fhir(60)).unwrap());
+    }
+
+    #[test]
+    fn check_groupable_names_the_type() {
+        let mut x = m("2023-03-13T22:46:01Z", "d", "70", None);
+        assert!(check_groupable(&x, &fhir(0)).is_ok());
+        assert!(matches!(
+            check_groupable(&x, &fhir(-1)),
+            Err(Error::Grouping { ref type_name, .. }) if type_name == "hr"
+        ));
+        x.type_name = "steps".into();
+        assert!(check_groupable(&x, &fhir(0)).is_err());
     }
 
     #[test]

@@ -72,7 +72,10 @@ pub use fhir_template::{
     CodeValueFhir, CodeValueMapping, FhirCode, FhirCodeableConcept, FhirMapping, FhirValue,
     PeriodInterval,
 };
-pub use group::{group_measurements, ObservationGroup, TimedValues, OBSERVATION_IDENTIFIER_SYSTEM};
+pub use group::{
+    check_groupable, group_by_message, group_measurements, ObservationGroup, TimedValues,
+    OBSERVATION_IDENTIFIER_SYSTEM,
+};
 pub use jmes::{JmesPath, JmesPathError};
 pub use jsonpath::{JsonPath, JsonPathError};
 pub use normalize::{

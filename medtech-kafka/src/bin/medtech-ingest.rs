@@ -16,7 +16,7 @@ use carebridge_medtech_kafka::{KafkaSource, KafkaSourceConfig, ShutdownHandle};
 use carebridge_medtech_mapping::pipeline::{
     Disposition, FhirClientIdentityStore, FhirClientSink, FhirSink, IdentityMode, IdentityOptions,
     IdentityResolver, IdentityStore, InMemoryIdentityStore, NdjsonDeadLetters, NdjsonSink,
-    Pipeline, PipelineOptions,
+    Pipeline, PipelineOptions, DEFAULT_BATCH_SIZE, DEFAULT_MAX_TRANSACTION_ENTRIES,
 };
 use carebridge_medtech_mapping::{DeviceMapping, FhirMapping};
 use clap::Parser;
@@ -83,9 +83,17 @@ struct Args {
     /// Where unmappable messages go (NDJSON, appended, replayable with `medtech run --input`).
     #[arg(long, value_name = "DL.ndjson", default_value = "dead-letters.ndjson")]
     dead_letter: PathBuf,
-    /// How many messages are processed at once (order of acknowledgements is kept).
+    /// How many batches are processed at once (order of acknowledgements is kept).
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+    /// The most messages grouped and written together (only those already read: a batch never
+    /// waits to fill). `1` writes every message on its own.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch_size: u64,
+    /// The most Observations written in one FHIR transaction (raise it for servers that take
+    /// large transactions).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TRANSACTION_ENTRIES as u16, value_parser = clap::value_parser!(u16).range(1..))]
+    max_transaction_entries: u16,
     /// Acknowledge the messages in flight after this many milliseconds without new messages.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     idle_flush_ms: u64,
@@ -180,7 +188,10 @@ async fn pipeline(args: &Args) -> Result<Pipeline, ExitCode> {
             let client = FhirClient::new(url, Arc::new(StaticToken::new(token)), None)
                 .map_err(|e| fail(format!("--fhir-url: {}", error_chain(&e))))?;
             (
-                Arc::new(FhirClientSink::new(client.clone())),
+                Arc::new(
+                    FhirClientSink::new(client.clone())
+                        .with_max_transaction_entries(usize::from(args.max_transaction_entries)),
+                ),
                 Arc::new(FhirClientIdentityStore::new(client)),
             )
         }
@@ -203,6 +214,7 @@ async fn pipeline(args: &Args) -> Result<Pipeline, ExitCode> {
     );
     let options = PipelineOptions {
         concurrency: usize::from(args.concurrency),
+        batch_size: usize::try_from(args.batch_size).unwrap_or(DEFAULT_BATCH_SIZE),
         ..PipelineOptions::default()
     };
     Pipeline::new(&device, fhir, identity, sink, dead_letters, options)

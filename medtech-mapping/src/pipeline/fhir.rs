@@ -14,10 +14,11 @@ use super::sink::{FhirSink, ObservationMapper, PendingObservation, PersistReport
 use crate::OBSERVATION_IDENTIFIER_SYSTEM;
 use crate::{Error, IdentityKind, Result};
 
-/// How often a message's writes are attempted when concurrent writers interfere (a stale
+/// How often a transaction's writes are attempted when concurrent writers interfere (a stale
 /// `If-Match`, or a conditional create that found a resource created meanwhile). Each attempt is
-/// one `batch` (search) and at most one `transaction`, so a message costs at most
-/// `2 * MAX_ATTEMPTS` requests besides identity resolution.
+/// one `batch` (search) and at most one `transaction`, so a batch of messages costs at most
+/// `2 * MAX_ATTEMPTS` requests per [`FhirClientSink::with_max_transaction_entries`]
+/// Observations, besides identity resolution.
 pub const MAX_ATTEMPTS: u32 = 3;
 
 fn identifier(id: IdentifierRef<'_>) -> Identifier {
@@ -188,15 +189,36 @@ impl IdentityStore for FhirClientIdentityStore {
 /// conditional create that found an Observation created meanwhile is retried from the search,
 /// at most [`MAX_ATTEMPTS`] times. Replaying a message therefore finds its Observations and
 /// writes nothing new (or only an update, when the merge changes something).
+///
+/// A batch's Observations are written in transactions of at most
+/// [`max_transaction_entries`](FhirClientSink::with_max_transaction_entries) entries: servers
+/// bound transactions (Medplum runs at most 8 conditional entries in one, Azure Health Data
+/// Services 500 entries).
 #[derive(Debug, Clone)]
 pub struct FhirClientSink {
     client: FhirClient,
+    max_entries: usize,
 }
 
+/// The default most entries of one Observation transaction: what every server tested accepts.
+pub const DEFAULT_MAX_TRANSACTION_ENTRIES: usize = 8;
+
 impl FhirClientSink {
-    /// A sink writing through `client`.
+    /// A sink writing through `client`, in transactions of at most
+    /// [`DEFAULT_MAX_TRANSACTION_ENTRIES`] entries.
     pub fn new(client: FhirClient) -> Self {
-        Self { client }
+        Self {
+            client,
+            max_entries: DEFAULT_MAX_TRANSACTION_ENTRIES,
+        }
+    }
+
+    /// Writes transactions of at most `max` entries (at least 1); raise it for servers that take
+    /// large transactions, to write a batch in fewer requests.
+    #[must_use]
+    pub fn with_max_transaction_entries(mut self, max: usize) -> Self {
+        self.max_entries = max.max(1);
+        self
     }
 
     fn observation_criteria(value: &str) -> SearchParams {
@@ -206,10 +228,10 @@ impl FhirClientSink {
     /// Searches the existing Observation of each pending one (one `batch`).
     async fn find_existing(
         &self,
-        pending: &[PendingObservation],
+        pending: &[(usize, PendingObservation)],
     ) -> Result<Vec<Option<Observation>>> {
         let mut request = BatchRequest::new();
-        for p in pending {
+        for (_, p) in pending {
             request.push(BatchEntry::search::<Observation>(
                 &Self::observation_criteria(&p.identifier_value),
             ));
@@ -257,10 +279,33 @@ impl FhirClientSink {
 impl FhirSink for FhirClientSink {
     async fn persist(
         &self,
-        mut pending: Vec<PendingObservation>,
+        pending: Vec<PendingObservation>,
         mapper: &dyn ObservationMapper,
     ) -> Result<PersistReport> {
         let mut report = PersistReport::default();
+        let mut rest = pending;
+        while !rest.is_empty() {
+            let later = rest.split_off(rest.len().min(self.max_entries));
+            report.absorb(self.persist_chunk(rest, mapper).await?);
+            rest = later;
+        }
+        Ok(report)
+    }
+}
+
+impl FhirClientSink {
+    /// One search batch and transaction (retried on conflicts) for at most `max_entries`
+    /// Observations.
+    async fn persist_chunk(
+        &self,
+        pending: Vec<PendingObservation>,
+        mapper: &dyn ObservationMapper,
+    ) -> Result<PersistReport> {
+        let mut report = PersistReport::default();
+        // The id of each pending Observation, by its position in `pending`.
+        let mut ids: Vec<Option<String>> = vec![None; pending.len()];
+        let mut pending: Vec<(usize, PendingObservation)> =
+            pending.into_iter().enumerate().collect();
         let mut attempts = 0;
         while !pending.is_empty() {
             attempts += 1;
@@ -272,9 +317,9 @@ impl FhirSink for FhirClientSink {
             }
             let existing = self.find_existing(&pending).await?;
             let mut request = BatchRequest::new();
-            // For each transaction entry: the pending index and whether it is a create.
+            // For each transaction entry: the index in `pending` and whether it is a create.
             let mut written: Vec<(usize, bool)> = Vec::new();
-            for (i, (p, current)) in pending.iter().zip(&existing).enumerate() {
+            for (i, ((slot, p), current)) in pending.iter().zip(&existing).enumerate() {
                 let entry = match current {
                     None => BatchEntry::conditional_create(
                         &p.observation,
@@ -285,9 +330,9 @@ impl FhirSink for FhirClientSink {
                         let mut merged = mapper.merge(current, &p.group, &p.identity)?;
                         if &merged == current {
                             report.unchanged += 1;
-                            report
-                                .ids
-                                .push(current.id().unwrap_or(&p.identifier_value).to_owned());
+                            if let Some(id) = ids.get_mut(*slot) {
+                                *id = Some(current.id().unwrap_or(&p.identifier_value).to_owned());
+                            }
                             continue;
                         }
                         merged.set_id(current.id().map(str::to_owned));
@@ -338,20 +383,25 @@ impl FhirSink for FhirClientSink {
                 } else {
                     report.updated += 1;
                 }
-                let id = entry
-                    .id()
-                    .map(str::to_owned)
-                    .or_else(|| pending.get(*i).map(|p| p.identifier_value.clone()));
-                report.ids.extend(id);
+                if let Some((slot, p)) = pending.get(*i) {
+                    if let Some(id) = ids.get_mut(*slot) {
+                        *id = Some(
+                            entry
+                                .id()
+                                .map_or_else(|| p.identifier_value.clone(), str::to_owned),
+                        );
+                    }
+                }
             }
             pending = keep_only(pending, &retry);
         }
+        report.ids = ids.into_iter().flatten().collect();
         Ok(report)
     }
 }
 
-fn keep_only(pending: Vec<PendingObservation>, keep: &[usize]) -> Vec<PendingObservation> {
-    pending
+fn keep_only<T>(items: Vec<T>, keep: &[usize]) -> Vec<T> {
+    items
         .into_iter()
         .enumerate()
         .filter(|(i, _)| keep.contains(i))

@@ -61,7 +61,9 @@ pub use dead_letter::{
 };
 #[cfg(feature = "fhir-client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fhir-client")))]
-pub use fhir::{FhirClientIdentityStore, FhirClientSink, MAX_ATTEMPTS};
+pub use fhir::{
+    FhirClientIdentityStore, FhirClientSink, DEFAULT_MAX_TRANSACTION_ENTRIES, MAX_ATTEMPTS,
+};
 pub use identity::{
     DeviceRecord, IdentifierRef, IdentityMode, IdentityOptions, IdentityResolver, IdentityStore,
     InMemoryIdentityStore, ResolvedIdentity,
@@ -69,6 +71,7 @@ pub use identity::{
 pub use mapper::TransformMapper;
 pub use runner::{
     Disposition, MessageOutcome, MessageTrace, Pipeline, PipelineOptions, RunSummary,
+    DEFAULT_BATCH_SIZE,
 };
 pub use sink::{
     FhirSink, InMemorySink, NdjsonSink, ObservationMapper, PendingObservation, PersistReport,

@@ -16,15 +16,27 @@ use super::mapper::TransformMapper;
 use super::sink::{FhirSink, ObservationMapper, PendingObservation, PersistReport};
 use super::source::{EventPayload, EventSource, SourceEvent};
 use crate::{
-    group_measurements, DeviceMapping, FhirMapping, Measurement, Normalizer, TransformOptions,
+    check_groupable, group_by_message, DeviceMapping, FhirMapping, Measurement, Normalizer,
+    ObservationGroup, TransformOptions,
 };
 use crate::{Error, Result};
+
+/// The default [`PipelineOptions::batch_size`].
+pub const DEFAULT_BATCH_SIZE: usize = 100;
 
 /// Configures a [`Pipeline`].
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
-    /// How many messages are processed at once (default 8). Acknowledgements stay in order.
+    /// How many batches are processed at once (default 8). Acknowledgements stay in order.
     pub concurrency: usize,
+    /// The most messages grouped together (default [`DEFAULT_BATCH_SIZE`]).
+    ///
+    /// As MedTech groups the events of a batch, the pipeline groups the measurements of up to
+    /// this many messages before it writes, so readings of one device, type and window become
+    /// one Observation write instead of one per message. A batch takes only what the source
+    /// already has ([`EventSource::try_next_event`]): it never waits to fill up. `1` processes
+    /// every message on its own.
+    pub batch_size: usize,
     /// Record a [`MessageTrace`] for every message (default off).
     pub trace: bool,
     /// Options of the transform (value policies per type).
@@ -35,6 +47,7 @@ impl Default for PipelineOptions {
     fn default() -> Self {
         Self {
             concurrency: 8,
+            batch_size: DEFAULT_BATCH_SIZE,
             trace: false,
             transform: TransformOptions::default(),
         }
@@ -57,6 +70,11 @@ pub enum Disposition {
 }
 
 /// What happened to one message, and (with [`PipelineOptions::trace`]) how.
+///
+/// Messages of one batch share their Observation writes, so the Observation counts of a batch
+/// (its [`PersistReport`] `created`/`updated`/`unchanged`) are reported on its last persisted
+/// message, and the others of the batch report zero; the sums over a run are exact. Each
+/// message's `ids` are those of every Observation its measurements went into.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageOutcome {
     /// The source position.
@@ -229,9 +247,13 @@ impl Pipeline {
     /// Runs until `source` ends, acknowledging each message (in order) once its outcome is
     /// durable, and calling `on_message` after each acknowledgement.
     ///
+    /// Messages are taken in batches of up to [`PipelineOptions::batch_size`] (what the source
+    /// has ready), each batch grouped and written together; a batch is acknowledged when all
+    /// its messages have their outcome.
+    ///
     /// # Errors
     /// The first infrastructure failure (store, sink, source, dead-letter sink): the run stops
-    /// and that message and later ones stay unacknowledged. Message failures never stop the
+    /// and that batch and later ones stay unacknowledged. Message failures never stop the
     /// run; they become dead letters.
     pub async fn run<S, F>(&self, source: &mut S, mut on_message: F) -> Result<RunSummary>
     where
@@ -242,20 +264,34 @@ impl Pipeline {
         let mut inflight = FuturesOrdered::new();
         let mut ended = false;
         let concurrency = self.options.concurrency.max(1);
+        let batch_size = self.options.batch_size.max(1);
         loop {
             while !ended && inflight.len() < concurrency {
                 match source.next_event().await? {
-                    Some(event) => inflight.push_back(self.process(event)),
+                    Some(event) => {
+                        let mut batch = vec![event];
+                        while batch.len() < batch_size {
+                            match source.try_next_event()? {
+                                Some(event) => batch.push(event),
+                                None => break,
+                            }
+                        }
+                        inflight.push_back(self.process_batch(batch));
+                    }
                     None => ended = true,
                 }
             }
             let Some(result) = inflight.next().await else {
                 break;
             };
-            let outcome = result?;
-            source.ack(outcome.position).await?;
-            summary.record(&outcome);
-            on_message(&outcome, &summary);
+            let outcomes = result?;
+            if let Some(last) = outcomes.last() {
+                source.ack(last.position).await?;
+            }
+            for outcome in &outcomes {
+                summary.record(outcome);
+                on_message(outcome, &summary);
+            }
         }
         tracing::info!(
             messages = summary.messages,
@@ -275,11 +311,82 @@ impl Pipeline {
     /// # Errors
     /// Infrastructure failures only (see [`run`](Pipeline::run)).
     pub async fn process(&self, event: SourceEvent) -> Result<MessageOutcome> {
-        let span = tracing::info_span!("medtech.message", position = event.position);
-        self.process_inner(event).instrument(span).await
+        // A batch yields one outcome per event.
+        self.process_batch(vec![event])
+            .await?
+            .pop()
+            .ok_or(Error::UnexpectedResponse {
+                operation: "pipeline",
+                reason: "a batch of one message produced no outcome",
+            })
     }
 
-    async fn process_inner(&self, event: SourceEvent) -> Result<MessageOutcome> {
+    /// Processes a batch of events to their ends, grouping their measurements together: one
+    /// outcome per event, in order. Does not acknowledge them.
+    ///
+    /// A message whose Observations cannot be built or merged (a message error) is
+    /// dead-lettered; the batch's other Observations are still written. A dead-lettered message
+    /// may have had part of its values written with others of its window; replaying it is
+    /// harmless (idempotent writes).
+    ///
+    /// # Errors
+    /// Infrastructure failures only (see [`run`](Pipeline::run)).
+    pub async fn process_batch(&self, events: Vec<SourceEvent>) -> Result<Vec<MessageOutcome>> {
+        let span = tracing::info_span!(
+            "medtech.batch",
+            first = events.first().map(|e| e.position),
+            messages = events.len()
+        );
+        self.process_batch_inner(events).instrument(span).await
+    }
+
+    async fn process_batch_inner(&self, events: Vec<SourceEvent>) -> Result<Vec<MessageOutcome>> {
+        let mut slots: Vec<Slot> = Vec::with_capacity(events.len());
+        let mut batch: Vec<(usize, Measurement)> = Vec::new();
+        for event in events {
+            let slot = slots.len();
+            slots.push(self.normalize_into(event, slot, &mut batch));
+        }
+        // Group the whole batch; every measurement in it passed `check_groupable`.
+        let groups = match group_by_message(&batch, &self.fhir) {
+            Ok(g) => g,
+            Err(e) => {
+                for s in slots.iter_mut().filter(|s| s.done.is_none()) {
+                    s.fail(&e);
+                }
+                Vec::new()
+            }
+        };
+        drop(batch);
+        let mut pending = Vec::with_capacity(groups.len());
+        for (group, sources) in groups {
+            match self.build(group).await {
+                Ok(p) => pending.push((p, sources)),
+                Err(e) if e.is_message_error() => fail_all(&mut slots, &sources, &e),
+                Err(e) => return Err(e),
+            }
+        }
+        // Groups can share an identifier (`Single` windows within one second): persist them in
+        // rounds, each identifier at most once per round, so the later group is merged into
+        // what the earlier one wrote instead of racing it in one transaction.
+        let mut totals = PersistReport::default();
+        while !pending.is_empty() {
+            let (round, later) = split_first_per_identifier(pending);
+            self.persist_round(round, &mut slots, &mut totals).await?;
+            pending = later;
+        }
+        self.finish(slots, totals).await
+    }
+
+    /// Normalizes one event: a decided slot (to be dead-lettered, or skipped) or measurements
+    /// added to `batch` under index `slot`. Dead letters are written at the end of the batch, in
+    /// message order.
+    fn normalize_into(
+        &self,
+        event: SourceEvent,
+        slot: usize,
+        batch: &mut Vec<(usize, Measurement)>,
+    ) -> Slot {
         let position = event.position;
         let index = usize::try_from(position).unwrap_or(usize::MAX);
         let value = match event.payload {
@@ -289,9 +396,7 @@ impl Pipeline {
                     message_index: index,
                     reason,
                 };
-                return self
-                    .dead_letter(position, DeadLetterEvent::Raw(raw), &err, 0, None)
-                    .await;
+                return Slot::failed(position, DeadLetterEvent::Raw(raw), err, Vec::new());
             }
         };
         let (normalized, templates_matched) = if self.options.trace {
@@ -306,90 +411,167 @@ impl Pipeline {
         } else {
             (self.normalizer.normalize(&value, index), Vec::new())
         };
-        let trace = |measurements: &[Measurement], ids: Vec<String>| {
-            self.options.trace.then(|| MessageTrace {
-                templates_matched: templates_matched.clone(),
-                measurements: measurements.to_vec(),
-                observation_ids: ids,
-            })
-        };
-        let measurements = match normalized {
+        let measurements = match normalized.and_then(|ms| {
+            ms.iter()
+                .try_for_each(|m| check_groupable(m, &self.fhir))
+                .map(|()| ms)
+        }) {
             Ok(m) => m,
             Err(e) => {
-                let t = trace(&[], Vec::new());
-                return self
-                    .dead_letter(position, DeadLetterEvent::Event(value), &e, 0, t)
-                    .await;
+                return Slot::failed(
+                    position,
+                    DeadLetterEvent::Event(value),
+                    e,
+                    templates_matched,
+                );
             }
         };
         let count = measurements.len();
         metrics::counter!("medtech_measurements_total").increment(count as u64);
         if measurements.is_empty() {
             metrics::counter!("medtech_messages_total", "outcome" => "skipped").increment(1);
-            tracing::debug!("no template matched");
-            return Ok(MessageOutcome {
-                position,
-                disposition: Disposition::Skipped,
-                measurements: 0,
-                trace: trace(&[], Vec::new()),
-            });
+            tracing::debug!(position, "no template matched");
+            return Slot::skipped(position, self.trace(&templates_matched, &[], Vec::new()));
         }
-        match self.persist(&measurements, index).await {
-            Ok(report) => {
-                metrics::counter!("medtech_messages_total", "outcome" => "persisted").increment(1);
-                metrics::counter!("medtech_observations_total", "result" => "created")
-                    .increment(report.created as u64);
-                metrics::counter!("medtech_observations_total", "result" => "updated")
-                    .increment(report.updated as u64);
-                metrics::counter!("medtech_observations_total", "result" => "unchanged")
-                    .increment(report.unchanged as u64);
-                let t = trace(&measurements, report.ids.clone());
-                Ok(MessageOutcome {
-                    position,
-                    disposition: Disposition::Persisted(report),
-                    measurements: count,
-                    trace: t,
-                })
-            }
-            Err(err) if err.is_message_error() => {
-                let t = trace(&measurements, Vec::new());
-                self.dead_letter(position, DeadLetterEvent::Event(value), &err, count, t)
-                    .await
-            }
-            Err(err) => Err(err),
+        let traced = if self.options.trace {
+            measurements.clone()
+        } else {
+            Vec::new()
+        };
+        batch.extend(measurements.into_iter().map(|m| (slot, m)));
+        Slot {
+            position,
+            event: Some(DeadLetterEvent::Event(value)),
+            count,
+            templates_matched,
+            measurements: traced,
+            ids: Vec::new(),
+            failure: None,
+            done: None,
         }
     }
 
-    async fn persist(&self, measurements: &[Measurement], index: usize) -> Result<PersistReport> {
-        let indexed: Vec<(usize, Measurement)> =
-            measurements.iter().map(|m| (index, m.clone())).collect();
-        let groups = group_measurements(&indexed, &self.fhir)?;
-        let mut pending = Vec::with_capacity(groups.len());
-        for group in groups {
-            let identity = self
-                .identity
-                .resolve(&group.device_id, group.patient_id.as_deref())
-                .await?;
-            let observation = self.mapper.build(&group, &identity)?;
-            let identifier_value =
-                group.identifier_value(&identity.patient_id, &identity.device_id);
-            pending.push(PendingObservation {
-                group,
-                identity,
-                identifier_value,
-                observation,
+    /// Resolves the identity of a group and builds its Observation.
+    async fn build(&self, group: ObservationGroup) -> Result<PendingObservation> {
+        let identity = self
+            .identity
+            .resolve(&group.device_id, group.patient_id.as_deref())
+            .await?;
+        let observation = self.mapper.build(&group, &identity)?;
+        let identifier_value = group.identifier_value(&identity.patient_id, &identity.device_id);
+        Ok(PendingObservation {
+            group,
+            identity,
+            identifier_value,
+            observation,
+        })
+    }
+
+    /// Persists one round. When the sink fails with a message error and the round holds
+    /// several Observations, each is persisted on its own to find the messages at fault.
+    async fn persist_round(
+        &self,
+        round: Vec<Sourced>,
+        slots: &mut [Slot],
+        totals: &mut PersistReport,
+    ) -> Result<()> {
+        let (observations, sources): (Vec<_>, Vec<_>) = round.into_iter().unzip();
+        let fallback = (observations.len() > 1).then(|| observations.clone());
+        match self.sink.persist(observations, self.mapper.as_ref()).await {
+            Ok(report) => {
+                credit(slots, &sources, &report);
+                totals.absorb(report);
+                Ok(())
+            }
+            Err(e) if e.is_message_error() => {
+                let Some(single) = fallback else {
+                    sources.iter().for_each(|s| fail_all(slots, s, &e));
+                    return Ok(());
+                };
+                for (p, from) in single.into_iter().zip(&sources) {
+                    match self.sink.persist(vec![p], self.mapper.as_ref()).await {
+                        Ok(report) => {
+                            credit(slots, std::slice::from_ref(from), &report);
+                            totals.absorb(report);
+                        }
+                        Err(e) if e.is_message_error() => fail_all(slots, from, &e),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The outcome of every slot: dead letters for the failed ones, the batch's counts on its
+    /// last persisted message.
+    async fn finish(&self, slots: Vec<Slot>, totals: PersistReport) -> Result<Vec<MessageOutcome>> {
+        let last_persisted = slots
+            .iter()
+            .rposition(|s| s.done.is_none() && s.failure.is_none());
+        if totals.created + totals.updated + totals.unchanged > 0 {
+            metrics::counter!("medtech_observations_total", "result" => "created")
+                .increment(totals.created as u64);
+            metrics::counter!("medtech_observations_total", "result" => "updated")
+                .increment(totals.updated as u64);
+            metrics::counter!("medtech_observations_total", "result" => "unchanged")
+                .increment(totals.unchanged as u64);
+        }
+        let mut out = Vec::with_capacity(slots.len());
+        for (i, slot) in slots.into_iter().enumerate() {
+            if let Some(done) = slot.done {
+                out.push(done);
+                continue;
+            }
+            let trace = self.trace(
+                &slot.templates_matched,
+                &slot.measurements,
+                slot.ids.clone(),
+            );
+            if let Some(err) = slot.failure {
+                let event = slot
+                    .event
+                    .unwrap_or(DeadLetterEvent::Event(serde_json::Value::Null));
+                out.push(
+                    self.dead_letter(slot.position, event, &err, slot.count, trace)
+                        .await?,
+                );
+                continue;
+            }
+            metrics::counter!("medtech_messages_total", "outcome" => "persisted").increment(1);
+            let report = if Some(i) == last_persisted {
+                PersistReport {
+                    ids: slot.ids,
+                    ..totals.clone()
+                }
+            } else {
+                PersistReport {
+                    ids: slot.ids,
+                    ..PersistReport::default()
+                }
+            };
+            out.push(MessageOutcome {
+                position: slot.position,
+                disposition: Disposition::Persisted(report),
+                measurements: slot.count,
+                trace,
             });
         }
-        // Groups of one message can share an identifier (`Single` windows within one second):
-        // persist them in rounds, each identifier at most once per round, so the later group is
-        // merged into what the earlier one wrote instead of racing it in one transaction.
-        let mut report = PersistReport::default();
-        while !pending.is_empty() {
-            let (round, later) = split_first_per_identifier(pending);
-            report.absorb(self.sink.persist(round, self.mapper.as_ref()).await?);
-            pending = later;
-        }
-        Ok(report)
+        Ok(out)
+    }
+
+    fn trace(
+        &self,
+        templates_matched: &[String],
+        measurements: &[Measurement],
+        ids: Vec<String>,
+    ) -> Option<MessageTrace> {
+        self.options.trace.then(|| MessageTrace {
+            templates_matched: templates_matched.to_vec(),
+            measurements: measurements.to_vec(),
+            observation_ids: ids,
+        })
     }
 
     async fn dead_letter(
@@ -401,7 +583,7 @@ impl Pipeline {
         trace: Option<MessageTrace>,
     ) -> Result<MessageOutcome> {
         let reason = err.reason_code();
-        tracing::warn!(reason, error = %err, "message dead-lettered");
+        tracing::warn!(position, reason, error = %err, "message dead-lettered");
         let letter = DeadLetter {
             position,
             reason: reason.to_owned(),
@@ -424,12 +606,102 @@ impl Pipeline {
     }
 }
 
+/// One message of a batch on its way through [`Pipeline::process_batch`].
+struct Slot {
+    position: u64,
+    /// The event, kept for a dead letter.
+    event: Option<DeadLetterEvent>,
+    count: usize,
+    templates_matched: Vec<String>,
+    /// The measurements, kept only for a trace.
+    measurements: Vec<Measurement>,
+    /// The ids of the Observations its measurements went into.
+    ids: Vec<String>,
+    /// The first message error met by one of its Observations.
+    failure: Option<Error>,
+    /// Its outcome when it was skipped (no template matched).
+    done: Option<MessageOutcome>,
+}
+
+impl Slot {
+    fn skipped(position: u64, trace: Option<MessageTrace>) -> Self {
+        Self {
+            position,
+            event: None,
+            count: 0,
+            templates_matched: Vec::new(),
+            measurements: Vec::new(),
+            ids: Vec::new(),
+            failure: None,
+            done: Some(MessageOutcome {
+                position,
+                disposition: Disposition::Skipped,
+                measurements: 0,
+                trace,
+            }),
+        }
+    }
+
+    /// A message that failed before grouping, so no measurement of it is counted.
+    fn failed(
+        position: u64,
+        event: DeadLetterEvent,
+        err: Error,
+        templates_matched: Vec<String>,
+    ) -> Self {
+        Self {
+            position,
+            event: Some(event),
+            count: 0,
+            templates_matched,
+            measurements: Vec::new(),
+            ids: Vec::new(),
+            failure: Some(err),
+            done: None,
+        }
+    }
+
+    fn fail(&mut self, err: &Error) {
+        if self.failure.is_none() {
+            self.failure = Some(err.clone());
+        }
+    }
+}
+
+fn fail_all(slots: &mut [Slot], sources: &[usize], err: &Error) {
+    for &i in sources {
+        if let Some(s) = slots.get_mut(i) {
+            s.fail(err);
+        }
+    }
+}
+
+/// Gives each message of each persisted Observation that Observation's id.
+fn credit(slots: &mut [Slot], sources: &[Vec<usize>], report: &PersistReport) {
+    if report.ids.len() != sources.len() {
+        tracing::debug!(
+            ids = report.ids.len(),
+            observations = sources.len(),
+            "the sink reported ids that do not match its Observations; traces omit them"
+        );
+        return;
+    }
+    for (id, from) in report.ids.iter().zip(sources) {
+        for &i in from {
+            if let Some(s) = slots.get_mut(i) {
+                s.ids.push(id.clone());
+            }
+        }
+    }
+}
+
+/// A pending Observation with the batch positions of the messages it holds.
+type Sourced = (PendingObservation, Vec<usize>);
+
 /// The first pending Observation of each identifier, in order, and the rest.
-fn split_first_per_identifier(
-    pending: Vec<PendingObservation>,
-) -> (Vec<PendingObservation>, Vec<PendingObservation>) {
+fn split_first_per_identifier(pending: Vec<Sourced>) -> (Vec<Sourced>, Vec<Sourced>) {
     let mut seen = HashSet::new();
     pending
         .into_iter()
-        .partition(|p| seen.insert(p.identifier_value.clone()))
+        .partition(|(p, _)| seen.insert(p.identifier_value.clone()))
 }

@@ -57,7 +57,7 @@ pub struct PendingObservation {
     pub observation: Observation,
 }
 
-/// What a sink did with one message's Observations.
+/// What a sink did with the Observations of one [`FhirSink::persist`] call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PersistReport {
     /// Observations created.
@@ -66,7 +66,8 @@ pub struct PersistReport {
     pub updated: usize,
     /// Existing Observations that already held every value (nothing written).
     pub unchanged: usize,
-    /// The logical ids (or, for sinks without ids, the identifier values) written, in order.
+    /// The logical id (or, for sinks without ids, the identifier value) of each pending
+    /// Observation, in the order they were given: one per Observation, written or unchanged.
     pub ids: Vec<String>,
 }
 
@@ -82,9 +83,12 @@ impl PersistReport {
 
 /// Persists Observations. Held as `Arc<dyn FhirSink>` so an application can persist elsewhere.
 ///
-/// [`persist`](FhirSink::persist) is called with all Observations of one message; when it
-/// returns `Ok` they must be durable, because the message is then acknowledged. It must be
-/// idempotent: persisting the same pending Observations twice must not create duplicates.
+/// [`persist`](FhirSink::persist) is called with the Observations of a batch of messages, at
+/// most one per identifier in one call; when it returns `Ok` they must be durable, because the
+/// messages are then acknowledged. It must be idempotent: persisting the same pending
+/// Observations twice must not create duplicates. When it fails with a message error (a merge
+/// that does not fit), the pipeline calls it again once per Observation to find which messages
+/// to dead-letter.
 #[async_trait]
 pub trait FhirSink: Send + Sync + fmt::Debug {
     /// Persists `pending`, merging into existing Observations with `mapper`.
@@ -99,8 +103,8 @@ pub trait FhirSink: Send + Sync + fmt::Debug {
     ) -> Result<PersistReport>;
 }
 
-/// Keeps Observations in memory by identifier, merging like a FHIR server would: for tests and
-/// for applications that collect results.
+/// Keeps Observations in memory by identifier, merging like a FHIR server would (each `persist`
+/// all or nothing, like a transaction): for tests and for applications that collect results.
 #[derive(Debug, Default)]
 pub struct InMemorySink {
     observations: Mutex<BTreeMap<String, Observation>>,
@@ -133,6 +137,8 @@ impl FhirSink for InMemorySink {
             .lock()
             .map_err(|_| Error::store("in-memory sink", std::io::Error::other("poisoned lock")))?;
         let mut report = PersistReport::default();
+        // All or nothing, like a FHIR transaction: every merge is made before anything is stored.
+        let mut writes = Vec::with_capacity(pending.len());
         for p in pending {
             match map.get(&p.identifier_value) {
                 Some(existing) => {
@@ -141,16 +147,17 @@ impl FhirSink for InMemorySink {
                         report.unchanged += 1;
                     } else {
                         report.updated += 1;
-                        map.insert(p.identifier_value.clone(), merged);
+                        writes.push((p.identifier_value.clone(), merged));
                     }
                 }
                 None => {
                     report.created += 1;
-                    map.insert(p.identifier_value.clone(), p.observation);
+                    writes.push((p.identifier_value.clone(), p.observation));
                 }
             }
             report.ids.push(p.identifier_value);
         }
+        map.extend(writes);
         Ok(report)
     }
 }

@@ -56,6 +56,32 @@ pub trait EventSource: Send {
     /// [`Error::Io`] or [`Error::Store`] when the acknowledgement cannot be
     /// stored; the events will then be delivered again.
     fn ack(&mut self, position: u64) -> impl Future<Output = Result<()>> + Send;
+
+    /// The next event if one is available now, without waiting: `Ok(None)` when none is ready
+    /// yet (or the input ended; [`next_event`](EventSource::next_event) tells which).
+    ///
+    /// The pipeline calls it after `next_event` returned an event, to fill a batch with what is
+    /// already there (see [`PipelineOptions::batch_size`](crate::pipeline::PipelineOptions)).
+    /// The default has nothing ready, so every batch is one event; sources that buffer
+    /// (files, Kafka) override it.
+    ///
+    /// # Errors
+    /// As [`next_event`](EventSource::next_event).
+    fn try_next_event(&mut self) -> Result<Option<SourceEvent>> {
+        Ok(None)
+    }
+}
+
+/// Polls `future` once without a real waker: its output if it is ready now.
+///
+/// Only for futures whose work survives being dropped unfinished (cancel-safe): the sources'
+/// own `next_event`s, which keep a partly read line in the source.
+pub(crate) fn poll_now<F: Future>(future: F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(future).poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
 }
 
 /// Turns one JSON value into the event the templates see.
@@ -133,19 +159,32 @@ impl EventSource for InMemorySource {
         self.acked = Some(self.acked.map_or(position, |a| a.max(position)));
         Ok(())
     }
+
+    fn try_next_event(&mut self) -> Result<Option<SourceEvent>> {
+        Ok(self.pending.pop_front())
+    }
 }
 
 /// Newline-delimited JSON from a file, stdin or any async reader: one event per line, either the
 /// envelope `{"Body", "Properties", "SystemProperties"}` or a plain message body. Dead-letter
 /// records (the envelope plus a `deadLetter` annotation) are accepted too, so a dead-letter file
-/// can be replayed. Blank lines are ignored; positions are 1-based line numbers.
+/// can be replayed. Blank lines are ignored; positions are 1-based line numbers. A line that is
+/// not UTF-8 or not JSON becomes an [`EventPayload::Invalid`] event (a dead letter), not an error.
+///
+/// [`try_next_event`](EventSource::try_next_event) returns the lines the reader already holds,
+/// so a batch fills from the read buffer without waiting for a slow writer (stdin, a pipe).
 #[derive(Debug)]
 pub struct NdjsonSource<R> {
     reader: R,
     line: u64,
     acked: Option<u64>,
-    buf: String,
+    /// The line being read; kept across an unfinished read so no byte is lost.
+    buf: Vec<u8>,
 }
+
+/// The read buffer [`NdjsonSource::open`] gives a file: big enough that a batch of a few
+/// hundred events fills without waiting for another read.
+const FILE_READ_BUFFER: usize = 1 << 20;
 
 impl<R: AsyncBufRead + Unpin + Send> NdjsonSource<R> {
     /// Reads events from `reader`.
@@ -154,7 +193,7 @@ impl<R: AsyncBufRead + Unpin + Send> NdjsonSource<R> {
             reader,
             line: 0,
             acked: None,
-            buf: String::new(),
+            buf: Vec::new(),
         }
     }
 
@@ -173,66 +212,106 @@ impl NdjsonSource<tokio::io::BufReader<tokio::fs::File>> {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|source| Error::io("input file", Some(path), source))?;
-        Ok(Self::new(tokio::io::BufReader::new(file)))
+        Ok(Self::new(tokio::io::BufReader::with_capacity(
+            FILE_READ_BUFFER,
+            file,
+        )))
+    }
+}
+
+impl<R: AsyncBufRead + Unpin + Send> NdjsonSource<R> {
+    /// Reads the next non-blank line into an event. Cancel-safe: a line read only in part stays
+    /// in `self.buf` and the next call goes on with it.
+    async fn read_event(&mut self) -> Result<Option<SourceEvent>> {
+        loop {
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.buf)
+                .await
+                .map_err(|source| {
+                    Error::io(format!("input line {}", self.line + 1), None, source)
+                })?;
+            // `read_until` stops at a newline or at the end of the input (a last line without
+            // a newline).
+            if n == 0 && self.buf.is_empty() {
+                return Ok(None);
+            }
+            self.line += 1;
+            let event = self.to_source_event(&self.buf);
+            self.buf.clear();
+            if let Some(event) = event {
+                return Ok(Some(event));
+            }
+        }
+    }
+
+    /// The event of one line (`None` for a blank line).
+    fn to_source_event(&self, line: &[u8]) -> Option<SourceEvent> {
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => t.trim(),
+            Err(e) => {
+                return Some(SourceEvent {
+                    position: self.line,
+                    payload: EventPayload::Invalid {
+                        raw: String::from_utf8_lossy(line).trim().to_owned(),
+                        reason: format!(
+                            "line {}: not UTF-8 (byte {})",
+                            self.line,
+                            e.valid_up_to() + 1
+                        ),
+                    },
+                })
+            }
+        };
+        if text.is_empty() {
+            return None;
+        }
+        // A dead-letter record of a line that was not JSON carries that line as `raw`:
+        // replaying it means reading the raw text again (fixed by hand, or still invalid).
+        let parsed = serde_json::from_str::<Value>(text).map(|v| match dead_raw_line(&v) {
+            Some(raw) => (raw.to_owned(), serde_json::from_str::<Value>(raw)),
+            None => (String::new(), Ok(v)),
+        });
+        let payload = match parsed {
+            Ok((_, Ok(v))) => EventPayload::Event(to_event(v)),
+            Ok((raw, Err(e))) => EventPayload::Invalid {
+                reason: format!(
+                    "line {}: dead-lettered raw text is still not valid JSON (column {}: {:?})",
+                    self.line,
+                    e.column(),
+                    e.classify()
+                ),
+                raw,
+            },
+            Err(e) => EventPayload::Invalid {
+                raw: text.to_owned(),
+                reason: format!(
+                    "line {}: not valid JSON (column {}: {:?})",
+                    self.line,
+                    e.column(),
+                    e.classify()
+                ),
+            },
+        };
+        Some(SourceEvent {
+            position: self.line,
+            payload,
+        })
     }
 }
 
 impl<R: AsyncBufRead + Unpin + Send> EventSource for NdjsonSource<R> {
     async fn next_event(&mut self) -> Result<Option<SourceEvent>> {
-        loop {
-            self.buf.clear();
-            let n = self
-                .reader
-                .read_line(&mut self.buf)
-                .await
-                .map_err(|source| {
-                    Error::io(format!("input line {}", self.line + 1), None, source)
-                })?;
-            if n == 0 {
-                return Ok(None);
-            }
-            self.line += 1;
-            let text = self.buf.trim();
-            if text.is_empty() {
-                continue;
-            }
-            // A dead-letter record of a line that was not JSON carries that line as `raw`:
-            // replaying it means reading the raw text again (fixed by hand, or still invalid).
-            let parsed = serde_json::from_str::<Value>(text).map(|v| match dead_raw_line(&v) {
-                Some(raw) => (raw.to_owned(), serde_json::from_str::<Value>(raw)),
-                None => (String::new(), Ok(v)),
-            });
-            let payload = match parsed {
-                Ok((_, Ok(v))) => EventPayload::Event(to_event(v)),
-                Ok((raw, Err(e))) => EventPayload::Invalid {
-                    reason: format!(
-                        "line {}: dead-lettered raw text is still not valid JSON (column {}: {:?})",
-                        self.line,
-                        e.column(),
-                        e.classify()
-                    ),
-                    raw,
-                },
-                Err(e) => EventPayload::Invalid {
-                    raw: text.to_owned(),
-                    reason: format!(
-                        "line {}: not valid JSON (column {}: {:?})",
-                        self.line,
-                        e.column(),
-                        e.classify()
-                    ),
-                },
-            };
-            return Ok(Some(SourceEvent {
-                position: self.line,
-                payload,
-            }));
-        }
+        self.read_event().await
     }
 
     async fn ack(&mut self, position: u64) -> Result<()> {
         self.acked = Some(self.acked.map_or(position, |a| a.max(position)));
         Ok(())
+    }
+
+    fn try_next_event(&mut self) -> Result<Option<SourceEvent>> {
+        poll_now(self.read_event()).unwrap_or(Ok(None))
     }
 }
 
@@ -303,6 +382,53 @@ mod tests {
         src.ack(3).await.unwrap();
         src.ack(2).await.unwrap();
         assert_eq!(src.acked(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn try_next_event_takes_only_complete_lines_and_loses_no_byte() {
+        use tokio::io::AsyncWriteExt;
+        let (mut writer, reader) = tokio::io::duplex(1024);
+        let mut src = NdjsonSource::new(tokio::io::BufReader::new(reader));
+        assert_eq!(src.try_next_event().unwrap(), None, "nothing written yet");
+        writer
+            .write_all(b"{\"hr\":1}\n{\"hr\":2}\n{\"hr\":")
+            .await
+            .unwrap();
+        let body = |e: SourceEvent| match e.payload {
+            EventPayload::Event(v) => v["Body"].clone(),
+            other => panic!("{other:?}"),
+        };
+        let first = src.next_event().await.unwrap().unwrap();
+        assert_eq!(body(first), json!({"hr": 1}));
+        let second = src.try_next_event().unwrap().unwrap();
+        assert_eq!((second.position, body(second)), (2, json!({"hr": 2})));
+        // Half a line is there: not ready, and the half is kept.
+        assert_eq!(src.try_next_event().unwrap(), None);
+        assert_eq!(src.try_next_event().unwrap(), None);
+        writer.write_all(b"3}\n").await.unwrap();
+        drop(writer);
+        let third = src.next_event().await.unwrap().unwrap();
+        assert_eq!((third.position, body(third)), (3, json!({"hr": 3})));
+        assert_eq!(src.next_event().await.unwrap(), None);
+        assert_eq!(src.try_next_event().unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_line_that_is_not_utf8_is_an_invalid_event_and_reading_goes_on() {
+        let input: &[u8] = b"{\"hr\":1}\n{\"hr\":\xff}\n{\"hr\":3}";
+        let mut src = NdjsonSource::new(input);
+        let mut got = Vec::new();
+        while let Some(e) = src.next_event().await.unwrap() {
+            got.push(e);
+        }
+        assert_eq!(got.len(), 3);
+        match &got[1].payload {
+            EventPayload::Invalid { reason, .. } => {
+                assert_eq!(reason, "line 2: not UTF-8 (byte 7)");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(got[2].position, 3, "a last line without a newline is read");
     }
 
     #[tokio::test]

@@ -76,6 +76,14 @@ fn pipeline(
     identity: IdentityOptions,
     store: Arc<InMemoryIdentityStore>,
 ) -> (Pipeline, Arc<InMemorySink>, Arc<InMemoryDeadLetters>) {
+    pipeline_with(identity, store, PipelineOptions::default().batch_size)
+}
+
+fn pipeline_with(
+    identity: IdentityOptions,
+    store: Arc<InMemoryIdentityStore>,
+    batch_size: usize,
+) -> (Pipeline, Arc<InMemorySink>, Arc<InMemoryDeadLetters>) {
     let device = DeviceMapping::from_json(DEVICE_MAPPING).unwrap();
     let fhir = FhirMapping::from_json(FHIR_MAPPING).unwrap();
     let sink = Arc::new(InMemorySink::new());
@@ -88,6 +96,7 @@ fn pipeline(
         dead.clone(),
         PipelineOptions {
             trace: true,
+            batch_size,
             ..PipelineOptions::default()
         },
     )
@@ -95,10 +104,26 @@ fn pipeline(
     (p, sink, dead)
 }
 
+/// The clinical content of stored Observations: without `status` (amended after a merge) and
+/// `issued` (the time of writing).
+fn content(sink: &InMemorySink) -> Vec<Value> {
+    sink.observations()
+        .values()
+        .map(|o| {
+            let mut v = serde_json::to_value(o).unwrap();
+            let map = v.as_object_mut().unwrap();
+            map.remove("status");
+            map.remove("issued");
+            v
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_vitals_stream_becomes_observations_and_a_replay_creates_nothing() {
+    // One message at a time: every later reading of a window merges into its Observation.
     let store = Arc::new(InMemoryIdentityStore::new());
-    let (p, sink, dead) = pipeline(IdentityOptions::default(), store.clone());
+    let (p, sink, dead) = pipeline_with(IdentityOptions::default(), store.clone(), 1);
     let mut source = InMemorySource::new(vitals_stream());
     let mut traces = Vec::new();
     let summary = p
@@ -128,6 +153,154 @@ async fn a_vitals_stream_becomes_observations_and_a_replay_creates_nothing() {
     assert_eq!(again.observations_created, 0);
     assert_eq!(sink.observations().len(), 21);
     assert_eq!(store.created(), (2, 3));
+}
+
+#[tokio::test]
+async fn a_batch_writes_each_window_once_with_the_content_of_one_by_one_processing() {
+    let one_by_one = {
+        let (p, sink, _) = pipeline_with(
+            IdentityOptions::default(),
+            Arc::new(InMemoryIdentityStore::new()),
+            1,
+        );
+        p.run(&mut InMemorySource::new(vitals_stream()), |_, _| {})
+            .await
+            .unwrap();
+        content(&sink)
+    };
+
+    let device = DeviceMapping::from_json(DEVICE_MAPPING).unwrap();
+    let fhir = FhirMapping::from_json(FHIR_MAPPING).unwrap();
+    let sink = Arc::new(RecordingSink::default());
+    let store = Arc::new(InMemoryIdentityStore::new());
+    let p = Pipeline::new(
+        &device,
+        fhir,
+        IdentityResolver::new(store.clone(), IdentityOptions::default()),
+        sink.clone(),
+        Arc::new(InMemoryDeadLetters::new()),
+        PipelineOptions {
+            trace: true,
+            ..PipelineOptions::default()
+        },
+    )
+    .unwrap();
+    let mut source = InMemorySource::new(vitals_stream());
+    let mut outcomes = Vec::new();
+    let summary = p
+        .run(&mut source, |o, _| outcomes.push(o.clone()))
+        .await
+        .unwrap();
+    // The 27 messages are one batch: each blood-pressure window is written once, with its three
+    // readings, instead of created and merged twice.
+    assert_eq!(summary.messages, 27);
+    assert_eq!(
+        (summary.observations_created, summary.observations_updated),
+        (21, 0)
+    );
+    assert_eq!(sink.calls.lock().unwrap().len(), 1, "one sink call");
+    assert_eq!(source.acked(), Some(26));
+    assert_eq!(store.created(), (2, 3));
+    let bp_of_first_device: Vec<&String> = outcomes
+        .iter()
+        .step_by(3)
+        .take(3)
+        .map(|o| &o.trace.as_ref().unwrap().observation_ids[0])
+        .collect();
+    assert!(
+        bp_of_first_device.windows(2).all(|w| w[0] == w[1]),
+        "the three blood-pressure messages of one hour went into one Observation: {bp_of_first_device:?}"
+    );
+    assert!(outcomes
+        .iter()
+        .all(|o| o.trace.as_ref().unwrap().observation_ids.len() == 1));
+    // Only the last message of the batch carries the batch's counts; the sums are exact.
+    let counted: Vec<usize> = outcomes
+        .iter()
+        .map(|o| match &o.disposition {
+            Disposition::Persisted(r) => r.created,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(counted.iter().sum::<usize>(), 21);
+    assert_eq!(counted.last(), Some(&21));
+    // The same Observations, except the value of a blood-pressure hour, which depends on the
+    // batching exactly as in MedTech: one group holding the three readings takes the first
+    // (the documented `first` policy), while each later message's merge replaces the value
+    // with its own.
+    let batched = content(&sink.inner);
+    assert_eq!(batched.len(), one_by_one.len());
+    for (b, o) in batched.iter().zip(&one_by_one) {
+        assert_eq!(b["identifier"], o["identifier"]);
+        if b["component"].is_array() {
+            assert_eq!(b["component"][0]["valueQuantity"]["value"], 118);
+            assert_eq!(o["component"][0]["valueQuantity"]["value"], 120);
+            assert_eq!(b["effectivePeriod"], o["effectivePeriod"]);
+        } else {
+            assert_eq!(b, o);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_merge_that_does_not_fit_dead_letters_only_the_messages_of_that_window() {
+    // First a heart rate written as a String Observation; then a batch whose heart rate for the
+    // same second meets it as a Quantity (the merge refuses), next to other messages.
+    let string_mapping = FHIR_MAPPING.replace(
+        r#""value": {"valueName": "hr", "valueType": "Quantity", "unit": "count/min", "system": "http://unitsofmeasure.org", "code": "/min"}"#,
+        r#""value": {"valueName": "hr", "valueType": "String"}"#,
+    );
+    assert_ne!(string_mapping, FHIR_MAPPING);
+    let device = DeviceMapping::from_json(DEVICE_MAPPING).unwrap();
+    let sink = Arc::new(InMemorySink::new());
+    let store = Arc::new(InMemoryIdentityStore::new());
+    let make = |fhir: &str| {
+        Pipeline::new(
+            &device,
+            FhirMapping::from_json(fhir).unwrap(),
+            IdentityResolver::new(store.clone(), IdentityOptions::default()),
+            sink.clone(),
+            Arc::new(InMemoryDeadLetters::new()),
+            PipelineOptions::default(),
+        )
+        .unwrap()
+    };
+    let hr = |v: i64| json!({"deviceId": "watch-2", "patientId": "patient-a", "endDate": "2024-05-01T08:10:00Z", "heartRate": v});
+    make(&string_mapping)
+        .run(&mut InMemorySource::new(vec![hr(70)]), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(sink.observations().len(), 1);
+
+    let dead = Arc::new(InMemoryDeadLetters::new());
+    let p = Pipeline::new(
+        &device,
+        FhirMapping::from_json(FHIR_MAPPING).unwrap(),
+        IdentityResolver::new(store.clone(), IdentityOptions::default()),
+        sink.clone(),
+        dead.clone(),
+        PipelineOptions::default(),
+    )
+    .unwrap();
+    let batch = vec![
+        json!({"deviceId": "ring-3", "patientId": "patient-b", "endDate": "2024-05-01T08:10:00Z", "spo2": 97}),
+        hr(71),
+        json!({"deviceId": "ring-3", "patientId": "patient-b", "endDate": "2024-05-01T08:11:00Z", "spo2": 96}),
+    ];
+    let mut source = InMemorySource::new(batch);
+    let mut outcomes = Vec::new();
+    let summary = p
+        .run(&mut source, |o, _| outcomes.push(o.disposition.clone()))
+        .await
+        .unwrap();
+    assert_eq!(summary.messages, 3);
+    assert_eq!(summary.persisted, 2, "{outcomes:?}");
+    assert_eq!(summary.dead_lettered(), 1);
+    assert!(matches!(outcomes[1], Disposition::DeadLettered { .. }));
+    assert_eq!(dead.letters()[0].position, 1);
+    assert_eq!(summary.observations_created, 2);
+    assert_eq!(sink.observations().len(), 3);
+    assert_eq!(source.acked(), Some(2));
 }
 
 #[tokio::test]

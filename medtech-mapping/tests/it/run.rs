@@ -604,10 +604,12 @@ fn run_against_the_real_fhir_server_and_replay() {
         ]),
     )
     .unwrap();
-    let go = || {
+    let go = |batch_size: &str| {
         Command::new(env!("CARGO_BIN_EXE_medtech"))
             .args([
                 "run",
+                "--batch-size",
+                batch_size,
                 "--device-mapping",
                 s(&golden().join("devicecontent.json")),
                 "--fhir-mapping",
@@ -625,7 +627,8 @@ fn run_against_the_real_fhir_server_and_replay() {
             .output()
             .unwrap()
     };
-    let first = go();
+    // One message at a time: the second reading merges into the first one's Observation.
+    let first = go("1");
     assert_eq!(
         first.status.code(),
         Some(0),
@@ -635,7 +638,7 @@ fn run_against_the_real_fhir_server_and_replay() {
     let sum = summary(&first);
     assert_eq!(sum["observationsCreated"], 1, "one hourly Observation");
     assert_eq!(sum["observationsUpdated"], 1, "the second reading merges");
-    let again = go();
+    let again = go("100");
     assert_eq!(again.status.code(), Some(0));
     let sum = summary(&again);
     assert_eq!(sum["observationsCreated"], 0, "a replay creates nothing");

@@ -13,7 +13,7 @@ use carebridge_medtech_mapping::pipeline::{
     DeadLetter, DeadLetterSink, Disposition, EventSource, FhirClientIdentityStore, FhirClientSink,
     FhirSink, IdentityMode, IdentityOptions, IdentityResolver, IdentityStore,
     InMemoryIdentityStore, MessageOutcome, NdjsonDeadLetters, NdjsonSink, NdjsonSource, Pipeline,
-    PipelineOptions, RunSummary,
+    PipelineOptions, RunSummary, DEFAULT_BATCH_SIZE, DEFAULT_MAX_TRANSACTION_ENTRIES,
 };
 use carebridge_medtech_mapping::FhirMapping;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -65,9 +65,17 @@ pub(crate) struct RunArgs {
     /// Appended to, never truncated; not created when no message is dead-lettered.
     #[arg(long, value_name = "DL.ndjson")]
     pub(crate) dead_letter: Option<PathBuf>,
-    /// How many messages are processed at once.
+    /// How many batches are processed at once.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) concurrency: u16,
+    /// The most messages grouped and written together (only those already read: a batch never
+    /// waits to fill). `1` writes every message on its own.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub(crate) batch_size: u64,
+    /// The most Observations written in one FHIR transaction (raise it for servers that take
+    /// large transactions).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TRANSACTION_ENTRIES as u16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) max_transaction_entries: u16,
     /// Print a per-message trace (templates matched, measurements, Observation ids) to stderr
     /// as NDJSON. The trace contains message values.
     #[arg(long)]
@@ -237,7 +245,10 @@ async fn run_async(args: &RunArgs) -> Result<(), Failure> {
                     Failure(2)
                 })?;
             (
-                Arc::new(FhirClientSink::new(client.clone())),
+                Arc::new(
+                    FhirClientSink::new(client.clone())
+                        .with_max_transaction_entries(usize::from(args.max_transaction_entries)),
+                ),
                 Arc::new(FhirClientIdentityStore::new(client)),
             )
         }
@@ -273,6 +284,7 @@ async fn run_async(args: &RunArgs) -> Result<(), Failure> {
     let options = PipelineOptions {
         concurrency: usize::from(args.concurrency),
         trace: args.trace,
+        batch_size: usize::try_from(args.batch_size).unwrap_or(DEFAULT_BATCH_SIZE),
         ..PipelineOptions::default()
     };
     let pipeline =
