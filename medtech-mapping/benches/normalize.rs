@@ -9,8 +9,9 @@
 //! - `{jsonpath,jmespath}_normalize_transform`: the same, then per message (as `medtech run`
 //!   does) group the measurements and build one `Observation` per group with the FHIR
 //!   destination mapping.
-//! - `{jsonpath,jmespath}_normalize_transform_batched`: the 1,000 messages grouped together
-//!   (as MedTech groups a batch of events), then one `Observation` per group.
+//! - `{jsonpath,jmespath}_normalize_transform_batch_{100,1000}`: the messages grouped in batches
+//!   of 100 (the pipeline's default `batch_size`) or all 1,000 together, as MedTech groups a batch
+//!   of events, then one `Observation` per group.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -68,8 +69,9 @@ const FHIR_MAPPING: &str = r#"{"templateType": "CollectionFhir", "template": [
        "value": {"valueName": "systolic", "valueType": "Quantity", "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]}}
 ]}"#;
 
-/// 1,000 device messages of 250–300 bytes from 17 devices and 13 patients: heart rate and blood
-/// pressure alternate, each with device metadata nested one and two levels deep.
+/// 1,000 device messages of 250–300 bytes from 17 devices of 13 patients (a device always
+/// reports for its one patient), all in one hour: heart rate and blood pressure alternate, each
+/// with device metadata nested one and two levels deep.
 fn messages() -> Vec<String> {
     (0..MESSAGES)
         .map(|i| {
@@ -174,22 +176,35 @@ fn bench(c: &mut Criterion) {
                 }
             })
         });
-        // MedTech groups a batch of events, not one message at a time: with hourly windows the
-        // 1,000 messages become a few dozen Observations.
-        g.bench_function(format!("{name}_normalize_transform_batched"), |b| {
-            b.iter(|| {
-                let mut all = Vec::with_capacity(msgs.len());
-                for (i, m) in msgs.iter().enumerate() {
-                    let ev = envelope(serde_json::from_str(m).unwrap());
-                    all.extend(n.normalize(&ev, i).unwrap().into_iter().map(|m| (i, m)));
-                }
-                let groups = group_measurements(&all, &fhir).unwrap();
-                for g in &groups {
-                    let template = fhir.template_for(&g.type_name).unwrap();
-                    black_box(create_observation(g, template, &links, &options, issued).unwrap());
-                }
-            })
-        });
+        // MedTech groups a batch of events, not one message at a time, and so does the
+        // pipeline (`PipelineOptions::batch_size`, default 100): with hourly windows a batch's
+        // readings of one device and type become one Observation.
+        for batch in [100, 1000] {
+            g.bench_function(format!("{name}_normalize_transform_batch_{batch}"), |b| {
+                b.iter(|| {
+                    for (c, chunk) in msgs.chunks(batch).enumerate() {
+                        let mut all = Vec::with_capacity(chunk.len());
+                        for (i, m) in chunk.iter().enumerate() {
+                            let ev = envelope(serde_json::from_str(m).unwrap());
+                            let index = c * batch + i;
+                            all.extend(
+                                n.normalize(&ev, index)
+                                    .unwrap()
+                                    .into_iter()
+                                    .map(|m| (index, m)),
+                            );
+                        }
+                        let groups = group_measurements(&all, &fhir).unwrap();
+                        for g in &groups {
+                            let template = fhir.template_for(&g.type_name).unwrap();
+                            black_box(
+                                create_observation(g, template, &links, &options, issued).unwrap(),
+                            );
+                        }
+                    }
+                })
+            });
+        }
     }
     g.finish();
 }

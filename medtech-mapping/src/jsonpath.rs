@@ -810,7 +810,7 @@ impl JsonPath {
 
 /// `o[name]`. Small objects (most device messages) are searched linearly: the `..` deep scan
 /// tests every node, and hashing the name for each one cost more than comparing a few keys.
-fn member<'a>(o: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
+pub(crate) fn member<'a>(o: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
     if o.len() <= 16 {
         o.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
     } else {

@@ -314,3 +314,62 @@ fn differential_cross_product() {
             .join("\n")
     );
 }
+
+/// `contains(keys(x), 'k')` is answered by a key lookup (`Node::HasKey`): the same results and
+/// errors as the general evaluation, over objects, non-objects and the `matchedToken` overlay.
+#[test]
+fn has_key_fast_path_matches_the_general_evaluation() {
+    let expressions = [
+        "contains(keys(@), 'a')",
+        "contains(keys(@), `\"a\"`)",
+        "contains(keys(@), `1`)",
+        "contains(keys(foo), 'b')",
+        "[?contains(keys(@), 'a')]",
+        "[@][?contains(keys(@), 'a')] | @[0]",
+        "foo[?contains(keys(@), 'b')].b",
+        "contains(keys(foo), 'b') && contains(keys(@), 'foo')",
+    ];
+    let givens = [
+        serde_json::json!({"a": 1, "foo": {"b": 2}}),
+        serde_json::json!({"foo": [{"b": 1}, {"c": 2}, 3, "s", null]}),
+        serde_json::json!({"foo": 3}),
+        serde_json::json!([{"a": 1}, {"b": 2}]),
+        serde_json::json!([{"a": 1}, 7]),
+        serde_json::json!("text"),
+        serde_json::json!(null),
+        serde_json::json!({}),
+    ];
+    let mut checked = 0;
+    for e in expressions {
+        let lowered = JmesPath::parse(e).unwrap();
+        let uses_fast_path = format!("{:?}", lowered.node).contains("HasKey");
+        assert_eq!(uses_fast_path, !e.contains("`1`"), "{e}");
+        for g in &givens {
+            let mine = ours(e, g);
+            let theirs = crate_outcome(e, g);
+            assert!(same(&mine, &theirs), "`{e}` over {g}: ours {mine:?}, crate {theirs:?}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, expressions.len() * givens.len());
+
+    // The overlay root (`matchedToken` set on the event) answers like the materialized object.
+    let event = serde_json::json!({"Body": {"x": 1}, "Properties": {}});
+    let token = serde_json::json!({"hr": 70});
+    let base = event.as_object().unwrap();
+    let overlay = super::eval::Overlay {
+        base,
+        key: "matchedToken",
+        value: &token,
+    };
+    for (e, expected) in [
+        ("contains(keys(@), 'matchedToken')", true),
+        ("contains(keys(@), 'Body')", true),
+        ("contains(keys(@), 'hr')", false),
+        ("contains(keys(matchedToken), 'hr')", true),
+    ] {
+        let p = JmesPath::parse(e).unwrap();
+        let got = p.eval(&super::eval::Val::Root(&overlay)).unwrap().to_value();
+        assert_eq!(got, serde_json::json!(expected), "{e}");
+    }
+}

@@ -21,6 +21,7 @@ use jmespath::{ErrorReason, JmespathError, RuntimeError};
 use serde_json::{Map, Number, Value};
 
 use super::{custom, variable_to_json, JmesPathError};
+use crate::jsonpath::member;
 
 /// A lowered JMESPath expression.
 #[derive(Debug, Clone)]
@@ -47,6 +48,13 @@ pub(crate) enum Node {
         offset: usize,
     },
     Expref(Box<Node>),
+    /// `contains(keys(object), 'key')`, the usual type match: answered by a key lookup when
+    /// `object` is an object, else by `general` (the same call, evaluated as written).
+    HasKey {
+        object: Box<Node>,
+        key: String,
+        general: Box<Node>,
+    },
     Slice {
         start: Option<i32>,
         stop: Option<i32>,
@@ -89,12 +97,15 @@ impl Node {
                     .map(|kv| (kv.key.clone(), Self::lower(&kv.value)))
                     .collect(),
             ),
-            Ast::Function { name, args, offset } => Self::Function {
-                func: Func::by_name(name),
-                name: name.clone(),
-                args: args.iter().map(Self::lower).collect(),
-                offset: *offset,
-            },
+            Ast::Function { name, args, offset } => {
+                let call = Self::Function {
+                    func: Func::by_name(name),
+                    name: name.clone(),
+                    args: args.iter().map(Self::lower).collect(),
+                    offset: *offset,
+                };
+                Self::has_key(call)
+            }
             Ast::Expref { ast, .. } => Self::Expref(b(ast)),
             Ast::Slice {
                 start,
@@ -107,6 +118,36 @@ impl Node {
                 step: *step,
                 offset: *offset,
             },
+        }
+    }
+}
+
+impl Node {
+    /// `call` as [`Node::HasKey`] when it is `contains(keys(x), <string literal>)`.
+    fn has_key(call: Self) -> Self {
+        let Self::Function {
+            func: Some(Func::Contains),
+            args,
+            ..
+        } = &call
+        else {
+            return call;
+        };
+        let [Self::Function {
+            func: Some(Func::Keys),
+            args: inner,
+            ..
+        }, Self::Literal(Value::String(key))] = args.as_slice()
+        else {
+            return call;
+        };
+        let [object] = inner.as_slice() else {
+            return call;
+        };
+        Self::HasKey {
+            object: Box::new(object.clone()),
+            key: key.clone(),
+            general: Box::new(call.clone()),
         }
     }
 }
@@ -257,12 +298,12 @@ impl<'a> Val<'a> {
 
     fn field(&self, name: &str) -> Val<'a> {
         match self {
-            Self::Ref(Value::Object(m)) => m.get(name).map_or(Val::Null, Val::Ref),
+            Self::Ref(Value::Object(m)) => member(m, name).map_or(Val::Null, Val::Ref),
             Self::Owned(Value::Object(m)) => {
-                m.get(name).map_or(Val::Null, |v| Val::Owned(v.clone()))
+                member(m, name).map_or(Val::Null, |v| Val::Owned(v.clone()))
             }
             Self::Root(o) if name == o.key => Val::Ref(o.value),
-            Self::Root(o) => o.base.get(name).map_or(Val::Null, Val::Ref),
+            Self::Root(o) => member(o.base, name).map_or(Val::Null, Val::Ref),
             _ => Val::Null,
         }
     }
@@ -530,6 +571,16 @@ impl Ctx<'_> {
                 }
             }
             Node::Expref(n) => Val::Expref(n),
+            Node::HasKey {
+                object,
+                key,
+                general,
+            } => match self.eval(object, data)? {
+                Val::Ref(Value::Object(m)) => Val::Bool(member(m, key).is_some()),
+                Val::Owned(Value::Object(m)) => Val::Bool(member(&m, key).is_some()),
+                Val::Root(o) => Val::Bool(o.key == key || member(o.base, key).is_some()),
+                _ => self.eval(general, data)?,
+            },
             Node::Slice {
                 start,
                 stop,
@@ -747,6 +798,21 @@ impl Arg {
 }
 
 impl Func {
+    /// MedTech's own functions (`add`, ..., `insertString`), evaluated in `custom`.
+    fn is_custom(self) -> bool {
+        matches!(
+            self,
+            Self::Add
+                | Self::Subtract
+                | Self::Multiply
+                | Self::Divide
+                | Self::Pow
+                | Self::FromUnixTimestamp
+                | Self::FromUnixTimestampMs
+                | Self::InsertString
+        )
+    }
+
     fn by_name(name: &str) -> Option<Self> {
         Some(match name {
             "abs" => Self::Abs,
@@ -813,6 +879,12 @@ impl Func {
             Self::InsertString => (&[Str, Str, Num], None),
         }
     }
+}
+
+/// Moves argument `i` out of `args` (`null` when absent).
+fn take<'a>(args: &mut [Val<'a>], i: usize) -> Val<'a> {
+    args.get_mut(i)
+        .map_or(Val::Null, |v| std::mem::replace(v, Val::Null))
 }
 
 impl Ctx<'_> {
@@ -903,10 +975,17 @@ impl Ctx<'_> {
         Ok(keys)
     }
 
-    fn call<'a>(&self, f: Func, args: Vec<Val<'a>>, offset: usize) -> EvalResult<'a> {
+    fn call<'a>(&self, f: Func, mut args: Vec<Val<'a>>, offset: usize) -> EvalResult<'a> {
         self.check(f, &args, offset)?;
-        let arg = |i: usize| args.get(i).cloned().unwrap_or(Val::Null);
-        let a0 = arg(0);
+        // The arguments are owned: each is moved out once (a list argument is not copied).
+        // `merge`, `not_null` and the custom functions read the whole list instead.
+        let whole = matches!(f, Func::Merge | Func::NotNull) || f.is_custom();
+        let a0 = if whole {
+            Val::Null
+        } else {
+            take(&mut args, 0)
+        };
+        let mut arg = |i: usize| take(&mut args, i);
         let float =
             |x: f64| Number::from_f64(x).map_or(Val::Null, |n| Val::Owned(Value::Number(n)));
         let expref = |v: &Val<'a>| match v {
