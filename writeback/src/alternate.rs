@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::config::AlternateEndpointSettings;
-use crate::error::{is_connectivity, Stage};
+use crate::error::{is_connectivity, Stage, TransportError};
 use crate::{Error, Result};
 
 /// The most of an error body that [`AlternateEndpoint::post`] reads (64 KiB) to summarize it.
@@ -114,7 +114,7 @@ impl AlternateEndpoint {
             .body(body)
             .send()
             .await
-            .map_err(|e| Error::AlternateTransport(e.without_url()))?;
+            .map_err(|e| Error::AlternateTransport(TransportError::new(e)))?;
         let status = response.status().as_u16();
         if response.status().is_success() {
             return Ok(status);
@@ -264,6 +264,28 @@ mod tests {
         assert_eq!((bytes.len(), end), (10, BodyEnd::Truncated));
         let (bytes, end) = read_bounded(response(Vec::new()), 10).await;
         assert_eq!((bytes.len(), end), (0, BodyEnd::Complete));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_an_opaque_transport_error() {
+        // A loopback port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let t: Arc<dyn TokenProvider> = Arc::new(carebridge_auth::StaticToken::new("t"));
+        let endpoint =
+            AlternateEndpoint::new(&format!("http://127.0.0.1:{port}/x"), t, vec![]).unwrap();
+        let patient: Resource =
+            carebridge_fhir_model::json::from_str(r#"{"resourceType":"Patient","id":"p1"}"#)
+                .unwrap();
+        match endpoint.post(&patient).await {
+            Err(Error::AlternateTransport(e)) => {
+                assert!(e.is_connect() && !e.is_timeout(), "{e:?}");
+                assert_eq!(e.to_string(), "could not connect");
+            }
+            other => panic!("expected a transport error, got {other:?}"),
+        }
     }
 
     #[test]
