@@ -75,6 +75,21 @@ pub enum Error {
         source: ClientError,
     },
 
+    /// [`KafkaSource::close`](crate::KafkaSource::close) could not commit the acknowledged
+    /// offsets of `partitions`: the latest commit it attempted for each of them (directly, or
+    /// while their assignment was revoked) failed. Nothing acknowledged is lost: the
+    /// partitions' next owner re-reads from their last committed offsets, so some messages are
+    /// processed again.
+    #[error("Kafka offset commit at close failed for {} partition(s)", partitions.len())]
+    CommitAtClose {
+        /// The partitions (topic, partition) whose acknowledged offsets were not committed,
+        /// sorted.
+        partitions: Vec<crate::TopicPartition>,
+        /// The failure of the latest commit attempted for the first of `partitions`.
+        #[source]
+        source: ClientError,
+    },
+
     /// The blocking commit at shutdown could not run (the task was cancelled or panicked).
     #[error("Kafka {operation} did not complete")]
     Interrupted {

@@ -65,8 +65,50 @@ struct State {
     acked: Option<u64>,
     /// Unacknowledged messages dropped at a revoke (the new owner reads them again).
     dropped_at_revoke: u64,
-    /// Whether the commit of the last revoke succeeded (`None`: no revoke committed yet).
-    revoke_commit_ok: Option<bool>,
+    /// While [`KafkaSource::close`] runs: the commits it attempted, including those of the
+    /// revokes it takes part in.
+    closing: Option<CloseCommits>,
+}
+
+/// The commits attempted while closing, per partition, and what they mean for the result of
+/// [`KafkaSource::close`].
+///
+/// A partition counts as committed when the latest commit attempted for it succeeded: a revoke
+/// (or the final close of the consumer) commits the same offsets again, so an earlier refusal
+/// is healed by a later success. A partition whose latest attempt failed keeps its messages
+/// since the last successful commit for the next owner (at-least-once), and close reports it.
+#[derive(Debug, Default)]
+struct CloseCommits {
+    /// Per partition: the failure of the latest commit attempted, `None` if it succeeded.
+    latest: BTreeMap<TopicPartition, Option<rdkafka::error::KafkaError>>,
+}
+
+impl CloseCommits {
+    /// Records the result of one commit of `partitions`' offsets.
+    fn record(&mut self, partitions: &[TopicPartition], result: &rdkafka::error::KafkaResult<()>) {
+        for tp in partitions {
+            self.latest
+                .insert(tp.clone(), result.as_ref().err().cloned());
+        }
+    }
+
+    /// `Ok` when every partition's latest commit succeeded; otherwise
+    /// [`Error::CommitAtClose`] naming the partitions whose latest commit failed.
+    fn outcome(self) -> Result<()> {
+        let mut failed = self
+            .latest
+            .into_iter()
+            .filter_map(|(tp, e)| e.map(|e| (tp, e)));
+        let Some((first, source)) = failed.next() else {
+            return Ok(());
+        };
+        let mut partitions = vec![first];
+        partitions.extend(failed.map(|(tp, _)| tp));
+        Err(Error::CommitAtClose {
+            partitions,
+            source: crate::error::ClientError::new(source),
+        })
+    }
 }
 
 impl State {
@@ -212,7 +254,9 @@ impl ConsumerContext for SourceContext {
                 if let Err(e) = &result {
                     tracing::warn!(error = %e, "commit at revoke failed; the next owner re-reads from the last committed offsets");
                 }
-                lock(&self.state).revoke_commit_ok = Some(result.is_ok());
+                if let Some(closing) = &mut lock(&self.state).closing {
+                    closing.record(&partitions_of(&tpl), &result);
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot build the commit at revoke"),
@@ -447,10 +491,14 @@ impl KafkaSource {
     /// other members at once rather than after the session timeout).
     ///
     /// # Errors
-    /// As [`commit`](Self::commit); the consumer is closed in any case.
+    /// [`Error::CommitAtClose`] when, for some partition, the latest commit attempted while
+    /// closing failed: a refused commit is retried while the group rebalances, and the revokes
+    /// of the rebalance and of the consumer's close commit too, but a partition whose offsets
+    /// none of these committed is reported (its next owner re-reads it from the last committed
+    /// offset); [`Error::Interrupted`] if a blocking task was cancelled. The consumer is closed
+    /// in any case.
     pub async fn close(self) -> Result<()> {
-        lock(&self.state).revoke_commit_ok = None;
-        let mut failure = None;
+        lock(&self.state).closing = Some(CloseCommits::default());
         // A commit is refused while the group rebalances (another member left at the same
         // moment): take part in the rebalance (its revoke commits, see `pre_rebalance`) and try
         // again, for a bounded time. Records received meanwhile are not stored, so they are read
@@ -458,9 +506,9 @@ impl KafkaSource {
         for _ in 0..RETRIES_AT_CLOSE {
             let tpl = lock(&self.state).commit_list(None)?;
             if tpl.count() == 0 {
-                failure = None;
                 break;
             }
+            let partitions = partitions_of(&tpl);
             let consumer = self.consumer.clone();
             let result =
                 tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
@@ -468,36 +516,33 @@ impl KafkaSource {
                     .map_err(|_| Error::Interrupted {
                         operation: "offset commit at close",
                     })?;
+            if let Some(closing) = &mut lock(&self.state).closing {
+                closing.record(&partitions, &result);
+            }
             match result {
-                Ok(()) => {
-                    failure = None;
-                    break;
-                }
+                Ok(()) => break,
                 Err(e) if is_retriable_commit_error(&e) => {
                     tracing::debug!(error = %e, "commit at close refused; serving the rebalance and retrying");
-                    failure = Some(e);
                     let _ = tokio::time::timeout(Duration::from_millis(200), self.consumer.recv())
                         .await;
                 }
                 Err(e) => {
-                    failure = Some(e);
+                    tracing::warn!(error = %e, "commit at close failed");
                     break;
                 }
             }
         }
         let consumer = self.consumer;
         // Dropping the (last handle of the) consumer closes it: it revokes its partitions
-        // (committing again) and leaves the group. It blocks while doing so.
+        // (committing again, recorded in `closing`) and leaves the group. It blocks while doing
+        // so.
         tokio::task::spawn_blocking(move || drop(consumer))
             .await
             .map_err(|_| Error::Interrupted {
                 operation: "consumer close",
             })?;
-        if let Some(e) = failure {
-            if lock(&self.state).revoke_commit_ok != Some(true) {
-                return Err(Error::client("offset commit at close", e));
-            }
-        }
+        let commits = lock(&self.state).closing.take().unwrap_or_default();
+        commits.outcome()?;
         tracing::info!(group = %self.group_id, "Kafka source closed");
         Ok(())
     }
@@ -690,5 +735,76 @@ mod tests {
         st.deliver(4, tp(1), 6).unwrap();
         assert_eq!(st.ack(2), HashMap::from([(tp(0), 8)]));
         assert_eq!(st.ack(4), HashMap::from([(tp(1), 7)]));
+    }
+
+    fn refused() -> rdkafka::error::KafkaResult<()> {
+        Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::RebalanceInProgress,
+        ))
+    }
+
+    fn failed_partitions(commits: CloseCommits) -> Option<Vec<TopicPartition>> {
+        match commits.outcome() {
+            Ok(()) => None,
+            Err(Error::CommitAtClose { partitions, source }) => {
+                assert!(source
+                    .code()
+                    .is_some_and(|c| c.starts_with("RebalanceInProgress")));
+                Some(partitions)
+            }
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+
+    #[test]
+    fn close_reports_a_failed_revoke_commit_even_when_the_rest_committed() {
+        // The commit of [0, 1] is refused; the rebalance served meanwhile revokes 1, whose
+        // commit fails; the retried commit of 0 succeeds. Partition 1's offsets were never
+        // committed: close must not report success.
+        let mut c = CloseCommits::default();
+        c.record(&[tp(0), tp(1)], &refused());
+        c.record(&[tp(1)], &refused());
+        c.record(&[tp(0)], &Ok(()));
+        assert_eq!(failed_partitions(c), Some(vec![tp(1)]));
+    }
+
+    #[test]
+    fn close_reports_an_earlier_failed_revoke_when_a_later_revoke_succeeded() {
+        let mut c = CloseCommits::default();
+        c.record(&[tp(0), tp(1)], &refused());
+        c.record(&[tp(0)], &refused()); // first revoke fails
+        c.record(&[tp(1)], &Ok(())); // second revoke succeeds
+        assert_eq!(failed_partitions(c), Some(vec![tp(0)]));
+    }
+
+    #[test]
+    fn close_reports_every_partition_whose_latest_commit_failed() {
+        let mut c = CloseCommits::default();
+        c.record(&[tp(2), tp(0), tp(1)], &refused());
+        c.record(&[tp(1)], &Ok(()));
+        let e = CloseCommits {
+            latest: c.latest.clone(),
+        }
+        .outcome()
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Kafka offset commit at close failed for 2 partition(s)"
+        );
+        assert_eq!(failed_partitions(c), Some(vec![tp(0), tp(2)]));
+    }
+
+    #[test]
+    fn a_later_successful_commit_of_the_same_partitions_heals_a_refusal() {
+        // Refused during the rebalance, then committed by the revoke when the consumer closes.
+        let mut c = CloseCommits::default();
+        c.record(&[tp(0), tp(1)], &refused());
+        c.record(&[tp(0), tp(1)], &Ok(()));
+        assert_eq!(failed_partitions(c), None);
+        assert_eq!(
+            failed_partitions(CloseCommits::default()),
+            None,
+            "nothing to commit"
+        );
     }
 }

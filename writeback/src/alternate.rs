@@ -12,8 +12,12 @@ use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::config::AlternateEndpointSettings;
-use crate::error::{is_connectivity, Stage};
+use crate::error::{is_connectivity, Stage, TransportError};
 use crate::{Error, Result};
+
+/// The most of an error body that [`AlternateEndpoint::post`] reads (64 KiB) to summarize it.
+/// The body is read chunk by chunk and never buffered beyond this; the rest is not read.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Posts composed resources to the alternate endpoint.
 #[derive(Clone)]
@@ -76,7 +80,8 @@ impl AlternateEndpoint {
     /// # Errors
     /// [`Error::InvalidConnectivity`] when no token can be obtained because the client is
     /// refused, or the endpoint answers `401`; [`Error::AlternateEndpoint`] with the status and
-    /// a PHI-free body summary for other error statuses; [`Error::AlternateTransport`].
+    /// a PHI-free body summary for other error statuses (of at most the first 64 KiB of the
+    /// body: a longer body is summarized by its content type only); [`Error::AlternateTransport`].
     pub async fn post(&self, resource: &Resource) -> Result<u16> {
         let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
         let token = self.credential.token(&scopes).await.map_err(|e| {
@@ -109,7 +114,7 @@ impl AlternateEndpoint {
             .body(body)
             .send()
             .await
-            .map_err(|e| Error::AlternateTransport(e.without_url()))?;
+            .map_err(|e| Error::AlternateTransport(TransportError::new(e)))?;
         let status = response.status().as_u16();
         if response.status().is_success() {
             return Ok(status);
@@ -122,8 +127,19 @@ impl AlternateEndpoint {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = response.bytes().await.unwrap_or_default();
-        let summary = summarize(content_type.as_deref(), &bytes);
+        let summary = match read_bounded(response, MAX_ERROR_BODY_BYTES).await {
+            (bytes, BodyEnd::Complete) => summarize(content_type.as_deref(), &bytes),
+            (_, BodyEnd::Truncated) => Some(format!(
+                "{} body of more than {MAX_ERROR_BODY_BYTES} bytes",
+                content_type.as_deref().unwrap_or("untyped")
+            )),
+            (bytes, BodyEnd::Failed) if bytes.is_empty() => None,
+            (bytes, BodyEnd::Failed) => Some(format!(
+                "{} body unreadable after {} bytes",
+                content_type.as_deref().unwrap_or("untyped"),
+                bytes.len()
+            )),
+        };
         if status == 401 {
             return Err(Error::InvalidConnectivity {
                 endpoint: "alternate",
@@ -132,6 +148,37 @@ impl AlternateEndpoint {
             });
         }
         Err(Error::AlternateEndpoint { status, summary })
+    }
+}
+
+/// How reading a body with [`read_bounded`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    /// The whole body was read.
+    Complete,
+    /// The body is longer than the limit; only the limit was kept.
+    Truncated,
+    /// Reading failed (reset, timeout) after the bytes returned.
+    Failed,
+}
+
+/// Reads at most `limit` bytes of `response`'s body, one chunk at a time, so that a large (or
+/// endless) error body is never buffered; the rest of the body is left unread.
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> (Vec<u8>, BodyEnd) {
+    let mut bytes = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit.saturating_sub(bytes.len());
+                if chunk.len() > room {
+                    bytes.extend_from_slice(chunk.get(..room).unwrap_or_default());
+                    return (bytes, BodyEnd::Truncated);
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(None) => return (bytes, BodyEnd::Complete),
+            Err(_) => return (bytes, BodyEnd::Failed),
+        }
     }
 }
 
@@ -203,6 +250,42 @@ mod tests {
             Some("text/plain body of 20 bytes")
         );
         assert_eq!(summarize(None, b""), None);
+    }
+
+    fn response(body: Vec<u8>) -> reqwest::Response {
+        reqwest::Response::from(http::Response::new(body))
+    }
+
+    #[tokio::test]
+    async fn error_bodies_are_read_up_to_the_limit() {
+        let (bytes, end) = read_bounded(response(vec![b'x'; 10]), 10).await;
+        assert_eq!((bytes.len(), end), (10, BodyEnd::Complete));
+        let (bytes, end) = read_bounded(response(vec![b'x'; 11]), 10).await;
+        assert_eq!((bytes.len(), end), (10, BodyEnd::Truncated));
+        let (bytes, end) = read_bounded(response(Vec::new()), 10).await;
+        assert_eq!((bytes.len(), end), (0, BodyEnd::Complete));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_an_opaque_transport_error() {
+        // A loopback port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let t: Arc<dyn TokenProvider> = Arc::new(carebridge_auth::StaticToken::new("t"));
+        let endpoint =
+            AlternateEndpoint::new(&format!("http://127.0.0.1:{port}/x"), t, vec![]).unwrap();
+        let patient: Resource =
+            carebridge_fhir_model::json::from_str(r#"{"resourceType":"Patient","id":"p1"}"#)
+                .unwrap();
+        match endpoint.post(&patient).await {
+            Err(Error::AlternateTransport(e)) => {
+                assert!(e.is_connect() && !e.is_timeout(), "{e:?}");
+                assert_eq!(e.to_string(), "could not connect");
+            }
+            other => panic!("expected a transport error, got {other:?}"),
+        }
     }
 
     #[test]

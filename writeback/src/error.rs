@@ -55,6 +55,54 @@ impl fmt::Display for Stage {
     }
 }
 
+/// A failure below HTTP talking to the alternate endpoint: DNS, connect, TLS, timeout, reset.
+///
+/// Opaque, like `carebridge_fhir_client::TransportError`: it wraps the `reqwest` error (with its
+/// URL removed) so that `reqwest`, a pre-1.0 dependency, is not part of this crate's API.
+#[derive(Debug)]
+pub struct TransportError(reqwest::Error);
+
+impl TransportError {
+    pub(crate) fn new(error: reqwest::Error) -> Self {
+        Self(error.without_url())
+    }
+
+    /// Whether the request timed out.
+    pub fn is_timeout(&self) -> bool {
+        self.0.is_timeout()
+    }
+
+    /// Whether the connection could not be established.
+    pub fn is_connect(&self) -> bool {
+        self.0.is_connect()
+    }
+
+    /// Whether reading the response body failed.
+    pub fn is_body(&self) -> bool {
+        self.0.is_body() || self.0.is_decode()
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_timeout() {
+            f.write_str("request timed out")
+        } else if self.is_connect() {
+            f.write_str("could not connect")
+        } else if self.is_body() {
+            f.write_str("could not read the response body")
+        } else {
+            f.write_str("request failed")
+        }
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// Everything that can go wrong in writeback.
 ///
 /// Messages name the entity map, attribute, element path, stage and HTTP status, never column
@@ -236,9 +284,10 @@ pub enum Error {
         summary: Option<String>,
     },
 
-    /// The alternate endpoint could not be reached.
+    /// The alternate endpoint could not be reached (no HTTP response); the opaque
+    /// [`TransportError`] tells timeouts and connection failures apart.
     #[error("could not reach the alternate endpoint")]
-    AlternateTransport(#[source] reqwest::Error),
+    AlternateTransport(#[source] TransportError),
 
     /// Creating the Provenance failed after the resource was written (seed 001, "FHIR
     /// provenance errors"); the details are the FHIR client's error and OperationOutcome.
@@ -395,6 +444,7 @@ mod tests {
     fn error_is_send_sync_static() {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<Error>();
+        assert_send_sync::<TransportError>();
     }
 
     #[test]

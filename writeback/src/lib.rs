@@ -101,7 +101,7 @@ pub use config::{
     IntegrationSettings, Message, OAuthSettings, WritebackConfig,
 };
 pub use engine::{Outcome, Writeback, Written};
-pub use error::{Error, Result, Stage};
+pub use error::{Error, Result, Stage, TransportError};
 pub use fhir::{supported_resource_types, Created, FhirStore, Versioned, RECORD_IDENTIFIER_SYSTEM};
 pub use loader::{load_entity_maps, MapTableNames};
 pub use log::{

@@ -387,6 +387,8 @@ fn set_in(node: &mut Node, segments: &[Segment], value: Option<Node>) -> Result<
         ));
     }
     let removing = value.is_none();
+    // A removal prunes only containers it empties: one that was empty before stays as it was.
+    let field_was_empty = node.get(&seg.name).is_some_and(Node::is_empty_container);
     if rest.is_empty() {
         match &seg.selector {
             Selector::None => node.set_field(&seg.name, value),
@@ -429,7 +431,9 @@ fn set_in(node: &mut Node, segments: &[Segment], value: Option<Node>) -> Result<
                 ));
             }
         }
-        prune(node, &seg.name);
+        if !(removing && field_was_empty) {
+            prune(node, &seg.name);
+        }
         return Ok(());
     }
     // Intermediate segment: find or create the child object.
@@ -444,7 +448,8 @@ fn set_in(node: &mut Node, segments: &[Segment], value: Option<Node>) -> Result<
         node.set_field(&seg.name, Some(fresh));
     }
     let field = node.get_mut(&seg.name).ok_or("internal: field vanished")?;
-    let child: &mut Node = match (&seg.selector, field) {
+    // The child to descend into and, when it is an array item, its index.
+    let (child, item): (&mut Node, Option<usize>) = match (&seg.selector, field) {
         (Selector::None, Node::Array(items)) => {
             if items.is_empty() {
                 if removing {
@@ -452,15 +457,15 @@ fn set_in(node: &mut Node, segments: &[Segment], value: Option<Node>) -> Result<
                 }
                 items.push(Node::Object(Vec::new()));
             }
-            items.first_mut().ok_or("internal: empty array")?
+            (items.first_mut().ok_or("internal: empty array")?, Some(0))
         }
-        (Selector::None, other @ Node::Object(_)) => other,
+        (Selector::None, other @ Node::Object(_)) => (other, None),
         (Selector::Index(i), Node::Array(items)) => {
             if *i == items.len() && !removing {
                 items.push(Node::Object(Vec::new()));
             }
             match items.get_mut(*i) {
-                Some(item) => item,
+                Some(item) => (item, Some(*i)),
                 None if removing => return Ok(()),
                 None => return Err(format!("index {i} of `{}` is past the end", seg.name)),
             }
@@ -470,14 +475,15 @@ fn set_in(node: &mut Node, segments: &[Segment], value: Option<Node>) -> Result<
                 it.get(key).and_then(Node::as_text).as_deref() == Some(want.as_str())
             });
             match pos {
-                Some(p) => items.get_mut(p).ok_or("internal: item vanished")?,
+                Some(p) => (items.get_mut(p).ok_or("internal: item vanished")?, Some(p)),
                 None if removing => return Ok(()),
                 None => {
                     items.push(Node::Object(vec![(
                         key.clone(),
                         Node::String(want.clone()),
                     )]));
-                    items.last_mut().ok_or("internal: empty array")?
+                    let p = items.len() - 1;
+                    (items.last_mut().ok_or("internal: empty array")?, Some(p))
                 }
             }
         }
@@ -488,13 +494,19 @@ fn set_in(node: &mut Node, segments: &[Segment], value: Option<Node>) -> Result<
             ))
         }
     };
+    let child_was_empty = child.is_empty_container();
     set_in(child, rest, value)?;
     if removing {
-        // Drop array items / objects emptied by the removal.
-        if let Some(Node::Array(items)) = node.get_mut(&seg.name) {
-            items.retain(|it| !it.is_empty_container());
+        // Drop the array item this removal emptied (and only it: other items, empty or not,
+        // are not this removal's business), then the field if it is empty now.
+        if let (Some(i), Some(Node::Array(items))) = (item, node.get_mut(&seg.name)) {
+            if !child_was_empty && items.get(i).is_some_and(Node::is_empty_container) {
+                items.remove(i);
+            }
         }
-        prune(node, &seg.name);
+        if !field_was_empty {
+            prune(node, &seg.name);
+        }
     }
     Ok(())
 }
@@ -590,6 +602,37 @@ mod tests {
         n.set(&p("birthDate"), None).unwrap();
         n.set(&p("address.city"), None).unwrap();
         assert_eq!(n.to_json(), "{}");
+    }
+
+    #[test]
+    fn removal_prunes_only_what_it_emptied() {
+        // Only the phone item becomes empty; the empty item that was there before stays.
+        let mut n = Node::parse(
+            r#"{"telecom":[{},{"system":"phone","value":"1"},{"system":"email","value":"e"}]}"#,
+        )
+        .unwrap();
+        n.set(&p("telecom[system=phone].value"), None).unwrap();
+        n.set(&p("telecom[system=phone].system"), None).unwrap();
+        assert_eq!(
+            n.to_json(),
+            r#"{"telecom":[{},{"system":"email","value":"e"}]}"#
+        );
+        // Removing from an item that was already empty, or from a field that was already
+        // empty, changes nothing.
+        let text = r#"{"name":[{},{"family":"Doe"}],"address":{},"contact":[]}"#;
+        let mut n = Node::parse(text).unwrap();
+        n.set(&p("name[0].family"), None).unwrap();
+        n.set(&p("address.city"), None).unwrap();
+        n.set(&p("contact[0]"), None).unwrap();
+        assert_eq!(n.to_json(), text);
+        // Emptied nested containers are pruned up to the first one that still holds something.
+        let mut n =
+            Node::parse(r#"{"name":[{"given":["A"]},{"family":"Doe"}],"gender":"male"}"#).unwrap();
+        n.set(&p("name[0].given[0]"), None).unwrap();
+        assert_eq!(
+            n.to_json(),
+            r#"{"name":[{"family":"Doe"}],"gender":"male"}"#
+        );
     }
 
     #[test]

@@ -196,12 +196,14 @@ async fn pipeline(args: &Args) -> Result<Pipeline, ExitCode> {
             )
         }
         (None, Some(out)) => (
-            Arc::new(NdjsonSink::new(append(out).await?)),
+            // Files: each message is synced to disk before its offset is stored.
+            Arc::new(NdjsonSink::new(append(out).await?).with_sync_data(true)),
             Arc::new(InMemoryIdentityStore::new()),
         ),
         (None, None) => return Err(fail("give --fhir-url or --out")),
     };
-    let dead_letters = Arc::new(NdjsonDeadLetters::new(append(&args.dead_letter).await?));
+    let dead_letters =
+        Arc::new(NdjsonDeadLetters::new(append(&args.dead_letter).await?).with_sync_data(true));
     let identity = IdentityResolver::new(
         store,
         IdentityOptions {

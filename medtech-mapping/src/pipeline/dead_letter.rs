@@ -2,6 +2,7 @@
 //! and replayed.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -9,6 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::sink::{open_output, sync_file, SyncData};
 use super::source::DEAD_LETTER_KEY;
 use crate::{Error, Result};
 
@@ -108,27 +110,66 @@ impl DeadLetterSink for InMemoryDeadLetters {
 
 /// Writes dead letters as NDJSON ([`DeadLetter::to_json`] per line), flushed after each;
 /// `medtech run --input` replays such a file.
+///
+/// # Durability
+///
+/// [`write`](DeadLetterSink::write) returns once the line is written and flushed, and, for a
+/// sink opened with [`append`](NdjsonDeadLetters::append), synced to disk with
+/// [`File::sync_data`](tokio::fs::File::sync_data), so the dead letter of an acknowledged
+/// message survives a crash or power loss.
+/// [`with_sync_data(false)`](NdjsonDeadLetters::with_sync_data) turns the sync off for
+/// throughput. A sink over any other writer ([`new`](NdjsonDeadLetters::new)) only flushes it:
+/// its durability is the writer's.
 pub struct NdjsonDeadLetters<W> {
     writer: tokio::sync::Mutex<W>,
+    sync: Option<SyncData<W>>,
 }
 
 impl<W> fmt::Debug for NdjsonDeadLetters<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NdjsonDeadLetters").finish_non_exhaustive()
+        f.debug_struct("NdjsonDeadLetters")
+            .field("sync_data", &self.sync.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl<W: AsyncWrite + Unpin + Send> NdjsonDeadLetters<W> {
-    /// Writes to `writer`.
+    /// Writes to `writer`, flushed after every dead letter. The sink cannot sync a generic writer
+    /// to disk: how durable a flushed dead letter is depends on the writer (see
+    /// [Durability](NdjsonDeadLetters#durability); for a file prefer
+    /// [`append`](NdjsonDeadLetters::append)).
     pub fn new(writer: W) -> Self {
         Self {
             writer: tokio::sync::Mutex::new(writer),
+            sync: None,
         }
     }
 
     /// The writer back.
     pub fn into_inner(self) -> W {
         self.writer.into_inner()
+    }
+}
+
+impl NdjsonDeadLetters<tokio::fs::File> {
+    /// Opens the file at `path` for appending (creating it when missing, so dead letters of
+    /// earlier runs are kept) and writes to it, syncing each dead letter to disk.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be opened for writing.
+    pub async fn append(path: &Path) -> Result<Self> {
+        let file = open_output(path, true, "dead-letter output").await?;
+        Ok(Self::new(file).with_sync_data(true))
+    }
+
+    /// Whether [`write`](DeadLetterSink::write) syncs the file to disk
+    /// ([`File::sync_data`](tokio::fs::File::sync_data)) before it returns: on for
+    /// [`append`](Self::append), off for [`new`](NdjsonDeadLetters::new). Turning it off trades
+    /// durability for throughput: dead letters of acknowledged messages still in the operating
+    /// system's cache are lost on a crash.
+    pub fn with_sync_data(mut self, sync_data: bool) -> Self {
+        self.sync = sync_data.then_some(sync_file as SyncData<tokio::fs::File>);
+        self
     }
 }
 
@@ -143,7 +184,11 @@ impl<W: AsyncWrite + Unpin + Send> DeadLetterSink for NdjsonDeadLetters<W> {
         let io = |source| Error::io("dead-letter output", None, source);
         let mut w = self.writer.lock().await;
         w.write_all(&line).await.map_err(io)?;
-        w.flush().await.map_err(io)
+        w.flush().await.map_err(io)?;
+        if let Some(sync) = self.sync {
+            sync(&mut w).await.map_err(io)?;
+        }
+        Ok(())
     }
 }
 
@@ -177,6 +222,43 @@ mod tests {
         let mut src = NdjsonSource::new(bytes.as_slice());
         let replayed = src.next_event().await.unwrap().unwrap();
         assert_eq!(replayed.payload, EventPayload::Event(event));
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_file_is_appended_and_synced_by_default() {
+        let path = std::env::temp_dir().join(format!(
+            "carebridge-medtech-dead-letters-{}.ndjson",
+            std::process::id()
+        ));
+        std::fs::write(&path, "{\"earlier\":true}\n").unwrap();
+        let letter = |position| DeadLetter {
+            position,
+            reason: "invalid-message".into(),
+            detail: "not valid JSON".into(),
+            template_path: None,
+            at: Utc::now(),
+            event: DeadLetterEvent::Raw("{oops".into()),
+        };
+        let sink = NdjsonDeadLetters::append(&path).await.unwrap();
+        assert!(sink.sync.is_some(), "a file sink syncs by default");
+        sink.write(&letter(1)).await.unwrap();
+        let sink = sink.with_sync_data(false);
+        assert_eq!(
+            format!("{sink:?}"),
+            "NdjsonDeadLetters { sync_data: false, .. }"
+        );
+        sink.write(&letter(2)).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let records: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 3, "earlier contents kept");
+        assert_eq!(records[0]["earlier"], true);
+        assert_eq!(records[1]["deadLetter"]["position"], 1);
+        assert_eq!(records[2]["deadLetter"]["position"], 2);
+        assert!(NdjsonDeadLetters::new(Vec::new()).sync.is_none());
     }
 
     #[test]

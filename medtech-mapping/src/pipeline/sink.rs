@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -162,30 +165,105 @@ impl FhirSink for InMemorySink {
     }
 }
 
+/// Makes what was written to a writer durable (`fsync`); only known for files.
+pub(crate) type SyncData<W> =
+    for<'a> fn(&'a mut W) -> Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
+
+/// [`SyncData`] of a file: [`tokio::fs::File::sync_data`].
+pub(crate) fn sync_file(
+    file: &mut tokio::fs::File,
+) -> Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + '_>> {
+    Box::pin(file.sync_data())
+}
+
+/// Opens the file at `path` for writing, truncating it or (`append`) appending to it, creating
+/// it when missing.
+pub(crate) async fn open_output(
+    path: &Path,
+    append: bool,
+    what: &'static str,
+) -> Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(path)
+        .await
+        .map_err(|source| Error::io(what, Some(path), source))
+}
+
 /// Writes each Observation as one line of NDJSON (offline use, `medtech run --out`). It does not
 /// read back what it wrote, so every Observation counts as created; a later import into a FHIR
 /// server (conditional on the identifier) merges them.
+///
+/// # Durability
+///
+/// [`persist`](FhirSink::persist) returns once a message's lines are written and flushed, and,
+/// for a sink opened with [`create`](NdjsonSink::create) or [`append`](NdjsonSink::append),
+/// synced to disk with [`File::sync_data`](tokio::fs::File::sync_data), so an acknowledged
+/// message survives a crash or power loss. [`with_sync_data(false)`](NdjsonSink::with_sync_data)
+/// turns the sync off for throughput (a crash can then lose the last messages' lines although
+/// they were acknowledged). A sink over any other writer ([`new`](NdjsonSink::new)) only flushes
+/// it: its durability is the writer's.
 pub struct NdjsonSink<W> {
     writer: tokio::sync::Mutex<W>,
+    sync: Option<SyncData<W>>,
 }
 
 impl<W> fmt::Debug for NdjsonSink<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NdjsonSink").finish_non_exhaustive()
+        f.debug_struct("NdjsonSink")
+            .field("sync_data", &self.sync.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl<W: AsyncWrite + Unpin + Send> NdjsonSink<W> {
-    /// Writes to `writer` (flushed after every message).
+    /// Writes to `writer`, flushed after every message. The sink cannot sync a generic writer to
+    /// disk: how durable a flushed message is depends on the writer (see
+    /// [Durability](NdjsonSink#durability); for a file prefer [`create`](NdjsonSink::create)).
     pub fn new(writer: W) -> Self {
         Self {
             writer: tokio::sync::Mutex::new(writer),
+            sync: None,
         }
     }
 
     /// The writer back.
     pub fn into_inner(self) -> W {
         self.writer.into_inner()
+    }
+}
+
+impl NdjsonSink<tokio::fs::File> {
+    /// Creates (or truncates) the file at `path` and writes to it, syncing each message to disk.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be opened for writing.
+    pub async fn create(path: &Path) -> Result<Self> {
+        let file = open_output(path, false, "Observation output").await?;
+        Ok(Self::new(file).with_sync_data(true))
+    }
+
+    /// Opens the file at `path` for appending (creating it when missing) and writes to it,
+    /// syncing each message to disk.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be opened for writing.
+    pub async fn append(path: &Path) -> Result<Self> {
+        let file = open_output(path, true, "Observation output").await?;
+        Ok(Self::new(file).with_sync_data(true))
+    }
+
+    /// Whether [`persist`](FhirSink::persist) syncs the file to disk
+    /// ([`File::sync_data`](tokio::fs::File::sync_data)) before it returns: on for
+    /// [`create`](Self::create) and [`append`](Self::append), off for [`new`](NdjsonSink::new).
+    /// Turning it off trades durability for throughput: acknowledged messages whose lines were
+    /// still in the operating system's cache are lost on a crash.
+    pub fn with_sync_data(mut self, sync_data: bool) -> Self {
+        self.sync = sync_data.then_some(sync_file as SyncData<tokio::fs::File>);
+        self
     }
 }
 
@@ -210,6 +288,136 @@ impl<W: AsyncWrite + Unpin + Send> FhirSink for NdjsonSink<W> {
         let io = |source| Error::io("Observation output", None, source);
         w.write_all(&out).await.map_err(io)?;
         w.flush().await.map_err(io)?;
+        if let Some(sync) = self.sync {
+            sync(&mut w).await.map_err(io)?;
+        }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::identity::ResolvedIdentity;
+
+    /// A fresh path under the temporary directory, removed when dropped.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(tag: &str) -> Self {
+            Self(std::env::temp_dir().join(format!(
+                "carebridge-medtech-{tag}-{}.ndjson",
+                std::process::id()
+            )))
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[derive(Debug)]
+    struct NoMerge;
+
+    impl ObservationMapper for NoMerge {
+        fn build(&self, _: &ObservationGroup, _: &ResolvedIdentity) -> Result<Observation> {
+            Err(Error::store("test", std::io::Error::other("not used")))
+        }
+        fn merge(
+            &self,
+            _: &Observation,
+            _: &ObservationGroup,
+            _: &ResolvedIdentity,
+        ) -> Result<Observation> {
+            Err(Error::store("test", std::io::Error::other("not used")))
+        }
+    }
+
+    fn pending(id: &str) -> PendingObservation {
+        let observation: Observation = carebridge_fhir_model::json::from_str(&format!(
+            r#"{{"resourceType":"Observation","status":"final","code":{{"text":"hr"}},"identifier":[{{"value":"{id}"}}]}}"#
+        ))
+        .unwrap();
+        let at = chrono::DateTime::<chrono::Utc>::from_timestamp(0, 0).unwrap();
+        PendingObservation {
+            group: ObservationGroup {
+                type_name: "hr".into(),
+                device_id: "d".into(),
+                patient_id: None,
+                encounter_id: None,
+                correlation_id: None,
+                period_interval: crate::PeriodInterval::Single,
+                start: at,
+                end: at,
+                values: Vec::new(),
+            },
+            identity: ResolvedIdentity {
+                patient_id: "p".into(),
+                device_id: "d".into(),
+            },
+            identifier_value: id.to_owned(),
+            observation,
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["identifier"][0]["value"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn file_sinks_sync_by_default_and_can_be_told_not_to() {
+        let tmp = TempFile::new("sink-create");
+        std::fs::write(&tmp.0, "old contents\n").unwrap();
+        let sink = NdjsonSink::create(&tmp.0).await.unwrap();
+        assert!(sink.sync.is_some(), "create syncs by default");
+        sink.persist(vec![pending("a"), pending("b")], &NoMerge)
+            .await
+            .unwrap();
+        assert_eq!(lines(&tmp.0), ["a", "b"], "create truncates");
+
+        let sink = NdjsonSink::append(&tmp.0)
+            .await
+            .unwrap()
+            .with_sync_data(false);
+        assert!(sink.sync.is_none());
+        assert_eq!(format!("{sink:?}"), "NdjsonSink { sync_data: false, .. }");
+        sink.persist(vec![pending("c")], &NoMerge).await.unwrap();
+        assert_eq!(
+            lines(&tmp.0),
+            ["a", "b", "c"],
+            "append keeps what was there"
+        );
+
+        let sink = NdjsonSink::append(&tmp.0).await.unwrap();
+        assert!(sink.sync.is_some(), "append syncs by default");
+        sink.persist(vec![pending("d")], &NoMerge).await.unwrap();
+        assert_eq!(lines(&tmp.0), ["a", "b", "c", "d"]);
+    }
+
+    #[tokio::test]
+    async fn writer_sinks_do_not_sync_and_still_write() {
+        let sink = NdjsonSink::new(Vec::new());
+        assert!(sink.sync.is_none());
+        sink.persist(vec![pending("a")], &NoMerge).await.unwrap();
+        assert_eq!(sink.into_inner().iter().filter(|b| **b == b'\n').count(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unopenable_output_file_is_an_io_error() {
+        let dir = std::env::temp_dir().join("carebridge-no-such-dir-for-sure/x.ndjson");
+        let err = NdjsonSink::create(&dir).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { path: Some(p), .. } if p == &dir),
+            "{err:?}"
+        );
     }
 }

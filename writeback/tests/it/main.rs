@@ -2,7 +2,8 @@
 //!
 //! - `wire`: Dataverse wire contracts (entity-map loading, toolkit log writes, webhook bodies in
 //!   the documented `RemoteExecutionContext` shape, change tracking), the OAuth token endpoint
-//!   (`invalid_client` is fatal) and the alternate endpoint (2xx, 401, 500), against `wiremock`.
+//!   (`invalid_client` is fatal) and the alternate endpoint (2xx, 401, 500, a large error
+//!   body), against `wiremock`.
 //! - `server`: FHIR semantics against the real FHIR test server (`test-support/fhir-server`),
 //!   ignored unless `CAREBRIDGE_FHIR_URL` is set (`cargo xtask ci` starts the server and passes
 //!   `--include-ignored`).

@@ -669,6 +669,36 @@ async fn alternate_endpoint_errors_are_typed_without_phi() {
 }
 
 #[tokio::test]
+async fn alternate_endpoint_large_error_body_is_read_bounded_and_typed() {
+    let server = MockServer::start().await;
+    token_endpoint(&server, true).await;
+    // 4 MiB of patient text: only the first 64 KiB may be read, and none of it reported.
+    let body = "Jane Doe, born 1980. ".repeat(200_000);
+    Mock::given(method("POST"))
+        .and(path("/logicapp"))
+        .respond_with(ResponseTemplate::new(502).set_body_raw(body, "text/plain"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let wb = Writeback::new(
+        alternate_config(&server),
+        dataverse(None),
+        Arc::new(FakeStore::new(all_ok())),
+        Arc::new(InMemoryOutcomeLog::new()),
+    )
+    .unwrap();
+    let outcome = wb.process(&phone_change()).await.unwrap();
+    assert_eq!(outcome.status, LogStatus::Failure);
+    let err = outcome.error.unwrap();
+    assert!(
+        matches!(&err, Error::AlternateEndpoint { status: 502, summary: Some(s) }
+            if s == "text/plain body of more than 65536 bytes"),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("Jane"));
+}
+
+#[tokio::test]
 async fn alternate_endpoint_401_is_fatal() {
     let server = MockServer::start().await;
     token_endpoint(&server, true).await;

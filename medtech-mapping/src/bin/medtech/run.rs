@@ -255,7 +255,8 @@ async fn run_async(args: &RunArgs) -> Result<(), Failure> {
         (None, Some(out)) => {
             let file = create_file(out, "output file").await?;
             (
-                Arc::new(NdjsonSink::new(file)),
+                // A file: sync each message to disk before it counts as done.
+                Arc::new(NdjsonSink::new(file).with_sync_data(true)),
                 Arc::new(InMemoryIdentityStore::new()),
             )
         }
@@ -268,7 +269,8 @@ async fn run_async(args: &RunArgs) -> Result<(), Failure> {
     let existed = dl_path.exists();
     let progress = progress_bar();
     let dead_letters = Arc::new(ReportingDeadLetters {
-        inner: NdjsonDeadLetters::new(append_file(&dl_path, "dead-letter file").await?),
+        inner: NdjsonDeadLetters::new(append_file(&dl_path, "dead-letter file").await?)
+            .with_sync_data(true),
         progress: progress.clone(),
     });
     let identity = IdentityResolver::new(
