@@ -20,7 +20,7 @@
 )]
 
 use carebridge_medtech_mapping::{
-    create_observation, envelope, group_measurements, DeviceMapping, FhirMapping, Measurement,
+    create_observation, envelope, group_by_message_owned, DeviceMapping, FhirMapping, Measurement,
     Normalizer, ObservationLinks, TransformOptions,
 };
 use chrono::{DateTime, Utc};
@@ -109,9 +109,9 @@ fn transform(
     issued: DateTime<Utc>,
 ) -> usize {
     let indexed: Vec<(usize, Measurement)> = measurements.into_iter().map(|m| (index, m)).collect();
-    let groups = group_measurements(&indexed, fhir).unwrap();
+    let groups = group_by_message_owned(indexed, fhir).unwrap();
     let mut n = 0;
-    for g in &groups {
+    for (g, _) in &groups {
         let template = fhir.template_for(&g.type_name).unwrap();
         black_box(create_observation(g, template, links, options, issued).unwrap());
         n += 1;
@@ -194,8 +194,8 @@ fn bench(c: &mut Criterion) {
                                     .map(|m| (index, m)),
                             );
                         }
-                        let groups = group_measurements(&all, &fhir).unwrap();
-                        for g in &groups {
+                        let groups = group_by_message_owned(all, &fhir).unwrap();
+                        for (g, _) in &groups {
                             let template = fhir.template_for(&g.type_name).unwrap();
                             black_box(
                                 create_observation(g, template, &links, &options, issued).unwrap(),

@@ -6,7 +6,12 @@
 //! the template's `periodInterval` (`Single`: one per instant, `Hourly`/`Daily`: UTC hour/day
 //! windows, `CorrelationId`: one per correlation id).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+/// Maps on the grouping path: foldhash (seeded per process) instead of SipHash, whose cost per
+/// key showed in the profile of a batch.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 
@@ -96,26 +101,41 @@ impl ObservationGroup {
         s
     }
 
-    fn add(&mut self, m: &Measurement) {
-        for p in &m.properties {
-            let idx = match self.values.iter().position(|(n, _)| *n == p.name) {
-                Some(i) => i,
-                None => {
-                    self.values.push((p.name.clone(), Vec::new()));
-                    self.values.len() - 1
+    /// Adds the values of `m` (moved when owned).
+    fn add(&mut self, m: Cow<'_, Measurement>) {
+        let time = m.occurrence_time_utc;
+        match m {
+            Cow::Borrowed(m) => {
+                for p in &m.properties {
+                    self.add_value(Cow::Borrowed(&p.name), Cow::Borrowed(&p.value), time);
                 }
-            };
-            if let Some((_, list)) = self.values.get_mut(idx) {
-                // A sorted set ordered by time: a second value at the same instant is ignored.
-                match list.binary_search_by(|(t, _)| t.cmp(&m.occurrence_time_utc)) {
-                    Ok(_) => {}
-                    Err(pos) => list.insert(pos, (m.occurrence_time_utc, p.value.clone())),
+            }
+            Cow::Owned(m) => {
+                for p in m.properties {
+                    self.add_value(Cow::Owned(p.name), Cow::Owned(p.value), time);
                 }
             }
         }
         if self.period_interval == PeriodInterval::CorrelationId {
-            self.start = self.start.min(m.occurrence_time_utc);
-            self.end = self.end.max(m.occurrence_time_utc);
+            self.start = self.start.min(time);
+            self.end = self.end.max(time);
+        }
+    }
+
+    fn add_value(&mut self, name: Cow<'_, str>, value: Cow<'_, str>, time: DateTime<Utc>) {
+        let idx = match self.values.iter().position(|(n, _)| *n == *name) {
+            Some(i) => i,
+            None => {
+                self.values.push((name.into_owned(), Vec::new()));
+                self.values.len() - 1
+            }
+        };
+        if let Some((_, list)) = self.values.get_mut(idx) {
+            // A sorted set ordered by time: a second value at the same instant is ignored.
+            match list.binary_search_by(|(t, _)| t.cmp(&time)) {
+                Ok(_) => {}
+                Err(pos) => list.insert(pos, (time, value.into_owned())),
+            }
         }
     }
 }
@@ -192,39 +212,80 @@ pub fn group_by_message(
     measurements: &[(usize, Measurement)],
     fhir: &FhirMapping,
 ) -> Result<Vec<(ObservationGroup, Vec<usize>)>> {
+    group_inner(
+        measurements
+            .iter()
+            .map(|(i, m)| (*i, Cow::Borrowed(m)))
+            .collect(),
+        fhir,
+    )
+}
+
+/// As [`group_by_message`], consuming the measurements: their values move into the groups
+/// instead of being copied.
+///
+/// # Errors
+/// As [`group_measurements`].
+pub fn group_by_message_owned(
+    measurements: Vec<(usize, Measurement)>,
+    fhir: &FhirMapping,
+) -> Result<Vec<(ObservationGroup, Vec<usize>)>> {
+    group_inner(
+        measurements
+            .into_iter()
+            .map(|(i, m)| (i, Cow::Owned(m)))
+            .collect(),
+        fhir,
+    )
+}
+
+/// The five ids of `m` as a level-1 key.
+fn key_of(m: &Measurement) -> GroupKey<'_> {
+    (
+        m.device_id.as_str(),
+        m.type_name.as_str(),
+        m.patient_id.as_deref().unwrap_or(""),
+        m.encounter_id.as_deref().unwrap_or(""),
+        m.correlation_id.as_deref().unwrap_or(""),
+    )
+}
+
+fn group_inner(
+    measurements: Vec<(usize, Cow<'_, Measurement>)>,
+    fhir: &FhirMapping,
+) -> Result<Vec<(ObservationGroup, Vec<usize>)>> {
     // Level 1: device, type, patient, encounter, correlation id, in order of first appearance.
     // iomt-fhir joins the five into one string with `-`; a tuple keeps e.g. device `a-b` with
     // type `c` apart from device `a` with type `b-c` (the only inputs where the two differ).
-    let mut key_index: HashMap<GroupKey<'_>, usize> = HashMap::new();
-    let mut keyed: Vec<Vec<&(usize, Measurement)>> = Vec::new();
-    for item in measurements {
-        let m = &item.1;
-        let key = (
-            m.device_id.as_str(),
-            m.type_name.as_str(),
-            m.patient_id.as_deref().unwrap_or(""),
-            m.encounter_id.as_deref().unwrap_or(""),
-            m.correlation_id.as_deref().unwrap_or(""),
-        );
-        let slot = *key_index.entry(key).or_insert_with(|| {
-            keyed.push(Vec::new());
-            keyed.len() - 1
-        });
-        if let Some(list) = keyed.get_mut(slot) {
-            list.push(item);
+    let mut keyed: Vec<Vec<usize>> = Vec::new();
+    {
+        let mut key_index: FastMap<GroupKey<'_>, usize> = FastMap::default();
+        for (position, (_, m)) in measurements.iter().enumerate() {
+            let slot = *key_index.entry(key_of(m)).or_insert_with(|| {
+                keyed.push(Vec::new());
+                keyed.len() - 1
+            });
+            if let Some(list) = keyed.get_mut(slot) {
+                list.push(position);
+            }
         }
     }
+    let mut items: Vec<Option<(usize, Cow<'_, Measurement>)>> =
+        measurements.into_iter().map(Some).collect();
     let mut out = Vec::new();
-    let mut by_instant: HashMap<DateTime<Utc>, usize> = HashMap::new();
-    let mut by_window: HashMap<DateTime<Utc>, usize> = HashMap::new();
-    for items in keyed {
+    let mut by_instant: FastMap<DateTime<Utc>, usize> = FastMap::default();
+    let mut by_window: FastMap<DateTime<Utc>, usize> = FastMap::default();
+    for positions in keyed {
         // Same instant: keep the latest ingested (highest message index; first among equals),
         // in the position of the instant's first appearance. `superseded` keeps the message
         // indexes of the ones replaced, by deduplicated position.
         by_instant.clear();
-        let mut deduped: Vec<&(usize, Measurement)> = Vec::with_capacity(items.len());
+        let mut deduped: Vec<(usize, Cow<'_, Measurement>)> = Vec::with_capacity(positions.len());
         let mut superseded: Vec<(usize, usize)> = Vec::new();
-        for item in items {
+        for position in positions {
+            let Some(item) = items.get_mut(position).and_then(Option::take) else {
+                continue;
+            };
             match by_instant.get(&item.1.occurrence_time_utc) {
                 Some(&i) => {
                     if let Some(d) = deduped.get_mut(i) {
@@ -242,13 +303,24 @@ pub fn group_by_message(
                 }
             }
         }
-        let Some(first) = deduped.first().map(|d| &d.1) else {
+        let Some(first) = deduped.first().map(|d| &*d.1) else {
             continue;
         };
         check_groupable(first, fhir)?;
         let interval = fhir
             .template_for(&first.type_name)
             .map_or(PeriodInterval::Single, |t| t.period_interval);
+        let blank = ObservationGroup {
+            type_name: first.type_name.clone(),
+            device_id: first.device_id.clone(),
+            patient_id: first.patient_id.clone(),
+            encounter_id: first.encounter_id.clone(),
+            correlation_id: first.correlation_id.clone(),
+            period_interval: interval,
+            start: first.occurrence_time_utc,
+            end: first.occurrence_time_utc,
+            values: Vec::new(),
+        };
         let mut groups: Vec<(ObservationGroup, Vec<usize>)> = Vec::new();
         // Deduplicated position -> group, for the superseded indexes.
         let mut group_of: Vec<usize> = Vec::with_capacity(deduped.len());
@@ -266,15 +338,9 @@ pub fn group_by_message(
                     by_window.insert(start, groups.len());
                     groups.push((
                         ObservationGroup {
-                            type_name: first.type_name.clone(),
-                            device_id: first.device_id.clone(),
-                            patient_id: first.patient_id.clone(),
-                            encounter_id: first.encounter_id.clone(),
-                            correlation_id: first.correlation_id.clone(),
-                            period_interval: interval,
                             start,
                             end,
-                            values: Vec::new(),
+                            ..blank.clone()
                         },
                         Vec::new(),
                     ));
@@ -283,7 +349,7 @@ pub fn group_by_message(
             };
             if let Some((g, sources)) = groups.get_mut(slot) {
                 g.add(m);
-                sources.push(*index);
+                sources.push(index);
             }
             group_of.push(slot);
         }
@@ -406,6 +472,7 @@ mod tests {
                 ("e", "20230313220000Z.20230313225959Z".to_owned(), &[1][..]),
             ]
         );
+        assert_eq!(g, group_by_message_owned(ms.clone(), &fhir(60)).unwrap());
         let plain: Vec<ObservationGroup> = g.into_iter().map(|(g, _)| g).collect();
         assert_eq!(plain, group_measurements(&ms, &fhir(60)).unwrap());
     }

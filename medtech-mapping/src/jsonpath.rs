@@ -931,28 +931,68 @@ fn scan<'a>(v: &'a Value, name: Option<&str>, names: Option<&[String]>, out: &mu
     }
 }
 
-/// `DescendantsAndSelf` in document order, keeping the nodes that match `q`.
+/// Whether `q` is false, without error, on every scalar (string, number, boolean, null): its
+/// path starts below the token (`@.name`, `@[0]`) and cannot fail on an empty set, so the
+/// `..` scan need not test the leaves of the document. `And` stops at its first false item.
+fn false_on_scalar(q: &QueryExpr) -> bool {
+    match q {
+        QueryExpr::And(items) => items.first().is_some_and(false_on_scalar),
+        QueryExpr::Or(items) => !items.is_empty() && items.iter().all(false_on_scalar),
+        QueryExpr::Boolean {
+            left: Side::Path(path),
+            ..
+        } => {
+            matches!(
+                path.first(),
+                Some(
+                    Filter::Field(_)
+                        | Filter::FieldMultiple(_)
+                        | Filter::Index(_)
+                        | Filter::IndexMultiple(_)
+                )
+            ) && !path.iter().any(|f| {
+                matches!(f, Filter::Root | Filter::Slice { step: Some(0), .. })
+                    || matches!(f, Filter::Query(q) | Filter::QueryScan(q) if query_uses_root(q))
+            })
+        }
+        QueryExpr::Boolean {
+            left: Side::Value(_),
+            ..
+        } => false,
+    }
+}
+
+/// `DescendantsAndSelf` in document order, keeping the nodes that match `q` (scalars skipped
+/// when `skip_scalars`, see [`false_on_scalar`]).
 fn query_scan<'a>(
     q: &QueryExpr,
+    skip_scalars: bool,
     root: &'a Value,
     v: &'a Value,
     out: &mut Vec<&'a Value>,
 ) -> Result<(), JsonPathError> {
-    if is_match(q, root, v)? {
-        out.push(v);
-    }
     match v {
         Value::Object(m) => {
+            if is_match(q, root, v)? {
+                out.push(v);
+            }
             for c in m.values() {
-                query_scan(q, root, c, out)?;
+                query_scan(q, skip_scalars, root, c, out)?;
             }
         }
         Value::Array(a) => {
+            if is_match(q, root, v)? {
+                out.push(v);
+            }
             for c in a {
-                query_scan(q, root, c, out)?;
+                query_scan(q, skip_scalars, root, c, out)?;
             }
         }
-        _ => {}
+        _ => {
+            if !skip_scalars && is_match(q, root, v)? {
+                out.push(v);
+            }
+        }
     }
     Ok(())
 }
@@ -1040,8 +1080,9 @@ fn apply<'a>(
             }
         }
         Filter::QueryScan(q) => {
+            let skip_scalars = false_on_scalar(q);
             for t in current {
-                query_scan(q, root, t, &mut out)?;
+                query_scan(q, skip_scalars, root, t, &mut out)?;
             }
         }
     }
@@ -1347,6 +1388,48 @@ fn cmp_f64(a: f64, b: f64) -> Ordering {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The `..` scan that skips scalars finds the same tokens, and fails the same way, as the
+    /// scan that tests every node.
+    #[test]
+    fn skipping_scalars_in_a_scan_changes_nothing() {
+        let docs = [
+            json!({"Body": {"hr": 70, "a": [1, "x", {"hr": 2}, [3, {"b": null}]], "m": {"hr": {"v": 1}}}}),
+            json!([1, 2, {"hr": 3}, "hr", true, null, [[{"sys": 1, "dia": 2}]]]),
+            json!({"c": 5, "d": {"c": "5"}, "e": [5, {"c": 6}]}),
+            json!(7),
+        ];
+        let queries = [
+            ("$..[?(@hr)]", true),
+            ("$..[?(@.sys && @.dia)]", true),
+            ("$..[?(@.c == 5)]", true),
+            ("$..[?(@.c > 4 || @[0] == 5)]", true),
+            ("$..[?(@[0])]", true),
+            ("$..[?(@.*)]", true),
+            ("$..[?(@ == 5)]", false),
+            ("$..[?(@ > 4)]", false),
+            ("$..[?(5 == @.c)]", false),
+            ("$..[?($.c == 5)]", false),
+            ("$..[?(@.c || @ == 5)]", false),
+            ("$..[?(@.c && @ == 5)]", true),
+            ("$..[?(@ == 5 && @.c)]", false),
+            ("$..[?(@.a[0:1:0])]", false),
+        ];
+        for (text, skips) in queries {
+            let path = JsonPath::parse(text).unwrap();
+            let Some(Filter::QueryScan(q)) = path.filters.last() else {
+                panic!("{text}: {:?}", path.filters);
+            };
+            assert_eq!(false_on_scalar(q), skips, "{text}");
+            for doc in &docs {
+                let scan = |skip: bool| {
+                    let mut out = Vec::new();
+                    query_scan(q, skip, doc, doc, &mut out).map(|()| out)
+                };
+                assert_eq!(scan(false_on_scalar(q)), scan(false), "{text} over {doc}");
+            }
+        }
+    }
 
     fn sel(path: &str, v: &Value) -> Vec<Value> {
         JsonPath::parse(path)

@@ -73,8 +73,8 @@ pub use fhir_template::{
     PeriodInterval,
 };
 pub use group::{
-    check_groupable, group_by_message, group_measurements, ObservationGroup, TimedValues,
-    OBSERVATION_IDENTIFIER_SYSTEM,
+    check_groupable, group_by_message, group_by_message_owned, group_measurements,
+    ObservationGroup, TimedValues, OBSERVATION_IDENTIFIER_SYSTEM,
 };
 pub use jmes::{JmesPath, JmesPathError};
 pub use jsonpath::{JsonPath, JsonPathError};

@@ -347,7 +347,10 @@ fn has_key_fast_path_matches_the_general_evaluation() {
         for g in &givens {
             let mine = ours(e, g);
             let theirs = crate_outcome(e, g);
-            assert!(same(&mine, &theirs), "`{e}` over {g}: ours {mine:?}, crate {theirs:?}");
+            assert!(
+                same(&mine, &theirs),
+                "`{e}` over {g}: ours {mine:?}, crate {theirs:?}"
+            );
             checked += 1;
         }
     }
@@ -369,7 +372,10 @@ fn has_key_fast_path_matches_the_general_evaluation() {
         ("contains(keys(matchedToken), 'hr')", true),
     ] {
         let p = JmesPath::parse(e).unwrap();
-        let got = p.eval(&super::eval::Val::Root(&overlay)).unwrap().to_value();
+        let got = p
+            .eval(&super::eval::Val::Root(&overlay))
+            .unwrap()
+            .to_value();
         assert_eq!(got, serde_json::json!(expected), "{e}");
     }
 }

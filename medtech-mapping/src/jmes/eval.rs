@@ -980,11 +980,7 @@ impl Ctx<'_> {
         // The arguments are owned: each is moved out once (a list argument is not copied).
         // `merge`, `not_null` and the custom functions read the whole list instead.
         let whole = matches!(f, Func::Merge | Func::NotNull) || f.is_custom();
-        let a0 = if whole {
-            Val::Null
-        } else {
-            take(&mut args, 0)
-        };
+        let a0 = if whole { Val::Null } else { take(&mut args, 0) };
         let mut arg = |i: usize| take(&mut args, i);
         let float =
             |x: f64| Number::from_f64(x).map_or(Val::Null, |n| Val::Owned(Value::Number(n)));

@@ -16,7 +16,7 @@ use super::mapper::TransformMapper;
 use super::sink::{FhirSink, ObservationMapper, PendingObservation, PersistReport};
 use super::source::{EventPayload, EventSource, SourceEvent};
 use crate::{
-    check_groupable, group_by_message, DeviceMapping, FhirMapping, Measurement, Normalizer,
+    check_groupable, group_by_message_owned, DeviceMapping, FhirMapping, Measurement, Normalizer,
     ObservationGroup, TransformOptions,
 };
 use crate::{Error, Result};
@@ -348,7 +348,7 @@ impl Pipeline {
             slots.push(self.normalize_into(event, slot, &mut batch));
         }
         // Group the whole batch; every measurement in it passed `check_groupable`.
-        let groups = match group_by_message(&batch, &self.fhir) {
+        let groups = match group_by_message_owned(batch, &self.fhir) {
             Ok(g) => g,
             Err(e) => {
                 for s in slots.iter_mut().filter(|s| s.done.is_none()) {
@@ -357,7 +357,6 @@ impl Pipeline {
                 Vec::new()
             }
         };
-        drop(batch);
         let mut pending = Vec::with_capacity(groups.len());
         for (group, sources) in groups {
             match self.build(group).await {
