@@ -102,20 +102,9 @@ impl ObservationGroup {
     }
 
     /// Adds the values of `m` (moved when owned).
-    fn add(&mut self, m: Cow<'_, Measurement>) {
-        let time = m.occurrence_time_utc;
-        match m {
-            Cow::Borrowed(m) => {
-                for p in &m.properties {
-                    self.add_value(Cow::Borrowed(&p.name), Cow::Borrowed(&p.value), time);
-                }
-            }
-            Cow::Owned(m) => {
-                for p in m.properties {
-                    self.add_value(Cow::Owned(p.name), Cow::Owned(p.value), time);
-                }
-            }
-        }
+    fn add<M: GroupItem>(&mut self, m: M) {
+        let time = m.measurement().occurrence_time_utc;
+        m.add_values(self, time);
         if self.period_interval == PeriodInterval::CorrelationId {
             self.start = self.start.min(time);
             self.end = self.end.max(time);
@@ -136,6 +125,37 @@ impl ObservationGroup {
                 Ok(_) => {}
                 Err(pos) => list.insert(pos, (time, value.into_owned())),
             }
+        }
+    }
+}
+
+/// A measurement as grouping takes it: borrowed (its values are copied into the group) or owned
+/// (they are moved).
+trait GroupItem {
+    fn measurement(&self) -> &Measurement;
+    fn add_values(self, group: &mut ObservationGroup, time: DateTime<Utc>);
+}
+
+impl GroupItem for &Measurement {
+    fn measurement(&self) -> &Measurement {
+        self
+    }
+
+    fn add_values(self, group: &mut ObservationGroup, time: DateTime<Utc>) {
+        for p in &self.properties {
+            group.add_value(Cow::Borrowed(&p.name), Cow::Borrowed(&p.value), time);
+        }
+    }
+}
+
+impl GroupItem for Measurement {
+    fn measurement(&self) -> &Measurement {
+        self
+    }
+
+    fn add_values(self, group: &mut ObservationGroup, time: DateTime<Utc>) {
+        for p in self.properties {
+            group.add_value(Cow::Owned(p.name), Cow::Owned(p.value), time);
         }
     }
 }
@@ -212,13 +232,7 @@ pub fn group_by_message(
     measurements: &[(usize, Measurement)],
     fhir: &FhirMapping,
 ) -> Result<Vec<(ObservationGroup, Vec<usize>)>> {
-    group_inner(
-        measurements
-            .iter()
-            .map(|(i, m)| (*i, Cow::Borrowed(m)))
-            .collect(),
-        fhir,
-    )
+    group_inner(measurements.iter().map(|(i, m)| (*i, m)).collect(), fhir)
 }
 
 /// As [`group_by_message`], consuming the measurements: their values move into the groups
@@ -230,13 +244,7 @@ pub fn group_by_message_owned(
     measurements: Vec<(usize, Measurement)>,
     fhir: &FhirMapping,
 ) -> Result<Vec<(ObservationGroup, Vec<usize>)>> {
-    group_inner(
-        measurements
-            .into_iter()
-            .map(|(i, m)| (i, Cow::Owned(m)))
-            .collect(),
-        fhir,
-    )
+    group_inner(measurements, fhir)
 }
 
 /// The five ids of `m` as a level-1 key.
@@ -250,8 +258,8 @@ fn key_of(m: &Measurement) -> GroupKey<'_> {
     )
 }
 
-fn group_inner(
-    measurements: Vec<(usize, Cow<'_, Measurement>)>,
+fn group_inner<M: GroupItem>(
+    measurements: Vec<(usize, M)>,
     fhir: &FhirMapping,
 ) -> Result<Vec<(ObservationGroup, Vec<usize>)>> {
     // Level 1: device, type, patient, encounter, correlation id, in order of first appearance.
@@ -261,7 +269,7 @@ fn group_inner(
     {
         let mut key_index: FastMap<GroupKey<'_>, usize> = FastMap::default();
         for (position, (_, m)) in measurements.iter().enumerate() {
-            let slot = *key_index.entry(key_of(m)).or_insert_with(|| {
+            let slot = *key_index.entry(key_of(m.measurement())).or_insert_with(|| {
                 keyed.push(Vec::new());
                 keyed.len() - 1
             });
@@ -270,8 +278,7 @@ fn group_inner(
             }
         }
     }
-    let mut items: Vec<Option<(usize, Cow<'_, Measurement>)>> =
-        measurements.into_iter().map(Some).collect();
+    let mut items: Vec<Option<(usize, M)>> = measurements.into_iter().map(Some).collect();
     let mut out = Vec::new();
     let mut by_instant: FastMap<DateTime<Utc>, usize> = FastMap::default();
     let mut by_window: FastMap<DateTime<Utc>, usize> = FastMap::default();
@@ -280,13 +287,14 @@ fn group_inner(
         // in the position of the instant's first appearance. `superseded` keeps the message
         // indexes of the ones replaced, by deduplicated position.
         by_instant.clear();
-        let mut deduped: Vec<(usize, Cow<'_, Measurement>)> = Vec::with_capacity(positions.len());
+        let mut deduped: Vec<(usize, M)> = Vec::with_capacity(positions.len());
         let mut superseded: Vec<(usize, usize)> = Vec::new();
         for position in positions {
             let Some(item) = items.get_mut(position).and_then(Option::take) else {
                 continue;
             };
-            match by_instant.get(&item.1.occurrence_time_utc) {
+            let time = item.1.measurement().occurrence_time_utc;
+            match by_instant.get(&time) {
                 Some(&i) => {
                     if let Some(d) = deduped.get_mut(i) {
                         if item.0 > d.0 {
@@ -298,35 +306,33 @@ fn group_inner(
                     }
                 }
                 None => {
-                    by_instant.insert(item.1.occurrence_time_utc, deduped.len());
+                    by_instant.insert(time, deduped.len());
                     deduped.push(item);
                 }
             }
         }
-        let Some(first) = deduped.first().map(|d| &*d.1) else {
+        let Some(first) = deduped.first().map(|d| d.1.measurement()) else {
             continue;
         };
         check_groupable(first, fhir)?;
         let interval = fhir
             .template_for(&first.type_name)
             .map_or(PeriodInterval::Single, |t| t.period_interval);
-        let blank = ObservationGroup {
-            type_name: first.type_name.clone(),
-            device_id: first.device_id.clone(),
-            patient_id: first.patient_id.clone(),
-            encounter_id: first.encounter_id.clone(),
-            correlation_id: first.correlation_id.clone(),
-            period_interval: interval,
-            start: first.occurrence_time_utc,
-            end: first.occurrence_time_utc,
-            values: Vec::new(),
-        };
+        // The ids of the key's groups.
+        let ids = (
+            first.type_name.clone(),
+            first.device_id.clone(),
+            first.patient_id.clone(),
+            first.encounter_id.clone(),
+            first.correlation_id.clone(),
+        );
+        let mut ids = Some(ids);
         let mut groups: Vec<(ObservationGroup, Vec<usize>)> = Vec::new();
         // Deduplicated position -> group, for the superseded indexes.
         let mut group_of: Vec<usize> = Vec::with_capacity(deduped.len());
         by_window.clear();
         for (index, m) in deduped {
-            let (start, end) = window(interval, m.occurrence_time_utc);
+            let (start, end) = window(interval, m.measurement().occurrence_time_utc);
             let slot = if interval == PeriodInterval::CorrelationId {
                 (!groups.is_empty()).then_some(0)
             } else {
@@ -336,11 +342,29 @@ fn group_inner(
                 Some(i) => i,
                 None => {
                     by_window.insert(start, groups.len());
+                    // The key's first group takes the ids, later windows copy them.
+                    let (type_name, device_id, patient_id, encounter_id, correlation_id) =
+                        match groups.first() {
+                            Some((g, _)) => (
+                                g.type_name.clone(),
+                                g.device_id.clone(),
+                                g.patient_id.clone(),
+                                g.encounter_id.clone(),
+                                g.correlation_id.clone(),
+                            ),
+                            None => ids.take().unwrap_or_default(),
+                        };
                     groups.push((
                         ObservationGroup {
+                            type_name,
+                            device_id,
+                            patient_id,
+                            encounter_id,
+                            correlation_id,
+                            period_interval: interval,
                             start,
                             end,
-                            ..blank.clone()
+                            values: Vec::new(),
                         },
                         Vec::new(),
                     ));

@@ -971,13 +971,16 @@ fn query_scan<'a>(
     v: &'a Value,
     out: &mut Vec<&'a Value>,
 ) -> Result<(), JsonPathError> {
+    let container = |c: &Value| matches!(c, Value::Object(_) | Value::Array(_));
     match v {
         Value::Object(m) => {
             if is_match(q, root, v)? {
                 out.push(v);
             }
             for c in m.values() {
-                query_scan(q, skip_scalars, root, c, out)?;
+                if !skip_scalars || container(c) {
+                    query_scan(q, skip_scalars, root, c, out)?;
+                }
             }
         }
         Value::Array(a) => {
@@ -985,7 +988,9 @@ fn query_scan<'a>(
                 out.push(v);
             }
             for c in a {
-                query_scan(q, skip_scalars, root, c, out)?;
+                if !skip_scalars || container(c) {
+                    query_scan(q, skip_scalars, root, c, out)?;
+                }
             }
         }
         _ => {
