@@ -154,6 +154,8 @@ fn push_digits(out: &mut String, n: u32, width: u32) {
 /// Appends `yyyyMMddHHmmss` (UTC); `false` (nothing appended) for years outside 0..=9999 and
 /// leap seconds, which the caller formats with chrono.
 pub(crate) fn push_compact(out: &mut String, t: &DateTime<Utc>) -> bool {
+    // The naive UTC value once: each accessor of `DateTime<Utc>` converts it again.
+    let t = t.naive_utc();
     let Ok(year) = u32::try_from(t.year()) else {
         return false;
     };
@@ -172,12 +174,15 @@ pub(crate) fn push_compact(out: &mut String, t: &DateTime<Utc>) -> bool {
 pub(crate) fn format_instant(t: &DateTime<Utc>) -> String {
     // Hand-written for the common case (years 0..=9999, no leap second): chrono's formatting
     // machinery showed in the transform profile. Same text as `format_instant_chrono`.
-    let (Ok(year), nanos) = (u32::try_from(t.year()), t.nanosecond()) else {
+    // The naive UTC value once: each accessor of `DateTime<Utc>` converts it again.
+    let n = t.naive_utc();
+    let (Ok(year), nanos) = (u32::try_from(n.year()), n.nanosecond()) else {
         return format_instant_chrono(t);
     };
     if year > 9999 || nanos >= 1_000_000_000 {
         return format_instant_chrono(t);
     }
+    let t = n;
     let mut s = String::with_capacity(28);
     push_digits(&mut s, year, 4);
     for (sep, n) in [
