@@ -27,7 +27,9 @@ pub const DEFAULT_BATCH_SIZE: usize = 100;
 /// Configures a [`Pipeline`].
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
-    /// How many batches are processed at once (default 8). Acknowledgements stay in order.
+    /// How many batches are processed at once (default 8): normalization, grouping, identity
+    /// resolution and building overlap, while writes and acknowledgements stay in order (one
+    /// batch writes at a time, so batches never race each other for one Observation).
     pub concurrency: usize,
     /// The most messages grouped together (default [`DEFAULT_BATCH_SIZE`]).
     ///
@@ -261,7 +263,10 @@ impl Pipeline {
         F: FnMut(&MessageOutcome, &RunSummary) + Send,
     {
         let mut summary = RunSummary::default();
+        // Declared before `inflight`, whose batches borrow it.
+        let turns = Turns::default();
         let mut inflight = FuturesOrdered::new();
+        let mut next_ticket = 0u64;
         let mut ended = false;
         let concurrency = self.options.concurrency.max(1);
         let batch_size = self.options.batch_size.max(1);
@@ -276,7 +281,19 @@ impl Pipeline {
                                 None => break,
                             }
                         }
-                        inflight.push_back(self.process_batch(batch));
+                        let turn = Turn {
+                            turns: &turns,
+                            ticket: next_ticket,
+                        };
+                        next_ticket += 1;
+                        let span = tracing::info_span!(
+                            "medtech.batch",
+                            first = batch.first().map(|e| e.position),
+                            messages = batch.len()
+                        );
+                        inflight.push_back(
+                            self.process_batch_inner(batch, Some(turn)).instrument(span),
+                        );
                     }
                     None => ended = true,
                 }
@@ -337,10 +354,18 @@ impl Pipeline {
             first = events.first().map(|e| e.position),
             messages = events.len()
         );
-        self.process_batch_inner(events).instrument(span).await
+        self.process_batch_inner(events, None)
+            .instrument(span)
+            .await
     }
 
-    async fn process_batch_inner(&self, events: Vec<SourceEvent>) -> Result<Vec<MessageOutcome>> {
+    /// With a `turn`, the batch writes (and writes its dead letters) only after every earlier
+    /// batch of the run has.
+    async fn process_batch_inner(
+        &self,
+        events: Vec<SourceEvent>,
+        turn: Option<Turn<'_>>,
+    ) -> Result<Vec<MessageOutcome>> {
         let mut slots: Vec<Slot> = Vec::with_capacity(events.len());
         let mut batch: Vec<(usize, Measurement)> = Vec::new();
         for event in events {
@@ -364,6 +389,10 @@ impl Pipeline {
                 Err(e) if e.is_message_error() => fail_all(&mut slots, &sources, &e),
                 Err(e) => return Err(e),
             }
+        }
+        // Writes in batch order: later batches of a run hold the same device windows.
+        if let Some(t) = &turn {
+            t.wait().await;
         }
         // Groups can share an identifier (`Single` windows within one second): persist them in
         // rounds, each identifier at most once per round, so the later group is merged into
@@ -602,6 +631,51 @@ impl Pipeline {
             measurements,
             trace,
         })
+    }
+}
+
+/// The order in which the batches of one run write: batch `n` writes once `current` is `n`.
+#[derive(Default)]
+struct Turns {
+    current: std::sync::Mutex<u64>,
+    changed: tokio::sync::Notify,
+}
+
+/// A batch's place in [`Turns`].
+struct Turn<'t> {
+    turns: &'t Turns,
+    ticket: u64,
+}
+
+impl Turn<'_> {
+    fn current(&self) -> u64 {
+        self.turns.current.lock().map_or(u64::MAX, |c| *c)
+    }
+
+    /// Waits until every earlier batch has written (the turn passes on when this `Turn` is
+    /// dropped, at the end of the batch).
+    async fn wait(&self) {
+        loop {
+            // Registered before the check, so a `notify_waiters` in between is not missed.
+            let changed = self.turns.changed.notified();
+            if self.current() >= self.ticket {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    /// Passes the turn on when this batch had it. A batch that failed before its turn does
+    /// not: the run stops at its error, in order, before any later batch is needed.
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.turns.current.lock() {
+            if *c == self.ticket {
+                *c += 1;
+            }
+        }
+        self.turns.changed.notify_waiters();
     }
 }
 

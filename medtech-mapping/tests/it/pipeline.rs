@@ -438,3 +438,84 @@ async fn groups_of_one_message_with_one_identifier_are_persisted_in_rounds() {
     assert_eq!(obs["effectivePeriod"]["start"], "2024-05-01T08:00:00.1Z");
     assert_eq!(obs["effectivePeriod"]["end"], "2024-05-01T08:00:00.5Z");
 }
+
+/// A sink that takes longer for earlier calls and records the order and overlap of its calls.
+#[derive(Debug, Default)]
+struct SlowFirstSink {
+    inner: InMemorySink,
+    calls: std::sync::Mutex<Vec<String>>,
+    active: std::sync::atomic::AtomicUsize,
+    max_active: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl FhirSink for SlowFirstSink {
+    async fn persist(
+        &self,
+        pending: Vec<PendingObservation>,
+        mapper: &dyn ObservationMapper,
+    ) -> carebridge_medtech_mapping::Result<PersistReport> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.active.fetch_add(1, SeqCst) + 1;
+        self.max_active.fetch_max(now, SeqCst);
+        let first_value = pending[0].group.values[0].1[0].1.clone();
+        let n = self.calls.lock().unwrap().len() as u64;
+        tokio::time::sleep(std::time::Duration::from_millis(
+            60u64.saturating_sub(n * 20),
+        ))
+        .await;
+        self.calls.lock().unwrap().push(first_value);
+        let r = self.inner.persist(pending, mapper).await;
+        self.active.fetch_sub(1, SeqCst);
+        r
+    }
+}
+
+#[tokio::test]
+async fn concurrent_batches_write_in_order_one_at_a_time() {
+    let device = DeviceMapping::from_json(DEVICE_MAPPING).unwrap();
+    let fhir = FhirMapping::from_json(FHIR_MAPPING).unwrap();
+    let sink = Arc::new(SlowFirstSink::default());
+    let p = Pipeline::new(
+        &device,
+        fhir,
+        IdentityResolver::new(
+            Arc::new(InMemoryIdentityStore::new()),
+            IdentityOptions::default(),
+        ),
+        sink.clone(),
+        Arc::new(InMemoryDeadLetters::new()),
+        PipelineOptions {
+            concurrency: 3,
+            batch_size: 2,
+            ..PipelineOptions::default()
+        },
+    )
+    .unwrap();
+    // Six blood-pressure readings of one device in one hour: three batches of two, all for the
+    // same hourly Observation.
+    let stream: Vec<Value> = (0..6)
+        .map(|i| json!({"deviceId": "cuff", "patientId": "p", "endDate": format!("2024-05-01T08:{:02}:00Z", 10 + i),
+                        "systolic": 110 + i, "diastolic": 70}))
+        .collect();
+    let mut source = InMemorySource::new(stream);
+    let summary = p.run(&mut source, |_, _| {}).await.unwrap();
+    assert_eq!(summary.messages, 6);
+    assert_eq!(
+        (summary.observations_created, summary.observations_updated),
+        (1, 2)
+    );
+    // The first batch was the slowest to write, yet the writes came in batch order, never two
+    // at once, so the window ends with the last batch's value.
+    assert_eq!(*sink.calls.lock().unwrap(), ["110", "112", "114"]);
+    assert_eq!(sink.max_active.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let stored = sink.inner.observations();
+    let obs = serde_json::to_value(stored.values().next().unwrap()).unwrap();
+    let systolic = obs["component"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"]["coding"][0]["code"] == "8480-6")
+        .unwrap();
+    assert_eq!(systolic["valueQuantity"]["value"], 114);
+}
