@@ -575,6 +575,26 @@ impl KafkaSource {
     }
 }
 
+impl KafkaSource {
+    /// A receive error: the run's error when the consumer is in a fatal state, else logged
+    /// (librdkafka retries transient failures itself).
+    fn fail_if_fatal(
+        &self,
+        e: rdkafka::error::KafkaError,
+    ) -> carebridge_medtech_mapping::Result<()> {
+        if let Some((code, reason)) = self.consumer.client().fatal_error() {
+            tracing::error!(%code, reason, "fatal Kafka consumer error");
+            return Err(Error::Client {
+                operation: "receive",
+                source: crate::error::ClientError::fatal(e),
+            }
+            .into_pipeline("Kafka receive"));
+        }
+        tracing::warn!(error = %e, "Kafka consumer error; continuing");
+        Ok(())
+    }
+}
+
 impl EventSource for KafkaSource {
     async fn next_event(&mut self) -> carebridge_medtech_mapping::Result<Option<SourceEvent>> {
         loop {
@@ -597,18 +617,8 @@ impl EventSource for KafkaSource {
                         return Ok(Some(event));
                     }
                 }
-                Err(e) => {
-                    if let Some((code, reason)) = self.consumer.client().fatal_error() {
-                        tracing::error!(%code, reason, "fatal Kafka consumer error");
-                        return Err(Error::Client {
-                            operation: "receive",
-                            source: crate::error::ClientError::fatal(e),
-                        }
-                        .into_pipeline("Kafka receive"));
-                    }
-                    // Transient (broker down, topic not yet created, ...): librdkafka retries.
-                    tracing::warn!(error = %e, "Kafka consumer error; continuing");
-                }
+                // Transient (broker down, topic not yet created, ...): librdkafka retries.
+                Err(e) => self.fail_if_fatal(e)?,
             }
         }
     }
@@ -632,16 +642,8 @@ impl EventSource for KafkaSource {
                     }
                 }
                 Err(e) => {
-                    if let Some((code, reason)) = self.consumer.client().fatal_error() {
-                        tracing::error!(%code, reason, "fatal Kafka consumer error");
-                        return Err(Error::Client {
-                            operation: "receive",
-                            source: crate::error::ClientError::fatal(e),
-                        }
-                        .into_pipeline("Kafka receive"));
-                    }
                     // Transient: `next_event` will wait and see it again if it persists.
-                    tracing::warn!(error = %e, "Kafka consumer error; continuing");
+                    self.fail_if_fatal(e)?;
                     return Ok(None);
                 }
             }

@@ -104,6 +104,22 @@ fn pipeline_with(
     (p, sink, dead)
 }
 
+/// A pipeline over the test mappings writing to `sink`, with fresh identities and dead letters.
+fn pipeline_to(sink: Arc<dyn FhirSink>, options: PipelineOptions) -> Pipeline {
+    Pipeline::new(
+        &DeviceMapping::from_json(DEVICE_MAPPING).unwrap(),
+        FhirMapping::from_json(FHIR_MAPPING).unwrap(),
+        IdentityResolver::new(
+            Arc::new(InMemoryIdentityStore::new()),
+            IdentityOptions::default(),
+        ),
+        sink,
+        Arc::new(InMemoryDeadLetters::new()),
+        options,
+    )
+    .unwrap()
+}
+
 /// The clinical content of stored Observations: without `status` (amended after a merge) and
 /// `issued` (the time of writing).
 fn content(sink: &InMemorySink) -> Vec<Value> {
@@ -399,21 +415,8 @@ async fn groups_of_one_message_with_one_identifier_are_persisted_in_rounds() {
     // so both groups carry one identifier. The sink must never see it twice in one call (a FHIR
     // transaction with two conditional creates for one identifier can create both), and the
     // second must be merged into the first.
-    let device = DeviceMapping::from_json(DEVICE_MAPPING).unwrap();
-    let fhir = FhirMapping::from_json(FHIR_MAPPING).unwrap();
     let sink = Arc::new(RecordingSink::default());
-    let p = Pipeline::new(
-        &device,
-        fhir,
-        IdentityResolver::new(
-            Arc::new(InMemoryIdentityStore::new()),
-            IdentityOptions::default(),
-        ),
-        sink.clone(),
-        Arc::new(InMemoryDeadLetters::new()),
-        PipelineOptions::default(),
-    )
-    .unwrap();
+    let p = pipeline_to(sink.clone(), PipelineOptions::default());
     let message = json!({"readings": [
         {"deviceId": "watch-9", "patientId": "patient-z", "endDate": "2024-05-01T08:00:00.1Z", "heartRate": 61},
         {"deviceId": "watch-9", "patientId": "patient-z", "endDate": "2024-05-01T08:00:00.5Z", "heartRate": 64}
@@ -473,25 +476,15 @@ impl FhirSink for SlowFirstSink {
 
 #[tokio::test]
 async fn concurrent_batches_write_in_order_one_at_a_time() {
-    let device = DeviceMapping::from_json(DEVICE_MAPPING).unwrap();
-    let fhir = FhirMapping::from_json(FHIR_MAPPING).unwrap();
     let sink = Arc::new(SlowFirstSink::default());
-    let p = Pipeline::new(
-        &device,
-        fhir,
-        IdentityResolver::new(
-            Arc::new(InMemoryIdentityStore::new()),
-            IdentityOptions::default(),
-        ),
+    let p = pipeline_to(
         sink.clone(),
-        Arc::new(InMemoryDeadLetters::new()),
         PipelineOptions {
             concurrency: 3,
             batch_size: 2,
             ..PipelineOptions::default()
         },
-    )
-    .unwrap();
+    );
     // Six blood-pressure readings of one device in one hour: three batches of two, all for the
     // same hourly Observation.
     let stream: Vec<Value> = (0..6)
