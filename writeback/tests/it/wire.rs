@@ -137,6 +137,18 @@ fn alternate_config(server: &MockServer) -> WritebackConfig {
     ))
 }
 
+/// The phone change written through the alternate endpoint of `server`.
+async fn process_via_alternate(server: &MockServer) -> carebridge_writeback::Outcome {
+    let wb = Writeback::new(
+        alternate_config(server),
+        dataverse(None),
+        Arc::new(FakeStore::new(all_ok())),
+        Arc::new(InMemoryOutcomeLog::new()),
+    )
+    .unwrap();
+    wb.process(&phone_change()).await.unwrap()
+}
+
 // ---------------------------------------------------------------- webhook bodies
 
 /// An `Update` on `contact` as a webhook posts it: `Target` with the changed columns and a
@@ -651,14 +663,7 @@ async fn alternate_endpoint_errors_are_typed_without_phi() {
         .expect(1)
         .mount(&server)
         .await;
-    let wb = Writeback::new(
-        alternate_config(&server),
-        dataverse(None),
-        Arc::new(FakeStore::new(all_ok())),
-        Arc::new(InMemoryOutcomeLog::new()),
-    )
-    .unwrap();
-    let outcome = wb.process(&phone_change()).await.unwrap();
+    let outcome = process_via_alternate(&server).await;
     assert_eq!(outcome.status, LogStatus::Failure);
     let err = outcome.error.unwrap();
     assert!(
@@ -680,14 +685,7 @@ async fn alternate_endpoint_large_error_body_is_read_bounded_and_typed() {
         .expect(1)
         .mount(&server)
         .await;
-    let wb = Writeback::new(
-        alternate_config(&server),
-        dataverse(None),
-        Arc::new(FakeStore::new(all_ok())),
-        Arc::new(InMemoryOutcomeLog::new()),
-    )
-    .unwrap();
-    let outcome = wb.process(&phone_change()).await.unwrap();
+    let outcome = process_via_alternate(&server).await;
     assert_eq!(outcome.status, LogStatus::Failure);
     let err = outcome.error.unwrap();
     assert!(
