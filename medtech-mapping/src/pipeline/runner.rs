@@ -286,11 +286,7 @@ impl Pipeline {
                             ticket: next_ticket,
                         };
                         next_ticket += 1;
-                        let span = tracing::info_span!(
-                            "medtech.batch",
-                            first = batch.first().map(|e| e.position),
-                            messages = batch.len()
-                        );
+                        let span = batch_span(&batch);
                         inflight.push_back(
                             self.process_batch_inner(batch, Some(turn)).instrument(span),
                         );
@@ -349,11 +345,7 @@ impl Pipeline {
     /// # Errors
     /// Infrastructure failures only (see [`run`](Pipeline::run)).
     pub async fn process_batch(&self, events: Vec<SourceEvent>) -> Result<Vec<MessageOutcome>> {
-        let span = tracing::info_span!(
-            "medtech.batch",
-            first = events.first().map(|e| e.position),
-            messages = events.len()
-        );
+        let span = batch_span(&events);
         self.process_batch_inner(events, None)
             .instrument(span)
             .await
@@ -632,6 +624,15 @@ impl Pipeline {
             trace,
         })
     }
+}
+
+/// The tracing span of one batch: its first position and its size.
+fn batch_span(events: &[SourceEvent]) -> tracing::Span {
+    tracing::info_span!(
+        "medtech.batch",
+        first = events.first().map(|e| e.position),
+        messages = events.len()
+    )
 }
 
 /// The order in which the batches of one run write: batch `n` writes once `current` is `n`.
