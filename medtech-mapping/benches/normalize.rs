@@ -3,8 +3,12 @@
 //!
 //! `cargo bench -p carebridge-medtech-mapping --features __bench --bench normalize`
 //!
+//! Messages are parsed as the pipeline parses them: into a [`Doc`] (strings borrowed from the
+//! input, members in document order).
+//!
 //! Rows (each per 1,000 messages):
-//! - `serde_json_parse_only`: the baseline.
+//! - `serde_json_parse_only`: the baseline, `serde_json::from_str::<Value>`.
+//! - `doc_parse_only`: the pipeline's own parse, for reference.
 //! - `{jsonpath,jmespath}_normalize`: parse + envelope + normalize.
 //! - `{jsonpath,jmespath}_normalize_transform`: the same, then per message (as `medtech run`
 //!   does) group the measurements and build one `Observation` per group with the FHIR
@@ -12,6 +16,8 @@
 //! - `{jsonpath,jmespath}_normalize_transform_batch_{100,1000}`: the messages grouped in batches
 //!   of 100 (the pipeline's default `batch_size`) or all 1,000 together, as MedTech groups a batch
 //!   of events, then one `Observation` per group.
+//! - `{jsonpath,jmespath}_value_normalize_transform_batch_100`: the same over
+//!   `serde_json::Value` (what an application holding `Value`s pays).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -20,8 +26,8 @@
 )]
 
 use carebridge_medtech_mapping::{
-    create_observation, envelope, group_by_message_owned, DeviceMapping, FhirMapping, Measurement,
-    Normalizer, ObservationLinks, TransformOptions,
+    create_observation, envelope, group_by_message_owned, DeviceMapping, Doc, FhirMapping,
+    Measurement, Normalizer, ObservationLinks, TransformOptions,
 };
 use chrono::{DateTime, Utc};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -144,6 +150,8 @@ fn bench(c: &mut Criterion) {
                 .normalize(&envelope(serde_json::from_str(m).unwrap()), i)
                 .unwrap();
             assert_eq!(ms.len(), 1);
+            let doc = Doc::envelope(Doc::parse(m).unwrap());
+            assert_eq!(n.normalize(&doc, i).unwrap(), ms);
             count += transform(ms, i, &fhir, &options, &links, issued);
         }
         assert_eq!(count, MESSAGES);
@@ -158,11 +166,18 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    g.bench_function("doc_parse_only", |b| {
+        b.iter(|| {
+            for m in &msgs {
+                black_box(Doc::parse(m).unwrap());
+            }
+        })
+    });
     for (name, n) in [("jsonpath", &jsonpath), ("jmespath", &jmespath)] {
         g.bench_function(format!("{name}_normalize"), |b| {
             b.iter(|| {
                 for (i, m) in msgs.iter().enumerate() {
-                    let ev = envelope(serde_json::from_str(m).unwrap());
+                    let ev = Doc::envelope(Doc::parse(m).unwrap());
                     black_box(n.normalize(&ev, i).unwrap());
                 }
             })
@@ -170,7 +185,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("{name}_normalize_transform"), |b| {
             b.iter(|| {
                 for (i, m) in msgs.iter().enumerate() {
-                    let ev = envelope(serde_json::from_str(m).unwrap());
+                    let ev = Doc::envelope(Doc::parse(m).unwrap());
                     let ms = n.normalize(&ev, i).unwrap();
                     black_box(transform(ms, i, &fhir, &options, &links, issued));
                 }
@@ -185,7 +200,7 @@ fn bench(c: &mut Criterion) {
                     for (c, chunk) in msgs.chunks(batch).enumerate() {
                         let mut all = Vec::with_capacity(chunk.len());
                         for (i, m) in chunk.iter().enumerate() {
-                            let ev = envelope(serde_json::from_str(m).unwrap());
+                            let ev = Doc::envelope(Doc::parse(m).unwrap());
                             let index = c * batch + i;
                             all.extend(
                                 n.normalize(&ev, index)
@@ -205,6 +220,30 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
+        g.bench_function(format!("{name}_value_normalize_transform_batch_100"), |b| {
+            b.iter(|| {
+                for (c, chunk) in msgs.chunks(100).enumerate() {
+                    let mut all = Vec::with_capacity(chunk.len());
+                    for (i, m) in chunk.iter().enumerate() {
+                        let ev = envelope(serde_json::from_str(m).unwrap());
+                        let index = c * 100 + i;
+                        all.extend(
+                            n.normalize(&ev, index)
+                                .unwrap()
+                                .into_iter()
+                                .map(|m| (index, m)),
+                        );
+                    }
+                    let groups = group_by_message_owned(all, &fhir).unwrap();
+                    for (g, _) in &groups {
+                        let template = fhir.template_for(&g.type_name).unwrap();
+                        black_box(
+                            create_observation(g, template, &links, &options, issued).unwrap(),
+                        );
+                    }
+                }
+            })
+        });
     }
     g.finish();
 }

@@ -15,6 +15,7 @@ use jmespath::ast::Ast;
 use jmespath::{ErrorReason, JmespathError, Variable};
 use serde_json::Value;
 
+use crate::json::JsonNode;
 use eval::{Ctx, Node};
 pub(crate) use eval::{Overlay, Val};
 
@@ -166,20 +167,23 @@ impl JmesPath {
     /// # Errors
     /// [`JmesPathError`] on a runtime error (including a custom function given the wrong
     /// argument type, a division by zero or an overflow).
-    pub fn search(&self, data: &Value) -> Result<Value, JmesPathError> {
-        Ok(self.eval(&Val::Ref(data))?.to_value())
+    pub fn search<N: JsonNode>(&self, data: &N) -> Result<Value, JmesPathError> {
+        Ok(self.eval(&Val::In(data))?.to_value())
     }
 
-    pub(crate) fn eval<'a>(&'a self, data: &Val<'a>) -> Result<Val<'a>, JmesPathError> {
+    pub(crate) fn eval<'a, N: JsonNode>(
+        &'a self,
+        data: &Val<'a, N>,
+    ) -> Result<Val<'a, N>, JmesPathError> {
         Ctx { text: &self.text }.eval(&self.node, data)
     }
 
     /// Tokens for `typeMatchExpression` (`SelectTokens`): the elements of a projection, or the
     /// single non-null result.
-    pub(crate) fn select_tokens<'a>(
+    pub(crate) fn select_tokens<'a, N: JsonNode>(
         &'a self,
-        data: &Val<'a>,
-    ) -> Result<Vec<Cow<'a, Value>>, JmesPathError> {
+        data: &Val<'a, N>,
+    ) -> Result<Vec<Cow<'a, N>>, JmesPathError> {
         let out = self.eval(data)?;
         if self.projection && out.array_len().is_some() {
             return Ok(out
@@ -198,10 +202,10 @@ impl JmesPath {
 
     /// The token for a single-valued expression (`SelectToken`): an error for a projection
     /// with more than one element; `None` for null.
-    pub(crate) fn select_token<'a>(
+    pub(crate) fn select_token<'a, N: JsonNode>(
         &'a self,
-        data: &Val<'a>,
-    ) -> Result<Option<Cow<'a, Value>>, JmesPathError> {
+        data: &Val<'a, N>,
+    ) -> Result<Option<Cow<'a, N>>, JmesPathError> {
         let out = self.eval(data)?;
         if self.projection && out.array_len().is_some_and(|n| n > 1) {
             return Err(too_many());
@@ -362,7 +366,7 @@ mod tests {
     #[test]
     fn projections_yield_elements() {
         let data = json!({"Body": {"r": [{"v": 1}, {"v": 2}]}});
-        let data = Val::Ref(&data);
+        let data = Val::In(&data);
         let p = JmesPath::parse("Body.r[*]").unwrap();
         assert_eq!(p.select_tokens(&data).unwrap().len(), 2);
         assert!(p.select_token(&data).is_err());

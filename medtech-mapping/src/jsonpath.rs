@@ -16,6 +16,7 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::json::{JsonNode, Scalar, View};
 use crate::netvalue;
 
 /// A compiled JSONPath expression.
@@ -746,12 +747,12 @@ impl JsonPath {
     /// `SelectToken` over `root` as if `root` were an object with the extra property
     /// `name: value` appended (MedTech's `matchedToken`), without building that object.
     /// `None` when the path needs the whole root (the caller then materializes it).
-    pub(crate) fn select_token_with_extra<'a>(
+    pub(crate) fn select_token_with_extra<'a, N: JsonNode>(
         &self,
-        root: &'a Value,
+        root: &'a N,
         name: &str,
-        value: &'a Value,
-    ) -> Option<Result<Option<&'a Value>, JsonPathError>> {
+        value: &'a N,
+    ) -> Option<Result<Option<&'a N>, JsonPathError>> {
         let (first, rest) = self.filters.split_first()?;
         let Filter::Field(Some(first)) = first else {
             return None;
@@ -762,12 +763,9 @@ impl JsonPath {
         let start = if first == name {
             value
         } else {
-            match root {
-                Value::Object(o) => match o.get(first.as_str()) {
-                    Some(v) => v,
-                    None => return Some(Ok(None)),
-                },
-                _ => return Some(Ok(None)),
+            match root.get(first.as_str()) {
+                Some(v) => v,
+                None => return Some(Ok(None)),
             }
         };
         if let Some(found) = walk_simple(rest, start) {
@@ -782,12 +780,13 @@ impl JsonPath {
         }))
     }
 
-    /// Every token the path selects, in Newtonsoft's order (`SelectTokens`).
+    /// Every token the path selects, in Newtonsoft's order (`SelectTokens`), over a
+    /// `serde_json::Value` or a [`Doc`](crate::Doc).
     ///
     /// # Errors
     /// [`JsonPathError`] when evaluation fails the way Newtonsoft fails (negative index, zero
     /// slice step, a comparison between values that cannot be converted, an invalid regex).
-    pub fn select_tokens<'a>(&self, root: &'a Value) -> Result<Vec<&'a Value>, JsonPathError> {
+    pub fn select_tokens<'a, N: JsonNode>(&self, root: &'a N) -> Result<Vec<&'a N>, JsonPathError> {
         evaluate(&self.filters, root, vec![root])
     }
 
@@ -796,7 +795,10 @@ impl JsonPath {
     /// # Errors
     /// As [`JsonPath::select_tokens`], and `Path returned multiple tokens.` when more than one
     /// token matches.
-    pub fn select_token<'a>(&self, root: &'a Value) -> Result<Option<&'a Value>, JsonPathError> {
+    pub fn select_token<'a, N: JsonNode>(
+        &self,
+        root: &'a N,
+    ) -> Result<Option<&'a N>, JsonPathError> {
         if let Some(found) = walk_simple(&self.filters, root) {
             return Ok(found);
         }
@@ -808,30 +810,16 @@ impl JsonPath {
     }
 }
 
-/// `o[name]`. Small objects (most device messages) are searched linearly: the `..` deep scan
-/// tests every node, and hashing the name for each one cost more than comparing a few keys.
-pub(crate) fn member<'a>(o: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
-    if o.len() <= 16 {
-        o.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
-    } else {
-        o.get(name)
-    }
-}
-
 /// Walks a path made only of `.name` and non-negative `[n]` steps without allocating; `None`
 /// when the path has other steps (the caller falls back to [`evaluate`]).
-fn walk_simple<'a>(filters: &[Filter], start: &'a Value) -> Option<Option<&'a Value>> {
+fn walk_simple<'a, N: JsonNode>(filters: &[Filter], start: &'a N) -> Option<Option<&'a N>> {
     let mut cur = start;
     for f in filters {
         let next = match f {
-            Filter::Field(Some(name)) => match cur {
-                Value::Object(o) => member(o, name),
-                _ => None,
-            },
-            Filter::Index(Some(i)) if *i >= 0 => match cur {
-                Value::Array(a) => usize::try_from(*i).ok().and_then(|i| a.get(i)),
-                _ => None,
-            },
+            Filter::Field(Some(name)) => cur.get(name),
+            Filter::Index(Some(i)) if *i >= 0 => cur
+                .as_array()
+                .and_then(|a| usize::try_from(*i).ok().and_then(|i| a.get(i))),
             _ => return None,
         };
         match next {
@@ -851,11 +839,11 @@ fn walk_simple<'a>(filters: &[Filter], start: &'a Value) -> Option<Option<&'a Va
     Some(Some(cur))
 }
 
-fn evaluate<'a>(
+fn evaluate<'a, N: JsonNode>(
     filters: &[Filter],
-    root: &'a Value,
-    start: Vec<&'a Value>,
-) -> Result<Vec<&'a Value>, JsonPathError> {
+    root: &'a N,
+    start: Vec<&'a N>,
+) -> Result<Vec<&'a N>, JsonPathError> {
     let mut current = start;
     for f in filters {
         current = apply(f, root, &current)?;
@@ -885,49 +873,50 @@ fn query_uses_root(q: &QueryExpr) -> bool {
     }
 }
 
-fn token_index(t: &Value, index: i64) -> Result<Option<&Value>, JsonPathError> {
-    match t {
-        Value::Array(a) => {
+fn token_index<N: JsonNode>(t: &N, index: i64) -> Result<Option<&N>, JsonPathError> {
+    match t.as_array() {
+        Some(a) => {
             if index < 0 {
                 return err(format!("Index {index} was out of range."));
             }
             Ok(usize::try_from(index).ok().and_then(|i| a.get(i)))
         }
-        _ => Ok(None),
+        None => Ok(None),
     }
 }
 
-fn scan<'a>(v: &'a Value, name: Option<&str>, names: Option<&[String]>, out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m {
-                match (name, names) {
-                    (_, Some(ns)) => {
-                        for n in ns {
-                            if n == k {
-                                out.push(child);
-                            }
-                        }
-                    }
-                    (Some(n), None) => {
+fn scan<'a, N: JsonNode>(
+    v: &'a N,
+    name: Option<&str>,
+    names: Option<&[String]>,
+    out: &mut Vec<&'a N>,
+) {
+    if let Some(entries) = v.entries() {
+        for (k, child) in entries {
+            match (name, names) {
+                (_, Some(ns)) => {
+                    for n in ns {
                         if n == k {
                             out.push(child);
                         }
                     }
-                    (None, None) => out.push(child),
                 }
-                scan(child, name, names, out);
-            }
-        }
-        Value::Array(a) => {
-            for child in a {
-                if name.is_none() && names.is_none() {
-                    out.push(child);
+                (Some(n), None) => {
+                    if n == k {
+                        out.push(child);
+                    }
                 }
-                scan(child, name, names, out);
+                (None, None) => out.push(child),
             }
+            scan(child, name, names, out);
         }
-        _ => {}
+    } else if let Some(a) = v.as_array() {
+        for child in a {
+            if name.is_none() && names.is_none() {
+                out.push(child);
+            }
+            scan(child, name, names, out);
+        }
     }
 }
 
@@ -962,70 +951,70 @@ fn false_on_scalar(q: &QueryExpr) -> bool {
     }
 }
 
+fn is_container<N: JsonNode>(v: &N) -> bool {
+    matches!(v.view(), View::Object | View::Array(_))
+}
+
 /// `DescendantsAndSelf` in document order, keeping the nodes that match `q` (scalars skipped
 /// when `skip_scalars`, see [`false_on_scalar`]).
-fn query_scan<'a>(
+fn query_scan<'a, N: JsonNode>(
     q: &QueryExpr,
     skip_scalars: bool,
-    root: &'a Value,
-    v: &'a Value,
-    out: &mut Vec<&'a Value>,
+    root: &'a N,
+    v: &'a N,
+    out: &mut Vec<&'a N>,
 ) -> Result<(), JsonPathError> {
-    let container = |c: &Value| matches!(c, Value::Object(_) | Value::Array(_));
-    match v {
-        Value::Object(m) => {
-            if is_match(q, root, v)? {
-                out.push(v);
-            }
-            for c in m.values() {
-                if !skip_scalars || container(c) {
-                    query_scan(q, skip_scalars, root, c, out)?;
-                }
-            }
+    let children = |c: &'a N, out: &mut Vec<&'a N>| {
+        if !skip_scalars || is_container(c) {
+            query_scan(q, skip_scalars, root, c, out)
+        } else {
+            Ok(())
         }
-        Value::Array(a) => {
-            if is_match(q, root, v)? {
-                out.push(v);
-            }
-            for c in a {
-                if !skip_scalars || container(c) {
-                    query_scan(q, skip_scalars, root, c, out)?;
-                }
-            }
+    };
+    if let Some(entries) = v.entries() {
+        if is_match(q, root, v)? {
+            out.push(v);
         }
-        _ => {
-            if !skip_scalars && is_match(q, root, v)? {
-                out.push(v);
-            }
+        for (_, c) in entries {
+            children(c, out)?;
         }
+    } else if let Some(a) = v.as_array() {
+        if is_match(q, root, v)? {
+            out.push(v);
+        }
+        for c in a {
+            children(c, out)?;
+        }
+    } else if !skip_scalars && is_match(q, root, v)? {
+        out.push(v);
     }
     Ok(())
 }
 
-fn apply<'a>(
+fn apply<'a, N: JsonNode>(
     f: &Filter,
-    root: &'a Value,
-    current: &[&'a Value],
-) -> Result<Vec<&'a Value>, JsonPathError> {
+    root: &'a N,
+    current: &[&'a N],
+) -> Result<Vec<&'a N>, JsonPathError> {
     let mut out = Vec::new();
     match f {
         Filter::Root => out.push(root),
         Filter::Field(name) => {
             for t in current {
-                if let Value::Object(o) = t {
-                    match name {
-                        Some(n) => out.extend(o.get(n.as_str())),
-                        None => out.extend(o.values()),
+                match name {
+                    Some(n) => out.extend(t.get(n)),
+                    None => {
+                        if let Some(entries) = t.entries() {
+                            out.extend(entries.map(|(_, v)| v));
+                        }
                     }
                 }
             }
         }
         Filter::FieldMultiple(names) => {
             for t in current {
-                if let Value::Object(o) = t {
-                    for n in names {
-                        out.extend(o.get(n.as_str()));
-                    }
+                for n in names {
+                    out.extend(t.get(n));
                 }
             }
         }
@@ -1034,22 +1023,22 @@ fn apply<'a>(
                 if name.is_none() {
                     out.push(*c);
                 }
-                scan(c, name.as_deref(), None, &mut out);
+                scan(*c, name.as_deref(), None, &mut out);
             }
         }
         Filter::ScanMultiple(names) => {
             for c in current {
-                scan(c, None, Some(names), &mut out);
+                scan(*c, None, Some(names), &mut out);
             }
         }
         Filter::Index(Some(i)) => {
             for t in current {
-                out.extend(token_index(t, *i)?);
+                out.extend(token_index(*t, *i)?);
             }
         }
         Filter::Index(None) => {
             for t in current {
-                if let Value::Array(a) = t {
+                if let Some(a) = t.as_array() {
                     out.extend(a.iter());
                 }
             }
@@ -1057,7 +1046,7 @@ fn apply<'a>(
         Filter::IndexMultiple(indexes) => {
             for t in current {
                 for i in indexes {
-                    out.extend(token_index(t, *i)?);
+                    out.extend(token_index(*t, *i)?);
                 }
             }
         }
@@ -1066,7 +1055,7 @@ fn apply<'a>(
                 return err("Step cannot be zero.");
             }
             for t in current {
-                if let Value::Array(a) = t {
+                if let Some(a) = t.as_array() {
                     slice(a, *start, *end, *step, &mut out);
                 }
             }
@@ -1075,7 +1064,7 @@ fn apply<'a>(
             for t in current {
                 // Newtonsoft iterates the children of the token; the children of an object are
                 // property tokens, which path expressions never match.
-                if let Value::Array(a) = t {
+                if let Some(a) = t.as_array() {
                     for v in a {
                         if is_match(q, root, v)? {
                             out.push(v);
@@ -1087,19 +1076,19 @@ fn apply<'a>(
         Filter::QueryScan(q) => {
             let skip_scalars = false_on_scalar(q);
             for t in current {
-                query_scan(q, skip_scalars, root, t, &mut out)?;
+                query_scan(q, skip_scalars, root, *t, &mut out)?;
             }
         }
     }
     Ok(out)
 }
 
-fn slice<'a>(
-    a: &'a [Value],
+fn slice<'a, N>(
+    a: &'a [N],
     start: Option<i64>,
     end: Option<i64>,
     step: Option<i64>,
-    out: &mut Vec<&'a Value>,
+    out: &mut Vec<&'a N>,
 ) {
     let count = i64::try_from(a.len()).unwrap_or(i64::MAX);
     let step = step.unwrap_or(1);
@@ -1128,18 +1117,23 @@ fn slice<'a>(
     }
 }
 
-fn side_results<'a>(
+/// The scalars one side of a comparison yields (a literal, or the tokens of a path; objects
+/// and arrays as [`Scalar::Container`]).
+fn side_results<'a, N: JsonNode>(
     side: &'a Side,
-    root: &'a Value,
-    t: &'a Value,
-) -> Result<Vec<&'a Value>, JsonPathError> {
+    root: &'a N,
+    t: &'a N,
+) -> Result<Vec<Scalar<'a>>, JsonPathError> {
     match side {
-        Side::Value(v) => Ok(vec![v]),
-        Side::Path(filters) => evaluate(filters, root, vec![t]),
+        Side::Value(v) => Ok(vec![Scalar::from(v.view())]),
+        Side::Path(filters) => Ok(evaluate(filters, root, vec![t])?
+            .into_iter()
+            .map(|n| Scalar::from(n.view()))
+            .collect()),
     }
 }
 
-fn is_match(q: &QueryExpr, root: &Value, t: &Value) -> Result<bool, JsonPathError> {
+fn is_match<N: JsonNode>(q: &QueryExpr, root: &N, t: &N) -> Result<bool, JsonPathError> {
     match q {
         QueryExpr::And(items) => {
             for e in items {
@@ -1178,7 +1172,7 @@ fn is_match(q: &QueryExpr, root: &Value, t: &Value) -> Result<bool, JsonPathErro
             };
             for l in &left {
                 for r in &right {
-                    if match_tokens(*op, l, r)? {
+                    if match_tokens(*op, *l, *r)? {
                         return Ok(true);
                     }
                 }
@@ -1188,12 +1182,8 @@ fn is_match(q: &QueryExpr, root: &Value, t: &Value) -> Result<bool, JsonPathErro
     }
 }
 
-fn is_scalar(v: &Value) -> bool {
-    !matches!(v, Value::Object(_) | Value::Array(_))
-}
-
-fn match_tokens(op: Op, l: &Value, r: &Value) -> Result<bool, JsonPathError> {
-    if !(is_scalar(l) && is_scalar(r)) {
+fn match_tokens(op: Op, l: Scalar<'_>, r: Scalar<'_>) -> Result<bool, JsonPathError> {
+    if matches!(l, Scalar::Container(_)) || matches!(r, Scalar::Container(_)) {
         return Ok(matches!(op, Op::Exists | Op::NotEquals));
     }
     Ok(match op {
@@ -1219,18 +1209,18 @@ enum Kind {
     String,
 }
 
-fn kind(v: &Value) -> Kind {
+fn kind(v: Scalar<'_>) -> Kind {
     match v {
-        Value::Null | Value::Object(_) | Value::Array(_) => Kind::Null,
-        Value::Bool(_) => Kind::Bool,
-        Value::Number(n) if n.is_f64() => Kind::Float,
-        Value::Number(_) => Kind::Integer,
-        Value::String(_) => Kind::String,
+        Scalar::Null | Scalar::Container(_) => Kind::Null,
+        Scalar::Bool(_) => Kind::Bool,
+        Scalar::Number(n) if n.is_f64() => Kind::Float,
+        Scalar::Number(_) => Kind::Integer,
+        Scalar::String(_) => Kind::String,
     }
 }
 
-fn regex_equals(input: &Value, pattern: &Value) -> Result<bool, JsonPathError> {
-    let (Value::String(input), Value::String(pattern)) = (input, pattern) else {
+fn regex_equals(input: Scalar<'_>, pattern: Scalar<'_>) -> Result<bool, JsonPathError> {
+    let (Scalar::String(input), Scalar::String(pattern)) = (input, pattern) else {
         return Ok(false);
     };
     let Some(last) = pattern.rfind('/') else {
@@ -1256,16 +1246,16 @@ fn regex_equals(input: &Value, pattern: &Value) -> Result<bool, JsonPathError> {
     }
 }
 
-fn as_f64(v: &Value) -> Option<f64> {
+fn as_f64(v: Scalar<'_>) -> Option<f64> {
     match v {
-        Value::Number(n) => n.as_f64(),
+        Scalar::Number(n) => n.as_f64(),
         _ => None,
     }
 }
 
-fn numbers_equal(l: &Value, r: &Value) -> bool {
+fn numbers_equal(l: Scalar<'_>, r: Scalar<'_>) -> bool {
     match (l, r) {
-        (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64()) {
+        (Scalar::Number(a), Scalar::Number(b)) => match (a.as_i64(), b.as_i64()) {
             (Some(x), Some(y)) => x == y,
             _ => as_f64(l) == as_f64(r),
         },
@@ -1273,18 +1263,18 @@ fn numbers_equal(l: &Value, r: &Value) -> bool {
     }
 }
 
-fn values_equal(l: &Value, r: &Value) -> bool {
+fn values_equal(l: Scalar<'_>, r: Scalar<'_>) -> bool {
     let (kl, kr) = (kind(l), kind(r));
     if kl != kr {
         return false;
     }
     match (l, r) {
-        (Value::Number(_), Value::Number(_)) => numbers_equal(l, r),
+        (Scalar::Number(_), Scalar::Number(_)) => numbers_equal(l, r),
         _ => l == r,
     }
 }
 
-fn equals_with_coercion(l: &Value, r: &Value) -> bool {
+fn equals_with_coercion(l: Scalar<'_>, r: Scalar<'_>) -> bool {
     if values_equal(l, r) {
         return true;
     }
@@ -1298,7 +1288,7 @@ fn equals_with_coercion(l: &Value, r: &Value) -> bool {
     false
 }
 
-fn strict_equals(l: &Value, r: &Value) -> bool {
+fn strict_equals(l: Scalar<'_>, r: Scalar<'_>) -> bool {
     let (kl, kr) = (kind(l), kind(r));
     if matches!(
         (kl, kr),
@@ -1309,11 +1299,11 @@ fn strict_equals(l: &Value, r: &Value) -> bool {
     kl == kr && values_equal(l, r)
 }
 
-fn to_double(v: &Value) -> Result<f64, JsonPathError> {
+fn to_double(v: Scalar<'_>) -> Result<f64, JsonPathError> {
     match v {
-        Value::Number(n) => n.as_f64().map_or_else(|| err("number out of range"), Ok),
-        Value::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
-        Value::String(s) => s
+        Scalar::Number(n) => n.as_f64().map_or_else(|| err("number out of range"), Ok),
+        Scalar::Bool(b) => Ok(if b { 1.0 } else { 0.0 }),
+        Scalar::String(s) => s
             .trim()
             .parse::<f64>()
             .or_else(|_| err("Input string was not in a correct format.")),
@@ -1321,14 +1311,14 @@ fn to_double(v: &Value) -> Result<f64, JsonPathError> {
     }
 }
 
-fn to_i64(v: &Value) -> Result<i64, JsonPathError> {
+fn to_i64(v: Scalar<'_>) -> Result<i64, JsonPathError> {
     match v {
-        Value::Number(n) => n.as_i64().map_or_else(
+        Scalar::Number(n) => n.as_i64().map_or_else(
             || err("Value was either too large or too small for an Int64."),
             Ok,
         ),
-        Value::Bool(b) => Ok(i64::from(*b)),
-        Value::String(s) => s
+        Scalar::Bool(b) => Ok(i64::from(b)),
+        Scalar::String(s) => s
             .trim()
             .parse::<i64>()
             .or_else(|_| err("Input string was not in a correct format.")),
@@ -1336,11 +1326,11 @@ fn to_i64(v: &Value) -> Result<i64, JsonPathError> {
     }
 }
 
-fn to_bool(v: &Value) -> Result<bool, JsonPathError> {
+fn to_bool(v: Scalar<'_>) -> Result<bool, JsonPathError> {
     match v {
-        Value::Bool(b) => Ok(*b),
-        Value::Number(n) => Ok(n.as_f64().is_some_and(|f| f != 0.0)),
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+        Scalar::Bool(b) => Ok(b),
+        Scalar::Number(n) => Ok(n.as_f64().is_some_and(|f| f != 0.0)),
+        Scalar::String(s) => match s.trim().to_ascii_lowercase().as_str() {
             "true" => Ok(true),
             "false" => Ok(false),
             _ => err("String was not recognized as a valid Boolean."),
@@ -1350,8 +1340,8 @@ fn to_bool(v: &Value) -> Result<bool, JsonPathError> {
 }
 
 /// `JValue.CompareTo`: the left value's type decides how the right value is converted.
-fn compare(l: &Value, r: &Value) -> Result<Ordering, JsonPathError> {
-    match (l.is_null(), r.is_null()) {
+fn compare(l: Scalar<'_>, r: Scalar<'_>) -> Result<Ordering, JsonPathError> {
+    match (l == Scalar::Null, r == Scalar::Null) {
         (true, true) => return Ok(Ordering::Equal),
         (_, true) => return Ok(Ordering::Greater),
         (true, _) => return Ok(Ordering::Less),
@@ -1436,14 +1426,21 @@ mod tests {
         }
     }
 
+    /// The tokens `path` selects from `v`; the same path over the `Doc` parsed from `v`'s text
+    /// must select the same tokens in the same order.
     fn sel(path: &str, v: &Value) -> Vec<Value> {
-        JsonPath::parse(path)
-            .unwrap()
-            .select_tokens(v)
+        let p = JsonPath::parse(path).unwrap();
+        let out: Vec<Value> = p.select_tokens(v).unwrap().into_iter().cloned().collect();
+        let text = v.to_string();
+        let doc = crate::Doc::parse(&text).unwrap();
+        let over_doc: Vec<Value> = p
+            .select_tokens(&doc)
             .unwrap()
             .into_iter()
-            .cloned()
-            .collect()
+            .map(JsonNode::to_value)
+            .collect();
+        assert_eq!(over_doc, out, "{path} over Doc and Value");
+        out
     }
 
     fn store() -> Value {
@@ -1658,7 +1655,14 @@ mod tests {
             "$[?(@.a =~ '(')]",
         ] {
             if let Ok(p) = JsonPath::parse(p) {
-                let _ = p.select_tokens(&v);
+                let over_value = p
+                    .select_tokens(&v)
+                    .map(|t| t.into_iter().cloned().collect::<Vec<_>>());
+                let doc = crate::Doc::borrowed(&v);
+                let over_doc = p
+                    .select_tokens(&doc)
+                    .map(|t| t.into_iter().map(JsonNode::to_value).collect::<Vec<_>>());
+                assert_eq!(over_doc, over_value);
             }
         }
     }

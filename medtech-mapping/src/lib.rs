@@ -54,6 +54,7 @@ mod error;
 mod fhir_template;
 mod group;
 mod jmes;
+mod json;
 mod jsonpath;
 mod load;
 mod netvalue;
@@ -77,6 +78,7 @@ pub use group::{
     ObservationGroup, TimedValues, OBSERVATION_IDENTIFIER_SYSTEM,
 };
 pub use jmes::{JmesPath, JmesPathError};
+pub use json::{Doc, DocEntries, JsonNode, View};
 pub use jsonpath::{JsonPath, JsonPathError};
 pub use normalize::{
     envelope, Explanation, ExpressionOutcome, ExpressionTrace, Measurement, MeasurementProperty,

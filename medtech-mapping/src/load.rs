@@ -112,7 +112,7 @@ impl<'a> Obj<'a> {
             }
             Some(Value::String(s)) => Some(s.clone()),
             Some(v @ (Value::Number(_) | Value::Bool(_))) => {
-                crate::netvalue::to_dotnet_string(v).ok()
+                crate::netvalue::to_dotnet_string(crate::json::JsonNode::view(v).into()).ok()
             }
             Some(other) => {
                 problems.add(

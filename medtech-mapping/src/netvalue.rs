@@ -1,8 +1,8 @@
 //! The conversions iomt-fhir applies to extracted tokens (`JToken.Value<string>()`,
-//! `JToken.Value<DateTime?>()`), reproduced over `serde_json::Value`.
+//! `JToken.Value<DateTime?>()`), reproduced over any JSON node's scalar view.
 
+use crate::json::Scalar;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Timelike, Utc};
-use serde_json::Value;
 
 /// Why a token could not be converted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,21 +14,20 @@ pub(crate) enum Conversion {
 }
 
 /// `JToken.Value<string>()`: numbers in .NET invariant culture, booleans as `True`/`False`.
-pub(crate) fn to_dotnet_string(v: &Value) -> Result<String, Conversion> {
+pub(crate) fn to_dotnet_string(v: Scalar<'_>) -> Result<String, Conversion> {
     match v {
-        Value::Null => Err(Conversion::Null),
-        Value::String(s) => Ok(s.clone()),
-        Value::Bool(true) => Ok("True".to_owned()),
-        Value::Bool(false) => Ok("False".to_owned()),
-        Value::Number(n) => Ok(if let Some(i) = n.as_i64() {
+        Scalar::Null => Err(Conversion::Null),
+        Scalar::String(s) => Ok(s.to_owned()),
+        Scalar::Bool(true) => Ok("True".to_owned()),
+        Scalar::Bool(false) => Ok("False".to_owned()),
+        Scalar::Number(n) => Ok(if let Some(i) = n.as_i64() {
             i.to_string()
         } else if let Some(u) = n.as_u64() {
             u.to_string()
         } else {
             format_double(n.as_f64().unwrap_or(f64::NAN))
         }),
-        Value::Object(_) => Err(Conversion::NotAValue("object")),
-        Value::Array(_) => Err(Conversion::NotAValue("array")),
+        Scalar::Container(kind) => Err(Conversion::NotAValue(kind)),
     }
 }
 
@@ -58,14 +57,13 @@ pub(crate) fn format_double(x: f64) -> String {
 /// Reads a token as a UTC instant, the way `JToken.Value<DateTime?>()` does on a UTC host:
 /// ISO 8601 strings (with `Z`, an offset, or no zone, which is taken as UTC) and the other
 /// forms `DateTime.Parse` accepts in the invariant culture that devices commonly send.
-pub(crate) fn to_utc_instant(v: &Value) -> Result<DateTime<Utc>, TimestampError> {
+pub(crate) fn to_utc_instant(v: Scalar<'_>) -> Result<DateTime<Utc>, TimestampError> {
     match v {
-        Value::Null => Err(TimestampError::Null),
-        Value::String(s) => parse_timestamp(s).ok_or(TimestampError::Unparsable),
-        Value::Number(_) => Err(TimestampError::WrongType("number")),
-        Value::Bool(_) => Err(TimestampError::WrongType("boolean")),
-        Value::Object(_) => Err(TimestampError::WrongType("object")),
-        Value::Array(_) => Err(TimestampError::WrongType("array")),
+        Scalar::Null => Err(TimestampError::Null),
+        Scalar::String(s) => parse_timestamp(s).ok_or(TimestampError::Unparsable),
+        Scalar::Number(_) => Err(TimestampError::WrongType("number")),
+        Scalar::Bool(_) => Err(TimestampError::WrongType("boolean")),
+        Scalar::Container(kind) => Err(TimestampError::WrongType(kind)),
     }
 }
 
@@ -226,24 +224,30 @@ fn format_instant_chrono(t: &DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json::JsonNode;
+    use serde_json::{json, Value};
+
+    fn dn(v: &Value) -> Result<String, Conversion> {
+        to_dotnet_string(v.view().into())
+    }
+
+    fn ut(v: &Value) -> Result<DateTime<Utc>, TimestampError> {
+        to_utc_instant(v.view().into())
+    }
 
     #[test]
     fn dotnet_strings() {
-        assert_eq!(to_dotnet_string(&json!(78)).unwrap(), "78");
-        assert_eq!(to_dotnet_string(&json!(72.0)).unwrap(), "72");
-        assert_eq!(to_dotnet_string(&json!(98.60)).unwrap(), "98.6");
-        assert_eq!(to_dotnet_string(&json!(0.1)).unwrap(), "0.1");
-        assert_eq!(to_dotnet_string(&json!(true)).unwrap(), "True");
-        assert_eq!(to_dotnet_string(&json!(1e15)).unwrap(), "1E+15");
-        assert_eq!(to_dotnet_string(&json!(1.5e-5)).unwrap(), "1.5E-05");
-        assert_eq!(to_dotnet_string(&json!(0.0001)).unwrap(), "0.0001");
-        assert_eq!(
-            to_dotnet_string(&json!(123456789012345.0)).unwrap(),
-            "123456789012345"
-        );
-        assert_eq!(to_dotnet_string(&json!(null)), Err(Conversion::Null));
-        assert!(to_dotnet_string(&json!({})).is_err());
+        assert_eq!(dn(&json!(78)).unwrap(), "78");
+        assert_eq!(dn(&json!(72.0)).unwrap(), "72");
+        assert_eq!(dn(&json!(98.60)).unwrap(), "98.6");
+        assert_eq!(dn(&json!(0.1)).unwrap(), "0.1");
+        assert_eq!(dn(&json!(true)).unwrap(), "True");
+        assert_eq!(dn(&json!(1e15)).unwrap(), "1E+15");
+        assert_eq!(dn(&json!(1.5e-5)).unwrap(), "1.5E-05");
+        assert_eq!(dn(&json!(0.0001)).unwrap(), "0.0001");
+        assert_eq!(dn(&json!(123456789012345.0)).unwrap(), "123456789012345");
+        assert_eq!(dn(&json!(null)), Err(Conversion::Null));
+        assert!(dn(&json!({})).is_err());
     }
 
     #[test]
@@ -302,7 +306,7 @@ mod tests {
         );
         assert_eq!(t("not a date"), None);
         assert_eq!(
-            to_utc_instant(&json!(1_625_677_200)),
+            ut(&json!(1_625_677_200)),
             Err(TimestampError::WrongType("number"))
         );
     }

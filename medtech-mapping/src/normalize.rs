@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, MappingErrorKind, Result, TemplateProblem, TemplateProblems};
 use crate::jmes::{JmesPath, Overlay, Val};
+use crate::json::JsonNode;
 use crate::jsonpath::JsonPath;
 use crate::load::{child, index};
 use crate::netvalue::{self, Conversion, TimestampError};
@@ -475,15 +476,19 @@ impl Normalizer {
     /// [`Error::InvalidMessage`] when the event is not a JSON object; [`Error::Mapping`] when a
     /// matching template cannot produce a required value. The whole message fails (no partial
     /// output).
-    pub fn normalize(&self, event: &Value, message_index: usize) -> Result<Vec<Measurement>> {
+    pub fn normalize<N: JsonNode>(
+        &self,
+        event: &N,
+        message_index: usize,
+    ) -> Result<Vec<Measurement>> {
         self.run(event, message_index, None)
     }
 
     /// Like [`Normalizer::normalize`], and also returns the explanation trace (complete up to
     /// the failing expression when the message fails).
-    pub fn normalize_explained(
+    pub fn normalize_explained<N: JsonNode>(
         &self,
-        event: &Value,
+        event: &N,
         message_index: usize,
     ) -> (Result<Vec<Measurement>>, Explanation) {
         let mut ex = Explanation {
@@ -494,18 +499,18 @@ impl Normalizer {
         (r, ex)
     }
 
-    fn run(
+    fn run<N: JsonNode>(
         &self,
-        event: &Value,
+        event: &N,
         message_index: usize,
         mut ex: Option<&mut Explanation>,
     ) -> Result<Vec<Measurement>> {
-        let Value::Object(event_map) = event else {
+        if !event.is_object() {
             return Err(Error::InvalidMessage {
                 message_index,
                 reason: "the event is not a JSON object".to_owned(),
             });
-        };
+        }
         let mut out = Vec::new();
         for t in &self.templates {
             let mut trace = ex.as_ref().map(|_| TemplateTrace {
@@ -516,7 +521,7 @@ impl Normalizer {
                 type_match_error: None,
                 tokens: Vec::new(),
             });
-            let r = self.run_template(t, event, event_map, message_index, &mut out, trace.as_mut());
+            let r = self.run_template(t, event, message_index, &mut out, trace.as_mut());
             if let (Some(ex), Some(trace)) = (ex.as_deref_mut(), trace) {
                 ex.templates.push(trace);
             }
@@ -525,15 +530,10 @@ impl Normalizer {
         Ok(out)
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "internal helper threading evaluation state"
-    )]
-    fn run_template(
+    fn run_template<N: JsonNode>(
         &self,
         t: &Compiled,
-        event: &Value,
-        event_map: &Map<String, Value>,
+        event: &N,
         message_index: usize,
         out: &mut Vec<Measurement>,
         mut trace: Option<&mut TemplateTrace>,
@@ -554,12 +554,12 @@ impl Normalizer {
                 format!("`{}`: {e}", t.type_match.text),
             )
         };
-        let tokens: Vec<Cow<'_, Value>> = match &t.type_match.engine {
+        let tokens: Vec<Cow<'_, N>> = match &t.type_match.engine {
             Engine::JsonPath(p) => match p.select_tokens(event) {
                 Ok(v) => v.into_iter().map(Cow::Borrowed).collect(),
                 Err(e) => return Err(type_match_failed(e.reason, trace.as_deref_mut())),
             },
-            Engine::JmesPath(p) => match p.select_tokens(&Val::Ref(event)) {
+            Engine::JmesPath(p) => match p.select_tokens(&Val::In(event)) {
                 Ok(v) => v,
                 Err(e) => return Err(type_match_failed(e.reason, trace.as_deref_mut())),
             },
@@ -575,9 +575,9 @@ impl Normalizer {
             let ctx = EvalCtx {
                 root: if t.calculated { event } else { &token_json },
                 matched: t.calculated.then_some(&*token_json),
-                event_map,
+                event,
                 overlay: t.calculated.then_some(Overlay {
-                    base: event_map,
+                    base: event,
                     key: MATCHED_TOKEN,
                     value: &token_json,
                 }),
@@ -604,38 +604,36 @@ impl Normalizer {
 }
 
 /// What the expressions of one matched token are evaluated against.
-struct EvalCtx<'a> {
+struct EvalCtx<'a, N> {
     /// JSONPath family: the matched token. `CalculatedContent`: the event.
-    root: &'a Value,
+    root: &'a N,
     /// `CalculatedContent`: the matched token, seen as the root's `matchedToken` property.
-    matched: Option<&'a Value>,
-    event_map: &'a Map<String, Value>,
+    matched: Option<&'a N>,
+    /// The event (an object).
+    event: &'a N,
     /// `CalculatedContent`: the event with `matchedToken`, for JMESPath (nothing copied).
-    overlay: Option<Overlay<'a>>,
+    overlay: Option<Overlay<'a, N>>,
     /// The event with `matchedToken`, built only for JSONPath paths that need the whole root.
-    materialized: OnceCell<Value>,
+    materialized: OnceCell<N>,
     message_index: usize,
 }
 
-enum Selected<'a> {
-    Token(Cow<'a, Value>),
+enum Selected<'a, N: Clone> {
+    Token(Cow<'a, N>),
     Nothing,
 }
 
-impl<'a> EvalCtx<'a> {
-    fn materialized(&self) -> &Value {
+impl<'a, N: JsonNode> EvalCtx<'a, N> {
+    fn materialized(&self) -> &N {
         self.materialized.get_or_init(|| {
-            let mut m = self.event_map.clone();
-            m.shift_remove(MATCHED_TOKEN);
-            if let Some(tok) = self.matched {
-                m.insert(MATCHED_TOKEN.to_owned(), tok.clone());
-            }
-            Value::Object(m)
+            self.matched
+                .and_then(|tok| self.event.with_member(MATCHED_TOKEN, tok))
+                .unwrap_or_else(|| self.event.clone())
         })
     }
 
-    fn select<'s>(&'s self, e: &'s CExpr) -> Result<Selected<'s>> {
-        let r: std::result::Result<Option<Cow<'_, Value>>, String> = match &e.engine {
+    fn select<'s>(&'s self, e: &'s CExpr) -> Result<Selected<'s, N>> {
+        let r: std::result::Result<Option<Cow<'_, N>>, String> = match &e.engine {
             Engine::JsonPath(p) => {
                 let fast = self
                     .matched
@@ -650,7 +648,7 @@ impl<'a> EvalCtx<'a> {
             Engine::JmesPath(p) => {
                 let root = match &self.overlay {
                     Some(o) => Val::Root(o),
-                    None => Val::Ref(self.root),
+                    None => Val::In(self.root),
                 };
                 p.select_token(&root).map_err(|err| err.reason)
             }
@@ -685,7 +683,7 @@ impl<'a> EvalCtx<'a> {
             };
             match sel {
                 Selected::Nothing => push(trace, e, ExpressionOutcome::Nothing),
-                Selected::Token(v) => match netvalue::to_dotnet_string(&v) {
+                Selected::Token(v) => match netvalue::to_dotnet_string(v.view().into()) {
                     Ok(s) if s.trim().is_empty() && required => {
                         push(trace, e, ExpressionOutcome::NullOrEmpty);
                         last_problem = Some((
@@ -752,7 +750,7 @@ impl<'a> EvalCtx<'a> {
             };
             match sel {
                 Selected::Nothing => push(trace, e, ExpressionOutcome::Nothing),
-                Selected::Token(v) => match netvalue::to_utc_instant(&v) {
+                Selected::Token(v) => match netvalue::to_utc_instant(v.view().into()) {
                     Ok(t) => {
                         push(trace, e, ExpressionOutcome::Found);
                         return Ok(t);

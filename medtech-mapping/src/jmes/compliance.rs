@@ -138,7 +138,17 @@ fn ours(expression: &str, given: &Value) -> Outcome {
             projection: super::is_projection(&ast),
             node: super::eval::Node::lower(&ast),
         });
-    match parsed.and_then(|p| p.search(given)) {
+    // Every case also runs over the pipeline's `Doc` (parsed from the JSON text of `given`),
+    // which must answer exactly as `serde_json::Value` does.
+    let text = given.to_string();
+    let doc = crate::Doc::parse(&text).unwrap();
+    let over_doc = parsed.clone().and_then(|p| p.search(&doc));
+    let over_value = parsed.and_then(|p| p.search(given));
+    assert_eq!(
+        over_doc, over_value,
+        "`{expression}` over Doc and Value, given {text}"
+    );
+    match over_value {
         Ok(v) => Outcome::Value(v),
         Err(e) => Outcome::Error(classify(&e.reason)),
     }
@@ -359,7 +369,7 @@ fn has_key_fast_path_matches_the_general_evaluation() {
     // The overlay root (`matchedToken` set on the event) answers like the materialized object.
     let event = serde_json::json!({"Body": {"x": 1}, "Properties": {}});
     let token = serde_json::json!({"hr": 70});
-    let base = event.as_object().unwrap();
+    let base = &event;
     let overlay = super::eval::Overlay {
         base,
         key: "matchedToken",

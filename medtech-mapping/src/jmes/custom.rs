@@ -9,6 +9,8 @@
 use chrono::DateTime;
 use serde_json::{Number, Value};
 
+use crate::json::JsonNode;
+
 use super::eval::{Func, Val};
 use crate::netvalue::format_instant;
 
@@ -18,7 +20,7 @@ enum Num {
 }
 
 impl Num {
-    fn of(v: Option<&Val<'_>>) -> Option<Self> {
+    fn of<N: JsonNode>(v: Option<&Val<'_, N>>) -> Option<Self> {
         let n = v?.as_number()?;
         if n.is_f64() {
             n.as_f64().map(Num::Float)
@@ -37,11 +39,11 @@ impl Num {
     }
 }
 
-fn int<'a>(i: i64) -> Val<'a> {
+fn int<'a, N: JsonNode>(i: i64) -> Val<'a, N> {
     Val::Owned(Value::Number(Number::from(i)))
 }
 
-fn float<'a>(f: f64, name: &str) -> Result<Val<'a>, String> {
+fn float<'a, N: JsonNode>(f: f64, name: &str) -> Result<Val<'a, N>, String> {
     Number::from_f64(f)
         .map(|n| Val::Owned(Value::Number(n)))
         .ok_or_else(|| format!("{name}: result is not a finite number"))
@@ -61,7 +63,7 @@ fn name(f: Func) -> &'static str {
 }
 
 /// Runs custom function `f`; the error is the message to report.
-pub(super) fn call<'a>(f: Func, args: &[Val<'a>]) -> Result<Val<'a>, String> {
+pub(super) fn call<'a, N: JsonNode>(f: Func, args: &[Val<'a, N>]) -> Result<Val<'a, N>, String> {
     let name = name(f);
     match f {
         Func::FromUnixTimestamp | Func::FromUnixTimestampMs => {
@@ -104,7 +106,7 @@ pub(super) fn call<'a>(f: Func, args: &[Val<'a>]) -> Result<Val<'a>, String> {
     }
 }
 
-fn arith<'a>(f: Func, name: &str, a: Num, b: Num) -> Result<Val<'a>, String> {
+fn arith<'a, N: JsonNode>(f: Func, name: &str, a: Num, b: Num) -> Result<Val<'a, N>, String> {
     let overflow = || format!("{name}: the result does not fit in a 64-bit integer");
     match (f, a, b) {
         (Func::Add, Num::Int(x), Num::Int(y)) => x.checked_add(y).map(int).ok_or_else(overflow),

@@ -21,7 +21,7 @@ use jmespath::{ErrorReason, JmespathError, RuntimeError};
 use serde_json::{Map, Number, Value};
 
 use super::{custom, variable_to_json, JmesPathError};
-use crate::jsonpath::member;
+use crate::json::{JsonNode, View};
 
 /// A lowered JMESPath expression.
 #[derive(Debug, Clone)]
@@ -154,32 +154,56 @@ impl Node {
 
 /// The `CalculatedContent` root: the event with `matchedToken` set, without copying the event.
 #[derive(Debug)]
-pub(crate) struct Overlay<'a> {
-    pub(crate) base: &'a Map<String, Value>,
+pub(crate) struct Overlay<'a, N> {
+    /// The event (an object).
+    pub(crate) base: &'a N,
     pub(crate) key: &'a str,
-    pub(crate) value: &'a Value,
+    pub(crate) value: &'a N,
 }
 
-impl Overlay<'_> {
+impl<N: JsonNode> Overlay<'_, N> {
+    /// The event with the overlay's member, as a node of the input's kind.
+    fn materialize_node(&self) -> N {
+        self.base
+            .with_member(self.key, self.value)
+            .unwrap_or_else(|| self.value.clone())
+    }
+
     fn materialize(&self) -> Value {
-        let mut m = self.base.clone();
-        m.shift_remove(self.key);
-        m.insert(self.key.to_owned(), self.value.clone());
-        Value::Object(m)
+        self.materialize_node().to_value()
     }
 }
 
 /// A value during evaluation: borrowed from the input or the expression, or computed.
-#[derive(Debug, Clone)]
-pub(crate) enum Val<'a> {
+#[derive(Debug)]
+pub(crate) enum Val<'a, N> {
     Null,
     Bool(bool),
     Str(&'a str),
+    /// A node of the input.
+    In(&'a N),
+    /// A literal of the expression.
     Ref(&'a Value),
     Owned(Value),
-    List(Vec<Val<'a>>),
-    Root(&'a Overlay<'a>),
+    List(Vec<Val<'a, N>>),
+    Root(&'a Overlay<'a, N>),
     Expref(&'a Node),
+}
+
+impl<N> Clone for Val<'_, N> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Null => Self::Null,
+            Self::Bool(b) => Self::Bool(*b),
+            Self::Str(s) => Self::Str(s),
+            Self::In(n) => Self::In(n),
+            Self::Ref(v) => Self::Ref(v),
+            Self::Owned(v) => Self::Owned(v.clone()),
+            Self::List(l) => Self::List(l.clone()),
+            Self::Root(o) => Self::Root(o),
+            Self::Expref(e) => Self::Expref(e),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,25 +231,37 @@ impl Kind {
     }
 }
 
-fn value_kind(v: &Value) -> Kind {
-    match v {
-        Value::Null => Kind::Null,
-        Value::Bool(_) => Kind::Boolean,
-        Value::Number(_) => Kind::Number,
-        Value::String(_) => Kind::String,
-        Value::Array(_) => Kind::Array,
-        Value::Object(_) => Kind::Object,
+fn node_kind<M: JsonNode>(v: &M) -> Kind {
+    match v.view() {
+        View::Null => Kind::Null,
+        View::Bool(_) => Kind::Boolean,
+        View::Number(_) => Kind::Number,
+        View::String(_) => Kind::String,
+        View::Array(_) => Kind::Array,
+        _ => Kind::Object,
     }
 }
 
-impl<'a> Val<'a> {
+fn node_truthy<M: JsonNode>(v: &M) -> bool {
+    match v.view() {
+        View::Null => false,
+        View::Bool(b) => b,
+        View::Number(_) => true,
+        View::String(s) => !s.is_empty(),
+        View::Array(a) => !a.is_empty(),
+        _ => !v.is_empty(),
+    }
+}
+
+impl<'a, N: JsonNode> Val<'a, N> {
     fn kind(&self) -> Kind {
         match self {
             Self::Null => Kind::Null,
             Self::Bool(_) => Kind::Boolean,
             Self::Str(_) => Kind::String,
-            Self::Ref(v) => value_kind(v),
-            Self::Owned(v) => value_kind(v),
+            Self::In(v) => node_kind(*v),
+            Self::Ref(v) => node_kind(*v),
+            Self::Owned(v) => node_kind(v),
             Self::List(_) => Kind::Array,
             Self::Root(_) => Kind::Object,
             Self::Expref(_) => Kind::Expref,
@@ -236,30 +272,40 @@ impl<'a> Val<'a> {
         self.kind() == Kind::Null
     }
 
-    fn as_value(&self) -> Option<&Value> {
+    pub(crate) fn as_str(&self) -> Option<&str> {
         match self {
-            Self::Ref(v) => Some(v),
-            Self::Owned(v) => Some(v),
+            Self::Str(s) => Some(s),
+            Self::In(v) => v.as_str(),
+            Self::Ref(v) => v.as_str(),
+            Self::Owned(v) => v.as_str(),
             _ => None,
         }
     }
 
-    pub(crate) fn as_str(&self) -> Option<&str> {
-        match self {
-            Self::Str(s) => Some(s),
-            _ => self.as_value().and_then(Value::as_str),
-        }
-    }
-
     pub(crate) fn as_number(&self) -> Option<&Number> {
-        match self.as_value() {
-            Some(Value::Number(n)) => Some(n),
+        match self {
+            Self::In(v) => v.as_number(),
+            Self::Ref(v) => v.as_number(),
+            Self::Owned(v) => v.as_number(),
             _ => None,
         }
     }
 
     fn as_f64(&self) -> Option<f64> {
         self.as_number().and_then(Number::as_f64)
+    }
+
+    fn as_bool(&self) -> Option<bool> {
+        match self {
+            Self::Bool(b) => Some(*b),
+            Self::In(v) => match v.view() {
+                View::Bool(b) => Some(b),
+                _ => None,
+            },
+            Self::Ref(v) => v.as_bool(),
+            Self::Owned(v) => v.as_bool(),
+            _ => None,
+        }
     }
 
     fn truthy(&self) -> bool {
@@ -269,8 +315,9 @@ impl<'a> Val<'a> {
             Self::Str(s) => !s.is_empty(),
             Self::List(l) => !l.is_empty(),
             Self::Root(_) => true,
-            Self::Ref(v) => value_truthy(v),
-            Self::Owned(v) => value_truthy(v),
+            Self::In(v) => node_truthy(*v),
+            Self::Ref(v) => node_truthy(*v),
+            Self::Owned(v) => node_truthy(v),
         }
     }
 
@@ -280,6 +327,7 @@ impl<'a> Val<'a> {
             Self::Null | Self::Expref(_) => Value::Null,
             Self::Bool(b) => Value::Bool(*b),
             Self::Str(s) => Value::String((*s).to_owned()),
+            Self::In(v) => v.to_value(),
             Self::Ref(v) => (*v).clone(),
             Self::Owned(v) => v.clone(),
             Self::List(l) => Value::Array(l.iter().map(Val::to_value).collect()),
@@ -287,30 +335,42 @@ impl<'a> Val<'a> {
         }
     }
 
-    /// The value as JSON, borrowed when it was selected from the input.
-    pub(crate) fn into_cow(self) -> Cow<'a, Value> {
+    /// The value as a node of the input's kind, borrowed when it was selected from the input.
+    pub(crate) fn into_cow(self) -> Cow<'a, N> {
         match self {
-            Self::Ref(v) => Cow::Borrowed(v),
-            Self::Owned(v) => Cow::Owned(v),
-            other => Cow::Owned(other.to_value()),
+            Self::In(v) => Cow::Borrowed(v),
+            Self::Owned(v) => Cow::Owned(N::from_value(v)),
+            Self::Root(o) => Cow::Owned(o.materialize_node()),
+            other => Cow::Owned(N::from_value(other.to_value())),
         }
     }
 
-    fn field(&self, name: &str) -> Val<'a> {
+    fn field(&self, name: &str) -> Val<'a, N> {
         match self {
-            Self::Ref(Value::Object(m)) => member(m, name).map_or(Val::Null, Val::Ref),
-            Self::Owned(Value::Object(m)) => {
-                member(m, name).map_or(Val::Null, |v| Val::Owned(v.clone()))
-            }
-            Self::Root(o) if name == o.key => Val::Ref(o.value),
-            Self::Root(o) => member(o.base, name).map_or(Val::Null, Val::Ref),
+            Self::In(v) => v.get(name).map_or(Val::Null, Val::In),
+            Self::Ref(v) => v.get(name).map_or(Val::Null, Val::Ref),
+            Self::Owned(v) => v.get(name).map_or(Val::Null, |v| Val::Owned(v.clone())),
+            Self::Root(o) if name == o.key => Val::In(o.value),
+            Self::Root(o) => o.base.get(name).map_or(Val::Null, Val::In),
             _ => Val::Null,
         }
     }
 
-    /// The elements of an array (`None` for anything else).
-    pub(crate) fn into_elements(self) -> Option<Vec<Val<'a>>> {
+    /// Whether the value is an object with the member `key` (`None` for a non-object).
+    fn has_key(&self, key: &str) -> Option<bool> {
         match self {
+            Self::In(v) if v.is_object() => Some(v.get(key).is_some()),
+            Self::Ref(v) if v.is_object() => Some(v.get(key).is_some()),
+            Self::Owned(v) if v.is_object() => Some(v.get(key).is_some()),
+            Self::Root(o) => Some(o.key == key || o.base.get(key).is_some()),
+            _ => None,
+        }
+    }
+
+    /// The elements of an array (`None` for anything else).
+    pub(crate) fn into_elements(self) -> Option<Vec<Val<'a, N>>> {
+        match self {
+            Self::In(v) => v.as_array().map(|a| a.iter().map(Val::In).collect()),
             Self::Ref(Value::Array(a)) => Some(a.iter().map(Val::Ref).collect()),
             Self::Owned(Value::Array(a)) => Some(a.into_iter().map(Val::Owned).collect()),
             Self::List(l) => Some(l),
@@ -318,8 +378,9 @@ impl<'a> Val<'a> {
         }
     }
 
-    fn elements(&self) -> Option<Vec<Val<'a>>> {
+    fn elements(&self) -> Option<Vec<Val<'a, N>>> {
         match self {
+            Self::In(v) => v.as_array().map(|a| a.iter().map(Val::In).collect()),
             Self::Ref(Value::Array(a)) => Some(a.iter().map(Val::Ref).collect()),
             Self::Owned(Value::Array(a)) => Some(a.iter().cloned().map(Val::Owned).collect()),
             Self::List(l) => Some(l.clone()),
@@ -329,6 +390,7 @@ impl<'a> Val<'a> {
 
     pub(crate) fn array_len(&self) -> Option<usize> {
         match self {
+            Self::In(v) => v.as_array().map(<[N]>::len),
             Self::Ref(Value::Array(a)) => Some(a.len()),
             Self::Owned(Value::Array(a)) => Some(a.len()),
             Self::List(l) => Some(l.len()),
@@ -336,8 +398,12 @@ impl<'a> Val<'a> {
         }
     }
 
-    fn element(&self, i: usize) -> Val<'a> {
+    fn element(&self, i: usize) -> Val<'a, N> {
         match self {
+            Self::In(v) => v
+                .as_array()
+                .and_then(|a| a.get(i))
+                .map_or(Val::Null, Val::In),
             Self::Ref(Value::Array(a)) => a.get(i).map_or(Val::Null, Val::Ref),
             Self::Owned(Value::Array(a)) => a.get(i).map_or(Val::Null, |v| Val::Owned(v.clone())),
             Self::List(l) => l.get(i).cloned().unwrap_or(Val::Null),
@@ -346,8 +412,11 @@ impl<'a> Val<'a> {
     }
 
     /// The members of an object, in document order (`None` for anything else).
-    fn entries(&self) -> Option<Vec<(Cow<'a, str>, Val<'a>)>> {
+    fn entries(&self) -> Option<Vec<(Cow<'a, str>, Val<'a, N>)>> {
         match self {
+            Self::In(v) => v
+                .entries()
+                .map(|e| e.map(|(k, v)| (Cow::Borrowed(k), Val::In(v))).collect()),
             Self::Ref(Value::Object(m)) => Some(
                 m.iter()
                     .map(|(k, v)| (Cow::Borrowed(k.as_str()), Val::Ref(v)))
@@ -359,28 +428,19 @@ impl<'a> Val<'a> {
                     .collect(),
             ),
             Self::Root(o) => {
-                let mut out: Vec<(Cow<'a, str>, Val<'a>)> = o
+                let mut out: Vec<(Cow<'a, str>, Val<'a, N>)> = o
                     .base
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != o.key)
-                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Val::Ref(v)))
+                    .entries()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| *k != o.key)
+                    .map(|(k, v)| (Cow::Borrowed(k), Val::In(v)))
                     .collect();
-                out.push((Cow::Borrowed(o.key), Val::Ref(o.value)));
+                out.push((Cow::Borrowed(o.key), Val::In(o.value)));
                 Some(out)
             }
             _ => None,
         }
-    }
-}
-
-fn value_truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(_) => true,
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(m) => !m.is_empty(),
     }
 }
 
@@ -398,14 +458,14 @@ fn float_eq(a: f64, b: f64) -> bool {
 }
 
 /// JMESPath equality: same type and same value (numbers by value, objects ignoring order).
-fn equal(a: &Val<'_>, b: &Val<'_>) -> bool {
+fn equal<N: JsonNode>(a: &Val<'_, N>, b: &Val<'_, N>) -> bool {
     let kind = a.kind();
     if kind != b.kind() {
         return false;
     }
     match kind {
         Kind::Null => true,
-        Kind::Boolean => truthy_bool(a) == truthy_bool(b),
+        Kind::Boolean => a.as_bool() == b.as_bool(),
         Kind::Number => match (a.as_f64(), b.as_f64()) {
             (Some(x), Some(y)) => float_eq(x, y),
             _ => false,
@@ -433,16 +493,8 @@ fn equal(a: &Val<'_>, b: &Val<'_>) -> bool {
     }
 }
 
-fn truthy_bool(v: &Val<'_>) -> bool {
-    match v {
-        Val::Bool(b) => *b,
-        Val::Ref(Value::Bool(b)) | Val::Owned(Value::Bool(b)) => *b,
-        _ => false,
-    }
-}
-
 /// Ordering of two numbers or two strings (the crate's order: a NaN compares less).
-fn order(a: &Val<'_>, b: &Val<'_>) -> Ordering {
+fn order<N: JsonNode>(a: &Val<'_, N>, b: &Val<'_, N>) -> Ordering {
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Less),
         _ => match (a.as_str(), b.as_str()) {
@@ -457,7 +509,7 @@ pub(crate) struct Ctx<'t> {
     pub(crate) text: &'t str,
 }
 
-type EvalResult<'a> = Result<Val<'a>, JmesPathError>;
+type EvalResult<'a, N> = Result<Val<'a, N>, JmesPathError>;
 
 impl Ctx<'_> {
     pub(crate) fn runtime(&self, offset: usize, e: RuntimeError) -> JmesPathError {
@@ -465,7 +517,11 @@ impl Ctx<'_> {
     }
 
     /// Evaluates `node` over `data`.
-    pub(crate) fn eval<'a>(&self, node: &'a Node, data: &Val<'a>) -> EvalResult<'a> {
+    pub(crate) fn eval<'a, N: JsonNode>(
+        &self,
+        node: &'a Node,
+        data: &Val<'a, N>,
+    ) -> EvalResult<'a, N> {
         Ok(match node {
             Node::Identity => data.clone(),
             Node::Field(name) => data.field(name),
@@ -575,11 +631,9 @@ impl Ctx<'_> {
                 object,
                 key,
                 general,
-            } => match self.eval(object, data)? {
-                Val::Ref(Value::Object(m)) => Val::Bool(member(m, key).is_some()),
-                Val::Owned(Value::Object(m)) => Val::Bool(member(&m, key).is_some()),
-                Val::Root(o) => Val::Bool(o.key == key || member(o.base, key).is_some()),
-                _ => self.eval(general, data)?,
+            } => match self.eval(object, data)?.has_key(key) {
+                Some(found) => Val::Bool(found),
+                None => self.eval(general, data)?,
             },
             Node::Slice {
                 start,
@@ -618,7 +672,7 @@ impl Ctx<'_> {
     }
 }
 
-fn compare<'a>(cmp: &Comparator, l: &Val<'a>, r: &Val<'a>) -> Val<'a> {
+fn compare<'a, N: JsonNode>(cmp: &Comparator, l: &Val<'a, N>, r: &Val<'a, N>) -> Val<'a, N> {
     match cmp {
         Comparator::Equal => Val::Bool(equal(l, r)),
         Comparator::NotEqual => Val::Bool(!equal(l, r)),
@@ -656,12 +710,12 @@ fn adjust_endpoint(len: i64, endpoint: i64, step: i64) -> i64 {
     }
 }
 
-fn slice<'a>(
-    items: Vec<Val<'a>>,
+fn slice<'a, N: JsonNode>(
+    items: Vec<Val<'a, N>>,
     start: Option<i32>,
     stop: Option<i32>,
     step: i32,
-) -> Vec<Val<'a>> {
+) -> Vec<Val<'a, N>> {
     let len = i64::try_from(items.len()).unwrap_or(i64::MAX);
     if len == 0 {
         return Vec::new();
@@ -774,7 +828,7 @@ impl Arg {
         }
     }
 
-    fn accepts(self, v: &Val<'_>) -> bool {
+    fn accepts<N: JsonNode>(self, v: &Val<'_, N>) -> bool {
         let k = v.kind();
         let all = |want: Kind| {
             v.elements()
@@ -882,13 +936,18 @@ impl Func {
 }
 
 /// Moves argument `i` out of `args` (`null` when absent).
-fn take<'a>(args: &mut [Val<'a>], i: usize) -> Val<'a> {
+fn take<'a, N: JsonNode>(args: &mut [Val<'a, N>], i: usize) -> Val<'a, N> {
     args.get_mut(i)
         .map_or(Val::Null, |v| std::mem::replace(v, Val::Null))
 }
 
 impl Ctx<'_> {
-    fn check(&self, f: Func, args: &[Val<'_>], offset: usize) -> Result<(), JmesPathError> {
+    fn check<N: JsonNode>(
+        &self,
+        f: Func,
+        args: &[Val<'_, N>],
+        offset: usize,
+    ) -> Result<(), JmesPathError> {
         let (fixed, variadic) = f.signature();
         let (expected, actual) = (fixed.len(), args.len());
         if actual < expected {
@@ -937,12 +996,12 @@ impl Ctx<'_> {
     }
 
     /// Maps every element through `expr`; the results must all be numbers or all strings.
-    fn keyed<'a>(
+    fn keyed<'a, N: JsonNode>(
         &self,
-        items: &[Val<'a>],
+        items: &[Val<'a, N>],
         expr: &'a Node,
         offset: usize,
-    ) -> Result<Vec<Val<'a>>, JmesPathError> {
+    ) -> Result<Vec<Val<'a, N>>, JmesPathError> {
         let mut keys = Vec::with_capacity(items.len());
         let mut first = None;
         for (invocation, item) in items.iter().enumerate() {
@@ -975,7 +1034,12 @@ impl Ctx<'_> {
         Ok(keys)
     }
 
-    fn call<'a>(&self, f: Func, mut args: Vec<Val<'a>>, offset: usize) -> EvalResult<'a> {
+    fn call<'a, N: JsonNode>(
+        &self,
+        f: Func,
+        mut args: Vec<Val<'a, N>>,
+        offset: usize,
+    ) -> EvalResult<'a, N> {
         self.check(f, &args, offset)?;
         // The arguments are owned: each is moved out once (a list argument is not copied).
         // `merge`, `not_null` and the custom functions read the whole list instead.
@@ -984,7 +1048,7 @@ impl Ctx<'_> {
         let mut arg = |i: usize| take(&mut args, i);
         let float =
             |x: f64| Number::from_f64(x).map_or(Val::Null, |n| Val::Owned(Value::Number(n)));
-        let expref = |v: &Val<'a>| match v {
+        let expref = |v: &Val<'a, N>| match v {
             Val::Expref(n) => Some(*n),
             _ => None,
         };
@@ -1119,7 +1183,8 @@ impl Ctx<'_> {
                 };
                 let items = a0.into_elements().unwrap_or_default();
                 let keys = self.keyed(&items, e, offset)?;
-                let mut pairs: Vec<(Val<'a>, Val<'a>)> = keys.into_iter().zip(items).collect();
+                let mut pairs: Vec<(Val<'a, N>, Val<'a, N>)> =
+                    keys.into_iter().zip(items).collect();
                 pairs.sort_by(|a, b| order(&a.0, &b.0));
                 Val::List(pairs.into_iter().map(|(_, v)| v).collect())
             }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use carebridge_medtech_mapping::{envelope, DeviceMapping, Normalizer};
+use carebridge_medtech_mapping::{envelope, DeviceMapping, Doc, Normalizer};
 use serde_json::Value;
 
 pub(crate) fn golden_dir() -> PathBuf {
@@ -68,7 +68,24 @@ fn every_golden_case_normalizes_to_the_documented_output() {
         } else {
             envelope(message)
         };
-        let got = match normalizer.normalize(&event, 0) {
+        // The pipeline's parse (`Doc`, strings borrowed from the file's text) must give the
+        // same measurements as `serde_json::Value`.
+        let text = std::fs::read_to_string(&case.message_file).unwrap();
+        let doc = Doc::parse(&text).unwrap();
+        let doc = if case.is_envelope {
+            doc
+        } else {
+            Doc::envelope(doc)
+        };
+        let over_doc = normalizer.normalize(&doc, 0);
+        let over_value = normalizer.normalize(&event, 0);
+        assert_eq!(
+            over_doc.as_ref().map_err(ToString::to_string),
+            over_value.as_ref().map_err(ToString::to_string),
+            "{}: Doc and Value differ",
+            case.name
+        );
+        let got = match over_value {
             Ok(m) => serde_json::to_value(&m).unwrap(),
             Err(e) => {
                 failures.push(format!("{}: {e}", case.name));

@@ -3,7 +3,7 @@
 //! reuse the golden folders as its seed corpus.)
 
 use carebridge_medtech_mapping::{
-    envelope, DeviceMapping, FhirMapping, JmesPath, JsonPath, Normalizer,
+    envelope, DeviceMapping, Doc, FhirMapping, JmesPath, JsonNode, JsonPath, Normalizer,
 };
 
 use crate::golden::cases;
@@ -56,14 +56,43 @@ fn mutated_templates_and_messages_never_panic() {
                 let n = Normalizer::new(&mapping).unwrap();
                 if let Ok(v) = serde_json::from_str(&message_text) {
                     let ev = if case.is_envelope { v } else { envelope(v) };
-                    let _ = n.normalize_explained(&ev, 0);
+                    let doc = Doc::borrowed(&ev);
+                    let (r, ex) = n.normalize_explained(&ev, 0);
+                    let (r_doc, ex_doc) = n.normalize_explained(&doc, 0);
+                    assert_eq!(
+                        r.map_err(|e| e.to_string()),
+                        r_doc.map_err(|e| e.to_string())
+                    );
+                    assert_eq!(ex, ex_doc);
                 }
             }
             let _ = FhirMapping::from_json(&m);
             let msg = mutate(&mut rng, &message_text);
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&msg) {
-                let _ = good.normalize(&v, 0);
-                let _ = good.normalize(&envelope(v), 0);
+            let doc = Doc::parse(&msg);
+            match serde_json::from_str::<serde_json::Value>(&msg) {
+                Ok(v) => {
+                    // The pipeline's parse accepts what serde_json accepts, and the
+                    // measurements are the same.
+                    let doc = doc.unwrap_or_else(|e| panic!("{msg}: {e}"));
+                    let same =
+                        |a: carebridge_medtech_mapping::Result<_>,
+                         b: carebridge_medtech_mapping::Result<_>| {
+                            assert_eq!(
+                                a.map_err(|e| e.to_string()),
+                                b.map_err(|e| e.to_string()),
+                                "{msg}"
+                            );
+                        };
+                    same(good.normalize(&v, 0), good.normalize(&doc, 0));
+                    same(
+                        good.normalize(&envelope(v), 0),
+                        good.normalize(&Doc::envelope(doc), 0),
+                    );
+                }
+                Err(e) => assert!(
+                    doc.is_err(),
+                    "serde_json refused {msg} ({e}), Doc accepted it"
+                ),
             }
         }
     }
@@ -90,12 +119,28 @@ fn random_expressions_never_panic() {
     for _ in 0..3000 {
         let seed = seeds[rng.below(seeds.len())];
         let expr = mutate(&mut rng, seed);
+        // Over the `Doc` form of the same data every answer must be the same.
+        let doc = Doc::borrowed(&data);
         if let Ok(p) = JsonPath::parse(&expr) {
-            let _ = p.select_tokens(&data);
-            let _ = p.select_token(&data);
+            let values = |r: Result<Vec<&serde_json::Value>, _>| {
+                r.map(|t| t.into_iter().cloned().collect::<Vec<_>>())
+            };
+            let docs = |r: Result<Vec<&Doc<'_>>, _>| {
+                r.map(|t| t.into_iter().map(JsonNode::to_value).collect::<Vec<_>>())
+            };
+            assert_eq!(
+                values(p.select_tokens(&data)),
+                docs(p.select_tokens(&doc)),
+                "{expr}"
+            );
+            assert_eq!(
+                p.select_token(&data).map(|t| t.cloned()),
+                p.select_token(&doc).map(|t| t.map(JsonNode::to_value)),
+                "{expr}"
+            );
         }
         if let Ok(j) = JmesPath::parse(&expr) {
-            let _ = j.search(&data);
+            assert_eq!(j.search(&data), j.search(&doc), "{expr}");
         }
     }
 }
