@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::sink::{open_output, sync_file, SyncData};
-use super::source::DEAD_LETTER_KEY;
-use crate::{Error, Result};
+use super::source::{parse_line, ParsedLine, DEAD_LETTER_KEY};
+use crate::{Error, JsonNode, Result};
 
 /// The original content of a dead-lettered message.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +22,9 @@ pub enum DeadLetterEvent {
     Event(Value),
     /// Input that was not JSON, as read.
     Raw(String),
+    /// A line of NDJSON input ([`EventPayload::Line`](super::EventPayload::Line)), as read; the
+    /// record holds the event it stands for (see [`parse_line`]).
+    Line(String),
 }
 
 /// A message that could not be mapped.
@@ -55,14 +58,29 @@ impl DeadLetter {
             "position": self.position,
             "at": self.at.to_rfc3339_opts(SecondsFormat::Millis, true),
         });
-        match &self.event {
+        let parsed;
+        let event = match &self.event {
+            DeadLetterEvent::Line(line) => match parse_line(line) {
+                ParsedLine::Event(doc) => {
+                    parsed = DeadLetterEvent::Event(doc.to_value());
+                    &parsed
+                }
+                ParsedLine::Invalid { raw, .. } => {
+                    return json!({ "raw": raw, DEAD_LETTER_KEY: note });
+                }
+            },
+            other => other,
+        };
+        match event {
             DeadLetterEvent::Event(Value::Object(map)) => {
                 let mut map = map.clone();
                 map.insert(DEAD_LETTER_KEY.to_owned(), note);
                 Value::Object(map)
             }
             DeadLetterEvent::Event(other) => json!({ "Body": other, DEAD_LETTER_KEY: note }),
-            DeadLetterEvent::Raw(raw) => json!({ "raw": raw, DEAD_LETTER_KEY: note }),
+            DeadLetterEvent::Raw(raw) | DeadLetterEvent::Line(raw) => {
+                json!({ "raw": raw, DEAD_LETTER_KEY: note })
+            }
         }
     }
 }
@@ -195,7 +213,7 @@ impl<W: AsyncWrite + Unpin + Send> DeadLetterSink for NdjsonDeadLetters<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::source::{to_event, EventPayload, EventSource, NdjsonSource};
+    use crate::pipeline::source::{to_event, EventSource, NdjsonSource};
 
     #[tokio::test]
     async fn a_dead_letter_file_replays_as_the_original_events() {
@@ -221,7 +239,10 @@ mod tests {
         assert_eq!(record["deadLetter"]["at"], "1970-01-01T00:00:00.000Z");
         let mut src = NdjsonSource::new(bytes.as_slice());
         let replayed = src.next_event().await.unwrap().unwrap();
-        assert_eq!(replayed.payload, EventPayload::Event(event));
+        assert_eq!(
+            crate::pipeline::source::tests::event_value(&replayed.payload),
+            event
+        );
     }
 
     #[tokio::test]

@@ -77,5 +77,6 @@ pub use sink::{
     FhirSink, InMemorySink, NdjsonSink, ObservationMapper, PendingObservation, PersistReport,
 };
 pub use source::{
-    to_event, EventPayload, EventSource, InMemorySource, NdjsonSource, SourceEvent, DEAD_LETTER_KEY,
+    parse_line, to_event, EventPayload, EventSource, InMemorySource, NdjsonSource, ParsedLine,
+    SourceEvent, DEAD_LETTER_KEY,
 };

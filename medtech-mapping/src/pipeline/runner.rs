@@ -14,12 +14,12 @@ use super::dead_letter::{DeadLetter, DeadLetterEvent, DeadLetterSink};
 use super::identity::IdentityResolver;
 use super::mapper::TransformMapper;
 use super::sink::{FhirSink, ObservationMapper, PendingObservation, PersistReport};
-use super::source::{EventPayload, EventSource, SourceEvent};
+use super::source::{parse_line, EventPayload, EventSource, ParsedLine, SourceEvent};
 use crate::{
     check_groupable, group_by_message_owned, DeviceMapping, FhirMapping, Measurement, Normalizer,
     ObservationGroup, TransformOptions,
 };
-use crate::{Error, Result};
+use crate::{Error, JsonNode, Result};
 
 /// The default [`PipelineOptions::batch_size`].
 pub const DEFAULT_BATCH_SIZE: usize = 100;
@@ -398,6 +398,26 @@ impl Pipeline {
         self.finish(slots, totals).await
     }
 
+    /// Normalizes one parsed event, with the matched template paths when tracing.
+    fn normalize_node<N: JsonNode>(
+        &self,
+        event: &N,
+        index: usize,
+    ) -> (Result<Vec<Measurement>>, Vec<String>) {
+        if self.options.trace {
+            let (r, ex) = self.normalizer.normalize_explained(event, index);
+            let matched = ex
+                .templates
+                .iter()
+                .filter(|t| t.matched_tokens > 0)
+                .map(|t| t.template_path.clone())
+                .collect();
+            (r, matched)
+        } else {
+            (self.normalizer.normalize(event, index), Vec::new())
+        }
+    }
+
     /// Normalizes one event: a decided slot (to be dead-lettered, or skipped) or measurements
     /// added to `batch` under index `slot`. Dead letters are written at the end of the batch, in
     /// message order.
@@ -409,27 +429,28 @@ impl Pipeline {
     ) -> Slot {
         let position = event.position;
         let index = usize::try_from(position).unwrap_or(usize::MAX);
-        let value = match event.payload {
-            EventPayload::Event(v) => v,
-            EventPayload::Invalid { raw, reason } => {
-                let err = Error::InvalidMessage {
-                    message_index: index,
-                    reason,
-                };
-                return Slot::failed(position, DeadLetterEvent::Raw(raw), err, Vec::new());
-            }
+        let invalid = |raw: String, reason: String| {
+            let err = Error::InvalidMessage {
+                message_index: index,
+                reason,
+            };
+            Slot::failed(position, DeadLetterEvent::Raw(raw), err, Vec::new())
         };
-        let (normalized, templates_matched) = if self.options.trace {
-            let (r, ex) = self.normalizer.normalize_explained(&value, index);
-            let matched = ex
-                .templates
-                .iter()
-                .filter(|t| t.matched_tokens > 0)
-                .map(|t| t.template_path.clone())
-                .collect();
-            (r, matched)
-        } else {
-            (self.normalizer.normalize(&value, index), Vec::new())
+        let (event, (normalized, templates_matched)) = match event.payload {
+            EventPayload::Event(v) => {
+                let r = self.normalize_node(&v, index);
+                (DeadLetterEvent::Event(v), r)
+            }
+            EventPayload::Line(text) => {
+                let r = match parse_line(&text) {
+                    ParsedLine::Event(doc) => self.normalize_node(&doc, index),
+                    ParsedLine::Invalid { raw, reason } => {
+                        return invalid(raw.into_owned(), format!("line {position}: {reason}"))
+                    }
+                };
+                (DeadLetterEvent::Line(text), r)
+            }
+            EventPayload::Invalid { raw, reason } => return invalid(raw, reason),
         };
         let measurements = match normalized.and_then(|ms| {
             ms.iter()
@@ -438,12 +459,7 @@ impl Pipeline {
         }) {
             Ok(m) => m,
             Err(e) => {
-                return Slot::failed(
-                    position,
-                    DeadLetterEvent::Event(value),
-                    e,
-                    templates_matched,
-                );
+                return Slot::failed(position, event, e, templates_matched);
             }
         };
         let count = measurements.len();
@@ -461,7 +477,7 @@ impl Pipeline {
         batch.extend(measurements.into_iter().map(|m| (slot, m)));
         Slot {
             position,
-            event: Some(DeadLetterEvent::Event(value)),
+            event: Some(event),
             count,
             templates_matched,
             measurements: traced,

@@ -3,8 +3,12 @@
 use std::collections::VecDeque;
 use std::future::Future;
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+use crate::{Doc, JsonNode};
 
 use crate::{Error, Result};
 
@@ -18,6 +22,11 @@ pub const DEAD_LETTER_KEY: &str = "deadLetter";
 pub enum EventPayload {
     /// The event as the templates see it: `{"Body", "Properties", "SystemProperties"}`.
     Event(Value),
+    /// One line of NDJSON input, not parsed yet (its position is its line number): an envelope,
+    /// a message body or a dead-letter record, read as [`to_event`] reads a value. The pipeline
+    /// parses it into a [`Doc`] (strings borrowed from the line, nothing copied), and
+    /// dead-letters it as [`EventPayload::Invalid`] when it is not JSON; see [`parse_line`].
+    Line(String),
     /// The input could not be read as JSON; it is dead-lettered with its raw text.
     Invalid {
         /// The raw input (kept only to be written to the dead-letter sink, never logged).
@@ -104,14 +113,71 @@ pub fn to_event(value: Value) -> Value {
     }
 }
 
-/// The raw text of a dead-letter record written for an input line that was not JSON
-/// (`{"raw": "...", "deadLetter": {...}}`), if `value` is one.
-fn dead_raw_line(value: &Value) -> Option<&str> {
-    let map = value.as_object()?;
-    if map.contains_key("Body") || !map.contains_key(DEAD_LETTER_KEY) {
-        return None;
+/// What one line of input is (see [`parse_line`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ParsedLine<'t> {
+    /// The event as the templates see it.
+    Event(Doc<'t>),
+    /// The line is not JSON (or is the dead-letter record of a line that still is not).
+    Invalid {
+        /// The text to dead-letter.
+        raw: Cow<'t, str>,
+        /// Why (column and kind of the JSON error).
+        reason: String,
+    },
+}
+
+/// Reads one line of input the way [`NdjsonSource`] reads it: an envelope, a message body
+/// (wrapped with [`Doc::envelope`]) or a dead-letter record (its annotation dropped; the record
+/// of a line that was not JSON stands for that line's raw text), as a [`Doc`] borrowing `line`.
+pub fn parse_line(line: &str) -> ParsedLine<'_> {
+    let line = line.trim();
+    let doc = match Doc::parse(line) {
+        Ok(d) => d,
+        Err(e) => {
+            return ParsedLine::Invalid {
+                raw: Cow::Borrowed(line),
+                reason: format!("not valid JSON (column {}: {:?})", e.column(), e.classify()),
+            }
+        }
+    };
+    // A dead-letter record of a line that was not JSON carries that line as `raw`: replaying
+    // it means reading the raw text again (fixed by hand, or still invalid).
+    let raw = (doc.get("Body").is_none() && doc.get(DEAD_LETTER_KEY).is_some())
+        .then(|| doc.get("raw").and_then(JsonNode::as_str))
+        .flatten();
+    if let Some(raw) = raw {
+        return match Doc::parse(raw) {
+            Ok(d) => ParsedLine::Event(doc_to_event(d).into_owned()),
+            Err(e) => ParsedLine::Invalid {
+                raw: Cow::Owned(raw.to_owned()),
+                reason: format!(
+                    "dead-lettered raw text is still not valid JSON (column {}: {:?})",
+                    e.column(),
+                    e.classify()
+                ),
+            },
+        };
     }
-    map.get("raw")?.as_str()
+    ParsedLine::Event(doc_to_event(doc))
+}
+
+/// [`to_event`] over a [`Doc`].
+fn doc_to_event(doc: Doc<'_>) -> Doc<'_> {
+    match doc {
+        Doc::Object(_) if doc.get("Body").is_some() => {
+            let mut doc = doc;
+            doc.remove(DEAD_LETTER_KEY);
+            for key in ["Properties", "SystemProperties"] {
+                if !doc.get(key).is_some_and(JsonNode::is_object) {
+                    doc.insert(key, Doc::Object(Vec::new()));
+                }
+            }
+            doc
+        }
+        other => Doc::envelope(other),
+    }
 }
 
 /// An in-memory source, for tests and for applications that already hold the events.
@@ -266,33 +332,8 @@ impl<R: AsyncBufRead + Unpin + Send> NdjsonSource<R> {
         if text.is_empty() {
             return None;
         }
-        // A dead-letter record of a line that was not JSON carries that line as `raw`:
-        // replaying it means reading the raw text again (fixed by hand, or still invalid).
-        let parsed = serde_json::from_str::<Value>(text).map(|v| match dead_raw_line(&v) {
-            Some(raw) => (raw.to_owned(), serde_json::from_str::<Value>(raw)),
-            None => (String::new(), Ok(v)),
-        });
-        let payload = match parsed {
-            Ok((_, Ok(v))) => EventPayload::Event(to_event(v)),
-            Ok((raw, Err(e))) => EventPayload::Invalid {
-                reason: format!(
-                    "line {}: dead-lettered raw text is still not valid JSON (column {}: {:?})",
-                    self.line,
-                    e.column(),
-                    e.classify()
-                ),
-                raw,
-            },
-            Err(e) => EventPayload::Invalid {
-                raw: text.to_owned(),
-                reason: format!(
-                    "line {}: not valid JSON (column {}: {:?})",
-                    self.line,
-                    e.column(),
-                    e.classify()
-                ),
-            },
-        };
+        // Parsed by the pipeline (`parse_line`), into a `Doc` that borrows the line.
+        let payload = EventPayload::Line(text.to_owned());
         Some(SourceEvent {
             position: self.line,
             payload,
@@ -316,9 +357,21 @@ impl<R: AsyncBufRead + Unpin + Send> EventSource for NdjsonSource<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The event a payload stands for, as JSON (a line parsed as the pipeline parses it).
+    pub(crate) fn event_value(p: &EventPayload) -> Value {
+        match p {
+            EventPayload::Event(v) => v.clone(),
+            EventPayload::Line(l) => match parse_line(l) {
+                ParsedLine::Event(d) => d.to_value(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[tokio::test]
     async fn dead_lettered_raw_lines_replay_as_their_raw_text() {
@@ -328,8 +381,11 @@ mod tests {
         );
         let mut src = NdjsonSource::new(input.as_bytes());
         let first = src.next_event().await.unwrap().unwrap();
-        match &first.payload {
-            EventPayload::Invalid { raw, reason } => {
+        let EventPayload::Line(line) = &first.payload else {
+            panic!("{first:?}");
+        };
+        match parse_line(line) {
+            ParsedLine::Invalid { raw, reason } => {
                 assert_eq!(raw, "{still broken");
                 assert!(reason.contains("still not valid JSON"), "{reason}");
             }
@@ -337,8 +393,8 @@ mod tests {
         }
         let second = src.next_event().await.unwrap().unwrap();
         assert_eq!(
-            second.payload,
-            EventPayload::Event(json!({"Body":{"hr":7},"Properties":{},"SystemProperties":{}}))
+            event_value(&second.payload),
+            json!({"Body":{"hr":7},"Properties":{},"SystemProperties":{}})
         );
     }
 
@@ -358,24 +414,26 @@ mod tests {
         }
         assert_eq!(got.len(), 4);
         assert_eq!(
-            got[0].payload,
-            EventPayload::Event(
-                json!({"Body":{"hr":1},"Properties":{"a":"b"},"SystemProperties":{}})
-            )
+            event_value(&got[0].payload),
+            json!({"Body":{"hr":1},"Properties":{"a":"b"},"SystemProperties":{}})
         );
         assert_eq!(got[1].position, 3);
         assert_eq!(
-            got[1].payload,
-            EventPayload::Event(json!({"Body":{"hr":2},"Properties":{},"SystemProperties":{}}))
+            event_value(&got[1].payload),
+            json!({"Body":{"hr":2},"Properties":{},"SystemProperties":{}})
         );
         assert_eq!(
-            got[2].payload,
-            EventPayload::Event(json!({"Body":{"hr":3},"Properties":{},"SystemProperties":{}}))
+            event_value(&got[2].payload),
+            json!({"Body":{"hr":3},"Properties":{},"SystemProperties":{}})
         );
-        match &got[3].payload {
-            EventPayload::Invalid { raw, reason } => {
+        assert_eq!(got[3].position, 5);
+        let EventPayload::Line(line) = &got[3].payload else {
+            panic!("{:?}", got[3]);
+        };
+        match parse_line(line) {
+            ParsedLine::Invalid { raw, reason } => {
                 assert_eq!(raw, "{not json");
-                assert!(reason.starts_with("line 5:"), "{reason}");
+                assert!(reason.starts_with("not valid JSON (column 2"), "{reason}");
             }
             other => panic!("expected invalid, got {other:?}"),
         }
@@ -394,10 +452,7 @@ mod tests {
             .write_all(b"{\"hr\":1}\n{\"hr\":2}\n{\"hr\":")
             .await
             .unwrap();
-        let body = |e: SourceEvent| match e.payload {
-            EventPayload::Event(v) => v["Body"].clone(),
-            other => panic!("{other:?}"),
-        };
+        let body = |e: SourceEvent| event_value(&e.payload)["Body"].clone();
         let first = src.next_event().await.unwrap().unwrap();
         assert_eq!(body(first), json!({"hr": 1}));
         let second = src.try_next_event().unwrap().unwrap();
