@@ -227,20 +227,36 @@ pub enum Doc<'a> {
 }
 
 impl<'a> Doc<'a> {
-    /// Parses JSON text (the same grammar and nesting limit as `serde_json::from_str`).
+    /// Parses JSON text, as `serde_json::from_str` reads it into a `serde_json::Value` (the
+    /// same grammar, nesting limit and numbers: `serde_json` reads the tokens).
     ///
     /// # Errors
     /// The `serde_json` error, with its line and column, when `text` is not one JSON value.
     pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
+        Self::read(serde_json::Deserializer::from_str(text))
     }
 
-    /// Parses JSON bytes (see [`Doc::parse`]; the bytes must be UTF-8).
+    /// Parses JSON bytes (see [`Doc::parse`]; strings must be UTF-8).
     ///
     /// # Errors
     /// As [`Doc::parse`].
     pub fn parse_slice(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        Self::read(serde_json::Deserializer::from_slice(bytes))
+    }
+
+    fn read<R: serde_json::de::Read<'a>>(
+        mut de: serde_json::Deserializer<R>,
+    ) -> Result<Self, serde_json::Error> {
+        let mut scratch = Scratch {
+            members: Vec::with_capacity(16),
+            items: Vec::new(),
+        };
+        let doc = DocSeed {
+            scratch: &mut scratch,
+        }
+        .deserialize(&mut de)?;
+        de.end()?;
+        Ok(doc)
     }
 
     /// A document borrowing the strings of `value`.
@@ -450,17 +466,35 @@ impl serde::Serialize for Doc<'_> {
 
 impl<'de> Deserialize<'de> for Doc<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(DocVisitor)
+        DocSeed {
+            scratch: &mut Scratch::default(),
+        }
+        .deserialize(d)
     }
 }
 
-struct DocVisitor;
+/// Members and elements of the containers being read, on one stack: each container takes its
+/// own from the top when it ends, so it is allocated once at its final size.
+#[derive(Default)]
+struct Scratch<'de> {
+    members: Vec<(Cow<'de, str>, Doc<'de>)>,
+    items: Vec<Doc<'de>>,
+}
 
-/// Objects up to this size check for a repeated key by comparing with every earlier key;
-/// larger ones keep an index of their keys while they are read.
-const LINEAR_DEDUP: usize = 32;
+/// Reads one value, using (and leaving as it found it) the shared [`Scratch`].
+struct DocSeed<'s, 'de> {
+    scratch: &'s mut Scratch<'de>,
+}
 
-impl<'de> Visitor<'de> for DocVisitor {
+impl<'de> DeserializeSeed<'de> for DocSeed<'_, 'de> {
+    type Value = Doc<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Doc<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DocSeed<'_, 'de> {
     type Value = Doc<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -504,48 +538,71 @@ impl<'de> Visitor<'de> for DocVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Doc<'de>, D::Error> {
-        Doc::deserialize(d)
+        self.deserialize(d)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Doc<'de>, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(v) = seq.next_element()? {
-            out.push(v);
+        let scratch = self.scratch;
+        let start = scratch.items.len();
+        while let Some(v) = seq.next_element_seed(DocSeed {
+            scratch: &mut *scratch,
+        })? {
+            scratch.items.push(v);
         }
-        Ok(Doc::Array(out))
+        Ok(Doc::Array(scratch.items.drain(start..).collect()))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
-        let mut members: Vec<(Cow<'de, str>, Doc<'de>)> =
-            Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-        let mut index: Option<foldhash::HashMap<Cow<'de, str>, usize>> = None;
+        let scratch = self.scratch;
+        let start = scratch.members.len();
+        let mut index = None;
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let value: Doc<'de> = map.next_value()?;
-            if members.len() >= LINEAR_DEDUP && index.is_none() {
-                let mut ix = foldhash::HashMap::with_capacity_and_hasher(
-                    members.len() * 2,
-                    foldhash::fast::RandomState::default(),
-                );
-                for (i, (k, _)) in members.iter().enumerate() {
-                    ix.insert(k.clone(), i);
-                }
-                index = Some(ix);
-            }
-            let existing = match &index {
-                Some(ix) => ix.get(key.as_ref()).copied(),
-                None => members.iter().position(|(k, _)| *k == key),
-            };
-            match existing.and_then(|i| members.get_mut(i)) {
-                Some((_, v)) => *v = value,
-                None => {
-                    if let Some(ix) = index.as_mut() {
-                        ix.insert(key.clone(), members.len());
-                    }
-                    members.push((key, value));
-                }
-            }
+            let value = map.next_value_seed(DocSeed {
+                scratch: &mut *scratch,
+            })?;
+            push_member(&mut scratch.members, start, &mut index, key, value);
         }
-        Ok(Doc::Object(members))
+        Ok(Doc::Object(scratch.members.drain(start..).collect()))
+    }
+}
+
+/// Objects up to this size check for a repeated key by comparing with every earlier key;
+/// larger ones keep an index of their keys while they are read.
+const LINEAR_DEDUP: usize = 32;
+
+/// Adds a member to the object whose members start at `start`: a repeated key keeps its first
+/// position and takes the new value (as `serde_json::Value` and Newtonsoft's `JObject` do).
+fn push_member<'a>(
+    members: &mut Vec<(Cow<'a, str>, Doc<'a>)>,
+    start: usize,
+    index: &mut Option<foldhash::HashMap<Cow<'a, str>, usize>>,
+    key: Cow<'a, str>,
+    value: Doc<'a>,
+) {
+    let own = members.get_mut(start..).unwrap_or_default();
+    if own.len() >= LINEAR_DEDUP && index.is_none() {
+        let mut ix = foldhash::HashMap::with_capacity_and_hasher(
+            own.len() * 2,
+            foldhash::fast::RandomState::default(),
+        );
+        for (i, (k, _)) in own.iter().enumerate() {
+            ix.insert(k.clone(), i);
+        }
+        *index = Some(ix);
+    }
+    let existing = match index {
+        Some(ix) => ix.get(key.as_ref()).copied(),
+        None => own.iter().position(|(k, _)| *k == key),
+    };
+    match existing.and_then(|i| own.get_mut(i)) {
+        Some((_, v)) => *v = value,
+        None => {
+            let at = own.len();
+            if let Some(ix) = index.as_mut() {
+                ix.insert(key.clone(), at);
+            }
+            members.push((key, value));
+        }
     }
 }
 
@@ -607,6 +664,153 @@ mod tests {
         }
     }
 
+    /// `Doc::parse` and `serde_json::from_str::<Value>` accept the same texts and read the same
+    /// values, members in the same order.
+    fn same_as_serde_json(text: &str) {
+        match (Doc::parse(text), serde_json::from_str::<Value>(text)) {
+            (Ok(d), Ok(v)) => {
+                let d = d.to_value();
+                assert_eq!(d, v, "{text:?}");
+                assert_eq!(d.to_string(), v.to_string(), "{text:?}");
+            }
+            (Err(_), Err(_)) => {}
+            (d, v) => panic!("{text:?}: Doc {d:?}, serde_json {v:?}"),
+        }
+        // The serde `Deserialize` impl answers the same as the parser.
+        let via_serde = serde_json::from_str::<Doc<'_>>(text).map(|d| d.to_value());
+        assert_eq!(
+            via_serde.ok(),
+            Doc::parse(text).ok().map(|d| d.to_value()),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn edge_cases_read_as_serde_json_reads_them() {
+        let nested = |n: usize, open: &str, close: &str| open.repeat(n) + &close.repeat(n);
+        let mut cases: Vec<String> = [
+            "",
+            " ",
+            "0",
+            "01",
+            "-",
+            "-0",
+            "-0.0",
+            "-01",
+            "1.",
+            ".5",
+            "1e",
+            "1e+",
+            "1E-2",
+            "2.5e+3",
+            "1.0",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "1e400",
+            "-1e400",
+            "0e999999",
+            "1e-400",
+            "123456789012345678901234567890",
+            "0.1e1",
+            "3.141592653589793238462643383279",
+            r#""\ud83d\ude00""#,
+            r#""\ud83d""#,
+            r#""\ude00""#,
+            r#""\ud83dx""#,
+            r#""\ud83d\u0041""#,
+            r#""\u00e9\u20AC""#,
+            r#""\x""#,
+            r#""\u12""#,
+            r#""\u12g4""#,
+            "\"a\u{1}b\"",
+            "\"tab\there\"",
+            "\"\u{7f}\"",
+            r#""\/\b\f\n\r\t\\\"""#,
+            "\"é€😀\"",
+            r#""unterminated"#,
+            r#"""#,
+            "[1,]",
+            "[,1]",
+            "[1 2]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{1:2}",
+            "{\"a\":}",
+            "[]",
+            "{}",
+            " [ 1 , { \"a\" : [ ] } ] ",
+            "tru",
+            "nul",
+            "nulll",
+            "true false",
+            "truex",
+            "[true]x",
+            "{\"a\":{\"b\":[1,2,{\"c\":null}]},\"a\":2}",
+            "{\"a\":1,\"b\":2,\"a\":{\"x\":1}}",
+            "\u{feff}1",
+            "1\u{0}",
+            "[1]\n",
+            "\n\r\t 1",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for n in [126, 127, 128, 129] {
+            cases.push(nested(n, "[", "]"));
+            cases.push(nested(n, "{\"a\":", "}").replace(":}", ":1}"));
+        }
+        for c in &cases {
+            same_as_serde_json(c);
+        }
+    }
+
+    /// xorshift64*: deterministic, so a failure reproduces.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    #[test]
+    fn mutated_documents_read_as_serde_json_reads_them() {
+        let seeds = [
+            r#"{"heartRate": 78, "deviceId": "d-1", "endDate": "2023-03-13T22:46:01.875Z", "meta": {"rssi": -50, "snr": 5.25e1, "tags": ["a", "b\"c", null, true]}}"#,
+            r#"[0, -0, 1.5, -2E-3, 18446744073709551615, "\u00e9\ud83d\ude00", {}, [], {"a": {"a": 1}, "a": 2}]"#,
+            r#"{"Body": {"systolic": 120, "diastolic": 80}, "Properties": {"x": "y"}, "SystemProperties": {}}"#,
+        ];
+        let alphabet = b"{}[]\":,.-+eE0123456789 \\u/abtfnrlsx\t\n";
+        let mut state = 0x0DDC_0FFE_E0DD_F00D_u64;
+        for _ in 0..20_000 {
+            let seed = seeds[(next(&mut state) % seeds.len() as u64) as usize];
+            let mut bytes = seed.as_bytes().to_vec();
+            for _ in 0..=(next(&mut state) % 4) {
+                let pos = (next(&mut state) % (bytes.len() as u64 + 1)) as usize;
+                let c = alphabet[(next(&mut state) % alphabet.len() as u64) as usize];
+                match next(&mut state) % 3 {
+                    0 if pos < bytes.len() => {
+                        bytes.remove(pos);
+                    }
+                    1 if pos < bytes.len() => bytes[pos] = c,
+                    _ => bytes.insert(pos, c),
+                }
+            }
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                same_as_serde_json(text);
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error() {
+        assert!(Doc::parse_slice(b"{\"a\": \"\xff\"}").is_err());
+        assert!(serde_json::from_slice::<Value>(b"{\"a\": \"\xff\"}").is_err());
+        let doc = Doc::parse_slice("{\"a\": \"é\"}".as_bytes()).unwrap();
+        assert_eq!(doc.get("a").and_then(JsonNode::as_str), Some("é"));
+    }
+
     #[test]
     fn repeated_keys_keep_the_first_position_and_the_last_value() {
         let doc = Doc::parse(r#"{"a": 1, "b": 2, "a": 3}"#).unwrap();
@@ -642,6 +846,7 @@ mod tests {
     fn bad_json_is_an_error_with_its_position() {
         let e = Doc::parse(r#"{"a": [1, 2}"#).unwrap_err();
         assert_eq!((e.line(), e.column()), (1, 12));
+
         // Nesting is bounded as serde_json bounds it (no stack overflow).
         let deep = "[".repeat(100_000);
         assert!(Doc::parse(&deep).is_err());
