@@ -555,12 +555,12 @@ impl<'de> Visitor<'de> for DocSeed<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
         let scratch = self.scratch;
         let start = scratch.members.len();
-        let mut index = None;
+        let mut keys = KeySet::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let value = map.next_value_seed(DocSeed {
                 scratch: &mut *scratch,
             })?;
-            push_member(&mut scratch.members, start, &mut index, key, value);
+            push_member(&mut scratch.members, start, &mut keys, key, value);
         }
         Ok(Doc::Object(scratch.members.drain(start..).collect()))
     }
@@ -570,17 +570,39 @@ impl<'de> Visitor<'de> for DocSeed<'_, 'de> {
 /// larger ones keep an index of their keys while they are read.
 const LINEAR_DEDUP: usize = 32;
 
+/// The keys of the object being read, to find a repeated key without comparing every pair.
+#[derive(Default)]
+struct KeySet<'a> {
+    /// One bit per key signature ([`signature`]): a clear bit means a new key.
+    seen: u64,
+    /// Key positions, once the object has [`LINEAR_DEDUP`] members.
+    index: Option<foldhash::HashMap<Cow<'a, str>, usize>>,
+}
+
+/// A bit position from the length and three bytes of `key` (cheap; collisions only cost a
+/// linear search).
+fn signature(key: &str) -> u32 {
+    let b = key.as_bytes();
+    let byte = |i: usize| u64::from(b.get(i).copied().unwrap_or(0));
+    let h = (b.len() as u64)
+        ^ (byte(0) << 8)
+        ^ (byte(b.len() / 2) << 16)
+        ^ (byte(b.len().wrapping_sub(1)) << 24);
+    // The top 6 bits of a multiplicative hash.
+    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as u32
+}
+
 /// Adds a member to the object whose members start at `start`: a repeated key keeps its first
 /// position and takes the new value (as `serde_json::Value` and Newtonsoft's `JObject` do).
 fn push_member<'a>(
     members: &mut Vec<(Cow<'a, str>, Doc<'a>)>,
     start: usize,
-    index: &mut Option<foldhash::HashMap<Cow<'a, str>, usize>>,
+    keys: &mut KeySet<'a>,
     key: Cow<'a, str>,
     value: Doc<'a>,
 ) {
     let own = members.get_mut(start..).unwrap_or_default();
-    if own.len() >= LINEAR_DEDUP && index.is_none() {
+    if own.len() >= LINEAR_DEDUP && keys.index.is_none() {
         let mut ix = foldhash::HashMap::with_capacity_and_hasher(
             own.len() * 2,
             foldhash::fast::RandomState::default(),
@@ -588,17 +610,21 @@ fn push_member<'a>(
         for (i, (k, _)) in own.iter().enumerate() {
             ix.insert(k.clone(), i);
         }
-        *index = Some(ix);
+        keys.index = Some(ix);
     }
-    let existing = match index {
+    let bit = 1u64 << signature(&key);
+    let maybe_seen = keys.seen & bit != 0;
+    keys.seen |= bit;
+    let existing = match &keys.index {
         Some(ix) => ix.get(key.as_ref()).copied(),
-        None => own.iter().position(|(k, _)| *k == key),
+        None if maybe_seen => own.iter().position(|(k, _)| *k == key),
+        None => None,
     };
     match existing.and_then(|i| own.get_mut(i)) {
         Some((_, v)) => *v = value,
         None => {
             let at = own.len();
-            if let Some(ix) = index.as_mut() {
+            if let Some(ix) = keys.index.as_mut() {
                 ix.insert(key.clone(), at);
             }
             members.push((key, value));

@@ -148,6 +148,19 @@ fn ours(expression: &str, given: &Value) -> Outcome {
         over_doc, over_value,
         "`{expression}` over Doc and Value, given {text}"
     );
+    // The rewrites of the lowering (`Path`, `FirstOfSingleton`, `HasKey`) change nothing.
+    if let Ok(ast) = jmespath::parse(expression) {
+        let plain = JmesPath {
+            text: expression.to_owned(),
+            projection: super::is_projection(&ast),
+            node: super::eval::Node::lower_with(&ast, false),
+        };
+        assert_eq!(
+            plain.search(given),
+            over_value,
+            "`{expression}` rewritten and plain, given {text}"
+        );
+    }
     match over_value {
         Ok(v) => Outcome::Value(v),
         Err(e) => Outcome::Error(classify(&e.reason)),
@@ -365,6 +378,29 @@ fn has_key_fast_path_matches_the_general_evaluation() {
         }
     }
     assert_eq!(checked, expressions.len() * givens.len());
+
+    // The other rewrites fire on their shapes (and, through `ours`, answer as the plain
+    // lowering does over the whole suite).
+    for (e, shape) in [
+        ("[@][?contains(keys(@), 'a')] | @[0]", "FirstOfSingleton"),
+        (
+            "[Body][?contains(keys(@), `heartRate`)] | @[0]",
+            "FirstOfSingleton",
+        ),
+        ("matchedToken.deviceId", "Path"),
+        ("a.b.c", "Path"),
+    ] {
+        let lowered = JmesPath::parse(e).unwrap();
+        assert!(format!("{:?}", lowered.node).contains(shape), "{e}");
+        for g in &givens {
+            let mine = ours(e, g);
+            let theirs = crate_outcome(e, g);
+            assert!(
+                same(&mine, &theirs),
+                "`{e}` over {g}: ours {mine:?}, crate {theirs:?}"
+            );
+        }
+    }
 
     // The overlay root (`matchedToken` set on the event) answers like the materialized object.
     let event = serde_json::json!({"Body": {"x": 1}, "Properties": {}});
