@@ -200,6 +200,15 @@ impl JmesPath {
         })
     }
 
+    /// The instant of a `timestampExpression` that is a `fromUnixTimestamp(Ms)` call, without
+    /// formatting it and reading it back (`None`: evaluate with [`JmesPath::select_token`]).
+    pub(crate) fn select_instant<'a, N: JsonNode>(
+        &'a self,
+        data: &Val<'a, N>,
+    ) -> Option<Result<chrono::DateTime<chrono::Utc>, JmesPathError>> {
+        Ctx { text: &self.text }.eval_instant(&self.node, data)
+    }
+
     /// The token for a single-valued expression (`SelectToken`): an error for a projection
     /// with more than one element; `None` for null.
     pub(crate) fn select_token<'a, N: JsonNode>(
@@ -361,6 +370,56 @@ mod tests {
         assert!(run("add(a, `1`)", json!({"a": "1"})).is_err());
         assert!(run("fromUnixTimestamp(a)", json!({"a": 1.5})).is_err());
         assert!(run("add(`9223372036854775807`, `1`)", json!(null)).is_err());
+    }
+
+    /// The instant of a `fromUnixTimestamp(Ms)` timestamp expression is the one its text is read
+    /// back as, and it fails the same way.
+    #[test]
+    fn unix_timestamp_instants_match_their_text() {
+        let values = [
+            json!(0),
+            json!(-1),
+            json!(1_625_677_200),
+            json!(1_678_747_561_875_i64),
+            json!(253_402_300_799_i64),
+            json!(253_402_300_799_999_i64),
+            json!(253_402_300_800_000_i64),
+            json!(i64::MAX),
+            json!(i64::MIN),
+            json!(u64::MAX),
+            json!(1.5),
+            json!(2.0),
+            json!("1625677200"),
+            json!(null),
+            json!([1]),
+        ];
+        for expr in [
+            "fromUnixTimestamp(v)",
+            "fromUnixTimestampMs(v)",
+            "fromUnixTimestampMs(nothing)",
+            "fromUnixTimestamp(v, v)",
+        ] {
+            let Ok(p) = JmesPath::parse(expr) else {
+                continue;
+            };
+            for v in &values {
+                let data = json!({ "v": v });
+                let root = Val::In(&data);
+                let general = p.select_token(&root).map(|t| {
+                    t.map(|t| {
+                        crate::netvalue::to_utc_instant(crate::json::JsonNode::view(&*t).into())
+                    })
+                });
+                match p.select_instant(&root) {
+                    Some(Ok(t)) => assert_eq!(general, Ok(Some(Ok(t))), "{expr} over {v}"),
+                    Some(Err(e)) => assert_eq!(general.map(|_| ()), Err(e), "{expr} over {v}"),
+                    None => assert!(
+                        v.as_i64().is_some_and(|i| i > 253_402_300_799),
+                        "{expr} over {v}: no fast path"
+                    ),
+                }
+            }
+        }
     }
 
     #[test]

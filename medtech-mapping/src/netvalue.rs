@@ -43,6 +43,11 @@ pub(crate) fn format_double(x: f64) -> String {
     if x == 0.0 {
         return if x.is_sign_negative() { "-0" } else { "0" }.to_owned();
     }
+    // Whole numbers below 1e15 print as integers (what the general path below prints for them,
+    // without formatting the number twice).
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        return (x as i64).to_string();
+    }
     let sci = format!("{x:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
@@ -79,6 +84,9 @@ pub(crate) fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if s.is_empty() {
         return None;
+    }
+    if let Some(dt) = parse_rfc3339_plain(s) {
+        return Some(dt);
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Some(dt.with_timezone(&Utc));
@@ -119,6 +127,72 @@ pub(crate) fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
         }
     }
     None
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`, the form nearly every device sends, read
+/// without chrono's format machinery. `None` when the text is not exactly that form (at most 9
+/// fraction digits, no leap second, offset up to 23:59) or not a valid date and time: the
+/// caller then tries chrono's parsers, which give the same instant for every text this accepts
+/// (checked in `plain_rfc3339_reads_as_chrono_does`).
+fn parse_rfc3339_plain(s: &str) -> Option<DateTime<Utc>> {
+    let b = s.as_bytes();
+    let digit = |i: usize| -> Option<u32> {
+        let c = *b.get(i)?;
+        c.is_ascii_digit().then(|| u32::from(c - b'0'))
+    };
+    let two = |i: usize| Some(digit(i)? * 10 + digit(i + 1)?);
+    let sep = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(sep(4, b'-') && sep(7, b'-') && sep(10, b'T') && sep(13, b':') && sep(16, b':')) {
+        return None;
+    }
+    let year = two(0)? * 100 + two(2)?;
+    let (month, day, hour, minute, second) = (two(5)?, two(8)?, two(11)?, two(14)?, two(17)?);
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if sep(i, b'.') {
+        i += 1;
+        let start = i;
+        while let Some(d) = digit(i) {
+            if i - start == 9 {
+                return None;
+            }
+            nanos = nanos * 10 + d;
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 {
+            return None;
+        }
+        nanos *= 10u32.pow(u32::try_from(9 - digits).ok()?);
+    }
+    let offset = match b.get(i) {
+        Some(b'Z') => {
+            i += 1;
+            0
+        }
+        Some(&c @ (b'+' | b'-')) => {
+            let (h, m) = (two(i + 1)?, two(i + 4)?);
+            if !sep(i + 3, b':') || h > 23 || m > 59 {
+                return None;
+            }
+            i += 6;
+            let o = i64::from(h * 3600 + m * 60);
+            if c == b'-' {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    if i != b.len() || second > 59 {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    let time = chrono::NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
+    date.and_time(time)
+        .checked_sub_signed(chrono::TimeDelta::seconds(offset))
+        .map(|t| t.and_utc())
 }
 
 fn pad_short_offset(s: &str) -> Option<String> {
@@ -226,6 +300,75 @@ mod tests {
     use super::*;
     use crate::json::JsonNode;
     use serde_json::{json, Value};
+
+    /// Every text the plain RFC 3339 reader accepts is read by chrono as the same instant, and
+    /// what it declines is left to chrono.
+    #[test]
+    fn plain_rfc3339_reads_as_chrono_does() {
+        let mut state = 0x5EED_0000_1234_5678_u64;
+        let mut next = |n: u64| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+        };
+        let mut accepted = 0;
+        for _ in 0..50_000 {
+            let frac = match next(4) {
+                0 => String::new(),
+                1 => format!(".{}", next(1000)),
+                2 => format!(".{:07}", next(10_000_000)),
+                _ => format!(".{}", "9".repeat(1 + next(12) as usize)),
+            };
+            let zone = match next(4) {
+                0 => "Z".to_owned(),
+                1 => format!("+{:02}:{:02}", next(26), next(62)),
+                2 => format!("-{:02}:{:02}", next(26), next(62)),
+                _ => ["z", "+0000", "", "+05"][next(4) as usize].to_owned(),
+            };
+            let text = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{frac}{zone}",
+                next(10_000),
+                next(14),
+                next(33),
+                next(25),
+                next(61),
+                next(62)
+            );
+            let chrono = DateTime::parse_from_rfc3339(&text).map(|d| d.with_timezone(&Utc));
+            if let Some(t) = parse_rfc3339_plain(&text) {
+                accepted += 1;
+                assert_eq!(chrono, Ok(t), "{text}");
+            }
+        }
+        assert!(accepted > 5_000, "{accepted}");
+        assert_eq!(
+            parse_timestamp("2023-03-13T22:46:01.875Z"),
+            DateTime::parse_from_rfc3339("2023-03-13T22:46:01.875Z")
+                .ok()
+                .map(|d| d.with_timezone(&Utc))
+        );
+    }
+
+    #[test]
+    fn whole_doubles_print_as_the_general_path_prints_them() {
+        for x in [
+            1.0_f64,
+            -1.0,
+            120.0,
+            1e14,
+            -999_999_999_999_999.0,
+            4_503_599_627_370_496.0,
+        ] {
+            let general = if x.abs() < 1e15 {
+                format!("{x}")
+            } else {
+                format_double(x)
+            };
+            assert_eq!(format_double(x), general, "{x}");
+        }
+        assert_eq!(format_double(1e15), "1E+15");
+    }
 
     fn dn(v: &Value) -> Result<String, Conversion> {
         to_dotnet_string(v.view().into())

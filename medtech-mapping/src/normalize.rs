@@ -645,23 +645,29 @@ impl<'a, N: JsonNode> EvalCtx<'a, N> {
                 };
                 r.map(|o| o.map(Cow::Borrowed)).map_err(|err| err.reason)
             }
-            Engine::JmesPath(p) => {
-                let root = match &self.overlay {
-                    Some(o) => Val::Root(o),
-                    None => Val::In(self.root),
-                };
-                p.select_token(&root).map_err(|err| err.reason)
-            }
+            Engine::JmesPath(p) => p.select_token(&self.jmes_root()).map_err(|err| err.reason),
         };
         match r {
             Ok(Some(v)) => Ok(Selected::Token(v)),
             Ok(None) => Ok(Selected::Nothing),
-            Err(reason) => Err(Error::Mapping {
-                message_index: self.message_index,
-                template_path: e.path.clone(),
-                kind: MappingErrorKind::Evaluation,
-                detail: format!("`{}`: {reason}", e.text),
-            }),
+            Err(reason) => Err(self.evaluation_error(e, &reason)),
+        }
+    }
+
+    /// What JMESPath expressions are evaluated over.
+    fn jmes_root(&self) -> Val<'_, N> {
+        match &self.overlay {
+            Some(o) => Val::Root(o),
+            None => Val::In(self.root),
+        }
+    }
+
+    fn evaluation_error(&self, e: &CExpr, reason: &str) -> Error {
+        Error::Mapping {
+            message_index: self.message_index,
+            template_path: e.path.clone(),
+            kind: MappingErrorKind::Evaluation,
+            detail: format!("`{}`: {reason}", e.text),
         }
     }
 
@@ -741,6 +747,21 @@ impl<'a, N: JsonNode> EvalCtx<'a, N> {
     ) -> Result<DateTime<Utc>> {
         let mut last_problem: Option<(MappingErrorKind, String)> = None;
         for e in exprs {
+            // `fromUnixTimestamp(Ms)(..)`: the instant itself, not its text read back.
+            if let Engine::JmesPath(p) = &e.engine {
+                match p.select_instant(&self.jmes_root()) {
+                    Some(Ok(t)) => {
+                        push(trace, e, ExpressionOutcome::Found);
+                        return Ok(t);
+                    }
+                    Some(Err(reason)) => {
+                        let err = self.evaluation_error(e, &reason.reason);
+                        push(trace, e, ExpressionOutcome::Failed(detail_of(&err)));
+                        return Err(err);
+                    }
+                    None => {}
+                }
+            }
             let sel = match self.select(e) {
                 Ok(s) => s,
                 Err(err) => {

@@ -6,7 +6,7 @@
 //! differences are listed in `docs/medtech-compatibility.md`. Argument types have been checked
 //! against the signature before these run.
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use serde_json::{Number, Value};
 
 use crate::json::JsonNode;
@@ -67,18 +67,7 @@ pub(super) fn call<'a, N: JsonNode>(f: Func, args: &[Val<'a, N>]) -> Result<Val<
     let name = name(f);
     match f {
         Func::FromUnixTimestamp | Func::FromUnixTimestampMs => {
-            let Some(Num::Int(v)) = Num::of(args.first()) else {
-                return Err(format!("{name} expects an integer"));
-            };
-            let dt = if f == Func::FromUnixTimestampMs {
-                DateTime::from_timestamp_millis(v)
-            } else {
-                DateTime::from_timestamp(v, 0)
-            };
-            match dt {
-                Some(dt) => Ok(Val::Owned(Value::String(format_instant(&dt)))),
-                None => Err(format!("{name}: timestamp out of range")),
-            }
+            unix_instant(f, args).map(|dt| Val::Owned(Value::String(format_instant(&dt))))
         }
         Func::InsertString => {
             let (Some(original), Some(insert), Some(Num::Int(pos))) = (
@@ -104,6 +93,24 @@ pub(super) fn call<'a, N: JsonNode>(f: Func, args: &[Val<'a, N>]) -> Result<Val<
             arith(f, name, a, b)
         }
     }
+}
+
+/// The instant `fromUnixTimestamp` / `fromUnixTimestampMs` (`f`) stands for, before it is
+/// formatted; the error is the message to report.
+pub(super) fn unix_instant<N: JsonNode>(
+    f: Func,
+    args: &[Val<'_, N>],
+) -> Result<DateTime<Utc>, String> {
+    let name = name(f);
+    let Some(Num::Int(v)) = Num::of(args.first()) else {
+        return Err(format!("{name} expects an integer"));
+    };
+    let dt = if f == Func::FromUnixTimestampMs {
+        DateTime::from_timestamp_millis(v)
+    } else {
+        DateTime::from_timestamp(v, 0)
+    };
+    dt.ok_or_else(|| format!("{name}: timestamp out of range"))
 }
 
 fn arith<'a, N: JsonNode>(f: Func, name: &str, a: Num, b: Num) -> Result<Val<'a, N>, String> {

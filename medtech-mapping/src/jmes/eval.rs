@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
+use chrono::{DateTime, Datelike, Utc};
 use jmespath::ast::{Ast, Comparator};
 use jmespath::{ErrorReason, JmespathError, RuntimeError};
 use serde_json::{Map, Number, Value};
@@ -774,6 +775,43 @@ impl Ctx<'_> {
                 }
             }
         })
+    }
+}
+
+impl Ctx<'_> {
+    /// `fromUnixTimestamp(x)` / `fromUnixTimestampMs(x)` at the top of `node`, as the instant
+    /// itself: what the string the function returns would be read back as (`None` for any
+    /// other expression, and for instants outside the years 0-9999, whose text the general
+    /// path reads).
+    pub(crate) fn eval_instant<'a, N: JsonNode>(
+        &self,
+        node: &'a Node,
+        data: &Val<'a, N>,
+    ) -> Option<Result<DateTime<Utc>, JmesPathError>> {
+        let Node::Function {
+            func: Some(f @ (Func::FromUnixTimestamp | Func::FromUnixTimestampMs)),
+            args,
+            offset,
+            ..
+        } = node
+        else {
+            return None;
+        };
+        let mut values = Vec::with_capacity(args.len());
+        for a in args {
+            match self.eval(a, data) {
+                Ok(v) => values.push(v),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        if let Err(e) = self.check(*f, &values, *offset) {
+            return Some(Err(e));
+        }
+        match custom::unix_instant(*f, &values) {
+            Ok(dt) if (0..=9999).contains(&dt.year()) => Some(Ok(dt)),
+            Ok(_) => None,
+            Err(reason) => Some(Err(JmesPathError { reason })),
+        }
     }
 }
 
