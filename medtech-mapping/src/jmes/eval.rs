@@ -91,7 +91,9 @@ impl Node {
             Ast::Field { name, .. } => Self::Field(name.clone()),
             Ast::Index { idx, .. } => Self::Index(*idx),
             Ast::Literal { value, .. } => Self::Literal(variable_to_json(value)),
-            Ast::Subexpr { lhs, rhs, .. } if rewrite => Self::subexpr(b(lhs), b(rhs)),
+            Ast::Subexpr { lhs, rhs, .. } if rewrite => {
+                Self::subexpr(Self::lower_with(lhs, true), Self::lower_with(rhs, true))
+            }
             Ast::Subexpr { lhs, rhs, .. } => Self::Subexpr(b(lhs), b(rhs)),
             Ast::Projection { lhs, rhs, .. } => Self::Projection(b(lhs), b(rhs)),
             Ast::ObjectValues { node, .. } => Self::ObjectValues(b(node)),
@@ -152,11 +154,7 @@ impl Node {
 impl Node {
     /// `lhs | rhs` or `lhs.rhs`, as [`Node::Path`] or [`Node::FirstOfSingleton`] when it has
     /// their shape.
-    fn subexpr(lhs: Box<Self>, rhs: Box<Self>) -> Self {
-        Self::subexpr_owned(*lhs, *rhs)
-    }
-
-    fn subexpr_owned(lhs: Self, rhs: Self) -> Self {
+    fn subexpr(lhs: Self, rhs: Self) -> Self {
         // `@.x` and `x | @` are `x` (`@[0]` is `Subexpr(Identity, Index(0))`).
         let (lhs, rhs) = match (lhs, rhs) {
             (Self::Identity, other) | (other, Self::Identity) => return other,
