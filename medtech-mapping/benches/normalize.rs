@@ -125,6 +125,44 @@ fn transform(
     n
 }
 
+/// What the transform needs besides the messages.
+struct Transform<'a> {
+    msgs: &'a [String],
+    fhir: &'a FhirMapping,
+    options: &'a TransformOptions,
+    links: &'a ObservationLinks,
+    issued: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy)]
+enum Parse {
+    /// As the pipeline parses: into a `Doc`.
+    Doc,
+    /// Into a `serde_json::Value`.
+    Value,
+}
+
+/// Normalizes the messages in batches of `batch`, groups each batch and builds one Observation
+/// per group, as the pipeline does.
+fn batches(t: &Transform<'_>, n: &Normalizer, batch: usize, parse: Parse) {
+    for (c, chunk) in t.msgs.chunks(batch).enumerate() {
+        let mut all = Vec::with_capacity(chunk.len());
+        for (i, m) in chunk.iter().enumerate() {
+            let index = c * batch + i;
+            let ms = match parse {
+                Parse::Doc => n.normalize(&Doc::envelope(Doc::parse(m).unwrap()), index),
+                Parse::Value => n.normalize(&envelope(serde_json::from_str(m).unwrap()), index),
+            };
+            all.extend(ms.unwrap().into_iter().map(|m| (index, m)));
+        }
+        let groups = group_by_message_owned(all, t.fhir).unwrap();
+        for (g, _) in &groups {
+            let template = t.fhir.template_for(&g.type_name).unwrap();
+            black_box(create_observation(g, template, t.links, t.options, t.issued).unwrap());
+        }
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let msgs = messages();
     let sizes: Vec<usize> = msgs.iter().map(String::len).collect();
@@ -157,6 +195,13 @@ fn bench(c: &mut Criterion) {
         assert_eq!(count, MESSAGES);
     }
 
+    let ctx = Transform {
+        msgs: &msgs,
+        fhir: &fhir,
+        options: &options,
+        links: &links,
+        issued,
+    };
     let mut g = c.benchmark_group("normalize");
     g.throughput(Throughput::Elements(MESSAGES as u64));
     g.bench_function("serde_json_parse_only", |b| {
@@ -196,53 +241,11 @@ fn bench(c: &mut Criterion) {
         // readings of one device and type become one Observation.
         for batch in [100, 1000] {
             g.bench_function(format!("{name}_normalize_transform_batch_{batch}"), |b| {
-                b.iter(|| {
-                    for (c, chunk) in msgs.chunks(batch).enumerate() {
-                        let mut all = Vec::with_capacity(chunk.len());
-                        for (i, m) in chunk.iter().enumerate() {
-                            let ev = Doc::envelope(Doc::parse(m).unwrap());
-                            let index = c * batch + i;
-                            all.extend(
-                                n.normalize(&ev, index)
-                                    .unwrap()
-                                    .into_iter()
-                                    .map(|m| (index, m)),
-                            );
-                        }
-                        let groups = group_by_message_owned(all, &fhir).unwrap();
-                        for (g, _) in &groups {
-                            let template = fhir.template_for(&g.type_name).unwrap();
-                            black_box(
-                                create_observation(g, template, &links, &options, issued).unwrap(),
-                            );
-                        }
-                    }
-                })
+                b.iter(|| batches(&ctx, n, batch, Parse::Doc))
             });
         }
         g.bench_function(format!("{name}_value_normalize_transform_batch_100"), |b| {
-            b.iter(|| {
-                for (c, chunk) in msgs.chunks(100).enumerate() {
-                    let mut all = Vec::with_capacity(chunk.len());
-                    for (i, m) in chunk.iter().enumerate() {
-                        let ev = envelope(serde_json::from_str(m).unwrap());
-                        let index = c * 100 + i;
-                        all.extend(
-                            n.normalize(&ev, index)
-                                .unwrap()
-                                .into_iter()
-                                .map(|m| (index, m)),
-                        );
-                    }
-                    let groups = group_by_message_owned(all, &fhir).unwrap();
-                    for (g, _) in &groups {
-                        let template = fhir.template_for(&g.type_name).unwrap();
-                        black_box(
-                            create_observation(g, template, &links, &options, issued).unwrap(),
-                        );
-                    }
-                }
-            })
+            b.iter(|| batches(&ctx, n, 100, Parse::Value))
         });
     }
     g.finish();
