@@ -40,12 +40,12 @@ impl Num {
 }
 
 fn int<'a, N: JsonNode>(i: i64) -> Val<'a, N> {
-    Val::Owned(Value::Number(Number::from(i)))
+    Val::owned(Value::Number(Number::from(i)))
 }
 
 fn float<'a, N: JsonNode>(f: f64, name: &str) -> Result<Val<'a, N>, String> {
     Number::from_f64(f)
-        .map(|n| Val::Owned(Value::Number(n)))
+        .map(|n| Val::owned(Value::Number(n)))
         .ok_or_else(|| format!("{name}: result is not a finite number"))
 }
 
@@ -67,7 +67,7 @@ pub(super) fn call<'a, N: JsonNode>(f: Func, args: &[Val<'a, N>]) -> Result<Val<
     let name = name(f);
     match f {
         Func::FromUnixTimestamp | Func::FromUnixTimestampMs => {
-            unix_instant(f, args).map(|dt| Val::Owned(Value::String(format_instant(&dt))))
+            unix_instant(f, args).map(|dt| Val::owned(Value::String(format_instant(&dt))))
         }
         Func::InsertString => {
             let (Some(original), Some(insert), Some(Num::Int(pos))) = (
@@ -84,7 +84,7 @@ pub(super) fn call<'a, N: JsonNode>(f: Func, args: &[Val<'a, N>]) -> Result<Val<
             let mut out: String = original.chars().take(pos).collect();
             out.push_str(insert);
             out.extend(original.chars().skip(pos));
-            Ok(Val::Owned(Value::String(out)))
+            Ok(Val::owned(Value::String(out)))
         }
         _ => {
             let (Some(a), Some(b)) = (Num::of(args.first()), Num::of(args.get(1))) else {

@@ -264,7 +264,7 @@ pub(crate) enum Val<'a, N> {
     In(&'a N),
     /// A literal of the expression.
     Ref(&'a Value),
-    Owned(Value),
+    Owned(Box<Value>),
     List(Vec<Val<'a, N>>),
     Root(&'a Overlay<'a, N>),
     Expref(&'a Node),
@@ -334,6 +334,11 @@ fn node_truthy<M: JsonNode>(v: &M) -> bool {
 }
 
 impl<'a, N: JsonNode> Val<'a, N> {
+    /// A computed value.
+    pub(crate) fn owned(v: Value) -> Self {
+        Self::Owned(Box::new(v))
+    }
+
     fn kind(&self) -> Kind {
         match self {
             Self::Null => Kind::Null,
@@ -341,7 +346,7 @@ impl<'a, N: JsonNode> Val<'a, N> {
             Self::Str(_) => Kind::String,
             Self::In(v) => node_kind(*v),
             Self::Ref(v) => node_kind(*v),
-            Self::Owned(v) => node_kind(v),
+            Self::Owned(v) => node_kind(&**v),
             Self::List(_) => Kind::Array,
             Self::Root(_) => Kind::Object,
             Self::Expref(_) => Kind::Expref,
@@ -397,7 +402,7 @@ impl<'a, N: JsonNode> Val<'a, N> {
             Self::Root(_) => true,
             Self::In(v) => node_truthy(*v),
             Self::Ref(v) => node_truthy(*v),
-            Self::Owned(v) => node_truthy(v),
+            Self::Owned(v) => node_truthy(&**v),
         }
     }
 
@@ -409,7 +414,7 @@ impl<'a, N: JsonNode> Val<'a, N> {
             Self::Str(s) => Value::String((*s).to_owned()),
             Self::In(v) => v.to_value(),
             Self::Ref(v) => (*v).clone(),
-            Self::Owned(v) => v.clone(),
+            Self::Owned(v) => (**v).clone(),
             Self::List(l) => Value::Array(l.iter().map(Val::to_value).collect()),
             Self::Root(o) => o.materialize(),
         }
@@ -419,7 +424,7 @@ impl<'a, N: JsonNode> Val<'a, N> {
     pub(crate) fn into_cow(self) -> Cow<'a, N> {
         match self {
             Self::In(v) => Cow::Borrowed(v),
-            Self::Owned(v) => Cow::Owned(N::from_value(v)),
+            Self::Owned(v) => Cow::Owned(N::from_value(*v)),
             Self::Root(o) => Cow::Owned(o.materialize_node()),
             other => Cow::Owned(N::from_value(other.to_value())),
         }
@@ -429,7 +434,7 @@ impl<'a, N: JsonNode> Val<'a, N> {
         match self {
             Self::In(v) => v.get(name).map_or(Val::Null, Val::In),
             Self::Ref(v) => v.get(name).map_or(Val::Null, Val::Ref),
-            Self::Owned(v) => v.get(name).map_or(Val::Null, |v| Val::Owned(v.clone())),
+            Self::Owned(v) => v.get(name).map_or(Val::Null, |v| Val::owned(v.clone())),
             Self::Root(o) if name == o.key => Val::In(o.value),
             Self::Root(o) => o.base.get(name).map_or(Val::Null, Val::In),
             _ => Val::Null,
@@ -452,7 +457,10 @@ impl<'a, N: JsonNode> Val<'a, N> {
         match self {
             Self::In(v) => v.as_array().map(|a| a.iter().map(Val::In).collect()),
             Self::Ref(Value::Array(a)) => Some(a.iter().map(Val::Ref).collect()),
-            Self::Owned(Value::Array(a)) => Some(a.into_iter().map(Val::Owned).collect()),
+            Self::Owned(v) => match *v {
+                Value::Array(a) => Some(a.into_iter().map(Val::owned).collect()),
+                _ => None,
+            },
             Self::List(l) => Some(l),
             _ => None,
         }
@@ -462,7 +470,9 @@ impl<'a, N: JsonNode> Val<'a, N> {
         match self {
             Self::In(v) => v.as_array().map(|a| a.iter().map(Val::In).collect()),
             Self::Ref(Value::Array(a)) => Some(a.iter().map(Val::Ref).collect()),
-            Self::Owned(Value::Array(a)) => Some(a.iter().cloned().map(Val::Owned).collect()),
+            Self::Owned(v) => v
+                .as_array()
+                .map(|a| a.iter().cloned().map(Val::owned).collect()),
             Self::List(l) => Some(l.clone()),
             _ => None,
         }
@@ -472,7 +482,7 @@ impl<'a, N: JsonNode> Val<'a, N> {
         match self {
             Self::In(v) => v.as_array().map(<[N]>::len),
             Self::Ref(Value::Array(a)) => Some(a.len()),
-            Self::Owned(Value::Array(a)) => Some(a.len()),
+            Self::Owned(v) => v.as_array().map(Vec::len),
             Self::List(l) => Some(l.len()),
             _ => None,
         }
@@ -485,7 +495,10 @@ impl<'a, N: JsonNode> Val<'a, N> {
                 .and_then(|a| a.get(i))
                 .map_or(Val::Null, Val::In),
             Self::Ref(Value::Array(a)) => a.get(i).map_or(Val::Null, Val::Ref),
-            Self::Owned(Value::Array(a)) => a.get(i).map_or(Val::Null, |v| Val::Owned(v.clone())),
+            Self::Owned(v) => v
+                .as_array()
+                .and_then(|a| a.get(i))
+                .map_or(Val::Null, |v| Val::owned(v.clone())),
             Self::List(l) => l.get(i).cloned().unwrap_or(Val::Null),
             _ => Val::Null,
         }
@@ -502,11 +515,11 @@ impl<'a, N: JsonNode> Val<'a, N> {
                     .map(|(k, v)| (Cow::Borrowed(k.as_str()), Val::Ref(v)))
                     .collect(),
             ),
-            Self::Owned(Value::Object(m)) => Some(
+            Self::Owned(v) => v.as_object().map(|m| {
                 m.iter()
-                    .map(|(k, v)| (Cow::Owned(k.clone()), Val::Owned(v.clone())))
-                    .collect(),
-            ),
+                    .map(|(k, v)| (Cow::Owned(k.clone()), Val::owned(v.clone())))
+                    .collect()
+            }),
             Self::Root(o) => {
                 let mut out: Vec<(Cow<'a, str>, Val<'a, N>)> = o
                     .base
@@ -745,7 +758,7 @@ impl Ctx<'_> {
                     for (k, e) in elements {
                         out.insert(k.clone(), self.eval(e, data)?.to_value());
                     }
-                    Val::Owned(Value::Object(out))
+                    Val::owned(Value::Object(out))
                 }
             }
             Node::Slice {
@@ -1207,7 +1220,7 @@ impl Ctx<'_> {
         let a0 = if whole { Val::Null } else { take(&mut args, 0) };
         let mut arg = |i: usize| take(&mut args, i);
         let float =
-            |x: f64| Number::from_f64(x).map_or(Val::Null, |n| Val::Owned(Value::Number(n)));
+            |x: f64| Number::from_f64(x).map_or(Val::Null, |n| Val::owned(Value::Number(n)));
         let expref = |v: &Val<'a, N>| match v {
             Val::Expref(n) => Some(*n),
             _ => None,
@@ -1261,14 +1274,14 @@ impl Ctx<'_> {
                     }
                     out.push_str(v.as_str().unwrap_or(""));
                 }
-                Val::Owned(Value::String(out))
+                Val::owned(Value::String(out))
             }
             Func::Keys => match a0.entries() {
                 Some(e) => Val::List(
                     e.into_iter()
                         .map(|(k, _)| match k {
                             Cow::Borrowed(s) => Val::Str(s),
-                            Cow::Owned(s) => Val::Owned(Value::String(s)),
+                            Cow::Owned(s) => Val::owned(Value::String(s)),
                         })
                         .collect(),
                 ),
@@ -1285,7 +1298,7 @@ impl Ctx<'_> {
                     (_, _, Some(e)) => e.len(),
                     _ => 0,
                 };
-                Val::Owned(Value::Number(Number::from(n)))
+                Val::owned(Value::Number(Number::from(n)))
             }
             Func::Map => {
                 let Some(e) = expref(&a0) else {
@@ -1360,7 +1373,7 @@ impl Ctx<'_> {
                         out.insert(k.into_owned(), v.to_value());
                     }
                 }
-                Val::Owned(Value::Object(out))
+                Val::owned(Value::Object(out))
             }
             Func::NotNull => args
                 .iter()
@@ -1368,7 +1381,7 @@ impl Ctx<'_> {
                 .cloned()
                 .unwrap_or(Val::Null),
             Func::Reverse => match a0.as_str() {
-                Some(s) => Val::Owned(Value::String(s.chars().rev().collect())),
+                Some(s) => Val::owned(Value::String(s.chars().rev().collect())),
                 None => {
                     let mut items = a0.into_elements().unwrap_or_default();
                     items.reverse();
@@ -1389,7 +1402,7 @@ impl Ctx<'_> {
                     // The specification: a string that is a JSON number, else `null` (the
                     // `jmespath` crate returns whatever JSON the string holds).
                     match serde_json::from_str::<Value>(s) {
-                        Ok(Value::Number(n)) => Val::Owned(Value::Number(n)),
+                        Ok(Value::Number(n)) => Val::owned(Value::Number(n)),
                         _ => Val::Null,
                     }
                 } else {
@@ -1400,7 +1413,7 @@ impl Ctx<'_> {
                 if a0.as_str().is_some() {
                     a0
                 } else {
-                    Val::Owned(Value::String(a0.to_value().to_string()))
+                    Val::owned(Value::String(a0.to_value().to_string()))
                 }
             }
             Func::Type => Val::Str(a0.kind().name()),
