@@ -201,11 +201,12 @@ impl JmesPath {
     }
 
     /// The instant of a `timestampExpression` that is a `fromUnixTimestamp(Ms)` call, without
-    /// formatting it and reading it back (`None`: evaluate with [`JmesPath::select_token`]).
+    /// formatting it and reading it back (`Ok(None)`: evaluate with
+    /// [`JmesPath::select_token`]).
     pub(crate) fn select_instant<'a, N: JsonNode>(
         &'a self,
         data: &Val<'a, N>,
-    ) -> Option<Result<chrono::DateTime<chrono::Utc>, JmesPathError>> {
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, JmesPathError> {
         Ctx { text: &self.text }.eval_instant(&self.node, data)
     }
 
@@ -411,9 +412,9 @@ mod tests {
                     })
                 });
                 match p.select_instant(&root) {
-                    Some(Ok(t)) => assert_eq!(general, Ok(Some(Ok(t))), "{expr} over {v}"),
-                    Some(Err(e)) => assert_eq!(general.map(|_| ()), Err(e), "{expr} over {v}"),
-                    None => assert!(
+                    Ok(Some(t)) => assert_eq!(general, Ok(Some(Ok(t))), "{expr} over {v}"),
+                    Err(e) => assert_eq!(general.map(|_| ()), Err(e), "{expr} over {v}"),
+                    Ok(None) => assert!(
                         v.as_i64().is_some_and(|i| i > 253_402_300_799),
                         "{expr} over {v}: no fast path"
                     ),

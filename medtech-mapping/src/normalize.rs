@@ -654,6 +654,17 @@ impl<'a, N: JsonNode> EvalCtx<'a, N> {
         }
     }
 
+    /// The instant of a JMESPath `fromUnixTimestamp(Ms)` expression (`Ok(None)`: evaluate it
+    /// with [`EvalCtx::select`]).
+    fn select_instant(&self, e: &CExpr) -> Result<Option<DateTime<Utc>>> {
+        match &e.engine {
+            Engine::JmesPath(p) => p
+                .select_instant(&self.jmes_root())
+                .map_err(|err| self.evaluation_error(e, &err.reason)),
+            Engine::JsonPath(_) => Ok(None),
+        }
+    }
+
     /// What JMESPath expressions are evaluated over.
     fn jmes_root(&self) -> Val<'_, N> {
         match &self.overlay {
@@ -748,21 +759,15 @@ impl<'a, N: JsonNode> EvalCtx<'a, N> {
         let mut last_problem: Option<(MappingErrorKind, String)> = None;
         for e in exprs {
             // `fromUnixTimestamp(Ms)(..)`: the instant itself, not its text read back.
-            if let Engine::JmesPath(p) = &e.engine {
-                match p.select_instant(&self.jmes_root()) {
-                    Some(Ok(t)) => {
-                        push(trace, e, ExpressionOutcome::Found);
-                        return Ok(t);
-                    }
-                    Some(Err(reason)) => {
-                        let err = self.evaluation_error(e, &reason.reason);
-                        push(trace, e, ExpressionOutcome::Failed(detail_of(&err)));
-                        return Err(err);
-                    }
-                    None => {}
+            let sel = match self.select_instant(e) {
+                Ok(Some(t)) => {
+                    push(trace, e, ExpressionOutcome::Found);
+                    return Ok(t);
                 }
-            }
-            let sel = match self.select(e) {
+                Ok(None) => self.select(e),
+                Err(err) => Err(err),
+            };
+            let sel = match sel {
                 Ok(s) => s,
                 Err(err) => {
                     push(trace, e, ExpressionOutcome::Failed(detail_of(&err)));

@@ -781,10 +781,7 @@ impl Ctx<'_> {
                 args,
                 offset,
             } => {
-                let mut values = Vec::with_capacity(args.len());
-                for a in args {
-                    values.push(self.eval(a, data)?);
-                }
+                let values = self.eval_args(args, data)?;
                 match func {
                     Some(f) => self.call(*f, values, *offset)?,
                     None => {
@@ -810,14 +807,14 @@ impl Ctx<'_> {
 
 impl Ctx<'_> {
     /// `fromUnixTimestamp(x)` / `fromUnixTimestampMs(x)` at the top of `node`, as the instant
-    /// itself: what the string the function returns would be read back as (`None` for any
+    /// itself: what the string the function returns would be read back as (`Ok(None)` for any
     /// other expression, and for instants outside the years 0-9999, whose text the general
     /// path reads).
     pub(crate) fn eval_instant<'a, N: JsonNode>(
         &self,
         node: &'a Node,
         data: &Val<'a, N>,
-    ) -> Option<Result<DateTime<Utc>, JmesPathError>> {
+    ) -> Result<Option<DateTime<Utc>>, JmesPathError> {
         let Node::Function {
             func: Some(f @ (Func::FromUnixTimestamp | Func::FromUnixTimestampMs)),
             args,
@@ -825,23 +822,25 @@ impl Ctx<'_> {
             ..
         } = node
         else {
-            return None;
+            return Ok(None);
         };
+        let values = self.eval_args(args, data)?;
+        self.check(*f, &values, *offset)?;
+        let dt = custom::unix_instant(*f, &values).map_err(|reason| JmesPathError { reason })?;
+        Ok((0..=9999).contains(&dt.year()).then_some(dt))
+    }
+
+    /// The arguments of a function call, evaluated in order.
+    fn eval_args<'a, N: JsonNode>(
+        &self,
+        args: &'a [Node],
+        data: &Val<'a, N>,
+    ) -> Result<Vec<Val<'a, N>>, JmesPathError> {
         let mut values = Vec::with_capacity(args.len());
         for a in args {
-            match self.eval(a, data) {
-                Ok(v) => values.push(v),
-                Err(e) => return Some(Err(e)),
-            }
+            values.push(self.eval(a, data)?);
         }
-        if let Err(e) = self.check(*f, &values, *offset) {
-            return Some(Err(e));
-        }
-        match custom::unix_instant(*f, &values) {
-            Ok(dt) if (0..=9999).contains(&dt.year()) => Some(Ok(dt)),
-            Ok(_) => None,
-            Err(reason) => Some(Err(JmesPathError { reason })),
-        }
+        Ok(values)
     }
 }
 

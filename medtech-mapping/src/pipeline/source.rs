@@ -1,16 +1,13 @@
 //! Event sources: where device messages come from, and how they are acknowledged.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
-
-use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
-use crate::{Doc, JsonNode};
-
-use crate::{Error, Result};
+use crate::{Doc, Error, JsonNode, Result};
 
 /// The key a dead-letter record adds to the original event; sources drop it, so a dead-letter
 /// file can be replayed as input.
