@@ -114,18 +114,36 @@ fn duplicate<E: de::Error>() -> E {
     E::custom("duplicate element (the key appears twice)")
 }
 
-// Every seed's `deserialize` is `#[inline(never)]`: one copy per (element type, deserializer) is
-// shared by every field of that type in every struct, instead of being inlined into each arm of
-// each generated `de_fields` match. That keeps the generated functions and their stack frames
-// small, so parsing stays in the instruction cache (measured: the inlined form missed the L1
-// instruction cache ~360 times per Observation parse and was slower than `serde_json::Value`).
+// The generated `de_fields` call [`value`] and [`next_key`], which are `#[inline(never)]`:
+// serde_json's handling of `:` / `,` and whitespace (and the errors it builds) is then compiled
+// once per seed type and shared by every field of that type in every struct, instead of being
+// inlined into each arm of each generated `match`. The seeds' own `deserialize` is inlined into
+// that one copy. This keeps the generated functions small, so parsing a mix of resource types
+// stays in the instruction cache (measured: the inlined form made `Observation::de_fields` 28 KB
+// of machine code, and missed the L1 instruction cache ~84 k times per pass over the 141-type
+// corpus; see `docs/benchmarks.md`).
+
+/// Reads the next key of a generated struct's map (one out-of-line copy per deserializer).
+#[inline(never)]
+pub(crate) fn next_key<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Key<'de>>, A::Error> {
+    map.next_key::<Key<'de>>()
+}
+
+/// Reads the value of the current member into `seed` (one out-of-line copy per seed type).
+#[inline(never)]
+pub(crate) fn value<'de, A: MapAccess<'de>, S: DeserializeSeed<'de, Value = ()>>(
+    map: &mut A,
+    seed: S,
+) -> Result<(), A::Error> {
+    map.next_value_seed(seed)
+}
 
 /// A single-valued element.
 pub(crate) struct Opt<'a, T>(pub(crate) &'a mut Option<T>);
 
 impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Opt<'_, T> {
     type Value = ();
-    #[inline(never)]
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         if self.0.is_some() {
             return Err(duplicate());
@@ -140,7 +158,7 @@ pub(crate) struct VecSeed<'a, T>(pub(crate) &'a mut Vec<T>);
 
 impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for VecSeed<'_, T> {
     type Value = ();
-    #[inline(never)]
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         if !self.0.is_empty() {
             return Err(duplicate());
@@ -161,7 +179,7 @@ pub(crate) struct PrimValue<'a, V>(pub(crate) &'a mut Option<Primitive<V>>);
 
 impl<'de, V: Deserialize<'de>> DeserializeSeed<'de> for PrimValue<'_, V> {
     type Value = ();
-    #[inline(never)]
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         match self.0 {
             None => *self.0 = Some(Primitive::new(V::deserialize(d)?)),
@@ -185,7 +203,7 @@ pub(crate) struct PrimExt<'a, V>(pub(crate) &'a mut Option<Primitive<V>>);
 
 impl<'de, V> DeserializeSeed<'de> for PrimExt<'_, V> {
     type Value = ();
-    #[inline(never)]
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         match self.0 {
             None => *self.0 = Some(Primitive::from_parts(None, Some(ext_part(d)?))),
@@ -237,7 +255,7 @@ pub(crate) struct PrimVecValues<'a, V>(pub(crate) &'a mut PrimVec<V>);
 
 impl<'de, V: Deserialize<'de>> DeserializeSeed<'de> for PrimVecValues<'_, V> {
     type Value = ();
-    #[inline(never)]
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         if self.0.values.is_some() {
             return Err(duplicate());
@@ -260,7 +278,7 @@ pub(crate) struct PrimVecExts<'a, V>(pub(crate) &'a mut PrimVec<V>);
 
 impl<'de, V> DeserializeSeed<'de> for PrimVecExts<'_, V> {
     type Value = ();
-    #[inline(never)]
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         if self.0.exts.is_some() {
             return Err(duplicate());
@@ -343,7 +361,7 @@ pub(crate) struct Choice<'a, C, T> {
 
 impl<'de, C, T: Deserialize<'de>> DeserializeSeed<'de> for Choice<'_, C, T> {
     type Value = ();
-    #[inline(never)]
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         if self.slot.is_some() {
             return Err(choice_conflict(self.name));
@@ -363,7 +381,7 @@ pub(crate) struct ChoicePrimValue<'a, C, V> {
 
 impl<'de, C, V: Deserialize<'de>> DeserializeSeed<'de> for ChoicePrimValue<'_, C, V> {
     type Value = ();
-    #[inline(never)]
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         match self.slot {
             None => *self.slot = Some((self.ctor)(Primitive::new(V::deserialize(d)?))),
@@ -386,7 +404,7 @@ pub(crate) struct ChoicePrimExt<'a, C, V> {
 
 impl<'de, C, V> DeserializeSeed<'de> for ChoicePrimExt<'_, C, V> {
     type Value = ();
-    #[inline(never)]
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         match self.slot {
             None => {
@@ -408,7 +426,7 @@ pub(crate) struct Unknown<'a>(pub(crate) &'a str);
 
 impl<'de> DeserializeSeed<'de> for Unknown<'_> {
     type Value = ();
-    #[inline(never)]
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(self, _d: D) -> Result<(), D::Error> {
         Err(de::Error::custom(format_args!(
             "unknown element `{}`",
@@ -425,7 +443,7 @@ pub(crate) struct ResourceTypeSeed<'a> {
 
 impl<'de> DeserializeSeed<'de> for ResourceTypeSeed<'_> {
     type Value = ();
-    #[inline(never)]
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         if *self.seen {
             return Err(duplicate());
@@ -453,25 +471,13 @@ pub(crate) fn check_resource_type<E: de::Error>(seen: bool, name: &'static str) 
     }
 }
 
-/// A 1..1 element: missing is an error in strict mode, a default (reported by validation) in
-/// lenient mode.
-pub(crate) fn required<T: Default, E: de::Error>(
-    slot: Option<T>,
-    name: &'static str,
-) -> Result<T, E> {
-    match slot {
-        Some(v) => Ok(v),
-        None if lenient() => Ok(T::default()),
-        None => Err(E::missing_field(name)),
-    }
-}
-
-/// A 1..* element.
-pub(crate) fn required_vec<T, E: de::Error>(v: Vec<T>, name: &'static str) -> Result<Vec<T>, E> {
-    if v.is_empty() && !lenient() {
-        Err(E::missing_field(name))
+/// A required element (1..1 or 1..*): missing is an error in strict mode; lenient parsing
+/// tolerates it (the generated code fills in the default) and validation reports it.
+pub(crate) fn check_required<E: de::Error>(present: bool, name: &'static str) -> Result<(), E> {
+    if present || lenient() {
+        Ok(())
     } else {
-        Ok(v)
+        Err(E::missing_field(name))
     }
 }
 
@@ -484,11 +490,11 @@ impl DeFields for PrimitiveElement {
     fn de_fields<'de, A: MapAccess<'de>>(mut map: A, _: bool) -> Result<Self, A::Error> {
         let mut id: Option<String> = None;
         let mut extension: Vec<Extension> = Vec::new();
-        while let Some(key) = map.next_key::<Key<'de>>()? {
+        while let Some(key) = next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(Opt(&mut id))?,
-                "extension" => map.next_value_seed(VecSeed(&mut extension))?,
-                other => map.next_value_seed(Unknown(other))?,
+                "id" => value(&mut map, Opt(&mut id))?,
+                "extension" => value(&mut map, VecSeed(&mut extension))?,
+                other => value(&mut map, Unknown(other))?,
             }
         }
         Ok(Self { id, extension })

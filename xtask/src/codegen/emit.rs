@@ -354,6 +354,9 @@ fn emit_deserialize(out: &mut String, names: &Names, st: &Struct) {
     } else {
         out.push_str("let _ = resource_type_seen;\n");
     }
+    // The members are gathered in one local struct: an error while reading drops it with one
+    // call, instead of every field's drop code being repeated at every exit of the function.
+    out.push_str("#[derive(Default)]\nstruct Fields {\n");
     for f in &st.fields {
         let r = f.rust.trim_start_matches("r#");
         let et = element_type(names, &f.ty);
@@ -366,23 +369,22 @@ fn emit_deserialize(out: &mut String, names: &Names, st: &Struct) {
             (FieldType::Primitive { code, code_enum }, true) => {
                 let _ = writeln!(
                     out,
-                    "let mut f_{r}: crate::rt::PrimVec<{}> = crate::rt::PrimVec::default();",
+                    "f_{r}: crate::rt::PrimVec<{}>,",
                     value_type(code, code_enum)
                 );
             }
             (_, true) => {
-                let _ = writeln!(out, "let mut f_{r}: Vec<{et}> = Vec::new();");
+                let _ = writeln!(out, "f_{r}: Vec<{et}>,");
             }
             (_, false) => {
-                let _ = writeln!(out, "let mut f_{r}: Option<{et}> = None;");
+                let _ = writeln!(out, "f_{r}: Option<{et}>,");
             }
         }
     }
-    out.push_str(
-        "while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {\nmatch key.as_str() {\n",
-    );
+    out.push_str("}\nlet mut b = Fields::default();\n");
+    out.push_str("while let Some(key) = crate::rt::next_key(&mut map)? {\nmatch key.as_str() {\n");
     if st.kind == StructKind::Resource {
-        let _ = writeln!(out, "\"resourceType\" => map.next_value_seed(crate::rt::ResourceTypeSeed {{ seen: &mut resource_type_seen, expected: {:?} }})?,", st.name);
+        let _ = writeln!(out, "\"resourceType\" => crate::rt::value(&mut map, crate::rt::ResourceTypeSeed {{ seen: &mut resource_type_seen, expected: {:?} }})?,", st.name);
     }
     for f in &st.fields {
         let r = f.rust.trim_start_matches("r#");
@@ -392,33 +394,33 @@ fn emit_deserialize(out: &mut String, names: &Names, st: &Struct) {
             (FieldType::Primitive { .. }, true) => {
                 let _ = writeln!(
                     out,
-                    "{j:?} => map.next_value_seed(crate::rt::PrimVecValues(&mut f_{r}))?,"
+                    "{j:?} => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_{r}))?,"
                 );
                 let _ = writeln!(
                     out,
-                    "\"_{j}\" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_{r}))?,"
+                    "\"_{j}\" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_{r}))?,"
                 );
             }
             (FieldType::Primitive { .. }, false) => {
                 let _ = writeln!(
                     out,
-                    "{j:?} => map.next_value_seed(crate::rt::PrimValue(&mut f_{r}))?,"
+                    "{j:?} => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_{r}))?,"
                 );
                 let _ = writeln!(
                     out,
-                    "\"_{j}\" => map.next_value_seed(crate::rt::PrimExt(&mut f_{r}))?,"
+                    "\"_{j}\" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_{r}))?,"
                 );
             }
             (_, true) => {
                 let _ = writeln!(
                     out,
-                    "{j:?} => map.next_value_seed(crate::rt::VecSeed(&mut f_{r}))?,"
+                    "{j:?} => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_{r}))?,"
                 );
             }
             (_, false) => {
                 let _ = writeln!(
                     out,
-                    "{j:?} => map.next_value_seed(crate::rt::Opt(&mut f_{r}))?,"
+                    "{j:?} => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_{r}))?,"
                 );
             }
         }
@@ -428,7 +430,7 @@ fn emit_deserialize(out: &mut String, names: &Names, st: &Struct) {
         .iter()
         .filter_map(|f| match &f.ty {
             FieldType::Choice(n) => Some(format!(
-                "{}::de_key(&mut map, other, &mut f_{})?",
+                "{}::de_key(&mut map, other, &mut b.f_{})?",
                 names.path(n),
                 f.rust.trim_start_matches("r#")
             )),
@@ -436,9 +438,9 @@ fn emit_deserialize(out: &mut String, names: &Names, st: &Struct) {
         })
         .collect();
     if choices.is_empty() {
-        out.push_str("other => map.next_value_seed(crate::rt::Unknown(other))?,\n}\n}\n");
+        out.push_str("other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,\n}\n}\n");
     } else {
-        let _ = writeln!(out, "other => {{ if !({}) {{ map.next_value_seed(crate::rt::Unknown(other))?; }} }}\n}}\n}}", choices.join(" || "));
+        let _ = writeln!(out, "other => {{ if !({}) {{ crate::rt::value(&mut map, crate::rt::Unknown(other))?; }} }}\n}}\n}}", choices.join(" || "));
     }
     if st.kind == StructKind::Resource {
         let _ = writeln!(
@@ -447,26 +449,43 @@ fn emit_deserialize(out: &mut String, names: &Names, st: &Struct) {
             st.name
         );
     }
-    let _ = writeln!(out, "Ok(Self {{");
+    // Every check that can fail runs, in field order, before any member is moved out, so the
+    // construction below cannot fail and needs no per-field cleanup.
     for f in &st.fields {
         let r = f.rust.trim_start_matches("r#");
         let j = &f.json;
-        let v = match (&f.ty, f.many) {
-            (FieldType::Primitive { .. }, true) => {
-                format!("crate::rt::finish_prim_vec::<_, A::Error>(f_{r}, {j:?})?")
-            }
-            _ => format!("f_{r}"),
-        };
-        let v = if f.many {
-            if f.min >= 1 {
-                format!("crate::rt::required_vec::<_, A::Error>({v}, {j:?})?")
+        let prim_many = matches!((&f.ty, f.many), (FieldType::Primitive { .. }, true));
+        if prim_many {
+            let _ = writeln!(
+                out,
+                "let v_{r} = crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_{r}), {j:?})?;"
+            );
+        }
+        if f.min >= 1 {
+            let present = if prim_many {
+                format!("!v_{r}.is_empty()")
+            } else if f.many {
+                format!("!b.f_{r}.is_empty()")
             } else {
-                v
-            }
-        } else if f.min >= 1 {
-            format!("crate::rt::required::<_, A::Error>({v}, {j:?})?")
+                format!("b.f_{r}.is_some()")
+            };
+            let _ = writeln!(
+                out,
+                "crate::rt::check_required::<A::Error>({present}, {j:?})?;"
+            );
+        }
+    }
+    let _ = writeln!(out, "Ok(Self {{");
+    for f in &st.fields {
+        let r = f.rust.trim_start_matches("r#");
+        let v = if matches!((&f.ty, f.many), (FieldType::Primitive { .. }, true)) {
+            format!("v_{r}")
+        } else if !f.many && f.min >= 1 {
+            // Present, or lenient parsing, which fills a missing required element with its
+            // default (reported by validation).
+            format!("b.f_{r}.unwrap_or_default()")
         } else {
-            v
+            format!("b.f_{r}")
         };
         let v = if f.boxed && matches!(f.ty, FieldType::Choice(_)) {
             if f.min >= 1 {
@@ -622,12 +641,12 @@ fn emit_choice(out: &mut String, names: &Names, c: &ChoiceEnum) {
             );
             let _ = writeln!(
                 out,
-                "{:?} => map.next_value_seed(crate::rt::ChoicePrimValue {{ slot, ctor: Self::{}, get: {get}, name: {:?} }})?,",
+                "{:?} => crate::rt::value(map, crate::rt::ChoicePrimValue {{ slot, ctor: Self::{}, get: {get}, name: {:?} }})?,",
                 v.json, v.name, c.path
             );
             let _ = writeln!(
                 out,
-                "\"_{}\" => map.next_value_seed(crate::rt::ChoicePrimExt {{ slot, ctor: Self::{}, get: {get}, name: {:?} }})?,",
+                "\"_{}\" => crate::rt::value(map, crate::rt::ChoicePrimExt {{ slot, ctor: Self::{}, get: {get}, name: {:?} }})?,",
                 v.json, v.name, c.path
             );
         } else {
@@ -638,7 +657,7 @@ fn emit_choice(out: &mut String, names: &Names, c: &ChoiceEnum) {
             };
             let _ = writeln!(
                 out,
-                "{:?} => map.next_value_seed(crate::rt::Choice {{ slot, ctor: {ctor}, name: {:?} }})?,",
+                "{:?} => crate::rt::value(map, crate::rt::Choice {{ slot, ctor: {ctor}, name: {:?} }})?,",
                 v.json, c.path
             );
         }

@@ -123,57 +123,67 @@ impl crate::rt::DeFields for Address {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_use: Option<crate::primitives::Primitive<crate::codes::AddressUse>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::AddressType>> = None;
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_line: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_city: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_district: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_state: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_postal_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_country: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_use: Option<crate::primitives::Primitive<crate::codes::AddressUse>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::AddressType>>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+            f_line: crate::rt::PrimVec<String>,
+            f_city: Option<crate::primitives::Primitive<String>>,
+            f_district: Option<crate::primitives::Primitive<String>>,
+            f_state: Option<crate::primitives::Primitive<String>>,
+            f_postal_code: Option<crate::primitives::Primitive<String>>,
+            f_country: Option<crate::primitives::Primitive<String>>,
+            f_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "use" => map.next_value_seed(crate::rt::PrimValue(&mut f_use))?,
-                "_use" => map.next_value_seed(crate::rt::PrimExt(&mut f_use))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
-                "line" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_line))?,
-                "_line" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_line))?,
-                "city" => map.next_value_seed(crate::rt::PrimValue(&mut f_city))?,
-                "_city" => map.next_value_seed(crate::rt::PrimExt(&mut f_city))?,
-                "district" => map.next_value_seed(crate::rt::PrimValue(&mut f_district))?,
-                "_district" => map.next_value_seed(crate::rt::PrimExt(&mut f_district))?,
-                "state" => map.next_value_seed(crate::rt::PrimValue(&mut f_state))?,
-                "_state" => map.next_value_seed(crate::rt::PrimExt(&mut f_state))?,
-                "postalCode" => map.next_value_seed(crate::rt::PrimValue(&mut f_postal_code))?,
-                "_postalCode" => map.next_value_seed(crate::rt::PrimExt(&mut f_postal_code))?,
-                "country" => map.next_value_seed(crate::rt::PrimValue(&mut f_country))?,
-                "_country" => map.next_value_seed(crate::rt::PrimExt(&mut f_country))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "use" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_use))?,
+                "_use" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_use))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
+                "line" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_line))?,
+                "_line" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_line))?,
+                "city" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_city))?,
+                "_city" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_city))?,
+                "district" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_district))?,
+                "_district" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_district))?,
+                "state" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_state))?,
+                "_state" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_state))?,
+                "postalCode" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_postal_code))?
+                }
+                "_postalCode" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_postal_code))?
+                }
+                "country" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_country))?,
+                "_country" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_country))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_line =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_line), "line")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            r#use: f_use,
-            r#type: f_type,
-            text: f_text,
-            line: crate::rt::finish_prim_vec::<_, A::Error>(f_line, "line")?,
-            city: f_city,
-            district: f_district,
-            state: f_state,
-            postal_code: f_postal_code,
-            country: f_country,
-            period: f_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            r#use: b.f_use,
+            r#type: b.f_type,
+            text: b.f_text,
+            line: v_line,
+            city: b.f_city,
+            district: b.f_district,
+            state: b.f_state,
+            postal_code: b.f_postal_code,
+            country: b.f_country,
+            period: b.f_period,
         })
     }
 }

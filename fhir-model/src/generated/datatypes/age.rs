@@ -88,40 +88,46 @@ impl crate::rt::DeFields for Age {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_value: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_comparator: Option<
-            crate::primitives::Primitive<crate::codes::QuantityComparator>,
-        > = None;
-        let mut f_unit: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_system: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_value: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_comparator: Option<crate::primitives::Primitive<crate::codes::QuantityComparator>>,
+            f_unit: Option<crate::primitives::Primitive<String>>,
+            f_system: Option<crate::primitives::Primitive<String>>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                "comparator" => map.next_value_seed(crate::rt::PrimValue(&mut f_comparator))?,
-                "_comparator" => map.next_value_seed(crate::rt::PrimExt(&mut f_comparator))?,
-                "unit" => map.next_value_seed(crate::rt::PrimValue(&mut f_unit))?,
-                "_unit" => map.next_value_seed(crate::rt::PrimExt(&mut f_unit))?,
-                "system" => map.next_value_seed(crate::rt::PrimValue(&mut f_system))?,
-                "_system" => map.next_value_seed(crate::rt::PrimExt(&mut f_system))?,
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                "comparator" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comparator))?
+                }
+                "_comparator" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comparator))?
+                }
+                "unit" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_unit))?,
+                "_unit" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_unit))?,
+                "system" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_system))?,
+                "_system" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_system))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            value: f_value,
-            comparator: f_comparator,
-            unit: f_unit,
-            system: f_system,
-            code: f_code,
+            id: b.f_id,
+            extension: b.f_extension,
+            value: b.f_value,
+            comparator: b.f_comparator,
+            unit: b.f_unit,
+            system: b.f_system,
+            code: b.f_code,
         })
     }
 }

@@ -79,36 +79,41 @@ impl crate::rt::DeFields for Annotation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_author: Option<crate::datatypes::AnnotationAuthor> = None;
-        let mut f_time: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_author: Option<crate::datatypes::AnnotationAuthor>,
+            f_time: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "time" => map.next_value_seed(crate::rt::PrimValue(&mut f_time))?,
-                "_time" => map.next_value_seed(crate::rt::PrimExt(&mut f_time))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "time" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_time))?,
+                "_time" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_time))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
                 other => {
                     if !(crate::datatypes::AnnotationAuthor::de_key(
                         &mut map,
                         other,
-                        &mut f_author,
+                        &mut b.f_author,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_text.is_some(), "text")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            author: f_author,
-            time: f_time,
-            text: crate::rt::required::<_, A::Error>(f_text, "text")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            author: b.f_author,
+            time: b.f_time,
+            text: b.f_text.unwrap_or_default(),
         })
     }
 }
@@ -169,29 +174,38 @@ impl AnnotationAuthor {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "authorReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Annotation.author[x]",
-            })?,
-            "authorString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "authorReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Annotation.author[x]",
                 },
-                name: "Annotation.author[x]",
-            })?,
-            "_authorString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "authorString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Annotation.author[x]",
                 },
-                name: "Annotation.author[x]",
-            })?,
+            )?,
+            "_authorString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Annotation.author[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -109,51 +109,58 @@ impl crate::rt::DeFields for Attachment {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_content_type: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_data: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_size: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_hash: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_creation: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_content_type: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_data: Option<crate::primitives::Primitive<String>>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_size: Option<crate::primitives::Primitive<u32>>,
+            f_hash: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_creation: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "contentType" => map.next_value_seed(crate::rt::PrimValue(&mut f_content_type))?,
-                "_contentType" => map.next_value_seed(crate::rt::PrimExt(&mut f_content_type))?,
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "data" => map.next_value_seed(crate::rt::PrimValue(&mut f_data))?,
-                "_data" => map.next_value_seed(crate::rt::PrimExt(&mut f_data))?,
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "size" => map.next_value_seed(crate::rt::PrimValue(&mut f_size))?,
-                "_size" => map.next_value_seed(crate::rt::PrimExt(&mut f_size))?,
-                "hash" => map.next_value_seed(crate::rt::PrimValue(&mut f_hash))?,
-                "_hash" => map.next_value_seed(crate::rt::PrimExt(&mut f_hash))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "creation" => map.next_value_seed(crate::rt::PrimValue(&mut f_creation))?,
-                "_creation" => map.next_value_seed(crate::rt::PrimExt(&mut f_creation))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "contentType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_content_type))?
+                }
+                "_contentType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_content_type))?
+                }
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "data" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_data))?,
+                "_data" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_data))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "size" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_size))?,
+                "_size" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_size))?,
+                "hash" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_hash))?,
+                "_hash" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_hash))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "creation" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_creation))?,
+                "_creation" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_creation))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            content_type: f_content_type,
-            language: f_language,
-            data: f_data,
-            url: f_url,
-            size: f_size,
-            hash: f_hash,
-            title: f_title,
-            creation: f_creation,
+            id: b.f_id,
+            extension: b.f_extension,
+            content_type: b.f_content_type,
+            language: b.f_language,
+            data: b.f_data,
+            url: b.f_url,
+            size: b.f_size,
+            hash: b.f_hash,
+            title: b.f_title,
+            creation: b.f_creation,
         })
     }
 }

@@ -88,40 +88,46 @@ impl crate::rt::DeFields for Coding {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_system: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_display: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_user_selected: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_system: Option<crate::primitives::Primitive<String>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+            f_display: Option<crate::primitives::Primitive<String>>,
+            f_user_selected: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "system" => map.next_value_seed(crate::rt::PrimValue(&mut f_system))?,
-                "_system" => map.next_value_seed(crate::rt::PrimExt(&mut f_system))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "display" => map.next_value_seed(crate::rt::PrimValue(&mut f_display))?,
-                "_display" => map.next_value_seed(crate::rt::PrimExt(&mut f_display))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "system" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_system))?,
+                "_system" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_system))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "display" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_display))?,
+                "_display" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_display))?,
                 "userSelected" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_user_selected))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_user_selected))?
                 }
-                "_userSelected" => map.next_value_seed(crate::rt::PrimExt(&mut f_user_selected))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_userSelected" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_user_selected))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            system: f_system,
-            version: f_version,
-            code: f_code,
-            display: f_display,
-            user_selected: f_user_selected,
+            id: b.f_id,
+            extension: b.f_extension,
+            system: b.f_system,
+            version: b.f_version,
+            code: b.f_code,
+            display: b.f_display,
+            user_selected: b.f_user_selected,
         })
     }
 }

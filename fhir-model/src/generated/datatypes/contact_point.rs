@@ -88,38 +88,41 @@ impl crate::rt::DeFields for ContactPoint {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_system: Option<crate::primitives::Primitive<crate::codes::ContactPointSystem>> =
-            None;
-        let mut f_value: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use: Option<crate::primitives::Primitive<crate::codes::ContactPointUse>> = None;
-        let mut f_rank: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_system: Option<crate::primitives::Primitive<crate::codes::ContactPointSystem>>,
+            f_value: Option<crate::primitives::Primitive<String>>,
+            f_use: Option<crate::primitives::Primitive<crate::codes::ContactPointUse>>,
+            f_rank: Option<crate::primitives::Primitive<u32>>,
+            f_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "system" => map.next_value_seed(crate::rt::PrimValue(&mut f_system))?,
-                "_system" => map.next_value_seed(crate::rt::PrimExt(&mut f_system))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                "use" => map.next_value_seed(crate::rt::PrimValue(&mut f_use))?,
-                "_use" => map.next_value_seed(crate::rt::PrimExt(&mut f_use))?,
-                "rank" => map.next_value_seed(crate::rt::PrimValue(&mut f_rank))?,
-                "_rank" => map.next_value_seed(crate::rt::PrimExt(&mut f_rank))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "system" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_system))?,
+                "_system" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_system))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                "use" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_use))?,
+                "_use" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_use))?,
+                "rank" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_rank))?,
+                "_rank" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_rank))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            system: f_system,
-            value: f_value,
-            r#use: f_use,
-            rank: f_rank,
-            period: f_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            system: b.f_system,
+            value: b.f_value,
+            r#use: b.f_use,
+            rank: b.f_rank,
+            period: b.f_period,
         })
     }
 }

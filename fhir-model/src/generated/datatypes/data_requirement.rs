@@ -118,57 +118,74 @@ impl crate::rt::DeFields for DataRequirement {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::FhirAllTypes>> = None;
-        let mut f_profile: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_subject: Option<crate::datatypes::DataRequirementSubject> = None;
-        let mut f_must_support: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_code_filter: Vec<crate::datatypes::DataRequirementCodeFilter> = Vec::new();
-        let mut f_date_filter: Vec<crate::datatypes::DataRequirementDateFilter> = Vec::new();
-        let mut f_limit: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_sort: Vec<crate::datatypes::DataRequirementSort> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::FhirAllTypes>>,
+            f_profile: crate::rt::PrimVec<String>,
+            f_subject: Option<crate::datatypes::DataRequirementSubject>,
+            f_must_support: crate::rt::PrimVec<String>,
+            f_code_filter: Vec<crate::datatypes::DataRequirementCodeFilter>,
+            f_date_filter: Vec<crate::datatypes::DataRequirementDateFilter>,
+            f_limit: Option<crate::primitives::Primitive<u32>>,
+            f_sort: Vec<crate::datatypes::DataRequirementSort>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "profile" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_profile))?,
-                "_profile" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_profile))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "profile" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_profile))?
+                }
+                "_profile" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_profile))?,
                 "mustSupport" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_must_support))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_must_support))?
                 }
                 "_mustSupport" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_must_support))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_must_support))?
                 }
-                "codeFilter" => map.next_value_seed(crate::rt::VecSeed(&mut f_code_filter))?,
-                "dateFilter" => map.next_value_seed(crate::rt::VecSeed(&mut f_date_filter))?,
-                "limit" => map.next_value_seed(crate::rt::PrimValue(&mut f_limit))?,
-                "_limit" => map.next_value_seed(crate::rt::PrimExt(&mut f_limit))?,
-                "sort" => map.next_value_seed(crate::rt::VecSeed(&mut f_sort))?,
+                "codeFilter" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code_filter))?
+                }
+                "dateFilter" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_date_filter))?
+                }
+                "limit" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_limit))?,
+                "_limit" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_limit))?,
+                "sort" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_sort))?,
                 other => {
                     if !(crate::datatypes::DataRequirementSubject::de_key(
                         &mut map,
                         other,
-                        &mut f_subject,
+                        &mut b.f_subject,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        let v_profile =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_profile), "profile")?;
+        let v_must_support = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_must_support),
+            "mustSupport",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            profile: crate::rt::finish_prim_vec::<_, A::Error>(f_profile, "profile")?,
-            subject: f_subject,
-            must_support: crate::rt::finish_prim_vec::<_, A::Error>(f_must_support, "mustSupport")?,
-            code_filter: f_code_filter,
-            date_filter: f_date_filter,
-            limit: f_limit,
-            sort: f_sort,
+            id: b.f_id,
+            extension: b.f_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            profile: v_profile,
+            subject: b.f_subject,
+            must_support: v_must_support,
+            code_filter: b.f_code_filter,
+            date_filter: b.f_date_filter,
+            limit: b.f_limit,
+            sort: b.f_sort,
         })
     }
 }
@@ -275,33 +292,41 @@ impl crate::rt::DeFields for DataRequirementCodeFilter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_path: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_search_param: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_value_set: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_code: Vec<crate::datatypes::Coding> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_path: Option<crate::primitives::Primitive<String>>,
+            f_search_param: Option<crate::primitives::Primitive<String>>,
+            f_value_set: Option<crate::primitives::Primitive<String>>,
+            f_code: Vec<crate::datatypes::Coding>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "path" => map.next_value_seed(crate::rt::PrimValue(&mut f_path))?,
-                "_path" => map.next_value_seed(crate::rt::PrimExt(&mut f_path))?,
-                "searchParam" => map.next_value_seed(crate::rt::PrimValue(&mut f_search_param))?,
-                "_searchParam" => map.next_value_seed(crate::rt::PrimExt(&mut f_search_param))?,
-                "valueSet" => map.next_value_seed(crate::rt::PrimValue(&mut f_value_set))?,
-                "_valueSet" => map.next_value_seed(crate::rt::PrimExt(&mut f_value_set))?,
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "path" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_path))?,
+                "_path" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_path))?,
+                "searchParam" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_search_param))?
+                }
+                "_searchParam" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_search_param))?
+                }
+                "valueSet" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value_set))?,
+                "_valueSet" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value_set))?,
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            path: f_path,
-            search_param: f_search_param,
-            value_set: f_value_set,
-            code: f_code,
+            id: b.f_id,
+            extension: b.f_extension,
+            path: b.f_path,
+            search_param: b.f_search_param,
+            value_set: b.f_value_set,
+            code: b.f_code,
         })
     }
 }
@@ -397,36 +422,44 @@ impl crate::rt::DeFields for DataRequirementDateFilter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_path: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_search_param: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_value: Option<crate::datatypes::DataRequirementDateFilterValue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_path: Option<crate::primitives::Primitive<String>>,
+            f_search_param: Option<crate::primitives::Primitive<String>>,
+            f_value: Option<crate::datatypes::DataRequirementDateFilterValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "path" => map.next_value_seed(crate::rt::PrimValue(&mut f_path))?,
-                "_path" => map.next_value_seed(crate::rt::PrimExt(&mut f_path))?,
-                "searchParam" => map.next_value_seed(crate::rt::PrimValue(&mut f_search_param))?,
-                "_searchParam" => map.next_value_seed(crate::rt::PrimExt(&mut f_search_param))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "path" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_path))?,
+                "_path" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_path))?,
+                "searchParam" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_search_param))?
+                }
+                "_searchParam" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_search_param))?
+                }
                 other => {
                     if !(crate::datatypes::DataRequirementDateFilterValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            path: f_path,
-            search_param: f_search_param,
-            value: f_value,
+            id: b.f_id,
+            extension: b.f_extension,
+            path: b.f_path,
+            search_param: b.f_search_param,
+            value: b.f_value,
         })
     }
 }
@@ -521,27 +554,34 @@ impl crate::rt::DeFields for DataRequirementSort {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_path: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_direction: Option<crate::primitives::Primitive<crate::codes::SortDirection>> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_path: Option<crate::primitives::Primitive<String>>,
+            f_direction: Option<crate::primitives::Primitive<crate::codes::SortDirection>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "path" => map.next_value_seed(crate::rt::PrimValue(&mut f_path))?,
-                "_path" => map.next_value_seed(crate::rt::PrimExt(&mut f_path))?,
-                "direction" => map.next_value_seed(crate::rt::PrimValue(&mut f_direction))?,
-                "_direction" => map.next_value_seed(crate::rt::PrimExt(&mut f_direction))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "path" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_path))?,
+                "_path" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_path))?,
+                "direction" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_direction))?
+                }
+                "_direction" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_direction))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_path.is_some(), "path")?;
+        crate::rt::check_required::<A::Error>(b.f_direction.is_some(), "direction")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            path: crate::rt::required::<_, A::Error>(f_path, "path")?,
-            direction: crate::rt::required::<_, A::Error>(f_direction, "direction")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            path: b.f_path.unwrap_or_default(),
+            direction: b.f_direction.unwrap_or_default(),
         })
     }
 }
@@ -599,16 +639,22 @@ impl DataRequirementSubject {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "subjectCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "DataRequirement.subject[x]",
-            })?,
-            "subjectReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "DataRequirement.subject[x]",
-            })?,
+            "subjectCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "DataRequirement.subject[x]",
+                },
+            )?,
+            "subjectReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "DataRequirement.subject[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -678,34 +724,46 @@ impl DataRequirementDateFilterValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DataRequirement.dateFilter.value[x]",
                 },
-                name: "DataRequirement.dateFilter.value[x]",
-            })?,
-            "_valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DataRequirement.dateFilter.value[x]",
                 },
-                name: "DataRequirement.dateFilter.value[x]",
-            })?,
-            "valuePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "DataRequirement.dateFilter.value[x]",
-            })?,
-            "valueDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Duration,
-                name: "DataRequirement.dateFilter.value[x]",
-            })?,
+            )?,
+            "valuePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "DataRequirement.dateFilter.value[x]",
+                },
+            )?,
+            "valueDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Duration,
+                    name: "DataRequirement.dateFilter.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -168,84 +168,92 @@ impl crate::rt::DeFields for Dosage {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_additional_instruction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_patient_instruction: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_timing: Option<crate::datatypes::Timing> = None;
-        let mut f_as_needed: Option<crate::datatypes::DosageAsNeeded> = None;
-        let mut f_site: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_route: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_method: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_dose_and_rate: Vec<crate::datatypes::DosageDoseAndRate> = Vec::new();
-        let mut f_max_dose_per_period: Option<crate::datatypes::Ratio> = None;
-        let mut f_max_dose_per_administration: Option<crate::datatypes::Quantity> = None;
-        let mut f_max_dose_per_lifetime: Option<crate::datatypes::Quantity> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<i32>>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+            f_additional_instruction: Vec<crate::datatypes::CodeableConcept>,
+            f_patient_instruction: Option<crate::primitives::Primitive<String>>,
+            f_timing: Option<crate::datatypes::Timing>,
+            f_as_needed: Option<crate::datatypes::DosageAsNeeded>,
+            f_site: Option<crate::datatypes::CodeableConcept>,
+            f_route: Option<crate::datatypes::CodeableConcept>,
+            f_method: Option<crate::datatypes::CodeableConcept>,
+            f_dose_and_rate: Vec<crate::datatypes::DosageDoseAndRate>,
+            f_max_dose_per_period: Option<crate::datatypes::Ratio>,
+            f_max_dose_per_administration: Option<crate::datatypes::Quantity>,
+            f_max_dose_per_lifetime: Option<crate::datatypes::Quantity>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
-                "additionalInstruction" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_additional_instruction))?
-                }
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
+                "additionalInstruction" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_additional_instruction),
+                )?,
                 "patientInstruction" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_patient_instruction))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_patient_instruction))?
                 }
                 "_patientInstruction" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_patient_instruction))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_patient_instruction))?
                 }
-                "timing" => map.next_value_seed(crate::rt::Opt(&mut f_timing))?,
-                "site" => map.next_value_seed(crate::rt::Opt(&mut f_site))?,
-                "route" => map.next_value_seed(crate::rt::Opt(&mut f_route))?,
-                "method" => map.next_value_seed(crate::rt::Opt(&mut f_method))?,
-                "doseAndRate" => map.next_value_seed(crate::rt::VecSeed(&mut f_dose_and_rate))?,
+                "timing" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_timing))?,
+                "site" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_site))?,
+                "route" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_route))?,
+                "method" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_method))?,
+                "doseAndRate" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_dose_and_rate))?
+                }
                 "maxDosePerPeriod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_max_dose_per_period))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_max_dose_per_period))?
                 }
-                "maxDosePerAdministration" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_max_dose_per_administration))?
-                }
+                "maxDosePerAdministration" => crate::rt::value(
+                    &mut map,
+                    crate::rt::Opt(&mut b.f_max_dose_per_administration),
+                )?,
                 "maxDosePerLifetime" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_max_dose_per_lifetime))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_max_dose_per_lifetime))?
                 }
                 other => {
                     if !(crate::datatypes::DosageAsNeeded::de_key(
                         &mut map,
                         other,
-                        &mut f_as_needed,
+                        &mut b.f_as_needed,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: f_sequence,
-            text: f_text,
-            additional_instruction: f_additional_instruction,
-            patient_instruction: f_patient_instruction,
-            timing: f_timing,
-            as_needed: f_as_needed,
-            site: f_site,
-            route: f_route,
-            method: f_method,
-            dose_and_rate: f_dose_and_rate,
-            max_dose_per_period: f_max_dose_per_period,
-            max_dose_per_administration: f_max_dose_per_administration,
-            max_dose_per_lifetime: f_max_dose_per_lifetime,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence,
+            text: b.f_text,
+            additional_instruction: b.f_additional_instruction,
+            patient_instruction: b.f_patient_instruction,
+            timing: b.f_timing,
+            as_needed: b.f_as_needed,
+            site: b.f_site,
+            route: b.f_route,
+            method: b.f_method,
+            dose_and_rate: b.f_dose_and_rate,
+            max_dose_per_period: b.f_max_dose_per_period,
+            max_dose_per_administration: b.f_max_dose_per_administration,
+            max_dose_per_lifetime: b.f_max_dose_per_lifetime,
         })
     }
 }
@@ -358,37 +366,41 @@ impl crate::rt::DeFields for DosageDoseAndRate {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_dose: Option<crate::datatypes::DosageDoseAndRateDose> = None;
-        let mut f_rate: Option<crate::datatypes::DosageDoseAndRateRate> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_dose: Option<crate::datatypes::DosageDoseAndRateDose>,
+            f_rate: Option<crate::datatypes::DosageDoseAndRateRate>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 other => {
                     if !(crate::datatypes::DosageDoseAndRateDose::de_key(
                         &mut map,
                         other,
-                        &mut f_dose,
+                        &mut b.f_dose,
                     )? || crate::datatypes::DosageDoseAndRateRate::de_key(
                         &mut map,
                         other,
-                        &mut f_rate,
+                        &mut b.f_rate,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            r#type: f_type,
-            dose: f_dose,
-            rate: f_rate,
+            id: b.f_id,
+            extension: b.f_extension,
+            r#type: b.f_type,
+            dose: b.f_dose,
+            rate: b.f_rate,
         })
     }
 }
@@ -451,29 +463,38 @@ impl DosageAsNeeded {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "asNeededBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "asNeededBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Dosage.asNeeded[x]",
                 },
-                name: "Dosage.asNeeded[x]",
-            })?,
-            "_asNeededBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_asNeededBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Dosage.asNeeded[x]",
                 },
-                name: "Dosage.asNeeded[x]",
-            })?,
-            "asNeededCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Dosage.asNeeded[x]",
-            })?,
+            )?,
+            "asNeededCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Dosage.asNeeded[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -533,16 +554,22 @@ impl DosageDoseAndRateDose {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "doseRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "Dosage.doseAndRate.dose[x]",
-            })?,
-            "doseQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "Dosage.doseAndRate.dose[x]",
-            })?,
+            "doseRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "Dosage.doseAndRate.dose[x]",
+                },
+            )?,
+            "doseQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "Dosage.doseAndRate.dose[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -612,21 +639,30 @@ impl DosageDoseAndRateRate {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "rateRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Ratio,
-                name: "Dosage.doseAndRate.rate[x]",
-            })?,
-            "rateRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "Dosage.doseAndRate.rate[x]",
-            })?,
-            "rateQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "Dosage.doseAndRate.rate[x]",
-            })?,
+            "rateRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Ratio,
+                    name: "Dosage.doseAndRate.rate[x]",
+                },
+            )?,
+            "rateRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "Dosage.doseAndRate.rate[x]",
+                },
+            )?,
+            "rateQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "Dosage.doseAndRate.rate[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -348,191 +348,240 @@ impl crate::rt::DeFields for ElementDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_path: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_representation: crate::rt::PrimVec<crate::codes::PropertyRepresentation> =
-            crate::rt::PrimVec::default();
-        let mut f_slice_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_slice_is_constraining: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_label: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_code: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_slicing: Option<crate::datatypes::ElementDefinitionSlicing> = None;
-        let mut f_short: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_definition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_requirements: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_alias: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_min: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_max: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_base: Option<crate::datatypes::ElementDefinitionBase> = None;
-        let mut f_content_reference: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Vec<crate::datatypes::ElementDefinitionType> = Vec::new();
-        let mut f_default_value: Option<crate::datatypes::ElementDefinitionDefaultValue> = None;
-        let mut f_meaning_when_missing: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_order_meaning: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_fixed: Option<crate::datatypes::ElementDefinitionFixed> = None;
-        let mut f_pattern: Option<crate::datatypes::ElementDefinitionPattern> = None;
-        let mut f_example: Vec<crate::datatypes::ElementDefinitionExample> = Vec::new();
-        let mut f_min_value: Option<crate::datatypes::ElementDefinitionMinValue> = None;
-        let mut f_max_value: Option<crate::datatypes::ElementDefinitionMaxValue> = None;
-        let mut f_max_length: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_condition: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_constraint: Vec<crate::datatypes::ElementDefinitionConstraint> = Vec::new();
-        let mut f_must_support: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_is_modifier: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_is_modifier_reason: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_is_summary: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_binding: Option<crate::datatypes::ElementDefinitionBinding> = None;
-        let mut f_mapping: Vec<crate::datatypes::ElementDefinitionMapping> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_path: Option<crate::primitives::Primitive<String>>,
+            f_representation: crate::rt::PrimVec<crate::codes::PropertyRepresentation>,
+            f_slice_name: Option<crate::primitives::Primitive<String>>,
+            f_slice_is_constraining: Option<crate::primitives::Primitive<bool>>,
+            f_label: Option<crate::primitives::Primitive<String>>,
+            f_code: Vec<crate::datatypes::Coding>,
+            f_slicing: Option<crate::datatypes::ElementDefinitionSlicing>,
+            f_short: Option<crate::primitives::Primitive<String>>,
+            f_definition: Option<crate::primitives::Primitive<String>>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+            f_requirements: Option<crate::primitives::Primitive<String>>,
+            f_alias: crate::rt::PrimVec<String>,
+            f_min: Option<crate::primitives::Primitive<u32>>,
+            f_max: Option<crate::primitives::Primitive<String>>,
+            f_base: Option<crate::datatypes::ElementDefinitionBase>,
+            f_content_reference: Option<crate::primitives::Primitive<String>>,
+            f_type: Vec<crate::datatypes::ElementDefinitionType>,
+            f_default_value: Option<crate::datatypes::ElementDefinitionDefaultValue>,
+            f_meaning_when_missing: Option<crate::primitives::Primitive<String>>,
+            f_order_meaning: Option<crate::primitives::Primitive<String>>,
+            f_fixed: Option<crate::datatypes::ElementDefinitionFixed>,
+            f_pattern: Option<crate::datatypes::ElementDefinitionPattern>,
+            f_example: Vec<crate::datatypes::ElementDefinitionExample>,
+            f_min_value: Option<crate::datatypes::ElementDefinitionMinValue>,
+            f_max_value: Option<crate::datatypes::ElementDefinitionMaxValue>,
+            f_max_length: Option<crate::primitives::Primitive<i32>>,
+            f_condition: crate::rt::PrimVec<String>,
+            f_constraint: Vec<crate::datatypes::ElementDefinitionConstraint>,
+            f_must_support: Option<crate::primitives::Primitive<bool>>,
+            f_is_modifier: Option<crate::primitives::Primitive<bool>>,
+            f_is_modifier_reason: Option<crate::primitives::Primitive<String>>,
+            f_is_summary: Option<crate::primitives::Primitive<bool>>,
+            f_binding: Option<crate::datatypes::ElementDefinitionBinding>,
+            f_mapping: Vec<crate::datatypes::ElementDefinitionMapping>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "path" => map.next_value_seed(crate::rt::PrimValue(&mut f_path))?,
-                "_path" => map.next_value_seed(crate::rt::PrimExt(&mut f_path))?,
+                "path" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_path))?,
+                "_path" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_path))?,
                 "representation" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_representation))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_representation))?
                 }
                 "_representation" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_representation))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_representation))?
                 }
-                "sliceName" => map.next_value_seed(crate::rt::PrimValue(&mut f_slice_name))?,
-                "_sliceName" => map.next_value_seed(crate::rt::PrimExt(&mut f_slice_name))?,
-                "sliceIsConstraining" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_slice_is_constraining))?
+                "sliceName" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_slice_name))?
                 }
+                "_sliceName" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_slice_name))?
+                }
+                "sliceIsConstraining" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_slice_is_constraining),
+                )?,
                 "_sliceIsConstraining" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_slice_is_constraining))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_slice_is_constraining))?
                 }
-                "label" => map.next_value_seed(crate::rt::PrimValue(&mut f_label))?,
-                "_label" => map.next_value_seed(crate::rt::PrimExt(&mut f_label))?,
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "slicing" => map.next_value_seed(crate::rt::Opt(&mut f_slicing))?,
-                "short" => map.next_value_seed(crate::rt::PrimValue(&mut f_short))?,
-                "_short" => map.next_value_seed(crate::rt::PrimExt(&mut f_short))?,
-                "definition" => map.next_value_seed(crate::rt::PrimValue(&mut f_definition))?,
-                "_definition" => map.next_value_seed(crate::rt::PrimExt(&mut f_definition))?,
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                "requirements" => map.next_value_seed(crate::rt::PrimValue(&mut f_requirements))?,
-                "_requirements" => map.next_value_seed(crate::rt::PrimExt(&mut f_requirements))?,
-                "alias" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_alias))?,
-                "_alias" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_alias))?,
-                "min" => map.next_value_seed(crate::rt::PrimValue(&mut f_min))?,
-                "_min" => map.next_value_seed(crate::rt::PrimExt(&mut f_min))?,
-                "max" => map.next_value_seed(crate::rt::PrimValue(&mut f_max))?,
-                "_max" => map.next_value_seed(crate::rt::PrimExt(&mut f_max))?,
-                "base" => map.next_value_seed(crate::rt::Opt(&mut f_base))?,
+                "label" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_label))?,
+                "_label" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_label))?,
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "slicing" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_slicing))?,
+                "short" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_short))?,
+                "_short" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_short))?,
+                "definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_definition))?
+                }
+                "_definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_definition))?
+                }
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                "requirements" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_requirements))?
+                }
+                "_requirements" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_requirements))?
+                }
+                "alias" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_alias))?,
+                "_alias" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_alias))?,
+                "min" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_min))?,
+                "_min" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_min))?,
+                "max" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_max))?,
+                "_max" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_max))?,
+                "base" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_base))?,
                 "contentReference" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_content_reference))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_content_reference))?
                 }
                 "_contentReference" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_content_reference))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_content_reference))?
                 }
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "meaningWhenMissing" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_meaning_when_missing))?
-                }
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "meaningWhenMissing" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_meaning_when_missing),
+                )?,
                 "_meaningWhenMissing" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_meaning_when_missing))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_meaning_when_missing))?
                 }
                 "orderMeaning" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_order_meaning))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_order_meaning))?
                 }
-                "_orderMeaning" => map.next_value_seed(crate::rt::PrimExt(&mut f_order_meaning))?,
-                "example" => map.next_value_seed(crate::rt::VecSeed(&mut f_example))?,
-                "maxLength" => map.next_value_seed(crate::rt::PrimValue(&mut f_max_length))?,
-                "_maxLength" => map.next_value_seed(crate::rt::PrimExt(&mut f_max_length))?,
-                "condition" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_condition))?,
-                "_condition" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_condition))?,
-                "constraint" => map.next_value_seed(crate::rt::VecSeed(&mut f_constraint))?,
-                "mustSupport" => map.next_value_seed(crate::rt::PrimValue(&mut f_must_support))?,
-                "_mustSupport" => map.next_value_seed(crate::rt::PrimExt(&mut f_must_support))?,
-                "isModifier" => map.next_value_seed(crate::rt::PrimValue(&mut f_is_modifier))?,
-                "_isModifier" => map.next_value_seed(crate::rt::PrimExt(&mut f_is_modifier))?,
+                "_orderMeaning" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_order_meaning))?
+                }
+                "example" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_example))?,
+                "maxLength" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_max_length))?
+                }
+                "_maxLength" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_max_length))?
+                }
+                "condition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_condition))?
+                }
+                "_condition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_condition))?
+                }
+                "constraint" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_constraint))?
+                }
+                "mustSupport" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_must_support))?
+                }
+                "_mustSupport" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_must_support))?
+                }
+                "isModifier" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_is_modifier))?
+                }
+                "_isModifier" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_is_modifier))?
+                }
                 "isModifierReason" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_is_modifier_reason))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_is_modifier_reason))?
                 }
                 "_isModifierReason" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_is_modifier_reason))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_is_modifier_reason))?
                 }
-                "isSummary" => map.next_value_seed(crate::rt::PrimValue(&mut f_is_summary))?,
-                "_isSummary" => map.next_value_seed(crate::rt::PrimExt(&mut f_is_summary))?,
-                "binding" => map.next_value_seed(crate::rt::Opt(&mut f_binding))?,
-                "mapping" => map.next_value_seed(crate::rt::VecSeed(&mut f_mapping))?,
+                "isSummary" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_is_summary))?
+                }
+                "_isSummary" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_is_summary))?
+                }
+                "binding" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_binding))?,
+                "mapping" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_mapping))?,
                 other => {
                     if !(crate::datatypes::ElementDefinitionDefaultValue::de_key(
                         &mut map,
                         other,
-                        &mut f_default_value,
+                        &mut b.f_default_value,
                     )? || crate::datatypes::ElementDefinitionFixed::de_key(
                         &mut map,
                         other,
-                        &mut f_fixed,
+                        &mut b.f_fixed,
                     )? || crate::datatypes::ElementDefinitionPattern::de_key(
                         &mut map,
                         other,
-                        &mut f_pattern,
+                        &mut b.f_pattern,
                     )? || crate::datatypes::ElementDefinitionMinValue::de_key(
                         &mut map,
                         other,
-                        &mut f_min_value,
+                        &mut b.f_min_value,
                     )? || crate::datatypes::ElementDefinitionMaxValue::de_key(
                         &mut map,
                         other,
-                        &mut f_max_value,
+                        &mut b.f_max_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_path.is_some(), "path")?;
+        let v_representation = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_representation),
+            "representation",
+        )?;
+        let v_alias =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_alias), "alias")?;
+        let v_condition = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_condition),
+            "condition",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            path: crate::rt::required::<_, A::Error>(f_path, "path")?,
-            representation: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_representation,
-                "representation",
-            )?,
-            slice_name: f_slice_name,
-            slice_is_constraining: f_slice_is_constraining,
-            label: f_label,
-            code: f_code,
-            slicing: f_slicing,
-            short: f_short,
-            definition: f_definition,
-            comment: f_comment,
-            requirements: f_requirements,
-            alias: crate::rt::finish_prim_vec::<_, A::Error>(f_alias, "alias")?,
-            min: f_min,
-            max: f_max,
-            base: f_base,
-            content_reference: f_content_reference,
-            r#type: f_type,
-            default_value: f_default_value,
-            meaning_when_missing: f_meaning_when_missing,
-            order_meaning: f_order_meaning,
-            fixed: f_fixed,
-            pattern: f_pattern,
-            example: f_example,
-            min_value: f_min_value,
-            max_value: f_max_value,
-            max_length: f_max_length,
-            condition: crate::rt::finish_prim_vec::<_, A::Error>(f_condition, "condition")?,
-            constraint: f_constraint,
-            must_support: f_must_support,
-            is_modifier: f_is_modifier,
-            is_modifier_reason: f_is_modifier_reason,
-            is_summary: f_is_summary,
-            binding: f_binding,
-            mapping: f_mapping,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            path: b.f_path.unwrap_or_default(),
+            representation: v_representation,
+            slice_name: b.f_slice_name,
+            slice_is_constraining: b.f_slice_is_constraining,
+            label: b.f_label,
+            code: b.f_code,
+            slicing: b.f_slicing,
+            short: b.f_short,
+            definition: b.f_definition,
+            comment: b.f_comment,
+            requirements: b.f_requirements,
+            alias: v_alias,
+            min: b.f_min,
+            max: b.f_max,
+            base: b.f_base,
+            content_reference: b.f_content_reference,
+            r#type: b.f_type,
+            default_value: b.f_default_value,
+            meaning_when_missing: b.f_meaning_when_missing,
+            order_meaning: b.f_order_meaning,
+            fixed: b.f_fixed,
+            pattern: b.f_pattern,
+            example: b.f_example,
+            min_value: b.f_min_value,
+            max_value: b.f_max_value,
+            max_length: b.f_max_length,
+            condition: v_condition,
+            constraint: b.f_constraint,
+            must_support: b.f_must_support,
+            is_modifier: b.f_is_modifier,
+            is_modifier_reason: b.f_is_modifier_reason,
+            is_summary: b.f_is_summary,
+            binding: b.f_binding,
+            mapping: b.f_mapping,
         })
     }
 }
@@ -681,34 +730,44 @@ impl crate::rt::DeFields for ElementDefinitionSlicing {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_discriminator: Vec<crate::datatypes::ElementDefinitionSlicingDiscriminator> =
-            Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_ordered: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_rules: Option<crate::primitives::Primitive<crate::codes::SlicingRules>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_discriminator: Vec<crate::datatypes::ElementDefinitionSlicingDiscriminator>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_ordered: Option<crate::primitives::Primitive<bool>>,
+            f_rules: Option<crate::primitives::Primitive<crate::codes::SlicingRules>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "discriminator" => map.next_value_seed(crate::rt::VecSeed(&mut f_discriminator))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "ordered" => map.next_value_seed(crate::rt::PrimValue(&mut f_ordered))?,
-                "_ordered" => map.next_value_seed(crate::rt::PrimExt(&mut f_ordered))?,
-                "rules" => map.next_value_seed(crate::rt::PrimValue(&mut f_rules))?,
-                "_rules" => map.next_value_seed(crate::rt::PrimExt(&mut f_rules))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "discriminator" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_discriminator))?
+                }
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "ordered" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_ordered))?,
+                "_ordered" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_ordered))?,
+                "rules" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_rules))?,
+                "_rules" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_rules))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_rules.is_some(), "rules")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            discriminator: f_discriminator,
-            description: f_description,
-            ordered: f_ordered,
-            rules: crate::rt::required::<_, A::Error>(f_rules, "rules")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            discriminator: b.f_discriminator,
+            description: b.f_description,
+            ordered: b.f_ordered,
+            rules: b.f_rules.unwrap_or_default(),
         })
     }
 }
@@ -802,27 +861,32 @@ impl crate::rt::DeFields for ElementDefinitionSlicingDiscriminator {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::DiscriminatorType>> =
-            None;
-        let mut f_path: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::DiscriminatorType>>,
+            f_path: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "path" => map.next_value_seed(crate::rt::PrimValue(&mut f_path))?,
-                "_path" => map.next_value_seed(crate::rt::PrimExt(&mut f_path))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "path" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_path))?,
+                "_path" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_path))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_path.is_some(), "path")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            path: crate::rt::required::<_, A::Error>(f_path, "path")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            path: b.f_path.unwrap_or_default(),
         })
     }
 }
@@ -923,30 +987,37 @@ impl crate::rt::DeFields for ElementDefinitionBase {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_path: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_min: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_max: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_path: Option<crate::primitives::Primitive<String>>,
+            f_min: Option<crate::primitives::Primitive<u32>>,
+            f_max: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "path" => map.next_value_seed(crate::rt::PrimValue(&mut f_path))?,
-                "_path" => map.next_value_seed(crate::rt::PrimExt(&mut f_path))?,
-                "min" => map.next_value_seed(crate::rt::PrimValue(&mut f_min))?,
-                "_min" => map.next_value_seed(crate::rt::PrimExt(&mut f_min))?,
-                "max" => map.next_value_seed(crate::rt::PrimValue(&mut f_max))?,
-                "_max" => map.next_value_seed(crate::rt::PrimExt(&mut f_max))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "path" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_path))?,
+                "_path" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_path))?,
+                "min" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_min))?,
+                "_min" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_min))?,
+                "max" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_max))?,
+                "_max" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_max))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_path.is_some(), "path")?;
+        crate::rt::check_required::<A::Error>(b.f_min.is_some(), "min")?;
+        crate::rt::check_required::<A::Error>(b.f_max.is_some(), "max")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            path: crate::rt::required::<_, A::Error>(f_path, "path")?,
-            min: crate::rt::required::<_, A::Error>(f_min, "min")?,
-            max: crate::rt::required::<_, A::Error>(f_max, "max")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            path: b.f_path.unwrap_or_default(),
+            min: b.f_min.unwrap_or_default(),
+            max: b.f_max.unwrap_or_default(),
         })
     }
 }
@@ -1061,52 +1132,67 @@ impl crate::rt::DeFields for ElementDefinitionType {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_profile: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_target_profile: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_aggregation: crate::rt::PrimVec<crate::codes::AggregationMode> =
-            crate::rt::PrimVec::default();
-        let mut f_versioning: Option<
-            crate::primitives::Primitive<crate::codes::ReferenceVersionRules>,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+            f_profile: crate::rt::PrimVec<String>,
+            f_target_profile: crate::rt::PrimVec<String>,
+            f_aggregation: crate::rt::PrimVec<crate::codes::AggregationMode>,
+            f_versioning: Option<crate::primitives::Primitive<crate::codes::ReferenceVersionRules>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "profile" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_profile))?,
-                "_profile" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_profile))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "profile" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_profile))?
+                }
+                "_profile" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_profile))?,
                 "targetProfile" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_target_profile))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_target_profile))?
                 }
                 "_targetProfile" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_target_profile))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_target_profile))?
                 }
                 "aggregation" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_aggregation))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_aggregation))?
                 }
                 "_aggregation" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_aggregation))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_aggregation))?
                 }
-                "versioning" => map.next_value_seed(crate::rt::PrimValue(&mut f_versioning))?,
-                "_versioning" => map.next_value_seed(crate::rt::PrimExt(&mut f_versioning))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "versioning" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_versioning))?
+                }
+                "_versioning" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_versioning))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        let v_profile =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_profile), "profile")?;
+        let v_target_profile = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_target_profile),
+            "targetProfile",
+        )?;
+        let v_aggregation = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_aggregation),
+            "aggregation",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            profile: crate::rt::finish_prim_vec::<_, A::Error>(f_profile, "profile")?,
-            target_profile: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_target_profile,
-                "targetProfile",
-            )?,
-            aggregation: crate::rt::finish_prim_vec::<_, A::Error>(f_aggregation, "aggregation")?,
-            versioning: f_versioning,
+            id: b.f_id,
+            extension: b.f_extension,
+            code: b.f_code.unwrap_or_default(),
+            profile: v_profile,
+            target_profile: v_target_profile,
+            aggregation: v_aggregation,
+            versioning: b.f_versioning,
         })
     }
 }
@@ -1201,32 +1287,38 @@ impl crate::rt::DeFields for ElementDefinitionExample {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_label: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_value: Option<crate::datatypes::ElementDefinitionExampleValue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_label: Option<crate::primitives::Primitive<String>>,
+            f_value: Option<crate::datatypes::ElementDefinitionExampleValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "label" => map.next_value_seed(crate::rt::PrimValue(&mut f_label))?,
-                "_label" => map.next_value_seed(crate::rt::PrimExt(&mut f_label))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "label" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_label))?,
+                "_label" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_label))?,
                 other => {
                     if !(crate::datatypes::ElementDefinitionExampleValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_label.is_some(), "label")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            label: crate::rt::required::<_, A::Error>(f_label, "label")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            label: b.f_label.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -1355,47 +1447,61 @@ impl crate::rt::DeFields for ElementDefinitionConstraint {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_key: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_requirements: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_severity: Option<crate::primitives::Primitive<crate::codes::ConstraintSeverity>> =
-            None;
-        let mut f_human: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_expression: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_xpath: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_source: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_key: Option<crate::primitives::Primitive<String>>,
+            f_requirements: Option<crate::primitives::Primitive<String>>,
+            f_severity: Option<crate::primitives::Primitive<crate::codes::ConstraintSeverity>>,
+            f_human: Option<crate::primitives::Primitive<String>>,
+            f_expression: Option<crate::primitives::Primitive<String>>,
+            f_xpath: Option<crate::primitives::Primitive<String>>,
+            f_source: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "key" => map.next_value_seed(crate::rt::PrimValue(&mut f_key))?,
-                "_key" => map.next_value_seed(crate::rt::PrimExt(&mut f_key))?,
-                "requirements" => map.next_value_seed(crate::rt::PrimValue(&mut f_requirements))?,
-                "_requirements" => map.next_value_seed(crate::rt::PrimExt(&mut f_requirements))?,
-                "severity" => map.next_value_seed(crate::rt::PrimValue(&mut f_severity))?,
-                "_severity" => map.next_value_seed(crate::rt::PrimExt(&mut f_severity))?,
-                "human" => map.next_value_seed(crate::rt::PrimValue(&mut f_human))?,
-                "_human" => map.next_value_seed(crate::rt::PrimExt(&mut f_human))?,
-                "expression" => map.next_value_seed(crate::rt::PrimValue(&mut f_expression))?,
-                "_expression" => map.next_value_seed(crate::rt::PrimExt(&mut f_expression))?,
-                "xpath" => map.next_value_seed(crate::rt::PrimValue(&mut f_xpath))?,
-                "_xpath" => map.next_value_seed(crate::rt::PrimExt(&mut f_xpath))?,
-                "source" => map.next_value_seed(crate::rt::PrimValue(&mut f_source))?,
-                "_source" => map.next_value_seed(crate::rt::PrimExt(&mut f_source))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "key" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_key))?,
+                "_key" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_key))?,
+                "requirements" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_requirements))?
+                }
+                "_requirements" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_requirements))?
+                }
+                "severity" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_severity))?,
+                "_severity" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_severity))?,
+                "human" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_human))?,
+                "_human" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_human))?,
+                "expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_expression))?
+                }
+                "_expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_expression))?
+                }
+                "xpath" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_xpath))?,
+                "_xpath" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_xpath))?,
+                "source" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_source))?,
+                "_source" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_source))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_key.is_some(), "key")?;
+        crate::rt::check_required::<A::Error>(b.f_severity.is_some(), "severity")?;
+        crate::rt::check_required::<A::Error>(b.f_human.is_some(), "human")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            key: crate::rt::required::<_, A::Error>(f_key, "key")?,
-            requirements: f_requirements,
-            severity: crate::rt::required::<_, A::Error>(f_severity, "severity")?,
-            human: crate::rt::required::<_, A::Error>(f_human, "human")?,
-            expression: f_expression,
-            xpath: f_xpath,
-            source: f_source,
+            id: b.f_id,
+            extension: b.f_extension,
+            key: b.f_key.unwrap_or_default(),
+            requirements: b.f_requirements,
+            severity: b.f_severity.unwrap_or_default(),
+            human: b.f_human.unwrap_or_default(),
+            expression: b.f_expression,
+            xpath: b.f_xpath,
+            source: b.f_source,
         })
     }
 }
@@ -1497,31 +1603,39 @@ impl crate::rt::DeFields for ElementDefinitionBinding {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_strength: Option<crate::primitives::Primitive<crate::codes::BindingStrength>> =
-            None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_value_set: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_strength: Option<crate::primitives::Primitive<crate::codes::BindingStrength>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_value_set: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "strength" => map.next_value_seed(crate::rt::PrimValue(&mut f_strength))?,
-                "_strength" => map.next_value_seed(crate::rt::PrimExt(&mut f_strength))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "valueSet" => map.next_value_seed(crate::rt::PrimValue(&mut f_value_set))?,
-                "_valueSet" => map.next_value_seed(crate::rt::PrimExt(&mut f_value_set))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "strength" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_strength))?,
+                "_strength" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_strength))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "valueSet" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value_set))?,
+                "_valueSet" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value_set))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_strength.is_some(), "strength")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            strength: crate::rt::required::<_, A::Error>(f_strength, "strength")?,
-            description: f_description,
-            value_set: f_value_set,
+            id: b.f_id,
+            extension: b.f_extension,
+            strength: b.f_strength.unwrap_or_default(),
+            description: b.f_description,
+            value_set: b.f_value_set,
         })
     }
 }
@@ -1628,34 +1742,40 @@ impl crate::rt::DeFields for ElementDefinitionMapping {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identity: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_map: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_identity: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_map: Option<crate::primitives::Primitive<String>>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "identity" => map.next_value_seed(crate::rt::PrimValue(&mut f_identity))?,
-                "_identity" => map.next_value_seed(crate::rt::PrimExt(&mut f_identity))?,
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "map" => map.next_value_seed(crate::rt::PrimValue(&mut f_map))?,
-                "_map" => map.next_value_seed(crate::rt::PrimExt(&mut f_map))?,
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "identity" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_identity))?,
+                "_identity" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_identity))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "map" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_map))?,
+                "_map" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_map))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_identity.is_some(), "identity")?;
+        crate::rt::check_required::<A::Error>(b.f_map.is_some(), "map")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            identity: crate::rt::required::<_, A::Error>(f_identity, "identity")?,
-            language: f_language,
-            map: crate::rt::required::<_, A::Error>(f_map, "map")?,
-            comment: f_comment,
+            id: b.f_id,
+            extension: b.f_extension,
+            identity: b.f_identity.unwrap_or_default(),
+            language: b.f_language,
+            map: b.f_map.unwrap_or_default(),
+            comment: b.f_comment,
         })
     }
 }
@@ -1932,503 +2052,710 @@ impl ElementDefinitionDefaultValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "defaultValueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            "defaultValueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueCanonical" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueCanonical" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueCode" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueCode" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueId" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueId" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueInstant" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueInstant" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueMarkdown" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueMarkdown" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueOid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueOid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueUrl" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueUrl" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueUuid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "_defaultValueUuid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.defaultValue[x]",
                 },
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Address(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Age(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueAnnotation" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Annotation(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Attachment(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::CodeableConcept(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Coding(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueContactPoint" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactPoint(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueCount" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Count(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueDistance" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Distance(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Duration(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueHumanName" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::HumanName(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueIdentifier" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Identifier(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueMoney" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Money(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValuePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Period(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Quantity(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Range(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Ratio(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Reference(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueSampledData" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::SampledData(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueSignature" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Signature(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Timing(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueContactDetail" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactDetail(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueContributor" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Contributor(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueDataRequirement" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::DataRequirement(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueExpression" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Expression(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueParameterDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ParameterDefinition(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueRelatedArtifact" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::RelatedArtifact(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueTriggerDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::TriggerDefinition(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueUsageContext" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::UsageContext(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueDosage" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Dosage(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
-            "defaultValueMeta" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Meta(Box::new(x)),
-                name: "ElementDefinition.defaultValue[x]",
-            })?,
+            )?,
+            "defaultValueAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Address(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Age(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueAnnotation" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Annotation(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Attachment(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::CodeableConcept(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Coding(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueContactPoint" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactPoint(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueCount" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Count(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueDistance" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Distance(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Duration(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueHumanName" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::HumanName(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueIdentifier" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Identifier(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueMoney" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Money(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValuePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Period(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Quantity(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Range(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Ratio(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Reference(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueSampledData" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::SampledData(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueSignature" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Signature(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Timing(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueContactDetail" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactDetail(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueContributor" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Contributor(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueDataRequirement" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::DataRequirement(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueExpression" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Expression(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueParameterDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ParameterDefinition(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueRelatedArtifact" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::RelatedArtifact(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueTriggerDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::TriggerDefinition(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueUsageContext" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::UsageContext(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueDosage" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Dosage(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
+            "defaultValueMeta" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Meta(Box::new(x)),
+                    name: "ElementDefinition.defaultValue[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2914,503 +3241,710 @@ impl ElementDefinitionFixed {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "fixedBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            "fixedBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedCanonical" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedCanonical" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedCode" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedCode" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedId" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedId" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedInstant" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedInstant" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedMarkdown" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedMarkdown" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedOid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedOid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedUrl" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedUrl" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedUuid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "fixedUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "_fixedUuid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_fixedUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.fixed[x]",
                 },
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Address(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Age(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedAnnotation" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Annotation(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Attachment(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::CodeableConcept(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Coding(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedContactPoint" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactPoint(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedCount" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Count(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedDistance" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Distance(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Duration(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedHumanName" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::HumanName(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedIdentifier" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Identifier(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedMoney" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Money(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Period(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Quantity(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Range(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Ratio(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Reference(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedSampledData" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::SampledData(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedSignature" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Signature(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Timing(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedContactDetail" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactDetail(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedContributor" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Contributor(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedDataRequirement" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::DataRequirement(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedExpression" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Expression(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedParameterDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ParameterDefinition(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedRelatedArtifact" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::RelatedArtifact(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedTriggerDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::TriggerDefinition(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedUsageContext" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::UsageContext(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedDosage" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Dosage(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
-            "fixedMeta" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Meta(Box::new(x)),
-                name: "ElementDefinition.fixed[x]",
-            })?,
+            )?,
+            "fixedAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Address(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Age(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedAnnotation" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Annotation(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Attachment(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::CodeableConcept(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Coding(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedContactPoint" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactPoint(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedCount" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Count(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedDistance" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Distance(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Duration(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedHumanName" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::HumanName(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedIdentifier" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Identifier(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedMoney" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Money(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Period(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Quantity(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Range(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Ratio(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Reference(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedSampledData" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::SampledData(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedSignature" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Signature(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Timing(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedContactDetail" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactDetail(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedContributor" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Contributor(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedDataRequirement" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::DataRequirement(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedExpression" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Expression(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedParameterDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ParameterDefinition(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedRelatedArtifact" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::RelatedArtifact(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedTriggerDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::TriggerDefinition(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedUsageContext" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::UsageContext(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedDosage" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Dosage(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
+            "fixedMeta" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Meta(Box::new(x)),
+                    name: "ElementDefinition.fixed[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -3898,503 +4432,710 @@ impl ElementDefinitionPattern {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "patternBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            "patternBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternCanonical" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternCanonical" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternCode" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternCode" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternId" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternId" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternInstant" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternInstant" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternMarkdown" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternMarkdown" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternOid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternOid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternUrl" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternUrl" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternUuid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "patternUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "_patternUuid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_patternUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.pattern[x]",
                 },
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Address(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Age(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternAnnotation" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Annotation(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Attachment(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::CodeableConcept(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Coding(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternContactPoint" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactPoint(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternCount" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Count(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternDistance" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Distance(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Duration(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternHumanName" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::HumanName(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternIdentifier" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Identifier(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternMoney" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Money(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Period(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Quantity(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Range(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Ratio(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Reference(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternSampledData" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::SampledData(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternSignature" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Signature(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Timing(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternContactDetail" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactDetail(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternContributor" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Contributor(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternDataRequirement" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::DataRequirement(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternExpression" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Expression(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternParameterDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ParameterDefinition(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternRelatedArtifact" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::RelatedArtifact(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternTriggerDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::TriggerDefinition(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternUsageContext" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::UsageContext(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternDosage" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Dosage(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
-            "patternMeta" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Meta(Box::new(x)),
-                name: "ElementDefinition.pattern[x]",
-            })?,
+            )?,
+            "patternAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Address(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Age(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternAnnotation" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Annotation(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Attachment(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::CodeableConcept(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Coding(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternContactPoint" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactPoint(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternCount" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Count(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternDistance" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Distance(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Duration(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternHumanName" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::HumanName(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternIdentifier" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Identifier(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternMoney" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Money(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Period(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Quantity(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Range(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Ratio(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Reference(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternSampledData" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::SampledData(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternSignature" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Signature(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Timing(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternContactDetail" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactDetail(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternContributor" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Contributor(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternDataRequirement" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::DataRequirement(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternExpression" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Expression(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternParameterDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ParameterDefinition(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternRelatedArtifact" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::RelatedArtifact(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternTriggerDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::TriggerDefinition(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternUsageContext" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::UsageContext(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternDosage" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Dosage(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
+            "patternMeta" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Meta(Box::new(x)),
+                    name: "ElementDefinition.pattern[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -4714,155 +5455,206 @@ impl ElementDefinitionMinValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "minValueDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "minValueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "_minValueDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_minValueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "minValueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "minValueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "_minValueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_minValueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "minValueInstant" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "minValueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "_minValueInstant" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "_minValueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "minValueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "minValueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "_minValueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_minValueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "minValueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "minValueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "_minValueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_minValueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "minValueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "minValueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "_minValueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_minValueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "minValuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "minValuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "_minValuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_minValuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "minValueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "minValueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "_minValueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_minValueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.minValue[x]",
                 },
-                name: "ElementDefinition.minValue[x]",
-            })?,
-            "minValueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "ElementDefinition.minValue[x]",
-            })?,
+            )?,
+            "minValueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "ElementDefinition.minValue[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -4961,155 +5753,206 @@ impl ElementDefinitionMaxValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "maxValueDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "maxValueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "_maxValueDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_maxValueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "maxValueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "maxValueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "_maxValueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_maxValueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "maxValueInstant" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "maxValueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "_maxValueInstant" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "_maxValueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "maxValueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "maxValueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "_maxValueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_maxValueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "maxValueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "maxValueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "_maxValueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_maxValueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "maxValueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "maxValueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "_maxValueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_maxValueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "maxValuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "maxValuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "_maxValuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_maxValuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "maxValueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "maxValueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "_maxValueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_maxValueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.maxValue[x]",
                 },
-                name: "ElementDefinition.maxValue[x]",
-            })?,
-            "maxValueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "ElementDefinition.maxValue[x]",
-            })?,
+            )?,
+            "maxValueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "ElementDefinition.maxValue[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -5374,503 +6217,710 @@ impl ElementDefinitionExampleValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            "valueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueCanonical" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueCanonical" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueCode" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueCode" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueId" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueId" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueInstant" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueInstant" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueMarkdown" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueMarkdown" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueOid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueOid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "valuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueUrl" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueUrl" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueUuid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "_valueUuid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ElementDefinition.example.value[x]",
                 },
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Address(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Age(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueAnnotation" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Annotation(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Attachment(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::CodeableConcept(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Coding(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueContactPoint" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactPoint(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueCount" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Count(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueDistance" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Distance(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Duration(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueHumanName" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::HumanName(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueIdentifier" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Identifier(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueMoney" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Money(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valuePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Period(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Quantity(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Range(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Ratio(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Reference(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueSampledData" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::SampledData(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueSignature" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Signature(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Timing(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueContactDetail" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactDetail(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueContributor" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Contributor(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueDataRequirement" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::DataRequirement(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueExpression" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Expression(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueParameterDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ParameterDefinition(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueRelatedArtifact" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::RelatedArtifact(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueTriggerDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::TriggerDefinition(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueUsageContext" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::UsageContext(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueDosage" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Dosage(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
-            "valueMeta" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Meta(Box::new(x)),
-                name: "ElementDefinition.example.value[x]",
-            })?,
+            )?,
+            "valueAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Address(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Age(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueAnnotation" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Annotation(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Attachment(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::CodeableConcept(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Coding(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueContactPoint" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactPoint(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueCount" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Count(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueDistance" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Distance(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Duration(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueHumanName" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::HumanName(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueIdentifier" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Identifier(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueMoney" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Money(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valuePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Period(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Quantity(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Range(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Ratio(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Reference(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueSampledData" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::SampledData(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueSignature" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Signature(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Timing(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueContactDetail" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactDetail(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueContributor" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Contributor(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueDataRequirement" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::DataRequirement(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueExpression" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Expression(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueParameterDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ParameterDefinition(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueRelatedArtifact" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::RelatedArtifact(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueTriggerDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::TriggerDefinition(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueUsageContext" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::UsageContext(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueDosage" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Dosage(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
+            "valueMeta" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Meta(Box::new(x)),
+                    name: "ElementDefinition.example.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

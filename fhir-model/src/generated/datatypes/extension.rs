@@ -72,27 +72,33 @@ impl crate::rt::DeFields for Extension {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<String> = None;
-        let mut f_value: Option<crate::datatypes::ExtensionValue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<String>,
+            f_value: Option<crate::datatypes::ExtensionValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "url" => map.next_value_seed(crate::rt::Opt(&mut f_url))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "url" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_url))?,
                 other => {
-                    if !(crate::datatypes::ExtensionValue::de_key(&mut map, other, &mut f_value)?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                    if !(crate::datatypes::ExtensionValue::de_key(&mut map, other, &mut b.f_value)?)
+                    {
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_url.is_some(), "url")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            url: crate::rt::required::<_, A::Error>(f_url, "url")?,
-            value: f_value,
+            id: b.f_id,
+            extension: b.f_extension,
+            url: b.f_url.unwrap_or_default(),
+            value: b.f_value,
         })
     }
 }
@@ -350,503 +356,710 @@ impl ExtensionValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            "valueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueCanonical" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueCanonical" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueCode" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueCode" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueId" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueId" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueInstant" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueInstant" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueMarkdown" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueMarkdown" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueOid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueOid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "valuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueUrl" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueUrl" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueUuid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "_valueUuid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Extension.value[x]",
                 },
-                name: "Extension.value[x]",
-            })?,
-            "valueAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Address(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Age(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueAnnotation" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Annotation(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Attachment(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::CodeableConcept(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Coding(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueContactPoint" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactPoint(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueCount" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Count(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueDistance" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Distance(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Duration(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueHumanName" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::HumanName(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueIdentifier" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Identifier(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueMoney" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Money(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valuePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Period(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Quantity(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Range(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Ratio(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Reference(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueSampledData" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::SampledData(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueSignature" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Signature(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Timing(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueContactDetail" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactDetail(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueContributor" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Contributor(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueDataRequirement" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::DataRequirement(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueExpression" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Expression(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueParameterDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ParameterDefinition(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueRelatedArtifact" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::RelatedArtifact(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueTriggerDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::TriggerDefinition(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueUsageContext" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::UsageContext(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueDosage" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Dosage(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
-            "valueMeta" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Meta(Box::new(x)),
-                name: "Extension.value[x]",
-            })?,
+            )?,
+            "valueAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Address(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Age(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueAnnotation" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Annotation(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Attachment(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::CodeableConcept(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Coding(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueContactPoint" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactPoint(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueCount" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Count(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueDistance" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Distance(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Duration(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueHumanName" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::HumanName(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueIdentifier" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Identifier(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueMoney" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Money(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valuePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Period(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Quantity(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Range(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Ratio(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Reference(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueSampledData" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::SampledData(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueSignature" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Signature(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Timing(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueContactDetail" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactDetail(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueContributor" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Contributor(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueDataRequirement" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::DataRequirement(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueExpression" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Expression(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueParameterDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ParameterDefinition(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueRelatedArtifact" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::RelatedArtifact(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueTriggerDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::TriggerDefinition(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueUsageContext" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::UsageContext(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueDosage" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Dosage(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
+            "valueMeta" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Meta(Box::new(x)),
+                    name: "Extension.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -102,45 +102,55 @@ impl crate::rt::DeFields for HumanName {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_use: Option<crate::primitives::Primitive<crate::codes::NameUse>> = None;
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_family: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_given: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_prefix: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_suffix: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_use: Option<crate::primitives::Primitive<crate::codes::NameUse>>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+            f_family: Option<crate::primitives::Primitive<String>>,
+            f_given: crate::rt::PrimVec<String>,
+            f_prefix: crate::rt::PrimVec<String>,
+            f_suffix: crate::rt::PrimVec<String>,
+            f_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "use" => map.next_value_seed(crate::rt::PrimValue(&mut f_use))?,
-                "_use" => map.next_value_seed(crate::rt::PrimExt(&mut f_use))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
-                "family" => map.next_value_seed(crate::rt::PrimValue(&mut f_family))?,
-                "_family" => map.next_value_seed(crate::rt::PrimExt(&mut f_family))?,
-                "given" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_given))?,
-                "_given" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_given))?,
-                "prefix" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_prefix))?,
-                "_prefix" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_prefix))?,
-                "suffix" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_suffix))?,
-                "_suffix" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_suffix))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "use" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_use))?,
+                "_use" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_use))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
+                "family" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_family))?,
+                "_family" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_family))?,
+                "given" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_given))?,
+                "_given" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_given))?,
+                "prefix" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_prefix))?,
+                "_prefix" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_prefix))?,
+                "suffix" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_suffix))?,
+                "_suffix" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_suffix))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_given =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_given), "given")?;
+        let v_prefix =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_prefix), "prefix")?;
+        let v_suffix =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_suffix), "suffix")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            r#use: f_use,
-            text: f_text,
-            family: f_family,
-            given: crate::rt::finish_prim_vec::<_, A::Error>(f_given, "given")?,
-            prefix: crate::rt::finish_prim_vec::<_, A::Error>(f_prefix, "prefix")?,
-            suffix: crate::rt::finish_prim_vec::<_, A::Error>(f_suffix, "suffix")?,
-            period: f_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            r#use: b.f_use,
+            text: b.f_text,
+            family: b.f_family,
+            given: v_given,
+            prefix: v_prefix,
+            suffix: v_suffix,
+            period: b.f_period,
         })
     }
 }

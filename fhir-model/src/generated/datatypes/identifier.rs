@@ -95,39 +95,43 @@ impl crate::rt::DeFields for Identifier {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_use: Option<crate::primitives::Primitive<crate::codes::IdentifierUse>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_system: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_value: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_assigner: Option<Box<crate::datatypes::Reference>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_use: Option<crate::primitives::Primitive<crate::codes::IdentifierUse>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_system: Option<crate::primitives::Primitive<String>>,
+            f_value: Option<crate::primitives::Primitive<String>>,
+            f_period: Option<crate::datatypes::Period>,
+            f_assigner: Option<Box<crate::datatypes::Reference>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "use" => map.next_value_seed(crate::rt::PrimValue(&mut f_use))?,
-                "_use" => map.next_value_seed(crate::rt::PrimExt(&mut f_use))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "system" => map.next_value_seed(crate::rt::PrimValue(&mut f_system))?,
-                "_system" => map.next_value_seed(crate::rt::PrimExt(&mut f_system))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "assigner" => map.next_value_seed(crate::rt::Opt(&mut f_assigner))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "use" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_use))?,
+                "_use" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_use))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "system" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_system))?,
+                "_system" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_system))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "assigner" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_assigner))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            r#use: f_use,
-            r#type: f_type,
-            system: f_system,
-            value: f_value,
-            period: f_period,
-            assigner: f_assigner,
+            id: b.f_id,
+            extension: b.f_extension,
+            r#use: b.f_use,
+            r#type: b.f_type,
+            system: b.f_system,
+            value: b.f_value,
+            period: b.f_period,
+            assigner: b.f_assigner,
         })
     }
 }

@@ -106,40 +106,52 @@ impl crate::rt::DeFields for MarketingStatus {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_country: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_jurisdiction: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_date_range: Option<crate::datatypes::Period> = None;
-        let mut f_restore_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_country: Option<crate::datatypes::CodeableConcept>,
+            f_jurisdiction: Option<crate::datatypes::CodeableConcept>,
+            f_status: Option<crate::datatypes::CodeableConcept>,
+            f_date_range: Option<crate::datatypes::Period>,
+            f_restore_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "country" => map.next_value_seed(crate::rt::Opt(&mut f_country))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::Opt(&mut f_jurisdiction))?,
-                "status" => map.next_value_seed(crate::rt::Opt(&mut f_status))?,
-                "dateRange" => map.next_value_seed(crate::rt::Opt(&mut f_date_range))?,
-                "restoreDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_restore_date))?,
-                "_restoreDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_restore_date))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "country" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_country))?,
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_jurisdiction))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status))?,
+                "dateRange" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_date_range))?,
+                "restoreDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_restore_date))?
+                }
+                "_restoreDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_restore_date))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_country.is_some(), "country")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_date_range.is_some(), "dateRange")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            country: crate::rt::required::<_, A::Error>(f_country, "country")?,
-            jurisdiction: f_jurisdiction,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            date_range: crate::rt::required::<_, A::Error>(f_date_range, "dateRange")?,
-            restore_date: f_restore_date,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            country: b.f_country.unwrap_or_default(),
+            jurisdiction: b.f_jurisdiction,
+            status: b.f_status.unwrap_or_default(),
+            date_range: b.f_date_range.unwrap_or_default(),
+            restore_date: b.f_restore_date,
         })
     }
 }

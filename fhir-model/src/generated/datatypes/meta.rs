@@ -95,41 +95,56 @@ impl crate::rt::DeFields for Meta {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_version_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_last_updated: Option<crate::primitives::Primitive<crate::primitives::Instant>> =
-            None;
-        let mut f_source: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_profile: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_security: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_tag: Vec<crate::datatypes::Coding> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_version_id: Option<crate::primitives::Primitive<String>>,
+            f_last_updated: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_source: Option<crate::primitives::Primitive<String>>,
+            f_profile: crate::rt::PrimVec<String>,
+            f_security: Vec<crate::datatypes::Coding>,
+            f_tag: Vec<crate::datatypes::Coding>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "versionId" => map.next_value_seed(crate::rt::PrimValue(&mut f_version_id))?,
-                "_versionId" => map.next_value_seed(crate::rt::PrimExt(&mut f_version_id))?,
-                "lastUpdated" => map.next_value_seed(crate::rt::PrimValue(&mut f_last_updated))?,
-                "_lastUpdated" => map.next_value_seed(crate::rt::PrimExt(&mut f_last_updated))?,
-                "source" => map.next_value_seed(crate::rt::PrimValue(&mut f_source))?,
-                "_source" => map.next_value_seed(crate::rt::PrimExt(&mut f_source))?,
-                "profile" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_profile))?,
-                "_profile" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_profile))?,
-                "security" => map.next_value_seed(crate::rt::VecSeed(&mut f_security))?,
-                "tag" => map.next_value_seed(crate::rt::VecSeed(&mut f_tag))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "versionId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version_id))?
+                }
+                "_versionId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version_id))?
+                }
+                "lastUpdated" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_last_updated))?
+                }
+                "_lastUpdated" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_last_updated))?
+                }
+                "source" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_source))?,
+                "_source" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_source))?,
+                "profile" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_profile))?
+                }
+                "_profile" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_profile))?,
+                "security" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_security))?,
+                "tag" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_tag))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_profile =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_profile), "profile")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            version_id: f_version_id,
-            last_updated: f_last_updated,
-            source: f_source,
-            profile: crate::rt::finish_prim_vec::<_, A::Error>(f_profile, "profile")?,
-            security: f_security,
-            tag: f_tag,
+            id: b.f_id,
+            extension: b.f_extension,
+            version_id: b.f_version_id,
+            last_updated: b.f_last_updated,
+            source: b.f_source,
+            profile: v_profile,
+            security: b.f_security,
+            tag: b.f_tag,
         })
     }
 }

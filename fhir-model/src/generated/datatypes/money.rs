@@ -67,26 +67,30 @@ impl crate::rt::DeFields for Money {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_value: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_currency: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_value: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_currency: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                "currency" => map.next_value_seed(crate::rt::PrimValue(&mut f_currency))?,
-                "_currency" => map.next_value_seed(crate::rt::PrimExt(&mut f_currency))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                "currency" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_currency))?,
+                "_currency" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_currency))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            value: f_value,
-            currency: f_currency,
+            id: b.f_id,
+            extension: b.f_extension,
+            value: b.f_value,
+            currency: b.f_currency,
         })
     }
 }

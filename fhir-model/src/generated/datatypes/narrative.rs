@@ -74,26 +74,31 @@ impl crate::rt::DeFields for Narrative {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::NarrativeStatus>> =
-            None;
-        let mut f_div: Option<String> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::NarrativeStatus>>,
+            f_div: Option<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "div" => map.next_value_seed(crate::rt::Opt(&mut f_div))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "div" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_div))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_div.is_some(), "div")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            div: crate::rt::required::<_, A::Error>(f_div, "div")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            status: b.f_status.unwrap_or_default(),
+            div: b.f_div.unwrap_or_default(),
         })
     }
 }

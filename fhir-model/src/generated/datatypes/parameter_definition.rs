@@ -114,51 +114,56 @@ impl crate::rt::DeFields for ParameterDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use: Option<crate::primitives::Primitive<crate::codes::OperationParameterUse>> =
-            None;
-        let mut f_min: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_max: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::FhirAllTypes>> = None;
-        let mut f_profile: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_use: Option<crate::primitives::Primitive<crate::codes::OperationParameterUse>>,
+            f_min: Option<crate::primitives::Primitive<i32>>,
+            f_max: Option<crate::primitives::Primitive<String>>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::FhirAllTypes>>,
+            f_profile: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "use" => map.next_value_seed(crate::rt::PrimValue(&mut f_use))?,
-                "_use" => map.next_value_seed(crate::rt::PrimExt(&mut f_use))?,
-                "min" => map.next_value_seed(crate::rt::PrimValue(&mut f_min))?,
-                "_min" => map.next_value_seed(crate::rt::PrimExt(&mut f_min))?,
-                "max" => map.next_value_seed(crate::rt::PrimValue(&mut f_max))?,
-                "_max" => map.next_value_seed(crate::rt::PrimExt(&mut f_max))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "use" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_use))?,
+                "_use" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_use))?,
+                "min" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_min))?,
+                "_min" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_min))?,
+                "max" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_max))?,
+                "_max" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_max))?,
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "profile" => map.next_value_seed(crate::rt::PrimValue(&mut f_profile))?,
-                "_profile" => map.next_value_seed(crate::rt::PrimExt(&mut f_profile))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "profile" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_profile))?,
+                "_profile" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_profile))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_use.is_some(), "use")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            name: f_name,
-            r#use: crate::rt::required::<_, A::Error>(f_use, "use")?,
-            min: f_min,
-            max: f_max,
-            documentation: f_documentation,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            profile: f_profile,
+            id: b.f_id,
+            extension: b.f_extension,
+            name: b.f_name,
+            r#use: b.f_use.unwrap_or_default(),
+            min: b.f_min,
+            max: b.f_max,
+            documentation: b.f_documentation,
+            r#type: b.f_type.unwrap_or_default(),
+            profile: b.f_profile,
         })
     }
 }

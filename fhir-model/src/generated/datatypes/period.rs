@@ -67,26 +67,30 @@ impl crate::rt::DeFields for Period {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_start: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_end: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_start: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_end: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "start" => map.next_value_seed(crate::rt::PrimValue(&mut f_start))?,
-                "_start" => map.next_value_seed(crate::rt::PrimExt(&mut f_start))?,
-                "end" => map.next_value_seed(crate::rt::PrimValue(&mut f_end))?,
-                "_end" => map.next_value_seed(crate::rt::PrimExt(&mut f_end))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "start" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_start))?,
+                "_start" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_start))?,
+                "end" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_end))?,
+                "_end" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_end))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            start: f_start,
-            end: f_end,
+            id: b.f_id,
+            extension: b.f_extension,
+            start: b.f_start,
+            end: b.f_end,
         })
     }
 }

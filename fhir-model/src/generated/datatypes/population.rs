@@ -96,40 +96,44 @@ impl crate::rt::DeFields for Population {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_age: Option<crate::datatypes::PopulationAge> = None;
-        let mut f_gender: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_race: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_physiological_condition: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_age: Option<crate::datatypes::PopulationAge>,
+            f_gender: Option<crate::datatypes::CodeableConcept>,
+            f_race: Option<crate::datatypes::CodeableConcept>,
+            f_physiological_condition: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "gender" => map.next_value_seed(crate::rt::Opt(&mut f_gender))?,
-                "race" => map.next_value_seed(crate::rt::Opt(&mut f_race))?,
+                "gender" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_gender))?,
+                "race" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_race))?,
                 "physiologicalCondition" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_physiological_condition))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_physiological_condition))?
                 }
                 other => {
-                    if !(crate::datatypes::PopulationAge::de_key(&mut map, other, &mut f_age)?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                    if !(crate::datatypes::PopulationAge::de_key(&mut map, other, &mut b.f_age)?) {
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            age: f_age,
-            gender: f_gender,
-            race: f_race,
-            physiological_condition: f_physiological_condition,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            age: b.f_age,
+            gender: b.f_gender,
+            race: b.f_race,
+            physiological_condition: b.f_physiological_condition,
         })
     }
 }
@@ -192,16 +196,22 @@ impl PopulationAge {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "ageRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "Population.age[x]",
-            })?,
-            "ageCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Population.age[x]",
-            })?,
+            "ageRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "Population.age[x]",
+                },
+            )?,
+            "ageCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Population.age[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

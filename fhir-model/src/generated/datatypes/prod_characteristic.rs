@@ -139,61 +139,73 @@ impl crate::rt::DeFields for ProdCharacteristic {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_height: Option<crate::datatypes::Quantity> = None;
-        let mut f_width: Option<crate::datatypes::Quantity> = None;
-        let mut f_depth: Option<crate::datatypes::Quantity> = None;
-        let mut f_weight: Option<crate::datatypes::Quantity> = None;
-        let mut f_nominal_volume: Option<crate::datatypes::Quantity> = None;
-        let mut f_external_diameter: Option<crate::datatypes::Quantity> = None;
-        let mut f_shape: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_color: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_imprint: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_image: Vec<crate::datatypes::Attachment> = Vec::new();
-        let mut f_scoring: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_height: Option<crate::datatypes::Quantity>,
+            f_width: Option<crate::datatypes::Quantity>,
+            f_depth: Option<crate::datatypes::Quantity>,
+            f_weight: Option<crate::datatypes::Quantity>,
+            f_nominal_volume: Option<crate::datatypes::Quantity>,
+            f_external_diameter: Option<crate::datatypes::Quantity>,
+            f_shape: Option<crate::primitives::Primitive<String>>,
+            f_color: crate::rt::PrimVec<String>,
+            f_imprint: crate::rt::PrimVec<String>,
+            f_image: Vec<crate::datatypes::Attachment>,
+            f_scoring: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "height" => map.next_value_seed(crate::rt::Opt(&mut f_height))?,
-                "width" => map.next_value_seed(crate::rt::Opt(&mut f_width))?,
-                "depth" => map.next_value_seed(crate::rt::Opt(&mut f_depth))?,
-                "weight" => map.next_value_seed(crate::rt::Opt(&mut f_weight))?,
-                "nominalVolume" => map.next_value_seed(crate::rt::Opt(&mut f_nominal_volume))?,
+                "height" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_height))?,
+                "width" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_width))?,
+                "depth" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_depth))?,
+                "weight" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_weight))?,
+                "nominalVolume" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_nominal_volume))?
+                }
                 "externalDiameter" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_external_diameter))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_external_diameter))?
                 }
-                "shape" => map.next_value_seed(crate::rt::PrimValue(&mut f_shape))?,
-                "_shape" => map.next_value_seed(crate::rt::PrimExt(&mut f_shape))?,
-                "color" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_color))?,
-                "_color" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_color))?,
-                "imprint" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_imprint))?,
-                "_imprint" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_imprint))?,
-                "image" => map.next_value_seed(crate::rt::VecSeed(&mut f_image))?,
-                "scoring" => map.next_value_seed(crate::rt::Opt(&mut f_scoring))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "shape" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_shape))?,
+                "_shape" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_shape))?,
+                "color" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_color))?,
+                "_color" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_color))?,
+                "imprint" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_imprint))?
+                }
+                "_imprint" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_imprint))?,
+                "image" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_image))?,
+                "scoring" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_scoring))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_color =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_color), "color")?;
+        let v_imprint =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_imprint), "imprint")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            height: f_height,
-            width: f_width,
-            depth: f_depth,
-            weight: f_weight,
-            nominal_volume: f_nominal_volume,
-            external_diameter: f_external_diameter,
-            shape: f_shape,
-            color: crate::rt::finish_prim_vec::<_, A::Error>(f_color, "color")?,
-            imprint: crate::rt::finish_prim_vec::<_, A::Error>(f_imprint, "imprint")?,
-            image: f_image,
-            scoring: f_scoring,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            height: b.f_height,
+            width: b.f_width,
+            depth: b.f_depth,
+            weight: b.f_weight,
+            nominal_volume: b.f_nominal_volume,
+            external_diameter: b.f_external_diameter,
+            shape: b.f_shape,
+            color: v_color,
+            imprint: v_imprint,
+            image: b.f_image,
+            scoring: b.f_scoring,
         })
     }
 }

@@ -101,38 +101,44 @@ impl crate::rt::DeFields for ProductShelfLife {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_period: Option<crate::datatypes::Quantity> = None;
-        let mut f_special_precautions_for_storage: Vec<crate::datatypes::CodeableConcept> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_period: Option<crate::datatypes::Quantity>,
+            f_special_precautions_for_storage: Vec<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "specialPrecautionsForStorage" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_special_precautions_for_storage))?
-                }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "specialPrecautionsForStorage" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_special_precautions_for_storage),
+                )?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_period.is_some(), "period")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            period: crate::rt::required::<_, A::Error>(f_period, "period")?,
-            special_precautions_for_storage: f_special_precautions_for_storage,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            r#type: b.f_type.unwrap_or_default(),
+            period: b.f_period.unwrap_or_default(),
+            special_precautions_for_storage: b.f_special_precautions_for_storage,
         })
     }
 }

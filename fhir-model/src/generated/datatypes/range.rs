@@ -67,24 +67,28 @@ impl crate::rt::DeFields for Range {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_low: Option<crate::datatypes::Quantity> = None;
-        let mut f_high: Option<crate::datatypes::Quantity> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_low: Option<crate::datatypes::Quantity>,
+            f_high: Option<crate::datatypes::Quantity>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "low" => map.next_value_seed(crate::rt::Opt(&mut f_low))?,
-                "high" => map.next_value_seed(crate::rt::Opt(&mut f_high))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "low" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_low))?,
+                "high" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_high))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            low: f_low,
-            high: f_high,
+            id: b.f_id,
+            extension: b.f_extension,
+            low: b.f_low,
+            high: b.f_high,
         })
     }
 }

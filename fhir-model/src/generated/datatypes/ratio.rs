@@ -67,24 +67,28 @@ impl crate::rt::DeFields for Ratio {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_numerator: Option<crate::datatypes::Quantity> = None;
-        let mut f_denominator: Option<crate::datatypes::Quantity> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_numerator: Option<crate::datatypes::Quantity>,
+            f_denominator: Option<crate::datatypes::Quantity>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "numerator" => map.next_value_seed(crate::rt::Opt(&mut f_numerator))?,
-                "denominator" => map.next_value_seed(crate::rt::Opt(&mut f_denominator))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "numerator" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_numerator))?,
+                "denominator" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_denominator))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            numerator: f_numerator,
-            denominator: f_denominator,
+            id: b.f_id,
+            extension: b.f_extension,
+            numerator: b.f_numerator,
+            denominator: b.f_denominator,
         })
     }
 }

@@ -83,33 +83,39 @@ impl crate::rt::DeFields for Reference {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_reference: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Option<Box<crate::datatypes::Identifier>> = None;
-        let mut f_display: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_reference: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Option<Box<crate::datatypes::Identifier>>,
+            f_display: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "reference" => map.next_value_seed(crate::rt::PrimValue(&mut f_reference))?,
-                "_reference" => map.next_value_seed(crate::rt::PrimExt(&mut f_reference))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "display" => map.next_value_seed(crate::rt::PrimValue(&mut f_display))?,
-                "_display" => map.next_value_seed(crate::rt::PrimExt(&mut f_display))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "reference" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_reference))?
+                }
+                "_reference" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_reference))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "display" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_display))?,
+                "_display" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_display))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            reference: f_reference,
-            r#type: f_type,
-            identifier: f_identifier,
-            display: f_display,
+            id: b.f_id,
+            extension: b.f_extension,
+            reference: b.f_reference,
+            r#type: b.f_type,
+            identifier: b.f_identifier,
+            display: b.f_display,
         })
     }
 }

@@ -107,46 +107,50 @@ impl crate::rt::DeFields for RelatedArtifact {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::RelatedArtifactType>> =
-            None;
-        let mut f_label: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_display: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_citation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_document: Option<crate::datatypes::Attachment> = None;
-        let mut f_resource: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::RelatedArtifactType>>,
+            f_label: Option<crate::primitives::Primitive<String>>,
+            f_display: Option<crate::primitives::Primitive<String>>,
+            f_citation: Option<crate::primitives::Primitive<String>>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_document: Option<crate::datatypes::Attachment>,
+            f_resource: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "label" => map.next_value_seed(crate::rt::PrimValue(&mut f_label))?,
-                "_label" => map.next_value_seed(crate::rt::PrimExt(&mut f_label))?,
-                "display" => map.next_value_seed(crate::rt::PrimValue(&mut f_display))?,
-                "_display" => map.next_value_seed(crate::rt::PrimExt(&mut f_display))?,
-                "citation" => map.next_value_seed(crate::rt::PrimValue(&mut f_citation))?,
-                "_citation" => map.next_value_seed(crate::rt::PrimExt(&mut f_citation))?,
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "document" => map.next_value_seed(crate::rt::Opt(&mut f_document))?,
-                "resource" => map.next_value_seed(crate::rt::PrimValue(&mut f_resource))?,
-                "_resource" => map.next_value_seed(crate::rt::PrimExt(&mut f_resource))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "label" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_label))?,
+                "_label" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_label))?,
+                "display" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_display))?,
+                "_display" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_display))?,
+                "citation" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_citation))?,
+                "_citation" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_citation))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "document" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_document))?,
+                "resource" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_resource))?,
+                "_resource" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_resource))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            label: f_label,
-            display: f_display,
-            citation: f_citation,
-            url: f_url,
-            document: f_document,
-            resource: f_resource,
+            id: b.f_id,
+            extension: b.f_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            label: b.f_label,
+            display: b.f_display,
+            citation: b.f_citation,
+            url: b.f_url,
+            document: b.f_document,
+            resource: b.f_resource,
         })
     }
 }

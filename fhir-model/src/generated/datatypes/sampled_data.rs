@@ -111,47 +111,64 @@ impl crate::rt::DeFields for SampledData {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_origin: Option<crate::datatypes::Quantity> = None;
-        let mut f_period: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_lower_limit: Option<crate::primitives::Primitive<crate::primitives::Decimal>> =
-            None;
-        let mut f_upper_limit: Option<crate::primitives::Primitive<crate::primitives::Decimal>> =
-            None;
-        let mut f_dimensions: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_data: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_origin: Option<crate::datatypes::Quantity>,
+            f_period: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_lower_limit: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_upper_limit: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_dimensions: Option<crate::primitives::Primitive<u32>>,
+            f_data: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "origin" => map.next_value_seed(crate::rt::Opt(&mut f_origin))?,
-                "period" => map.next_value_seed(crate::rt::PrimValue(&mut f_period))?,
-                "_period" => map.next_value_seed(crate::rt::PrimExt(&mut f_period))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "lowerLimit" => map.next_value_seed(crate::rt::PrimValue(&mut f_lower_limit))?,
-                "_lowerLimit" => map.next_value_seed(crate::rt::PrimExt(&mut f_lower_limit))?,
-                "upperLimit" => map.next_value_seed(crate::rt::PrimValue(&mut f_upper_limit))?,
-                "_upperLimit" => map.next_value_seed(crate::rt::PrimExt(&mut f_upper_limit))?,
-                "dimensions" => map.next_value_seed(crate::rt::PrimValue(&mut f_dimensions))?,
-                "_dimensions" => map.next_value_seed(crate::rt::PrimExt(&mut f_dimensions))?,
-                "data" => map.next_value_seed(crate::rt::PrimValue(&mut f_data))?,
-                "_data" => map.next_value_seed(crate::rt::PrimExt(&mut f_data))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "origin" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_origin))?,
+                "period" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_period))?,
+                "_period" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_period))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "lowerLimit" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_lower_limit))?
+                }
+                "_lowerLimit" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_lower_limit))?
+                }
+                "upperLimit" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_upper_limit))?
+                }
+                "_upperLimit" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_upper_limit))?
+                }
+                "dimensions" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_dimensions))?
+                }
+                "_dimensions" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_dimensions))?
+                }
+                "data" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_data))?,
+                "_data" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_data))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_origin.is_some(), "origin")?;
+        crate::rt::check_required::<A::Error>(b.f_period.is_some(), "period")?;
+        crate::rt::check_required::<A::Error>(b.f_dimensions.is_some(), "dimensions")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            origin: crate::rt::required::<_, A::Error>(f_origin, "origin")?,
-            period: crate::rt::required::<_, A::Error>(f_period, "period")?,
-            factor: f_factor,
-            lower_limit: f_lower_limit,
-            upper_limit: f_upper_limit,
-            dimensions: crate::rt::required::<_, A::Error>(f_dimensions, "dimensions")?,
-            data: f_data,
+            id: b.f_id,
+            extension: b.f_extension,
+            origin: b.f_origin.unwrap_or_default(),
+            period: b.f_period.unwrap_or_default(),
+            factor: b.f_factor,
+            lower_limit: b.f_lower_limit,
+            upper_limit: b.f_upper_limit,
+            dimensions: b.f_dimensions.unwrap_or_default(),
+            data: b.f_data,
         })
     }
 }

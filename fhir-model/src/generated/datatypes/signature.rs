@@ -111,45 +111,58 @@ impl crate::rt::DeFields for Signature {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_when: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_who: Option<crate::datatypes::Reference> = None;
-        let mut f_on_behalf_of: Option<crate::datatypes::Reference> = None;
-        let mut f_target_format: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_sig_format: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_data: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_type: Vec<crate::datatypes::Coding>,
+            f_when: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_who: Option<crate::datatypes::Reference>,
+            f_on_behalf_of: Option<crate::datatypes::Reference>,
+            f_target_format: Option<crate::primitives::Primitive<String>>,
+            f_sig_format: Option<crate::primitives::Primitive<String>>,
+            f_data: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "when" => map.next_value_seed(crate::rt::PrimValue(&mut f_when))?,
-                "_when" => map.next_value_seed(crate::rt::PrimExt(&mut f_when))?,
-                "who" => map.next_value_seed(crate::rt::Opt(&mut f_who))?,
-                "onBehalfOf" => map.next_value_seed(crate::rt::Opt(&mut f_on_behalf_of))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "when" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_when))?,
+                "_when" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_when))?,
+                "who" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_who))?,
+                "onBehalfOf" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_on_behalf_of))?,
                 "targetFormat" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_target_format))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_target_format))?
                 }
-                "_targetFormat" => map.next_value_seed(crate::rt::PrimExt(&mut f_target_format))?,
-                "sigFormat" => map.next_value_seed(crate::rt::PrimValue(&mut f_sig_format))?,
-                "_sigFormat" => map.next_value_seed(crate::rt::PrimExt(&mut f_sig_format))?,
-                "data" => map.next_value_seed(crate::rt::PrimValue(&mut f_data))?,
-                "_data" => map.next_value_seed(crate::rt::PrimExt(&mut f_data))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_targetFormat" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_target_format))?
+                }
+                "sigFormat" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sig_format))?
+                }
+                "_sigFormat" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sig_format))?
+                }
+                "data" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_data))?,
+                "_data" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_data))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_type.is_empty(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_when.is_some(), "when")?;
+        crate::rt::check_required::<A::Error>(b.f_who.is_some(), "who")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            r#type: crate::rt::required_vec::<_, A::Error>(f_type, "type")?,
-            when: crate::rt::required::<_, A::Error>(f_when, "when")?,
-            who: crate::rt::required::<_, A::Error>(f_who, "who")?,
-            on_behalf_of: f_on_behalf_of,
-            target_format: f_target_format,
-            sig_format: f_sig_format,
-            data: f_data,
+            id: b.f_id,
+            extension: b.f_extension,
+            r#type: b.f_type,
+            when: b.f_when.unwrap_or_default(),
+            who: b.f_who.unwrap_or_default(),
+            on_behalf_of: b.f_on_behalf_of,
+            target_format: b.f_target_format,
+            sig_format: b.f_sig_format,
+            data: b.f_data,
         })
     }
 }

@@ -92,43 +92,53 @@ impl crate::rt::DeFields for SubstanceAmount {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_amount: Option<crate::datatypes::SubstanceAmountAmount> = None;
-        let mut f_amount_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_amount_text: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_reference_range: Option<crate::datatypes::SubstanceAmountReferenceRange> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_amount: Option<crate::datatypes::SubstanceAmountAmount>,
+            f_amount_type: Option<crate::datatypes::CodeableConcept>,
+            f_amount_text: Option<crate::primitives::Primitive<String>>,
+            f_reference_range: Option<crate::datatypes::SubstanceAmountReferenceRange>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "amountType" => map.next_value_seed(crate::rt::Opt(&mut f_amount_type))?,
-                "amountText" => map.next_value_seed(crate::rt::PrimValue(&mut f_amount_text))?,
-                "_amountText" => map.next_value_seed(crate::rt::PrimExt(&mut f_amount_text))?,
-                "referenceRange" => map.next_value_seed(crate::rt::Opt(&mut f_reference_range))?,
+                "amountType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount_type))?,
+                "amountText" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_amount_text))?
+                }
+                "_amountText" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_amount_text))?
+                }
+                "referenceRange" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reference_range))?
+                }
                 other => {
                     if !(crate::datatypes::SubstanceAmountAmount::de_key(
                         &mut map,
                         other,
-                        &mut f_amount,
+                        &mut b.f_amount,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            amount: f_amount,
-            amount_type: f_amount_type,
-            amount_text: f_amount_text,
-            reference_range: f_reference_range,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            amount: b.f_amount,
+            amount_type: b.f_amount_type,
+            amount_text: b.f_amount_text,
+            reference_range: b.f_reference_range,
         })
     }
 }
@@ -218,24 +228,28 @@ impl crate::rt::DeFields for SubstanceAmountReferenceRange {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_low_limit: Option<crate::datatypes::Quantity> = None;
-        let mut f_high_limit: Option<crate::datatypes::Quantity> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_low_limit: Option<crate::datatypes::Quantity>,
+            f_high_limit: Option<crate::datatypes::Quantity>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "lowLimit" => map.next_value_seed(crate::rt::Opt(&mut f_low_limit))?,
-                "highLimit" => map.next_value_seed(crate::rt::Opt(&mut f_high_limit))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "lowLimit" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_low_limit))?,
+                "highLimit" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_high_limit))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            low_limit: f_low_limit,
-            high_limit: f_high_limit,
+            id: b.f_id,
+            extension: b.f_extension,
+            low_limit: b.f_low_limit,
+            high_limit: b.f_high_limit,
         })
     }
 }
@@ -297,34 +311,46 @@ impl SubstanceAmountAmount {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "amountQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "SubstanceAmount.amount[x]",
-            })?,
-            "amountRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "SubstanceAmount.amount[x]",
-            })?,
-            "amountString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "amountQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "SubstanceAmount.amount[x]",
                 },
-                name: "SubstanceAmount.amount[x]",
-            })?,
-            "_amountString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "amountRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "SubstanceAmount.amount[x]",
                 },
-                name: "SubstanceAmount.amount[x]",
-            })?,
+            )?,
+            "amountString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SubstanceAmount.amount[x]",
+                },
+            )?,
+            "_amountString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SubstanceAmount.amount[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

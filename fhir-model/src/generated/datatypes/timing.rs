@@ -83,34 +83,39 @@ impl crate::rt::DeFields for Timing {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_event: crate::rt::PrimVec<crate::primitives::DateTime> =
-            crate::rt::PrimVec::default();
-        let mut f_repeat: Option<crate::datatypes::TimingRepeat> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_event: crate::rt::PrimVec<crate::primitives::DateTime>,
+            f_repeat: Option<crate::datatypes::TimingRepeat>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "event" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_event))?,
-                "_event" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_event))?,
-                "repeat" => map.next_value_seed(crate::rt::Opt(&mut f_repeat))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "event" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_event))?,
+                "_event" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_event))?,
+                "repeat" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_repeat))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_event =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_event), "event")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            event: crate::rt::finish_prim_vec::<_, A::Error>(f_event, "event")?,
-            repeat: f_repeat,
-            code: f_code,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            event: v_event,
+            repeat: b.f_repeat,
+            code: b.f_code,
         })
     }
 }
@@ -290,95 +295,128 @@ impl crate::rt::DeFields for TimingRepeat {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_bounds: Option<crate::datatypes::TimingRepeatBounds> = None;
-        let mut f_count: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_count_max: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_duration: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_duration_max: Option<crate::primitives::Primitive<crate::primitives::Decimal>> =
-            None;
-        let mut f_duration_unit: Option<crate::primitives::Primitive<crate::codes::UnitsOfTime>> =
-            None;
-        let mut f_frequency: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_frequency_max: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_period: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_period_max: Option<crate::primitives::Primitive<crate::primitives::Decimal>> =
-            None;
-        let mut f_period_unit: Option<crate::primitives::Primitive<crate::codes::UnitsOfTime>> =
-            None;
-        let mut f_day_of_week: crate::rt::PrimVec<crate::codes::DaysOfWeek> =
-            crate::rt::PrimVec::default();
-        let mut f_time_of_day: crate::rt::PrimVec<crate::primitives::Time> =
-            crate::rt::PrimVec::default();
-        let mut f_when: crate::rt::PrimVec<crate::codes::EventTiming> =
-            crate::rt::PrimVec::default();
-        let mut f_offset: Option<crate::primitives::Primitive<u32>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_bounds: Option<crate::datatypes::TimingRepeatBounds>,
+            f_count: Option<crate::primitives::Primitive<u32>>,
+            f_count_max: Option<crate::primitives::Primitive<u32>>,
+            f_duration: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_duration_max: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_duration_unit: Option<crate::primitives::Primitive<crate::codes::UnitsOfTime>>,
+            f_frequency: Option<crate::primitives::Primitive<u32>>,
+            f_frequency_max: Option<crate::primitives::Primitive<u32>>,
+            f_period: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_period_max: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_period_unit: Option<crate::primitives::Primitive<crate::codes::UnitsOfTime>>,
+            f_day_of_week: crate::rt::PrimVec<crate::codes::DaysOfWeek>,
+            f_time_of_day: crate::rt::PrimVec<crate::primitives::Time>,
+            f_when: crate::rt::PrimVec<crate::codes::EventTiming>,
+            f_offset: Option<crate::primitives::Primitive<u32>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "count" => map.next_value_seed(crate::rt::PrimValue(&mut f_count))?,
-                "_count" => map.next_value_seed(crate::rt::PrimExt(&mut f_count))?,
-                "countMax" => map.next_value_seed(crate::rt::PrimValue(&mut f_count_max))?,
-                "_countMax" => map.next_value_seed(crate::rt::PrimExt(&mut f_count_max))?,
-                "duration" => map.next_value_seed(crate::rt::PrimValue(&mut f_duration))?,
-                "_duration" => map.next_value_seed(crate::rt::PrimExt(&mut f_duration))?,
-                "durationMax" => map.next_value_seed(crate::rt::PrimValue(&mut f_duration_max))?,
-                "_durationMax" => map.next_value_seed(crate::rt::PrimExt(&mut f_duration_max))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "count" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_count))?,
+                "_count" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_count))?,
+                "countMax" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_count_max))?,
+                "_countMax" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_count_max))?,
+                "duration" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_duration))?,
+                "_duration" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_duration))?,
+                "durationMax" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_duration_max))?
+                }
+                "_durationMax" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_duration_max))?
+                }
                 "durationUnit" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_duration_unit))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_duration_unit))?
                 }
-                "_durationUnit" => map.next_value_seed(crate::rt::PrimExt(&mut f_duration_unit))?,
-                "frequency" => map.next_value_seed(crate::rt::PrimValue(&mut f_frequency))?,
-                "_frequency" => map.next_value_seed(crate::rt::PrimExt(&mut f_frequency))?,
+                "_durationUnit" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_duration_unit))?
+                }
+                "frequency" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_frequency))?
+                }
+                "_frequency" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_frequency))?,
                 "frequencyMax" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_frequency_max))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_frequency_max))?
                 }
-                "_frequencyMax" => map.next_value_seed(crate::rt::PrimExt(&mut f_frequency_max))?,
-                "period" => map.next_value_seed(crate::rt::PrimValue(&mut f_period))?,
-                "_period" => map.next_value_seed(crate::rt::PrimExt(&mut f_period))?,
-                "periodMax" => map.next_value_seed(crate::rt::PrimValue(&mut f_period_max))?,
-                "_periodMax" => map.next_value_seed(crate::rt::PrimExt(&mut f_period_max))?,
-                "periodUnit" => map.next_value_seed(crate::rt::PrimValue(&mut f_period_unit))?,
-                "_periodUnit" => map.next_value_seed(crate::rt::PrimExt(&mut f_period_unit))?,
-                "dayOfWeek" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_day_of_week))?,
-                "_dayOfWeek" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_day_of_week))?,
-                "timeOfDay" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_time_of_day))?,
-                "_timeOfDay" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_time_of_day))?,
-                "when" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_when))?,
-                "_when" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_when))?,
-                "offset" => map.next_value_seed(crate::rt::PrimValue(&mut f_offset))?,
-                "_offset" => map.next_value_seed(crate::rt::PrimExt(&mut f_offset))?,
+                "_frequencyMax" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_frequency_max))?
+                }
+                "period" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_period))?,
+                "_period" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_period))?,
+                "periodMax" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_period_max))?
+                }
+                "_periodMax" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_period_max))?
+                }
+                "periodUnit" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_period_unit))?
+                }
+                "_periodUnit" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_period_unit))?
+                }
+                "dayOfWeek" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_day_of_week))?
+                }
+                "_dayOfWeek" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_day_of_week))?
+                }
+                "timeOfDay" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_time_of_day))?
+                }
+                "_timeOfDay" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_time_of_day))?
+                }
+                "when" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_when))?,
+                "_when" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_when))?,
+                "offset" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_offset))?,
+                "_offset" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_offset))?,
                 other => {
                     if !(crate::datatypes::TimingRepeatBounds::de_key(
                         &mut map,
                         other,
-                        &mut f_bounds,
+                        &mut b.f_bounds,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        let v_day_of_week = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_day_of_week),
+            "dayOfWeek",
+        )?;
+        let v_time_of_day = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_time_of_day),
+            "timeOfDay",
+        )?;
+        let v_when =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_when), "when")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            bounds: f_bounds,
-            count: f_count,
-            count_max: f_count_max,
-            duration: f_duration,
-            duration_max: f_duration_max,
-            duration_unit: f_duration_unit,
-            frequency: f_frequency,
-            frequency_max: f_frequency_max,
-            period: f_period,
-            period_max: f_period_max,
-            period_unit: f_period_unit,
-            day_of_week: crate::rt::finish_prim_vec::<_, A::Error>(f_day_of_week, "dayOfWeek")?,
-            time_of_day: crate::rt::finish_prim_vec::<_, A::Error>(f_time_of_day, "timeOfDay")?,
-            when: crate::rt::finish_prim_vec::<_, A::Error>(f_when, "when")?,
-            offset: f_offset,
+            id: b.f_id,
+            extension: b.f_extension,
+            bounds: b.f_bounds,
+            count: b.f_count,
+            count_max: b.f_count_max,
+            duration: b.f_duration,
+            duration_max: b.f_duration_max,
+            duration_unit: b.f_duration_unit,
+            frequency: b.f_frequency,
+            frequency_max: b.f_frequency_max,
+            period: b.f_period,
+            period_max: b.f_period_max,
+            period_unit: b.f_period_unit,
+            day_of_week: v_day_of_week,
+            time_of_day: v_time_of_day,
+            when: v_when,
+            offset: b.f_offset,
         })
     }
 }
@@ -455,21 +493,30 @@ impl TimingRepeatBounds {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "boundsDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Duration,
-                name: "Timing.repeat.bounds[x]",
-            })?,
-            "boundsRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "Timing.repeat.bounds[x]",
-            })?,
-            "boundsPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Timing.repeat.bounds[x]",
-            })?,
+            "boundsDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Duration,
+                    name: "Timing.repeat.bounds[x]",
+                },
+            )?,
+            "boundsRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "Timing.repeat.bounds[x]",
+                },
+            )?,
+            "boundsPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Timing.repeat.bounds[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -93,42 +93,47 @@ impl crate::rt::DeFields for TriggerDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::TriggerType>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_timing: Option<crate::datatypes::TriggerDefinitionTiming> = None;
-        let mut f_data: Vec<crate::datatypes::DataRequirement> = Vec::new();
-        let mut f_condition: Option<crate::datatypes::Expression> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::TriggerType>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_timing: Option<crate::datatypes::TriggerDefinitionTiming>,
+            f_data: Vec<crate::datatypes::DataRequirement>,
+            f_condition: Option<crate::datatypes::Expression>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "data" => map.next_value_seed(crate::rt::VecSeed(&mut f_data))?,
-                "condition" => map.next_value_seed(crate::rt::Opt(&mut f_condition))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "data" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_data))?,
+                "condition" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_condition))?,
                 other => {
                     if !(crate::datatypes::TriggerDefinitionTiming::de_key(
                         &mut map,
                         other,
-                        &mut f_timing,
+                        &mut b.f_timing,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            name: f_name,
-            timing: f_timing,
-            data: f_data,
-            condition: f_condition,
+            id: b.f_id,
+            extension: b.f_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            name: b.f_name,
+            timing: b.f_timing,
+            data: b.f_data,
+            condition: b.f_condition,
         })
     }
 }
@@ -199,52 +204,70 @@ impl TriggerDefinitionTiming {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "timingTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Timing,
-                name: "TriggerDefinition.timing[x]",
-            })?,
-            "timingReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "TriggerDefinition.timing[x]",
-            })?,
-            "timingDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "timingTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Timing,
+                    name: "TriggerDefinition.timing[x]",
                 },
-                name: "TriggerDefinition.timing[x]",
-            })?,
-            "_timingDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "timingReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "TriggerDefinition.timing[x]",
                 },
-                name: "TriggerDefinition.timing[x]",
-            })?,
-            "timingDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "timingDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "TriggerDefinition.timing[x]",
                 },
-                name: "TriggerDefinition.timing[x]",
-            })?,
-            "_timingDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_timingDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "TriggerDefinition.timing[x]",
                 },
-                name: "TriggerDefinition.timing[x]",
-            })?,
+            )?,
+            "timingDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "TriggerDefinition.timing[x]",
+                },
+            )?,
+            "_timingDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "TriggerDefinition.timing[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

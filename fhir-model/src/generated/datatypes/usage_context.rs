@@ -71,31 +71,37 @@ impl crate::rt::DeFields for UsageContext {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::Coding> = None;
-        let mut f_value: Option<crate::datatypes::UsageContextValue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::Coding>,
+            f_value: Option<crate::datatypes::UsageContextValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
                 other => {
                     if !(crate::datatypes::UsageContextValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            code: b.f_code.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -161,26 +167,38 @@ impl UsageContextValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "UsageContext.value[x]",
-            })?,
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "UsageContext.value[x]",
-            })?,
-            "valueRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "UsageContext.value[x]",
-            })?,
-            "valueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "UsageContext.value[x]",
-            })?,
+            "valueCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "UsageContext.value[x]",
+                },
+            )?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "UsageContext.value[x]",
+                },
+            )?,
+            "valueRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "UsageContext.value[x]",
+                },
+            )?,
+            "valueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "UsageContext.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

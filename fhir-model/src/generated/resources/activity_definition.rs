@@ -452,247 +452,282 @@ impl crate::rt::DeFields for ActivityDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_subtitle: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_subject: Option<crate::resources::ActivityDefinitionSubject> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_usage: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_effective_period: Option<crate::datatypes::Period> = None;
-        let mut f_topic: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_author: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_editor: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_reviewer: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_endorser: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_related_artifact: Vec<crate::datatypes::RelatedArtifact> = Vec::new();
-        let mut f_library: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_kind: Option<crate::primitives::Primitive<crate::codes::RequestResourceType>> =
-            None;
-        let mut f_profile: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_intent: Option<crate::primitives::Primitive<crate::codes::RequestIntent>> = None;
-        let mut f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>> =
-            None;
-        let mut f_do_not_perform: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_timing: Option<crate::resources::ActivityDefinitionTiming> = None;
-        let mut f_location: Option<crate::datatypes::Reference> = None;
-        let mut f_participant: Vec<crate::resources::ActivityDefinitionParticipant> = Vec::new();
-        let mut f_product: Option<crate::resources::ActivityDefinitionProduct> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_dosage: Vec<crate::datatypes::Dosage> = Vec::new();
-        let mut f_body_site: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_specimen_requirement: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_observation_requirement: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_observation_result_requirement: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_transform: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_dynamic_value: Vec<crate::resources::ActivityDefinitionDynamicValue> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_subtitle: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_subject: Option<crate::resources::ActivityDefinitionSubject>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_usage: Option<crate::primitives::Primitive<String>>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_effective_period: Option<crate::datatypes::Period>,
+            f_topic: Vec<crate::datatypes::CodeableConcept>,
+            f_author: Vec<crate::datatypes::ContactDetail>,
+            f_editor: Vec<crate::datatypes::ContactDetail>,
+            f_reviewer: Vec<crate::datatypes::ContactDetail>,
+            f_endorser: Vec<crate::datatypes::ContactDetail>,
+            f_related_artifact: Vec<crate::datatypes::RelatedArtifact>,
+            f_library: crate::rt::PrimVec<String>,
+            f_kind: Option<crate::primitives::Primitive<crate::codes::RequestResourceType>>,
+            f_profile: Option<crate::primitives::Primitive<String>>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_intent: Option<crate::primitives::Primitive<crate::codes::RequestIntent>>,
+            f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>>,
+            f_do_not_perform: Option<crate::primitives::Primitive<bool>>,
+            f_timing: Option<crate::resources::ActivityDefinitionTiming>,
+            f_location: Option<crate::datatypes::Reference>,
+            f_participant: Vec<crate::resources::ActivityDefinitionParticipant>,
+            f_product: Option<crate::resources::ActivityDefinitionProduct>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_dosage: Vec<crate::datatypes::Dosage>,
+            f_body_site: Vec<crate::datatypes::CodeableConcept>,
+            f_specimen_requirement: Vec<crate::datatypes::Reference>,
+            f_observation_requirement: Vec<crate::datatypes::Reference>,
+            f_observation_result_requirement: Vec<crate::datatypes::Reference>,
+            f_transform: Option<crate::primitives::Primitive<String>>,
+            f_dynamic_value: Vec<crate::resources::ActivityDefinitionDynamicValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ActivityDefinition",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ActivityDefinition",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "subtitle" => map.next_value_seed(crate::rt::PrimValue(&mut f_subtitle))?,
-                "_subtitle" => map.next_value_seed(crate::rt::PrimExt(&mut f_subtitle))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "usage" => map.next_value_seed(crate::rt::PrimValue(&mut f_usage))?,
-                "_usage" => map.next_value_seed(crate::rt::PrimExt(&mut f_usage))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "subtitle" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_subtitle))?,
+                "_subtitle" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_subtitle))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "usage" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_usage))?,
+                "_usage" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_usage))?,
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
                 "approvalDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_approval_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_approval_date))?
                 }
-                "_approvalDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_approval_date))?,
+                "_approvalDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_approval_date))?
+                }
                 "lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_last_review_date))?
                 }
                 "_lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_last_review_date))?
                 }
                 "effectivePeriod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_effective_period))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_effective_period))?
                 }
-                "topic" => map.next_value_seed(crate::rt::VecSeed(&mut f_topic))?,
-                "author" => map.next_value_seed(crate::rt::VecSeed(&mut f_author))?,
-                "editor" => map.next_value_seed(crate::rt::VecSeed(&mut f_editor))?,
-                "reviewer" => map.next_value_seed(crate::rt::VecSeed(&mut f_reviewer))?,
-                "endorser" => map.next_value_seed(crate::rt::VecSeed(&mut f_endorser))?,
+                "topic" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_topic))?,
+                "author" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_author))?,
+                "editor" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_editor))?,
+                "reviewer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reviewer))?,
+                "endorser" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endorser))?,
                 "relatedArtifact" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_related_artifact))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_related_artifact))?
                 }
-                "library" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_library))?,
-                "_library" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_library))?,
-                "kind" => map.next_value_seed(crate::rt::PrimValue(&mut f_kind))?,
-                "_kind" => map.next_value_seed(crate::rt::PrimExt(&mut f_kind))?,
-                "profile" => map.next_value_seed(crate::rt::PrimValue(&mut f_profile))?,
-                "_profile" => map.next_value_seed(crate::rt::PrimExt(&mut f_profile))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "intent" => map.next_value_seed(crate::rt::PrimValue(&mut f_intent))?,
-                "_intent" => map.next_value_seed(crate::rt::PrimExt(&mut f_intent))?,
-                "priority" => map.next_value_seed(crate::rt::PrimValue(&mut f_priority))?,
-                "_priority" => map.next_value_seed(crate::rt::PrimExt(&mut f_priority))?,
+                "library" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_library))?
+                }
+                "_library" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_library))?,
+                "kind" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_kind))?,
+                "_kind" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_kind))?,
+                "profile" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_profile))?,
+                "_profile" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_profile))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "intent" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_intent))?,
+                "_intent" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_intent))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_priority))?,
+                "_priority" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_priority))?,
                 "doNotPerform" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_do_not_perform))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_do_not_perform))?
                 }
                 "_doNotPerform" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_do_not_perform))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_do_not_perform))?
                 }
-                "location" => map.next_value_seed(crate::rt::Opt(&mut f_location))?,
-                "participant" => map.next_value_seed(crate::rt::VecSeed(&mut f_participant))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "dosage" => map.next_value_seed(crate::rt::VecSeed(&mut f_dosage))?,
-                "bodySite" => map.next_value_seed(crate::rt::VecSeed(&mut f_body_site))?,
+                "location" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_location))?,
+                "participant" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_participant))?
+                }
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "dosage" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_dosage))?,
+                "bodySite" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_body_site))?,
                 "specimenRequirement" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_specimen_requirement))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specimen_requirement))?
                 }
-                "observationRequirement" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_observation_requirement))?
+                "observationRequirement" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_observation_requirement),
+                )?,
+                "observationResultRequirement" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_observation_result_requirement),
+                )?,
+                "transform" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_transform))?
                 }
-                "observationResultRequirement" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_observation_result_requirement))?
+                "_transform" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_transform))?,
+                "dynamicValue" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_dynamic_value))?
                 }
-                "transform" => map.next_value_seed(crate::rt::PrimValue(&mut f_transform))?,
-                "_transform" => map.next_value_seed(crate::rt::PrimExt(&mut f_transform))?,
-                "dynamicValue" => map.next_value_seed(crate::rt::VecSeed(&mut f_dynamic_value))?,
                 other => {
                     if !(crate::resources::ActivityDefinitionSubject::de_key(
                         &mut map,
                         other,
-                        &mut f_subject,
+                        &mut b.f_subject,
                     )? || crate::resources::ActivityDefinitionTiming::de_key(
                         &mut map,
                         other,
-                        &mut f_timing,
+                        &mut b.f_timing,
                     )? || crate::resources::ActivityDefinitionProduct::de_key(
                         &mut map,
                         other,
-                        &mut f_product,
+                        &mut b.f_product,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ActivityDefinition")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        let v_library =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_library), "library")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: f_url,
-            identifier: f_identifier,
-            version: f_version,
-            name: f_name,
-            title: f_title,
-            subtitle: f_subtitle,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            subject: f_subject,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            purpose: f_purpose,
-            usage: f_usage,
-            copyright: f_copyright,
-            approval_date: f_approval_date,
-            last_review_date: f_last_review_date,
-            effective_period: f_effective_period,
-            topic: f_topic,
-            author: f_author,
-            editor: f_editor,
-            reviewer: f_reviewer,
-            endorser: f_endorser,
-            related_artifact: f_related_artifact,
-            library: crate::rt::finish_prim_vec::<_, A::Error>(f_library, "library")?,
-            kind: f_kind,
-            profile: f_profile,
-            code: f_code,
-            intent: f_intent,
-            priority: f_priority,
-            do_not_perform: f_do_not_perform,
-            timing: f_timing,
-            location: f_location,
-            participant: f_participant,
-            product: f_product,
-            quantity: f_quantity,
-            dosage: f_dosage,
-            body_site: f_body_site,
-            specimen_requirement: f_specimen_requirement,
-            observation_requirement: f_observation_requirement,
-            observation_result_requirement: f_observation_result_requirement,
-            transform: f_transform,
-            dynamic_value: f_dynamic_value,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url,
+            identifier: b.f_identifier,
+            version: b.f_version,
+            name: b.f_name,
+            title: b.f_title,
+            subtitle: b.f_subtitle,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            subject: b.f_subject,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            purpose: b.f_purpose,
+            usage: b.f_usage,
+            copyright: b.f_copyright,
+            approval_date: b.f_approval_date,
+            last_review_date: b.f_last_review_date,
+            effective_period: b.f_effective_period,
+            topic: b.f_topic,
+            author: b.f_author,
+            editor: b.f_editor,
+            reviewer: b.f_reviewer,
+            endorser: b.f_endorser,
+            related_artifact: b.f_related_artifact,
+            library: v_library,
+            kind: b.f_kind,
+            profile: b.f_profile,
+            code: b.f_code,
+            intent: b.f_intent,
+            priority: b.f_priority,
+            do_not_perform: b.f_do_not_perform,
+            timing: b.f_timing,
+            location: b.f_location,
+            participant: b.f_participant,
+            product: b.f_product,
+            quantity: b.f_quantity,
+            dosage: b.f_dosage,
+            body_site: b.f_body_site,
+            specimen_requirement: b.f_specimen_requirement,
+            observation_requirement: b.f_observation_requirement,
+            observation_result_requirement: b.f_observation_result_requirement,
+            transform: b.f_transform,
+            dynamic_value: b.f_dynamic_value,
         })
     }
 }
@@ -883,31 +918,35 @@ impl crate::rt::DeFields for ActivityDefinitionParticipant {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::ActionParticipantType>> =
-            None;
-        let mut f_role: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::ActionParticipantType>>,
+            f_role: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "role" => map.next_value_seed(crate::rt::Opt(&mut f_role))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "role" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_role))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            role: f_role,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            role: b.f_role,
         })
     }
 }
@@ -1009,30 +1048,36 @@ impl crate::rt::DeFields for ActivityDefinitionDynamicValue {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_path: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_expression: Option<crate::datatypes::Expression> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_path: Option<crate::primitives::Primitive<String>>,
+            f_expression: Option<crate::datatypes::Expression>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "path" => map.next_value_seed(crate::rt::PrimValue(&mut f_path))?,
-                "_path" => map.next_value_seed(crate::rt::PrimExt(&mut f_path))?,
-                "expression" => map.next_value_seed(crate::rt::Opt(&mut f_expression))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "path" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_path))?,
+                "_path" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_path))?,
+                "expression" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_expression))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_path.is_some(), "path")?;
+        crate::rt::check_required::<A::Error>(b.f_expression.is_some(), "expression")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            path: crate::rt::required::<_, A::Error>(f_path, "path")?,
-            expression: crate::rt::required::<_, A::Error>(f_expression, "expression")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            path: b.f_path.unwrap_or_default(),
+            expression: b.f_expression.unwrap_or_default(),
         })
     }
 }
@@ -1091,16 +1136,22 @@ impl ActivityDefinitionSubject {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "subjectCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "ActivityDefinition.subject[x]",
-            })?,
-            "subjectReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "ActivityDefinition.subject[x]",
-            })?,
+            "subjectCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "ActivityDefinition.subject[x]",
+                },
+            )?,
+            "subjectReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "ActivityDefinition.subject[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1182,49 +1233,70 @@ impl ActivityDefinitionTiming {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "timingTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Timing,
-                name: "ActivityDefinition.timing[x]",
-            })?,
-            "timingDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "timingTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Timing,
+                    name: "ActivityDefinition.timing[x]",
                 },
-                name: "ActivityDefinition.timing[x]",
-            })?,
-            "_timingDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "timingDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ActivityDefinition.timing[x]",
                 },
-                name: "ActivityDefinition.timing[x]",
-            })?,
-            "timingAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Age,
-                name: "ActivityDefinition.timing[x]",
-            })?,
-            "timingPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "ActivityDefinition.timing[x]",
-            })?,
-            "timingRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "ActivityDefinition.timing[x]",
-            })?,
-            "timingDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Duration,
-                name: "ActivityDefinition.timing[x]",
-            })?,
+            )?,
+            "_timingDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ActivityDefinition.timing[x]",
+                },
+            )?,
+            "timingAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Age,
+                    name: "ActivityDefinition.timing[x]",
+                },
+            )?,
+            "timingPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "ActivityDefinition.timing[x]",
+                },
+            )?,
+            "timingRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "ActivityDefinition.timing[x]",
+                },
+            )?,
+            "timingDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Duration,
+                    name: "ActivityDefinition.timing[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1312,16 +1384,22 @@ impl ActivityDefinitionProduct {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "productReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "ActivityDefinition.product[x]",
-            })?,
-            "productCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "ActivityDefinition.product[x]",
-            })?,
+            "productReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "ActivityDefinition.product[x]",
+                },
+            )?,
+            "productCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "ActivityDefinition.product[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -252,127 +252,139 @@ impl crate::rt::DeFields for AdverseEvent {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_actuality: Option<
-            crate::primitives::Primitive<crate::codes::AdverseEventActuality>,
-        > = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_event: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_detected: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_recorded_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_resulting_condition: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_location: Option<crate::datatypes::Reference> = None;
-        let mut f_seriousness: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_severity: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_outcome: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_recorder: Option<crate::datatypes::Reference> = None;
-        let mut f_contributor: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_suspect_entity: Vec<crate::resources::AdverseEventSuspectEntity> = Vec::new();
-        let mut f_subject_medical_history: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_reference_document: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_study: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_actuality: Option<crate::primitives::Primitive<crate::codes::AdverseEventActuality>>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_event: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_detected: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_recorded_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_resulting_condition: Vec<crate::datatypes::Reference>,
+            f_location: Option<crate::datatypes::Reference>,
+            f_seriousness: Option<crate::datatypes::CodeableConcept>,
+            f_severity: Option<crate::datatypes::CodeableConcept>,
+            f_outcome: Option<crate::datatypes::CodeableConcept>,
+            f_recorder: Option<crate::datatypes::Reference>,
+            f_contributor: Vec<crate::datatypes::Reference>,
+            f_suspect_entity: Vec<crate::resources::AdverseEventSuspectEntity>,
+            f_subject_medical_history: Vec<crate::datatypes::Reference>,
+            f_reference_document: Vec<crate::datatypes::Reference>,
+            f_study: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "AdverseEvent",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "AdverseEvent",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "actuality" => map.next_value_seed(crate::rt::PrimValue(&mut f_actuality))?,
-                "_actuality" => map.next_value_seed(crate::rt::PrimExt(&mut f_actuality))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "event" => map.next_value_seed(crate::rt::Opt(&mut f_event))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "detected" => map.next_value_seed(crate::rt::PrimValue(&mut f_detected))?,
-                "_detected" => map.next_value_seed(crate::rt::PrimExt(&mut f_detected))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "actuality" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_actuality))?
+                }
+                "_actuality" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_actuality))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "event" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_event))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "detected" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_detected))?,
+                "_detected" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_detected))?,
                 "recordedDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_recorded_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_recorded_date))?
                 }
-                "_recordedDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_recorded_date))?,
+                "_recordedDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_recorded_date))?
+                }
                 "resultingCondition" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_resulting_condition))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_resulting_condition))?
                 }
-                "location" => map.next_value_seed(crate::rt::Opt(&mut f_location))?,
-                "seriousness" => map.next_value_seed(crate::rt::Opt(&mut f_seriousness))?,
-                "severity" => map.next_value_seed(crate::rt::Opt(&mut f_severity))?,
-                "outcome" => map.next_value_seed(crate::rt::Opt(&mut f_outcome))?,
-                "recorder" => map.next_value_seed(crate::rt::Opt(&mut f_recorder))?,
-                "contributor" => map.next_value_seed(crate::rt::VecSeed(&mut f_contributor))?,
+                "location" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_location))?,
+                "seriousness" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_seriousness))?,
+                "severity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_severity))?,
+                "outcome" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_outcome))?,
+                "recorder" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_recorder))?,
+                "contributor" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contributor))?
+                }
                 "suspectEntity" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_suspect_entity))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_suspect_entity))?
                 }
-                "subjectMedicalHistory" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_subject_medical_history))?
-                }
+                "subjectMedicalHistory" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_subject_medical_history),
+                )?,
                 "referenceDocument" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reference_document))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reference_document))?
                 }
-                "study" => map.next_value_seed(crate::rt::VecSeed(&mut f_study))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "study" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_study))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "AdverseEvent")?;
+        crate::rt::check_required::<A::Error>(b.f_actuality.is_some(), "actuality")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            actuality: crate::rt::required::<_, A::Error>(f_actuality, "actuality")?,
-            category: f_category,
-            event: f_event,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            encounter: f_encounter,
-            date: f_date,
-            detected: f_detected,
-            recorded_date: f_recorded_date,
-            resulting_condition: f_resulting_condition,
-            location: f_location,
-            seriousness: f_seriousness,
-            severity: f_severity,
-            outcome: f_outcome,
-            recorder: f_recorder,
-            contributor: f_contributor,
-            suspect_entity: f_suspect_entity,
-            subject_medical_history: f_subject_medical_history,
-            reference_document: f_reference_document,
-            study: f_study,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            actuality: b.f_actuality.unwrap_or_default(),
+            category: b.f_category,
+            event: b.f_event,
+            subject: b.f_subject.unwrap_or_default(),
+            encounter: b.f_encounter,
+            date: b.f_date,
+            detected: b.f_detected,
+            recorded_date: b.f_recorded_date,
+            resulting_condition: b.f_resulting_condition,
+            location: b.f_location,
+            seriousness: b.f_seriousness,
+            severity: b.f_severity,
+            outcome: b.f_outcome,
+            recorder: b.f_recorder,
+            contributor: b.f_contributor,
+            suspect_entity: b.f_suspect_entity,
+            subject_medical_history: b.f_subject_medical_history,
+            reference_document: b.f_reference_document,
+            study: b.f_study,
         })
     }
 }
@@ -525,29 +537,34 @@ impl crate::rt::DeFields for AdverseEventSuspectEntity {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_instance: Option<crate::datatypes::Reference> = None;
-        let mut f_causality: Vec<crate::resources::AdverseEventSuspectEntityCausality> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_instance: Option<crate::datatypes::Reference>,
+            f_causality: Vec<crate::resources::AdverseEventSuspectEntityCausality>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "instance" => map.next_value_seed(crate::rt::Opt(&mut f_instance))?,
-                "causality" => map.next_value_seed(crate::rt::VecSeed(&mut f_causality))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "instance" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_instance))?,
+                "causality" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_causality))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_instance.is_some(), "instance")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            instance: crate::rt::required::<_, A::Error>(f_instance, "instance")?,
-            causality: f_causality,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            instance: b.f_instance.unwrap_or_default(),
+            causality: b.f_causality,
         })
     }
 }
@@ -661,40 +678,44 @@ impl crate::rt::DeFields for AdverseEventSuspectEntityCausality {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_assessment: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_product_relatedness: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_author: Option<crate::datatypes::Reference> = None;
-        let mut f_method: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_assessment: Option<crate::datatypes::CodeableConcept>,
+            f_product_relatedness: Option<crate::primitives::Primitive<String>>,
+            f_author: Option<crate::datatypes::Reference>,
+            f_method: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "assessment" => map.next_value_seed(crate::rt::Opt(&mut f_assessment))?,
+                "assessment" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_assessment))?,
                 "productRelatedness" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_product_relatedness))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_product_relatedness))?
                 }
                 "_productRelatedness" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_product_relatedness))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_product_relatedness))?
                 }
-                "author" => map.next_value_seed(crate::rt::Opt(&mut f_author))?,
-                "method" => map.next_value_seed(crate::rt::Opt(&mut f_method))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "author" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_author))?,
+                "method" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_method))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            assessment: f_assessment,
-            product_relatedness: f_product_relatedness,
-            author: f_author,
-            method: f_method,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            assessment: b.f_assessment,
+            product_relatedness: b.f_product_relatedness,
+            author: b.f_author,
+            method: b.f_method,
         })
     }
 }

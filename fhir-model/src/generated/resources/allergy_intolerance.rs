@@ -224,124 +224,144 @@ impl crate::rt::DeFields for AllergyIntolerance {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_clinical_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_verification_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::AllergyIntoleranceType>> =
-            None;
-        let mut f_category: crate::rt::PrimVec<crate::codes::AllergyIntoleranceCategory> =
-            crate::rt::PrimVec::default();
-        let mut f_criticality: Option<
-            crate::primitives::Primitive<crate::codes::AllergyIntoleranceCriticality>,
-        > = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_onset: Option<crate::resources::AllergyIntoleranceOnset> = None;
-        let mut f_recorded_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_recorder: Option<crate::datatypes::Reference> = None;
-        let mut f_asserter: Option<crate::datatypes::Reference> = None;
-        let mut f_last_occurrence: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_reaction: Vec<crate::resources::AllergyIntoleranceReaction> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_clinical_status: Option<crate::datatypes::CodeableConcept>,
+            f_verification_status: Option<crate::datatypes::CodeableConcept>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::AllergyIntoleranceType>>,
+            f_category: crate::rt::PrimVec<crate::codes::AllergyIntoleranceCategory>,
+            f_criticality:
+                Option<crate::primitives::Primitive<crate::codes::AllergyIntoleranceCriticality>>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_onset: Option<crate::resources::AllergyIntoleranceOnset>,
+            f_recorded_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_recorder: Option<crate::datatypes::Reference>,
+            f_asserter: Option<crate::datatypes::Reference>,
+            f_last_occurrence: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_reaction: Vec<crate::resources::AllergyIntoleranceReaction>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "AllergyIntolerance",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "AllergyIntolerance",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "clinicalStatus" => map.next_value_seed(crate::rt::Opt(&mut f_clinical_status))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "clinicalStatus" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_clinical_status))?
+                }
                 "verificationStatus" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_verification_status))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_verification_status))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "category" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_category))?,
-                "_category" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_category))?,
-                "criticality" => map.next_value_seed(crate::rt::PrimValue(&mut f_criticality))?,
-                "_criticality" => map.next_value_seed(crate::rt::PrimExt(&mut f_criticality))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "category" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_category))?
+                }
+                "_category" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_category))?
+                }
+                "criticality" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_criticality))?
+                }
+                "_criticality" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_criticality))?
+                }
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
                 "recordedDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_recorded_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_recorded_date))?
                 }
-                "_recordedDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_recorded_date))?,
-                "recorder" => map.next_value_seed(crate::rt::Opt(&mut f_recorder))?,
-                "asserter" => map.next_value_seed(crate::rt::Opt(&mut f_asserter))?,
+                "_recordedDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_recorded_date))?
+                }
+                "recorder" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_recorder))?,
+                "asserter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_asserter))?,
                 "lastOccurrence" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_last_occurrence))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_last_occurrence))?
                 }
                 "_lastOccurrence" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_last_occurrence))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_last_occurrence))?
                 }
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "reaction" => map.next_value_seed(crate::rt::VecSeed(&mut f_reaction))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "reaction" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reaction))?,
                 other => {
                     if !(crate::resources::AllergyIntoleranceOnset::de_key(
                         &mut map,
                         other,
-                        &mut f_onset,
+                        &mut b.f_onset,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "AllergyIntolerance")?;
+        let v_category = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_category),
+            "category",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            clinical_status: f_clinical_status,
-            verification_status: f_verification_status,
-            r#type: f_type,
-            category: crate::rt::finish_prim_vec::<_, A::Error>(f_category, "category")?,
-            criticality: f_criticality,
-            code: f_code,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            encounter: f_encounter,
-            onset: f_onset,
-            recorded_date: f_recorded_date,
-            recorder: f_recorder,
-            asserter: f_asserter,
-            last_occurrence: f_last_occurrence,
-            note: f_note,
-            reaction: f_reaction,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            clinical_status: b.f_clinical_status,
+            verification_status: b.f_verification_status,
+            r#type: b.f_type,
+            category: v_category,
+            criticality: b.f_criticality,
+            code: b.f_code,
+            patient: b.f_patient.unwrap_or_default(),
+            encounter: b.f_encounter,
+            onset: b.f_onset,
+            recorded_date: b.f_recorded_date,
+            recorder: b.f_recorder,
+            asserter: b.f_asserter,
+            last_occurrence: b.f_last_occurrence,
+            note: b.f_note,
+            reaction: b.f_reaction,
         })
     }
 }
@@ -523,52 +543,61 @@ impl crate::rt::DeFields for AllergyIntoleranceReaction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_substance: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_manifestation: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_onset: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_severity: Option<
-            crate::primitives::Primitive<crate::codes::AllergyIntoleranceSeverity>,
-        > = None;
-        let mut f_exposure_route: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_substance: Option<crate::datatypes::CodeableConcept>,
+            f_manifestation: Vec<crate::datatypes::CodeableConcept>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_onset: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_severity:
+                Option<crate::primitives::Primitive<crate::codes::AllergyIntoleranceSeverity>>,
+            f_exposure_route: Option<crate::datatypes::CodeableConcept>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "substance" => map.next_value_seed(crate::rt::Opt(&mut f_substance))?,
-                "manifestation" => map.next_value_seed(crate::rt::VecSeed(&mut f_manifestation))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "onset" => map.next_value_seed(crate::rt::PrimValue(&mut f_onset))?,
-                "_onset" => map.next_value_seed(crate::rt::PrimExt(&mut f_onset))?,
-                "severity" => map.next_value_seed(crate::rt::PrimValue(&mut f_severity))?,
-                "_severity" => map.next_value_seed(crate::rt::PrimExt(&mut f_severity))?,
-                "exposureRoute" => map.next_value_seed(crate::rt::Opt(&mut f_exposure_route))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "substance" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_substance))?,
+                "manifestation" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_manifestation))?
+                }
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "onset" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_onset))?,
+                "_onset" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_onset))?,
+                "severity" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_severity))?,
+                "_severity" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_severity))?,
+                "exposureRoute" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_exposure_route))?
+                }
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_manifestation.is_empty(), "manifestation")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            substance: f_substance,
-            manifestation: crate::rt::required_vec::<_, A::Error>(
-                f_manifestation,
-                "manifestation",
-            )?,
-            description: f_description,
-            onset: f_onset,
-            severity: f_severity,
-            exposure_route: f_exposure_route,
-            note: f_note,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            substance: b.f_substance,
+            manifestation: b.f_manifestation,
+            description: b.f_description,
+            onset: b.f_onset,
+            severity: b.f_severity,
+            exposure_route: b.f_exposure_route,
+            note: b.f_note,
         })
     }
 }
@@ -644,57 +673,78 @@ impl AllergyIntoleranceOnset {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "onsetDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "onsetDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "AllergyIntolerance.onset[x]",
                 },
-                name: "AllergyIntolerance.onset[x]",
-            })?,
-            "_onsetDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_onsetDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "AllergyIntolerance.onset[x]",
                 },
-                name: "AllergyIntolerance.onset[x]",
-            })?,
-            "onsetAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Age,
-                name: "AllergyIntolerance.onset[x]",
-            })?,
-            "onsetPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "AllergyIntolerance.onset[x]",
-            })?,
-            "onsetRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "AllergyIntolerance.onset[x]",
-            })?,
-            "onsetString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "onsetAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Age,
+                    name: "AllergyIntolerance.onset[x]",
                 },
-                name: "AllergyIntolerance.onset[x]",
-            })?,
-            "_onsetString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "onsetPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "AllergyIntolerance.onset[x]",
                 },
-                name: "AllergyIntolerance.onset[x]",
-            })?,
+            )?,
+            "onsetRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "AllergyIntolerance.onset[x]",
+                },
+            )?,
+            "onsetString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "AllergyIntolerance.onset[x]",
+                },
+            )?,
+            "_onsetString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "AllergyIntolerance.onset[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -278,145 +278,166 @@ impl crate::rt::DeFields for Appointment {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::AppointmentStatus>> =
-            None;
-        let mut f_cancelation_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_service_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_service_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_specialty: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_appointment_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_priority: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_supporting_information: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_start: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_end: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_minutes_duration: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_slot: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_patient_instruction: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_participant: Vec<crate::resources::AppointmentParticipant> = Vec::new();
-        let mut f_requested_period: Vec<crate::datatypes::Period> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::AppointmentStatus>>,
+            f_cancelation_reason: Option<crate::datatypes::CodeableConcept>,
+            f_service_category: Vec<crate::datatypes::CodeableConcept>,
+            f_service_type: Vec<crate::datatypes::CodeableConcept>,
+            f_specialty: Vec<crate::datatypes::CodeableConcept>,
+            f_appointment_type: Option<crate::datatypes::CodeableConcept>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_priority: Option<crate::primitives::Primitive<u32>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_supporting_information: Vec<crate::datatypes::Reference>,
+            f_start: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_end: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_minutes_duration: Option<crate::primitives::Primitive<u32>>,
+            f_slot: Vec<crate::datatypes::Reference>,
+            f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+            f_patient_instruction: Option<crate::primitives::Primitive<String>>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_participant: Vec<crate::resources::AppointmentParticipant>,
+            f_requested_period: Vec<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Appointment",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Appointment",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
                 "cancelationReason" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_cancelation_reason))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_cancelation_reason))?
                 }
                 "serviceCategory" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_service_category))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_service_category))?
                 }
-                "serviceType" => map.next_value_seed(crate::rt::VecSeed(&mut f_service_type))?,
-                "specialty" => map.next_value_seed(crate::rt::VecSeed(&mut f_specialty))?,
+                "serviceType" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_service_type))?
+                }
+                "specialty" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specialty))?,
                 "appointmentType" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_appointment_type))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_appointment_type))?
                 }
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "priority" => map.next_value_seed(crate::rt::PrimValue(&mut f_priority))?,
-                "_priority" => map.next_value_seed(crate::rt::PrimExt(&mut f_priority))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "supportingInformation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_information))?
+                "priority" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_priority))?,
+                "_priority" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_priority))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
                 }
-                "start" => map.next_value_seed(crate::rt::PrimValue(&mut f_start))?,
-                "_start" => map.next_value_seed(crate::rt::PrimExt(&mut f_start))?,
-                "end" => map.next_value_seed(crate::rt::PrimValue(&mut f_end))?,
-                "_end" => map.next_value_seed(crate::rt::PrimExt(&mut f_end))?,
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "supportingInformation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_supporting_information),
+                )?,
+                "start" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_start))?,
+                "_start" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_start))?,
+                "end" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_end))?,
+                "_end" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_end))?,
                 "minutesDuration" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_minutes_duration))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_minutes_duration))?
                 }
                 "_minutesDuration" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_minutes_duration))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_minutes_duration))?
                 }
-                "slot" => map.next_value_seed(crate::rt::VecSeed(&mut f_slot))?,
-                "created" => map.next_value_seed(crate::rt::PrimValue(&mut f_created))?,
-                "_created" => map.next_value_seed(crate::rt::PrimExt(&mut f_created))?,
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
+                "slot" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_slot))?,
+                "created" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_created))?,
+                "_created" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_created))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
                 "patientInstruction" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_patient_instruction))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_patient_instruction))?
                 }
                 "_patientInstruction" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_patient_instruction))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_patient_instruction))?
                 }
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "participant" => map.next_value_seed(crate::rt::VecSeed(&mut f_participant))?,
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "participant" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_participant))?
+                }
                 "requestedPeriod" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_requested_period))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_requested_period))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Appointment")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(!b.f_participant.is_empty(), "participant")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            cancelation_reason: f_cancelation_reason,
-            service_category: f_service_category,
-            service_type: f_service_type,
-            specialty: f_specialty,
-            appointment_type: f_appointment_type,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            priority: f_priority,
-            description: f_description,
-            supporting_information: f_supporting_information,
-            start: f_start,
-            end: f_end,
-            minutes_duration: f_minutes_duration,
-            slot: f_slot,
-            created: f_created,
-            comment: f_comment,
-            patient_instruction: f_patient_instruction,
-            based_on: f_based_on,
-            participant: crate::rt::required_vec::<_, A::Error>(f_participant, "participant")?,
-            requested_period: f_requested_period,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            cancelation_reason: b.f_cancelation_reason,
+            service_category: b.f_service_category,
+            service_type: b.f_service_type,
+            specialty: b.f_specialty,
+            appointment_type: b.f_appointment_type,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            priority: b.f_priority,
+            description: b.f_description,
+            supporting_information: b.f_supporting_information,
+            start: b.f_start,
+            end: b.f_end,
+            minutes_duration: b.f_minutes_duration,
+            slot: b.f_slot,
+            created: b.f_created,
+            comment: b.f_comment,
+            patient_instruction: b.f_patient_instruction,
+            based_on: b.f_based_on,
+            participant: b.f_participant,
+            requested_period: b.f_requested_period,
         })
     }
 }
@@ -590,43 +611,45 @@ impl crate::rt::DeFields for AppointmentParticipant {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_actor: Option<crate::datatypes::Reference> = None;
-        let mut f_required: Option<
-            crate::primitives::Primitive<crate::codes::ParticipantRequired>,
-        > = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::ParticipationStatus>> =
-            None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_actor: Option<crate::datatypes::Reference>,
+            f_required: Option<crate::primitives::Primitive<crate::codes::ParticipantRequired>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::ParticipationStatus>>,
+            f_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "actor" => map.next_value_seed(crate::rt::Opt(&mut f_actor))?,
-                "required" => map.next_value_seed(crate::rt::PrimValue(&mut f_required))?,
-                "_required" => map.next_value_seed(crate::rt::PrimExt(&mut f_required))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "actor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_actor))?,
+                "required" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_required))?,
+                "_required" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_required))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            actor: f_actor,
-            required: f_required,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            period: f_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            actor: b.f_actor,
+            required: b.f_required,
+            status: b.f_status.unwrap_or_default(),
+            period: b.f_period,
         })
     }
 }

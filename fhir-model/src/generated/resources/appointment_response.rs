@@ -169,88 +169,98 @@ impl crate::rt::DeFields for AppointmentResponse {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_appointment: Option<crate::datatypes::Reference> = None;
-        let mut f_start: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_end: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_participant_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_actor: Option<crate::datatypes::Reference> = None;
-        let mut f_participant_status: Option<
-            crate::primitives::Primitive<crate::codes::ParticipationStatus>,
-        > = None;
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_appointment: Option<crate::datatypes::Reference>,
+            f_start: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_end: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_participant_type: Vec<crate::datatypes::CodeableConcept>,
+            f_actor: Option<crate::datatypes::Reference>,
+            f_participant_status:
+                Option<crate::primitives::Primitive<crate::codes::ParticipationStatus>>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "AppointmentResponse",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "AppointmentResponse",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "appointment" => map.next_value_seed(crate::rt::Opt(&mut f_appointment))?,
-                "start" => map.next_value_seed(crate::rt::PrimValue(&mut f_start))?,
-                "_start" => map.next_value_seed(crate::rt::PrimExt(&mut f_start))?,
-                "end" => map.next_value_seed(crate::rt::PrimValue(&mut f_end))?,
-                "_end" => map.next_value_seed(crate::rt::PrimExt(&mut f_end))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "appointment" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_appointment))?,
+                "start" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_start))?,
+                "_start" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_start))?,
+                "end" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_end))?,
+                "_end" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_end))?,
                 "participantType" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_participant_type))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_participant_type))?
                 }
-                "actor" => map.next_value_seed(crate::rt::Opt(&mut f_actor))?,
+                "actor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_actor))?,
                 "participantStatus" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_participant_status))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_participant_status))?
                 }
                 "_participantStatus" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_participant_status))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_participant_status))?
                 }
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "AppointmentResponse")?;
+        crate::rt::check_required::<A::Error>(b.f_appointment.is_some(), "appointment")?;
+        crate::rt::check_required::<A::Error>(
+            b.f_participant_status.is_some(),
+            "participantStatus",
+        )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            appointment: crate::rt::required::<_, A::Error>(f_appointment, "appointment")?,
-            start: f_start,
-            end: f_end,
-            participant_type: f_participant_type,
-            actor: f_actor,
-            participant_status: crate::rt::required::<_, A::Error>(
-                f_participant_status,
-                "participantStatus",
-            )?,
-            comment: f_comment,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            appointment: b.f_appointment.unwrap_or_default(),
+            start: b.f_start,
+            end: b.f_end,
+            participant_type: b.f_participant_type,
+            actor: b.f_actor,
+            participant_status: b.f_participant_status.unwrap_or_default(),
+            comment: b.f_comment,
         })
     }
 }

@@ -189,90 +189,103 @@ impl crate::rt::DeFields for AuditEvent {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::Coding> = None;
-        let mut f_subtype: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_action: Option<crate::primitives::Primitive<crate::codes::AuditEventAction>> =
-            None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_recorded: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_outcome: Option<crate::primitives::Primitive<crate::codes::AuditEventOutcome>> =
-            None;
-        let mut f_outcome_desc: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_purpose_of_event: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_agent: Vec<crate::resources::AuditEventAgent> = Vec::new();
-        let mut f_source: Option<crate::resources::AuditEventSource> = None;
-        let mut f_entity: Vec<crate::resources::AuditEventEntity> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::Coding>,
+            f_subtype: Vec<crate::datatypes::Coding>,
+            f_action: Option<crate::primitives::Primitive<crate::codes::AuditEventAction>>,
+            f_period: Option<crate::datatypes::Period>,
+            f_recorded: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_outcome: Option<crate::primitives::Primitive<crate::codes::AuditEventOutcome>>,
+            f_outcome_desc: Option<crate::primitives::Primitive<String>>,
+            f_purpose_of_event: Vec<crate::datatypes::CodeableConcept>,
+            f_agent: Vec<crate::resources::AuditEventAgent>,
+            f_source: Option<crate::resources::AuditEventSource>,
+            f_entity: Vec<crate::resources::AuditEventEntity>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "AuditEvent",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "AuditEvent",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "subtype" => map.next_value_seed(crate::rt::VecSeed(&mut f_subtype))?,
-                "action" => map.next_value_seed(crate::rt::PrimValue(&mut f_action))?,
-                "_action" => map.next_value_seed(crate::rt::PrimExt(&mut f_action))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "recorded" => map.next_value_seed(crate::rt::PrimValue(&mut f_recorded))?,
-                "_recorded" => map.next_value_seed(crate::rt::PrimExt(&mut f_recorded))?,
-                "outcome" => map.next_value_seed(crate::rt::PrimValue(&mut f_outcome))?,
-                "_outcome" => map.next_value_seed(crate::rt::PrimExt(&mut f_outcome))?,
-                "outcomeDesc" => map.next_value_seed(crate::rt::PrimValue(&mut f_outcome_desc))?,
-                "_outcomeDesc" => map.next_value_seed(crate::rt::PrimExt(&mut f_outcome_desc))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "subtype" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_subtype))?,
+                "action" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_action))?,
+                "_action" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_action))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "recorded" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_recorded))?,
+                "_recorded" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_recorded))?,
+                "outcome" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_outcome))?,
+                "_outcome" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_outcome))?,
+                "outcomeDesc" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_outcome_desc))?
+                }
+                "_outcomeDesc" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_outcome_desc))?
+                }
                 "purposeOfEvent" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_purpose_of_event))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_purpose_of_event))?
                 }
-                "agent" => map.next_value_seed(crate::rt::VecSeed(&mut f_agent))?,
-                "source" => map.next_value_seed(crate::rt::Opt(&mut f_source))?,
-                "entity" => map.next_value_seed(crate::rt::VecSeed(&mut f_entity))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "agent" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_agent))?,
+                "source" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source))?,
+                "entity" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_entity))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "AuditEvent")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_recorded.is_some(), "recorded")?;
+        crate::rt::check_required::<A::Error>(!b.f_agent.is_empty(), "agent")?;
+        crate::rt::check_required::<A::Error>(b.f_source.is_some(), "source")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            subtype: f_subtype,
-            action: f_action,
-            period: f_period,
-            recorded: crate::rt::required::<_, A::Error>(f_recorded, "recorded")?,
-            outcome: f_outcome,
-            outcome_desc: f_outcome_desc,
-            purpose_of_event: f_purpose_of_event,
-            agent: crate::rt::required_vec::<_, A::Error>(f_agent, "agent")?,
-            source: crate::rt::required::<_, A::Error>(f_source, "source")?,
-            entity: f_entity,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            subtype: b.f_subtype,
+            action: b.f_action,
+            period: b.f_period,
+            recorded: b.f_recorded.unwrap_or_default(),
+            outcome: b.f_outcome,
+            outcome_desc: b.f_outcome_desc,
+            purpose_of_event: b.f_purpose_of_event,
+            agent: b.f_agent,
+            source: b.f_source.unwrap_or_default(),
+            entity: b.f_entity,
         })
     }
 }
@@ -475,60 +488,71 @@ impl crate::rt::DeFields for AuditEventAgent {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_role: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_who: Option<crate::datatypes::Reference> = None;
-        let mut f_alt_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_requestor: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_location: Option<crate::datatypes::Reference> = None;
-        let mut f_policy: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_media: Option<crate::datatypes::Coding> = None;
-        let mut f_network: Option<crate::resources::AuditEventAgentNetwork> = None;
-        let mut f_purpose_of_use: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_role: Vec<crate::datatypes::CodeableConcept>,
+            f_who: Option<crate::datatypes::Reference>,
+            f_alt_id: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_requestor: Option<crate::primitives::Primitive<bool>>,
+            f_location: Option<crate::datatypes::Reference>,
+            f_policy: crate::rt::PrimVec<String>,
+            f_media: Option<crate::datatypes::Coding>,
+            f_network: Option<crate::resources::AuditEventAgentNetwork>,
+            f_purpose_of_use: Vec<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "role" => map.next_value_seed(crate::rt::VecSeed(&mut f_role))?,
-                "who" => map.next_value_seed(crate::rt::Opt(&mut f_who))?,
-                "altId" => map.next_value_seed(crate::rt::PrimValue(&mut f_alt_id))?,
-                "_altId" => map.next_value_seed(crate::rt::PrimExt(&mut f_alt_id))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "requestor" => map.next_value_seed(crate::rt::PrimValue(&mut f_requestor))?,
-                "_requestor" => map.next_value_seed(crate::rt::PrimExt(&mut f_requestor))?,
-                "location" => map.next_value_seed(crate::rt::Opt(&mut f_location))?,
-                "policy" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_policy))?,
-                "_policy" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_policy))?,
-                "media" => map.next_value_seed(crate::rt::Opt(&mut f_media))?,
-                "network" => map.next_value_seed(crate::rt::Opt(&mut f_network))?,
-                "purposeOfUse" => map.next_value_seed(crate::rt::VecSeed(&mut f_purpose_of_use))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "role" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_role))?,
+                "who" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_who))?,
+                "altId" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_alt_id))?,
+                "_altId" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_alt_id))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "requestor" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_requestor))?
+                }
+                "_requestor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_requestor))?,
+                "location" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_location))?,
+                "policy" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_policy))?,
+                "_policy" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_policy))?,
+                "media" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_media))?,
+                "network" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_network))?,
+                "purposeOfUse" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_purpose_of_use))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_requestor.is_some(), "requestor")?;
+        let v_policy =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_policy), "policy")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            role: f_role,
-            who: f_who,
-            alt_id: f_alt_id,
-            name: f_name,
-            requestor: crate::rt::required::<_, A::Error>(f_requestor, "requestor")?,
-            location: f_location,
-            policy: crate::rt::finish_prim_vec::<_, A::Error>(f_policy, "policy")?,
-            media: f_media,
-            network: f_network,
-            purpose_of_use: f_purpose_of_use,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            role: b.f_role,
+            who: b.f_who,
+            alt_id: b.f_alt_id,
+            name: b.f_name,
+            requestor: b.f_requestor.unwrap_or_default(),
+            location: b.f_location,
+            policy: v_policy,
+            media: b.f_media,
+            network: b.f_network,
+            purpose_of_use: b.f_purpose_of_use,
         })
     }
 }
@@ -632,33 +656,35 @@ impl crate::rt::DeFields for AuditEventAgentNetwork {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_address: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<
-            crate::primitives::Primitive<crate::codes::AuditEventAgentNetworkType>,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_address: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::AuditEventAgentNetworkType>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "address" => map.next_value_seed(crate::rt::PrimValue(&mut f_address))?,
-                "_address" => map.next_value_seed(crate::rt::PrimExt(&mut f_address))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "address" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_address))?,
+                "_address" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_address))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            address: f_address,
-            r#type: f_type,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            address: b.f_address,
+            r#type: b.f_type,
         })
     }
 }
@@ -763,33 +789,38 @@ impl crate::rt::DeFields for AuditEventSource {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_site: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_observer: Option<crate::datatypes::Reference> = None;
-        let mut f_type: Vec<crate::datatypes::Coding> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_site: Option<crate::primitives::Primitive<String>>,
+            f_observer: Option<crate::datatypes::Reference>,
+            f_type: Vec<crate::datatypes::Coding>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "site" => map.next_value_seed(crate::rt::PrimValue(&mut f_site))?,
-                "_site" => map.next_value_seed(crate::rt::PrimExt(&mut f_site))?,
-                "observer" => map.next_value_seed(crate::rt::Opt(&mut f_observer))?,
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "site" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_site))?,
+                "_site" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_site))?,
+                "observer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_observer))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_observer.is_some(), "observer")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            site: f_site,
-            observer: crate::rt::required::<_, A::Error>(f_observer, "observer")?,
-            r#type: f_type,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            site: b.f_site,
+            observer: b.f_observer.unwrap_or_default(),
+            r#type: b.f_type,
         })
     }
 }
@@ -934,55 +965,63 @@ impl crate::rt::DeFields for AuditEventEntity {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_what: Option<crate::datatypes::Reference> = None;
-        let mut f_type: Option<crate::datatypes::Coding> = None;
-        let mut f_role: Option<crate::datatypes::Coding> = None;
-        let mut f_lifecycle: Option<crate::datatypes::Coding> = None;
-        let mut f_security_label: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_query: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_detail: Vec<crate::resources::AuditEventEntityDetail> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_what: Option<crate::datatypes::Reference>,
+            f_type: Option<crate::datatypes::Coding>,
+            f_role: Option<crate::datatypes::Coding>,
+            f_lifecycle: Option<crate::datatypes::Coding>,
+            f_security_label: Vec<crate::datatypes::Coding>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_query: Option<crate::primitives::Primitive<String>>,
+            f_detail: Vec<crate::resources::AuditEventEntityDetail>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "what" => map.next_value_seed(crate::rt::Opt(&mut f_what))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "role" => map.next_value_seed(crate::rt::Opt(&mut f_role))?,
-                "lifecycle" => map.next_value_seed(crate::rt::Opt(&mut f_lifecycle))?,
+                "what" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_what))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "role" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_role))?,
+                "lifecycle" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_lifecycle))?,
                 "securityLabel" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_security_label))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_security_label))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "query" => map.next_value_seed(crate::rt::PrimValue(&mut f_query))?,
-                "_query" => map.next_value_seed(crate::rt::PrimExt(&mut f_query))?,
-                "detail" => map.next_value_seed(crate::rt::VecSeed(&mut f_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "query" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_query))?,
+                "_query" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_query))?,
+                "detail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            what: f_what,
-            r#type: f_type,
-            role: f_role,
-            lifecycle: f_lifecycle,
-            security_label: f_security_label,
-            name: f_name,
-            description: f_description,
-            query: f_query,
-            detail: f_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            what: b.f_what,
+            r#type: b.f_type,
+            role: b.f_role,
+            lifecycle: b.f_lifecycle,
+            security_label: b.f_security_label,
+            name: b.f_name,
+            description: b.f_description,
+            query: b.f_query,
+            detail: b.f_detail,
         })
     }
 }
@@ -1091,37 +1130,43 @@ impl crate::rt::DeFields for AuditEventEntityDetail {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_value: Option<crate::resources::AuditEventEntityDetailValue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<String>>,
+            f_value: Option<crate::resources::AuditEventEntityDetailValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
                 other => {
                     if !(crate::resources::AuditEventEntityDetailValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -1182,42 +1227,54 @@ impl AuditEventEntityDetailValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "AuditEvent.entity.detail.value[x]",
                 },
-                name: "AuditEvent.entity.detail.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "AuditEvent.entity.detail.value[x]",
                 },
-                name: "AuditEvent.entity.detail.value[x]",
-            })?,
-            "valueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "AuditEvent.entity.detail.value[x]",
                 },
-                name: "AuditEvent.entity.detail.value[x]",
-            })?,
-            "_valueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "AuditEvent.entity.detail.value[x]",
                 },
-                name: "AuditEvent.entity.detail.value[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

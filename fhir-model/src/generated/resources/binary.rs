@@ -95,48 +95,60 @@ impl crate::rt::DeFields for Binary {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_content_type: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_security_context: Option<crate::datatypes::Reference> = None;
-        let mut f_data: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_content_type: Option<crate::primitives::Primitive<String>>,
+            f_security_context: Option<crate::datatypes::Reference>,
+            f_data: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Binary",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Binary",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "contentType" => map.next_value_seed(crate::rt::PrimValue(&mut f_content_type))?,
-                "_contentType" => map.next_value_seed(crate::rt::PrimExt(&mut f_content_type))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "contentType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_content_type))?
+                }
+                "_contentType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_content_type))?
+                }
                 "securityContext" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_security_context))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_security_context))?
                 }
-                "data" => map.next_value_seed(crate::rt::PrimValue(&mut f_data))?,
-                "_data" => map.next_value_seed(crate::rt::PrimExt(&mut f_data))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "data" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_data))?,
+                "_data" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_data))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Binary")?;
+        crate::rt::check_required::<A::Error>(b.f_content_type.is_some(), "contentType")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            content_type: crate::rt::required::<_, A::Error>(f_content_type, "contentType")?,
-            security_context: f_security_context,
-            data: f_data,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            content_type: b.f_content_type.unwrap_or_default(),
+            security_context: b.f_security_context,
+            data: b.f_data,
         })
     }
 }

@@ -186,72 +186,83 @@ impl crate::rt::DeFields for BiologicallyDerivedProduct {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_product_category: Option<
-            crate::primitives::Primitive<crate::codes::BiologicallyDerivedProductCategory>,
-        > = None;
-        let mut f_product_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::BiologicallyDerivedProductStatus>,
-        > = None;
-        let mut f_request: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_quantity: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_parent: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_collection: Option<crate::resources::BiologicallyDerivedProductCollection> = None;
-        let mut f_processing: Vec<crate::resources::BiologicallyDerivedProductProcessing> =
-            Vec::new();
-        let mut f_manipulation: Option<crate::resources::BiologicallyDerivedProductManipulation> =
-            None;
-        let mut f_storage: Vec<crate::resources::BiologicallyDerivedProductStorage> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_product_category: Option<
+                crate::primitives::Primitive<crate::codes::BiologicallyDerivedProductCategory>,
+            >,
+            f_product_code: Option<crate::datatypes::CodeableConcept>,
+            f_status: Option<
+                crate::primitives::Primitive<crate::codes::BiologicallyDerivedProductStatus>,
+            >,
+            f_request: Vec<crate::datatypes::Reference>,
+            f_quantity: Option<crate::primitives::Primitive<i32>>,
+            f_parent: Vec<crate::datatypes::Reference>,
+            f_collection: Option<crate::resources::BiologicallyDerivedProductCollection>,
+            f_processing: Vec<crate::resources::BiologicallyDerivedProductProcessing>,
+            f_manipulation: Option<crate::resources::BiologicallyDerivedProductManipulation>,
+            f_storage: Vec<crate::resources::BiologicallyDerivedProductStorage>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "BiologicallyDerivedProduct",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "BiologicallyDerivedProduct",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
                 "productCategory" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_product_category))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_product_category))?
                 }
                 "_productCategory" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_product_category))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_product_category))?
                 }
-                "productCode" => map.next_value_seed(crate::rt::Opt(&mut f_product_code))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "request" => map.next_value_seed(crate::rt::VecSeed(&mut f_request))?,
-                "quantity" => map.next_value_seed(crate::rt::PrimValue(&mut f_quantity))?,
-                "_quantity" => map.next_value_seed(crate::rt::PrimExt(&mut f_quantity))?,
-                "parent" => map.next_value_seed(crate::rt::VecSeed(&mut f_parent))?,
-                "collection" => map.next_value_seed(crate::rt::Opt(&mut f_collection))?,
-                "processing" => map.next_value_seed(crate::rt::VecSeed(&mut f_processing))?,
-                "manipulation" => map.next_value_seed(crate::rt::Opt(&mut f_manipulation))?,
-                "storage" => map.next_value_seed(crate::rt::VecSeed(&mut f_storage))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "productCode" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_code))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "request" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_request))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_quantity))?,
+                "_quantity" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_quantity))?,
+                "parent" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_parent))?,
+                "collection" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_collection))?,
+                "processing" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_processing))?
+                }
+                "manipulation" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_manipulation))?
+                }
+                "storage" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_storage))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(
@@ -259,25 +270,25 @@ impl crate::rt::DeFields for BiologicallyDerivedProduct {
             "BiologicallyDerivedProduct",
         )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            product_category: f_product_category,
-            product_code: f_product_code,
-            status: f_status,
-            request: f_request,
-            quantity: f_quantity,
-            parent: f_parent,
-            collection: f_collection,
-            processing: f_processing,
-            manipulation: f_manipulation,
-            storage: f_storage,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            product_category: b.f_product_category,
+            product_code: b.f_product_code,
+            status: b.f_status,
+            request: b.f_request,
+            quantity: b.f_quantity,
+            parent: b.f_parent,
+            collection: b.f_collection,
+            processing: b.f_processing,
+            manipulation: b.f_manipulation,
+            storage: b.f_storage,
         })
     }
 }
@@ -423,41 +434,43 @@ impl crate::rt::DeFields for BiologicallyDerivedProductCollection {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_collector: Option<crate::datatypes::Reference> = None;
-        let mut f_source: Option<crate::datatypes::Reference> = None;
-        let mut f_collected: Option<
-            crate::resources::BiologicallyDerivedProductCollectionCollected,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_collector: Option<crate::datatypes::Reference>,
+            f_source: Option<crate::datatypes::Reference>,
+            f_collected: Option<crate::resources::BiologicallyDerivedProductCollectionCollected>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "collector" => map.next_value_seed(crate::rt::Opt(&mut f_collector))?,
-                "source" => map.next_value_seed(crate::rt::Opt(&mut f_source))?,
+                "collector" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_collector))?,
+                "source" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source))?,
                 other => {
                     if !(crate::resources::BiologicallyDerivedProductCollectionCollected::de_key(
                         &mut map,
                         other,
-                        &mut f_collected,
+                        &mut b.f_collected,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            collector: f_collector,
-            source: f_source,
-            collected: f_collected,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            collector: b.f_collector,
+            source: b.f_source,
+            collected: b.f_collected,
         })
     }
 }
@@ -571,43 +584,51 @@ impl crate::rt::DeFields for BiologicallyDerivedProductProcessing {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_procedure: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_additive: Option<crate::datatypes::Reference> = None;
-        let mut f_time: Option<crate::resources::BiologicallyDerivedProductProcessingTime> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_procedure: Option<crate::datatypes::CodeableConcept>,
+            f_additive: Option<crate::datatypes::Reference>,
+            f_time: Option<crate::resources::BiologicallyDerivedProductProcessingTime>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "procedure" => map.next_value_seed(crate::rt::Opt(&mut f_procedure))?,
-                "additive" => map.next_value_seed(crate::rt::Opt(&mut f_additive))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "procedure" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_procedure))?,
+                "additive" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_additive))?,
                 other => {
                     if !(crate::resources::BiologicallyDerivedProductProcessingTime::de_key(
                         &mut map,
                         other,
-                        &mut f_time,
+                        &mut b.f_time,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            description: f_description,
-            procedure: f_procedure,
-            additive: f_additive,
-            time: f_time,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            description: b.f_description,
+            procedure: b.f_procedure,
+            additive: b.f_additive,
+            time: b.f_time,
         })
     }
 }
@@ -708,37 +729,45 @@ impl crate::rt::DeFields for BiologicallyDerivedProductManipulation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_time: Option<crate::resources::BiologicallyDerivedProductManipulationTime> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_time: Option<crate::resources::BiologicallyDerivedProductManipulationTime>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
                 other => {
                     if !(crate::resources::BiologicallyDerivedProductManipulationTime::de_key(
                         &mut map,
                         other,
-                        &mut f_time,
+                        &mut b.f_time,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            description: f_description,
-            time: f_time,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            description: b.f_description,
+            time: b.f_time,
         })
     }
 }
@@ -850,41 +879,52 @@ impl crate::rt::DeFields for BiologicallyDerivedProductStorage {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_temperature: Option<crate::primitives::Primitive<crate::primitives::Decimal>> =
-            None;
-        let mut f_scale: Option<
-            crate::primitives::Primitive<crate::codes::BiologicallyDerivedProductStorageScale>,
-        > = None;
-        let mut f_duration: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_temperature: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_scale: Option<
+                crate::primitives::Primitive<crate::codes::BiologicallyDerivedProductStorageScale>,
+            >,
+            f_duration: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "temperature" => map.next_value_seed(crate::rt::PrimValue(&mut f_temperature))?,
-                "_temperature" => map.next_value_seed(crate::rt::PrimExt(&mut f_temperature))?,
-                "scale" => map.next_value_seed(crate::rt::PrimValue(&mut f_scale))?,
-                "_scale" => map.next_value_seed(crate::rt::PrimExt(&mut f_scale))?,
-                "duration" => map.next_value_seed(crate::rt::Opt(&mut f_duration))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "temperature" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_temperature))?
+                }
+                "_temperature" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_temperature))?
+                }
+                "scale" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_scale))?,
+                "_scale" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_scale))?,
+                "duration" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_duration))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            description: f_description,
-            temperature: f_temperature,
-            scale: f_scale,
-            duration: f_duration,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            description: b.f_description,
+            temperature: b.f_temperature,
+            scale: b.f_scale,
+            duration: b.f_duration,
         })
     }
 }
@@ -947,29 +987,38 @@ impl BiologicallyDerivedProductCollectionCollected {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "collectedDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "collectedDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "BiologicallyDerivedProduct.collection.collected[x]",
                 },
-                name: "BiologicallyDerivedProduct.collection.collected[x]",
-            })?,
-            "_collectedDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_collectedDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "BiologicallyDerivedProduct.collection.collected[x]",
                 },
-                name: "BiologicallyDerivedProduct.collection.collected[x]",
-            })?,
-            "collectedPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "BiologicallyDerivedProduct.collection.collected[x]",
-            })?,
+            )?,
+            "collectedPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "BiologicallyDerivedProduct.collection.collected[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1029,29 +1078,38 @@ impl BiologicallyDerivedProductProcessingTime {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "timeDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "timeDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "BiologicallyDerivedProduct.processing.time[x]",
                 },
-                name: "BiologicallyDerivedProduct.processing.time[x]",
-            })?,
-            "_timeDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_timeDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "BiologicallyDerivedProduct.processing.time[x]",
                 },
-                name: "BiologicallyDerivedProduct.processing.time[x]",
-            })?,
-            "timePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "BiologicallyDerivedProduct.processing.time[x]",
-            })?,
+            )?,
+            "timePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "BiologicallyDerivedProduct.processing.time[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1111,29 +1169,38 @@ impl BiologicallyDerivedProductManipulationTime {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "timeDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "timeDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "BiologicallyDerivedProduct.manipulation.time[x]",
                 },
-                name: "BiologicallyDerivedProduct.manipulation.time[x]",
-            })?,
-            "_timeDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_timeDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "BiologicallyDerivedProduct.manipulation.time[x]",
                 },
-                name: "BiologicallyDerivedProduct.manipulation.time[x]",
-            })?,
-            "timePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "BiologicallyDerivedProduct.manipulation.time[x]",
-            })?,
+            )?,
+            "timePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "BiologicallyDerivedProduct.manipulation.time[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

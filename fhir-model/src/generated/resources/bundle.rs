@@ -123,60 +123,69 @@ impl crate::rt::DeFields for Bundle {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::BundleType>> = None;
-        let mut f_timestamp: Option<crate::primitives::Primitive<crate::primitives::Instant>> =
-            None;
-        let mut f_total: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_link: Vec<crate::resources::BundleLink> = Vec::new();
-        let mut f_entry: Vec<crate::resources::BundleEntry> = Vec::new();
-        let mut f_signature: Option<crate::datatypes::Signature> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::BundleType>>,
+            f_timestamp: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_total: Option<crate::primitives::Primitive<u32>>,
+            f_link: Vec<crate::resources::BundleLink>,
+            f_entry: Vec<crate::resources::BundleEntry>,
+            f_signature: Option<crate::datatypes::Signature>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Bundle",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Bundle",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "timestamp" => map.next_value_seed(crate::rt::PrimValue(&mut f_timestamp))?,
-                "_timestamp" => map.next_value_seed(crate::rt::PrimExt(&mut f_timestamp))?,
-                "total" => map.next_value_seed(crate::rt::PrimValue(&mut f_total))?,
-                "_total" => map.next_value_seed(crate::rt::PrimExt(&mut f_total))?,
-                "link" => map.next_value_seed(crate::rt::VecSeed(&mut f_link))?,
-                "entry" => map.next_value_seed(crate::rt::VecSeed(&mut f_entry))?,
-                "signature" => map.next_value_seed(crate::rt::Opt(&mut f_signature))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "timestamp" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_timestamp))?
+                }
+                "_timestamp" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_timestamp))?,
+                "total" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_total))?,
+                "_total" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_total))?,
+                "link" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_link))?,
+                "entry" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_entry))?,
+                "signature" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_signature))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Bundle")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            identifier: f_identifier,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            timestamp: f_timestamp,
-            total: f_total,
-            link: f_link,
-            entry: f_entry,
-            signature: f_signature,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            identifier: b.f_identifier,
+            r#type: b.f_type.unwrap_or_default(),
+            timestamp: b.f_timestamp,
+            total: b.f_total,
+            link: b.f_link,
+            entry: b.f_entry,
+            signature: b.f_signature,
         })
     }
 }
@@ -313,31 +322,37 @@ impl crate::rt::DeFields for BundleLink {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_relation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_relation: Option<crate::primitives::Primitive<String>>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "relation" => map.next_value_seed(crate::rt::PrimValue(&mut f_relation))?,
-                "_relation" => map.next_value_seed(crate::rt::PrimExt(&mut f_relation))?,
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "relation" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_relation))?,
+                "_relation" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_relation))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_relation.is_some(), "relation")?;
+        crate::rt::check_required::<A::Error>(b.f_url.is_some(), "url")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            relation: crate::rt::required::<_, A::Error>(f_relation, "relation")?,
-            url: crate::rt::required::<_, A::Error>(f_url, "url")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            relation: b.f_relation.unwrap_or_default(),
+            url: b.f_url.unwrap_or_default(),
         })
     }
 }
@@ -462,42 +477,46 @@ impl crate::rt::DeFields for BundleEntry {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_link: Vec<crate::resources::BundleLink> = Vec::new();
-        let mut f_full_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_resource: Option<crate::Resource> = None;
-        let mut f_search: Option<crate::resources::BundleEntrySearch> = None;
-        let mut f_request: Option<crate::resources::BundleEntryRequest> = None;
-        let mut f_response: Option<crate::resources::BundleEntryResponse> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_link: Vec<crate::resources::BundleLink>,
+            f_full_url: Option<crate::primitives::Primitive<String>>,
+            f_resource: Option<crate::Resource>,
+            f_search: Option<crate::resources::BundleEntrySearch>,
+            f_request: Option<crate::resources::BundleEntryRequest>,
+            f_response: Option<crate::resources::BundleEntryResponse>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "link" => map.next_value_seed(crate::rt::VecSeed(&mut f_link))?,
-                "fullUrl" => map.next_value_seed(crate::rt::PrimValue(&mut f_full_url))?,
-                "_fullUrl" => map.next_value_seed(crate::rt::PrimExt(&mut f_full_url))?,
-                "resource" => map.next_value_seed(crate::rt::Opt(&mut f_resource))?,
-                "search" => map.next_value_seed(crate::rt::Opt(&mut f_search))?,
-                "request" => map.next_value_seed(crate::rt::Opt(&mut f_request))?,
-                "response" => map.next_value_seed(crate::rt::Opt(&mut f_response))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "link" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_link))?,
+                "fullUrl" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_full_url))?,
+                "_fullUrl" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_full_url))?,
+                "resource" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_resource))?,
+                "search" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_search))?,
+                "request" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_request))?,
+                "response" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_response))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            link: f_link,
-            full_url: f_full_url,
-            resource: f_resource,
-            search: f_search,
-            request: f_request,
-            response: f_response,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            link: b.f_link,
+            full_url: b.f_full_url,
+            resource: b.f_resource,
+            search: b.f_search,
+            request: b.f_request,
+            response: b.f_response,
         })
     }
 }
@@ -596,31 +615,35 @@ impl crate::rt::DeFields for BundleEntrySearch {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_mode: Option<crate::primitives::Primitive<crate::codes::SearchEntryMode>> = None;
-        let mut f_score: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_mode: Option<crate::primitives::Primitive<crate::codes::SearchEntryMode>>,
+            f_score: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "mode" => map.next_value_seed(crate::rt::PrimValue(&mut f_mode))?,
-                "_mode" => map.next_value_seed(crate::rt::PrimExt(&mut f_mode))?,
-                "score" => map.next_value_seed(crate::rt::PrimValue(&mut f_score))?,
-                "_score" => map.next_value_seed(crate::rt::PrimExt(&mut f_score))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "mode" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_mode))?,
+                "_mode" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_mode))?,
+                "score" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_score))?,
+                "_score" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_score))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            mode: f_mode,
-            score: f_score,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            mode: b.f_mode,
+            score: b.f_score,
         })
     }
 }
@@ -755,53 +778,65 @@ impl crate::rt::DeFields for BundleEntryRequest {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_method: Option<crate::primitives::Primitive<crate::codes::HttpVerb>> = None;
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_if_none_match: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_if_modified_since: Option<
-            crate::primitives::Primitive<crate::primitives::Instant>,
-        > = None;
-        let mut f_if_match: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_if_none_exist: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_method: Option<crate::primitives::Primitive<crate::codes::HttpVerb>>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_if_none_match: Option<crate::primitives::Primitive<String>>,
+            f_if_modified_since: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_if_match: Option<crate::primitives::Primitive<String>>,
+            f_if_none_exist: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "method" => map.next_value_seed(crate::rt::PrimValue(&mut f_method))?,
-                "_method" => map.next_value_seed(crate::rt::PrimExt(&mut f_method))?,
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "ifNoneMatch" => map.next_value_seed(crate::rt::PrimValue(&mut f_if_none_match))?,
-                "_ifNoneMatch" => map.next_value_seed(crate::rt::PrimExt(&mut f_if_none_match))?,
+                "method" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_method))?,
+                "_method" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_method))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "ifNoneMatch" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_if_none_match))?
+                }
+                "_ifNoneMatch" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_if_none_match))?
+                }
                 "ifModifiedSince" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_if_modified_since))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_if_modified_since))?
                 }
                 "_ifModifiedSince" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_if_modified_since))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_if_modified_since))?
                 }
-                "ifMatch" => map.next_value_seed(crate::rt::PrimValue(&mut f_if_match))?,
-                "_ifMatch" => map.next_value_seed(crate::rt::PrimExt(&mut f_if_match))?,
-                "ifNoneExist" => map.next_value_seed(crate::rt::PrimValue(&mut f_if_none_exist))?,
-                "_ifNoneExist" => map.next_value_seed(crate::rt::PrimExt(&mut f_if_none_exist))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "ifMatch" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_if_match))?,
+                "_ifMatch" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_if_match))?,
+                "ifNoneExist" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_if_none_exist))?
+                }
+                "_ifNoneExist" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_if_none_exist))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_method.is_some(), "method")?;
+        crate::rt::check_required::<A::Error>(b.f_url.is_some(), "url")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            method: crate::rt::required::<_, A::Error>(f_method, "method")?,
-            url: crate::rt::required::<_, A::Error>(f_url, "url")?,
-            if_none_match: f_if_none_match,
-            if_modified_since: f_if_modified_since,
-            if_match: f_if_match,
-            if_none_exist: f_if_none_exist,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            method: b.f_method.unwrap_or_default(),
+            url: b.f_url.unwrap_or_default(),
+            if_none_match: b.f_if_none_match,
+            if_modified_since: b.f_if_modified_since,
+            if_match: b.f_if_match,
+            if_none_exist: b.f_if_none_exist,
         })
     }
 }
@@ -924,45 +959,51 @@ impl crate::rt::DeFields for BundleEntryResponse {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_location: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_etag: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_last_modified: Option<crate::primitives::Primitive<crate::primitives::Instant>> =
-            None;
-        let mut f_outcome: Option<crate::Resource> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_status: Option<crate::primitives::Primitive<String>>,
+            f_location: Option<crate::primitives::Primitive<String>>,
+            f_etag: Option<crate::primitives::Primitive<String>>,
+            f_last_modified: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_outcome: Option<crate::Resource>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "location" => map.next_value_seed(crate::rt::PrimValue(&mut f_location))?,
-                "_location" => map.next_value_seed(crate::rt::PrimExt(&mut f_location))?,
-                "etag" => map.next_value_seed(crate::rt::PrimValue(&mut f_etag))?,
-                "_etag" => map.next_value_seed(crate::rt::PrimExt(&mut f_etag))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "location" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_location))?,
+                "_location" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_location))?,
+                "etag" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_etag))?,
+                "_etag" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_etag))?,
                 "lastModified" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_last_modified))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_last_modified))?
                 }
-                "_lastModified" => map.next_value_seed(crate::rt::PrimExt(&mut f_last_modified))?,
-                "outcome" => map.next_value_seed(crate::rt::Opt(&mut f_outcome))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_lastModified" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_last_modified))?
+                }
+                "outcome" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_outcome))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            location: f_location,
-            etag: f_etag,
-            last_modified: f_last_modified,
-            outcome: f_outcome,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            status: b.f_status.unwrap_or_default(),
+            location: b.f_location,
+            etag: b.f_etag,
+            last_modified: b.f_last_modified,
+            outcome: b.f_outcome,
         })
     }
 }

@@ -301,171 +301,211 @@ impl crate::rt::DeFields for CapabilityStatement {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_kind: Option<
-            crate::primitives::Primitive<crate::codes::CapabilityStatementKind>,
-        > = None;
-        let mut f_instantiates: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_imports: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_software: Option<crate::resources::CapabilityStatementSoftware> = None;
-        let mut f_implementation: Option<crate::resources::CapabilityStatementImplementation> =
-            None;
-        let mut f_fhir_version: Option<crate::primitives::Primitive<crate::codes::FhirVersion>> =
-            None;
-        let mut f_format: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_patch_format: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_implementation_guide: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_rest: Vec<crate::resources::CapabilityStatementRest> = Vec::new();
-        let mut f_messaging: Vec<crate::resources::CapabilityStatementMessaging> = Vec::new();
-        let mut f_document: Vec<crate::resources::CapabilityStatementDocument> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_kind: Option<crate::primitives::Primitive<crate::codes::CapabilityStatementKind>>,
+            f_instantiates: crate::rt::PrimVec<String>,
+            f_imports: crate::rt::PrimVec<String>,
+            f_software: Option<crate::resources::CapabilityStatementSoftware>,
+            f_implementation: Option<crate::resources::CapabilityStatementImplementation>,
+            f_fhir_version: Option<crate::primitives::Primitive<crate::codes::FhirVersion>>,
+            f_format: crate::rt::PrimVec<String>,
+            f_patch_format: crate::rt::PrimVec<String>,
+            f_implementation_guide: crate::rt::PrimVec<String>,
+            f_rest: Vec<crate::resources::CapabilityStatementRest>,
+            f_messaging: Vec<crate::resources::CapabilityStatementMessaging>,
+            f_document: Vec<crate::resources::CapabilityStatementDocument>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "CapabilityStatement",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "CapabilityStatement",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
-                "kind" => map.next_value_seed(crate::rt::PrimValue(&mut f_kind))?,
-                "_kind" => map.next_value_seed(crate::rt::PrimExt(&mut f_kind))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
+                "kind" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_kind))?,
+                "_kind" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_kind))?,
                 "instantiates" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_instantiates))?
                 }
                 "_instantiates" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_instantiates))?
                 }
-                "imports" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_imports))?,
-                "_imports" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_imports))?,
-                "software" => map.next_value_seed(crate::rt::Opt(&mut f_software))?,
-                "implementation" => map.next_value_seed(crate::rt::Opt(&mut f_implementation))?,
-                "fhirVersion" => map.next_value_seed(crate::rt::PrimValue(&mut f_fhir_version))?,
-                "_fhirVersion" => map.next_value_seed(crate::rt::PrimExt(&mut f_fhir_version))?,
-                "format" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_format))?,
-                "_format" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_format))?,
+                "imports" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_imports))?
+                }
+                "_imports" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_imports))?,
+                "software" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_software))?,
+                "implementation" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_implementation))?
+                }
+                "fhirVersion" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_fhir_version))?
+                }
+                "_fhirVersion" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_fhir_version))?
+                }
+                "format" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_format))?,
+                "_format" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_format))?,
                 "patchFormat" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_patch_format))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_patch_format))?
                 }
                 "_patchFormat" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_patch_format))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_patch_format))?
                 }
-                "implementationGuide" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_implementation_guide))?
-                }
-                "_implementationGuide" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_implementation_guide))?
-                }
-                "rest" => map.next_value_seed(crate::rt::VecSeed(&mut f_rest))?,
-                "messaging" => map.next_value_seed(crate::rt::VecSeed(&mut f_messaging))?,
-                "document" => map.next_value_seed(crate::rt::VecSeed(&mut f_document))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "implementationGuide" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_implementation_guide),
+                )?,
+                "_implementationGuide" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_implementation_guide),
+                )?,
+                "rest" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_rest))?,
+                "messaging" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_messaging))?,
+                "document" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_document))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "CapabilityStatement")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_date.is_some(), "date")?;
+        crate::rt::check_required::<A::Error>(b.f_kind.is_some(), "kind")?;
+        let v_instantiates = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates),
+            "instantiates",
+        )?;
+        let v_imports =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_imports), "imports")?;
+        crate::rt::check_required::<A::Error>(b.f_fhir_version.is_some(), "fhirVersion")?;
+        let v_format =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_format), "format")?;
+        crate::rt::check_required::<A::Error>(!v_format.is_empty(), "format")?;
+        let v_patch_format = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_patch_format),
+            "patchFormat",
+        )?;
+        let v_implementation_guide = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_implementation_guide),
+            "implementationGuide",
+        )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: f_url,
-            version: f_version,
-            name: f_name,
-            title: f_title,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            date: crate::rt::required::<_, A::Error>(f_date, "date")?,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            purpose: f_purpose,
-            copyright: f_copyright,
-            kind: crate::rt::required::<_, A::Error>(f_kind, "kind")?,
-            instantiates: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates,
-                "instantiates",
-            )?,
-            imports: crate::rt::finish_prim_vec::<_, A::Error>(f_imports, "imports")?,
-            software: f_software,
-            implementation: f_implementation,
-            fhir_version: crate::rt::required::<_, A::Error>(f_fhir_version, "fhirVersion")?,
-            format: crate::rt::required_vec::<_, A::Error>(
-                crate::rt::finish_prim_vec::<_, A::Error>(f_format, "format")?,
-                "format",
-            )?,
-            patch_format: crate::rt::finish_prim_vec::<_, A::Error>(f_patch_format, "patchFormat")?,
-            implementation_guide: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_implementation_guide,
-                "implementationGuide",
-            )?,
-            rest: f_rest,
-            messaging: f_messaging,
-            document: f_document,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url,
+            version: b.f_version,
+            name: b.f_name,
+            title: b.f_title,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            date: b.f_date.unwrap_or_default(),
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            purpose: b.f_purpose,
+            copyright: b.f_copyright,
+            kind: b.f_kind.unwrap_or_default(),
+            instantiates: v_instantiates,
+            imports: v_imports,
+            software: b.f_software,
+            implementation: b.f_implementation,
+            fhir_version: b.f_fhir_version.unwrap_or_default(),
+            format: v_format,
+            patch_format: v_patch_format,
+            implementation_guide: v_implementation_guide,
+            rest: b.f_rest,
+            messaging: b.f_messaging,
+            document: b.f_document,
         })
     }
 }
@@ -632,36 +672,44 @@ impl crate::rt::DeFields for CapabilityStatementSoftware {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_release_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_release_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "releaseDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_release_date))?,
-                "_releaseDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_release_date))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "releaseDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_release_date))?
+                }
+                "_releaseDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_release_date))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            version: f_version,
-            release_date: f_release_date,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            version: b.f_version,
+            release_date: b.f_release_date,
         })
     }
 }
@@ -767,34 +815,43 @@ impl crate::rt::DeFields for CapabilityStatementImplementation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_custodian: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_custodian: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "custodian" => map.next_value_seed(crate::rt::Opt(&mut f_custodian))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "custodian" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_custodian))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_description.is_some(), "description")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            description: crate::rt::required::<_, A::Error>(f_description, "description")?,
-            url: f_url,
-            custodian: f_custodian,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            description: b.f_description.unwrap_or_default(),
+            url: b.f_url,
+            custodian: b.f_custodian,
         })
     }
 }
@@ -942,62 +999,71 @@ impl crate::rt::DeFields for CapabilityStatementRest {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_mode: Option<crate::primitives::Primitive<crate::codes::RestfulCapabilityMode>> =
-            None;
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_security: Option<crate::resources::CapabilityStatementRestSecurity> = None;
-        let mut f_resource: Vec<crate::resources::CapabilityStatementRestResource> = Vec::new();
-        let mut f_interaction: Vec<crate::resources::CapabilityStatementRestInteraction> =
-            Vec::new();
-        let mut f_search_param: Vec<crate::resources::CapabilityStatementRestResourceSearchParam> =
-            Vec::new();
-        let mut f_operation: Vec<crate::resources::CapabilityStatementRestResourceOperation> =
-            Vec::new();
-        let mut f_compartment: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_mode: Option<crate::primitives::Primitive<crate::codes::RestfulCapabilityMode>>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+            f_security: Option<crate::resources::CapabilityStatementRestSecurity>,
+            f_resource: Vec<crate::resources::CapabilityStatementRestResource>,
+            f_interaction: Vec<crate::resources::CapabilityStatementRestInteraction>,
+            f_search_param: Vec<crate::resources::CapabilityStatementRestResourceSearchParam>,
+            f_operation: Vec<crate::resources::CapabilityStatementRestResourceOperation>,
+            f_compartment: crate::rt::PrimVec<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "mode" => map.next_value_seed(crate::rt::PrimValue(&mut f_mode))?,
-                "_mode" => map.next_value_seed(crate::rt::PrimExt(&mut f_mode))?,
+                "mode" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_mode))?,
+                "_mode" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_mode))?,
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                "security" => map.next_value_seed(crate::rt::Opt(&mut f_security))?,
-                "resource" => map.next_value_seed(crate::rt::VecSeed(&mut f_resource))?,
-                "interaction" => map.next_value_seed(crate::rt::VecSeed(&mut f_interaction))?,
-                "searchParam" => map.next_value_seed(crate::rt::VecSeed(&mut f_search_param))?,
-                "operation" => map.next_value_seed(crate::rt::VecSeed(&mut f_operation))?,
+                "security" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_security))?,
+                "resource" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_resource))?,
+                "interaction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_interaction))?
+                }
+                "searchParam" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_search_param))?
+                }
+                "operation" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_operation))?,
                 "compartment" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_compartment))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_compartment))?
                 }
                 "_compartment" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_compartment))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_compartment))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_mode.is_some(), "mode")?;
+        let v_compartment = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_compartment),
+            "compartment",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            mode: crate::rt::required::<_, A::Error>(f_mode, "mode")?,
-            documentation: f_documentation,
-            security: f_security,
-            resource: f_resource,
-            interaction: f_interaction,
-            search_param: f_search_param,
-            operation: f_operation,
-            compartment: crate::rt::finish_prim_vec::<_, A::Error>(f_compartment, "compartment")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            mode: b.f_mode.unwrap_or_default(),
+            documentation: b.f_documentation,
+            security: b.f_security,
+            resource: b.f_resource,
+            interaction: b.f_interaction,
+            search_param: b.f_search_param,
+            operation: b.f_operation,
+            compartment: v_compartment,
         })
     }
 }
@@ -1105,34 +1171,42 @@ impl crate::rt::DeFields for CapabilityStatementRestSecurity {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_cors: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_service: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_cors: Option<crate::primitives::Primitive<bool>>,
+            f_service: Vec<crate::datatypes::CodeableConcept>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "cors" => map.next_value_seed(crate::rt::PrimValue(&mut f_cors))?,
-                "_cors" => map.next_value_seed(crate::rt::PrimExt(&mut f_cors))?,
-                "service" => map.next_value_seed(crate::rt::VecSeed(&mut f_service))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "cors" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_cors))?,
+                "_cors" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_cors))?,
+                "service" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_service))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            cors: f_cors,
-            service: f_service,
-            description: f_description,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            cors: b.f_cors,
+            service: b.f_service,
+            description: b.f_description,
         })
     }
 }
@@ -1384,148 +1458,167 @@ impl crate::rt::DeFields for CapabilityStatementRestResource {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::ResourceTypeCode>> = None;
-        let mut f_profile: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_supported_profile: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_interaction: Vec<crate::resources::CapabilityStatementRestResourceInteraction> =
-            Vec::new();
-        let mut f_versioning: Option<
-            crate::primitives::Primitive<crate::codes::ResourceVersionPolicy>,
-        > = None;
-        let mut f_read_history: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_update_create: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_conditional_create: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_conditional_read: Option<
-            crate::primitives::Primitive<crate::codes::ConditionalReadStatus>,
-        > = None;
-        let mut f_conditional_update: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_conditional_delete: Option<
-            crate::primitives::Primitive<crate::codes::ConditionalDeleteStatus>,
-        > = None;
-        let mut f_reference_policy: crate::rt::PrimVec<crate::codes::ReferenceHandlingPolicy> =
-            crate::rt::PrimVec::default();
-        let mut f_search_include: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_search_rev_include: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_search_param: Vec<crate::resources::CapabilityStatementRestResourceSearchParam> =
-            Vec::new();
-        let mut f_operation: Vec<crate::resources::CapabilityStatementRestResourceOperation> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::ResourceTypeCode>>,
+            f_profile: Option<crate::primitives::Primitive<String>>,
+            f_supported_profile: crate::rt::PrimVec<String>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+            f_interaction: Vec<crate::resources::CapabilityStatementRestResourceInteraction>,
+            f_versioning: Option<crate::primitives::Primitive<crate::codes::ResourceVersionPolicy>>,
+            f_read_history: Option<crate::primitives::Primitive<bool>>,
+            f_update_create: Option<crate::primitives::Primitive<bool>>,
+            f_conditional_create: Option<crate::primitives::Primitive<bool>>,
+            f_conditional_read:
+                Option<crate::primitives::Primitive<crate::codes::ConditionalReadStatus>>,
+            f_conditional_update: Option<crate::primitives::Primitive<bool>>,
+            f_conditional_delete:
+                Option<crate::primitives::Primitive<crate::codes::ConditionalDeleteStatus>>,
+            f_reference_policy: crate::rt::PrimVec<crate::codes::ReferenceHandlingPolicy>,
+            f_search_include: crate::rt::PrimVec<String>,
+            f_search_rev_include: crate::rt::PrimVec<String>,
+            f_search_param: Vec<crate::resources::CapabilityStatementRestResourceSearchParam>,
+            f_operation: Vec<crate::resources::CapabilityStatementRestResourceOperation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "profile" => map.next_value_seed(crate::rt::PrimValue(&mut f_profile))?,
-                "_profile" => map.next_value_seed(crate::rt::PrimExt(&mut f_profile))?,
-                "supportedProfile" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_supported_profile))?
-                }
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "profile" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_profile))?,
+                "_profile" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_profile))?,
+                "supportedProfile" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_supported_profile),
+                )?,
                 "_supportedProfile" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_supported_profile))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_supported_profile))?
                 }
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                "interaction" => map.next_value_seed(crate::rt::VecSeed(&mut f_interaction))?,
-                "versioning" => map.next_value_seed(crate::rt::PrimValue(&mut f_versioning))?,
-                "_versioning" => map.next_value_seed(crate::rt::PrimExt(&mut f_versioning))?,
-                "readHistory" => map.next_value_seed(crate::rt::PrimValue(&mut f_read_history))?,
-                "_readHistory" => map.next_value_seed(crate::rt::PrimExt(&mut f_read_history))?,
+                "interaction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_interaction))?
+                }
+                "versioning" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_versioning))?
+                }
+                "_versioning" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_versioning))?
+                }
+                "readHistory" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_read_history))?
+                }
+                "_readHistory" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_read_history))?
+                }
                 "updateCreate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_update_create))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_update_create))?
                 }
-                "_updateCreate" => map.next_value_seed(crate::rt::PrimExt(&mut f_update_create))?,
+                "_updateCreate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_update_create))?
+                }
                 "conditionalCreate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_conditional_create))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_conditional_create))?
                 }
                 "_conditionalCreate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_conditional_create))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_conditional_create))?
                 }
                 "conditionalRead" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_conditional_read))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_conditional_read))?
                 }
                 "_conditionalRead" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_conditional_read))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_conditional_read))?
                 }
                 "conditionalUpdate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_conditional_update))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_conditional_update))?
                 }
                 "_conditionalUpdate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_conditional_update))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_conditional_update))?
                 }
                 "conditionalDelete" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_conditional_delete))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_conditional_delete))?
                 }
                 "_conditionalDelete" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_conditional_delete))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_conditional_delete))?
                 }
-                "referencePolicy" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_reference_policy))?
-                }
+                "referencePolicy" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_reference_policy),
+                )?,
                 "_referencePolicy" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_reference_policy))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_reference_policy))?
                 }
                 "searchInclude" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_search_include))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_search_include))?
                 }
                 "_searchInclude" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_search_include))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_search_include))?
                 }
-                "searchRevInclude" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_search_rev_include))?
+                "searchRevInclude" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_search_rev_include),
+                )?,
+                "_searchRevInclude" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_search_rev_include),
+                )?,
+                "searchParam" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_search_param))?
                 }
-                "_searchRevInclude" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_search_rev_include))?
-                }
-                "searchParam" => map.next_value_seed(crate::rt::VecSeed(&mut f_search_param))?,
-                "operation" => map.next_value_seed(crate::rt::VecSeed(&mut f_operation))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "operation" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_operation))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        let v_supported_profile = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_supported_profile),
+            "supportedProfile",
+        )?;
+        let v_reference_policy = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_reference_policy),
+            "referencePolicy",
+        )?;
+        let v_search_include = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_search_include),
+            "searchInclude",
+        )?;
+        let v_search_rev_include = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_search_rev_include),
+            "searchRevInclude",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            profile: f_profile,
-            supported_profile: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_supported_profile,
-                "supportedProfile",
-            )?,
-            documentation: f_documentation,
-            interaction: f_interaction,
-            versioning: f_versioning,
-            read_history: f_read_history,
-            update_create: f_update_create,
-            conditional_create: f_conditional_create,
-            conditional_read: f_conditional_read,
-            conditional_update: f_conditional_update,
-            conditional_delete: f_conditional_delete,
-            reference_policy: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_reference_policy,
-                "referencePolicy",
-            )?,
-            search_include: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_search_include,
-                "searchInclude",
-            )?,
-            search_rev_include: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_search_rev_include,
-                "searchRevInclude",
-            )?,
-            search_param: f_search_param,
-            operation: f_operation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            profile: b.f_profile,
+            supported_profile: v_supported_profile,
+            documentation: b.f_documentation,
+            interaction: b.f_interaction,
+            versioning: b.f_versioning,
+            read_history: b.f_read_history,
+            update_create: b.f_update_create,
+            conditional_create: b.f_conditional_create,
+            conditional_read: b.f_conditional_read,
+            conditional_update: b.f_conditional_update,
+            conditional_delete: b.f_conditional_delete,
+            reference_policy: v_reference_policy,
+            search_include: v_search_include,
+            search_rev_include: v_search_rev_include,
+            search_param: b.f_search_param,
+            operation: b.f_operation,
         })
     }
 }
@@ -1655,36 +1748,40 @@ impl crate::rt::DeFields for CapabilityStatementRestResourceInteraction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::primitives::Primitive<crate::codes::TypeRestfulInteraction>> =
-            None;
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<crate::codes::TypeRestfulInteraction>>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            documentation: f_documentation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            documentation: b.f_documentation,
         })
     }
 }
@@ -1805,43 +1902,53 @@ impl crate::rt::DeFields for CapabilityStatementRestResourceSearchParam {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_definition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::SearchParamType>> = None;
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_definition: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::SearchParamType>>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "definition" => map.next_value_seed(crate::rt::PrimValue(&mut f_definition))?,
-                "_definition" => map.next_value_seed(crate::rt::PrimExt(&mut f_definition))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_definition))?
+                }
+                "_definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_definition))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            definition: f_definition,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            documentation: f_documentation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            definition: b.f_definition,
+            r#type: b.f_type.unwrap_or_default(),
+            documentation: b.f_documentation,
         })
     }
 }
@@ -1957,39 +2064,49 @@ impl crate::rt::DeFields for CapabilityStatementRestResourceOperation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_definition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_definition: Option<crate::primitives::Primitive<String>>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "definition" => map.next_value_seed(crate::rt::PrimValue(&mut f_definition))?,
-                "_definition" => map.next_value_seed(crate::rt::PrimExt(&mut f_definition))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_definition))?
+                }
+                "_definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_definition))?
+                }
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_definition.is_some(), "definition")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            definition: crate::rt::required::<_, A::Error>(f_definition, "definition")?,
-            documentation: f_documentation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            definition: b.f_definition.unwrap_or_default(),
+            documentation: b.f_documentation,
         })
     }
 }
@@ -2095,37 +2212,40 @@ impl crate::rt::DeFields for CapabilityStatementRestInteraction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<
-            crate::primitives::Primitive<crate::codes::SystemRestfulInteraction>,
-        > = None;
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<crate::codes::SystemRestfulInteraction>>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            documentation: f_documentation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            documentation: b.f_documentation,
         })
     }
 }
@@ -2244,50 +2364,52 @@ impl crate::rt::DeFields for CapabilityStatementMessaging {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_endpoint: Vec<crate::resources::CapabilityStatementMessagingEndpoint> =
-            Vec::new();
-        let mut f_reliable_cache: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_supported_message: Vec<
-            crate::resources::CapabilityStatementMessagingSupportedMessage,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_endpoint: Vec<crate::resources::CapabilityStatementMessagingEndpoint>,
+            f_reliable_cache: Option<crate::primitives::Primitive<u32>>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+            f_supported_message:
+                Vec<crate::resources::CapabilityStatementMessagingSupportedMessage>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "endpoint" => map.next_value_seed(crate::rt::VecSeed(&mut f_endpoint))?,
+                "endpoint" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endpoint))?,
                 "reliableCache" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_reliable_cache))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_reliable_cache))?
                 }
                 "_reliableCache" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_reliable_cache))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_reliable_cache))?
                 }
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
                 "supportedMessage" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supported_message))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_supported_message))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            endpoint: f_endpoint,
-            reliable_cache: f_reliable_cache,
-            documentation: f_documentation,
-            supported_message: f_supported_message,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            endpoint: b.f_endpoint,
+            reliable_cache: b.f_reliable_cache,
+            documentation: b.f_documentation,
+            supported_message: b.f_supported_message,
         })
     }
 }
@@ -2391,30 +2513,36 @@ impl crate::rt::DeFields for CapabilityStatementMessagingEndpoint {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_protocol: Option<crate::datatypes::Coding> = None;
-        let mut f_address: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_protocol: Option<crate::datatypes::Coding>,
+            f_address: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "protocol" => map.next_value_seed(crate::rt::Opt(&mut f_protocol))?,
-                "address" => map.next_value_seed(crate::rt::PrimValue(&mut f_address))?,
-                "_address" => map.next_value_seed(crate::rt::PrimExt(&mut f_address))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "protocol" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_protocol))?,
+                "address" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_address))?,
+                "_address" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_address))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_protocol.is_some(), "protocol")?;
+        crate::rt::check_required::<A::Error>(b.f_address.is_some(), "address")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            protocol: crate::rt::required::<_, A::Error>(f_protocol, "protocol")?,
-            address: crate::rt::required::<_, A::Error>(f_address, "address")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            protocol: b.f_protocol.unwrap_or_default(),
+            address: b.f_address.unwrap_or_default(),
         })
     }
 }
@@ -2516,32 +2644,41 @@ impl crate::rt::DeFields for CapabilityStatementMessagingSupportedMessage {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_mode: Option<crate::primitives::Primitive<crate::codes::EventCapabilityMode>> =
-            None;
-        let mut f_definition: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_mode: Option<crate::primitives::Primitive<crate::codes::EventCapabilityMode>>,
+            f_definition: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "mode" => map.next_value_seed(crate::rt::PrimValue(&mut f_mode))?,
-                "_mode" => map.next_value_seed(crate::rt::PrimExt(&mut f_mode))?,
-                "definition" => map.next_value_seed(crate::rt::PrimValue(&mut f_definition))?,
-                "_definition" => map.next_value_seed(crate::rt::PrimExt(&mut f_definition))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "mode" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_mode))?,
+                "_mode" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_mode))?,
+                "definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_definition))?
+                }
+                "_definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_definition))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_mode.is_some(), "mode")?;
+        crate::rt::check_required::<A::Error>(b.f_definition.is_some(), "definition")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            mode: crate::rt::required::<_, A::Error>(f_mode, "mode")?,
-            definition: crate::rt::required::<_, A::Error>(f_definition, "definition")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            mode: b.f_mode.unwrap_or_default(),
+            definition: b.f_definition.unwrap_or_default(),
         })
     }
 }
@@ -2655,39 +2792,45 @@ impl crate::rt::DeFields for CapabilityStatementDocument {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_mode: Option<crate::primitives::Primitive<crate::codes::DocumentMode>> = None;
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_profile: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_mode: Option<crate::primitives::Primitive<crate::codes::DocumentMode>>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+            f_profile: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "mode" => map.next_value_seed(crate::rt::PrimValue(&mut f_mode))?,
-                "_mode" => map.next_value_seed(crate::rt::PrimExt(&mut f_mode))?,
+                "mode" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_mode))?,
+                "_mode" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_mode))?,
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                "profile" => map.next_value_seed(crate::rt::PrimValue(&mut f_profile))?,
-                "_profile" => map.next_value_seed(crate::rt::PrimExt(&mut f_profile))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "profile" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_profile))?,
+                "_profile" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_profile))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_mode.is_some(), "mode")?;
+        crate::rt::check_required::<A::Error>(b.f_profile.is_some(), "profile")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            mode: crate::rt::required::<_, A::Error>(f_mode, "mode")?,
-            documentation: f_documentation,
-            profile: crate::rt::required::<_, A::Error>(f_profile, "profile")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            mode: b.f_mode.unwrap_or_default(),
+            documentation: b.f_documentation,
+            profile: b.f_profile.unwrap_or_default(),
         })
     }
 }

@@ -281,142 +281,164 @@ impl crate::rt::DeFields for CarePlan {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_instantiates_canonical: crate::rt::PrimVec<String> =
-            crate::rt::PrimVec::default();
-        let mut f_instantiates_uri: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_replaces: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_part_of: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::RequestStatus>> = None;
-        let mut f_intent: Option<crate::primitives::Primitive<crate::codes::CarePlanIntent>> = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_author: Option<crate::datatypes::Reference> = None;
-        let mut f_contributor: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_care_team: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_addresses: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_supporting_info: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_goal: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_activity: Vec<crate::resources::CarePlanActivity> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_instantiates_canonical: crate::rt::PrimVec<String>,
+            f_instantiates_uri: crate::rt::PrimVec<String>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_replaces: Vec<crate::datatypes::Reference>,
+            f_part_of: Vec<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::RequestStatus>>,
+            f_intent: Option<crate::primitives::Primitive<crate::codes::CarePlanIntent>>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_period: Option<crate::datatypes::Period>,
+            f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_author: Option<crate::datatypes::Reference>,
+            f_contributor: Vec<crate::datatypes::Reference>,
+            f_care_team: Vec<crate::datatypes::Reference>,
+            f_addresses: Vec<crate::datatypes::Reference>,
+            f_supporting_info: Vec<crate::datatypes::Reference>,
+            f_goal: Vec<crate::datatypes::Reference>,
+            f_activity: Vec<crate::resources::CarePlanActivity>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "CarePlan",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "CarePlan",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_canonical))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
-                "_instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_canonical))?
-                }
-                "instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_uri))?
-                }
+                "instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_canonical),
+                )?,
+                "_instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_instantiates_canonical),
+                )?,
+                "instantiatesUri" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_uri),
+                )?,
                 "_instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_instantiates_uri))?
                 }
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "replaces" => map.next_value_seed(crate::rt::VecSeed(&mut f_replaces))?,
-                "partOf" => map.next_value_seed(crate::rt::VecSeed(&mut f_part_of))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "intent" => map.next_value_seed(crate::rt::PrimValue(&mut f_intent))?,
-                "_intent" => map.next_value_seed(crate::rt::PrimExt(&mut f_intent))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "created" => map.next_value_seed(crate::rt::PrimValue(&mut f_created))?,
-                "_created" => map.next_value_seed(crate::rt::PrimExt(&mut f_created))?,
-                "author" => map.next_value_seed(crate::rt::Opt(&mut f_author))?,
-                "contributor" => map.next_value_seed(crate::rt::VecSeed(&mut f_contributor))?,
-                "careTeam" => map.next_value_seed(crate::rt::VecSeed(&mut f_care_team))?,
-                "addresses" => map.next_value_seed(crate::rt::VecSeed(&mut f_addresses))?,
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "replaces" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_replaces))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_of))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "intent" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_intent))?,
+                "_intent" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_intent))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "created" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_created))?,
+                "_created" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_created))?,
+                "author" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_author))?,
+                "contributor" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contributor))?
+                }
+                "careTeam" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_care_team))?,
+                "addresses" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_addresses))?,
                 "supportingInfo" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_info))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_supporting_info))?
                 }
-                "goal" => map.next_value_seed(crate::rt::VecSeed(&mut f_goal))?,
-                "activity" => map.next_value_seed(crate::rt::VecSeed(&mut f_activity))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "goal" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_goal))?,
+                "activity" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_activity))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "CarePlan")?;
+        let v_instantiates_canonical = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_canonical),
+            "instantiatesCanonical",
+        )?;
+        let v_instantiates_uri = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_uri),
+            "instantiatesUri",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_intent.is_some(), "intent")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            instantiates_canonical: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_canonical,
-                "instantiatesCanonical",
-            )?,
-            instantiates_uri: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_uri,
-                "instantiatesUri",
-            )?,
-            based_on: f_based_on,
-            replaces: f_replaces,
-            part_of: f_part_of,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            intent: crate::rt::required::<_, A::Error>(f_intent, "intent")?,
-            category: f_category,
-            title: f_title,
-            description: f_description,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            encounter: f_encounter,
-            period: f_period,
-            created: f_created,
-            author: f_author,
-            contributor: f_contributor,
-            care_team: f_care_team,
-            addresses: f_addresses,
-            supporting_info: f_supporting_info,
-            goal: f_goal,
-            activity: f_activity,
-            note: f_note,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            instantiates_canonical: v_instantiates_canonical,
+            instantiates_uri: v_instantiates_uri,
+            based_on: b.f_based_on,
+            replaces: b.f_replaces,
+            part_of: b.f_part_of,
+            status: b.f_status.unwrap_or_default(),
+            intent: b.f_intent.unwrap_or_default(),
+            category: b.f_category,
+            title: b.f_title,
+            description: b.f_description,
+            subject: b.f_subject.unwrap_or_default(),
+            encounter: b.f_encounter,
+            period: b.f_period,
+            created: b.f_created,
+            author: b.f_author,
+            contributor: b.f_contributor,
+            care_team: b.f_care_team,
+            addresses: b.f_addresses,
+            supporting_info: b.f_supporting_info,
+            goal: b.f_goal,
+            activity: b.f_activity,
+            note: b.f_note,
         })
     }
 }
@@ -595,42 +617,47 @@ impl crate::rt::DeFields for CarePlanActivity {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_outcome_codeable_concept: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_outcome_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_progress: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_reference: Option<crate::datatypes::Reference> = None;
-        let mut f_detail: Option<crate::resources::CarePlanActivityDetail> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_outcome_codeable_concept: Vec<crate::datatypes::CodeableConcept>,
+            f_outcome_reference: Vec<crate::datatypes::Reference>,
+            f_progress: Vec<crate::datatypes::Annotation>,
+            f_reference: Option<crate::datatypes::Reference>,
+            f_detail: Option<crate::resources::CarePlanActivityDetail>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "outcomeCodeableConcept" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_outcome_codeable_concept))?
-                }
+                "outcomeCodeableConcept" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_outcome_codeable_concept),
+                )?,
                 "outcomeReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_outcome_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_outcome_reference))?
                 }
-                "progress" => map.next_value_seed(crate::rt::VecSeed(&mut f_progress))?,
-                "reference" => map.next_value_seed(crate::rt::Opt(&mut f_reference))?,
-                "detail" => map.next_value_seed(crate::rt::Opt(&mut f_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "progress" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_progress))?,
+                "reference" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reference))?,
+                "detail" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            outcome_codeable_concept: f_outcome_codeable_concept,
-            outcome_reference: f_outcome_reference,
-            progress: f_progress,
-            reference: f_reference,
-            detail: f_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            outcome_codeable_concept: b.f_outcome_codeable_concept,
+            outcome_reference: b.f_outcome_reference,
+            progress: b.f_progress,
+            reference: b.f_reference,
+            detail: b.f_detail,
         })
     }
 }
@@ -861,114 +888,128 @@ impl crate::rt::DeFields for CarePlanActivityDetail {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_kind: Option<crate::primitives::Primitive<crate::codes::CarePlanActivityKind>> =
-            None;
-        let mut f_instantiates_canonical: crate::rt::PrimVec<String> =
-            crate::rt::PrimVec::default();
-        let mut f_instantiates_uri: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_goal: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::CarePlanActivityStatus>,
-        > = None;
-        let mut f_status_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_do_not_perform: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_scheduled: Option<crate::resources::CarePlanActivityDetailScheduled> = None;
-        let mut f_location: Option<crate::datatypes::Reference> = None;
-        let mut f_performer: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_product: Option<crate::resources::CarePlanActivityDetailProduct> = None;
-        let mut f_daily_amount: Option<crate::datatypes::Quantity> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_kind: Option<crate::primitives::Primitive<crate::codes::CarePlanActivityKind>>,
+            f_instantiates_canonical: crate::rt::PrimVec<String>,
+            f_instantiates_uri: crate::rt::PrimVec<String>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_goal: Vec<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::CarePlanActivityStatus>>,
+            f_status_reason: Option<crate::datatypes::CodeableConcept>,
+            f_do_not_perform: Option<crate::primitives::Primitive<bool>>,
+            f_scheduled: Option<crate::resources::CarePlanActivityDetailScheduled>,
+            f_location: Option<crate::datatypes::Reference>,
+            f_performer: Vec<crate::datatypes::Reference>,
+            f_product: Option<crate::resources::CarePlanActivityDetailProduct>,
+            f_daily_amount: Option<crate::datatypes::Quantity>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "kind" => map.next_value_seed(crate::rt::PrimValue(&mut f_kind))?,
-                "_kind" => map.next_value_seed(crate::rt::PrimExt(&mut f_kind))?,
-                "instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_canonical))?
-                }
-                "_instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_canonical))?
-                }
-                "instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_uri))?
-                }
+                "kind" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_kind))?,
+                "_kind" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_kind))?,
+                "instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_canonical),
+                )?,
+                "_instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_instantiates_canonical),
+                )?,
+                "instantiatesUri" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_uri),
+                )?,
                 "_instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_instantiates_uri))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "goal" => map.next_value_seed(crate::rt::VecSeed(&mut f_goal))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "statusReason" => map.next_value_seed(crate::rt::Opt(&mut f_status_reason))?,
+                "goal" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_goal))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "statusReason" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status_reason))?
+                }
                 "doNotPerform" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_do_not_perform))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_do_not_perform))?
                 }
                 "_doNotPerform" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_do_not_perform))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_do_not_perform))?
                 }
-                "location" => map.next_value_seed(crate::rt::Opt(&mut f_location))?,
-                "performer" => map.next_value_seed(crate::rt::VecSeed(&mut f_performer))?,
-                "dailyAmount" => map.next_value_seed(crate::rt::Opt(&mut f_daily_amount))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
+                "location" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_location))?,
+                "performer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_performer))?,
+                "dailyAmount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_daily_amount))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
                 other => {
                     if !(crate::resources::CarePlanActivityDetailScheduled::de_key(
                         &mut map,
                         other,
-                        &mut f_scheduled,
+                        &mut b.f_scheduled,
                     )? || crate::resources::CarePlanActivityDetailProduct::de_key(
                         &mut map,
                         other,
-                        &mut f_product,
+                        &mut b.f_product,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        let v_instantiates_canonical = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_canonical),
+            "instantiatesCanonical",
+        )?;
+        let v_instantiates_uri = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_uri),
+            "instantiatesUri",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            kind: f_kind,
-            instantiates_canonical: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_canonical,
-                "instantiatesCanonical",
-            )?,
-            instantiates_uri: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_uri,
-                "instantiatesUri",
-            )?,
-            code: f_code,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            goal: f_goal,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_reason: f_status_reason,
-            do_not_perform: f_do_not_perform,
-            scheduled: f_scheduled,
-            location: f_location,
-            performer: f_performer,
-            product: f_product,
-            daily_amount: f_daily_amount,
-            quantity: f_quantity,
-            description: f_description,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            kind: b.f_kind,
+            instantiates_canonical: v_instantiates_canonical,
+            instantiates_uri: v_instantiates_uri,
+            code: b.f_code,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            goal: b.f_goal,
+            status: b.f_status.unwrap_or_default(),
+            status_reason: b.f_status_reason,
+            do_not_perform: b.f_do_not_perform,
+            scheduled: b.f_scheduled,
+            location: b.f_location,
+            performer: b.f_performer,
+            product: b.f_product,
+            daily_amount: b.f_daily_amount,
+            quantity: b.f_quantity,
+            description: b.f_description,
         })
     }
 }
@@ -1055,34 +1096,46 @@ impl CarePlanActivityDetailScheduled {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "scheduledTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Timing,
-                name: "CarePlan.activity.detail.scheduled[x]",
-            })?,
-            "scheduledPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "CarePlan.activity.detail.scheduled[x]",
-            })?,
-            "scheduledString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "scheduledTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Timing,
+                    name: "CarePlan.activity.detail.scheduled[x]",
                 },
-                name: "CarePlan.activity.detail.scheduled[x]",
-            })?,
-            "_scheduledString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "scheduledPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "CarePlan.activity.detail.scheduled[x]",
                 },
-                name: "CarePlan.activity.detail.scheduled[x]",
-            })?,
+            )?,
+            "scheduledString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CarePlan.activity.detail.scheduled[x]",
+                },
+            )?,
+            "_scheduledString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CarePlan.activity.detail.scheduled[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1149,16 +1202,22 @@ impl CarePlanActivityDetailProduct {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "productCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "CarePlan.activity.detail.product[x]",
-            })?,
-            "productReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "CarePlan.activity.detail.product[x]",
-            })?,
+            "productCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "CarePlan.activity.detail.product[x]",
+                },
+            )?,
+            "productReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "CarePlan.activity.detail.product[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

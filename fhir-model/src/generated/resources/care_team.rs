@@ -192,94 +192,107 @@ impl crate::rt::DeFields for CareTeam {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::CareTeamStatus>> = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_participant: Vec<crate::resources::CareTeamParticipant> = Vec::new();
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_managing_organization: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_telecom: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::CareTeamStatus>>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_period: Option<crate::datatypes::Period>,
+            f_participant: Vec<crate::resources::CareTeamParticipant>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_managing_organization: Vec<crate::datatypes::Reference>,
+            f_telecom: Vec<crate::datatypes::ContactPoint>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "CareTeam",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "CareTeam",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "participant" => map.next_value_seed(crate::rt::VecSeed(&mut f_participant))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "participant" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_participant))?
+                }
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
                 "managingOrganization" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_managing_organization))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_managing_organization))?
                 }
-                "telecom" => map.next_value_seed(crate::rt::VecSeed(&mut f_telecom))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "telecom" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_telecom))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "CareTeam")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: f_status,
-            category: f_category,
-            name: f_name,
-            subject: f_subject,
-            encounter: f_encounter,
-            period: f_period,
-            participant: f_participant,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            managing_organization: f_managing_organization,
-            telecom: f_telecom,
-            note: f_note,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status,
+            category: b.f_category,
+            name: b.f_name,
+            subject: b.f_subject,
+            encounter: b.f_encounter,
+            period: b.f_period,
+            participant: b.f_participant,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            managing_organization: b.f_managing_organization,
+            telecom: b.f_telecom,
+            note: b.f_note,
         })
     }
 }
@@ -432,35 +445,39 @@ impl crate::rt::DeFields for CareTeamParticipant {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_role: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_member: Option<crate::datatypes::Reference> = None;
-        let mut f_on_behalf_of: Option<crate::datatypes::Reference> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_role: Vec<crate::datatypes::CodeableConcept>,
+            f_member: Option<crate::datatypes::Reference>,
+            f_on_behalf_of: Option<crate::datatypes::Reference>,
+            f_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "role" => map.next_value_seed(crate::rt::VecSeed(&mut f_role))?,
-                "member" => map.next_value_seed(crate::rt::Opt(&mut f_member))?,
-                "onBehalfOf" => map.next_value_seed(crate::rt::Opt(&mut f_on_behalf_of))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "role" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_role))?,
+                "member" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_member))?,
+                "onBehalfOf" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_on_behalf_of))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            role: f_role,
-            member: f_member,
-            on_behalf_of: f_on_behalf_of,
-            period: f_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            role: b.f_role,
+            member: b.f_member,
+            on_behalf_of: b.f_on_behalf_of,
+            period: b.f_period,
         })
     }
 }

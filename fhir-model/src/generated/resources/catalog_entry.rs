@@ -207,106 +207,125 @@ impl crate::rt::DeFields for CatalogEntry {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_orderable: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_referenced_item: Option<crate::datatypes::Reference> = None;
-        let mut f_additional_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_classification: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_validity_period: Option<crate::datatypes::Period> = None;
-        let mut f_valid_to: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_last_updated: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_additional_characteristic: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_additional_classification: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_related_entry: Vec<crate::resources::CatalogEntryRelatedEntry> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_orderable: Option<crate::primitives::Primitive<bool>>,
+            f_referenced_item: Option<crate::datatypes::Reference>,
+            f_additional_identifier: Vec<crate::datatypes::Identifier>,
+            f_classification: Vec<crate::datatypes::CodeableConcept>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_validity_period: Option<crate::datatypes::Period>,
+            f_valid_to: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_last_updated: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_additional_characteristic: Vec<crate::datatypes::CodeableConcept>,
+            f_additional_classification: Vec<crate::datatypes::CodeableConcept>,
+            f_related_entry: Vec<crate::resources::CatalogEntryRelatedEntry>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "CatalogEntry",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "CatalogEntry",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "orderable" => map.next_value_seed(crate::rt::PrimValue(&mut f_orderable))?,
-                "_orderable" => map.next_value_seed(crate::rt::PrimExt(&mut f_orderable))?,
-                "referencedItem" => map.next_value_seed(crate::rt::Opt(&mut f_referenced_item))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "orderable" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_orderable))?
+                }
+                "_orderable" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_orderable))?,
+                "referencedItem" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_referenced_item))?
+                }
                 "additionalIdentifier" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_additional_identifier))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_additional_identifier))?
                 }
                 "classification" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_classification))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_classification))?
                 }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "validityPeriod" => map.next_value_seed(crate::rt::Opt(&mut f_validity_period))?,
-                "validTo" => map.next_value_seed(crate::rt::PrimValue(&mut f_valid_to))?,
-                "_validTo" => map.next_value_seed(crate::rt::PrimExt(&mut f_valid_to))?,
-                "lastUpdated" => map.next_value_seed(crate::rt::PrimValue(&mut f_last_updated))?,
-                "_lastUpdated" => map.next_value_seed(crate::rt::PrimExt(&mut f_last_updated))?,
-                "additionalCharacteristic" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_additional_characteristic))?
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "validityPeriod" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_validity_period))?
                 }
-                "additionalClassification" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_additional_classification))?
+                "validTo" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_valid_to))?,
+                "_validTo" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_valid_to))?,
+                "lastUpdated" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_last_updated))?
                 }
-                "relatedEntry" => map.next_value_seed(crate::rt::VecSeed(&mut f_related_entry))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_lastUpdated" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_last_updated))?
+                }
+                "additionalCharacteristic" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_additional_characteristic),
+                )?,
+                "additionalClassification" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_additional_classification),
+                )?,
+                "relatedEntry" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_related_entry))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "CatalogEntry")?;
+        crate::rt::check_required::<A::Error>(b.f_orderable.is_some(), "orderable")?;
+        crate::rt::check_required::<A::Error>(b.f_referenced_item.is_some(), "referencedItem")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            r#type: f_type,
-            orderable: crate::rt::required::<_, A::Error>(f_orderable, "orderable")?,
-            referenced_item: crate::rt::required::<_, A::Error>(
-                f_referenced_item,
-                "referencedItem",
-            )?,
-            additional_identifier: f_additional_identifier,
-            classification: f_classification,
-            status: f_status,
-            validity_period: f_validity_period,
-            valid_to: f_valid_to,
-            last_updated: f_last_updated,
-            additional_characteristic: f_additional_characteristic,
-            additional_classification: f_additional_classification,
-            related_entry: f_related_entry,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            r#type: b.f_type,
+            orderable: b.f_orderable.unwrap_or_default(),
+            referenced_item: b.f_referenced_item.unwrap_or_default(),
+            additional_identifier: b.f_additional_identifier,
+            classification: b.f_classification,
+            status: b.f_status,
+            validity_period: b.f_validity_period,
+            valid_to: b.f_valid_to,
+            last_updated: b.f_last_updated,
+            additional_characteristic: b.f_additional_characteristic,
+            additional_classification: b.f_additional_classification,
+            related_entry: b.f_related_entry,
         })
     }
 }
@@ -460,32 +479,41 @@ impl crate::rt::DeFields for CatalogEntryRelatedEntry {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_relationtype: Option<
-            crate::primitives::Primitive<crate::codes::CatalogEntryRelationType>,
-        > = None;
-        let mut f_item: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_relationtype:
+                Option<crate::primitives::Primitive<crate::codes::CatalogEntryRelationType>>,
+            f_item: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "relationtype" => map.next_value_seed(crate::rt::PrimValue(&mut f_relationtype))?,
-                "_relationtype" => map.next_value_seed(crate::rt::PrimExt(&mut f_relationtype))?,
-                "item" => map.next_value_seed(crate::rt::Opt(&mut f_item))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "relationtype" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_relationtype))?
+                }
+                "_relationtype" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_relationtype))?
+                }
+                "item" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_item))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_relationtype.is_some(), "relationtype")?;
+        crate::rt::check_required::<A::Error>(b.f_item.is_some(), "item")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            relationtype: crate::rt::required::<_, A::Error>(f_relationtype, "relationtype")?,
-            item: crate::rt::required::<_, A::Error>(f_item, "item")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            relationtype: b.f_relationtype.unwrap_or_default(),
+            item: b.f_item.unwrap_or_default(),
         })
     }
 }

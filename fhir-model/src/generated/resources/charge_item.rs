@@ -328,175 +328,194 @@ impl crate::rt::DeFields for ChargeItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_definition_uri: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_definition_canonical: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::ChargeItemStatus>> =
-            None;
-        let mut f_part_of: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_context: Option<crate::datatypes::Reference> = None;
-        let mut f_occurrence: Option<crate::resources::ChargeItemOccurrence> = None;
-        let mut f_performer: Vec<crate::resources::ChargeItemPerformer> = Vec::new();
-        let mut f_performing_organization: Option<crate::datatypes::Reference> = None;
-        let mut f_requesting_organization: Option<crate::datatypes::Reference> = None;
-        let mut f_cost_center: Option<crate::datatypes::Reference> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_bodysite: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_factor_override: Option<
-            crate::primitives::Primitive<crate::primitives::Decimal>,
-        > = None;
-        let mut f_price_override: Option<crate::datatypes::Money> = None;
-        let mut f_override_reason: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_enterer: Option<crate::datatypes::Reference> = None;
-        let mut f_entered_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_reason: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_service: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_product: Option<crate::resources::ChargeItemProduct> = None;
-        let mut f_account: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_supporting_information: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_definition_uri: crate::rt::PrimVec<String>,
+            f_definition_canonical: crate::rt::PrimVec<String>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::ChargeItemStatus>>,
+            f_part_of: Vec<crate::datatypes::Reference>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_context: Option<crate::datatypes::Reference>,
+            f_occurrence: Option<crate::resources::ChargeItemOccurrence>,
+            f_performer: Vec<crate::resources::ChargeItemPerformer>,
+            f_performing_organization: Option<crate::datatypes::Reference>,
+            f_requesting_organization: Option<crate::datatypes::Reference>,
+            f_cost_center: Option<crate::datatypes::Reference>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_bodysite: Vec<crate::datatypes::CodeableConcept>,
+            f_factor_override: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_price_override: Option<crate::datatypes::Money>,
+            f_override_reason: Option<crate::primitives::Primitive<String>>,
+            f_enterer: Option<crate::datatypes::Reference>,
+            f_entered_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_reason: Vec<crate::datatypes::CodeableConcept>,
+            f_service: Vec<crate::datatypes::Reference>,
+            f_product: Option<crate::resources::ChargeItemProduct>,
+            f_account: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_supporting_information: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ChargeItem",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ChargeItem",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
                 "definitionUri" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_definition_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_definition_uri))?
                 }
                 "_definitionUri" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_definition_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_definition_uri))?
                 }
-                "definitionCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_definition_canonical))?
-                }
-                "_definitionCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_definition_canonical))?
-                }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "partOf" => map.next_value_seed(crate::rt::VecSeed(&mut f_part_of))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "context" => map.next_value_seed(crate::rt::Opt(&mut f_context))?,
-                "performer" => map.next_value_seed(crate::rt::VecSeed(&mut f_performer))?,
+                "definitionCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_definition_canonical),
+                )?,
+                "_definitionCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_definition_canonical),
+                )?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_of))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "context" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_context))?,
+                "performer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_performer))?,
                 "performingOrganization" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_performing_organization))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_performing_organization))?
                 }
                 "requestingOrganization" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_requesting_organization))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_requesting_organization))?
                 }
-                "costCenter" => map.next_value_seed(crate::rt::Opt(&mut f_cost_center))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "bodysite" => map.next_value_seed(crate::rt::VecSeed(&mut f_bodysite))?,
+                "costCenter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_cost_center))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "bodysite" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_bodysite))?,
                 "factorOverride" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_factor_override))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor_override))?
                 }
                 "_factorOverride" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_factor_override))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor_override))?
                 }
-                "priceOverride" => map.next_value_seed(crate::rt::Opt(&mut f_price_override))?,
+                "priceOverride" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_price_override))?
+                }
                 "overrideReason" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_override_reason))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_override_reason))?
                 }
                 "_overrideReason" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_override_reason))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_override_reason))?
                 }
-                "enterer" => map.next_value_seed(crate::rt::Opt(&mut f_enterer))?,
-                "enteredDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_entered_date))?,
-                "_enteredDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_entered_date))?,
-                "reason" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason))?,
-                "service" => map.next_value_seed(crate::rt::VecSeed(&mut f_service))?,
-                "account" => map.next_value_seed(crate::rt::VecSeed(&mut f_account))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "supportingInformation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_information))?
+                "enterer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_enterer))?,
+                "enteredDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_entered_date))?
                 }
+                "_enteredDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_entered_date))?
+                }
+                "reason" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason))?,
+                "service" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_service))?,
+                "account" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_account))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "supportingInformation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_supporting_information),
+                )?,
                 other => {
                     if !(crate::resources::ChargeItemOccurrence::de_key(
                         &mut map,
                         other,
-                        &mut f_occurrence,
+                        &mut b.f_occurrence,
                     )? || crate::resources::ChargeItemProduct::de_key(
                         &mut map,
                         other,
-                        &mut f_product,
+                        &mut b.f_product,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ChargeItem")?;
+        let v_definition_uri = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_definition_uri),
+            "definitionUri",
+        )?;
+        let v_definition_canonical = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_definition_canonical),
+            "definitionCanonical",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            definition_uri: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_definition_uri,
-                "definitionUri",
-            )?,
-            definition_canonical: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_definition_canonical,
-                "definitionCanonical",
-            )?,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            part_of: f_part_of,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            context: f_context,
-            occurrence: f_occurrence,
-            performer: f_performer,
-            performing_organization: f_performing_organization,
-            requesting_organization: f_requesting_organization,
-            cost_center: f_cost_center,
-            quantity: f_quantity,
-            bodysite: f_bodysite,
-            factor_override: f_factor_override,
-            price_override: f_price_override,
-            override_reason: f_override_reason,
-            enterer: f_enterer,
-            entered_date: f_entered_date,
-            reason: f_reason,
-            service: f_service,
-            product: f_product,
-            account: f_account,
-            note: f_note,
-            supporting_information: f_supporting_information,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            definition_uri: v_definition_uri,
+            definition_canonical: v_definition_canonical,
+            status: b.f_status.unwrap_or_default(),
+            part_of: b.f_part_of,
+            code: b.f_code.unwrap_or_default(),
+            subject: b.f_subject.unwrap_or_default(),
+            context: b.f_context,
+            occurrence: b.f_occurrence,
+            performer: b.f_performer,
+            performing_organization: b.f_performing_organization,
+            requesting_organization: b.f_requesting_organization,
+            cost_center: b.f_cost_center,
+            quantity: b.f_quantity,
+            bodysite: b.f_bodysite,
+            factor_override: b.f_factor_override,
+            price_override: b.f_price_override,
+            override_reason: b.f_override_reason,
+            enterer: b.f_enterer,
+            entered_date: b.f_entered_date,
+            reason: b.f_reason,
+            service: b.f_service,
+            product: b.f_product,
+            account: b.f_account,
+            note: b.f_note,
+            supporting_information: b.f_supporting_information,
         })
     }
 }
@@ -660,29 +679,34 @@ impl crate::rt::DeFields for ChargeItemPerformer {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_function: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_actor: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_function: Option<crate::datatypes::CodeableConcept>,
+            f_actor: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "function" => map.next_value_seed(crate::rt::Opt(&mut f_function))?,
-                "actor" => map.next_value_seed(crate::rt::Opt(&mut f_actor))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "function" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_function))?,
+                "actor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_actor))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_actor.is_some(), "actor")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            function: f_function,
-            actor: crate::rt::required::<_, A::Error>(f_actor, "actor")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            function: b.f_function,
+            actor: b.f_actor.unwrap_or_default(),
         })
     }
 }
@@ -747,34 +771,46 @@ impl ChargeItemOccurrence {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ChargeItem.occurrence[x]",
                 },
-                name: "ChargeItem.occurrence[x]",
-            })?,
-            "_occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ChargeItem.occurrence[x]",
                 },
-                name: "ChargeItem.occurrence[x]",
-            })?,
-            "occurrencePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "ChargeItem.occurrence[x]",
-            })?,
-            "occurrenceTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Timing,
-                name: "ChargeItem.occurrence[x]",
-            })?,
+            )?,
+            "occurrencePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "ChargeItem.occurrence[x]",
+                },
+            )?,
+            "occurrenceTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Timing,
+                    name: "ChargeItem.occurrence[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -841,16 +877,22 @@ impl ChargeItemProduct {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "productReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "ChargeItem.product[x]",
-            })?,
-            "productCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "ChargeItem.product[x]",
-            })?,
+            "productReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "ChargeItem.product[x]",
+                },
+            )?,
+            "productCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "ChargeItem.product[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -279,154 +279,192 @@ impl crate::rt::DeFields for ChargeItemDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_derived_from_uri: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_part_of: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_replaces: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_effective_period: Option<crate::datatypes::Period> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_instance: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_applicability: Vec<crate::resources::ChargeItemDefinitionApplicability> =
-            Vec::new();
-        let mut f_property_group: Vec<crate::resources::ChargeItemDefinitionPropertyGroup> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_derived_from_uri: crate::rt::PrimVec<String>,
+            f_part_of: crate::rt::PrimVec<String>,
+            f_replaces: crate::rt::PrimVec<String>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_effective_period: Option<crate::datatypes::Period>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_instance: Vec<crate::datatypes::Reference>,
+            f_applicability: Vec<crate::resources::ChargeItemDefinitionApplicability>,
+            f_property_group: Vec<crate::resources::ChargeItemDefinitionPropertyGroup>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ChargeItemDefinition",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ChargeItemDefinition",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "derivedFromUri" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_derived_from_uri))?
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "derivedFromUri" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_derived_from_uri),
+                )?,
                 "_derivedFromUri" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_derived_from_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_derived_from_uri))?
                 }
-                "partOf" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_part_of))?,
-                "_partOf" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_part_of))?,
-                "replaces" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_replaces))?,
-                "_replaces" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_replaces))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_part_of))?,
+                "_partOf" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_part_of))?,
+                "replaces" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_replaces))?
+                }
+                "_replaces" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_replaces))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
                 "approvalDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_approval_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_approval_date))?
                 }
-                "_approvalDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_approval_date))?,
+                "_approvalDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_approval_date))?
+                }
                 "lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_last_review_date))?
                 }
                 "_lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_last_review_date))?
                 }
                 "effectivePeriod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_effective_period))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_effective_period))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "instance" => map.next_value_seed(crate::rt::VecSeed(&mut f_instance))?,
-                "applicability" => map.next_value_seed(crate::rt::VecSeed(&mut f_applicability))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "instance" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_instance))?,
+                "applicability" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_applicability))?
+                }
                 "propertyGroup" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_property_group))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_property_group))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ChargeItemDefinition")?;
+        crate::rt::check_required::<A::Error>(b.f_url.is_some(), "url")?;
+        let v_derived_from_uri = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_derived_from_uri),
+            "derivedFromUri",
+        )?;
+        let v_part_of =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_part_of), "partOf")?;
+        let v_replaces = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_replaces),
+            "replaces",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: crate::rt::required::<_, A::Error>(f_url, "url")?,
-            identifier: f_identifier,
-            version: f_version,
-            title: f_title,
-            derived_from_uri: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_derived_from_uri,
-                "derivedFromUri",
-            )?,
-            part_of: crate::rt::finish_prim_vec::<_, A::Error>(f_part_of, "partOf")?,
-            replaces: crate::rt::finish_prim_vec::<_, A::Error>(f_replaces, "replaces")?,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            copyright: f_copyright,
-            approval_date: f_approval_date,
-            last_review_date: f_last_review_date,
-            effective_period: f_effective_period,
-            code: f_code,
-            instance: f_instance,
-            applicability: f_applicability,
-            property_group: f_property_group,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url.unwrap_or_default(),
+            identifier: b.f_identifier,
+            version: b.f_version,
+            title: b.f_title,
+            derived_from_uri: v_derived_from_uri,
+            part_of: v_part_of,
+            replaces: v_replaces,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            copyright: b.f_copyright,
+            approval_date: b.f_approval_date,
+            last_review_date: b.f_last_review_date,
+            effective_period: b.f_effective_period,
+            code: b.f_code,
+            instance: b.f_instance,
+            applicability: b.f_applicability,
+            property_group: b.f_property_group,
         })
     }
 }
@@ -582,35 +620,47 @@ impl crate::rt::DeFields for ChargeItemDefinitionApplicability {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_expression: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_expression: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "expression" => map.next_value_seed(crate::rt::PrimValue(&mut f_expression))?,
-                "_expression" => map.next_value_seed(crate::rt::PrimExt(&mut f_expression))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_expression))?
+                }
+                "_expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_expression))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            description: f_description,
-            language: f_language,
-            expression: f_expression,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            description: b.f_description,
+            language: b.f_language,
+            expression: b.f_expression,
         })
     }
 }
@@ -706,34 +756,38 @@ impl crate::rt::DeFields for ChargeItemDefinitionPropertyGroup {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_applicability: Vec<crate::resources::ChargeItemDefinitionApplicability> =
-            Vec::new();
-        let mut f_price_component: Vec<
-            crate::resources::ChargeItemDefinitionPropertyGroupPriceComponent,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_applicability: Vec<crate::resources::ChargeItemDefinitionApplicability>,
+            f_price_component:
+                Vec<crate::resources::ChargeItemDefinitionPropertyGroupPriceComponent>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "applicability" => map.next_value_seed(crate::rt::VecSeed(&mut f_applicability))?,
+                "applicability" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_applicability))?
+                }
                 "priceComponent" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_price_component))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_price_component))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            applicability: f_applicability,
-            price_component: f_price_component,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            applicability: b.f_applicability,
+            price_component: b.f_price_component,
         })
     }
 }
@@ -847,39 +901,42 @@ impl crate::rt::DeFields for ChargeItemDefinitionPropertyGroupPriceComponent {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<
-            crate::primitives::Primitive<crate::codes::InvoicePriceComponentType>,
-        > = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_amount: Option<crate::datatypes::Money> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::InvoicePriceComponentType>>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_amount: Option<crate::datatypes::Money>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            code: f_code,
-            factor: f_factor,
-            amount: f_amount,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            code: b.f_code,
+            factor: b.f_factor,
+            amount: b.f_amount,
         })
     }
 }

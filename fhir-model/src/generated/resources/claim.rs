@@ -309,139 +309,161 @@ impl crate::rt::DeFields for Claim {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>,
-        > = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_sub_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_use: Option<crate::primitives::Primitive<crate::codes::Use>> = None;
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_billable_period: Option<crate::datatypes::Period> = None;
-        let mut f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_enterer: Option<crate::datatypes::Reference> = None;
-        let mut f_insurer: Option<crate::datatypes::Reference> = None;
-        let mut f_provider: Option<crate::datatypes::Reference> = None;
-        let mut f_priority: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_funds_reserve: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_related: Vec<crate::resources::ClaimRelated> = Vec::new();
-        let mut f_prescription: Option<crate::datatypes::Reference> = None;
-        let mut f_original_prescription: Option<crate::datatypes::Reference> = None;
-        let mut f_payee: Option<crate::resources::ClaimPayee> = None;
-        let mut f_referral: Option<crate::datatypes::Reference> = None;
-        let mut f_facility: Option<crate::datatypes::Reference> = None;
-        let mut f_care_team: Vec<crate::resources::ClaimCareTeam> = Vec::new();
-        let mut f_supporting_info: Vec<crate::resources::ClaimSupportingInfo> = Vec::new();
-        let mut f_diagnosis: Vec<crate::resources::ClaimDiagnosis> = Vec::new();
-        let mut f_procedure: Vec<crate::resources::ClaimProcedure> = Vec::new();
-        let mut f_insurance: Vec<crate::resources::ClaimInsurance> = Vec::new();
-        let mut f_accident: Option<crate::resources::ClaimAccident> = None;
-        let mut f_item: Vec<crate::resources::ClaimItem> = Vec::new();
-        let mut f_total: Option<crate::datatypes::Money> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_sub_type: Option<crate::datatypes::CodeableConcept>,
+            f_use: Option<crate::primitives::Primitive<crate::codes::Use>>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_billable_period: Option<crate::datatypes::Period>,
+            f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_enterer: Option<crate::datatypes::Reference>,
+            f_insurer: Option<crate::datatypes::Reference>,
+            f_provider: Option<crate::datatypes::Reference>,
+            f_priority: Option<crate::datatypes::CodeableConcept>,
+            f_funds_reserve: Option<crate::datatypes::CodeableConcept>,
+            f_related: Vec<crate::resources::ClaimRelated>,
+            f_prescription: Option<crate::datatypes::Reference>,
+            f_original_prescription: Option<crate::datatypes::Reference>,
+            f_payee: Option<crate::resources::ClaimPayee>,
+            f_referral: Option<crate::datatypes::Reference>,
+            f_facility: Option<crate::datatypes::Reference>,
+            f_care_team: Vec<crate::resources::ClaimCareTeam>,
+            f_supporting_info: Vec<crate::resources::ClaimSupportingInfo>,
+            f_diagnosis: Vec<crate::resources::ClaimDiagnosis>,
+            f_procedure: Vec<crate::resources::ClaimProcedure>,
+            f_insurance: Vec<crate::resources::ClaimInsurance>,
+            f_accident: Option<crate::resources::ClaimAccident>,
+            f_item: Vec<crate::resources::ClaimItem>,
+            f_total: Option<crate::datatypes::Money>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Claim",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Claim",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "subType" => map.next_value_seed(crate::rt::Opt(&mut f_sub_type))?,
-                "use" => map.next_value_seed(crate::rt::PrimValue(&mut f_use))?,
-                "_use" => map.next_value_seed(crate::rt::PrimExt(&mut f_use))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "billablePeriod" => map.next_value_seed(crate::rt::Opt(&mut f_billable_period))?,
-                "created" => map.next_value_seed(crate::rt::PrimValue(&mut f_created))?,
-                "_created" => map.next_value_seed(crate::rt::PrimExt(&mut f_created))?,
-                "enterer" => map.next_value_seed(crate::rt::Opt(&mut f_enterer))?,
-                "insurer" => map.next_value_seed(crate::rt::Opt(&mut f_insurer))?,
-                "provider" => map.next_value_seed(crate::rt::Opt(&mut f_provider))?,
-                "priority" => map.next_value_seed(crate::rt::Opt(&mut f_priority))?,
-                "fundsReserve" => map.next_value_seed(crate::rt::Opt(&mut f_funds_reserve))?,
-                "related" => map.next_value_seed(crate::rt::VecSeed(&mut f_related))?,
-                "prescription" => map.next_value_seed(crate::rt::Opt(&mut f_prescription))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "subType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sub_type))?,
+                "use" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_use))?,
+                "_use" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_use))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "billablePeriod" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_billable_period))?
+                }
+                "created" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_created))?,
+                "_created" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_created))?,
+                "enterer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_enterer))?,
+                "insurer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_insurer))?,
+                "provider" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_provider))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_priority))?,
+                "fundsReserve" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_funds_reserve))?
+                }
+                "related" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_related))?,
+                "prescription" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_prescription))?
+                }
                 "originalPrescription" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_original_prescription))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_original_prescription))?
                 }
-                "payee" => map.next_value_seed(crate::rt::Opt(&mut f_payee))?,
-                "referral" => map.next_value_seed(crate::rt::Opt(&mut f_referral))?,
-                "facility" => map.next_value_seed(crate::rt::Opt(&mut f_facility))?,
-                "careTeam" => map.next_value_seed(crate::rt::VecSeed(&mut f_care_team))?,
+                "payee" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_payee))?,
+                "referral" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_referral))?,
+                "facility" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_facility))?,
+                "careTeam" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_care_team))?,
                 "supportingInfo" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_info))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_supporting_info))?
                 }
-                "diagnosis" => map.next_value_seed(crate::rt::VecSeed(&mut f_diagnosis))?,
-                "procedure" => map.next_value_seed(crate::rt::VecSeed(&mut f_procedure))?,
-                "insurance" => map.next_value_seed(crate::rt::VecSeed(&mut f_insurance))?,
-                "accident" => map.next_value_seed(crate::rt::Opt(&mut f_accident))?,
-                "item" => map.next_value_seed(crate::rt::VecSeed(&mut f_item))?,
-                "total" => map.next_value_seed(crate::rt::Opt(&mut f_total))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "diagnosis" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_diagnosis))?,
+                "procedure" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_procedure))?,
+                "insurance" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_insurance))?,
+                "accident" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_accident))?,
+                "item" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_item))?,
+                "total" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_total))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Claim")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_use.is_some(), "use")?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
+        crate::rt::check_required::<A::Error>(b.f_created.is_some(), "created")?;
+        crate::rt::check_required::<A::Error>(b.f_provider.is_some(), "provider")?;
+        crate::rt::check_required::<A::Error>(b.f_priority.is_some(), "priority")?;
+        crate::rt::check_required::<A::Error>(!b.f_insurance.is_empty(), "insurance")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            sub_type: f_sub_type,
-            r#use: crate::rt::required::<_, A::Error>(f_use, "use")?,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            billable_period: f_billable_period,
-            created: crate::rt::required::<_, A::Error>(f_created, "created")?,
-            enterer: f_enterer,
-            insurer: f_insurer,
-            provider: crate::rt::required::<_, A::Error>(f_provider, "provider")?,
-            priority: crate::rt::required::<_, A::Error>(f_priority, "priority")?,
-            funds_reserve: f_funds_reserve,
-            related: f_related,
-            prescription: f_prescription,
-            original_prescription: f_original_prescription,
-            payee: f_payee,
-            referral: f_referral,
-            facility: f_facility,
-            care_team: f_care_team,
-            supporting_info: f_supporting_info,
-            diagnosis: f_diagnosis,
-            procedure: f_procedure,
-            insurance: crate::rt::required_vec::<_, A::Error>(f_insurance, "insurance")?,
-            accident: f_accident,
-            item: f_item,
-            total: f_total,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            r#type: b.f_type.unwrap_or_default(),
+            sub_type: b.f_sub_type,
+            r#use: b.f_use.unwrap_or_default(),
+            patient: b.f_patient.unwrap_or_default(),
+            billable_period: b.f_billable_period,
+            created: b.f_created.unwrap_or_default(),
+            enterer: b.f_enterer,
+            insurer: b.f_insurer,
+            provider: b.f_provider.unwrap_or_default(),
+            priority: b.f_priority.unwrap_or_default(),
+            funds_reserve: b.f_funds_reserve,
+            related: b.f_related,
+            prescription: b.f_prescription,
+            original_prescription: b.f_original_prescription,
+            payee: b.f_payee,
+            referral: b.f_referral,
+            facility: b.f_facility,
+            care_team: b.f_care_team,
+            supporting_info: b.f_supporting_info,
+            diagnosis: b.f_diagnosis,
+            procedure: b.f_procedure,
+            insurance: b.f_insurance,
+            accident: b.f_accident,
+            item: b.f_item,
+            total: b.f_total,
         })
     }
 }
@@ -601,32 +623,38 @@ impl crate::rt::DeFields for ClaimRelated {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_claim: Option<crate::datatypes::Reference> = None;
-        let mut f_relationship: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_reference: Option<crate::datatypes::Identifier> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_claim: Option<crate::datatypes::Reference>,
+            f_relationship: Option<crate::datatypes::CodeableConcept>,
+            f_reference: Option<crate::datatypes::Identifier>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "claim" => map.next_value_seed(crate::rt::Opt(&mut f_claim))?,
-                "relationship" => map.next_value_seed(crate::rt::Opt(&mut f_relationship))?,
-                "reference" => map.next_value_seed(crate::rt::Opt(&mut f_reference))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "claim" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_claim))?,
+                "relationship" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_relationship))?
+                }
+                "reference" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reference))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            claim: f_claim,
-            relationship: f_relationship,
-            reference: f_reference,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            claim: b.f_claim,
+            relationship: b.f_relationship,
+            reference: b.f_reference,
         })
     }
 }
@@ -725,29 +753,34 @@ impl crate::rt::DeFields for ClaimPayee {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_party: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_party: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "party" => map.next_value_seed(crate::rt::Opt(&mut f_party))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "party" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_party))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            party: f_party,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            party: b.f_party,
         })
     }
 }
@@ -870,40 +903,52 @@ impl crate::rt::DeFields for ClaimCareTeam {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_provider: Option<crate::datatypes::Reference> = None;
-        let mut f_responsible: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_role: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_qualification: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_provider: Option<crate::datatypes::Reference>,
+            f_responsible: Option<crate::primitives::Primitive<bool>>,
+            f_role: Option<crate::datatypes::CodeableConcept>,
+            f_qualification: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "provider" => map.next_value_seed(crate::rt::Opt(&mut f_provider))?,
-                "responsible" => map.next_value_seed(crate::rt::PrimValue(&mut f_responsible))?,
-                "_responsible" => map.next_value_seed(crate::rt::PrimExt(&mut f_responsible))?,
-                "role" => map.next_value_seed(crate::rt::Opt(&mut f_role))?,
-                "qualification" => map.next_value_seed(crate::rt::Opt(&mut f_qualification))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "provider" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_provider))?,
+                "responsible" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_responsible))?
+                }
+                "_responsible" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_responsible))?
+                }
+                "role" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_role))?,
+                "qualification" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_qualification))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(b.f_provider.is_some(), "provider")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            provider: crate::rt::required::<_, A::Error>(f_provider, "provider")?,
-            responsible: f_responsible,
-            role: f_role,
-            qualification: f_qualification,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            provider: b.f_provider.unwrap_or_default(),
+            responsible: b.f_responsible,
+            role: b.f_role,
+            qualification: b.f_qualification,
         })
     }
 }
@@ -1040,52 +1085,58 @@ impl crate::rt::DeFields for ClaimSupportingInfo {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_timing: Option<crate::resources::ClaimSupportingInfoTiming> = None;
-        let mut f_value: Option<crate::resources::ClaimSupportingInfoValue> = None;
-        let mut f_reason: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_timing: Option<crate::resources::ClaimSupportingInfoTiming>,
+            f_value: Option<crate::resources::ClaimSupportingInfoValue>,
+            f_reason: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "reason" => map.next_value_seed(crate::rt::Opt(&mut f_reason))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "reason" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reason))?,
                 other => {
                     if !(crate::resources::ClaimSupportingInfoTiming::de_key(
                         &mut map,
                         other,
-                        &mut f_timing,
+                        &mut b.f_timing,
                     )? || crate::resources::ClaimSupportingInfoValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(b.f_category.is_some(), "category")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            category: crate::rt::required::<_, A::Error>(f_category, "category")?,
-            code: f_code,
-            timing: f_timing,
-            value: f_value,
-            reason: f_reason,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            category: b.f_category.unwrap_or_default(),
+            code: b.f_code,
+            timing: b.f_timing,
+            value: b.f_value,
+            reason: b.f_reason,
         })
     }
 }
@@ -1216,46 +1267,52 @@ impl crate::rt::DeFields for ClaimDiagnosis {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_diagnosis: Option<crate::resources::ClaimDiagnosisDiagnosis> = None;
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_on_admission: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_package_code: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_diagnosis: Option<crate::resources::ClaimDiagnosisDiagnosis>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_on_admission: Option<crate::datatypes::CodeableConcept>,
+            f_package_code: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "onAdmission" => map.next_value_seed(crate::rt::Opt(&mut f_on_admission))?,
-                "packageCode" => map.next_value_seed(crate::rt::Opt(&mut f_package_code))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "onAdmission" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_on_admission))?,
+                "packageCode" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_package_code))?,
                 other => {
                     if !(crate::resources::ClaimDiagnosisDiagnosis::de_key(
                         &mut map,
                         other,
-                        &mut f_diagnosis,
+                        &mut b.f_diagnosis,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(b.f_diagnosis.is_some(), "diagnosis")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            diagnosis: crate::rt::required::<_, A::Error>(f_diagnosis, "diagnosis")?,
-            r#type: f_type,
-            on_admission: f_on_admission,
-            package_code: f_package_code,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            diagnosis: b.f_diagnosis.unwrap_or_default(),
+            r#type: b.f_type,
+            on_admission: b.f_on_admission,
+            package_code: b.f_package_code,
         })
     }
 }
@@ -1381,47 +1438,53 @@ impl crate::rt::DeFields for ClaimProcedure {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_procedure: Option<crate::resources::ClaimProcedureProcedure> = None;
-        let mut f_udi: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_procedure: Option<crate::resources::ClaimProcedureProcedure>,
+            f_udi: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "udi" => map.next_value_seed(crate::rt::VecSeed(&mut f_udi))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "udi" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_udi))?,
                 other => {
                     if !(crate::resources::ClaimProcedureProcedure::de_key(
                         &mut map,
                         other,
-                        &mut f_procedure,
+                        &mut b.f_procedure,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(b.f_procedure.is_some(), "procedure")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            r#type: f_type,
-            date: f_date,
-            procedure: crate::rt::required::<_, A::Error>(f_procedure, "procedure")?,
-            udi: f_udi,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            r#type: b.f_type,
+            date: b.f_date,
+            procedure: b.f_procedure.unwrap_or_default(),
+            udi: b.f_udi,
         })
     }
 }
@@ -1568,56 +1631,70 @@ impl crate::rt::DeFields for ClaimInsurance {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_focal: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_coverage: Option<crate::datatypes::Reference> = None;
-        let mut f_business_arrangement: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_pre_auth_ref: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_claim_response: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_focal: Option<crate::primitives::Primitive<bool>>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_coverage: Option<crate::datatypes::Reference>,
+            f_business_arrangement: Option<crate::primitives::Primitive<String>>,
+            f_pre_auth_ref: crate::rt::PrimVec<String>,
+            f_claim_response: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "focal" => map.next_value_seed(crate::rt::PrimValue(&mut f_focal))?,
-                "_focal" => map.next_value_seed(crate::rt::PrimExt(&mut f_focal))?,
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "coverage" => map.next_value_seed(crate::rt::Opt(&mut f_coverage))?,
-                "businessArrangement" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_business_arrangement))?
-                }
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "focal" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_focal))?,
+                "_focal" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_focal))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "coverage" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_coverage))?,
+                "businessArrangement" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_business_arrangement),
+                )?,
                 "_businessArrangement" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_business_arrangement))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_business_arrangement))?
                 }
                 "preAuthRef" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_pre_auth_ref))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_pre_auth_ref))?
                 }
                 "_preAuthRef" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_pre_auth_ref))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_pre_auth_ref))?
                 }
-                "claimResponse" => map.next_value_seed(crate::rt::Opt(&mut f_claim_response))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "claimResponse" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_claim_response))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(b.f_focal.is_some(), "focal")?;
+        crate::rt::check_required::<A::Error>(b.f_coverage.is_some(), "coverage")?;
+        let v_pre_auth_ref = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_pre_auth_ref),
+            "preAuthRef",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            focal: crate::rt::required::<_, A::Error>(f_focal, "focal")?,
-            identifier: f_identifier,
-            coverage: crate::rt::required::<_, A::Error>(f_coverage, "coverage")?,
-            business_arrangement: f_business_arrangement,
-            pre_auth_ref: crate::rt::finish_prim_vec::<_, A::Error>(f_pre_auth_ref, "preAuthRef")?,
-            claim_response: f_claim_response,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            focal: b.f_focal.unwrap_or_default(),
+            identifier: b.f_identifier,
+            coverage: b.f_coverage.unwrap_or_default(),
+            business_arrangement: b.f_business_arrangement,
+            pre_auth_ref: v_pre_auth_ref,
+            claim_response: b.f_claim_response,
         })
     }
 }
@@ -1729,40 +1806,45 @@ impl crate::rt::DeFields for ClaimAccident {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::Date>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_location: Option<crate::resources::ClaimAccidentLocation> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_location: Option<crate::resources::ClaimAccidentLocation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 other => {
                     if !(crate::resources::ClaimAccidentLocation::de_key(
                         &mut map,
                         other,
-                        &mut f_location,
+                        &mut b.f_location,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_date.is_some(), "date")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            date: crate::rt::required::<_, A::Error>(f_date, "date")?,
-            r#type: f_type,
-            location: f_location,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            date: b.f_date.unwrap_or_default(),
+            r#type: b.f_type,
+            location: b.f_location,
         })
     }
 }
@@ -2024,135 +2106,155 @@ impl crate::rt::DeFields for ClaimItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_care_team_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_diagnosis_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_procedure_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_information_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_revenue: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_program_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_serviced: Option<crate::resources::ClaimItemServiced> = None;
-        let mut f_location: Option<crate::resources::ClaimItemLocation> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_net: Option<crate::datatypes::Money> = None;
-        let mut f_udi: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_body_site: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_sub_site: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_encounter: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_detail: Vec<crate::resources::ClaimItemDetail> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_care_team_sequence: crate::rt::PrimVec<u32>,
+            f_diagnosis_sequence: crate::rt::PrimVec<u32>,
+            f_procedure_sequence: crate::rt::PrimVec<u32>,
+            f_information_sequence: crate::rt::PrimVec<u32>,
+            f_revenue: Option<crate::datatypes::CodeableConcept>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_program_code: Vec<crate::datatypes::CodeableConcept>,
+            f_serviced: Option<crate::resources::ClaimItemServiced>,
+            f_location: Option<crate::resources::ClaimItemLocation>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_net: Option<crate::datatypes::Money>,
+            f_udi: Vec<crate::datatypes::Reference>,
+            f_body_site: Option<crate::datatypes::CodeableConcept>,
+            f_sub_site: Vec<crate::datatypes::CodeableConcept>,
+            f_encounter: Vec<crate::datatypes::Reference>,
+            f_detail: Vec<crate::resources::ClaimItemDetail>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "careTeamSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_care_team_sequence))?
-                }
-                "_careTeamSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_care_team_sequence))?
-                }
-                "diagnosisSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_diagnosis_sequence))?
-                }
-                "_diagnosisSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_diagnosis_sequence))?
-                }
-                "procedureSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_procedure_sequence))?
-                }
-                "_procedureSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_procedure_sequence))?
-                }
-                "informationSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_information_sequence))?
-                }
-                "_informationSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_information_sequence))?
-                }
-                "revenue" => map.next_value_seed(crate::rt::Opt(&mut f_revenue))?,
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "careTeamSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_care_team_sequence),
+                )?,
+                "_careTeamSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_care_team_sequence),
+                )?,
+                "diagnosisSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_diagnosis_sequence),
+                )?,
+                "_diagnosisSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_diagnosis_sequence),
+                )?,
+                "procedureSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_procedure_sequence),
+                )?,
+                "_procedureSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_procedure_sequence),
+                )?,
+                "informationSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_information_sequence),
+                )?,
+                "_informationSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_information_sequence),
+                )?,
+                "revenue" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_revenue))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "programCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_program_code))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "net" => map.next_value_seed(crate::rt::Opt(&mut f_net))?,
-                "udi" => map.next_value_seed(crate::rt::VecSeed(&mut f_udi))?,
-                "bodySite" => map.next_value_seed(crate::rt::Opt(&mut f_body_site))?,
-                "subSite" => map.next_value_seed(crate::rt::VecSeed(&mut f_sub_site))?,
-                "encounter" => map.next_value_seed(crate::rt::VecSeed(&mut f_encounter))?,
-                "detail" => map.next_value_seed(crate::rt::VecSeed(&mut f_detail))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "programCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_program_code))?
+                }
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "net" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_net))?,
+                "udi" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_udi))?,
+                "bodySite" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_body_site))?,
+                "subSite" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_sub_site))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_encounter))?,
+                "detail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_detail))?,
                 other => {
                     if !(crate::resources::ClaimItemServiced::de_key(
                         &mut map,
                         other,
-                        &mut f_serviced,
+                        &mut b.f_serviced,
                     )? || crate::resources::ClaimItemLocation::de_key(
                         &mut map,
                         other,
-                        &mut f_location,
+                        &mut b.f_location,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        let v_care_team_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_care_team_sequence),
+            "careTeamSequence",
+        )?;
+        let v_diagnosis_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_diagnosis_sequence),
+            "diagnosisSequence",
+        )?;
+        let v_procedure_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_procedure_sequence),
+            "procedureSequence",
+        )?;
+        let v_information_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_information_sequence),
+            "informationSequence",
+        )?;
+        crate::rt::check_required::<A::Error>(
+            b.f_product_or_service.is_some(),
+            "productOrService",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            care_team_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_care_team_sequence,
-                "careTeamSequence",
-            )?,
-            diagnosis_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_diagnosis_sequence,
-                "diagnosisSequence",
-            )?,
-            procedure_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_procedure_sequence,
-                "procedureSequence",
-            )?,
-            information_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_information_sequence,
-                "informationSequence",
-            )?,
-            revenue: f_revenue,
-            category: f_category,
-            product_or_service: crate::rt::required::<_, A::Error>(
-                f_product_or_service,
-                "productOrService",
-            )?,
-            modifier: f_modifier,
-            program_code: f_program_code,
-            serviced: f_serviced,
-            location: f_location,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            factor: f_factor,
-            net: f_net,
-            udi: f_udi,
-            body_site: f_body_site,
-            sub_site: f_sub_site,
-            encounter: f_encounter,
-            detail: f_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            care_team_sequence: v_care_team_sequence,
+            diagnosis_sequence: v_diagnosis_sequence,
+            procedure_sequence: v_procedure_sequence,
+            information_sequence: v_information_sequence,
+            revenue: b.f_revenue,
+            category: b.f_category,
+            product_or_service: b.f_product_or_service.unwrap_or_default(),
+            modifier: b.f_modifier,
+            program_code: b.f_program_code,
+            serviced: b.f_serviced,
+            location: b.f_location,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            factor: b.f_factor,
+            net: b.f_net,
+            udi: b.f_udi,
+            body_site: b.f_body_site,
+            sub_site: b.f_sub_site,
+            encounter: b.f_encounter,
+            detail: b.f_detail,
         })
     }
 }
@@ -2367,66 +2469,74 @@ impl crate::rt::DeFields for ClaimItemDetail {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_revenue: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_program_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_net: Option<crate::datatypes::Money> = None;
-        let mut f_udi: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_sub_detail: Vec<crate::resources::ClaimItemDetailSubDetail> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_revenue: Option<crate::datatypes::CodeableConcept>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_program_code: Vec<crate::datatypes::CodeableConcept>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_net: Option<crate::datatypes::Money>,
+            f_udi: Vec<crate::datatypes::Reference>,
+            f_sub_detail: Vec<crate::resources::ClaimItemDetailSubDetail>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "revenue" => map.next_value_seed(crate::rt::Opt(&mut f_revenue))?,
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "revenue" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_revenue))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "programCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_program_code))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "net" => map.next_value_seed(crate::rt::Opt(&mut f_net))?,
-                "udi" => map.next_value_seed(crate::rt::VecSeed(&mut f_udi))?,
-                "subDetail" => map.next_value_seed(crate::rt::VecSeed(&mut f_sub_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "programCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_program_code))?
+                }
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "net" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_net))?,
+                "udi" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_udi))?,
+                "subDetail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_sub_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(
+            b.f_product_or_service.is_some(),
+            "productOrService",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            revenue: f_revenue,
-            category: f_category,
-            product_or_service: crate::rt::required::<_, A::Error>(
-                f_product_or_service,
-                "productOrService",
-            )?,
-            modifier: f_modifier,
-            program_code: f_program_code,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            factor: f_factor,
-            net: f_net,
-            udi: f_udi,
-            sub_detail: f_sub_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            revenue: b.f_revenue,
+            category: b.f_category,
+            product_or_service: b.f_product_or_service.unwrap_or_default(),
+            modifier: b.f_modifier,
+            program_code: b.f_program_code,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            factor: b.f_factor,
+            net: b.f_net,
+            udi: b.f_udi,
+            sub_detail: b.f_sub_detail,
         })
     }
 }
@@ -2601,63 +2711,71 @@ impl crate::rt::DeFields for ClaimItemDetailSubDetail {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_revenue: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_program_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_net: Option<crate::datatypes::Money> = None;
-        let mut f_udi: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_revenue: Option<crate::datatypes::CodeableConcept>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_program_code: Vec<crate::datatypes::CodeableConcept>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_net: Option<crate::datatypes::Money>,
+            f_udi: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "revenue" => map.next_value_seed(crate::rt::Opt(&mut f_revenue))?,
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "revenue" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_revenue))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "programCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_program_code))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "net" => map.next_value_seed(crate::rt::Opt(&mut f_net))?,
-                "udi" => map.next_value_seed(crate::rt::VecSeed(&mut f_udi))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "programCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_program_code))?
+                }
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "net" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_net))?,
+                "udi" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_udi))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(
+            b.f_product_or_service.is_some(),
+            "productOrService",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            revenue: f_revenue,
-            category: f_category,
-            product_or_service: crate::rt::required::<_, A::Error>(
-                f_product_or_service,
-                "productOrService",
-            )?,
-            modifier: f_modifier,
-            program_code: f_program_code,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            factor: f_factor,
-            net: f_net,
-            udi: f_udi,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            revenue: b.f_revenue,
+            category: b.f_category,
+            product_or_service: b.f_product_or_service.unwrap_or_default(),
+            modifier: b.f_modifier,
+            program_code: b.f_program_code,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            factor: b.f_factor,
+            net: b.f_net,
+            udi: b.f_udi,
         })
     }
 }
@@ -2725,29 +2843,38 @@ impl ClaimSupportingInfoTiming {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "timingDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "timingDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Claim.supportingInfo.timing[x]",
                 },
-                name: "Claim.supportingInfo.timing[x]",
-            })?,
-            "_timingDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_timingDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Claim.supportingInfo.timing[x]",
                 },
-                name: "Claim.supportingInfo.timing[x]",
-            })?,
-            "timingPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Claim.supportingInfo.timing[x]",
-            })?,
+            )?,
+            "timingPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Claim.supportingInfo.timing[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2819,57 +2946,78 @@ impl ClaimSupportingInfoValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Claim.supportingInfo.value[x]",
                 },
-                name: "Claim.supportingInfo.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Claim.supportingInfo.value[x]",
                 },
-                name: "Claim.supportingInfo.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Claim.supportingInfo.value[x]",
                 },
-                name: "Claim.supportingInfo.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Claim.supportingInfo.value[x]",
                 },
-                name: "Claim.supportingInfo.value[x]",
-            })?,
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "Claim.supportingInfo.value[x]",
-            })?,
-            "valueAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Attachment,
-                name: "Claim.supportingInfo.value[x]",
-            })?,
-            "valueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Claim.supportingInfo.value[x]",
-            })?,
+            )?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "Claim.supportingInfo.value[x]",
+                },
+            )?,
+            "valueAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Attachment,
+                    name: "Claim.supportingInfo.value[x]",
+                },
+            )?,
+            "valueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Claim.supportingInfo.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2944,16 +3092,22 @@ impl ClaimDiagnosisDiagnosis {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "diagnosisCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Claim.diagnosis.diagnosis[x]",
-            })?,
-            "diagnosisReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Claim.diagnosis.diagnosis[x]",
-            })?,
+            "diagnosisCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Claim.diagnosis.diagnosis[x]",
+                },
+            )?,
+            "diagnosisReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Claim.diagnosis.diagnosis[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -3019,16 +3173,22 @@ impl ClaimProcedureProcedure {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "procedureCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Claim.procedure.procedure[x]",
-            })?,
-            "procedureReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Claim.procedure.procedure[x]",
-            })?,
+            "procedureCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Claim.procedure.procedure[x]",
+                },
+            )?,
+            "procedureReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Claim.procedure.procedure[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -3094,16 +3254,22 @@ impl ClaimAccidentLocation {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "locationAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Address,
-                name: "Claim.accident.location[x]",
-            })?,
-            "locationReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Claim.accident.location[x]",
-            })?,
+            "locationAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Address,
+                    name: "Claim.accident.location[x]",
+                },
+            )?,
+            "locationReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Claim.accident.location[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -3169,29 +3335,38 @@ impl ClaimItemServiced {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "servicedDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "servicedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Claim.item.serviced[x]",
                 },
-                name: "Claim.item.serviced[x]",
-            })?,
-            "_servicedDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_servicedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Claim.item.serviced[x]",
                 },
-                name: "Claim.item.serviced[x]",
-            })?,
-            "servicedPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Claim.item.serviced[x]",
-            })?,
+            )?,
+            "servicedPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Claim.item.serviced[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -3255,21 +3430,30 @@ impl ClaimItemLocation {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "locationCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Claim.item.location[x]",
-            })?,
-            "locationAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Address,
-                name: "Claim.item.location[x]",
-            })?,
-            "locationReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Claim.item.location[x]",
-            })?,
+            "locationCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Claim.item.location[x]",
+                },
+            )?,
+            "locationAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Address,
+                    name: "Claim.item.location[x]",
+                },
+            )?,
+            "locationReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Claim.item.location[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -307,142 +307,171 @@ impl crate::rt::DeFields for ClaimResponse {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>,
-        > = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_sub_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_use: Option<crate::primitives::Primitive<crate::codes::Use>> = None;
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_insurer: Option<crate::datatypes::Reference> = None;
-        let mut f_requestor: Option<crate::datatypes::Reference> = None;
-        let mut f_request: Option<crate::datatypes::Reference> = None;
-        let mut f_outcome: Option<
-            crate::primitives::Primitive<crate::codes::ClaimProcessingCodes>,
-        > = None;
-        let mut f_disposition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_pre_auth_ref: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_pre_auth_period: Option<crate::datatypes::Period> = None;
-        let mut f_payee_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_item: Vec<crate::resources::ClaimResponseItem> = Vec::new();
-        let mut f_add_item: Vec<crate::resources::ClaimResponseAddItem> = Vec::new();
-        let mut f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication> = Vec::new();
-        let mut f_total: Vec<crate::resources::ClaimResponseTotal> = Vec::new();
-        let mut f_payment: Option<crate::resources::ClaimResponsePayment> = None;
-        let mut f_funds_reserve: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_form_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_form: Option<crate::datatypes::Attachment> = None;
-        let mut f_process_note: Vec<crate::resources::ClaimResponseProcessNote> = Vec::new();
-        let mut f_communication_request: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_insurance: Vec<crate::resources::ClaimResponseInsurance> = Vec::new();
-        let mut f_error: Vec<crate::resources::ClaimResponseError> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_sub_type: Option<crate::datatypes::CodeableConcept>,
+            f_use: Option<crate::primitives::Primitive<crate::codes::Use>>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_insurer: Option<crate::datatypes::Reference>,
+            f_requestor: Option<crate::datatypes::Reference>,
+            f_request: Option<crate::datatypes::Reference>,
+            f_outcome: Option<crate::primitives::Primitive<crate::codes::ClaimProcessingCodes>>,
+            f_disposition: Option<crate::primitives::Primitive<String>>,
+            f_pre_auth_ref: Option<crate::primitives::Primitive<String>>,
+            f_pre_auth_period: Option<crate::datatypes::Period>,
+            f_payee_type: Option<crate::datatypes::CodeableConcept>,
+            f_item: Vec<crate::resources::ClaimResponseItem>,
+            f_add_item: Vec<crate::resources::ClaimResponseAddItem>,
+            f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication>,
+            f_total: Vec<crate::resources::ClaimResponseTotal>,
+            f_payment: Option<crate::resources::ClaimResponsePayment>,
+            f_funds_reserve: Option<crate::datatypes::CodeableConcept>,
+            f_form_code: Option<crate::datatypes::CodeableConcept>,
+            f_form: Option<crate::datatypes::Attachment>,
+            f_process_note: Vec<crate::resources::ClaimResponseProcessNote>,
+            f_communication_request: Vec<crate::datatypes::Reference>,
+            f_insurance: Vec<crate::resources::ClaimResponseInsurance>,
+            f_error: Vec<crate::resources::ClaimResponseError>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ClaimResponse",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ClaimResponse",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "subType" => map.next_value_seed(crate::rt::Opt(&mut f_sub_type))?,
-                "use" => map.next_value_seed(crate::rt::PrimValue(&mut f_use))?,
-                "_use" => map.next_value_seed(crate::rt::PrimExt(&mut f_use))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "created" => map.next_value_seed(crate::rt::PrimValue(&mut f_created))?,
-                "_created" => map.next_value_seed(crate::rt::PrimExt(&mut f_created))?,
-                "insurer" => map.next_value_seed(crate::rt::Opt(&mut f_insurer))?,
-                "requestor" => map.next_value_seed(crate::rt::Opt(&mut f_requestor))?,
-                "request" => map.next_value_seed(crate::rt::Opt(&mut f_request))?,
-                "outcome" => map.next_value_seed(crate::rt::PrimValue(&mut f_outcome))?,
-                "_outcome" => map.next_value_seed(crate::rt::PrimExt(&mut f_outcome))?,
-                "disposition" => map.next_value_seed(crate::rt::PrimValue(&mut f_disposition))?,
-                "_disposition" => map.next_value_seed(crate::rt::PrimExt(&mut f_disposition))?,
-                "preAuthRef" => map.next_value_seed(crate::rt::PrimValue(&mut f_pre_auth_ref))?,
-                "_preAuthRef" => map.next_value_seed(crate::rt::PrimExt(&mut f_pre_auth_ref))?,
-                "preAuthPeriod" => map.next_value_seed(crate::rt::Opt(&mut f_pre_auth_period))?,
-                "payeeType" => map.next_value_seed(crate::rt::Opt(&mut f_payee_type))?,
-                "item" => map.next_value_seed(crate::rt::VecSeed(&mut f_item))?,
-                "addItem" => map.next_value_seed(crate::rt::VecSeed(&mut f_add_item))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                "total" => map.next_value_seed(crate::rt::VecSeed(&mut f_total))?,
-                "payment" => map.next_value_seed(crate::rt::Opt(&mut f_payment))?,
-                "fundsReserve" => map.next_value_seed(crate::rt::Opt(&mut f_funds_reserve))?,
-                "formCode" => map.next_value_seed(crate::rt::Opt(&mut f_form_code))?,
-                "form" => map.next_value_seed(crate::rt::Opt(&mut f_form))?,
-                "processNote" => map.next_value_seed(crate::rt::VecSeed(&mut f_process_note))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "subType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sub_type))?,
+                "use" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_use))?,
+                "_use" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_use))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "created" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_created))?,
+                "_created" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_created))?,
+                "insurer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_insurer))?,
+                "requestor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_requestor))?,
+                "request" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_request))?,
+                "outcome" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_outcome))?,
+                "_outcome" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_outcome))?,
+                "disposition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_disposition))?
+                }
+                "_disposition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_disposition))?
+                }
+                "preAuthRef" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_pre_auth_ref))?
+                }
+                "_preAuthRef" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_pre_auth_ref))?
+                }
+                "preAuthPeriod" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_pre_auth_period))?
+                }
+                "payeeType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_payee_type))?,
+                "item" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_item))?,
+                "addItem" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_add_item))?,
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                "total" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_total))?,
+                "payment" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_payment))?,
+                "fundsReserve" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_funds_reserve))?
+                }
+                "formCode" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_form_code))?,
+                "form" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_form))?,
+                "processNote" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_process_note))?
+                }
                 "communicationRequest" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_communication_request))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_communication_request))?
                 }
-                "insurance" => map.next_value_seed(crate::rt::VecSeed(&mut f_insurance))?,
-                "error" => map.next_value_seed(crate::rt::VecSeed(&mut f_error))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "insurance" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_insurance))?,
+                "error" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_error))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ClaimResponse")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_use.is_some(), "use")?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
+        crate::rt::check_required::<A::Error>(b.f_created.is_some(), "created")?;
+        crate::rt::check_required::<A::Error>(b.f_insurer.is_some(), "insurer")?;
+        crate::rt::check_required::<A::Error>(b.f_outcome.is_some(), "outcome")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            sub_type: f_sub_type,
-            r#use: crate::rt::required::<_, A::Error>(f_use, "use")?,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            created: crate::rt::required::<_, A::Error>(f_created, "created")?,
-            insurer: crate::rt::required::<_, A::Error>(f_insurer, "insurer")?,
-            requestor: f_requestor,
-            request: f_request,
-            outcome: crate::rt::required::<_, A::Error>(f_outcome, "outcome")?,
-            disposition: f_disposition,
-            pre_auth_ref: f_pre_auth_ref,
-            pre_auth_period: f_pre_auth_period,
-            payee_type: f_payee_type,
-            item: f_item,
-            add_item: f_add_item,
-            adjudication: f_adjudication,
-            total: f_total,
-            payment: f_payment,
-            funds_reserve: f_funds_reserve,
-            form_code: f_form_code,
-            form: f_form,
-            process_note: f_process_note,
-            communication_request: f_communication_request,
-            insurance: f_insurance,
-            error: f_error,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            r#type: b.f_type.unwrap_or_default(),
+            sub_type: b.f_sub_type,
+            r#use: b.f_use.unwrap_or_default(),
+            patient: b.f_patient.unwrap_or_default(),
+            created: b.f_created.unwrap_or_default(),
+            insurer: b.f_insurer.unwrap_or_default(),
+            requestor: b.f_requestor,
+            request: b.f_request,
+            outcome: b.f_outcome.unwrap_or_default(),
+            disposition: b.f_disposition,
+            pre_auth_ref: b.f_pre_auth_ref,
+            pre_auth_period: b.f_pre_auth_period,
+            payee_type: b.f_payee_type,
+            item: b.f_item,
+            add_item: b.f_add_item,
+            adjudication: b.f_adjudication,
+            total: b.f_total,
+            payment: b.f_payment,
+            funds_reserve: b.f_funds_reserve,
+            form_code: b.f_form_code,
+            form: b.f_form,
+            process_note: b.f_process_note,
+            communication_request: b.f_communication_request,
+            insurance: b.f_insurance,
+            error: b.f_error,
         })
     }
 }
@@ -616,41 +645,57 @@ impl crate::rt::DeFields for ClaimResponseItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_item_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_note_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication> = Vec::new();
-        let mut f_detail: Vec<crate::resources::ClaimResponseItemDetail> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_item_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_note_number: crate::rt::PrimVec<u32>,
+            f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication>,
+            f_detail: Vec<crate::resources::ClaimResponseItemDetail>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "itemSequence" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_item_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_item_sequence))?
                 }
-                "_itemSequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_item_sequence))?,
+                "_itemSequence" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_item_sequence))?
+                }
                 "noteNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_note_number))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_note_number))?
                 }
-                "_noteNumber" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_note_number))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                "detail" => map.next_value_seed(crate::rt::VecSeed(&mut f_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_noteNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_note_number))?
+                }
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                "detail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_item_sequence.is_some(), "itemSequence")?;
+        let v_note_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_note_number),
+            "noteNumber",
+        )?;
+        crate::rt::check_required::<A::Error>(!b.f_adjudication.is_empty(), "adjudication")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            item_sequence: crate::rt::required::<_, A::Error>(f_item_sequence, "itemSequence")?,
-            note_number: crate::rt::finish_prim_vec::<_, A::Error>(f_note_number, "noteNumber")?,
-            adjudication: crate::rt::required_vec::<_, A::Error>(f_adjudication, "adjudication")?,
-            detail: f_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            item_sequence: b.f_item_sequence.unwrap_or_default(),
+            note_number: v_note_number,
+            adjudication: b.f_adjudication,
+            detail: b.f_detail,
         })
     }
 }
@@ -764,36 +809,41 @@ impl crate::rt::DeFields for ClaimResponseItemAdjudication {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_amount: Option<crate::datatypes::Money> = None;
-        let mut f_value: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_reason: Option<crate::datatypes::CodeableConcept>,
+            f_amount: Option<crate::datatypes::Money>,
+            f_value: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "reason" => map.next_value_seed(crate::rt::Opt(&mut f_reason))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "reason" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reason))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_category.is_some(), "category")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            category: crate::rt::required::<_, A::Error>(f_category, "category")?,
-            reason: f_reason,
-            amount: f_amount,
-            value: f_value,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            category: b.f_category.unwrap_or_default(),
+            reason: b.f_reason,
+            amount: b.f_amount,
+            value: b.f_value,
         })
     }
 }
@@ -916,46 +966,57 @@ impl crate::rt::DeFields for ClaimResponseItemDetail {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_detail_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_note_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication> = Vec::new();
-        let mut f_sub_detail: Vec<crate::resources::ClaimResponseItemDetailSubDetail> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_detail_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_note_number: crate::rt::PrimVec<u32>,
+            f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication>,
+            f_sub_detail: Vec<crate::resources::ClaimResponseItemDetailSubDetail>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "detailSequence" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_detail_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_detail_sequence))?
                 }
                 "_detailSequence" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_detail_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_detail_sequence))?
                 }
                 "noteNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_note_number))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_note_number))?
                 }
-                "_noteNumber" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_note_number))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                "subDetail" => map.next_value_seed(crate::rt::VecSeed(&mut f_sub_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_noteNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_note_number))?
+                }
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                "subDetail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_sub_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_detail_sequence.is_some(), "detailSequence")?;
+        let v_note_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_note_number),
+            "noteNumber",
+        )?;
+        crate::rt::check_required::<A::Error>(!b.f_adjudication.is_empty(), "adjudication")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            detail_sequence: crate::rt::required::<_, A::Error>(
-                f_detail_sequence,
-                "detailSequence",
-            )?,
-            note_number: crate::rt::finish_prim_vec::<_, A::Error>(f_note_number, "noteNumber")?,
-            adjudication: crate::rt::required_vec::<_, A::Error>(f_adjudication, "adjudication")?,
-            sub_detail: f_sub_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            detail_sequence: b.f_detail_sequence.unwrap_or_default(),
+            note_number: v_note_number,
+            adjudication: b.f_adjudication,
+            sub_detail: b.f_sub_detail,
         })
     }
 }
@@ -1067,43 +1128,56 @@ impl crate::rt::DeFields for ClaimResponseItemDetailSubDetail {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sub_detail_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_note_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sub_detail_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_note_number: crate::rt::PrimVec<u32>,
+            f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "subDetailSequence" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_sub_detail_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sub_detail_sequence))?
                 }
                 "_subDetailSequence" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_sub_detail_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sub_detail_sequence))?
                 }
                 "noteNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_note_number))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_note_number))?
                 }
-                "_noteNumber" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_note_number))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_noteNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_note_number))?
+                }
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(
+            b.f_sub_detail_sequence.is_some(),
+            "subDetailSequence",
+        )?;
+        let v_note_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_note_number),
+            "noteNumber",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sub_detail_sequence: crate::rt::required::<_, A::Error>(
-                f_sub_detail_sequence,
-                "subDetailSequence",
-            )?,
-            note_number: crate::rt::finish_prim_vec::<_, A::Error>(f_note_number, "noteNumber")?,
-            adjudication: f_adjudication,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sub_detail_sequence: b.f_sub_detail_sequence.unwrap_or_default(),
+            note_number: v_note_number,
+            adjudication: b.f_adjudication,
         })
     }
 }
@@ -1336,120 +1410,141 @@ impl crate::rt::DeFields for ClaimResponseAddItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_item_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_detail_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_subdetail_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_provider: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_program_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_serviced: Option<crate::resources::ClaimResponseAddItemServiced> = None;
-        let mut f_location: Option<crate::resources::ClaimResponseAddItemLocation> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_net: Option<crate::datatypes::Money> = None;
-        let mut f_body_site: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_sub_site: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_note_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication> = Vec::new();
-        let mut f_detail: Vec<crate::resources::ClaimResponseAddItemDetail> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_item_sequence: crate::rt::PrimVec<u32>,
+            f_detail_sequence: crate::rt::PrimVec<u32>,
+            f_subdetail_sequence: crate::rt::PrimVec<u32>,
+            f_provider: Vec<crate::datatypes::Reference>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_program_code: Vec<crate::datatypes::CodeableConcept>,
+            f_serviced: Option<crate::resources::ClaimResponseAddItemServiced>,
+            f_location: Option<crate::resources::ClaimResponseAddItemLocation>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_net: Option<crate::datatypes::Money>,
+            f_body_site: Option<crate::datatypes::CodeableConcept>,
+            f_sub_site: Vec<crate::datatypes::CodeableConcept>,
+            f_note_number: crate::rt::PrimVec<u32>,
+            f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication>,
+            f_detail: Vec<crate::resources::ClaimResponseAddItemDetail>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "itemSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_item_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_item_sequence))?
                 }
                 "_itemSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_item_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_item_sequence))?
                 }
                 "detailSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_detail_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_detail_sequence))?
                 }
                 "_detailSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_detail_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_detail_sequence))?
                 }
-                "subdetailSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_subdetail_sequence))?
-                }
-                "_subdetailSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_subdetail_sequence))?
-                }
-                "provider" => map.next_value_seed(crate::rt::VecSeed(&mut f_provider))?,
+                "subdetailSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_subdetail_sequence),
+                )?,
+                "_subdetailSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_subdetail_sequence),
+                )?,
+                "provider" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_provider))?,
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "programCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_program_code))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "net" => map.next_value_seed(crate::rt::Opt(&mut f_net))?,
-                "bodySite" => map.next_value_seed(crate::rt::Opt(&mut f_body_site))?,
-                "subSite" => map.next_value_seed(crate::rt::VecSeed(&mut f_sub_site))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "programCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_program_code))?
+                }
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "net" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_net))?,
+                "bodySite" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_body_site))?,
+                "subSite" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_sub_site))?,
                 "noteNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_note_number))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_note_number))?
                 }
-                "_noteNumber" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_note_number))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                "detail" => map.next_value_seed(crate::rt::VecSeed(&mut f_detail))?,
+                "_noteNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_note_number))?
+                }
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                "detail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_detail))?,
                 other => {
                     if !(crate::resources::ClaimResponseAddItemServiced::de_key(
                         &mut map,
                         other,
-                        &mut f_serviced,
+                        &mut b.f_serviced,
                     )? || crate::resources::ClaimResponseAddItemLocation::de_key(
                         &mut map,
                         other,
-                        &mut f_location,
+                        &mut b.f_location,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        let v_item_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_item_sequence),
+            "itemSequence",
+        )?;
+        let v_detail_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_detail_sequence),
+            "detailSequence",
+        )?;
+        let v_subdetail_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_subdetail_sequence),
+            "subdetailSequence",
+        )?;
+        crate::rt::check_required::<A::Error>(
+            b.f_product_or_service.is_some(),
+            "productOrService",
+        )?;
+        let v_note_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_note_number),
+            "noteNumber",
+        )?;
+        crate::rt::check_required::<A::Error>(!b.f_adjudication.is_empty(), "adjudication")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            item_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_item_sequence,
-                "itemSequence",
-            )?,
-            detail_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_detail_sequence,
-                "detailSequence",
-            )?,
-            subdetail_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_subdetail_sequence,
-                "subdetailSequence",
-            )?,
-            provider: f_provider,
-            product_or_service: crate::rt::required::<_, A::Error>(
-                f_product_or_service,
-                "productOrService",
-            )?,
-            modifier: f_modifier,
-            program_code: f_program_code,
-            serviced: f_serviced,
-            location: f_location,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            factor: f_factor,
-            net: f_net,
-            body_site: f_body_site,
-            sub_site: f_sub_site,
-            note_number: crate::rt::finish_prim_vec::<_, A::Error>(f_note_number, "noteNumber")?,
-            adjudication: crate::rt::required_vec::<_, A::Error>(f_adjudication, "adjudication")?,
-            detail: f_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            item_sequence: v_item_sequence,
+            detail_sequence: v_detail_sequence,
+            subdetail_sequence: v_subdetail_sequence,
+            provider: b.f_provider,
+            product_or_service: b.f_product_or_service.unwrap_or_default(),
+            modifier: b.f_modifier,
+            program_code: b.f_program_code,
+            serviced: b.f_serviced,
+            location: b.f_location,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            factor: b.f_factor,
+            net: b.f_net,
+            body_site: b.f_body_site,
+            sub_site: b.f_sub_site,
+            note_number: v_note_number,
+            adjudication: b.f_adjudication,
+            detail: b.f_detail,
         })
     }
 }
@@ -1630,60 +1725,73 @@ impl crate::rt::DeFields for ClaimResponseAddItemDetail {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_net: Option<crate::datatypes::Money> = None;
-        let mut f_note_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication> = Vec::new();
-        let mut f_sub_detail: Vec<crate::resources::ClaimResponseAddItemDetailSubDetail> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_net: Option<crate::datatypes::Money>,
+            f_note_number: crate::rt::PrimVec<u32>,
+            f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication>,
+            f_sub_detail: Vec<crate::resources::ClaimResponseAddItemDetailSubDetail>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "net" => map.next_value_seed(crate::rt::Opt(&mut f_net))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "net" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_net))?,
                 "noteNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_note_number))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_note_number))?
                 }
-                "_noteNumber" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_note_number))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                "subDetail" => map.next_value_seed(crate::rt::VecSeed(&mut f_sub_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_noteNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_note_number))?
+                }
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                "subDetail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_sub_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(
+            b.f_product_or_service.is_some(),
+            "productOrService",
+        )?;
+        let v_note_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_note_number),
+            "noteNumber",
+        )?;
+        crate::rt::check_required::<A::Error>(!b.f_adjudication.is_empty(), "adjudication")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            product_or_service: crate::rt::required::<_, A::Error>(
-                f_product_or_service,
-                "productOrService",
-            )?,
-            modifier: f_modifier,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            factor: f_factor,
-            net: f_net,
-            note_number: crate::rt::finish_prim_vec::<_, A::Error>(f_note_number, "noteNumber")?,
-            adjudication: crate::rt::required_vec::<_, A::Error>(f_adjudication, "adjudication")?,
-            sub_detail: f_sub_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            product_or_service: b.f_product_or_service.unwrap_or_default(),
+            modifier: b.f_modifier,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            factor: b.f_factor,
+            net: b.f_net,
+            note_number: v_note_number,
+            adjudication: b.f_adjudication,
+            sub_detail: b.f_sub_detail,
         })
     }
 }
@@ -1834,56 +1942,70 @@ impl crate::rt::DeFields for ClaimResponseAddItemDetailSubDetail {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_net: Option<crate::datatypes::Money> = None;
-        let mut f_note_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_net: Option<crate::datatypes::Money>,
+            f_note_number: crate::rt::PrimVec<u32>,
+            f_adjudication: Vec<crate::resources::ClaimResponseItemAdjudication>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "net" => map.next_value_seed(crate::rt::Opt(&mut f_net))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "net" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_net))?,
                 "noteNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_note_number))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_note_number))?
                 }
-                "_noteNumber" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_note_number))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_noteNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_note_number))?
+                }
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(
+            b.f_product_or_service.is_some(),
+            "productOrService",
+        )?;
+        let v_note_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_note_number),
+            "noteNumber",
+        )?;
+        crate::rt::check_required::<A::Error>(!b.f_adjudication.is_empty(), "adjudication")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            product_or_service: crate::rt::required::<_, A::Error>(
-                f_product_or_service,
-                "productOrService",
-            )?,
-            modifier: f_modifier,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            factor: f_factor,
-            net: f_net,
-            note_number: crate::rt::finish_prim_vec::<_, A::Error>(f_note_number, "noteNumber")?,
-            adjudication: crate::rt::required_vec::<_, A::Error>(f_adjudication, "adjudication")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            product_or_service: b.f_product_or_service.unwrap_or_default(),
+            modifier: b.f_modifier,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            factor: b.f_factor,
+            net: b.f_net,
+            note_number: v_note_number,
+            adjudication: b.f_adjudication,
         })
     }
 }
@@ -1991,29 +2113,35 @@ impl crate::rt::DeFields for ClaimResponseTotal {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_amount: Option<crate::datatypes::Money> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_amount: Option<crate::datatypes::Money>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_category.is_some(), "category")?;
+        crate::rt::check_required::<A::Error>(b.f_amount.is_some(), "amount")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            category: crate::rt::required::<_, A::Error>(f_category, "category")?,
-            amount: crate::rt::required::<_, A::Error>(f_amount, "amount")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            category: b.f_category.unwrap_or_default(),
+            amount: b.f_amount.unwrap_or_default(),
         })
     }
 }
@@ -2140,44 +2268,50 @@ impl crate::rt::DeFields for ClaimResponsePayment {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_adjustment: Option<crate::datatypes::Money> = None;
-        let mut f_adjustment_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::Date>> = None;
-        let mut f_amount: Option<crate::datatypes::Money> = None;
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_adjustment: Option<crate::datatypes::Money>,
+            f_adjustment_reason: Option<crate::datatypes::CodeableConcept>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_amount: Option<crate::datatypes::Money>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "adjustment" => map.next_value_seed(crate::rt::Opt(&mut f_adjustment))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "adjustment" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_adjustment))?,
                 "adjustmentReason" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_adjustment_reason))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_adjustment_reason))?
                 }
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_amount.is_some(), "amount")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            adjustment: f_adjustment,
-            adjustment_reason: f_adjustment_reason,
-            date: f_date,
-            amount: crate::rt::required::<_, A::Error>(f_amount, "amount")?,
-            identifier: f_identifier,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            adjustment: b.f_adjustment,
+            adjustment_reason: b.f_adjustment_reason,
+            date: b.f_date,
+            amount: b.f_amount.unwrap_or_default(),
+            identifier: b.f_identifier,
         })
     }
 }
@@ -2293,38 +2427,43 @@ impl crate::rt::DeFields for ClaimResponseProcessNote {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_number: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::NoteType>> = None;
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_number: Option<crate::primitives::Primitive<u32>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::NoteType>>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "number" => map.next_value_seed(crate::rt::PrimValue(&mut f_number))?,
-                "_number" => map.next_value_seed(crate::rt::PrimExt(&mut f_number))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
-                "language" => map.next_value_seed(crate::rt::Opt(&mut f_language))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "number" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_number))?,
+                "_number" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_number))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
+                "language" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_language))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_text.is_some(), "text")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            number: f_number,
-            r#type: f_type,
-            text: crate::rt::required::<_, A::Error>(f_text, "text")?,
-            language: f_language,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            number: b.f_number,
+            r#type: b.f_type,
+            text: b.f_text.unwrap_or_default(),
+            language: b.f_language,
         })
     }
 }
@@ -2456,45 +2595,55 @@ impl crate::rt::DeFields for ClaimResponseInsurance {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_focal: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_coverage: Option<crate::datatypes::Reference> = None;
-        let mut f_business_arrangement: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_claim_response: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_focal: Option<crate::primitives::Primitive<bool>>,
+            f_coverage: Option<crate::datatypes::Reference>,
+            f_business_arrangement: Option<crate::primitives::Primitive<String>>,
+            f_claim_response: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "focal" => map.next_value_seed(crate::rt::PrimValue(&mut f_focal))?,
-                "_focal" => map.next_value_seed(crate::rt::PrimExt(&mut f_focal))?,
-                "coverage" => map.next_value_seed(crate::rt::Opt(&mut f_coverage))?,
-                "businessArrangement" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_business_arrangement))?
-                }
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "focal" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_focal))?,
+                "_focal" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_focal))?,
+                "coverage" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_coverage))?,
+                "businessArrangement" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_business_arrangement),
+                )?,
                 "_businessArrangement" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_business_arrangement))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_business_arrangement))?
                 }
-                "claimResponse" => map.next_value_seed(crate::rt::Opt(&mut f_claim_response))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "claimResponse" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_claim_response))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(b.f_focal.is_some(), "focal")?;
+        crate::rt::check_required::<A::Error>(b.f_coverage.is_some(), "coverage")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            focal: crate::rt::required::<_, A::Error>(f_focal, "focal")?,
-            coverage: crate::rt::required::<_, A::Error>(f_coverage, "coverage")?,
-            business_arrangement: f_business_arrangement,
-            claim_response: f_claim_response,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            focal: b.f_focal.unwrap_or_default(),
+            coverage: b.f_coverage.unwrap_or_default(),
+            business_arrangement: b.f_business_arrangement,
+            claim_response: b.f_claim_response,
         })
     }
 }
@@ -2619,48 +2768,55 @@ impl crate::rt::DeFields for ClaimResponseError {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_item_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_detail_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_sub_detail_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_item_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_detail_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_sub_detail_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "itemSequence" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_item_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_item_sequence))?
                 }
-                "_itemSequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_item_sequence))?,
+                "_itemSequence" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_item_sequence))?
+                }
                 "detailSequence" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_detail_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_detail_sequence))?
                 }
                 "_detailSequence" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_detail_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_detail_sequence))?
                 }
                 "subDetailSequence" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_sub_detail_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sub_detail_sequence))?
                 }
                 "_subDetailSequence" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_sub_detail_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sub_detail_sequence))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            item_sequence: f_item_sequence,
-            detail_sequence: f_detail_sequence,
-            sub_detail_sequence: f_sub_detail_sequence,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            item_sequence: b.f_item_sequence,
+            detail_sequence: b.f_detail_sequence,
+            sub_detail_sequence: b.f_sub_detail_sequence,
+            code: b.f_code.unwrap_or_default(),
         })
     }
 }
@@ -2725,29 +2881,38 @@ impl ClaimResponseAddItemServiced {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "servicedDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "servicedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ClaimResponse.addItem.serviced[x]",
                 },
-                name: "ClaimResponse.addItem.serviced[x]",
-            })?,
-            "_servicedDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_servicedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ClaimResponse.addItem.serviced[x]",
                 },
-                name: "ClaimResponse.addItem.serviced[x]",
-            })?,
-            "servicedPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "ClaimResponse.addItem.serviced[x]",
-            })?,
+            )?,
+            "servicedPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "ClaimResponse.addItem.serviced[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2811,21 +2976,30 @@ impl ClaimResponseAddItemLocation {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "locationCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "ClaimResponse.addItem.location[x]",
-            })?,
-            "locationAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Address,
-                name: "ClaimResponse.addItem.location[x]",
-            })?,
-            "locationReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "ClaimResponse.addItem.location[x]",
-            })?,
+            "locationCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "ClaimResponse.addItem.location[x]",
+                },
+            )?,
+            "locationAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Address,
+                    name: "ClaimResponse.addItem.location[x]",
+                },
+            )?,
+            "locationReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "ClaimResponse.addItem.location[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

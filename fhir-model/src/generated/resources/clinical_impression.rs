@@ -254,130 +254,155 @@ impl crate::rt::DeFields for ClinicalImpression {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::ClinicalImpressionStatus>,
-        > = None;
-        let mut f_status_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_effective: Option<crate::resources::ClinicalImpressionEffective> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_assessor: Option<crate::datatypes::Reference> = None;
-        let mut f_previous: Option<crate::datatypes::Reference> = None;
-        let mut f_problem: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_investigation: Vec<crate::resources::ClinicalImpressionInvestigation> =
-            Vec::new();
-        let mut f_protocol: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_summary: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_finding: Vec<crate::resources::ClinicalImpressionFinding> = Vec::new();
-        let mut f_prognosis_codeable_concept: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_prognosis_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_supporting_info: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::ClinicalImpressionStatus>>,
+            f_status_reason: Option<crate::datatypes::CodeableConcept>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_effective: Option<crate::resources::ClinicalImpressionEffective>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_assessor: Option<crate::datatypes::Reference>,
+            f_previous: Option<crate::datatypes::Reference>,
+            f_problem: Vec<crate::datatypes::Reference>,
+            f_investigation: Vec<crate::resources::ClinicalImpressionInvestigation>,
+            f_protocol: crate::rt::PrimVec<String>,
+            f_summary: Option<crate::primitives::Primitive<String>>,
+            f_finding: Vec<crate::resources::ClinicalImpressionFinding>,
+            f_prognosis_codeable_concept: Vec<crate::datatypes::CodeableConcept>,
+            f_prognosis_reference: Vec<crate::datatypes::Reference>,
+            f_supporting_info: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ClinicalImpression",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ClinicalImpression",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "statusReason" => map.next_value_seed(crate::rt::Opt(&mut f_status_reason))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "assessor" => map.next_value_seed(crate::rt::Opt(&mut f_assessor))?,
-                "previous" => map.next_value_seed(crate::rt::Opt(&mut f_previous))?,
-                "problem" => map.next_value_seed(crate::rt::VecSeed(&mut f_problem))?,
-                "investigation" => map.next_value_seed(crate::rt::VecSeed(&mut f_investigation))?,
-                "protocol" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_protocol))?,
-                "_protocol" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_protocol))?,
-                "summary" => map.next_value_seed(crate::rt::PrimValue(&mut f_summary))?,
-                "_summary" => map.next_value_seed(crate::rt::PrimExt(&mut f_summary))?,
-                "finding" => map.next_value_seed(crate::rt::VecSeed(&mut f_finding))?,
-                "prognosisCodeableConcept" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_prognosis_codeable_concept))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "statusReason" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status_reason))?
+                }
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "assessor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_assessor))?,
+                "previous" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_previous))?,
+                "problem" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_problem))?,
+                "investigation" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_investigation))?
+                }
+                "protocol" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_protocol))?
+                }
+                "_protocol" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_protocol))?
+                }
+                "summary" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_summary))?,
+                "_summary" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_summary))?,
+                "finding" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_finding))?,
+                "prognosisCodeableConcept" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_prognosis_codeable_concept),
+                )?,
                 "prognosisReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_prognosis_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_prognosis_reference))?
                 }
                 "supportingInfo" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_info))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_supporting_info))?
                 }
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
                 other => {
                     if !(crate::resources::ClinicalImpressionEffective::de_key(
                         &mut map,
                         other,
-                        &mut f_effective,
+                        &mut b.f_effective,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ClinicalImpression")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
+        let v_protocol = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_protocol),
+            "protocol",
+        )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_reason: f_status_reason,
-            code: f_code,
-            description: f_description,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            encounter: f_encounter,
-            effective: f_effective,
-            date: f_date,
-            assessor: f_assessor,
-            previous: f_previous,
-            problem: f_problem,
-            investigation: f_investigation,
-            protocol: crate::rt::finish_prim_vec::<_, A::Error>(f_protocol, "protocol")?,
-            summary: f_summary,
-            finding: f_finding,
-            prognosis_codeable_concept: f_prognosis_codeable_concept,
-            prognosis_reference: f_prognosis_reference,
-            supporting_info: f_supporting_info,
-            note: f_note,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            status_reason: b.f_status_reason,
+            code: b.f_code,
+            description: b.f_description,
+            subject: b.f_subject.unwrap_or_default(),
+            encounter: b.f_encounter,
+            effective: b.f_effective,
+            date: b.f_date,
+            assessor: b.f_assessor,
+            previous: b.f_previous,
+            problem: b.f_problem,
+            investigation: b.f_investigation,
+            protocol: v_protocol,
+            summary: b.f_summary,
+            finding: b.f_finding,
+            prognosis_codeable_concept: b.f_prognosis_codeable_concept,
+            prognosis_reference: b.f_prognosis_reference,
+            supporting_info: b.f_supporting_info,
+            note: b.f_note,
         })
     }
 }
@@ -532,29 +557,34 @@ impl crate::rt::DeFields for ClinicalImpressionInvestigation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_item: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_item: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "item" => map.next_value_seed(crate::rt::VecSeed(&mut f_item))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "item" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_item))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            item: f_item,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            item: b.f_item,
         })
     }
 }
@@ -656,35 +686,41 @@ impl crate::rt::DeFields for ClinicalImpressionFinding {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_item_codeable_concept: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_item_reference: Option<crate::datatypes::Reference> = None;
-        let mut f_basis: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_item_codeable_concept: Option<crate::datatypes::CodeableConcept>,
+            f_item_reference: Option<crate::datatypes::Reference>,
+            f_basis: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "itemCodeableConcept" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_item_codeable_concept))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_item_codeable_concept))?
                 }
-                "itemReference" => map.next_value_seed(crate::rt::Opt(&mut f_item_reference))?,
-                "basis" => map.next_value_seed(crate::rt::PrimValue(&mut f_basis))?,
-                "_basis" => map.next_value_seed(crate::rt::PrimExt(&mut f_basis))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "itemReference" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_item_reference))?
+                }
+                "basis" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_basis))?,
+                "_basis" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_basis))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            item_codeable_concept: f_item_codeable_concept,
-            item_reference: f_item_reference,
-            basis: f_basis,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            item_codeable_concept: b.f_item_codeable_concept,
+            item_reference: b.f_item_reference,
+            basis: b.f_basis,
         })
     }
 }
@@ -746,29 +782,38 @@ impl ClinicalImpressionEffective {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "effectiveDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "effectiveDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ClinicalImpression.effective[x]",
                 },
-                name: "ClinicalImpression.effective[x]",
-            })?,
-            "_effectiveDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_effectiveDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ClinicalImpression.effective[x]",
                 },
-                name: "ClinicalImpression.effective[x]",
-            })?,
-            "effectivePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "ClinicalImpression.effective[x]",
-            })?,
+            )?,
+            "effectivePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "ClinicalImpression.effective[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

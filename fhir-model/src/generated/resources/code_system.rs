@@ -311,167 +311,194 @@ impl crate::rt::DeFields for CodeSystem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_case_sensitive: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_value_set: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_hierarchy_meaning: Option<
-            crate::primitives::Primitive<crate::codes::CodeSystemHierarchyMeaning>,
-        > = None;
-        let mut f_compositional: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_version_needed: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_content: Option<
-            crate::primitives::Primitive<crate::codes::CodeSystemContentMode>,
-        > = None;
-        let mut f_supplements: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_count: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_filter: Vec<crate::resources::CodeSystemFilter> = Vec::new();
-        let mut f_property: Vec<crate::resources::CodeSystemProperty> = Vec::new();
-        let mut f_concept: Vec<crate::resources::CodeSystemConcept> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_case_sensitive: Option<crate::primitives::Primitive<bool>>,
+            f_value_set: Option<crate::primitives::Primitive<String>>,
+            f_hierarchy_meaning:
+                Option<crate::primitives::Primitive<crate::codes::CodeSystemHierarchyMeaning>>,
+            f_compositional: Option<crate::primitives::Primitive<bool>>,
+            f_version_needed: Option<crate::primitives::Primitive<bool>>,
+            f_content: Option<crate::primitives::Primitive<crate::codes::CodeSystemContentMode>>,
+            f_supplements: Option<crate::primitives::Primitive<String>>,
+            f_count: Option<crate::primitives::Primitive<u32>>,
+            f_filter: Vec<crate::resources::CodeSystemFilter>,
+            f_property: Vec<crate::resources::CodeSystemProperty>,
+            f_concept: Vec<crate::resources::CodeSystemConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "CodeSystem",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "CodeSystem",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
                 "caseSensitive" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_case_sensitive))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_case_sensitive))?
                 }
                 "_caseSensitive" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_case_sensitive))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_case_sensitive))?
                 }
-                "valueSet" => map.next_value_seed(crate::rt::PrimValue(&mut f_value_set))?,
-                "_valueSet" => map.next_value_seed(crate::rt::PrimExt(&mut f_value_set))?,
+                "valueSet" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value_set))?,
+                "_valueSet" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value_set))?,
                 "hierarchyMeaning" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_hierarchy_meaning))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_hierarchy_meaning))?
                 }
                 "_hierarchyMeaning" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_hierarchy_meaning))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_hierarchy_meaning))?
                 }
                 "compositional" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_compositional))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_compositional))?
                 }
                 "_compositional" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_compositional))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_compositional))?
                 }
                 "versionNeeded" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_version_needed))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version_needed))?
                 }
                 "_versionNeeded" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_version_needed))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version_needed))?
                 }
-                "content" => map.next_value_seed(crate::rt::PrimValue(&mut f_content))?,
-                "_content" => map.next_value_seed(crate::rt::PrimExt(&mut f_content))?,
-                "supplements" => map.next_value_seed(crate::rt::PrimValue(&mut f_supplements))?,
-                "_supplements" => map.next_value_seed(crate::rt::PrimExt(&mut f_supplements))?,
-                "count" => map.next_value_seed(crate::rt::PrimValue(&mut f_count))?,
-                "_count" => map.next_value_seed(crate::rt::PrimExt(&mut f_count))?,
-                "filter" => map.next_value_seed(crate::rt::VecSeed(&mut f_filter))?,
-                "property" => map.next_value_seed(crate::rt::VecSeed(&mut f_property))?,
-                "concept" => map.next_value_seed(crate::rt::VecSeed(&mut f_concept))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "content" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_content))?,
+                "_content" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_content))?,
+                "supplements" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_supplements))?
+                }
+                "_supplements" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_supplements))?
+                }
+                "count" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_count))?,
+                "_count" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_count))?,
+                "filter" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_filter))?,
+                "property" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_property))?,
+                "concept" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_concept))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "CodeSystem")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_content.is_some(), "content")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: f_url,
-            identifier: f_identifier,
-            version: f_version,
-            name: f_name,
-            title: f_title,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            purpose: f_purpose,
-            copyright: f_copyright,
-            case_sensitive: f_case_sensitive,
-            value_set: f_value_set,
-            hierarchy_meaning: f_hierarchy_meaning,
-            compositional: f_compositional,
-            version_needed: f_version_needed,
-            content: crate::rt::required::<_, A::Error>(f_content, "content")?,
-            supplements: f_supplements,
-            count: f_count,
-            filter: f_filter,
-            property: f_property,
-            concept: f_concept,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url,
+            identifier: b.f_identifier,
+            version: b.f_version,
+            name: b.f_name,
+            title: b.f_title,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            purpose: b.f_purpose,
+            copyright: b.f_copyright,
+            case_sensitive: b.f_case_sensitive,
+            value_set: b.f_value_set,
+            hierarchy_meaning: b.f_hierarchy_meaning,
+            compositional: b.f_compositional,
+            version_needed: b.f_version_needed,
+            content: b.f_content.unwrap_or_default(),
+            supplements: b.f_supplements,
+            count: b.f_count,
+            filter: b.f_filter,
+            property: b.f_property,
+            concept: b.f_concept,
         })
     }
 }
@@ -646,43 +673,58 @@ impl crate::rt::DeFields for CodeSystemFilter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_operator: crate::rt::PrimVec<crate::codes::FilterOperator> =
-            crate::rt::PrimVec::default();
-        let mut f_value: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_operator: crate::rt::PrimVec<crate::codes::FilterOperator>,
+            f_value: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "operator" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_operator))?,
-                "_operator" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_operator))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "operator" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_operator))?
+                }
+                "_operator" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_operator))?
+                }
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        let v_operator = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_operator),
+            "operator",
+        )?;
+        crate::rt::check_required::<A::Error>(!v_operator.is_empty(), "operator")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            description: f_description,
-            operator: crate::rt::required_vec::<_, A::Error>(
-                crate::rt::finish_prim_vec::<_, A::Error>(f_operator, "operator")?,
-                "operator",
-            )?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            description: b.f_description,
+            operator: v_operator,
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -800,39 +842,49 @@ impl crate::rt::DeFields for CodeSystemProperty {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_uri: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::PropertyType>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+            f_uri: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::PropertyType>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "uri" => map.next_value_seed(crate::rt::PrimValue(&mut f_uri))?,
-                "_uri" => map.next_value_seed(crate::rt::PrimExt(&mut f_uri))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "uri" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_uri))?,
+                "_uri" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_uri))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            uri: f_uri,
-            description: f_description,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            uri: b.f_uri,
+            description: b.f_description,
+            r#type: b.f_type.unwrap_or_default(),
         })
     }
 }
@@ -960,44 +1012,55 @@ impl crate::rt::DeFields for CodeSystemConcept {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_display: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_definition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_designation: Vec<crate::resources::CodeSystemConceptDesignation> = Vec::new();
-        let mut f_property: Vec<crate::resources::CodeSystemConceptProperty> = Vec::new();
-        let mut f_concept: Vec<crate::resources::CodeSystemConcept> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+            f_display: Option<crate::primitives::Primitive<String>>,
+            f_definition: Option<crate::primitives::Primitive<String>>,
+            f_designation: Vec<crate::resources::CodeSystemConceptDesignation>,
+            f_property: Vec<crate::resources::CodeSystemConceptProperty>,
+            f_concept: Vec<crate::resources::CodeSystemConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "display" => map.next_value_seed(crate::rt::PrimValue(&mut f_display))?,
-                "_display" => map.next_value_seed(crate::rt::PrimExt(&mut f_display))?,
-                "definition" => map.next_value_seed(crate::rt::PrimValue(&mut f_definition))?,
-                "_definition" => map.next_value_seed(crate::rt::PrimExt(&mut f_definition))?,
-                "designation" => map.next_value_seed(crate::rt::VecSeed(&mut f_designation))?,
-                "property" => map.next_value_seed(crate::rt::VecSeed(&mut f_property))?,
-                "concept" => map.next_value_seed(crate::rt::VecSeed(&mut f_concept))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "display" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_display))?,
+                "_display" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_display))?,
+                "definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_definition))?
+                }
+                "_definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_definition))?
+                }
+                "designation" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_designation))?
+                }
+                "property" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_property))?,
+                "concept" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_concept))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            display: f_display,
-            definition: f_definition,
-            designation: f_designation,
-            property: f_property,
-            concept: f_concept,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            display: b.f_display,
+            definition: b.f_definition,
+            designation: b.f_designation,
+            property: b.f_property,
+            concept: b.f_concept,
         })
     }
 }
@@ -1106,34 +1169,39 @@ impl crate::rt::DeFields for CodeSystemConceptDesignation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use: Option<crate::datatypes::Coding> = None;
-        let mut f_value: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_use: Option<crate::datatypes::Coding>,
+            f_value: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "use" => map.next_value_seed(crate::rt::Opt(&mut f_use))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "use" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_use))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            language: f_language,
-            r#use: f_use,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            language: b.f_language,
+            r#use: b.f_use,
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -1236,37 +1304,43 @@ impl crate::rt::DeFields for CodeSystemConceptProperty {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_value: Option<crate::resources::CodeSystemConceptPropertyValue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+            f_value: Option<crate::resources::CodeSystemConceptPropertyValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
                 other => {
                     if !(crate::resources::CodeSystemConceptPropertyValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -1345,119 +1419,158 @@ impl CodeSystemConceptPropertyValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueCode" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            "valueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CodeSystem.concept.property.value[x]",
                 },
-                name: "CodeSystem.concept.property.value[x]",
-            })?,
-            "_valueCode" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CodeSystem.concept.property.value[x]",
                 },
-                name: "CodeSystem.concept.property.value[x]",
-            })?,
-            "valueCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Coding,
-                name: "CodeSystem.concept.property.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Coding,
+                    name: "CodeSystem.concept.property.value[x]",
                 },
-                name: "CodeSystem.concept.property.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CodeSystem.concept.property.value[x]",
                 },
-                name: "CodeSystem.concept.property.value[x]",
-            })?,
-            "valueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CodeSystem.concept.property.value[x]",
                 },
-                name: "CodeSystem.concept.property.value[x]",
-            })?,
-            "_valueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CodeSystem.concept.property.value[x]",
                 },
-                name: "CodeSystem.concept.property.value[x]",
-            })?,
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CodeSystem.concept.property.value[x]",
                 },
-                name: "CodeSystem.concept.property.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CodeSystem.concept.property.value[x]",
                 },
-                name: "CodeSystem.concept.property.value[x]",
-            })?,
-            "valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CodeSystem.concept.property.value[x]",
                 },
-                name: "CodeSystem.concept.property.value[x]",
-            })?,
-            "_valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CodeSystem.concept.property.value[x]",
                 },
-                name: "CodeSystem.concept.property.value[x]",
-            })?,
-            "valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CodeSystem.concept.property.value[x]",
                 },
-                name: "CodeSystem.concept.property.value[x]",
-            })?,
-            "_valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CodeSystem.concept.property.value[x]",
                 },
-                name: "CodeSystem.concept.property.value[x]",
-            })?,
+            )?,
+            "_valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CodeSystem.concept.property.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

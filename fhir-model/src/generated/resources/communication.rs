@@ -275,143 +275,161 @@ impl crate::rt::DeFields for Communication {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_instantiates_canonical: crate::rt::PrimVec<String> =
-            crate::rt::PrimVec::default();
-        let mut f_instantiates_uri: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_part_of: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_in_response_to: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::EventStatus>> = None;
-        let mut f_status_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>> =
-            None;
-        let mut f_medium: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_topic: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_about: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_sent: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_received: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_recipient: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_sender: Option<crate::datatypes::Reference> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_payload: Vec<crate::resources::CommunicationPayload> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_instantiates_canonical: crate::rt::PrimVec<String>,
+            f_instantiates_uri: crate::rt::PrimVec<String>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_part_of: Vec<crate::datatypes::Reference>,
+            f_in_response_to: Vec<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::EventStatus>>,
+            f_status_reason: Option<crate::datatypes::CodeableConcept>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>>,
+            f_medium: Vec<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_topic: Option<crate::datatypes::CodeableConcept>,
+            f_about: Vec<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_sent: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_received: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_recipient: Vec<crate::datatypes::Reference>,
+            f_sender: Option<crate::datatypes::Reference>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_payload: Vec<crate::resources::CommunicationPayload>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Communication",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Communication",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_canonical))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
-                "_instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_canonical))?
-                }
-                "instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_uri))?
-                }
+                "instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_canonical),
+                )?,
+                "_instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_instantiates_canonical),
+                )?,
+                "instantiatesUri" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_uri),
+                )?,
                 "_instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_instantiates_uri))?
                 }
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "partOf" => map.next_value_seed(crate::rt::VecSeed(&mut f_part_of))?,
-                "inResponseTo" => map.next_value_seed(crate::rt::VecSeed(&mut f_in_response_to))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "statusReason" => map.next_value_seed(crate::rt::Opt(&mut f_status_reason))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "priority" => map.next_value_seed(crate::rt::PrimValue(&mut f_priority))?,
-                "_priority" => map.next_value_seed(crate::rt::PrimExt(&mut f_priority))?,
-                "medium" => map.next_value_seed(crate::rt::VecSeed(&mut f_medium))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "topic" => map.next_value_seed(crate::rt::Opt(&mut f_topic))?,
-                "about" => map.next_value_seed(crate::rt::VecSeed(&mut f_about))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "sent" => map.next_value_seed(crate::rt::PrimValue(&mut f_sent))?,
-                "_sent" => map.next_value_seed(crate::rt::PrimExt(&mut f_sent))?,
-                "received" => map.next_value_seed(crate::rt::PrimValue(&mut f_received))?,
-                "_received" => map.next_value_seed(crate::rt::PrimExt(&mut f_received))?,
-                "recipient" => map.next_value_seed(crate::rt::VecSeed(&mut f_recipient))?,
-                "sender" => map.next_value_seed(crate::rt::Opt(&mut f_sender))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_of))?,
+                "inResponseTo" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_in_response_to))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "statusReason" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status_reason))?
+                }
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_priority))?,
+                "_priority" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_priority))?,
+                "medium" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_medium))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "topic" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_topic))?,
+                "about" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_about))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "sent" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sent))?,
+                "_sent" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sent))?,
+                "received" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_received))?,
+                "_received" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_received))?,
+                "recipient" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_recipient))?,
+                "sender" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sender))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "payload" => map.next_value_seed(crate::rt::VecSeed(&mut f_payload))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "payload" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_payload))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Communication")?;
+        let v_instantiates_canonical = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_canonical),
+            "instantiatesCanonical",
+        )?;
+        let v_instantiates_uri = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_uri),
+            "instantiatesUri",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            instantiates_canonical: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_canonical,
-                "instantiatesCanonical",
-            )?,
-            instantiates_uri: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_uri,
-                "instantiatesUri",
-            )?,
-            based_on: f_based_on,
-            part_of: f_part_of,
-            in_response_to: f_in_response_to,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_reason: f_status_reason,
-            category: f_category,
-            priority: f_priority,
-            medium: f_medium,
-            subject: f_subject,
-            topic: f_topic,
-            about: f_about,
-            encounter: f_encounter,
-            sent: f_sent,
-            received: f_received,
-            recipient: f_recipient,
-            sender: f_sender,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            payload: f_payload,
-            note: f_note,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            instantiates_canonical: v_instantiates_canonical,
+            instantiates_uri: v_instantiates_uri,
+            based_on: b.f_based_on,
+            part_of: b.f_part_of,
+            in_response_to: b.f_in_response_to,
+            status: b.f_status.unwrap_or_default(),
+            status_reason: b.f_status_reason,
+            category: b.f_category,
+            priority: b.f_priority,
+            medium: b.f_medium,
+            subject: b.f_subject,
+            topic: b.f_topic,
+            about: b.f_about,
+            encounter: b.f_encounter,
+            sent: b.f_sent,
+            received: b.f_received,
+            recipient: b.f_recipient,
+            sender: b.f_sender,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            payload: b.f_payload,
+            note: b.f_note,
         })
     }
 }
@@ -561,33 +579,38 @@ impl crate::rt::DeFields for CommunicationPayload {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_content: Option<crate::resources::CommunicationPayloadContent> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_content: Option<crate::resources::CommunicationPayloadContent>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 other => {
                     if !(crate::resources::CommunicationPayloadContent::de_key(
                         &mut map,
                         other,
-                        &mut f_content,
+                        &mut b.f_content,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_content.is_some(), "content")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            content: crate::rt::required::<_, A::Error>(f_content, "content")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            content: b.f_content.unwrap_or_default(),
         })
     }
 }
@@ -649,34 +672,46 @@ impl CommunicationPayloadContent {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "contentString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "contentString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Communication.payload.content[x]",
                 },
-                name: "Communication.payload.content[x]",
-            })?,
-            "_contentString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_contentString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Communication.payload.content[x]",
                 },
-                name: "Communication.payload.content[x]",
-            })?,
-            "contentAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Attachment,
-                name: "Communication.payload.content[x]",
-            })?,
-            "contentReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Communication.payload.content[x]",
-            })?,
+            )?,
+            "contentAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Attachment,
+                    name: "Communication.payload.content[x]",
+                },
+            )?,
+            "contentReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Communication.payload.content[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -267,136 +267,152 @@ impl crate::rt::DeFields for CommunicationRequest {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_replaces: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_group_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::RequestStatus>> = None;
-        let mut f_status_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>> =
-            None;
-        let mut f_do_not_perform: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_medium: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_about: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_payload: Vec<crate::resources::CommunicationRequestPayload> = Vec::new();
-        let mut f_occurrence: Option<crate::resources::CommunicationRequestOccurrence> = None;
-        let mut f_authored_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_requester: Option<crate::datatypes::Reference> = None;
-        let mut f_recipient: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_sender: Option<crate::datatypes::Reference> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_replaces: Vec<crate::datatypes::Reference>,
+            f_group_identifier: Option<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::RequestStatus>>,
+            f_status_reason: Option<crate::datatypes::CodeableConcept>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>>,
+            f_do_not_perform: Option<crate::primitives::Primitive<bool>>,
+            f_medium: Vec<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_about: Vec<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_payload: Vec<crate::resources::CommunicationRequestPayload>,
+            f_occurrence: Option<crate::resources::CommunicationRequestOccurrence>,
+            f_authored_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_requester: Option<crate::datatypes::Reference>,
+            f_recipient: Vec<crate::datatypes::Reference>,
+            f_sender: Option<crate::datatypes::Reference>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "CommunicationRequest",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "CommunicationRequest",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "replaces" => map.next_value_seed(crate::rt::VecSeed(&mut f_replaces))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "replaces" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_replaces))?,
                 "groupIdentifier" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_group_identifier))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_group_identifier))?
                 }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "statusReason" => map.next_value_seed(crate::rt::Opt(&mut f_status_reason))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "priority" => map.next_value_seed(crate::rt::PrimValue(&mut f_priority))?,
-                "_priority" => map.next_value_seed(crate::rt::PrimExt(&mut f_priority))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "statusReason" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status_reason))?
+                }
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_priority))?,
+                "_priority" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_priority))?,
                 "doNotPerform" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_do_not_perform))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_do_not_perform))?
                 }
                 "_doNotPerform" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_do_not_perform))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_do_not_perform))?
                 }
-                "medium" => map.next_value_seed(crate::rt::VecSeed(&mut f_medium))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "about" => map.next_value_seed(crate::rt::VecSeed(&mut f_about))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "payload" => map.next_value_seed(crate::rt::VecSeed(&mut f_payload))?,
-                "authoredOn" => map.next_value_seed(crate::rt::PrimValue(&mut f_authored_on))?,
-                "_authoredOn" => map.next_value_seed(crate::rt::PrimExt(&mut f_authored_on))?,
-                "requester" => map.next_value_seed(crate::rt::Opt(&mut f_requester))?,
-                "recipient" => map.next_value_seed(crate::rt::VecSeed(&mut f_recipient))?,
-                "sender" => map.next_value_seed(crate::rt::Opt(&mut f_sender))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "medium" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_medium))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "about" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_about))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "payload" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_payload))?,
+                "authoredOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_authored_on))?
+                }
+                "_authoredOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_authored_on))?
+                }
+                "requester" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_requester))?,
+                "recipient" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_recipient))?,
+                "sender" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sender))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
                 other => {
                     if !(crate::resources::CommunicationRequestOccurrence::de_key(
                         &mut map,
                         other,
-                        &mut f_occurrence,
+                        &mut b.f_occurrence,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "CommunicationRequest")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            based_on: f_based_on,
-            replaces: f_replaces,
-            group_identifier: f_group_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_reason: f_status_reason,
-            category: f_category,
-            priority: f_priority,
-            do_not_perform: f_do_not_perform,
-            medium: f_medium,
-            subject: f_subject,
-            about: f_about,
-            encounter: f_encounter,
-            payload: f_payload,
-            occurrence: f_occurrence,
-            authored_on: f_authored_on,
-            requester: f_requester,
-            recipient: f_recipient,
-            sender: f_sender,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            note: f_note,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            based_on: b.f_based_on,
+            replaces: b.f_replaces,
+            group_identifier: b.f_group_identifier,
+            status: b.f_status.unwrap_or_default(),
+            status_reason: b.f_status_reason,
+            category: b.f_category,
+            priority: b.f_priority,
+            do_not_perform: b.f_do_not_perform,
+            medium: b.f_medium,
+            subject: b.f_subject,
+            about: b.f_about,
+            encounter: b.f_encounter,
+            payload: b.f_payload,
+            occurrence: b.f_occurrence,
+            authored_on: b.f_authored_on,
+            requester: b.f_requester,
+            recipient: b.f_recipient,
+            sender: b.f_sender,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            note: b.f_note,
         })
     }
 }
@@ -542,33 +558,38 @@ impl crate::rt::DeFields for CommunicationRequestPayload {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_content: Option<crate::resources::CommunicationRequestPayloadContent> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_content: Option<crate::resources::CommunicationRequestPayloadContent>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 other => {
                     if !(crate::resources::CommunicationRequestPayloadContent::de_key(
                         &mut map,
                         other,
-                        &mut f_content,
+                        &mut b.f_content,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_content.is_some(), "content")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            content: crate::rt::required::<_, A::Error>(f_content, "content")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            content: b.f_content.unwrap_or_default(),
         })
     }
 }
@@ -628,29 +649,38 @@ impl CommunicationRequestOccurrence {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CommunicationRequest.occurrence[x]",
                 },
-                name: "CommunicationRequest.occurrence[x]",
-            })?,
-            "_occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CommunicationRequest.occurrence[x]",
                 },
-                name: "CommunicationRequest.occurrence[x]",
-            })?,
-            "occurrencePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "CommunicationRequest.occurrence[x]",
-            })?,
+            )?,
+            "occurrencePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "CommunicationRequest.occurrence[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -714,34 +744,46 @@ impl CommunicationRequestPayloadContent {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "contentString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "contentString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CommunicationRequest.payload.content[x]",
                 },
-                name: "CommunicationRequest.payload.content[x]",
-            })?,
-            "_contentString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_contentString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CommunicationRequest.payload.content[x]",
                 },
-                name: "CommunicationRequest.payload.content[x]",
-            })?,
-            "contentAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Attachment,
-                name: "CommunicationRequest.payload.content[x]",
-            })?,
-            "contentReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "CommunicationRequest.payload.content[x]",
-            })?,
+            )?,
+            "contentAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Attachment,
+                    name: "CommunicationRequest.payload.content[x]",
+                },
+            )?,
+            "contentReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "CommunicationRequest.payload.content[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -225,105 +225,115 @@ impl crate::rt::DeFields for Composition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::CompositionStatus>> =
-            None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_author: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_confidentiality: Option<
-            crate::primitives::Primitive<crate::codes::V3ConfidentialityClassification>,
-        > = None;
-        let mut f_attester: Vec<crate::resources::CompositionAttester> = Vec::new();
-        let mut f_custodian: Option<crate::datatypes::Reference> = None;
-        let mut f_relates_to: Vec<crate::resources::CompositionRelatesTo> = Vec::new();
-        let mut f_event: Vec<crate::resources::CompositionEvent> = Vec::new();
-        let mut f_section: Vec<crate::resources::CompositionSection> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::CompositionStatus>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_author: Vec<crate::datatypes::Reference>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_confidentiality:
+                Option<crate::primitives::Primitive<crate::codes::V3ConfidentialityClassification>>,
+            f_attester: Vec<crate::resources::CompositionAttester>,
+            f_custodian: Option<crate::datatypes::Reference>,
+            f_relates_to: Vec<crate::resources::CompositionRelatesTo>,
+            f_event: Vec<crate::resources::CompositionEvent>,
+            f_section: Vec<crate::resources::CompositionSection>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Composition",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Composition",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "author" => map.next_value_seed(crate::rt::VecSeed(&mut f_author))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "author" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_author))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
                 "confidentiality" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_confidentiality))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_confidentiality))?
                 }
                 "_confidentiality" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_confidentiality))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_confidentiality))?
                 }
-                "attester" => map.next_value_seed(crate::rt::VecSeed(&mut f_attester))?,
-                "custodian" => map.next_value_seed(crate::rt::Opt(&mut f_custodian))?,
-                "relatesTo" => map.next_value_seed(crate::rt::VecSeed(&mut f_relates_to))?,
-                "event" => map.next_value_seed(crate::rt::VecSeed(&mut f_event))?,
-                "section" => map.next_value_seed(crate::rt::VecSeed(&mut f_section))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "attester" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_attester))?,
+                "custodian" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_custodian))?,
+                "relatesTo" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_relates_to))?,
+                "event" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_event))?,
+                "section" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_section))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Composition")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_date.is_some(), "date")?;
+        crate::rt::check_required::<A::Error>(!b.f_author.is_empty(), "author")?;
+        crate::rt::check_required::<A::Error>(b.f_title.is_some(), "title")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            category: f_category,
-            subject: f_subject,
-            encounter: f_encounter,
-            date: crate::rt::required::<_, A::Error>(f_date, "date")?,
-            author: crate::rt::required_vec::<_, A::Error>(f_author, "author")?,
-            title: crate::rt::required::<_, A::Error>(f_title, "title")?,
-            confidentiality: f_confidentiality,
-            attester: f_attester,
-            custodian: f_custodian,
-            relates_to: f_relates_to,
-            event: f_event,
-            section: f_section,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            r#type: b.f_type.unwrap_or_default(),
+            category: b.f_category,
+            subject: b.f_subject,
+            encounter: b.f_encounter,
+            date: b.f_date.unwrap_or_default(),
+            author: b.f_author,
+            title: b.f_title.unwrap_or_default(),
+            confidentiality: b.f_confidentiality,
+            attester: b.f_attester,
+            custodian: b.f_custodian,
+            relates_to: b.f_relates_to,
+            event: b.f_event,
+            section: b.f_section,
         })
     }
 }
@@ -476,36 +486,39 @@ impl crate::rt::DeFields for CompositionAttester {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_mode: Option<
-            crate::primitives::Primitive<crate::codes::CompositionAttestationMode>,
-        > = None;
-        let mut f_time: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_party: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_mode: Option<crate::primitives::Primitive<crate::codes::CompositionAttestationMode>>,
+            f_time: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_party: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "mode" => map.next_value_seed(crate::rt::PrimValue(&mut f_mode))?,
-                "_mode" => map.next_value_seed(crate::rt::PrimExt(&mut f_mode))?,
-                "time" => map.next_value_seed(crate::rt::PrimValue(&mut f_time))?,
-                "_time" => map.next_value_seed(crate::rt::PrimExt(&mut f_time))?,
-                "party" => map.next_value_seed(crate::rt::Opt(&mut f_party))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "mode" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_mode))?,
+                "_mode" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_mode))?,
+                "time" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_time))?,
+                "_time" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_time))?,
+                "party" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_party))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_mode.is_some(), "mode")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            mode: crate::rt::required::<_, A::Error>(f_mode, "mode")?,
-            time: f_time,
-            party: f_party,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            mode: b.f_mode.unwrap_or_default(),
+            time: b.f_time,
+            party: b.f_party,
         })
     }
 }
@@ -608,39 +621,43 @@ impl crate::rt::DeFields for CompositionRelatesTo {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<
-            crate::primitives::Primitive<crate::codes::DocumentRelationshipType>,
-        > = None;
-        let mut f_target: Option<crate::resources::CompositionRelatesToTarget> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<crate::codes::DocumentRelationshipType>>,
+            f_target: Option<crate::resources::CompositionRelatesToTarget>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
                 other => {
                     if !(crate::resources::CompositionRelatesToTarget::de_key(
                         &mut map,
                         other,
-                        &mut f_target,
+                        &mut b.f_target,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_target.is_some(), "target")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            target: crate::rt::required::<_, A::Error>(f_target, "target")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            target: b.f_target.unwrap_or_default(),
         })
     }
 }
@@ -742,32 +759,36 @@ impl crate::rt::DeFields for CompositionEvent {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_detail: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Vec<crate::datatypes::CodeableConcept>,
+            f_period: Option<crate::datatypes::Period>,
+            f_detail: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "detail" => map.next_value_seed(crate::rt::VecSeed(&mut f_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "detail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: f_code,
-            period: f_period,
-            detail: f_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code,
+            period: b.f_period,
+            detail: b.f_detail,
         })
     }
 }
@@ -919,55 +940,59 @@ impl crate::rt::DeFields for CompositionSection {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_author: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_focus: Option<crate::datatypes::Reference> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_mode: Option<crate::primitives::Primitive<crate::codes::ListMode>> = None;
-        let mut f_ordered_by: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_entry: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_empty_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_section: Vec<crate::resources::CompositionSection> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_author: Vec<crate::datatypes::Reference>,
+            f_focus: Option<crate::datatypes::Reference>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_mode: Option<crate::primitives::Primitive<crate::codes::ListMode>>,
+            f_ordered_by: Option<crate::datatypes::CodeableConcept>,
+            f_entry: Vec<crate::datatypes::Reference>,
+            f_empty_reason: Option<crate::datatypes::CodeableConcept>,
+            f_section: Vec<crate::resources::CompositionSection>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "author" => map.next_value_seed(crate::rt::VecSeed(&mut f_author))?,
-                "focus" => map.next_value_seed(crate::rt::Opt(&mut f_focus))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "mode" => map.next_value_seed(crate::rt::PrimValue(&mut f_mode))?,
-                "_mode" => map.next_value_seed(crate::rt::PrimExt(&mut f_mode))?,
-                "orderedBy" => map.next_value_seed(crate::rt::Opt(&mut f_ordered_by))?,
-                "entry" => map.next_value_seed(crate::rt::VecSeed(&mut f_entry))?,
-                "emptyReason" => map.next_value_seed(crate::rt::Opt(&mut f_empty_reason))?,
-                "section" => map.next_value_seed(crate::rt::VecSeed(&mut f_section))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "author" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_author))?,
+                "focus" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_focus))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "mode" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_mode))?,
+                "_mode" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_mode))?,
+                "orderedBy" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_ordered_by))?,
+                "entry" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_entry))?,
+                "emptyReason" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_empty_reason))?,
+                "section" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_section))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            title: f_title,
-            code: f_code,
-            author: f_author,
-            focus: f_focus,
-            text: f_text,
-            mode: f_mode,
-            ordered_by: f_ordered_by,
-            entry: f_entry,
-            empty_reason: f_empty_reason,
-            section: f_section,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            title: b.f_title,
+            code: b.f_code,
+            author: b.f_author,
+            focus: b.f_focus,
+            text: b.f_text,
+            mode: b.f_mode,
+            ordered_by: b.f_ordered_by,
+            entry: b.f_entry,
+            empty_reason: b.f_empty_reason,
+            section: b.f_section,
         })
     }
 }
@@ -1034,16 +1059,22 @@ impl CompositionRelatesToTarget {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "targetIdentifier" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Identifier,
-                name: "Composition.relatesTo.target[x]",
-            })?,
-            "targetReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Composition.relatesTo.target[x]",
-            })?,
+            "targetIdentifier" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Identifier,
+                    name: "Composition.relatesTo.target[x]",
+                },
+            )?,
+            "targetReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Composition.relatesTo.target[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -227,114 +227,127 @@ impl crate::rt::DeFields for Condition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_clinical_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_verification_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_severity: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_body_site: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_onset: Option<crate::resources::ConditionOnset> = None;
-        let mut f_abatement: Option<crate::resources::ConditionAbatement> = None;
-        let mut f_recorded_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_recorder: Option<crate::datatypes::Reference> = None;
-        let mut f_asserter: Option<crate::datatypes::Reference> = None;
-        let mut f_stage: Vec<crate::resources::ConditionStage> = Vec::new();
-        let mut f_evidence: Vec<crate::resources::ConditionEvidence> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_clinical_status: Option<crate::datatypes::CodeableConcept>,
+            f_verification_status: Option<crate::datatypes::CodeableConcept>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_severity: Option<crate::datatypes::CodeableConcept>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_body_site: Vec<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_onset: Option<crate::resources::ConditionOnset>,
+            f_abatement: Option<crate::resources::ConditionAbatement>,
+            f_recorded_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_recorder: Option<crate::datatypes::Reference>,
+            f_asserter: Option<crate::datatypes::Reference>,
+            f_stage: Vec<crate::resources::ConditionStage>,
+            f_evidence: Vec<crate::resources::ConditionEvidence>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Condition",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Condition",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "clinicalStatus" => map.next_value_seed(crate::rt::Opt(&mut f_clinical_status))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "clinicalStatus" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_clinical_status))?
+                }
                 "verificationStatus" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_verification_status))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_verification_status))?
                 }
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "severity" => map.next_value_seed(crate::rt::Opt(&mut f_severity))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "bodySite" => map.next_value_seed(crate::rt::VecSeed(&mut f_body_site))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "severity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_severity))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "bodySite" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_body_site))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
                 "recordedDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_recorded_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_recorded_date))?
                 }
-                "_recordedDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_recorded_date))?,
-                "recorder" => map.next_value_seed(crate::rt::Opt(&mut f_recorder))?,
-                "asserter" => map.next_value_seed(crate::rt::Opt(&mut f_asserter))?,
-                "stage" => map.next_value_seed(crate::rt::VecSeed(&mut f_stage))?,
-                "evidence" => map.next_value_seed(crate::rt::VecSeed(&mut f_evidence))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
+                "_recordedDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_recorded_date))?
+                }
+                "recorder" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_recorder))?,
+                "asserter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_asserter))?,
+                "stage" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_stage))?,
+                "evidence" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_evidence))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
                 other => {
-                    if !(crate::resources::ConditionOnset::de_key(&mut map, other, &mut f_onset)?
+                    if !(crate::resources::ConditionOnset::de_key(&mut map, other, &mut b.f_onset)?
                         || crate::resources::ConditionAbatement::de_key(
                             &mut map,
                             other,
-                            &mut f_abatement,
+                            &mut b.f_abatement,
                         )?)
                     {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Condition")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            clinical_status: f_clinical_status,
-            verification_status: f_verification_status,
-            category: f_category,
-            severity: f_severity,
-            code: f_code,
-            body_site: f_body_site,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            encounter: f_encounter,
-            onset: f_onset,
-            abatement: f_abatement,
-            recorded_date: f_recorded_date,
-            recorder: f_recorder,
-            asserter: f_asserter,
-            stage: f_stage,
-            evidence: f_evidence,
-            note: f_note,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            clinical_status: b.f_clinical_status,
+            verification_status: b.f_verification_status,
+            category: b.f_category,
+            severity: b.f_severity,
+            code: b.f_code,
+            body_site: b.f_body_site,
+            subject: b.f_subject.unwrap_or_default(),
+            encounter: b.f_encounter,
+            onset: b.f_onset,
+            abatement: b.f_abatement,
+            recorded_date: b.f_recorded_date,
+            recorder: b.f_recorder,
+            asserter: b.f_asserter,
+            stage: b.f_stage,
+            evidence: b.f_evidence,
+            note: b.f_note,
         })
     }
 }
@@ -488,32 +501,38 @@ impl crate::rt::DeFields for ConditionStage {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_summary: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_assessment: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_summary: Option<crate::datatypes::CodeableConcept>,
+            f_assessment: Vec<crate::datatypes::Reference>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "summary" => map.next_value_seed(crate::rt::Opt(&mut f_summary))?,
-                "assessment" => map.next_value_seed(crate::rt::VecSeed(&mut f_assessment))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "summary" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_summary))?,
+                "assessment" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_assessment))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            summary: f_summary,
-            assessment: f_assessment,
-            r#type: f_type,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            summary: b.f_summary,
+            assessment: b.f_assessment,
+            r#type: b.f_type,
         })
     }
 }
@@ -609,29 +628,33 @@ impl crate::rt::DeFields for ConditionEvidence {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_detail: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Vec<crate::datatypes::CodeableConcept>,
+            f_detail: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "detail" => map.next_value_seed(crate::rt::VecSeed(&mut f_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "detail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: f_code,
-            detail: f_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code,
+            detail: b.f_detail,
         })
     }
 }
@@ -702,57 +725,78 @@ impl ConditionOnset {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "onsetDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "onsetDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Condition.onset[x]",
                 },
-                name: "Condition.onset[x]",
-            })?,
-            "_onsetDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_onsetDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Condition.onset[x]",
                 },
-                name: "Condition.onset[x]",
-            })?,
-            "onsetAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Age,
-                name: "Condition.onset[x]",
-            })?,
-            "onsetPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Condition.onset[x]",
-            })?,
-            "onsetRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "Condition.onset[x]",
-            })?,
-            "onsetString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "onsetAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Age,
+                    name: "Condition.onset[x]",
                 },
-                name: "Condition.onset[x]",
-            })?,
-            "_onsetString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "onsetPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Condition.onset[x]",
                 },
-                name: "Condition.onset[x]",
-            })?,
+            )?,
+            "onsetRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "Condition.onset[x]",
+                },
+            )?,
+            "onsetString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Condition.onset[x]",
+                },
+            )?,
+            "_onsetString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Condition.onset[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -841,57 +885,78 @@ impl ConditionAbatement {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "abatementDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "abatementDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Condition.abatement[x]",
                 },
-                name: "Condition.abatement[x]",
-            })?,
-            "_abatementDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_abatementDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Condition.abatement[x]",
                 },
-                name: "Condition.abatement[x]",
-            })?,
-            "abatementAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Age,
-                name: "Condition.abatement[x]",
-            })?,
-            "abatementPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Condition.abatement[x]",
-            })?,
-            "abatementRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "Condition.abatement[x]",
-            })?,
-            "abatementString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "abatementAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Age,
+                    name: "Condition.abatement[x]",
                 },
-                name: "Condition.abatement[x]",
-            })?,
-            "_abatementString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "abatementPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Condition.abatement[x]",
                 },
-                name: "Condition.abatement[x]",
-            })?,
+            )?,
+            "abatementRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "Condition.abatement[x]",
+                },
+            )?,
+            "abatementString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Condition.abatement[x]",
+                },
+            )?,
+            "_abatementString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Condition.abatement[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

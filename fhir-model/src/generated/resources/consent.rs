@@ -203,94 +203,110 @@ impl crate::rt::DeFields for Consent {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::ConsentState>> = None;
-        let mut f_scope: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_date_time: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_performer: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_organization: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_source: Option<crate::resources::ConsentSource> = None;
-        let mut f_policy: Vec<crate::resources::ConsentPolicy> = Vec::new();
-        let mut f_policy_rule: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_verification: Vec<crate::resources::ConsentVerification> = Vec::new();
-        let mut f_provision: Option<crate::resources::ConsentProvision> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::ConsentState>>,
+            f_scope: Option<crate::datatypes::CodeableConcept>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_date_time: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_performer: Vec<crate::datatypes::Reference>,
+            f_organization: Vec<crate::datatypes::Reference>,
+            f_source: Option<crate::resources::ConsentSource>,
+            f_policy: Vec<crate::resources::ConsentPolicy>,
+            f_policy_rule: Option<crate::datatypes::CodeableConcept>,
+            f_verification: Vec<crate::resources::ConsentVerification>,
+            f_provision: Option<crate::resources::ConsentProvision>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Consent",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Consent",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "scope" => map.next_value_seed(crate::rt::Opt(&mut f_scope))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "dateTime" => map.next_value_seed(crate::rt::PrimValue(&mut f_date_time))?,
-                "_dateTime" => map.next_value_seed(crate::rt::PrimExt(&mut f_date_time))?,
-                "performer" => map.next_value_seed(crate::rt::VecSeed(&mut f_performer))?,
-                "organization" => map.next_value_seed(crate::rt::VecSeed(&mut f_organization))?,
-                "policy" => map.next_value_seed(crate::rt::VecSeed(&mut f_policy))?,
-                "policyRule" => map.next_value_seed(crate::rt::Opt(&mut f_policy_rule))?,
-                "verification" => map.next_value_seed(crate::rt::VecSeed(&mut f_verification))?,
-                "provision" => map.next_value_seed(crate::rt::Opt(&mut f_provision))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "scope" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_scope))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "dateTime" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date_time))?,
+                "_dateTime" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date_time))?,
+                "performer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_performer))?,
+                "organization" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_organization))?
+                }
+                "policy" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_policy))?,
+                "policyRule" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_policy_rule))?,
+                "verification" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_verification))?
+                }
+                "provision" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_provision))?,
                 other => {
-                    if !(crate::resources::ConsentSource::de_key(&mut map, other, &mut f_source)?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                    if !(crate::resources::ConsentSource::de_key(&mut map, other, &mut b.f_source)?)
+                    {
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Consent")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_scope.is_some(), "scope")?;
+        crate::rt::check_required::<A::Error>(!b.f_category.is_empty(), "category")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            scope: crate::rt::required::<_, A::Error>(f_scope, "scope")?,
-            category: crate::rt::required_vec::<_, A::Error>(f_category, "category")?,
-            patient: f_patient,
-            date_time: f_date_time,
-            performer: f_performer,
-            organization: f_organization,
-            source: f_source,
-            policy: f_policy,
-            policy_rule: f_policy_rule,
-            verification: f_verification,
-            provision: f_provision,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            scope: b.f_scope.unwrap_or_default(),
+            category: b.f_category,
+            patient: b.f_patient,
+            date_time: b.f_date_time,
+            performer: b.f_performer,
+            organization: b.f_organization,
+            source: b.f_source,
+            policy: b.f_policy,
+            policy_rule: b.f_policy_rule,
+            verification: b.f_verification,
+            provision: b.f_provision,
         })
     }
 }
@@ -431,31 +447,37 @@ impl crate::rt::DeFields for ConsentPolicy {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_authority: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_uri: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_authority: Option<crate::primitives::Primitive<String>>,
+            f_uri: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "authority" => map.next_value_seed(crate::rt::PrimValue(&mut f_authority))?,
-                "_authority" => map.next_value_seed(crate::rt::PrimExt(&mut f_authority))?,
-                "uri" => map.next_value_seed(crate::rt::PrimValue(&mut f_uri))?,
-                "_uri" => map.next_value_seed(crate::rt::PrimExt(&mut f_uri))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "authority" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_authority))?
+                }
+                "_authority" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_authority))?,
+                "uri" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_uri))?,
+                "_uri" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_uri))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            authority: f_authority,
-            uri: f_uri,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            authority: b.f_authority,
+            uri: b.f_uri,
         })
     }
 }
@@ -565,40 +587,45 @@ impl crate::rt::DeFields for ConsentVerification {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_verified: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_verified_with: Option<crate::datatypes::Reference> = None;
-        let mut f_verification_date: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_verified: Option<crate::primitives::Primitive<bool>>,
+            f_verified_with: Option<crate::datatypes::Reference>,
+            f_verification_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "verified" => map.next_value_seed(crate::rt::PrimValue(&mut f_verified))?,
-                "_verified" => map.next_value_seed(crate::rt::PrimExt(&mut f_verified))?,
-                "verifiedWith" => map.next_value_seed(crate::rt::Opt(&mut f_verified_with))?,
+                "verified" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_verified))?,
+                "_verified" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_verified))?,
+                "verifiedWith" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_verified_with))?
+                }
                 "verificationDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_verification_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_verification_date))?
                 }
                 "_verificationDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_verification_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_verification_date))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_verified.is_some(), "verified")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            verified: crate::rt::required::<_, A::Error>(f_verified, "verified")?,
-            verified_with: f_verified_with,
-            verification_date: f_verification_date,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            verified: b.f_verified.unwrap_or_default(),
+            verified_with: b.f_verified_with,
+            verification_date: b.f_verification_date,
         })
     }
 }
@@ -757,60 +784,63 @@ impl crate::rt::DeFields for ConsentProvision {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::ConsentProvisionType>> =
-            None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_actor: Vec<crate::resources::ConsentProvisionActor> = Vec::new();
-        let mut f_action: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_security_label: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_purpose: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_class: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_data_period: Option<crate::datatypes::Period> = None;
-        let mut f_data: Vec<crate::resources::ConsentProvisionData> = Vec::new();
-        let mut f_provision: Vec<crate::resources::ConsentProvision> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::ConsentProvisionType>>,
+            f_period: Option<crate::datatypes::Period>,
+            f_actor: Vec<crate::resources::ConsentProvisionActor>,
+            f_action: Vec<crate::datatypes::CodeableConcept>,
+            f_security_label: Vec<crate::datatypes::Coding>,
+            f_purpose: Vec<crate::datatypes::Coding>,
+            f_class: Vec<crate::datatypes::Coding>,
+            f_code: Vec<crate::datatypes::CodeableConcept>,
+            f_data_period: Option<crate::datatypes::Period>,
+            f_data: Vec<crate::resources::ConsentProvisionData>,
+            f_provision: Vec<crate::resources::ConsentProvision>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "actor" => map.next_value_seed(crate::rt::VecSeed(&mut f_actor))?,
-                "action" => map.next_value_seed(crate::rt::VecSeed(&mut f_action))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "actor" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_actor))?,
+                "action" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_action))?,
                 "securityLabel" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_security_label))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_security_label))?
                 }
-                "purpose" => map.next_value_seed(crate::rt::VecSeed(&mut f_purpose))?,
-                "class" => map.next_value_seed(crate::rt::VecSeed(&mut f_class))?,
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "dataPeriod" => map.next_value_seed(crate::rt::Opt(&mut f_data_period))?,
-                "data" => map.next_value_seed(crate::rt::VecSeed(&mut f_data))?,
-                "provision" => map.next_value_seed(crate::rt::VecSeed(&mut f_provision))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "purpose" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_purpose))?,
+                "class" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_class))?,
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "dataPeriod" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_data_period))?,
+                "data" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_data))?,
+                "provision" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_provision))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            period: f_period,
-            actor: f_actor,
-            action: f_action,
-            security_label: f_security_label,
-            purpose: f_purpose,
-            class: f_class,
-            code: f_code,
-            data_period: f_data_period,
-            data: f_data,
-            provision: f_provision,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            period: b.f_period,
+            actor: b.f_actor,
+            action: b.f_action,
+            security_label: b.f_security_label,
+            purpose: b.f_purpose,
+            class: b.f_class,
+            code: b.f_code,
+            data_period: b.f_data_period,
+            data: b.f_data,
+            provision: b.f_provision,
         })
     }
 }
@@ -921,29 +951,35 @@ impl crate::rt::DeFields for ConsentProvisionActor {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_role: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_reference: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_role: Option<crate::datatypes::CodeableConcept>,
+            f_reference: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "role" => map.next_value_seed(crate::rt::Opt(&mut f_role))?,
-                "reference" => map.next_value_seed(crate::rt::Opt(&mut f_reference))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "role" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_role))?,
+                "reference" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reference))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_role.is_some(), "role")?;
+        crate::rt::check_required::<A::Error>(b.f_reference.is_some(), "reference")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            role: crate::rt::required::<_, A::Error>(f_role, "role")?,
-            reference: crate::rt::required::<_, A::Error>(f_reference, "reference")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            role: b.f_role.unwrap_or_default(),
+            reference: b.f_reference.unwrap_or_default(),
         })
     }
 }
@@ -1045,31 +1081,36 @@ impl crate::rt::DeFields for ConsentProvisionData {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_meaning: Option<crate::primitives::Primitive<crate::codes::ConsentDataMeaning>> =
-            None;
-        let mut f_reference: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_meaning: Option<crate::primitives::Primitive<crate::codes::ConsentDataMeaning>>,
+            f_reference: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "meaning" => map.next_value_seed(crate::rt::PrimValue(&mut f_meaning))?,
-                "_meaning" => map.next_value_seed(crate::rt::PrimExt(&mut f_meaning))?,
-                "reference" => map.next_value_seed(crate::rt::Opt(&mut f_reference))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "meaning" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_meaning))?,
+                "_meaning" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_meaning))?,
+                "reference" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reference))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_meaning.is_some(), "meaning")?;
+        crate::rt::check_required::<A::Error>(b.f_reference.is_some(), "reference")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            meaning: crate::rt::required::<_, A::Error>(f_meaning, "meaning")?,
-            reference: crate::rt::required::<_, A::Error>(f_reference, "reference")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            meaning: b.f_meaning.unwrap_or_default(),
+            reference: b.f_reference.unwrap_or_default(),
         })
     }
 }
@@ -1128,16 +1169,22 @@ impl ConsentSource {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "sourceAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Attachment,
-                name: "Consent.source[x]",
-            })?,
-            "sourceReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Consent.source[x]",
-            })?,
+            "sourceAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Attachment,
+                    name: "Consent.source[x]",
+                },
+            )?,
+            "sourceReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Consent.source[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

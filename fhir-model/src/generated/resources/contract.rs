@@ -346,181 +346,193 @@ impl crate::rt::DeFields for Contract {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::ContractResourceStatusCodes>,
-        > = None;
-        let mut f_legal_state: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_instantiates_canonical: Option<crate::datatypes::Reference> = None;
-        let mut f_instantiates_uri: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_content_derivative: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_issued: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_applies: Option<crate::datatypes::Period> = None;
-        let mut f_expiration_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_authority: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_domain: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_site: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_subtitle: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_alias: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_author: Option<crate::datatypes::Reference> = None;
-        let mut f_scope: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_topic: Option<crate::resources::ContractTopic> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_sub_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_content_definition: Option<crate::resources::ContractContentDefinition> = None;
-        let mut f_term: Vec<crate::resources::ContractTerm> = Vec::new();
-        let mut f_supporting_info: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_relevant_history: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_signer: Vec<crate::resources::ContractSigner> = Vec::new();
-        let mut f_friendly: Vec<crate::resources::ContractFriendly> = Vec::new();
-        let mut f_legal: Vec<crate::resources::ContractLegal> = Vec::new();
-        let mut f_rule: Vec<crate::resources::ContractRule> = Vec::new();
-        let mut f_legally_binding: Option<crate::resources::ContractLegallyBinding> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::ContractResourceStatusCodes>>,
+            f_legal_state: Option<crate::datatypes::CodeableConcept>,
+            f_instantiates_canonical: Option<crate::datatypes::Reference>,
+            f_instantiates_uri: Option<crate::primitives::Primitive<String>>,
+            f_content_derivative: Option<crate::datatypes::CodeableConcept>,
+            f_issued: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_applies: Option<crate::datatypes::Period>,
+            f_expiration_type: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Vec<crate::datatypes::Reference>,
+            f_authority: Vec<crate::datatypes::Reference>,
+            f_domain: Vec<crate::datatypes::Reference>,
+            f_site: Vec<crate::datatypes::Reference>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_subtitle: Option<crate::primitives::Primitive<String>>,
+            f_alias: crate::rt::PrimVec<String>,
+            f_author: Option<crate::datatypes::Reference>,
+            f_scope: Option<crate::datatypes::CodeableConcept>,
+            f_topic: Option<crate::resources::ContractTopic>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_sub_type: Vec<crate::datatypes::CodeableConcept>,
+            f_content_definition: Option<crate::resources::ContractContentDefinition>,
+            f_term: Vec<crate::resources::ContractTerm>,
+            f_supporting_info: Vec<crate::datatypes::Reference>,
+            f_relevant_history: Vec<crate::datatypes::Reference>,
+            f_signer: Vec<crate::resources::ContractSigner>,
+            f_friendly: Vec<crate::resources::ContractFriendly>,
+            f_legal: Vec<crate::resources::ContractLegal>,
+            f_rule: Vec<crate::resources::ContractRule>,
+            f_legally_binding: Option<crate::resources::ContractLegallyBinding>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Contract",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Contract",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "legalState" => map.next_value_seed(crate::rt::Opt(&mut f_legal_state))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "legalState" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_legal_state))?,
                 "instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_instantiates_canonical))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_instantiates_canonical))?
                 }
                 "instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_instantiates_uri))?
                 }
                 "_instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_instantiates_uri))?
                 }
                 "contentDerivative" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_content_derivative))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_content_derivative))?
                 }
-                "issued" => map.next_value_seed(crate::rt::PrimValue(&mut f_issued))?,
-                "_issued" => map.next_value_seed(crate::rt::PrimExt(&mut f_issued))?,
-                "applies" => map.next_value_seed(crate::rt::Opt(&mut f_applies))?,
-                "expirationType" => map.next_value_seed(crate::rt::Opt(&mut f_expiration_type))?,
-                "subject" => map.next_value_seed(crate::rt::VecSeed(&mut f_subject))?,
-                "authority" => map.next_value_seed(crate::rt::VecSeed(&mut f_authority))?,
-                "domain" => map.next_value_seed(crate::rt::VecSeed(&mut f_domain))?,
-                "site" => map.next_value_seed(crate::rt::VecSeed(&mut f_site))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "subtitle" => map.next_value_seed(crate::rt::PrimValue(&mut f_subtitle))?,
-                "_subtitle" => map.next_value_seed(crate::rt::PrimExt(&mut f_subtitle))?,
-                "alias" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_alias))?,
-                "_alias" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_alias))?,
-                "author" => map.next_value_seed(crate::rt::Opt(&mut f_author))?,
-                "scope" => map.next_value_seed(crate::rt::Opt(&mut f_scope))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "subType" => map.next_value_seed(crate::rt::VecSeed(&mut f_sub_type))?,
+                "issued" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_issued))?,
+                "_issued" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_issued))?,
+                "applies" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_applies))?,
+                "expirationType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_expiration_type))?
+                }
+                "subject" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_subject))?,
+                "authority" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_authority))?,
+                "domain" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_domain))?,
+                "site" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_site))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "subtitle" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_subtitle))?,
+                "_subtitle" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_subtitle))?,
+                "alias" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_alias))?,
+                "_alias" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_alias))?,
+                "author" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_author))?,
+                "scope" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_scope))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "subType" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_sub_type))?,
                 "contentDefinition" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_content_definition))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_content_definition))?
                 }
-                "term" => map.next_value_seed(crate::rt::VecSeed(&mut f_term))?,
+                "term" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_term))?,
                 "supportingInfo" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_info))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_supporting_info))?
                 }
                 "relevantHistory" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_relevant_history))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_relevant_history))?
                 }
-                "signer" => map.next_value_seed(crate::rt::VecSeed(&mut f_signer))?,
-                "friendly" => map.next_value_seed(crate::rt::VecSeed(&mut f_friendly))?,
-                "legal" => map.next_value_seed(crate::rt::VecSeed(&mut f_legal))?,
-                "rule" => map.next_value_seed(crate::rt::VecSeed(&mut f_rule))?,
+                "signer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_signer))?,
+                "friendly" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_friendly))?,
+                "legal" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_legal))?,
+                "rule" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_rule))?,
                 other => {
-                    if !(crate::resources::ContractTopic::de_key(&mut map, other, &mut f_topic)?
+                    if !(crate::resources::ContractTopic::de_key(&mut map, other, &mut b.f_topic)?
                         || crate::resources::ContractLegallyBinding::de_key(
                             &mut map,
                             other,
-                            &mut f_legally_binding,
+                            &mut b.f_legally_binding,
                         )?)
                     {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Contract")?;
+        let v_alias =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_alias), "alias")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            url: f_url,
-            version: f_version,
-            status: f_status,
-            legal_state: f_legal_state,
-            instantiates_canonical: f_instantiates_canonical,
-            instantiates_uri: f_instantiates_uri,
-            content_derivative: f_content_derivative,
-            issued: f_issued,
-            applies: f_applies,
-            expiration_type: f_expiration_type,
-            subject: f_subject,
-            authority: f_authority,
-            domain: f_domain,
-            site: f_site,
-            name: f_name,
-            title: f_title,
-            subtitle: f_subtitle,
-            alias: crate::rt::finish_prim_vec::<_, A::Error>(f_alias, "alias")?,
-            author: f_author,
-            scope: f_scope,
-            topic: f_topic,
-            r#type: f_type,
-            sub_type: f_sub_type,
-            content_definition: f_content_definition,
-            term: f_term,
-            supporting_info: f_supporting_info,
-            relevant_history: f_relevant_history,
-            signer: f_signer,
-            friendly: f_friendly,
-            legal: f_legal,
-            rule: f_rule,
-            legally_binding: f_legally_binding,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            url: b.f_url,
+            version: b.f_version,
+            status: b.f_status,
+            legal_state: b.f_legal_state,
+            instantiates_canonical: b.f_instantiates_canonical,
+            instantiates_uri: b.f_instantiates_uri,
+            content_derivative: b.f_content_derivative,
+            issued: b.f_issued,
+            applies: b.f_applies,
+            expiration_type: b.f_expiration_type,
+            subject: b.f_subject,
+            authority: b.f_authority,
+            domain: b.f_domain,
+            site: b.f_site,
+            name: b.f_name,
+            title: b.f_title,
+            subtitle: b.f_subtitle,
+            alias: v_alias,
+            author: b.f_author,
+            scope: b.f_scope,
+            topic: b.f_topic,
+            r#type: b.f_type,
+            sub_type: b.f_sub_type,
+            content_definition: b.f_content_definition,
+            term: b.f_term,
+            supporting_info: b.f_supporting_info,
+            relevant_history: b.f_relevant_history,
+            signer: b.f_signer,
+            friendly: b.f_friendly,
+            legal: b.f_legal,
+            rule: b.f_rule,
+            legally_binding: b.f_legally_binding,
         })
     }
 }
@@ -731,59 +743,65 @@ impl crate::rt::DeFields for ContractContentDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_sub_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_publisher: Option<crate::datatypes::Reference> = None;
-        let mut f_publication_date: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        let mut f_publication_status: Option<
-            crate::primitives::Primitive<crate::codes::ContractResourcePublicationStatusCodes>,
-        > = None;
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_sub_type: Option<crate::datatypes::CodeableConcept>,
+            f_publisher: Option<crate::datatypes::Reference>,
+            f_publication_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publication_status: Option<
+                crate::primitives::Primitive<crate::codes::ContractResourcePublicationStatusCodes>,
+            >,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "subType" => map.next_value_seed(crate::rt::Opt(&mut f_sub_type))?,
-                "publisher" => map.next_value_seed(crate::rt::Opt(&mut f_publisher))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "subType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sub_type))?,
+                "publisher" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_publisher))?,
                 "publicationDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_publication_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publication_date))?
                 }
                 "_publicationDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_publication_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publication_date))?
                 }
                 "publicationStatus" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_publication_status))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publication_status))?
                 }
                 "_publicationStatus" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_publication_status))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publication_status))?
                 }
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(
+            b.f_publication_status.is_some(),
+            "publicationStatus",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            sub_type: f_sub_type,
-            publisher: f_publisher,
-            publication_date: f_publication_date,
-            publication_status: crate::rt::required::<_, A::Error>(
-                f_publication_status,
-                "publicationStatus",
-            )?,
-            copyright: f_copyright,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            sub_type: b.f_sub_type,
+            publisher: b.f_publisher,
+            publication_date: b.f_publication_date,
+            publication_status: b.f_publication_status.unwrap_or_default(),
+            copyright: b.f_copyright,
         })
     }
 }
@@ -957,70 +975,75 @@ impl crate::rt::DeFields for ContractTerm {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_issued: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_applies: Option<crate::datatypes::Period> = None;
-        let mut f_topic: Option<crate::resources::ContractTermTopic> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_sub_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_security_label: Vec<crate::resources::ContractTermSecurityLabel> = Vec::new();
-        let mut f_offer: Option<crate::resources::ContractTermOffer> = None;
-        let mut f_asset: Vec<crate::resources::ContractTermAsset> = Vec::new();
-        let mut f_action: Vec<crate::resources::ContractTermAction> = Vec::new();
-        let mut f_group: Vec<crate::resources::ContractTerm> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_issued: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_applies: Option<crate::datatypes::Period>,
+            f_topic: Option<crate::resources::ContractTermTopic>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_sub_type: Option<crate::datatypes::CodeableConcept>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+            f_security_label: Vec<crate::resources::ContractTermSecurityLabel>,
+            f_offer: Option<crate::resources::ContractTermOffer>,
+            f_asset: Vec<crate::resources::ContractTermAsset>,
+            f_action: Vec<crate::resources::ContractTermAction>,
+            f_group: Vec<crate::resources::ContractTerm>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "issued" => map.next_value_seed(crate::rt::PrimValue(&mut f_issued))?,
-                "_issued" => map.next_value_seed(crate::rt::PrimExt(&mut f_issued))?,
-                "applies" => map.next_value_seed(crate::rt::Opt(&mut f_applies))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "subType" => map.next_value_seed(crate::rt::Opt(&mut f_sub_type))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "issued" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_issued))?,
+                "_issued" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_issued))?,
+                "applies" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_applies))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "subType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sub_type))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
                 "securityLabel" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_security_label))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_security_label))?
                 }
-                "offer" => map.next_value_seed(crate::rt::Opt(&mut f_offer))?,
-                "asset" => map.next_value_seed(crate::rt::VecSeed(&mut f_asset))?,
-                "action" => map.next_value_seed(crate::rt::VecSeed(&mut f_action))?,
-                "group" => map.next_value_seed(crate::rt::VecSeed(&mut f_group))?,
+                "offer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_offer))?,
+                "asset" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_asset))?,
+                "action" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_action))?,
+                "group" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_group))?,
                 other => {
                     if !(crate::resources::ContractTermTopic::de_key(
                         &mut map,
                         other,
-                        &mut f_topic,
+                        &mut b.f_topic,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_offer.is_some(), "offer")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            issued: f_issued,
-            applies: f_applies,
-            topic: f_topic,
-            r#type: f_type,
-            sub_type: f_sub_type,
-            text: f_text,
-            security_label: f_security_label,
-            offer: crate::rt::required::<_, A::Error>(f_offer, "offer")?,
-            asset: f_asset,
-            action: f_action,
-            group: f_group,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            issued: b.f_issued,
+            applies: b.f_applies,
+            topic: b.f_topic,
+            r#type: b.f_type,
+            sub_type: b.f_sub_type,
+            text: b.f_text,
+            security_label: b.f_security_label,
+            offer: b.f_offer.unwrap_or_default(),
+            asset: b.f_asset,
+            action: b.f_action,
+            group: b.f_group,
         })
     }
 }
@@ -1144,36 +1167,45 @@ impl crate::rt::DeFields for ContractTermSecurityLabel {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_classification: Option<crate::datatypes::Coding> = None;
-        let mut f_category: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_control: Vec<crate::datatypes::Coding> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_number: crate::rt::PrimVec<u32>,
+            f_classification: Option<crate::datatypes::Coding>,
+            f_category: Vec<crate::datatypes::Coding>,
+            f_control: Vec<crate::datatypes::Coding>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "number" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_number))?,
-                "_number" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_number))?,
-                "classification" => map.next_value_seed(crate::rt::Opt(&mut f_classification))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "control" => map.next_value_seed(crate::rt::VecSeed(&mut f_control))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "number" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_number))?,
+                "_number" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_number))?,
+                "classification" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_classification))?
+                }
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "control" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_control))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_number =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_number), "number")?;
+        crate::rt::check_required::<A::Error>(b.f_classification.is_some(), "classification")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            number: crate::rt::finish_prim_vec::<_, A::Error>(f_number, "number")?,
-            classification: crate::rt::required::<_, A::Error>(f_classification, "classification")?,
-            category: f_category,
-            control: f_control,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            number: v_number,
+            classification: b.f_classification.unwrap_or_default(),
+            category: b.f_category,
+            control: b.f_control,
         })
     }
 }
@@ -1331,63 +1363,76 @@ impl crate::rt::DeFields for ContractTermOffer {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_party: Vec<crate::resources::ContractTermOfferParty> = Vec::new();
-        let mut f_topic: Option<crate::datatypes::Reference> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_decision: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_decision_mode: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_answer: Vec<crate::resources::ContractTermOfferAnswer> = Vec::new();
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_link_id: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_security_label_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_party: Vec<crate::resources::ContractTermOfferParty>,
+            f_topic: Option<crate::datatypes::Reference>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_decision: Option<crate::datatypes::CodeableConcept>,
+            f_decision_mode: Vec<crate::datatypes::CodeableConcept>,
+            f_answer: Vec<crate::resources::ContractTermOfferAnswer>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+            f_link_id: crate::rt::PrimVec<String>,
+            f_security_label_number: crate::rt::PrimVec<u32>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "party" => map.next_value_seed(crate::rt::VecSeed(&mut f_party))?,
-                "topic" => map.next_value_seed(crate::rt::Opt(&mut f_topic))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "decision" => map.next_value_seed(crate::rt::Opt(&mut f_decision))?,
-                "decisionMode" => map.next_value_seed(crate::rt::VecSeed(&mut f_decision_mode))?,
-                "answer" => map.next_value_seed(crate::rt::VecSeed(&mut f_answer))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
-                "linkId" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_link_id))?,
-                "_linkId" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_link_id))?,
-                "securityLabelNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_security_label_number))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
-                "_securityLabelNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_security_label_number))?
+                "party" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_party))?,
+                "topic" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_topic))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "decision" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_decision))?,
+                "decisionMode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_decision_mode))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "answer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_answer))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
+                "linkId" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_link_id))?,
+                "_linkId" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_link_id))?,
+                "securityLabelNumber" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_security_label_number),
+                )?,
+                "_securityLabelNumber" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_security_label_number),
+                )?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_link_id =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_link_id), "linkId")?;
+        let v_security_label_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_security_label_number),
+            "securityLabelNumber",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            party: f_party,
-            topic: f_topic,
-            r#type: f_type,
-            decision: f_decision,
-            decision_mode: f_decision_mode,
-            answer: f_answer,
-            text: f_text,
-            link_id: crate::rt::finish_prim_vec::<_, A::Error>(f_link_id, "linkId")?,
-            security_label_number: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_security_label_number,
-                "securityLabelNumber",
-            )?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            party: b.f_party,
+            topic: b.f_topic,
+            r#type: b.f_type,
+            decision: b.f_decision,
+            decision_mode: b.f_decision_mode,
+            answer: b.f_answer,
+            text: b.f_text,
+            link_id: v_link_id,
+            security_label_number: v_security_label_number,
         })
     }
 }
@@ -1502,29 +1547,35 @@ impl crate::rt::DeFields for ContractTermOfferParty {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_role: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_reference: Vec<crate::datatypes::Reference>,
+            f_role: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "reference" => map.next_value_seed(crate::rt::VecSeed(&mut f_reference))?,
-                "role" => map.next_value_seed(crate::rt::Opt(&mut f_role))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "reference" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reference))?,
+                "role" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_role))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_reference.is_empty(), "reference")?;
+        crate::rt::check_required::<A::Error>(b.f_role.is_some(), "role")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            reference: crate::rt::required_vec::<_, A::Error>(f_reference, "reference")?,
-            role: crate::rt::required::<_, A::Error>(f_role, "role")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            reference: b.f_reference,
+            role: b.f_role.unwrap_or_default(),
         })
     }
 }
@@ -1615,33 +1666,38 @@ impl crate::rt::DeFields for ContractTermOfferAnswer {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_value: Option<crate::resources::ContractTermOfferAnswerValue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_value: Option<crate::resources::ContractTermOfferAnswerValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 other => {
                     if !(crate::resources::ContractTermOfferAnswerValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -1831,81 +1887,98 @@ impl crate::rt::DeFields for ContractTermAsset {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_scope: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_type_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_subtype: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_relationship: Option<crate::datatypes::Coding> = None;
-        let mut f_context: Vec<crate::resources::ContractTermAssetContext> = Vec::new();
-        let mut f_condition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_period_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_period: Vec<crate::datatypes::Period> = Vec::new();
-        let mut f_use_period: Vec<crate::datatypes::Period> = Vec::new();
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_link_id: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_answer: Vec<crate::resources::ContractTermOfferAnswer> = Vec::new();
-        let mut f_security_label_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_valued_item: Vec<crate::resources::ContractTermAssetValuedItem> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_scope: Option<crate::datatypes::CodeableConcept>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_type_reference: Vec<crate::datatypes::Reference>,
+            f_subtype: Vec<crate::datatypes::CodeableConcept>,
+            f_relationship: Option<crate::datatypes::Coding>,
+            f_context: Vec<crate::resources::ContractTermAssetContext>,
+            f_condition: Option<crate::primitives::Primitive<String>>,
+            f_period_type: Vec<crate::datatypes::CodeableConcept>,
+            f_period: Vec<crate::datatypes::Period>,
+            f_use_period: Vec<crate::datatypes::Period>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+            f_link_id: crate::rt::PrimVec<String>,
+            f_answer: Vec<crate::resources::ContractTermOfferAnswer>,
+            f_security_label_number: crate::rt::PrimVec<u32>,
+            f_valued_item: Vec<crate::resources::ContractTermAssetValuedItem>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "scope" => map.next_value_seed(crate::rt::Opt(&mut f_scope))?,
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
+                "scope" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_scope))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
                 "typeReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_type_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type_reference))?
                 }
-                "subtype" => map.next_value_seed(crate::rt::VecSeed(&mut f_subtype))?,
-                "relationship" => map.next_value_seed(crate::rt::Opt(&mut f_relationship))?,
-                "context" => map.next_value_seed(crate::rt::VecSeed(&mut f_context))?,
-                "condition" => map.next_value_seed(crate::rt::PrimValue(&mut f_condition))?,
-                "_condition" => map.next_value_seed(crate::rt::PrimExt(&mut f_condition))?,
-                "periodType" => map.next_value_seed(crate::rt::VecSeed(&mut f_period_type))?,
-                "period" => map.next_value_seed(crate::rt::VecSeed(&mut f_period))?,
-                "usePeriod" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_period))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
-                "linkId" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_link_id))?,
-                "_linkId" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_link_id))?,
-                "answer" => map.next_value_seed(crate::rt::VecSeed(&mut f_answer))?,
-                "securityLabelNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_security_label_number))?
+                "subtype" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_subtype))?,
+                "relationship" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_relationship))?
                 }
-                "_securityLabelNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_security_label_number))?
+                "context" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_context))?,
+                "condition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_condition))?
                 }
-                "valuedItem" => map.next_value_seed(crate::rt::VecSeed(&mut f_valued_item))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_condition" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_condition))?,
+                "periodType" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_period_type))?
+                }
+                "period" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_period))?,
+                "usePeriod" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_period))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
+                "linkId" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_link_id))?,
+                "_linkId" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_link_id))?,
+                "answer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_answer))?,
+                "securityLabelNumber" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_security_label_number),
+                )?,
+                "_securityLabelNumber" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_security_label_number),
+                )?,
+                "valuedItem" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_valued_item))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_link_id =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_link_id), "linkId")?;
+        let v_security_label_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_security_label_number),
+            "securityLabelNumber",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            scope: f_scope,
-            r#type: f_type,
-            type_reference: f_type_reference,
-            subtype: f_subtype,
-            relationship: f_relationship,
-            context: f_context,
-            condition: f_condition,
-            period_type: f_period_type,
-            period: f_period,
-            use_period: f_use_period,
-            text: f_text,
-            link_id: crate::rt::finish_prim_vec::<_, A::Error>(f_link_id, "linkId")?,
-            answer: f_answer,
-            security_label_number: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_security_label_number,
-                "securityLabelNumber",
-            )?,
-            valued_item: f_valued_item,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            scope: b.f_scope,
+            r#type: b.f_type,
+            type_reference: b.f_type_reference,
+            subtype: b.f_subtype,
+            relationship: b.f_relationship,
+            context: b.f_context,
+            condition: b.f_condition,
+            period_type: b.f_period_type,
+            period: b.f_period,
+            use_period: b.f_use_period,
+            text: b.f_text,
+            link_id: v_link_id,
+            answer: b.f_answer,
+            security_label_number: v_security_label_number,
+            valued_item: b.f_valued_item,
         })
     }
 }
@@ -2025,33 +2098,37 @@ impl crate::rt::DeFields for ContractTermAssetContext {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_reference: Option<crate::datatypes::Reference> = None;
-        let mut f_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_reference: Option<crate::datatypes::Reference>,
+            f_code: Vec<crate::datatypes::CodeableConcept>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "reference" => map.next_value_seed(crate::rt::Opt(&mut f_reference))?,
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "reference" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reference))?,
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            reference: f_reference,
-            code: f_code,
-            text: f_text,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            reference: b.f_reference,
+            code: b.f_code,
+            text: b.f_text,
         })
     }
 }
@@ -2243,93 +2320,103 @@ impl crate::rt::DeFields for ContractTermAssetValuedItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_entity: Option<crate::resources::ContractTermAssetValuedItemEntity> = None;
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_effective_time: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_points: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_net: Option<crate::datatypes::Money> = None;
-        let mut f_payment: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_payment_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_responsible: Option<crate::datatypes::Reference> = None;
-        let mut f_recipient: Option<crate::datatypes::Reference> = None;
-        let mut f_link_id: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_security_label_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_entity: Option<crate::resources::ContractTermAssetValuedItemEntity>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_effective_time: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_points: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_net: Option<crate::datatypes::Money>,
+            f_payment: Option<crate::primitives::Primitive<String>>,
+            f_payment_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_responsible: Option<crate::datatypes::Reference>,
+            f_recipient: Option<crate::datatypes::Reference>,
+            f_link_id: crate::rt::PrimVec<String>,
+            f_security_label_number: crate::rt::PrimVec<u32>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
                 "effectiveTime" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_effective_time))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_effective_time))?
                 }
                 "_effectiveTime" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_effective_time))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_effective_time))?
                 }
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "points" => map.next_value_seed(crate::rt::PrimValue(&mut f_points))?,
-                "_points" => map.next_value_seed(crate::rt::PrimExt(&mut f_points))?,
-                "net" => map.next_value_seed(crate::rt::Opt(&mut f_net))?,
-                "payment" => map.next_value_seed(crate::rt::PrimValue(&mut f_payment))?,
-                "_payment" => map.next_value_seed(crate::rt::PrimExt(&mut f_payment))?,
-                "paymentDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_payment_date))?,
-                "_paymentDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_payment_date))?,
-                "responsible" => map.next_value_seed(crate::rt::Opt(&mut f_responsible))?,
-                "recipient" => map.next_value_seed(crate::rt::Opt(&mut f_recipient))?,
-                "linkId" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_link_id))?,
-                "_linkId" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_link_id))?,
-                "securityLabelNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_security_label_number))?
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "points" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_points))?,
+                "_points" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_points))?,
+                "net" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_net))?,
+                "payment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_payment))?,
+                "_payment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_payment))?,
+                "paymentDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_payment_date))?
                 }
-                "_securityLabelNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_security_label_number))?
+                "_paymentDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_payment_date))?
                 }
+                "responsible" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_responsible))?,
+                "recipient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_recipient))?,
+                "linkId" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_link_id))?,
+                "_linkId" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_link_id))?,
+                "securityLabelNumber" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_security_label_number),
+                )?,
+                "_securityLabelNumber" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_security_label_number),
+                )?,
                 other => {
                     if !(crate::resources::ContractTermAssetValuedItemEntity::de_key(
                         &mut map,
                         other,
-                        &mut f_entity,
+                        &mut b.f_entity,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        let v_link_id =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_link_id), "linkId")?;
+        let v_security_label_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_security_label_number),
+            "securityLabelNumber",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            entity: f_entity,
-            identifier: f_identifier,
-            effective_time: f_effective_time,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            factor: f_factor,
-            points: f_points,
-            net: f_net,
-            payment: f_payment,
-            payment_date: f_payment_date,
-            responsible: f_responsible,
-            recipient: f_recipient,
-            link_id: crate::rt::finish_prim_vec::<_, A::Error>(f_link_id, "linkId")?,
-            security_label_number: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_security_label_number,
-                "securityLabelNumber",
-            )?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            entity: b.f_entity,
+            identifier: b.f_identifier,
+            effective_time: b.f_effective_time,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            factor: b.f_factor,
+            points: b.f_points,
+            net: b.f_net,
+            payment: b.f_payment,
+            payment_date: b.f_payment_date,
+            responsible: b.f_responsible,
+            recipient: b.f_recipient,
+            link_id: v_link_id,
+            security_label_number: v_security_label_number,
         })
     }
 }
@@ -2617,144 +2704,168 @@ impl crate::rt::DeFields for ContractTermAction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_do_not_perform: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Vec<crate::resources::ContractTermActionSubject> = Vec::new();
-        let mut f_intent: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_link_id: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_context: Option<crate::datatypes::Reference> = None;
-        let mut f_context_link_id: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_occurrence: Option<crate::resources::ContractTermActionOccurrence> = None;
-        let mut f_requester: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_requester_link_id: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_performer_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_performer_role: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_performer: Option<crate::datatypes::Reference> = None;
-        let mut f_performer_link_id: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_reason: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_reason_link_id: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_security_label_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_do_not_perform: Option<crate::primitives::Primitive<bool>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Vec<crate::resources::ContractTermActionSubject>,
+            f_intent: Option<crate::datatypes::CodeableConcept>,
+            f_link_id: crate::rt::PrimVec<String>,
+            f_status: Option<crate::datatypes::CodeableConcept>,
+            f_context: Option<crate::datatypes::Reference>,
+            f_context_link_id: crate::rt::PrimVec<String>,
+            f_occurrence: Option<crate::resources::ContractTermActionOccurrence>,
+            f_requester: Vec<crate::datatypes::Reference>,
+            f_requester_link_id: crate::rt::PrimVec<String>,
+            f_performer_type: Vec<crate::datatypes::CodeableConcept>,
+            f_performer_role: Option<crate::datatypes::CodeableConcept>,
+            f_performer: Option<crate::datatypes::Reference>,
+            f_performer_link_id: crate::rt::PrimVec<String>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_reason: crate::rt::PrimVec<String>,
+            f_reason_link_id: crate::rt::PrimVec<String>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_security_label_number: crate::rt::PrimVec<u32>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "doNotPerform" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_do_not_perform))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_do_not_perform))?
                 }
                 "_doNotPerform" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_do_not_perform))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_do_not_perform))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "subject" => map.next_value_seed(crate::rt::VecSeed(&mut f_subject))?,
-                "intent" => map.next_value_seed(crate::rt::Opt(&mut f_intent))?,
-                "linkId" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_link_id))?,
-                "_linkId" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_link_id))?,
-                "status" => map.next_value_seed(crate::rt::Opt(&mut f_status))?,
-                "context" => map.next_value_seed(crate::rt::Opt(&mut f_context))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_subject))?,
+                "intent" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_intent))?,
+                "linkId" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_link_id))?,
+                "_linkId" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_link_id))?,
+                "status" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status))?,
+                "context" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_context))?,
                 "contextLinkId" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_context_link_id))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_context_link_id))?
                 }
                 "_contextLinkId" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_context_link_id))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_context_link_id))?
                 }
-                "requester" => map.next_value_seed(crate::rt::VecSeed(&mut f_requester))?,
-                "requesterLinkId" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_requester_link_id))?
-                }
+                "requester" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_requester))?,
+                "requesterLinkId" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_requester_link_id),
+                )?,
                 "_requesterLinkId" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_requester_link_id))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_requester_link_id))?
                 }
                 "performerType" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_performer_type))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_performer_type))?
                 }
-                "performerRole" => map.next_value_seed(crate::rt::Opt(&mut f_performer_role))?,
-                "performer" => map.next_value_seed(crate::rt::Opt(&mut f_performer))?,
-                "performerLinkId" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_performer_link_id))?
+                "performerRole" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_performer_role))?
                 }
+                "performer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_performer))?,
+                "performerLinkId" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_performer_link_id),
+                )?,
                 "_performerLinkId" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_performer_link_id))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_performer_link_id))?
                 }
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "reason" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_reason))?,
-                "_reason" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_reason))?,
+                "reason" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_reason))?,
+                "_reason" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_reason))?,
                 "reasonLinkId" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_reason_link_id))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_reason_link_id))?
                 }
                 "_reasonLinkId" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_reason_link_id))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_reason_link_id))?
                 }
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "securityLabelNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_security_label_number))?
-                }
-                "_securityLabelNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_security_label_number))?
-                }
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "securityLabelNumber" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_security_label_number),
+                )?,
+                "_securityLabelNumber" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_security_label_number),
+                )?,
                 other => {
                     if !(crate::resources::ContractTermActionOccurrence::de_key(
                         &mut map,
                         other,
-                        &mut f_occurrence,
+                        &mut b.f_occurrence,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_intent.is_some(), "intent")?;
+        let v_link_id =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_link_id), "linkId")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        let v_context_link_id = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_context_link_id),
+            "contextLinkId",
+        )?;
+        let v_requester_link_id = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_requester_link_id),
+            "requesterLinkId",
+        )?;
+        let v_performer_link_id = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_performer_link_id),
+            "performerLinkId",
+        )?;
+        let v_reason =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_reason), "reason")?;
+        let v_reason_link_id = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_reason_link_id),
+            "reasonLinkId",
+        )?;
+        let v_security_label_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_security_label_number),
+            "securityLabelNumber",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            do_not_perform: f_do_not_perform,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            subject: f_subject,
-            intent: crate::rt::required::<_, A::Error>(f_intent, "intent")?,
-            link_id: crate::rt::finish_prim_vec::<_, A::Error>(f_link_id, "linkId")?,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            context: f_context,
-            context_link_id: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_context_link_id,
-                "contextLinkId",
-            )?,
-            occurrence: f_occurrence,
-            requester: f_requester,
-            requester_link_id: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_requester_link_id,
-                "requesterLinkId",
-            )?,
-            performer_type: f_performer_type,
-            performer_role: f_performer_role,
-            performer: f_performer,
-            performer_link_id: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_performer_link_id,
-                "performerLinkId",
-            )?,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            reason: crate::rt::finish_prim_vec::<_, A::Error>(f_reason, "reason")?,
-            reason_link_id: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_reason_link_id,
-                "reasonLinkId",
-            )?,
-            note: f_note,
-            security_label_number: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_security_label_number,
-                "securityLabelNumber",
-            )?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            do_not_perform: b.f_do_not_perform,
+            r#type: b.f_type.unwrap_or_default(),
+            subject: b.f_subject,
+            intent: b.f_intent.unwrap_or_default(),
+            link_id: v_link_id,
+            status: b.f_status.unwrap_or_default(),
+            context: b.f_context,
+            context_link_id: v_context_link_id,
+            occurrence: b.f_occurrence,
+            requester: b.f_requester,
+            requester_link_id: v_requester_link_id,
+            performer_type: b.f_performer_type,
+            performer_role: b.f_performer_role,
+            performer: b.f_performer,
+            performer_link_id: v_performer_link_id,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            reason: v_reason,
+            reason_link_id: v_reason_link_id,
+            note: b.f_note,
+            security_label_number: v_security_label_number,
         })
     }
 }
@@ -2878,29 +2989,34 @@ impl crate::rt::DeFields for ContractTermActionSubject {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_role: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_reference: Vec<crate::datatypes::Reference>,
+            f_role: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "reference" => map.next_value_seed(crate::rt::VecSeed(&mut f_reference))?,
-                "role" => map.next_value_seed(crate::rt::Opt(&mut f_role))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "reference" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reference))?,
+                "role" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_role))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_reference.is_empty(), "reference")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            reference: crate::rt::required_vec::<_, A::Error>(f_reference, "reference")?,
-            role: f_role,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            reference: b.f_reference,
+            role: b.f_role,
         })
     }
 }
@@ -3011,32 +3127,39 @@ impl crate::rt::DeFields for ContractSigner {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::Coding> = None;
-        let mut f_party: Option<crate::datatypes::Reference> = None;
-        let mut f_signature: Vec<crate::datatypes::Signature> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::Coding>,
+            f_party: Option<crate::datatypes::Reference>,
+            f_signature: Vec<crate::datatypes::Signature>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "party" => map.next_value_seed(crate::rt::Opt(&mut f_party))?,
-                "signature" => map.next_value_seed(crate::rt::VecSeed(&mut f_signature))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "party" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_party))?,
+                "signature" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_signature))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_party.is_some(), "party")?;
+        crate::rt::check_required::<A::Error>(!b.f_signature.is_empty(), "signature")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            party: crate::rt::required::<_, A::Error>(f_party, "party")?,
-            signature: crate::rt::required_vec::<_, A::Error>(f_signature, "signature")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            party: b.f_party.unwrap_or_default(),
+            signature: b.f_signature,
         })
     }
 }
@@ -3128,33 +3251,38 @@ impl crate::rt::DeFields for ContractFriendly {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_content: Option<crate::resources::ContractFriendlyContent> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_content: Option<crate::resources::ContractFriendlyContent>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 other => {
                     if !(crate::resources::ContractFriendlyContent::de_key(
                         &mut map,
                         other,
-                        &mut f_content,
+                        &mut b.f_content,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_content.is_some(), "content")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            content: crate::rt::required::<_, A::Error>(f_content, "content")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            content: b.f_content.unwrap_or_default(),
         })
     }
 }
@@ -3244,33 +3372,38 @@ impl crate::rt::DeFields for ContractLegal {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_content: Option<crate::resources::ContractLegalContent> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_content: Option<crate::resources::ContractLegalContent>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 other => {
                     if !(crate::resources::ContractLegalContent::de_key(
                         &mut map,
                         other,
-                        &mut f_content,
+                        &mut b.f_content,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_content.is_some(), "content")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            content: crate::rt::required::<_, A::Error>(f_content, "content")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            content: b.f_content.unwrap_or_default(),
         })
     }
 }
@@ -3360,33 +3493,38 @@ impl crate::rt::DeFields for ContractRule {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_content: Option<crate::resources::ContractRuleContent> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_content: Option<crate::resources::ContractRuleContent>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 other => {
                     if !(crate::resources::ContractRuleContent::de_key(
                         &mut map,
                         other,
-                        &mut f_content,
+                        &mut b.f_content,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_content.is_some(), "content")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            content: crate::rt::required::<_, A::Error>(f_content, "content")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            content: b.f_content.unwrap_or_default(),
         })
     }
 }
@@ -3444,16 +3582,22 @@ impl ContractTopic {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "topicCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Contract.topic[x]",
-            })?,
-            "topicReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Contract.topic[x]",
-            })?,
+            "topicCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Contract.topic[x]",
+                },
+            )?,
+            "topicReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Contract.topic[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -3519,16 +3663,22 @@ impl ContractLegallyBinding {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "legallyBindingAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Attachment,
-                name: "Contract.legallyBinding[x]",
-            })?,
-            "legallyBindingReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Contract.legallyBinding[x]",
-            })?,
+            "legallyBindingAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Attachment,
+                    name: "Contract.legallyBinding[x]",
+                },
+            )?,
+            "legallyBindingReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Contract.legallyBinding[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -3594,16 +3744,22 @@ impl ContractTermTopic {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "topicCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Contract.term.topic[x]",
-            })?,
-            "topicReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Contract.term.topic[x]",
-            })?,
+            "topicCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Contract.term.topic[x]",
+                },
+            )?,
+            "topicReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Contract.term.topic[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -3709,170 +3865,230 @@ impl ContractTermOfferAnswerValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "_valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "valueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "_valueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "valueDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "_valueDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "_valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "valueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "_valueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "valueUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "_valueUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.offer.answer.value[x]",
                 },
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "valueAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Attachment,
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "valueCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Coding,
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
-            "valueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Contract.term.offer.answer.value[x]",
-            })?,
+            )?,
+            "valueAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Attachment,
+                    name: "Contract.term.offer.answer.value[x]",
+                },
+            )?,
+            "valueCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Coding,
+                    name: "Contract.term.offer.answer.value[x]",
+                },
+            )?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "Contract.term.offer.answer.value[x]",
+                },
+            )?,
+            "valueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Contract.term.offer.answer.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -3960,16 +4176,22 @@ impl ContractTermAssetValuedItemEntity {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "entityCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Contract.term.asset.valuedItem.entity[x]",
-            })?,
-            "entityReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Contract.term.asset.valuedItem.entity[x]",
-            })?,
+            "entityCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Contract.term.asset.valuedItem.entity[x]",
+                },
+            )?,
+            "entityReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Contract.term.asset.valuedItem.entity[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -4041,34 +4263,46 @@ impl ContractTermActionOccurrence {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.action.occurrence[x]",
                 },
-                name: "Contract.term.action.occurrence[x]",
-            })?,
-            "_occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Contract.term.action.occurrence[x]",
                 },
-                name: "Contract.term.action.occurrence[x]",
-            })?,
-            "occurrencePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Contract.term.action.occurrence[x]",
-            })?,
-            "occurrenceTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Timing,
-                name: "Contract.term.action.occurrence[x]",
-            })?,
+            )?,
+            "occurrencePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Contract.term.action.occurrence[x]",
+                },
+            )?,
+            "occurrenceTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Timing,
+                    name: "Contract.term.action.occurrence[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -4135,16 +4369,22 @@ impl ContractFriendlyContent {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "contentAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Attachment,
-                name: "Contract.friendly.content[x]",
-            })?,
-            "contentReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Contract.friendly.content[x]",
-            })?,
+            "contentAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Attachment,
+                    name: "Contract.friendly.content[x]",
+                },
+            )?,
+            "contentReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Contract.friendly.content[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -4210,16 +4450,22 @@ impl ContractLegalContent {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "contentAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Attachment,
-                name: "Contract.legal.content[x]",
-            })?,
-            "contentReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Contract.legal.content[x]",
-            })?,
+            "contentAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Attachment,
+                    name: "Contract.legal.content[x]",
+                },
+            )?,
+            "contentReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Contract.legal.content[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -4285,16 +4531,22 @@ impl ContractRuleContent {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "contentAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Attachment,
-                name: "Contract.rule.content[x]",
-            })?,
-            "contentReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Contract.rule.content[x]",
-            })?,
+            "contentAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Attachment,
+                    name: "Contract.rule.content[x]",
+                },
+            )?,
+            "contentReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Contract.rule.content[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -229,113 +229,135 @@ impl crate::rt::DeFields for Coverage {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>,
-        > = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_policy_holder: Option<crate::datatypes::Reference> = None;
-        let mut f_subscriber: Option<crate::datatypes::Reference> = None;
-        let mut f_subscriber_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_beneficiary: Option<crate::datatypes::Reference> = None;
-        let mut f_dependent: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_relationship: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_payor: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_class: Vec<crate::resources::CoverageClass> = Vec::new();
-        let mut f_order: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_network: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_cost_to_beneficiary: Vec<crate::resources::CoverageCostToBeneficiary> =
-            Vec::new();
-        let mut f_subrogation: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_contract: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_policy_holder: Option<crate::datatypes::Reference>,
+            f_subscriber: Option<crate::datatypes::Reference>,
+            f_subscriber_id: Option<crate::primitives::Primitive<String>>,
+            f_beneficiary: Option<crate::datatypes::Reference>,
+            f_dependent: Option<crate::primitives::Primitive<String>>,
+            f_relationship: Option<crate::datatypes::CodeableConcept>,
+            f_period: Option<crate::datatypes::Period>,
+            f_payor: Vec<crate::datatypes::Reference>,
+            f_class: Vec<crate::resources::CoverageClass>,
+            f_order: Option<crate::primitives::Primitive<u32>>,
+            f_network: Option<crate::primitives::Primitive<String>>,
+            f_cost_to_beneficiary: Vec<crate::resources::CoverageCostToBeneficiary>,
+            f_subrogation: Option<crate::primitives::Primitive<bool>>,
+            f_contract: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Coverage",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Coverage",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "policyHolder" => map.next_value_seed(crate::rt::Opt(&mut f_policy_holder))?,
-                "subscriber" => map.next_value_seed(crate::rt::Opt(&mut f_subscriber))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "policyHolder" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_policy_holder))?
+                }
+                "subscriber" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subscriber))?,
                 "subscriberId" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_subscriber_id))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_subscriber_id))?
                 }
-                "_subscriberId" => map.next_value_seed(crate::rt::PrimExt(&mut f_subscriber_id))?,
-                "beneficiary" => map.next_value_seed(crate::rt::Opt(&mut f_beneficiary))?,
-                "dependent" => map.next_value_seed(crate::rt::PrimValue(&mut f_dependent))?,
-                "_dependent" => map.next_value_seed(crate::rt::PrimExt(&mut f_dependent))?,
-                "relationship" => map.next_value_seed(crate::rt::Opt(&mut f_relationship))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "payor" => map.next_value_seed(crate::rt::VecSeed(&mut f_payor))?,
-                "class" => map.next_value_seed(crate::rt::VecSeed(&mut f_class))?,
-                "order" => map.next_value_seed(crate::rt::PrimValue(&mut f_order))?,
-                "_order" => map.next_value_seed(crate::rt::PrimExt(&mut f_order))?,
-                "network" => map.next_value_seed(crate::rt::PrimValue(&mut f_network))?,
-                "_network" => map.next_value_seed(crate::rt::PrimExt(&mut f_network))?,
+                "_subscriberId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_subscriber_id))?
+                }
+                "beneficiary" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_beneficiary))?,
+                "dependent" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_dependent))?
+                }
+                "_dependent" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_dependent))?,
+                "relationship" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_relationship))?
+                }
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "payor" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_payor))?,
+                "class" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_class))?,
+                "order" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_order))?,
+                "_order" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_order))?,
+                "network" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_network))?,
+                "_network" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_network))?,
                 "costToBeneficiary" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_cost_to_beneficiary))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_cost_to_beneficiary))?
                 }
-                "subrogation" => map.next_value_seed(crate::rt::PrimValue(&mut f_subrogation))?,
-                "_subrogation" => map.next_value_seed(crate::rt::PrimExt(&mut f_subrogation))?,
-                "contract" => map.next_value_seed(crate::rt::VecSeed(&mut f_contract))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "subrogation" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_subrogation))?
+                }
+                "_subrogation" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_subrogation))?
+                }
+                "contract" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contract))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Coverage")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_beneficiary.is_some(), "beneficiary")?;
+        crate::rt::check_required::<A::Error>(!b.f_payor.is_empty(), "payor")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            r#type: f_type,
-            policy_holder: f_policy_holder,
-            subscriber: f_subscriber,
-            subscriber_id: f_subscriber_id,
-            beneficiary: crate::rt::required::<_, A::Error>(f_beneficiary, "beneficiary")?,
-            dependent: f_dependent,
-            relationship: f_relationship,
-            period: f_period,
-            payor: crate::rt::required_vec::<_, A::Error>(f_payor, "payor")?,
-            class: f_class,
-            order: f_order,
-            network: f_network,
-            cost_to_beneficiary: f_cost_to_beneficiary,
-            subrogation: f_subrogation,
-            contract: f_contract,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            r#type: b.f_type,
+            policy_holder: b.f_policy_holder,
+            subscriber: b.f_subscriber,
+            subscriber_id: b.f_subscriber_id,
+            beneficiary: b.f_beneficiary.unwrap_or_default(),
+            dependent: b.f_dependent,
+            relationship: b.f_relationship,
+            period: b.f_period,
+            payor: b.f_payor,
+            class: b.f_class,
+            order: b.f_order,
+            network: b.f_network,
+            cost_to_beneficiary: b.f_cost_to_beneficiary,
+            subrogation: b.f_subrogation,
+            contract: b.f_contract,
         })
     }
 }
@@ -492,34 +514,40 @@ impl crate::rt::DeFields for CoverageClass {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_value: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
-            name: f_name,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
+            name: b.f_name,
         })
     }
 }
@@ -625,39 +653,44 @@ impl crate::rt::DeFields for CoverageCostToBeneficiary {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value: Option<crate::resources::CoverageCostToBeneficiaryValue> = None;
-        let mut f_exception: Vec<crate::resources::CoverageCostToBeneficiaryException> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_value: Option<crate::resources::CoverageCostToBeneficiaryValue>,
+            f_exception: Vec<crate::resources::CoverageCostToBeneficiaryException>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "exception" => map.next_value_seed(crate::rt::VecSeed(&mut f_exception))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "exception" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_exception))?,
                 other => {
                     if !(crate::resources::CoverageCostToBeneficiaryValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
-            exception: f_exception,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            value: b.f_value.unwrap_or_default(),
+            exception: b.f_exception,
         })
     }
 }
@@ -756,29 +789,34 @@ impl crate::rt::DeFields for CoverageCostToBeneficiaryException {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            period: f_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            period: b.f_period,
         })
     }
 }
@@ -837,16 +875,22 @@ impl CoverageCostToBeneficiaryValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "Coverage.costToBeneficiary.value[x]",
-            })?,
-            "valueMoney" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Money,
-                name: "Coverage.costToBeneficiary.value[x]",
-            })?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "Coverage.costToBeneficiary.value[x]",
+                },
+            )?,
+            "valueMoney" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Money,
+                    name: "Coverage.costToBeneficiary.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

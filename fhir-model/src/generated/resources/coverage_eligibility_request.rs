@@ -214,80 +214,87 @@ impl crate::rt::DeFields for CoverageEligibilityRequest {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>,
-        > = None;
-        let mut f_priority: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_purpose: crate::rt::PrimVec<crate::codes::EligibilityRequestPurpose> =
-            crate::rt::PrimVec::default();
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_serviced: Option<crate::resources::CoverageEligibilityRequestServiced> = None;
-        let mut f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_enterer: Option<crate::datatypes::Reference> = None;
-        let mut f_provider: Option<crate::datatypes::Reference> = None;
-        let mut f_insurer: Option<crate::datatypes::Reference> = None;
-        let mut f_facility: Option<crate::datatypes::Reference> = None;
-        let mut f_supporting_info: Vec<crate::resources::CoverageEligibilityRequestSupportingInfo> =
-            Vec::new();
-        let mut f_insurance: Vec<crate::resources::CoverageEligibilityRequestInsurance> =
-            Vec::new();
-        let mut f_item: Vec<crate::resources::CoverageEligibilityRequestItem> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>>,
+            f_priority: Option<crate::datatypes::CodeableConcept>,
+            f_purpose: crate::rt::PrimVec<crate::codes::EligibilityRequestPurpose>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_serviced: Option<crate::resources::CoverageEligibilityRequestServiced>,
+            f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_enterer: Option<crate::datatypes::Reference>,
+            f_provider: Option<crate::datatypes::Reference>,
+            f_insurer: Option<crate::datatypes::Reference>,
+            f_facility: Option<crate::datatypes::Reference>,
+            f_supporting_info: Vec<crate::resources::CoverageEligibilityRequestSupportingInfo>,
+            f_insurance: Vec<crate::resources::CoverageEligibilityRequestInsurance>,
+            f_item: Vec<crate::resources::CoverageEligibilityRequestItem>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "CoverageEligibilityRequest",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "CoverageEligibilityRequest",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "priority" => map.next_value_seed(crate::rt::Opt(&mut f_priority))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_purpose))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "created" => map.next_value_seed(crate::rt::PrimValue(&mut f_created))?,
-                "_created" => map.next_value_seed(crate::rt::PrimExt(&mut f_created))?,
-                "enterer" => map.next_value_seed(crate::rt::Opt(&mut f_enterer))?,
-                "provider" => map.next_value_seed(crate::rt::Opt(&mut f_provider))?,
-                "insurer" => map.next_value_seed(crate::rt::Opt(&mut f_insurer))?,
-                "facility" => map.next_value_seed(crate::rt::Opt(&mut f_facility))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_priority))?,
+                "purpose" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_purpose))?
+                }
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_purpose))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "created" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_created))?,
+                "_created" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_created))?,
+                "enterer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_enterer))?,
+                "provider" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_provider))?,
+                "insurer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_insurer))?,
+                "facility" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_facility))?,
                 "supportingInfo" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_info))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_supporting_info))?
                 }
-                "insurance" => map.next_value_seed(crate::rt::VecSeed(&mut f_insurance))?,
-                "item" => map.next_value_seed(crate::rt::VecSeed(&mut f_item))?,
+                "insurance" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_insurance))?,
+                "item" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_item))?,
                 other => {
                     if !(crate::resources::CoverageEligibilityRequestServiced::de_key(
                         &mut map,
                         other,
-                        &mut f_serviced,
+                        &mut b.f_serviced,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
@@ -296,32 +303,36 @@ impl crate::rt::DeFields for CoverageEligibilityRequest {
             resource_type_seen,
             "CoverageEligibilityRequest",
         )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        let v_purpose =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_purpose), "purpose")?;
+        crate::rt::check_required::<A::Error>(!v_purpose.is_empty(), "purpose")?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
+        crate::rt::check_required::<A::Error>(b.f_created.is_some(), "created")?;
+        crate::rt::check_required::<A::Error>(b.f_insurer.is_some(), "insurer")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            priority: f_priority,
-            purpose: crate::rt::required_vec::<_, A::Error>(
-                crate::rt::finish_prim_vec::<_, A::Error>(f_purpose, "purpose")?,
-                "purpose",
-            )?,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            serviced: f_serviced,
-            created: crate::rt::required::<_, A::Error>(f_created, "created")?,
-            enterer: f_enterer,
-            provider: f_provider,
-            insurer: crate::rt::required::<_, A::Error>(f_insurer, "insurer")?,
-            facility: f_facility,
-            supporting_info: f_supporting_info,
-            insurance: f_insurance,
-            item: f_item,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            priority: b.f_priority,
+            purpose: v_purpose,
+            patient: b.f_patient.unwrap_or_default(),
+            serviced: b.f_serviced,
+            created: b.f_created.unwrap_or_default(),
+            enterer: b.f_enterer,
+            provider: b.f_provider,
+            insurer: b.f_insurer.unwrap_or_default(),
+            facility: b.f_facility,
+            supporting_info: b.f_supporting_info,
+            insurance: b.f_insurance,
+            item: b.f_item,
         })
     }
 }
@@ -482,38 +493,44 @@ impl crate::rt::DeFields for CoverageEligibilityRequestSupportingInfo {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_information: Option<crate::datatypes::Reference> = None;
-        let mut f_applies_to_all: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_information: Option<crate::datatypes::Reference>,
+            f_applies_to_all: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "information" => map.next_value_seed(crate::rt::Opt(&mut f_information))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "information" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_information))?,
                 "appliesToAll" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_applies_to_all))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_applies_to_all))?
                 }
                 "_appliesToAll" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_applies_to_all))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_applies_to_all))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(b.f_information.is_some(), "information")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            information: crate::rt::required::<_, A::Error>(f_information, "information")?,
-            applies_to_all: f_applies_to_all,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            information: b.f_information.unwrap_or_default(),
+            applies_to_all: b.f_applies_to_all,
         })
     }
 }
@@ -624,38 +641,44 @@ impl crate::rt::DeFields for CoverageEligibilityRequestInsurance {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_focal: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_coverage: Option<crate::datatypes::Reference> = None;
-        let mut f_business_arrangement: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_focal: Option<crate::primitives::Primitive<bool>>,
+            f_coverage: Option<crate::datatypes::Reference>,
+            f_business_arrangement: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "focal" => map.next_value_seed(crate::rt::PrimValue(&mut f_focal))?,
-                "_focal" => map.next_value_seed(crate::rt::PrimExt(&mut f_focal))?,
-                "coverage" => map.next_value_seed(crate::rt::Opt(&mut f_coverage))?,
-                "businessArrangement" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_business_arrangement))?
-                }
+                "focal" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_focal))?,
+                "_focal" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_focal))?,
+                "coverage" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_coverage))?,
+                "businessArrangement" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_business_arrangement),
+                )?,
                 "_businessArrangement" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_business_arrangement))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_business_arrangement))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_coverage.is_some(), "coverage")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            focal: f_focal,
-            coverage: crate::rt::required::<_, A::Error>(f_coverage, "coverage")?,
-            business_arrangement: f_business_arrangement,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            focal: b.f_focal,
+            coverage: b.f_coverage.unwrap_or_default(),
+            business_arrangement: b.f_business_arrangement,
         })
     }
 }
@@ -812,64 +835,70 @@ impl crate::rt::DeFields for CoverageEligibilityRequestItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_supporting_info_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_provider: Option<crate::datatypes::Reference> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_facility: Option<crate::datatypes::Reference> = None;
-        let mut f_diagnosis: Vec<crate::resources::CoverageEligibilityRequestItemDiagnosis> =
-            Vec::new();
-        let mut f_detail: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_supporting_info_sequence: crate::rt::PrimVec<u32>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_provider: Option<crate::datatypes::Reference>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_facility: Option<crate::datatypes::Reference>,
+            f_diagnosis: Vec<crate::resources::CoverageEligibilityRequestItemDiagnosis>,
+            f_detail: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "supportingInfoSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_supporting_info_sequence))?
-                }
-                "_supportingInfoSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_supporting_info_sequence))?
-                }
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
+                "supportingInfoSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_supporting_info_sequence),
+                )?,
+                "_supportingInfoSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_supporting_info_sequence),
+                )?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "provider" => map.next_value_seed(crate::rt::Opt(&mut f_provider))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "facility" => map.next_value_seed(crate::rt::Opt(&mut f_facility))?,
-                "diagnosis" => map.next_value_seed(crate::rt::VecSeed(&mut f_diagnosis))?,
-                "detail" => map.next_value_seed(crate::rt::VecSeed(&mut f_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "provider" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_provider))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "facility" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_facility))?,
+                "diagnosis" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_diagnosis))?,
+                "detail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_supporting_info_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_supporting_info_sequence),
+            "supportingInfoSequence",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            supporting_info_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_supporting_info_sequence,
-                "supportingInfoSequence",
-            )?,
-            category: f_category,
-            product_or_service: f_product_or_service,
-            modifier: f_modifier,
-            provider: f_provider,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            facility: f_facility,
-            diagnosis: f_diagnosis,
-            detail: f_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            supporting_info_sequence: v_supporting_info_sequence,
+            category: b.f_category,
+            product_or_service: b.f_product_or_service,
+            modifier: b.f_modifier,
+            provider: b.f_provider,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            facility: b.f_facility,
+            diagnosis: b.f_diagnosis,
+            detail: b.f_detail,
         })
     }
 }
@@ -972,25 +1001,27 @@ impl crate::rt::DeFields for CoverageEligibilityRequestItemDiagnosis {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_diagnosis: Option<
-            crate::resources::CoverageEligibilityRequestItemDiagnosisDiagnosis,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_diagnosis: Option<crate::resources::CoverageEligibilityRequestItemDiagnosisDiagnosis>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-"id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-"extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-"modifierExtension" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?,
-other => { if !(crate::resources::CoverageEligibilityRequestItemDiagnosisDiagnosis::de_key(&mut map, other, &mut f_diagnosis)?) { map.next_value_seed(crate::rt::Unknown(other))?; } }
+"id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+"extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+"modifierExtension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?,
+other => { if !(crate::resources::CoverageEligibilityRequestItemDiagnosisDiagnosis::de_key(&mut map, other, &mut b.f_diagnosis)?) { crate::rt::value(&mut map, crate::rt::Unknown(other))?; } }
 }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            diagnosis: f_diagnosis,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            diagnosis: b.f_diagnosis,
         })
     }
 }
@@ -1050,29 +1081,38 @@ impl CoverageEligibilityRequestServiced {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "servicedDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "servicedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CoverageEligibilityRequest.serviced[x]",
                 },
-                name: "CoverageEligibilityRequest.serviced[x]",
-            })?,
-            "_servicedDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_servicedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CoverageEligibilityRequest.serviced[x]",
                 },
-                name: "CoverageEligibilityRequest.serviced[x]",
-            })?,
-            "servicedPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "CoverageEligibilityRequest.serviced[x]",
-            })?,
+            )?,
+            "servicedPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "CoverageEligibilityRequest.serviced[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1132,16 +1172,22 @@ impl CoverageEligibilityRequestItemDiagnosisDiagnosis {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "diagnosisCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "CoverageEligibilityRequest.item.diagnosis.diagnosis[x]",
-            })?,
-            "diagnosisReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "CoverageEligibilityRequest.item.diagnosis.diagnosis[x]",
-            })?,
+            "diagnosisCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "CoverageEligibilityRequest.item.diagnosis.diagnosis[x]",
+                },
+            )?,
+            "diagnosisReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "CoverageEligibilityRequest.item.diagnosis.diagnosis[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -225,84 +225,98 @@ impl crate::rt::DeFields for CoverageEligibilityResponse {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>,
-        > = None;
-        let mut f_purpose: crate::rt::PrimVec<crate::codes::EligibilityResponsePurpose> =
-            crate::rt::PrimVec::default();
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_serviced: Option<crate::resources::CoverageEligibilityResponseServiced> = None;
-        let mut f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_requestor: Option<crate::datatypes::Reference> = None;
-        let mut f_request: Option<crate::datatypes::Reference> = None;
-        let mut f_outcome: Option<
-            crate::primitives::Primitive<crate::codes::ClaimProcessingCodes>,
-        > = None;
-        let mut f_disposition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_insurer: Option<crate::datatypes::Reference> = None;
-        let mut f_insurance: Vec<crate::resources::CoverageEligibilityResponseInsurance> =
-            Vec::new();
-        let mut f_pre_auth_ref: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_form: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_error: Vec<crate::resources::CoverageEligibilityResponseError> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>>,
+            f_purpose: crate::rt::PrimVec<crate::codes::EligibilityResponsePurpose>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_serviced: Option<crate::resources::CoverageEligibilityResponseServiced>,
+            f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_requestor: Option<crate::datatypes::Reference>,
+            f_request: Option<crate::datatypes::Reference>,
+            f_outcome: Option<crate::primitives::Primitive<crate::codes::ClaimProcessingCodes>>,
+            f_disposition: Option<crate::primitives::Primitive<String>>,
+            f_insurer: Option<crate::datatypes::Reference>,
+            f_insurance: Vec<crate::resources::CoverageEligibilityResponseInsurance>,
+            f_pre_auth_ref: Option<crate::primitives::Primitive<String>>,
+            f_form: Option<crate::datatypes::CodeableConcept>,
+            f_error: Vec<crate::resources::CoverageEligibilityResponseError>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "CoverageEligibilityResponse",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "CoverageEligibilityResponse",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_purpose))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "created" => map.next_value_seed(crate::rt::PrimValue(&mut f_created))?,
-                "_created" => map.next_value_seed(crate::rt::PrimExt(&mut f_created))?,
-                "requestor" => map.next_value_seed(crate::rt::Opt(&mut f_requestor))?,
-                "request" => map.next_value_seed(crate::rt::Opt(&mut f_request))?,
-                "outcome" => map.next_value_seed(crate::rt::PrimValue(&mut f_outcome))?,
-                "_outcome" => map.next_value_seed(crate::rt::PrimExt(&mut f_outcome))?,
-                "disposition" => map.next_value_seed(crate::rt::PrimValue(&mut f_disposition))?,
-                "_disposition" => map.next_value_seed(crate::rt::PrimExt(&mut f_disposition))?,
-                "insurer" => map.next_value_seed(crate::rt::Opt(&mut f_insurer))?,
-                "insurance" => map.next_value_seed(crate::rt::VecSeed(&mut f_insurance))?,
-                "preAuthRef" => map.next_value_seed(crate::rt::PrimValue(&mut f_pre_auth_ref))?,
-                "_preAuthRef" => map.next_value_seed(crate::rt::PrimExt(&mut f_pre_auth_ref))?,
-                "form" => map.next_value_seed(crate::rt::Opt(&mut f_form))?,
-                "error" => map.next_value_seed(crate::rt::VecSeed(&mut f_error))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "purpose" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_purpose))?
+                }
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_purpose))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "created" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_created))?,
+                "_created" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_created))?,
+                "requestor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_requestor))?,
+                "request" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_request))?,
+                "outcome" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_outcome))?,
+                "_outcome" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_outcome))?,
+                "disposition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_disposition))?
+                }
+                "_disposition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_disposition))?
+                }
+                "insurer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_insurer))?,
+                "insurance" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_insurance))?,
+                "preAuthRef" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_pre_auth_ref))?
+                }
+                "_preAuthRef" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_pre_auth_ref))?
+                }
+                "form" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_form))?,
+                "error" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_error))?,
                 other => {
                     if !(crate::resources::CoverageEligibilityResponseServiced::de_key(
                         &mut map,
                         other,
-                        &mut f_serviced,
+                        &mut b.f_serviced,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
@@ -311,33 +325,39 @@ impl crate::rt::DeFields for CoverageEligibilityResponse {
             resource_type_seen,
             "CoverageEligibilityResponse",
         )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        let v_purpose =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_purpose), "purpose")?;
+        crate::rt::check_required::<A::Error>(!v_purpose.is_empty(), "purpose")?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
+        crate::rt::check_required::<A::Error>(b.f_created.is_some(), "created")?;
+        crate::rt::check_required::<A::Error>(b.f_request.is_some(), "request")?;
+        crate::rt::check_required::<A::Error>(b.f_outcome.is_some(), "outcome")?;
+        crate::rt::check_required::<A::Error>(b.f_insurer.is_some(), "insurer")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            purpose: crate::rt::required_vec::<_, A::Error>(
-                crate::rt::finish_prim_vec::<_, A::Error>(f_purpose, "purpose")?,
-                "purpose",
-            )?,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            serviced: f_serviced,
-            created: crate::rt::required::<_, A::Error>(f_created, "created")?,
-            requestor: f_requestor,
-            request: crate::rt::required::<_, A::Error>(f_request, "request")?,
-            outcome: crate::rt::required::<_, A::Error>(f_outcome, "outcome")?,
-            disposition: f_disposition,
-            insurer: crate::rt::required::<_, A::Error>(f_insurer, "insurer")?,
-            insurance: f_insurance,
-            pre_auth_ref: f_pre_auth_ref,
-            form: f_form,
-            error: f_error,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            purpose: v_purpose,
+            patient: b.f_patient.unwrap_or_default(),
+            serviced: b.f_serviced,
+            created: b.f_created.unwrap_or_default(),
+            requestor: b.f_requestor,
+            request: b.f_request.unwrap_or_default(),
+            outcome: b.f_outcome.unwrap_or_default(),
+            disposition: b.f_disposition,
+            insurer: b.f_insurer.unwrap_or_default(),
+            insurance: b.f_insurance,
+            pre_auth_ref: b.f_pre_auth_ref,
+            form: b.f_form,
+            error: b.f_error,
         })
     }
 }
@@ -497,37 +517,43 @@ impl crate::rt::DeFields for CoverageEligibilityResponseInsurance {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_coverage: Option<crate::datatypes::Reference> = None;
-        let mut f_inforce: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_benefit_period: Option<crate::datatypes::Period> = None;
-        let mut f_item: Vec<crate::resources::CoverageEligibilityResponseInsuranceItem> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_coverage: Option<crate::datatypes::Reference>,
+            f_inforce: Option<crate::primitives::Primitive<bool>>,
+            f_benefit_period: Option<crate::datatypes::Period>,
+            f_item: Vec<crate::resources::CoverageEligibilityResponseInsuranceItem>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "coverage" => map.next_value_seed(crate::rt::Opt(&mut f_coverage))?,
-                "inforce" => map.next_value_seed(crate::rt::PrimValue(&mut f_inforce))?,
-                "_inforce" => map.next_value_seed(crate::rt::PrimExt(&mut f_inforce))?,
-                "benefitPeriod" => map.next_value_seed(crate::rt::Opt(&mut f_benefit_period))?,
-                "item" => map.next_value_seed(crate::rt::VecSeed(&mut f_item))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "coverage" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_coverage))?,
+                "inforce" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_inforce))?,
+                "_inforce" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_inforce))?,
+                "benefitPeriod" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_benefit_period))?
+                }
+                "item" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_item))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_coverage.is_some(), "coverage")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            coverage: crate::rt::required::<_, A::Error>(f_coverage, "coverage")?,
-            inforce: f_inforce,
-            benefit_period: f_benefit_period,
-            item: f_item,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            coverage: b.f_coverage.unwrap_or_default(),
+            inforce: b.f_inforce,
+            benefit_period: b.f_benefit_period,
+            item: b.f_item,
         })
     }
 }
@@ -722,83 +748,93 @@ impl crate::rt::DeFields for CoverageEligibilityResponseInsuranceItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_provider: Option<crate::datatypes::Reference> = None;
-        let mut f_excluded: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_network: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_unit: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_term: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_benefit: Vec<crate::resources::CoverageEligibilityResponseInsuranceItemBenefit> =
-            Vec::new();
-        let mut f_authorization_required: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_authorization_supporting: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_authorization_url: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_provider: Option<crate::datatypes::Reference>,
+            f_excluded: Option<crate::primitives::Primitive<bool>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_network: Option<crate::datatypes::CodeableConcept>,
+            f_unit: Option<crate::datatypes::CodeableConcept>,
+            f_term: Option<crate::datatypes::CodeableConcept>,
+            f_benefit: Vec<crate::resources::CoverageEligibilityResponseInsuranceItemBenefit>,
+            f_authorization_required: Option<crate::primitives::Primitive<bool>>,
+            f_authorization_supporting: Vec<crate::datatypes::CodeableConcept>,
+            f_authorization_url: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "provider" => map.next_value_seed(crate::rt::Opt(&mut f_provider))?,
-                "excluded" => map.next_value_seed(crate::rt::PrimValue(&mut f_excluded))?,
-                "_excluded" => map.next_value_seed(crate::rt::PrimExt(&mut f_excluded))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "network" => map.next_value_seed(crate::rt::Opt(&mut f_network))?,
-                "unit" => map.next_value_seed(crate::rt::Opt(&mut f_unit))?,
-                "term" => map.next_value_seed(crate::rt::Opt(&mut f_term))?,
-                "benefit" => map.next_value_seed(crate::rt::VecSeed(&mut f_benefit))?,
-                "authorizationRequired" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_authorization_required))?
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "provider" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_provider))?,
+                "excluded" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_excluded))?,
+                "_excluded" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_excluded))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
                 }
-                "_authorizationRequired" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_authorization_required))?
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
                 }
-                "authorizationSupporting" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_authorization_supporting))?
-                }
+                "network" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_network))?,
+                "unit" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit))?,
+                "term" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_term))?,
+                "benefit" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_benefit))?,
+                "authorizationRequired" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_authorization_required),
+                )?,
+                "_authorizationRequired" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_authorization_required),
+                )?,
+                "authorizationSupporting" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_authorization_supporting),
+                )?,
                 "authorizationUrl" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_authorization_url))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_authorization_url))?
                 }
                 "_authorizationUrl" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_authorization_url))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_authorization_url))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            category: f_category,
-            product_or_service: f_product_or_service,
-            modifier: f_modifier,
-            provider: f_provider,
-            excluded: f_excluded,
-            name: f_name,
-            description: f_description,
-            network: f_network,
-            unit: f_unit,
-            term: f_term,
-            benefit: f_benefit,
-            authorization_required: f_authorization_required,
-            authorization_supporting: f_authorization_supporting,
-            authorization_url: f_authorization_url,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            category: b.f_category,
+            product_or_service: b.f_product_or_service,
+            modifier: b.f_modifier,
+            provider: b.f_provider,
+            excluded: b.f_excluded,
+            name: b.f_name,
+            description: b.f_description,
+            network: b.f_network,
+            unit: b.f_unit,
+            term: b.f_term,
+            benefit: b.f_benefit,
+            authorization_required: b.f_authorization_required,
+            authorization_supporting: b.f_authorization_supporting,
+            authorization_url: b.f_authorization_url,
         })
     }
 }
@@ -927,32 +963,34 @@ impl crate::rt::DeFields for CoverageEligibilityResponseInsuranceItemBenefit {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_allowed: Option<
-            crate::resources::CoverageEligibilityResponseInsuranceItemBenefitAllowed,
-        > = None;
-        let mut f_used: Option<
-            crate::resources::CoverageEligibilityResponseInsuranceItemBenefitUsed,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_allowed:
+                Option<crate::resources::CoverageEligibilityResponseInsuranceItemBenefitAllowed>,
+            f_used: Option<crate::resources::CoverageEligibilityResponseInsuranceItemBenefitUsed>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-"id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-"extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-"modifierExtension" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?,
-"type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-other => { if !(crate::resources::CoverageEligibilityResponseInsuranceItemBenefitAllowed::de_key(&mut map, other, &mut f_allowed)? || crate::resources::CoverageEligibilityResponseInsuranceItemBenefitUsed::de_key(&mut map, other, &mut f_used)?) { map.next_value_seed(crate::rt::Unknown(other))?; } }
+"id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+"extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+"modifierExtension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?,
+"type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+other => { if !(crate::resources::CoverageEligibilityResponseInsuranceItemBenefitAllowed::de_key(&mut map, other, &mut b.f_allowed)? || crate::resources::CoverageEligibilityResponseInsuranceItemBenefitUsed::de_key(&mut map, other, &mut b.f_used)?) { crate::rt::value(&mut map, crate::rt::Unknown(other))?; } }
 }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            allowed: f_allowed,
-            used: f_used,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            allowed: b.f_allowed,
+            used: b.f_used,
         })
     }
 }
@@ -1048,26 +1086,31 @@ impl crate::rt::DeFields for CoverageEligibilityResponseError {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
         })
     }
 }
@@ -1125,29 +1168,38 @@ impl CoverageEligibilityResponseServiced {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "servicedDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "servicedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CoverageEligibilityResponse.serviced[x]",
                 },
-                name: "CoverageEligibilityResponse.serviced[x]",
-            })?,
-            "_servicedDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_servicedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CoverageEligibilityResponse.serviced[x]",
                 },
-                name: "CoverageEligibilityResponse.serviced[x]",
-            })?,
-            "servicedPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "CoverageEligibilityResponse.serviced[x]",
-            })?,
+            )?,
+            "servicedPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "CoverageEligibilityResponse.serviced[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1213,47 +1265,62 @@ impl CoverageEligibilityResponseInsuranceItemBenefitAllowed {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "allowedUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            "allowedUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CoverageEligibilityResponse.insurance.item.benefit.allowed[x]",
                 },
-                name: "CoverageEligibilityResponse.insurance.item.benefit.allowed[x]",
-            })?,
-            "_allowedUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_allowedUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CoverageEligibilityResponse.insurance.item.benefit.allowed[x]",
                 },
-                name: "CoverageEligibilityResponse.insurance.item.benefit.allowed[x]",
-            })?,
-            "allowedString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "allowedString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CoverageEligibilityResponse.insurance.item.benefit.allowed[x]",
                 },
-                name: "CoverageEligibilityResponse.insurance.item.benefit.allowed[x]",
-            })?,
-            "_allowedString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_allowedString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CoverageEligibilityResponse.insurance.item.benefit.allowed[x]",
                 },
-                name: "CoverageEligibilityResponse.insurance.item.benefit.allowed[x]",
-            })?,
-            "allowedMoney" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Money,
-                name: "CoverageEligibilityResponse.insurance.item.benefit.allowed[x]",
-            })?,
+            )?,
+            "allowedMoney" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Money,
+                    name: "CoverageEligibilityResponse.insurance.item.benefit.allowed[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1320,47 +1387,62 @@ impl CoverageEligibilityResponseInsuranceItemBenefitUsed {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "usedUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            "usedUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CoverageEligibilityResponse.insurance.item.benefit.used[x]",
                 },
-                name: "CoverageEligibilityResponse.insurance.item.benefit.used[x]",
-            })?,
-            "_usedUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_usedUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CoverageEligibilityResponse.insurance.item.benefit.used[x]",
                 },
-                name: "CoverageEligibilityResponse.insurance.item.benefit.used[x]",
-            })?,
-            "usedString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "usedString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CoverageEligibilityResponse.insurance.item.benefit.used[x]",
                 },
-                name: "CoverageEligibilityResponse.insurance.item.benefit.used[x]",
-            })?,
-            "_usedString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_usedString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "CoverageEligibilityResponse.insurance.item.benefit.used[x]",
                 },
-                name: "CoverageEligibilityResponse.insurance.item.benefit.used[x]",
-            })?,
-            "usedMoney" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Money,
-                name: "CoverageEligibilityResponse.insurance.item.benefit.used[x]",
-            })?,
+            )?,
+            "usedMoney" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Money,
+                    name: "CoverageEligibilityResponse.insurance.item.benefit.used[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

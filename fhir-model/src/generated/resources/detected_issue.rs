@@ -192,99 +192,112 @@ impl crate::rt::DeFields for DetectedIssue {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::ObservationStatus>> =
-            None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_severity: Option<
-            crate::primitives::Primitive<crate::codes::DetectedIssueSeverity>,
-        > = None;
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_identified: Option<crate::resources::DetectedIssueIdentified> = None;
-        let mut f_author: Option<crate::datatypes::Reference> = None;
-        let mut f_implicated: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_evidence: Vec<crate::resources::DetectedIssueEvidence> = Vec::new();
-        let mut f_detail: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_reference: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_mitigation: Vec<crate::resources::DetectedIssueMitigation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::ObservationStatus>>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_severity: Option<crate::primitives::Primitive<crate::codes::DetectedIssueSeverity>>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_identified: Option<crate::resources::DetectedIssueIdentified>,
+            f_author: Option<crate::datatypes::Reference>,
+            f_implicated: Vec<crate::datatypes::Reference>,
+            f_evidence: Vec<crate::resources::DetectedIssueEvidence>,
+            f_detail: Option<crate::primitives::Primitive<String>>,
+            f_reference: Option<crate::primitives::Primitive<String>>,
+            f_mitigation: Vec<crate::resources::DetectedIssueMitigation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "DetectedIssue",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "DetectedIssue",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "severity" => map.next_value_seed(crate::rt::PrimValue(&mut f_severity))?,
-                "_severity" => map.next_value_seed(crate::rt::PrimExt(&mut f_severity))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "author" => map.next_value_seed(crate::rt::Opt(&mut f_author))?,
-                "implicated" => map.next_value_seed(crate::rt::VecSeed(&mut f_implicated))?,
-                "evidence" => map.next_value_seed(crate::rt::VecSeed(&mut f_evidence))?,
-                "detail" => map.next_value_seed(crate::rt::PrimValue(&mut f_detail))?,
-                "_detail" => map.next_value_seed(crate::rt::PrimExt(&mut f_detail))?,
-                "reference" => map.next_value_seed(crate::rt::PrimValue(&mut f_reference))?,
-                "_reference" => map.next_value_seed(crate::rt::PrimExt(&mut f_reference))?,
-                "mitigation" => map.next_value_seed(crate::rt::VecSeed(&mut f_mitigation))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "severity" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_severity))?,
+                "_severity" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_severity))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "author" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_author))?,
+                "implicated" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_implicated))?
+                }
+                "evidence" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_evidence))?,
+                "detail" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_detail))?,
+                "_detail" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_detail))?,
+                "reference" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_reference))?
+                }
+                "_reference" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_reference))?,
+                "mitigation" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_mitigation))?
+                }
                 other => {
                     if !(crate::resources::DetectedIssueIdentified::de_key(
                         &mut map,
                         other,
-                        &mut f_identified,
+                        &mut b.f_identified,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "DetectedIssue")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            code: f_code,
-            severity: f_severity,
-            patient: f_patient,
-            identified: f_identified,
-            author: f_author,
-            implicated: f_implicated,
-            evidence: f_evidence,
-            detail: f_detail,
-            reference: f_reference,
-            mitigation: f_mitigation,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            code: b.f_code,
+            severity: b.f_severity,
+            patient: b.f_patient,
+            identified: b.f_identified,
+            author: b.f_author,
+            implicated: b.f_implicated,
+            evidence: b.f_evidence,
+            detail: b.f_detail,
+            reference: b.f_reference,
+            mitigation: b.f_mitigation,
         })
     }
 }
@@ -424,29 +437,33 @@ impl crate::rt::DeFields for DetectedIssueEvidence {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_detail: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Vec<crate::datatypes::CodeableConcept>,
+            f_detail: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "detail" => map.next_value_seed(crate::rt::VecSeed(&mut f_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "detail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: f_code,
-            detail: f_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code,
+            detail: b.f_detail,
         })
     }
 }
@@ -551,33 +568,38 @@ impl crate::rt::DeFields for DetectedIssueMitigation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_action: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_author: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_action: Option<crate::datatypes::CodeableConcept>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_author: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "action" => map.next_value_seed(crate::rt::Opt(&mut f_action))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "author" => map.next_value_seed(crate::rt::Opt(&mut f_author))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "action" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_action))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "author" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_author))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_action.is_some(), "action")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            action: crate::rt::required::<_, A::Error>(f_action, "action")?,
-            date: f_date,
-            author: f_author,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            action: b.f_action.unwrap_or_default(),
+            date: b.f_date,
+            author: b.f_author,
         })
     }
 }
@@ -639,29 +661,38 @@ impl DetectedIssueIdentified {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "identifiedDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "identifiedDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DetectedIssue.identified[x]",
                 },
-                name: "DetectedIssue.identified[x]",
-            })?,
-            "_identifiedDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_identifiedDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DetectedIssue.identified[x]",
                 },
-                name: "DetectedIssue.identified[x]",
-            })?,
-            "identifiedPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "DetectedIssue.identified[x]",
-            })?,
+            )?,
+            "identifiedPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "DetectedIssue.identified[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

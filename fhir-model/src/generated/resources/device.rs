@@ -298,158 +298,186 @@ impl crate::rt::DeFields for Device {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_definition: Option<crate::datatypes::Reference> = None;
-        let mut f_udi_carrier: Vec<crate::resources::DeviceUdiCarrier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::FhirDeviceStatus>> =
-            None;
-        let mut f_status_reason: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_distinct_identifier: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_manufacturer: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_manufacture_date: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        let mut f_expiration_date: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        let mut f_lot_number: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_serial_number: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_device_name: Vec<crate::resources::DeviceDeviceName> = Vec::new();
-        let mut f_model_number: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_part_number: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_specialization: Vec<crate::resources::DeviceSpecialization> = Vec::new();
-        let mut f_version: Vec<crate::resources::DeviceVersion> = Vec::new();
-        let mut f_property: Vec<crate::resources::DeviceProperty> = Vec::new();
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_owner: Option<crate::datatypes::Reference> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_location: Option<crate::datatypes::Reference> = None;
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_safety: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_parent: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_definition: Option<crate::datatypes::Reference>,
+            f_udi_carrier: Vec<crate::resources::DeviceUdiCarrier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::FhirDeviceStatus>>,
+            f_status_reason: Vec<crate::datatypes::CodeableConcept>,
+            f_distinct_identifier: Option<crate::primitives::Primitive<String>>,
+            f_manufacturer: Option<crate::primitives::Primitive<String>>,
+            f_manufacture_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_expiration_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_lot_number: Option<crate::primitives::Primitive<String>>,
+            f_serial_number: Option<crate::primitives::Primitive<String>>,
+            f_device_name: Vec<crate::resources::DeviceDeviceName>,
+            f_model_number: Option<crate::primitives::Primitive<String>>,
+            f_part_number: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_specialization: Vec<crate::resources::DeviceSpecialization>,
+            f_version: Vec<crate::resources::DeviceVersion>,
+            f_property: Vec<crate::resources::DeviceProperty>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_owner: Option<crate::datatypes::Reference>,
+            f_contact: Vec<crate::datatypes::ContactPoint>,
+            f_location: Option<crate::datatypes::Reference>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_safety: Vec<crate::datatypes::CodeableConcept>,
+            f_parent: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Device",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Device",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "definition" => map.next_value_seed(crate::rt::Opt(&mut f_definition))?,
-                "udiCarrier" => map.next_value_seed(crate::rt::VecSeed(&mut f_udi_carrier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "statusReason" => map.next_value_seed(crate::rt::VecSeed(&mut f_status_reason))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "definition" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_definition))?,
+                "udiCarrier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_udi_carrier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "statusReason" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_status_reason))?
+                }
                 "distinctIdentifier" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_distinct_identifier))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_distinct_identifier))?
                 }
                 "_distinctIdentifier" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_distinct_identifier))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_distinct_identifier))?
                 }
-                "manufacturer" => map.next_value_seed(crate::rt::PrimValue(&mut f_manufacturer))?,
-                "_manufacturer" => map.next_value_seed(crate::rt::PrimExt(&mut f_manufacturer))?,
+                "manufacturer" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_manufacturer))?
+                }
+                "_manufacturer" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_manufacturer))?
+                }
                 "manufactureDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_manufacture_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_manufacture_date))?
                 }
                 "_manufactureDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_manufacture_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_manufacture_date))?
                 }
                 "expirationDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_expiration_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_expiration_date))?
                 }
                 "_expirationDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_expiration_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_expiration_date))?
                 }
-                "lotNumber" => map.next_value_seed(crate::rt::PrimValue(&mut f_lot_number))?,
-                "_lotNumber" => map.next_value_seed(crate::rt::PrimExt(&mut f_lot_number))?,
+                "lotNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_lot_number))?
+                }
+                "_lotNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_lot_number))?
+                }
                 "serialNumber" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_serial_number))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_serial_number))?
                 }
-                "_serialNumber" => map.next_value_seed(crate::rt::PrimExt(&mut f_serial_number))?,
-                "deviceName" => map.next_value_seed(crate::rt::VecSeed(&mut f_device_name))?,
-                "modelNumber" => map.next_value_seed(crate::rt::PrimValue(&mut f_model_number))?,
-                "_modelNumber" => map.next_value_seed(crate::rt::PrimExt(&mut f_model_number))?,
-                "partNumber" => map.next_value_seed(crate::rt::PrimValue(&mut f_part_number))?,
-                "_partNumber" => map.next_value_seed(crate::rt::PrimExt(&mut f_part_number))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "_serialNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_serial_number))?
+                }
+                "deviceName" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_device_name))?
+                }
+                "modelNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_model_number))?
+                }
+                "_modelNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_model_number))?
+                }
+                "partNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_part_number))?
+                }
+                "_partNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_part_number))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 "specialization" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_specialization))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specialization))?
                 }
-                "version" => map.next_value_seed(crate::rt::VecSeed(&mut f_version))?,
-                "property" => map.next_value_seed(crate::rt::VecSeed(&mut f_property))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "owner" => map.next_value_seed(crate::rt::Opt(&mut f_owner))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "location" => map.next_value_seed(crate::rt::Opt(&mut f_location))?,
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "safety" => map.next_value_seed(crate::rt::VecSeed(&mut f_safety))?,
-                "parent" => map.next_value_seed(crate::rt::Opt(&mut f_parent))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "version" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_version))?,
+                "property" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_property))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "owner" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_owner))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "location" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_location))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "safety" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_safety))?,
+                "parent" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_parent))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Device")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            definition: f_definition,
-            udi_carrier: f_udi_carrier,
-            status: f_status,
-            status_reason: f_status_reason,
-            distinct_identifier: f_distinct_identifier,
-            manufacturer: f_manufacturer,
-            manufacture_date: f_manufacture_date,
-            expiration_date: f_expiration_date,
-            lot_number: f_lot_number,
-            serial_number: f_serial_number,
-            device_name: f_device_name,
-            model_number: f_model_number,
-            part_number: f_part_number,
-            r#type: f_type,
-            specialization: f_specialization,
-            version: f_version,
-            property: f_property,
-            patient: f_patient,
-            owner: f_owner,
-            contact: f_contact,
-            location: f_location,
-            url: f_url,
-            note: f_note,
-            safety: f_safety,
-            parent: f_parent,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            definition: b.f_definition,
+            udi_carrier: b.f_udi_carrier,
+            status: b.f_status,
+            status_reason: b.f_status_reason,
+            distinct_identifier: b.f_distinct_identifier,
+            manufacturer: b.f_manufacturer,
+            manufacture_date: b.f_manufacture_date,
+            expiration_date: b.f_expiration_date,
+            lot_number: b.f_lot_number,
+            serial_number: b.f_serial_number,
+            device_name: b.f_device_name,
+            model_number: b.f_model_number,
+            part_number: b.f_part_number,
+            r#type: b.f_type,
+            specialization: b.f_specialization,
+            version: b.f_version,
+            property: b.f_property,
+            patient: b.f_patient,
+            owner: b.f_owner,
+            contact: b.f_contact,
+            location: b.f_location,
+            url: b.f_url,
+            note: b.f_note,
+            safety: b.f_safety,
+            parent: b.f_parent,
         })
     }
 }
@@ -643,52 +671,71 @@ impl crate::rt::DeFields for DeviceUdiCarrier {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_device_identifier: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_issuer: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_jurisdiction: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_carrier_aidc: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_carrier_hrf: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_entry_type: Option<crate::primitives::Primitive<crate::codes::UdiEntryType>> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_device_identifier: Option<crate::primitives::Primitive<String>>,
+            f_issuer: Option<crate::primitives::Primitive<String>>,
+            f_jurisdiction: Option<crate::primitives::Primitive<String>>,
+            f_carrier_aidc: Option<crate::primitives::Primitive<String>>,
+            f_carrier_hrf: Option<crate::primitives::Primitive<String>>,
+            f_entry_type: Option<crate::primitives::Primitive<crate::codes::UdiEntryType>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "deviceIdentifier" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_device_identifier))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_device_identifier))?
                 }
                 "_deviceIdentifier" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_device_identifier))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_device_identifier))?
                 }
-                "issuer" => map.next_value_seed(crate::rt::PrimValue(&mut f_issuer))?,
-                "_issuer" => map.next_value_seed(crate::rt::PrimExt(&mut f_issuer))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::PrimValue(&mut f_jurisdiction))?,
-                "_jurisdiction" => map.next_value_seed(crate::rt::PrimExt(&mut f_jurisdiction))?,
-                "carrierAIDC" => map.next_value_seed(crate::rt::PrimValue(&mut f_carrier_aidc))?,
-                "_carrierAIDC" => map.next_value_seed(crate::rt::PrimExt(&mut f_carrier_aidc))?,
-                "carrierHRF" => map.next_value_seed(crate::rt::PrimValue(&mut f_carrier_hrf))?,
-                "_carrierHRF" => map.next_value_seed(crate::rt::PrimExt(&mut f_carrier_hrf))?,
-                "entryType" => map.next_value_seed(crate::rt::PrimValue(&mut f_entry_type))?,
-                "_entryType" => map.next_value_seed(crate::rt::PrimExt(&mut f_entry_type))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "issuer" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_issuer))?,
+                "_issuer" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_issuer))?,
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_jurisdiction))?
+                }
+                "_jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_jurisdiction))?
+                }
+                "carrierAIDC" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_carrier_aidc))?
+                }
+                "_carrierAIDC" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_carrier_aidc))?
+                }
+                "carrierHRF" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_carrier_hrf))?
+                }
+                "_carrierHRF" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_carrier_hrf))?
+                }
+                "entryType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_entry_type))?
+                }
+                "_entryType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_entry_type))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            device_identifier: f_device_identifier,
-            issuer: f_issuer,
-            jurisdiction: f_jurisdiction,
-            carrier_aidc: f_carrier_aidc,
-            carrier_hrf: f_carrier_hrf,
-            entry_type: f_entry_type,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            device_identifier: b.f_device_identifier,
+            issuer: b.f_issuer,
+            jurisdiction: b.f_jurisdiction,
+            carrier_aidc: b.f_carrier_aidc,
+            carrier_hrf: b.f_carrier_hrf,
+            entry_type: b.f_entry_type,
         })
     }
 }
@@ -795,31 +842,37 @@ impl crate::rt::DeFields for DeviceDeviceName {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::DeviceNameType>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::DeviceNameType>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            r#type: b.f_type.unwrap_or_default(),
         })
     }
 }
@@ -917,30 +970,35 @@ impl crate::rt::DeFields for DeviceSpecialization {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_system_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_system_type: Option<crate::datatypes::CodeableConcept>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "systemType" => map.next_value_seed(crate::rt::Opt(&mut f_system_type))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "systemType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_system_type))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_system_type.is_some(), "systemType")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            system_type: crate::rt::required::<_, A::Error>(f_system_type, "systemType")?,
-            version: f_version,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            system_type: b.f_system_type.unwrap_or_default(),
+            version: b.f_version,
         })
     }
 }
@@ -1045,33 +1103,38 @@ impl crate::rt::DeFields for DeviceVersion {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_component: Option<crate::datatypes::Identifier> = None;
-        let mut f_value: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_component: Option<crate::datatypes::Identifier>,
+            f_value: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "component" => map.next_value_seed(crate::rt::Opt(&mut f_component))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "component" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_component))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            component: f_component,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            component: b.f_component,
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -1177,34 +1240,39 @@ impl crate::rt::DeFields for DeviceProperty {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value_quantity: Vec<crate::datatypes::Quantity> = Vec::new();
-        let mut f_value_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_value_quantity: Vec<crate::datatypes::Quantity>,
+            f_value_code: Vec<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 "valueQuantity" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_value_quantity))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_value_quantity))?
                 }
-                "valueCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_value_code))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "valueCode" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_value_code))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            value_quantity: f_value_quantity,
-            value_code: f_value_code,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            value_quantity: b.f_value_quantity,
+            value_code: b.f_value_code,
         })
     }
 }

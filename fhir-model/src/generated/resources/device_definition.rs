@@ -264,141 +264,163 @@ impl crate::rt::DeFields for DeviceDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_udi_device_identifier: Vec<
-            crate::resources::DeviceDefinitionUdiDeviceIdentifier,
-        > = Vec::new();
-        let mut f_manufacturer: Option<crate::resources::DeviceDefinitionManufacturer> = None;
-        let mut f_device_name: Vec<crate::resources::DeviceDefinitionDeviceName> = Vec::new();
-        let mut f_model_number: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_specialization: Vec<crate::resources::DeviceDefinitionSpecialization> =
-            Vec::new();
-        let mut f_version: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_safety: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_shelf_life_storage: Vec<crate::datatypes::ProductShelfLife> = Vec::new();
-        let mut f_physical_characteristics: Option<crate::datatypes::ProdCharacteristic> = None;
-        let mut f_language_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_capability: Vec<crate::resources::DeviceDefinitionCapability> = Vec::new();
-        let mut f_property: Vec<crate::resources::DeviceDefinitionProperty> = Vec::new();
-        let mut f_owner: Option<crate::datatypes::Reference> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_online_information: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_parent_device: Option<crate::datatypes::Reference> = None;
-        let mut f_material: Vec<crate::resources::DeviceDefinitionMaterial> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_udi_device_identifier: Vec<crate::resources::DeviceDefinitionUdiDeviceIdentifier>,
+            f_manufacturer: Option<crate::resources::DeviceDefinitionManufacturer>,
+            f_device_name: Vec<crate::resources::DeviceDefinitionDeviceName>,
+            f_model_number: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_specialization: Vec<crate::resources::DeviceDefinitionSpecialization>,
+            f_version: crate::rt::PrimVec<String>,
+            f_safety: Vec<crate::datatypes::CodeableConcept>,
+            f_shelf_life_storage: Vec<crate::datatypes::ProductShelfLife>,
+            f_physical_characteristics: Option<crate::datatypes::ProdCharacteristic>,
+            f_language_code: Vec<crate::datatypes::CodeableConcept>,
+            f_capability: Vec<crate::resources::DeviceDefinitionCapability>,
+            f_property: Vec<crate::resources::DeviceDefinitionProperty>,
+            f_owner: Option<crate::datatypes::Reference>,
+            f_contact: Vec<crate::datatypes::ContactPoint>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_online_information: Option<crate::primitives::Primitive<String>>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_parent_device: Option<crate::datatypes::Reference>,
+            f_material: Vec<crate::resources::DeviceDefinitionMaterial>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "DeviceDefinition",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "DeviceDefinition",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
                 "udiDeviceIdentifier" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_udi_device_identifier))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_udi_device_identifier))?
                 }
-                "deviceName" => map.next_value_seed(crate::rt::VecSeed(&mut f_device_name))?,
-                "modelNumber" => map.next_value_seed(crate::rt::PrimValue(&mut f_model_number))?,
-                "_modelNumber" => map.next_value_seed(crate::rt::PrimExt(&mut f_model_number))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "deviceName" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_device_name))?
+                }
+                "modelNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_model_number))?
+                }
+                "_modelNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_model_number))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 "specialization" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_specialization))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specialization))?
                 }
-                "version" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_version))?,
-                "safety" => map.next_value_seed(crate::rt::VecSeed(&mut f_safety))?,
+                "version" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_version))?
+                }
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_version))?,
+                "safety" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_safety))?,
                 "shelfLifeStorage" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_shelf_life_storage))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_shelf_life_storage))?
                 }
                 "physicalCharacteristics" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_physical_characteristics))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_physical_characteristics))?
                 }
-                "languageCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_language_code))?,
-                "capability" => map.next_value_seed(crate::rt::VecSeed(&mut f_capability))?,
-                "property" => map.next_value_seed(crate::rt::VecSeed(&mut f_property))?,
-                "owner" => map.next_value_seed(crate::rt::Opt(&mut f_owner))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
+                "languageCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_language_code))?
+                }
+                "capability" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_capability))?
+                }
+                "property" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_property))?,
+                "owner" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_owner))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
                 "onlineInformation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_online_information))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_online_information))?
                 }
                 "_onlineInformation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_online_information))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_online_information))?
                 }
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "parentDevice" => map.next_value_seed(crate::rt::Opt(&mut f_parent_device))?,
-                "material" => map.next_value_seed(crate::rt::VecSeed(&mut f_material))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "parentDevice" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_parent_device))?
+                }
+                "material" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_material))?,
                 other => {
                     if !(crate::resources::DeviceDefinitionManufacturer::de_key(
                         &mut map,
                         other,
-                        &mut f_manufacturer,
+                        &mut b.f_manufacturer,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "DeviceDefinition")?;
+        let v_version =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_version), "version")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            udi_device_identifier: f_udi_device_identifier,
-            manufacturer: f_manufacturer,
-            device_name: f_device_name,
-            model_number: f_model_number,
-            r#type: f_type,
-            specialization: f_specialization,
-            version: crate::rt::finish_prim_vec::<_, A::Error>(f_version, "version")?,
-            safety: f_safety,
-            shelf_life_storage: f_shelf_life_storage,
-            physical_characteristics: f_physical_characteristics,
-            language_code: f_language_code,
-            capability: f_capability,
-            property: f_property,
-            owner: f_owner,
-            contact: f_contact,
-            url: f_url,
-            online_information: f_online_information,
-            note: f_note,
-            quantity: f_quantity,
-            parent_device: f_parent_device,
-            material: f_material,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            udi_device_identifier: b.f_udi_device_identifier,
+            manufacturer: b.f_manufacturer,
+            device_name: b.f_device_name,
+            model_number: b.f_model_number,
+            r#type: b.f_type,
+            specialization: b.f_specialization,
+            version: v_version,
+            safety: b.f_safety,
+            shelf_life_storage: b.f_shelf_life_storage,
+            physical_characteristics: b.f_physical_characteristics,
+            language_code: b.f_language_code,
+            capability: b.f_capability,
+            property: b.f_property,
+            owner: b.f_owner,
+            contact: b.f_contact,
+            url: b.f_url,
+            online_information: b.f_online_information,
+            note: b.f_note,
+            quantity: b.f_quantity,
+            parent_device: b.f_parent_device,
+            material: b.f_material,
         })
     }
 }
@@ -569,42 +591,50 @@ impl crate::rt::DeFields for DeviceDefinitionUdiDeviceIdentifier {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_device_identifier: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_issuer: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_jurisdiction: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_device_identifier: Option<crate::primitives::Primitive<String>>,
+            f_issuer: Option<crate::primitives::Primitive<String>>,
+            f_jurisdiction: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "deviceIdentifier" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_device_identifier))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_device_identifier))?
                 }
                 "_deviceIdentifier" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_device_identifier))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_device_identifier))?
                 }
-                "issuer" => map.next_value_seed(crate::rt::PrimValue(&mut f_issuer))?,
-                "_issuer" => map.next_value_seed(crate::rt::PrimExt(&mut f_issuer))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::PrimValue(&mut f_jurisdiction))?,
-                "_jurisdiction" => map.next_value_seed(crate::rt::PrimExt(&mut f_jurisdiction))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "issuer" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_issuer))?,
+                "_issuer" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_issuer))?,
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_jurisdiction))?
+                }
+                "_jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_jurisdiction))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_device_identifier.is_some(), "deviceIdentifier")?;
+        crate::rt::check_required::<A::Error>(b.f_issuer.is_some(), "issuer")?;
+        crate::rt::check_required::<A::Error>(b.f_jurisdiction.is_some(), "jurisdiction")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            device_identifier: crate::rt::required::<_, A::Error>(
-                f_device_identifier,
-                "deviceIdentifier",
-            )?,
-            issuer: crate::rt::required::<_, A::Error>(f_issuer, "issuer")?,
-            jurisdiction: crate::rt::required::<_, A::Error>(f_jurisdiction, "jurisdiction")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            device_identifier: b.f_device_identifier.unwrap_or_default(),
+            issuer: b.f_issuer.unwrap_or_default(),
+            jurisdiction: b.f_jurisdiction.unwrap_or_default(),
         })
     }
 }
@@ -708,31 +738,37 @@ impl crate::rt::DeFields for DeviceDefinitionDeviceName {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::DeviceNameType>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::DeviceNameType>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            r#type: b.f_type.unwrap_or_default(),
         })
     }
 }
@@ -830,31 +866,40 @@ impl crate::rt::DeFields for DeviceDefinitionSpecialization {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_system_type: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_system_type: Option<crate::primitives::Primitive<String>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "systemType" => map.next_value_seed(crate::rt::PrimValue(&mut f_system_type))?,
-                "_systemType" => map.next_value_seed(crate::rt::PrimExt(&mut f_system_type))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "systemType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_system_type))?
+                }
+                "_systemType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_system_type))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_system_type.is_some(), "systemType")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            system_type: crate::rt::required::<_, A::Error>(f_system_type, "systemType")?,
-            version: f_version,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            system_type: b.f_system_type.unwrap_or_default(),
+            version: b.f_version,
         })
     }
 }
@@ -952,29 +997,36 @@ impl crate::rt::DeFields for DeviceDefinitionCapability {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_description: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_description: Vec<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "description" => map.next_value_seed(crate::rt::VecSeed(&mut f_description))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_description))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            description: f_description,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            description: b.f_description,
         })
     }
 }
@@ -1079,34 +1131,39 @@ impl crate::rt::DeFields for DeviceDefinitionProperty {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value_quantity: Vec<crate::datatypes::Quantity> = Vec::new();
-        let mut f_value_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_value_quantity: Vec<crate::datatypes::Quantity>,
+            f_value_code: Vec<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 "valueQuantity" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_value_quantity))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_value_quantity))?
                 }
-                "valueCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_value_code))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "valueCode" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_value_code))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            value_quantity: f_value_quantity,
-            value_code: f_value_code,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            value_quantity: b.f_value_quantity,
+            value_code: b.f_value_code,
         })
     }
 }
@@ -1217,38 +1274,46 @@ impl crate::rt::DeFields for DeviceDefinitionMaterial {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_substance: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_alternate: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_allergenic_indicator: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_substance: Option<crate::datatypes::CodeableConcept>,
+            f_alternate: Option<crate::primitives::Primitive<bool>>,
+            f_allergenic_indicator: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "substance" => map.next_value_seed(crate::rt::Opt(&mut f_substance))?,
-                "alternate" => map.next_value_seed(crate::rt::PrimValue(&mut f_alternate))?,
-                "_alternate" => map.next_value_seed(crate::rt::PrimExt(&mut f_alternate))?,
-                "allergenicIndicator" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_allergenic_indicator))?
+                "substance" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_substance))?,
+                "alternate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_alternate))?
                 }
+                "_alternate" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_alternate))?,
+                "allergenicIndicator" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_allergenic_indicator),
+                )?,
                 "_allergenicIndicator" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_allergenic_indicator))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_allergenic_indicator))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_substance.is_some(), "substance")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            substance: crate::rt::required::<_, A::Error>(f_substance, "substance")?,
-            alternate: f_alternate,
-            allergenic_indicator: f_allergenic_indicator,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            substance: b.f_substance.unwrap_or_default(),
+            alternate: b.f_alternate,
+            allergenic_indicator: b.f_allergenic_indicator,
         })
     }
 }
@@ -1310,29 +1375,38 @@ impl DeviceDefinitionManufacturer {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "manufacturerString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "manufacturerString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DeviceDefinition.manufacturer[x]",
                 },
-                name: "DeviceDefinition.manufacturer[x]",
-            })?,
-            "_manufacturerString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_manufacturerString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DeviceDefinition.manufacturer[x]",
                 },
-                name: "DeviceDefinition.manufacturer[x]",
-            })?,
-            "manufacturerReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "DeviceDefinition.manufacturer[x]",
-            })?,
+            )?,
+            "manufacturerReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "DeviceDefinition.manufacturer[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -184,93 +184,102 @@ impl crate::rt::DeFields for DeviceMetric {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_unit: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_source: Option<crate::datatypes::Reference> = None;
-        let mut f_parent: Option<crate::datatypes::Reference> = None;
-        let mut f_operational_status: Option<
-            crate::primitives::Primitive<crate::codes::DeviceMetricOperationalStatus>,
-        > = None;
-        let mut f_color: Option<crate::primitives::Primitive<crate::codes::DeviceMetricColor>> =
-            None;
-        let mut f_category: Option<
-            crate::primitives::Primitive<crate::codes::DeviceMetricCategory>,
-        > = None;
-        let mut f_measurement_period: Option<crate::datatypes::Timing> = None;
-        let mut f_calibration: Vec<crate::resources::DeviceMetricCalibration> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_unit: Option<crate::datatypes::CodeableConcept>,
+            f_source: Option<crate::datatypes::Reference>,
+            f_parent: Option<crate::datatypes::Reference>,
+            f_operational_status:
+                Option<crate::primitives::Primitive<crate::codes::DeviceMetricOperationalStatus>>,
+            f_color: Option<crate::primitives::Primitive<crate::codes::DeviceMetricColor>>,
+            f_category: Option<crate::primitives::Primitive<crate::codes::DeviceMetricCategory>>,
+            f_measurement_period: Option<crate::datatypes::Timing>,
+            f_calibration: Vec<crate::resources::DeviceMetricCalibration>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "DeviceMetric",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "DeviceMetric",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "unit" => map.next_value_seed(crate::rt::Opt(&mut f_unit))?,
-                "source" => map.next_value_seed(crate::rt::Opt(&mut f_source))?,
-                "parent" => map.next_value_seed(crate::rt::Opt(&mut f_parent))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "unit" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit))?,
+                "source" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source))?,
+                "parent" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_parent))?,
                 "operationalStatus" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_operational_status))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_operational_status))?
                 }
                 "_operationalStatus" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_operational_status))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_operational_status))?
                 }
-                "color" => map.next_value_seed(crate::rt::PrimValue(&mut f_color))?,
-                "_color" => map.next_value_seed(crate::rt::PrimExt(&mut f_color))?,
-                "category" => map.next_value_seed(crate::rt::PrimValue(&mut f_category))?,
-                "_category" => map.next_value_seed(crate::rt::PrimExt(&mut f_category))?,
+                "color" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_color))?,
+                "_color" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_color))?,
+                "category" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_category))?,
+                "_category" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_category))?,
                 "measurementPeriod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_measurement_period))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_measurement_period))?
                 }
-                "calibration" => map.next_value_seed(crate::rt::VecSeed(&mut f_calibration))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "calibration" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_calibration))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "DeviceMetric")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_category.is_some(), "category")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            unit: f_unit,
-            source: f_source,
-            parent: f_parent,
-            operational_status: f_operational_status,
-            color: f_color,
-            category: crate::rt::required::<_, A::Error>(f_category, "category")?,
-            measurement_period: f_measurement_period,
-            calibration: f_calibration,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            r#type: b.f_type.unwrap_or_default(),
+            unit: b.f_unit,
+            source: b.f_source,
+            parent: b.f_parent,
+            operational_status: b.f_operational_status,
+            color: b.f_color,
+            category: b.f_category.unwrap_or_default(),
+            measurement_period: b.f_measurement_period,
+            calibration: b.f_calibration,
         })
     }
 }
@@ -413,39 +422,40 @@ impl crate::rt::DeFields for DeviceMetricCalibration {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<
-            crate::primitives::Primitive<crate::codes::DeviceMetricCalibrationType>,
-        > = None;
-        let mut f_state: Option<
-            crate::primitives::Primitive<crate::codes::DeviceMetricCalibrationState>,
-        > = None;
-        let mut f_time: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::DeviceMetricCalibrationType>>,
+            f_state:
+                Option<crate::primitives::Primitive<crate::codes::DeviceMetricCalibrationState>>,
+            f_time: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "state" => map.next_value_seed(crate::rt::PrimValue(&mut f_state))?,
-                "_state" => map.next_value_seed(crate::rt::PrimExt(&mut f_state))?,
-                "time" => map.next_value_seed(crate::rt::PrimValue(&mut f_time))?,
-                "_time" => map.next_value_seed(crate::rt::PrimExt(&mut f_time))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "state" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_state))?,
+                "_state" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_state))?,
+                "time" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_time))?,
+                "_time" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_time))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            state: f_state,
-            time: f_time,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            state: b.f_state,
+            time: b.f_time,
         })
     }
 }

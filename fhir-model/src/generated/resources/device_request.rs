@@ -290,160 +290,186 @@ impl crate::rt::DeFields for DeviceRequest {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_instantiates_canonical: crate::rt::PrimVec<String> =
-            crate::rt::PrimVec::default();
-        let mut f_instantiates_uri: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_prior_request: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_group_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::RequestStatus>> = None;
-        let mut f_intent: Option<crate::primitives::Primitive<crate::codes::RequestIntent>> = None;
-        let mut f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>> =
-            None;
-        let mut f_code: Option<crate::resources::DeviceRequestCode> = None;
-        let mut f_parameter: Vec<crate::resources::DeviceRequestParameter> = Vec::new();
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_occurrence: Option<crate::resources::DeviceRequestOccurrence> = None;
-        let mut f_authored_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_requester: Option<crate::datatypes::Reference> = None;
-        let mut f_performer_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_performer: Option<crate::datatypes::Reference> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_insurance: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_supporting_info: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_relevant_history: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_instantiates_canonical: crate::rt::PrimVec<String>,
+            f_instantiates_uri: crate::rt::PrimVec<String>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_prior_request: Vec<crate::datatypes::Reference>,
+            f_group_identifier: Option<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::RequestStatus>>,
+            f_intent: Option<crate::primitives::Primitive<crate::codes::RequestIntent>>,
+            f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>>,
+            f_code: Option<crate::resources::DeviceRequestCode>,
+            f_parameter: Vec<crate::resources::DeviceRequestParameter>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_occurrence: Option<crate::resources::DeviceRequestOccurrence>,
+            f_authored_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_requester: Option<crate::datatypes::Reference>,
+            f_performer_type: Option<crate::datatypes::CodeableConcept>,
+            f_performer: Option<crate::datatypes::Reference>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_insurance: Vec<crate::datatypes::Reference>,
+            f_supporting_info: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_relevant_history: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "DeviceRequest",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "DeviceRequest",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_canonical))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
-                "_instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_canonical))?
-                }
-                "instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_uri))?
-                }
+                "instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_canonical),
+                )?,
+                "_instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_instantiates_canonical),
+                )?,
+                "instantiatesUri" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_uri),
+                )?,
                 "_instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_instantiates_uri))?
                 }
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "priorRequest" => map.next_value_seed(crate::rt::VecSeed(&mut f_prior_request))?,
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "priorRequest" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_prior_request))?
+                }
                 "groupIdentifier" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_group_identifier))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_group_identifier))?
                 }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "intent" => map.next_value_seed(crate::rt::PrimValue(&mut f_intent))?,
-                "_intent" => map.next_value_seed(crate::rt::PrimExt(&mut f_intent))?,
-                "priority" => map.next_value_seed(crate::rt::PrimValue(&mut f_priority))?,
-                "_priority" => map.next_value_seed(crate::rt::PrimExt(&mut f_priority))?,
-                "parameter" => map.next_value_seed(crate::rt::VecSeed(&mut f_parameter))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "authoredOn" => map.next_value_seed(crate::rt::PrimValue(&mut f_authored_on))?,
-                "_authoredOn" => map.next_value_seed(crate::rt::PrimExt(&mut f_authored_on))?,
-                "requester" => map.next_value_seed(crate::rt::Opt(&mut f_requester))?,
-                "performerType" => map.next_value_seed(crate::rt::Opt(&mut f_performer_type))?,
-                "performer" => map.next_value_seed(crate::rt::Opt(&mut f_performer))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "intent" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_intent))?,
+                "_intent" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_intent))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_priority))?,
+                "_priority" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_priority))?,
+                "parameter" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_parameter))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "authoredOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_authored_on))?
+                }
+                "_authoredOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_authored_on))?
+                }
+                "requester" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_requester))?,
+                "performerType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_performer_type))?
+                }
+                "performer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_performer))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "insurance" => map.next_value_seed(crate::rt::VecSeed(&mut f_insurance))?,
+                "insurance" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_insurance))?,
                 "supportingInfo" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_info))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_supporting_info))?
                 }
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
                 "relevantHistory" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_relevant_history))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_relevant_history))?
                 }
                 other => {
-                    if !(crate::resources::DeviceRequestCode::de_key(&mut map, other, &mut f_code)?
-                        || crate::resources::DeviceRequestOccurrence::de_key(
-                            &mut map,
-                            other,
-                            &mut f_occurrence,
-                        )?)
-                    {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                    if !(crate::resources::DeviceRequestCode::de_key(
+                        &mut map,
+                        other,
+                        &mut b.f_code,
+                    )? || crate::resources::DeviceRequestOccurrence::de_key(
+                        &mut map,
+                        other,
+                        &mut b.f_occurrence,
+                    )?) {
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "DeviceRequest")?;
+        let v_instantiates_canonical = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_canonical),
+            "instantiatesCanonical",
+        )?;
+        let v_instantiates_uri = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_uri),
+            "instantiatesUri",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_intent.is_some(), "intent")?;
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            instantiates_canonical: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_canonical,
-                "instantiatesCanonical",
-            )?,
-            instantiates_uri: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_uri,
-                "instantiatesUri",
-            )?,
-            based_on: f_based_on,
-            prior_request: f_prior_request,
-            group_identifier: f_group_identifier,
-            status: f_status,
-            intent: crate::rt::required::<_, A::Error>(f_intent, "intent")?,
-            priority: f_priority,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            parameter: f_parameter,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            encounter: f_encounter,
-            occurrence: f_occurrence,
-            authored_on: f_authored_on,
-            requester: f_requester,
-            performer_type: f_performer_type,
-            performer: f_performer,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            insurance: f_insurance,
-            supporting_info: f_supporting_info,
-            note: f_note,
-            relevant_history: f_relevant_history,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            instantiates_canonical: v_instantiates_canonical,
+            instantiates_uri: v_instantiates_uri,
+            based_on: b.f_based_on,
+            prior_request: b.f_prior_request,
+            group_identifier: b.f_group_identifier,
+            status: b.f_status,
+            intent: b.f_intent.unwrap_or_default(),
+            priority: b.f_priority,
+            code: b.f_code.unwrap_or_default(),
+            parameter: b.f_parameter,
+            subject: b.f_subject.unwrap_or_default(),
+            encounter: b.f_encounter,
+            occurrence: b.f_occurrence,
+            authored_on: b.f_authored_on,
+            requester: b.f_requester,
+            performer_type: b.f_performer_type,
+            performer: b.f_performer,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            insurance: b.f_insurance,
+            supporting_info: b.f_supporting_info,
+            note: b.f_note,
+            relevant_history: b.f_relevant_history,
         })
     }
 }
@@ -602,36 +628,40 @@ impl crate::rt::DeFields for DeviceRequestParameter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value: Option<crate::resources::DeviceRequestParameterValue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_value: Option<crate::resources::DeviceRequestParameterValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
                 other => {
                     if !(crate::resources::DeviceRequestParameterValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: f_code,
-            value: f_value,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code,
+            value: b.f_value,
         })
     }
 }
@@ -692,16 +722,22 @@ impl DeviceRequestCode {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "codeReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "DeviceRequest.code[x]",
-            })?,
-            "codeCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "DeviceRequest.code[x]",
-            })?,
+            "codeReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "DeviceRequest.code[x]",
+                },
+            )?,
+            "codeCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "DeviceRequest.code[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -773,34 +809,46 @@ impl DeviceRequestOccurrence {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DeviceRequest.occurrence[x]",
                 },
-                name: "DeviceRequest.occurrence[x]",
-            })?,
-            "_occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DeviceRequest.occurrence[x]",
                 },
-                name: "DeviceRequest.occurrence[x]",
-            })?,
-            "occurrencePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "DeviceRequest.occurrence[x]",
-            })?,
-            "occurrenceTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Timing,
-                name: "DeviceRequest.occurrence[x]",
-            })?,
+            )?,
+            "occurrencePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "DeviceRequest.occurrence[x]",
+                },
+            )?,
+            "occurrenceTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Timing,
+                    name: "DeviceRequest.occurrence[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -875,39 +923,54 @@ impl DeviceRequestParameterValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "DeviceRequest.parameter.value[x]",
-            })?,
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "DeviceRequest.parameter.value[x]",
-            })?,
-            "valueRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "DeviceRequest.parameter.value[x]",
-            })?,
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "valueCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "DeviceRequest.parameter.value[x]",
                 },
-                name: "DeviceRequest.parameter.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "DeviceRequest.parameter.value[x]",
                 },
-                name: "DeviceRequest.parameter.value[x]",
-            })?,
+            )?,
+            "valueRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "DeviceRequest.parameter.value[x]",
+                },
+            )?,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DeviceRequest.parameter.value[x]",
+                },
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DeviceRequest.parameter.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -203,102 +203,119 @@ impl crate::rt::DeFields for DeviceUseStatement {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::DeviceUseStatementStatus>,
-        > = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_derived_from: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_timing: Option<crate::resources::DeviceUseStatementTiming> = None;
-        let mut f_recorded_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_source: Option<crate::datatypes::Reference> = None;
-        let mut f_device: Option<crate::datatypes::Reference> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_body_site: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::DeviceUseStatementStatus>>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_derived_from: Vec<crate::datatypes::Reference>,
+            f_timing: Option<crate::resources::DeviceUseStatementTiming>,
+            f_recorded_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_source: Option<crate::datatypes::Reference>,
+            f_device: Option<crate::datatypes::Reference>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_body_site: Option<crate::datatypes::CodeableConcept>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "DeviceUseStatement",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "DeviceUseStatement",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "derivedFrom" => map.next_value_seed(crate::rt::VecSeed(&mut f_derived_from))?,
-                "recordedOn" => map.next_value_seed(crate::rt::PrimValue(&mut f_recorded_on))?,
-                "_recordedOn" => map.next_value_seed(crate::rt::PrimExt(&mut f_recorded_on))?,
-                "source" => map.next_value_seed(crate::rt::Opt(&mut f_source))?,
-                "device" => map.next_value_seed(crate::rt::Opt(&mut f_device))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "derivedFrom" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_derived_from))?
+                }
+                "recordedOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_recorded_on))?
+                }
+                "_recordedOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_recorded_on))?
+                }
+                "source" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source))?,
+                "device" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_device))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "bodySite" => map.next_value_seed(crate::rt::Opt(&mut f_body_site))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
+                "bodySite" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_body_site))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
                 other => {
                     if !(crate::resources::DeviceUseStatementTiming::de_key(
                         &mut map,
                         other,
-                        &mut f_timing,
+                        &mut b.f_timing,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "DeviceUseStatement")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
+        crate::rt::check_required::<A::Error>(b.f_device.is_some(), "device")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            based_on: f_based_on,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            derived_from: f_derived_from,
-            timing: f_timing,
-            recorded_on: f_recorded_on,
-            source: f_source,
-            device: crate::rt::required::<_, A::Error>(f_device, "device")?,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            body_site: f_body_site,
-            note: f_note,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            based_on: b.f_based_on,
+            status: b.f_status.unwrap_or_default(),
+            subject: b.f_subject.unwrap_or_default(),
+            derived_from: b.f_derived_from,
+            timing: b.f_timing,
+            recorded_on: b.f_recorded_on,
+            source: b.f_source,
+            device: b.f_device.unwrap_or_default(),
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            body_site: b.f_body_site,
+            note: b.f_note,
         })
     }
 }
@@ -407,34 +424,46 @@ impl DeviceUseStatementTiming {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "timingTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Timing,
-                name: "DeviceUseStatement.timing[x]",
-            })?,
-            "timingPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "DeviceUseStatement.timing[x]",
-            })?,
-            "timingDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "timingTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Timing,
+                    name: "DeviceUseStatement.timing[x]",
                 },
-                name: "DeviceUseStatement.timing[x]",
-            })?,
-            "_timingDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "timingPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "DeviceUseStatement.timing[x]",
                 },
-                name: "DeviceUseStatement.timing[x]",
-            })?,
+            )?,
+            "timingDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DeviceUseStatement.timing[x]",
+                },
+            )?,
+            "_timingDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DeviceUseStatement.timing[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -236,121 +236,136 @@ impl crate::rt::DeFields for DiagnosticReport {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::DiagnosticReportStatus>,
-        > = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_effective: Option<crate::resources::DiagnosticReportEffective> = None;
-        let mut f_issued: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_performer: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_results_interpreter: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_specimen: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_result: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_imaging_study: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_media: Vec<crate::resources::DiagnosticReportMedia> = Vec::new();
-        let mut f_conclusion: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_conclusion_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_presented_form: Vec<crate::datatypes::Attachment> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::DiagnosticReportStatus>>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_effective: Option<crate::resources::DiagnosticReportEffective>,
+            f_issued: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_performer: Vec<crate::datatypes::Reference>,
+            f_results_interpreter: Vec<crate::datatypes::Reference>,
+            f_specimen: Vec<crate::datatypes::Reference>,
+            f_result: Vec<crate::datatypes::Reference>,
+            f_imaging_study: Vec<crate::datatypes::Reference>,
+            f_media: Vec<crate::resources::DiagnosticReportMedia>,
+            f_conclusion: Option<crate::primitives::Primitive<String>>,
+            f_conclusion_code: Vec<crate::datatypes::CodeableConcept>,
+            f_presented_form: Vec<crate::datatypes::Attachment>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "DiagnosticReport",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "DiagnosticReport",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "issued" => map.next_value_seed(crate::rt::PrimValue(&mut f_issued))?,
-                "_issued" => map.next_value_seed(crate::rt::PrimExt(&mut f_issued))?,
-                "performer" => map.next_value_seed(crate::rt::VecSeed(&mut f_performer))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "issued" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_issued))?,
+                "_issued" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_issued))?,
+                "performer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_performer))?,
                 "resultsInterpreter" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_results_interpreter))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_results_interpreter))?
                 }
-                "specimen" => map.next_value_seed(crate::rt::VecSeed(&mut f_specimen))?,
-                "result" => map.next_value_seed(crate::rt::VecSeed(&mut f_result))?,
-                "imagingStudy" => map.next_value_seed(crate::rt::VecSeed(&mut f_imaging_study))?,
-                "media" => map.next_value_seed(crate::rt::VecSeed(&mut f_media))?,
-                "conclusion" => map.next_value_seed(crate::rt::PrimValue(&mut f_conclusion))?,
-                "_conclusion" => map.next_value_seed(crate::rt::PrimExt(&mut f_conclusion))?,
+                "specimen" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specimen))?,
+                "result" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_result))?,
+                "imagingStudy" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_imaging_study))?
+                }
+                "media" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_media))?,
+                "conclusion" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_conclusion))?
+                }
+                "_conclusion" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_conclusion))?
+                }
                 "conclusionCode" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_conclusion_code))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_conclusion_code))?
                 }
                 "presentedForm" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_presented_form))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_presented_form))?
                 }
                 other => {
                     if !(crate::resources::DiagnosticReportEffective::de_key(
                         &mut map,
                         other,
-                        &mut f_effective,
+                        &mut b.f_effective,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "DiagnosticReport")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            based_on: f_based_on,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            category: f_category,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            subject: f_subject,
-            encounter: f_encounter,
-            effective: f_effective,
-            issued: f_issued,
-            performer: f_performer,
-            results_interpreter: f_results_interpreter,
-            specimen: f_specimen,
-            result: f_result,
-            imaging_study: f_imaging_study,
-            media: f_media,
-            conclusion: f_conclusion,
-            conclusion_code: f_conclusion_code,
-            presented_form: f_presented_form,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            based_on: b.f_based_on,
+            status: b.f_status.unwrap_or_default(),
+            category: b.f_category,
+            code: b.f_code.unwrap_or_default(),
+            subject: b.f_subject,
+            encounter: b.f_encounter,
+            effective: b.f_effective,
+            issued: b.f_issued,
+            performer: b.f_performer,
+            results_interpreter: b.f_results_interpreter,
+            specimen: b.f_specimen,
+            result: b.f_result,
+            imaging_study: b.f_imaging_study,
+            media: b.f_media,
+            conclusion: b.f_conclusion,
+            conclusion_code: b.f_conclusion_code,
+            presented_form: b.f_presented_form,
         })
     }
 }
@@ -499,30 +514,35 @@ impl crate::rt::DeFields for DiagnosticReportMedia {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_link: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+            f_link: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                "link" => map.next_value_seed(crate::rt::Opt(&mut f_link))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                "link" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_link))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_link.is_some(), "link")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            comment: f_comment,
-            link: crate::rt::required::<_, A::Error>(f_link, "link")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            comment: b.f_comment,
+            link: b.f_link.unwrap_or_default(),
         })
     }
 }
@@ -583,29 +603,38 @@ impl DiagnosticReportEffective {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "effectiveDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "effectiveDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DiagnosticReport.effective[x]",
                 },
-                name: "DiagnosticReport.effective[x]",
-            })?,
-            "_effectiveDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_effectiveDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "DiagnosticReport.effective[x]",
                 },
-                name: "DiagnosticReport.effective[x]",
-            })?,
-            "effectivePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "DiagnosticReport.effective[x]",
-            })?,
+            )?,
+            "effectivePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "DiagnosticReport.effective[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -192,93 +192,106 @@ impl crate::rt::DeFields for DocumentManifest {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_master_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::DocumentReferenceStatus>,
-        > = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_author: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_recipient: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_source: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_content: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_related: Vec<crate::resources::DocumentManifestRelated> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_master_identifier: Option<crate::datatypes::Identifier>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::DocumentReferenceStatus>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_author: Vec<crate::datatypes::Reference>,
+            f_recipient: Vec<crate::datatypes::Reference>,
+            f_source: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_content: Vec<crate::datatypes::Reference>,
+            f_related: Vec<crate::resources::DocumentManifestRelated>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "DocumentManifest",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "DocumentManifest",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "masterIdentifier" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_master_identifier))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_master_identifier))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "created" => map.next_value_seed(crate::rt::PrimValue(&mut f_created))?,
-                "_created" => map.next_value_seed(crate::rt::PrimExt(&mut f_created))?,
-                "author" => map.next_value_seed(crate::rt::VecSeed(&mut f_author))?,
-                "recipient" => map.next_value_seed(crate::rt::VecSeed(&mut f_recipient))?,
-                "source" => map.next_value_seed(crate::rt::PrimValue(&mut f_source))?,
-                "_source" => map.next_value_seed(crate::rt::PrimExt(&mut f_source))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "content" => map.next_value_seed(crate::rt::VecSeed(&mut f_content))?,
-                "related" => map.next_value_seed(crate::rt::VecSeed(&mut f_related))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "created" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_created))?,
+                "_created" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_created))?,
+                "author" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_author))?,
+                "recipient" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_recipient))?,
+                "source" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_source))?,
+                "_source" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_source))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "content" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_content))?,
+                "related" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_related))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "DocumentManifest")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(!b.f_content.is_empty(), "content")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            master_identifier: f_master_identifier,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            r#type: f_type,
-            subject: f_subject,
-            created: f_created,
-            author: f_author,
-            recipient: f_recipient,
-            source: f_source,
-            description: f_description,
-            content: crate::rt::required_vec::<_, A::Error>(f_content, "content")?,
-            related: f_related,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            master_identifier: b.f_master_identifier,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            r#type: b.f_type,
+            subject: b.f_subject,
+            created: b.f_created,
+            author: b.f_author,
+            recipient: b.f_recipient,
+            source: b.f_source,
+            description: b.f_description,
+            content: b.f_content,
+            related: b.f_related,
         })
     }
 }
@@ -416,29 +429,33 @@ impl crate::rt::DeFields for DocumentManifestRelated {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_ref: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_ref: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "ref" => map.next_value_seed(crate::rt::Opt(&mut f_ref))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "ref" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_ref))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            r#ref: f_ref,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            r#ref: b.f_ref,
         })
     }
 }

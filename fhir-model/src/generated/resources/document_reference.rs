@@ -220,109 +220,126 @@ impl crate::rt::DeFields for DocumentReference {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_master_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::DocumentReferenceStatus>,
-        > = None;
-        let mut f_doc_status: Option<
-            crate::primitives::Primitive<crate::codes::CompositionStatus>,
-        > = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_author: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_authenticator: Option<crate::datatypes::Reference> = None;
-        let mut f_custodian: Option<crate::datatypes::Reference> = None;
-        let mut f_relates_to: Vec<crate::resources::DocumentReferenceRelatesTo> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_security_label: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_content: Vec<crate::resources::DocumentReferenceContent> = Vec::new();
-        let mut f_context: Option<crate::resources::DocumentReferenceContext> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_master_identifier: Option<crate::datatypes::Identifier>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::DocumentReferenceStatus>>,
+            f_doc_status: Option<crate::primitives::Primitive<crate::codes::CompositionStatus>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_author: Vec<crate::datatypes::Reference>,
+            f_authenticator: Option<crate::datatypes::Reference>,
+            f_custodian: Option<crate::datatypes::Reference>,
+            f_relates_to: Vec<crate::resources::DocumentReferenceRelatesTo>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_security_label: Vec<crate::datatypes::CodeableConcept>,
+            f_content: Vec<crate::resources::DocumentReferenceContent>,
+            f_context: Option<crate::resources::DocumentReferenceContext>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "DocumentReference",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "DocumentReference",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "masterIdentifier" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_master_identifier))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_master_identifier))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "docStatus" => map.next_value_seed(crate::rt::PrimValue(&mut f_doc_status))?,
-                "_docStatus" => map.next_value_seed(crate::rt::PrimExt(&mut f_doc_status))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "author" => map.next_value_seed(crate::rt::VecSeed(&mut f_author))?,
-                "authenticator" => map.next_value_seed(crate::rt::Opt(&mut f_authenticator))?,
-                "custodian" => map.next_value_seed(crate::rt::Opt(&mut f_custodian))?,
-                "relatesTo" => map.next_value_seed(crate::rt::VecSeed(&mut f_relates_to))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "docStatus" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_doc_status))?
+                }
+                "_docStatus" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_doc_status))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "author" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_author))?,
+                "authenticator" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_authenticator))?
+                }
+                "custodian" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_custodian))?,
+                "relatesTo" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_relates_to))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
                 "securityLabel" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_security_label))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_security_label))?
                 }
-                "content" => map.next_value_seed(crate::rt::VecSeed(&mut f_content))?,
-                "context" => map.next_value_seed(crate::rt::Opt(&mut f_context))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "content" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_content))?,
+                "context" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_context))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "DocumentReference")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(!b.f_content.is_empty(), "content")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            master_identifier: f_master_identifier,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            doc_status: f_doc_status,
-            r#type: f_type,
-            category: f_category,
-            subject: f_subject,
-            date: f_date,
-            author: f_author,
-            authenticator: f_authenticator,
-            custodian: f_custodian,
-            relates_to: f_relates_to,
-            description: f_description,
-            security_label: f_security_label,
-            content: crate::rt::required_vec::<_, A::Error>(f_content, "content")?,
-            context: f_context,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            master_identifier: b.f_master_identifier,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            doc_status: b.f_doc_status,
+            r#type: b.f_type,
+            category: b.f_category,
+            subject: b.f_subject,
+            date: b.f_date,
+            author: b.f_author,
+            authenticator: b.f_authenticator,
+            custodian: b.f_custodian,
+            relates_to: b.f_relates_to,
+            description: b.f_description,
+            security_label: b.f_security_label,
+            content: b.f_content,
+            context: b.f_context,
         })
     }
 }
@@ -471,32 +488,36 @@ impl crate::rt::DeFields for DocumentReferenceRelatesTo {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<
-            crate::primitives::Primitive<crate::codes::DocumentRelationshipType>,
-        > = None;
-        let mut f_target: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<crate::codes::DocumentRelationshipType>>,
+            f_target: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "target" => map.next_value_seed(crate::rt::Opt(&mut f_target))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "target" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_target))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_target.is_some(), "target")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            target: crate::rt::required::<_, A::Error>(f_target, "target")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            target: b.f_target.unwrap_or_default(),
         })
     }
 }
@@ -594,29 +615,34 @@ impl crate::rt::DeFields for DocumentReferenceContent {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_attachment: Option<crate::datatypes::Attachment> = None;
-        let mut f_format: Option<crate::datatypes::Coding> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_attachment: Option<crate::datatypes::Attachment>,
+            f_format: Option<crate::datatypes::Coding>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "attachment" => map.next_value_seed(crate::rt::Opt(&mut f_attachment))?,
-                "format" => map.next_value_seed(crate::rt::Opt(&mut f_format))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "attachment" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_attachment))?,
+                "format" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_format))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_attachment.is_some(), "attachment")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            attachment: crate::rt::required::<_, A::Error>(f_attachment, "attachment")?,
-            format: f_format,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            attachment: b.f_attachment.unwrap_or_default(),
+            format: b.f_format,
         })
     }
 }
@@ -746,48 +772,54 @@ impl crate::rt::DeFields for DocumentReferenceContext {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_encounter: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_event: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_facility_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_practice_setting: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_source_patient_info: Option<crate::datatypes::Reference> = None;
-        let mut f_related: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_encounter: Vec<crate::datatypes::Reference>,
+            f_event: Vec<crate::datatypes::CodeableConcept>,
+            f_period: Option<crate::datatypes::Period>,
+            f_facility_type: Option<crate::datatypes::CodeableConcept>,
+            f_practice_setting: Option<crate::datatypes::CodeableConcept>,
+            f_source_patient_info: Option<crate::datatypes::Reference>,
+            f_related: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "encounter" => map.next_value_seed(crate::rt::VecSeed(&mut f_encounter))?,
-                "event" => map.next_value_seed(crate::rt::VecSeed(&mut f_event))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "facilityType" => map.next_value_seed(crate::rt::Opt(&mut f_facility_type))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_encounter))?,
+                "event" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_event))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "facilityType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_facility_type))?
+                }
                 "practiceSetting" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_practice_setting))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_practice_setting))?
                 }
                 "sourcePatientInfo" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_source_patient_info))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source_patient_info))?
                 }
-                "related" => map.next_value_seed(crate::rt::VecSeed(&mut f_related))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "related" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_related))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            encounter: f_encounter,
-            event: f_event,
-            period: f_period,
-            facility_type: f_facility_type,
-            practice_setting: f_practice_setting,
-            source_patient_info: f_source_patient_info,
-            related: f_related,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            encounter: b.f_encounter,
+            event: b.f_event,
+            period: b.f_period,
+            facility_type: b.f_facility_type,
+            practice_setting: b.f_practice_setting,
+            source_patient_info: b.f_source_patient_info,
+            related: b.f_related,
         })
     }
 }

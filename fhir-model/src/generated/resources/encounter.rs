@@ -269,128 +269,148 @@ impl crate::rt::DeFields for Encounter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::EncounterStatus>> =
-            None;
-        let mut f_status_history: Vec<crate::resources::EncounterStatusHistory> = Vec::new();
-        let mut f_class: Option<crate::datatypes::Coding> = None;
-        let mut f_class_history: Vec<crate::resources::EncounterClassHistory> = Vec::new();
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_service_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_priority: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_episode_of_care: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_participant: Vec<crate::resources::EncounterParticipant> = Vec::new();
-        let mut f_appointment: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_length: Option<crate::datatypes::Duration> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_diagnosis: Vec<crate::resources::EncounterDiagnosis> = Vec::new();
-        let mut f_account: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_hospitalization: Option<crate::resources::EncounterHospitalization> = None;
-        let mut f_location: Vec<crate::resources::EncounterLocation> = Vec::new();
-        let mut f_service_provider: Option<crate::datatypes::Reference> = None;
-        let mut f_part_of: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::EncounterStatus>>,
+            f_status_history: Vec<crate::resources::EncounterStatusHistory>,
+            f_class: Option<crate::datatypes::Coding>,
+            f_class_history: Vec<crate::resources::EncounterClassHistory>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_service_type: Option<crate::datatypes::CodeableConcept>,
+            f_priority: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_episode_of_care: Vec<crate::datatypes::Reference>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_participant: Vec<crate::resources::EncounterParticipant>,
+            f_appointment: Vec<crate::datatypes::Reference>,
+            f_period: Option<crate::datatypes::Period>,
+            f_length: Option<crate::datatypes::Duration>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_diagnosis: Vec<crate::resources::EncounterDiagnosis>,
+            f_account: Vec<crate::datatypes::Reference>,
+            f_hospitalization: Option<crate::resources::EncounterHospitalization>,
+            f_location: Vec<crate::resources::EncounterLocation>,
+            f_service_provider: Option<crate::datatypes::Reference>,
+            f_part_of: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Encounter",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Encounter",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
                 "statusHistory" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_status_history))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_status_history))?
                 }
-                "class" => map.next_value_seed(crate::rt::Opt(&mut f_class))?,
-                "classHistory" => map.next_value_seed(crate::rt::VecSeed(&mut f_class_history))?,
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "serviceType" => map.next_value_seed(crate::rt::Opt(&mut f_service_type))?,
-                "priority" => map.next_value_seed(crate::rt::Opt(&mut f_priority))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
+                "class" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_class))?,
+                "classHistory" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_class_history))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "serviceType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_service_type))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_priority))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
                 "episodeOfCare" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_episode_of_care))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_episode_of_care))?
                 }
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "participant" => map.next_value_seed(crate::rt::VecSeed(&mut f_participant))?,
-                "appointment" => map.next_value_seed(crate::rt::VecSeed(&mut f_appointment))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "length" => map.next_value_seed(crate::rt::Opt(&mut f_length))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "participant" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_participant))?
+                }
+                "appointment" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_appointment))?
+                }
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "length" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_length))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "diagnosis" => map.next_value_seed(crate::rt::VecSeed(&mut f_diagnosis))?,
-                "account" => map.next_value_seed(crate::rt::VecSeed(&mut f_account))?,
-                "hospitalization" => map.next_value_seed(crate::rt::Opt(&mut f_hospitalization))?,
-                "location" => map.next_value_seed(crate::rt::VecSeed(&mut f_location))?,
+                "diagnosis" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_diagnosis))?,
+                "account" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_account))?,
+                "hospitalization" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_hospitalization))?
+                }
+                "location" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_location))?,
                 "serviceProvider" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_service_provider))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_service_provider))?
                 }
-                "partOf" => map.next_value_seed(crate::rt::Opt(&mut f_part_of))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_part_of))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Encounter")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_class.is_some(), "class")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_history: f_status_history,
-            class: crate::rt::required::<_, A::Error>(f_class, "class")?,
-            class_history: f_class_history,
-            r#type: f_type,
-            service_type: f_service_type,
-            priority: f_priority,
-            subject: f_subject,
-            episode_of_care: f_episode_of_care,
-            based_on: f_based_on,
-            participant: f_participant,
-            appointment: f_appointment,
-            period: f_period,
-            length: f_length,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            diagnosis: f_diagnosis,
-            account: f_account,
-            hospitalization: f_hospitalization,
-            location: f_location,
-            service_provider: f_service_provider,
-            part_of: f_part_of,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            status_history: b.f_status_history,
+            class: b.f_class.unwrap_or_default(),
+            class_history: b.f_class_history,
+            r#type: b.f_type,
+            service_type: b.f_service_type,
+            priority: b.f_priority,
+            subject: b.f_subject,
+            episode_of_care: b.f_episode_of_care,
+            based_on: b.f_based_on,
+            participant: b.f_participant,
+            appointment: b.f_appointment,
+            period: b.f_period,
+            length: b.f_length,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            diagnosis: b.f_diagnosis,
+            account: b.f_account,
+            hospitalization: b.f_hospitalization,
+            location: b.f_location,
+            service_provider: b.f_service_provider,
+            part_of: b.f_part_of,
         })
     }
 }
@@ -546,31 +566,36 @@ impl crate::rt::DeFields for EncounterStatusHistory {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::EncounterStatus>> =
-            None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::EncounterStatus>>,
+            f_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_period.is_some(), "period")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            period: crate::rt::required::<_, A::Error>(f_period, "period")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            status: b.f_status.unwrap_or_default(),
+            period: b.f_period.unwrap_or_default(),
         })
     }
 }
@@ -669,29 +694,35 @@ impl crate::rt::DeFields for EncounterClassHistory {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_class: Option<crate::datatypes::Coding> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_class: Option<crate::datatypes::Coding>,
+            f_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "class" => map.next_value_seed(crate::rt::Opt(&mut f_class))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "class" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_class))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_class.is_some(), "class")?;
+        crate::rt::check_required::<A::Error>(b.f_period.is_some(), "period")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            class: crate::rt::required::<_, A::Error>(f_class, "class")?,
-            period: crate::rt::required::<_, A::Error>(f_period, "period")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            class: b.f_class.unwrap_or_default(),
+            period: b.f_period.unwrap_or_default(),
         })
     }
 }
@@ -793,32 +824,36 @@ impl crate::rt::DeFields for EncounterParticipant {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_individual: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_period: Option<crate::datatypes::Period>,
+            f_individual: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "individual" => map.next_value_seed(crate::rt::Opt(&mut f_individual))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "individual" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_individual))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            period: f_period,
-            individual: f_individual,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            period: b.f_period,
+            individual: b.f_individual,
         })
     }
 }
@@ -924,33 +959,38 @@ impl crate::rt::DeFields for EncounterDiagnosis {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_condition: Option<crate::datatypes::Reference> = None;
-        let mut f_use: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_rank: Option<crate::primitives::Primitive<u32>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_condition: Option<crate::datatypes::Reference>,
+            f_use: Option<crate::datatypes::CodeableConcept>,
+            f_rank: Option<crate::primitives::Primitive<u32>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "condition" => map.next_value_seed(crate::rt::Opt(&mut f_condition))?,
-                "use" => map.next_value_seed(crate::rt::Opt(&mut f_use))?,
-                "rank" => map.next_value_seed(crate::rt::PrimValue(&mut f_rank))?,
-                "_rank" => map.next_value_seed(crate::rt::PrimExt(&mut f_rank))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "condition" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_condition))?,
+                "use" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_use))?,
+                "rank" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_rank))?,
+                "_rank" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_rank))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_condition.is_some(), "condition")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            condition: crate::rt::required::<_, A::Error>(f_condition, "condition")?,
-            r#use: f_use,
-            rank: f_rank,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            condition: b.f_condition.unwrap_or_default(),
+            r#use: b.f_use,
+            rank: b.f_rank,
         })
     }
 }
@@ -1099,60 +1139,64 @@ impl crate::rt::DeFields for EncounterHospitalization {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_pre_admission_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_origin: Option<crate::datatypes::Reference> = None;
-        let mut f_admit_source: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_re_admission: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_diet_preference: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_special_courtesy: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_special_arrangement: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_destination: Option<crate::datatypes::Reference> = None;
-        let mut f_discharge_disposition: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_pre_admission_identifier: Option<crate::datatypes::Identifier>,
+            f_origin: Option<crate::datatypes::Reference>,
+            f_admit_source: Option<crate::datatypes::CodeableConcept>,
+            f_re_admission: Option<crate::datatypes::CodeableConcept>,
+            f_diet_preference: Vec<crate::datatypes::CodeableConcept>,
+            f_special_courtesy: Vec<crate::datatypes::CodeableConcept>,
+            f_special_arrangement: Vec<crate::datatypes::CodeableConcept>,
+            f_destination: Option<crate::datatypes::Reference>,
+            f_discharge_disposition: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "preAdmissionIdentifier" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_pre_admission_identifier))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_pre_admission_identifier))?
                 }
-                "origin" => map.next_value_seed(crate::rt::Opt(&mut f_origin))?,
-                "admitSource" => map.next_value_seed(crate::rt::Opt(&mut f_admit_source))?,
-                "reAdmission" => map.next_value_seed(crate::rt::Opt(&mut f_re_admission))?,
+                "origin" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_origin))?,
+                "admitSource" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_admit_source))?,
+                "reAdmission" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_re_admission))?,
                 "dietPreference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_diet_preference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_diet_preference))?
                 }
                 "specialCourtesy" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_special_courtesy))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_special_courtesy))?
                 }
                 "specialArrangement" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_special_arrangement))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_special_arrangement))?
                 }
-                "destination" => map.next_value_seed(crate::rt::Opt(&mut f_destination))?,
+                "destination" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_destination))?,
                 "dischargeDisposition" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_discharge_disposition))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_discharge_disposition))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            pre_admission_identifier: f_pre_admission_identifier,
-            origin: f_origin,
-            admit_source: f_admit_source,
-            re_admission: f_re_admission,
-            diet_preference: f_diet_preference,
-            special_courtesy: f_special_courtesy,
-            special_arrangement: f_special_arrangement,
-            destination: f_destination,
-            discharge_disposition: f_discharge_disposition,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            pre_admission_identifier: b.f_pre_admission_identifier,
+            origin: b.f_origin,
+            admit_source: b.f_admit_source,
+            re_admission: b.f_re_admission,
+            diet_preference: b.f_diet_preference,
+            special_courtesy: b.f_special_courtesy,
+            special_arrangement: b.f_special_arrangement,
+            destination: b.f_destination,
+            discharge_disposition: b.f_discharge_disposition,
         })
     }
 }
@@ -1271,38 +1315,43 @@ impl crate::rt::DeFields for EncounterLocation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_location: Option<crate::datatypes::Reference> = None;
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::EncounterLocationStatus>,
-        > = None;
-        let mut f_physical_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_location: Option<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::EncounterLocationStatus>>,
+            f_physical_type: Option<crate::datatypes::CodeableConcept>,
+            f_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "location" => map.next_value_seed(crate::rt::Opt(&mut f_location))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "physicalType" => map.next_value_seed(crate::rt::Opt(&mut f_physical_type))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "location" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_location))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "physicalType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_physical_type))?
+                }
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_location.is_some(), "location")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            location: crate::rt::required::<_, A::Error>(f_location, "location")?,
-            status: f_status,
-            physical_type: f_physical_type,
-            period: f_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            location: b.f_location.unwrap_or_default(),
+            status: b.f_status,
+            physical_type: b.f_physical_type,
+            period: b.f_period,
         })
     }
 }

@@ -194,99 +194,117 @@ impl crate::rt::DeFields for Endpoint {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::EndpointStatus>> = None;
-        let mut f_connection_type: Option<crate::datatypes::Coding> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_managing_organization: Option<crate::datatypes::Reference> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_payload_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_payload_mime_type: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_address: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_header: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::EndpointStatus>>,
+            f_connection_type: Option<crate::datatypes::Coding>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_managing_organization: Option<crate::datatypes::Reference>,
+            f_contact: Vec<crate::datatypes::ContactPoint>,
+            f_period: Option<crate::datatypes::Period>,
+            f_payload_type: Vec<crate::datatypes::CodeableConcept>,
+            f_payload_mime_type: crate::rt::PrimVec<String>,
+            f_address: Option<crate::primitives::Primitive<String>>,
+            f_header: crate::rt::PrimVec<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Endpoint",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Endpoint",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "connectionType" => map.next_value_seed(crate::rt::Opt(&mut f_connection_type))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "connectionType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_connection_type))?
+                }
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
                 "managingOrganization" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_managing_organization))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_managing_organization))?
                 }
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "payloadType" => map.next_value_seed(crate::rt::VecSeed(&mut f_payload_type))?,
-                "payloadMimeType" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_payload_mime_type))?
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "payloadType" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_payload_type))?
                 }
+                "payloadMimeType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_payload_mime_type),
+                )?,
                 "_payloadMimeType" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_payload_mime_type))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_payload_mime_type))?
                 }
-                "address" => map.next_value_seed(crate::rt::PrimValue(&mut f_address))?,
-                "_address" => map.next_value_seed(crate::rt::PrimExt(&mut f_address))?,
-                "header" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_header))?,
-                "_header" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_header))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "address" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_address))?,
+                "_address" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_address))?,
+                "header" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_header))?,
+                "_header" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_header))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Endpoint")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_connection_type.is_some(), "connectionType")?;
+        crate::rt::check_required::<A::Error>(!b.f_payload_type.is_empty(), "payloadType")?;
+        let v_payload_mime_type = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_payload_mime_type),
+            "payloadMimeType",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_address.is_some(), "address")?;
+        let v_header =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_header), "header")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            connection_type: crate::rt::required::<_, A::Error>(
-                f_connection_type,
-                "connectionType",
-            )?,
-            name: f_name,
-            managing_organization: f_managing_organization,
-            contact: f_contact,
-            period: f_period,
-            payload_type: crate::rt::required_vec::<_, A::Error>(f_payload_type, "payloadType")?,
-            payload_mime_type: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_payload_mime_type,
-                "payloadMimeType",
-            )?,
-            address: crate::rt::required::<_, A::Error>(f_address, "address")?,
-            header: crate::rt::finish_prim_vec::<_, A::Error>(f_header, "header")?,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            connection_type: b.f_connection_type.unwrap_or_default(),
+            name: b.f_name,
+            managing_organization: b.f_managing_organization,
+            contact: b.f_contact,
+            period: b.f_period,
+            payload_type: b.f_payload_type,
+            payload_mime_type: v_payload_mime_type,
+            address: b.f_address.unwrap_or_default(),
+            header: v_header,
         })
     }
 }

@@ -157,83 +157,95 @@ impl crate::rt::DeFields for EnrollmentResponse {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>,
-        > = None;
-        let mut f_request: Option<crate::datatypes::Reference> = None;
-        let mut f_outcome: Option<
-            crate::primitives::Primitive<crate::codes::ClaimProcessingCodes>,
-        > = None;
-        let mut f_disposition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_organization: Option<crate::datatypes::Reference> = None;
-        let mut f_request_provider: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>>,
+            f_request: Option<crate::datatypes::Reference>,
+            f_outcome: Option<crate::primitives::Primitive<crate::codes::ClaimProcessingCodes>>,
+            f_disposition: Option<crate::primitives::Primitive<String>>,
+            f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_organization: Option<crate::datatypes::Reference>,
+            f_request_provider: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "EnrollmentResponse",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "EnrollmentResponse",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "request" => map.next_value_seed(crate::rt::Opt(&mut f_request))?,
-                "outcome" => map.next_value_seed(crate::rt::PrimValue(&mut f_outcome))?,
-                "_outcome" => map.next_value_seed(crate::rt::PrimExt(&mut f_outcome))?,
-                "disposition" => map.next_value_seed(crate::rt::PrimValue(&mut f_disposition))?,
-                "_disposition" => map.next_value_seed(crate::rt::PrimExt(&mut f_disposition))?,
-                "created" => map.next_value_seed(crate::rt::PrimValue(&mut f_created))?,
-                "_created" => map.next_value_seed(crate::rt::PrimExt(&mut f_created))?,
-                "organization" => map.next_value_seed(crate::rt::Opt(&mut f_organization))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "request" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_request))?,
+                "outcome" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_outcome))?,
+                "_outcome" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_outcome))?,
+                "disposition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_disposition))?
+                }
+                "_disposition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_disposition))?
+                }
+                "created" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_created))?,
+                "_created" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_created))?,
+                "organization" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_organization))?
+                }
                 "requestProvider" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_request_provider))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_request_provider))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "EnrollmentResponse")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: f_status,
-            request: f_request,
-            outcome: f_outcome,
-            disposition: f_disposition,
-            created: f_created,
-            organization: f_organization,
-            request_provider: f_request_provider,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status,
+            request: b.f_request,
+            outcome: b.f_outcome,
+            disposition: b.f_disposition,
+            created: b.f_created,
+            organization: b.f_organization,
+            request_provider: b.f_request_provider,
         })
     }
 }

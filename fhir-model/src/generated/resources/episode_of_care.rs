@@ -192,93 +192,103 @@ impl crate::rt::DeFields for EpisodeOfCare {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::EpisodeOfCareStatus>> =
-            None;
-        let mut f_status_history: Vec<crate::resources::EpisodeOfCareStatusHistory> = Vec::new();
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_diagnosis: Vec<crate::resources::EpisodeOfCareDiagnosis> = Vec::new();
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_managing_organization: Option<crate::datatypes::Reference> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_referral_request: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_care_manager: Option<crate::datatypes::Reference> = None;
-        let mut f_team: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_account: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::EpisodeOfCareStatus>>,
+            f_status_history: Vec<crate::resources::EpisodeOfCareStatusHistory>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_diagnosis: Vec<crate::resources::EpisodeOfCareDiagnosis>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_managing_organization: Option<crate::datatypes::Reference>,
+            f_period: Option<crate::datatypes::Period>,
+            f_referral_request: Vec<crate::datatypes::Reference>,
+            f_care_manager: Option<crate::datatypes::Reference>,
+            f_team: Vec<crate::datatypes::Reference>,
+            f_account: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "EpisodeOfCare",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "EpisodeOfCare",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
                 "statusHistory" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_status_history))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_status_history))?
                 }
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "diagnosis" => map.next_value_seed(crate::rt::VecSeed(&mut f_diagnosis))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "diagnosis" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_diagnosis))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
                 "managingOrganization" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_managing_organization))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_managing_organization))?
                 }
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
                 "referralRequest" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_referral_request))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_referral_request))?
                 }
-                "careManager" => map.next_value_seed(crate::rt::Opt(&mut f_care_manager))?,
-                "team" => map.next_value_seed(crate::rt::VecSeed(&mut f_team))?,
-                "account" => map.next_value_seed(crate::rt::VecSeed(&mut f_account))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "careManager" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_care_manager))?,
+                "team" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_team))?,
+                "account" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_account))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "EpisodeOfCare")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_history: f_status_history,
-            r#type: f_type,
-            diagnosis: f_diagnosis,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            managing_organization: f_managing_organization,
-            period: f_period,
-            referral_request: f_referral_request,
-            care_manager: f_care_manager,
-            team: f_team,
-            account: f_account,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            status_history: b.f_status_history,
+            r#type: b.f_type,
+            diagnosis: b.f_diagnosis,
+            patient: b.f_patient.unwrap_or_default(),
+            managing_organization: b.f_managing_organization,
+            period: b.f_period,
+            referral_request: b.f_referral_request,
+            care_manager: b.f_care_manager,
+            team: b.f_team,
+            account: b.f_account,
         })
     }
 }
@@ -423,31 +433,36 @@ impl crate::rt::DeFields for EpisodeOfCareStatusHistory {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::EpisodeOfCareStatus>> =
-            None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::EpisodeOfCareStatus>>,
+            f_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_period.is_some(), "period")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            period: crate::rt::required::<_, A::Error>(f_period, "period")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            status: b.f_status.unwrap_or_default(),
+            period: b.f_period.unwrap_or_default(),
         })
     }
 }
@@ -552,33 +567,38 @@ impl crate::rt::DeFields for EpisodeOfCareDiagnosis {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_condition: Option<crate::datatypes::Reference> = None;
-        let mut f_role: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_rank: Option<crate::primitives::Primitive<u32>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_condition: Option<crate::datatypes::Reference>,
+            f_role: Option<crate::datatypes::CodeableConcept>,
+            f_rank: Option<crate::primitives::Primitive<u32>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "condition" => map.next_value_seed(crate::rt::Opt(&mut f_condition))?,
-                "role" => map.next_value_seed(crate::rt::Opt(&mut f_role))?,
-                "rank" => map.next_value_seed(crate::rt::PrimValue(&mut f_rank))?,
-                "_rank" => map.next_value_seed(crate::rt::PrimExt(&mut f_rank))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "condition" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_condition))?,
+                "role" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_role))?,
+                "rank" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_rank))?,
+                "_rank" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_rank))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_condition.is_some(), "condition")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            condition: crate::rt::required::<_, A::Error>(f_condition, "condition")?,
-            role: f_role,
-            rank: f_rank,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            condition: b.f_condition.unwrap_or_default(),
+            role: b.f_role,
+            rank: b.f_rank,
         })
     }
 }

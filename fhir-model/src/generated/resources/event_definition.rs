@@ -311,168 +311,194 @@ impl crate::rt::DeFields for EventDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_subtitle: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_subject: Option<crate::resources::EventDefinitionSubject> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_usage: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_effective_period: Option<crate::datatypes::Period> = None;
-        let mut f_topic: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_author: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_editor: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_reviewer: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_endorser: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_related_artifact: Vec<crate::datatypes::RelatedArtifact> = Vec::new();
-        let mut f_trigger: Vec<crate::datatypes::TriggerDefinition> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_subtitle: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_subject: Option<crate::resources::EventDefinitionSubject>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_usage: Option<crate::primitives::Primitive<String>>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_effective_period: Option<crate::datatypes::Period>,
+            f_topic: Vec<crate::datatypes::CodeableConcept>,
+            f_author: Vec<crate::datatypes::ContactDetail>,
+            f_editor: Vec<crate::datatypes::ContactDetail>,
+            f_reviewer: Vec<crate::datatypes::ContactDetail>,
+            f_endorser: Vec<crate::datatypes::ContactDetail>,
+            f_related_artifact: Vec<crate::datatypes::RelatedArtifact>,
+            f_trigger: Vec<crate::datatypes::TriggerDefinition>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "EventDefinition",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "EventDefinition",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "subtitle" => map.next_value_seed(crate::rt::PrimValue(&mut f_subtitle))?,
-                "_subtitle" => map.next_value_seed(crate::rt::PrimExt(&mut f_subtitle))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "usage" => map.next_value_seed(crate::rt::PrimValue(&mut f_usage))?,
-                "_usage" => map.next_value_seed(crate::rt::PrimExt(&mut f_usage))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "subtitle" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_subtitle))?,
+                "_subtitle" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_subtitle))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "usage" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_usage))?,
+                "_usage" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_usage))?,
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
                 "approvalDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_approval_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_approval_date))?
                 }
-                "_approvalDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_approval_date))?,
+                "_approvalDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_approval_date))?
+                }
                 "lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_last_review_date))?
                 }
                 "_lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_last_review_date))?
                 }
                 "effectivePeriod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_effective_period))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_effective_period))?
                 }
-                "topic" => map.next_value_seed(crate::rt::VecSeed(&mut f_topic))?,
-                "author" => map.next_value_seed(crate::rt::VecSeed(&mut f_author))?,
-                "editor" => map.next_value_seed(crate::rt::VecSeed(&mut f_editor))?,
-                "reviewer" => map.next_value_seed(crate::rt::VecSeed(&mut f_reviewer))?,
-                "endorser" => map.next_value_seed(crate::rt::VecSeed(&mut f_endorser))?,
+                "topic" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_topic))?,
+                "author" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_author))?,
+                "editor" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_editor))?,
+                "reviewer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reviewer))?,
+                "endorser" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endorser))?,
                 "relatedArtifact" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_related_artifact))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_related_artifact))?
                 }
-                "trigger" => map.next_value_seed(crate::rt::VecSeed(&mut f_trigger))?,
+                "trigger" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_trigger))?,
                 other => {
                     if !(crate::resources::EventDefinitionSubject::de_key(
                         &mut map,
                         other,
-                        &mut f_subject,
+                        &mut b.f_subject,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "EventDefinition")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(!b.f_trigger.is_empty(), "trigger")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: f_url,
-            identifier: f_identifier,
-            version: f_version,
-            name: f_name,
-            title: f_title,
-            subtitle: f_subtitle,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            subject: f_subject,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            purpose: f_purpose,
-            usage: f_usage,
-            copyright: f_copyright,
-            approval_date: f_approval_date,
-            last_review_date: f_last_review_date,
-            effective_period: f_effective_period,
-            topic: f_topic,
-            author: f_author,
-            editor: f_editor,
-            reviewer: f_reviewer,
-            endorser: f_endorser,
-            related_artifact: f_related_artifact,
-            trigger: crate::rt::required_vec::<_, A::Error>(f_trigger, "trigger")?,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url,
+            identifier: b.f_identifier,
+            version: b.f_version,
+            name: b.f_name,
+            title: b.f_title,
+            subtitle: b.f_subtitle,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            subject: b.f_subject,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            purpose: b.f_purpose,
+            usage: b.f_usage,
+            copyright: b.f_copyright,
+            approval_date: b.f_approval_date,
+            last_review_date: b.f_last_review_date,
+            effective_period: b.f_effective_period,
+            topic: b.f_topic,
+            author: b.f_author,
+            editor: b.f_editor,
+            reviewer: b.f_reviewer,
+            endorser: b.f_endorser,
+            related_artifact: b.f_related_artifact,
+            trigger: b.f_trigger,
         })
     }
 }
@@ -592,16 +618,22 @@ impl EventDefinitionSubject {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "subjectCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "EventDefinition.subject[x]",
-            })?,
-            "subjectReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "EventDefinition.subject[x]",
-            })?,
+            "subjectCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "EventDefinition.subject[x]",
+                },
+            )?,
+            "subjectReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "EventDefinition.subject[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

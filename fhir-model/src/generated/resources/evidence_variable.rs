@@ -302,164 +302,185 @@ impl crate::rt::DeFields for EvidenceVariable {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_short_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_subtitle: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_effective_period: Option<crate::datatypes::Period> = None;
-        let mut f_topic: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_author: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_editor: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_reviewer: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_endorser: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_related_artifact: Vec<crate::datatypes::RelatedArtifact> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::EvidenceVariableType>> =
-            None;
-        let mut f_characteristic: Vec<crate::resources::EvidenceVariableCharacteristic> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_short_title: Option<crate::primitives::Primitive<String>>,
+            f_subtitle: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_effective_period: Option<crate::datatypes::Period>,
+            f_topic: Vec<crate::datatypes::CodeableConcept>,
+            f_author: Vec<crate::datatypes::ContactDetail>,
+            f_editor: Vec<crate::datatypes::ContactDetail>,
+            f_reviewer: Vec<crate::datatypes::ContactDetail>,
+            f_endorser: Vec<crate::datatypes::ContactDetail>,
+            f_related_artifact: Vec<crate::datatypes::RelatedArtifact>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::EvidenceVariableType>>,
+            f_characteristic: Vec<crate::resources::EvidenceVariableCharacteristic>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "EvidenceVariable",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "EvidenceVariable",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "shortTitle" => map.next_value_seed(crate::rt::PrimValue(&mut f_short_title))?,
-                "_shortTitle" => map.next_value_seed(crate::rt::PrimExt(&mut f_short_title))?,
-                "subtitle" => map.next_value_seed(crate::rt::PrimValue(&mut f_subtitle))?,
-                "_subtitle" => map.next_value_seed(crate::rt::PrimExt(&mut f_subtitle))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "shortTitle" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_short_title))?
+                }
+                "_shortTitle" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_short_title))?
+                }
+                "subtitle" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_subtitle))?,
+                "_subtitle" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_subtitle))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
                 "approvalDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_approval_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_approval_date))?
                 }
-                "_approvalDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_approval_date))?,
+                "_approvalDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_approval_date))?
+                }
                 "lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_last_review_date))?
                 }
                 "_lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_last_review_date))?
                 }
                 "effectivePeriod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_effective_period))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_effective_period))?
                 }
-                "topic" => map.next_value_seed(crate::rt::VecSeed(&mut f_topic))?,
-                "author" => map.next_value_seed(crate::rt::VecSeed(&mut f_author))?,
-                "editor" => map.next_value_seed(crate::rt::VecSeed(&mut f_editor))?,
-                "reviewer" => map.next_value_seed(crate::rt::VecSeed(&mut f_reviewer))?,
-                "endorser" => map.next_value_seed(crate::rt::VecSeed(&mut f_endorser))?,
+                "topic" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_topic))?,
+                "author" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_author))?,
+                "editor" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_editor))?,
+                "reviewer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reviewer))?,
+                "endorser" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endorser))?,
                 "relatedArtifact" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_related_artifact))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_related_artifact))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
                 "characteristic" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_characteristic))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_characteristic))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "EvidenceVariable")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(!b.f_characteristic.is_empty(), "characteristic")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: f_url,
-            identifier: f_identifier,
-            version: f_version,
-            name: f_name,
-            title: f_title,
-            short_title: f_short_title,
-            subtitle: f_subtitle,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            note: f_note,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            copyright: f_copyright,
-            approval_date: f_approval_date,
-            last_review_date: f_last_review_date,
-            effective_period: f_effective_period,
-            topic: f_topic,
-            author: f_author,
-            editor: f_editor,
-            reviewer: f_reviewer,
-            endorser: f_endorser,
-            related_artifact: f_related_artifact,
-            r#type: f_type,
-            characteristic: crate::rt::required_vec::<_, A::Error>(
-                f_characteristic,
-                "characteristic",
-            )?,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url,
+            identifier: b.f_identifier,
+            version: b.f_version,
+            name: b.f_name,
+            title: b.f_title,
+            short_title: b.f_short_title,
+            subtitle: b.f_subtitle,
+            status: b.f_status.unwrap_or_default(),
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            note: b.f_note,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            copyright: b.f_copyright,
+            approval_date: b.f_approval_date,
+            last_review_date: b.f_last_review_date,
+            effective_period: b.f_effective_period,
+            topic: b.f_topic,
+            author: b.f_author,
+            editor: b.f_editor,
+            reviewer: b.f_reviewer,
+            endorser: b.f_endorser,
+            related_artifact: b.f_related_artifact,
+            r#type: b.f_type,
+            characteristic: b.f_characteristic,
         })
     }
 }
@@ -653,47 +674,49 @@ impl crate::rt::DeFields for EvidenceVariableCharacteristic {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_definition: Option<crate::resources::EvidenceVariableCharacteristicDefinition> =
-            None;
-        let mut f_usage_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_exclude: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_participant_effective: Option<
-            crate::resources::EvidenceVariableCharacteristicParticipantEffective,
-        > = None;
-        let mut f_time_from_start: Option<crate::datatypes::Duration> = None;
-        let mut f_group_measure: Option<crate::primitives::Primitive<crate::codes::GroupMeasure>> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_definition: Option<crate::resources::EvidenceVariableCharacteristicDefinition>,
+            f_usage_context: Vec<crate::datatypes::UsageContext>,
+            f_exclude: Option<crate::primitives::Primitive<bool>>,
+            f_participant_effective:
+                Option<crate::resources::EvidenceVariableCharacteristicParticipantEffective>,
+            f_time_from_start: Option<crate::datatypes::Duration>,
+            f_group_measure: Option<crate::primitives::Primitive<crate::codes::GroupMeasure>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-"id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-"extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-"modifierExtension" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?,
-"description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-"_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-"usageContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_usage_context))?,
-"exclude" => map.next_value_seed(crate::rt::PrimValue(&mut f_exclude))?,
-"_exclude" => map.next_value_seed(crate::rt::PrimExt(&mut f_exclude))?,
-"timeFromStart" => map.next_value_seed(crate::rt::Opt(&mut f_time_from_start))?,
-"groupMeasure" => map.next_value_seed(crate::rt::PrimValue(&mut f_group_measure))?,
-"_groupMeasure" => map.next_value_seed(crate::rt::PrimExt(&mut f_group_measure))?,
-other => { if !(crate::resources::EvidenceVariableCharacteristicDefinition::de_key(&mut map, other, &mut f_definition)? || crate::resources::EvidenceVariableCharacteristicParticipantEffective::de_key(&mut map, other, &mut f_participant_effective)?) { map.next_value_seed(crate::rt::Unknown(other))?; } }
+"id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+"extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+"modifierExtension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?,
+"description" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?,
+"_description" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?,
+"usageContext" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_usage_context))?,
+"exclude" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_exclude))?,
+"_exclude" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_exclude))?,
+"timeFromStart" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_time_from_start))?,
+"groupMeasure" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_group_measure))?,
+"_groupMeasure" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_group_measure))?,
+other => { if !(crate::resources::EvidenceVariableCharacteristicDefinition::de_key(&mut map, other, &mut b.f_definition)? || crate::resources::EvidenceVariableCharacteristicParticipantEffective::de_key(&mut map, other, &mut b.f_participant_effective)?) { crate::rt::value(&mut map, crate::rt::Unknown(other))?; } }
 }
         }
+        crate::rt::check_required::<A::Error>(b.f_definition.is_some(), "definition")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            description: f_description,
-            definition: crate::rt::required::<_, A::Error>(f_definition, "definition")?,
-            usage_context: f_usage_context,
-            exclude: f_exclude,
-            participant_effective: f_participant_effective,
-            time_from_start: f_time_from_start,
-            group_measure: f_group_measure,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            description: b.f_description,
+            definition: b.f_definition.unwrap_or_default(),
+            usage_context: b.f_usage_context,
+            exclude: b.f_exclude,
+            participant_effective: b.f_participant_effective,
+            time_from_start: b.f_time_from_start,
+            group_measure: b.f_group_measure,
         })
     }
 }
@@ -777,49 +800,70 @@ impl EvidenceVariableCharacteristicDefinition {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "definitionReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "EvidenceVariable.characteristic.definition[x]",
-            })?,
-            "definitionCanonical" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            "definitionReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "EvidenceVariable.characteristic.definition[x]",
                 },
-                name: "EvidenceVariable.characteristic.definition[x]",
-            })?,
-            "_definitionCanonical" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "definitionCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "EvidenceVariable.characteristic.definition[x]",
                 },
-                name: "EvidenceVariable.characteristic.definition[x]",
-            })?,
-            "definitionCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "EvidenceVariable.characteristic.definition[x]",
-            })?,
-            "definitionExpression" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Expression,
-                name: "EvidenceVariable.characteristic.definition[x]",
-            })?,
-            "definitionDataRequirement" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::DataRequirement,
-                name: "EvidenceVariable.characteristic.definition[x]",
-            })?,
-            "definitionTriggerDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::TriggerDefinition,
-                name: "EvidenceVariable.characteristic.definition[x]",
-            })?,
+            )?,
+            "_definitionCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "EvidenceVariable.characteristic.definition[x]",
+                },
+            )?,
+            "definitionCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "EvidenceVariable.characteristic.definition[x]",
+                },
+            )?,
+            "definitionExpression" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Expression,
+                    name: "EvidenceVariable.characteristic.definition[x]",
+                },
+            )?,
+            "definitionDataRequirement" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::DataRequirement,
+                    name: "EvidenceVariable.characteristic.definition[x]",
+                },
+            )?,
+            "definitionTriggerDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::TriggerDefinition,
+                    name: "EvidenceVariable.characteristic.definition[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -920,39 +964,54 @@ impl EvidenceVariableCharacteristicParticipantEffective {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "participantEffectiveDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "participantEffectiveDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "EvidenceVariable.characteristic.participantEffective[x]",
                 },
-                name: "EvidenceVariable.characteristic.participantEffective[x]",
-            })?,
-            "_participantEffectiveDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_participantEffectiveDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "EvidenceVariable.characteristic.participantEffective[x]",
                 },
-                name: "EvidenceVariable.characteristic.participantEffective[x]",
-            })?,
-            "participantEffectivePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "EvidenceVariable.characteristic.participantEffective[x]",
-            })?,
-            "participantEffectiveDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Duration,
-                name: "EvidenceVariable.characteristic.participantEffective[x]",
-            })?,
-            "participantEffectiveTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Timing,
-                name: "EvidenceVariable.characteristic.participantEffective[x]",
-            })?,
+            )?,
+            "participantEffectivePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "EvidenceVariable.characteristic.participantEffective[x]",
+                },
+            )?,
+            "participantEffectiveDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Duration,
+                    name: "EvidenceVariable.characteristic.participantEffective[x]",
+                },
+            )?,
+            "participantEffectiveTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Timing,
+                    name: "EvidenceVariable.characteristic.participantEffective[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -225,111 +225,140 @@ impl crate::rt::DeFields for ExampleScenario {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_actor: Vec<crate::resources::ExampleScenarioActor> = Vec::new();
-        let mut f_instance: Vec<crate::resources::ExampleScenarioInstance> = Vec::new();
-        let mut f_process: Vec<crate::resources::ExampleScenarioProcess> = Vec::new();
-        let mut f_workflow: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_actor: Vec<crate::resources::ExampleScenarioActor>,
+            f_instance: Vec<crate::resources::ExampleScenarioInstance>,
+            f_process: Vec<crate::resources::ExampleScenarioProcess>,
+            f_workflow: crate::rt::PrimVec<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ExampleScenario",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ExampleScenario",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "actor" => map.next_value_seed(crate::rt::VecSeed(&mut f_actor))?,
-                "instance" => map.next_value_seed(crate::rt::VecSeed(&mut f_instance))?,
-                "process" => map.next_value_seed(crate::rt::VecSeed(&mut f_process))?,
-                "workflow" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_workflow))?,
-                "_workflow" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_workflow))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "actor" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_actor))?,
+                "instance" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_instance))?,
+                "process" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_process))?,
+                "workflow" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_workflow))?
+                }
+                "_workflow" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_workflow))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ExampleScenario")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        let v_workflow = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_workflow),
+            "workflow",
+        )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: f_url,
-            identifier: f_identifier,
-            version: f_version,
-            name: f_name,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            copyright: f_copyright,
-            purpose: f_purpose,
-            actor: f_actor,
-            instance: f_instance,
-            process: f_process,
-            workflow: crate::rt::finish_prim_vec::<_, A::Error>(f_workflow, "workflow")?,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url,
+            identifier: b.f_identifier,
+            version: b.f_version,
+            name: b.f_name,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            copyright: b.f_copyright,
+            purpose: b.f_purpose,
+            actor: b.f_actor,
+            instance: b.f_instance,
+            process: b.f_process,
+            workflow: v_workflow,
         })
     }
 }
@@ -493,41 +522,49 @@ impl crate::rt::DeFields for ExampleScenarioActor {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_actor_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<
-            crate::primitives::Primitive<crate::codes::ExampleScenarioActorType>,
-        > = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_actor_id: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::ExampleScenarioActorType>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "actorId" => map.next_value_seed(crate::rt::PrimValue(&mut f_actor_id))?,
-                "_actorId" => map.next_value_seed(crate::rt::PrimExt(&mut f_actor_id))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "actorId" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_actor_id))?,
+                "_actorId" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_actor_id))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_actor_id.is_some(), "actorId")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            actor_id: crate::rt::required::<_, A::Error>(f_actor_id, "actorId")?,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            name: f_name,
-            description: f_description,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            actor_id: b.f_actor_id.unwrap_or_default(),
+            r#type: b.f_type.unwrap_or_default(),
+            name: b.f_name,
+            description: b.f_description,
         })
     }
 }
@@ -659,53 +696,65 @@ impl crate::rt::DeFields for ExampleScenarioInstance {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_resource_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_resource_type: Option<
-            crate::primitives::Primitive<crate::codes::ResourceTypeCode>,
-        > = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Vec<crate::resources::ExampleScenarioInstanceVersion> = Vec::new();
-        let mut f_contained_instance: Vec<
-            crate::resources::ExampleScenarioInstanceContainedInstance,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_resource_id: Option<crate::primitives::Primitive<String>>,
+            f_resource_type: Option<crate::primitives::Primitive<crate::codes::ResourceTypeCode>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_version: Vec<crate::resources::ExampleScenarioInstanceVersion>,
+            f_contained_instance: Vec<crate::resources::ExampleScenarioInstanceContainedInstance>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "resourceId" => map.next_value_seed(crate::rt::PrimValue(&mut f_resource_id))?,
-                "_resourceId" => map.next_value_seed(crate::rt::PrimExt(&mut f_resource_id))?,
+                "resourceId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_resource_id))?
+                }
+                "_resourceId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_resource_id))?
+                }
                 "resourceType" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_resource_type))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_resource_type))?
                 }
-                "_resourceType" => map.next_value_seed(crate::rt::PrimExt(&mut f_resource_type))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "version" => map.next_value_seed(crate::rt::VecSeed(&mut f_version))?,
+                "_resourceType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_resource_type))?
+                }
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_version))?,
                 "containedInstance" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_contained_instance))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained_instance))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_resource_id.is_some(), "resourceId")?;
+        crate::rt::check_required::<A::Error>(b.f_resource_type.is_some(), "resourceType")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            resource_id: crate::rt::required::<_, A::Error>(f_resource_id, "resourceId")?,
-            resource_type: crate::rt::required::<_, A::Error>(f_resource_type, "resourceType")?,
-            name: f_name,
-            description: f_description,
-            version: f_version,
-            contained_instance: f_contained_instance,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            resource_id: b.f_resource_id.unwrap_or_default(),
+            resource_type: b.f_resource_type.unwrap_or_default(),
+            name: b.f_name,
+            description: b.f_description,
+            version: b.f_version,
+            contained_instance: b.f_contained_instance,
         })
     }
 }
@@ -811,31 +860,45 @@ impl crate::rt::DeFields for ExampleScenarioInstanceVersion {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_version_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_version_id: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "versionId" => map.next_value_seed(crate::rt::PrimValue(&mut f_version_id))?,
-                "_versionId" => map.next_value_seed(crate::rt::PrimExt(&mut f_version_id))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "versionId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version_id))?
+                }
+                "_versionId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version_id))?
+                }
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_version_id.is_some(), "versionId")?;
+        crate::rt::check_required::<A::Error>(b.f_description.is_some(), "description")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            version_id: crate::rt::required::<_, A::Error>(f_version_id, "versionId")?,
-            description: crate::rt::required::<_, A::Error>(f_description, "description")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            version_id: b.f_version_id.unwrap_or_default(),
+            description: b.f_description.unwrap_or_default(),
         })
     }
 }
@@ -933,31 +996,44 @@ impl crate::rt::DeFields for ExampleScenarioInstanceContainedInstance {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_resource_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version_id: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_resource_id: Option<crate::primitives::Primitive<String>>,
+            f_version_id: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "resourceId" => map.next_value_seed(crate::rt::PrimValue(&mut f_resource_id))?,
-                "_resourceId" => map.next_value_seed(crate::rt::PrimExt(&mut f_resource_id))?,
-                "versionId" => map.next_value_seed(crate::rt::PrimValue(&mut f_version_id))?,
-                "_versionId" => map.next_value_seed(crate::rt::PrimExt(&mut f_version_id))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "resourceId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_resource_id))?
+                }
+                "_resourceId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_resource_id))?
+                }
+                "versionId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version_id))?
+                }
+                "_versionId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version_id))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_resource_id.is_some(), "resourceId")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            resource_id: crate::rt::required::<_, A::Error>(f_resource_id, "resourceId")?,
-            version_id: f_version_id,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            resource_id: b.f_resource_id.unwrap_or_default(),
+            version_id: b.f_version_id,
         })
     }
 }
@@ -1086,50 +1162,59 @@ impl crate::rt::DeFields for ExampleScenarioProcess {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_pre_conditions: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_post_conditions: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_step: Vec<crate::resources::ExampleScenarioProcessStep> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_pre_conditions: Option<crate::primitives::Primitive<String>>,
+            f_post_conditions: Option<crate::primitives::Primitive<String>>,
+            f_step: Vec<crate::resources::ExampleScenarioProcessStep>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
                 "preConditions" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_pre_conditions))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_pre_conditions))?
                 }
                 "_preConditions" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_pre_conditions))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_pre_conditions))?
                 }
                 "postConditions" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_post_conditions))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_post_conditions))?
                 }
                 "_postConditions" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_post_conditions))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_post_conditions))?
                 }
-                "step" => map.next_value_seed(crate::rt::VecSeed(&mut f_step))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "step" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_step))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_title.is_some(), "title")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            title: crate::rt::required::<_, A::Error>(f_title, "title")?,
-            description: f_description,
-            pre_conditions: f_pre_conditions,
-            post_conditions: f_post_conditions,
-            step: f_step,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            title: b.f_title.unwrap_or_default(),
+            description: b.f_description,
+            pre_conditions: b.f_pre_conditions,
+            post_conditions: b.f_post_conditions,
+            step: b.f_step,
         })
     }
 }
@@ -1241,37 +1326,42 @@ impl crate::rt::DeFields for ExampleScenarioProcessStep {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_process: Vec<crate::resources::ExampleScenarioProcess> = Vec::new();
-        let mut f_pause: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_operation: Option<crate::resources::ExampleScenarioProcessStepOperation> = None;
-        let mut f_alternative: Vec<crate::resources::ExampleScenarioProcessStepAlternative> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_process: Vec<crate::resources::ExampleScenarioProcess>,
+            f_pause: Option<crate::primitives::Primitive<bool>>,
+            f_operation: Option<crate::resources::ExampleScenarioProcessStepOperation>,
+            f_alternative: Vec<crate::resources::ExampleScenarioProcessStepAlternative>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "process" => map.next_value_seed(crate::rt::VecSeed(&mut f_process))?,
-                "pause" => map.next_value_seed(crate::rt::PrimValue(&mut f_pause))?,
-                "_pause" => map.next_value_seed(crate::rt::PrimExt(&mut f_pause))?,
-                "operation" => map.next_value_seed(crate::rt::Opt(&mut f_operation))?,
-                "alternative" => map.next_value_seed(crate::rt::VecSeed(&mut f_alternative))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "process" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_process))?,
+                "pause" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_pause))?,
+                "_pause" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_pause))?,
+                "operation" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_operation))?,
+                "alternative" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_alternative))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            process: f_process,
-            pause: f_pause,
-            operation: f_operation,
-            alternative: f_alternative,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            process: b.f_process,
+            pause: b.f_pause,
+            operation: b.f_operation,
+            alternative: b.f_alternative,
         })
     }
 }
@@ -1437,71 +1527,80 @@ impl crate::rt::DeFields for ExampleScenarioProcessStepOperation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_number: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_initiator: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_receiver: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_initiator_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_receiver_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_request: Option<crate::resources::ExampleScenarioInstanceContainedInstance> =
-            None;
-        let mut f_response: Option<crate::resources::ExampleScenarioInstanceContainedInstance> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_number: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_initiator: Option<crate::primitives::Primitive<String>>,
+            f_receiver: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_initiator_active: Option<crate::primitives::Primitive<bool>>,
+            f_receiver_active: Option<crate::primitives::Primitive<bool>>,
+            f_request: Option<crate::resources::ExampleScenarioInstanceContainedInstance>,
+            f_response: Option<crate::resources::ExampleScenarioInstanceContainedInstance>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "number" => map.next_value_seed(crate::rt::PrimValue(&mut f_number))?,
-                "_number" => map.next_value_seed(crate::rt::PrimExt(&mut f_number))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "initiator" => map.next_value_seed(crate::rt::PrimValue(&mut f_initiator))?,
-                "_initiator" => map.next_value_seed(crate::rt::PrimExt(&mut f_initiator))?,
-                "receiver" => map.next_value_seed(crate::rt::PrimValue(&mut f_receiver))?,
-                "_receiver" => map.next_value_seed(crate::rt::PrimExt(&mut f_receiver))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
+                "number" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_number))?,
+                "_number" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_number))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "initiator" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_initiator))?
+                }
+                "_initiator" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_initiator))?,
+                "receiver" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_receiver))?,
+                "_receiver" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_receiver))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
                 "initiatorActive" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_initiator_active))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_initiator_active))?
                 }
                 "_initiatorActive" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_initiator_active))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_initiator_active))?
                 }
                 "receiverActive" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_receiver_active))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_receiver_active))?
                 }
                 "_receiverActive" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_receiver_active))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_receiver_active))?
                 }
-                "request" => map.next_value_seed(crate::rt::Opt(&mut f_request))?,
-                "response" => map.next_value_seed(crate::rt::Opt(&mut f_response))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "request" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_request))?,
+                "response" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_response))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_number.is_some(), "number")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            number: crate::rt::required::<_, A::Error>(f_number, "number")?,
-            r#type: f_type,
-            name: f_name,
-            initiator: f_initiator,
-            receiver: f_receiver,
-            description: f_description,
-            initiator_active: f_initiator_active,
-            receiver_active: f_receiver_active,
-            request: f_request,
-            response: f_response,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            number: b.f_number.unwrap_or_default(),
+            r#type: b.f_type,
+            name: b.f_name,
+            initiator: b.f_initiator,
+            receiver: b.f_receiver,
+            description: b.f_description,
+            initiator_active: b.f_initiator_active,
+            receiver_active: b.f_receiver_active,
+            request: b.f_request,
+            response: b.f_response,
         })
     }
 }
@@ -1614,34 +1713,43 @@ impl crate::rt::DeFields for ExampleScenarioProcessStepAlternative {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_step: Vec<crate::resources::ExampleScenarioProcessStep> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_step: Vec<crate::resources::ExampleScenarioProcessStep>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "step" => map.next_value_seed(crate::rt::VecSeed(&mut f_step))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "step" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_step))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_title.is_some(), "title")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            title: crate::rt::required::<_, A::Error>(f_title, "title")?,
-            description: f_description,
-            step: f_step,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            title: b.f_title.unwrap_or_default(),
+            description: b.f_description,
+            step: b.f_step,
         })
     }
 }

@@ -427,206 +427,244 @@ impl crate::rt::DeFields for ExplanationOfBenefit {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::ExplanationOfBenefitStatus>,
-        > = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_sub_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_use: Option<crate::primitives::Primitive<crate::codes::Use>> = None;
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_billable_period: Option<crate::datatypes::Period> = None;
-        let mut f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_enterer: Option<crate::datatypes::Reference> = None;
-        let mut f_insurer: Option<crate::datatypes::Reference> = None;
-        let mut f_provider: Option<crate::datatypes::Reference> = None;
-        let mut f_priority: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_funds_reserve_requested: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_funds_reserve: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_related: Vec<crate::resources::ExplanationOfBenefitRelated> = Vec::new();
-        let mut f_prescription: Option<crate::datatypes::Reference> = None;
-        let mut f_original_prescription: Option<crate::datatypes::Reference> = None;
-        let mut f_payee: Option<crate::resources::ExplanationOfBenefitPayee> = None;
-        let mut f_referral: Option<crate::datatypes::Reference> = None;
-        let mut f_facility: Option<crate::datatypes::Reference> = None;
-        let mut f_claim: Option<crate::datatypes::Reference> = None;
-        let mut f_claim_response: Option<crate::datatypes::Reference> = None;
-        let mut f_outcome: Option<
-            crate::primitives::Primitive<crate::codes::ClaimProcessingCodes>,
-        > = None;
-        let mut f_disposition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_pre_auth_ref: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_pre_auth_ref_period: Vec<crate::datatypes::Period> = Vec::new();
-        let mut f_care_team: Vec<crate::resources::ExplanationOfBenefitCareTeam> = Vec::new();
-        let mut f_supporting_info: Vec<crate::resources::ExplanationOfBenefitSupportingInfo> =
-            Vec::new();
-        let mut f_diagnosis: Vec<crate::resources::ExplanationOfBenefitDiagnosis> = Vec::new();
-        let mut f_procedure: Vec<crate::resources::ExplanationOfBenefitProcedure> = Vec::new();
-        let mut f_precedence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_insurance: Vec<crate::resources::ExplanationOfBenefitInsurance> = Vec::new();
-        let mut f_accident: Option<crate::resources::ExplanationOfBenefitAccident> = None;
-        let mut f_item: Vec<crate::resources::ExplanationOfBenefitItem> = Vec::new();
-        let mut f_add_item: Vec<crate::resources::ExplanationOfBenefitAddItem> = Vec::new();
-        let mut f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication> =
-            Vec::new();
-        let mut f_total: Vec<crate::resources::ExplanationOfBenefitTotal> = Vec::new();
-        let mut f_payment: Option<crate::resources::ExplanationOfBenefitPayment> = None;
-        let mut f_form_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_form: Option<crate::datatypes::Attachment> = None;
-        let mut f_process_note: Vec<crate::resources::ExplanationOfBenefitProcessNote> = Vec::new();
-        let mut f_benefit_period: Option<crate::datatypes::Period> = None;
-        let mut f_benefit_balance: Vec<crate::resources::ExplanationOfBenefitBenefitBalance> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::ExplanationOfBenefitStatus>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_sub_type: Option<crate::datatypes::CodeableConcept>,
+            f_use: Option<crate::primitives::Primitive<crate::codes::Use>>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_billable_period: Option<crate::datatypes::Period>,
+            f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_enterer: Option<crate::datatypes::Reference>,
+            f_insurer: Option<crate::datatypes::Reference>,
+            f_provider: Option<crate::datatypes::Reference>,
+            f_priority: Option<crate::datatypes::CodeableConcept>,
+            f_funds_reserve_requested: Option<crate::datatypes::CodeableConcept>,
+            f_funds_reserve: Option<crate::datatypes::CodeableConcept>,
+            f_related: Vec<crate::resources::ExplanationOfBenefitRelated>,
+            f_prescription: Option<crate::datatypes::Reference>,
+            f_original_prescription: Option<crate::datatypes::Reference>,
+            f_payee: Option<crate::resources::ExplanationOfBenefitPayee>,
+            f_referral: Option<crate::datatypes::Reference>,
+            f_facility: Option<crate::datatypes::Reference>,
+            f_claim: Option<crate::datatypes::Reference>,
+            f_claim_response: Option<crate::datatypes::Reference>,
+            f_outcome: Option<crate::primitives::Primitive<crate::codes::ClaimProcessingCodes>>,
+            f_disposition: Option<crate::primitives::Primitive<String>>,
+            f_pre_auth_ref: crate::rt::PrimVec<String>,
+            f_pre_auth_ref_period: Vec<crate::datatypes::Period>,
+            f_care_team: Vec<crate::resources::ExplanationOfBenefitCareTeam>,
+            f_supporting_info: Vec<crate::resources::ExplanationOfBenefitSupportingInfo>,
+            f_diagnosis: Vec<crate::resources::ExplanationOfBenefitDiagnosis>,
+            f_procedure: Vec<crate::resources::ExplanationOfBenefitProcedure>,
+            f_precedence: Option<crate::primitives::Primitive<u32>>,
+            f_insurance: Vec<crate::resources::ExplanationOfBenefitInsurance>,
+            f_accident: Option<crate::resources::ExplanationOfBenefitAccident>,
+            f_item: Vec<crate::resources::ExplanationOfBenefitItem>,
+            f_add_item: Vec<crate::resources::ExplanationOfBenefitAddItem>,
+            f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication>,
+            f_total: Vec<crate::resources::ExplanationOfBenefitTotal>,
+            f_payment: Option<crate::resources::ExplanationOfBenefitPayment>,
+            f_form_code: Option<crate::datatypes::CodeableConcept>,
+            f_form: Option<crate::datatypes::Attachment>,
+            f_process_note: Vec<crate::resources::ExplanationOfBenefitProcessNote>,
+            f_benefit_period: Option<crate::datatypes::Period>,
+            f_benefit_balance: Vec<crate::resources::ExplanationOfBenefitBenefitBalance>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ExplanationOfBenefit",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ExplanationOfBenefit",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "subType" => map.next_value_seed(crate::rt::Opt(&mut f_sub_type))?,
-                "use" => map.next_value_seed(crate::rt::PrimValue(&mut f_use))?,
-                "_use" => map.next_value_seed(crate::rt::PrimExt(&mut f_use))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "billablePeriod" => map.next_value_seed(crate::rt::Opt(&mut f_billable_period))?,
-                "created" => map.next_value_seed(crate::rt::PrimValue(&mut f_created))?,
-                "_created" => map.next_value_seed(crate::rt::PrimExt(&mut f_created))?,
-                "enterer" => map.next_value_seed(crate::rt::Opt(&mut f_enterer))?,
-                "insurer" => map.next_value_seed(crate::rt::Opt(&mut f_insurer))?,
-                "provider" => map.next_value_seed(crate::rt::Opt(&mut f_provider))?,
-                "priority" => map.next_value_seed(crate::rt::Opt(&mut f_priority))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "subType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sub_type))?,
+                "use" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_use))?,
+                "_use" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_use))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "billablePeriod" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_billable_period))?
+                }
+                "created" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_created))?,
+                "_created" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_created))?,
+                "enterer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_enterer))?,
+                "insurer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_insurer))?,
+                "provider" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_provider))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_priority))?,
                 "fundsReserveRequested" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_funds_reserve_requested))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_funds_reserve_requested))?
                 }
-                "fundsReserve" => map.next_value_seed(crate::rt::Opt(&mut f_funds_reserve))?,
-                "related" => map.next_value_seed(crate::rt::VecSeed(&mut f_related))?,
-                "prescription" => map.next_value_seed(crate::rt::Opt(&mut f_prescription))?,
+                "fundsReserve" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_funds_reserve))?
+                }
+                "related" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_related))?,
+                "prescription" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_prescription))?
+                }
                 "originalPrescription" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_original_prescription))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_original_prescription))?
                 }
-                "payee" => map.next_value_seed(crate::rt::Opt(&mut f_payee))?,
-                "referral" => map.next_value_seed(crate::rt::Opt(&mut f_referral))?,
-                "facility" => map.next_value_seed(crate::rt::Opt(&mut f_facility))?,
-                "claim" => map.next_value_seed(crate::rt::Opt(&mut f_claim))?,
-                "claimResponse" => map.next_value_seed(crate::rt::Opt(&mut f_claim_response))?,
-                "outcome" => map.next_value_seed(crate::rt::PrimValue(&mut f_outcome))?,
-                "_outcome" => map.next_value_seed(crate::rt::PrimExt(&mut f_outcome))?,
-                "disposition" => map.next_value_seed(crate::rt::PrimValue(&mut f_disposition))?,
-                "_disposition" => map.next_value_seed(crate::rt::PrimExt(&mut f_disposition))?,
+                "payee" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_payee))?,
+                "referral" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_referral))?,
+                "facility" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_facility))?,
+                "claim" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_claim))?,
+                "claimResponse" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_claim_response))?
+                }
+                "outcome" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_outcome))?,
+                "_outcome" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_outcome))?,
+                "disposition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_disposition))?
+                }
+                "_disposition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_disposition))?
+                }
                 "preAuthRef" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_pre_auth_ref))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_pre_auth_ref))?
                 }
                 "_preAuthRef" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_pre_auth_ref))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_pre_auth_ref))?
                 }
                 "preAuthRefPeriod" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_pre_auth_ref_period))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_pre_auth_ref_period))?
                 }
-                "careTeam" => map.next_value_seed(crate::rt::VecSeed(&mut f_care_team))?,
+                "careTeam" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_care_team))?,
                 "supportingInfo" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_info))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_supporting_info))?
                 }
-                "diagnosis" => map.next_value_seed(crate::rt::VecSeed(&mut f_diagnosis))?,
-                "procedure" => map.next_value_seed(crate::rt::VecSeed(&mut f_procedure))?,
-                "precedence" => map.next_value_seed(crate::rt::PrimValue(&mut f_precedence))?,
-                "_precedence" => map.next_value_seed(crate::rt::PrimExt(&mut f_precedence))?,
-                "insurance" => map.next_value_seed(crate::rt::VecSeed(&mut f_insurance))?,
-                "accident" => map.next_value_seed(crate::rt::Opt(&mut f_accident))?,
-                "item" => map.next_value_seed(crate::rt::VecSeed(&mut f_item))?,
-                "addItem" => map.next_value_seed(crate::rt::VecSeed(&mut f_add_item))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                "total" => map.next_value_seed(crate::rt::VecSeed(&mut f_total))?,
-                "payment" => map.next_value_seed(crate::rt::Opt(&mut f_payment))?,
-                "formCode" => map.next_value_seed(crate::rt::Opt(&mut f_form_code))?,
-                "form" => map.next_value_seed(crate::rt::Opt(&mut f_form))?,
-                "processNote" => map.next_value_seed(crate::rt::VecSeed(&mut f_process_note))?,
-                "benefitPeriod" => map.next_value_seed(crate::rt::Opt(&mut f_benefit_period))?,
+                "diagnosis" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_diagnosis))?,
+                "procedure" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_procedure))?,
+                "precedence" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_precedence))?
+                }
+                "_precedence" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_precedence))?
+                }
+                "insurance" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_insurance))?,
+                "accident" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_accident))?,
+                "item" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_item))?,
+                "addItem" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_add_item))?,
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                "total" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_total))?,
+                "payment" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_payment))?,
+                "formCode" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_form_code))?,
+                "form" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_form))?,
+                "processNote" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_process_note))?
+                }
+                "benefitPeriod" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_benefit_period))?
+                }
                 "benefitBalance" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_benefit_balance))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_benefit_balance))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ExplanationOfBenefit")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_use.is_some(), "use")?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
+        crate::rt::check_required::<A::Error>(b.f_created.is_some(), "created")?;
+        crate::rt::check_required::<A::Error>(b.f_insurer.is_some(), "insurer")?;
+        crate::rt::check_required::<A::Error>(b.f_provider.is_some(), "provider")?;
+        crate::rt::check_required::<A::Error>(b.f_outcome.is_some(), "outcome")?;
+        let v_pre_auth_ref = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_pre_auth_ref),
+            "preAuthRef",
+        )?;
+        crate::rt::check_required::<A::Error>(!b.f_insurance.is_empty(), "insurance")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            sub_type: f_sub_type,
-            r#use: crate::rt::required::<_, A::Error>(f_use, "use")?,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            billable_period: f_billable_period,
-            created: crate::rt::required::<_, A::Error>(f_created, "created")?,
-            enterer: f_enterer,
-            insurer: crate::rt::required::<_, A::Error>(f_insurer, "insurer")?,
-            provider: crate::rt::required::<_, A::Error>(f_provider, "provider")?,
-            priority: f_priority,
-            funds_reserve_requested: f_funds_reserve_requested,
-            funds_reserve: f_funds_reserve,
-            related: f_related,
-            prescription: f_prescription,
-            original_prescription: f_original_prescription,
-            payee: f_payee,
-            referral: f_referral,
-            facility: f_facility,
-            claim: f_claim,
-            claim_response: f_claim_response,
-            outcome: crate::rt::required::<_, A::Error>(f_outcome, "outcome")?,
-            disposition: f_disposition,
-            pre_auth_ref: crate::rt::finish_prim_vec::<_, A::Error>(f_pre_auth_ref, "preAuthRef")?,
-            pre_auth_ref_period: f_pre_auth_ref_period,
-            care_team: f_care_team,
-            supporting_info: f_supporting_info,
-            diagnosis: f_diagnosis,
-            procedure: f_procedure,
-            precedence: f_precedence,
-            insurance: crate::rt::required_vec::<_, A::Error>(f_insurance, "insurance")?,
-            accident: f_accident,
-            item: f_item,
-            add_item: f_add_item,
-            adjudication: f_adjudication,
-            total: f_total,
-            payment: f_payment,
-            form_code: f_form_code,
-            form: f_form,
-            process_note: f_process_note,
-            benefit_period: f_benefit_period,
-            benefit_balance: f_benefit_balance,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            r#type: b.f_type.unwrap_or_default(),
+            sub_type: b.f_sub_type,
+            r#use: b.f_use.unwrap_or_default(),
+            patient: b.f_patient.unwrap_or_default(),
+            billable_period: b.f_billable_period,
+            created: b.f_created.unwrap_or_default(),
+            enterer: b.f_enterer,
+            insurer: b.f_insurer.unwrap_or_default(),
+            provider: b.f_provider.unwrap_or_default(),
+            priority: b.f_priority,
+            funds_reserve_requested: b.f_funds_reserve_requested,
+            funds_reserve: b.f_funds_reserve,
+            related: b.f_related,
+            prescription: b.f_prescription,
+            original_prescription: b.f_original_prescription,
+            payee: b.f_payee,
+            referral: b.f_referral,
+            facility: b.f_facility,
+            claim: b.f_claim,
+            claim_response: b.f_claim_response,
+            outcome: b.f_outcome.unwrap_or_default(),
+            disposition: b.f_disposition,
+            pre_auth_ref: v_pre_auth_ref,
+            pre_auth_ref_period: b.f_pre_auth_ref_period,
+            care_team: b.f_care_team,
+            supporting_info: b.f_supporting_info,
+            diagnosis: b.f_diagnosis,
+            procedure: b.f_procedure,
+            precedence: b.f_precedence,
+            insurance: b.f_insurance,
+            accident: b.f_accident,
+            item: b.f_item,
+            add_item: b.f_add_item,
+            adjudication: b.f_adjudication,
+            total: b.f_total,
+            payment: b.f_payment,
+            form_code: b.f_form_code,
+            form: b.f_form,
+            process_note: b.f_process_note,
+            benefit_period: b.f_benefit_period,
+            benefit_balance: b.f_benefit_balance,
         })
     }
 }
@@ -802,32 +840,38 @@ impl crate::rt::DeFields for ExplanationOfBenefitRelated {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_claim: Option<crate::datatypes::Reference> = None;
-        let mut f_relationship: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_reference: Option<crate::datatypes::Identifier> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_claim: Option<crate::datatypes::Reference>,
+            f_relationship: Option<crate::datatypes::CodeableConcept>,
+            f_reference: Option<crate::datatypes::Identifier>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "claim" => map.next_value_seed(crate::rt::Opt(&mut f_claim))?,
-                "relationship" => map.next_value_seed(crate::rt::Opt(&mut f_relationship))?,
-                "reference" => map.next_value_seed(crate::rt::Opt(&mut f_reference))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "claim" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_claim))?,
+                "relationship" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_relationship))?
+                }
+                "reference" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reference))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            claim: f_claim,
-            relationship: f_relationship,
-            reference: f_reference,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            claim: b.f_claim,
+            relationship: b.f_relationship,
+            reference: b.f_reference,
         })
     }
 }
@@ -923,29 +967,33 @@ impl crate::rt::DeFields for ExplanationOfBenefitPayee {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_party: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_party: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "party" => map.next_value_seed(crate::rt::Opt(&mut f_party))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "party" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_party))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            party: f_party,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            party: b.f_party,
         })
     }
 }
@@ -1068,40 +1116,52 @@ impl crate::rt::DeFields for ExplanationOfBenefitCareTeam {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_provider: Option<crate::datatypes::Reference> = None;
-        let mut f_responsible: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_role: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_qualification: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_provider: Option<crate::datatypes::Reference>,
+            f_responsible: Option<crate::primitives::Primitive<bool>>,
+            f_role: Option<crate::datatypes::CodeableConcept>,
+            f_qualification: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "provider" => map.next_value_seed(crate::rt::Opt(&mut f_provider))?,
-                "responsible" => map.next_value_seed(crate::rt::PrimValue(&mut f_responsible))?,
-                "_responsible" => map.next_value_seed(crate::rt::PrimExt(&mut f_responsible))?,
-                "role" => map.next_value_seed(crate::rt::Opt(&mut f_role))?,
-                "qualification" => map.next_value_seed(crate::rt::Opt(&mut f_qualification))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "provider" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_provider))?,
+                "responsible" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_responsible))?
+                }
+                "_responsible" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_responsible))?
+                }
+                "role" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_role))?,
+                "qualification" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_qualification))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(b.f_provider.is_some(), "provider")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            provider: crate::rt::required::<_, A::Error>(f_provider, "provider")?,
-            responsible: f_responsible,
-            role: f_role,
-            qualification: f_qualification,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            provider: b.f_provider.unwrap_or_default(),
+            responsible: b.f_responsible,
+            role: b.f_role,
+            qualification: b.f_qualification,
         })
     }
 }
@@ -1238,52 +1298,58 @@ impl crate::rt::DeFields for ExplanationOfBenefitSupportingInfo {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_timing: Option<crate::resources::ExplanationOfBenefitSupportingInfoTiming> = None;
-        let mut f_value: Option<crate::resources::ExplanationOfBenefitSupportingInfoValue> = None;
-        let mut f_reason: Option<crate::datatypes::Coding> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_timing: Option<crate::resources::ExplanationOfBenefitSupportingInfoTiming>,
+            f_value: Option<crate::resources::ExplanationOfBenefitSupportingInfoValue>,
+            f_reason: Option<crate::datatypes::Coding>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "reason" => map.next_value_seed(crate::rt::Opt(&mut f_reason))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "reason" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reason))?,
                 other => {
                     if !(crate::resources::ExplanationOfBenefitSupportingInfoTiming::de_key(
                         &mut map,
                         other,
-                        &mut f_timing,
+                        &mut b.f_timing,
                     )? || crate::resources::ExplanationOfBenefitSupportingInfoValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(b.f_category.is_some(), "category")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            category: crate::rt::required::<_, A::Error>(f_category, "category")?,
-            code: f_code,
-            timing: f_timing,
-            value: f_value,
-            reason: f_reason,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            category: b.f_category.unwrap_or_default(),
+            code: b.f_code,
+            timing: b.f_timing,
+            value: b.f_value,
+            reason: b.f_reason,
         })
     }
 }
@@ -1414,47 +1480,52 @@ impl crate::rt::DeFields for ExplanationOfBenefitDiagnosis {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_diagnosis: Option<crate::resources::ExplanationOfBenefitDiagnosisDiagnosis> =
-            None;
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_on_admission: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_package_code: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_diagnosis: Option<crate::resources::ExplanationOfBenefitDiagnosisDiagnosis>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_on_admission: Option<crate::datatypes::CodeableConcept>,
+            f_package_code: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "onAdmission" => map.next_value_seed(crate::rt::Opt(&mut f_on_admission))?,
-                "packageCode" => map.next_value_seed(crate::rt::Opt(&mut f_package_code))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "onAdmission" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_on_admission))?,
+                "packageCode" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_package_code))?,
                 other => {
                     if !(crate::resources::ExplanationOfBenefitDiagnosisDiagnosis::de_key(
                         &mut map,
                         other,
-                        &mut f_diagnosis,
+                        &mut b.f_diagnosis,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(b.f_diagnosis.is_some(), "diagnosis")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            diagnosis: crate::rt::required::<_, A::Error>(f_diagnosis, "diagnosis")?,
-            r#type: f_type,
-            on_admission: f_on_admission,
-            package_code: f_package_code,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            diagnosis: b.f_diagnosis.unwrap_or_default(),
+            r#type: b.f_type,
+            on_admission: b.f_on_admission,
+            package_code: b.f_package_code,
         })
     }
 }
@@ -1580,48 +1651,53 @@ impl crate::rt::DeFields for ExplanationOfBenefitProcedure {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_procedure: Option<crate::resources::ExplanationOfBenefitProcedureProcedure> =
-            None;
-        let mut f_udi: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_procedure: Option<crate::resources::ExplanationOfBenefitProcedureProcedure>,
+            f_udi: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "udi" => map.next_value_seed(crate::rt::VecSeed(&mut f_udi))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "udi" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_udi))?,
                 other => {
                     if !(crate::resources::ExplanationOfBenefitProcedureProcedure::de_key(
                         &mut map,
                         other,
-                        &mut f_procedure,
+                        &mut b.f_procedure,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(b.f_procedure.is_some(), "procedure")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            r#type: f_type,
-            date: f_date,
-            procedure: crate::rt::required::<_, A::Error>(f_procedure, "procedure")?,
-            udi: f_udi,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            r#type: b.f_type,
+            date: b.f_date,
+            procedure: b.f_procedure.unwrap_or_default(),
+            udi: b.f_udi,
         })
     }
 }
@@ -1733,38 +1809,48 @@ impl crate::rt::DeFields for ExplanationOfBenefitInsurance {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_focal: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_coverage: Option<crate::datatypes::Reference> = None;
-        let mut f_pre_auth_ref: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_focal: Option<crate::primitives::Primitive<bool>>,
+            f_coverage: Option<crate::datatypes::Reference>,
+            f_pre_auth_ref: crate::rt::PrimVec<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "focal" => map.next_value_seed(crate::rt::PrimValue(&mut f_focal))?,
-                "_focal" => map.next_value_seed(crate::rt::PrimExt(&mut f_focal))?,
-                "coverage" => map.next_value_seed(crate::rt::Opt(&mut f_coverage))?,
+                "focal" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_focal))?,
+                "_focal" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_focal))?,
+                "coverage" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_coverage))?,
                 "preAuthRef" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_pre_auth_ref))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_pre_auth_ref))?
                 }
                 "_preAuthRef" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_pre_auth_ref))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_pre_auth_ref))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_focal.is_some(), "focal")?;
+        crate::rt::check_required::<A::Error>(b.f_coverage.is_some(), "coverage")?;
+        let v_pre_auth_ref = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_pre_auth_ref),
+            "preAuthRef",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            focal: crate::rt::required::<_, A::Error>(f_focal, "focal")?,
-            coverage: crate::rt::required::<_, A::Error>(f_coverage, "coverage")?,
-            pre_auth_ref: crate::rt::finish_prim_vec::<_, A::Error>(f_pre_auth_ref, "preAuthRef")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            focal: b.f_focal.unwrap_or_default(),
+            coverage: b.f_coverage.unwrap_or_default(),
+            pre_auth_ref: v_pre_auth_ref,
         })
     }
 }
@@ -1869,40 +1955,44 @@ impl crate::rt::DeFields for ExplanationOfBenefitAccident {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::Date>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_location: Option<crate::resources::ExplanationOfBenefitAccidentLocation> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_location: Option<crate::resources::ExplanationOfBenefitAccidentLocation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 other => {
                     if !(crate::resources::ExplanationOfBenefitAccidentLocation::de_key(
                         &mut map,
                         other,
-                        &mut f_location,
+                        &mut b.f_location,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            date: f_date,
-            r#type: f_type,
-            location: f_location,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            date: b.f_date,
+            r#type: b.f_type,
+            location: b.f_location,
         })
     }
 }
@@ -2178,145 +2268,172 @@ impl crate::rt::DeFields for ExplanationOfBenefitItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_care_team_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_diagnosis_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_procedure_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_information_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_revenue: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_program_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_serviced: Option<crate::resources::ExplanationOfBenefitItemServiced> = None;
-        let mut f_location: Option<crate::resources::ExplanationOfBenefitItemLocation> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_net: Option<crate::datatypes::Money> = None;
-        let mut f_udi: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_body_site: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_sub_site: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_encounter: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication> =
-            Vec::new();
-        let mut f_detail: Vec<crate::resources::ExplanationOfBenefitItemDetail> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_care_team_sequence: crate::rt::PrimVec<u32>,
+            f_diagnosis_sequence: crate::rt::PrimVec<u32>,
+            f_procedure_sequence: crate::rt::PrimVec<u32>,
+            f_information_sequence: crate::rt::PrimVec<u32>,
+            f_revenue: Option<crate::datatypes::CodeableConcept>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_program_code: Vec<crate::datatypes::CodeableConcept>,
+            f_serviced: Option<crate::resources::ExplanationOfBenefitItemServiced>,
+            f_location: Option<crate::resources::ExplanationOfBenefitItemLocation>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_net: Option<crate::datatypes::Money>,
+            f_udi: Vec<crate::datatypes::Reference>,
+            f_body_site: Option<crate::datatypes::CodeableConcept>,
+            f_sub_site: Vec<crate::datatypes::CodeableConcept>,
+            f_encounter: Vec<crate::datatypes::Reference>,
+            f_note_number: crate::rt::PrimVec<u32>,
+            f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication>,
+            f_detail: Vec<crate::resources::ExplanationOfBenefitItemDetail>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "careTeamSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_care_team_sequence))?
-                }
-                "_careTeamSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_care_team_sequence))?
-                }
-                "diagnosisSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_diagnosis_sequence))?
-                }
-                "_diagnosisSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_diagnosis_sequence))?
-                }
-                "procedureSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_procedure_sequence))?
-                }
-                "_procedureSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_procedure_sequence))?
-                }
-                "informationSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_information_sequence))?
-                }
-                "_informationSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_information_sequence))?
-                }
-                "revenue" => map.next_value_seed(crate::rt::Opt(&mut f_revenue))?,
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "careTeamSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_care_team_sequence),
+                )?,
+                "_careTeamSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_care_team_sequence),
+                )?,
+                "diagnosisSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_diagnosis_sequence),
+                )?,
+                "_diagnosisSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_diagnosis_sequence),
+                )?,
+                "procedureSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_procedure_sequence),
+                )?,
+                "_procedureSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_procedure_sequence),
+                )?,
+                "informationSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_information_sequence),
+                )?,
+                "_informationSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_information_sequence),
+                )?,
+                "revenue" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_revenue))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "programCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_program_code))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "net" => map.next_value_seed(crate::rt::Opt(&mut f_net))?,
-                "udi" => map.next_value_seed(crate::rt::VecSeed(&mut f_udi))?,
-                "bodySite" => map.next_value_seed(crate::rt::Opt(&mut f_body_site))?,
-                "subSite" => map.next_value_seed(crate::rt::VecSeed(&mut f_sub_site))?,
-                "encounter" => map.next_value_seed(crate::rt::VecSeed(&mut f_encounter))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "programCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_program_code))?
+                }
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "net" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_net))?,
+                "udi" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_udi))?,
+                "bodySite" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_body_site))?,
+                "subSite" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_sub_site))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_encounter))?,
                 "noteNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_note_number))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_note_number))?
                 }
-                "_noteNumber" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_note_number))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                "detail" => map.next_value_seed(crate::rt::VecSeed(&mut f_detail))?,
+                "_noteNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_note_number))?
+                }
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                "detail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_detail))?,
                 other => {
                     if !(crate::resources::ExplanationOfBenefitItemServiced::de_key(
                         &mut map,
                         other,
-                        &mut f_serviced,
+                        &mut b.f_serviced,
                     )? || crate::resources::ExplanationOfBenefitItemLocation::de_key(
                         &mut map,
                         other,
-                        &mut f_location,
+                        &mut b.f_location,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        let v_care_team_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_care_team_sequence),
+            "careTeamSequence",
+        )?;
+        let v_diagnosis_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_diagnosis_sequence),
+            "diagnosisSequence",
+        )?;
+        let v_procedure_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_procedure_sequence),
+            "procedureSequence",
+        )?;
+        let v_information_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_information_sequence),
+            "informationSequence",
+        )?;
+        crate::rt::check_required::<A::Error>(
+            b.f_product_or_service.is_some(),
+            "productOrService",
+        )?;
+        let v_note_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_note_number),
+            "noteNumber",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            care_team_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_care_team_sequence,
-                "careTeamSequence",
-            )?,
-            diagnosis_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_diagnosis_sequence,
-                "diagnosisSequence",
-            )?,
-            procedure_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_procedure_sequence,
-                "procedureSequence",
-            )?,
-            information_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_information_sequence,
-                "informationSequence",
-            )?,
-            revenue: f_revenue,
-            category: f_category,
-            product_or_service: crate::rt::required::<_, A::Error>(
-                f_product_or_service,
-                "productOrService",
-            )?,
-            modifier: f_modifier,
-            program_code: f_program_code,
-            serviced: f_serviced,
-            location: f_location,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            factor: f_factor,
-            net: f_net,
-            udi: f_udi,
-            body_site: f_body_site,
-            sub_site: f_sub_site,
-            encounter: f_encounter,
-            note_number: crate::rt::finish_prim_vec::<_, A::Error>(f_note_number, "noteNumber")?,
-            adjudication: f_adjudication,
-            detail: f_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            care_team_sequence: v_care_team_sequence,
+            diagnosis_sequence: v_diagnosis_sequence,
+            procedure_sequence: v_procedure_sequence,
+            information_sequence: v_information_sequence,
+            revenue: b.f_revenue,
+            category: b.f_category,
+            product_or_service: b.f_product_or_service.unwrap_or_default(),
+            modifier: b.f_modifier,
+            program_code: b.f_program_code,
+            serviced: b.f_serviced,
+            location: b.f_location,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            factor: b.f_factor,
+            net: b.f_net,
+            udi: b.f_udi,
+            body_site: b.f_body_site,
+            sub_site: b.f_sub_site,
+            encounter: b.f_encounter,
+            note_number: v_note_number,
+            adjudication: b.f_adjudication,
+            detail: b.f_detail,
         })
     }
 }
@@ -2473,36 +2590,41 @@ impl crate::rt::DeFields for ExplanationOfBenefitItemAdjudication {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_amount: Option<crate::datatypes::Money> = None;
-        let mut f_value: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_reason: Option<crate::datatypes::CodeableConcept>,
+            f_amount: Option<crate::datatypes::Money>,
+            f_value: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "reason" => map.next_value_seed(crate::rt::Opt(&mut f_reason))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "reason" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reason))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_category.is_some(), "category")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            category: crate::rt::required::<_, A::Error>(f_category, "category")?,
-            reason: f_reason,
-            amount: f_amount,
-            value: f_value,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            category: b.f_category.unwrap_or_default(),
+            reason: b.f_reason,
+            amount: b.f_amount,
+            value: b.f_value,
         })
     }
 }
@@ -2690,77 +2812,91 @@ impl crate::rt::DeFields for ExplanationOfBenefitItemDetail {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_revenue: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_program_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_net: Option<crate::datatypes::Money> = None;
-        let mut f_udi: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication> =
-            Vec::new();
-        let mut f_sub_detail: Vec<crate::resources::ExplanationOfBenefitItemDetailSubDetail> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_revenue: Option<crate::datatypes::CodeableConcept>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_program_code: Vec<crate::datatypes::CodeableConcept>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_net: Option<crate::datatypes::Money>,
+            f_udi: Vec<crate::datatypes::Reference>,
+            f_note_number: crate::rt::PrimVec<u32>,
+            f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication>,
+            f_sub_detail: Vec<crate::resources::ExplanationOfBenefitItemDetailSubDetail>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "revenue" => map.next_value_seed(crate::rt::Opt(&mut f_revenue))?,
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "revenue" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_revenue))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "programCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_program_code))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "net" => map.next_value_seed(crate::rt::Opt(&mut f_net))?,
-                "udi" => map.next_value_seed(crate::rt::VecSeed(&mut f_udi))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "programCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_program_code))?
+                }
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "net" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_net))?,
+                "udi" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_udi))?,
                 "noteNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_note_number))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_note_number))?
                 }
-                "_noteNumber" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_note_number))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                "subDetail" => map.next_value_seed(crate::rt::VecSeed(&mut f_sub_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_noteNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_note_number))?
+                }
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                "subDetail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_sub_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(
+            b.f_product_or_service.is_some(),
+            "productOrService",
+        )?;
+        let v_note_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_note_number),
+            "noteNumber",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            revenue: f_revenue,
-            category: f_category,
-            product_or_service: crate::rt::required::<_, A::Error>(
-                f_product_or_service,
-                "productOrService",
-            )?,
-            modifier: f_modifier,
-            program_code: f_program_code,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            factor: f_factor,
-            net: f_net,
-            udi: f_udi,
-            note_number: crate::rt::finish_prim_vec::<_, A::Error>(f_note_number, "noteNumber")?,
-            adjudication: f_adjudication,
-            sub_detail: f_sub_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            revenue: b.f_revenue,
+            category: b.f_category,
+            product_or_service: b.f_product_or_service.unwrap_or_default(),
+            modifier: b.f_modifier,
+            program_code: b.f_program_code,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            factor: b.f_factor,
+            net: b.f_net,
+            udi: b.f_udi,
+            note_number: v_note_number,
+            adjudication: b.f_adjudication,
+            sub_detail: b.f_sub_detail,
         })
     }
 }
@@ -2951,73 +3087,88 @@ impl crate::rt::DeFields for ExplanationOfBenefitItemDetailSubDetail {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_revenue: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_program_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_net: Option<crate::datatypes::Money> = None;
-        let mut f_udi: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_revenue: Option<crate::datatypes::CodeableConcept>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_program_code: Vec<crate::datatypes::CodeableConcept>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_net: Option<crate::datatypes::Money>,
+            f_udi: Vec<crate::datatypes::Reference>,
+            f_note_number: crate::rt::PrimVec<u32>,
+            f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "revenue" => map.next_value_seed(crate::rt::Opt(&mut f_revenue))?,
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "revenue" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_revenue))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "programCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_program_code))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "net" => map.next_value_seed(crate::rt::Opt(&mut f_net))?,
-                "udi" => map.next_value_seed(crate::rt::VecSeed(&mut f_udi))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "programCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_program_code))?
+                }
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "net" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_net))?,
+                "udi" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_udi))?,
                 "noteNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_note_number))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_note_number))?
                 }
-                "_noteNumber" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_note_number))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_noteNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_note_number))?
+                }
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_sequence.is_some(), "sequence")?;
+        crate::rt::check_required::<A::Error>(
+            b.f_product_or_service.is_some(),
+            "productOrService",
+        )?;
+        let v_note_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_note_number),
+            "noteNumber",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: crate::rt::required::<_, A::Error>(f_sequence, "sequence")?,
-            revenue: f_revenue,
-            category: f_category,
-            product_or_service: crate::rt::required::<_, A::Error>(
-                f_product_or_service,
-                "productOrService",
-            )?,
-            modifier: f_modifier,
-            program_code: f_program_code,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            factor: f_factor,
-            net: f_net,
-            udi: f_udi,
-            note_number: crate::rt::finish_prim_vec::<_, A::Error>(f_note_number, "noteNumber")?,
-            adjudication: f_adjudication,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence.unwrap_or_default(),
+            revenue: b.f_revenue,
+            category: b.f_category,
+            product_or_service: b.f_product_or_service.unwrap_or_default(),
+            modifier: b.f_modifier,
+            program_code: b.f_program_code,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            factor: b.f_factor,
+            net: b.f_net,
+            udi: b.f_udi,
+            note_number: v_note_number,
+            adjudication: b.f_adjudication,
         })
     }
 }
@@ -3252,121 +3403,140 @@ impl crate::rt::DeFields for ExplanationOfBenefitAddItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_item_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_detail_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_sub_detail_sequence: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_provider: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_program_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_serviced: Option<crate::resources::ExplanationOfBenefitAddItemServiced> = None;
-        let mut f_location: Option<crate::resources::ExplanationOfBenefitAddItemLocation> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_net: Option<crate::datatypes::Money> = None;
-        let mut f_body_site: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_sub_site: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_note_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication> =
-            Vec::new();
-        let mut f_detail: Vec<crate::resources::ExplanationOfBenefitAddItemDetail> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_item_sequence: crate::rt::PrimVec<u32>,
+            f_detail_sequence: crate::rt::PrimVec<u32>,
+            f_sub_detail_sequence: crate::rt::PrimVec<u32>,
+            f_provider: Vec<crate::datatypes::Reference>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_program_code: Vec<crate::datatypes::CodeableConcept>,
+            f_serviced: Option<crate::resources::ExplanationOfBenefitAddItemServiced>,
+            f_location: Option<crate::resources::ExplanationOfBenefitAddItemLocation>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_net: Option<crate::datatypes::Money>,
+            f_body_site: Option<crate::datatypes::CodeableConcept>,
+            f_sub_site: Vec<crate::datatypes::CodeableConcept>,
+            f_note_number: crate::rt::PrimVec<u32>,
+            f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication>,
+            f_detail: Vec<crate::resources::ExplanationOfBenefitAddItemDetail>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "itemSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_item_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_item_sequence))?
                 }
                 "_itemSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_item_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_item_sequence))?
                 }
                 "detailSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_detail_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_detail_sequence))?
                 }
                 "_detailSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_detail_sequence))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_detail_sequence))?
                 }
-                "subDetailSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_sub_detail_sequence))?
-                }
-                "_subDetailSequence" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_sub_detail_sequence))?
-                }
-                "provider" => map.next_value_seed(crate::rt::VecSeed(&mut f_provider))?,
+                "subDetailSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_sub_detail_sequence),
+                )?,
+                "_subDetailSequence" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_sub_detail_sequence),
+                )?,
+                "provider" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_provider))?,
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "programCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_program_code))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "net" => map.next_value_seed(crate::rt::Opt(&mut f_net))?,
-                "bodySite" => map.next_value_seed(crate::rt::Opt(&mut f_body_site))?,
-                "subSite" => map.next_value_seed(crate::rt::VecSeed(&mut f_sub_site))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "programCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_program_code))?
+                }
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "net" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_net))?,
+                "bodySite" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_body_site))?,
+                "subSite" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_sub_site))?,
                 "noteNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_note_number))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_note_number))?
                 }
-                "_noteNumber" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_note_number))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                "detail" => map.next_value_seed(crate::rt::VecSeed(&mut f_detail))?,
+                "_noteNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_note_number))?
+                }
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                "detail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_detail))?,
                 other => {
                     if !(crate::resources::ExplanationOfBenefitAddItemServiced::de_key(
                         &mut map,
                         other,
-                        &mut f_serviced,
+                        &mut b.f_serviced,
                     )? || crate::resources::ExplanationOfBenefitAddItemLocation::de_key(
                         &mut map,
                         other,
-                        &mut f_location,
+                        &mut b.f_location,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        let v_item_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_item_sequence),
+            "itemSequence",
+        )?;
+        let v_detail_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_detail_sequence),
+            "detailSequence",
+        )?;
+        let v_sub_detail_sequence = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_sub_detail_sequence),
+            "subDetailSequence",
+        )?;
+        crate::rt::check_required::<A::Error>(
+            b.f_product_or_service.is_some(),
+            "productOrService",
+        )?;
+        let v_note_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_note_number),
+            "noteNumber",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            item_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_item_sequence,
-                "itemSequence",
-            )?,
-            detail_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_detail_sequence,
-                "detailSequence",
-            )?,
-            sub_detail_sequence: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_sub_detail_sequence,
-                "subDetailSequence",
-            )?,
-            provider: f_provider,
-            product_or_service: crate::rt::required::<_, A::Error>(
-                f_product_or_service,
-                "productOrService",
-            )?,
-            modifier: f_modifier,
-            program_code: f_program_code,
-            serviced: f_serviced,
-            location: f_location,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            factor: f_factor,
-            net: f_net,
-            body_site: f_body_site,
-            sub_site: f_sub_site,
-            note_number: crate::rt::finish_prim_vec::<_, A::Error>(f_note_number, "noteNumber")?,
-            adjudication: f_adjudication,
-            detail: f_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            item_sequence: v_item_sequence,
+            detail_sequence: v_detail_sequence,
+            sub_detail_sequence: v_sub_detail_sequence,
+            provider: b.f_provider,
+            product_or_service: b.f_product_or_service.unwrap_or_default(),
+            modifier: b.f_modifier,
+            program_code: b.f_program_code,
+            serviced: b.f_serviced,
+            location: b.f_location,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            factor: b.f_factor,
+            net: b.f_net,
+            body_site: b.f_body_site,
+            sub_site: b.f_sub_site,
+            note_number: v_note_number,
+            adjudication: b.f_adjudication,
+            detail: b.f_detail,
         })
     }
 }
@@ -3543,61 +3713,72 @@ impl crate::rt::DeFields for ExplanationOfBenefitAddItemDetail {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_net: Option<crate::datatypes::Money> = None;
-        let mut f_note_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication> =
-            Vec::new();
-        let mut f_sub_detail: Vec<crate::resources::ExplanationOfBenefitAddItemDetailSubDetail> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_net: Option<crate::datatypes::Money>,
+            f_note_number: crate::rt::PrimVec<u32>,
+            f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication>,
+            f_sub_detail: Vec<crate::resources::ExplanationOfBenefitAddItemDetailSubDetail>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "net" => map.next_value_seed(crate::rt::Opt(&mut f_net))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "net" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_net))?,
                 "noteNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_note_number))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_note_number))?
                 }
-                "_noteNumber" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_note_number))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                "subDetail" => map.next_value_seed(crate::rt::VecSeed(&mut f_sub_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_noteNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_note_number))?
+                }
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                "subDetail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_sub_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(
+            b.f_product_or_service.is_some(),
+            "productOrService",
+        )?;
+        let v_note_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_note_number),
+            "noteNumber",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            product_or_service: crate::rt::required::<_, A::Error>(
-                f_product_or_service,
-                "productOrService",
-            )?,
-            modifier: f_modifier,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            factor: f_factor,
-            net: f_net,
-            note_number: crate::rt::finish_prim_vec::<_, A::Error>(f_note_number, "noteNumber")?,
-            adjudication: f_adjudication,
-            sub_detail: f_sub_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            product_or_service: b.f_product_or_service.unwrap_or_default(),
+            modifier: b.f_modifier,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            factor: b.f_factor,
+            net: b.f_net,
+            note_number: v_note_number,
+            adjudication: b.f_adjudication,
+            sub_detail: b.f_sub_detail,
         })
     }
 }
@@ -3744,57 +3925,69 @@ impl crate::rt::DeFields for ExplanationOfBenefitAddItemDetailSubDetail {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_product_or_service: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_unit_price: Option<crate::datatypes::Money> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_net: Option<crate::datatypes::Money> = None;
-        let mut f_note_number: crate::rt::PrimVec<u32> = crate::rt::PrimVec::default();
-        let mut f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_product_or_service: Option<crate::datatypes::CodeableConcept>,
+            f_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_unit_price: Option<crate::datatypes::Money>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_net: Option<crate::datatypes::Money>,
+            f_note_number: crate::rt::PrimVec<u32>,
+            f_adjudication: Vec<crate::resources::ExplanationOfBenefitItemAdjudication>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "productOrService" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_product_or_service))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product_or_service))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "unitPrice" => map.next_value_seed(crate::rt::Opt(&mut f_unit_price))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "net" => map.next_value_seed(crate::rt::Opt(&mut f_net))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "unitPrice" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_price))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "net" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_net))?,
                 "noteNumber" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_note_number))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_note_number))?
                 }
-                "_noteNumber" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_note_number))?,
-                "adjudication" => map.next_value_seed(crate::rt::VecSeed(&mut f_adjudication))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_noteNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_note_number))?
+                }
+                "adjudication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_adjudication))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(
+            b.f_product_or_service.is_some(),
+            "productOrService",
+        )?;
+        let v_note_number = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_note_number),
+            "noteNumber",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            product_or_service: crate::rt::required::<_, A::Error>(
-                f_product_or_service,
-                "productOrService",
-            )?,
-            modifier: f_modifier,
-            quantity: f_quantity,
-            unit_price: f_unit_price,
-            factor: f_factor,
-            net: f_net,
-            note_number: crate::rt::finish_prim_vec::<_, A::Error>(f_note_number, "noteNumber")?,
-            adjudication: f_adjudication,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            product_or_service: b.f_product_or_service.unwrap_or_default(),
+            modifier: b.f_modifier,
+            quantity: b.f_quantity,
+            unit_price: b.f_unit_price,
+            factor: b.f_factor,
+            net: b.f_net,
+            note_number: v_note_number,
+            adjudication: b.f_adjudication,
         })
     }
 }
@@ -3902,29 +4095,35 @@ impl crate::rt::DeFields for ExplanationOfBenefitTotal {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_amount: Option<crate::datatypes::Money> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_amount: Option<crate::datatypes::Money>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_category.is_some(), "category")?;
+        crate::rt::check_required::<A::Error>(b.f_amount.is_some(), "amount")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            category: crate::rt::required::<_, A::Error>(f_category, "category")?,
-            amount: crate::rt::required::<_, A::Error>(f_amount, "amount")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            category: b.f_category.unwrap_or_default(),
+            amount: b.f_amount.unwrap_or_default(),
         })
     }
 }
@@ -4047,44 +4246,48 @@ impl crate::rt::DeFields for ExplanationOfBenefitPayment {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_adjustment: Option<crate::datatypes::Money> = None;
-        let mut f_adjustment_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::Date>> = None;
-        let mut f_amount: Option<crate::datatypes::Money> = None;
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_adjustment: Option<crate::datatypes::Money>,
+            f_adjustment_reason: Option<crate::datatypes::CodeableConcept>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_amount: Option<crate::datatypes::Money>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "adjustment" => map.next_value_seed(crate::rt::Opt(&mut f_adjustment))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "adjustment" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_adjustment))?,
                 "adjustmentReason" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_adjustment_reason))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_adjustment_reason))?
                 }
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            adjustment: f_adjustment,
-            adjustment_reason: f_adjustment_reason,
-            date: f_date,
-            amount: f_amount,
-            identifier: f_identifier,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            adjustment: b.f_adjustment,
+            adjustment_reason: b.f_adjustment_reason,
+            date: b.f_date,
+            amount: b.f_amount,
+            identifier: b.f_identifier,
         })
     }
 }
@@ -4197,38 +4400,42 @@ impl crate::rt::DeFields for ExplanationOfBenefitProcessNote {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_number: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::NoteType>> = None;
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_number: Option<crate::primitives::Primitive<u32>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::NoteType>>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "number" => map.next_value_seed(crate::rt::PrimValue(&mut f_number))?,
-                "_number" => map.next_value_seed(crate::rt::PrimExt(&mut f_number))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
-                "language" => map.next_value_seed(crate::rt::Opt(&mut f_language))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "number" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_number))?,
+                "_number" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_number))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
+                "language" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_language))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            number: f_number,
-            r#type: f_type,
-            text: f_text,
-            language: f_language,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            number: b.f_number,
+            r#type: b.f_type,
+            text: b.f_text,
+            language: b.f_language,
         })
     }
 }
@@ -4370,51 +4577,59 @@ impl crate::rt::DeFields for ExplanationOfBenefitBenefitBalance {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_excluded: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_network: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_unit: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_term: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_financial: Vec<crate::resources::ExplanationOfBenefitBenefitBalanceFinancial> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_excluded: Option<crate::primitives::Primitive<bool>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_network: Option<crate::datatypes::CodeableConcept>,
+            f_unit: Option<crate::datatypes::CodeableConcept>,
+            f_term: Option<crate::datatypes::CodeableConcept>,
+            f_financial: Vec<crate::resources::ExplanationOfBenefitBenefitBalanceFinancial>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "excluded" => map.next_value_seed(crate::rt::PrimValue(&mut f_excluded))?,
-                "_excluded" => map.next_value_seed(crate::rt::PrimExt(&mut f_excluded))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "network" => map.next_value_seed(crate::rt::Opt(&mut f_network))?,
-                "unit" => map.next_value_seed(crate::rt::Opt(&mut f_unit))?,
-                "term" => map.next_value_seed(crate::rt::Opt(&mut f_term))?,
-                "financial" => map.next_value_seed(crate::rt::VecSeed(&mut f_financial))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "excluded" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_excluded))?,
+                "_excluded" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_excluded))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "network" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_network))?,
+                "unit" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit))?,
+                "term" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_term))?,
+                "financial" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_financial))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_category.is_some(), "category")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            category: crate::rt::required::<_, A::Error>(f_category, "category")?,
-            excluded: f_excluded,
-            name: f_name,
-            description: f_description,
-            network: f_network,
-            unit: f_unit,
-            term: f_term,
-            financial: f_financial,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            category: b.f_category.unwrap_or_default(),
+            excluded: b.f_excluded,
+            name: b.f_name,
+            description: b.f_description,
+            network: b.f_network,
+            unit: b.f_unit,
+            term: b.f_term,
+            financial: b.f_financial,
         })
     }
 }
@@ -4529,31 +4744,33 @@ impl crate::rt::DeFields for ExplanationOfBenefitBenefitBalanceFinancial {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_allowed: Option<
-            crate::resources::ExplanationOfBenefitBenefitBalanceFinancialAllowed,
-        > = None;
-        let mut f_used: Option<crate::resources::ExplanationOfBenefitBenefitBalanceFinancialUsed> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_allowed: Option<crate::resources::ExplanationOfBenefitBenefitBalanceFinancialAllowed>,
+            f_used: Option<crate::resources::ExplanationOfBenefitBenefitBalanceFinancialUsed>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-"id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-"extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-"modifierExtension" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?,
-"type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-other => { if !(crate::resources::ExplanationOfBenefitBenefitBalanceFinancialAllowed::de_key(&mut map, other, &mut f_allowed)? || crate::resources::ExplanationOfBenefitBenefitBalanceFinancialUsed::de_key(&mut map, other, &mut f_used)?) { map.next_value_seed(crate::rt::Unknown(other))?; } }
+"id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+"extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+"modifierExtension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?,
+"type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+other => { if !(crate::resources::ExplanationOfBenefitBenefitBalanceFinancialAllowed::de_key(&mut map, other, &mut b.f_allowed)? || crate::resources::ExplanationOfBenefitBenefitBalanceFinancialUsed::de_key(&mut map, other, &mut b.f_used)?) { crate::rt::value(&mut map, crate::rt::Unknown(other))?; } }
 }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            allowed: f_allowed,
-            used: f_used,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            allowed: b.f_allowed,
+            used: b.f_used,
         })
     }
 }
@@ -4617,29 +4834,38 @@ impl ExplanationOfBenefitSupportingInfoTiming {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "timingDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "timingDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.supportingInfo.timing[x]",
                 },
-                name: "ExplanationOfBenefit.supportingInfo.timing[x]",
-            })?,
-            "_timingDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_timingDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.supportingInfo.timing[x]",
                 },
-                name: "ExplanationOfBenefit.supportingInfo.timing[x]",
-            })?,
-            "timingPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "ExplanationOfBenefit.supportingInfo.timing[x]",
-            })?,
+            )?,
+            "timingPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "ExplanationOfBenefit.supportingInfo.timing[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -4711,57 +4937,78 @@ impl ExplanationOfBenefitSupportingInfoValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.supportingInfo.value[x]",
                 },
-                name: "ExplanationOfBenefit.supportingInfo.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.supportingInfo.value[x]",
                 },
-                name: "ExplanationOfBenefit.supportingInfo.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.supportingInfo.value[x]",
                 },
-                name: "ExplanationOfBenefit.supportingInfo.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.supportingInfo.value[x]",
                 },
-                name: "ExplanationOfBenefit.supportingInfo.value[x]",
-            })?,
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "ExplanationOfBenefit.supportingInfo.value[x]",
-            })?,
-            "valueAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Attachment,
-                name: "ExplanationOfBenefit.supportingInfo.value[x]",
-            })?,
-            "valueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "ExplanationOfBenefit.supportingInfo.value[x]",
-            })?,
+            )?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "ExplanationOfBenefit.supportingInfo.value[x]",
+                },
+            )?,
+            "valueAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Attachment,
+                    name: "ExplanationOfBenefit.supportingInfo.value[x]",
+                },
+            )?,
+            "valueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "ExplanationOfBenefit.supportingInfo.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -4836,16 +5083,22 @@ impl ExplanationOfBenefitDiagnosisDiagnosis {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "diagnosisCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "ExplanationOfBenefit.diagnosis.diagnosis[x]",
-            })?,
-            "diagnosisReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "ExplanationOfBenefit.diagnosis.diagnosis[x]",
-            })?,
+            "diagnosisCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "ExplanationOfBenefit.diagnosis.diagnosis[x]",
+                },
+            )?,
+            "diagnosisReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "ExplanationOfBenefit.diagnosis.diagnosis[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -4911,16 +5164,22 @@ impl ExplanationOfBenefitProcedureProcedure {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "procedureCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "ExplanationOfBenefit.procedure.procedure[x]",
-            })?,
-            "procedureReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "ExplanationOfBenefit.procedure.procedure[x]",
-            })?,
+            "procedureCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "ExplanationOfBenefit.procedure.procedure[x]",
+                },
+            )?,
+            "procedureReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "ExplanationOfBenefit.procedure.procedure[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -4986,16 +5245,22 @@ impl ExplanationOfBenefitAccidentLocation {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "locationAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Address,
-                name: "ExplanationOfBenefit.accident.location[x]",
-            })?,
-            "locationReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "ExplanationOfBenefit.accident.location[x]",
-            })?,
+            "locationAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Address,
+                    name: "ExplanationOfBenefit.accident.location[x]",
+                },
+            )?,
+            "locationReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "ExplanationOfBenefit.accident.location[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -5061,29 +5326,38 @@ impl ExplanationOfBenefitItemServiced {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "servicedDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "servicedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.item.serviced[x]",
                 },
-                name: "ExplanationOfBenefit.item.serviced[x]",
-            })?,
-            "_servicedDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_servicedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.item.serviced[x]",
                 },
-                name: "ExplanationOfBenefit.item.serviced[x]",
-            })?,
-            "servicedPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "ExplanationOfBenefit.item.serviced[x]",
-            })?,
+            )?,
+            "servicedPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "ExplanationOfBenefit.item.serviced[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -5147,21 +5421,30 @@ impl ExplanationOfBenefitItemLocation {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "locationCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "ExplanationOfBenefit.item.location[x]",
-            })?,
-            "locationAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Address,
-                name: "ExplanationOfBenefit.item.location[x]",
-            })?,
-            "locationReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "ExplanationOfBenefit.item.location[x]",
-            })?,
+            "locationCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "ExplanationOfBenefit.item.location[x]",
+                },
+            )?,
+            "locationAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Address,
+                    name: "ExplanationOfBenefit.item.location[x]",
+                },
+            )?,
+            "locationReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "ExplanationOfBenefit.item.location[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -5234,29 +5517,38 @@ impl ExplanationOfBenefitAddItemServiced {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "servicedDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "servicedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.addItem.serviced[x]",
                 },
-                name: "ExplanationOfBenefit.addItem.serviced[x]",
-            })?,
-            "_servicedDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_servicedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.addItem.serviced[x]",
                 },
-                name: "ExplanationOfBenefit.addItem.serviced[x]",
-            })?,
-            "servicedPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "ExplanationOfBenefit.addItem.serviced[x]",
-            })?,
+            )?,
+            "servicedPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "ExplanationOfBenefit.addItem.serviced[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -5320,21 +5612,30 @@ impl ExplanationOfBenefitAddItemLocation {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "locationCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "ExplanationOfBenefit.addItem.location[x]",
-            })?,
-            "locationAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Address,
-                name: "ExplanationOfBenefit.addItem.location[x]",
-            })?,
-            "locationReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "ExplanationOfBenefit.addItem.location[x]",
-            })?,
+            "locationCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "ExplanationOfBenefit.addItem.location[x]",
+                },
+            )?,
+            "locationAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Address,
+                    name: "ExplanationOfBenefit.addItem.location[x]",
+                },
+            )?,
+            "locationReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "ExplanationOfBenefit.addItem.location[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -5413,47 +5714,62 @@ impl ExplanationOfBenefitBenefitBalanceFinancialAllowed {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "allowedUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            "allowedUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.benefitBalance.financial.allowed[x]",
                 },
-                name: "ExplanationOfBenefit.benefitBalance.financial.allowed[x]",
-            })?,
-            "_allowedUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_allowedUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.benefitBalance.financial.allowed[x]",
                 },
-                name: "ExplanationOfBenefit.benefitBalance.financial.allowed[x]",
-            })?,
-            "allowedString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "allowedString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.benefitBalance.financial.allowed[x]",
                 },
-                name: "ExplanationOfBenefit.benefitBalance.financial.allowed[x]",
-            })?,
-            "_allowedString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_allowedString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.benefitBalance.financial.allowed[x]",
                 },
-                name: "ExplanationOfBenefit.benefitBalance.financial.allowed[x]",
-            })?,
-            "allowedMoney" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Money,
-                name: "ExplanationOfBenefit.benefitBalance.financial.allowed[x]",
-            })?,
+            )?,
+            "allowedMoney" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Money,
+                    name: "ExplanationOfBenefit.benefitBalance.financial.allowed[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -5516,29 +5832,38 @@ impl ExplanationOfBenefitBenefitBalanceFinancialUsed {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "usedUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            "usedUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.benefitBalance.financial.used[x]",
                 },
-                name: "ExplanationOfBenefit.benefitBalance.financial.used[x]",
-            })?,
-            "_usedUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_usedUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ExplanationOfBenefit.benefitBalance.financial.used[x]",
                 },
-                name: "ExplanationOfBenefit.benefitBalance.financial.used[x]",
-            })?,
-            "usedMoney" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Money,
-                name: "ExplanationOfBenefit.benefitBalance.financial.used[x]",
-            })?,
+            )?,
+            "usedMoney" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Money,
+                    name: "ExplanationOfBenefit.benefitBalance.financial.used[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

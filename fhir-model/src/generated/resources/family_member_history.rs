@@ -252,142 +252,165 @@ impl crate::rt::DeFields for FamilyMemberHistory {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_instantiates_canonical: crate::rt::PrimVec<String> =
-            crate::rt::PrimVec::default();
-        let mut f_instantiates_uri: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::FamilyHistoryStatus>> =
-            None;
-        let mut f_data_absent_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_relationship: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_sex: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_born: Option<crate::resources::FamilyMemberHistoryBorn> = None;
-        let mut f_age: Option<crate::resources::FamilyMemberHistoryAge> = None;
-        let mut f_estimated_age: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_deceased: Option<crate::resources::FamilyMemberHistoryDeceased> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_condition: Vec<crate::resources::FamilyMemberHistoryCondition> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_instantiates_canonical: crate::rt::PrimVec<String>,
+            f_instantiates_uri: crate::rt::PrimVec<String>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::FamilyHistoryStatus>>,
+            f_data_absent_reason: Option<crate::datatypes::CodeableConcept>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_relationship: Option<crate::datatypes::CodeableConcept>,
+            f_sex: Option<crate::datatypes::CodeableConcept>,
+            f_born: Option<crate::resources::FamilyMemberHistoryBorn>,
+            f_age: Option<crate::resources::FamilyMemberHistoryAge>,
+            f_estimated_age: Option<crate::primitives::Primitive<bool>>,
+            f_deceased: Option<crate::resources::FamilyMemberHistoryDeceased>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_condition: Vec<crate::resources::FamilyMemberHistoryCondition>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "FamilyMemberHistory",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "FamilyMemberHistory",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_canonical))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
-                "_instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_canonical))?
-                }
-                "instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_uri))?
-                }
+                "instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_canonical),
+                )?,
+                "_instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_instantiates_canonical),
+                )?,
+                "instantiatesUri" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_uri),
+                )?,
                 "_instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_instantiates_uri))?
                 }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
                 "dataAbsentReason" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_data_absent_reason))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_data_absent_reason))?
                 }
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "relationship" => map.next_value_seed(crate::rt::Opt(&mut f_relationship))?,
-                "sex" => map.next_value_seed(crate::rt::Opt(&mut f_sex))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "relationship" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_relationship))?
+                }
+                "sex" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sex))?,
                 "estimatedAge" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_estimated_age))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_estimated_age))?
                 }
-                "_estimatedAge" => map.next_value_seed(crate::rt::PrimExt(&mut f_estimated_age))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "_estimatedAge" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_estimated_age))?
+                }
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "condition" => map.next_value_seed(crate::rt::VecSeed(&mut f_condition))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "condition" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_condition))?,
                 other => {
                     if !(crate::resources::FamilyMemberHistoryBorn::de_key(
                         &mut map,
                         other,
-                        &mut f_born,
+                        &mut b.f_born,
                     )? || crate::resources::FamilyMemberHistoryAge::de_key(
-                        &mut map, other, &mut f_age,
+                        &mut map,
+                        other,
+                        &mut b.f_age,
                     )? || crate::resources::FamilyMemberHistoryDeceased::de_key(
                         &mut map,
                         other,
-                        &mut f_deceased,
+                        &mut b.f_deceased,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "FamilyMemberHistory")?;
+        let v_instantiates_canonical = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_canonical),
+            "instantiatesCanonical",
+        )?;
+        let v_instantiates_uri = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_uri),
+            "instantiatesUri",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
+        crate::rt::check_required::<A::Error>(b.f_relationship.is_some(), "relationship")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            instantiates_canonical: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_canonical,
-                "instantiatesCanonical",
-            )?,
-            instantiates_uri: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_uri,
-                "instantiatesUri",
-            )?,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            data_absent_reason: f_data_absent_reason,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            date: f_date,
-            name: f_name,
-            relationship: crate::rt::required::<_, A::Error>(f_relationship, "relationship")?,
-            sex: f_sex,
-            born: f_born,
-            age: f_age,
-            estimated_age: f_estimated_age,
-            deceased: f_deceased,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            note: f_note,
-            condition: f_condition,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            instantiates_canonical: v_instantiates_canonical,
+            instantiates_uri: v_instantiates_uri,
+            status: b.f_status.unwrap_or_default(),
+            data_absent_reason: b.f_data_absent_reason,
+            patient: b.f_patient.unwrap_or_default(),
+            date: b.f_date,
+            name: b.f_name,
+            relationship: b.f_relationship.unwrap_or_default(),
+            sex: b.f_sex,
+            born: b.f_born,
+            age: b.f_age,
+            estimated_age: b.f_estimated_age,
+            deceased: b.f_deceased,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            note: b.f_note,
+            condition: b.f_condition,
         })
     }
 }
@@ -573,50 +596,56 @@ impl crate::rt::DeFields for FamilyMemberHistoryCondition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_outcome: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_contributed_to_death: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_onset: Option<crate::resources::FamilyMemberHistoryConditionOnset> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_outcome: Option<crate::datatypes::CodeableConcept>,
+            f_contributed_to_death: Option<crate::primitives::Primitive<bool>>,
+            f_onset: Option<crate::resources::FamilyMemberHistoryConditionOnset>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "outcome" => map.next_value_seed(crate::rt::Opt(&mut f_outcome))?,
-                "contributedToDeath" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_contributed_to_death))?
-                }
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "outcome" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_outcome))?,
+                "contributedToDeath" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_contributed_to_death),
+                )?,
                 "_contributedToDeath" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_contributed_to_death))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_contributed_to_death))?
                 }
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
                 other => {
                     if !(crate::resources::FamilyMemberHistoryConditionOnset::de_key(
                         &mut map,
                         other,
-                        &mut f_onset,
+                        &mut b.f_onset,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            outcome: f_outcome,
-            contributed_to_death: f_contributed_to_death,
-            onset: f_onset,
-            note: f_note,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            outcome: b.f_outcome,
+            contributed_to_death: b.f_contributed_to_death,
+            onset: b.f_onset,
+            note: b.f_note,
         })
     }
 }
@@ -684,47 +713,62 @@ impl FamilyMemberHistoryBorn {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "bornPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "FamilyMemberHistory.born[x]",
-            })?,
-            "bornDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "bornPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "FamilyMemberHistory.born[x]",
                 },
-                name: "FamilyMemberHistory.born[x]",
-            })?,
-            "_bornDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "bornDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.born[x]",
                 },
-                name: "FamilyMemberHistory.born[x]",
-            })?,
-            "bornString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_bornDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.born[x]",
                 },
-                name: "FamilyMemberHistory.born[x]",
-            })?,
-            "_bornString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "bornString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.born[x]",
                 },
-                name: "FamilyMemberHistory.born[x]",
-            })?,
+            )?,
+            "_bornString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.born[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -789,34 +833,46 @@ impl FamilyMemberHistoryAge {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "ageAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Age,
-                name: "FamilyMemberHistory.age[x]",
-            })?,
-            "ageRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "FamilyMemberHistory.age[x]",
-            })?,
-            "ageString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "ageAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Age,
+                    name: "FamilyMemberHistory.age[x]",
                 },
-                name: "FamilyMemberHistory.age[x]",
-            })?,
-            "_ageString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "ageRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "FamilyMemberHistory.age[x]",
                 },
-                name: "FamilyMemberHistory.age[x]",
-            })?,
+            )?,
+            "ageString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.age[x]",
+                },
+            )?,
+            "_ageString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.age[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -895,70 +951,94 @@ impl FamilyMemberHistoryDeceased {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "deceasedBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "deceasedBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.deceased[x]",
                 },
-                name: "FamilyMemberHistory.deceased[x]",
-            })?,
-            "_deceasedBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_deceasedBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.deceased[x]",
                 },
-                name: "FamilyMemberHistory.deceased[x]",
-            })?,
-            "deceasedAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Age,
-                name: "FamilyMemberHistory.deceased[x]",
-            })?,
-            "deceasedRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "FamilyMemberHistory.deceased[x]",
-            })?,
-            "deceasedDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "deceasedAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Age,
+                    name: "FamilyMemberHistory.deceased[x]",
                 },
-                name: "FamilyMemberHistory.deceased[x]",
-            })?,
-            "_deceasedDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "deceasedRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "FamilyMemberHistory.deceased[x]",
                 },
-                name: "FamilyMemberHistory.deceased[x]",
-            })?,
-            "deceasedString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "deceasedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.deceased[x]",
                 },
-                name: "FamilyMemberHistory.deceased[x]",
-            })?,
-            "_deceasedString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_deceasedDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.deceased[x]",
                 },
-                name: "FamilyMemberHistory.deceased[x]",
-            })?,
+            )?,
+            "deceasedString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.deceased[x]",
+                },
+            )?,
+            "_deceasedString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.deceased[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1035,39 +1115,54 @@ impl FamilyMemberHistoryConditionOnset {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "onsetAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Age,
-                name: "FamilyMemberHistory.condition.onset[x]",
-            })?,
-            "onsetRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "FamilyMemberHistory.condition.onset[x]",
-            })?,
-            "onsetPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "FamilyMemberHistory.condition.onset[x]",
-            })?,
-            "onsetString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "onsetAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Age,
+                    name: "FamilyMemberHistory.condition.onset[x]",
                 },
-                name: "FamilyMemberHistory.condition.onset[x]",
-            })?,
-            "_onsetString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "onsetRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "FamilyMemberHistory.condition.onset[x]",
                 },
-                name: "FamilyMemberHistory.condition.onset[x]",
-            })?,
+            )?,
+            "onsetPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "FamilyMemberHistory.condition.onset[x]",
+                },
+            )?,
+            "onsetString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.condition.onset[x]",
+                },
+            )?,
+            "_onsetString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "FamilyMemberHistory.condition.onset[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

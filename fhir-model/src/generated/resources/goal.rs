@@ -229,118 +229,134 @@ impl crate::rt::DeFields for Goal {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_lifecycle_status: Option<
-            crate::primitives::Primitive<crate::codes::GoalLifecycleStatus>,
-        > = None;
-        let mut f_achievement_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_priority: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_description: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_start: Option<crate::resources::GoalStart> = None;
-        let mut f_target: Vec<crate::resources::GoalTarget> = Vec::new();
-        let mut f_status_date: Option<crate::primitives::Primitive<crate::primitives::Date>> = None;
-        let mut f_status_reason: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_expressed_by: Option<crate::datatypes::Reference> = None;
-        let mut f_addresses: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_outcome_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_outcome_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_lifecycle_status:
+                Option<crate::primitives::Primitive<crate::codes::GoalLifecycleStatus>>,
+            f_achievement_status: Option<crate::datatypes::CodeableConcept>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_priority: Option<crate::datatypes::CodeableConcept>,
+            f_description: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_start: Option<crate::resources::GoalStart>,
+            f_target: Vec<crate::resources::GoalTarget>,
+            f_status_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_status_reason: Option<crate::primitives::Primitive<String>>,
+            f_expressed_by: Option<crate::datatypes::Reference>,
+            f_addresses: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_outcome_code: Vec<crate::datatypes::CodeableConcept>,
+            f_outcome_reference: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Goal",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Goal",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
                 "lifecycleStatus" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_lifecycle_status))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_lifecycle_status))?
                 }
                 "_lifecycleStatus" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_lifecycle_status))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_lifecycle_status))?
                 }
                 "achievementStatus" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_achievement_status))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_achievement_status))?
                 }
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "priority" => map.next_value_seed(crate::rt::Opt(&mut f_priority))?,
-                "description" => map.next_value_seed(crate::rt::Opt(&mut f_description))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "target" => map.next_value_seed(crate::rt::VecSeed(&mut f_target))?,
-                "statusDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_status_date))?,
-                "_statusDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_status_date))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_priority))?,
+                "description" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_description))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "target" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_target))?,
+                "statusDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status_date))?
+                }
+                "_statusDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status_date))?
+                }
                 "statusReason" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_status_reason))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status_reason))?
                 }
-                "_statusReason" => map.next_value_seed(crate::rt::PrimExt(&mut f_status_reason))?,
-                "expressedBy" => map.next_value_seed(crate::rt::Opt(&mut f_expressed_by))?,
-                "addresses" => map.next_value_seed(crate::rt::VecSeed(&mut f_addresses))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "outcomeCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_outcome_code))?,
+                "_statusReason" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status_reason))?
+                }
+                "expressedBy" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_expressed_by))?,
+                "addresses" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_addresses))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "outcomeCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_outcome_code))?
+                }
                 "outcomeReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_outcome_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_outcome_reference))?
                 }
                 other => {
-                    if !(crate::resources::GoalStart::de_key(&mut map, other, &mut f_start)?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                    if !(crate::resources::GoalStart::de_key(&mut map, other, &mut b.f_start)?) {
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Goal")?;
+        crate::rt::check_required::<A::Error>(b.f_lifecycle_status.is_some(), "lifecycleStatus")?;
+        crate::rt::check_required::<A::Error>(b.f_description.is_some(), "description")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            lifecycle_status: crate::rt::required::<_, A::Error>(
-                f_lifecycle_status,
-                "lifecycleStatus",
-            )?,
-            achievement_status: f_achievement_status,
-            category: f_category,
-            priority: f_priority,
-            description: crate::rt::required::<_, A::Error>(f_description, "description")?,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            start: f_start,
-            target: f_target,
-            status_date: f_status_date,
-            status_reason: f_status_reason,
-            expressed_by: f_expressed_by,
-            addresses: f_addresses,
-            note: f_note,
-            outcome_code: f_outcome_code,
-            outcome_reference: f_outcome_reference,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            lifecycle_status: b.f_lifecycle_status.unwrap_or_default(),
+            achievement_status: b.f_achievement_status,
+            category: b.f_category,
+            priority: b.f_priority,
+            description: b.f_description.unwrap_or_default(),
+            subject: b.f_subject.unwrap_or_default(),
+            start: b.f_start,
+            target: b.f_target,
+            status_date: b.f_status_date,
+            status_reason: b.f_status_reason,
+            expressed_by: b.f_expressed_by,
+            addresses: b.f_addresses,
+            note: b.f_note,
+            outcome_code: b.f_outcome_code,
+            outcome_reference: b.f_outcome_reference,
         })
     }
 }
@@ -495,40 +511,46 @@ impl crate::rt::DeFields for GoalTarget {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_measure: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_detail: Option<crate::resources::GoalTargetDetail> = None;
-        let mut f_due: Option<crate::resources::GoalTargetDue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_measure: Option<crate::datatypes::CodeableConcept>,
+            f_detail: Option<crate::resources::GoalTargetDetail>,
+            f_due: Option<crate::resources::GoalTargetDue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "measure" => map.next_value_seed(crate::rt::Opt(&mut f_measure))?,
+                "measure" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_measure))?,
                 other => {
                     if !(crate::resources::GoalTargetDetail::de_key(
                         &mut map,
                         other,
-                        &mut f_detail,
+                        &mut b.f_detail,
                     )? || crate::resources::GoalTargetDue::de_key(
-                        &mut map, other, &mut f_due,
+                        &mut map,
+                        other,
+                        &mut b.f_due,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            measure: f_measure,
-            detail: f_detail,
-            due: f_due,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            measure: b.f_measure,
+            detail: b.f_detail,
+            due: b.f_due,
         })
     }
 }
@@ -592,29 +614,38 @@ impl GoalStart {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "startDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "startDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Goal.start[x]",
                 },
-                name: "Goal.start[x]",
-            })?,
-            "_startDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_startDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Goal.start[x]",
                 },
-                name: "Goal.start[x]",
-            })?,
-            "startCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Goal.start[x]",
-            })?,
+            )?,
+            "startCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Goal.start[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -694,80 +725,110 @@ impl GoalTargetDetail {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "detailQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "Goal.target.detail[x]",
-            })?,
-            "detailRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "Goal.target.detail[x]",
-            })?,
-            "detailCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Goal.target.detail[x]",
-            })?,
-            "detailString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "detailQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "Goal.target.detail[x]",
                 },
-                name: "Goal.target.detail[x]",
-            })?,
-            "_detailString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "detailRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "Goal.target.detail[x]",
                 },
-                name: "Goal.target.detail[x]",
-            })?,
-            "detailBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "detailCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Goal.target.detail[x]",
                 },
-                name: "Goal.target.detail[x]",
-            })?,
-            "_detailBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "detailString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Goal.target.detail[x]",
                 },
-                name: "Goal.target.detail[x]",
-            })?,
-            "detailInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_detailString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Goal.target.detail[x]",
                 },
-                name: "Goal.target.detail[x]",
-            })?,
-            "_detailInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "detailBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Goal.target.detail[x]",
                 },
-                name: "Goal.target.detail[x]",
-            })?,
-            "detailRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Ratio,
-                name: "Goal.target.detail[x]",
-            })?,
+            )?,
+            "_detailBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Goal.target.detail[x]",
+                },
+            )?,
+            "detailInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Goal.target.detail[x]",
+                },
+            )?,
+            "_detailInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Goal.target.detail[x]",
+                },
+            )?,
+            "detailRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Ratio,
+                    name: "Goal.target.detail[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -850,29 +911,38 @@ impl GoalTargetDue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "dueDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            "dueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Goal.target.due[x]",
                 },
-                name: "Goal.target.due[x]",
-            })?,
-            "_dueDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_dueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Goal.target.due[x]",
                 },
-                name: "Goal.target.due[x]",
-            })?,
-            "dueDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Duration,
-                name: "Goal.target.due[x]",
-            })?,
+            )?,
+            "dueDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Duration,
+                    name: "Goal.target.due[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

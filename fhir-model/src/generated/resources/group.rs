@@ -178,86 +178,99 @@ impl crate::rt::DeFields for Group {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::GroupType>> = None;
-        let mut f_actual: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_quantity: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_managing_entity: Option<crate::datatypes::Reference> = None;
-        let mut f_characteristic: Vec<crate::resources::GroupCharacteristic> = Vec::new();
-        let mut f_member: Vec<crate::resources::GroupMember> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_active: Option<crate::primitives::Primitive<bool>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::GroupType>>,
+            f_actual: Option<crate::primitives::Primitive<bool>>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_quantity: Option<crate::primitives::Primitive<u32>>,
+            f_managing_entity: Option<crate::datatypes::Reference>,
+            f_characteristic: Vec<crate::resources::GroupCharacteristic>,
+            f_member: Vec<crate::resources::GroupMember>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Group",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Group",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "active" => map.next_value_seed(crate::rt::PrimValue(&mut f_active))?,
-                "_active" => map.next_value_seed(crate::rt::PrimExt(&mut f_active))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "actual" => map.next_value_seed(crate::rt::PrimValue(&mut f_actual))?,
-                "_actual" => map.next_value_seed(crate::rt::PrimExt(&mut f_actual))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "quantity" => map.next_value_seed(crate::rt::PrimValue(&mut f_quantity))?,
-                "_quantity" => map.next_value_seed(crate::rt::PrimExt(&mut f_quantity))?,
-                "managingEntity" => map.next_value_seed(crate::rt::Opt(&mut f_managing_entity))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "active" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_active))?,
+                "_active" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_active))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "actual" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_actual))?,
+                "_actual" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_actual))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_quantity))?,
+                "_quantity" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_quantity))?,
+                "managingEntity" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_managing_entity))?
+                }
                 "characteristic" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_characteristic))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_characteristic))?
                 }
-                "member" => map.next_value_seed(crate::rt::VecSeed(&mut f_member))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "member" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_member))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Group")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_actual.is_some(), "actual")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            active: f_active,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            actual: crate::rt::required::<_, A::Error>(f_actual, "actual")?,
-            code: f_code,
-            name: f_name,
-            quantity: f_quantity,
-            managing_entity: f_managing_entity,
-            characteristic: f_characteristic,
-            member: f_member,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            active: b.f_active,
+            r#type: b.f_type.unwrap_or_default(),
+            actual: b.f_actual.unwrap_or_default(),
+            code: b.f_code,
+            name: b.f_name,
+            quantity: b.f_quantity,
+            managing_entity: b.f_managing_entity,
+            characteristic: b.f_characteristic,
+            member: b.f_member,
         })
     }
 }
@@ -416,43 +429,50 @@ impl crate::rt::DeFields for GroupCharacteristic {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value: Option<crate::resources::GroupCharacteristicValue> = None;
-        let mut f_exclude: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_value: Option<crate::resources::GroupCharacteristicValue>,
+            f_exclude: Option<crate::primitives::Primitive<bool>>,
+            f_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "exclude" => map.next_value_seed(crate::rt::PrimValue(&mut f_exclude))?,
-                "_exclude" => map.next_value_seed(crate::rt::PrimExt(&mut f_exclude))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "exclude" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_exclude))?,
+                "_exclude" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_exclude))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
                 other => {
                     if !(crate::resources::GroupCharacteristicValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
+        crate::rt::check_required::<A::Error>(b.f_exclude.is_some(), "exclude")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
-            exclude: crate::rt::required::<_, A::Error>(f_exclude, "exclude")?,
-            period: f_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
+            exclude: b.f_exclude.unwrap_or_default(),
+            period: b.f_period,
         })
     }
 }
@@ -559,33 +579,38 @@ impl crate::rt::DeFields for GroupMember {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_entity: Option<crate::datatypes::Reference> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_inactive: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_entity: Option<crate::datatypes::Reference>,
+            f_period: Option<crate::datatypes::Period>,
+            f_inactive: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "entity" => map.next_value_seed(crate::rt::Opt(&mut f_entity))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "inactive" => map.next_value_seed(crate::rt::PrimValue(&mut f_inactive))?,
-                "_inactive" => map.next_value_seed(crate::rt::PrimExt(&mut f_inactive))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "entity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_entity))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "inactive" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_inactive))?,
+                "_inactive" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_inactive))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_entity.is_some(), "entity")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            entity: crate::rt::required::<_, A::Error>(f_entity, "entity")?,
-            period: f_period,
-            inactive: f_inactive,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            entity: b.f_entity.unwrap_or_default(),
+            period: b.f_period,
+            inactive: b.f_inactive,
         })
     }
 }
@@ -657,44 +682,62 @@ impl GroupCharacteristicValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Group.characteristic.value[x]",
-            })?,
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "valueCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Group.characteristic.value[x]",
                 },
-                name: "Group.characteristic.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Group.characteristic.value[x]",
                 },
-                name: "Group.characteristic.value[x]",
-            })?,
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "Group.characteristic.value[x]",
-            })?,
-            "valueRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "Group.characteristic.value[x]",
-            })?,
-            "valueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Group.characteristic.value[x]",
-            })?,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Group.characteristic.value[x]",
+                },
+            )?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "Group.characteristic.value[x]",
+                },
+            )?,
+            "valueRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "Group.characteristic.value[x]",
+                },
+            )?,
+            "valueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Group.characteristic.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

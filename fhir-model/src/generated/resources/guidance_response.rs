@@ -218,121 +218,132 @@ impl crate::rt::DeFields for GuidanceResponse {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_request_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_module: Option<crate::resources::GuidanceResponseModule> = None;
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::GuidanceResponseStatus>,
-        > = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_occurrence_date_time: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        let mut f_performer: Option<crate::datatypes::Reference> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_evaluation_message: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_output_parameters: Option<crate::datatypes::Reference> = None;
-        let mut f_result: Option<crate::datatypes::Reference> = None;
-        let mut f_data_requirement: Vec<crate::datatypes::DataRequirement> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_request_identifier: Option<crate::datatypes::Identifier>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_module: Option<crate::resources::GuidanceResponseModule>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::GuidanceResponseStatus>>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_occurrence_date_time:
+                Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_performer: Option<crate::datatypes::Reference>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_evaluation_message: Vec<crate::datatypes::Reference>,
+            f_output_parameters: Option<crate::datatypes::Reference>,
+            f_result: Option<crate::datatypes::Reference>,
+            f_data_requirement: Vec<crate::datatypes::DataRequirement>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "GuidanceResponse",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "GuidanceResponse",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "requestIdentifier" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_request_identifier))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_request_identifier))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "occurrenceDateTime" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_occurrence_date_time))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "occurrenceDateTime" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_occurrence_date_time),
+                )?,
                 "_occurrenceDateTime" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_occurrence_date_time))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_occurrence_date_time))?
                 }
-                "performer" => map.next_value_seed(crate::rt::Opt(&mut f_performer))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "performer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_performer))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
                 "evaluationMessage" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_evaluation_message))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_evaluation_message))?
                 }
                 "outputParameters" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_output_parameters))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_output_parameters))?
                 }
-                "result" => map.next_value_seed(crate::rt::Opt(&mut f_result))?,
+                "result" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_result))?,
                 "dataRequirement" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_data_requirement))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_data_requirement))?
                 }
                 other => {
                     if !(crate::resources::GuidanceResponseModule::de_key(
                         &mut map,
                         other,
-                        &mut f_module,
+                        &mut b.f_module,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "GuidanceResponse")?;
+        crate::rt::check_required::<A::Error>(b.f_module.is_some(), "module")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            request_identifier: f_request_identifier,
-            identifier: f_identifier,
-            module: crate::rt::required::<_, A::Error>(f_module, "module")?,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            subject: f_subject,
-            encounter: f_encounter,
-            occurrence_date_time: f_occurrence_date_time,
-            performer: f_performer,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            note: f_note,
-            evaluation_message: f_evaluation_message,
-            output_parameters: f_output_parameters,
-            result: f_result,
-            data_requirement: f_data_requirement,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            request_identifier: b.f_request_identifier,
+            identifier: b.f_identifier,
+            module: b.f_module.unwrap_or_default(),
+            status: b.f_status.unwrap_or_default(),
+            subject: b.f_subject,
+            encounter: b.f_encounter,
+            occurrence_date_time: b.f_occurrence_date_time,
+            performer: b.f_performer,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            note: b.f_note,
+            evaluation_message: b.f_evaluation_message,
+            output_parameters: b.f_output_parameters,
+            result: b.f_result,
+            data_requirement: b.f_data_requirement,
         })
     }
 }
@@ -441,47 +452,62 @@ impl GuidanceResponseModule {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "moduleUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            "moduleUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "GuidanceResponse.module[x]",
                 },
-                name: "GuidanceResponse.module[x]",
-            })?,
-            "_moduleUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_moduleUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "GuidanceResponse.module[x]",
                 },
-                name: "GuidanceResponse.module[x]",
-            })?,
-            "moduleCanonical" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "moduleCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "GuidanceResponse.module[x]",
                 },
-                name: "GuidanceResponse.module[x]",
-            })?,
-            "_moduleCanonical" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "_moduleCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "GuidanceResponse.module[x]",
                 },
-                name: "GuidanceResponse.module[x]",
-            })?,
-            "moduleCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "GuidanceResponse.module[x]",
-            })?,
+            )?,
+            "moduleCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "GuidanceResponse.module[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

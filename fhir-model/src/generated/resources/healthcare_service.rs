@@ -279,146 +279,168 @@ impl crate::rt::DeFields for HealthcareService {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_provided_by: Option<crate::datatypes::Reference> = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_specialty: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_location: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_extra_details: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_photo: Option<crate::datatypes::Attachment> = None;
-        let mut f_telecom: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_coverage_area: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_service_provision_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_eligibility: Vec<crate::resources::HealthcareServiceEligibility> = Vec::new();
-        let mut f_program: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_characteristic: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_communication: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_referral_method: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_appointment_required: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_available_time: Vec<crate::resources::HealthcareServiceAvailableTime> =
-            Vec::new();
-        let mut f_not_available: Vec<crate::resources::HealthcareServiceNotAvailable> = Vec::new();
-        let mut f_availability_exceptions: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_endpoint: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_active: Option<crate::primitives::Primitive<bool>>,
+            f_provided_by: Option<crate::datatypes::Reference>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_specialty: Vec<crate::datatypes::CodeableConcept>,
+            f_location: Vec<crate::datatypes::Reference>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+            f_extra_details: Option<crate::primitives::Primitive<String>>,
+            f_photo: Option<crate::datatypes::Attachment>,
+            f_telecom: Vec<crate::datatypes::ContactPoint>,
+            f_coverage_area: Vec<crate::datatypes::Reference>,
+            f_service_provision_code: Vec<crate::datatypes::CodeableConcept>,
+            f_eligibility: Vec<crate::resources::HealthcareServiceEligibility>,
+            f_program: Vec<crate::datatypes::CodeableConcept>,
+            f_characteristic: Vec<crate::datatypes::CodeableConcept>,
+            f_communication: Vec<crate::datatypes::CodeableConcept>,
+            f_referral_method: Vec<crate::datatypes::CodeableConcept>,
+            f_appointment_required: Option<crate::primitives::Primitive<bool>>,
+            f_available_time: Vec<crate::resources::HealthcareServiceAvailableTime>,
+            f_not_available: Vec<crate::resources::HealthcareServiceNotAvailable>,
+            f_availability_exceptions: Option<crate::primitives::Primitive<String>>,
+            f_endpoint: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "HealthcareService",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "HealthcareService",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "active" => map.next_value_seed(crate::rt::PrimValue(&mut f_active))?,
-                "_active" => map.next_value_seed(crate::rt::PrimExt(&mut f_active))?,
-                "providedBy" => map.next_value_seed(crate::rt::Opt(&mut f_provided_by))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "specialty" => map.next_value_seed(crate::rt::VecSeed(&mut f_specialty))?,
-                "location" => map.next_value_seed(crate::rt::VecSeed(&mut f_location))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "active" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_active))?,
+                "_active" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_active))?,
+                "providedBy" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_provided_by))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "specialty" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specialty))?,
+                "location" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_location))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
                 "extraDetails" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_extra_details))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_extra_details))?
                 }
-                "_extraDetails" => map.next_value_seed(crate::rt::PrimExt(&mut f_extra_details))?,
-                "photo" => map.next_value_seed(crate::rt::Opt(&mut f_photo))?,
-                "telecom" => map.next_value_seed(crate::rt::VecSeed(&mut f_telecom))?,
-                "coverageArea" => map.next_value_seed(crate::rt::VecSeed(&mut f_coverage_area))?,
-                "serviceProvisionCode" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_service_provision_code))?
+                "_extraDetails" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_extra_details))?
                 }
-                "eligibility" => map.next_value_seed(crate::rt::VecSeed(&mut f_eligibility))?,
-                "program" => map.next_value_seed(crate::rt::VecSeed(&mut f_program))?,
+                "photo" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_photo))?,
+                "telecom" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_telecom))?,
+                "coverageArea" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_coverage_area))?
+                }
+                "serviceProvisionCode" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_service_provision_code),
+                )?,
+                "eligibility" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_eligibility))?
+                }
+                "program" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_program))?,
                 "characteristic" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_characteristic))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_characteristic))?
                 }
-                "communication" => map.next_value_seed(crate::rt::VecSeed(&mut f_communication))?,
+                "communication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_communication))?
+                }
                 "referralMethod" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_referral_method))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_referral_method))?
                 }
-                "appointmentRequired" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_appointment_required))?
-                }
+                "appointmentRequired" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_appointment_required),
+                )?,
                 "_appointmentRequired" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_appointment_required))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_appointment_required))?
                 }
                 "availableTime" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_available_time))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_available_time))?
                 }
-                "notAvailable" => map.next_value_seed(crate::rt::VecSeed(&mut f_not_available))?,
-                "availabilityExceptions" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_availability_exceptions))?
+                "notAvailable" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_not_available))?
                 }
-                "_availabilityExceptions" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_availability_exceptions))?
-                }
-                "endpoint" => map.next_value_seed(crate::rt::VecSeed(&mut f_endpoint))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "availabilityExceptions" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_availability_exceptions),
+                )?,
+                "_availabilityExceptions" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_availability_exceptions),
+                )?,
+                "endpoint" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endpoint))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "HealthcareService")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            active: f_active,
-            provided_by: f_provided_by,
-            category: f_category,
-            r#type: f_type,
-            specialty: f_specialty,
-            location: f_location,
-            name: f_name,
-            comment: f_comment,
-            extra_details: f_extra_details,
-            photo: f_photo,
-            telecom: f_telecom,
-            coverage_area: f_coverage_area,
-            service_provision_code: f_service_provision_code,
-            eligibility: f_eligibility,
-            program: f_program,
-            characteristic: f_characteristic,
-            communication: f_communication,
-            referral_method: f_referral_method,
-            appointment_required: f_appointment_required,
-            available_time: f_available_time,
-            not_available: f_not_available,
-            availability_exceptions: f_availability_exceptions,
-            endpoint: f_endpoint,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            active: b.f_active,
+            provided_by: b.f_provided_by,
+            category: b.f_category,
+            r#type: b.f_type,
+            specialty: b.f_specialty,
+            location: b.f_location,
+            name: b.f_name,
+            comment: b.f_comment,
+            extra_details: b.f_extra_details,
+            photo: b.f_photo,
+            telecom: b.f_telecom,
+            coverage_area: b.f_coverage_area,
+            service_provision_code: b.f_service_provision_code,
+            eligibility: b.f_eligibility,
+            program: b.f_program,
+            characteristic: b.f_characteristic,
+            communication: b.f_communication,
+            referral_method: b.f_referral_method,
+            appointment_required: b.f_appointment_required,
+            available_time: b.f_available_time,
+            not_available: b.f_not_available,
+            availability_exceptions: b.f_availability_exceptions,
+            endpoint: b.f_endpoint,
         })
     }
 }
@@ -572,30 +594,34 @@ impl crate::rt::DeFields for HealthcareServiceEligibility {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: f_code,
-            comment: f_comment,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code,
+            comment: b.f_comment,
         })
     }
 }
@@ -714,56 +740,60 @@ impl crate::rt::DeFields for HealthcareServiceAvailableTime {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_days_of_week: crate::rt::PrimVec<crate::codes::DaysOfWeek> =
-            crate::rt::PrimVec::default();
-        let mut f_all_day: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_available_start_time: Option<
-            crate::primitives::Primitive<crate::primitives::Time>,
-        > = None;
-        let mut f_available_end_time: Option<
-            crate::primitives::Primitive<crate::primitives::Time>,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_days_of_week: crate::rt::PrimVec<crate::codes::DaysOfWeek>,
+            f_all_day: Option<crate::primitives::Primitive<bool>>,
+            f_available_start_time: Option<crate::primitives::Primitive<crate::primitives::Time>>,
+            f_available_end_time: Option<crate::primitives::Primitive<crate::primitives::Time>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "daysOfWeek" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_days_of_week))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_days_of_week))?
                 }
                 "_daysOfWeek" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_days_of_week))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_days_of_week))?
                 }
-                "allDay" => map.next_value_seed(crate::rt::PrimValue(&mut f_all_day))?,
-                "_allDay" => map.next_value_seed(crate::rt::PrimExt(&mut f_all_day))?,
-                "availableStartTime" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_available_start_time))?
-                }
+                "allDay" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_all_day))?,
+                "_allDay" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_all_day))?,
+                "availableStartTime" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_available_start_time),
+                )?,
                 "_availableStartTime" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_available_start_time))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_available_start_time))?
                 }
                 "availableEndTime" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_available_end_time))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_available_end_time))?
                 }
                 "_availableEndTime" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_available_end_time))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_available_end_time))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_days_of_week = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_days_of_week),
+            "daysOfWeek",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            days_of_week: crate::rt::finish_prim_vec::<_, A::Error>(f_days_of_week, "daysOfWeek")?,
-            all_day: f_all_day,
-            available_start_time: f_available_start_time,
-            available_end_time: f_available_end_time,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            days_of_week: v_days_of_week,
+            all_day: b.f_all_day,
+            available_start_time: b.f_available_start_time,
+            available_end_time: b.f_available_end_time,
         })
     }
 }
@@ -863,30 +893,39 @@ impl crate::rt::DeFields for HealthcareServiceNotAvailable {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_during: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_during: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "during" => map.next_value_seed(crate::rt::Opt(&mut f_during))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "during" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_during))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_description.is_some(), "description")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            description: crate::rt::required::<_, A::Error>(f_description, "description")?,
-            during: f_during,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            description: b.f_description.unwrap_or_default(),
+            during: b.f_during,
         })
     }
 }

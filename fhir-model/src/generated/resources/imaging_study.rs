@@ -258,129 +258,147 @@ impl crate::rt::DeFields for ImagingStudy {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::ImagingStudyStatus>> =
-            None;
-        let mut f_modality: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_started: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_referrer: Option<crate::datatypes::Reference> = None;
-        let mut f_interpreter: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_endpoint: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_number_of_series: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_number_of_instances: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_procedure_reference: Option<crate::datatypes::Reference> = None;
-        let mut f_procedure_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_location: Option<crate::datatypes::Reference> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_series: Vec<crate::resources::ImagingStudySeries> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::ImagingStudyStatus>>,
+            f_modality: Vec<crate::datatypes::Coding>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_started: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_referrer: Option<crate::datatypes::Reference>,
+            f_interpreter: Vec<crate::datatypes::Reference>,
+            f_endpoint: Vec<crate::datatypes::Reference>,
+            f_number_of_series: Option<crate::primitives::Primitive<u32>>,
+            f_number_of_instances: Option<crate::primitives::Primitive<u32>>,
+            f_procedure_reference: Option<crate::datatypes::Reference>,
+            f_procedure_code: Vec<crate::datatypes::CodeableConcept>,
+            f_location: Option<crate::datatypes::Reference>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_series: Vec<crate::resources::ImagingStudySeries>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ImagingStudy",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ImagingStudy",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "modality" => map.next_value_seed(crate::rt::VecSeed(&mut f_modality))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "started" => map.next_value_seed(crate::rt::PrimValue(&mut f_started))?,
-                "_started" => map.next_value_seed(crate::rt::PrimExt(&mut f_started))?,
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "referrer" => map.next_value_seed(crate::rt::Opt(&mut f_referrer))?,
-                "interpreter" => map.next_value_seed(crate::rt::VecSeed(&mut f_interpreter))?,
-                "endpoint" => map.next_value_seed(crate::rt::VecSeed(&mut f_endpoint))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "modality" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modality))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "started" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_started))?,
+                "_started" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_started))?,
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "referrer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_referrer))?,
+                "interpreter" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_interpreter))?
+                }
+                "endpoint" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endpoint))?,
                 "numberOfSeries" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_number_of_series))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_number_of_series))?
                 }
                 "_numberOfSeries" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_number_of_series))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_number_of_series))?
                 }
                 "numberOfInstances" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_number_of_instances))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_number_of_instances))?
                 }
                 "_numberOfInstances" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_number_of_instances))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_number_of_instances))?
                 }
                 "procedureReference" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_procedure_reference))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_procedure_reference))?
                 }
                 "procedureCode" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_procedure_code))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_procedure_code))?
                 }
-                "location" => map.next_value_seed(crate::rt::Opt(&mut f_location))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "location" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_location))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "series" => map.next_value_seed(crate::rt::VecSeed(&mut f_series))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "series" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_series))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ImagingStudy")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            modality: f_modality,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            encounter: f_encounter,
-            started: f_started,
-            based_on: f_based_on,
-            referrer: f_referrer,
-            interpreter: f_interpreter,
-            endpoint: f_endpoint,
-            number_of_series: f_number_of_series,
-            number_of_instances: f_number_of_instances,
-            procedure_reference: f_procedure_reference,
-            procedure_code: f_procedure_code,
-            location: f_location,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            note: f_note,
-            description: f_description,
-            series: f_series,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            modality: b.f_modality,
+            subject: b.f_subject.unwrap_or_default(),
+            encounter: b.f_encounter,
+            started: b.f_started,
+            based_on: b.f_based_on,
+            referrer: b.f_referrer,
+            interpreter: b.f_interpreter,
+            endpoint: b.f_endpoint,
+            number_of_series: b.f_number_of_series,
+            number_of_instances: b.f_number_of_instances,
+            procedure_reference: b.f_procedure_reference,
+            procedure_code: b.f_procedure_code,
+            location: b.f_location,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            note: b.f_note,
+            description: b.f_description,
+            series: b.f_series,
         })
     }
 }
@@ -612,68 +630,78 @@ impl crate::rt::DeFields for ImagingStudySeries {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_uid: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_number: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_modality: Option<crate::datatypes::Coding> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_number_of_instances: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_endpoint: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_body_site: Option<crate::datatypes::Coding> = None;
-        let mut f_laterality: Option<crate::datatypes::Coding> = None;
-        let mut f_specimen: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_started: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_performer: Vec<crate::resources::ImagingStudySeriesPerformer> = Vec::new();
-        let mut f_instance: Vec<crate::resources::ImagingStudySeriesInstance> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_uid: Option<crate::primitives::Primitive<String>>,
+            f_number: Option<crate::primitives::Primitive<u32>>,
+            f_modality: Option<crate::datatypes::Coding>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_number_of_instances: Option<crate::primitives::Primitive<u32>>,
+            f_endpoint: Vec<crate::datatypes::Reference>,
+            f_body_site: Option<crate::datatypes::Coding>,
+            f_laterality: Option<crate::datatypes::Coding>,
+            f_specimen: Vec<crate::datatypes::Reference>,
+            f_started: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_performer: Vec<crate::resources::ImagingStudySeriesPerformer>,
+            f_instance: Vec<crate::resources::ImagingStudySeriesInstance>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "uid" => map.next_value_seed(crate::rt::PrimValue(&mut f_uid))?,
-                "_uid" => map.next_value_seed(crate::rt::PrimExt(&mut f_uid))?,
-                "number" => map.next_value_seed(crate::rt::PrimValue(&mut f_number))?,
-                "_number" => map.next_value_seed(crate::rt::PrimExt(&mut f_number))?,
-                "modality" => map.next_value_seed(crate::rt::Opt(&mut f_modality))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
+                "uid" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_uid))?,
+                "_uid" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_uid))?,
+                "number" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_number))?,
+                "_number" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_number))?,
+                "modality" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_modality))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
                 "numberOfInstances" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_number_of_instances))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_number_of_instances))?
                 }
                 "_numberOfInstances" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_number_of_instances))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_number_of_instances))?
                 }
-                "endpoint" => map.next_value_seed(crate::rt::VecSeed(&mut f_endpoint))?,
-                "bodySite" => map.next_value_seed(crate::rt::Opt(&mut f_body_site))?,
-                "laterality" => map.next_value_seed(crate::rt::Opt(&mut f_laterality))?,
-                "specimen" => map.next_value_seed(crate::rt::VecSeed(&mut f_specimen))?,
-                "started" => map.next_value_seed(crate::rt::PrimValue(&mut f_started))?,
-                "_started" => map.next_value_seed(crate::rt::PrimExt(&mut f_started))?,
-                "performer" => map.next_value_seed(crate::rt::VecSeed(&mut f_performer))?,
-                "instance" => map.next_value_seed(crate::rt::VecSeed(&mut f_instance))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "endpoint" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endpoint))?,
+                "bodySite" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_body_site))?,
+                "laterality" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_laterality))?,
+                "specimen" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specimen))?,
+                "started" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_started))?,
+                "_started" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_started))?,
+                "performer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_performer))?,
+                "instance" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_instance))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_uid.is_some(), "uid")?;
+        crate::rt::check_required::<A::Error>(b.f_modality.is_some(), "modality")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            uid: crate::rt::required::<_, A::Error>(f_uid, "uid")?,
-            number: f_number,
-            modality: crate::rt::required::<_, A::Error>(f_modality, "modality")?,
-            description: f_description,
-            number_of_instances: f_number_of_instances,
-            endpoint: f_endpoint,
-            body_site: f_body_site,
-            laterality: f_laterality,
-            specimen: f_specimen,
-            started: f_started,
-            performer: f_performer,
-            instance: f_instance,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            uid: b.f_uid.unwrap_or_default(),
+            number: b.f_number,
+            modality: b.f_modality.unwrap_or_default(),
+            description: b.f_description,
+            number_of_instances: b.f_number_of_instances,
+            endpoint: b.f_endpoint,
+            body_site: b.f_body_site,
+            laterality: b.f_laterality,
+            specimen: b.f_specimen,
+            started: b.f_started,
+            performer: b.f_performer,
+            instance: b.f_instance,
         })
     }
 }
@@ -785,29 +813,34 @@ impl crate::rt::DeFields for ImagingStudySeriesPerformer {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_function: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_actor: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_function: Option<crate::datatypes::CodeableConcept>,
+            f_actor: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "function" => map.next_value_seed(crate::rt::Opt(&mut f_function))?,
-                "actor" => map.next_value_seed(crate::rt::Opt(&mut f_actor))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "function" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_function))?,
+                "actor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_actor))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_actor.is_some(), "actor")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            function: f_function,
-            actor: crate::rt::required::<_, A::Error>(f_actor, "actor")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            function: b.f_function,
+            actor: b.f_actor.unwrap_or_default(),
         })
     }
 }
@@ -923,38 +956,44 @@ impl crate::rt::DeFields for ImagingStudySeriesInstance {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_uid: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_sop_class: Option<crate::datatypes::Coding> = None;
-        let mut f_number: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_uid: Option<crate::primitives::Primitive<String>>,
+            f_sop_class: Option<crate::datatypes::Coding>,
+            f_number: Option<crate::primitives::Primitive<u32>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "uid" => map.next_value_seed(crate::rt::PrimValue(&mut f_uid))?,
-                "_uid" => map.next_value_seed(crate::rt::PrimExt(&mut f_uid))?,
-                "sopClass" => map.next_value_seed(crate::rt::Opt(&mut f_sop_class))?,
-                "number" => map.next_value_seed(crate::rt::PrimValue(&mut f_number))?,
-                "_number" => map.next_value_seed(crate::rt::PrimExt(&mut f_number))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "uid" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_uid))?,
+                "_uid" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_uid))?,
+                "sopClass" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sop_class))?,
+                "number" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_number))?,
+                "_number" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_number))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_uid.is_some(), "uid")?;
+        crate::rt::check_required::<A::Error>(b.f_sop_class.is_some(), "sopClass")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            uid: crate::rt::required::<_, A::Error>(f_uid, "uid")?,
-            sop_class: crate::rt::required::<_, A::Error>(f_sop_class, "sopClass")?,
-            number: f_number,
-            title: f_title,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            uid: b.f_uid.unwrap_or_default(),
+            sop_class: b.f_sop_class.unwrap_or_default(),
+            number: b.f_number,
+            title: b.f_title,
         })
     }
 }

@@ -318,166 +318,195 @@ impl crate::rt::DeFields for Immunization {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::ImmunizationStatusCodes>,
-        > = None;
-        let mut f_status_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_vaccine_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_occurrence: Option<crate::resources::ImmunizationOccurrence> = None;
-        let mut f_recorded: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_primary_source: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_report_origin: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_location: Option<crate::datatypes::Reference> = None;
-        let mut f_manufacturer: Option<crate::datatypes::Reference> = None;
-        let mut f_lot_number: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_expiration_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_site: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_route: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_dose_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_performer: Vec<crate::resources::ImmunizationPerformer> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_is_subpotent: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_subpotent_reason: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_education: Vec<crate::resources::ImmunizationEducation> = Vec::new();
-        let mut f_program_eligibility: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_funding_source: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_reaction: Vec<crate::resources::ImmunizationReaction> = Vec::new();
-        let mut f_protocol_applied: Vec<crate::resources::ImmunizationProtocolApplied> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::ImmunizationStatusCodes>>,
+            f_status_reason: Option<crate::datatypes::CodeableConcept>,
+            f_vaccine_code: Option<crate::datatypes::CodeableConcept>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_occurrence: Option<crate::resources::ImmunizationOccurrence>,
+            f_recorded: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_primary_source: Option<crate::primitives::Primitive<bool>>,
+            f_report_origin: Option<crate::datatypes::CodeableConcept>,
+            f_location: Option<crate::datatypes::Reference>,
+            f_manufacturer: Option<crate::datatypes::Reference>,
+            f_lot_number: Option<crate::primitives::Primitive<String>>,
+            f_expiration_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_site: Option<crate::datatypes::CodeableConcept>,
+            f_route: Option<crate::datatypes::CodeableConcept>,
+            f_dose_quantity: Option<crate::datatypes::Quantity>,
+            f_performer: Vec<crate::resources::ImmunizationPerformer>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_is_subpotent: Option<crate::primitives::Primitive<bool>>,
+            f_subpotent_reason: Vec<crate::datatypes::CodeableConcept>,
+            f_education: Vec<crate::resources::ImmunizationEducation>,
+            f_program_eligibility: Vec<crate::datatypes::CodeableConcept>,
+            f_funding_source: Option<crate::datatypes::CodeableConcept>,
+            f_reaction: Vec<crate::resources::ImmunizationReaction>,
+            f_protocol_applied: Vec<crate::resources::ImmunizationProtocolApplied>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Immunization",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Immunization",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "statusReason" => map.next_value_seed(crate::rt::Opt(&mut f_status_reason))?,
-                "vaccineCode" => map.next_value_seed(crate::rt::Opt(&mut f_vaccine_code))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "recorded" => map.next_value_seed(crate::rt::PrimValue(&mut f_recorded))?,
-                "_recorded" => map.next_value_seed(crate::rt::PrimExt(&mut f_recorded))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "statusReason" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status_reason))?
+                }
+                "vaccineCode" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_vaccine_code))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "recorded" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_recorded))?,
+                "_recorded" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_recorded))?,
                 "primarySource" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_primary_source))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_primary_source))?
                 }
                 "_primarySource" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_primary_source))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_primary_source))?
                 }
-                "reportOrigin" => map.next_value_seed(crate::rt::Opt(&mut f_report_origin))?,
-                "location" => map.next_value_seed(crate::rt::Opt(&mut f_location))?,
-                "manufacturer" => map.next_value_seed(crate::rt::Opt(&mut f_manufacturer))?,
-                "lotNumber" => map.next_value_seed(crate::rt::PrimValue(&mut f_lot_number))?,
-                "_lotNumber" => map.next_value_seed(crate::rt::PrimExt(&mut f_lot_number))?,
+                "reportOrigin" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_report_origin))?
+                }
+                "location" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_location))?,
+                "manufacturer" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_manufacturer))?
+                }
+                "lotNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_lot_number))?
+                }
+                "_lotNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_lot_number))?
+                }
                 "expirationDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_expiration_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_expiration_date))?
                 }
                 "_expirationDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_expiration_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_expiration_date))?
                 }
-                "site" => map.next_value_seed(crate::rt::Opt(&mut f_site))?,
-                "route" => map.next_value_seed(crate::rt::Opt(&mut f_route))?,
-                "doseQuantity" => map.next_value_seed(crate::rt::Opt(&mut f_dose_quantity))?,
-                "performer" => map.next_value_seed(crate::rt::VecSeed(&mut f_performer))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "site" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_site))?,
+                "route" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_route))?,
+                "doseQuantity" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_dose_quantity))?
+                }
+                "performer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_performer))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "isSubpotent" => map.next_value_seed(crate::rt::PrimValue(&mut f_is_subpotent))?,
-                "_isSubpotent" => map.next_value_seed(crate::rt::PrimExt(&mut f_is_subpotent))?,
+                "isSubpotent" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_is_subpotent))?
+                }
+                "_isSubpotent" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_is_subpotent))?
+                }
                 "subpotentReason" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_subpotent_reason))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_subpotent_reason))?
                 }
-                "education" => map.next_value_seed(crate::rt::VecSeed(&mut f_education))?,
+                "education" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_education))?,
                 "programEligibility" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_program_eligibility))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_program_eligibility))?
                 }
-                "fundingSource" => map.next_value_seed(crate::rt::Opt(&mut f_funding_source))?,
-                "reaction" => map.next_value_seed(crate::rt::VecSeed(&mut f_reaction))?,
+                "fundingSource" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_funding_source))?
+                }
+                "reaction" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reaction))?,
                 "protocolApplied" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_protocol_applied))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_protocol_applied))?
                 }
                 other => {
                     if !(crate::resources::ImmunizationOccurrence::de_key(
                         &mut map,
                         other,
-                        &mut f_occurrence,
+                        &mut b.f_occurrence,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Immunization")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_vaccine_code.is_some(), "vaccineCode")?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
+        crate::rt::check_required::<A::Error>(b.f_occurrence.is_some(), "occurrence")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_reason: f_status_reason,
-            vaccine_code: crate::rt::required::<_, A::Error>(f_vaccine_code, "vaccineCode")?,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            encounter: f_encounter,
-            occurrence: crate::rt::required::<_, A::Error>(f_occurrence, "occurrence")?,
-            recorded: f_recorded,
-            primary_source: f_primary_source,
-            report_origin: f_report_origin,
-            location: f_location,
-            manufacturer: f_manufacturer,
-            lot_number: f_lot_number,
-            expiration_date: f_expiration_date,
-            site: f_site,
-            route: f_route,
-            dose_quantity: f_dose_quantity,
-            performer: f_performer,
-            note: f_note,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            is_subpotent: f_is_subpotent,
-            subpotent_reason: f_subpotent_reason,
-            education: f_education,
-            program_eligibility: f_program_eligibility,
-            funding_source: f_funding_source,
-            reaction: f_reaction,
-            protocol_applied: f_protocol_applied,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            status_reason: b.f_status_reason,
+            vaccine_code: b.f_vaccine_code.unwrap_or_default(),
+            patient: b.f_patient.unwrap_or_default(),
+            encounter: b.f_encounter,
+            occurrence: b.f_occurrence.unwrap_or_default(),
+            recorded: b.f_recorded,
+            primary_source: b.f_primary_source,
+            report_origin: b.f_report_origin,
+            location: b.f_location,
+            manufacturer: b.f_manufacturer,
+            lot_number: b.f_lot_number,
+            expiration_date: b.f_expiration_date,
+            site: b.f_site,
+            route: b.f_route,
+            dose_quantity: b.f_dose_quantity,
+            performer: b.f_performer,
+            note: b.f_note,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            is_subpotent: b.f_is_subpotent,
+            subpotent_reason: b.f_subpotent_reason,
+            education: b.f_education,
+            program_eligibility: b.f_program_eligibility,
+            funding_source: b.f_funding_source,
+            reaction: b.f_reaction,
+            protocol_applied: b.f_protocol_applied,
         })
     }
 }
@@ -634,29 +663,34 @@ impl crate::rt::DeFields for ImmunizationPerformer {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_function: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_actor: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_function: Option<crate::datatypes::CodeableConcept>,
+            f_actor: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "function" => map.next_value_seed(crate::rt::Opt(&mut f_function))?,
-                "actor" => map.next_value_seed(crate::rt::Opt(&mut f_actor))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "function" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_function))?,
+                "actor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_actor))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_actor.is_some(), "actor")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            function: f_function,
-            actor: crate::rt::required::<_, A::Error>(f_actor, "actor")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            function: b.f_function,
+            actor: b.f_actor.unwrap_or_default(),
         })
     }
 }
@@ -775,53 +809,57 @@ impl crate::rt::DeFields for ImmunizationEducation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_document_type: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_reference: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_publication_date: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        let mut f_presentation_date: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_document_type: Option<crate::primitives::Primitive<String>>,
+            f_reference: Option<crate::primitives::Primitive<String>>,
+            f_publication_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_presentation_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "documentType" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_document_type))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_document_type))?
                 }
-                "_documentType" => map.next_value_seed(crate::rt::PrimExt(&mut f_document_type))?,
-                "reference" => map.next_value_seed(crate::rt::PrimValue(&mut f_reference))?,
-                "_reference" => map.next_value_seed(crate::rt::PrimExt(&mut f_reference))?,
+                "_documentType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_document_type))?
+                }
+                "reference" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_reference))?
+                }
+                "_reference" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_reference))?,
                 "publicationDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_publication_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publication_date))?
                 }
                 "_publicationDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_publication_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publication_date))?
                 }
                 "presentationDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_presentation_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_presentation_date))?
                 }
                 "_presentationDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_presentation_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_presentation_date))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            document_type: f_document_type,
-            reference: f_reference,
-            publication_date: f_publication_date,
-            presentation_date: f_presentation_date,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            document_type: b.f_document_type,
+            reference: b.f_reference,
+            publication_date: b.f_publication_date,
+            presentation_date: b.f_presentation_date,
         })
     }
 }
@@ -925,34 +963,38 @@ impl crate::rt::DeFields for ImmunizationReaction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_detail: Option<crate::datatypes::Reference> = None;
-        let mut f_reported: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_detail: Option<crate::datatypes::Reference>,
+            f_reported: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "detail" => map.next_value_seed(crate::rt::Opt(&mut f_detail))?,
-                "reported" => map.next_value_seed(crate::rt::PrimValue(&mut f_reported))?,
-                "_reported" => map.next_value_seed(crate::rt::PrimExt(&mut f_reported))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "detail" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_detail))?,
+                "reported" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_reported))?,
+                "_reported" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_reported))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            date: f_date,
-            detail: f_detail,
-            reported: f_reported,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            date: b.f_date,
+            detail: b.f_detail,
+            reported: b.f_reported,
         })
     }
 }
@@ -1074,53 +1116,56 @@ impl crate::rt::DeFields for ImmunizationProtocolApplied {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_series: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_authority: Option<crate::datatypes::Reference> = None;
-        let mut f_target_disease: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_dose_number: Option<crate::resources::ImmunizationProtocolAppliedDoseNumber> =
-            None;
-        let mut f_series_doses: Option<crate::resources::ImmunizationProtocolAppliedSeriesDoses> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_series: Option<crate::primitives::Primitive<String>>,
+            f_authority: Option<crate::datatypes::Reference>,
+            f_target_disease: Vec<crate::datatypes::CodeableConcept>,
+            f_dose_number: Option<crate::resources::ImmunizationProtocolAppliedDoseNumber>,
+            f_series_doses: Option<crate::resources::ImmunizationProtocolAppliedSeriesDoses>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "series" => map.next_value_seed(crate::rt::PrimValue(&mut f_series))?,
-                "_series" => map.next_value_seed(crate::rt::PrimExt(&mut f_series))?,
-                "authority" => map.next_value_seed(crate::rt::Opt(&mut f_authority))?,
+                "series" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_series))?,
+                "_series" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_series))?,
+                "authority" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_authority))?,
                 "targetDisease" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_target_disease))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_target_disease))?
                 }
                 other => {
                     if !(crate::resources::ImmunizationProtocolAppliedDoseNumber::de_key(
                         &mut map,
                         other,
-                        &mut f_dose_number,
+                        &mut b.f_dose_number,
                     )? || crate::resources::ImmunizationProtocolAppliedSeriesDoses::de_key(
                         &mut map,
                         other,
-                        &mut f_series_doses,
+                        &mut b.f_series_doses,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_dose_number.is_some(), "doseNumber")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            series: f_series,
-            authority: f_authority,
-            target_disease: f_target_disease,
-            dose_number: crate::rt::required::<_, A::Error>(f_dose_number, "doseNumber")?,
-            series_doses: f_series_doses,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            series: b.f_series,
+            authority: b.f_authority,
+            target_disease: b.f_target_disease,
+            dose_number: b.f_dose_number.unwrap_or_default(),
+            series_doses: b.f_series_doses,
         })
     }
 }
@@ -1186,42 +1231,54 @@ impl ImmunizationOccurrence {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Immunization.occurrence[x]",
                 },
-                name: "Immunization.occurrence[x]",
-            })?,
-            "_occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Immunization.occurrence[x]",
                 },
-                name: "Immunization.occurrence[x]",
-            })?,
-            "occurrenceString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "occurrenceString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Immunization.occurrence[x]",
                 },
-                name: "Immunization.occurrence[x]",
-            })?,
-            "_occurrenceString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_occurrenceString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Immunization.occurrence[x]",
                 },
-                name: "Immunization.occurrence[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1277,42 +1334,54 @@ impl ImmunizationProtocolAppliedDoseNumber {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "doseNumberPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            "doseNumberPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Immunization.protocolApplied.doseNumber[x]",
                 },
-                name: "Immunization.protocolApplied.doseNumber[x]",
-            })?,
-            "_doseNumberPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_doseNumberPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Immunization.protocolApplied.doseNumber[x]",
                 },
-                name: "Immunization.protocolApplied.doseNumber[x]",
-            })?,
-            "doseNumberString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "doseNumberString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Immunization.protocolApplied.doseNumber[x]",
                 },
-                name: "Immunization.protocolApplied.doseNumber[x]",
-            })?,
-            "_doseNumberString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_doseNumberString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Immunization.protocolApplied.doseNumber[x]",
                 },
-                name: "Immunization.protocolApplied.doseNumber[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1368,42 +1437,54 @@ impl ImmunizationProtocolAppliedSeriesDoses {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "seriesDosesPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            "seriesDosesPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Immunization.protocolApplied.seriesDoses[x]",
                 },
-                name: "Immunization.protocolApplied.seriesDoses[x]",
-            })?,
-            "_seriesDosesPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_seriesDosesPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Immunization.protocolApplied.seriesDoses[x]",
                 },
-                name: "Immunization.protocolApplied.seriesDoses[x]",
-            })?,
-            "seriesDosesString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "seriesDosesString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Immunization.protocolApplied.seriesDoses[x]",
                 },
-                name: "Immunization.protocolApplied.seriesDoses[x]",
-            })?,
-            "_seriesDosesString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_seriesDosesString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Immunization.protocolApplied.seriesDoses[x]",
                 },
-                name: "Immunization.protocolApplied.seriesDoses[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

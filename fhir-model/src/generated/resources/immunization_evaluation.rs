@@ -209,111 +209,131 @@ impl crate::rt::DeFields for ImmunizationEvaluation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::ImmunizationEvaluationStatusCodes>,
-        > = None;
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_authority: Option<crate::datatypes::Reference> = None;
-        let mut f_target_disease: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_immunization_event: Option<crate::datatypes::Reference> = None;
-        let mut f_dose_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_dose_status_reason: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_series: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_dose_number: Option<crate::resources::ImmunizationEvaluationDoseNumber> = None;
-        let mut f_series_doses: Option<crate::resources::ImmunizationEvaluationSeriesDoses> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<
+                crate::primitives::Primitive<crate::codes::ImmunizationEvaluationStatusCodes>,
+            >,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_authority: Option<crate::datatypes::Reference>,
+            f_target_disease: Option<crate::datatypes::CodeableConcept>,
+            f_immunization_event: Option<crate::datatypes::Reference>,
+            f_dose_status: Option<crate::datatypes::CodeableConcept>,
+            f_dose_status_reason: Vec<crate::datatypes::CodeableConcept>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_series: Option<crate::primitives::Primitive<String>>,
+            f_dose_number: Option<crate::resources::ImmunizationEvaluationDoseNumber>,
+            f_series_doses: Option<crate::resources::ImmunizationEvaluationSeriesDoses>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ImmunizationEvaluation",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ImmunizationEvaluation",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "authority" => map.next_value_seed(crate::rt::Opt(&mut f_authority))?,
-                "targetDisease" => map.next_value_seed(crate::rt::Opt(&mut f_target_disease))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "authority" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_authority))?,
+                "targetDisease" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_target_disease))?
+                }
                 "immunizationEvent" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_immunization_event))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_immunization_event))?
                 }
-                "doseStatus" => map.next_value_seed(crate::rt::Opt(&mut f_dose_status))?,
+                "doseStatus" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_dose_status))?,
                 "doseStatusReason" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_dose_status_reason))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_dose_status_reason))?
                 }
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "series" => map.next_value_seed(crate::rt::PrimValue(&mut f_series))?,
-                "_series" => map.next_value_seed(crate::rt::PrimExt(&mut f_series))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "series" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_series))?,
+                "_series" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_series))?,
                 other => {
                     if !(crate::resources::ImmunizationEvaluationDoseNumber::de_key(
                         &mut map,
                         other,
-                        &mut f_dose_number,
+                        &mut b.f_dose_number,
                     )? || crate::resources::ImmunizationEvaluationSeriesDoses::de_key(
                         &mut map,
                         other,
-                        &mut f_series_doses,
+                        &mut b.f_series_doses,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ImmunizationEvaluation")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
+        crate::rt::check_required::<A::Error>(b.f_target_disease.is_some(), "targetDisease")?;
+        crate::rt::check_required::<A::Error>(
+            b.f_immunization_event.is_some(),
+            "immunizationEvent",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_dose_status.is_some(), "doseStatus")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            date: f_date,
-            authority: f_authority,
-            target_disease: crate::rt::required::<_, A::Error>(f_target_disease, "targetDisease")?,
-            immunization_event: crate::rt::required::<_, A::Error>(
-                f_immunization_event,
-                "immunizationEvent",
-            )?,
-            dose_status: crate::rt::required::<_, A::Error>(f_dose_status, "doseStatus")?,
-            dose_status_reason: f_dose_status_reason,
-            description: f_description,
-            series: f_series,
-            dose_number: f_dose_number,
-            series_doses: f_series_doses,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            patient: b.f_patient.unwrap_or_default(),
+            date: b.f_date,
+            authority: b.f_authority,
+            target_disease: b.f_target_disease.unwrap_or_default(),
+            immunization_event: b.f_immunization_event.unwrap_or_default(),
+            dose_status: b.f_dose_status.unwrap_or_default(),
+            dose_status_reason: b.f_dose_status_reason,
+            description: b.f_description,
+            series: b.f_series,
+            dose_number: b.f_dose_number,
+            series_doses: b.f_series_doses,
         })
     }
 }
@@ -422,42 +442,54 @@ impl ImmunizationEvaluationDoseNumber {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "doseNumberPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            "doseNumberPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationEvaluation.doseNumber[x]",
                 },
-                name: "ImmunizationEvaluation.doseNumber[x]",
-            })?,
-            "_doseNumberPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_doseNumberPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationEvaluation.doseNumber[x]",
                 },
-                name: "ImmunizationEvaluation.doseNumber[x]",
-            })?,
-            "doseNumberString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "doseNumberString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationEvaluation.doseNumber[x]",
                 },
-                name: "ImmunizationEvaluation.doseNumber[x]",
-            })?,
-            "_doseNumberString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_doseNumberString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationEvaluation.doseNumber[x]",
                 },
-                name: "ImmunizationEvaluation.doseNumber[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -513,42 +545,54 @@ impl ImmunizationEvaluationSeriesDoses {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "seriesDosesPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            "seriesDosesPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationEvaluation.seriesDoses[x]",
                 },
-                name: "ImmunizationEvaluation.seriesDoses[x]",
-            })?,
-            "_seriesDosesPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_seriesDosesPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationEvaluation.seriesDoses[x]",
                 },
-                name: "ImmunizationEvaluation.seriesDoses[x]",
-            })?,
-            "seriesDosesString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "seriesDosesString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationEvaluation.seriesDoses[x]",
                 },
-                name: "ImmunizationEvaluation.seriesDoses[x]",
-            })?,
-            "_seriesDosesString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_seriesDosesString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationEvaluation.seriesDoses[x]",
                 },
-                name: "ImmunizationEvaluation.seriesDoses[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

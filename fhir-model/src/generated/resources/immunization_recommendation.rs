@@ -145,74 +145,82 @@ impl crate::rt::DeFields for ImmunizationRecommendation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_authority: Option<crate::datatypes::Reference> = None;
-        let mut f_recommendation: Vec<crate::resources::ImmunizationRecommendationRecommendation> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_authority: Option<crate::datatypes::Reference>,
+            f_recommendation: Vec<crate::resources::ImmunizationRecommendationRecommendation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ImmunizationRecommendation",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ImmunizationRecommendation",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "authority" => map.next_value_seed(crate::rt::Opt(&mut f_authority))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "authority" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_authority))?,
                 "recommendation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_recommendation))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_recommendation))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(
             resource_type_seen,
             "ImmunizationRecommendation",
         )?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
+        crate::rt::check_required::<A::Error>(b.f_date.is_some(), "date")?;
+        crate::rt::check_required::<A::Error>(!b.f_recommendation.is_empty(), "recommendation")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            date: crate::rt::required::<_, A::Error>(f_date, "date")?,
-            authority: f_authority,
-            recommendation: crate::rt::required_vec::<_, A::Error>(
-                f_recommendation,
-                "recommendation",
-            )?,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            patient: b.f_patient.unwrap_or_default(),
+            date: b.f_date.unwrap_or_default(),
+            authority: b.f_authority,
+            recommendation: b.f_recommendation,
         })
     }
 }
@@ -433,66 +441,65 @@ impl crate::rt::DeFields for ImmunizationRecommendationRecommendation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_vaccine_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_target_disease: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_contraindicated_vaccine_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_forecast_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_forecast_reason: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_date_criterion: Vec<
-            crate::resources::ImmunizationRecommendationRecommendationDateCriterion,
-        > = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_series: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_dose_number: Option<
-            crate::resources::ImmunizationRecommendationRecommendationDoseNumber,
-        > = None;
-        let mut f_series_doses: Option<
-            crate::resources::ImmunizationRecommendationRecommendationSeriesDoses,
-        > = None;
-        let mut f_supporting_immunization: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_supporting_patient_information: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_vaccine_code: Vec<crate::datatypes::CodeableConcept>,
+            f_target_disease: Option<crate::datatypes::CodeableConcept>,
+            f_contraindicated_vaccine_code: Vec<crate::datatypes::CodeableConcept>,
+            f_forecast_status: Option<crate::datatypes::CodeableConcept>,
+            f_forecast_reason: Vec<crate::datatypes::CodeableConcept>,
+            f_date_criterion:
+                Vec<crate::resources::ImmunizationRecommendationRecommendationDateCriterion>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_series: Option<crate::primitives::Primitive<String>>,
+            f_dose_number:
+                Option<crate::resources::ImmunizationRecommendationRecommendationDoseNumber>,
+            f_series_doses:
+                Option<crate::resources::ImmunizationRecommendationRecommendationSeriesDoses>,
+            f_supporting_immunization: Vec<crate::datatypes::Reference>,
+            f_supporting_patient_information: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-"id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-"extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-"modifierExtension" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?,
-"vaccineCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_vaccine_code))?,
-"targetDisease" => map.next_value_seed(crate::rt::Opt(&mut f_target_disease))?,
-"contraindicatedVaccineCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_contraindicated_vaccine_code))?,
-"forecastStatus" => map.next_value_seed(crate::rt::Opt(&mut f_forecast_status))?,
-"forecastReason" => map.next_value_seed(crate::rt::VecSeed(&mut f_forecast_reason))?,
-"dateCriterion" => map.next_value_seed(crate::rt::VecSeed(&mut f_date_criterion))?,
-"description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-"_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-"series" => map.next_value_seed(crate::rt::PrimValue(&mut f_series))?,
-"_series" => map.next_value_seed(crate::rt::PrimExt(&mut f_series))?,
-"supportingImmunization" => map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_immunization))?,
-"supportingPatientInformation" => map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_patient_information))?,
-other => { if !(crate::resources::ImmunizationRecommendationRecommendationDoseNumber::de_key(&mut map, other, &mut f_dose_number)? || crate::resources::ImmunizationRecommendationRecommendationSeriesDoses::de_key(&mut map, other, &mut f_series_doses)?) { map.next_value_seed(crate::rt::Unknown(other))?; } }
+"id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+"extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+"modifierExtension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?,
+"vaccineCode" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_vaccine_code))?,
+"targetDisease" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_target_disease))?,
+"contraindicatedVaccineCode" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contraindicated_vaccine_code))?,
+"forecastStatus" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_forecast_status))?,
+"forecastReason" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_forecast_reason))?,
+"dateCriterion" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_date_criterion))?,
+"description" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?,
+"_description" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?,
+"series" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_series))?,
+"_series" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_series))?,
+"supportingImmunization" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_supporting_immunization))?,
+"supportingPatientInformation" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_supporting_patient_information))?,
+other => { if !(crate::resources::ImmunizationRecommendationRecommendationDoseNumber::de_key(&mut map, other, &mut b.f_dose_number)? || crate::resources::ImmunizationRecommendationRecommendationSeriesDoses::de_key(&mut map, other, &mut b.f_series_doses)?) { crate::rt::value(&mut map, crate::rt::Unknown(other))?; } }
 }
         }
+        crate::rt::check_required::<A::Error>(b.f_forecast_status.is_some(), "forecastStatus")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            vaccine_code: f_vaccine_code,
-            target_disease: f_target_disease,
-            contraindicated_vaccine_code: f_contraindicated_vaccine_code,
-            forecast_status: crate::rt::required::<_, A::Error>(
-                f_forecast_status,
-                "forecastStatus",
-            )?,
-            forecast_reason: f_forecast_reason,
-            date_criterion: f_date_criterion,
-            description: f_description,
-            series: f_series,
-            dose_number: f_dose_number,
-            series_doses: f_series_doses,
-            supporting_immunization: f_supporting_immunization,
-            supporting_patient_information: f_supporting_patient_information,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            vaccine_code: b.f_vaccine_code,
+            target_disease: b.f_target_disease,
+            contraindicated_vaccine_code: b.f_contraindicated_vaccine_code,
+            forecast_status: b.f_forecast_status.unwrap_or_default(),
+            forecast_reason: b.f_forecast_reason,
+            date_criterion: b.f_date_criterion,
+            description: b.f_description,
+            series: b.f_series,
+            dose_number: b.f_dose_number,
+            series_doses: b.f_series_doses,
+            supporting_immunization: b.f_supporting_immunization,
+            supporting_patient_information: b.f_supporting_patient_information,
         })
     }
 }
@@ -620,30 +627,36 @@ impl crate::rt::DeFields for ImmunizationRecommendationRecommendationDateCriteri
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_value: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -704,42 +717,54 @@ impl ImmunizationRecommendationRecommendationDoseNumber {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "doseNumberPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            "doseNumberPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationRecommendation.recommendation.doseNumber[x]",
                 },
-                name: "ImmunizationRecommendation.recommendation.doseNumber[x]",
-            })?,
-            "_doseNumberPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_doseNumberPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationRecommendation.recommendation.doseNumber[x]",
                 },
-                name: "ImmunizationRecommendation.recommendation.doseNumber[x]",
-            })?,
-            "doseNumberString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "doseNumberString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationRecommendation.recommendation.doseNumber[x]",
                 },
-                name: "ImmunizationRecommendation.recommendation.doseNumber[x]",
-            })?,
-            "_doseNumberString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_doseNumberString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationRecommendation.recommendation.doseNumber[x]",
                 },
-                name: "ImmunizationRecommendation.recommendation.doseNumber[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -795,42 +820,54 @@ impl ImmunizationRecommendationRecommendationSeriesDoses {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "seriesDosesPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            "seriesDosesPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationRecommendation.recommendation.seriesDoses[x]",
                 },
-                name: "ImmunizationRecommendation.recommendation.seriesDoses[x]",
-            })?,
-            "_seriesDosesPositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_seriesDosesPositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationRecommendation.recommendation.seriesDoses[x]",
                 },
-                name: "ImmunizationRecommendation.recommendation.seriesDoses[x]",
-            })?,
-            "seriesDosesString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "seriesDosesString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationRecommendation.recommendation.seriesDoses[x]",
                 },
-                name: "ImmunizationRecommendation.recommendation.seriesDoses[x]",
-            })?,
-            "_seriesDosesString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_seriesDosesString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImmunizationRecommendation.recommendation.seriesDoses[x]",
                 },
-                name: "ImmunizationRecommendation.recommendation.seriesDoses[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -254,131 +254,162 @@ impl crate::rt::DeFields for ImplementationGuide {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_package_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_license: Option<crate::primitives::Primitive<crate::codes::SpdxLicense>> = None;
-        let mut f_fhir_version: crate::rt::PrimVec<crate::codes::FhirVersion> =
-            crate::rt::PrimVec::default();
-        let mut f_depends_on: Vec<crate::resources::ImplementationGuideDependsOn> = Vec::new();
-        let mut f_global: Vec<crate::resources::ImplementationGuideGlobal> = Vec::new();
-        let mut f_definition: Option<crate::resources::ImplementationGuideDefinition> = None;
-        let mut f_manifest: Option<crate::resources::ImplementationGuideManifest> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_package_id: Option<crate::primitives::Primitive<String>>,
+            f_license: Option<crate::primitives::Primitive<crate::codes::SpdxLicense>>,
+            f_fhir_version: crate::rt::PrimVec<crate::codes::FhirVersion>,
+            f_depends_on: Vec<crate::resources::ImplementationGuideDependsOn>,
+            f_global: Vec<crate::resources::ImplementationGuideGlobal>,
+            f_definition: Option<crate::resources::ImplementationGuideDefinition>,
+            f_manifest: Option<crate::resources::ImplementationGuideManifest>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ImplementationGuide",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ImplementationGuide",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
-                "packageId" => map.next_value_seed(crate::rt::PrimValue(&mut f_package_id))?,
-                "_packageId" => map.next_value_seed(crate::rt::PrimExt(&mut f_package_id))?,
-                "license" => map.next_value_seed(crate::rt::PrimValue(&mut f_license))?,
-                "_license" => map.next_value_seed(crate::rt::PrimExt(&mut f_license))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
+                "packageId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_package_id))?
+                }
+                "_packageId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_package_id))?
+                }
+                "license" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_license))?,
+                "_license" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_license))?,
                 "fhirVersion" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_fhir_version))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_fhir_version))?
                 }
                 "_fhirVersion" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_fhir_version))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_fhir_version))?
                 }
-                "dependsOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_depends_on))?,
-                "global" => map.next_value_seed(crate::rt::VecSeed(&mut f_global))?,
-                "definition" => map.next_value_seed(crate::rt::Opt(&mut f_definition))?,
-                "manifest" => map.next_value_seed(crate::rt::Opt(&mut f_manifest))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "dependsOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_depends_on))?,
+                "global" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_global))?,
+                "definition" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_definition))?,
+                "manifest" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_manifest))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ImplementationGuide")?;
+        crate::rt::check_required::<A::Error>(b.f_url.is_some(), "url")?;
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_package_id.is_some(), "packageId")?;
+        let v_fhir_version = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_fhir_version),
+            "fhirVersion",
+        )?;
+        crate::rt::check_required::<A::Error>(!v_fhir_version.is_empty(), "fhirVersion")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: crate::rt::required::<_, A::Error>(f_url, "url")?,
-            version: f_version,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            title: f_title,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            copyright: f_copyright,
-            package_id: crate::rt::required::<_, A::Error>(f_package_id, "packageId")?,
-            license: f_license,
-            fhir_version: crate::rt::required_vec::<_, A::Error>(
-                crate::rt::finish_prim_vec::<_, A::Error>(f_fhir_version, "fhirVersion")?,
-                "fhirVersion",
-            )?,
-            depends_on: f_depends_on,
-            global: f_global,
-            definition: f_definition,
-            manifest: f_manifest,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url.unwrap_or_default(),
+            version: b.f_version,
+            name: b.f_name.unwrap_or_default(),
+            title: b.f_title,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            copyright: b.f_copyright,
+            package_id: b.f_package_id.unwrap_or_default(),
+            license: b.f_license,
+            fhir_version: v_fhir_version,
+            depends_on: b.f_depends_on,
+            global: b.f_global,
+            definition: b.f_definition,
+            manifest: b.f_manifest,
         })
     }
 }
@@ -534,35 +565,44 @@ impl crate::rt::DeFields for ImplementationGuideDependsOn {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_uri: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_package_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_uri: Option<crate::primitives::Primitive<String>>,
+            f_package_id: Option<crate::primitives::Primitive<String>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "uri" => map.next_value_seed(crate::rt::PrimValue(&mut f_uri))?,
-                "_uri" => map.next_value_seed(crate::rt::PrimExt(&mut f_uri))?,
-                "packageId" => map.next_value_seed(crate::rt::PrimValue(&mut f_package_id))?,
-                "_packageId" => map.next_value_seed(crate::rt::PrimExt(&mut f_package_id))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "uri" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_uri))?,
+                "_uri" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_uri))?,
+                "packageId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_package_id))?
+                }
+                "_packageId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_package_id))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_uri.is_some(), "uri")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            uri: crate::rt::required::<_, A::Error>(f_uri, "uri")?,
-            package_id: f_package_id,
-            version: f_version,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            uri: b.f_uri.unwrap_or_default(),
+            package_id: b.f_package_id,
+            version: b.f_version,
         })
     }
 }
@@ -665,31 +705,37 @@ impl crate::rt::DeFields for ImplementationGuideGlobal {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::ResourceTypeCode>> = None;
-        let mut f_profile: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::ResourceTypeCode>>,
+            f_profile: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "profile" => map.next_value_seed(crate::rt::PrimValue(&mut f_profile))?,
-                "_profile" => map.next_value_seed(crate::rt::PrimExt(&mut f_profile))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "profile" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_profile))?,
+                "_profile" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_profile))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_profile.is_some(), "profile")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            profile: crate::rt::required::<_, A::Error>(f_profile, "profile")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            profile: b.f_profile.unwrap_or_default(),
         })
     }
 }
@@ -808,42 +854,43 @@ impl crate::rt::DeFields for ImplementationGuideDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_grouping: Vec<crate::resources::ImplementationGuideDefinitionGrouping> =
-            Vec::new();
-        let mut f_resource: Vec<crate::resources::ImplementationGuideDefinitionResource> =
-            Vec::new();
-        let mut f_page: Option<crate::resources::ImplementationGuideDefinitionPage> = None;
-        let mut f_parameter: Vec<crate::resources::ImplementationGuideDefinitionParameter> =
-            Vec::new();
-        let mut f_template: Vec<crate::resources::ImplementationGuideDefinitionTemplate> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_grouping: Vec<crate::resources::ImplementationGuideDefinitionGrouping>,
+            f_resource: Vec<crate::resources::ImplementationGuideDefinitionResource>,
+            f_page: Option<crate::resources::ImplementationGuideDefinitionPage>,
+            f_parameter: Vec<crate::resources::ImplementationGuideDefinitionParameter>,
+            f_template: Vec<crate::resources::ImplementationGuideDefinitionTemplate>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "grouping" => map.next_value_seed(crate::rt::VecSeed(&mut f_grouping))?,
-                "resource" => map.next_value_seed(crate::rt::VecSeed(&mut f_resource))?,
-                "page" => map.next_value_seed(crate::rt::Opt(&mut f_page))?,
-                "parameter" => map.next_value_seed(crate::rt::VecSeed(&mut f_parameter))?,
-                "template" => map.next_value_seed(crate::rt::VecSeed(&mut f_template))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "grouping" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_grouping))?,
+                "resource" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_resource))?,
+                "page" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_page))?,
+                "parameter" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_parameter))?,
+                "template" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_template))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_resource.is_empty(), "resource")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            grouping: f_grouping,
-            resource: crate::rt::required_vec::<_, A::Error>(f_resource, "resource")?,
-            page: f_page,
-            parameter: f_parameter,
-            template: f_template,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            grouping: b.f_grouping,
+            resource: b.f_resource,
+            page: b.f_page,
+            parameter: b.f_parameter,
+            template: b.f_template,
         })
     }
 }
@@ -944,31 +991,40 @@ impl crate::rt::DeFields for ImplementationGuideDefinitionGrouping {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            description: f_description,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            description: b.f_description,
         })
     }
 }
@@ -1096,58 +1152,73 @@ impl crate::rt::DeFields for ImplementationGuideDefinitionResource {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_reference: Option<crate::datatypes::Reference> = None;
-        let mut f_fhir_version: crate::rt::PrimVec<crate::codes::FhirVersion> =
-            crate::rt::PrimVec::default();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_example: Option<crate::resources::ImplementationGuideDefinitionResourceExample> =
-            None;
-        let mut f_grouping_id: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_reference: Option<crate::datatypes::Reference>,
+            f_fhir_version: crate::rt::PrimVec<crate::codes::FhirVersion>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_example: Option<crate::resources::ImplementationGuideDefinitionResourceExample>,
+            f_grouping_id: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "reference" => map.next_value_seed(crate::rt::Opt(&mut f_reference))?,
+                "reference" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reference))?,
                 "fhirVersion" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_fhir_version))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_fhir_version))?
                 }
                 "_fhirVersion" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_fhir_version))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_fhir_version))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "groupingId" => map.next_value_seed(crate::rt::PrimValue(&mut f_grouping_id))?,
-                "_groupingId" => map.next_value_seed(crate::rt::PrimExt(&mut f_grouping_id))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "groupingId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_grouping_id))?
+                }
+                "_groupingId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_grouping_id))?
+                }
                 other => {
                     if !(crate::resources::ImplementationGuideDefinitionResourceExample::de_key(
                         &mut map,
                         other,
-                        &mut f_example,
+                        &mut b.f_example,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_reference.is_some(), "reference")?;
+        let v_fhir_version = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_fhir_version),
+            "fhirVersion",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            reference: crate::rt::required::<_, A::Error>(f_reference, "reference")?,
-            fhir_version: crate::rt::finish_prim_vec::<_, A::Error>(f_fhir_version, "fhirVersion")?,
-            name: f_name,
-            description: f_description,
-            example: f_example,
-            grouping_id: f_grouping_id,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            reference: b.f_reference.unwrap_or_default(),
+            fhir_version: v_fhir_version,
+            name: b.f_name,
+            description: b.f_description,
+            example: b.f_example,
+            grouping_id: b.f_grouping_id,
         })
     }
 }
@@ -1271,46 +1342,55 @@ impl crate::rt::DeFields for ImplementationGuideDefinitionPage {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::resources::ImplementationGuideDefinitionPageName> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_generation: Option<
-            crate::primitives::Primitive<crate::codes::GuidePageGeneration>,
-        > = None;
-        let mut f_page: Vec<crate::resources::ImplementationGuideDefinitionPage> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::resources::ImplementationGuideDefinitionPageName>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_generation: Option<crate::primitives::Primitive<crate::codes::GuidePageGeneration>>,
+            f_page: Vec<crate::resources::ImplementationGuideDefinitionPage>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "generation" => map.next_value_seed(crate::rt::PrimValue(&mut f_generation))?,
-                "_generation" => map.next_value_seed(crate::rt::PrimExt(&mut f_generation))?,
-                "page" => map.next_value_seed(crate::rt::VecSeed(&mut f_page))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "generation" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_generation))?
+                }
+                "_generation" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_generation))?
+                }
+                "page" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_page))?,
                 other => {
                     if !(crate::resources::ImplementationGuideDefinitionPageName::de_key(
                         &mut map,
                         other,
-                        &mut f_name,
+                        &mut b.f_name,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_title.is_some(), "title")?;
+        crate::rt::check_required::<A::Error>(b.f_generation.is_some(), "generation")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            title: crate::rt::required::<_, A::Error>(f_title, "title")?,
-            generation: crate::rt::required::<_, A::Error>(f_generation, "generation")?,
-            page: f_page,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            title: b.f_title.unwrap_or_default(),
+            generation: b.f_generation.unwrap_or_default(),
+            page: b.f_page,
         })
     }
 }
@@ -1414,32 +1494,37 @@ impl crate::rt::DeFields for ImplementationGuideDefinitionParameter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::primitives::Primitive<crate::codes::GuideParameterCode>> =
-            None;
-        let mut f_value: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<crate::codes::GuideParameterCode>>,
+            f_value: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -1548,35 +1633,41 @@ impl crate::rt::DeFields for ImplementationGuideDefinitionTemplate {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_source: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_scope: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+            f_source: Option<crate::primitives::Primitive<String>>,
+            f_scope: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "source" => map.next_value_seed(crate::rt::PrimValue(&mut f_source))?,
-                "_source" => map.next_value_seed(crate::rt::PrimExt(&mut f_source))?,
-                "scope" => map.next_value_seed(crate::rt::PrimValue(&mut f_scope))?,
-                "_scope" => map.next_value_seed(crate::rt::PrimExt(&mut f_scope))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "source" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_source))?,
+                "_source" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_source))?,
+                "scope" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_scope))?,
+                "_scope" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_scope))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_source.is_some(), "source")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            source: crate::rt::required::<_, A::Error>(f_source, "source")?,
-            scope: f_scope,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            source: b.f_source.unwrap_or_default(),
+            scope: b.f_scope,
         })
     }
 }
@@ -1696,41 +1787,52 @@ impl crate::rt::DeFields for ImplementationGuideManifest {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_rendering: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_resource: Vec<crate::resources::ImplementationGuideManifestResource> = Vec::new();
-        let mut f_page: Vec<crate::resources::ImplementationGuideManifestPage> = Vec::new();
-        let mut f_image: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_other: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_rendering: Option<crate::primitives::Primitive<String>>,
+            f_resource: Vec<crate::resources::ImplementationGuideManifestResource>,
+            f_page: Vec<crate::resources::ImplementationGuideManifestPage>,
+            f_image: crate::rt::PrimVec<String>,
+            f_other: crate::rt::PrimVec<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "rendering" => map.next_value_seed(crate::rt::PrimValue(&mut f_rendering))?,
-                "_rendering" => map.next_value_seed(crate::rt::PrimExt(&mut f_rendering))?,
-                "resource" => map.next_value_seed(crate::rt::VecSeed(&mut f_resource))?,
-                "page" => map.next_value_seed(crate::rt::VecSeed(&mut f_page))?,
-                "image" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_image))?,
-                "_image" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_image))?,
-                "other" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_other))?,
-                "_other" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_other))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "rendering" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_rendering))?
+                }
+                "_rendering" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_rendering))?,
+                "resource" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_resource))?,
+                "page" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_page))?,
+                "image" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_image))?,
+                "_image" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_image))?,
+                "other" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_other))?,
+                "_other" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_resource.is_empty(), "resource")?;
+        let v_image =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_image), "image")?;
+        let v_other =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_other), "other")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            rendering: f_rendering,
-            resource: crate::rt::required_vec::<_, A::Error>(f_resource, "resource")?,
-            page: f_page,
-            image: crate::rt::finish_prim_vec::<_, A::Error>(f_image, "image")?,
-            other: crate::rt::finish_prim_vec::<_, A::Error>(f_other, "other")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            rendering: b.f_rendering,
+            resource: b.f_resource,
+            page: b.f_page,
+            image: v_image,
+            other: v_other,
         })
     }
 }
@@ -1840,43 +1942,49 @@ impl crate::rt::DeFields for ImplementationGuideManifestResource {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_reference: Option<crate::datatypes::Reference> = None;
-        let mut f_example: Option<crate::resources::ImplementationGuideManifestResourceExample> =
-            None;
-        let mut f_relative_path: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_reference: Option<crate::datatypes::Reference>,
+            f_example: Option<crate::resources::ImplementationGuideManifestResourceExample>,
+            f_relative_path: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "reference" => map.next_value_seed(crate::rt::Opt(&mut f_reference))?,
+                "reference" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reference))?,
                 "relativePath" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_relative_path))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_relative_path))?
                 }
-                "_relativePath" => map.next_value_seed(crate::rt::PrimExt(&mut f_relative_path))?,
+                "_relativePath" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_relative_path))?
+                }
                 other => {
                     if !(crate::resources::ImplementationGuideManifestResourceExample::de_key(
                         &mut map,
                         other,
-                        &mut f_example,
+                        &mut b.f_example,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_reference.is_some(), "reference")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            reference: crate::rt::required::<_, A::Error>(f_reference, "reference")?,
-            example: f_example,
-            relative_path: f_relative_path,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            reference: b.f_reference.unwrap_or_default(),
+            example: b.f_example,
+            relative_path: b.f_relative_path,
         })
     }
 }
@@ -1984,35 +2092,42 @@ impl crate::rt::DeFields for ImplementationGuideManifestPage {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_anchor: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_anchor: crate::rt::PrimVec<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "anchor" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_anchor))?,
-                "_anchor" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_anchor))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "anchor" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_anchor))?,
+                "_anchor" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_anchor))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        let v_anchor =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_anchor), "anchor")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            title: f_title,
-            anchor: crate::rt::finish_prim_vec::<_, A::Error>(f_anchor, "anchor")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            title: b.f_title,
+            anchor: v_anchor,
         })
     }
 }
@@ -2074,42 +2189,54 @@ impl ImplementationGuideDefinitionResourceExample {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "exampleBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "exampleBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImplementationGuide.definition.resource.example[x]",
                 },
-                name: "ImplementationGuide.definition.resource.example[x]",
-            })?,
-            "_exampleBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_exampleBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImplementationGuide.definition.resource.example[x]",
                 },
-                name: "ImplementationGuide.definition.resource.example[x]",
-            })?,
-            "exampleCanonical" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "exampleCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImplementationGuide.definition.resource.example[x]",
                 },
-                name: "ImplementationGuide.definition.resource.example[x]",
-            })?,
-            "_exampleCanonical" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "_exampleCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImplementationGuide.definition.resource.example[x]",
                 },
-                name: "ImplementationGuide.definition.resource.example[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2163,29 +2290,38 @@ impl ImplementationGuideDefinitionPageName {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "nameUrl" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            "nameUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImplementationGuide.definition.page.name[x]",
                 },
-                name: "ImplementationGuide.definition.page.name[x]",
-            })?,
-            "_nameUrl" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "_nameUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImplementationGuide.definition.page.name[x]",
                 },
-                name: "ImplementationGuide.definition.page.name[x]",
-            })?,
-            "nameReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "ImplementationGuide.definition.page.name[x]",
-            })?,
+            )?,
+            "nameReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "ImplementationGuide.definition.page.name[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2247,42 +2383,54 @@ impl ImplementationGuideManifestResourceExample {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "exampleBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "exampleBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImplementationGuide.manifest.resource.example[x]",
                 },
-                name: "ImplementationGuide.manifest.resource.example[x]",
-            })?,
-            "_exampleBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_exampleBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImplementationGuide.manifest.resource.example[x]",
                 },
-                name: "ImplementationGuide.manifest.resource.example[x]",
-            })?,
-            "exampleCanonical" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "exampleCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImplementationGuide.manifest.resource.example[x]",
                 },
-                name: "ImplementationGuide.manifest.resource.example[x]",
-            })?,
-            "_exampleCanonical" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "_exampleCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ImplementationGuide.manifest.resource.example[x]",
                 },
-                name: "ImplementationGuide.manifest.resource.example[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -199,95 +199,109 @@ impl crate::rt::DeFields for InsurancePlan {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_alias: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_owned_by: Option<crate::datatypes::Reference> = None;
-        let mut f_administered_by: Option<crate::datatypes::Reference> = None;
-        let mut f_coverage_area: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_contact: Vec<crate::resources::InsurancePlanContact> = Vec::new();
-        let mut f_endpoint: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_network: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_coverage: Vec<crate::resources::InsurancePlanCoverage> = Vec::new();
-        let mut f_plan: Vec<crate::resources::InsurancePlanPlan> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_alias: crate::rt::PrimVec<String>,
+            f_period: Option<crate::datatypes::Period>,
+            f_owned_by: Option<crate::datatypes::Reference>,
+            f_administered_by: Option<crate::datatypes::Reference>,
+            f_coverage_area: Vec<crate::datatypes::Reference>,
+            f_contact: Vec<crate::resources::InsurancePlanContact>,
+            f_endpoint: Vec<crate::datatypes::Reference>,
+            f_network: Vec<crate::datatypes::Reference>,
+            f_coverage: Vec<crate::resources::InsurancePlanCoverage>,
+            f_plan: Vec<crate::resources::InsurancePlanPlan>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "InsurancePlan",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "InsurancePlan",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "alias" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_alias))?,
-                "_alias" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_alias))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "ownedBy" => map.next_value_seed(crate::rt::Opt(&mut f_owned_by))?,
-                "administeredBy" => map.next_value_seed(crate::rt::Opt(&mut f_administered_by))?,
-                "coverageArea" => map.next_value_seed(crate::rt::VecSeed(&mut f_coverage_area))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "endpoint" => map.next_value_seed(crate::rt::VecSeed(&mut f_endpoint))?,
-                "network" => map.next_value_seed(crate::rt::VecSeed(&mut f_network))?,
-                "coverage" => map.next_value_seed(crate::rt::VecSeed(&mut f_coverage))?,
-                "plan" => map.next_value_seed(crate::rt::VecSeed(&mut f_plan))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "alias" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_alias))?,
+                "_alias" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_alias))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "ownedBy" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_owned_by))?,
+                "administeredBy" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_administered_by))?
+                }
+                "coverageArea" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_coverage_area))?
+                }
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "endpoint" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endpoint))?,
+                "network" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_network))?,
+                "coverage" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_coverage))?,
+                "plan" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_plan))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "InsurancePlan")?;
+        let v_alias =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_alias), "alias")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: f_status,
-            r#type: f_type,
-            name: f_name,
-            alias: crate::rt::finish_prim_vec::<_, A::Error>(f_alias, "alias")?,
-            period: f_period,
-            owned_by: f_owned_by,
-            administered_by: f_administered_by,
-            coverage_area: f_coverage_area,
-            contact: f_contact,
-            endpoint: f_endpoint,
-            network: f_network,
-            coverage: f_coverage,
-            plan: f_plan,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status,
+            r#type: b.f_type,
+            name: b.f_name,
+            alias: v_alias,
+            period: b.f_period,
+            owned_by: b.f_owned_by,
+            administered_by: b.f_administered_by,
+            coverage_area: b.f_coverage_area,
+            contact: b.f_contact,
+            endpoint: b.f_endpoint,
+            network: b.f_network,
+            coverage: b.f_coverage,
+            plan: b.f_plan,
         })
     }
 }
@@ -441,35 +455,39 @@ impl crate::rt::DeFields for InsurancePlanContact {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_purpose: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_name: Option<crate::datatypes::HumanName> = None;
-        let mut f_telecom: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_address: Option<crate::datatypes::Address> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_purpose: Option<crate::datatypes::CodeableConcept>,
+            f_name: Option<crate::datatypes::HumanName>,
+            f_telecom: Vec<crate::datatypes::ContactPoint>,
+            f_address: Option<crate::datatypes::Address>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "purpose" => map.next_value_seed(crate::rt::Opt(&mut f_purpose))?,
-                "name" => map.next_value_seed(crate::rt::Opt(&mut f_name))?,
-                "telecom" => map.next_value_seed(crate::rt::VecSeed(&mut f_telecom))?,
-                "address" => map.next_value_seed(crate::rt::Opt(&mut f_address))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "purpose" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_purpose))?,
+                "name" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_name))?,
+                "telecom" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_telecom))?,
+                "address" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_address))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            purpose: f_purpose,
-            name: f_name,
-            telecom: f_telecom,
-            address: f_address,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            purpose: b.f_purpose,
+            name: b.f_name,
+            telecom: b.f_telecom,
+            address: b.f_address,
         })
     }
 }
@@ -580,32 +598,38 @@ impl crate::rt::DeFields for InsurancePlanCoverage {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_network: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_benefit: Vec<crate::resources::InsurancePlanCoverageBenefit> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_network: Vec<crate::datatypes::Reference>,
+            f_benefit: Vec<crate::resources::InsurancePlanCoverageBenefit>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "network" => map.next_value_seed(crate::rt::VecSeed(&mut f_network))?,
-                "benefit" => map.next_value_seed(crate::rt::VecSeed(&mut f_benefit))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "network" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_network))?,
+                "benefit" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_benefit))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(!b.f_benefit.is_empty(), "benefit")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            network: f_network,
-            benefit: crate::rt::required_vec::<_, A::Error>(f_benefit, "benefit")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            network: b.f_network,
+            benefit: b.f_benefit,
         })
     }
 }
@@ -711,33 +735,42 @@ impl crate::rt::DeFields for InsurancePlanCoverageBenefit {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_requirement: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_limit: Vec<crate::resources::InsurancePlanCoverageBenefitLimit> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_requirement: Option<crate::primitives::Primitive<String>>,
+            f_limit: Vec<crate::resources::InsurancePlanCoverageBenefitLimit>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "requirement" => map.next_value_seed(crate::rt::PrimValue(&mut f_requirement))?,
-                "_requirement" => map.next_value_seed(crate::rt::PrimExt(&mut f_requirement))?,
-                "limit" => map.next_value_seed(crate::rt::VecSeed(&mut f_limit))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "requirement" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_requirement))?
+                }
+                "_requirement" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_requirement))?
+                }
+                "limit" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_limit))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            requirement: f_requirement,
-            limit: f_limit,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            requirement: b.f_requirement,
+            limit: b.f_limit,
         })
     }
 }
@@ -833,29 +866,33 @@ impl crate::rt::DeFields for InsurancePlanCoverageBenefitLimit {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_value: Option<crate::datatypes::Quantity> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_value: Option<crate::datatypes::Quantity>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "value" => map.next_value_seed(crate::rt::Opt(&mut f_value))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "value" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_value))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            value: f_value,
-            code: f_code,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            value: b.f_value,
+            code: b.f_code,
         })
     }
 }
@@ -978,41 +1015,53 @@ impl crate::rt::DeFields for InsurancePlanPlan {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_coverage_area: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_network: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_general_cost: Vec<crate::resources::InsurancePlanPlanGeneralCost> = Vec::new();
-        let mut f_specific_cost: Vec<crate::resources::InsurancePlanPlanSpecificCost> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_coverage_area: Vec<crate::datatypes::Reference>,
+            f_network: Vec<crate::datatypes::Reference>,
+            f_general_cost: Vec<crate::resources::InsurancePlanPlanGeneralCost>,
+            f_specific_cost: Vec<crate::resources::InsurancePlanPlanSpecificCost>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "coverageArea" => map.next_value_seed(crate::rt::VecSeed(&mut f_coverage_area))?,
-                "network" => map.next_value_seed(crate::rt::VecSeed(&mut f_network))?,
-                "generalCost" => map.next_value_seed(crate::rt::VecSeed(&mut f_general_cost))?,
-                "specificCost" => map.next_value_seed(crate::rt::VecSeed(&mut f_specific_cost))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "coverageArea" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_coverage_area))?
+                }
+                "network" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_network))?,
+                "generalCost" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_general_cost))?
+                }
+                "specificCost" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specific_cost))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            r#type: f_type,
-            coverage_area: f_coverage_area,
-            network: f_network,
-            general_cost: f_general_cost,
-            specific_cost: f_specific_cost,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            r#type: b.f_type,
+            coverage_area: b.f_coverage_area,
+            network: b.f_network,
+            general_cost: b.f_general_cost,
+            specific_cost: b.f_specific_cost,
         })
     }
 }
@@ -1125,37 +1174,45 @@ impl crate::rt::DeFields for InsurancePlanPlanGeneralCost {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_group_size: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_cost: Option<crate::datatypes::Money> = None;
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_group_size: Option<crate::primitives::Primitive<u32>>,
+            f_cost: Option<crate::datatypes::Money>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "groupSize" => map.next_value_seed(crate::rt::PrimValue(&mut f_group_size))?,
-                "_groupSize" => map.next_value_seed(crate::rt::PrimExt(&mut f_group_size))?,
-                "cost" => map.next_value_seed(crate::rt::Opt(&mut f_cost))?,
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "groupSize" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_group_size))?
+                }
+                "_groupSize" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_group_size))?
+                }
+                "cost" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_cost))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            group_size: f_group_size,
-            cost: f_cost,
-            comment: f_comment,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            group_size: b.f_group_size,
+            cost: b.f_cost,
+            comment: b.f_comment,
         })
     }
 }
@@ -1255,29 +1312,34 @@ impl crate::rt::DeFields for InsurancePlanPlanSpecificCost {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_benefit: Vec<crate::resources::InsurancePlanPlanSpecificCostBenefit> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_benefit: Vec<crate::resources::InsurancePlanPlanSpecificCostBenefit>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "benefit" => map.next_value_seed(crate::rt::VecSeed(&mut f_benefit))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "benefit" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_benefit))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_category.is_some(), "category")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            category: crate::rt::required::<_, A::Error>(f_category, "category")?,
-            benefit: f_benefit,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            category: b.f_category.unwrap_or_default(),
+            benefit: b.f_benefit,
         })
     }
 }
@@ -1375,30 +1437,34 @@ impl crate::rt::DeFields for InsurancePlanPlanSpecificCostBenefit {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_cost: Vec<crate::resources::InsurancePlanPlanSpecificCostBenefitCost> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_cost: Vec<crate::resources::InsurancePlanPlanSpecificCostBenefitCost>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "cost" => map.next_value_seed(crate::rt::VecSeed(&mut f_cost))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "cost" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_cost))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            cost: f_cost,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            cost: b.f_cost,
         })
     }
 }
@@ -1510,35 +1576,44 @@ impl crate::rt::DeFields for InsurancePlanPlanSpecificCostBenefitCost {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_applicability: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_qualifiers: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_value: Option<crate::datatypes::Quantity> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_applicability: Option<crate::datatypes::CodeableConcept>,
+            f_qualifiers: Vec<crate::datatypes::CodeableConcept>,
+            f_value: Option<crate::datatypes::Quantity>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "applicability" => map.next_value_seed(crate::rt::Opt(&mut f_applicability))?,
-                "qualifiers" => map.next_value_seed(crate::rt::VecSeed(&mut f_qualifiers))?,
-                "value" => map.next_value_seed(crate::rt::Opt(&mut f_value))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "applicability" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_applicability))?
+                }
+                "qualifiers" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_qualifiers))?
+                }
+                "value" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_value))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            applicability: f_applicability,
-            qualifiers: f_qualifiers,
-            value: f_value,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            applicability: b.f_applicability,
+            qualifiers: b.f_qualifiers,
+            value: b.f_value,
         })
     }
 }

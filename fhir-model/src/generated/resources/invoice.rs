@@ -223,110 +223,123 @@ impl crate::rt::DeFields for Invoice {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::InvoiceStatus>> = None;
-        let mut f_cancelled_reason: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_recipient: Option<crate::datatypes::Reference> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_participant: Vec<crate::resources::InvoiceParticipant> = Vec::new();
-        let mut f_issuer: Option<crate::datatypes::Reference> = None;
-        let mut f_account: Option<crate::datatypes::Reference> = None;
-        let mut f_line_item: Vec<crate::resources::InvoiceLineItem> = Vec::new();
-        let mut f_total_price_component: Vec<crate::resources::InvoiceLineItemPriceComponent> =
-            Vec::new();
-        let mut f_total_net: Option<crate::datatypes::Money> = None;
-        let mut f_total_gross: Option<crate::datatypes::Money> = None;
-        let mut f_payment_terms: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::InvoiceStatus>>,
+            f_cancelled_reason: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_recipient: Option<crate::datatypes::Reference>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_participant: Vec<crate::resources::InvoiceParticipant>,
+            f_issuer: Option<crate::datatypes::Reference>,
+            f_account: Option<crate::datatypes::Reference>,
+            f_line_item: Vec<crate::resources::InvoiceLineItem>,
+            f_total_price_component: Vec<crate::resources::InvoiceLineItemPriceComponent>,
+            f_total_net: Option<crate::datatypes::Money>,
+            f_total_gross: Option<crate::datatypes::Money>,
+            f_payment_terms: Option<crate::primitives::Primitive<String>>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Invoice",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Invoice",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
                 "cancelledReason" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_cancelled_reason))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_cancelled_reason))?
                 }
                 "_cancelledReason" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_cancelled_reason))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_cancelled_reason))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "recipient" => map.next_value_seed(crate::rt::Opt(&mut f_recipient))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "participant" => map.next_value_seed(crate::rt::VecSeed(&mut f_participant))?,
-                "issuer" => map.next_value_seed(crate::rt::Opt(&mut f_issuer))?,
-                "account" => map.next_value_seed(crate::rt::Opt(&mut f_account))?,
-                "lineItem" => map.next_value_seed(crate::rt::VecSeed(&mut f_line_item))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "recipient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_recipient))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "participant" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_participant))?
+                }
+                "issuer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_issuer))?,
+                "account" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_account))?,
+                "lineItem" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_line_item))?,
                 "totalPriceComponent" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_total_price_component))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_total_price_component))?
                 }
-                "totalNet" => map.next_value_seed(crate::rt::Opt(&mut f_total_net))?,
-                "totalGross" => map.next_value_seed(crate::rt::Opt(&mut f_total_gross))?,
+                "totalNet" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_total_net))?,
+                "totalGross" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_total_gross))?,
                 "paymentTerms" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_payment_terms))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_payment_terms))?
                 }
-                "_paymentTerms" => map.next_value_seed(crate::rt::PrimExt(&mut f_payment_terms))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_paymentTerms" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_payment_terms))?
+                }
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Invoice")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            cancelled_reason: f_cancelled_reason,
-            r#type: f_type,
-            subject: f_subject,
-            recipient: f_recipient,
-            date: f_date,
-            participant: f_participant,
-            issuer: f_issuer,
-            account: f_account,
-            line_item: f_line_item,
-            total_price_component: f_total_price_component,
-            total_net: f_total_net,
-            total_gross: f_total_gross,
-            payment_terms: f_payment_terms,
-            note: f_note,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            cancelled_reason: b.f_cancelled_reason,
+            r#type: b.f_type,
+            subject: b.f_subject,
+            recipient: b.f_recipient,
+            date: b.f_date,
+            participant: b.f_participant,
+            issuer: b.f_issuer,
+            account: b.f_account,
+            line_item: b.f_line_item,
+            total_price_component: b.f_total_price_component,
+            total_net: b.f_total_net,
+            total_gross: b.f_total_gross,
+            payment_terms: b.f_payment_terms,
+            note: b.f_note,
         })
     }
 }
@@ -471,29 +484,34 @@ impl crate::rt::DeFields for InvoiceParticipant {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_role: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_actor: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_role: Option<crate::datatypes::CodeableConcept>,
+            f_actor: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "role" => map.next_value_seed(crate::rt::Opt(&mut f_role))?,
-                "actor" => map.next_value_seed(crate::rt::Opt(&mut f_actor))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "role" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_role))?,
+                "actor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_actor))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_actor.is_some(), "actor")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            role: f_role,
-            actor: crate::rt::required::<_, A::Error>(f_actor, "actor")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            role: b.f_role,
+            actor: b.f_actor.unwrap_or_default(),
         })
     }
 }
@@ -598,43 +616,47 @@ impl crate::rt::DeFields for InvoiceLineItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_charge_item: Option<crate::resources::InvoiceLineItemChargeItem> = None;
-        let mut f_price_component: Vec<crate::resources::InvoiceLineItemPriceComponent> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence: Option<crate::primitives::Primitive<u32>>,
+            f_charge_item: Option<crate::resources::InvoiceLineItemChargeItem>,
+            f_price_component: Vec<crate::resources::InvoiceLineItemPriceComponent>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
                 "priceComponent" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_price_component))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_price_component))?
                 }
                 other => {
                     if !(crate::resources::InvoiceLineItemChargeItem::de_key(
                         &mut map,
                         other,
-                        &mut f_charge_item,
+                        &mut b.f_charge_item,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_charge_item.is_some(), "chargeItem")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence: f_sequence,
-            charge_item: crate::rt::required::<_, A::Error>(f_charge_item, "chargeItem")?,
-            price_component: f_price_component,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence: b.f_sequence,
+            charge_item: b.f_charge_item.unwrap_or_default(),
+            price_component: b.f_price_component,
         })
     }
 }
@@ -749,39 +771,42 @@ impl crate::rt::DeFields for InvoiceLineItemPriceComponent {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<
-            crate::primitives::Primitive<crate::codes::InvoicePriceComponentType>,
-        > = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_amount: Option<crate::datatypes::Money> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::InvoicePriceComponentType>>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_amount: Option<crate::datatypes::Money>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "factor" => map.next_value_seed(crate::rt::PrimValue(&mut f_factor))?,
-                "_factor" => map.next_value_seed(crate::rt::PrimExt(&mut f_factor))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "factor" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_factor))?,
+                "_factor" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_factor))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            code: f_code,
-            factor: f_factor,
-            amount: f_amount,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            code: b.f_code,
+            factor: b.f_factor,
+            amount: b.f_amount,
         })
     }
 }
@@ -842,16 +867,22 @@ impl InvoiceLineItemChargeItem {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "chargeItemReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Invoice.lineItem.chargeItem[x]",
-            })?,
-            "chargeItemCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Invoice.lineItem.chargeItem[x]",
-            })?,
+            "chargeItemReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Invoice.lineItem.chargeItem[x]",
+                },
+            )?,
+            "chargeItemCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Invoice.lineItem.chargeItem[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

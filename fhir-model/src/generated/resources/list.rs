@@ -199,92 +199,103 @@ impl crate::rt::DeFields for List {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::ListStatus>> = None;
-        let mut f_mode: Option<crate::primitives::Primitive<crate::codes::ListMode>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_source: Option<crate::datatypes::Reference> = None;
-        let mut f_ordered_by: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_entry: Vec<crate::resources::ListEntry> = Vec::new();
-        let mut f_empty_reason: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::ListStatus>>,
+            f_mode: Option<crate::primitives::Primitive<crate::codes::ListMode>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_source: Option<crate::datatypes::Reference>,
+            f_ordered_by: Option<crate::datatypes::CodeableConcept>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_entry: Vec<crate::resources::ListEntry>,
+            f_empty_reason: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "List",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "List",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "mode" => map.next_value_seed(crate::rt::PrimValue(&mut f_mode))?,
-                "_mode" => map.next_value_seed(crate::rt::PrimExt(&mut f_mode))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "source" => map.next_value_seed(crate::rt::Opt(&mut f_source))?,
-                "orderedBy" => map.next_value_seed(crate::rt::Opt(&mut f_ordered_by))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "entry" => map.next_value_seed(crate::rt::VecSeed(&mut f_entry))?,
-                "emptyReason" => map.next_value_seed(crate::rt::Opt(&mut f_empty_reason))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "mode" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_mode))?,
+                "_mode" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_mode))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "source" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source))?,
+                "orderedBy" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_ordered_by))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "entry" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_entry))?,
+                "emptyReason" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_empty_reason))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "List")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_mode.is_some(), "mode")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            mode: crate::rt::required::<_, A::Error>(f_mode, "mode")?,
-            title: f_title,
-            code: f_code,
-            subject: f_subject,
-            encounter: f_encounter,
-            date: f_date,
-            source: f_source,
-            ordered_by: f_ordered_by,
-            note: f_note,
-            entry: f_entry,
-            empty_reason: f_empty_reason,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            mode: b.f_mode.unwrap_or_default(),
+            title: b.f_title,
+            code: b.f_code,
+            subject: b.f_subject,
+            encounter: b.f_encounter,
+            date: b.f_date,
+            source: b.f_source,
+            ordered_by: b.f_ordered_by,
+            note: b.f_note,
+            entry: b.f_entry,
+            empty_reason: b.f_empty_reason,
         })
     }
 }
@@ -440,37 +451,42 @@ impl crate::rt::DeFields for ListEntry {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_flag: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_deleted: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_item: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_flag: Option<crate::datatypes::CodeableConcept>,
+            f_deleted: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_item: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "flag" => map.next_value_seed(crate::rt::Opt(&mut f_flag))?,
-                "deleted" => map.next_value_seed(crate::rt::PrimValue(&mut f_deleted))?,
-                "_deleted" => map.next_value_seed(crate::rt::PrimExt(&mut f_deleted))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "item" => map.next_value_seed(crate::rt::Opt(&mut f_item))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "flag" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_flag))?,
+                "deleted" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_deleted))?,
+                "_deleted" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_deleted))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "item" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_item))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_item.is_some(), "item")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            flag: f_flag,
-            deleted: f_deleted,
-            date: f_date,
-            item: crate::rt::required::<_, A::Error>(f_item, "item")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            flag: b.f_flag,
+            deleted: b.f_deleted,
+            date: b.f_date,
+            item: b.f_item.unwrap_or_default(),
         })
     }
 }

@@ -225,116 +225,135 @@ impl crate::rt::DeFields for Location {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::LocationStatus>> = None;
-        let mut f_operational_status: Option<crate::datatypes::Coding> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_alias: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_mode: Option<crate::primitives::Primitive<crate::codes::LocationMode>> = None;
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_telecom: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_address: Option<crate::datatypes::Address> = None;
-        let mut f_physical_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_position: Option<crate::resources::LocationPosition> = None;
-        let mut f_managing_organization: Option<crate::datatypes::Reference> = None;
-        let mut f_part_of: Option<crate::datatypes::Reference> = None;
-        let mut f_hours_of_operation: Vec<crate::resources::LocationHoursOfOperation> = Vec::new();
-        let mut f_availability_exceptions: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_endpoint: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::LocationStatus>>,
+            f_operational_status: Option<crate::datatypes::Coding>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_alias: crate::rt::PrimVec<String>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_mode: Option<crate::primitives::Primitive<crate::codes::LocationMode>>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_telecom: Vec<crate::datatypes::ContactPoint>,
+            f_address: Option<crate::datatypes::Address>,
+            f_physical_type: Option<crate::datatypes::CodeableConcept>,
+            f_position: Option<crate::resources::LocationPosition>,
+            f_managing_organization: Option<crate::datatypes::Reference>,
+            f_part_of: Option<crate::datatypes::Reference>,
+            f_hours_of_operation: Vec<crate::resources::LocationHoursOfOperation>,
+            f_availability_exceptions: Option<crate::primitives::Primitive<String>>,
+            f_endpoint: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Location",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Location",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
                 "operationalStatus" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_operational_status))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_operational_status))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "alias" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_alias))?,
-                "_alias" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_alias))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "mode" => map.next_value_seed(crate::rt::PrimValue(&mut f_mode))?,
-                "_mode" => map.next_value_seed(crate::rt::PrimExt(&mut f_mode))?,
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "telecom" => map.next_value_seed(crate::rt::VecSeed(&mut f_telecom))?,
-                "address" => map.next_value_seed(crate::rt::Opt(&mut f_address))?,
-                "physicalType" => map.next_value_seed(crate::rt::Opt(&mut f_physical_type))?,
-                "position" => map.next_value_seed(crate::rt::Opt(&mut f_position))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "alias" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_alias))?,
+                "_alias" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_alias))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "mode" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_mode))?,
+                "_mode" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_mode))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "telecom" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_telecom))?,
+                "address" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_address))?,
+                "physicalType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_physical_type))?
+                }
+                "position" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_position))?,
                 "managingOrganization" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_managing_organization))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_managing_organization))?
                 }
-                "partOf" => map.next_value_seed(crate::rt::Opt(&mut f_part_of))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_part_of))?,
                 "hoursOfOperation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_hours_of_operation))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_hours_of_operation))?
                 }
-                "availabilityExceptions" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_availability_exceptions))?
-                }
-                "_availabilityExceptions" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_availability_exceptions))?
-                }
-                "endpoint" => map.next_value_seed(crate::rt::VecSeed(&mut f_endpoint))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "availabilityExceptions" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_availability_exceptions),
+                )?,
+                "_availabilityExceptions" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_availability_exceptions),
+                )?,
+                "endpoint" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endpoint))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Location")?;
+        let v_alias =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_alias), "alias")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: f_status,
-            operational_status: f_operational_status,
-            name: f_name,
-            alias: crate::rt::finish_prim_vec::<_, A::Error>(f_alias, "alias")?,
-            description: f_description,
-            mode: f_mode,
-            r#type: f_type,
-            telecom: f_telecom,
-            address: f_address,
-            physical_type: f_physical_type,
-            position: f_position,
-            managing_organization: f_managing_organization,
-            part_of: f_part_of,
-            hours_of_operation: f_hours_of_operation,
-            availability_exceptions: f_availability_exceptions,
-            endpoint: f_endpoint,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status,
+            operational_status: b.f_operational_status,
+            name: b.f_name,
+            alias: v_alias,
+            description: b.f_description,
+            mode: b.f_mode,
+            r#type: b.f_type,
+            telecom: b.f_telecom,
+            address: b.f_address,
+            physical_type: b.f_physical_type,
+            position: b.f_position,
+            managing_organization: b.f_managing_organization,
+            part_of: b.f_part_of,
+            hours_of_operation: b.f_hours_of_operation,
+            availability_exceptions: b.f_availability_exceptions,
+            endpoint: b.f_endpoint,
         })
     }
 }
@@ -495,36 +514,43 @@ impl crate::rt::DeFields for LocationPosition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_longitude: Option<crate::primitives::Primitive<crate::primitives::Decimal>> =
-            None;
-        let mut f_latitude: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_altitude: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_longitude: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_latitude: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_altitude: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "longitude" => map.next_value_seed(crate::rt::PrimValue(&mut f_longitude))?,
-                "_longitude" => map.next_value_seed(crate::rt::PrimExt(&mut f_longitude))?,
-                "latitude" => map.next_value_seed(crate::rt::PrimValue(&mut f_latitude))?,
-                "_latitude" => map.next_value_seed(crate::rt::PrimExt(&mut f_latitude))?,
-                "altitude" => map.next_value_seed(crate::rt::PrimValue(&mut f_altitude))?,
-                "_altitude" => map.next_value_seed(crate::rt::PrimExt(&mut f_altitude))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "longitude" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_longitude))?
+                }
+                "_longitude" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_longitude))?,
+                "latitude" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_latitude))?,
+                "_latitude" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_latitude))?,
+                "altitude" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_altitude))?,
+                "_altitude" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_altitude))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_longitude.is_some(), "longitude")?;
+        crate::rt::check_required::<A::Error>(b.f_latitude.is_some(), "latitude")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            longitude: crate::rt::required::<_, A::Error>(f_longitude, "longitude")?,
-            latitude: crate::rt::required::<_, A::Error>(f_latitude, "latitude")?,
-            altitude: f_altitude,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            longitude: b.f_longitude.unwrap_or_default(),
+            latitude: b.f_latitude.unwrap_or_default(),
+            altitude: b.f_altitude,
         })
     }
 }
@@ -634,46 +660,59 @@ impl crate::rt::DeFields for LocationHoursOfOperation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_days_of_week: crate::rt::PrimVec<crate::codes::DaysOfWeek> =
-            crate::rt::PrimVec::default();
-        let mut f_all_day: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_opening_time: Option<crate::primitives::Primitive<crate::primitives::Time>> =
-            None;
-        let mut f_closing_time: Option<crate::primitives::Primitive<crate::primitives::Time>> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_days_of_week: crate::rt::PrimVec<crate::codes::DaysOfWeek>,
+            f_all_day: Option<crate::primitives::Primitive<bool>>,
+            f_opening_time: Option<crate::primitives::Primitive<crate::primitives::Time>>,
+            f_closing_time: Option<crate::primitives::Primitive<crate::primitives::Time>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "daysOfWeek" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_days_of_week))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_days_of_week))?
                 }
                 "_daysOfWeek" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_days_of_week))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_days_of_week))?
                 }
-                "allDay" => map.next_value_seed(crate::rt::PrimValue(&mut f_all_day))?,
-                "_allDay" => map.next_value_seed(crate::rt::PrimExt(&mut f_all_day))?,
-                "openingTime" => map.next_value_seed(crate::rt::PrimValue(&mut f_opening_time))?,
-                "_openingTime" => map.next_value_seed(crate::rt::PrimExt(&mut f_opening_time))?,
-                "closingTime" => map.next_value_seed(crate::rt::PrimValue(&mut f_closing_time))?,
-                "_closingTime" => map.next_value_seed(crate::rt::PrimExt(&mut f_closing_time))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "allDay" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_all_day))?,
+                "_allDay" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_all_day))?,
+                "openingTime" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_opening_time))?
+                }
+                "_openingTime" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_opening_time))?
+                }
+                "closingTime" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_closing_time))?
+                }
+                "_closingTime" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_closing_time))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_days_of_week = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_days_of_week),
+            "daysOfWeek",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            days_of_week: crate::rt::finish_prim_vec::<_, A::Error>(f_days_of_week, "daysOfWeek")?,
-            all_day: f_all_day,
-            opening_time: f_opening_time,
-            closing_time: f_closing_time,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            days_of_week: v_days_of_week,
+            all_day: b.f_all_day,
+            opening_time: b.f_opening_time,
+            closing_time: b.f_closing_time,
         })
     }
 }

@@ -189,92 +189,103 @@ impl crate::rt::DeFields for MeasureReport {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::MeasureReportStatus>> =
-            None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::MeasureReportType>> =
-            None;
-        let mut f_measure: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_reporter: Option<crate::datatypes::Reference> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_improvement_notation: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_group: Vec<crate::resources::MeasureReportGroup> = Vec::new();
-        let mut f_evaluated_resource: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::MeasureReportStatus>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::MeasureReportType>>,
+            f_measure: Option<crate::primitives::Primitive<String>>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_reporter: Option<crate::datatypes::Reference>,
+            f_period: Option<crate::datatypes::Period>,
+            f_improvement_notation: Option<crate::datatypes::CodeableConcept>,
+            f_group: Vec<crate::resources::MeasureReportGroup>,
+            f_evaluated_resource: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MeasureReport",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MeasureReport",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "measure" => map.next_value_seed(crate::rt::PrimValue(&mut f_measure))?,
-                "_measure" => map.next_value_seed(crate::rt::PrimExt(&mut f_measure))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "reporter" => map.next_value_seed(crate::rt::Opt(&mut f_reporter))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "measure" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_measure))?,
+                "_measure" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_measure))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "reporter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reporter))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
                 "improvementNotation" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_improvement_notation))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_improvement_notation))?
                 }
-                "group" => map.next_value_seed(crate::rt::VecSeed(&mut f_group))?,
+                "group" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_group))?,
                 "evaluatedResource" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_evaluated_resource))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_evaluated_resource))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "MeasureReport")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_measure.is_some(), "measure")?;
+        crate::rt::check_required::<A::Error>(b.f_period.is_some(), "period")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            measure: crate::rt::required::<_, A::Error>(f_measure, "measure")?,
-            subject: f_subject,
-            date: f_date,
-            reporter: f_reporter,
-            period: crate::rt::required::<_, A::Error>(f_period, "period")?,
-            improvement_notation: f_improvement_notation,
-            group: f_group,
-            evaluated_resource: f_evaluated_resource,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            r#type: b.f_type.unwrap_or_default(),
+            measure: b.f_measure.unwrap_or_default(),
+            subject: b.f_subject,
+            date: b.f_date,
+            reporter: b.f_reporter,
+            period: b.f_period.unwrap_or_default(),
+            improvement_notation: b.f_improvement_notation,
+            group: b.f_group,
+            evaluated_resource: b.f_evaluated_resource,
         })
     }
 }
@@ -425,35 +436,45 @@ impl crate::rt::DeFields for MeasureReportGroup {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_population: Vec<crate::resources::MeasureReportGroupPopulation> = Vec::new();
-        let mut f_measure_score: Option<crate::datatypes::Quantity> = None;
-        let mut f_stratifier: Vec<crate::resources::MeasureReportGroupStratifier> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_population: Vec<crate::resources::MeasureReportGroupPopulation>,
+            f_measure_score: Option<crate::datatypes::Quantity>,
+            f_stratifier: Vec<crate::resources::MeasureReportGroupStratifier>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "population" => map.next_value_seed(crate::rt::VecSeed(&mut f_population))?,
-                "measureScore" => map.next_value_seed(crate::rt::Opt(&mut f_measure_score))?,
-                "stratifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_stratifier))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "population" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_population))?
+                }
+                "measureScore" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_measure_score))?
+                }
+                "stratifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_stratifier))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: f_code,
-            population: f_population,
-            measure_score: f_measure_score,
-            stratifier: f_stratifier,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code,
+            population: b.f_population,
+            measure_score: b.f_measure_score,
+            stratifier: b.f_stratifier,
         })
     }
 }
@@ -557,33 +578,39 @@ impl crate::rt::DeFields for MeasureReportGroupPopulation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_count: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_subject_results: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_count: Option<crate::primitives::Primitive<i32>>,
+            f_subject_results: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "count" => map.next_value_seed(crate::rt::PrimValue(&mut f_count))?,
-                "_count" => map.next_value_seed(crate::rt::PrimExt(&mut f_count))?,
-                "subjectResults" => map.next_value_seed(crate::rt::Opt(&mut f_subject_results))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "count" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_count))?,
+                "_count" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_count))?,
+                "subjectResults" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject_results))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: f_code,
-            count: f_count,
-            subject_results: f_subject_results,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code,
+            count: b.f_count,
+            subject_results: b.f_subject_results,
         })
     }
 }
@@ -679,29 +706,33 @@ impl crate::rt::DeFields for MeasureReportGroupStratifier {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_stratum: Vec<crate::resources::MeasureReportGroupStratifierStratum> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Vec<crate::datatypes::CodeableConcept>,
+            f_stratum: Vec<crate::resources::MeasureReportGroupStratifierStratum>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "stratum" => map.next_value_seed(crate::rt::VecSeed(&mut f_stratum))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "stratum" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_stratum))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: f_code,
-            stratum: f_stratum,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code,
+            stratum: b.f_stratum,
         })
     }
 }
@@ -810,37 +841,43 @@ impl crate::rt::DeFields for MeasureReportGroupStratifierStratum {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_value: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_component: Vec<crate::resources::MeasureReportGroupStratifierStratumComponent> =
-            Vec::new();
-        let mut f_population: Vec<crate::resources::MeasureReportGroupStratifierStratumPopulation> =
-            Vec::new();
-        let mut f_measure_score: Option<crate::datatypes::Quantity> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_value: Option<crate::datatypes::CodeableConcept>,
+            f_component: Vec<crate::resources::MeasureReportGroupStratifierStratumComponent>,
+            f_population: Vec<crate::resources::MeasureReportGroupStratifierStratumPopulation>,
+            f_measure_score: Option<crate::datatypes::Quantity>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "value" => map.next_value_seed(crate::rt::Opt(&mut f_value))?,
-                "component" => map.next_value_seed(crate::rt::VecSeed(&mut f_component))?,
-                "population" => map.next_value_seed(crate::rt::VecSeed(&mut f_population))?,
-                "measureScore" => map.next_value_seed(crate::rt::Opt(&mut f_measure_score))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "value" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_value))?,
+                "component" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_component))?,
+                "population" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_population))?
+                }
+                "measureScore" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_measure_score))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            value: f_value,
-            component: f_component,
-            population: f_population,
-            measure_score: f_measure_score,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            value: b.f_value,
+            component: b.f_component,
+            population: b.f_population,
+            measure_score: b.f_measure_score,
         })
     }
 }
@@ -944,29 +981,35 @@ impl crate::rt::DeFields for MeasureReportGroupStratifierStratumComponent {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_value: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "value" => map.next_value_seed(crate::rt::Opt(&mut f_value))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "value" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_value))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -1068,33 +1111,39 @@ impl crate::rt::DeFields for MeasureReportGroupStratifierStratumPopulation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_count: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_subject_results: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_count: Option<crate::primitives::Primitive<i32>>,
+            f_subject_results: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "count" => map.next_value_seed(crate::rt::PrimValue(&mut f_count))?,
-                "_count" => map.next_value_seed(crate::rt::PrimExt(&mut f_count))?,
-                "subjectResults" => map.next_value_seed(crate::rt::Opt(&mut f_subject_results))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "count" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_count))?,
+                "_count" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_count))?,
+                "subjectResults" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject_results))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: f_code,
-            count: f_count,
-            subject_results: f_subject_results,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code,
+            count: b.f_count,
+            subject_results: b.f_subject_results,
         })
     }
 }

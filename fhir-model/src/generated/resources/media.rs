@@ -264,125 +264,143 @@ impl crate::rt::DeFields for Media {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_part_of: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::EventStatus>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_modality: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_view: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_created: Option<crate::resources::MediaCreated> = None;
-        let mut f_issued: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_operator: Option<crate::datatypes::Reference> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_body_site: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_device_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_device: Option<crate::datatypes::Reference> = None;
-        let mut f_height: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_width: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_frames: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_duration: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_content: Option<crate::datatypes::Attachment> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_part_of: Vec<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::EventStatus>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_modality: Option<crate::datatypes::CodeableConcept>,
+            f_view: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_created: Option<crate::resources::MediaCreated>,
+            f_issued: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_operator: Option<crate::datatypes::Reference>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_body_site: Option<crate::datatypes::CodeableConcept>,
+            f_device_name: Option<crate::primitives::Primitive<String>>,
+            f_device: Option<crate::datatypes::Reference>,
+            f_height: Option<crate::primitives::Primitive<u32>>,
+            f_width: Option<crate::primitives::Primitive<u32>>,
+            f_frames: Option<crate::primitives::Primitive<u32>>,
+            f_duration: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_content: Option<crate::datatypes::Attachment>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Media",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Media",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "partOf" => map.next_value_seed(crate::rt::VecSeed(&mut f_part_of))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "modality" => map.next_value_seed(crate::rt::Opt(&mut f_modality))?,
-                "view" => map.next_value_seed(crate::rt::Opt(&mut f_view))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "issued" => map.next_value_seed(crate::rt::PrimValue(&mut f_issued))?,
-                "_issued" => map.next_value_seed(crate::rt::PrimExt(&mut f_issued))?,
-                "operator" => map.next_value_seed(crate::rt::Opt(&mut f_operator))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
-                "bodySite" => map.next_value_seed(crate::rt::Opt(&mut f_body_site))?,
-                "deviceName" => map.next_value_seed(crate::rt::PrimValue(&mut f_device_name))?,
-                "_deviceName" => map.next_value_seed(crate::rt::PrimExt(&mut f_device_name))?,
-                "device" => map.next_value_seed(crate::rt::Opt(&mut f_device))?,
-                "height" => map.next_value_seed(crate::rt::PrimValue(&mut f_height))?,
-                "_height" => map.next_value_seed(crate::rt::PrimExt(&mut f_height))?,
-                "width" => map.next_value_seed(crate::rt::PrimValue(&mut f_width))?,
-                "_width" => map.next_value_seed(crate::rt::PrimExt(&mut f_width))?,
-                "frames" => map.next_value_seed(crate::rt::PrimValue(&mut f_frames))?,
-                "_frames" => map.next_value_seed(crate::rt::PrimExt(&mut f_frames))?,
-                "duration" => map.next_value_seed(crate::rt::PrimValue(&mut f_duration))?,
-                "_duration" => map.next_value_seed(crate::rt::PrimExt(&mut f_duration))?,
-                "content" => map.next_value_seed(crate::rt::Opt(&mut f_content))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_of))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "modality" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_modality))?,
+                "view" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_view))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "issued" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_issued))?,
+                "_issued" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_issued))?,
+                "operator" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_operator))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
+                "bodySite" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_body_site))?,
+                "deviceName" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_device_name))?
+                }
+                "_deviceName" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_device_name))?
+                }
+                "device" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_device))?,
+                "height" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_height))?,
+                "_height" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_height))?,
+                "width" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_width))?,
+                "_width" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_width))?,
+                "frames" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_frames))?,
+                "_frames" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_frames))?,
+                "duration" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_duration))?,
+                "_duration" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_duration))?,
+                "content" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_content))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
                 other => {
-                    if !(crate::resources::MediaCreated::de_key(&mut map, other, &mut f_created)?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                    if !(crate::resources::MediaCreated::de_key(&mut map, other, &mut b.f_created)?)
+                    {
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Media")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_content.is_some(), "content")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            based_on: f_based_on,
-            part_of: f_part_of,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            r#type: f_type,
-            modality: f_modality,
-            view: f_view,
-            subject: f_subject,
-            encounter: f_encounter,
-            created: f_created,
-            issued: f_issued,
-            operator: f_operator,
-            reason_code: f_reason_code,
-            body_site: f_body_site,
-            device_name: f_device_name,
-            device: f_device,
-            height: f_height,
-            width: f_width,
-            frames: f_frames,
-            duration: f_duration,
-            content: crate::rt::required::<_, A::Error>(f_content, "content")?,
-            note: f_note,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            based_on: b.f_based_on,
+            part_of: b.f_part_of,
+            status: b.f_status.unwrap_or_default(),
+            r#type: b.f_type,
+            modality: b.f_modality,
+            view: b.f_view,
+            subject: b.f_subject,
+            encounter: b.f_encounter,
+            created: b.f_created,
+            issued: b.f_issued,
+            operator: b.f_operator,
+            reason_code: b.f_reason_code,
+            body_site: b.f_body_site,
+            device_name: b.f_device_name,
+            device: b.f_device,
+            height: b.f_height,
+            width: b.f_width,
+            frames: b.f_frames,
+            duration: b.f_duration,
+            content: b.f_content.unwrap_or_default(),
+            note: b.f_note,
         })
     }
 }
@@ -496,29 +514,38 @@ impl MediaCreated {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "createdDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "createdDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Media.created[x]",
                 },
-                name: "Media.created[x]",
-            })?,
-            "_createdDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_createdDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Media.created[x]",
                 },
-                name: "Media.created[x]",
-            })?,
-            "createdPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Media.created[x]",
-            })?,
+            )?,
+            "createdPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Media.created[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -157,76 +157,87 @@ impl crate::rt::DeFields for Medication {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::MedicationStatusCodes>,
-        > = None;
-        let mut f_manufacturer: Option<crate::datatypes::Reference> = None;
-        let mut f_form: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_amount: Option<crate::datatypes::Ratio> = None;
-        let mut f_ingredient: Vec<crate::resources::MedicationIngredient> = Vec::new();
-        let mut f_batch: Option<crate::resources::MedicationBatch> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::MedicationStatusCodes>>,
+            f_manufacturer: Option<crate::datatypes::Reference>,
+            f_form: Option<crate::datatypes::CodeableConcept>,
+            f_amount: Option<crate::datatypes::Ratio>,
+            f_ingredient: Vec<crate::resources::MedicationIngredient>,
+            f_batch: Option<crate::resources::MedicationBatch>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Medication",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Medication",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "manufacturer" => map.next_value_seed(crate::rt::Opt(&mut f_manufacturer))?,
-                "form" => map.next_value_seed(crate::rt::Opt(&mut f_form))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                "ingredient" => map.next_value_seed(crate::rt::VecSeed(&mut f_ingredient))?,
-                "batch" => map.next_value_seed(crate::rt::Opt(&mut f_batch))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "manufacturer" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_manufacturer))?
+                }
+                "form" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_form))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                "ingredient" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_ingredient))?
+                }
+                "batch" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_batch))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Medication")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            code: f_code,
-            status: f_status,
-            manufacturer: f_manufacturer,
-            form: f_form,
-            amount: f_amount,
-            ingredient: f_ingredient,
-            batch: f_batch,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            code: b.f_code,
+            status: b.f_status,
+            manufacturer: b.f_manufacturer,
+            form: b.f_form,
+            amount: b.f_amount,
+            ingredient: b.f_ingredient,
+            batch: b.f_batch,
         })
     }
 }
@@ -370,40 +381,45 @@ impl crate::rt::DeFields for MedicationIngredient {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_item: Option<crate::resources::MedicationIngredientItem> = None;
-        let mut f_is_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_strength: Option<crate::datatypes::Ratio> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_item: Option<crate::resources::MedicationIngredientItem>,
+            f_is_active: Option<crate::primitives::Primitive<bool>>,
+            f_strength: Option<crate::datatypes::Ratio>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "isActive" => map.next_value_seed(crate::rt::PrimValue(&mut f_is_active))?,
-                "_isActive" => map.next_value_seed(crate::rt::PrimExt(&mut f_is_active))?,
-                "strength" => map.next_value_seed(crate::rt::Opt(&mut f_strength))?,
+                "isActive" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_is_active))?,
+                "_isActive" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_is_active))?,
+                "strength" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_strength))?,
                 other => {
                     if !(crate::resources::MedicationIngredientItem::de_key(
                         &mut map,
                         other,
-                        &mut f_item,
+                        &mut b.f_item,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_item.is_some(), "item")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            item: crate::rt::required::<_, A::Error>(f_item, "item")?,
-            is_active: f_is_active,
-            strength: f_strength,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            item: b.f_item.unwrap_or_default(),
+            is_active: b.f_is_active,
+            strength: b.f_strength,
         })
     }
 }
@@ -504,37 +520,43 @@ impl crate::rt::DeFields for MedicationBatch {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_lot_number: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_expiration_date: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_lot_number: Option<crate::primitives::Primitive<String>>,
+            f_expiration_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "lotNumber" => map.next_value_seed(crate::rt::PrimValue(&mut f_lot_number))?,
-                "_lotNumber" => map.next_value_seed(crate::rt::PrimExt(&mut f_lot_number))?,
+                "lotNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_lot_number))?
+                }
+                "_lotNumber" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_lot_number))?
+                }
                 "expirationDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_expiration_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_expiration_date))?
                 }
                 "_expirationDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_expiration_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_expiration_date))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            lot_number: f_lot_number,
-            expiration_date: f_expiration_date,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            lot_number: b.f_lot_number,
+            expiration_date: b.f_expiration_date,
         })
     }
 }
@@ -593,16 +615,22 @@ impl MedicationIngredientItem {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "itemCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Medication.ingredient.item[x]",
-            })?,
-            "itemReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Medication.ingredient.item[x]",
-            })?,
+            "itemCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Medication.ingredient.item[x]",
+                },
+            )?,
+            "itemReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Medication.ingredient.item[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

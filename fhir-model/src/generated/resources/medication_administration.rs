@@ -251,131 +251,152 @@ impl crate::rt::DeFields for MedicationAdministration {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_instantiates: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_part_of: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::MedicationAdministrationStatusCodes>,
-        > = None;
-        let mut f_status_reason: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_medication: Option<crate::resources::MedicationAdministrationMedication> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_context: Option<crate::datatypes::Reference> = None;
-        let mut f_supporting_information: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_effective: Option<crate::resources::MedicationAdministrationEffective> = None;
-        let mut f_performer: Vec<crate::resources::MedicationAdministrationPerformer> = Vec::new();
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_request: Option<crate::datatypes::Reference> = None;
-        let mut f_device: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_dosage: Option<crate::resources::MedicationAdministrationDosage> = None;
-        let mut f_event_history: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_instantiates: crate::rt::PrimVec<String>,
+            f_part_of: Vec<crate::datatypes::Reference>,
+            f_status: Option<
+                crate::primitives::Primitive<crate::codes::MedicationAdministrationStatusCodes>,
+            >,
+            f_status_reason: Vec<crate::datatypes::CodeableConcept>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_medication: Option<crate::resources::MedicationAdministrationMedication>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_context: Option<crate::datatypes::Reference>,
+            f_supporting_information: Vec<crate::datatypes::Reference>,
+            f_effective: Option<crate::resources::MedicationAdministrationEffective>,
+            f_performer: Vec<crate::resources::MedicationAdministrationPerformer>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_request: Option<crate::datatypes::Reference>,
+            f_device: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_dosage: Option<crate::resources::MedicationAdministrationDosage>,
+            f_event_history: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicationAdministration",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicationAdministration",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
                 "instantiates" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_instantiates))?
                 }
                 "_instantiates" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_instantiates))?
                 }
-                "partOf" => map.next_value_seed(crate::rt::VecSeed(&mut f_part_of))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "statusReason" => map.next_value_seed(crate::rt::VecSeed(&mut f_status_reason))?,
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "context" => map.next_value_seed(crate::rt::Opt(&mut f_context))?,
-                "supportingInformation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_information))?
+                "partOf" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_of))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "statusReason" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_status_reason))?
                 }
-                "performer" => map.next_value_seed(crate::rt::VecSeed(&mut f_performer))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "context" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_context))?,
+                "supportingInformation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_supporting_information),
+                )?,
+                "performer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_performer))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "request" => map.next_value_seed(crate::rt::Opt(&mut f_request))?,
-                "device" => map.next_value_seed(crate::rt::VecSeed(&mut f_device))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "dosage" => map.next_value_seed(crate::rt::Opt(&mut f_dosage))?,
-                "eventHistory" => map.next_value_seed(crate::rt::VecSeed(&mut f_event_history))?,
+                "request" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_request))?,
+                "device" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_device))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "dosage" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_dosage))?,
+                "eventHistory" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_event_history))?
+                }
                 other => {
                     if !(crate::resources::MedicationAdministrationMedication::de_key(
                         &mut map,
                         other,
-                        &mut f_medication,
+                        &mut b.f_medication,
                     )? || crate::resources::MedicationAdministrationEffective::de_key(
                         &mut map,
                         other,
-                        &mut f_effective,
+                        &mut b.f_effective,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "MedicationAdministration")?;
+        let v_instantiates = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates),
+            "instantiates",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_medication.is_some(), "medication")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
+        crate::rt::check_required::<A::Error>(b.f_effective.is_some(), "effective")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            instantiates: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates,
-                "instantiates",
-            )?,
-            part_of: f_part_of,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_reason: f_status_reason,
-            category: f_category,
-            medication: crate::rt::required::<_, A::Error>(f_medication, "medication")?,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            context: f_context,
-            supporting_information: f_supporting_information,
-            effective: crate::rt::required::<_, A::Error>(f_effective, "effective")?,
-            performer: f_performer,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            request: f_request,
-            device: f_device,
-            note: f_note,
-            dosage: f_dosage,
-            event_history: f_event_history,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            instantiates: v_instantiates,
+            part_of: b.f_part_of,
+            status: b.f_status.unwrap_or_default(),
+            status_reason: b.f_status_reason,
+            category: b.f_category,
+            medication: b.f_medication.unwrap_or_default(),
+            subject: b.f_subject.unwrap_or_default(),
+            context: b.f_context,
+            supporting_information: b.f_supporting_information,
+            effective: b.f_effective.unwrap_or_default(),
+            performer: b.f_performer,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            request: b.f_request,
+            device: b.f_device,
+            note: b.f_note,
+            dosage: b.f_dosage,
+            event_history: b.f_event_history,
         })
     }
 }
@@ -523,29 +544,34 @@ impl crate::rt::DeFields for MedicationAdministrationPerformer {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_function: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_actor: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_function: Option<crate::datatypes::CodeableConcept>,
+            f_actor: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "function" => map.next_value_seed(crate::rt::Opt(&mut f_function))?,
-                "actor" => map.next_value_seed(crate::rt::Opt(&mut f_actor))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "function" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_function))?,
+                "actor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_actor))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_actor.is_some(), "actor")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            function: f_function,
-            actor: crate::rt::required::<_, A::Error>(f_actor, "actor")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            function: b.f_function,
+            actor: b.f_actor.unwrap_or_default(),
         })
     }
 }
@@ -670,49 +696,53 @@ impl crate::rt::DeFields for MedicationAdministrationDosage {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_site: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_route: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_method: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_dose: Option<crate::datatypes::Quantity> = None;
-        let mut f_rate: Option<crate::resources::MedicationAdministrationDosageRate> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+            f_site: Option<crate::datatypes::CodeableConcept>,
+            f_route: Option<crate::datatypes::CodeableConcept>,
+            f_method: Option<crate::datatypes::CodeableConcept>,
+            f_dose: Option<crate::datatypes::Quantity>,
+            f_rate: Option<crate::resources::MedicationAdministrationDosageRate>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
-                "site" => map.next_value_seed(crate::rt::Opt(&mut f_site))?,
-                "route" => map.next_value_seed(crate::rt::Opt(&mut f_route))?,
-                "method" => map.next_value_seed(crate::rt::Opt(&mut f_method))?,
-                "dose" => map.next_value_seed(crate::rt::Opt(&mut f_dose))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
+                "site" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_site))?,
+                "route" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_route))?,
+                "method" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_method))?,
+                "dose" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_dose))?,
                 other => {
                     if !(crate::resources::MedicationAdministrationDosageRate::de_key(
                         &mut map,
                         other,
-                        &mut f_rate,
+                        &mut b.f_rate,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            text: f_text,
-            site: f_site,
-            route: f_route,
-            method: f_method,
-            dose: f_dose,
-            rate: f_rate,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            text: b.f_text,
+            site: b.f_site,
+            route: b.f_route,
+            method: b.f_method,
+            dose: b.f_dose,
+            rate: b.f_rate,
         })
     }
 }
@@ -777,16 +807,22 @@ impl MedicationAdministrationMedication {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "medicationCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "MedicationAdministration.medication[x]",
-            })?,
-            "medicationReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "MedicationAdministration.medication[x]",
-            })?,
+            "medicationCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "MedicationAdministration.medication[x]",
+                },
+            )?,
+            "medicationReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "MedicationAdministration.medication[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -854,29 +890,38 @@ impl MedicationAdministrationEffective {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "effectiveDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "effectiveDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicationAdministration.effective[x]",
                 },
-                name: "MedicationAdministration.effective[x]",
-            })?,
-            "_effectiveDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_effectiveDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicationAdministration.effective[x]",
                 },
-                name: "MedicationAdministration.effective[x]",
-            })?,
-            "effectivePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "MedicationAdministration.effective[x]",
-            })?,
+            )?,
+            "effectivePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "MedicationAdministration.effective[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -936,16 +981,22 @@ impl MedicationAdministrationDosageRate {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "rateRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Ratio,
-                name: "MedicationAdministration.dosage.rate[x]",
-            })?,
-            "rateQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "MedicationAdministration.dosage.rate[x]",
-            })?,
+            "rateRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Ratio,
+                    name: "MedicationAdministration.dosage.rate[x]",
+                },
+            )?,
+            "rateQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "MedicationAdministration.dosage.rate[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -291,153 +291,168 @@ impl crate::rt::DeFields for MedicationDispense {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_part_of: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::MedicationDispenseStatusCodes>,
-        > = None;
-        let mut f_status_reason: Option<crate::resources::MedicationDispenseStatusReason> = None;
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_medication: Option<crate::resources::MedicationDispenseMedication> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_context: Option<crate::datatypes::Reference> = None;
-        let mut f_supporting_information: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_performer: Vec<crate::resources::MedicationDispensePerformer> = Vec::new();
-        let mut f_location: Option<crate::datatypes::Reference> = None;
-        let mut f_authorizing_prescription: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_days_supply: Option<crate::datatypes::Quantity> = None;
-        let mut f_when_prepared: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_when_handed_over: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        let mut f_destination: Option<crate::datatypes::Reference> = None;
-        let mut f_receiver: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_dosage_instruction: Vec<crate::datatypes::Dosage> = Vec::new();
-        let mut f_substitution: Option<crate::resources::MedicationDispenseSubstitution> = None;
-        let mut f_detected_issue: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_event_history: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_part_of: Vec<crate::datatypes::Reference>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::MedicationDispenseStatusCodes>>,
+            f_status_reason: Option<crate::resources::MedicationDispenseStatusReason>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_medication: Option<crate::resources::MedicationDispenseMedication>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_context: Option<crate::datatypes::Reference>,
+            f_supporting_information: Vec<crate::datatypes::Reference>,
+            f_performer: Vec<crate::resources::MedicationDispensePerformer>,
+            f_location: Option<crate::datatypes::Reference>,
+            f_authorizing_prescription: Vec<crate::datatypes::Reference>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_days_supply: Option<crate::datatypes::Quantity>,
+            f_when_prepared: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_when_handed_over: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_destination: Option<crate::datatypes::Reference>,
+            f_receiver: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_dosage_instruction: Vec<crate::datatypes::Dosage>,
+            f_substitution: Option<crate::resources::MedicationDispenseSubstitution>,
+            f_detected_issue: Vec<crate::datatypes::Reference>,
+            f_event_history: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicationDispense",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicationDispense",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "partOf" => map.next_value_seed(crate::rt::VecSeed(&mut f_part_of))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "context" => map.next_value_seed(crate::rt::Opt(&mut f_context))?,
-                "supportingInformation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_information))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
-                "performer" => map.next_value_seed(crate::rt::VecSeed(&mut f_performer))?,
-                "location" => map.next_value_seed(crate::rt::Opt(&mut f_location))?,
-                "authorizingPrescription" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_authorizing_prescription))?
-                }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "daysSupply" => map.next_value_seed(crate::rt::Opt(&mut f_days_supply))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_of))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "context" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_context))?,
+                "supportingInformation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_supporting_information),
+                )?,
+                "performer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_performer))?,
+                "location" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_location))?,
+                "authorizingPrescription" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_authorizing_prescription),
+                )?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "daysSupply" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_days_supply))?,
                 "whenPrepared" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_when_prepared))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_when_prepared))?
                 }
-                "_whenPrepared" => map.next_value_seed(crate::rt::PrimExt(&mut f_when_prepared))?,
+                "_whenPrepared" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_when_prepared))?
+                }
                 "whenHandedOver" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_when_handed_over))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_when_handed_over))?
                 }
                 "_whenHandedOver" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_when_handed_over))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_when_handed_over))?
                 }
-                "destination" => map.next_value_seed(crate::rt::Opt(&mut f_destination))?,
-                "receiver" => map.next_value_seed(crate::rt::VecSeed(&mut f_receiver))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
+                "destination" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_destination))?,
+                "receiver" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_receiver))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
                 "dosageInstruction" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_dosage_instruction))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_dosage_instruction))?
                 }
-                "substitution" => map.next_value_seed(crate::rt::Opt(&mut f_substitution))?,
+                "substitution" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_substitution))?
+                }
                 "detectedIssue" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_detected_issue))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_detected_issue))?
                 }
-                "eventHistory" => map.next_value_seed(crate::rt::VecSeed(&mut f_event_history))?,
+                "eventHistory" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_event_history))?
+                }
                 other => {
                     if !(crate::resources::MedicationDispenseStatusReason::de_key(
                         &mut map,
                         other,
-                        &mut f_status_reason,
+                        &mut b.f_status_reason,
                     )? || crate::resources::MedicationDispenseMedication::de_key(
                         &mut map,
                         other,
-                        &mut f_medication,
+                        &mut b.f_medication,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "MedicationDispense")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_medication.is_some(), "medication")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            part_of: f_part_of,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_reason: f_status_reason,
-            category: f_category,
-            medication: crate::rt::required::<_, A::Error>(f_medication, "medication")?,
-            subject: f_subject,
-            context: f_context,
-            supporting_information: f_supporting_information,
-            performer: f_performer,
-            location: f_location,
-            authorizing_prescription: f_authorizing_prescription,
-            r#type: f_type,
-            quantity: f_quantity,
-            days_supply: f_days_supply,
-            when_prepared: f_when_prepared,
-            when_handed_over: f_when_handed_over,
-            destination: f_destination,
-            receiver: f_receiver,
-            note: f_note,
-            dosage_instruction: f_dosage_instruction,
-            substitution: f_substitution,
-            detected_issue: f_detected_issue,
-            event_history: f_event_history,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            part_of: b.f_part_of,
+            status: b.f_status.unwrap_or_default(),
+            status_reason: b.f_status_reason,
+            category: b.f_category,
+            medication: b.f_medication.unwrap_or_default(),
+            subject: b.f_subject,
+            context: b.f_context,
+            supporting_information: b.f_supporting_information,
+            performer: b.f_performer,
+            location: b.f_location,
+            authorizing_prescription: b.f_authorizing_prescription,
+            r#type: b.f_type,
+            quantity: b.f_quantity,
+            days_supply: b.f_days_supply,
+            when_prepared: b.f_when_prepared,
+            when_handed_over: b.f_when_handed_over,
+            destination: b.f_destination,
+            receiver: b.f_receiver,
+            note: b.f_note,
+            dosage_instruction: b.f_dosage_instruction,
+            substitution: b.f_substitution,
+            detected_issue: b.f_detected_issue,
+            event_history: b.f_event_history,
         })
     }
 }
@@ -596,29 +611,34 @@ impl crate::rt::DeFields for MedicationDispensePerformer {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_function: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_actor: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_function: Option<crate::datatypes::CodeableConcept>,
+            f_actor: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "function" => map.next_value_seed(crate::rt::Opt(&mut f_function))?,
-                "actor" => map.next_value_seed(crate::rt::Opt(&mut f_actor))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "function" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_function))?,
+                "actor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_actor))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_actor.is_some(), "actor")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            function: f_function,
-            actor: crate::rt::required::<_, A::Error>(f_actor, "actor")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            function: b.f_function,
+            actor: b.f_actor.unwrap_or_default(),
         })
     }
 }
@@ -735,45 +755,47 @@ impl crate::rt::DeFields for MedicationDispenseSubstitution {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_was_substituted: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_reason: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_responsible_party: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_was_substituted: Option<crate::primitives::Primitive<bool>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_reason: Vec<crate::datatypes::CodeableConcept>,
+            f_responsible_party: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "wasSubstituted" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_was_substituted))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_was_substituted))?
                 }
                 "_wasSubstituted" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_was_substituted))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_was_substituted))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "reason" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "reason" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason))?,
                 "responsibleParty" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_responsible_party))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_responsible_party))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_was_substituted.is_some(), "wasSubstituted")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            was_substituted: crate::rt::required::<_, A::Error>(
-                f_was_substituted,
-                "wasSubstituted",
-            )?,
-            r#type: f_type,
-            reason: f_reason,
-            responsible_party: f_responsible_party,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            was_substituted: b.f_was_substituted.unwrap_or_default(),
+            r#type: b.f_type,
+            reason: b.f_reason,
+            responsible_party: b.f_responsible_party,
         })
     }
 }
@@ -834,16 +856,22 @@ impl MedicationDispenseStatusReason {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "statusReasonCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "MedicationDispense.statusReason[x]",
-            })?,
-            "statusReasonReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "MedicationDispense.statusReason[x]",
-            })?,
+            "statusReasonCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "MedicationDispense.statusReason[x]",
+                },
+            )?,
+            "statusReasonReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "MedicationDispense.statusReason[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -909,16 +937,22 @@ impl MedicationDispenseMedication {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "medicationCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "MedicationDispense.medication[x]",
-            })?,
-            "medicationReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "MedicationDispense.medication[x]",
-            })?,
+            "medicationCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "MedicationDispense.medication[x]",
+                },
+            )?,
+            "medicationReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "MedicationDispense.medication[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

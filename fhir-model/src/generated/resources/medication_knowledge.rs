@@ -274,149 +274,166 @@ impl crate::rt::DeFields for MedicationKnowledge {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::MedicationKnowledgeStatusCodes>,
-        > = None;
-        let mut f_manufacturer: Option<crate::datatypes::Reference> = None;
-        let mut f_dose_form: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_amount: Option<crate::datatypes::Quantity> = None;
-        let mut f_synonym: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_related_medication_knowledge: Vec<
-            crate::resources::MedicationKnowledgeRelatedMedicationKnowledge,
-        > = Vec::new();
-        let mut f_associated_medication: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_product_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_monograph: Vec<crate::resources::MedicationKnowledgeMonograph> = Vec::new();
-        let mut f_ingredient: Vec<crate::resources::MedicationKnowledgeIngredient> = Vec::new();
-        let mut f_preparation_instruction: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_intended_route: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_cost: Vec<crate::resources::MedicationKnowledgeCost> = Vec::new();
-        let mut f_monitoring_program: Vec<crate::resources::MedicationKnowledgeMonitoringProgram> =
-            Vec::new();
-        let mut f_administration_guidelines: Vec<
-            crate::resources::MedicationKnowledgeAdministrationGuidelines,
-        > = Vec::new();
-        let mut f_medicine_classification: Vec<
-            crate::resources::MedicationKnowledgeMedicineClassification,
-        > = Vec::new();
-        let mut f_packaging: Option<crate::resources::MedicationKnowledgePackaging> = None;
-        let mut f_drug_characteristic: Vec<
-            crate::resources::MedicationKnowledgeDrugCharacteristic,
-        > = Vec::new();
-        let mut f_contraindication: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_regulatory: Vec<crate::resources::MedicationKnowledgeRegulatory> = Vec::new();
-        let mut f_kinetics: Vec<crate::resources::MedicationKnowledgeKinetics> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::MedicationKnowledgeStatusCodes>>,
+            f_manufacturer: Option<crate::datatypes::Reference>,
+            f_dose_form: Option<crate::datatypes::CodeableConcept>,
+            f_amount: Option<crate::datatypes::Quantity>,
+            f_synonym: crate::rt::PrimVec<String>,
+            f_related_medication_knowledge:
+                Vec<crate::resources::MedicationKnowledgeRelatedMedicationKnowledge>,
+            f_associated_medication: Vec<crate::datatypes::Reference>,
+            f_product_type: Vec<crate::datatypes::CodeableConcept>,
+            f_monograph: Vec<crate::resources::MedicationKnowledgeMonograph>,
+            f_ingredient: Vec<crate::resources::MedicationKnowledgeIngredient>,
+            f_preparation_instruction: Option<crate::primitives::Primitive<String>>,
+            f_intended_route: Vec<crate::datatypes::CodeableConcept>,
+            f_cost: Vec<crate::resources::MedicationKnowledgeCost>,
+            f_monitoring_program: Vec<crate::resources::MedicationKnowledgeMonitoringProgram>,
+            f_administration_guidelines:
+                Vec<crate::resources::MedicationKnowledgeAdministrationGuidelines>,
+            f_medicine_classification:
+                Vec<crate::resources::MedicationKnowledgeMedicineClassification>,
+            f_packaging: Option<crate::resources::MedicationKnowledgePackaging>,
+            f_drug_characteristic: Vec<crate::resources::MedicationKnowledgeDrugCharacteristic>,
+            f_contraindication: Vec<crate::datatypes::Reference>,
+            f_regulatory: Vec<crate::resources::MedicationKnowledgeRegulatory>,
+            f_kinetics: Vec<crate::resources::MedicationKnowledgeKinetics>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicationKnowledge",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicationKnowledge",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "manufacturer" => map.next_value_seed(crate::rt::Opt(&mut f_manufacturer))?,
-                "doseForm" => map.next_value_seed(crate::rt::Opt(&mut f_dose_form))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                "synonym" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_synonym))?,
-                "_synonym" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_synonym))?,
-                "relatedMedicationKnowledge" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_related_medication_knowledge))?
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "manufacturer" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_manufacturer))?
                 }
+                "doseForm" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_dose_form))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                "synonym" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_synonym))?
+                }
+                "_synonym" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_synonym))?,
+                "relatedMedicationKnowledge" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_related_medication_knowledge),
+                )?,
                 "associatedMedication" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_associated_medication))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_associated_medication))?
                 }
-                "productType" => map.next_value_seed(crate::rt::VecSeed(&mut f_product_type))?,
-                "monograph" => map.next_value_seed(crate::rt::VecSeed(&mut f_monograph))?,
-                "ingredient" => map.next_value_seed(crate::rt::VecSeed(&mut f_ingredient))?,
-                "preparationInstruction" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_preparation_instruction))?
+                "productType" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_product_type))?
                 }
-                "_preparationInstruction" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_preparation_instruction))?
+                "monograph" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_monograph))?,
+                "ingredient" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_ingredient))?
                 }
+                "preparationInstruction" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_preparation_instruction),
+                )?,
+                "_preparationInstruction" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_preparation_instruction),
+                )?,
                 "intendedRoute" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_intended_route))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_intended_route))?
                 }
-                "cost" => map.next_value_seed(crate::rt::VecSeed(&mut f_cost))?,
+                "cost" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_cost))?,
                 "monitoringProgram" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_monitoring_program))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_monitoring_program))?
                 }
-                "administrationGuidelines" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_administration_guidelines))?
-                }
-                "medicineClassification" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_medicine_classification))?
-                }
-                "packaging" => map.next_value_seed(crate::rt::Opt(&mut f_packaging))?,
+                "administrationGuidelines" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_administration_guidelines),
+                )?,
+                "medicineClassification" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_medicine_classification),
+                )?,
+                "packaging" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_packaging))?,
                 "drugCharacteristic" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_drug_characteristic))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_drug_characteristic))?
                 }
                 "contraindication" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_contraindication))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contraindication))?
                 }
-                "regulatory" => map.next_value_seed(crate::rt::VecSeed(&mut f_regulatory))?,
-                "kinetics" => map.next_value_seed(crate::rt::VecSeed(&mut f_kinetics))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "regulatory" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_regulatory))?
+                }
+                "kinetics" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_kinetics))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "MedicationKnowledge")?;
+        let v_synonym =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_synonym), "synonym")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: f_code,
-            status: f_status,
-            manufacturer: f_manufacturer,
-            dose_form: f_dose_form,
-            amount: f_amount,
-            synonym: crate::rt::finish_prim_vec::<_, A::Error>(f_synonym, "synonym")?,
-            related_medication_knowledge: f_related_medication_knowledge,
-            associated_medication: f_associated_medication,
-            product_type: f_product_type,
-            monograph: f_monograph,
-            ingredient: f_ingredient,
-            preparation_instruction: f_preparation_instruction,
-            intended_route: f_intended_route,
-            cost: f_cost,
-            monitoring_program: f_monitoring_program,
-            administration_guidelines: f_administration_guidelines,
-            medicine_classification: f_medicine_classification,
-            packaging: f_packaging,
-            drug_characteristic: f_drug_characteristic,
-            contraindication: f_contraindication,
-            regulatory: f_regulatory,
-            kinetics: f_kinetics,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code,
+            status: b.f_status,
+            manufacturer: b.f_manufacturer,
+            dose_form: b.f_dose_form,
+            amount: b.f_amount,
+            synonym: v_synonym,
+            related_medication_knowledge: b.f_related_medication_knowledge,
+            associated_medication: b.f_associated_medication,
+            product_type: b.f_product_type,
+            monograph: b.f_monograph,
+            ingredient: b.f_ingredient,
+            preparation_instruction: b.f_preparation_instruction,
+            intended_route: b.f_intended_route,
+            cost: b.f_cost,
+            monitoring_program: b.f_monitoring_program,
+            administration_guidelines: b.f_administration_guidelines,
+            medicine_classification: b.f_medicine_classification,
+            packaging: b.f_packaging,
+            drug_characteristic: b.f_drug_characteristic,
+            contraindication: b.f_contraindication,
+            regulatory: b.f_regulatory,
+            kinetics: b.f_kinetics,
         })
     }
 }
@@ -587,29 +604,35 @@ impl crate::rt::DeFields for MedicationKnowledgeRelatedMedicationKnowledge {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_reference: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "reference" => map.next_value_seed(crate::rt::VecSeed(&mut f_reference))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "reference" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reference))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(!b.f_reference.is_empty(), "reference")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            reference: crate::rt::required_vec::<_, A::Error>(f_reference, "reference")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            reference: b.f_reference,
         })
     }
 }
@@ -704,29 +727,33 @@ impl crate::rt::DeFields for MedicationKnowledgeMonograph {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_source: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_source: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "source" => map.next_value_seed(crate::rt::Opt(&mut f_source))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "source" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            source: f_source,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            source: b.f_source,
         })
     }
 }
@@ -831,40 +858,45 @@ impl crate::rt::DeFields for MedicationKnowledgeIngredient {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_item: Option<crate::resources::MedicationKnowledgeIngredientItem> = None;
-        let mut f_is_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_strength: Option<crate::datatypes::Ratio> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_item: Option<crate::resources::MedicationKnowledgeIngredientItem>,
+            f_is_active: Option<crate::primitives::Primitive<bool>>,
+            f_strength: Option<crate::datatypes::Ratio>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "isActive" => map.next_value_seed(crate::rt::PrimValue(&mut f_is_active))?,
-                "_isActive" => map.next_value_seed(crate::rt::PrimExt(&mut f_is_active))?,
-                "strength" => map.next_value_seed(crate::rt::Opt(&mut f_strength))?,
+                "isActive" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_is_active))?,
+                "_isActive" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_is_active))?,
+                "strength" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_strength))?,
                 other => {
                     if !(crate::resources::MedicationKnowledgeIngredientItem::de_key(
                         &mut map,
                         other,
-                        &mut f_item,
+                        &mut b.f_item,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_item.is_some(), "item")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            item: crate::rt::required::<_, A::Error>(f_item, "item")?,
-            is_active: f_is_active,
-            strength: f_strength,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            item: b.f_item.unwrap_or_default(),
+            is_active: b.f_is_active,
+            strength: b.f_strength,
         })
     }
 }
@@ -971,33 +1003,39 @@ impl crate::rt::DeFields for MedicationKnowledgeCost {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_source: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_cost: Option<crate::datatypes::Money> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_source: Option<crate::primitives::Primitive<String>>,
+            f_cost: Option<crate::datatypes::Money>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "source" => map.next_value_seed(crate::rt::PrimValue(&mut f_source))?,
-                "_source" => map.next_value_seed(crate::rt::PrimExt(&mut f_source))?,
-                "cost" => map.next_value_seed(crate::rt::Opt(&mut f_cost))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "source" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_source))?,
+                "_source" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_source))?,
+                "cost" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_cost))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_cost.is_some(), "cost")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            source: f_source,
-            cost: crate::rt::required::<_, A::Error>(f_cost, "cost")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            source: b.f_source,
+            cost: b.f_cost.unwrap_or_default(),
         })
     }
 }
@@ -1093,30 +1131,34 @@ impl crate::rt::DeFields for MedicationKnowledgeMonitoringProgram {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            name: f_name,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            name: b.f_name,
         })
     }
 }
@@ -1225,34 +1267,36 @@ impl crate::rt::DeFields for MedicationKnowledgeAdministrationGuidelines {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_dosage: Vec<crate::resources::MedicationKnowledgeAdministrationGuidelinesDosage> =
-            Vec::new();
-        let mut f_indication: Option<
-            crate::resources::MedicationKnowledgeAdministrationGuidelinesIndication,
-        > = None;
-        let mut f_patient_characteristics: Vec<
-            crate::resources::MedicationKnowledgeAdministrationGuidelinesPatientCharacteristics,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_dosage: Vec<crate::resources::MedicationKnowledgeAdministrationGuidelinesDosage>,
+            f_indication:
+                Option<crate::resources::MedicationKnowledgeAdministrationGuidelinesIndication>,
+            f_patient_characteristics: Vec<
+                crate::resources::MedicationKnowledgeAdministrationGuidelinesPatientCharacteristics,
+            >,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-"id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-"extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-"modifierExtension" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?,
-"dosage" => map.next_value_seed(crate::rt::VecSeed(&mut f_dosage))?,
-"patientCharacteristics" => map.next_value_seed(crate::rt::VecSeed(&mut f_patient_characteristics))?,
-other => { if !(crate::resources::MedicationKnowledgeAdministrationGuidelinesIndication::de_key(&mut map, other, &mut f_indication)?) { map.next_value_seed(crate::rt::Unknown(other))?; } }
+"id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+"extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+"modifierExtension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?,
+"dosage" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_dosage))?,
+"patientCharacteristics" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_patient_characteristics))?,
+other => { if !(crate::resources::MedicationKnowledgeAdministrationGuidelinesIndication::de_key(&mut map, other, &mut b.f_indication)?) { crate::rt::value(&mut map, crate::rt::Unknown(other))?; } }
 }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            dosage: f_dosage,
-            indication: f_indication,
-            patient_characteristics: f_patient_characteristics,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            dosage: b.f_dosage,
+            indication: b.f_indication,
+            patient_characteristics: b.f_patient_characteristics,
         })
     }
 }
@@ -1361,29 +1405,35 @@ impl crate::rt::DeFields for MedicationKnowledgeAdministrationGuidelinesDosage {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_dosage: Vec<crate::datatypes::Dosage> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_dosage: Vec<crate::datatypes::Dosage>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "dosage" => map.next_value_seed(crate::rt::VecSeed(&mut f_dosage))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "dosage" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_dosage))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(!b.f_dosage.is_empty(), "dosage")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            dosage: crate::rt::required_vec::<_, A::Error>(f_dosage, "dosage")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            dosage: b.f_dosage,
         })
     }
 }
@@ -1485,27 +1535,34 @@ impl crate::rt::DeFields for MedicationKnowledgeAdministrationGuidelinesPatientC
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_characteristic: Option<crate::resources::MedicationKnowledgeAdministrationGuidelinesPatientCharacteristicsCharacteristic> = None;
-        let mut f_value: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+f_id: Option<String>,
+f_extension: Vec<crate::datatypes::Extension>,
+f_modifier_extension: Vec<crate::datatypes::Extension>,
+f_characteristic: Option<crate::resources::MedicationKnowledgeAdministrationGuidelinesPatientCharacteristicsCharacteristic>,
+f_value: crate::rt::PrimVec<String>,
+}
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-"id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-"extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-"modifierExtension" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?,
-"value" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_value))?,
-"_value" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_value))?,
-other => { if !(crate::resources::MedicationKnowledgeAdministrationGuidelinesPatientCharacteristicsCharacteristic::de_key(&mut map, other, &mut f_characteristic)?) { map.next_value_seed(crate::rt::Unknown(other))?; } }
+"id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+"extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+"modifierExtension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?,
+"value" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_value))?,
+"_value" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_value))?,
+other => { if !(crate::resources::MedicationKnowledgeAdministrationGuidelinesPatientCharacteristicsCharacteristic::de_key(&mut map, other, &mut b.f_characteristic)?) { crate::rt::value(&mut map, crate::rt::Unknown(other))?; } }
 }
         }
+        crate::rt::check_required::<A::Error>(b.f_characteristic.is_some(), "characteristic")?;
+        let v_value =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_value), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            characteristic: crate::rt::required::<_, A::Error>(f_characteristic, "characteristic")?,
-            value: crate::rt::finish_prim_vec::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            characteristic: b.f_characteristic.unwrap_or_default(),
+            value: v_value,
         })
     }
 }
@@ -1605,31 +1662,36 @@ impl crate::rt::DeFields for MedicationKnowledgeMedicineClassification {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_classification: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_classification: Vec<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 "classification" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_classification))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_classification))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            classification: f_classification,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            classification: b.f_classification,
         })
     }
 }
@@ -1724,29 +1786,33 @@ impl crate::rt::DeFields for MedicationKnowledgePackaging {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            quantity: f_quantity,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            quantity: b.f_quantity,
         })
     }
 }
@@ -1843,37 +1909,40 @@ impl crate::rt::DeFields for MedicationKnowledgeDrugCharacteristic {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value: Option<crate::resources::MedicationKnowledgeDrugCharacteristicValue> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_value: Option<crate::resources::MedicationKnowledgeDrugCharacteristicValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 other => {
                     if !(crate::resources::MedicationKnowledgeDrugCharacteristicValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            value: f_value,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            value: b.f_value,
         })
     }
 }
@@ -1987,43 +2056,47 @@ impl crate::rt::DeFields for MedicationKnowledgeRegulatory {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_regulatory_authority: Option<crate::datatypes::Reference> = None;
-        let mut f_substitution: Vec<crate::resources::MedicationKnowledgeRegulatorySubstitution> =
-            Vec::new();
-        let mut f_schedule: Vec<crate::resources::MedicationKnowledgeRegulatorySchedule> =
-            Vec::new();
-        let mut f_max_dispense: Option<crate::resources::MedicationKnowledgeRegulatoryMaxDispense> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_regulatory_authority: Option<crate::datatypes::Reference>,
+            f_substitution: Vec<crate::resources::MedicationKnowledgeRegulatorySubstitution>,
+            f_schedule: Vec<crate::resources::MedicationKnowledgeRegulatorySchedule>,
+            f_max_dispense: Option<crate::resources::MedicationKnowledgeRegulatoryMaxDispense>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "regulatoryAuthority" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_regulatory_authority))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_regulatory_authority))?
                 }
-                "substitution" => map.next_value_seed(crate::rt::VecSeed(&mut f_substitution))?,
-                "schedule" => map.next_value_seed(crate::rt::VecSeed(&mut f_schedule))?,
-                "maxDispense" => map.next_value_seed(crate::rt::Opt(&mut f_max_dispense))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "substitution" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_substitution))?
+                }
+                "schedule" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_schedule))?,
+                "maxDispense" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_max_dispense))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(
+            b.f_regulatory_authority.is_some(),
+            "regulatoryAuthority",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            regulatory_authority: crate::rt::required::<_, A::Error>(
-                f_regulatory_authority,
-                "regulatoryAuthority",
-            )?,
-            substitution: f_substitution,
-            schedule: f_schedule,
-            max_dispense: f_max_dispense,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            regulatory_authority: b.f_regulatory_authority.unwrap_or_default(),
+            substitution: b.f_substitution,
+            schedule: b.f_schedule,
+            max_dispense: b.f_max_dispense,
         })
     }
 }
@@ -2127,30 +2200,36 @@ impl crate::rt::DeFields for MedicationKnowledgeRegulatorySubstitution {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_allowed: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_allowed: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "allowed" => map.next_value_seed(crate::rt::PrimValue(&mut f_allowed))?,
-                "_allowed" => map.next_value_seed(crate::rt::PrimExt(&mut f_allowed))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "allowed" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_allowed))?,
+                "_allowed" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_allowed))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_allowed.is_some(), "allowed")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            allowed: crate::rt::required::<_, A::Error>(f_allowed, "allowed")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            allowed: b.f_allowed.unwrap_or_default(),
         })
     }
 }
@@ -2241,26 +2320,31 @@ impl crate::rt::DeFields for MedicationKnowledgeRegulatorySchedule {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_schedule: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_schedule: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "schedule" => map.next_value_seed(crate::rt::Opt(&mut f_schedule))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "schedule" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_schedule))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_schedule.is_some(), "schedule")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            schedule: crate::rt::required::<_, A::Error>(f_schedule, "schedule")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            schedule: b.f_schedule.unwrap_or_default(),
         })
     }
 }
@@ -2357,29 +2441,34 @@ impl crate::rt::DeFields for MedicationKnowledgeRegulatoryMaxDispense {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_period: Option<crate::datatypes::Duration> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_period: Option<crate::datatypes::Duration>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_quantity.is_some(), "quantity")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            quantity: crate::rt::required::<_, A::Error>(f_quantity, "quantity")?,
-            period: f_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            quantity: b.f_quantity.unwrap_or_default(),
+            period: b.f_period,
         })
     }
 }
@@ -2481,34 +2570,42 @@ impl crate::rt::DeFields for MedicationKnowledgeKinetics {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_area_under_curve: Vec<crate::datatypes::Quantity> = Vec::new();
-        let mut f_lethal_dose50: Vec<crate::datatypes::Quantity> = Vec::new();
-        let mut f_half_life_period: Option<crate::datatypes::Duration> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_area_under_curve: Vec<crate::datatypes::Quantity>,
+            f_lethal_dose50: Vec<crate::datatypes::Quantity>,
+            f_half_life_period: Option<crate::datatypes::Duration>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "areaUnderCurve" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_area_under_curve))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_area_under_curve))?
                 }
-                "lethalDose50" => map.next_value_seed(crate::rt::VecSeed(&mut f_lethal_dose50))?,
-                "halfLifePeriod" => map.next_value_seed(crate::rt::Opt(&mut f_half_life_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "lethalDose50" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_lethal_dose50))?
+                }
+                "halfLifePeriod" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_half_life_period))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            area_under_curve: f_area_under_curve,
-            lethal_dose50: f_lethal_dose50,
-            half_life_period: f_half_life_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            area_under_curve: b.f_area_under_curve,
+            lethal_dose50: b.f_lethal_dose50,
+            half_life_period: b.f_half_life_period,
         })
     }
 }
@@ -2568,16 +2665,22 @@ impl MedicationKnowledgeIngredientItem {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "itemCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "MedicationKnowledge.ingredient.item[x]",
-            })?,
-            "itemReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "MedicationKnowledge.ingredient.item[x]",
-            })?,
+            "itemCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "MedicationKnowledge.ingredient.item[x]",
+                },
+            )?,
+            "itemReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "MedicationKnowledge.ingredient.item[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2643,16 +2746,22 @@ impl MedicationKnowledgeAdministrationGuidelinesIndication {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "indicationCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "MedicationKnowledge.administrationGuidelines.indication[x]",
-            })?,
-            "indicationReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "MedicationKnowledge.administrationGuidelines.indication[x]",
-            })?,
+            "indicationCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "MedicationKnowledge.administrationGuidelines.indication[x]",
+                },
+            )?,
+            "indicationReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "MedicationKnowledge.administrationGuidelines.indication[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2720,8 +2829,8 @@ impl MedicationKnowledgeAdministrationGuidelinesPatientCharacteristicsCharacteri
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-"characteristicCodeableConcept" => map.next_value_seed(crate::rt::Choice { slot, ctor: Self::CodeableConcept, name: "MedicationKnowledge.administrationGuidelines.patientCharacteristics.characteristic[x]" })?,
-"characteristicQuantity" => map.next_value_seed(crate::rt::Choice { slot, ctor: Self::Quantity, name: "MedicationKnowledge.administrationGuidelines.patientCharacteristics.characteristic[x]" })?,
+"characteristicCodeableConcept" => crate::rt::value(map, crate::rt::Choice { slot, ctor: Self::CodeableConcept, name: "MedicationKnowledge.administrationGuidelines.patientCharacteristics.characteristic[x]" })?,
+"characteristicQuantity" => crate::rt::value(map, crate::rt::Choice { slot, ctor: Self::Quantity, name: "MedicationKnowledge.administrationGuidelines.patientCharacteristics.characteristic[x]" })?,
 _ => return Ok(false),
 }
         Ok(true)
@@ -2801,52 +2910,70 @@ impl MedicationKnowledgeDrugCharacteristicValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "MedicationKnowledge.drugCharacteristic.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "valueCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "MedicationKnowledge.drugCharacteristic.value[x]",
                 },
-                name: "MedicationKnowledge.drugCharacteristic.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicationKnowledge.drugCharacteristic.value[x]",
                 },
-                name: "MedicationKnowledge.drugCharacteristic.value[x]",
-            })?,
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "MedicationKnowledge.drugCharacteristic.value[x]",
-            })?,
-            "valueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicationKnowledge.drugCharacteristic.value[x]",
                 },
-                name: "MedicationKnowledge.drugCharacteristic.value[x]",
-            })?,
-            "_valueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "MedicationKnowledge.drugCharacteristic.value[x]",
                 },
-                name: "MedicationKnowledge.drugCharacteristic.value[x]",
-            })?,
+            )?,
+            "valueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicationKnowledge.drugCharacteristic.value[x]",
+                },
+            )?,
+            "_valueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicationKnowledge.drugCharacteristic.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -357,204 +357,229 @@ impl crate::rt::DeFields for MedicationRequest {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::MedicationrequestStatus>,
-        > = None;
-        let mut f_status_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_intent: Option<
-            crate::primitives::Primitive<crate::codes::MedicationRequestIntent>,
-        > = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>> =
-            None;
-        let mut f_do_not_perform: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_reported: Option<crate::resources::MedicationRequestReported> = None;
-        let mut f_medication: Option<crate::resources::MedicationRequestMedication> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_supporting_information: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_authored_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_requester: Option<crate::datatypes::Reference> = None;
-        let mut f_performer: Option<crate::datatypes::Reference> = None;
-        let mut f_performer_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_recorder: Option<crate::datatypes::Reference> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_instantiates_canonical: crate::rt::PrimVec<String> =
-            crate::rt::PrimVec::default();
-        let mut f_instantiates_uri: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_group_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_course_of_therapy_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_insurance: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_dosage_instruction: Vec<crate::datatypes::Dosage> = Vec::new();
-        let mut f_dispense_request: Option<crate::resources::MedicationRequestDispenseRequest> =
-            None;
-        let mut f_substitution: Option<crate::resources::MedicationRequestSubstitution> = None;
-        let mut f_prior_prescription: Option<crate::datatypes::Reference> = None;
-        let mut f_detected_issue: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_event_history: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::MedicationrequestStatus>>,
+            f_status_reason: Option<crate::datatypes::CodeableConcept>,
+            f_intent: Option<crate::primitives::Primitive<crate::codes::MedicationRequestIntent>>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>>,
+            f_do_not_perform: Option<crate::primitives::Primitive<bool>>,
+            f_reported: Option<crate::resources::MedicationRequestReported>,
+            f_medication: Option<crate::resources::MedicationRequestMedication>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_supporting_information: Vec<crate::datatypes::Reference>,
+            f_authored_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_requester: Option<crate::datatypes::Reference>,
+            f_performer: Option<crate::datatypes::Reference>,
+            f_performer_type: Option<crate::datatypes::CodeableConcept>,
+            f_recorder: Option<crate::datatypes::Reference>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_instantiates_canonical: crate::rt::PrimVec<String>,
+            f_instantiates_uri: crate::rt::PrimVec<String>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_group_identifier: Option<crate::datatypes::Identifier>,
+            f_course_of_therapy_type: Option<crate::datatypes::CodeableConcept>,
+            f_insurance: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_dosage_instruction: Vec<crate::datatypes::Dosage>,
+            f_dispense_request: Option<crate::resources::MedicationRequestDispenseRequest>,
+            f_substitution: Option<crate::resources::MedicationRequestSubstitution>,
+            f_prior_prescription: Option<crate::datatypes::Reference>,
+            f_detected_issue: Vec<crate::datatypes::Reference>,
+            f_event_history: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicationRequest",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicationRequest",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "statusReason" => map.next_value_seed(crate::rt::Opt(&mut f_status_reason))?,
-                "intent" => map.next_value_seed(crate::rt::PrimValue(&mut f_intent))?,
-                "_intent" => map.next_value_seed(crate::rt::PrimExt(&mut f_intent))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "priority" => map.next_value_seed(crate::rt::PrimValue(&mut f_priority))?,
-                "_priority" => map.next_value_seed(crate::rt::PrimExt(&mut f_priority))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "statusReason" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status_reason))?
+                }
+                "intent" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_intent))?,
+                "_intent" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_intent))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_priority))?,
+                "_priority" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_priority))?,
                 "doNotPerform" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_do_not_perform))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_do_not_perform))?
                 }
                 "_doNotPerform" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_do_not_perform))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_do_not_perform))?
                 }
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "supportingInformation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_information))?
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "supportingInformation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_supporting_information),
+                )?,
+                "authoredOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_authored_on))?
                 }
-                "authoredOn" => map.next_value_seed(crate::rt::PrimValue(&mut f_authored_on))?,
-                "_authoredOn" => map.next_value_seed(crate::rt::PrimExt(&mut f_authored_on))?,
-                "requester" => map.next_value_seed(crate::rt::Opt(&mut f_requester))?,
-                "performer" => map.next_value_seed(crate::rt::Opt(&mut f_performer))?,
-                "performerType" => map.next_value_seed(crate::rt::Opt(&mut f_performer_type))?,
-                "recorder" => map.next_value_seed(crate::rt::Opt(&mut f_recorder))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "_authoredOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_authored_on))?
+                }
+                "requester" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_requester))?,
+                "performer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_performer))?,
+                "performerType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_performer_type))?
+                }
+                "recorder" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_recorder))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_canonical))?
-                }
-                "_instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_canonical))?
-                }
-                "instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_uri))?
-                }
+                "instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_canonical),
+                )?,
+                "_instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_instantiates_canonical),
+                )?,
+                "instantiatesUri" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_uri),
+                )?,
                 "_instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_instantiates_uri))?
                 }
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
                 "groupIdentifier" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_group_identifier))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_group_identifier))?
                 }
                 "courseOfTherapyType" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_course_of_therapy_type))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_course_of_therapy_type))?
                 }
-                "insurance" => map.next_value_seed(crate::rt::VecSeed(&mut f_insurance))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
+                "insurance" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_insurance))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
                 "dosageInstruction" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_dosage_instruction))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_dosage_instruction))?
                 }
                 "dispenseRequest" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_dispense_request))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_dispense_request))?
                 }
-                "substitution" => map.next_value_seed(crate::rt::Opt(&mut f_substitution))?,
+                "substitution" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_substitution))?
+                }
                 "priorPrescription" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_prior_prescription))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_prior_prescription))?
                 }
                 "detectedIssue" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_detected_issue))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_detected_issue))?
                 }
-                "eventHistory" => map.next_value_seed(crate::rt::VecSeed(&mut f_event_history))?,
+                "eventHistory" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_event_history))?
+                }
                 other => {
                     if !(crate::resources::MedicationRequestReported::de_key(
                         &mut map,
                         other,
-                        &mut f_reported,
+                        &mut b.f_reported,
                     )? || crate::resources::MedicationRequestMedication::de_key(
                         &mut map,
                         other,
-                        &mut f_medication,
+                        &mut b.f_medication,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "MedicationRequest")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_intent.is_some(), "intent")?;
+        crate::rt::check_required::<A::Error>(b.f_medication.is_some(), "medication")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
+        let v_instantiates_canonical = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_canonical),
+            "instantiatesCanonical",
+        )?;
+        let v_instantiates_uri = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_uri),
+            "instantiatesUri",
+        )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_reason: f_status_reason,
-            intent: crate::rt::required::<_, A::Error>(f_intent, "intent")?,
-            category: f_category,
-            priority: f_priority,
-            do_not_perform: f_do_not_perform,
-            reported: f_reported,
-            medication: crate::rt::required::<_, A::Error>(f_medication, "medication")?,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            encounter: f_encounter,
-            supporting_information: f_supporting_information,
-            authored_on: f_authored_on,
-            requester: f_requester,
-            performer: f_performer,
-            performer_type: f_performer_type,
-            recorder: f_recorder,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            instantiates_canonical: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_canonical,
-                "instantiatesCanonical",
-            )?,
-            instantiates_uri: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_uri,
-                "instantiatesUri",
-            )?,
-            based_on: f_based_on,
-            group_identifier: f_group_identifier,
-            course_of_therapy_type: f_course_of_therapy_type,
-            insurance: f_insurance,
-            note: f_note,
-            dosage_instruction: f_dosage_instruction,
-            dispense_request: f_dispense_request,
-            substitution: f_substitution,
-            prior_prescription: f_prior_prescription,
-            detected_issue: f_detected_issue,
-            event_history: f_event_history,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            status_reason: b.f_status_reason,
+            intent: b.f_intent.unwrap_or_default(),
+            category: b.f_category,
+            priority: b.f_priority,
+            do_not_perform: b.f_do_not_perform,
+            reported: b.f_reported,
+            medication: b.f_medication.unwrap_or_default(),
+            subject: b.f_subject.unwrap_or_default(),
+            encounter: b.f_encounter,
+            supporting_information: b.f_supporting_information,
+            authored_on: b.f_authored_on,
+            requester: b.f_requester,
+            performer: b.f_performer,
+            performer_type: b.f_performer_type,
+            recorder: b.f_recorder,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            instantiates_canonical: v_instantiates_canonical,
+            instantiates_uri: v_instantiates_uri,
+            based_on: b.f_based_on,
+            group_identifier: b.f_group_identifier,
+            course_of_therapy_type: b.f_course_of_therapy_type,
+            insurance: b.f_insurance,
+            note: b.f_note,
+            dosage_instruction: b.f_dosage_instruction,
+            dispense_request: b.f_dispense_request,
+            substitution: b.f_substitution,
+            prior_prescription: b.f_prior_prescription,
+            detected_issue: b.f_detected_issue,
+            event_history: b.f_event_history,
         })
     }
 }
@@ -763,55 +788,61 @@ impl crate::rt::DeFields for MedicationRequestDispenseRequest {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_initial_fill: Option<
-            crate::resources::MedicationRequestDispenseRequestInitialFill,
-        > = None;
-        let mut f_dispense_interval: Option<crate::datatypes::Duration> = None;
-        let mut f_validity_period: Option<crate::datatypes::Period> = None;
-        let mut f_number_of_repeats_allowed: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_expected_supply_duration: Option<crate::datatypes::Duration> = None;
-        let mut f_performer: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_initial_fill: Option<crate::resources::MedicationRequestDispenseRequestInitialFill>,
+            f_dispense_interval: Option<crate::datatypes::Duration>,
+            f_validity_period: Option<crate::datatypes::Period>,
+            f_number_of_repeats_allowed: Option<crate::primitives::Primitive<u32>>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_expected_supply_duration: Option<crate::datatypes::Duration>,
+            f_performer: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "initialFill" => map.next_value_seed(crate::rt::Opt(&mut f_initial_fill))?,
+                "initialFill" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_initial_fill))?,
                 "dispenseInterval" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_dispense_interval))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_dispense_interval))?
                 }
-                "validityPeriod" => map.next_value_seed(crate::rt::Opt(&mut f_validity_period))?,
-                "numberOfRepeatsAllowed" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_number_of_repeats_allowed))?
+                "validityPeriod" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_validity_period))?
                 }
-                "_numberOfRepeatsAllowed" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_number_of_repeats_allowed))?
-                }
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
+                "numberOfRepeatsAllowed" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_number_of_repeats_allowed),
+                )?,
+                "_numberOfRepeatsAllowed" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_number_of_repeats_allowed),
+                )?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
                 "expectedSupplyDuration" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_expected_supply_duration))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_expected_supply_duration))?
                 }
-                "performer" => map.next_value_seed(crate::rt::Opt(&mut f_performer))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "performer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_performer))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            initial_fill: f_initial_fill,
-            dispense_interval: f_dispense_interval,
-            validity_period: f_validity_period,
-            number_of_repeats_allowed: f_number_of_repeats_allowed,
-            quantity: f_quantity,
-            expected_supply_duration: f_expected_supply_duration,
-            performer: f_performer,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            initial_fill: b.f_initial_fill,
+            dispense_interval: b.f_dispense_interval,
+            validity_period: b.f_validity_period,
+            number_of_repeats_allowed: b.f_number_of_repeats_allowed,
+            quantity: b.f_quantity,
+            expected_supply_duration: b.f_expected_supply_duration,
+            performer: b.f_performer,
         })
     }
 }
@@ -915,29 +946,33 @@ impl crate::rt::DeFields for MedicationRequestDispenseRequestInitialFill {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_duration: Option<crate::datatypes::Duration> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_duration: Option<crate::datatypes::Duration>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "duration" => map.next_value_seed(crate::rt::Opt(&mut f_duration))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "duration" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_duration))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            quantity: f_quantity,
-            duration: f_duration,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            quantity: b.f_quantity,
+            duration: b.f_duration,
         })
     }
 }
@@ -1035,36 +1070,41 @@ impl crate::rt::DeFields for MedicationRequestSubstitution {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_allowed: Option<crate::resources::MedicationRequestSubstitutionAllowed> = None;
-        let mut f_reason: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_allowed: Option<crate::resources::MedicationRequestSubstitutionAllowed>,
+            f_reason: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "reason" => map.next_value_seed(crate::rt::Opt(&mut f_reason))?,
+                "reason" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reason))?,
                 other => {
                     if !(crate::resources::MedicationRequestSubstitutionAllowed::de_key(
                         &mut map,
                         other,
-                        &mut f_allowed,
+                        &mut b.f_allowed,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_allowed.is_some(), "allowed")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            allowed: crate::rt::required::<_, A::Error>(f_allowed, "allowed")?,
-            reason: f_reason,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            allowed: b.f_allowed.unwrap_or_default(),
+            reason: b.f_reason,
         })
     }
 }
@@ -1123,29 +1163,38 @@ impl MedicationRequestReported {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "reportedBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "reportedBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicationRequest.reported[x]",
                 },
-                name: "MedicationRequest.reported[x]",
-            })?,
-            "_reportedBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_reportedBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicationRequest.reported[x]",
                 },
-                name: "MedicationRequest.reported[x]",
-            })?,
-            "reportedReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "MedicationRequest.reported[x]",
-            })?,
+            )?,
+            "reportedReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "MedicationRequest.reported[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1205,16 +1254,22 @@ impl MedicationRequestMedication {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "medicationCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "MedicationRequest.medication[x]",
-            })?,
-            "medicationReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "MedicationRequest.medication[x]",
-            })?,
+            "medicationCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "MedicationRequest.medication[x]",
+                },
+            )?,
+            "medicationReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "MedicationRequest.medication[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1280,29 +1335,38 @@ impl MedicationRequestSubstitutionAllowed {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "allowedBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "allowedBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicationRequest.substitution.allowed[x]",
                 },
-                name: "MedicationRequest.substitution.allowed[x]",
-            })?,
-            "_allowedBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_allowedBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicationRequest.substitution.allowed[x]",
                 },
-                name: "MedicationRequest.substitution.allowed[x]",
-            })?,
-            "allowedCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "MedicationRequest.substitution.allowed[x]",
-            })?,
+            )?,
+            "allowedCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "MedicationRequest.substitution.allowed[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

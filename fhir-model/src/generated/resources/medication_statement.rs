@@ -233,121 +233,138 @@ impl crate::rt::DeFields for MedicationStatement {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_part_of: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::MedicationStatementStatus>,
-        > = None;
-        let mut f_status_reason: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_medication: Option<crate::resources::MedicationStatementMedication> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_context: Option<crate::datatypes::Reference> = None;
-        let mut f_effective: Option<crate::resources::MedicationStatementEffective> = None;
-        let mut f_date_asserted: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_information_source: Option<crate::datatypes::Reference> = None;
-        let mut f_derived_from: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_dosage: Vec<crate::datatypes::Dosage> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_part_of: Vec<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::MedicationStatementStatus>>,
+            f_status_reason: Vec<crate::datatypes::CodeableConcept>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_medication: Option<crate::resources::MedicationStatementMedication>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_context: Option<crate::datatypes::Reference>,
+            f_effective: Option<crate::resources::MedicationStatementEffective>,
+            f_date_asserted: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_information_source: Option<crate::datatypes::Reference>,
+            f_derived_from: Vec<crate::datatypes::Reference>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_dosage: Vec<crate::datatypes::Dosage>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicationStatement",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicationStatement",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "partOf" => map.next_value_seed(crate::rt::VecSeed(&mut f_part_of))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "statusReason" => map.next_value_seed(crate::rt::VecSeed(&mut f_status_reason))?,
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "context" => map.next_value_seed(crate::rt::Opt(&mut f_context))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_of))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "statusReason" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_status_reason))?
+                }
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "context" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_context))?,
                 "dateAsserted" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_date_asserted))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date_asserted))?
                 }
-                "_dateAsserted" => map.next_value_seed(crate::rt::PrimExt(&mut f_date_asserted))?,
+                "_dateAsserted" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date_asserted))?
+                }
                 "informationSource" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_information_source))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_information_source))?
                 }
-                "derivedFrom" => map.next_value_seed(crate::rt::VecSeed(&mut f_derived_from))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "derivedFrom" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_derived_from))?
+                }
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "dosage" => map.next_value_seed(crate::rt::VecSeed(&mut f_dosage))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "dosage" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_dosage))?,
                 other => {
                     if !(crate::resources::MedicationStatementMedication::de_key(
                         &mut map,
                         other,
-                        &mut f_medication,
+                        &mut b.f_medication,
                     )? || crate::resources::MedicationStatementEffective::de_key(
                         &mut map,
                         other,
-                        &mut f_effective,
+                        &mut b.f_effective,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "MedicationStatement")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_medication.is_some(), "medication")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            based_on: f_based_on,
-            part_of: f_part_of,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_reason: f_status_reason,
-            category: f_category,
-            medication: crate::rt::required::<_, A::Error>(f_medication, "medication")?,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            context: f_context,
-            effective: f_effective,
-            date_asserted: f_date_asserted,
-            information_source: f_information_source,
-            derived_from: f_derived_from,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            note: f_note,
-            dosage: f_dosage,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            based_on: b.f_based_on,
+            part_of: b.f_part_of,
+            status: b.f_status.unwrap_or_default(),
+            status_reason: b.f_status_reason,
+            category: b.f_category,
+            medication: b.f_medication.unwrap_or_default(),
+            subject: b.f_subject.unwrap_or_default(),
+            context: b.f_context,
+            effective: b.f_effective,
+            date_asserted: b.f_date_asserted,
+            information_source: b.f_information_source,
+            derived_from: b.f_derived_from,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            note: b.f_note,
+            dosage: b.f_dosage,
         })
     }
 }
@@ -456,16 +473,22 @@ impl MedicationStatementMedication {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "medicationCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "MedicationStatement.medication[x]",
-            })?,
-            "medicationReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "MedicationStatement.medication[x]",
-            })?,
+            "medicationCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "MedicationStatement.medication[x]",
+                },
+            )?,
+            "medicationReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "MedicationStatement.medication[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -533,29 +556,38 @@ impl MedicationStatementEffective {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "effectiveDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "effectiveDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicationStatement.effective[x]",
                 },
-                name: "MedicationStatement.effective[x]",
-            })?,
-            "_effectiveDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_effectiveDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicationStatement.effective[x]",
                 },
-                name: "MedicationStatement.effective[x]",
-            })?,
-            "effectivePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "MedicationStatement.effective[x]",
-            })?,
+            )?,
+            "effectivePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "MedicationStatement.effective[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -278,146 +278,164 @@ impl crate::rt::DeFields for MedicinalProduct {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_domain: Option<crate::datatypes::Coding> = None;
-        let mut f_combined_pharmaceutical_dose_form: Option<crate::datatypes::CodeableConcept> =
-            None;
-        let mut f_legal_status_of_supply: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_additional_monitoring_indicator: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_special_measures: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_paediatric_use_indicator: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_product_classification: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_marketing_status: Vec<crate::datatypes::MarketingStatus> = Vec::new();
-        let mut f_pharmaceutical_product: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_packaged_medicinal_product: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_attached_document: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_master_file: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_contact: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_clinical_trial: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_name: Vec<crate::resources::MedicinalProductName> = Vec::new();
-        let mut f_cross_reference: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_manufacturing_business_operation: Vec<
-            crate::resources::MedicinalProductManufacturingBusinessOperation,
-        > = Vec::new();
-        let mut f_special_designation: Vec<crate::resources::MedicinalProductSpecialDesignation> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_domain: Option<crate::datatypes::Coding>,
+            f_combined_pharmaceutical_dose_form: Option<crate::datatypes::CodeableConcept>,
+            f_legal_status_of_supply: Option<crate::datatypes::CodeableConcept>,
+            f_additional_monitoring_indicator: Option<crate::datatypes::CodeableConcept>,
+            f_special_measures: crate::rt::PrimVec<String>,
+            f_paediatric_use_indicator: Option<crate::datatypes::CodeableConcept>,
+            f_product_classification: Vec<crate::datatypes::CodeableConcept>,
+            f_marketing_status: Vec<crate::datatypes::MarketingStatus>,
+            f_pharmaceutical_product: Vec<crate::datatypes::Reference>,
+            f_packaged_medicinal_product: Vec<crate::datatypes::Reference>,
+            f_attached_document: Vec<crate::datatypes::Reference>,
+            f_master_file: Vec<crate::datatypes::Reference>,
+            f_contact: Vec<crate::datatypes::Reference>,
+            f_clinical_trial: Vec<crate::datatypes::Reference>,
+            f_name: Vec<crate::resources::MedicinalProductName>,
+            f_cross_reference: Vec<crate::datatypes::Identifier>,
+            f_manufacturing_business_operation:
+                Vec<crate::resources::MedicinalProductManufacturingBusinessOperation>,
+            f_special_designation: Vec<crate::resources::MedicinalProductSpecialDesignation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicinalProduct",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicinalProduct",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "domain" => map.next_value_seed(crate::rt::Opt(&mut f_domain))?,
-                "combinedPharmaceuticalDoseForm" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_combined_pharmaceutical_dose_form))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "domain" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_domain))?,
+                "combinedPharmaceuticalDoseForm" => crate::rt::value(
+                    &mut map,
+                    crate::rt::Opt(&mut b.f_combined_pharmaceutical_dose_form),
+                )?,
                 "legalStatusOfSupply" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_legal_status_of_supply))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_legal_status_of_supply))?
                 }
-                "additionalMonitoringIndicator" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_additional_monitoring_indicator))?
-                }
-                "specialMeasures" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_special_measures))?
-                }
+                "additionalMonitoringIndicator" => crate::rt::value(
+                    &mut map,
+                    crate::rt::Opt(&mut b.f_additional_monitoring_indicator),
+                )?,
+                "specialMeasures" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_special_measures),
+                )?,
                 "_specialMeasures" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_special_measures))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_special_measures))?
                 }
                 "paediatricUseIndicator" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_paediatric_use_indicator))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_paediatric_use_indicator))?
                 }
-                "productClassification" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_product_classification))?
-                }
+                "productClassification" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_product_classification),
+                )?,
                 "marketingStatus" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_marketing_status))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_marketing_status))?
                 }
-                "pharmaceuticalProduct" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_pharmaceutical_product))?
-                }
-                "packagedMedicinalProduct" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_packaged_medicinal_product))?
-                }
+                "pharmaceuticalProduct" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_pharmaceutical_product),
+                )?,
+                "packagedMedicinalProduct" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_packaged_medicinal_product),
+                )?,
                 "attachedDocument" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_attached_document))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_attached_document))?
                 }
-                "masterFile" => map.next_value_seed(crate::rt::VecSeed(&mut f_master_file))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
+                "masterFile" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_master_file))?
+                }
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
                 "clinicalTrial" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_clinical_trial))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_clinical_trial))?
                 }
-                "name" => map.next_value_seed(crate::rt::VecSeed(&mut f_name))?,
+                "name" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_name))?,
                 "crossReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_cross_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_cross_reference))?
                 }
-                "manufacturingBusinessOperation" => map
-                    .next_value_seed(crate::rt::VecSeed(&mut f_manufacturing_business_operation))?,
+                "manufacturingBusinessOperation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_manufacturing_business_operation),
+                )?,
                 "specialDesignation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_special_designation))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_special_designation))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "MedicinalProduct")?;
+        let v_special_measures = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_special_measures),
+            "specialMeasures",
+        )?;
+        crate::rt::check_required::<A::Error>(!b.f_name.is_empty(), "name")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            r#type: f_type,
-            domain: f_domain,
-            combined_pharmaceutical_dose_form: f_combined_pharmaceutical_dose_form,
-            legal_status_of_supply: f_legal_status_of_supply,
-            additional_monitoring_indicator: f_additional_monitoring_indicator,
-            special_measures: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_special_measures,
-                "specialMeasures",
-            )?,
-            paediatric_use_indicator: f_paediatric_use_indicator,
-            product_classification: f_product_classification,
-            marketing_status: f_marketing_status,
-            pharmaceutical_product: f_pharmaceutical_product,
-            packaged_medicinal_product: f_packaged_medicinal_product,
-            attached_document: f_attached_document,
-            master_file: f_master_file,
-            contact: f_contact,
-            clinical_trial: f_clinical_trial,
-            name: crate::rt::required_vec::<_, A::Error>(f_name, "name")?,
-            cross_reference: f_cross_reference,
-            manufacturing_business_operation: f_manufacturing_business_operation,
-            special_designation: f_special_designation,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            r#type: b.f_type,
+            domain: b.f_domain,
+            combined_pharmaceutical_dose_form: b.f_combined_pharmaceutical_dose_form,
+            legal_status_of_supply: b.f_legal_status_of_supply,
+            additional_monitoring_indicator: b.f_additional_monitoring_indicator,
+            special_measures: v_special_measures,
+            paediatric_use_indicator: b.f_paediatric_use_indicator,
+            product_classification: b.f_product_classification,
+            marketing_status: b.f_marketing_status,
+            pharmaceutical_product: b.f_pharmaceutical_product,
+            packaged_medicinal_product: b.f_packaged_medicinal_product,
+            attached_document: b.f_attached_document,
+            master_file: b.f_master_file,
+            contact: b.f_contact,
+            clinical_trial: b.f_clinical_trial,
+            name: b.f_name,
+            cross_reference: b.f_cross_reference,
+            manufacturing_business_operation: b.f_manufacturing_business_operation,
+            special_designation: b.f_special_designation,
         })
     }
 }
@@ -587,36 +605,44 @@ impl crate::rt::DeFields for MedicinalProductName {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_product_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name_part: Vec<crate::resources::MedicinalProductNameNamePart> = Vec::new();
-        let mut f_country_language: Vec<crate::resources::MedicinalProductNameCountryLanguage> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_product_name: Option<crate::primitives::Primitive<String>>,
+            f_name_part: Vec<crate::resources::MedicinalProductNameNamePart>,
+            f_country_language: Vec<crate::resources::MedicinalProductNameCountryLanguage>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "productName" => map.next_value_seed(crate::rt::PrimValue(&mut f_product_name))?,
-                "_productName" => map.next_value_seed(crate::rt::PrimExt(&mut f_product_name))?,
-                "namePart" => map.next_value_seed(crate::rt::VecSeed(&mut f_name_part))?,
+                "productName" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_product_name))?
+                }
+                "_productName" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_product_name))?
+                }
+                "namePart" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_name_part))?,
                 "countryLanguage" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_country_language))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_country_language))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_product_name.is_some(), "productName")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            product_name: crate::rt::required::<_, A::Error>(f_product_name, "productName")?,
-            name_part: f_name_part,
-            country_language: f_country_language,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            product_name: b.f_product_name.unwrap_or_default(),
+            name_part: b.f_name_part,
+            country_language: b.f_country_language,
         })
     }
 }
@@ -719,30 +745,36 @@ impl crate::rt::DeFields for MedicinalProductNameNamePart {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_part: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::datatypes::Coding> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_part: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::datatypes::Coding>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "part" => map.next_value_seed(crate::rt::PrimValue(&mut f_part))?,
-                "_part" => map.next_value_seed(crate::rt::PrimExt(&mut f_part))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "part" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_part))?,
+                "_part" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_part))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_part.is_some(), "part")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            part: crate::rt::required::<_, A::Error>(f_part, "part")?,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            part: b.f_part.unwrap_or_default(),
+            r#type: b.f_type.unwrap_or_default(),
         })
     }
 }
@@ -851,32 +883,40 @@ impl crate::rt::DeFields for MedicinalProductNameCountryLanguage {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_country: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_jurisdiction: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_language: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_country: Option<crate::datatypes::CodeableConcept>,
+            f_jurisdiction: Option<crate::datatypes::CodeableConcept>,
+            f_language: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "country" => map.next_value_seed(crate::rt::Opt(&mut f_country))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::Opt(&mut f_jurisdiction))?,
-                "language" => map.next_value_seed(crate::rt::Opt(&mut f_language))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "country" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_country))?,
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_jurisdiction))?
+                }
+                "language" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_language))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_country.is_some(), "country")?;
+        crate::rt::check_required::<A::Error>(b.f_language.is_some(), "language")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            country: crate::rt::required::<_, A::Error>(f_country, "country")?,
-            jurisdiction: f_jurisdiction,
-            language: crate::rt::required::<_, A::Error>(f_language, "language")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            country: b.f_country.unwrap_or_default(),
+            jurisdiction: b.f_jurisdiction,
+            language: b.f_language.unwrap_or_default(),
         })
     }
 }
@@ -1013,52 +1053,59 @@ impl crate::rt::DeFields for MedicinalProductManufacturingBusinessOperation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_operation_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_authorisation_reference_number: Option<crate::datatypes::Identifier> = None;
-        let mut f_effective_date: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        let mut f_confidentiality_indicator: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_manufacturer: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_regulator: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_operation_type: Option<crate::datatypes::CodeableConcept>,
+            f_authorisation_reference_number: Option<crate::datatypes::Identifier>,
+            f_effective_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_confidentiality_indicator: Option<crate::datatypes::CodeableConcept>,
+            f_manufacturer: Vec<crate::datatypes::Reference>,
+            f_regulator: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "operationType" => map.next_value_seed(crate::rt::Opt(&mut f_operation_type))?,
-                "authorisationReferenceNumber" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_authorisation_reference_number))?
+                "operationType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_operation_type))?
                 }
+                "authorisationReferenceNumber" => crate::rt::value(
+                    &mut map,
+                    crate::rt::Opt(&mut b.f_authorisation_reference_number),
+                )?,
                 "effectiveDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_effective_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_effective_date))?
                 }
                 "_effectiveDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_effective_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_effective_date))?
                 }
                 "confidentialityIndicator" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_confidentiality_indicator))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_confidentiality_indicator))?
                 }
-                "manufacturer" => map.next_value_seed(crate::rt::VecSeed(&mut f_manufacturer))?,
-                "regulator" => map.next_value_seed(crate::rt::Opt(&mut f_regulator))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "manufacturer" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_manufacturer))?
+                }
+                "regulator" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_regulator))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            operation_type: f_operation_type,
-            authorisation_reference_number: f_authorisation_reference_number,
-            effective_date: f_effective_date,
-            confidentiality_indicator: f_confidentiality_indicator,
-            manufacturer: f_manufacturer,
-            regulator: f_regulator,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            operation_type: b.f_operation_type,
+            authorisation_reference_number: b.f_authorisation_reference_number,
+            effective_date: b.f_effective_date,
+            confidentiality_indicator: b.f_confidentiality_indicator,
+            manufacturer: b.f_manufacturer,
+            regulator: b.f_regulator,
         })
     }
 }
@@ -1197,54 +1244,58 @@ impl crate::rt::DeFields for MedicinalProductSpecialDesignation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_intended_use: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_indication: Option<
-            crate::resources::MedicinalProductSpecialDesignationIndication,
-        > = None;
-        let mut f_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_species: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_intended_use: Option<crate::datatypes::CodeableConcept>,
+            f_indication: Option<crate::resources::MedicinalProductSpecialDesignationIndication>,
+            f_status: Option<crate::datatypes::CodeableConcept>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_species: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "intendedUse" => map.next_value_seed(crate::rt::Opt(&mut f_intended_use))?,
-                "status" => map.next_value_seed(crate::rt::Opt(&mut f_status))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "species" => map.next_value_seed(crate::rt::Opt(&mut f_species))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "intendedUse" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_intended_use))?,
+                "status" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "species" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_species))?,
                 other => {
                     if !(crate::resources::MedicinalProductSpecialDesignationIndication::de_key(
                         &mut map,
                         other,
-                        &mut f_indication,
+                        &mut b.f_indication,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            r#type: f_type,
-            intended_use: f_intended_use,
-            indication: f_indication,
-            status: f_status,
-            date: f_date,
-            species: f_species,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            r#type: b.f_type,
+            intended_use: b.f_intended_use,
+            indication: b.f_indication,
+            status: b.f_status,
+            date: b.f_date,
+            species: b.f_species,
         })
     }
 }
@@ -1310,16 +1361,22 @@ impl MedicinalProductSpecialDesignationIndication {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "indicationCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "MedicinalProduct.specialDesignation.indication[x]",
-            })?,
-            "indicationReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "MedicinalProduct.specialDesignation.indication[x]",
-            })?,
+            "indicationCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "MedicinalProduct.specialDesignation.indication[x]",
+                },
+            )?,
+            "indicationReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "MedicinalProduct.specialDesignation.indication[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

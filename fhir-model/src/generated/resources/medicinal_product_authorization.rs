@@ -233,94 +233,114 @@ impl crate::rt::DeFields for MedicinalProductAuthorization {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_country: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_status_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_restore_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_validity_period: Option<crate::datatypes::Period> = None;
-        let mut f_data_exclusivity_period: Option<crate::datatypes::Period> = None;
-        let mut f_date_of_first_authorization: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        let mut f_international_birth_date: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        let mut f_legal_basis: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_jurisdictional_authorization: Vec<
-            crate::resources::MedicinalProductAuthorizationJurisdictionalAuthorization,
-        > = Vec::new();
-        let mut f_holder: Option<crate::datatypes::Reference> = None;
-        let mut f_regulator: Option<crate::datatypes::Reference> = None;
-        let mut f_procedure: Option<crate::resources::MedicinalProductAuthorizationProcedure> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_country: Vec<crate::datatypes::CodeableConcept>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_status: Option<crate::datatypes::CodeableConcept>,
+            f_status_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_restore_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_validity_period: Option<crate::datatypes::Period>,
+            f_data_exclusivity_period: Option<crate::datatypes::Period>,
+            f_date_of_first_authorization:
+                Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_international_birth_date:
+                Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_legal_basis: Option<crate::datatypes::CodeableConcept>,
+            f_jurisdictional_authorization:
+                Vec<crate::resources::MedicinalProductAuthorizationJurisdictionalAuthorization>,
+            f_holder: Option<crate::datatypes::Reference>,
+            f_regulator: Option<crate::datatypes::Reference>,
+            f_procedure: Option<crate::resources::MedicinalProductAuthorizationProcedure>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicinalProductAuthorization",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicinalProductAuthorization",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "country" => map.next_value_seed(crate::rt::VecSeed(&mut f_country))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "status" => map.next_value_seed(crate::rt::Opt(&mut f_status))?,
-                "statusDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_status_date))?,
-                "_statusDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_status_date))?,
-                "restoreDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_restore_date))?,
-                "_restoreDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_restore_date))?,
-                "validityPeriod" => map.next_value_seed(crate::rt::Opt(&mut f_validity_period))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "country" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_country))?,
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status))?,
+                "statusDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status_date))?
+                }
+                "_statusDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status_date))?
+                }
+                "restoreDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_restore_date))?
+                }
+                "_restoreDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_restore_date))?
+                }
+                "validityPeriod" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_validity_period))?
+                }
                 "dataExclusivityPeriod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_data_exclusivity_period))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_data_exclusivity_period))?
                 }
-                "dateOfFirstAuthorization" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_date_of_first_authorization))?
-                }
-                "_dateOfFirstAuthorization" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_date_of_first_authorization))?
-                }
-                "internationalBirthDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_international_birth_date))?
-                }
-                "_internationalBirthDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_international_birth_date))?
-                }
-                "legalBasis" => map.next_value_seed(crate::rt::Opt(&mut f_legal_basis))?,
-                "jurisdictionalAuthorization" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdictional_authorization))?
-                }
-                "holder" => map.next_value_seed(crate::rt::Opt(&mut f_holder))?,
-                "regulator" => map.next_value_seed(crate::rt::Opt(&mut f_regulator))?,
-                "procedure" => map.next_value_seed(crate::rt::Opt(&mut f_procedure))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "dateOfFirstAuthorization" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_date_of_first_authorization),
+                )?,
+                "_dateOfFirstAuthorization" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_date_of_first_authorization),
+                )?,
+                "internationalBirthDate" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_international_birth_date),
+                )?,
+                "_internationalBirthDate" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_international_birth_date),
+                )?,
+                "legalBasis" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_legal_basis))?,
+                "jurisdictionalAuthorization" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_jurisdictional_authorization),
+                )?,
+                "holder" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_holder))?,
+                "regulator" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_regulator))?,
+                "procedure" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_procedure))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(
@@ -328,30 +348,30 @@ impl crate::rt::DeFields for MedicinalProductAuthorization {
             "MedicinalProductAuthorization",
         )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            subject: f_subject,
-            country: f_country,
-            jurisdiction: f_jurisdiction,
-            status: f_status,
-            status_date: f_status_date,
-            restore_date: f_restore_date,
-            validity_period: f_validity_period,
-            data_exclusivity_period: f_data_exclusivity_period,
-            date_of_first_authorization: f_date_of_first_authorization,
-            international_birth_date: f_international_birth_date,
-            legal_basis: f_legal_basis,
-            jurisdictional_authorization: f_jurisdictional_authorization,
-            holder: f_holder,
-            regulator: f_regulator,
-            procedure: f_procedure,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            subject: b.f_subject,
+            country: b.f_country,
+            jurisdiction: b.f_jurisdiction,
+            status: b.f_status,
+            status_date: b.f_status_date,
+            restore_date: b.f_restore_date,
+            validity_period: b.f_validity_period,
+            data_exclusivity_period: b.f_data_exclusivity_period,
+            date_of_first_authorization: b.f_date_of_first_authorization,
+            international_birth_date: b.f_international_birth_date,
+            legal_basis: b.f_legal_basis,
+            jurisdictional_authorization: b.f_jurisdictional_authorization,
+            holder: b.f_holder,
+            regulator: b.f_regulator,
+            procedure: b.f_procedure,
         })
     }
 }
@@ -526,40 +546,50 @@ impl crate::rt::DeFields for MedicinalProductAuthorizationJurisdictionalAuthoriz
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_country: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_legal_status_of_supply: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_validity_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_country: Option<crate::datatypes::CodeableConcept>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_legal_status_of_supply: Option<crate::datatypes::CodeableConcept>,
+            f_validity_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "country" => map.next_value_seed(crate::rt::Opt(&mut f_country))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "country" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_country))?,
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
                 "legalStatusOfSupply" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_legal_status_of_supply))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_legal_status_of_supply))?
                 }
-                "validityPeriod" => map.next_value_seed(crate::rt::Opt(&mut f_validity_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "validityPeriod" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_validity_period))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            country: f_country,
-            jurisdiction: f_jurisdiction,
-            legal_status_of_supply: f_legal_status_of_supply,
-            validity_period: f_validity_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            country: b.f_country,
+            jurisdiction: b.f_jurisdiction,
+            legal_status_of_supply: b.f_legal_status_of_supply,
+            validity_period: b.f_validity_period,
         })
     }
 }
@@ -676,43 +706,49 @@ impl crate::rt::DeFields for MedicinalProductAuthorizationProcedure {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_date: Option<crate::resources::MedicinalProductAuthorizationProcedureDate> = None;
-        let mut f_application: Vec<crate::resources::MedicinalProductAuthorizationProcedure> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_date: Option<crate::resources::MedicinalProductAuthorizationProcedureDate>,
+            f_application: Vec<crate::resources::MedicinalProductAuthorizationProcedure>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "application" => map.next_value_seed(crate::rt::VecSeed(&mut f_application))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "application" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_application))?
+                }
                 other => {
                     if !(crate::resources::MedicinalProductAuthorizationProcedureDate::de_key(
                         &mut map,
                         other,
-                        &mut f_date,
+                        &mut b.f_date,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            date: f_date,
-            application: f_application,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            r#type: b.f_type.unwrap_or_default(),
+            date: b.f_date,
+            application: b.f_application,
         })
     }
 }
@@ -775,29 +811,38 @@ impl MedicinalProductAuthorizationProcedureDate {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "datePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "MedicinalProductAuthorization.procedure.date[x]",
-            })?,
-            "dateDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "datePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "MedicinalProductAuthorization.procedure.date[x]",
                 },
-                name: "MedicinalProductAuthorization.procedure.date[x]",
-            })?,
-            "_dateDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "dateDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicinalProductAuthorization.procedure.date[x]",
                 },
-                name: "MedicinalProductAuthorization.procedure.date[x]",
-            })?,
+            )?,
+            "_dateDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MedicinalProductAuthorization.procedure.date[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

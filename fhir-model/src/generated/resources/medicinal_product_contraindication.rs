@@ -154,55 +154,69 @@ impl crate::rt::DeFields for MedicinalProductContraindication {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_subject: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_disease: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_disease_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_comorbidity: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_therapeutic_indication: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_other_therapy: Vec<
-            crate::resources::MedicinalProductContraindicationOtherTherapy,
-        > = Vec::new();
-        let mut f_population: Vec<crate::datatypes::Population> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_subject: Vec<crate::datatypes::Reference>,
+            f_disease: Option<crate::datatypes::CodeableConcept>,
+            f_disease_status: Option<crate::datatypes::CodeableConcept>,
+            f_comorbidity: Vec<crate::datatypes::CodeableConcept>,
+            f_therapeutic_indication: Vec<crate::datatypes::Reference>,
+            f_other_therapy: Vec<crate::resources::MedicinalProductContraindicationOtherTherapy>,
+            f_population: Vec<crate::datatypes::Population>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicinalProductContraindication",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicinalProductContraindication",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "subject" => map.next_value_seed(crate::rt::VecSeed(&mut f_subject))?,
-                "disease" => map.next_value_seed(crate::rt::Opt(&mut f_disease))?,
-                "diseaseStatus" => map.next_value_seed(crate::rt::Opt(&mut f_disease_status))?,
-                "comorbidity" => map.next_value_seed(crate::rt::VecSeed(&mut f_comorbidity))?,
-                "therapeuticIndication" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_therapeutic_indication))?
+                "subject" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_subject))?,
+                "disease" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_disease))?,
+                "diseaseStatus" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_disease_status))?
                 }
-                "otherTherapy" => map.next_value_seed(crate::rt::VecSeed(&mut f_other_therapy))?,
-                "population" => map.next_value_seed(crate::rt::VecSeed(&mut f_population))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "comorbidity" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_comorbidity))?
+                }
+                "therapeuticIndication" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_therapeutic_indication),
+                )?,
+                "otherTherapy" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_other_therapy))?
+                }
+                "population" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_population))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(
@@ -210,21 +224,21 @@ impl crate::rt::DeFields for MedicinalProductContraindication {
             "MedicinalProductContraindication",
         )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            subject: f_subject,
-            disease: f_disease,
-            disease_status: f_disease_status,
-            comorbidity: f_comorbidity,
-            therapeutic_indication: f_therapeutic_indication,
-            other_therapy: f_other_therapy,
-            population: f_population,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            subject: b.f_subject,
+            disease: b.f_disease,
+            disease_status: b.f_disease_status,
+            comorbidity: b.f_comorbidity,
+            therapeutic_indication: b.f_therapeutic_indication,
+            other_therapy: b.f_other_therapy,
+            population: b.f_population,
         })
     }
 }
@@ -368,31 +382,36 @@ impl crate::rt::DeFields for MedicinalProductContraindicationOtherTherapy {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_therapy_relationship_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_medication: Option<
-            crate::resources::MedicinalProductContraindicationOtherTherapyMedication,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_therapy_relationship_type: Option<crate::datatypes::CodeableConcept>,
+            f_medication:
+                Option<crate::resources::MedicinalProductContraindicationOtherTherapyMedication>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-"id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-"extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-"modifierExtension" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?,
-"therapyRelationshipType" => map.next_value_seed(crate::rt::Opt(&mut f_therapy_relationship_type))?,
-other => { if !(crate::resources::MedicinalProductContraindicationOtherTherapyMedication::de_key(&mut map, other, &mut f_medication)?) { map.next_value_seed(crate::rt::Unknown(other))?; } }
+"id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+"extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+"modifierExtension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?,
+"therapyRelationshipType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_therapy_relationship_type))?,
+other => { if !(crate::resources::MedicinalProductContraindicationOtherTherapyMedication::de_key(&mut map, other, &mut b.f_medication)?) { crate::rt::value(&mut map, crate::rt::Unknown(other))?; } }
 }
         }
+        crate::rt::check_required::<A::Error>(
+            b.f_therapy_relationship_type.is_some(),
+            "therapyRelationshipType",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_medication.is_some(), "medication")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            therapy_relationship_type: crate::rt::required::<_, A::Error>(
-                f_therapy_relationship_type,
-                "therapyRelationshipType",
-            )?,
-            medication: crate::rt::required::<_, A::Error>(f_medication, "medication")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            therapy_relationship_type: b.f_therapy_relationship_type.unwrap_or_default(),
+            medication: b.f_medication.unwrap_or_default(),
         })
     }
 }
@@ -451,16 +470,22 @@ impl MedicinalProductContraindicationOtherTherapyMedication {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "medicationCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "MedicinalProductContraindication.otherTherapy.medication[x]",
-            })?,
-            "medicationReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "MedicinalProductContraindication.otherTherapy.medication[x]",
-            })?,
+            "medicationCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "MedicinalProductContraindication.otherTherapy.medication[x]",
+                },
+            )?,
+            "medicationReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "MedicinalProductContraindication.otherTherapy.medication[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

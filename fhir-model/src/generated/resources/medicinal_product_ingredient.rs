@@ -151,79 +151,89 @@ impl crate::rt::DeFields for MedicinalProductIngredient {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_role: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_allergenic_indicator: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_manufacturer: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_specified_substance: Vec<
-            crate::resources::MedicinalProductIngredientSpecifiedSubstance,
-        > = Vec::new();
-        let mut f_substance: Option<crate::resources::MedicinalProductIngredientSubstance> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_role: Option<crate::datatypes::CodeableConcept>,
+            f_allergenic_indicator: Option<crate::primitives::Primitive<bool>>,
+            f_manufacturer: Vec<crate::datatypes::Reference>,
+            f_specified_substance:
+                Vec<crate::resources::MedicinalProductIngredientSpecifiedSubstance>,
+            f_substance: Option<crate::resources::MedicinalProductIngredientSubstance>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicinalProductIngredient",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicinalProductIngredient",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "role" => map.next_value_seed(crate::rt::Opt(&mut f_role))?,
-                "allergenicIndicator" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_allergenic_indicator))?
-                }
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "role" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_role))?,
+                "allergenicIndicator" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_allergenic_indicator),
+                )?,
                 "_allergenicIndicator" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_allergenic_indicator))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_allergenic_indicator))?
                 }
-                "manufacturer" => map.next_value_seed(crate::rt::VecSeed(&mut f_manufacturer))?,
+                "manufacturer" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_manufacturer))?
+                }
                 "specifiedSubstance" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_specified_substance))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specified_substance))?
                 }
-                "substance" => map.next_value_seed(crate::rt::Opt(&mut f_substance))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "substance" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_substance))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(
             resource_type_seen,
             "MedicinalProductIngredient",
         )?;
+        crate::rt::check_required::<A::Error>(b.f_role.is_some(), "role")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            role: crate::rt::required::<_, A::Error>(f_role, "role")?,
-            allergenic_indicator: f_allergenic_indicator,
-            manufacturer: f_manufacturer,
-            specified_substance: f_specified_substance,
-            substance: f_substance,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            role: b.f_role.unwrap_or_default(),
+            allergenic_indicator: b.f_allergenic_indicator,
+            manufacturer: b.f_manufacturer,
+            specified_substance: b.f_specified_substance,
+            substance: b.f_substance,
         })
     }
 }
@@ -376,37 +386,43 @@ impl crate::rt::DeFields for MedicinalProductIngredientSpecifiedSubstance {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_group: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_confidentiality: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_strength: Vec<
-            crate::resources::MedicinalProductIngredientSpecifiedSubstanceStrength,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_group: Option<crate::datatypes::CodeableConcept>,
+            f_confidentiality: Option<crate::datatypes::CodeableConcept>,
+            f_strength: Vec<crate::resources::MedicinalProductIngredientSpecifiedSubstanceStrength>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "group" => map.next_value_seed(crate::rt::Opt(&mut f_group))?,
-                "confidentiality" => map.next_value_seed(crate::rt::Opt(&mut f_confidentiality))?,
-                "strength" => map.next_value_seed(crate::rt::VecSeed(&mut f_strength))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "group" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_group))?,
+                "confidentiality" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_confidentiality))?
+                }
+                "strength" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_strength))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_group.is_some(), "group")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            group: crate::rt::required::<_, A::Error>(f_group, "group")?,
-            confidentiality: f_confidentiality,
-            strength: f_strength,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            group: b.f_group.unwrap_or_default(),
+            confidentiality: b.f_confidentiality,
+            strength: b.f_strength,
         })
     }
 }
@@ -552,57 +568,64 @@ impl crate::rt::DeFields for MedicinalProductIngredientSpecifiedSubstanceStrengt
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_presentation: Option<crate::datatypes::Ratio> = None;
-        let mut f_presentation_low_limit: Option<crate::datatypes::Ratio> = None;
-        let mut f_concentration: Option<crate::datatypes::Ratio> = None;
-        let mut f_concentration_low_limit: Option<crate::datatypes::Ratio> = None;
-        let mut f_measurement_point: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_country: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reference_strength: Vec<
-            crate::resources::MedicinalProductIngredientSpecifiedSubstanceStrengthReferenceStrength,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+f_id: Option<String>,
+f_extension: Vec<crate::datatypes::Extension>,
+f_modifier_extension: Vec<crate::datatypes::Extension>,
+f_presentation: Option<crate::datatypes::Ratio>,
+f_presentation_low_limit: Option<crate::datatypes::Ratio>,
+f_concentration: Option<crate::datatypes::Ratio>,
+f_concentration_low_limit: Option<crate::datatypes::Ratio>,
+f_measurement_point: Option<crate::primitives::Primitive<String>>,
+f_country: Vec<crate::datatypes::CodeableConcept>,
+f_reference_strength: Vec<crate::resources::MedicinalProductIngredientSpecifiedSubstanceStrengthReferenceStrength>,
+}
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "presentation" => map.next_value_seed(crate::rt::Opt(&mut f_presentation))?,
+                "presentation" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_presentation))?
+                }
                 "presentationLowLimit" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_presentation_low_limit))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_presentation_low_limit))?
                 }
-                "concentration" => map.next_value_seed(crate::rt::Opt(&mut f_concentration))?,
+                "concentration" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_concentration))?
+                }
                 "concentrationLowLimit" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_concentration_low_limit))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_concentration_low_limit))?
                 }
                 "measurementPoint" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_measurement_point))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_measurement_point))?
                 }
                 "_measurementPoint" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_measurement_point))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_measurement_point))?
                 }
-                "country" => map.next_value_seed(crate::rt::VecSeed(&mut f_country))?,
+                "country" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_country))?,
                 "referenceStrength" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reference_strength))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reference_strength))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_presentation.is_some(), "presentation")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            presentation: crate::rt::required::<_, A::Error>(f_presentation, "presentation")?,
-            presentation_low_limit: f_presentation_low_limit,
-            concentration: f_concentration,
-            concentration_low_limit: f_concentration_low_limit,
-            measurement_point: f_measurement_point,
-            country: f_country,
-            reference_strength: f_reference_strength,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            presentation: b.f_presentation.unwrap_or_default(),
+            presentation_low_limit: b.f_presentation_low_limit,
+            concentration: b.f_concentration,
+            concentration_low_limit: b.f_concentration_low_limit,
+            measurement_point: b.f_measurement_point,
+            country: b.f_country,
+            reference_strength: b.f_reference_strength,
         })
     }
 }
@@ -734,45 +757,50 @@ impl crate::rt::DeFields for MedicinalProductIngredientSpecifiedSubstanceStrengt
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_substance: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_strength: Option<crate::datatypes::Ratio> = None;
-        let mut f_strength_low_limit: Option<crate::datatypes::Ratio> = None;
-        let mut f_measurement_point: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_country: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_substance: Option<crate::datatypes::CodeableConcept>,
+            f_strength: Option<crate::datatypes::Ratio>,
+            f_strength_low_limit: Option<crate::datatypes::Ratio>,
+            f_measurement_point: Option<crate::primitives::Primitive<String>>,
+            f_country: Vec<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "substance" => map.next_value_seed(crate::rt::Opt(&mut f_substance))?,
-                "strength" => map.next_value_seed(crate::rt::Opt(&mut f_strength))?,
+                "substance" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_substance))?,
+                "strength" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_strength))?,
                 "strengthLowLimit" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_strength_low_limit))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_strength_low_limit))?
                 }
                 "measurementPoint" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_measurement_point))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_measurement_point))?
                 }
                 "_measurementPoint" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_measurement_point))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_measurement_point))?
                 }
-                "country" => map.next_value_seed(crate::rt::VecSeed(&mut f_country))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "country" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_country))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_strength.is_some(), "strength")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            substance: f_substance,
-            strength: crate::rt::required::<_, A::Error>(f_strength, "strength")?,
-            strength_low_limit: f_strength_low_limit,
-            measurement_point: f_measurement_point,
-            country: f_country,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            substance: b.f_substance,
+            strength: b.f_strength.unwrap_or_default(),
+            strength_low_limit: b.f_strength_low_limit,
+            measurement_point: b.f_measurement_point,
+            country: b.f_country,
         })
     }
 }
@@ -875,31 +903,34 @@ impl crate::rt::DeFields for MedicinalProductIngredientSubstance {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_strength: Vec<
-            crate::resources::MedicinalProductIngredientSpecifiedSubstanceStrength,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_strength: Vec<crate::resources::MedicinalProductIngredientSpecifiedSubstanceStrength>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "strength" => map.next_value_seed(crate::rt::VecSeed(&mut f_strength))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "strength" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_strength))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            strength: f_strength,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            strength: b.f_strength,
         })
     }
 }

@@ -150,53 +150,65 @@ impl crate::rt::DeFields for MedicinalProductInteraction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_subject: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_interactant: Vec<crate::resources::MedicinalProductInteractionInteractant> =
-            Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_effect: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_incidence: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_management: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_subject: Vec<crate::datatypes::Reference>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_interactant: Vec<crate::resources::MedicinalProductInteractionInteractant>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_effect: Option<crate::datatypes::CodeableConcept>,
+            f_incidence: Option<crate::datatypes::CodeableConcept>,
+            f_management: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicinalProductInteraction",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicinalProductInteraction",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "subject" => map.next_value_seed(crate::rt::VecSeed(&mut f_subject))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "interactant" => map.next_value_seed(crate::rt::VecSeed(&mut f_interactant))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "effect" => map.next_value_seed(crate::rt::Opt(&mut f_effect))?,
-                "incidence" => map.next_value_seed(crate::rt::Opt(&mut f_incidence))?,
-                "management" => map.next_value_seed(crate::rt::Opt(&mut f_management))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_subject))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "interactant" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_interactant))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "effect" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_effect))?,
+                "incidence" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_incidence))?,
+                "management" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_management))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(
@@ -204,21 +216,21 @@ impl crate::rt::DeFields for MedicinalProductInteraction {
             "MedicinalProductInteraction",
         )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            subject: f_subject,
-            description: f_description,
-            interactant: f_interactant,
-            r#type: f_type,
-            effect: f_effect,
-            incidence: f_incidence,
-            management: f_management,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            subject: b.f_subject,
+            description: b.f_description,
+            interactant: b.f_interactant,
+            r#type: b.f_type,
+            effect: b.f_effect,
+            incidence: b.f_incidence,
+            management: b.f_management,
         })
     }
 }
@@ -347,33 +359,38 @@ impl crate::rt::DeFields for MedicinalProductInteractionInteractant {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_item: Option<crate::resources::MedicinalProductInteractionInteractantItem> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_item: Option<crate::resources::MedicinalProductInteractionInteractantItem>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 other => {
                     if !(crate::resources::MedicinalProductInteractionInteractantItem::de_key(
                         &mut map,
                         other,
-                        &mut f_item,
+                        &mut b.f_item,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_item.is_some(), "item")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            item: crate::rt::required::<_, A::Error>(f_item, "item")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            item: b.f_item.unwrap_or_default(),
         })
     }
 }
@@ -431,16 +448,22 @@ impl MedicinalProductInteractionInteractantItem {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "itemReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "MedicinalProductInteraction.interactant.item[x]",
-            })?,
-            "itemCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "MedicinalProductInteraction.interactant.item[x]",
-            })?,
+            "itemReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "MedicinalProductInteraction.interactant.item[x]",
+                },
+            )?,
+            "itemCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "MedicinalProductInteraction.interactant.item[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -159,84 +159,97 @@ impl crate::rt::DeFields for MedicinalProductManufactured {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_manufactured_dose_form: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_unit_of_presentation: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_manufacturer: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_ingredient: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_physical_characteristics: Option<crate::datatypes::ProdCharacteristic> = None;
-        let mut f_other_characteristics: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_manufactured_dose_form: Option<crate::datatypes::CodeableConcept>,
+            f_unit_of_presentation: Option<crate::datatypes::CodeableConcept>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_manufacturer: Vec<crate::datatypes::Reference>,
+            f_ingredient: Vec<crate::datatypes::Reference>,
+            f_physical_characteristics: Option<crate::datatypes::ProdCharacteristic>,
+            f_other_characteristics: Vec<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicinalProductManufactured",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicinalProductManufactured",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "manufacturedDoseForm" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_manufactured_dose_form))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_manufactured_dose_form))?
                 }
                 "unitOfPresentation" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_unit_of_presentation))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_of_presentation))?
                 }
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "manufacturer" => map.next_value_seed(crate::rt::VecSeed(&mut f_manufacturer))?,
-                "ingredient" => map.next_value_seed(crate::rt::VecSeed(&mut f_ingredient))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "manufacturer" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_manufacturer))?
+                }
+                "ingredient" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_ingredient))?
+                }
                 "physicalCharacteristics" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_physical_characteristics))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_physical_characteristics))?
                 }
                 "otherCharacteristics" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_other_characteristics))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_other_characteristics))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(
             resource_type_seen,
             "MedicinalProductManufactured",
         )?;
+        crate::rt::check_required::<A::Error>(
+            b.f_manufactured_dose_form.is_some(),
+            "manufacturedDoseForm",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_quantity.is_some(), "quantity")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            manufactured_dose_form: crate::rt::required::<_, A::Error>(
-                f_manufactured_dose_form,
-                "manufacturedDoseForm",
-            )?,
-            unit_of_presentation: f_unit_of_presentation,
-            quantity: crate::rt::required::<_, A::Error>(f_quantity, "quantity")?,
-            manufacturer: f_manufacturer,
-            ingredient: f_ingredient,
-            physical_characteristics: f_physical_characteristics,
-            other_characteristics: f_other_characteristics,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            manufactured_dose_form: b.f_manufactured_dose_form.unwrap_or_default(),
+            unit_of_presentation: b.f_unit_of_presentation,
+            quantity: b.f_quantity.unwrap_or_default(),
+            manufacturer: b.f_manufacturer,
+            ingredient: b.f_ingredient,
+            physical_characteristics: b.f_physical_characteristics,
+            other_characteristics: b.f_other_characteristics,
         })
     }
 }

@@ -171,87 +171,103 @@ impl crate::rt::DeFields for MedicinalProductPackaged {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_subject: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_legal_status_of_supply: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_marketing_status: Vec<crate::datatypes::MarketingStatus> = Vec::new();
-        let mut f_marketing_authorization: Option<crate::datatypes::Reference> = None;
-        let mut f_manufacturer: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_batch_identifier: Vec<crate::resources::MedicinalProductPackagedBatchIdentifier> =
-            Vec::new();
-        let mut f_package_item: Vec<crate::resources::MedicinalProductPackagedPackageItem> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_subject: Vec<crate::datatypes::Reference>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_legal_status_of_supply: Option<crate::datatypes::CodeableConcept>,
+            f_marketing_status: Vec<crate::datatypes::MarketingStatus>,
+            f_marketing_authorization: Option<crate::datatypes::Reference>,
+            f_manufacturer: Vec<crate::datatypes::Reference>,
+            f_batch_identifier: Vec<crate::resources::MedicinalProductPackagedBatchIdentifier>,
+            f_package_item: Vec<crate::resources::MedicinalProductPackagedPackageItem>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicinalProductPackaged",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicinalProductPackaged",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "subject" => map.next_value_seed(crate::rt::VecSeed(&mut f_subject))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "subject" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_subject))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
                 "legalStatusOfSupply" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_legal_status_of_supply))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_legal_status_of_supply))?
                 }
                 "marketingStatus" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_marketing_status))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_marketing_status))?
                 }
                 "marketingAuthorization" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_marketing_authorization))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_marketing_authorization))?
                 }
-                "manufacturer" => map.next_value_seed(crate::rt::VecSeed(&mut f_manufacturer))?,
+                "manufacturer" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_manufacturer))?
+                }
                 "batchIdentifier" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_batch_identifier))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_batch_identifier))?
                 }
-                "packageItem" => map.next_value_seed(crate::rt::VecSeed(&mut f_package_item))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "packageItem" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_package_item))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "MedicinalProductPackaged")?;
+        crate::rt::check_required::<A::Error>(!b.f_package_item.is_empty(), "packageItem")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            subject: f_subject,
-            description: f_description,
-            legal_status_of_supply: f_legal_status_of_supply,
-            marketing_status: f_marketing_status,
-            marketing_authorization: f_marketing_authorization,
-            manufacturer: f_manufacturer,
-            batch_identifier: f_batch_identifier,
-            package_item: crate::rt::required_vec::<_, A::Error>(f_package_item, "packageItem")?,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            subject: b.f_subject,
+            description: b.f_description,
+            legal_status_of_supply: b.f_legal_status_of_supply,
+            marketing_status: b.f_marketing_status,
+            marketing_authorization: b.f_marketing_authorization,
+            manufacturer: b.f_manufacturer,
+            batch_identifier: b.f_batch_identifier,
+            package_item: b.f_package_item,
         })
     }
 }
@@ -389,34 +405,38 @@ impl crate::rt::DeFields for MedicinalProductPackagedBatchIdentifier {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_outer_packaging: Option<crate::datatypes::Identifier> = None;
-        let mut f_immediate_packaging: Option<crate::datatypes::Identifier> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_outer_packaging: Option<crate::datatypes::Identifier>,
+            f_immediate_packaging: Option<crate::datatypes::Identifier>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "outerPackaging" => map.next_value_seed(crate::rt::Opt(&mut f_outer_packaging))?,
+                "outerPackaging" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_outer_packaging))?
+                }
                 "immediatePackaging" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_immediate_packaging))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_immediate_packaging))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_outer_packaging.is_some(), "outerPackaging")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            outer_packaging: crate::rt::required::<_, A::Error>(
-                f_outer_packaging,
-                "outerPackaging",
-            )?,
-            immediate_packaging: f_immediate_packaging,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            outer_packaging: b.f_outer_packaging.unwrap_or_default(),
+            immediate_packaging: b.f_immediate_packaging,
         })
     }
 }
@@ -590,70 +610,81 @@ impl crate::rt::DeFields for MedicinalProductPackagedPackageItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_material: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_alternate_material: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_device: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_manufactured_item: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_package_item: Vec<crate::resources::MedicinalProductPackagedPackageItem> =
-            Vec::new();
-        let mut f_physical_characteristics: Option<crate::datatypes::ProdCharacteristic> = None;
-        let mut f_other_characteristics: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_shelf_life_storage: Vec<crate::datatypes::ProductShelfLife> = Vec::new();
-        let mut f_manufacturer: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_material: Vec<crate::datatypes::CodeableConcept>,
+            f_alternate_material: Vec<crate::datatypes::CodeableConcept>,
+            f_device: Vec<crate::datatypes::Reference>,
+            f_manufactured_item: Vec<crate::datatypes::Reference>,
+            f_package_item: Vec<crate::resources::MedicinalProductPackagedPackageItem>,
+            f_physical_characteristics: Option<crate::datatypes::ProdCharacteristic>,
+            f_other_characteristics: Vec<crate::datatypes::CodeableConcept>,
+            f_shelf_life_storage: Vec<crate::datatypes::ProductShelfLife>,
+            f_manufacturer: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "material" => map.next_value_seed(crate::rt::VecSeed(&mut f_material))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "material" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_material))?,
                 "alternateMaterial" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_alternate_material))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_alternate_material))?
                 }
-                "device" => map.next_value_seed(crate::rt::VecSeed(&mut f_device))?,
+                "device" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_device))?,
                 "manufacturedItem" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_manufactured_item))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_manufactured_item))?
                 }
-                "packageItem" => map.next_value_seed(crate::rt::VecSeed(&mut f_package_item))?,
+                "packageItem" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_package_item))?
+                }
                 "physicalCharacteristics" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_physical_characteristics))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_physical_characteristics))?
                 }
                 "otherCharacteristics" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_other_characteristics))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_other_characteristics))?
                 }
                 "shelfLifeStorage" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_shelf_life_storage))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_shelf_life_storage))?
                 }
-                "manufacturer" => map.next_value_seed(crate::rt::VecSeed(&mut f_manufacturer))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "manufacturer" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_manufacturer))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_quantity.is_some(), "quantity")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            quantity: crate::rt::required::<_, A::Error>(f_quantity, "quantity")?,
-            material: f_material,
-            alternate_material: f_alternate_material,
-            device: f_device,
-            manufactured_item: f_manufactured_item,
-            package_item: f_package_item,
-            physical_characteristics: f_physical_characteristics,
-            other_characteristics: f_other_characteristics,
-            shelf_life_storage: f_shelf_life_storage,
-            manufacturer: f_manufacturer,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            r#type: b.f_type.unwrap_or_default(),
+            quantity: b.f_quantity.unwrap_or_default(),
+            material: b.f_material,
+            alternate_material: b.f_alternate_material,
+            device: b.f_device,
+            manufactured_item: b.f_manufactured_item,
+            package_item: b.f_package_item,
+            physical_characteristics: b.f_physical_characteristics,
+            other_characteristics: b.f_other_characteristics,
+            shelf_life_storage: b.f_shelf_life_storage,
+            manufacturer: b.f_manufacturer,
         })
     }
 }

@@ -168,91 +168,102 @@ impl crate::rt::DeFields for MedicinalProductPharmaceutical {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_administrable_dose_form: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_unit_of_presentation: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_ingredient: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_device: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_characteristics: Vec<
-            crate::resources::MedicinalProductPharmaceuticalCharacteristics,
-        > = Vec::new();
-        let mut f_route_of_administration: Vec<
-            crate::resources::MedicinalProductPharmaceuticalRouteOfAdministration,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_administrable_dose_form: Option<crate::datatypes::CodeableConcept>,
+            f_unit_of_presentation: Option<crate::datatypes::CodeableConcept>,
+            f_ingredient: Vec<crate::datatypes::Reference>,
+            f_device: Vec<crate::datatypes::Reference>,
+            f_characteristics: Vec<crate::resources::MedicinalProductPharmaceuticalCharacteristics>,
+            f_route_of_administration:
+                Vec<crate::resources::MedicinalProductPharmaceuticalRouteOfAdministration>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicinalProductPharmaceutical",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicinalProductPharmaceutical",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
                 "administrableDoseForm" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_administrable_dose_form))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_administrable_dose_form))?
                 }
                 "unitOfPresentation" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_unit_of_presentation))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_of_presentation))?
                 }
-                "ingredient" => map.next_value_seed(crate::rt::VecSeed(&mut f_ingredient))?,
-                "device" => map.next_value_seed(crate::rt::VecSeed(&mut f_device))?,
+                "ingredient" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_ingredient))?
+                }
+                "device" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_device))?,
                 "characteristics" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_characteristics))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_characteristics))?
                 }
-                "routeOfAdministration" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_route_of_administration))?
-                }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "routeOfAdministration" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_route_of_administration),
+                )?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(
             resource_type_seen,
             "MedicinalProductPharmaceutical",
         )?;
+        crate::rt::check_required::<A::Error>(
+            b.f_administrable_dose_form.is_some(),
+            "administrableDoseForm",
+        )?;
+        crate::rt::check_required::<A::Error>(
+            !b.f_route_of_administration.is_empty(),
+            "routeOfAdministration",
+        )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            administrable_dose_form: crate::rt::required::<_, A::Error>(
-                f_administrable_dose_form,
-                "administrableDoseForm",
-            )?,
-            unit_of_presentation: f_unit_of_presentation,
-            ingredient: f_ingredient,
-            device: f_device,
-            characteristics: f_characteristics,
-            route_of_administration: crate::rt::required_vec::<_, A::Error>(
-                f_route_of_administration,
-                "routeOfAdministration",
-            )?,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            administrable_dose_form: b.f_administrable_dose_form.unwrap_or_default(),
+            unit_of_presentation: b.f_unit_of_presentation,
+            ingredient: b.f_ingredient,
+            device: b.f_device,
+            characteristics: b.f_characteristics,
+            route_of_administration: b.f_route_of_administration,
         })
     }
 }
@@ -388,29 +399,34 @@ impl crate::rt::DeFields for MedicinalProductPharmaceuticalCharacteristics {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_status: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_status: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "status" => map.next_value_seed(crate::rt::Opt(&mut f_status))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "status" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            status: f_status,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            status: b.f_status,
         })
     }
 }
@@ -548,52 +564,62 @@ impl crate::rt::DeFields for MedicinalProductPharmaceuticalRouteOfAdministration
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_first_dose: Option<crate::datatypes::Quantity> = None;
-        let mut f_max_single_dose: Option<crate::datatypes::Quantity> = None;
-        let mut f_max_dose_per_day: Option<crate::datatypes::Quantity> = None;
-        let mut f_max_dose_per_treatment_period: Option<crate::datatypes::Ratio> = None;
-        let mut f_max_treatment_period: Option<crate::datatypes::Duration> = None;
-        let mut f_target_species: Vec<
-            crate::resources::MedicinalProductPharmaceuticalRouteOfAdministrationTargetSpecies,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_first_dose: Option<crate::datatypes::Quantity>,
+            f_max_single_dose: Option<crate::datatypes::Quantity>,
+            f_max_dose_per_day: Option<crate::datatypes::Quantity>,
+            f_max_dose_per_treatment_period: Option<crate::datatypes::Ratio>,
+            f_max_treatment_period: Option<crate::datatypes::Duration>,
+            f_target_species: Vec<
+                crate::resources::MedicinalProductPharmaceuticalRouteOfAdministrationTargetSpecies,
+            >,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "firstDose" => map.next_value_seed(crate::rt::Opt(&mut f_first_dose))?,
-                "maxSingleDose" => map.next_value_seed(crate::rt::Opt(&mut f_max_single_dose))?,
-                "maxDosePerDay" => map.next_value_seed(crate::rt::Opt(&mut f_max_dose_per_day))?,
-                "maxDosePerTreatmentPeriod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_max_dose_per_treatment_period))?
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "firstDose" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_first_dose))?,
+                "maxSingleDose" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_max_single_dose))?
                 }
+                "maxDosePerDay" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_max_dose_per_day))?
+                }
+                "maxDosePerTreatmentPeriod" => crate::rt::value(
+                    &mut map,
+                    crate::rt::Opt(&mut b.f_max_dose_per_treatment_period),
+                )?,
                 "maxTreatmentPeriod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_max_treatment_period))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_max_treatment_period))?
                 }
                 "targetSpecies" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_target_species))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_target_species))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            first_dose: f_first_dose,
-            max_single_dose: f_max_single_dose,
-            max_dose_per_day: f_max_dose_per_day,
-            max_dose_per_treatment_period: f_max_dose_per_treatment_period,
-            max_treatment_period: f_max_treatment_period,
-            target_species: f_target_species,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            first_dose: b.f_first_dose,
+            max_single_dose: b.f_max_single_dose,
+            max_dose_per_day: b.f_max_dose_per_day,
+            max_dose_per_treatment_period: b.f_max_dose_per_treatment_period,
+            max_treatment_period: b.f_max_treatment_period,
+            target_species: b.f_target_species,
         })
     }
 }
@@ -701,31 +727,36 @@ impl crate::rt::DeFields for MedicinalProductPharmaceuticalRouteOfAdministration
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_withdrawal_period: Vec<crate::resources::MedicinalProductPharmaceuticalRouteOfAdministrationTargetSpeciesWithdrawalPeriod> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+f_id: Option<String>,
+f_extension: Vec<crate::datatypes::Extension>,
+f_modifier_extension: Vec<crate::datatypes::Extension>,
+f_code: Option<crate::datatypes::CodeableConcept>,
+f_withdrawal_period: Vec<crate::resources::MedicinalProductPharmaceuticalRouteOfAdministrationTargetSpeciesWithdrawalPeriod>,
+}
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
                 "withdrawalPeriod" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_withdrawal_period))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_withdrawal_period))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            withdrawal_period: f_withdrawal_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            withdrawal_period: b.f_withdrawal_period,
         })
     }
 }
@@ -848,37 +879,45 @@ impl crate::rt::DeFields
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_tissue: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value: Option<crate::datatypes::Quantity> = None;
-        let mut f_supporting_information: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_tissue: Option<crate::datatypes::CodeableConcept>,
+            f_value: Option<crate::datatypes::Quantity>,
+            f_supporting_information: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "tissue" => map.next_value_seed(crate::rt::Opt(&mut f_tissue))?,
-                "value" => map.next_value_seed(crate::rt::Opt(&mut f_value))?,
-                "supportingInformation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_supporting_information))?
-                }
-                "_supportingInformation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_supporting_information))?
-                }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "tissue" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_tissue))?,
+                "value" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_value))?,
+                "supportingInformation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_supporting_information),
+                )?,
+                "_supportingInformation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_supporting_information),
+                )?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_tissue.is_some(), "tissue")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            tissue: crate::rt::required::<_, A::Error>(f_tissue, "tissue")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
-            supporting_information: f_supporting_information,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            tissue: b.f_tissue.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
+            supporting_information: b.f_supporting_information,
         })
     }
 }

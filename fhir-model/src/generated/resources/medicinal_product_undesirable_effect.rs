@@ -144,51 +144,62 @@ impl crate::rt::DeFields for MedicinalProductUndesirableEffect {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_subject: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_symptom_condition_effect: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_classification: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_frequency_of_occurrence: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_population: Vec<crate::datatypes::Population> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_subject: Vec<crate::datatypes::Reference>,
+            f_symptom_condition_effect: Option<crate::datatypes::CodeableConcept>,
+            f_classification: Option<crate::datatypes::CodeableConcept>,
+            f_frequency_of_occurrence: Option<crate::datatypes::CodeableConcept>,
+            f_population: Vec<crate::datatypes::Population>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MedicinalProductUndesirableEffect",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MedicinalProductUndesirableEffect",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "subject" => map.next_value_seed(crate::rt::VecSeed(&mut f_subject))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_subject))?,
                 "symptomConditionEffect" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_symptom_condition_effect))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_symptom_condition_effect))?
                 }
-                "classification" => map.next_value_seed(crate::rt::Opt(&mut f_classification))?,
+                "classification" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_classification))?
+                }
                 "frequencyOfOccurrence" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_frequency_of_occurrence))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_frequency_of_occurrence))?
                 }
-                "population" => map.next_value_seed(crate::rt::VecSeed(&mut f_population))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "population" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_population))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(
@@ -196,19 +207,19 @@ impl crate::rt::DeFields for MedicinalProductUndesirableEffect {
             "MedicinalProductUndesirableEffect",
         )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            subject: f_subject,
-            symptom_condition_effect: f_symptom_condition_effect,
-            classification: f_classification,
-            frequency_of_occurrence: f_frequency_of_occurrence,
-            population: f_population,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            subject: b.f_subject,
+            symptom_condition_effect: b.f_symptom_condition_effect,
+            classification: b.f_classification,
+            frequency_of_occurrence: b.f_frequency_of_occurrence,
+            population: b.f_population,
         })
     }
 }

@@ -284,157 +284,193 @@ impl crate::rt::DeFields for MessageDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_replaces: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_base: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_parent: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_event: Option<crate::resources::MessageDefinitionEvent> = None;
-        let mut f_category: Option<
-            crate::primitives::Primitive<crate::codes::MessageSignificanceCategory>,
-        > = None;
-        let mut f_focus: Vec<crate::resources::MessageDefinitionFocus> = Vec::new();
-        let mut f_response_required: Option<
-            crate::primitives::Primitive<crate::codes::MessageheaderResponseRequest>,
-        > = None;
-        let mut f_allowed_response: Vec<crate::resources::MessageDefinitionAllowedResponse> =
-            Vec::new();
-        let mut f_graph: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_replaces: crate::rt::PrimVec<String>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_base: Option<crate::primitives::Primitive<String>>,
+            f_parent: crate::rt::PrimVec<String>,
+            f_event: Option<crate::resources::MessageDefinitionEvent>,
+            f_category:
+                Option<crate::primitives::Primitive<crate::codes::MessageSignificanceCategory>>,
+            f_focus: Vec<crate::resources::MessageDefinitionFocus>,
+            f_response_required:
+                Option<crate::primitives::Primitive<crate::codes::MessageheaderResponseRequest>>,
+            f_allowed_response: Vec<crate::resources::MessageDefinitionAllowedResponse>,
+            f_graph: crate::rt::PrimVec<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MessageDefinition",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MessageDefinition",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "replaces" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_replaces))?,
-                "_replaces" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_replaces))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
-                "base" => map.next_value_seed(crate::rt::PrimValue(&mut f_base))?,
-                "_base" => map.next_value_seed(crate::rt::PrimExt(&mut f_base))?,
-                "parent" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_parent))?,
-                "_parent" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_parent))?,
-                "category" => map.next_value_seed(crate::rt::PrimValue(&mut f_category))?,
-                "_category" => map.next_value_seed(crate::rt::PrimExt(&mut f_category))?,
-                "focus" => map.next_value_seed(crate::rt::VecSeed(&mut f_focus))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "replaces" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_replaces))?
+                }
+                "_replaces" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_replaces))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
+                "base" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_base))?,
+                "_base" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_base))?,
+                "parent" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_parent))?,
+                "_parent" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_parent))?,
+                "category" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_category))?,
+                "_category" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_category))?,
+                "focus" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_focus))?,
                 "responseRequired" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_response_required))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_response_required))?
                 }
                 "_responseRequired" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_response_required))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_response_required))?
                 }
                 "allowedResponse" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_allowed_response))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_allowed_response))?
                 }
-                "graph" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_graph))?,
-                "_graph" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_graph))?,
+                "graph" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_graph))?,
+                "_graph" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_graph))?,
                 other => {
                     if !(crate::resources::MessageDefinitionEvent::de_key(
                         &mut map,
                         other,
-                        &mut f_event,
+                        &mut b.f_event,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "MessageDefinition")?;
+        let v_replaces = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_replaces),
+            "replaces",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_date.is_some(), "date")?;
+        let v_parent =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_parent), "parent")?;
+        crate::rt::check_required::<A::Error>(b.f_event.is_some(), "event")?;
+        let v_graph =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_graph), "graph")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: f_url,
-            identifier: f_identifier,
-            version: f_version,
-            name: f_name,
-            title: f_title,
-            replaces: crate::rt::finish_prim_vec::<_, A::Error>(f_replaces, "replaces")?,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            date: crate::rt::required::<_, A::Error>(f_date, "date")?,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            purpose: f_purpose,
-            copyright: f_copyright,
-            base: f_base,
-            parent: crate::rt::finish_prim_vec::<_, A::Error>(f_parent, "parent")?,
-            event: crate::rt::required::<_, A::Error>(f_event, "event")?,
-            category: f_category,
-            focus: f_focus,
-            response_required: f_response_required,
-            allowed_response: f_allowed_response,
-            graph: crate::rt::finish_prim_vec::<_, A::Error>(f_graph, "graph")?,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url,
+            identifier: b.f_identifier,
+            version: b.f_version,
+            name: b.f_name,
+            title: b.f_title,
+            replaces: v_replaces,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            date: b.f_date.unwrap_or_default(),
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            purpose: b.f_purpose,
+            copyright: b.f_copyright,
+            base: b.f_base,
+            parent: v_parent,
+            event: b.f_event.unwrap_or_default(),
+            category: b.f_category,
+            focus: b.f_focus,
+            response_required: b.f_response_required,
+            allowed_response: b.f_allowed_response,
+            graph: v_graph,
         })
     }
 }
@@ -605,39 +641,45 @@ impl crate::rt::DeFields for MessageDefinitionFocus {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::primitives::Primitive<crate::codes::ResourceTypeCode>> = None;
-        let mut f_profile: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_min: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_max: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<crate::codes::ResourceTypeCode>>,
+            f_profile: Option<crate::primitives::Primitive<String>>,
+            f_min: Option<crate::primitives::Primitive<u32>>,
+            f_max: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "profile" => map.next_value_seed(crate::rt::PrimValue(&mut f_profile))?,
-                "_profile" => map.next_value_seed(crate::rt::PrimExt(&mut f_profile))?,
-                "min" => map.next_value_seed(crate::rt::PrimValue(&mut f_min))?,
-                "_min" => map.next_value_seed(crate::rt::PrimExt(&mut f_min))?,
-                "max" => map.next_value_seed(crate::rt::PrimValue(&mut f_max))?,
-                "_max" => map.next_value_seed(crate::rt::PrimExt(&mut f_max))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "profile" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_profile))?,
+                "_profile" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_profile))?,
+                "min" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_min))?,
+                "_min" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_min))?,
+                "max" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_max))?,
+                "_max" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_max))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        crate::rt::check_required::<A::Error>(b.f_min.is_some(), "min")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            profile: f_profile,
-            min: crate::rt::required::<_, A::Error>(f_min, "min")?,
-            max: f_max,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            profile: b.f_profile,
+            min: b.f_min.unwrap_or_default(),
+            max: b.f_max,
         })
     }
 }
@@ -737,31 +779,38 @@ impl crate::rt::DeFields for MessageDefinitionAllowedResponse {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_message: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_situation: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_message: Option<crate::primitives::Primitive<String>>,
+            f_situation: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "message" => map.next_value_seed(crate::rt::PrimValue(&mut f_message))?,
-                "_message" => map.next_value_seed(crate::rt::PrimExt(&mut f_message))?,
-                "situation" => map.next_value_seed(crate::rt::PrimValue(&mut f_situation))?,
-                "_situation" => map.next_value_seed(crate::rt::PrimExt(&mut f_situation))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "message" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_message))?,
+                "_message" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_message))?,
+                "situation" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_situation))?
+                }
+                "_situation" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_situation))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_message.is_some(), "message")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            message: crate::rt::required::<_, A::Error>(f_message, "message")?,
-            situation: f_situation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            message: b.f_message.unwrap_or_default(),
+            situation: b.f_situation,
         })
     }
 }
@@ -820,29 +869,38 @@ impl MessageDefinitionEvent {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "eventCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Coding,
-                name: "MessageDefinition.event[x]",
-            })?,
-            "eventUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            "eventCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Coding,
+                    name: "MessageDefinition.event[x]",
                 },
-                name: "MessageDefinition.event[x]",
-            })?,
-            "_eventUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "eventUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MessageDefinition.event[x]",
                 },
-                name: "MessageDefinition.event[x]",
-            })?,
+            )?,
+            "_eventUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MessageDefinition.event[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -185,90 +185,105 @@ impl crate::rt::DeFields for MessageHeader {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_event: Option<crate::resources::MessageHeaderEvent> = None;
-        let mut f_destination: Vec<crate::resources::MessageHeaderDestination> = Vec::new();
-        let mut f_sender: Option<crate::datatypes::Reference> = None;
-        let mut f_enterer: Option<crate::datatypes::Reference> = None;
-        let mut f_author: Option<crate::datatypes::Reference> = None;
-        let mut f_source: Option<crate::resources::MessageHeaderSource> = None;
-        let mut f_responsible: Option<crate::datatypes::Reference> = None;
-        let mut f_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_response: Option<crate::resources::MessageHeaderResponse> = None;
-        let mut f_focus: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_definition: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_event: Option<crate::resources::MessageHeaderEvent>,
+            f_destination: Vec<crate::resources::MessageHeaderDestination>,
+            f_sender: Option<crate::datatypes::Reference>,
+            f_enterer: Option<crate::datatypes::Reference>,
+            f_author: Option<crate::datatypes::Reference>,
+            f_source: Option<crate::resources::MessageHeaderSource>,
+            f_responsible: Option<crate::datatypes::Reference>,
+            f_reason: Option<crate::datatypes::CodeableConcept>,
+            f_response: Option<crate::resources::MessageHeaderResponse>,
+            f_focus: Vec<crate::datatypes::Reference>,
+            f_definition: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MessageHeader",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MessageHeader",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "destination" => map.next_value_seed(crate::rt::VecSeed(&mut f_destination))?,
-                "sender" => map.next_value_seed(crate::rt::Opt(&mut f_sender))?,
-                "enterer" => map.next_value_seed(crate::rt::Opt(&mut f_enterer))?,
-                "author" => map.next_value_seed(crate::rt::Opt(&mut f_author))?,
-                "source" => map.next_value_seed(crate::rt::Opt(&mut f_source))?,
-                "responsible" => map.next_value_seed(crate::rt::Opt(&mut f_responsible))?,
-                "reason" => map.next_value_seed(crate::rt::Opt(&mut f_reason))?,
-                "response" => map.next_value_seed(crate::rt::Opt(&mut f_response))?,
-                "focus" => map.next_value_seed(crate::rt::VecSeed(&mut f_focus))?,
-                "definition" => map.next_value_seed(crate::rt::PrimValue(&mut f_definition))?,
-                "_definition" => map.next_value_seed(crate::rt::PrimExt(&mut f_definition))?,
+                "destination" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_destination))?
+                }
+                "sender" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sender))?,
+                "enterer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_enterer))?,
+                "author" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_author))?,
+                "source" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source))?,
+                "responsible" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_responsible))?,
+                "reason" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reason))?,
+                "response" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_response))?,
+                "focus" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_focus))?,
+                "definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_definition))?
+                }
+                "_definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_definition))?
+                }
                 other => {
                     if !(crate::resources::MessageHeaderEvent::de_key(
                         &mut map,
                         other,
-                        &mut f_event,
+                        &mut b.f_event,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "MessageHeader")?;
+        crate::rt::check_required::<A::Error>(b.f_event.is_some(), "event")?;
+        crate::rt::check_required::<A::Error>(b.f_source.is_some(), "source")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            event: crate::rt::required::<_, A::Error>(f_event, "event")?,
-            destination: f_destination,
-            sender: f_sender,
-            enterer: f_enterer,
-            author: f_author,
-            source: crate::rt::required::<_, A::Error>(f_source, "source")?,
-            responsible: f_responsible,
-            reason: f_reason,
-            response: f_response,
-            focus: f_focus,
-            definition: f_definition,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            event: b.f_event.unwrap_or_default(),
+            destination: b.f_destination,
+            sender: b.f_sender,
+            enterer: b.f_enterer,
+            author: b.f_author,
+            source: b.f_source.unwrap_or_default(),
+            responsible: b.f_responsible,
+            reason: b.f_reason,
+            response: b.f_response,
+            focus: b.f_focus,
+            definition: b.f_definition,
         })
     }
 }
@@ -422,37 +437,42 @@ impl crate::rt::DeFields for MessageHeaderDestination {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_target: Option<crate::datatypes::Reference> = None;
-        let mut f_endpoint: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_receiver: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_target: Option<crate::datatypes::Reference>,
+            f_endpoint: Option<crate::primitives::Primitive<String>>,
+            f_receiver: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "target" => map.next_value_seed(crate::rt::Opt(&mut f_target))?,
-                "endpoint" => map.next_value_seed(crate::rt::PrimValue(&mut f_endpoint))?,
-                "_endpoint" => map.next_value_seed(crate::rt::PrimExt(&mut f_endpoint))?,
-                "receiver" => map.next_value_seed(crate::rt::Opt(&mut f_receiver))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "target" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_target))?,
+                "endpoint" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_endpoint))?,
+                "_endpoint" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_endpoint))?,
+                "receiver" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_receiver))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_endpoint.is_some(), "endpoint")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: f_name,
-            target: f_target,
-            endpoint: crate::rt::required::<_, A::Error>(f_endpoint, "endpoint")?,
-            receiver: f_receiver,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name,
+            target: b.f_target,
+            endpoint: b.f_endpoint.unwrap_or_default(),
+            receiver: b.f_receiver,
         })
     }
 }
@@ -573,42 +593,47 @@ impl crate::rt::DeFields for MessageHeaderSource {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_software: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Option<crate::datatypes::ContactPoint> = None;
-        let mut f_endpoint: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_software: Option<crate::primitives::Primitive<String>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_contact: Option<crate::datatypes::ContactPoint>,
+            f_endpoint: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "software" => map.next_value_seed(crate::rt::PrimValue(&mut f_software))?,
-                "_software" => map.next_value_seed(crate::rt::PrimExt(&mut f_software))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "contact" => map.next_value_seed(crate::rt::Opt(&mut f_contact))?,
-                "endpoint" => map.next_value_seed(crate::rt::PrimValue(&mut f_endpoint))?,
-                "_endpoint" => map.next_value_seed(crate::rt::PrimExt(&mut f_endpoint))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "software" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_software))?,
+                "_software" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_software))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_contact))?,
+                "endpoint" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_endpoint))?,
+                "_endpoint" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_endpoint))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_endpoint.is_some(), "endpoint")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: f_name,
-            software: f_software,
-            version: f_version,
-            contact: f_contact,
-            endpoint: crate::rt::required::<_, A::Error>(f_endpoint, "endpoint")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name,
+            software: b.f_software,
+            version: b.f_version,
+            contact: b.f_contact,
+            endpoint: b.f_endpoint.unwrap_or_default(),
         })
     }
 }
@@ -720,34 +745,44 @@ impl crate::rt::DeFields for MessageHeaderResponse {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_code: Option<crate::primitives::Primitive<crate::codes::ResponseType>> = None;
-        let mut f_details: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::primitives::Primitive<String>>,
+            f_code: Option<crate::primitives::Primitive<crate::codes::ResponseType>>,
+            f_details: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::PrimValue(&mut f_identifier))?,
-                "_identifier" => map.next_value_seed(crate::rt::PrimExt(&mut f_identifier))?,
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "details" => map.next_value_seed(crate::rt::Opt(&mut f_details))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_identifier))?
+                }
+                "_identifier" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_identifier))?
+                }
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "details" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_details))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_identifier.is_some(), "identifier")?;
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: crate::rt::required::<_, A::Error>(f_identifier, "identifier")?,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            details: f_details,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier.unwrap_or_default(),
+            code: b.f_code.unwrap_or_default(),
+            details: b.f_details,
         })
     }
 }
@@ -807,29 +842,38 @@ impl MessageHeaderEvent {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "eventCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Coding,
-                name: "MessageHeader.event[x]",
-            })?,
-            "eventUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            "eventCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Coding,
+                    name: "MessageHeader.event[x]",
                 },
-                name: "MessageHeader.event[x]",
-            })?,
-            "_eventUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "eventUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MessageHeader.event[x]",
                 },
-                name: "MessageHeader.event[x]",
-            })?,
+            )?,
+            "_eventUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "MessageHeader.event[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -221,113 +221,129 @@ impl crate::rt::DeFields for MolecularSequence {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::SequenceType>> = None;
-        let mut f_coordinate_system: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_specimen: Option<crate::datatypes::Reference> = None;
-        let mut f_device: Option<crate::datatypes::Reference> = None;
-        let mut f_performer: Option<crate::datatypes::Reference> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_reference_seq: Option<crate::resources::MolecularSequenceReferenceSeq> = None;
-        let mut f_variant: Vec<crate::resources::MolecularSequenceVariant> = Vec::new();
-        let mut f_observed_seq: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_quality: Vec<crate::resources::MolecularSequenceQuality> = Vec::new();
-        let mut f_read_coverage: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_repository: Vec<crate::resources::MolecularSequenceRepository> = Vec::new();
-        let mut f_pointer: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_structure_variant: Vec<crate::resources::MolecularSequenceStructureVariant> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::SequenceType>>,
+            f_coordinate_system: Option<crate::primitives::Primitive<i32>>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_specimen: Option<crate::datatypes::Reference>,
+            f_device: Option<crate::datatypes::Reference>,
+            f_performer: Option<crate::datatypes::Reference>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_reference_seq: Option<crate::resources::MolecularSequenceReferenceSeq>,
+            f_variant: Vec<crate::resources::MolecularSequenceVariant>,
+            f_observed_seq: Option<crate::primitives::Primitive<String>>,
+            f_quality: Vec<crate::resources::MolecularSequenceQuality>,
+            f_read_coverage: Option<crate::primitives::Primitive<i32>>,
+            f_repository: Vec<crate::resources::MolecularSequenceRepository>,
+            f_pointer: Vec<crate::datatypes::Reference>,
+            f_structure_variant: Vec<crate::resources::MolecularSequenceStructureVariant>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "MolecularSequence",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "MolecularSequence",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
                 "coordinateSystem" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_coordinate_system))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_coordinate_system))?
                 }
                 "_coordinateSystem" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_coordinate_system))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_coordinate_system))?
                 }
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "specimen" => map.next_value_seed(crate::rt::Opt(&mut f_specimen))?,
-                "device" => map.next_value_seed(crate::rt::Opt(&mut f_device))?,
-                "performer" => map.next_value_seed(crate::rt::Opt(&mut f_performer))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "referenceSeq" => map.next_value_seed(crate::rt::Opt(&mut f_reference_seq))?,
-                "variant" => map.next_value_seed(crate::rt::VecSeed(&mut f_variant))?,
-                "observedSeq" => map.next_value_seed(crate::rt::PrimValue(&mut f_observed_seq))?,
-                "_observedSeq" => map.next_value_seed(crate::rt::PrimExt(&mut f_observed_seq))?,
-                "quality" => map.next_value_seed(crate::rt::VecSeed(&mut f_quality))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "specimen" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_specimen))?,
+                "device" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_device))?,
+                "performer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_performer))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "referenceSeq" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reference_seq))?
+                }
+                "variant" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_variant))?,
+                "observedSeq" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_observed_seq))?
+                }
+                "_observedSeq" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_observed_seq))?
+                }
+                "quality" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_quality))?,
                 "readCoverage" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_read_coverage))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_read_coverage))?
                 }
-                "_readCoverage" => map.next_value_seed(crate::rt::PrimExt(&mut f_read_coverage))?,
-                "repository" => map.next_value_seed(crate::rt::VecSeed(&mut f_repository))?,
-                "pointer" => map.next_value_seed(crate::rt::VecSeed(&mut f_pointer))?,
+                "_readCoverage" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_read_coverage))?
+                }
+                "repository" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_repository))?
+                }
+                "pointer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_pointer))?,
                 "structureVariant" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_structure_variant))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_structure_variant))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "MolecularSequence")?;
+        crate::rt::check_required::<A::Error>(b.f_coordinate_system.is_some(), "coordinateSystem")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            r#type: f_type,
-            coordinate_system: crate::rt::required::<_, A::Error>(
-                f_coordinate_system,
-                "coordinateSystem",
-            )?,
-            patient: f_patient,
-            specimen: f_specimen,
-            device: f_device,
-            performer: f_performer,
-            quantity: f_quantity,
-            reference_seq: f_reference_seq,
-            variant: f_variant,
-            observed_seq: f_observed_seq,
-            quality: f_quality,
-            read_coverage: f_read_coverage,
-            repository: f_repository,
-            pointer: f_pointer,
-            structure_variant: f_structure_variant,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            r#type: b.f_type,
+            coordinate_system: b.f_coordinate_system.unwrap_or_default(),
+            patient: b.f_patient,
+            specimen: b.f_specimen,
+            device: b.f_device,
+            performer: b.f_performer,
+            quantity: b.f_quantity,
+            reference_seq: b.f_reference_seq,
+            variant: b.f_variant,
+            observed_seq: b.f_observed_seq,
+            quality: b.f_quality,
+            read_coverage: b.f_read_coverage,
+            repository: b.f_repository,
+            pointer: b.f_pointer,
+            structure_variant: b.f_structure_variant,
         })
     }
 }
@@ -523,63 +539,85 @@ impl crate::rt::DeFields for MolecularSequenceReferenceSeq {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_chromosome: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_genome_build: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_orientation: Option<crate::primitives::Primitive<crate::codes::OrientationType>> =
-            None;
-        let mut f_reference_seq_id: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_reference_seq_pointer: Option<crate::datatypes::Reference> = None;
-        let mut f_reference_seq_string: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_strand: Option<crate::primitives::Primitive<crate::codes::StrandType>> = None;
-        let mut f_window_start: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_window_end: Option<crate::primitives::Primitive<i32>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_chromosome: Option<crate::datatypes::CodeableConcept>,
+            f_genome_build: Option<crate::primitives::Primitive<String>>,
+            f_orientation: Option<crate::primitives::Primitive<crate::codes::OrientationType>>,
+            f_reference_seq_id: Option<crate::datatypes::CodeableConcept>,
+            f_reference_seq_pointer: Option<crate::datatypes::Reference>,
+            f_reference_seq_string: Option<crate::primitives::Primitive<String>>,
+            f_strand: Option<crate::primitives::Primitive<crate::codes::StrandType>>,
+            f_window_start: Option<crate::primitives::Primitive<i32>>,
+            f_window_end: Option<crate::primitives::Primitive<i32>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "chromosome" => map.next_value_seed(crate::rt::Opt(&mut f_chromosome))?,
-                "genomeBuild" => map.next_value_seed(crate::rt::PrimValue(&mut f_genome_build))?,
-                "_genomeBuild" => map.next_value_seed(crate::rt::PrimExt(&mut f_genome_build))?,
-                "orientation" => map.next_value_seed(crate::rt::PrimValue(&mut f_orientation))?,
-                "_orientation" => map.next_value_seed(crate::rt::PrimExt(&mut f_orientation))?,
-                "referenceSeqId" => map.next_value_seed(crate::rt::Opt(&mut f_reference_seq_id))?,
+                "chromosome" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_chromosome))?,
+                "genomeBuild" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_genome_build))?
+                }
+                "_genomeBuild" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_genome_build))?
+                }
+                "orientation" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_orientation))?
+                }
+                "_orientation" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_orientation))?
+                }
+                "referenceSeqId" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reference_seq_id))?
+                }
                 "referenceSeqPointer" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_reference_seq_pointer))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reference_seq_pointer))?
                 }
-                "referenceSeqString" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_reference_seq_string))?
-                }
+                "referenceSeqString" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_reference_seq_string),
+                )?,
                 "_referenceSeqString" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_reference_seq_string))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_reference_seq_string))?
                 }
-                "strand" => map.next_value_seed(crate::rt::PrimValue(&mut f_strand))?,
-                "_strand" => map.next_value_seed(crate::rt::PrimExt(&mut f_strand))?,
-                "windowStart" => map.next_value_seed(crate::rt::PrimValue(&mut f_window_start))?,
-                "_windowStart" => map.next_value_seed(crate::rt::PrimExt(&mut f_window_start))?,
-                "windowEnd" => map.next_value_seed(crate::rt::PrimValue(&mut f_window_end))?,
-                "_windowEnd" => map.next_value_seed(crate::rt::PrimExt(&mut f_window_end))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "strand" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_strand))?,
+                "_strand" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_strand))?,
+                "windowStart" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_window_start))?
+                }
+                "_windowStart" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_window_start))?
+                }
+                "windowEnd" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_window_end))?
+                }
+                "_windowEnd" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_window_end))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            chromosome: f_chromosome,
-            genome_build: f_genome_build,
-            orientation: f_orientation,
-            reference_seq_id: f_reference_seq_id,
-            reference_seq_pointer: f_reference_seq_pointer,
-            reference_seq_string: f_reference_seq_string,
-            strand: f_strand,
-            window_start: f_window_start,
-            window_end: f_window_end,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            chromosome: b.f_chromosome,
+            genome_build: b.f_genome_build,
+            orientation: b.f_orientation,
+            reference_seq_id: b.f_reference_seq_id,
+            reference_seq_pointer: b.f_reference_seq_pointer,
+            reference_seq_string: b.f_reference_seq_string,
+            strand: b.f_strand,
+            window_start: b.f_window_start,
+            window_end: b.f_window_end,
         })
     }
 }
@@ -719,54 +757,60 @@ impl crate::rt::DeFields for MolecularSequenceVariant {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_start: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_end: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_observed_allele: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_reference_allele: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_cigar: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_variant_pointer: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_start: Option<crate::primitives::Primitive<i32>>,
+            f_end: Option<crate::primitives::Primitive<i32>>,
+            f_observed_allele: Option<crate::primitives::Primitive<String>>,
+            f_reference_allele: Option<crate::primitives::Primitive<String>>,
+            f_cigar: Option<crate::primitives::Primitive<String>>,
+            f_variant_pointer: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "start" => map.next_value_seed(crate::rt::PrimValue(&mut f_start))?,
-                "_start" => map.next_value_seed(crate::rt::PrimExt(&mut f_start))?,
-                "end" => map.next_value_seed(crate::rt::PrimValue(&mut f_end))?,
-                "_end" => map.next_value_seed(crate::rt::PrimExt(&mut f_end))?,
+                "start" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_start))?,
+                "_start" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_start))?,
+                "end" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_end))?,
+                "_end" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_end))?,
                 "observedAllele" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_observed_allele))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_observed_allele))?
                 }
                 "_observedAllele" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_observed_allele))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_observed_allele))?
                 }
                 "referenceAllele" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_reference_allele))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_reference_allele))?
                 }
                 "_referenceAllele" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_reference_allele))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_reference_allele))?
                 }
-                "cigar" => map.next_value_seed(crate::rt::PrimValue(&mut f_cigar))?,
-                "_cigar" => map.next_value_seed(crate::rt::PrimExt(&mut f_cigar))?,
-                "variantPointer" => map.next_value_seed(crate::rt::Opt(&mut f_variant_pointer))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "cigar" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_cigar))?,
+                "_cigar" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_cigar))?,
+                "variantPointer" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_variant_pointer))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            start: f_start,
-            end: f_end,
-            observed_allele: f_observed_allele,
-            reference_allele: f_reference_allele,
-            cigar: f_cigar,
-            variant_pointer: f_variant_pointer,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            start: b.f_start,
+            end: b.f_end,
+            observed_allele: b.f_observed_allele,
+            reference_allele: b.f_reference_allele,
+            cigar: b.f_cigar,
+            variant_pointer: b.f_variant_pointer,
         })
     }
 }
@@ -959,82 +1003,88 @@ impl crate::rt::DeFields for MolecularSequenceQuality {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::QualityType>> = None;
-        let mut f_standard_sequence: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_start: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_end: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_score: Option<crate::datatypes::Quantity> = None;
-        let mut f_method: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_truth_tp: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_query_tp: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_truth_fn: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_query_fp: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_gt_fp: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_precision: Option<crate::primitives::Primitive<crate::primitives::Decimal>> =
-            None;
-        let mut f_recall: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_f_score: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_roc: Option<crate::resources::MolecularSequenceQualityRoc> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::QualityType>>,
+            f_standard_sequence: Option<crate::datatypes::CodeableConcept>,
+            f_start: Option<crate::primitives::Primitive<i32>>,
+            f_end: Option<crate::primitives::Primitive<i32>>,
+            f_score: Option<crate::datatypes::Quantity>,
+            f_method: Option<crate::datatypes::CodeableConcept>,
+            f_truth_tp: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_query_tp: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_truth_fn: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_query_fp: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_gt_fp: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_precision: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_recall: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_f_score: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_roc: Option<crate::resources::MolecularSequenceQualityRoc>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
                 "standardSequence" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_standard_sequence))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_standard_sequence))?
                 }
-                "start" => map.next_value_seed(crate::rt::PrimValue(&mut f_start))?,
-                "_start" => map.next_value_seed(crate::rt::PrimExt(&mut f_start))?,
-                "end" => map.next_value_seed(crate::rt::PrimValue(&mut f_end))?,
-                "_end" => map.next_value_seed(crate::rt::PrimExt(&mut f_end))?,
-                "score" => map.next_value_seed(crate::rt::Opt(&mut f_score))?,
-                "method" => map.next_value_seed(crate::rt::Opt(&mut f_method))?,
-                "truthTP" => map.next_value_seed(crate::rt::PrimValue(&mut f_truth_tp))?,
-                "_truthTP" => map.next_value_seed(crate::rt::PrimExt(&mut f_truth_tp))?,
-                "queryTP" => map.next_value_seed(crate::rt::PrimValue(&mut f_query_tp))?,
-                "_queryTP" => map.next_value_seed(crate::rt::PrimExt(&mut f_query_tp))?,
-                "truthFN" => map.next_value_seed(crate::rt::PrimValue(&mut f_truth_fn))?,
-                "_truthFN" => map.next_value_seed(crate::rt::PrimExt(&mut f_truth_fn))?,
-                "queryFP" => map.next_value_seed(crate::rt::PrimValue(&mut f_query_fp))?,
-                "_queryFP" => map.next_value_seed(crate::rt::PrimExt(&mut f_query_fp))?,
-                "gtFP" => map.next_value_seed(crate::rt::PrimValue(&mut f_gt_fp))?,
-                "_gtFP" => map.next_value_seed(crate::rt::PrimExt(&mut f_gt_fp))?,
-                "precision" => map.next_value_seed(crate::rt::PrimValue(&mut f_precision))?,
-                "_precision" => map.next_value_seed(crate::rt::PrimExt(&mut f_precision))?,
-                "recall" => map.next_value_seed(crate::rt::PrimValue(&mut f_recall))?,
-                "_recall" => map.next_value_seed(crate::rt::PrimExt(&mut f_recall))?,
-                "fScore" => map.next_value_seed(crate::rt::PrimValue(&mut f_f_score))?,
-                "_fScore" => map.next_value_seed(crate::rt::PrimExt(&mut f_f_score))?,
-                "roc" => map.next_value_seed(crate::rt::Opt(&mut f_roc))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "start" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_start))?,
+                "_start" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_start))?,
+                "end" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_end))?,
+                "_end" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_end))?,
+                "score" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_score))?,
+                "method" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_method))?,
+                "truthTP" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_truth_tp))?,
+                "_truthTP" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_truth_tp))?,
+                "queryTP" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_query_tp))?,
+                "_queryTP" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_query_tp))?,
+                "truthFN" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_truth_fn))?,
+                "_truthFN" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_truth_fn))?,
+                "queryFP" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_query_fp))?,
+                "_queryFP" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_query_fp))?,
+                "gtFP" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_gt_fp))?,
+                "_gtFP" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_gt_fp))?,
+                "precision" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_precision))?
+                }
+                "_precision" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_precision))?,
+                "recall" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_recall))?,
+                "_recall" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_recall))?,
+                "fScore" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_f_score))?,
+                "_fScore" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_f_score))?,
+                "roc" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_roc))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            standard_sequence: f_standard_sequence,
-            start: f_start,
-            end: f_end,
-            score: f_score,
-            method: f_method,
-            truth_tp: f_truth_tp,
-            query_tp: f_query_tp,
-            truth_fn: f_truth_fn,
-            query_fp: f_query_fp,
-            gt_fp: f_gt_fp,
-            precision: f_precision,
-            recall: f_recall,
-            f_score: f_f_score,
-            roc: f_roc,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            standard_sequence: b.f_standard_sequence,
+            start: b.f_start,
+            end: b.f_end,
+            score: b.f_score,
+            method: b.f_method,
+            truth_tp: b.f_truth_tp,
+            query_tp: b.f_query_tp,
+            truth_fn: b.f_truth_fn,
+            query_fp: b.f_query_fp,
+            gt_fp: b.f_gt_fp,
+            precision: b.f_precision,
+            recall: b.f_recall,
+            f_score: b.f_f_score,
+            roc: b.f_roc,
         })
     }
 }
@@ -1177,58 +1227,87 @@ impl crate::rt::DeFields for MolecularSequenceQualityRoc {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_score: crate::rt::PrimVec<i32> = crate::rt::PrimVec::default();
-        let mut f_num_tp: crate::rt::PrimVec<i32> = crate::rt::PrimVec::default();
-        let mut f_num_fp: crate::rt::PrimVec<i32> = crate::rt::PrimVec::default();
-        let mut f_num_fn: crate::rt::PrimVec<i32> = crate::rt::PrimVec::default();
-        let mut f_precision: crate::rt::PrimVec<crate::primitives::Decimal> =
-            crate::rt::PrimVec::default();
-        let mut f_sensitivity: crate::rt::PrimVec<crate::primitives::Decimal> =
-            crate::rt::PrimVec::default();
-        let mut f_f_measure: crate::rt::PrimVec<crate::primitives::Decimal> =
-            crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_score: crate::rt::PrimVec<i32>,
+            f_num_tp: crate::rt::PrimVec<i32>,
+            f_num_fp: crate::rt::PrimVec<i32>,
+            f_num_fn: crate::rt::PrimVec<i32>,
+            f_precision: crate::rt::PrimVec<crate::primitives::Decimal>,
+            f_sensitivity: crate::rt::PrimVec<crate::primitives::Decimal>,
+            f_f_measure: crate::rt::PrimVec<crate::primitives::Decimal>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "score" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_score))?,
-                "_score" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_score))?,
-                "numTP" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_num_tp))?,
-                "_numTP" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_num_tp))?,
-                "numFP" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_num_fp))?,
-                "_numFP" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_num_fp))?,
-                "numFN" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_num_fn))?,
-                "_numFN" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_num_fn))?,
-                "precision" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_precision))?,
-                "_precision" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_precision))?,
+                "score" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_score))?,
+                "_score" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_score))?,
+                "numTP" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_num_tp))?,
+                "_numTP" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_num_tp))?,
+                "numFP" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_num_fp))?,
+                "_numFP" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_num_fp))?,
+                "numFN" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_num_fn))?,
+                "_numFN" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_num_fn))?,
+                "precision" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_precision))?
+                }
+                "_precision" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_precision))?
+                }
                 "sensitivity" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_sensitivity))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_sensitivity))?
                 }
                 "_sensitivity" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_sensitivity))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_sensitivity))?
                 }
-                "fMeasure" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_f_measure))?,
-                "_fMeasure" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_f_measure))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "fMeasure" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_f_measure))?
+                }
+                "_fMeasure" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_f_measure))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_score =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_score), "score")?;
+        let v_num_tp =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_num_tp), "numTP")?;
+        let v_num_fp =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_num_fp), "numFP")?;
+        let v_num_fn =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_num_fn), "numFN")?;
+        let v_precision = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_precision),
+            "precision",
+        )?;
+        let v_sensitivity = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_sensitivity),
+            "sensitivity",
+        )?;
+        let v_f_measure = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_f_measure),
+            "fMeasure",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            score: crate::rt::finish_prim_vec::<_, A::Error>(f_score, "score")?,
-            num_tp: crate::rt::finish_prim_vec::<_, A::Error>(f_num_tp, "numTP")?,
-            num_fp: crate::rt::finish_prim_vec::<_, A::Error>(f_num_fp, "numFP")?,
-            num_fn: crate::rt::finish_prim_vec::<_, A::Error>(f_num_fn, "numFN")?,
-            precision: crate::rt::finish_prim_vec::<_, A::Error>(f_precision, "precision")?,
-            sensitivity: crate::rt::finish_prim_vec::<_, A::Error>(f_sensitivity, "sensitivity")?,
-            f_measure: crate::rt::finish_prim_vec::<_, A::Error>(f_f_measure, "fMeasure")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            score: v_score,
+            num_tp: v_num_tp,
+            num_fp: v_num_fp,
+            num_fn: v_num_fn,
+            precision: v_precision,
+            sensitivity: v_sensitivity,
+            f_measure: v_f_measure,
         })
     }
 }
@@ -1361,49 +1440,64 @@ impl crate::rt::DeFields for MolecularSequenceRepository {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::RepositoryType>> = None;
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_dataset_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_variantset_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_readset_id: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::RepositoryType>>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_dataset_id: Option<crate::primitives::Primitive<String>>,
+            f_variantset_id: Option<crate::primitives::Primitive<String>>,
+            f_readset_id: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "datasetId" => map.next_value_seed(crate::rt::PrimValue(&mut f_dataset_id))?,
-                "_datasetId" => map.next_value_seed(crate::rt::PrimExt(&mut f_dataset_id))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "datasetId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_dataset_id))?
+                }
+                "_datasetId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_dataset_id))?
+                }
                 "variantsetId" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_variantset_id))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_variantset_id))?
                 }
-                "_variantsetId" => map.next_value_seed(crate::rt::PrimExt(&mut f_variantset_id))?,
-                "readsetId" => map.next_value_seed(crate::rt::PrimValue(&mut f_readset_id))?,
-                "_readsetId" => map.next_value_seed(crate::rt::PrimExt(&mut f_readset_id))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_variantsetId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_variantset_id))?
+                }
+                "readsetId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_readset_id))?
+                }
+                "_readsetId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_readset_id))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            url: f_url,
-            name: f_name,
-            dataset_id: f_dataset_id,
-            variantset_id: f_variantset_id,
-            readset_id: f_readset_id,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            url: b.f_url,
+            name: b.f_name,
+            dataset_id: b.f_dataset_id,
+            variantset_id: b.f_variantset_id,
+            readset_id: b.f_readset_id,
         })
     }
 }
@@ -1523,40 +1617,44 @@ impl crate::rt::DeFields for MolecularSequenceStructureVariant {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_variant_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_exact: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_length: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_outer: Option<crate::resources::MolecularSequenceStructureVariantOuter> = None;
-        let mut f_inner: Option<crate::resources::MolecularSequenceStructureVariantInner> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_variant_type: Option<crate::datatypes::CodeableConcept>,
+            f_exact: Option<crate::primitives::Primitive<bool>>,
+            f_length: Option<crate::primitives::Primitive<i32>>,
+            f_outer: Option<crate::resources::MolecularSequenceStructureVariantOuter>,
+            f_inner: Option<crate::resources::MolecularSequenceStructureVariantInner>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "variantType" => map.next_value_seed(crate::rt::Opt(&mut f_variant_type))?,
-                "exact" => map.next_value_seed(crate::rt::PrimValue(&mut f_exact))?,
-                "_exact" => map.next_value_seed(crate::rt::PrimExt(&mut f_exact))?,
-                "length" => map.next_value_seed(crate::rt::PrimValue(&mut f_length))?,
-                "_length" => map.next_value_seed(crate::rt::PrimExt(&mut f_length))?,
-                "outer" => map.next_value_seed(crate::rt::Opt(&mut f_outer))?,
-                "inner" => map.next_value_seed(crate::rt::Opt(&mut f_inner))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "variantType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_variant_type))?,
+                "exact" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_exact))?,
+                "_exact" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_exact))?,
+                "length" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_length))?,
+                "_length" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_length))?,
+                "outer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_outer))?,
+                "inner" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_inner))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            variant_type: f_variant_type,
-            exact: f_exact,
-            length: f_length,
-            outer: f_outer,
-            inner: f_inner,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            variant_type: b.f_variant_type,
+            exact: b.f_exact,
+            length: b.f_length,
+            outer: b.f_outer,
+            inner: b.f_inner,
         })
     }
 }
@@ -1654,31 +1752,35 @@ impl crate::rt::DeFields for MolecularSequenceStructureVariantOuter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_start: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_end: Option<crate::primitives::Primitive<i32>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_start: Option<crate::primitives::Primitive<i32>>,
+            f_end: Option<crate::primitives::Primitive<i32>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "start" => map.next_value_seed(crate::rt::PrimValue(&mut f_start))?,
-                "_start" => map.next_value_seed(crate::rt::PrimExt(&mut f_start))?,
-                "end" => map.next_value_seed(crate::rt::PrimValue(&mut f_end))?,
-                "_end" => map.next_value_seed(crate::rt::PrimExt(&mut f_end))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "start" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_start))?,
+                "_start" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_start))?,
+                "end" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_end))?,
+                "_end" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_end))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            start: f_start,
-            end: f_end,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            start: b.f_start,
+            end: b.f_end,
         })
     }
 }
@@ -1773,31 +1875,35 @@ impl crate::rt::DeFields for MolecularSequenceStructureVariantInner {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_start: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_end: Option<crate::primitives::Primitive<i32>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_start: Option<crate::primitives::Primitive<i32>>,
+            f_end: Option<crate::primitives::Primitive<i32>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "start" => map.next_value_seed(crate::rt::PrimValue(&mut f_start))?,
-                "_start" => map.next_value_seed(crate::rt::PrimExt(&mut f_start))?,
-                "end" => map.next_value_seed(crate::rt::PrimValue(&mut f_end))?,
-                "_end" => map.next_value_seed(crate::rt::PrimExt(&mut f_end))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "start" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_start))?,
+                "_start" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_start))?,
+                "end" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_end))?,
+                "_end" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_end))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            start: f_start,
-            end: f_end,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            start: b.f_start,
+            end: b.f_end,
         })
     }
 }

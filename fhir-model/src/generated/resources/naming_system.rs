@@ -205,97 +205,122 @@ impl crate::rt::DeFields for NamingSystem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_kind: Option<crate::primitives::Primitive<crate::codes::NamingSystemType>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_responsible: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_usage: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_unique_id: Vec<crate::resources::NamingSystemUniqueId> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_kind: Option<crate::primitives::Primitive<crate::codes::NamingSystemType>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_responsible: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_usage: Option<crate::primitives::Primitive<String>>,
+            f_unique_id: Vec<crate::resources::NamingSystemUniqueId>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "NamingSystem",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "NamingSystem",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "kind" => map.next_value_seed(crate::rt::PrimValue(&mut f_kind))?,
-                "_kind" => map.next_value_seed(crate::rt::PrimExt(&mut f_kind))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "responsible" => map.next_value_seed(crate::rt::PrimValue(&mut f_responsible))?,
-                "_responsible" => map.next_value_seed(crate::rt::PrimExt(&mut f_responsible))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "usage" => map.next_value_seed(crate::rt::PrimValue(&mut f_usage))?,
-                "_usage" => map.next_value_seed(crate::rt::PrimExt(&mut f_usage))?,
-                "uniqueId" => map.next_value_seed(crate::rt::VecSeed(&mut f_unique_id))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "kind" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_kind))?,
+                "_kind" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_kind))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "responsible" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_responsible))?
+                }
+                "_responsible" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_responsible))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "usage" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_usage))?,
+                "_usage" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_usage))?,
+                "uniqueId" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_unique_id))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "NamingSystem")?;
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_kind.is_some(), "kind")?;
+        crate::rt::check_required::<A::Error>(b.f_date.is_some(), "date")?;
+        crate::rt::check_required::<A::Error>(!b.f_unique_id.is_empty(), "uniqueId")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            kind: crate::rt::required::<_, A::Error>(f_kind, "kind")?,
-            date: crate::rt::required::<_, A::Error>(f_date, "date")?,
-            publisher: f_publisher,
-            contact: f_contact,
-            responsible: f_responsible,
-            r#type: f_type,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            usage: f_usage,
-            unique_id: crate::rt::required_vec::<_, A::Error>(f_unique_id, "uniqueId")?,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            status: b.f_status.unwrap_or_default(),
+            kind: b.f_kind.unwrap_or_default(),
+            date: b.f_date.unwrap_or_default(),
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            responsible: b.f_responsible,
+            r#type: b.f_type,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            usage: b.f_usage,
+            unique_id: b.f_unique_id,
         })
     }
 }
@@ -462,44 +487,50 @@ impl crate::rt::DeFields for NamingSystemUniqueId {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<
-            crate::primitives::Primitive<crate::codes::NamingSystemIdentifierType>,
-        > = None;
-        let mut f_value: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_preferred: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::NamingSystemIdentifierType>>,
+            f_value: Option<crate::primitives::Primitive<String>>,
+            f_preferred: Option<crate::primitives::Primitive<bool>>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+            f_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                "preferred" => map.next_value_seed(crate::rt::PrimValue(&mut f_preferred))?,
-                "_preferred" => map.next_value_seed(crate::rt::PrimExt(&mut f_preferred))?,
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                "preferred" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_preferred))?
+                }
+                "_preferred" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_preferred))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
-            preferred: f_preferred,
-            comment: f_comment,
-            period: f_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
+            preferred: b.f_preferred,
+            comment: b.f_comment,
+            period: b.f_period,
         })
     }
 }

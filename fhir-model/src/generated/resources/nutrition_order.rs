@@ -245,135 +245,157 @@ impl crate::rt::DeFields for NutritionOrder {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_instantiates_canonical: crate::rt::PrimVec<String> =
-            crate::rt::PrimVec::default();
-        let mut f_instantiates_uri: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_instantiates: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::RequestStatus>> = None;
-        let mut f_intent: Option<crate::primitives::Primitive<crate::codes::RequestIntent>> = None;
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_date_time: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_orderer: Option<crate::datatypes::Reference> = None;
-        let mut f_allergy_intolerance: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_food_preference_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_exclude_food_modifier: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_oral_diet: Option<crate::resources::NutritionOrderOralDiet> = None;
-        let mut f_supplement: Vec<crate::resources::NutritionOrderSupplement> = Vec::new();
-        let mut f_enteral_formula: Option<crate::resources::NutritionOrderEnteralFormula> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_instantiates_canonical: crate::rt::PrimVec<String>,
+            f_instantiates_uri: crate::rt::PrimVec<String>,
+            f_instantiates: crate::rt::PrimVec<String>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::RequestStatus>>,
+            f_intent: Option<crate::primitives::Primitive<crate::codes::RequestIntent>>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_date_time: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_orderer: Option<crate::datatypes::Reference>,
+            f_allergy_intolerance: Vec<crate::datatypes::Reference>,
+            f_food_preference_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_exclude_food_modifier: Vec<crate::datatypes::CodeableConcept>,
+            f_oral_diet: Option<crate::resources::NutritionOrderOralDiet>,
+            f_supplement: Vec<crate::resources::NutritionOrderSupplement>,
+            f_enteral_formula: Option<crate::resources::NutritionOrderEnteralFormula>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "NutritionOrder",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "NutritionOrder",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_canonical))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
-                "_instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_canonical))?
-                }
-                "instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_uri))?
-                }
+                "instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_canonical),
+                )?,
+                "_instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_instantiates_canonical),
+                )?,
+                "instantiatesUri" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_uri),
+                )?,
                 "_instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_instantiates_uri))?
                 }
                 "instantiates" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_instantiates))?
                 }
                 "_instantiates" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_instantiates))?
                 }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "intent" => map.next_value_seed(crate::rt::PrimValue(&mut f_intent))?,
-                "_intent" => map.next_value_seed(crate::rt::PrimExt(&mut f_intent))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "dateTime" => map.next_value_seed(crate::rt::PrimValue(&mut f_date_time))?,
-                "_dateTime" => map.next_value_seed(crate::rt::PrimExt(&mut f_date_time))?,
-                "orderer" => map.next_value_seed(crate::rt::Opt(&mut f_orderer))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "intent" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_intent))?,
+                "_intent" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_intent))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "dateTime" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date_time))?,
+                "_dateTime" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date_time))?,
+                "orderer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_orderer))?,
                 "allergyIntolerance" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_allergy_intolerance))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_allergy_intolerance))?
                 }
-                "foodPreferenceModifier" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_food_preference_modifier))?
-                }
+                "foodPreferenceModifier" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_food_preference_modifier),
+                )?,
                 "excludeFoodModifier" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_exclude_food_modifier))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_exclude_food_modifier))?
                 }
-                "oralDiet" => map.next_value_seed(crate::rt::Opt(&mut f_oral_diet))?,
-                "supplement" => map.next_value_seed(crate::rt::VecSeed(&mut f_supplement))?,
-                "enteralFormula" => map.next_value_seed(crate::rt::Opt(&mut f_enteral_formula))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "oralDiet" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_oral_diet))?,
+                "supplement" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_supplement))?
+                }
+                "enteralFormula" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_enteral_formula))?
+                }
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "NutritionOrder")?;
+        let v_instantiates_canonical = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_canonical),
+            "instantiatesCanonical",
+        )?;
+        let v_instantiates_uri = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_uri),
+            "instantiatesUri",
+        )?;
+        let v_instantiates = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates),
+            "instantiates",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_intent.is_some(), "intent")?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
+        crate::rt::check_required::<A::Error>(b.f_date_time.is_some(), "dateTime")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            instantiates_canonical: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_canonical,
-                "instantiatesCanonical",
-            )?,
-            instantiates_uri: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_uri,
-                "instantiatesUri",
-            )?,
-            instantiates: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates,
-                "instantiates",
-            )?,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            intent: crate::rt::required::<_, A::Error>(f_intent, "intent")?,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            encounter: f_encounter,
-            date_time: crate::rt::required::<_, A::Error>(f_date_time, "dateTime")?,
-            orderer: f_orderer,
-            allergy_intolerance: f_allergy_intolerance,
-            food_preference_modifier: f_food_preference_modifier,
-            exclude_food_modifier: f_exclude_food_modifier,
-            oral_diet: f_oral_diet,
-            supplement: f_supplement,
-            enteral_formula: f_enteral_formula,
-            note: f_note,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            instantiates_canonical: v_instantiates_canonical,
+            instantiates_uri: v_instantiates_uri,
+            instantiates: v_instantiates,
+            status: b.f_status.unwrap_or_default(),
+            intent: b.f_intent.unwrap_or_default(),
+            patient: b.f_patient.unwrap_or_default(),
+            encounter: b.f_encounter,
+            date_time: b.f_date_time.unwrap_or_default(),
+            orderer: b.f_orderer,
+            allergy_intolerance: b.f_allergy_intolerance,
+            food_preference_modifier: b.f_food_preference_modifier,
+            exclude_food_modifier: b.f_exclude_food_modifier,
+            oral_diet: b.f_oral_diet,
+            supplement: b.f_supplement,
+            enteral_formula: b.f_enteral_formula,
+            note: b.f_note,
         })
     }
 }
@@ -553,44 +575,53 @@ impl crate::rt::DeFields for NutritionOrderOralDiet {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_schedule: Vec<crate::datatypes::Timing> = Vec::new();
-        let mut f_nutrient: Vec<crate::resources::NutritionOrderOralDietNutrient> = Vec::new();
-        let mut f_texture: Vec<crate::resources::NutritionOrderOralDietTexture> = Vec::new();
-        let mut f_fluid_consistency_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_instruction: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_schedule: Vec<crate::datatypes::Timing>,
+            f_nutrient: Vec<crate::resources::NutritionOrderOralDietNutrient>,
+            f_texture: Vec<crate::resources::NutritionOrderOralDietTexture>,
+            f_fluid_consistency_type: Vec<crate::datatypes::CodeableConcept>,
+            f_instruction: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "schedule" => map.next_value_seed(crate::rt::VecSeed(&mut f_schedule))?,
-                "nutrient" => map.next_value_seed(crate::rt::VecSeed(&mut f_nutrient))?,
-                "texture" => map.next_value_seed(crate::rt::VecSeed(&mut f_texture))?,
-                "fluidConsistencyType" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_fluid_consistency_type))?
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "schedule" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_schedule))?,
+                "nutrient" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_nutrient))?,
+                "texture" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_texture))?,
+                "fluidConsistencyType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_fluid_consistency_type),
+                )?,
+                "instruction" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_instruction))?
                 }
-                "instruction" => map.next_value_seed(crate::rt::PrimValue(&mut f_instruction))?,
-                "_instruction" => map.next_value_seed(crate::rt::PrimExt(&mut f_instruction))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_instruction" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_instruction))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            schedule: f_schedule,
-            nutrient: f_nutrient,
-            texture: f_texture,
-            fluid_consistency_type: f_fluid_consistency_type,
-            instruction: f_instruction,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            schedule: b.f_schedule,
+            nutrient: b.f_nutrient,
+            texture: b.f_texture,
+            fluid_consistency_type: b.f_fluid_consistency_type,
+            instruction: b.f_instruction,
         })
     }
 }
@@ -689,29 +720,33 @@ impl crate::rt::DeFields for NutritionOrderOralDietNutrient {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_amount: Option<crate::datatypes::Quantity> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_modifier: Option<crate::datatypes::CodeableConcept>,
+            f_amount: Option<crate::datatypes::Quantity>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::Opt(&mut f_modifier))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_modifier))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            modifier: f_modifier,
-            amount: f_amount,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            modifier: b.f_modifier,
+            amount: b.f_amount,
         })
     }
 }
@@ -806,29 +841,33 @@ impl crate::rt::DeFields for NutritionOrderOralDietTexture {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_food_type: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_modifier: Option<crate::datatypes::CodeableConcept>,
+            f_food_type: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "modifier" => map.next_value_seed(crate::rt::Opt(&mut f_modifier))?,
-                "foodType" => map.next_value_seed(crate::rt::Opt(&mut f_food_type))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "modifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_modifier))?,
+                "foodType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_food_type))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            modifier: f_modifier,
-            food_type: f_food_type,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            modifier: b.f_modifier,
+            food_type: b.f_food_type,
         })
     }
 }
@@ -944,40 +983,52 @@ impl crate::rt::DeFields for NutritionOrderSupplement {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_product_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_schedule: Vec<crate::datatypes::Timing> = Vec::new();
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_instruction: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_product_name: Option<crate::primitives::Primitive<String>>,
+            f_schedule: Vec<crate::datatypes::Timing>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_instruction: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "productName" => map.next_value_seed(crate::rt::PrimValue(&mut f_product_name))?,
-                "_productName" => map.next_value_seed(crate::rt::PrimExt(&mut f_product_name))?,
-                "schedule" => map.next_value_seed(crate::rt::VecSeed(&mut f_schedule))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "instruction" => map.next_value_seed(crate::rt::PrimValue(&mut f_instruction))?,
-                "_instruction" => map.next_value_seed(crate::rt::PrimExt(&mut f_instruction))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "productName" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_product_name))?
+                }
+                "_productName" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_product_name))?
+                }
+                "schedule" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_schedule))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "instruction" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_instruction))?
+                }
+                "_instruction" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_instruction))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            product_name: f_product_name,
-            schedule: f_schedule,
-            quantity: f_quantity,
-            instruction: f_instruction,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            product_name: b.f_product_name,
+            schedule: b.f_schedule,
+            quantity: b.f_quantity,
+            instruction: b.f_instruction,
         })
     }
 }
@@ -1143,75 +1194,86 @@ impl crate::rt::DeFields for NutritionOrderEnteralFormula {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_base_formula_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_base_formula_product_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_additive_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_additive_product_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_caloric_density: Option<crate::datatypes::Quantity> = None;
-        let mut f_routeof_administration: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_administration: Vec<
-            crate::resources::NutritionOrderEnteralFormulaAdministration,
-        > = Vec::new();
-        let mut f_max_volume_to_deliver: Option<crate::datatypes::Quantity> = None;
-        let mut f_administration_instruction: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_base_formula_type: Option<crate::datatypes::CodeableConcept>,
+            f_base_formula_product_name: Option<crate::primitives::Primitive<String>>,
+            f_additive_type: Option<crate::datatypes::CodeableConcept>,
+            f_additive_product_name: Option<crate::primitives::Primitive<String>>,
+            f_caloric_density: Option<crate::datatypes::Quantity>,
+            f_routeof_administration: Option<crate::datatypes::CodeableConcept>,
+            f_administration: Vec<crate::resources::NutritionOrderEnteralFormulaAdministration>,
+            f_max_volume_to_deliver: Option<crate::datatypes::Quantity>,
+            f_administration_instruction: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "baseFormulaType" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_base_formula_type))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_base_formula_type))?
                 }
-                "baseFormulaProductName" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_base_formula_product_name))?
+                "baseFormulaProductName" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_base_formula_product_name),
+                )?,
+                "_baseFormulaProductName" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_base_formula_product_name),
+                )?,
+                "additiveType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_additive_type))?
                 }
-                "_baseFormulaProductName" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_base_formula_product_name))?
-                }
-                "additiveType" => map.next_value_seed(crate::rt::Opt(&mut f_additive_type))?,
-                "additiveProductName" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_additive_product_name))?
-                }
+                "additiveProductName" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_additive_product_name),
+                )?,
                 "_additiveProductName" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_additive_product_name))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_additive_product_name))?
                 }
-                "caloricDensity" => map.next_value_seed(crate::rt::Opt(&mut f_caloric_density))?,
+                "caloricDensity" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_caloric_density))?
+                }
                 "routeofAdministration" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_routeof_administration))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_routeof_administration))?
                 }
                 "administration" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_administration))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_administration))?
                 }
                 "maxVolumeToDeliver" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_max_volume_to_deliver))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_max_volume_to_deliver))?
                 }
-                "administrationInstruction" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_administration_instruction))?
-                }
-                "_administrationInstruction" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_administration_instruction))?
-                }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "administrationInstruction" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_administration_instruction),
+                )?,
+                "_administrationInstruction" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_administration_instruction),
+                )?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            base_formula_type: f_base_formula_type,
-            base_formula_product_name: f_base_formula_product_name,
-            additive_type: f_additive_type,
-            additive_product_name: f_additive_product_name,
-            caloric_density: f_caloric_density,
-            routeof_administration: f_routeof_administration,
-            administration: f_administration,
-            max_volume_to_deliver: f_max_volume_to_deliver,
-            administration_instruction: f_administration_instruction,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            base_formula_type: b.f_base_formula_type,
+            base_formula_product_name: b.f_base_formula_product_name,
+            additive_type: b.f_additive_type,
+            additive_product_name: b.f_additive_product_name,
+            caloric_density: b.f_caloric_density,
+            routeof_administration: b.f_routeof_administration,
+            administration: b.f_administration,
+            max_volume_to_deliver: b.f_max_volume_to_deliver,
+            administration_instruction: b.f_administration_instruction,
         })
     }
 }
@@ -1330,40 +1392,43 @@ impl crate::rt::DeFields for NutritionOrderEnteralFormulaAdministration {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_schedule: Option<crate::datatypes::Timing> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_rate: Option<crate::resources::NutritionOrderEnteralFormulaAdministrationRate> =
-            None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_schedule: Option<crate::datatypes::Timing>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_rate: Option<crate::resources::NutritionOrderEnteralFormulaAdministrationRate>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "schedule" => map.next_value_seed(crate::rt::Opt(&mut f_schedule))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
+                "schedule" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_schedule))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
                 other => {
                     if !(crate::resources::NutritionOrderEnteralFormulaAdministrationRate::de_key(
                         &mut map,
                         other,
-                        &mut f_rate,
+                        &mut b.f_rate,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            schedule: f_schedule,
-            quantity: f_quantity,
-            rate: f_rate,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            schedule: b.f_schedule,
+            quantity: b.f_quantity,
+            rate: b.f_rate,
         })
     }
 }
@@ -1425,16 +1490,22 @@ impl NutritionOrderEnteralFormulaAdministrationRate {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "rateQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "NutritionOrder.enteralFormula.administration.rate[x]",
-            })?,
-            "rateRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Ratio,
-                name: "NutritionOrder.enteralFormula.administration.rate[x]",
-            })?,
+            "rateQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "NutritionOrder.enteralFormula.administration.rate[x]",
+                },
+            )?,
+            "rateRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Ratio,
+                    name: "NutritionOrder.enteralFormula.administration.rate[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -280,140 +280,152 @@ impl crate::rt::DeFields for Observation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_part_of: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::ObservationStatus>> =
-            None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_focus: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_effective: Option<crate::resources::ObservationEffective> = None;
-        let mut f_issued: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_performer: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_value: Option<crate::resources::ObservationValue> = None;
-        let mut f_data_absent_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_interpretation: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_body_site: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_method: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_specimen: Option<crate::datatypes::Reference> = None;
-        let mut f_device: Option<crate::datatypes::Reference> = None;
-        let mut f_reference_range: Vec<crate::resources::ObservationReferenceRange> = Vec::new();
-        let mut f_has_member: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_derived_from: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_component: Vec<crate::resources::ObservationComponent> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_part_of: Vec<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::ObservationStatus>>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_focus: Vec<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_effective: Option<crate::resources::ObservationEffective>,
+            f_issued: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_performer: Vec<crate::datatypes::Reference>,
+            f_value: Option<crate::resources::ObservationValue>,
+            f_data_absent_reason: Option<crate::datatypes::CodeableConcept>,
+            f_interpretation: Vec<crate::datatypes::CodeableConcept>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_body_site: Option<crate::datatypes::CodeableConcept>,
+            f_method: Option<crate::datatypes::CodeableConcept>,
+            f_specimen: Option<crate::datatypes::Reference>,
+            f_device: Option<crate::datatypes::Reference>,
+            f_reference_range: Vec<crate::resources::ObservationReferenceRange>,
+            f_has_member: Vec<crate::datatypes::Reference>,
+            f_derived_from: Vec<crate::datatypes::Reference>,
+            f_component: Vec<crate::resources::ObservationComponent>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Observation",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Observation",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "partOf" => map.next_value_seed(crate::rt::VecSeed(&mut f_part_of))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "focus" => map.next_value_seed(crate::rt::VecSeed(&mut f_focus))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "issued" => map.next_value_seed(crate::rt::PrimValue(&mut f_issued))?,
-                "_issued" => map.next_value_seed(crate::rt::PrimExt(&mut f_issued))?,
-                "performer" => map.next_value_seed(crate::rt::VecSeed(&mut f_performer))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_of))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "focus" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_focus))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "issued" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_issued))?,
+                "_issued" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_issued))?,
+                "performer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_performer))?,
                 "dataAbsentReason" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_data_absent_reason))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_data_absent_reason))?
                 }
                 "interpretation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_interpretation))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_interpretation))?
                 }
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "bodySite" => map.next_value_seed(crate::rt::Opt(&mut f_body_site))?,
-                "method" => map.next_value_seed(crate::rt::Opt(&mut f_method))?,
-                "specimen" => map.next_value_seed(crate::rt::Opt(&mut f_specimen))?,
-                "device" => map.next_value_seed(crate::rt::Opt(&mut f_device))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "bodySite" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_body_site))?,
+                "method" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_method))?,
+                "specimen" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_specimen))?,
+                "device" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_device))?,
                 "referenceRange" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reference_range))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reference_range))?
                 }
-                "hasMember" => map.next_value_seed(crate::rt::VecSeed(&mut f_has_member))?,
-                "derivedFrom" => map.next_value_seed(crate::rt::VecSeed(&mut f_derived_from))?,
-                "component" => map.next_value_seed(crate::rt::VecSeed(&mut f_component))?,
+                "hasMember" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_has_member))?,
+                "derivedFrom" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_derived_from))?
+                }
+                "component" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_component))?,
                 other => {
                     if !(crate::resources::ObservationEffective::de_key(
                         &mut map,
                         other,
-                        &mut f_effective,
+                        &mut b.f_effective,
                     )? || crate::resources::ObservationValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Observation")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            based_on: f_based_on,
-            part_of: f_part_of,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            category: f_category,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            subject: f_subject,
-            focus: f_focus,
-            encounter: f_encounter,
-            effective: f_effective,
-            issued: f_issued,
-            performer: f_performer,
-            value: f_value,
-            data_absent_reason: f_data_absent_reason,
-            interpretation: f_interpretation,
-            note: f_note,
-            body_site: f_body_site,
-            method: f_method,
-            specimen: f_specimen,
-            device: f_device,
-            reference_range: f_reference_range,
-            has_member: f_has_member,
-            derived_from: f_derived_from,
-            component: f_component,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            based_on: b.f_based_on,
+            part_of: b.f_part_of,
+            status: b.f_status.unwrap_or_default(),
+            category: b.f_category,
+            code: b.f_code.unwrap_or_default(),
+            subject: b.f_subject,
+            focus: b.f_focus,
+            encounter: b.f_encounter,
+            effective: b.f_effective,
+            issued: b.f_issued,
+            performer: b.f_performer,
+            value: b.f_value,
+            data_absent_reason: b.f_data_absent_reason,
+            interpretation: b.f_interpretation,
+            note: b.f_note,
+            body_site: b.f_body_site,
+            method: b.f_method,
+            specimen: b.f_specimen,
+            device: b.f_device,
+            reference_range: b.f_reference_range,
+            has_member: b.f_has_member,
+            derived_from: b.f_derived_from,
+            component: b.f_component,
         })
     }
 }
@@ -595,42 +607,46 @@ impl crate::rt::DeFields for ObservationReferenceRange {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_low: Option<crate::datatypes::Quantity> = None;
-        let mut f_high: Option<crate::datatypes::Quantity> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_applies_to: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_age: Option<crate::datatypes::Range> = None;
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_low: Option<crate::datatypes::Quantity>,
+            f_high: Option<crate::datatypes::Quantity>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_applies_to: Vec<crate::datatypes::CodeableConcept>,
+            f_age: Option<crate::datatypes::Range>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "low" => map.next_value_seed(crate::rt::Opt(&mut f_low))?,
-                "high" => map.next_value_seed(crate::rt::Opt(&mut f_high))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "appliesTo" => map.next_value_seed(crate::rt::VecSeed(&mut f_applies_to))?,
-                "age" => map.next_value_seed(crate::rt::Opt(&mut f_age))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "low" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_low))?,
+                "high" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_high))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "appliesTo" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_applies_to))?,
+                "age" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_age))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            low: f_low,
-            high: f_high,
-            r#type: f_type,
-            applies_to: f_applies_to,
-            age: f_age,
-            text: f_text,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            low: b.f_low,
+            high: b.f_high,
+            r#type: b.f_type,
+            applies_to: b.f_applies_to,
+            age: b.f_age,
+            text: b.f_text,
         })
     }
 }
@@ -755,51 +771,56 @@ impl crate::rt::DeFields for ObservationComponent {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value: Option<crate::resources::ObservationComponentValue> = None;
-        let mut f_data_absent_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_interpretation: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reference_range: Vec<crate::resources::ObservationReferenceRange> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_value: Option<crate::resources::ObservationComponentValue>,
+            f_data_absent_reason: Option<crate::datatypes::CodeableConcept>,
+            f_interpretation: Vec<crate::datatypes::CodeableConcept>,
+            f_reference_range: Vec<crate::resources::ObservationReferenceRange>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
                 "dataAbsentReason" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_data_absent_reason))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_data_absent_reason))?
                 }
                 "interpretation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_interpretation))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_interpretation))?
                 }
                 "referenceRange" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reference_range))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reference_range))?
                 }
                 other => {
                     if !(crate::resources::ObservationComponentValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            value: f_value,
-            data_absent_reason: f_data_absent_reason,
-            interpretation: f_interpretation,
-            reference_range: f_reference_range,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            value: b.f_value,
+            data_absent_reason: b.f_data_absent_reason,
+            interpretation: b.f_interpretation,
+            reference_range: b.f_reference_range,
         })
     }
 }
@@ -873,52 +894,70 @@ impl ObservationEffective {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "effectiveDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "effectiveDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.effective[x]",
                 },
-                name: "Observation.effective[x]",
-            })?,
-            "_effectiveDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_effectiveDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.effective[x]",
                 },
-                name: "Observation.effective[x]",
-            })?,
-            "effectivePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Observation.effective[x]",
-            })?,
-            "effectiveTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Timing,
-                name: "Observation.effective[x]",
-            })?,
-            "effectiveInstant" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "effectivePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Observation.effective[x]",
                 },
-                name: "Observation.effective[x]",
-            })?,
-            "_effectiveInstant" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "effectiveTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Timing,
+                    name: "Observation.effective[x]",
                 },
-                name: "Observation.effective[x]",
-            })?,
+            )?,
+            "effectiveInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.effective[x]",
+                },
+            )?,
+            "_effectiveInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.effective[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1022,126 +1061,174 @@ impl ObservationValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "Observation.value[x]",
-            })?,
-            "valueCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Observation.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "Observation.value[x]",
                 },
-                name: "Observation.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Observation.value[x]",
                 },
-                name: "Observation.value[x]",
-            })?,
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.value[x]",
                 },
-                name: "Observation.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.value[x]",
                 },
-                name: "Observation.value[x]",
-            })?,
-            "valueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.value[x]",
                 },
-                name: "Observation.value[x]",
-            })?,
-            "_valueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.value[x]",
                 },
-                name: "Observation.value[x]",
-            })?,
-            "valueRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "Observation.value[x]",
-            })?,
-            "valueRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Ratio,
-                name: "Observation.value[x]",
-            })?,
-            "valueSampledData" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::SampledData,
-                name: "Observation.value[x]",
-            })?,
-            "valueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.value[x]",
                 },
-                name: "Observation.value[x]",
-            })?,
-            "_valueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.value[x]",
                 },
-                name: "Observation.value[x]",
-            })?,
-            "valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "Observation.value[x]",
                 },
-                name: "Observation.value[x]",
-            })?,
-            "_valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Ratio,
+                    name: "Observation.value[x]",
                 },
-                name: "Observation.value[x]",
-            })?,
-            "valuePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Observation.value[x]",
-            })?,
+            )?,
+            "valueSampledData" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::SampledData,
+                    name: "Observation.value[x]",
+                },
+            )?,
+            "valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.value[x]",
+                },
+            )?,
+            "_valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.value[x]",
+                },
+            )?,
+            "valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.value[x]",
+                },
+            )?,
+            "_valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.value[x]",
+                },
+            )?,
+            "valuePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Observation.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1276,126 +1363,174 @@ impl ObservationComponentValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "Observation.component.value[x]",
-            })?,
-            "valueCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Observation.component.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "Observation.component.value[x]",
                 },
-                name: "Observation.component.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Observation.component.value[x]",
                 },
-                name: "Observation.component.value[x]",
-            })?,
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.component.value[x]",
                 },
-                name: "Observation.component.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.component.value[x]",
                 },
-                name: "Observation.component.value[x]",
-            })?,
-            "valueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.component.value[x]",
                 },
-                name: "Observation.component.value[x]",
-            })?,
-            "_valueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.component.value[x]",
                 },
-                name: "Observation.component.value[x]",
-            })?,
-            "valueRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "Observation.component.value[x]",
-            })?,
-            "valueRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Ratio,
-                name: "Observation.component.value[x]",
-            })?,
-            "valueSampledData" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::SampledData,
-                name: "Observation.component.value[x]",
-            })?,
-            "valueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.component.value[x]",
                 },
-                name: "Observation.component.value[x]",
-            })?,
-            "_valueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.component.value[x]",
                 },
-                name: "Observation.component.value[x]",
-            })?,
-            "valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "Observation.component.value[x]",
                 },
-                name: "Observation.component.value[x]",
-            })?,
-            "_valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Ratio,
+                    name: "Observation.component.value[x]",
                 },
-                name: "Observation.component.value[x]",
-            })?,
-            "valuePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Observation.component.value[x]",
-            })?,
+            )?,
+            "valueSampledData" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::SampledData,
+                    name: "Observation.component.value[x]",
+                },
+            )?,
+            "valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.component.value[x]",
+                },
+            )?,
+            "_valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.component.value[x]",
+                },
+            )?,
+            "valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.component.value[x]",
+                },
+            )?,
+            "_valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Observation.component.value[x]",
+                },
+            )?,
+            "valuePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Observation.component.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -218,123 +218,135 @@ impl crate::rt::DeFields for ObservationDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_permitted_data_type: crate::rt::PrimVec<crate::codes::ObservationDataType> =
-            crate::rt::PrimVec::default();
-        let mut f_multiple_results_allowed: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_method: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_preferred_report_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_quantitative_details: Option<
-            crate::resources::ObservationDefinitionQuantitativeDetails,
-        > = None;
-        let mut f_qualified_interval: Vec<
-            crate::resources::ObservationDefinitionQualifiedInterval,
-        > = Vec::new();
-        let mut f_valid_coded_value_set: Option<crate::datatypes::Reference> = None;
-        let mut f_normal_coded_value_set: Option<crate::datatypes::Reference> = None;
-        let mut f_abnormal_coded_value_set: Option<crate::datatypes::Reference> = None;
-        let mut f_critical_coded_value_set: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_permitted_data_type: crate::rt::PrimVec<crate::codes::ObservationDataType>,
+            f_multiple_results_allowed: Option<crate::primitives::Primitive<bool>>,
+            f_method: Option<crate::datatypes::CodeableConcept>,
+            f_preferred_report_name: Option<crate::primitives::Primitive<String>>,
+            f_quantitative_details:
+                Option<crate::resources::ObservationDefinitionQuantitativeDetails>,
+            f_qualified_interval: Vec<crate::resources::ObservationDefinitionQualifiedInterval>,
+            f_valid_coded_value_set: Option<crate::datatypes::Reference>,
+            f_normal_coded_value_set: Option<crate::datatypes::Reference>,
+            f_abnormal_coded_value_set: Option<crate::datatypes::Reference>,
+            f_critical_coded_value_set: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ObservationDefinition",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ObservationDefinition",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "permittedDataType" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_permitted_data_type))?
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
-                "_permittedDataType" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_permitted_data_type))?
-                }
-                "multipleResultsAllowed" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_multiple_results_allowed))?
-                }
-                "_multipleResultsAllowed" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_multiple_results_allowed))?
-                }
-                "method" => map.next_value_seed(crate::rt::Opt(&mut f_method))?,
-                "preferredReportName" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_preferred_report_name))?
-                }
+                "permittedDataType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_permitted_data_type),
+                )?,
+                "_permittedDataType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_permitted_data_type),
+                )?,
+                "multipleResultsAllowed" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_multiple_results_allowed),
+                )?,
+                "_multipleResultsAllowed" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_multiple_results_allowed),
+                )?,
+                "method" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_method))?,
+                "preferredReportName" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_preferred_report_name),
+                )?,
                 "_preferredReportName" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_preferred_report_name))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_preferred_report_name))?
                 }
                 "quantitativeDetails" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_quantitative_details))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantitative_details))?
                 }
                 "qualifiedInterval" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_qualified_interval))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_qualified_interval))?
                 }
                 "validCodedValueSet" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_valid_coded_value_set))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_valid_coded_value_set))?
                 }
                 "normalCodedValueSet" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_normal_coded_value_set))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_normal_coded_value_set))?
                 }
                 "abnormalCodedValueSet" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_abnormal_coded_value_set))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_abnormal_coded_value_set))?
                 }
                 "criticalCodedValueSet" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_critical_coded_value_set))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_critical_coded_value_set))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ObservationDefinition")?;
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        let v_permitted_data_type = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_permitted_data_type),
+            "permittedDataType",
+        )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            category: f_category,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            identifier: f_identifier,
-            permitted_data_type: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_permitted_data_type,
-                "permittedDataType",
-            )?,
-            multiple_results_allowed: f_multiple_results_allowed,
-            method: f_method,
-            preferred_report_name: f_preferred_report_name,
-            quantitative_details: f_quantitative_details,
-            qualified_interval: f_qualified_interval,
-            valid_coded_value_set: f_valid_coded_value_set,
-            normal_coded_value_set: f_normal_coded_value_set,
-            abnormal_coded_value_set: f_abnormal_coded_value_set,
-            critical_coded_value_set: f_critical_coded_value_set,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            category: b.f_category,
+            code: b.f_code.unwrap_or_default(),
+            identifier: b.f_identifier,
+            permitted_data_type: v_permitted_data_type,
+            multiple_results_allowed: b.f_multiple_results_allowed,
+            method: b.f_method,
+            preferred_report_name: b.f_preferred_report_name,
+            quantitative_details: b.f_quantitative_details,
+            qualified_interval: b.f_qualified_interval,
+            valid_coded_value_set: b.f_valid_coded_value_set,
+            normal_coded_value_set: b.f_normal_coded_value_set,
+            abnormal_coded_value_set: b.f_abnormal_coded_value_set,
+            critical_coded_value_set: b.f_critical_coded_value_set,
         })
     }
 }
@@ -506,47 +518,51 @@ impl crate::rt::DeFields for ObservationDefinitionQuantitativeDetails {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_customary_unit: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_unit: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_conversion_factor: Option<
-            crate::primitives::Primitive<crate::primitives::Decimal>,
-        > = None;
-        let mut f_decimal_precision: Option<crate::primitives::Primitive<i32>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_customary_unit: Option<crate::datatypes::CodeableConcept>,
+            f_unit: Option<crate::datatypes::CodeableConcept>,
+            f_conversion_factor: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_decimal_precision: Option<crate::primitives::Primitive<i32>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "customaryUnit" => map.next_value_seed(crate::rt::Opt(&mut f_customary_unit))?,
-                "unit" => map.next_value_seed(crate::rt::Opt(&mut f_unit))?,
+                "customaryUnit" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_customary_unit))?
+                }
+                "unit" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit))?,
                 "conversionFactor" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_conversion_factor))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_conversion_factor))?
                 }
                 "_conversionFactor" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_conversion_factor))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_conversion_factor))?
                 }
                 "decimalPrecision" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_decimal_precision))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_decimal_precision))?
                 }
                 "_decimalPrecision" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_decimal_precision))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_decimal_precision))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            customary_unit: f_customary_unit,
-            unit: f_unit,
-            conversion_factor: f_conversion_factor,
-            decimal_precision: f_decimal_precision,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            customary_unit: b.f_customary_unit,
+            unit: b.f_unit,
+            conversion_factor: b.f_conversion_factor,
+            decimal_precision: b.f_decimal_precision,
         })
     }
 }
@@ -685,53 +701,59 @@ impl crate::rt::DeFields for ObservationDefinitionQualifiedInterval {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_category: Option<
-            crate::primitives::Primitive<crate::codes::ObservationRangeCategory>,
-        > = None;
-        let mut f_range: Option<crate::datatypes::Range> = None;
-        let mut f_context: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_applies_to: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_gender: Option<crate::primitives::Primitive<crate::codes::AdministrativeGender>> =
-            None;
-        let mut f_age: Option<crate::datatypes::Range> = None;
-        let mut f_gestational_age: Option<crate::datatypes::Range> = None;
-        let mut f_condition: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_category:
+                Option<crate::primitives::Primitive<crate::codes::ObservationRangeCategory>>,
+            f_range: Option<crate::datatypes::Range>,
+            f_context: Option<crate::datatypes::CodeableConcept>,
+            f_applies_to: Vec<crate::datatypes::CodeableConcept>,
+            f_gender: Option<crate::primitives::Primitive<crate::codes::AdministrativeGender>>,
+            f_age: Option<crate::datatypes::Range>,
+            f_gestational_age: Option<crate::datatypes::Range>,
+            f_condition: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "category" => map.next_value_seed(crate::rt::PrimValue(&mut f_category))?,
-                "_category" => map.next_value_seed(crate::rt::PrimExt(&mut f_category))?,
-                "range" => map.next_value_seed(crate::rt::Opt(&mut f_range))?,
-                "context" => map.next_value_seed(crate::rt::Opt(&mut f_context))?,
-                "appliesTo" => map.next_value_seed(crate::rt::VecSeed(&mut f_applies_to))?,
-                "gender" => map.next_value_seed(crate::rt::PrimValue(&mut f_gender))?,
-                "_gender" => map.next_value_seed(crate::rt::PrimExt(&mut f_gender))?,
-                "age" => map.next_value_seed(crate::rt::Opt(&mut f_age))?,
-                "gestationalAge" => map.next_value_seed(crate::rt::Opt(&mut f_gestational_age))?,
-                "condition" => map.next_value_seed(crate::rt::PrimValue(&mut f_condition))?,
-                "_condition" => map.next_value_seed(crate::rt::PrimExt(&mut f_condition))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "category" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_category))?,
+                "_category" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_category))?,
+                "range" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_range))?,
+                "context" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_context))?,
+                "appliesTo" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_applies_to))?,
+                "gender" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_gender))?,
+                "_gender" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_gender))?,
+                "age" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_age))?,
+                "gestationalAge" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_gestational_age))?
+                }
+                "condition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_condition))?
+                }
+                "_condition" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_condition))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            category: f_category,
-            range: f_range,
-            context: f_context,
-            applies_to: f_applies_to,
-            gender: f_gender,
-            age: f_age,
-            gestational_age: f_gestational_age,
-            condition: f_condition,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            category: b.f_category,
+            range: b.f_range,
+            context: b.f_context,
+            applies_to: b.f_applies_to,
+            gender: b.f_gender,
+            age: b.f_age,
+            gestational_age: b.f_gestational_age,
+            condition: b.f_condition,
         })
     }
 }

@@ -305,158 +305,196 @@ impl crate::rt::DeFields for OperationDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_kind: Option<crate::primitives::Primitive<crate::codes::OperationKind>> = None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_affects_state: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_base: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_resource: crate::rt::PrimVec<crate::codes::ResourceTypeCode> =
-            crate::rt::PrimVec::default();
-        let mut f_system: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_instance: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_input_profile: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_output_profile: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_parameter: Vec<crate::resources::OperationDefinitionParameter> = Vec::new();
-        let mut f_overload: Vec<crate::resources::OperationDefinitionOverload> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_kind: Option<crate::primitives::Primitive<crate::codes::OperationKind>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_affects_state: Option<crate::primitives::Primitive<bool>>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+            f_base: Option<crate::primitives::Primitive<String>>,
+            f_resource: crate::rt::PrimVec<crate::codes::ResourceTypeCode>,
+            f_system: Option<crate::primitives::Primitive<bool>>,
+            f_type: Option<crate::primitives::Primitive<bool>>,
+            f_instance: Option<crate::primitives::Primitive<bool>>,
+            f_input_profile: Option<crate::primitives::Primitive<String>>,
+            f_output_profile: Option<crate::primitives::Primitive<String>>,
+            f_parameter: Vec<crate::resources::OperationDefinitionParameter>,
+            f_overload: Vec<crate::resources::OperationDefinitionOverload>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "OperationDefinition",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "OperationDefinition",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "kind" => map.next_value_seed(crate::rt::PrimValue(&mut f_kind))?,
-                "_kind" => map.next_value_seed(crate::rt::PrimExt(&mut f_kind))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "kind" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_kind))?,
+                "_kind" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_kind))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
                 "affectsState" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_affects_state))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_affects_state))?
                 }
-                "_affectsState" => map.next_value_seed(crate::rt::PrimExt(&mut f_affects_state))?,
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                "base" => map.next_value_seed(crate::rt::PrimValue(&mut f_base))?,
-                "_base" => map.next_value_seed(crate::rt::PrimExt(&mut f_base))?,
-                "resource" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_resource))?,
-                "_resource" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_resource))?,
-                "system" => map.next_value_seed(crate::rt::PrimValue(&mut f_system))?,
-                "_system" => map.next_value_seed(crate::rt::PrimExt(&mut f_system))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "instance" => map.next_value_seed(crate::rt::PrimValue(&mut f_instance))?,
-                "_instance" => map.next_value_seed(crate::rt::PrimExt(&mut f_instance))?,
+                "_affectsState" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_affects_state))?
+                }
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                "base" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_base))?,
+                "_base" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_base))?,
+                "resource" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_resource))?
+                }
+                "_resource" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_resource))?
+                }
+                "system" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_system))?,
+                "_system" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_system))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "instance" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_instance))?,
+                "_instance" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_instance))?,
                 "inputProfile" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_input_profile))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_input_profile))?
                 }
-                "_inputProfile" => map.next_value_seed(crate::rt::PrimExt(&mut f_input_profile))?,
+                "_inputProfile" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_input_profile))?
+                }
                 "outputProfile" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_output_profile))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_output_profile))?
                 }
                 "_outputProfile" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_output_profile))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_output_profile))?
                 }
-                "parameter" => map.next_value_seed(crate::rt::VecSeed(&mut f_parameter))?,
-                "overload" => map.next_value_seed(crate::rt::VecSeed(&mut f_overload))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "parameter" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_parameter))?,
+                "overload" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_overload))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "OperationDefinition")?;
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_kind.is_some(), "kind")?;
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        let v_resource = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_resource),
+            "resource",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_system.is_some(), "system")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_instance.is_some(), "instance")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: f_url,
-            version: f_version,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            title: f_title,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            kind: crate::rt::required::<_, A::Error>(f_kind, "kind")?,
-            experimental: f_experimental,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            purpose: f_purpose,
-            affects_state: f_affects_state,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            comment: f_comment,
-            base: f_base,
-            resource: crate::rt::finish_prim_vec::<_, A::Error>(f_resource, "resource")?,
-            system: crate::rt::required::<_, A::Error>(f_system, "system")?,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            instance: crate::rt::required::<_, A::Error>(f_instance, "instance")?,
-            input_profile: f_input_profile,
-            output_profile: f_output_profile,
-            parameter: f_parameter,
-            overload: f_overload,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url,
+            version: b.f_version,
+            name: b.f_name.unwrap_or_default(),
+            title: b.f_title,
+            status: b.f_status.unwrap_or_default(),
+            kind: b.f_kind.unwrap_or_default(),
+            experimental: b.f_experimental,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            purpose: b.f_purpose,
+            affects_state: b.f_affects_state,
+            code: b.f_code.unwrap_or_default(),
+            comment: b.f_comment,
+            base: b.f_base,
+            resource: v_resource,
+            system: b.f_system.unwrap_or_default(),
+            r#type: b.f_type.unwrap_or_default(),
+            instance: b.f_instance.unwrap_or_default(),
+            input_profile: b.f_input_profile,
+            output_profile: b.f_output_profile,
+            parameter: b.f_parameter,
+            overload: b.f_overload,
         })
     }
 }
@@ -692,81 +730,90 @@ impl crate::rt::DeFields for OperationDefinitionParameter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use: Option<crate::primitives::Primitive<crate::codes::OperationParameterUse>> =
-            None;
-        let mut f_min: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_max: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::FhirAllTypes>> = None;
-        let mut f_target_profile: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_search_type: Option<crate::primitives::Primitive<crate::codes::SearchParamType>> =
-            None;
-        let mut f_binding: Option<crate::resources::OperationDefinitionParameterBinding> = None;
-        let mut f_referenced_from: Vec<
-            crate::resources::OperationDefinitionParameterReferencedFrom,
-        > = Vec::new();
-        let mut f_part: Vec<crate::resources::OperationDefinitionParameter> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_use: Option<crate::primitives::Primitive<crate::codes::OperationParameterUse>>,
+            f_min: Option<crate::primitives::Primitive<i32>>,
+            f_max: Option<crate::primitives::Primitive<String>>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::FhirAllTypes>>,
+            f_target_profile: crate::rt::PrimVec<String>,
+            f_search_type: Option<crate::primitives::Primitive<crate::codes::SearchParamType>>,
+            f_binding: Option<crate::resources::OperationDefinitionParameterBinding>,
+            f_referenced_from: Vec<crate::resources::OperationDefinitionParameterReferencedFrom>,
+            f_part: Vec<crate::resources::OperationDefinitionParameter>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "use" => map.next_value_seed(crate::rt::PrimValue(&mut f_use))?,
-                "_use" => map.next_value_seed(crate::rt::PrimExt(&mut f_use))?,
-                "min" => map.next_value_seed(crate::rt::PrimValue(&mut f_min))?,
-                "_min" => map.next_value_seed(crate::rt::PrimExt(&mut f_min))?,
-                "max" => map.next_value_seed(crate::rt::PrimValue(&mut f_max))?,
-                "_max" => map.next_value_seed(crate::rt::PrimExt(&mut f_max))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "use" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_use))?,
+                "_use" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_use))?,
+                "min" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_min))?,
+                "_min" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_min))?,
+                "max" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_max))?,
+                "_max" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_max))?,
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
                 "targetProfile" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_target_profile))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_target_profile))?
                 }
                 "_targetProfile" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_target_profile))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_target_profile))?
                 }
-                "searchType" => map.next_value_seed(crate::rt::PrimValue(&mut f_search_type))?,
-                "_searchType" => map.next_value_seed(crate::rt::PrimExt(&mut f_search_type))?,
-                "binding" => map.next_value_seed(crate::rt::Opt(&mut f_binding))?,
+                "searchType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_search_type))?
+                }
+                "_searchType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_search_type))?
+                }
+                "binding" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_binding))?,
                 "referencedFrom" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_referenced_from))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_referenced_from))?
                 }
-                "part" => map.next_value_seed(crate::rt::VecSeed(&mut f_part))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "part" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_use.is_some(), "use")?;
+        crate::rt::check_required::<A::Error>(b.f_min.is_some(), "min")?;
+        crate::rt::check_required::<A::Error>(b.f_max.is_some(), "max")?;
+        let v_target_profile = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_target_profile),
+            "targetProfile",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            r#use: crate::rt::required::<_, A::Error>(f_use, "use")?,
-            min: crate::rt::required::<_, A::Error>(f_min, "min")?,
-            max: crate::rt::required::<_, A::Error>(f_max, "max")?,
-            documentation: f_documentation,
-            r#type: f_type,
-            target_profile: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_target_profile,
-                "targetProfile",
-            )?,
-            search_type: f_search_type,
-            binding: f_binding,
-            referenced_from: f_referenced_from,
-            part: f_part,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            r#use: b.f_use.unwrap_or_default(),
+            min: b.f_min.unwrap_or_default(),
+            max: b.f_max.unwrap_or_default(),
+            documentation: b.f_documentation,
+            r#type: b.f_type,
+            target_profile: v_target_profile,
+            search_type: b.f_search_type,
+            binding: b.f_binding,
+            referenced_from: b.f_referenced_from,
+            part: b.f_part,
         })
     }
 }
@@ -877,32 +924,37 @@ impl crate::rt::DeFields for OperationDefinitionParameterBinding {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_strength: Option<crate::primitives::Primitive<crate::codes::BindingStrength>> =
-            None;
-        let mut f_value_set: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_strength: Option<crate::primitives::Primitive<crate::codes::BindingStrength>>,
+            f_value_set: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "strength" => map.next_value_seed(crate::rt::PrimValue(&mut f_strength))?,
-                "_strength" => map.next_value_seed(crate::rt::PrimExt(&mut f_strength))?,
-                "valueSet" => map.next_value_seed(crate::rt::PrimValue(&mut f_value_set))?,
-                "_valueSet" => map.next_value_seed(crate::rt::PrimExt(&mut f_value_set))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "strength" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_strength))?,
+                "_strength" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_strength))?,
+                "valueSet" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value_set))?,
+                "_valueSet" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value_set))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_strength.is_some(), "strength")?;
+        crate::rt::check_required::<A::Error>(b.f_value_set.is_some(), "valueSet")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            strength: crate::rt::required::<_, A::Error>(f_strength, "strength")?,
-            value_set: crate::rt::required::<_, A::Error>(f_value_set, "valueSet")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            strength: b.f_strength.unwrap_or_default(),
+            value_set: b.f_value_set.unwrap_or_default(),
         })
     }
 }
@@ -1000,31 +1052,36 @@ impl crate::rt::DeFields for OperationDefinitionParameterReferencedFrom {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_source: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_source_id: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_source: Option<crate::primitives::Primitive<String>>,
+            f_source_id: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "source" => map.next_value_seed(crate::rt::PrimValue(&mut f_source))?,
-                "_source" => map.next_value_seed(crate::rt::PrimExt(&mut f_source))?,
-                "sourceId" => map.next_value_seed(crate::rt::PrimValue(&mut f_source_id))?,
-                "_sourceId" => map.next_value_seed(crate::rt::PrimExt(&mut f_source_id))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "source" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_source))?,
+                "_source" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_source))?,
+                "sourceId" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_source_id))?,
+                "_sourceId" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_source_id))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_source.is_some(), "source")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            source: crate::rt::required::<_, A::Error>(f_source, "source")?,
-            source_id: f_source_id,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            source: b.f_source.unwrap_or_default(),
+            source_id: b.f_source_id,
         })
     }
 }
@@ -1124,38 +1181,43 @@ impl crate::rt::DeFields for OperationDefinitionOverload {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_parameter_name: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_parameter_name: crate::rt::PrimVec<String>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "parameterName" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_parameter_name))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_parameter_name))?
                 }
                 "_parameterName" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_parameter_name))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_parameter_name))?
                 }
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_parameter_name = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_parameter_name),
+            "parameterName",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            parameter_name: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_parameter_name,
-                "parameterName",
-            )?,
-            comment: f_comment,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            parameter_name: v_parameter_name,
+            comment: b.f_comment,
         })
     }
 }

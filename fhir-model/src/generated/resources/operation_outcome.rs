@@ -111,52 +111,60 @@ impl crate::rt::DeFields for OperationOutcome {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_issue: Vec<crate::resources::OperationOutcomeIssue> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_issue: Vec<crate::resources::OperationOutcomeIssue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "OperationOutcome",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "OperationOutcome",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "issue" => map.next_value_seed(crate::rt::VecSeed(&mut f_issue))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "issue" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_issue))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "OperationOutcome")?;
+        crate::rt::check_required::<A::Error>(!b.f_issue.is_empty(), "issue")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            issue: crate::rt::required_vec::<_, A::Error>(f_issue, "issue")?,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            issue: b.f_issue,
         })
     }
 }
@@ -320,47 +328,72 @@ impl crate::rt::DeFields for OperationOutcomeIssue {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_severity: Option<crate::primitives::Primitive<crate::codes::IssueSeverity>> =
-            None;
-        let mut f_code: Option<crate::primitives::Primitive<crate::codes::IssueType>> = None;
-        let mut f_details: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_diagnostics: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_location: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_expression: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_severity: Option<crate::primitives::Primitive<crate::codes::IssueSeverity>>,
+            f_code: Option<crate::primitives::Primitive<crate::codes::IssueType>>,
+            f_details: Option<crate::datatypes::CodeableConcept>,
+            f_diagnostics: Option<crate::primitives::Primitive<String>>,
+            f_location: crate::rt::PrimVec<String>,
+            f_expression: crate::rt::PrimVec<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "severity" => map.next_value_seed(crate::rt::PrimValue(&mut f_severity))?,
-                "_severity" => map.next_value_seed(crate::rt::PrimExt(&mut f_severity))?,
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "details" => map.next_value_seed(crate::rt::Opt(&mut f_details))?,
-                "diagnostics" => map.next_value_seed(crate::rt::PrimValue(&mut f_diagnostics))?,
-                "_diagnostics" => map.next_value_seed(crate::rt::PrimExt(&mut f_diagnostics))?,
-                "location" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_location))?,
-                "_location" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_location))?,
-                "expression" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_expression))?,
-                "_expression" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_expression))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "severity" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_severity))?,
+                "_severity" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_severity))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "details" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_details))?,
+                "diagnostics" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_diagnostics))?
+                }
+                "_diagnostics" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_diagnostics))?
+                }
+                "location" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_location))?
+                }
+                "_location" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_location))?
+                }
+                "expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_expression))?
+                }
+                "_expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_expression))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_severity.is_some(), "severity")?;
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        let v_location = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_location),
+            "location",
+        )?;
+        let v_expression = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_expression),
+            "expression",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            severity: crate::rt::required::<_, A::Error>(f_severity, "severity")?,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            details: f_details,
-            diagnostics: f_diagnostics,
-            location: crate::rt::finish_prim_vec::<_, A::Error>(f_location, "location")?,
-            expression: crate::rt::finish_prim_vec::<_, A::Error>(f_expression, "expression")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            severity: b.f_severity.unwrap_or_default(),
+            code: b.f_code.unwrap_or_default(),
+            details: b.f_details,
+            diagnostics: b.f_diagnostics,
+            location: v_location,
+            expression: v_expression,
         })
     }
 }

@@ -171,82 +171,93 @@ impl crate::rt::DeFields for Organization {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_alias: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_telecom: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_address: Vec<crate::datatypes::Address> = Vec::new();
-        let mut f_part_of: Option<crate::datatypes::Reference> = None;
-        let mut f_contact: Vec<crate::resources::OrganizationContact> = Vec::new();
-        let mut f_endpoint: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_active: Option<crate::primitives::Primitive<bool>>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_alias: crate::rt::PrimVec<String>,
+            f_telecom: Vec<crate::datatypes::ContactPoint>,
+            f_address: Vec<crate::datatypes::Address>,
+            f_part_of: Option<crate::datatypes::Reference>,
+            f_contact: Vec<crate::resources::OrganizationContact>,
+            f_endpoint: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Organization",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Organization",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "active" => map.next_value_seed(crate::rt::PrimValue(&mut f_active))?,
-                "_active" => map.next_value_seed(crate::rt::PrimExt(&mut f_active))?,
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "alias" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_alias))?,
-                "_alias" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_alias))?,
-                "telecom" => map.next_value_seed(crate::rt::VecSeed(&mut f_telecom))?,
-                "address" => map.next_value_seed(crate::rt::VecSeed(&mut f_address))?,
-                "partOf" => map.next_value_seed(crate::rt::Opt(&mut f_part_of))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "endpoint" => map.next_value_seed(crate::rt::VecSeed(&mut f_endpoint))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "active" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_active))?,
+                "_active" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_active))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "alias" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_alias))?,
+                "_alias" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_alias))?,
+                "telecom" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_telecom))?,
+                "address" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_address))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_part_of))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "endpoint" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endpoint))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Organization")?;
+        let v_alias =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_alias), "alias")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            active: f_active,
-            r#type: f_type,
-            name: f_name,
-            alias: crate::rt::finish_prim_vec::<_, A::Error>(f_alias, "alias")?,
-            telecom: f_telecom,
-            address: f_address,
-            part_of: f_part_of,
-            contact: f_contact,
-            endpoint: f_endpoint,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            active: b.f_active,
+            r#type: b.f_type,
+            name: b.f_name,
+            alias: v_alias,
+            telecom: b.f_telecom,
+            address: b.f_address,
+            part_of: b.f_part_of,
+            contact: b.f_contact,
+            endpoint: b.f_endpoint,
         })
     }
 }
@@ -396,35 +407,39 @@ impl crate::rt::DeFields for OrganizationContact {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_purpose: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_name: Option<crate::datatypes::HumanName> = None;
-        let mut f_telecom: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_address: Option<crate::datatypes::Address> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_purpose: Option<crate::datatypes::CodeableConcept>,
+            f_name: Option<crate::datatypes::HumanName>,
+            f_telecom: Vec<crate::datatypes::ContactPoint>,
+            f_address: Option<crate::datatypes::Address>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "purpose" => map.next_value_seed(crate::rt::Opt(&mut f_purpose))?,
-                "name" => map.next_value_seed(crate::rt::Opt(&mut f_name))?,
-                "telecom" => map.next_value_seed(crate::rt::VecSeed(&mut f_telecom))?,
-                "address" => map.next_value_seed(crate::rt::Opt(&mut f_address))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "purpose" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_purpose))?,
+                "name" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_name))?,
+                "telecom" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_telecom))?,
+                "address" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_address))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            purpose: f_purpose,
-            name: f_name,
-            telecom: f_telecom,
-            address: f_address,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            purpose: b.f_purpose,
+            name: b.f_name,
+            telecom: b.f_telecom,
+            address: b.f_address,
         })
     }
 }

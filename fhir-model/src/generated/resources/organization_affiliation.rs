@@ -189,90 +189,102 @@ impl crate::rt::DeFields for OrganizationAffiliation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_organization: Option<crate::datatypes::Reference> = None;
-        let mut f_participating_organization: Option<crate::datatypes::Reference> = None;
-        let mut f_network: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_specialty: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_location: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_healthcare_service: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_telecom: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_endpoint: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_active: Option<crate::primitives::Primitive<bool>>,
+            f_period: Option<crate::datatypes::Period>,
+            f_organization: Option<crate::datatypes::Reference>,
+            f_participating_organization: Option<crate::datatypes::Reference>,
+            f_network: Vec<crate::datatypes::Reference>,
+            f_code: Vec<crate::datatypes::CodeableConcept>,
+            f_specialty: Vec<crate::datatypes::CodeableConcept>,
+            f_location: Vec<crate::datatypes::Reference>,
+            f_healthcare_service: Vec<crate::datatypes::Reference>,
+            f_telecom: Vec<crate::datatypes::ContactPoint>,
+            f_endpoint: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "OrganizationAffiliation",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "OrganizationAffiliation",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "active" => map.next_value_seed(crate::rt::PrimValue(&mut f_active))?,
-                "_active" => map.next_value_seed(crate::rt::PrimExt(&mut f_active))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "organization" => map.next_value_seed(crate::rt::Opt(&mut f_organization))?,
-                "participatingOrganization" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_participating_organization))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
-                "network" => map.next_value_seed(crate::rt::VecSeed(&mut f_network))?,
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "specialty" => map.next_value_seed(crate::rt::VecSeed(&mut f_specialty))?,
-                "location" => map.next_value_seed(crate::rt::VecSeed(&mut f_location))?,
+                "active" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_active))?,
+                "_active" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_active))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "organization" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_organization))?
+                }
+                "participatingOrganization" => crate::rt::value(
+                    &mut map,
+                    crate::rt::Opt(&mut b.f_participating_organization),
+                )?,
+                "network" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_network))?,
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "specialty" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specialty))?,
+                "location" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_location))?,
                 "healthcareService" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_healthcare_service))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_healthcare_service))?
                 }
-                "telecom" => map.next_value_seed(crate::rt::VecSeed(&mut f_telecom))?,
-                "endpoint" => map.next_value_seed(crate::rt::VecSeed(&mut f_endpoint))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "telecom" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_telecom))?,
+                "endpoint" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endpoint))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "OrganizationAffiliation")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            active: f_active,
-            period: f_period,
-            organization: f_organization,
-            participating_organization: f_participating_organization,
-            network: f_network,
-            code: f_code,
-            specialty: f_specialty,
-            location: f_location,
-            healthcare_service: f_healthcare_service,
-            telecom: f_telecom,
-            endpoint: f_endpoint,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            active: b.f_active,
+            period: b.f_period,
+            organization: b.f_organization,
+            participating_organization: b.f_participating_organization,
+            network: b.f_network,
+            code: b.f_code,
+            specialty: b.f_specialty,
+            location: b.f_location,
+            healthcare_service: b.f_healthcare_service,
+            telecom: b.f_telecom,
+            endpoint: b.f_endpoint,
         })
     }
 }

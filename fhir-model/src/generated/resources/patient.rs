@@ -222,115 +222,131 @@ impl crate::rt::DeFields for Patient {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_name: Vec<crate::datatypes::HumanName> = Vec::new();
-        let mut f_telecom: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_gender: Option<crate::primitives::Primitive<crate::codes::AdministrativeGender>> =
-            None;
-        let mut f_birth_date: Option<crate::primitives::Primitive<crate::primitives::Date>> = None;
-        let mut f_deceased: Option<crate::resources::PatientDeceased> = None;
-        let mut f_address: Vec<crate::datatypes::Address> = Vec::new();
-        let mut f_marital_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_multiple_birth: Option<crate::resources::PatientMultipleBirth> = None;
-        let mut f_photo: Vec<crate::datatypes::Attachment> = Vec::new();
-        let mut f_contact: Vec<crate::resources::PatientContact> = Vec::new();
-        let mut f_communication: Vec<crate::resources::PatientCommunication> = Vec::new();
-        let mut f_general_practitioner: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_managing_organization: Option<crate::datatypes::Reference> = None;
-        let mut f_link: Vec<crate::resources::PatientLink> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_active: Option<crate::primitives::Primitive<bool>>,
+            f_name: Vec<crate::datatypes::HumanName>,
+            f_telecom: Vec<crate::datatypes::ContactPoint>,
+            f_gender: Option<crate::primitives::Primitive<crate::codes::AdministrativeGender>>,
+            f_birth_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_deceased: Option<crate::resources::PatientDeceased>,
+            f_address: Vec<crate::datatypes::Address>,
+            f_marital_status: Option<crate::datatypes::CodeableConcept>,
+            f_multiple_birth: Option<crate::resources::PatientMultipleBirth>,
+            f_photo: Vec<crate::datatypes::Attachment>,
+            f_contact: Vec<crate::resources::PatientContact>,
+            f_communication: Vec<crate::resources::PatientCommunication>,
+            f_general_practitioner: Vec<crate::datatypes::Reference>,
+            f_managing_organization: Option<crate::datatypes::Reference>,
+            f_link: Vec<crate::resources::PatientLink>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Patient",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Patient",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "active" => map.next_value_seed(crate::rt::PrimValue(&mut f_active))?,
-                "_active" => map.next_value_seed(crate::rt::PrimExt(&mut f_active))?,
-                "name" => map.next_value_seed(crate::rt::VecSeed(&mut f_name))?,
-                "telecom" => map.next_value_seed(crate::rt::VecSeed(&mut f_telecom))?,
-                "gender" => map.next_value_seed(crate::rt::PrimValue(&mut f_gender))?,
-                "_gender" => map.next_value_seed(crate::rt::PrimExt(&mut f_gender))?,
-                "birthDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_birth_date))?,
-                "_birthDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_birth_date))?,
-                "address" => map.next_value_seed(crate::rt::VecSeed(&mut f_address))?,
-                "maritalStatus" => map.next_value_seed(crate::rt::Opt(&mut f_marital_status))?,
-                "photo" => map.next_value_seed(crate::rt::VecSeed(&mut f_photo))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "communication" => map.next_value_seed(crate::rt::VecSeed(&mut f_communication))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "active" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_active))?,
+                "_active" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_active))?,
+                "name" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_name))?,
+                "telecom" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_telecom))?,
+                "gender" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_gender))?,
+                "_gender" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_gender))?,
+                "birthDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_birth_date))?
+                }
+                "_birthDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_birth_date))?
+                }
+                "address" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_address))?,
+                "maritalStatus" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_marital_status))?
+                }
+                "photo" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_photo))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "communication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_communication))?
+                }
                 "generalPractitioner" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_general_practitioner))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_general_practitioner))?
                 }
                 "managingOrganization" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_managing_organization))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_managing_organization))?
                 }
-                "link" => map.next_value_seed(crate::rt::VecSeed(&mut f_link))?,
+                "link" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_link))?,
                 other => {
                     if !(crate::resources::PatientDeceased::de_key(
                         &mut map,
                         other,
-                        &mut f_deceased,
+                        &mut b.f_deceased,
                     )? || crate::resources::PatientMultipleBirth::de_key(
                         &mut map,
                         other,
-                        &mut f_multiple_birth,
+                        &mut b.f_multiple_birth,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Patient")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            active: f_active,
-            name: f_name,
-            telecom: f_telecom,
-            gender: f_gender,
-            birth_date: f_birth_date,
-            deceased: f_deceased,
-            address: f_address,
-            marital_status: f_marital_status,
-            multiple_birth: f_multiple_birth,
-            photo: f_photo,
-            contact: f_contact,
-            communication: f_communication,
-            general_practitioner: f_general_practitioner,
-            managing_organization: f_managing_organization,
-            link: f_link,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            active: b.f_active,
+            name: b.f_name,
+            telecom: b.f_telecom,
+            gender: b.f_gender,
+            birth_date: b.f_birth_date,
+            deceased: b.f_deceased,
+            address: b.f_address,
+            marital_status: b.f_marital_status,
+            multiple_birth: b.f_multiple_birth,
+            photo: b.f_photo,
+            contact: b.f_contact,
+            communication: b.f_communication,
+            general_practitioner: b.f_general_practitioner,
+            managing_organization: b.f_managing_organization,
+            link: b.f_link,
         })
     }
 }
@@ -511,46 +527,53 @@ impl crate::rt::DeFields for PatientContact {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_relationship: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_name: Option<crate::datatypes::HumanName> = None;
-        let mut f_telecom: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_address: Option<crate::datatypes::Address> = None;
-        let mut f_gender: Option<crate::primitives::Primitive<crate::codes::AdministrativeGender>> =
-            None;
-        let mut f_organization: Option<crate::datatypes::Reference> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_relationship: Vec<crate::datatypes::CodeableConcept>,
+            f_name: Option<crate::datatypes::HumanName>,
+            f_telecom: Vec<crate::datatypes::ContactPoint>,
+            f_address: Option<crate::datatypes::Address>,
+            f_gender: Option<crate::primitives::Primitive<crate::codes::AdministrativeGender>>,
+            f_organization: Option<crate::datatypes::Reference>,
+            f_period: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "relationship" => map.next_value_seed(crate::rt::VecSeed(&mut f_relationship))?,
-                "name" => map.next_value_seed(crate::rt::Opt(&mut f_name))?,
-                "telecom" => map.next_value_seed(crate::rt::VecSeed(&mut f_telecom))?,
-                "address" => map.next_value_seed(crate::rt::Opt(&mut f_address))?,
-                "gender" => map.next_value_seed(crate::rt::PrimValue(&mut f_gender))?,
-                "_gender" => map.next_value_seed(crate::rt::PrimExt(&mut f_gender))?,
-                "organization" => map.next_value_seed(crate::rt::Opt(&mut f_organization))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "relationship" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_relationship))?
+                }
+                "name" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_name))?,
+                "telecom" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_telecom))?,
+                "address" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_address))?,
+                "gender" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_gender))?,
+                "_gender" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_gender))?,
+                "organization" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_organization))?
+                }
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            relationship: f_relationship,
-            name: f_name,
-            telecom: f_telecom,
-            address: f_address,
-            gender: f_gender,
-            organization: f_organization,
-            period: f_period,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            relationship: b.f_relationship,
+            name: b.f_name,
+            telecom: b.f_telecom,
+            address: b.f_address,
+            gender: b.f_gender,
+            organization: b.f_organization,
+            period: b.f_period,
         })
     }
 }
@@ -653,30 +676,37 @@ impl crate::rt::DeFields for PatientCommunication {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_language: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_preferred: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_language: Option<crate::datatypes::CodeableConcept>,
+            f_preferred: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "language" => map.next_value_seed(crate::rt::Opt(&mut f_language))?,
-                "preferred" => map.next_value_seed(crate::rt::PrimValue(&mut f_preferred))?,
-                "_preferred" => map.next_value_seed(crate::rt::PrimExt(&mut f_preferred))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "language" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_language))?,
+                "preferred" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_preferred))?
+                }
+                "_preferred" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_preferred))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_language.is_some(), "language")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            language: crate::rt::required::<_, A::Error>(f_language, "language")?,
-            preferred: f_preferred,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            language: b.f_language.unwrap_or_default(),
+            preferred: b.f_preferred,
         })
     }
 }
@@ -778,30 +808,36 @@ impl crate::rt::DeFields for PatientLink {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_other: Option<crate::datatypes::Reference> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::LinkType>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_other: Option<crate::datatypes::Reference>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::LinkType>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "other" => map.next_value_seed(crate::rt::Opt(&mut f_other))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "other" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_other.is_some(), "other")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            other: crate::rt::required::<_, A::Error>(f_other, "other")?,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            other: b.f_other.unwrap_or_default(),
+            r#type: b.f_type.unwrap_or_default(),
         })
     }
 }
@@ -860,42 +896,54 @@ impl PatientDeceased {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "deceasedBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "deceasedBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Patient.deceased[x]",
                 },
-                name: "Patient.deceased[x]",
-            })?,
-            "_deceasedBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_deceasedBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Patient.deceased[x]",
                 },
-                name: "Patient.deceased[x]",
-            })?,
-            "deceasedDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "deceasedDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Patient.deceased[x]",
                 },
-                name: "Patient.deceased[x]",
-            })?,
-            "_deceasedDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_deceasedDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Patient.deceased[x]",
                 },
-                name: "Patient.deceased[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -953,42 +1001,54 @@ impl PatientMultipleBirth {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "multipleBirthBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "multipleBirthBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Patient.multipleBirth[x]",
                 },
-                name: "Patient.multipleBirth[x]",
-            })?,
-            "_multipleBirthBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_multipleBirthBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Patient.multipleBirth[x]",
                 },
-                name: "Patient.multipleBirth[x]",
-            })?,
-            "multipleBirthInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "multipleBirthInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Patient.multipleBirth[x]",
                 },
-                name: "Patient.multipleBirth[x]",
-            })?,
-            "_multipleBirthInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_multipleBirthInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Patient.multipleBirth[x]",
                 },
-                name: "Patient.multipleBirth[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

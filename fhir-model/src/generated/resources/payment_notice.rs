@@ -198,91 +198,109 @@ impl crate::rt::DeFields for PaymentNotice {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>,
-        > = None;
-        let mut f_request: Option<crate::datatypes::Reference> = None;
-        let mut f_response: Option<crate::datatypes::Reference> = None;
-        let mut f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_provider: Option<crate::datatypes::Reference> = None;
-        let mut f_payment: Option<crate::datatypes::Reference> = None;
-        let mut f_payment_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_payee: Option<crate::datatypes::Reference> = None;
-        let mut f_recipient: Option<crate::datatypes::Reference> = None;
-        let mut f_amount: Option<crate::datatypes::Money> = None;
-        let mut f_payment_status: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>>,
+            f_request: Option<crate::datatypes::Reference>,
+            f_response: Option<crate::datatypes::Reference>,
+            f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_provider: Option<crate::datatypes::Reference>,
+            f_payment: Option<crate::datatypes::Reference>,
+            f_payment_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_payee: Option<crate::datatypes::Reference>,
+            f_recipient: Option<crate::datatypes::Reference>,
+            f_amount: Option<crate::datatypes::Money>,
+            f_payment_status: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "PaymentNotice",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "PaymentNotice",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "request" => map.next_value_seed(crate::rt::Opt(&mut f_request))?,
-                "response" => map.next_value_seed(crate::rt::Opt(&mut f_response))?,
-                "created" => map.next_value_seed(crate::rt::PrimValue(&mut f_created))?,
-                "_created" => map.next_value_seed(crate::rt::PrimExt(&mut f_created))?,
-                "provider" => map.next_value_seed(crate::rt::Opt(&mut f_provider))?,
-                "payment" => map.next_value_seed(crate::rt::Opt(&mut f_payment))?,
-                "paymentDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_payment_date))?,
-                "_paymentDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_payment_date))?,
-                "payee" => map.next_value_seed(crate::rt::Opt(&mut f_payee))?,
-                "recipient" => map.next_value_seed(crate::rt::Opt(&mut f_recipient))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                "paymentStatus" => map.next_value_seed(crate::rt::Opt(&mut f_payment_status))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "request" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_request))?,
+                "response" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_response))?,
+                "created" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_created))?,
+                "_created" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_created))?,
+                "provider" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_provider))?,
+                "payment" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_payment))?,
+                "paymentDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_payment_date))?
+                }
+                "_paymentDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_payment_date))?
+                }
+                "payee" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_payee))?,
+                "recipient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_recipient))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                "paymentStatus" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_payment_status))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "PaymentNotice")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_created.is_some(), "created")?;
+        crate::rt::check_required::<A::Error>(b.f_payment.is_some(), "payment")?;
+        crate::rt::check_required::<A::Error>(b.f_recipient.is_some(), "recipient")?;
+        crate::rt::check_required::<A::Error>(b.f_amount.is_some(), "amount")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            request: f_request,
-            response: f_response,
-            created: crate::rt::required::<_, A::Error>(f_created, "created")?,
-            provider: f_provider,
-            payment: crate::rt::required::<_, A::Error>(f_payment, "payment")?,
-            payment_date: f_payment_date,
-            payee: f_payee,
-            recipient: crate::rt::required::<_, A::Error>(f_recipient, "recipient")?,
-            amount: crate::rt::required::<_, A::Error>(f_amount, "amount")?,
-            payment_status: f_payment_status,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            request: b.f_request,
+            response: b.f_response,
+            created: b.f_created.unwrap_or_default(),
+            provider: b.f_provider,
+            payment: b.f_payment.unwrap_or_default(),
+            payment_date: b.f_payment_date,
+            payee: b.f_payee,
+            recipient: b.f_recipient.unwrap_or_default(),
+            amount: b.f_amount.unwrap_or_default(),
+            payment_status: b.f_payment_status,
         })
     }
 }

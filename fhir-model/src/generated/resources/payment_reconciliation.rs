@@ -217,107 +217,129 @@ impl crate::rt::DeFields for PaymentReconciliation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>,
-        > = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_payment_issuer: Option<crate::datatypes::Reference> = None;
-        let mut f_request: Option<crate::datatypes::Reference> = None;
-        let mut f_requestor: Option<crate::datatypes::Reference> = None;
-        let mut f_outcome: Option<
-            crate::primitives::Primitive<crate::codes::ClaimProcessingCodes>,
-        > = None;
-        let mut f_disposition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_payment_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_payment_amount: Option<crate::datatypes::Money> = None;
-        let mut f_payment_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_detail: Vec<crate::resources::PaymentReconciliationDetail> = Vec::new();
-        let mut f_form_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_process_note: Vec<crate::resources::PaymentReconciliationProcessNote> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>>,
+            f_period: Option<crate::datatypes::Period>,
+            f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_payment_issuer: Option<crate::datatypes::Reference>,
+            f_request: Option<crate::datatypes::Reference>,
+            f_requestor: Option<crate::datatypes::Reference>,
+            f_outcome: Option<crate::primitives::Primitive<crate::codes::ClaimProcessingCodes>>,
+            f_disposition: Option<crate::primitives::Primitive<String>>,
+            f_payment_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_payment_amount: Option<crate::datatypes::Money>,
+            f_payment_identifier: Option<crate::datatypes::Identifier>,
+            f_detail: Vec<crate::resources::PaymentReconciliationDetail>,
+            f_form_code: Option<crate::datatypes::CodeableConcept>,
+            f_process_note: Vec<crate::resources::PaymentReconciliationProcessNote>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "PaymentReconciliation",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "PaymentReconciliation",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "created" => map.next_value_seed(crate::rt::PrimValue(&mut f_created))?,
-                "_created" => map.next_value_seed(crate::rt::PrimExt(&mut f_created))?,
-                "paymentIssuer" => map.next_value_seed(crate::rt::Opt(&mut f_payment_issuer))?,
-                "request" => map.next_value_seed(crate::rt::Opt(&mut f_request))?,
-                "requestor" => map.next_value_seed(crate::rt::Opt(&mut f_requestor))?,
-                "outcome" => map.next_value_seed(crate::rt::PrimValue(&mut f_outcome))?,
-                "_outcome" => map.next_value_seed(crate::rt::PrimExt(&mut f_outcome))?,
-                "disposition" => map.next_value_seed(crate::rt::PrimValue(&mut f_disposition))?,
-                "_disposition" => map.next_value_seed(crate::rt::PrimExt(&mut f_disposition))?,
-                "paymentDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_payment_date))?,
-                "_paymentDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_payment_date))?,
-                "paymentAmount" => map.next_value_seed(crate::rt::Opt(&mut f_payment_amount))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "created" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_created))?,
+                "_created" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_created))?,
+                "paymentIssuer" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_payment_issuer))?
+                }
+                "request" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_request))?,
+                "requestor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_requestor))?,
+                "outcome" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_outcome))?,
+                "_outcome" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_outcome))?,
+                "disposition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_disposition))?
+                }
+                "_disposition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_disposition))?
+                }
+                "paymentDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_payment_date))?
+                }
+                "_paymentDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_payment_date))?
+                }
+                "paymentAmount" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_payment_amount))?
+                }
                 "paymentIdentifier" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_payment_identifier))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_payment_identifier))?
                 }
-                "detail" => map.next_value_seed(crate::rt::VecSeed(&mut f_detail))?,
-                "formCode" => map.next_value_seed(crate::rt::Opt(&mut f_form_code))?,
-                "processNote" => map.next_value_seed(crate::rt::VecSeed(&mut f_process_note))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "detail" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_detail))?,
+                "formCode" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_form_code))?,
+                "processNote" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_process_note))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "PaymentReconciliation")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_created.is_some(), "created")?;
+        crate::rt::check_required::<A::Error>(b.f_payment_date.is_some(), "paymentDate")?;
+        crate::rt::check_required::<A::Error>(b.f_payment_amount.is_some(), "paymentAmount")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            period: f_period,
-            created: crate::rt::required::<_, A::Error>(f_created, "created")?,
-            payment_issuer: f_payment_issuer,
-            request: f_request,
-            requestor: f_requestor,
-            outcome: f_outcome,
-            disposition: f_disposition,
-            payment_date: crate::rt::required::<_, A::Error>(f_payment_date, "paymentDate")?,
-            payment_amount: crate::rt::required::<_, A::Error>(f_payment_amount, "paymentAmount")?,
-            payment_identifier: f_payment_identifier,
-            detail: f_detail,
-            form_code: f_form_code,
-            process_note: f_process_note,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            period: b.f_period,
+            created: b.f_created.unwrap_or_default(),
+            payment_issuer: b.f_payment_issuer,
+            request: b.f_request,
+            requestor: b.f_requestor,
+            outcome: b.f_outcome,
+            disposition: b.f_disposition,
+            payment_date: b.f_payment_date.unwrap_or_default(),
+            payment_amount: b.f_payment_amount.unwrap_or_default(),
+            payment_identifier: b.f_payment_identifier,
+            detail: b.f_detail,
+            form_code: b.f_form_code,
+            process_note: b.f_process_note,
         })
     }
 }
@@ -517,54 +539,59 @@ impl crate::rt::DeFields for PaymentReconciliationDetail {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_predecessor: Option<crate::datatypes::Identifier> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_request: Option<crate::datatypes::Reference> = None;
-        let mut f_submitter: Option<crate::datatypes::Reference> = None;
-        let mut f_response: Option<crate::datatypes::Reference> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::Date>> = None;
-        let mut f_responsible: Option<crate::datatypes::Reference> = None;
-        let mut f_payee: Option<crate::datatypes::Reference> = None;
-        let mut f_amount: Option<crate::datatypes::Money> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_predecessor: Option<crate::datatypes::Identifier>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_request: Option<crate::datatypes::Reference>,
+            f_submitter: Option<crate::datatypes::Reference>,
+            f_response: Option<crate::datatypes::Reference>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_responsible: Option<crate::datatypes::Reference>,
+            f_payee: Option<crate::datatypes::Reference>,
+            f_amount: Option<crate::datatypes::Money>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "predecessor" => map.next_value_seed(crate::rt::Opt(&mut f_predecessor))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "request" => map.next_value_seed(crate::rt::Opt(&mut f_request))?,
-                "submitter" => map.next_value_seed(crate::rt::Opt(&mut f_submitter))?,
-                "response" => map.next_value_seed(crate::rt::Opt(&mut f_response))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "responsible" => map.next_value_seed(crate::rt::Opt(&mut f_responsible))?,
-                "payee" => map.next_value_seed(crate::rt::Opt(&mut f_payee))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "predecessor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_predecessor))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "request" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_request))?,
+                "submitter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_submitter))?,
+                "response" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_response))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "responsible" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_responsible))?,
+                "payee" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_payee))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            predecessor: f_predecessor,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            request: f_request,
-            submitter: f_submitter,
-            response: f_response,
-            date: f_date,
-            responsible: f_responsible,
-            payee: f_payee,
-            amount: f_amount,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            predecessor: b.f_predecessor,
+            r#type: b.f_type.unwrap_or_default(),
+            request: b.f_request,
+            submitter: b.f_submitter,
+            response: b.f_response,
+            date: b.f_date,
+            responsible: b.f_responsible,
+            payee: b.f_payee,
+            amount: b.f_amount,
         })
     }
 }
@@ -667,31 +694,35 @@ impl crate::rt::DeFields for PaymentReconciliationProcessNote {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::NoteType>> = None;
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::NoteType>>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            text: f_text,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            text: b.f_text,
         })
     }
 }

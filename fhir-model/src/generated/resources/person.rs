@@ -171,85 +171,97 @@ impl crate::rt::DeFields for Person {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_name: Vec<crate::datatypes::HumanName> = Vec::new();
-        let mut f_telecom: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_gender: Option<crate::primitives::Primitive<crate::codes::AdministrativeGender>> =
-            None;
-        let mut f_birth_date: Option<crate::primitives::Primitive<crate::primitives::Date>> = None;
-        let mut f_address: Vec<crate::datatypes::Address> = Vec::new();
-        let mut f_photo: Option<crate::datatypes::Attachment> = None;
-        let mut f_managing_organization: Option<crate::datatypes::Reference> = None;
-        let mut f_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_link: Vec<crate::resources::PersonLink> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_name: Vec<crate::datatypes::HumanName>,
+            f_telecom: Vec<crate::datatypes::ContactPoint>,
+            f_gender: Option<crate::primitives::Primitive<crate::codes::AdministrativeGender>>,
+            f_birth_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_address: Vec<crate::datatypes::Address>,
+            f_photo: Option<crate::datatypes::Attachment>,
+            f_managing_organization: Option<crate::datatypes::Reference>,
+            f_active: Option<crate::primitives::Primitive<bool>>,
+            f_link: Vec<crate::resources::PersonLink>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Person",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Person",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "name" => map.next_value_seed(crate::rt::VecSeed(&mut f_name))?,
-                "telecom" => map.next_value_seed(crate::rt::VecSeed(&mut f_telecom))?,
-                "gender" => map.next_value_seed(crate::rt::PrimValue(&mut f_gender))?,
-                "_gender" => map.next_value_seed(crate::rt::PrimExt(&mut f_gender))?,
-                "birthDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_birth_date))?,
-                "_birthDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_birth_date))?,
-                "address" => map.next_value_seed(crate::rt::VecSeed(&mut f_address))?,
-                "photo" => map.next_value_seed(crate::rt::Opt(&mut f_photo))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "name" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_name))?,
+                "telecom" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_telecom))?,
+                "gender" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_gender))?,
+                "_gender" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_gender))?,
+                "birthDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_birth_date))?
+                }
+                "_birthDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_birth_date))?
+                }
+                "address" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_address))?,
+                "photo" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_photo))?,
                 "managingOrganization" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_managing_organization))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_managing_organization))?
                 }
-                "active" => map.next_value_seed(crate::rt::PrimValue(&mut f_active))?,
-                "_active" => map.next_value_seed(crate::rt::PrimExt(&mut f_active))?,
-                "link" => map.next_value_seed(crate::rt::VecSeed(&mut f_link))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "active" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_active))?,
+                "_active" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_active))?,
+                "link" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_link))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Person")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            name: f_name,
-            telecom: f_telecom,
-            gender: f_gender,
-            birth_date: f_birth_date,
-            address: f_address,
-            photo: f_photo,
-            managing_organization: f_managing_organization,
-            active: f_active,
-            link: f_link,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            name: b.f_name,
+            telecom: b.f_telecom,
+            gender: b.f_gender,
+            birth_date: b.f_birth_date,
+            address: b.f_address,
+            photo: b.f_photo,
+            managing_organization: b.f_managing_organization,
+            active: b.f_active,
+            link: b.f_link,
         })
     }
 }
@@ -388,32 +400,37 @@ impl crate::rt::DeFields for PersonLink {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_target: Option<crate::datatypes::Reference> = None;
-        let mut f_assurance: Option<
-            crate::primitives::Primitive<crate::codes::IdentityAssuranceLevel>,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_target: Option<crate::datatypes::Reference>,
+            f_assurance: Option<crate::primitives::Primitive<crate::codes::IdentityAssuranceLevel>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "target" => map.next_value_seed(crate::rt::Opt(&mut f_target))?,
-                "assurance" => map.next_value_seed(crate::rt::PrimValue(&mut f_assurance))?,
-                "_assurance" => map.next_value_seed(crate::rt::PrimExt(&mut f_assurance))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "target" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_target))?,
+                "assurance" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_assurance))?
+                }
+                "_assurance" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_assurance))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_target.is_some(), "target")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            target: crate::rt::required::<_, A::Error>(f_target, "target")?,
-            assurance: f_assurance,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            target: b.f_target.unwrap_or_default(),
+            assurance: b.f_assurance,
         })
     }
 }

@@ -330,178 +330,207 @@ impl crate::rt::DeFields for PlanDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_subtitle: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_subject: Option<crate::resources::PlanDefinitionSubject> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_usage: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_effective_period: Option<crate::datatypes::Period> = None;
-        let mut f_topic: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_author: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_editor: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_reviewer: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_endorser: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_related_artifact: Vec<crate::datatypes::RelatedArtifact> = Vec::new();
-        let mut f_library: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_goal: Vec<crate::resources::PlanDefinitionGoal> = Vec::new();
-        let mut f_action: Vec<crate::resources::PlanDefinitionAction> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_subtitle: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_subject: Option<crate::resources::PlanDefinitionSubject>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_usage: Option<crate::primitives::Primitive<String>>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_effective_period: Option<crate::datatypes::Period>,
+            f_topic: Vec<crate::datatypes::CodeableConcept>,
+            f_author: Vec<crate::datatypes::ContactDetail>,
+            f_editor: Vec<crate::datatypes::ContactDetail>,
+            f_reviewer: Vec<crate::datatypes::ContactDetail>,
+            f_endorser: Vec<crate::datatypes::ContactDetail>,
+            f_related_artifact: Vec<crate::datatypes::RelatedArtifact>,
+            f_library: crate::rt::PrimVec<String>,
+            f_goal: Vec<crate::resources::PlanDefinitionGoal>,
+            f_action: Vec<crate::resources::PlanDefinitionAction>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "PlanDefinition",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "PlanDefinition",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "subtitle" => map.next_value_seed(crate::rt::PrimValue(&mut f_subtitle))?,
-                "_subtitle" => map.next_value_seed(crate::rt::PrimExt(&mut f_subtitle))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "usage" => map.next_value_seed(crate::rt::PrimValue(&mut f_usage))?,
-                "_usage" => map.next_value_seed(crate::rt::PrimExt(&mut f_usage))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "subtitle" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_subtitle))?,
+                "_subtitle" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_subtitle))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "usage" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_usage))?,
+                "_usage" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_usage))?,
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
                 "approvalDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_approval_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_approval_date))?
                 }
-                "_approvalDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_approval_date))?,
+                "_approvalDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_approval_date))?
+                }
                 "lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_last_review_date))?
                 }
                 "_lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_last_review_date))?
                 }
                 "effectivePeriod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_effective_period))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_effective_period))?
                 }
-                "topic" => map.next_value_seed(crate::rt::VecSeed(&mut f_topic))?,
-                "author" => map.next_value_seed(crate::rt::VecSeed(&mut f_author))?,
-                "editor" => map.next_value_seed(crate::rt::VecSeed(&mut f_editor))?,
-                "reviewer" => map.next_value_seed(crate::rt::VecSeed(&mut f_reviewer))?,
-                "endorser" => map.next_value_seed(crate::rt::VecSeed(&mut f_endorser))?,
+                "topic" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_topic))?,
+                "author" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_author))?,
+                "editor" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_editor))?,
+                "reviewer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reviewer))?,
+                "endorser" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endorser))?,
                 "relatedArtifact" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_related_artifact))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_related_artifact))?
                 }
-                "library" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_library))?,
-                "_library" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_library))?,
-                "goal" => map.next_value_seed(crate::rt::VecSeed(&mut f_goal))?,
-                "action" => map.next_value_seed(crate::rt::VecSeed(&mut f_action))?,
+                "library" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_library))?
+                }
+                "_library" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_library))?,
+                "goal" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_goal))?,
+                "action" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_action))?,
                 other => {
                     if !(crate::resources::PlanDefinitionSubject::de_key(
                         &mut map,
                         other,
-                        &mut f_subject,
+                        &mut b.f_subject,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "PlanDefinition")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        let v_library =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_library), "library")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: f_url,
-            identifier: f_identifier,
-            version: f_version,
-            name: f_name,
-            title: f_title,
-            subtitle: f_subtitle,
-            r#type: f_type,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            subject: f_subject,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            purpose: f_purpose,
-            usage: f_usage,
-            copyright: f_copyright,
-            approval_date: f_approval_date,
-            last_review_date: f_last_review_date,
-            effective_period: f_effective_period,
-            topic: f_topic,
-            author: f_author,
-            editor: f_editor,
-            reviewer: f_reviewer,
-            endorser: f_endorser,
-            related_artifact: f_related_artifact,
-            library: crate::rt::finish_prim_vec::<_, A::Error>(f_library, "library")?,
-            goal: f_goal,
-            action: f_action,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url,
+            identifier: b.f_identifier,
+            version: b.f_version,
+            name: b.f_name,
+            title: b.f_title,
+            subtitle: b.f_subtitle,
+            r#type: b.f_type,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            subject: b.f_subject,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            purpose: b.f_purpose,
+            usage: b.f_usage,
+            copyright: b.f_copyright,
+            approval_date: b.f_approval_date,
+            last_review_date: b.f_last_review_date,
+            effective_period: b.f_effective_period,
+            topic: b.f_topic,
+            author: b.f_author,
+            editor: b.f_editor,
+            reviewer: b.f_reviewer,
+            endorser: b.f_endorser,
+            related_artifact: b.f_related_artifact,
+            library: v_library,
+            goal: b.f_goal,
+            action: b.f_action,
         })
     }
 }
@@ -698,44 +727,51 @@ impl crate::rt::DeFields for PlanDefinitionGoal {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_description: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_priority: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_start: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_addresses: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_documentation: Vec<crate::datatypes::RelatedArtifact> = Vec::new();
-        let mut f_target: Vec<crate::resources::PlanDefinitionGoalTarget> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_description: Option<crate::datatypes::CodeableConcept>,
+            f_priority: Option<crate::datatypes::CodeableConcept>,
+            f_start: Option<crate::datatypes::CodeableConcept>,
+            f_addresses: Vec<crate::datatypes::CodeableConcept>,
+            f_documentation: Vec<crate::datatypes::RelatedArtifact>,
+            f_target: Vec<crate::resources::PlanDefinitionGoalTarget>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "description" => map.next_value_seed(crate::rt::Opt(&mut f_description))?,
-                "priority" => map.next_value_seed(crate::rt::Opt(&mut f_priority))?,
-                "start" => map.next_value_seed(crate::rt::Opt(&mut f_start))?,
-                "addresses" => map.next_value_seed(crate::rt::VecSeed(&mut f_addresses))?,
-                "documentation" => map.next_value_seed(crate::rt::VecSeed(&mut f_documentation))?,
-                "target" => map.next_value_seed(crate::rt::VecSeed(&mut f_target))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "description" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_description))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_priority))?,
+                "start" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_start))?,
+                "addresses" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_addresses))?,
+                "documentation" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_documentation))?
+                }
+                "target" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_target))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_description.is_some(), "description")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            category: f_category,
-            description: crate::rt::required::<_, A::Error>(f_description, "description")?,
-            priority: f_priority,
-            start: f_start,
-            addresses: f_addresses,
-            documentation: f_documentation,
-            target: f_target,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            category: b.f_category,
+            description: b.f_description.unwrap_or_default(),
+            priority: b.f_priority,
+            start: b.f_start,
+            addresses: b.f_addresses,
+            documentation: b.f_documentation,
+            target: b.f_target,
         })
     }
 }
@@ -844,39 +880,43 @@ impl crate::rt::DeFields for PlanDefinitionGoalTarget {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_measure: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_detail: Option<crate::resources::PlanDefinitionGoalTargetDetail> = None;
-        let mut f_due: Option<crate::datatypes::Duration> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_measure: Option<crate::datatypes::CodeableConcept>,
+            f_detail: Option<crate::resources::PlanDefinitionGoalTargetDetail>,
+            f_due: Option<crate::datatypes::Duration>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "measure" => map.next_value_seed(crate::rt::Opt(&mut f_measure))?,
-                "due" => map.next_value_seed(crate::rt::Opt(&mut f_due))?,
+                "measure" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_measure))?,
+                "due" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_due))?,
                 other => {
                     if !(crate::resources::PlanDefinitionGoalTargetDetail::de_key(
                         &mut map,
                         other,
-                        &mut f_detail,
+                        &mut b.f_detail,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            measure: f_measure,
-            detail: f_detail,
-            due: f_due,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            measure: b.f_measure,
+            detail: b.f_detail,
+            due: b.f_due,
         })
     }
 }
@@ -1190,168 +1230,179 @@ impl crate::rt::DeFields for PlanDefinitionAction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_prefix: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text_equivalent: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>> =
-            None;
-        let mut f_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_documentation: Vec<crate::datatypes::RelatedArtifact> = Vec::new();
-        let mut f_goal_id: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_subject: Option<crate::resources::PlanDefinitionActionSubject> = None;
-        let mut f_trigger: Vec<crate::datatypes::TriggerDefinition> = Vec::new();
-        let mut f_condition: Vec<crate::resources::PlanDefinitionActionCondition> = Vec::new();
-        let mut f_input: Vec<crate::datatypes::DataRequirement> = Vec::new();
-        let mut f_output: Vec<crate::datatypes::DataRequirement> = Vec::new();
-        let mut f_related_action: Vec<crate::resources::PlanDefinitionActionRelatedAction> =
-            Vec::new();
-        let mut f_timing: Option<crate::resources::PlanDefinitionActionTiming> = None;
-        let mut f_participant: Vec<crate::resources::PlanDefinitionActionParticipant> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_grouping_behavior: Option<
-            crate::primitives::Primitive<crate::codes::ActionGroupingBehavior>,
-        > = None;
-        let mut f_selection_behavior: Option<
-            crate::primitives::Primitive<crate::codes::ActionSelectionBehavior>,
-        > = None;
-        let mut f_required_behavior: Option<
-            crate::primitives::Primitive<crate::codes::ActionRequiredBehavior>,
-        > = None;
-        let mut f_precheck_behavior: Option<
-            crate::primitives::Primitive<crate::codes::ActionPrecheckBehavior>,
-        > = None;
-        let mut f_cardinality_behavior: Option<
-            crate::primitives::Primitive<crate::codes::ActionCardinalityBehavior>,
-        > = None;
-        let mut f_definition: Option<crate::resources::PlanDefinitionActionDefinition> = None;
-        let mut f_transform: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_dynamic_value: Vec<crate::resources::PlanDefinitionActionDynamicValue> =
-            Vec::new();
-        let mut f_action: Vec<crate::resources::PlanDefinitionAction> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_prefix: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_text_equivalent: Option<crate::primitives::Primitive<String>>,
+            f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>>,
+            f_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason: Vec<crate::datatypes::CodeableConcept>,
+            f_documentation: Vec<crate::datatypes::RelatedArtifact>,
+            f_goal_id: crate::rt::PrimVec<String>,
+            f_subject: Option<crate::resources::PlanDefinitionActionSubject>,
+            f_trigger: Vec<crate::datatypes::TriggerDefinition>,
+            f_condition: Vec<crate::resources::PlanDefinitionActionCondition>,
+            f_input: Vec<crate::datatypes::DataRequirement>,
+            f_output: Vec<crate::datatypes::DataRequirement>,
+            f_related_action: Vec<crate::resources::PlanDefinitionActionRelatedAction>,
+            f_timing: Option<crate::resources::PlanDefinitionActionTiming>,
+            f_participant: Vec<crate::resources::PlanDefinitionActionParticipant>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_grouping_behavior:
+                Option<crate::primitives::Primitive<crate::codes::ActionGroupingBehavior>>,
+            f_selection_behavior:
+                Option<crate::primitives::Primitive<crate::codes::ActionSelectionBehavior>>,
+            f_required_behavior:
+                Option<crate::primitives::Primitive<crate::codes::ActionRequiredBehavior>>,
+            f_precheck_behavior:
+                Option<crate::primitives::Primitive<crate::codes::ActionPrecheckBehavior>>,
+            f_cardinality_behavior:
+                Option<crate::primitives::Primitive<crate::codes::ActionCardinalityBehavior>>,
+            f_definition: Option<crate::resources::PlanDefinitionActionDefinition>,
+            f_transform: Option<crate::primitives::Primitive<String>>,
+            f_dynamic_value: Vec<crate::resources::PlanDefinitionActionDynamicValue>,
+            f_action: Vec<crate::resources::PlanDefinitionAction>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "prefix" => map.next_value_seed(crate::rt::PrimValue(&mut f_prefix))?,
-                "_prefix" => map.next_value_seed(crate::rt::PrimExt(&mut f_prefix))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
+                "prefix" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_prefix))?,
+                "_prefix" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_prefix))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
                 "textEquivalent" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_text_equivalent))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text_equivalent))?
                 }
                 "_textEquivalent" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_text_equivalent))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text_equivalent))?
                 }
-                "priority" => map.next_value_seed(crate::rt::PrimValue(&mut f_priority))?,
-                "_priority" => map.next_value_seed(crate::rt::PrimExt(&mut f_priority))?,
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "reason" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason))?,
-                "documentation" => map.next_value_seed(crate::rt::VecSeed(&mut f_documentation))?,
-                "goalId" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_goal_id))?,
-                "_goalId" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_goal_id))?,
-                "trigger" => map.next_value_seed(crate::rt::VecSeed(&mut f_trigger))?,
-                "condition" => map.next_value_seed(crate::rt::VecSeed(&mut f_condition))?,
-                "input" => map.next_value_seed(crate::rt::VecSeed(&mut f_input))?,
-                "output" => map.next_value_seed(crate::rt::VecSeed(&mut f_output))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_priority))?,
+                "_priority" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_priority))?,
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "reason" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason))?,
+                "documentation" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_documentation))?
+                }
+                "goalId" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_goal_id))?,
+                "_goalId" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_goal_id))?,
+                "trigger" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_trigger))?,
+                "condition" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_condition))?,
+                "input" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_input))?,
+                "output" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_output))?,
                 "relatedAction" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_related_action))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_related_action))?
                 }
-                "participant" => map.next_value_seed(crate::rt::VecSeed(&mut f_participant))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "participant" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_participant))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 "groupingBehavior" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_grouping_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_grouping_behavior))?
                 }
                 "_groupingBehavior" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_grouping_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_grouping_behavior))?
                 }
                 "selectionBehavior" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_selection_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_selection_behavior))?
                 }
                 "_selectionBehavior" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_selection_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_selection_behavior))?
                 }
                 "requiredBehavior" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_required_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_required_behavior))?
                 }
                 "_requiredBehavior" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_required_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_required_behavior))?
                 }
                 "precheckBehavior" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_precheck_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_precheck_behavior))?
                 }
                 "_precheckBehavior" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_precheck_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_precheck_behavior))?
                 }
-                "cardinalityBehavior" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_cardinality_behavior))?
-                }
+                "cardinalityBehavior" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_cardinality_behavior),
+                )?,
                 "_cardinalityBehavior" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_cardinality_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_cardinality_behavior))?
                 }
-                "transform" => map.next_value_seed(crate::rt::PrimValue(&mut f_transform))?,
-                "_transform" => map.next_value_seed(crate::rt::PrimExt(&mut f_transform))?,
-                "dynamicValue" => map.next_value_seed(crate::rt::VecSeed(&mut f_dynamic_value))?,
-                "action" => map.next_value_seed(crate::rt::VecSeed(&mut f_action))?,
+                "transform" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_transform))?
+                }
+                "_transform" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_transform))?,
+                "dynamicValue" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_dynamic_value))?
+                }
+                "action" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_action))?,
                 other => {
                     if !(crate::resources::PlanDefinitionActionSubject::de_key(
                         &mut map,
                         other,
-                        &mut f_subject,
+                        &mut b.f_subject,
                     )? || crate::resources::PlanDefinitionActionTiming::de_key(
                         &mut map,
                         other,
-                        &mut f_timing,
+                        &mut b.f_timing,
                     )? || crate::resources::PlanDefinitionActionDefinition::de_key(
                         &mut map,
                         other,
-                        &mut f_definition,
+                        &mut b.f_definition,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        let v_goal_id =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_goal_id), "goalId")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            prefix: f_prefix,
-            title: f_title,
-            description: f_description,
-            text_equivalent: f_text_equivalent,
-            priority: f_priority,
-            code: f_code,
-            reason: f_reason,
-            documentation: f_documentation,
-            goal_id: crate::rt::finish_prim_vec::<_, A::Error>(f_goal_id, "goalId")?,
-            subject: f_subject,
-            trigger: f_trigger,
-            condition: f_condition,
-            input: f_input,
-            output: f_output,
-            related_action: f_related_action,
-            timing: f_timing,
-            participant: f_participant,
-            r#type: f_type,
-            grouping_behavior: f_grouping_behavior,
-            selection_behavior: f_selection_behavior,
-            required_behavior: f_required_behavior,
-            precheck_behavior: f_precheck_behavior,
-            cardinality_behavior: f_cardinality_behavior,
-            definition: f_definition,
-            transform: f_transform,
-            dynamic_value: f_dynamic_value,
-            action: f_action,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            prefix: b.f_prefix,
+            title: b.f_title,
+            description: b.f_description,
+            text_equivalent: b.f_text_equivalent,
+            priority: b.f_priority,
+            code: b.f_code,
+            reason: b.f_reason,
+            documentation: b.f_documentation,
+            goal_id: v_goal_id,
+            subject: b.f_subject,
+            trigger: b.f_trigger,
+            condition: b.f_condition,
+            input: b.f_input,
+            output: b.f_output,
+            related_action: b.f_related_action,
+            timing: b.f_timing,
+            participant: b.f_participant,
+            r#type: b.f_type,
+            grouping_behavior: b.f_grouping_behavior,
+            selection_behavior: b.f_selection_behavior,
+            required_behavior: b.f_required_behavior,
+            precheck_behavior: b.f_precheck_behavior,
+            cardinality_behavior: b.f_cardinality_behavior,
+            definition: b.f_definition,
+            transform: b.f_transform,
+            dynamic_value: b.f_dynamic_value,
+            action: b.f_action,
         })
     }
 }
@@ -1482,31 +1533,35 @@ impl crate::rt::DeFields for PlanDefinitionActionCondition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_kind: Option<crate::primitives::Primitive<crate::codes::ActionConditionKind>> =
-            None;
-        let mut f_expression: Option<crate::datatypes::Expression> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_kind: Option<crate::primitives::Primitive<crate::codes::ActionConditionKind>>,
+            f_expression: Option<crate::datatypes::Expression>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "kind" => map.next_value_seed(crate::rt::PrimValue(&mut f_kind))?,
-                "_kind" => map.next_value_seed(crate::rt::PrimExt(&mut f_kind))?,
-                "expression" => map.next_value_seed(crate::rt::Opt(&mut f_expression))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "kind" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_kind))?,
+                "_kind" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_kind))?,
+                "expression" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_expression))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_kind.is_some(), "kind")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            kind: crate::rt::required::<_, A::Error>(f_kind, "kind")?,
-            expression: f_expression,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            kind: b.f_kind.unwrap_or_default(),
+            expression: b.f_expression,
         })
     }
 }
@@ -1617,43 +1672,52 @@ impl crate::rt::DeFields for PlanDefinitionActionRelatedAction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_action_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_relationship: Option<
-            crate::primitives::Primitive<crate::codes::ActionRelationshipType>,
-        > = None;
-        let mut f_offset: Option<crate::resources::PlanDefinitionActionRelatedActionOffset> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_action_id: Option<crate::primitives::Primitive<String>>,
+            f_relationship:
+                Option<crate::primitives::Primitive<crate::codes::ActionRelationshipType>>,
+            f_offset: Option<crate::resources::PlanDefinitionActionRelatedActionOffset>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "actionId" => map.next_value_seed(crate::rt::PrimValue(&mut f_action_id))?,
-                "_actionId" => map.next_value_seed(crate::rt::PrimExt(&mut f_action_id))?,
-                "relationship" => map.next_value_seed(crate::rt::PrimValue(&mut f_relationship))?,
-                "_relationship" => map.next_value_seed(crate::rt::PrimExt(&mut f_relationship))?,
+                "actionId" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_action_id))?,
+                "_actionId" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_action_id))?,
+                "relationship" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_relationship))?
+                }
+                "_relationship" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_relationship))?
+                }
                 other => {
                     if !(crate::resources::PlanDefinitionActionRelatedActionOffset::de_key(
                         &mut map,
                         other,
-                        &mut f_offset,
+                        &mut b.f_offset,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_action_id.is_some(), "actionId")?;
+        crate::rt::check_required::<A::Error>(b.f_relationship.is_some(), "relationship")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            action_id: crate::rt::required::<_, A::Error>(f_action_id, "actionId")?,
-            relationship: crate::rt::required::<_, A::Error>(f_relationship, "relationship")?,
-            offset: f_offset,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            action_id: b.f_action_id.unwrap_or_default(),
+            relationship: b.f_relationship.unwrap_or_default(),
+            offset: b.f_offset,
         })
     }
 }
@@ -1756,31 +1820,35 @@ impl crate::rt::DeFields for PlanDefinitionActionParticipant {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::ActionParticipantType>> =
-            None;
-        let mut f_role: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::ActionParticipantType>>,
+            f_role: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "role" => map.next_value_seed(crate::rt::Opt(&mut f_role))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "role" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_role))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            role: f_role,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            role: b.f_role,
         })
     }
 }
@@ -1875,30 +1943,34 @@ impl crate::rt::DeFields for PlanDefinitionActionDynamicValue {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_path: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_expression: Option<crate::datatypes::Expression> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_path: Option<crate::primitives::Primitive<String>>,
+            f_expression: Option<crate::datatypes::Expression>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "path" => map.next_value_seed(crate::rt::PrimValue(&mut f_path))?,
-                "_path" => map.next_value_seed(crate::rt::PrimExt(&mut f_path))?,
-                "expression" => map.next_value_seed(crate::rt::Opt(&mut f_expression))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "path" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_path))?,
+                "_path" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_path))?,
+                "expression" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_expression))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            path: f_path,
-            expression: f_expression,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            path: b.f_path,
+            expression: b.f_expression,
         })
     }
 }
@@ -1957,16 +2029,22 @@ impl PlanDefinitionSubject {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "subjectCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "PlanDefinition.subject[x]",
-            })?,
-            "subjectReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "PlanDefinition.subject[x]",
-            })?,
+            "subjectCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "PlanDefinition.subject[x]",
+                },
+            )?,
+            "subjectReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "PlanDefinition.subject[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2036,21 +2114,30 @@ impl PlanDefinitionGoalTargetDetail {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "detailQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "PlanDefinition.goal.target.detail[x]",
-            })?,
-            "detailRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "PlanDefinition.goal.target.detail[x]",
-            })?,
-            "detailCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "PlanDefinition.goal.target.detail[x]",
-            })?,
+            "detailQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "PlanDefinition.goal.target.detail[x]",
+                },
+            )?,
+            "detailRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "PlanDefinition.goal.target.detail[x]",
+                },
+            )?,
+            "detailCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "PlanDefinition.goal.target.detail[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2123,16 +2210,22 @@ impl PlanDefinitionActionSubject {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "subjectCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "PlanDefinition.action.subject[x]",
-            })?,
-            "subjectReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "PlanDefinition.action.subject[x]",
-            })?,
+            "subjectCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "PlanDefinition.action.subject[x]",
+                },
+            )?,
+            "subjectReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "PlanDefinition.action.subject[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2214,49 +2307,70 @@ impl PlanDefinitionActionTiming {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "timingDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "timingDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "PlanDefinition.action.timing[x]",
                 },
-                name: "PlanDefinition.action.timing[x]",
-            })?,
-            "_timingDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_timingDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "PlanDefinition.action.timing[x]",
                 },
-                name: "PlanDefinition.action.timing[x]",
-            })?,
-            "timingAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Age,
-                name: "PlanDefinition.action.timing[x]",
-            })?,
-            "timingPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "PlanDefinition.action.timing[x]",
-            })?,
-            "timingDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Duration,
-                name: "PlanDefinition.action.timing[x]",
-            })?,
-            "timingRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "PlanDefinition.action.timing[x]",
-            })?,
-            "timingTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Timing,
-                name: "PlanDefinition.action.timing[x]",
-            })?,
+            )?,
+            "timingAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Age,
+                    name: "PlanDefinition.action.timing[x]",
+                },
+            )?,
+            "timingPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "PlanDefinition.action.timing[x]",
+                },
+            )?,
+            "timingDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Duration,
+                    name: "PlanDefinition.action.timing[x]",
+                },
+            )?,
+            "timingRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "PlanDefinition.action.timing[x]",
+                },
+            )?,
+            "timingTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Timing,
+                    name: "PlanDefinition.action.timing[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2346,42 +2460,54 @@ impl PlanDefinitionActionDefinition {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "definitionCanonical" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            "definitionCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "PlanDefinition.action.definition[x]",
                 },
-                name: "PlanDefinition.action.definition[x]",
-            })?,
-            "_definitionCanonical" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "_definitionCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "PlanDefinition.action.definition[x]",
                 },
-                name: "PlanDefinition.action.definition[x]",
-            })?,
-            "definitionUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "definitionUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "PlanDefinition.action.definition[x]",
                 },
-                name: "PlanDefinition.action.definition[x]",
-            })?,
-            "_definitionUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_definitionUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "PlanDefinition.action.definition[x]",
                 },
-                name: "PlanDefinition.action.definition[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2435,16 +2561,22 @@ impl PlanDefinitionActionRelatedActionOffset {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "offsetDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Duration,
-                name: "PlanDefinition.action.relatedAction.offset[x]",
-            })?,
-            "offsetRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "PlanDefinition.action.relatedAction.offset[x]",
-            })?,
+            "offsetDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Duration,
+                    name: "PlanDefinition.action.relatedAction.offset[x]",
+                },
+            )?,
+            "offsetRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "PlanDefinition.action.relatedAction.offset[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

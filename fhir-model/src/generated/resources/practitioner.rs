@@ -171,83 +171,99 @@ impl crate::rt::DeFields for Practitioner {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_name: Vec<crate::datatypes::HumanName> = Vec::new();
-        let mut f_telecom: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_address: Vec<crate::datatypes::Address> = Vec::new();
-        let mut f_gender: Option<crate::primitives::Primitive<crate::codes::AdministrativeGender>> =
-            None;
-        let mut f_birth_date: Option<crate::primitives::Primitive<crate::primitives::Date>> = None;
-        let mut f_photo: Vec<crate::datatypes::Attachment> = Vec::new();
-        let mut f_qualification: Vec<crate::resources::PractitionerQualification> = Vec::new();
-        let mut f_communication: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_active: Option<crate::primitives::Primitive<bool>>,
+            f_name: Vec<crate::datatypes::HumanName>,
+            f_telecom: Vec<crate::datatypes::ContactPoint>,
+            f_address: Vec<crate::datatypes::Address>,
+            f_gender: Option<crate::primitives::Primitive<crate::codes::AdministrativeGender>>,
+            f_birth_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_photo: Vec<crate::datatypes::Attachment>,
+            f_qualification: Vec<crate::resources::PractitionerQualification>,
+            f_communication: Vec<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Practitioner",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Practitioner",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "active" => map.next_value_seed(crate::rt::PrimValue(&mut f_active))?,
-                "_active" => map.next_value_seed(crate::rt::PrimExt(&mut f_active))?,
-                "name" => map.next_value_seed(crate::rt::VecSeed(&mut f_name))?,
-                "telecom" => map.next_value_seed(crate::rt::VecSeed(&mut f_telecom))?,
-                "address" => map.next_value_seed(crate::rt::VecSeed(&mut f_address))?,
-                "gender" => map.next_value_seed(crate::rt::PrimValue(&mut f_gender))?,
-                "_gender" => map.next_value_seed(crate::rt::PrimExt(&mut f_gender))?,
-                "birthDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_birth_date))?,
-                "_birthDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_birth_date))?,
-                "photo" => map.next_value_seed(crate::rt::VecSeed(&mut f_photo))?,
-                "qualification" => map.next_value_seed(crate::rt::VecSeed(&mut f_qualification))?,
-                "communication" => map.next_value_seed(crate::rt::VecSeed(&mut f_communication))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "active" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_active))?,
+                "_active" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_active))?,
+                "name" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_name))?,
+                "telecom" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_telecom))?,
+                "address" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_address))?,
+                "gender" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_gender))?,
+                "_gender" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_gender))?,
+                "birthDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_birth_date))?
+                }
+                "_birthDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_birth_date))?
+                }
+                "photo" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_photo))?,
+                "qualification" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_qualification))?
+                }
+                "communication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_communication))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Practitioner")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            active: f_active,
-            name: f_name,
-            telecom: f_telecom,
-            address: f_address,
-            gender: f_gender,
-            birth_date: f_birth_date,
-            photo: f_photo,
-            qualification: f_qualification,
-            communication: f_communication,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            active: b.f_active,
+            name: b.f_name,
+            telecom: b.f_telecom,
+            address: b.f_address,
+            gender: b.f_gender,
+            birth_date: b.f_birth_date,
+            photo: b.f_photo,
+            qualification: b.f_qualification,
+            communication: b.f_communication,
         })
     }
 }
@@ -400,35 +416,42 @@ impl crate::rt::DeFields for PractitionerQualification {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_issuer: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_period: Option<crate::datatypes::Period>,
+            f_issuer: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "issuer" => map.next_value_seed(crate::rt::Opt(&mut f_issuer))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "issuer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_issuer))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            period: f_period,
-            issuer: f_issuer,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            code: b.f_code.unwrap_or_default(),
+            period: b.f_period,
+            issuer: b.f_issuer,
         })
     }
 }

@@ -204,101 +204,118 @@ impl crate::rt::DeFields for PractitionerRole {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_practitioner: Option<crate::datatypes::Reference> = None;
-        let mut f_organization: Option<crate::datatypes::Reference> = None;
-        let mut f_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_specialty: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_location: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_healthcare_service: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_telecom: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_available_time: Vec<crate::resources::PractitionerRoleAvailableTime> = Vec::new();
-        let mut f_not_available: Vec<crate::resources::PractitionerRoleNotAvailable> = Vec::new();
-        let mut f_availability_exceptions: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_endpoint: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_active: Option<crate::primitives::Primitive<bool>>,
+            f_period: Option<crate::datatypes::Period>,
+            f_practitioner: Option<crate::datatypes::Reference>,
+            f_organization: Option<crate::datatypes::Reference>,
+            f_code: Vec<crate::datatypes::CodeableConcept>,
+            f_specialty: Vec<crate::datatypes::CodeableConcept>,
+            f_location: Vec<crate::datatypes::Reference>,
+            f_healthcare_service: Vec<crate::datatypes::Reference>,
+            f_telecom: Vec<crate::datatypes::ContactPoint>,
+            f_available_time: Vec<crate::resources::PractitionerRoleAvailableTime>,
+            f_not_available: Vec<crate::resources::PractitionerRoleNotAvailable>,
+            f_availability_exceptions: Option<crate::primitives::Primitive<String>>,
+            f_endpoint: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "PractitionerRole",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "PractitionerRole",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "active" => map.next_value_seed(crate::rt::PrimValue(&mut f_active))?,
-                "_active" => map.next_value_seed(crate::rt::PrimExt(&mut f_active))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "practitioner" => map.next_value_seed(crate::rt::Opt(&mut f_practitioner))?,
-                "organization" => map.next_value_seed(crate::rt::Opt(&mut f_organization))?,
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "specialty" => map.next_value_seed(crate::rt::VecSeed(&mut f_specialty))?,
-                "location" => map.next_value_seed(crate::rt::VecSeed(&mut f_location))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "active" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_active))?,
+                "_active" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_active))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "practitioner" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_practitioner))?
+                }
+                "organization" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_organization))?
+                }
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "specialty" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specialty))?,
+                "location" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_location))?,
                 "healthcareService" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_healthcare_service))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_healthcare_service))?
                 }
-                "telecom" => map.next_value_seed(crate::rt::VecSeed(&mut f_telecom))?,
+                "telecom" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_telecom))?,
                 "availableTime" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_available_time))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_available_time))?
                 }
-                "notAvailable" => map.next_value_seed(crate::rt::VecSeed(&mut f_not_available))?,
-                "availabilityExceptions" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_availability_exceptions))?
+                "notAvailable" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_not_available))?
                 }
-                "_availabilityExceptions" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_availability_exceptions))?
-                }
-                "endpoint" => map.next_value_seed(crate::rt::VecSeed(&mut f_endpoint))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "availabilityExceptions" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_availability_exceptions),
+                )?,
+                "_availabilityExceptions" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_availability_exceptions),
+                )?,
+                "endpoint" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endpoint))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "PractitionerRole")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            active: f_active,
-            period: f_period,
-            practitioner: f_practitioner,
-            organization: f_organization,
-            code: f_code,
-            specialty: f_specialty,
-            location: f_location,
-            healthcare_service: f_healthcare_service,
-            telecom: f_telecom,
-            available_time: f_available_time,
-            not_available: f_not_available,
-            availability_exceptions: f_availability_exceptions,
-            endpoint: f_endpoint,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            active: b.f_active,
+            period: b.f_period,
+            practitioner: b.f_practitioner,
+            organization: b.f_organization,
+            code: b.f_code,
+            specialty: b.f_specialty,
+            location: b.f_location,
+            healthcare_service: b.f_healthcare_service,
+            telecom: b.f_telecom,
+            available_time: b.f_available_time,
+            not_available: b.f_not_available,
+            availability_exceptions: b.f_availability_exceptions,
+            endpoint: b.f_endpoint,
         })
     }
 }
@@ -466,56 +483,60 @@ impl crate::rt::DeFields for PractitionerRoleAvailableTime {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_days_of_week: crate::rt::PrimVec<crate::codes::DaysOfWeek> =
-            crate::rt::PrimVec::default();
-        let mut f_all_day: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_available_start_time: Option<
-            crate::primitives::Primitive<crate::primitives::Time>,
-        > = None;
-        let mut f_available_end_time: Option<
-            crate::primitives::Primitive<crate::primitives::Time>,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_days_of_week: crate::rt::PrimVec<crate::codes::DaysOfWeek>,
+            f_all_day: Option<crate::primitives::Primitive<bool>>,
+            f_available_start_time: Option<crate::primitives::Primitive<crate::primitives::Time>>,
+            f_available_end_time: Option<crate::primitives::Primitive<crate::primitives::Time>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "daysOfWeek" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_days_of_week))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_days_of_week))?
                 }
                 "_daysOfWeek" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_days_of_week))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_days_of_week))?
                 }
-                "allDay" => map.next_value_seed(crate::rt::PrimValue(&mut f_all_day))?,
-                "_allDay" => map.next_value_seed(crate::rt::PrimExt(&mut f_all_day))?,
-                "availableStartTime" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_available_start_time))?
-                }
+                "allDay" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_all_day))?,
+                "_allDay" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_all_day))?,
+                "availableStartTime" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_available_start_time),
+                )?,
                 "_availableStartTime" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_available_start_time))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_available_start_time))?
                 }
                 "availableEndTime" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_available_end_time))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_available_end_time))?
                 }
                 "_availableEndTime" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_available_end_time))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_available_end_time))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_days_of_week = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_days_of_week),
+            "daysOfWeek",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            days_of_week: crate::rt::finish_prim_vec::<_, A::Error>(f_days_of_week, "daysOfWeek")?,
-            all_day: f_all_day,
-            available_start_time: f_available_start_time,
-            available_end_time: f_available_end_time,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            days_of_week: v_days_of_week,
+            all_day: b.f_all_day,
+            available_start_time: b.f_available_start_time,
+            available_end_time: b.f_available_end_time,
         })
     }
 }
@@ -615,30 +636,39 @@ impl crate::rt::DeFields for PractitionerRoleNotAvailable {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_during: Option<crate::datatypes::Period> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_during: Option<crate::datatypes::Period>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "during" => map.next_value_seed(crate::rt::Opt(&mut f_during))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "during" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_during))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_description.is_some(), "description")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            description: crate::rt::required::<_, A::Error>(f_description, "description")?,
-            during: f_during,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            description: b.f_description.unwrap_or_default(),
+            during: b.f_during,
         })
     }
 }

@@ -316,164 +316,187 @@ impl crate::rt::DeFields for Procedure {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_instantiates_canonical: crate::rt::PrimVec<String> =
-            crate::rt::PrimVec::default();
-        let mut f_instantiates_uri: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_part_of: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::EventStatus>> = None;
-        let mut f_status_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_performed: Option<crate::resources::ProcedurePerformed> = None;
-        let mut f_recorder: Option<crate::datatypes::Reference> = None;
-        let mut f_asserter: Option<crate::datatypes::Reference> = None;
-        let mut f_performer: Vec<crate::resources::ProcedurePerformer> = Vec::new();
-        let mut f_location: Option<crate::datatypes::Reference> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_body_site: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_outcome: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_report: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_complication: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_complication_detail: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_follow_up: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_focal_device: Vec<crate::resources::ProcedureFocalDevice> = Vec::new();
-        let mut f_used_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_used_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_instantiates_canonical: crate::rt::PrimVec<String>,
+            f_instantiates_uri: crate::rt::PrimVec<String>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_part_of: Vec<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::EventStatus>>,
+            f_status_reason: Option<crate::datatypes::CodeableConcept>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_performed: Option<crate::resources::ProcedurePerformed>,
+            f_recorder: Option<crate::datatypes::Reference>,
+            f_asserter: Option<crate::datatypes::Reference>,
+            f_performer: Vec<crate::resources::ProcedurePerformer>,
+            f_location: Option<crate::datatypes::Reference>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_body_site: Vec<crate::datatypes::CodeableConcept>,
+            f_outcome: Option<crate::datatypes::CodeableConcept>,
+            f_report: Vec<crate::datatypes::Reference>,
+            f_complication: Vec<crate::datatypes::CodeableConcept>,
+            f_complication_detail: Vec<crate::datatypes::Reference>,
+            f_follow_up: Vec<crate::datatypes::CodeableConcept>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_focal_device: Vec<crate::resources::ProcedureFocalDevice>,
+            f_used_reference: Vec<crate::datatypes::Reference>,
+            f_used_code: Vec<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Procedure",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Procedure",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_canonical))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
-                "_instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_canonical))?
-                }
-                "instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_uri))?
-                }
+                "instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_canonical),
+                )?,
+                "_instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_instantiates_canonical),
+                )?,
+                "instantiatesUri" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_uri),
+                )?,
                 "_instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_instantiates_uri))?
                 }
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "partOf" => map.next_value_seed(crate::rt::VecSeed(&mut f_part_of))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "statusReason" => map.next_value_seed(crate::rt::Opt(&mut f_status_reason))?,
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "recorder" => map.next_value_seed(crate::rt::Opt(&mut f_recorder))?,
-                "asserter" => map.next_value_seed(crate::rt::Opt(&mut f_asserter))?,
-                "performer" => map.next_value_seed(crate::rt::VecSeed(&mut f_performer))?,
-                "location" => map.next_value_seed(crate::rt::Opt(&mut f_location))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_of))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "statusReason" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status_reason))?
+                }
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "recorder" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_recorder))?,
+                "asserter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_asserter))?,
+                "performer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_performer))?,
+                "location" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_location))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "bodySite" => map.next_value_seed(crate::rt::VecSeed(&mut f_body_site))?,
-                "outcome" => map.next_value_seed(crate::rt::Opt(&mut f_outcome))?,
-                "report" => map.next_value_seed(crate::rt::VecSeed(&mut f_report))?,
-                "complication" => map.next_value_seed(crate::rt::VecSeed(&mut f_complication))?,
+                "bodySite" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_body_site))?,
+                "outcome" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_outcome))?,
+                "report" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_report))?,
+                "complication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_complication))?
+                }
                 "complicationDetail" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_complication_detail))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_complication_detail))?
                 }
-                "followUp" => map.next_value_seed(crate::rt::VecSeed(&mut f_follow_up))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "focalDevice" => map.next_value_seed(crate::rt::VecSeed(&mut f_focal_device))?,
+                "followUp" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_follow_up))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "focalDevice" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_focal_device))?
+                }
                 "usedReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_used_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_used_reference))?
                 }
-                "usedCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_used_code))?,
+                "usedCode" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_used_code))?,
                 other => {
                     if !(crate::resources::ProcedurePerformed::de_key(
                         &mut map,
                         other,
-                        &mut f_performed,
+                        &mut b.f_performed,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Procedure")?;
+        let v_instantiates_canonical = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_canonical),
+            "instantiatesCanonical",
+        )?;
+        let v_instantiates_uri = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_uri),
+            "instantiatesUri",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            instantiates_canonical: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_canonical,
-                "instantiatesCanonical",
-            )?,
-            instantiates_uri: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_uri,
-                "instantiatesUri",
-            )?,
-            based_on: f_based_on,
-            part_of: f_part_of,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_reason: f_status_reason,
-            category: f_category,
-            code: f_code,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            encounter: f_encounter,
-            performed: f_performed,
-            recorder: f_recorder,
-            asserter: f_asserter,
-            performer: f_performer,
-            location: f_location,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            body_site: f_body_site,
-            outcome: f_outcome,
-            report: f_report,
-            complication: f_complication,
-            complication_detail: f_complication_detail,
-            follow_up: f_follow_up,
-            note: f_note,
-            focal_device: f_focal_device,
-            used_reference: f_used_reference,
-            used_code: f_used_code,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            instantiates_canonical: v_instantiates_canonical,
+            instantiates_uri: v_instantiates_uri,
+            based_on: b.f_based_on,
+            part_of: b.f_part_of,
+            status: b.f_status.unwrap_or_default(),
+            status_reason: b.f_status_reason,
+            category: b.f_category,
+            code: b.f_code,
+            subject: b.f_subject.unwrap_or_default(),
+            encounter: b.f_encounter,
+            performed: b.f_performed,
+            recorder: b.f_recorder,
+            asserter: b.f_asserter,
+            performer: b.f_performer,
+            location: b.f_location,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            body_site: b.f_body_site,
+            outcome: b.f_outcome,
+            report: b.f_report,
+            complication: b.f_complication,
+            complication_detail: b.f_complication_detail,
+            follow_up: b.f_follow_up,
+            note: b.f_note,
+            focal_device: b.f_focal_device,
+            used_reference: b.f_used_reference,
+            used_code: b.f_used_code,
         })
     }
 }
@@ -644,32 +667,37 @@ impl crate::rt::DeFields for ProcedurePerformer {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_function: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_actor: Option<crate::datatypes::Reference> = None;
-        let mut f_on_behalf_of: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_function: Option<crate::datatypes::CodeableConcept>,
+            f_actor: Option<crate::datatypes::Reference>,
+            f_on_behalf_of: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "function" => map.next_value_seed(crate::rt::Opt(&mut f_function))?,
-                "actor" => map.next_value_seed(crate::rt::Opt(&mut f_actor))?,
-                "onBehalfOf" => map.next_value_seed(crate::rt::Opt(&mut f_on_behalf_of))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "function" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_function))?,
+                "actor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_actor))?,
+                "onBehalfOf" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_on_behalf_of))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_actor.is_some(), "actor")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            function: f_function,
-            actor: crate::rt::required::<_, A::Error>(f_actor, "actor")?,
-            on_behalf_of: f_on_behalf_of,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            function: b.f_function,
+            actor: b.f_actor.unwrap_or_default(),
+            on_behalf_of: b.f_on_behalf_of,
         })
     }
 }
@@ -768,29 +796,34 @@ impl crate::rt::DeFields for ProcedureFocalDevice {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_action: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_manipulated: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_action: Option<crate::datatypes::CodeableConcept>,
+            f_manipulated: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "action" => map.next_value_seed(crate::rt::Opt(&mut f_action))?,
-                "manipulated" => map.next_value_seed(crate::rt::Opt(&mut f_manipulated))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "action" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_action))?,
+                "manipulated" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_manipulated))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_manipulated.is_some(), "manipulated")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            action: f_action,
-            manipulated: crate::rt::required::<_, A::Error>(f_manipulated, "manipulated")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            action: b.f_action,
+            manipulated: b.f_manipulated.unwrap_or_default(),
         })
     }
 }
@@ -863,57 +896,78 @@ impl ProcedurePerformed {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "performedDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "performedDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Procedure.performed[x]",
                 },
-                name: "Procedure.performed[x]",
-            })?,
-            "_performedDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_performedDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Procedure.performed[x]",
                 },
-                name: "Procedure.performed[x]",
-            })?,
-            "performedPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Procedure.performed[x]",
-            })?,
-            "performedString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "performedPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Procedure.performed[x]",
                 },
-                name: "Procedure.performed[x]",
-            })?,
-            "_performedString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "performedString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Procedure.performed[x]",
                 },
-                name: "Procedure.performed[x]",
-            })?,
-            "performedAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Age,
-                name: "Procedure.performed[x]",
-            })?,
-            "performedRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "Procedure.performed[x]",
-            })?,
+            )?,
+            "_performedString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Procedure.performed[x]",
+                },
+            )?,
+            "performedAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Age,
+                    name: "Procedure.performed[x]",
+                },
+            )?,
+            "performedRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "Procedure.performed[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

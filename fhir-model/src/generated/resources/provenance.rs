@@ -182,88 +182,100 @@ impl crate::rt::DeFields for Provenance {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_target: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_occurred: Option<crate::resources::ProvenanceOccurred> = None;
-        let mut f_recorded: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_policy: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_location: Option<crate::datatypes::Reference> = None;
-        let mut f_reason: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_activity: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_agent: Vec<crate::resources::ProvenanceAgent> = Vec::new();
-        let mut f_entity: Vec<crate::resources::ProvenanceEntity> = Vec::new();
-        let mut f_signature: Vec<crate::datatypes::Signature> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_target: Vec<crate::datatypes::Reference>,
+            f_occurred: Option<crate::resources::ProvenanceOccurred>,
+            f_recorded: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_policy: crate::rt::PrimVec<String>,
+            f_location: Option<crate::datatypes::Reference>,
+            f_reason: Vec<crate::datatypes::CodeableConcept>,
+            f_activity: Option<crate::datatypes::CodeableConcept>,
+            f_agent: Vec<crate::resources::ProvenanceAgent>,
+            f_entity: Vec<crate::resources::ProvenanceEntity>,
+            f_signature: Vec<crate::datatypes::Signature>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Provenance",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Provenance",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "target" => map.next_value_seed(crate::rt::VecSeed(&mut f_target))?,
-                "recorded" => map.next_value_seed(crate::rt::PrimValue(&mut f_recorded))?,
-                "_recorded" => map.next_value_seed(crate::rt::PrimExt(&mut f_recorded))?,
-                "policy" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_policy))?,
-                "_policy" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_policy))?,
-                "location" => map.next_value_seed(crate::rt::Opt(&mut f_location))?,
-                "reason" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason))?,
-                "activity" => map.next_value_seed(crate::rt::Opt(&mut f_activity))?,
-                "agent" => map.next_value_seed(crate::rt::VecSeed(&mut f_agent))?,
-                "entity" => map.next_value_seed(crate::rt::VecSeed(&mut f_entity))?,
-                "signature" => map.next_value_seed(crate::rt::VecSeed(&mut f_signature))?,
+                "target" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_target))?,
+                "recorded" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_recorded))?,
+                "_recorded" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_recorded))?,
+                "policy" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_policy))?,
+                "_policy" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_policy))?,
+                "location" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_location))?,
+                "reason" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason))?,
+                "activity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_activity))?,
+                "agent" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_agent))?,
+                "entity" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_entity))?,
+                "signature" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_signature))?,
                 other => {
                     if !(crate::resources::ProvenanceOccurred::de_key(
                         &mut map,
                         other,
-                        &mut f_occurred,
+                        &mut b.f_occurred,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Provenance")?;
+        crate::rt::check_required::<A::Error>(!b.f_target.is_empty(), "target")?;
+        crate::rt::check_required::<A::Error>(b.f_recorded.is_some(), "recorded")?;
+        let v_policy =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_policy), "policy")?;
+        crate::rt::check_required::<A::Error>(!b.f_agent.is_empty(), "agent")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            target: crate::rt::required_vec::<_, A::Error>(f_target, "target")?,
-            occurred: f_occurred,
-            recorded: crate::rt::required::<_, A::Error>(f_recorded, "recorded")?,
-            policy: crate::rt::finish_prim_vec::<_, A::Error>(f_policy, "policy")?,
-            location: f_location,
-            reason: f_reason,
-            activity: f_activity,
-            agent: crate::rt::required_vec::<_, A::Error>(f_agent, "agent")?,
-            entity: f_entity,
-            signature: f_signature,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            target: b.f_target,
+            occurred: b.f_occurred,
+            recorded: b.f_recorded.unwrap_or_default(),
+            policy: v_policy,
+            location: b.f_location,
+            reason: b.f_reason,
+            activity: b.f_activity,
+            agent: b.f_agent,
+            entity: b.f_entity,
+            signature: b.f_signature,
         })
     }
 }
@@ -418,35 +430,40 @@ impl crate::rt::DeFields for ProvenanceAgent {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_role: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_who: Option<crate::datatypes::Reference> = None;
-        let mut f_on_behalf_of: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_role: Vec<crate::datatypes::CodeableConcept>,
+            f_who: Option<crate::datatypes::Reference>,
+            f_on_behalf_of: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "role" => map.next_value_seed(crate::rt::VecSeed(&mut f_role))?,
-                "who" => map.next_value_seed(crate::rt::Opt(&mut f_who))?,
-                "onBehalfOf" => map.next_value_seed(crate::rt::Opt(&mut f_on_behalf_of))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "role" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_role))?,
+                "who" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_who))?,
+                "onBehalfOf" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_on_behalf_of))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_who.is_some(), "who")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            role: f_role,
-            who: crate::rt::required::<_, A::Error>(f_who, "who")?,
-            on_behalf_of: f_on_behalf_of,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            role: b.f_role,
+            who: b.f_who.unwrap_or_default(),
+            on_behalf_of: b.f_on_behalf_of,
         })
     }
 }
@@ -557,34 +574,39 @@ impl crate::rt::DeFields for ProvenanceEntity {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_role: Option<crate::primitives::Primitive<crate::codes::ProvenanceEntityRole>> =
-            None;
-        let mut f_what: Option<crate::datatypes::Reference> = None;
-        let mut f_agent: Vec<crate::resources::ProvenanceAgent> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_role: Option<crate::primitives::Primitive<crate::codes::ProvenanceEntityRole>>,
+            f_what: Option<crate::datatypes::Reference>,
+            f_agent: Vec<crate::resources::ProvenanceAgent>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "role" => map.next_value_seed(crate::rt::PrimValue(&mut f_role))?,
-                "_role" => map.next_value_seed(crate::rt::PrimExt(&mut f_role))?,
-                "what" => map.next_value_seed(crate::rt::Opt(&mut f_what))?,
-                "agent" => map.next_value_seed(crate::rt::VecSeed(&mut f_agent))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "role" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_role))?,
+                "_role" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_role))?,
+                "what" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_what))?,
+                "agent" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_agent))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_role.is_some(), "role")?;
+        crate::rt::check_required::<A::Error>(b.f_what.is_some(), "what")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            role: crate::rt::required::<_, A::Error>(f_role, "role")?,
-            what: crate::rt::required::<_, A::Error>(f_what, "what")?,
-            agent: f_agent,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            role: b.f_role.unwrap_or_default(),
+            what: b.f_what.unwrap_or_default(),
+            agent: b.f_agent,
         })
     }
 }
@@ -644,29 +666,38 @@ impl ProvenanceOccurred {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "occurredPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Provenance.occurred[x]",
-            })?,
-            "occurredDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "occurredPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Provenance.occurred[x]",
                 },
-                name: "Provenance.occurred[x]",
-            })?,
-            "_occurredDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "occurredDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Provenance.occurred[x]",
                 },
-                name: "Provenance.occurred[x]",
-            })?,
+            )?,
+            "_occurredDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Provenance.occurred[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -265,150 +265,182 @@ impl crate::rt::DeFields for Questionnaire {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_derived_from: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_subject_type: crate::rt::PrimVec<crate::codes::ResourceTypeCode> =
-            crate::rt::PrimVec::default();
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_effective_period: Option<crate::datatypes::Period> = None;
-        let mut f_code: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_item: Vec<crate::resources::QuestionnaireItem> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_derived_from: crate::rt::PrimVec<String>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_subject_type: crate::rt::PrimVec<crate::codes::ResourceTypeCode>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_effective_period: Option<crate::datatypes::Period>,
+            f_code: Vec<crate::datatypes::Coding>,
+            f_item: Vec<crate::resources::QuestionnaireItem>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Questionnaire",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Questionnaire",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
                 "derivedFrom" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_derived_from))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_derived_from))?
                 }
                 "_derivedFrom" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_derived_from))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_derived_from))?
                 }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
                 "subjectType" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_subject_type))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_subject_type))?
                 }
                 "_subjectType" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_subject_type))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_subject_type))?
                 }
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
                 "approvalDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_approval_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_approval_date))?
                 }
-                "_approvalDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_approval_date))?,
+                "_approvalDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_approval_date))?
+                }
                 "lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_last_review_date))?
                 }
                 "_lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_last_review_date))?
                 }
                 "effectivePeriod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_effective_period))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_effective_period))?
                 }
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "item" => map.next_value_seed(crate::rt::VecSeed(&mut f_item))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "item" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_item))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Questionnaire")?;
+        let v_derived_from = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_derived_from),
+            "derivedFrom",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        let v_subject_type = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_subject_type),
+            "subjectType",
+        )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: f_url,
-            identifier: f_identifier,
-            version: f_version,
-            name: f_name,
-            title: f_title,
-            derived_from: crate::rt::finish_prim_vec::<_, A::Error>(f_derived_from, "derivedFrom")?,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            subject_type: crate::rt::finish_prim_vec::<_, A::Error>(f_subject_type, "subjectType")?,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            purpose: f_purpose,
-            copyright: f_copyright,
-            approval_date: f_approval_date,
-            last_review_date: f_last_review_date,
-            effective_period: f_effective_period,
-            code: f_code,
-            item: f_item,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url,
+            identifier: b.f_identifier,
+            version: b.f_version,
+            name: b.f_name,
+            title: b.f_title,
+            derived_from: v_derived_from,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            subject_type: v_subject_type,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            purpose: b.f_purpose,
+            copyright: b.f_copyright,
+            approval_date: b.f_approval_date,
+            last_review_date: b.f_last_review_date,
+            effective_period: b.f_effective_period,
+            code: b.f_code,
+            item: b.f_item,
         })
     }
 }
@@ -679,93 +711,109 @@ impl crate::rt::DeFields for QuestionnaireItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_link_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_definition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_code: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_prefix: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::QuestionnaireItemType>> =
-            None;
-        let mut f_enable_when: Vec<crate::resources::QuestionnaireItemEnableWhen> = Vec::new();
-        let mut f_enable_behavior: Option<
-            crate::primitives::Primitive<crate::codes::EnableWhenBehavior>,
-        > = None;
-        let mut f_required: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_repeats: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_read_only: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_max_length: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_answer_value_set: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_answer_option: Vec<crate::resources::QuestionnaireItemAnswerOption> = Vec::new();
-        let mut f_initial: Vec<crate::resources::QuestionnaireItemInitial> = Vec::new();
-        let mut f_item: Vec<crate::resources::QuestionnaireItem> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_link_id: Option<crate::primitives::Primitive<String>>,
+            f_definition: Option<crate::primitives::Primitive<String>>,
+            f_code: Vec<crate::datatypes::Coding>,
+            f_prefix: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::QuestionnaireItemType>>,
+            f_enable_when: Vec<crate::resources::QuestionnaireItemEnableWhen>,
+            f_enable_behavior:
+                Option<crate::primitives::Primitive<crate::codes::EnableWhenBehavior>>,
+            f_required: Option<crate::primitives::Primitive<bool>>,
+            f_repeats: Option<crate::primitives::Primitive<bool>>,
+            f_read_only: Option<crate::primitives::Primitive<bool>>,
+            f_max_length: Option<crate::primitives::Primitive<i32>>,
+            f_answer_value_set: Option<crate::primitives::Primitive<String>>,
+            f_answer_option: Vec<crate::resources::QuestionnaireItemAnswerOption>,
+            f_initial: Vec<crate::resources::QuestionnaireItemInitial>,
+            f_item: Vec<crate::resources::QuestionnaireItem>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "linkId" => map.next_value_seed(crate::rt::PrimValue(&mut f_link_id))?,
-                "_linkId" => map.next_value_seed(crate::rt::PrimExt(&mut f_link_id))?,
-                "definition" => map.next_value_seed(crate::rt::PrimValue(&mut f_definition))?,
-                "_definition" => map.next_value_seed(crate::rt::PrimExt(&mut f_definition))?,
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "prefix" => map.next_value_seed(crate::rt::PrimValue(&mut f_prefix))?,
-                "_prefix" => map.next_value_seed(crate::rt::PrimExt(&mut f_prefix))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "enableWhen" => map.next_value_seed(crate::rt::VecSeed(&mut f_enable_when))?,
+                "linkId" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_link_id))?,
+                "_linkId" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_link_id))?,
+                "definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_definition))?
+                }
+                "_definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_definition))?
+                }
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "prefix" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_prefix))?,
+                "_prefix" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_prefix))?,
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "enableWhen" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_enable_when))?
+                }
                 "enableBehavior" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_enable_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_enable_behavior))?
                 }
                 "_enableBehavior" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_enable_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_enable_behavior))?
                 }
-                "required" => map.next_value_seed(crate::rt::PrimValue(&mut f_required))?,
-                "_required" => map.next_value_seed(crate::rt::PrimExt(&mut f_required))?,
-                "repeats" => map.next_value_seed(crate::rt::PrimValue(&mut f_repeats))?,
-                "_repeats" => map.next_value_seed(crate::rt::PrimExt(&mut f_repeats))?,
-                "readOnly" => map.next_value_seed(crate::rt::PrimValue(&mut f_read_only))?,
-                "_readOnly" => map.next_value_seed(crate::rt::PrimExt(&mut f_read_only))?,
-                "maxLength" => map.next_value_seed(crate::rt::PrimValue(&mut f_max_length))?,
-                "_maxLength" => map.next_value_seed(crate::rt::PrimExt(&mut f_max_length))?,
+                "required" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_required))?,
+                "_required" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_required))?,
+                "repeats" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_repeats))?,
+                "_repeats" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_repeats))?,
+                "readOnly" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_read_only))?,
+                "_readOnly" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_read_only))?,
+                "maxLength" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_max_length))?
+                }
+                "_maxLength" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_max_length))?
+                }
                 "answerValueSet" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_answer_value_set))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_answer_value_set))?
                 }
                 "_answerValueSet" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_answer_value_set))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_answer_value_set))?
                 }
-                "answerOption" => map.next_value_seed(crate::rt::VecSeed(&mut f_answer_option))?,
-                "initial" => map.next_value_seed(crate::rt::VecSeed(&mut f_initial))?,
-                "item" => map.next_value_seed(crate::rt::VecSeed(&mut f_item))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "answerOption" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_answer_option))?
+                }
+                "initial" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_initial))?,
+                "item" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_item))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_link_id.is_some(), "linkId")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            link_id: crate::rt::required::<_, A::Error>(f_link_id, "linkId")?,
-            definition: f_definition,
-            code: f_code,
-            prefix: f_prefix,
-            text: f_text,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            enable_when: f_enable_when,
-            enable_behavior: f_enable_behavior,
-            required: f_required,
-            repeats: f_repeats,
-            read_only: f_read_only,
-            max_length: f_max_length,
-            answer_value_set: f_answer_value_set,
-            answer_option: f_answer_option,
-            initial: f_initial,
-            item: f_item,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            link_id: b.f_link_id.unwrap_or_default(),
+            definition: b.f_definition,
+            code: b.f_code,
+            prefix: b.f_prefix,
+            text: b.f_text,
+            r#type: b.f_type.unwrap_or_default(),
+            enable_when: b.f_enable_when,
+            enable_behavior: b.f_enable_behavior,
+            required: b.f_required,
+            repeats: b.f_repeats,
+            read_only: b.f_read_only,
+            max_length: b.f_max_length,
+            answer_value_set: b.f_answer_value_set,
+            answer_option: b.f_answer_option,
+            initial: b.f_initial,
+            item: b.f_item,
         })
     }
 }
@@ -890,43 +938,49 @@ impl crate::rt::DeFields for QuestionnaireItemEnableWhen {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_question: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_operator: Option<
-            crate::primitives::Primitive<crate::codes::QuestionnaireItemOperator>,
-        > = None;
-        let mut f_answer: Option<crate::resources::QuestionnaireItemEnableWhenAnswer> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_question: Option<crate::primitives::Primitive<String>>,
+            f_operator:
+                Option<crate::primitives::Primitive<crate::codes::QuestionnaireItemOperator>>,
+            f_answer: Option<crate::resources::QuestionnaireItemEnableWhenAnswer>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "question" => map.next_value_seed(crate::rt::PrimValue(&mut f_question))?,
-                "_question" => map.next_value_seed(crate::rt::PrimExt(&mut f_question))?,
-                "operator" => map.next_value_seed(crate::rt::PrimValue(&mut f_operator))?,
-                "_operator" => map.next_value_seed(crate::rt::PrimExt(&mut f_operator))?,
+                "question" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_question))?,
+                "_question" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_question))?,
+                "operator" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_operator))?,
+                "_operator" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_operator))?,
                 other => {
                     if !(crate::resources::QuestionnaireItemEnableWhenAnswer::de_key(
                         &mut map,
                         other,
-                        &mut f_answer,
+                        &mut b.f_answer,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_question.is_some(), "question")?;
+        crate::rt::check_required::<A::Error>(b.f_operator.is_some(), "operator")?;
+        crate::rt::check_required::<A::Error>(b.f_answer.is_some(), "answer")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            question: crate::rt::required::<_, A::Error>(f_question, "question")?,
-            operator: crate::rt::required::<_, A::Error>(f_operator, "operator")?,
-            answer: crate::rt::required::<_, A::Error>(f_answer, "answer")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            question: b.f_question.unwrap_or_default(),
+            operator: b.f_operator.unwrap_or_default(),
+            answer: b.f_answer.unwrap_or_default(),
         })
     }
 }
@@ -1030,41 +1084,46 @@ impl crate::rt::DeFields for QuestionnaireItemAnswerOption {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_value: Option<crate::resources::QuestionnaireItemAnswerOptionValue> = None;
-        let mut f_initial_selected: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_value: Option<crate::resources::QuestionnaireItemAnswerOptionValue>,
+            f_initial_selected: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "initialSelected" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_initial_selected))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_initial_selected))?
                 }
                 "_initialSelected" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_initial_selected))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_initial_selected))?
                 }
                 other => {
                     if !(crate::resources::QuestionnaireItemAnswerOptionValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
-            initial_selected: f_initial_selected,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            value: b.f_value.unwrap_or_default(),
+            initial_selected: b.f_initial_selected,
         })
     }
 }
@@ -1155,33 +1214,38 @@ impl crate::rt::DeFields for QuestionnaireItemInitial {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_value: Option<crate::resources::QuestionnaireItemInitialValue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_value: Option<crate::resources::QuestionnaireItemInitialValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 other => {
                     if !(crate::resources::QuestionnaireItemInitialValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -1271,147 +1335,198 @@ impl QuestionnaireItemEnableWhenAnswer {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "answerBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "answerBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "_answerBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_answerBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "answerDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "answerDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "_answerDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_answerDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "answerInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "answerInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "_answerInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_answerInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "answerDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "answerDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "_answerDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_answerDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "answerDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "answerDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "_answerDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_answerDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "answerTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "answerTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "_answerTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_answerTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "answerString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "answerString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "_answerString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_answerString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.enableWhen.answer[x]",
                 },
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "answerCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Coding,
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "answerQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
-            "answerReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Questionnaire.item.enableWhen.answer[x]",
-            })?,
+            )?,
+            "answerCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Coding,
+                    name: "Questionnaire.item.enableWhen.answer[x]",
+                },
+            )?,
+            "answerQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "Questionnaire.item.enableWhen.answer[x]",
+                },
+            )?,
+            "answerReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Questionnaire.item.enableWhen.answer[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1507,88 +1622,118 @@ impl QuestionnaireItemAnswerOptionValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            "valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.answerOption.value[x]",
                 },
-                name: "Questionnaire.item.answerOption.value[x]",
-            })?,
-            "_valueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.answerOption.value[x]",
                 },
-                name: "Questionnaire.item.answerOption.value[x]",
-            })?,
-            "valueDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.answerOption.value[x]",
                 },
-                name: "Questionnaire.item.answerOption.value[x]",
-            })?,
-            "_valueDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.answerOption.value[x]",
                 },
-                name: "Questionnaire.item.answerOption.value[x]",
-            })?,
-            "valueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.answerOption.value[x]",
                 },
-                name: "Questionnaire.item.answerOption.value[x]",
-            })?,
-            "_valueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.answerOption.value[x]",
                 },
-                name: "Questionnaire.item.answerOption.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.answerOption.value[x]",
                 },
-                name: "Questionnaire.item.answerOption.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.answerOption.value[x]",
                 },
-                name: "Questionnaire.item.answerOption.value[x]",
-            })?,
-            "valueCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Coding,
-                name: "Questionnaire.item.answerOption.value[x]",
-            })?,
-            "valueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Questionnaire.item.answerOption.value[x]",
-            })?,
+            )?,
+            "valueCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Coding,
+                    name: "Questionnaire.item.answerOption.value[x]",
+                },
+            )?,
+            "valueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Questionnaire.item.answerOption.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1698,170 +1843,230 @@ impl QuestionnaireItemInitialValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "_valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "valueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "_valueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "valueDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "_valueDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "_valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "valueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "_valueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "valueUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "_valueUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Questionnaire.item.initial.value[x]",
                 },
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "valueAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Attachment,
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "valueCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Coding,
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
-            "valueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Questionnaire.item.initial.value[x]",
-            })?,
+            )?,
+            "valueAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Attachment,
+                    name: "Questionnaire.item.initial.value[x]",
+                },
+            )?,
+            "valueCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Coding,
+                    name: "Questionnaire.item.initial.value[x]",
+                },
+            )?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "Questionnaire.item.initial.value[x]",
+                },
+            )?,
+            "valueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Questionnaire.item.initial.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -188,92 +188,98 @@ impl crate::rt::DeFields for QuestionnaireResponse {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_part_of: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_questionnaire: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::QuestionnaireResponseStatus>,
-        > = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_authored: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_author: Option<crate::datatypes::Reference> = None;
-        let mut f_source: Option<crate::datatypes::Reference> = None;
-        let mut f_item: Vec<crate::resources::QuestionnaireResponseItem> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_part_of: Vec<crate::datatypes::Reference>,
+            f_questionnaire: Option<crate::primitives::Primitive<String>>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::QuestionnaireResponseStatus>>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_authored: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_author: Option<crate::datatypes::Reference>,
+            f_source: Option<crate::datatypes::Reference>,
+            f_item: Vec<crate::resources::QuestionnaireResponseItem>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "QuestionnaireResponse",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "QuestionnaireResponse",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "partOf" => map.next_value_seed(crate::rt::VecSeed(&mut f_part_of))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_of))?,
                 "questionnaire" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_questionnaire))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_questionnaire))?
                 }
                 "_questionnaire" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_questionnaire))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_questionnaire))?
                 }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "authored" => map.next_value_seed(crate::rt::PrimValue(&mut f_authored))?,
-                "_authored" => map.next_value_seed(crate::rt::PrimExt(&mut f_authored))?,
-                "author" => map.next_value_seed(crate::rt::Opt(&mut f_author))?,
-                "source" => map.next_value_seed(crate::rt::Opt(&mut f_source))?,
-                "item" => map.next_value_seed(crate::rt::VecSeed(&mut f_item))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "authored" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_authored))?,
+                "_authored" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_authored))?,
+                "author" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_author))?,
+                "source" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source))?,
+                "item" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_item))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "QuestionnaireResponse")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            based_on: f_based_on,
-            part_of: f_part_of,
-            questionnaire: f_questionnaire,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            subject: f_subject,
-            encounter: f_encounter,
-            authored: f_authored,
-            author: f_author,
-            source: f_source,
-            item: f_item,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            based_on: b.f_based_on,
+            part_of: b.f_part_of,
+            questionnaire: b.f_questionnaire,
+            status: b.f_status.unwrap_or_default(),
+            subject: b.f_subject,
+            encounter: b.f_encounter,
+            authored: b.f_authored,
+            author: b.f_author,
+            source: b.f_source,
+            item: b.f_item,
         })
     }
 }
@@ -434,41 +440,50 @@ impl crate::rt::DeFields for QuestionnaireResponseItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_link_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_definition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_answer: Vec<crate::resources::QuestionnaireResponseItemAnswer> = Vec::new();
-        let mut f_item: Vec<crate::resources::QuestionnaireResponseItem> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_link_id: Option<crate::primitives::Primitive<String>>,
+            f_definition: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::primitives::Primitive<String>>,
+            f_answer: Vec<crate::resources::QuestionnaireResponseItemAnswer>,
+            f_item: Vec<crate::resources::QuestionnaireResponseItem>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "linkId" => map.next_value_seed(crate::rt::PrimValue(&mut f_link_id))?,
-                "_linkId" => map.next_value_seed(crate::rt::PrimExt(&mut f_link_id))?,
-                "definition" => map.next_value_seed(crate::rt::PrimValue(&mut f_definition))?,
-                "_definition" => map.next_value_seed(crate::rt::PrimExt(&mut f_definition))?,
-                "text" => map.next_value_seed(crate::rt::PrimValue(&mut f_text))?,
-                "_text" => map.next_value_seed(crate::rt::PrimExt(&mut f_text))?,
-                "answer" => map.next_value_seed(crate::rt::VecSeed(&mut f_answer))?,
-                "item" => map.next_value_seed(crate::rt::VecSeed(&mut f_item))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "linkId" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_link_id))?,
+                "_linkId" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_link_id))?,
+                "definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_definition))?
+                }
+                "_definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_definition))?
+                }
+                "text" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text))?,
+                "_text" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text))?,
+                "answer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_answer))?,
+                "item" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_item))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_link_id.is_some(), "linkId")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            link_id: crate::rt::required::<_, A::Error>(f_link_id, "linkId")?,
-            definition: f_definition,
-            text: f_text,
-            answer: f_answer,
-            item: f_item,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            link_id: b.f_link_id.unwrap_or_default(),
+            definition: b.f_definition,
+            text: b.f_text,
+            answer: b.f_answer,
+            item: b.f_item,
         })
     }
 }
@@ -568,36 +583,40 @@ impl crate::rt::DeFields for QuestionnaireResponseItemAnswer {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_value: Option<crate::resources::QuestionnaireResponseItemAnswerValue> = None;
-        let mut f_item: Vec<crate::resources::QuestionnaireResponseItem> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_value: Option<crate::resources::QuestionnaireResponseItemAnswerValue>,
+            f_item: Vec<crate::resources::QuestionnaireResponseItem>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "item" => map.next_value_seed(crate::rt::VecSeed(&mut f_item))?,
+                "item" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_item))?,
                 other => {
                     if !(crate::resources::QuestionnaireResponseItemAnswerValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            value: f_value,
-            item: f_item,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            value: b.f_value,
+            item: b.f_item,
         })
     }
 }
@@ -698,170 +717,230 @@ impl QuestionnaireResponseItemAnswerValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "_valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "valueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "_valueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "valueDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "_valueDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "_valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "valueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "_valueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "valueUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "_valueUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "QuestionnaireResponse.item.answer.value[x]",
                 },
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "valueAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Attachment,
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "valueCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Coding,
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
-            "valueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "QuestionnaireResponse.item.answer.value[x]",
-            })?,
+            )?,
+            "valueAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Attachment,
+                    name: "QuestionnaireResponse.item.answer.value[x]",
+                },
+            )?,
+            "valueCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Coding,
+                    name: "QuestionnaireResponse.item.answer.value[x]",
+                },
+            )?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "QuestionnaireResponse.item.answer.value[x]",
+                },
+            )?,
+            "valueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "QuestionnaireResponse.item.answer.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

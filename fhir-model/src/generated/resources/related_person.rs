@@ -188,89 +188,106 @@ impl crate::rt::DeFields for RelatedPerson {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_relationship: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_name: Vec<crate::datatypes::HumanName> = Vec::new();
-        let mut f_telecom: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_gender: Option<crate::primitives::Primitive<crate::codes::AdministrativeGender>> =
-            None;
-        let mut f_birth_date: Option<crate::primitives::Primitive<crate::primitives::Date>> = None;
-        let mut f_address: Vec<crate::datatypes::Address> = Vec::new();
-        let mut f_photo: Vec<crate::datatypes::Attachment> = Vec::new();
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_communication: Vec<crate::resources::RelatedPersonCommunication> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_active: Option<crate::primitives::Primitive<bool>>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_relationship: Vec<crate::datatypes::CodeableConcept>,
+            f_name: Vec<crate::datatypes::HumanName>,
+            f_telecom: Vec<crate::datatypes::ContactPoint>,
+            f_gender: Option<crate::primitives::Primitive<crate::codes::AdministrativeGender>>,
+            f_birth_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_address: Vec<crate::datatypes::Address>,
+            f_photo: Vec<crate::datatypes::Attachment>,
+            f_period: Option<crate::datatypes::Period>,
+            f_communication: Vec<crate::resources::RelatedPersonCommunication>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "RelatedPerson",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "RelatedPerson",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "active" => map.next_value_seed(crate::rt::PrimValue(&mut f_active))?,
-                "_active" => map.next_value_seed(crate::rt::PrimExt(&mut f_active))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "relationship" => map.next_value_seed(crate::rt::VecSeed(&mut f_relationship))?,
-                "name" => map.next_value_seed(crate::rt::VecSeed(&mut f_name))?,
-                "telecom" => map.next_value_seed(crate::rt::VecSeed(&mut f_telecom))?,
-                "gender" => map.next_value_seed(crate::rt::PrimValue(&mut f_gender))?,
-                "_gender" => map.next_value_seed(crate::rt::PrimExt(&mut f_gender))?,
-                "birthDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_birth_date))?,
-                "_birthDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_birth_date))?,
-                "address" => map.next_value_seed(crate::rt::VecSeed(&mut f_address))?,
-                "photo" => map.next_value_seed(crate::rt::VecSeed(&mut f_photo))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "communication" => map.next_value_seed(crate::rt::VecSeed(&mut f_communication))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "active" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_active))?,
+                "_active" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_active))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "relationship" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_relationship))?
+                }
+                "name" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_name))?,
+                "telecom" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_telecom))?,
+                "gender" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_gender))?,
+                "_gender" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_gender))?,
+                "birthDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_birth_date))?
+                }
+                "_birthDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_birth_date))?
+                }
+                "address" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_address))?,
+                "photo" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_photo))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "communication" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_communication))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "RelatedPerson")?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            active: f_active,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            relationship: f_relationship,
-            name: f_name,
-            telecom: f_telecom,
-            gender: f_gender,
-            birth_date: f_birth_date,
-            address: f_address,
-            photo: f_photo,
-            period: f_period,
-            communication: f_communication,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            active: b.f_active,
+            patient: b.f_patient.unwrap_or_default(),
+            relationship: b.f_relationship,
+            name: b.f_name,
+            telecom: b.f_telecom,
+            gender: b.f_gender,
+            birth_date: b.f_birth_date,
+            address: b.f_address,
+            photo: b.f_photo,
+            period: b.f_period,
+            communication: b.f_communication,
         })
     }
 }
@@ -411,30 +428,37 @@ impl crate::rt::DeFields for RelatedPersonCommunication {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_language: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_preferred: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_language: Option<crate::datatypes::CodeableConcept>,
+            f_preferred: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "language" => map.next_value_seed(crate::rt::Opt(&mut f_language))?,
-                "preferred" => map.next_value_seed(crate::rt::PrimValue(&mut f_preferred))?,
-                "_preferred" => map.next_value_seed(crate::rt::PrimExt(&mut f_preferred))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "language" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_language))?,
+                "preferred" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_preferred))?
+                }
+                "_preferred" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_preferred))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_language.is_some(), "language")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            language: crate::rt::required::<_, A::Error>(f_language, "language")?,
-            preferred: f_preferred,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            language: b.f_language.unwrap_or_default(),
+            preferred: b.f_preferred,
         })
     }
 }

@@ -244,130 +244,149 @@ impl crate::rt::DeFields for RequestGroup {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_instantiates_canonical: crate::rt::PrimVec<String> =
-            crate::rt::PrimVec::default();
-        let mut f_instantiates_uri: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_replaces: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_group_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::RequestStatus>> = None;
-        let mut f_intent: Option<crate::primitives::Primitive<crate::codes::RequestIntent>> = None;
-        let mut f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>> =
-            None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_authored_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_author: Option<crate::datatypes::Reference> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_action: Vec<crate::resources::RequestGroupAction> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_instantiates_canonical: crate::rt::PrimVec<String>,
+            f_instantiates_uri: crate::rt::PrimVec<String>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_replaces: Vec<crate::datatypes::Reference>,
+            f_group_identifier: Option<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::RequestStatus>>,
+            f_intent: Option<crate::primitives::Primitive<crate::codes::RequestIntent>>,
+            f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_authored_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_author: Option<crate::datatypes::Reference>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_action: Vec<crate::resources::RequestGroupAction>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "RequestGroup",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "RequestGroup",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_canonical))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
-                "_instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_canonical))?
-                }
-                "instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_uri))?
-                }
+                "instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_canonical),
+                )?,
+                "_instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_instantiates_canonical),
+                )?,
+                "instantiatesUri" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_uri),
+                )?,
                 "_instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_instantiates_uri))?
                 }
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "replaces" => map.next_value_seed(crate::rt::VecSeed(&mut f_replaces))?,
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "replaces" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_replaces))?,
                 "groupIdentifier" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_group_identifier))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_group_identifier))?
                 }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "intent" => map.next_value_seed(crate::rt::PrimValue(&mut f_intent))?,
-                "_intent" => map.next_value_seed(crate::rt::PrimExt(&mut f_intent))?,
-                "priority" => map.next_value_seed(crate::rt::PrimValue(&mut f_priority))?,
-                "_priority" => map.next_value_seed(crate::rt::PrimExt(&mut f_priority))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "authoredOn" => map.next_value_seed(crate::rt::PrimValue(&mut f_authored_on))?,
-                "_authoredOn" => map.next_value_seed(crate::rt::PrimExt(&mut f_authored_on))?,
-                "author" => map.next_value_seed(crate::rt::Opt(&mut f_author))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "intent" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_intent))?,
+                "_intent" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_intent))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_priority))?,
+                "_priority" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_priority))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "authoredOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_authored_on))?
+                }
+                "_authoredOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_authored_on))?
+                }
+                "author" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_author))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "action" => map.next_value_seed(crate::rt::VecSeed(&mut f_action))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "action" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_action))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "RequestGroup")?;
+        let v_instantiates_canonical = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_canonical),
+            "instantiatesCanonical",
+        )?;
+        let v_instantiates_uri = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_uri),
+            "instantiatesUri",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_intent.is_some(), "intent")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            instantiates_canonical: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_canonical,
-                "instantiatesCanonical",
-            )?,
-            instantiates_uri: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_uri,
-                "instantiatesUri",
-            )?,
-            based_on: f_based_on,
-            replaces: f_replaces,
-            group_identifier: f_group_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            intent: crate::rt::required::<_, A::Error>(f_intent, "intent")?,
-            priority: f_priority,
-            code: f_code,
-            subject: f_subject,
-            encounter: f_encounter,
-            authored_on: f_authored_on,
-            author: f_author,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            note: f_note,
-            action: f_action,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            instantiates_canonical: v_instantiates_canonical,
+            instantiates_uri: v_instantiates_uri,
+            based_on: b.f_based_on,
+            replaces: b.f_replaces,
+            group_identifier: b.f_group_identifier,
+            status: b.f_status.unwrap_or_default(),
+            intent: b.f_intent.unwrap_or_default(),
+            priority: b.f_priority,
+            code: b.f_code,
+            subject: b.f_subject,
+            encounter: b.f_encounter,
+            authored_on: b.f_authored_on,
+            author: b.f_author,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            note: b.f_note,
+            action: b.f_action,
         })
     }
 }
@@ -672,135 +691,141 @@ impl crate::rt::DeFields for RequestGroupAction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_prefix: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text_equivalent: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>> =
-            None;
-        let mut f_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_documentation: Vec<crate::datatypes::RelatedArtifact> = Vec::new();
-        let mut f_condition: Vec<crate::resources::RequestGroupActionCondition> = Vec::new();
-        let mut f_related_action: Vec<crate::resources::RequestGroupActionRelatedAction> =
-            Vec::new();
-        let mut f_timing: Option<crate::resources::RequestGroupActionTiming> = None;
-        let mut f_participant: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_grouping_behavior: Option<
-            crate::primitives::Primitive<crate::codes::ActionGroupingBehavior>,
-        > = None;
-        let mut f_selection_behavior: Option<
-            crate::primitives::Primitive<crate::codes::ActionSelectionBehavior>,
-        > = None;
-        let mut f_required_behavior: Option<
-            crate::primitives::Primitive<crate::codes::ActionRequiredBehavior>,
-        > = None;
-        let mut f_precheck_behavior: Option<
-            crate::primitives::Primitive<crate::codes::ActionPrecheckBehavior>,
-        > = None;
-        let mut f_cardinality_behavior: Option<
-            crate::primitives::Primitive<crate::codes::ActionCardinalityBehavior>,
-        > = None;
-        let mut f_resource: Option<crate::datatypes::Reference> = None;
-        let mut f_action: Vec<crate::resources::RequestGroupAction> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_prefix: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_text_equivalent: Option<crate::primitives::Primitive<String>>,
+            f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>>,
+            f_code: Vec<crate::datatypes::CodeableConcept>,
+            f_documentation: Vec<crate::datatypes::RelatedArtifact>,
+            f_condition: Vec<crate::resources::RequestGroupActionCondition>,
+            f_related_action: Vec<crate::resources::RequestGroupActionRelatedAction>,
+            f_timing: Option<crate::resources::RequestGroupActionTiming>,
+            f_participant: Vec<crate::datatypes::Reference>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_grouping_behavior:
+                Option<crate::primitives::Primitive<crate::codes::ActionGroupingBehavior>>,
+            f_selection_behavior:
+                Option<crate::primitives::Primitive<crate::codes::ActionSelectionBehavior>>,
+            f_required_behavior:
+                Option<crate::primitives::Primitive<crate::codes::ActionRequiredBehavior>>,
+            f_precheck_behavior:
+                Option<crate::primitives::Primitive<crate::codes::ActionPrecheckBehavior>>,
+            f_cardinality_behavior:
+                Option<crate::primitives::Primitive<crate::codes::ActionCardinalityBehavior>>,
+            f_resource: Option<crate::datatypes::Reference>,
+            f_action: Vec<crate::resources::RequestGroupAction>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "prefix" => map.next_value_seed(crate::rt::PrimValue(&mut f_prefix))?,
-                "_prefix" => map.next_value_seed(crate::rt::PrimExt(&mut f_prefix))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
+                "prefix" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_prefix))?,
+                "_prefix" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_prefix))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
                 "textEquivalent" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_text_equivalent))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text_equivalent))?
                 }
                 "_textEquivalent" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_text_equivalent))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text_equivalent))?
                 }
-                "priority" => map.next_value_seed(crate::rt::PrimValue(&mut f_priority))?,
-                "_priority" => map.next_value_seed(crate::rt::PrimExt(&mut f_priority))?,
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "documentation" => map.next_value_seed(crate::rt::VecSeed(&mut f_documentation))?,
-                "condition" => map.next_value_seed(crate::rt::VecSeed(&mut f_condition))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_priority))?,
+                "_priority" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_priority))?,
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "documentation" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_documentation))?
+                }
+                "condition" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_condition))?,
                 "relatedAction" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_related_action))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_related_action))?
                 }
-                "participant" => map.next_value_seed(crate::rt::VecSeed(&mut f_participant))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "participant" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_participant))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 "groupingBehavior" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_grouping_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_grouping_behavior))?
                 }
                 "_groupingBehavior" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_grouping_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_grouping_behavior))?
                 }
                 "selectionBehavior" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_selection_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_selection_behavior))?
                 }
                 "_selectionBehavior" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_selection_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_selection_behavior))?
                 }
                 "requiredBehavior" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_required_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_required_behavior))?
                 }
                 "_requiredBehavior" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_required_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_required_behavior))?
                 }
                 "precheckBehavior" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_precheck_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_precheck_behavior))?
                 }
                 "_precheckBehavior" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_precheck_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_precheck_behavior))?
                 }
-                "cardinalityBehavior" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_cardinality_behavior))?
-                }
+                "cardinalityBehavior" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_cardinality_behavior),
+                )?,
                 "_cardinalityBehavior" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_cardinality_behavior))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_cardinality_behavior))?
                 }
-                "resource" => map.next_value_seed(crate::rt::Opt(&mut f_resource))?,
-                "action" => map.next_value_seed(crate::rt::VecSeed(&mut f_action))?,
+                "resource" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_resource))?,
+                "action" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_action))?,
                 other => {
                     if !(crate::resources::RequestGroupActionTiming::de_key(
                         &mut map,
                         other,
-                        &mut f_timing,
+                        &mut b.f_timing,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            prefix: f_prefix,
-            title: f_title,
-            description: f_description,
-            text_equivalent: f_text_equivalent,
-            priority: f_priority,
-            code: f_code,
-            documentation: f_documentation,
-            condition: f_condition,
-            related_action: f_related_action,
-            timing: f_timing,
-            participant: f_participant,
-            r#type: f_type,
-            grouping_behavior: f_grouping_behavior,
-            selection_behavior: f_selection_behavior,
-            required_behavior: f_required_behavior,
-            precheck_behavior: f_precheck_behavior,
-            cardinality_behavior: f_cardinality_behavior,
-            resource: f_resource,
-            action: f_action,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            prefix: b.f_prefix,
+            title: b.f_title,
+            description: b.f_description,
+            text_equivalent: b.f_text_equivalent,
+            priority: b.f_priority,
+            code: b.f_code,
+            documentation: b.f_documentation,
+            condition: b.f_condition,
+            related_action: b.f_related_action,
+            timing: b.f_timing,
+            participant: b.f_participant,
+            r#type: b.f_type,
+            grouping_behavior: b.f_grouping_behavior,
+            selection_behavior: b.f_selection_behavior,
+            required_behavior: b.f_required_behavior,
+            precheck_behavior: b.f_precheck_behavior,
+            cardinality_behavior: b.f_cardinality_behavior,
+            resource: b.f_resource,
+            action: b.f_action,
         })
     }
 }
@@ -919,31 +944,35 @@ impl crate::rt::DeFields for RequestGroupActionCondition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_kind: Option<crate::primitives::Primitive<crate::codes::ActionConditionKind>> =
-            None;
-        let mut f_expression: Option<crate::datatypes::Expression> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_kind: Option<crate::primitives::Primitive<crate::codes::ActionConditionKind>>,
+            f_expression: Option<crate::datatypes::Expression>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "kind" => map.next_value_seed(crate::rt::PrimValue(&mut f_kind))?,
-                "_kind" => map.next_value_seed(crate::rt::PrimExt(&mut f_kind))?,
-                "expression" => map.next_value_seed(crate::rt::Opt(&mut f_expression))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "kind" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_kind))?,
+                "_kind" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_kind))?,
+                "expression" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_expression))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_kind.is_some(), "kind")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            kind: crate::rt::required::<_, A::Error>(f_kind, "kind")?,
-            expression: f_expression,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            kind: b.f_kind.unwrap_or_default(),
+            expression: b.f_expression,
         })
     }
 }
@@ -1054,43 +1083,52 @@ impl crate::rt::DeFields for RequestGroupActionRelatedAction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_action_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_relationship: Option<
-            crate::primitives::Primitive<crate::codes::ActionRelationshipType>,
-        > = None;
-        let mut f_offset: Option<crate::resources::RequestGroupActionRelatedActionOffset> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_action_id: Option<crate::primitives::Primitive<String>>,
+            f_relationship:
+                Option<crate::primitives::Primitive<crate::codes::ActionRelationshipType>>,
+            f_offset: Option<crate::resources::RequestGroupActionRelatedActionOffset>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "actionId" => map.next_value_seed(crate::rt::PrimValue(&mut f_action_id))?,
-                "_actionId" => map.next_value_seed(crate::rt::PrimExt(&mut f_action_id))?,
-                "relationship" => map.next_value_seed(crate::rt::PrimValue(&mut f_relationship))?,
-                "_relationship" => map.next_value_seed(crate::rt::PrimExt(&mut f_relationship))?,
+                "actionId" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_action_id))?,
+                "_actionId" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_action_id))?,
+                "relationship" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_relationship))?
+                }
+                "_relationship" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_relationship))?
+                }
                 other => {
                     if !(crate::resources::RequestGroupActionRelatedActionOffset::de_key(
                         &mut map,
                         other,
-                        &mut f_offset,
+                        &mut b.f_offset,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_action_id.is_some(), "actionId")?;
+        crate::rt::check_required::<A::Error>(b.f_relationship.is_some(), "relationship")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            action_id: crate::rt::required::<_, A::Error>(f_action_id, "actionId")?,
-            relationship: crate::rt::required::<_, A::Error>(f_relationship, "relationship")?,
-            offset: f_offset,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            action_id: b.f_action_id.unwrap_or_default(),
+            relationship: b.f_relationship.unwrap_or_default(),
+            offset: b.f_offset,
         })
     }
 }
@@ -1168,49 +1206,70 @@ impl RequestGroupActionTiming {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "timingDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "timingDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "RequestGroup.action.timing[x]",
                 },
-                name: "RequestGroup.action.timing[x]",
-            })?,
-            "_timingDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_timingDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "RequestGroup.action.timing[x]",
                 },
-                name: "RequestGroup.action.timing[x]",
-            })?,
-            "timingAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Age,
-                name: "RequestGroup.action.timing[x]",
-            })?,
-            "timingPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "RequestGroup.action.timing[x]",
-            })?,
-            "timingDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Duration,
-                name: "RequestGroup.action.timing[x]",
-            })?,
-            "timingRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "RequestGroup.action.timing[x]",
-            })?,
-            "timingTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Timing,
-                name: "RequestGroup.action.timing[x]",
-            })?,
+            )?,
+            "timingAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Age,
+                    name: "RequestGroup.action.timing[x]",
+                },
+            )?,
+            "timingPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "RequestGroup.action.timing[x]",
+                },
+            )?,
+            "timingDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Duration,
+                    name: "RequestGroup.action.timing[x]",
+                },
+            )?,
+            "timingRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "RequestGroup.action.timing[x]",
+                },
+            )?,
+            "timingTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Timing,
+                    name: "RequestGroup.action.timing[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1298,16 +1357,22 @@ impl RequestGroupActionRelatedActionOffset {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "offsetDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Duration,
-                name: "RequestGroup.action.relatedAction.offset[x]",
-            })?,
-            "offsetRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "RequestGroup.action.relatedAction.offset[x]",
-            })?,
+            "offsetDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Duration,
+                    name: "RequestGroup.action.relatedAction.offset[x]",
+                },
+            )?,
+            "offsetRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "RequestGroup.action.relatedAction.offset[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -278,131 +278,148 @@ impl crate::rt::DeFields for ResearchStudy {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_protocol: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_part_of: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::ResearchStudyStatus>> =
-            None;
-        let mut f_primary_purpose_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_phase: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_focus: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_condition: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_related_artifact: Vec<crate::datatypes::RelatedArtifact> = Vec::new();
-        let mut f_keyword: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_location: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_enrollment: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_sponsor: Option<crate::datatypes::Reference> = None;
-        let mut f_principal_investigator: Option<crate::datatypes::Reference> = None;
-        let mut f_site: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_reason_stopped: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_arm: Vec<crate::resources::ResearchStudyArm> = Vec::new();
-        let mut f_objective: Vec<crate::resources::ResearchStudyObjective> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_protocol: Vec<crate::datatypes::Reference>,
+            f_part_of: Vec<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::ResearchStudyStatus>>,
+            f_primary_purpose_type: Option<crate::datatypes::CodeableConcept>,
+            f_phase: Option<crate::datatypes::CodeableConcept>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_focus: Vec<crate::datatypes::CodeableConcept>,
+            f_condition: Vec<crate::datatypes::CodeableConcept>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_related_artifact: Vec<crate::datatypes::RelatedArtifact>,
+            f_keyword: Vec<crate::datatypes::CodeableConcept>,
+            f_location: Vec<crate::datatypes::CodeableConcept>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_enrollment: Vec<crate::datatypes::Reference>,
+            f_period: Option<crate::datatypes::Period>,
+            f_sponsor: Option<crate::datatypes::Reference>,
+            f_principal_investigator: Option<crate::datatypes::Reference>,
+            f_site: Vec<crate::datatypes::Reference>,
+            f_reason_stopped: Option<crate::datatypes::CodeableConcept>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_arm: Vec<crate::resources::ResearchStudyArm>,
+            f_objective: Vec<crate::resources::ResearchStudyObjective>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ResearchStudy",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ResearchStudy",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "protocol" => map.next_value_seed(crate::rt::VecSeed(&mut f_protocol))?,
-                "partOf" => map.next_value_seed(crate::rt::VecSeed(&mut f_part_of))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "protocol" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_protocol))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_of))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
                 "primaryPurposeType" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_primary_purpose_type))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_primary_purpose_type))?
                 }
-                "phase" => map.next_value_seed(crate::rt::Opt(&mut f_phase))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "focus" => map.next_value_seed(crate::rt::VecSeed(&mut f_focus))?,
-                "condition" => map.next_value_seed(crate::rt::VecSeed(&mut f_condition))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
+                "phase" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_phase))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "focus" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_focus))?,
+                "condition" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_condition))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
                 "relatedArtifact" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_related_artifact))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_related_artifact))?
                 }
-                "keyword" => map.next_value_seed(crate::rt::VecSeed(&mut f_keyword))?,
-                "location" => map.next_value_seed(crate::rt::VecSeed(&mut f_location))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "enrollment" => map.next_value_seed(crate::rt::VecSeed(&mut f_enrollment))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "sponsor" => map.next_value_seed(crate::rt::Opt(&mut f_sponsor))?,
+                "keyword" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_keyword))?,
+                "location" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_location))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "enrollment" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_enrollment))?
+                }
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "sponsor" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sponsor))?,
                 "principalInvestigator" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_principal_investigator))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_principal_investigator))?
                 }
-                "site" => map.next_value_seed(crate::rt::VecSeed(&mut f_site))?,
-                "reasonStopped" => map.next_value_seed(crate::rt::Opt(&mut f_reason_stopped))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "arm" => map.next_value_seed(crate::rt::VecSeed(&mut f_arm))?,
-                "objective" => map.next_value_seed(crate::rt::VecSeed(&mut f_objective))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "site" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_site))?,
+                "reasonStopped" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reason_stopped))?
+                }
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "arm" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_arm))?,
+                "objective" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_objective))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ResearchStudy")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            title: f_title,
-            protocol: f_protocol,
-            part_of: f_part_of,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            primary_purpose_type: f_primary_purpose_type,
-            phase: f_phase,
-            category: f_category,
-            focus: f_focus,
-            condition: f_condition,
-            contact: f_contact,
-            related_artifact: f_related_artifact,
-            keyword: f_keyword,
-            location: f_location,
-            description: f_description,
-            enrollment: f_enrollment,
-            period: f_period,
-            sponsor: f_sponsor,
-            principal_investigator: f_principal_investigator,
-            site: f_site,
-            reason_stopped: f_reason_stopped,
-            note: f_note,
-            arm: f_arm,
-            objective: f_objective,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            title: b.f_title,
+            protocol: b.f_protocol,
+            part_of: b.f_part_of,
+            status: b.f_status.unwrap_or_default(),
+            primary_purpose_type: b.f_primary_purpose_type,
+            phase: b.f_phase,
+            category: b.f_category,
+            focus: b.f_focus,
+            condition: b.f_condition,
+            contact: b.f_contact,
+            related_artifact: b.f_related_artifact,
+            keyword: b.f_keyword,
+            location: b.f_location,
+            description: b.f_description,
+            enrollment: b.f_enrollment,
+            period: b.f_period,
+            sponsor: b.f_sponsor,
+            principal_investigator: b.f_principal_investigator,
+            site: b.f_site,
+            reason_stopped: b.f_reason_stopped,
+            note: b.f_note,
+            arm: b.f_arm,
+            objective: b.f_objective,
         })
     }
 }
@@ -562,34 +579,43 @@ impl crate::rt::DeFields for ResearchStudyArm {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            r#type: f_type,
-            description: f_description,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            r#type: b.f_type,
+            description: b.f_description,
         })
     }
 }
@@ -685,30 +711,34 @@ impl crate::rt::DeFields for ResearchStudyObjective {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: f_name,
-            r#type: f_type,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name,
+            r#type: b.f_type,
         })
     }
 }

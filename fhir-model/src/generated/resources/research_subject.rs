@@ -166,78 +166,96 @@ impl crate::rt::DeFields for ResearchSubject {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::ResearchSubjectStatus>,
-        > = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_study: Option<crate::datatypes::Reference> = None;
-        let mut f_individual: Option<crate::datatypes::Reference> = None;
-        let mut f_assigned_arm: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_actual_arm: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_consent: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::ResearchSubjectStatus>>,
+            f_period: Option<crate::datatypes::Period>,
+            f_study: Option<crate::datatypes::Reference>,
+            f_individual: Option<crate::datatypes::Reference>,
+            f_assigned_arm: Option<crate::primitives::Primitive<String>>,
+            f_actual_arm: Option<crate::primitives::Primitive<String>>,
+            f_consent: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ResearchSubject",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ResearchSubject",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "study" => map.next_value_seed(crate::rt::Opt(&mut f_study))?,
-                "individual" => map.next_value_seed(crate::rt::Opt(&mut f_individual))?,
-                "assignedArm" => map.next_value_seed(crate::rt::PrimValue(&mut f_assigned_arm))?,
-                "_assignedArm" => map.next_value_seed(crate::rt::PrimExt(&mut f_assigned_arm))?,
-                "actualArm" => map.next_value_seed(crate::rt::PrimValue(&mut f_actual_arm))?,
-                "_actualArm" => map.next_value_seed(crate::rt::PrimExt(&mut f_actual_arm))?,
-                "consent" => map.next_value_seed(crate::rt::Opt(&mut f_consent))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "study" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_study))?,
+                "individual" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_individual))?,
+                "assignedArm" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_assigned_arm))?
+                }
+                "_assignedArm" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_assigned_arm))?
+                }
+                "actualArm" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_actual_arm))?
+                }
+                "_actualArm" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_actual_arm))?
+                }
+                "consent" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_consent))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ResearchSubject")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_study.is_some(), "study")?;
+        crate::rt::check_required::<A::Error>(b.f_individual.is_some(), "individual")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            period: f_period,
-            study: crate::rt::required::<_, A::Error>(f_study, "study")?,
-            individual: crate::rt::required::<_, A::Error>(f_individual, "individual")?,
-            assigned_arm: f_assigned_arm,
-            actual_arm: f_actual_arm,
-            consent: f_consent,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            period: b.f_period,
+            study: b.f_study.unwrap_or_default(),
+            individual: b.f_individual.unwrap_or_default(),
+            assigned_arm: b.f_assigned_arm,
+            actual_arm: b.f_actual_arm,
+            consent: b.f_consent,
         })
     }
 }

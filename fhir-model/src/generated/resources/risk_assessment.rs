@@ -229,112 +229,130 @@ impl crate::rt::DeFields for RiskAssessment {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_based_on: Option<crate::datatypes::Reference> = None;
-        let mut f_parent: Option<crate::datatypes::Reference> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::ObservationStatus>> =
-            None;
-        let mut f_method: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_occurrence: Option<crate::resources::RiskAssessmentOccurrence> = None;
-        let mut f_condition: Option<crate::datatypes::Reference> = None;
-        let mut f_performer: Option<crate::datatypes::Reference> = None;
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_basis: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_prediction: Vec<crate::resources::RiskAssessmentPrediction> = Vec::new();
-        let mut f_mitigation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_based_on: Option<crate::datatypes::Reference>,
+            f_parent: Option<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::ObservationStatus>>,
+            f_method: Option<crate::datatypes::CodeableConcept>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_occurrence: Option<crate::resources::RiskAssessmentOccurrence>,
+            f_condition: Option<crate::datatypes::Reference>,
+            f_performer: Option<crate::datatypes::Reference>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_basis: Vec<crate::datatypes::Reference>,
+            f_prediction: Vec<crate::resources::RiskAssessmentPrediction>,
+            f_mitigation: Option<crate::primitives::Primitive<String>>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "RiskAssessment",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "RiskAssessment",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "basedOn" => map.next_value_seed(crate::rt::Opt(&mut f_based_on))?,
-                "parent" => map.next_value_seed(crate::rt::Opt(&mut f_parent))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "method" => map.next_value_seed(crate::rt::Opt(&mut f_method))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "condition" => map.next_value_seed(crate::rt::Opt(&mut f_condition))?,
-                "performer" => map.next_value_seed(crate::rt::Opt(&mut f_performer))?,
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "basedOn" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_based_on))?,
+                "parent" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_parent))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "method" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_method))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "condition" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_condition))?,
+                "performer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_performer))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "basis" => map.next_value_seed(crate::rt::VecSeed(&mut f_basis))?,
-                "prediction" => map.next_value_seed(crate::rt::VecSeed(&mut f_prediction))?,
-                "mitigation" => map.next_value_seed(crate::rt::PrimValue(&mut f_mitigation))?,
-                "_mitigation" => map.next_value_seed(crate::rt::PrimExt(&mut f_mitigation))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
+                "basis" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_basis))?,
+                "prediction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_prediction))?
+                }
+                "mitigation" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_mitigation))?
+                }
+                "_mitigation" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_mitigation))?
+                }
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
                 other => {
                     if !(crate::resources::RiskAssessmentOccurrence::de_key(
                         &mut map,
                         other,
-                        &mut f_occurrence,
+                        &mut b.f_occurrence,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "RiskAssessment")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            based_on: f_based_on,
-            parent: f_parent,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            method: f_method,
-            code: f_code,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            encounter: f_encounter,
-            occurrence: f_occurrence,
-            condition: f_condition,
-            performer: f_performer,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            basis: f_basis,
-            prediction: f_prediction,
-            mitigation: f_mitigation,
-            note: f_note,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            based_on: b.f_based_on,
+            parent: b.f_parent,
+            status: b.f_status.unwrap_or_default(),
+            method: b.f_method,
+            code: b.f_code,
+            subject: b.f_subject.unwrap_or_default(),
+            encounter: b.f_encounter,
+            occurrence: b.f_occurrence,
+            condition: b.f_condition,
+            performer: b.f_performer,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            basis: b.f_basis,
+            prediction: b.f_prediction,
+            mitigation: b.f_mitigation,
+            note: b.f_note,
         })
     }
 }
@@ -511,58 +529,65 @@ impl crate::rt::DeFields for RiskAssessmentPrediction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_outcome: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_probability: Option<crate::resources::RiskAssessmentPredictionProbability> = None;
-        let mut f_qualitative_risk: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_relative_risk: Option<crate::primitives::Primitive<crate::primitives::Decimal>> =
-            None;
-        let mut f_when: Option<crate::resources::RiskAssessmentPredictionWhen> = None;
-        let mut f_rationale: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_outcome: Option<crate::datatypes::CodeableConcept>,
+            f_probability: Option<crate::resources::RiskAssessmentPredictionProbability>,
+            f_qualitative_risk: Option<crate::datatypes::CodeableConcept>,
+            f_relative_risk: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_when: Option<crate::resources::RiskAssessmentPredictionWhen>,
+            f_rationale: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "outcome" => map.next_value_seed(crate::rt::Opt(&mut f_outcome))?,
+                "outcome" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_outcome))?,
                 "qualitativeRisk" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_qualitative_risk))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_qualitative_risk))?
                 }
                 "relativeRisk" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_relative_risk))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_relative_risk))?
                 }
-                "_relativeRisk" => map.next_value_seed(crate::rt::PrimExt(&mut f_relative_risk))?,
-                "rationale" => map.next_value_seed(crate::rt::PrimValue(&mut f_rationale))?,
-                "_rationale" => map.next_value_seed(crate::rt::PrimExt(&mut f_rationale))?,
+                "_relativeRisk" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_relative_risk))?
+                }
+                "rationale" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_rationale))?
+                }
+                "_rationale" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_rationale))?,
                 other => {
                     if !(crate::resources::RiskAssessmentPredictionProbability::de_key(
                         &mut map,
                         other,
-                        &mut f_probability,
+                        &mut b.f_probability,
                     )? || crate::resources::RiskAssessmentPredictionWhen::de_key(
                         &mut map,
                         other,
-                        &mut f_when,
+                        &mut b.f_when,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            outcome: f_outcome,
-            probability: f_probability,
-            qualitative_risk: f_qualitative_risk,
-            relative_risk: f_relative_risk,
-            when: f_when,
-            rationale: f_rationale,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            outcome: b.f_outcome,
+            probability: b.f_probability,
+            qualitative_risk: b.f_qualitative_risk,
+            relative_risk: b.f_relative_risk,
+            when: b.f_when,
+            rationale: b.f_rationale,
         })
     }
 }
@@ -631,29 +656,38 @@ impl RiskAssessmentOccurrence {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "RiskAssessment.occurrence[x]",
                 },
-                name: "RiskAssessment.occurrence[x]",
-            })?,
-            "_occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "RiskAssessment.occurrence[x]",
                 },
-                name: "RiskAssessment.occurrence[x]",
-            })?,
-            "occurrencePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "RiskAssessment.occurrence[x]",
-            })?,
+            )?,
+            "occurrencePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "RiskAssessment.occurrence[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -715,29 +749,38 @@ impl RiskAssessmentPredictionProbability {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "probabilityDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            "probabilityDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "RiskAssessment.prediction.probability[x]",
                 },
-                name: "RiskAssessment.prediction.probability[x]",
-            })?,
-            "_probabilityDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_probabilityDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "RiskAssessment.prediction.probability[x]",
                 },
-                name: "RiskAssessment.prediction.probability[x]",
-            })?,
-            "probabilityRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "RiskAssessment.prediction.probability[x]",
-            })?,
+            )?,
+            "probabilityRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "RiskAssessment.prediction.probability[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -797,16 +840,22 @@ impl RiskAssessmentPredictionWhen {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "whenPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "RiskAssessment.prediction.when[x]",
-            })?,
-            "whenRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "RiskAssessment.prediction.when[x]",
-            })?,
+            "whenPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "RiskAssessment.prediction.when[x]",
+                },
+            )?,
+            "whenRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "RiskAssessment.prediction.when[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -332,166 +332,193 @@ impl crate::rt::DeFields for RiskEvidenceSynthesis {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_effective_period: Option<crate::datatypes::Period> = None;
-        let mut f_topic: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_author: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_editor: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_reviewer: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_endorser: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_related_artifact: Vec<crate::datatypes::RelatedArtifact> = Vec::new();
-        let mut f_synthesis_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_study_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_population: Option<crate::datatypes::Reference> = None;
-        let mut f_exposure: Option<crate::datatypes::Reference> = None;
-        let mut f_outcome: Option<crate::datatypes::Reference> = None;
-        let mut f_sample_size: Option<crate::resources::RiskEvidenceSynthesisSampleSize> = None;
-        let mut f_risk_estimate: Option<crate::resources::RiskEvidenceSynthesisRiskEstimate> = None;
-        let mut f_certainty: Vec<crate::resources::RiskEvidenceSynthesisCertainty> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_approval_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_last_review_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_effective_period: Option<crate::datatypes::Period>,
+            f_topic: Vec<crate::datatypes::CodeableConcept>,
+            f_author: Vec<crate::datatypes::ContactDetail>,
+            f_editor: Vec<crate::datatypes::ContactDetail>,
+            f_reviewer: Vec<crate::datatypes::ContactDetail>,
+            f_endorser: Vec<crate::datatypes::ContactDetail>,
+            f_related_artifact: Vec<crate::datatypes::RelatedArtifact>,
+            f_synthesis_type: Option<crate::datatypes::CodeableConcept>,
+            f_study_type: Option<crate::datatypes::CodeableConcept>,
+            f_population: Option<crate::datatypes::Reference>,
+            f_exposure: Option<crate::datatypes::Reference>,
+            f_outcome: Option<crate::datatypes::Reference>,
+            f_sample_size: Option<crate::resources::RiskEvidenceSynthesisSampleSize>,
+            f_risk_estimate: Option<crate::resources::RiskEvidenceSynthesisRiskEstimate>,
+            f_certainty: Vec<crate::resources::RiskEvidenceSynthesisCertainty>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "RiskEvidenceSynthesis",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "RiskEvidenceSynthesis",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
                 "approvalDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_approval_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_approval_date))?
                 }
-                "_approvalDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_approval_date))?,
+                "_approvalDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_approval_date))?
+                }
                 "lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_last_review_date))?
                 }
                 "_lastReviewDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_last_review_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_last_review_date))?
                 }
                 "effectivePeriod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_effective_period))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_effective_period))?
                 }
-                "topic" => map.next_value_seed(crate::rt::VecSeed(&mut f_topic))?,
-                "author" => map.next_value_seed(crate::rt::VecSeed(&mut f_author))?,
-                "editor" => map.next_value_seed(crate::rt::VecSeed(&mut f_editor))?,
-                "reviewer" => map.next_value_seed(crate::rt::VecSeed(&mut f_reviewer))?,
-                "endorser" => map.next_value_seed(crate::rt::VecSeed(&mut f_endorser))?,
+                "topic" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_topic))?,
+                "author" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_author))?,
+                "editor" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_editor))?,
+                "reviewer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reviewer))?,
+                "endorser" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_endorser))?,
                 "relatedArtifact" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_related_artifact))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_related_artifact))?
                 }
-                "synthesisType" => map.next_value_seed(crate::rt::Opt(&mut f_synthesis_type))?,
-                "studyType" => map.next_value_seed(crate::rt::Opt(&mut f_study_type))?,
-                "population" => map.next_value_seed(crate::rt::Opt(&mut f_population))?,
-                "exposure" => map.next_value_seed(crate::rt::Opt(&mut f_exposure))?,
-                "outcome" => map.next_value_seed(crate::rt::Opt(&mut f_outcome))?,
-                "sampleSize" => map.next_value_seed(crate::rt::Opt(&mut f_sample_size))?,
-                "riskEstimate" => map.next_value_seed(crate::rt::Opt(&mut f_risk_estimate))?,
-                "certainty" => map.next_value_seed(crate::rt::VecSeed(&mut f_certainty))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "synthesisType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_synthesis_type))?
+                }
+                "studyType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_study_type))?,
+                "population" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_population))?,
+                "exposure" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_exposure))?,
+                "outcome" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_outcome))?,
+                "sampleSize" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sample_size))?,
+                "riskEstimate" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_risk_estimate))?
+                }
+                "certainty" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_certainty))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "RiskEvidenceSynthesis")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_population.is_some(), "population")?;
+        crate::rt::check_required::<A::Error>(b.f_outcome.is_some(), "outcome")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: f_url,
-            identifier: f_identifier,
-            version: f_version,
-            name: f_name,
-            title: f_title,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            note: f_note,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            copyright: f_copyright,
-            approval_date: f_approval_date,
-            last_review_date: f_last_review_date,
-            effective_period: f_effective_period,
-            topic: f_topic,
-            author: f_author,
-            editor: f_editor,
-            reviewer: f_reviewer,
-            endorser: f_endorser,
-            related_artifact: f_related_artifact,
-            synthesis_type: f_synthesis_type,
-            study_type: f_study_type,
-            population: crate::rt::required::<_, A::Error>(f_population, "population")?,
-            exposure: f_exposure,
-            outcome: crate::rt::required::<_, A::Error>(f_outcome, "outcome")?,
-            sample_size: f_sample_size,
-            risk_estimate: f_risk_estimate,
-            certainty: f_certainty,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url,
+            identifier: b.f_identifier,
+            version: b.f_version,
+            name: b.f_name,
+            title: b.f_title,
+            status: b.f_status.unwrap_or_default(),
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            note: b.f_note,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            copyright: b.f_copyright,
+            approval_date: b.f_approval_date,
+            last_review_date: b.f_last_review_date,
+            effective_period: b.f_effective_period,
+            topic: b.f_topic,
+            author: b.f_author,
+            editor: b.f_editor,
+            reviewer: b.f_reviewer,
+            endorser: b.f_endorser,
+            related_artifact: b.f_related_artifact,
+            synthesis_type: b.f_synthesis_type,
+            study_type: b.f_study_type,
+            population: b.f_population.unwrap_or_default(),
+            exposure: b.f_exposure,
+            outcome: b.f_outcome.unwrap_or_default(),
+            sample_size: b.f_sample_size,
+            risk_estimate: b.f_risk_estimate,
+            certainty: b.f_certainty,
         })
     }
 }
@@ -665,43 +692,53 @@ impl crate::rt::DeFields for RiskEvidenceSynthesisSampleSize {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_number_of_studies: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_number_of_participants: Option<crate::primitives::Primitive<i32>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_number_of_studies: Option<crate::primitives::Primitive<i32>>,
+            f_number_of_participants: Option<crate::primitives::Primitive<i32>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
                 "numberOfStudies" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_number_of_studies))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_number_of_studies))?
                 }
                 "_numberOfStudies" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_number_of_studies))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_number_of_studies))?
                 }
-                "numberOfParticipants" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_number_of_participants))?
-                }
-                "_numberOfParticipants" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_number_of_participants))?
-                }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "numberOfParticipants" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_number_of_participants),
+                )?,
+                "_numberOfParticipants" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_number_of_participants),
+                )?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            description: f_description,
-            number_of_studies: f_number_of_studies,
-            number_of_participants: f_number_of_participants,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            description: b.f_description,
+            number_of_studies: b.f_number_of_studies,
+            number_of_participants: b.f_number_of_participants,
         })
     }
 }
@@ -847,60 +884,69 @@ impl crate::rt::DeFields for RiskEvidenceSynthesisRiskEstimate {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_unit_of_measure: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_denominator_count: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_numerator_count: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_precision_estimate: Vec<
-            crate::resources::RiskEvidenceSynthesisRiskEstimatePrecisionEstimate,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_value: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_unit_of_measure: Option<crate::datatypes::CodeableConcept>,
+            f_denominator_count: Option<crate::primitives::Primitive<i32>>,
+            f_numerator_count: Option<crate::primitives::Primitive<i32>>,
+            f_precision_estimate:
+                Vec<crate::resources::RiskEvidenceSynthesisRiskEstimatePrecisionEstimate>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                "unitOfMeasure" => map.next_value_seed(crate::rt::Opt(&mut f_unit_of_measure))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                "unitOfMeasure" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_unit_of_measure))?
+                }
                 "denominatorCount" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_denominator_count))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_denominator_count))?
                 }
                 "_denominatorCount" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_denominator_count))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_denominator_count))?
                 }
                 "numeratorCount" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_numerator_count))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_numerator_count))?
                 }
                 "_numeratorCount" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_numerator_count))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_numerator_count))?
                 }
                 "precisionEstimate" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_precision_estimate))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_precision_estimate))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            description: f_description,
-            r#type: f_type,
-            value: f_value,
-            unit_of_measure: f_unit_of_measure,
-            denominator_count: f_denominator_count,
-            numerator_count: f_numerator_count,
-            precision_estimate: f_precision_estimate,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            description: b.f_description,
+            r#type: b.f_type,
+            value: b.f_value,
+            unit_of_measure: b.f_unit_of_measure,
+            denominator_count: b.f_denominator_count,
+            numerator_count: b.f_numerator_count,
+            precision_estimate: b.f_precision_estimate,
         })
     }
 }
@@ -1014,38 +1060,42 @@ impl crate::rt::DeFields for RiskEvidenceSynthesisRiskEstimatePrecisionEstimate 
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_level: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_from: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_to: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_level: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_from: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_to: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "level" => map.next_value_seed(crate::rt::PrimValue(&mut f_level))?,
-                "_level" => map.next_value_seed(crate::rt::PrimExt(&mut f_level))?,
-                "from" => map.next_value_seed(crate::rt::PrimValue(&mut f_from))?,
-                "_from" => map.next_value_seed(crate::rt::PrimExt(&mut f_from))?,
-                "to" => map.next_value_seed(crate::rt::PrimValue(&mut f_to))?,
-                "_to" => map.next_value_seed(crate::rt::PrimExt(&mut f_to))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "level" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_level))?,
+                "_level" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_level))?,
+                "from" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_from))?,
+                "_from" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_from))?,
+                "to" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_to))?,
+                "_to" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_to))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            level: f_level,
-            from: f_from,
-            to: f_to,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            level: b.f_level,
+            from: b.f_from,
+            to: b.f_to,
         })
     }
 }
@@ -1154,36 +1204,40 @@ impl crate::rt::DeFields for RiskEvidenceSynthesisCertainty {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_rating: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_certainty_subcomponent: Vec<
-            crate::resources::RiskEvidenceSynthesisCertaintyCertaintySubcomponent,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_rating: Vec<crate::datatypes::CodeableConcept>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_certainty_subcomponent:
+                Vec<crate::resources::RiskEvidenceSynthesisCertaintyCertaintySubcomponent>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "rating" => map.next_value_seed(crate::rt::VecSeed(&mut f_rating))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                "certaintySubcomponent" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_certainty_subcomponent))?
-                }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "rating" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_rating))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                "certaintySubcomponent" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_certainty_subcomponent),
+                )?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            rating: f_rating,
-            note: f_note,
-            certainty_subcomponent: f_certainty_subcomponent,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            rating: b.f_rating,
+            note: b.f_note,
+            certainty_subcomponent: b.f_certainty_subcomponent,
         })
     }
 }
@@ -1286,32 +1340,36 @@ impl crate::rt::DeFields for RiskEvidenceSynthesisCertaintyCertaintySubcomponent
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_rating: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_rating: Vec<crate::datatypes::CodeableConcept>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "rating" => map.next_value_seed(crate::rt::VecSeed(&mut f_rating))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "rating" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_rating))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            rating: f_rating,
-            note: f_note,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            rating: b.f_rating,
+            note: b.f_note,
         })
     }
 }

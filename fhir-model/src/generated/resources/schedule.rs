@@ -160,79 +160,91 @@ impl crate::rt::DeFields for Schedule {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_active: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_service_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_service_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_specialty: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_actor: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_planning_horizon: Option<crate::datatypes::Period> = None;
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_active: Option<crate::primitives::Primitive<bool>>,
+            f_service_category: Vec<crate::datatypes::CodeableConcept>,
+            f_service_type: Vec<crate::datatypes::CodeableConcept>,
+            f_specialty: Vec<crate::datatypes::CodeableConcept>,
+            f_actor: Vec<crate::datatypes::Reference>,
+            f_planning_horizon: Option<crate::datatypes::Period>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Schedule",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Schedule",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "active" => map.next_value_seed(crate::rt::PrimValue(&mut f_active))?,
-                "_active" => map.next_value_seed(crate::rt::PrimExt(&mut f_active))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "active" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_active))?,
+                "_active" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_active))?,
                 "serviceCategory" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_service_category))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_service_category))?
                 }
-                "serviceType" => map.next_value_seed(crate::rt::VecSeed(&mut f_service_type))?,
-                "specialty" => map.next_value_seed(crate::rt::VecSeed(&mut f_specialty))?,
-                "actor" => map.next_value_seed(crate::rt::VecSeed(&mut f_actor))?,
+                "serviceType" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_service_type))?
+                }
+                "specialty" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specialty))?,
+                "actor" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_actor))?,
                 "planningHorizon" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_planning_horizon))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_planning_horizon))?
                 }
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Schedule")?;
+        crate::rt::check_required::<A::Error>(!b.f_actor.is_empty(), "actor")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            active: f_active,
-            service_category: f_service_category,
-            service_type: f_service_type,
-            specialty: f_specialty,
-            actor: crate::rt::required_vec::<_, A::Error>(f_actor, "actor")?,
-            planning_horizon: f_planning_horizon,
-            comment: f_comment,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            active: b.f_active,
+            service_category: b.f_service_category,
+            service_type: b.f_service_type,
+            specialty: b.f_specialty,
+            actor: b.f_actor,
+            planning_horizon: b.f_planning_horizon,
+            comment: b.f_comment,
         })
     }
 }

@@ -300,158 +300,219 @@ impl crate::rt::DeFields for SearchParameter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_derived_from: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_base: crate::rt::PrimVec<crate::codes::ResourceTypeCode> =
-            crate::rt::PrimVec::default();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::SearchParamType>> = None;
-        let mut f_expression: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_xpath: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_xpath_usage: Option<crate::primitives::Primitive<crate::codes::XPathUsageType>> =
-            None;
-        let mut f_target: crate::rt::PrimVec<crate::codes::ResourceTypeCode> =
-            crate::rt::PrimVec::default();
-        let mut f_multiple_or: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_multiple_and: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_comparator: crate::rt::PrimVec<crate::codes::SearchComparator> =
-            crate::rt::PrimVec::default();
-        let mut f_modifier: crate::rt::PrimVec<crate::codes::SearchModifierCode> =
-            crate::rt::PrimVec::default();
-        let mut f_chain: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_component: Vec<crate::resources::SearchParameterComponent> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_derived_from: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+            f_base: crate::rt::PrimVec<crate::codes::ResourceTypeCode>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::SearchParamType>>,
+            f_expression: Option<crate::primitives::Primitive<String>>,
+            f_xpath: Option<crate::primitives::Primitive<String>>,
+            f_xpath_usage: Option<crate::primitives::Primitive<crate::codes::XPathUsageType>>,
+            f_target: crate::rt::PrimVec<crate::codes::ResourceTypeCode>,
+            f_multiple_or: Option<crate::primitives::Primitive<bool>>,
+            f_multiple_and: Option<crate::primitives::Primitive<bool>>,
+            f_comparator: crate::rt::PrimVec<crate::codes::SearchComparator>,
+            f_modifier: crate::rt::PrimVec<crate::codes::SearchModifierCode>,
+            f_chain: crate::rt::PrimVec<String>,
+            f_component: Vec<crate::resources::SearchParameterComponent>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "SearchParameter",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "SearchParameter",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "derivedFrom" => map.next_value_seed(crate::rt::PrimValue(&mut f_derived_from))?,
-                "_derivedFrom" => map.next_value_seed(crate::rt::PrimExt(&mut f_derived_from))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "base" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_base))?,
-                "_base" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_base))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "expression" => map.next_value_seed(crate::rt::PrimValue(&mut f_expression))?,
-                "_expression" => map.next_value_seed(crate::rt::PrimExt(&mut f_expression))?,
-                "xpath" => map.next_value_seed(crate::rt::PrimValue(&mut f_xpath))?,
-                "_xpath" => map.next_value_seed(crate::rt::PrimExt(&mut f_xpath))?,
-                "xpathUsage" => map.next_value_seed(crate::rt::PrimValue(&mut f_xpath_usage))?,
-                "_xpathUsage" => map.next_value_seed(crate::rt::PrimExt(&mut f_xpath_usage))?,
-                "target" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_target))?,
-                "_target" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_target))?,
-                "multipleOr" => map.next_value_seed(crate::rt::PrimValue(&mut f_multiple_or))?,
-                "_multipleOr" => map.next_value_seed(crate::rt::PrimExt(&mut f_multiple_or))?,
-                "multipleAnd" => map.next_value_seed(crate::rt::PrimValue(&mut f_multiple_and))?,
-                "_multipleAnd" => map.next_value_seed(crate::rt::PrimExt(&mut f_multiple_and))?,
-                "comparator" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_comparator))?,
-                "_comparator" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_comparator))?,
-                "modifier" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_modifier))?,
-                "_modifier" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_modifier))?,
-                "chain" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_chain))?,
-                "_chain" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_chain))?,
-                "component" => map.next_value_seed(crate::rt::VecSeed(&mut f_component))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "derivedFrom" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_derived_from))?
+                }
+                "_derivedFrom" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_derived_from))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "base" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_base))?,
+                "_base" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_base))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_expression))?
+                }
+                "_expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_expression))?
+                }
+                "xpath" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_xpath))?,
+                "_xpath" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_xpath))?,
+                "xpathUsage" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_xpath_usage))?
+                }
+                "_xpathUsage" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_xpath_usage))?
+                }
+                "target" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_target))?,
+                "_target" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_target))?,
+                "multipleOr" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_multiple_or))?
+                }
+                "_multipleOr" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_multiple_or))?
+                }
+                "multipleAnd" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_multiple_and))?
+                }
+                "_multipleAnd" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_multiple_and))?
+                }
+                "comparator" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_comparator))?
+                }
+                "_comparator" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_comparator))?
+                }
+                "modifier" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_modifier))?
+                }
+                "_modifier" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_modifier))?
+                }
+                "chain" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_chain))?,
+                "_chain" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_chain))?,
+                "component" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_component))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "SearchParameter")?;
+        crate::rt::check_required::<A::Error>(b.f_url.is_some(), "url")?;
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_description.is_some(), "description")?;
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        let v_base =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_base), "base")?;
+        crate::rt::check_required::<A::Error>(!v_base.is_empty(), "base")?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        let v_target =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_target), "target")?;
+        let v_comparator = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_comparator),
+            "comparator",
+        )?;
+        let v_modifier = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_modifier),
+            "modifier",
+        )?;
+        let v_chain =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_chain), "chain")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: crate::rt::required::<_, A::Error>(f_url, "url")?,
-            version: f_version,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            derived_from: f_derived_from,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: crate::rt::required::<_, A::Error>(f_description, "description")?,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            purpose: f_purpose,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            base: crate::rt::required_vec::<_, A::Error>(
-                crate::rt::finish_prim_vec::<_, A::Error>(f_base, "base")?,
-                "base",
-            )?,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            expression: f_expression,
-            xpath: f_xpath,
-            xpath_usage: f_xpath_usage,
-            target: crate::rt::finish_prim_vec::<_, A::Error>(f_target, "target")?,
-            multiple_or: f_multiple_or,
-            multiple_and: f_multiple_and,
-            comparator: crate::rt::finish_prim_vec::<_, A::Error>(f_comparator, "comparator")?,
-            modifier: crate::rt::finish_prim_vec::<_, A::Error>(f_modifier, "modifier")?,
-            chain: crate::rt::finish_prim_vec::<_, A::Error>(f_chain, "chain")?,
-            component: f_component,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url.unwrap_or_default(),
+            version: b.f_version,
+            name: b.f_name.unwrap_or_default(),
+            derived_from: b.f_derived_from,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description.unwrap_or_default(),
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            purpose: b.f_purpose,
+            code: b.f_code.unwrap_or_default(),
+            base: v_base,
+            r#type: b.f_type.unwrap_or_default(),
+            expression: b.f_expression,
+            xpath: b.f_xpath,
+            xpath_usage: b.f_xpath_usage,
+            target: v_target,
+            multiple_or: b.f_multiple_or,
+            multiple_and: b.f_multiple_and,
+            comparator: v_comparator,
+            modifier: v_modifier,
+            chain: v_chain,
+            component: b.f_component,
         })
     }
 }
@@ -610,31 +671,45 @@ impl crate::rt::DeFields for SearchParameterComponent {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_definition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_expression: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_definition: Option<crate::primitives::Primitive<String>>,
+            f_expression: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "definition" => map.next_value_seed(crate::rt::PrimValue(&mut f_definition))?,
-                "_definition" => map.next_value_seed(crate::rt::PrimExt(&mut f_definition))?,
-                "expression" => map.next_value_seed(crate::rt::PrimValue(&mut f_expression))?,
-                "_expression" => map.next_value_seed(crate::rt::PrimExt(&mut f_expression))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_definition))?
+                }
+                "_definition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_definition))?
+                }
+                "expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_expression))?
+                }
+                "_expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_expression))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_definition.is_some(), "definition")?;
+        crate::rt::check_required::<A::Error>(b.f_expression.is_some(), "expression")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            definition: crate::rt::required::<_, A::Error>(f_definition, "definition")?,
-            expression: crate::rt::required::<_, A::Error>(f_expression, "expression")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            definition: b.f_definition.unwrap_or_default(),
+            expression: b.f_expression.unwrap_or_default(),
         })
     }
 }

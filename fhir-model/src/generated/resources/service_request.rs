@@ -367,202 +367,228 @@ impl crate::rt::DeFields for ServiceRequest {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_instantiates_canonical: crate::rt::PrimVec<String> =
-            crate::rt::PrimVec::default();
-        let mut f_instantiates_uri: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_replaces: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_requisition: Option<crate::datatypes::Identifier> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::RequestStatus>> = None;
-        let mut f_intent: Option<crate::primitives::Primitive<crate::codes::RequestIntent>> = None;
-        let mut f_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>> =
-            None;
-        let mut f_do_not_perform: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_order_detail: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_quantity: Option<crate::resources::ServiceRequestQuantity> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_occurrence: Option<crate::resources::ServiceRequestOccurrence> = None;
-        let mut f_as_needed: Option<crate::resources::ServiceRequestAsNeeded> = None;
-        let mut f_authored_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_requester: Option<crate::datatypes::Reference> = None;
-        let mut f_performer_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_performer: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_location_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_location_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_reason_code: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_reason_reference: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_insurance: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_supporting_info: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_specimen: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_body_site: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_patient_instruction: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_relevant_history: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_instantiates_canonical: crate::rt::PrimVec<String>,
+            f_instantiates_uri: crate::rt::PrimVec<String>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_replaces: Vec<crate::datatypes::Reference>,
+            f_requisition: Option<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::RequestStatus>>,
+            f_intent: Option<crate::primitives::Primitive<crate::codes::RequestIntent>>,
+            f_category: Vec<crate::datatypes::CodeableConcept>,
+            f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>>,
+            f_do_not_perform: Option<crate::primitives::Primitive<bool>>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_order_detail: Vec<crate::datatypes::CodeableConcept>,
+            f_quantity: Option<crate::resources::ServiceRequestQuantity>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_occurrence: Option<crate::resources::ServiceRequestOccurrence>,
+            f_as_needed: Option<crate::resources::ServiceRequestAsNeeded>,
+            f_authored_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_requester: Option<crate::datatypes::Reference>,
+            f_performer_type: Option<crate::datatypes::CodeableConcept>,
+            f_performer: Vec<crate::datatypes::Reference>,
+            f_location_code: Vec<crate::datatypes::CodeableConcept>,
+            f_location_reference: Vec<crate::datatypes::Reference>,
+            f_reason_code: Vec<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Vec<crate::datatypes::Reference>,
+            f_insurance: Vec<crate::datatypes::Reference>,
+            f_supporting_info: Vec<crate::datatypes::Reference>,
+            f_specimen: Vec<crate::datatypes::Reference>,
+            f_body_site: Vec<crate::datatypes::CodeableConcept>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_patient_instruction: Option<crate::primitives::Primitive<String>>,
+            f_relevant_history: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ServiceRequest",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ServiceRequest",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_canonical))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
-                "_instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_canonical))?
-                }
-                "instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_instantiates_uri))?
-                }
+                "instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_canonical),
+                )?,
+                "_instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_instantiates_canonical),
+                )?,
+                "instantiatesUri" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_instantiates_uri),
+                )?,
                 "_instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_instantiates_uri))?
                 }
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "replaces" => map.next_value_seed(crate::rt::VecSeed(&mut f_replaces))?,
-                "requisition" => map.next_value_seed(crate::rt::Opt(&mut f_requisition))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "intent" => map.next_value_seed(crate::rt::PrimValue(&mut f_intent))?,
-                "_intent" => map.next_value_seed(crate::rt::PrimExt(&mut f_intent))?,
-                "category" => map.next_value_seed(crate::rt::VecSeed(&mut f_category))?,
-                "priority" => map.next_value_seed(crate::rt::PrimValue(&mut f_priority))?,
-                "_priority" => map.next_value_seed(crate::rt::PrimExt(&mut f_priority))?,
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "replaces" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_replaces))?,
+                "requisition" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_requisition))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "intent" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_intent))?,
+                "_intent" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_intent))?,
+                "category" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_category))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_priority))?,
+                "_priority" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_priority))?,
                 "doNotPerform" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_do_not_perform))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_do_not_perform))?
                 }
                 "_doNotPerform" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_do_not_perform))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_do_not_perform))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "orderDetail" => map.next_value_seed(crate::rt::VecSeed(&mut f_order_detail))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "authoredOn" => map.next_value_seed(crate::rt::PrimValue(&mut f_authored_on))?,
-                "_authoredOn" => map.next_value_seed(crate::rt::PrimExt(&mut f_authored_on))?,
-                "requester" => map.next_value_seed(crate::rt::Opt(&mut f_requester))?,
-                "performerType" => map.next_value_seed(crate::rt::Opt(&mut f_performer_type))?,
-                "performer" => map.next_value_seed(crate::rt::VecSeed(&mut f_performer))?,
-                "locationCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_location_code))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "orderDetail" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_order_detail))?
+                }
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "authoredOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_authored_on))?
+                }
+                "_authoredOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_authored_on))?
+                }
+                "requester" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_requester))?,
+                "performerType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_performer_type))?
+                }
+                "performer" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_performer))?,
+                "locationCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_location_code))?
+                }
                 "locationReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_location_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_location_reference))?
                 }
-                "reasonCode" => map.next_value_seed(crate::rt::VecSeed(&mut f_reason_code))?,
+                "reasonCode" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_code))?
+                }
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_reason_reference))?
                 }
-                "insurance" => map.next_value_seed(crate::rt::VecSeed(&mut f_insurance))?,
+                "insurance" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_insurance))?,
                 "supportingInfo" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_supporting_info))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_supporting_info))?
                 }
-                "specimen" => map.next_value_seed(crate::rt::VecSeed(&mut f_specimen))?,
-                "bodySite" => map.next_value_seed(crate::rt::VecSeed(&mut f_body_site))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
+                "specimen" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specimen))?,
+                "bodySite" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_body_site))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
                 "patientInstruction" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_patient_instruction))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_patient_instruction))?
                 }
                 "_patientInstruction" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_patient_instruction))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_patient_instruction))?
                 }
                 "relevantHistory" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_relevant_history))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_relevant_history))?
                 }
                 other => {
                     if !(crate::resources::ServiceRequestQuantity::de_key(
                         &mut map,
                         other,
-                        &mut f_quantity,
+                        &mut b.f_quantity,
                     )? || crate::resources::ServiceRequestOccurrence::de_key(
                         &mut map,
                         other,
-                        &mut f_occurrence,
+                        &mut b.f_occurrence,
                     )? || crate::resources::ServiceRequestAsNeeded::de_key(
                         &mut map,
                         other,
-                        &mut f_as_needed,
+                        &mut b.f_as_needed,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ServiceRequest")?;
+        let v_instantiates_canonical = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_canonical),
+            "instantiatesCanonical",
+        )?;
+        let v_instantiates_uri = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_instantiates_uri),
+            "instantiatesUri",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_intent.is_some(), "intent")?;
+        crate::rt::check_required::<A::Error>(b.f_subject.is_some(), "subject")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            instantiates_canonical: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_canonical,
-                "instantiatesCanonical",
-            )?,
-            instantiates_uri: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_instantiates_uri,
-                "instantiatesUri",
-            )?,
-            based_on: f_based_on,
-            replaces: f_replaces,
-            requisition: f_requisition,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            intent: crate::rt::required::<_, A::Error>(f_intent, "intent")?,
-            category: f_category,
-            priority: f_priority,
-            do_not_perform: f_do_not_perform,
-            code: f_code,
-            order_detail: f_order_detail,
-            quantity: f_quantity,
-            subject: crate::rt::required::<_, A::Error>(f_subject, "subject")?,
-            encounter: f_encounter,
-            occurrence: f_occurrence,
-            as_needed: f_as_needed,
-            authored_on: f_authored_on,
-            requester: f_requester,
-            performer_type: f_performer_type,
-            performer: f_performer,
-            location_code: f_location_code,
-            location_reference: f_location_reference,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            insurance: f_insurance,
-            supporting_info: f_supporting_info,
-            specimen: f_specimen,
-            body_site: f_body_site,
-            note: f_note,
-            patient_instruction: f_patient_instruction,
-            relevant_history: f_relevant_history,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            instantiates_canonical: v_instantiates_canonical,
+            instantiates_uri: v_instantiates_uri,
+            based_on: b.f_based_on,
+            replaces: b.f_replaces,
+            requisition: b.f_requisition,
+            status: b.f_status.unwrap_or_default(),
+            intent: b.f_intent.unwrap_or_default(),
+            category: b.f_category,
+            priority: b.f_priority,
+            do_not_perform: b.f_do_not_perform,
+            code: b.f_code,
+            order_detail: b.f_order_detail,
+            quantity: b.f_quantity,
+            subject: b.f_subject.unwrap_or_default(),
+            encounter: b.f_encounter,
+            occurrence: b.f_occurrence,
+            as_needed: b.f_as_needed,
+            authored_on: b.f_authored_on,
+            requester: b.f_requester,
+            performer_type: b.f_performer_type,
+            performer: b.f_performer,
+            location_code: b.f_location_code,
+            location_reference: b.f_location_reference,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            insurance: b.f_insurance,
+            supporting_info: b.f_supporting_info,
+            specimen: b.f_specimen,
+            body_site: b.f_body_site,
+            note: b.f_note,
+            patient_instruction: b.f_patient_instruction,
+            relevant_history: b.f_relevant_history,
         })
     }
 }
@@ -700,21 +726,30 @@ impl ServiceRequestQuantity {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "quantityQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "ServiceRequest.quantity[x]",
-            })?,
-            "quantityRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Ratio,
-                name: "ServiceRequest.quantity[x]",
-            })?,
-            "quantityRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "ServiceRequest.quantity[x]",
-            })?,
+            "quantityQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "ServiceRequest.quantity[x]",
+                },
+            )?,
+            "quantityRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Ratio,
+                    name: "ServiceRequest.quantity[x]",
+                },
+            )?,
+            "quantityRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "ServiceRequest.quantity[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -793,34 +828,46 @@ impl ServiceRequestOccurrence {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ServiceRequest.occurrence[x]",
                 },
-                name: "ServiceRequest.occurrence[x]",
-            })?,
-            "_occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ServiceRequest.occurrence[x]",
                 },
-                name: "ServiceRequest.occurrence[x]",
-            })?,
-            "occurrencePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "ServiceRequest.occurrence[x]",
-            })?,
-            "occurrenceTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Timing,
-                name: "ServiceRequest.occurrence[x]",
-            })?,
+            )?,
+            "occurrencePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "ServiceRequest.occurrence[x]",
+                },
+            )?,
+            "occurrenceTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Timing,
+                    name: "ServiceRequest.occurrence[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -887,29 +934,38 @@ impl ServiceRequestAsNeeded {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "asNeededBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            "asNeededBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ServiceRequest.asNeeded[x]",
                 },
-                name: "ServiceRequest.asNeeded[x]",
-            })?,
-            "_asNeededBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_asNeededBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ServiceRequest.asNeeded[x]",
                 },
-                name: "ServiceRequest.asNeeded[x]",
-            })?,
-            "asNeededCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "ServiceRequest.asNeeded[x]",
-            })?,
+            )?,
+            "asNeededCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "ServiceRequest.asNeeded[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

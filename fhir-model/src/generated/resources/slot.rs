@@ -189,91 +189,110 @@ impl crate::rt::DeFields for Slot {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_service_category: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_service_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_specialty: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_appointment_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_schedule: Option<crate::datatypes::Reference> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::SlotStatus>> = None;
-        let mut f_start: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_end: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_overbooked: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_service_category: Vec<crate::datatypes::CodeableConcept>,
+            f_service_type: Vec<crate::datatypes::CodeableConcept>,
+            f_specialty: Vec<crate::datatypes::CodeableConcept>,
+            f_appointment_type: Option<crate::datatypes::CodeableConcept>,
+            f_schedule: Option<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::SlotStatus>>,
+            f_start: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_end: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_overbooked: Option<crate::primitives::Primitive<bool>>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Slot",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Slot",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
                 "serviceCategory" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_service_category))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_service_category))?
                 }
-                "serviceType" => map.next_value_seed(crate::rt::VecSeed(&mut f_service_type))?,
-                "specialty" => map.next_value_seed(crate::rt::VecSeed(&mut f_specialty))?,
+                "serviceType" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_service_type))?
+                }
+                "specialty" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_specialty))?,
                 "appointmentType" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_appointment_type))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_appointment_type))?
                 }
-                "schedule" => map.next_value_seed(crate::rt::Opt(&mut f_schedule))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "start" => map.next_value_seed(crate::rt::PrimValue(&mut f_start))?,
-                "_start" => map.next_value_seed(crate::rt::PrimExt(&mut f_start))?,
-                "end" => map.next_value_seed(crate::rt::PrimValue(&mut f_end))?,
-                "_end" => map.next_value_seed(crate::rt::PrimExt(&mut f_end))?,
-                "overbooked" => map.next_value_seed(crate::rt::PrimValue(&mut f_overbooked))?,
-                "_overbooked" => map.next_value_seed(crate::rt::PrimExt(&mut f_overbooked))?,
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "schedule" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_schedule))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "start" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_start))?,
+                "_start" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_start))?,
+                "end" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_end))?,
+                "_end" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_end))?,
+                "overbooked" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_overbooked))?
+                }
+                "_overbooked" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_overbooked))?
+                }
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Slot")?;
+        crate::rt::check_required::<A::Error>(b.f_schedule.is_some(), "schedule")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_start.is_some(), "start")?;
+        crate::rt::check_required::<A::Error>(b.f_end.is_some(), "end")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            service_category: f_service_category,
-            service_type: f_service_type,
-            specialty: f_specialty,
-            appointment_type: f_appointment_type,
-            schedule: crate::rt::required::<_, A::Error>(f_schedule, "schedule")?,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            start: crate::rt::required::<_, A::Error>(f_start, "start")?,
-            end: crate::rt::required::<_, A::Error>(f_end, "end")?,
-            overbooked: f_overbooked,
-            comment: f_comment,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            service_category: b.f_service_category,
+            service_type: b.f_service_type,
+            specialty: b.f_specialty,
+            appointment_type: b.f_appointment_type,
+            schedule: b.f_schedule.unwrap_or_default(),
+            status: b.f_status.unwrap_or_default(),
+            start: b.f_start.unwrap_or_default(),
+            end: b.f_end.unwrap_or_default(),
+            overbooked: b.f_overbooked,
+            comment: b.f_comment,
         })
     }
 }

@@ -192,95 +192,107 @@ impl crate::rt::DeFields for Specimen {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_accession_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::SpecimenStatus>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subject: Option<crate::datatypes::Reference> = None;
-        let mut f_received_time: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_parent: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_request: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_collection: Option<crate::resources::SpecimenCollection> = None;
-        let mut f_processing: Vec<crate::resources::SpecimenProcessing> = Vec::new();
-        let mut f_container: Vec<crate::resources::SpecimenContainer> = Vec::new();
-        let mut f_condition: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_accession_identifier: Option<crate::datatypes::Identifier>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::SpecimenStatus>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_subject: Option<crate::datatypes::Reference>,
+            f_received_time: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_parent: Vec<crate::datatypes::Reference>,
+            f_request: Vec<crate::datatypes::Reference>,
+            f_collection: Option<crate::resources::SpecimenCollection>,
+            f_processing: Vec<crate::resources::SpecimenProcessing>,
+            f_container: Vec<crate::resources::SpecimenContainer>,
+            f_condition: Vec<crate::datatypes::CodeableConcept>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Specimen",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Specimen",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
                 "accessionIdentifier" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_accession_identifier))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_accession_identifier))?
                 }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "subject" => map.next_value_seed(crate::rt::Opt(&mut f_subject))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "subject" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_subject))?,
                 "receivedTime" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_received_time))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_received_time))?
                 }
-                "_receivedTime" => map.next_value_seed(crate::rt::PrimExt(&mut f_received_time))?,
-                "parent" => map.next_value_seed(crate::rt::VecSeed(&mut f_parent))?,
-                "request" => map.next_value_seed(crate::rt::VecSeed(&mut f_request))?,
-                "collection" => map.next_value_seed(crate::rt::Opt(&mut f_collection))?,
-                "processing" => map.next_value_seed(crate::rt::VecSeed(&mut f_processing))?,
-                "container" => map.next_value_seed(crate::rt::VecSeed(&mut f_container))?,
-                "condition" => map.next_value_seed(crate::rt::VecSeed(&mut f_condition))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_receivedTime" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_received_time))?
+                }
+                "parent" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_parent))?,
+                "request" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_request))?,
+                "collection" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_collection))?,
+                "processing" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_processing))?
+                }
+                "container" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_container))?,
+                "condition" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_condition))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Specimen")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            accession_identifier: f_accession_identifier,
-            status: f_status,
-            r#type: f_type,
-            subject: f_subject,
-            received_time: f_received_time,
-            parent: f_parent,
-            request: f_request,
-            collection: f_collection,
-            processing: f_processing,
-            container: f_container,
-            condition: f_condition,
-            note: f_note,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            accession_identifier: b.f_accession_identifier,
+            status: b.f_status,
+            r#type: b.f_type,
+            subject: b.f_subject,
+            received_time: b.f_received_time,
+            parent: b.f_parent,
+            request: b.f_request,
+            collection: b.f_collection,
+            processing: b.f_processing,
+            container: b.f_container,
+            condition: b.f_condition,
+            note: b.f_note,
         })
     }
 }
@@ -458,54 +470,58 @@ impl crate::rt::DeFields for SpecimenCollection {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_collector: Option<crate::datatypes::Reference> = None;
-        let mut f_collected: Option<crate::resources::SpecimenCollectionCollected> = None;
-        let mut f_duration: Option<crate::datatypes::Duration> = None;
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_method: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_body_site: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_fasting_status: Option<crate::resources::SpecimenCollectionFastingStatus> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_collector: Option<crate::datatypes::Reference>,
+            f_collected: Option<crate::resources::SpecimenCollectionCollected>,
+            f_duration: Option<crate::datatypes::Duration>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_method: Option<crate::datatypes::CodeableConcept>,
+            f_body_site: Option<crate::datatypes::CodeableConcept>,
+            f_fasting_status: Option<crate::resources::SpecimenCollectionFastingStatus>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "collector" => map.next_value_seed(crate::rt::Opt(&mut f_collector))?,
-                "duration" => map.next_value_seed(crate::rt::Opt(&mut f_duration))?,
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
-                "method" => map.next_value_seed(crate::rt::Opt(&mut f_method))?,
-                "bodySite" => map.next_value_seed(crate::rt::Opt(&mut f_body_site))?,
+                "collector" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_collector))?,
+                "duration" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_duration))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
+                "method" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_method))?,
+                "bodySite" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_body_site))?,
                 other => {
                     if !(crate::resources::SpecimenCollectionCollected::de_key(
                         &mut map,
                         other,
-                        &mut f_collected,
+                        &mut b.f_collected,
                     )? || crate::resources::SpecimenCollectionFastingStatus::de_key(
                         &mut map,
                         other,
-                        &mut f_fasting_status,
+                        &mut b.f_fasting_status,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            collector: f_collector,
-            collected: f_collected,
-            duration: f_duration,
-            quantity: f_quantity,
-            method: f_method,
-            body_site: f_body_site,
-            fasting_status: f_fasting_status,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            collector: b.f_collector,
+            collected: b.f_collected,
+            duration: b.f_duration,
+            quantity: b.f_quantity,
+            method: b.f_method,
+            body_site: b.f_body_site,
+            fasting_status: b.f_fasting_status,
         })
     }
 }
@@ -625,43 +641,51 @@ impl crate::rt::DeFields for SpecimenProcessing {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_procedure: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_additive: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_time: Option<crate::resources::SpecimenProcessingTime> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_procedure: Option<crate::datatypes::CodeableConcept>,
+            f_additive: Vec<crate::datatypes::Reference>,
+            f_time: Option<crate::resources::SpecimenProcessingTime>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "procedure" => map.next_value_seed(crate::rt::Opt(&mut f_procedure))?,
-                "additive" => map.next_value_seed(crate::rt::VecSeed(&mut f_additive))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "procedure" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_procedure))?,
+                "additive" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_additive))?,
                 other => {
                     if !(crate::resources::SpecimenProcessingTime::de_key(
                         &mut map,
                         other,
-                        &mut f_time,
+                        &mut b.f_time,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            description: f_description,
-            procedure: f_procedure,
-            additive: f_additive,
-            time: f_time,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            description: b.f_description,
+            procedure: b.f_procedure,
+            additive: b.f_additive,
+            time: b.f_time,
         })
     }
 }
@@ -790,51 +814,61 @@ impl crate::rt::DeFields for SpecimenContainer {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_capacity: Option<crate::datatypes::Quantity> = None;
-        let mut f_specimen_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_additive: Option<crate::resources::SpecimenContainerAdditive> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_capacity: Option<crate::datatypes::Quantity>,
+            f_specimen_quantity: Option<crate::datatypes::Quantity>,
+            f_additive: Option<crate::resources::SpecimenContainerAdditive>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "capacity" => map.next_value_seed(crate::rt::Opt(&mut f_capacity))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "capacity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_capacity))?,
                 "specimenQuantity" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_specimen_quantity))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_specimen_quantity))?
                 }
                 other => {
                     if !(crate::resources::SpecimenContainerAdditive::de_key(
                         &mut map,
                         other,
-                        &mut f_additive,
+                        &mut b.f_additive,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            description: f_description,
-            r#type: f_type,
-            capacity: f_capacity,
-            specimen_quantity: f_specimen_quantity,
-            additive: f_additive,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            description: b.f_description,
+            r#type: b.f_type,
+            capacity: b.f_capacity,
+            specimen_quantity: b.f_specimen_quantity,
+            additive: b.f_additive,
         })
     }
 }
@@ -901,29 +935,38 @@ impl SpecimenCollectionCollected {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "collectedDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "collectedDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Specimen.collection.collected[x]",
                 },
-                name: "Specimen.collection.collected[x]",
-            })?,
-            "_collectedDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_collectedDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Specimen.collection.collected[x]",
                 },
-                name: "Specimen.collection.collected[x]",
-            })?,
-            "collectedPeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Specimen.collection.collected[x]",
-            })?,
+            )?,
+            "collectedPeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Specimen.collection.collected[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -983,16 +1026,22 @@ impl SpecimenCollectionFastingStatus {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "fastingStatusCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Specimen.collection.fastingStatus[x]",
-            })?,
-            "fastingStatusDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Duration,
-                name: "Specimen.collection.fastingStatus[x]",
-            })?,
+            "fastingStatusCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Specimen.collection.fastingStatus[x]",
+                },
+            )?,
+            "fastingStatusDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Duration,
+                    name: "Specimen.collection.fastingStatus[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1058,29 +1107,38 @@ impl SpecimenProcessingTime {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "timeDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "timeDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Specimen.processing.time[x]",
                 },
-                name: "Specimen.processing.time[x]",
-            })?,
-            "_timeDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_timeDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Specimen.processing.time[x]",
                 },
-                name: "Specimen.processing.time[x]",
-            })?,
-            "timePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "Specimen.processing.time[x]",
-            })?,
+            )?,
+            "timePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "Specimen.processing.time[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1140,16 +1198,22 @@ impl SpecimenContainerAdditive {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "additiveCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "Specimen.container.additive[x]",
-            })?,
-            "additiveReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "Specimen.container.additive[x]",
-            })?,
+            "additiveCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "Specimen.container.additive[x]",
+                },
+            )?,
+            "additiveReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "Specimen.container.additive[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -143,70 +143,87 @@ impl crate::rt::DeFields for SpecimenDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_type_collected: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_patient_preparation: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_time_aspect: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_collection: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_type_tested: Vec<crate::resources::SpecimenDefinitionTypeTested> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_type_collected: Option<crate::datatypes::CodeableConcept>,
+            f_patient_preparation: Vec<crate::datatypes::CodeableConcept>,
+            f_time_aspect: Option<crate::primitives::Primitive<String>>,
+            f_collection: Vec<crate::datatypes::CodeableConcept>,
+            f_type_tested: Vec<crate::resources::SpecimenDefinitionTypeTested>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "SpecimenDefinition",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "SpecimenDefinition",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "typeCollected" => map.next_value_seed(crate::rt::Opt(&mut f_type_collected))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "typeCollected" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type_collected))?
+                }
                 "patientPreparation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_patient_preparation))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_patient_preparation))?
                 }
-                "timeAspect" => map.next_value_seed(crate::rt::PrimValue(&mut f_time_aspect))?,
-                "_timeAspect" => map.next_value_seed(crate::rt::PrimExt(&mut f_time_aspect))?,
-                "collection" => map.next_value_seed(crate::rt::VecSeed(&mut f_collection))?,
-                "typeTested" => map.next_value_seed(crate::rt::VecSeed(&mut f_type_tested))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "timeAspect" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_time_aspect))?
+                }
+                "_timeAspect" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_time_aspect))?
+                }
+                "collection" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_collection))?
+                }
+                "typeTested" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type_tested))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "SpecimenDefinition")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            type_collected: f_type_collected,
-            patient_preparation: f_patient_preparation,
-            time_aspect: f_time_aspect,
-            collection: f_collection,
-            type_tested: f_type_tested,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            type_collected: b.f_type_collected,
+            patient_preparation: b.f_patient_preparation,
+            time_aspect: b.f_time_aspect,
+            collection: b.f_collection,
+            type_tested: b.f_type_tested,
         })
     }
 }
@@ -385,55 +402,72 @@ impl crate::rt::DeFields for SpecimenDefinitionTypeTested {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_is_derived: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_preference: Option<
-            crate::primitives::Primitive<crate::codes::SpecimenContainedPreference>,
-        > = None;
-        let mut f_container: Option<crate::resources::SpecimenDefinitionTypeTestedContainer> = None;
-        let mut f_requirement: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_retention_time: Option<crate::datatypes::Duration> = None;
-        let mut f_rejection_criterion: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_handling: Vec<crate::resources::SpecimenDefinitionTypeTestedHandling> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_is_derived: Option<crate::primitives::Primitive<bool>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_preference:
+                Option<crate::primitives::Primitive<crate::codes::SpecimenContainedPreference>>,
+            f_container: Option<crate::resources::SpecimenDefinitionTypeTestedContainer>,
+            f_requirement: Option<crate::primitives::Primitive<String>>,
+            f_retention_time: Option<crate::datatypes::Duration>,
+            f_rejection_criterion: Vec<crate::datatypes::CodeableConcept>,
+            f_handling: Vec<crate::resources::SpecimenDefinitionTypeTestedHandling>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "isDerived" => map.next_value_seed(crate::rt::PrimValue(&mut f_is_derived))?,
-                "_isDerived" => map.next_value_seed(crate::rt::PrimExt(&mut f_is_derived))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "preference" => map.next_value_seed(crate::rt::PrimValue(&mut f_preference))?,
-                "_preference" => map.next_value_seed(crate::rt::PrimExt(&mut f_preference))?,
-                "container" => map.next_value_seed(crate::rt::Opt(&mut f_container))?,
-                "requirement" => map.next_value_seed(crate::rt::PrimValue(&mut f_requirement))?,
-                "_requirement" => map.next_value_seed(crate::rt::PrimExt(&mut f_requirement))?,
-                "retentionTime" => map.next_value_seed(crate::rt::Opt(&mut f_retention_time))?,
+                "isDerived" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_is_derived))?
+                }
+                "_isDerived" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_is_derived))?
+                }
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "preference" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_preference))?
+                }
+                "_preference" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_preference))?
+                }
+                "container" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_container))?,
+                "requirement" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_requirement))?
+                }
+                "_requirement" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_requirement))?
+                }
+                "retentionTime" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_retention_time))?
+                }
                 "rejectionCriterion" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_rejection_criterion))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_rejection_criterion))?
                 }
-                "handling" => map.next_value_seed(crate::rt::VecSeed(&mut f_handling))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "handling" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_handling))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_preference.is_some(), "preference")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            is_derived: f_is_derived,
-            r#type: f_type,
-            preference: crate::rt::required::<_, A::Error>(f_preference, "preference")?,
-            container: f_container,
-            requirement: f_requirement,
-            retention_time: f_retention_time,
-            rejection_criterion: f_rejection_criterion,
-            handling: f_handling,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            is_derived: b.f_is_derived,
+            r#type: b.f_type,
+            preference: b.f_preference.unwrap_or_default(),
+            container: b.f_container,
+            requirement: b.f_requirement,
+            retention_time: b.f_retention_time,
+            rejection_criterion: b.f_rejection_criterion,
+            handling: b.f_handling,
         })
     }
 }
@@ -579,49 +613,51 @@ impl crate::rt::DeFields for SpecimenDefinitionTypeTestedContainer {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_material: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_cap: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_capacity: Option<crate::datatypes::Quantity> = None;
-        let mut f_minimum_volume: Option<
-            crate::resources::SpecimenDefinitionTypeTestedContainerMinimumVolume,
-        > = None;
-        let mut f_additive: Vec<crate::resources::SpecimenDefinitionTypeTestedContainerAdditive> =
-            Vec::new();
-        let mut f_preparation: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_material: Option<crate::datatypes::CodeableConcept>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_cap: Option<crate::datatypes::CodeableConcept>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_capacity: Option<crate::datatypes::Quantity>,
+            f_minimum_volume:
+                Option<crate::resources::SpecimenDefinitionTypeTestedContainerMinimumVolume>,
+            f_additive: Vec<crate::resources::SpecimenDefinitionTypeTestedContainerAdditive>,
+            f_preparation: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-"id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-"extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-"modifierExtension" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?,
-"material" => map.next_value_seed(crate::rt::Opt(&mut f_material))?,
-"type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-"cap" => map.next_value_seed(crate::rt::Opt(&mut f_cap))?,
-"description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-"_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-"capacity" => map.next_value_seed(crate::rt::Opt(&mut f_capacity))?,
-"additive" => map.next_value_seed(crate::rt::VecSeed(&mut f_additive))?,
-"preparation" => map.next_value_seed(crate::rt::PrimValue(&mut f_preparation))?,
-"_preparation" => map.next_value_seed(crate::rt::PrimExt(&mut f_preparation))?,
-other => { if !(crate::resources::SpecimenDefinitionTypeTestedContainerMinimumVolume::de_key(&mut map, other, &mut f_minimum_volume)?) { map.next_value_seed(crate::rt::Unknown(other))?; } }
+"id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+"extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+"modifierExtension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?,
+"material" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_material))?,
+"type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+"cap" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_cap))?,
+"description" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?,
+"_description" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?,
+"capacity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_capacity))?,
+"additive" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_additive))?,
+"preparation" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_preparation))?,
+"_preparation" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_preparation))?,
+other => { if !(crate::resources::SpecimenDefinitionTypeTestedContainerMinimumVolume::de_key(&mut map, other, &mut b.f_minimum_volume)?) { crate::rt::value(&mut map, crate::rt::Unknown(other))?; } }
 }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            material: f_material,
-            r#type: f_type,
-            cap: f_cap,
-            description: f_description,
-            capacity: f_capacity,
-            minimum_volume: f_minimum_volume,
-            additive: f_additive,
-            preparation: f_preparation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            material: b.f_material,
+            r#type: b.f_type,
+            cap: b.f_cap,
+            description: b.f_description,
+            capacity: b.f_capacity,
+            minimum_volume: b.f_minimum_volume,
+            additive: b.f_additive,
+            preparation: b.f_preparation,
         })
     }
 }
@@ -722,25 +758,29 @@ impl crate::rt::DeFields for SpecimenDefinitionTypeTestedContainerAdditive {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_additive: Option<
-            crate::resources::SpecimenDefinitionTypeTestedContainerAdditiveAdditive,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_additive:
+                Option<crate::resources::SpecimenDefinitionTypeTestedContainerAdditiveAdditive>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-"id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-"extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
-"modifierExtension" => map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?,
-other => { if !(crate::resources::SpecimenDefinitionTypeTestedContainerAdditiveAdditive::de_key(&mut map, other, &mut f_additive)?) { map.next_value_seed(crate::rt::Unknown(other))?; } }
+"id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+"extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
+"modifierExtension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?,
+other => { if !(crate::resources::SpecimenDefinitionTypeTestedContainerAdditiveAdditive::de_key(&mut map, other, &mut b.f_additive)?) { crate::rt::value(&mut map, crate::rt::Unknown(other))?; } }
 }
         }
+        crate::rt::check_required::<A::Error>(b.f_additive.is_some(), "additive")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            additive: crate::rt::required::<_, A::Error>(f_additive, "additive")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            additive: b.f_additive.unwrap_or_default(),
         })
     }
 }
@@ -848,40 +888,48 @@ impl crate::rt::DeFields for SpecimenDefinitionTypeTestedHandling {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_temperature_qualifier: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_temperature_range: Option<crate::datatypes::Range> = None;
-        let mut f_max_duration: Option<crate::datatypes::Duration> = None;
-        let mut f_instruction: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_temperature_qualifier: Option<crate::datatypes::CodeableConcept>,
+            f_temperature_range: Option<crate::datatypes::Range>,
+            f_max_duration: Option<crate::datatypes::Duration>,
+            f_instruction: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "temperatureQualifier" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_temperature_qualifier))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_temperature_qualifier))?
                 }
                 "temperatureRange" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_temperature_range))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_temperature_range))?
                 }
-                "maxDuration" => map.next_value_seed(crate::rt::Opt(&mut f_max_duration))?,
-                "instruction" => map.next_value_seed(crate::rt::PrimValue(&mut f_instruction))?,
-                "_instruction" => map.next_value_seed(crate::rt::PrimExt(&mut f_instruction))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "maxDuration" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_max_duration))?,
+                "instruction" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_instruction))?
+                }
+                "_instruction" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_instruction))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            temperature_qualifier: f_temperature_qualifier,
-            temperature_range: f_temperature_range,
-            max_duration: f_max_duration,
-            instruction: f_instruction,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            temperature_qualifier: b.f_temperature_qualifier,
+            temperature_range: b.f_temperature_range,
+            max_duration: b.f_max_duration,
+            instruction: b.f_instruction,
         })
     }
 }
@@ -944,29 +992,38 @@ impl SpecimenDefinitionTypeTestedContainerMinimumVolume {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "minimumVolumeQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "SpecimenDefinition.typeTested.container.minimumVolume[x]",
-            })?,
-            "minimumVolumeString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "minimumVolumeQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "SpecimenDefinition.typeTested.container.minimumVolume[x]",
                 },
-                name: "SpecimenDefinition.typeTested.container.minimumVolume[x]",
-            })?,
-            "_minimumVolumeString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "minimumVolumeString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SpecimenDefinition.typeTested.container.minimumVolume[x]",
                 },
-                name: "SpecimenDefinition.typeTested.container.minimumVolume[x]",
-            })?,
+            )?,
+            "_minimumVolumeString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SpecimenDefinition.typeTested.container.minimumVolume[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -1026,16 +1083,22 @@ impl SpecimenDefinitionTypeTestedContainerAdditiveAdditive {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "additiveCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "SpecimenDefinition.typeTested.container.additive.additive[x]",
-            })?,
-            "additiveReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "SpecimenDefinition.typeTested.container.additive.additive[x]",
-            })?,
+            "additiveCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "SpecimenDefinition.typeTested.container.additive.additive[x]",
+                },
+            )?,
+            "additiveReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "SpecimenDefinition.typeTested.container.additive.additive[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -315,165 +315,202 @@ impl crate::rt::DeFields for StructureDefinition {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_keyword: Vec<crate::datatypes::Coding> = Vec::new();
-        let mut f_fhir_version: Option<crate::primitives::Primitive<crate::codes::FhirVersion>> =
-            None;
-        let mut f_mapping: Vec<crate::resources::StructureDefinitionMapping> = Vec::new();
-        let mut f_kind: Option<
-            crate::primitives::Primitive<crate::codes::StructureDefinitionKind>,
-        > = None;
-        let mut f_abstract: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_context: Vec<crate::resources::StructureDefinitionContext> = Vec::new();
-        let mut f_context_invariant: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_type: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_base_definition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_derivation: Option<
-            crate::primitives::Primitive<crate::codes::TypeDerivationRule>,
-        > = None;
-        let mut f_snapshot: Option<crate::resources::StructureDefinitionSnapshot> = None;
-        let mut f_differential: Option<crate::resources::StructureDefinitionDifferential> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_keyword: Vec<crate::datatypes::Coding>,
+            f_fhir_version: Option<crate::primitives::Primitive<crate::codes::FhirVersion>>,
+            f_mapping: Vec<crate::resources::StructureDefinitionMapping>,
+            f_kind: Option<crate::primitives::Primitive<crate::codes::StructureDefinitionKind>>,
+            f_abstract: Option<crate::primitives::Primitive<bool>>,
+            f_context: Vec<crate::resources::StructureDefinitionContext>,
+            f_context_invariant: crate::rt::PrimVec<String>,
+            f_type: Option<crate::primitives::Primitive<String>>,
+            f_base_definition: Option<crate::primitives::Primitive<String>>,
+            f_derivation: Option<crate::primitives::Primitive<crate::codes::TypeDerivationRule>>,
+            f_snapshot: Option<crate::resources::StructureDefinitionSnapshot>,
+            f_differential: Option<crate::resources::StructureDefinitionDifferential>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "StructureDefinition",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "StructureDefinition",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
-                "keyword" => map.next_value_seed(crate::rt::VecSeed(&mut f_keyword))?,
-                "fhirVersion" => map.next_value_seed(crate::rt::PrimValue(&mut f_fhir_version))?,
-                "_fhirVersion" => map.next_value_seed(crate::rt::PrimExt(&mut f_fhir_version))?,
-                "mapping" => map.next_value_seed(crate::rt::VecSeed(&mut f_mapping))?,
-                "kind" => map.next_value_seed(crate::rt::PrimValue(&mut f_kind))?,
-                "_kind" => map.next_value_seed(crate::rt::PrimExt(&mut f_kind))?,
-                "abstract" => map.next_value_seed(crate::rt::PrimValue(&mut f_abstract))?,
-                "_abstract" => map.next_value_seed(crate::rt::PrimExt(&mut f_abstract))?,
-                "context" => map.next_value_seed(crate::rt::VecSeed(&mut f_context))?,
-                "contextInvariant" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_context_invariant))?
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
+                "keyword" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_keyword))?,
+                "fhirVersion" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_fhir_version))?
+                }
+                "_fhirVersion" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_fhir_version))?
+                }
+                "mapping" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_mapping))?,
+                "kind" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_kind))?,
+                "_kind" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_kind))?,
+                "abstract" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_abstract))?,
+                "_abstract" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_abstract))?,
+                "context" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_context))?,
+                "contextInvariant" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_context_invariant),
+                )?,
                 "_contextInvariant" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_context_invariant))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_context_invariant))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
                 "baseDefinition" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_base_definition))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_base_definition))?
                 }
                 "_baseDefinition" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_base_definition))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_base_definition))?
                 }
-                "derivation" => map.next_value_seed(crate::rt::PrimValue(&mut f_derivation))?,
-                "_derivation" => map.next_value_seed(crate::rt::PrimExt(&mut f_derivation))?,
-                "snapshot" => map.next_value_seed(crate::rt::Opt(&mut f_snapshot))?,
-                "differential" => map.next_value_seed(crate::rt::Opt(&mut f_differential))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "derivation" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_derivation))?
+                }
+                "_derivation" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_derivation))?
+                }
+                "snapshot" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_snapshot))?,
+                "differential" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_differential))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "StructureDefinition")?;
+        crate::rt::check_required::<A::Error>(b.f_url.is_some(), "url")?;
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_kind.is_some(), "kind")?;
+        crate::rt::check_required::<A::Error>(b.f_abstract.is_some(), "abstract")?;
+        let v_context_invariant = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_context_invariant),
+            "contextInvariant",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: crate::rt::required::<_, A::Error>(f_url, "url")?,
-            identifier: f_identifier,
-            version: f_version,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            title: f_title,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            purpose: f_purpose,
-            copyright: f_copyright,
-            keyword: f_keyword,
-            fhir_version: f_fhir_version,
-            mapping: f_mapping,
-            kind: crate::rt::required::<_, A::Error>(f_kind, "kind")?,
-            r#abstract: crate::rt::required::<_, A::Error>(f_abstract, "abstract")?,
-            context: f_context,
-            context_invariant: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_context_invariant,
-                "contextInvariant",
-            )?,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            base_definition: f_base_definition,
-            derivation: f_derivation,
-            snapshot: f_snapshot,
-            differential: f_differential,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url.unwrap_or_default(),
+            identifier: b.f_identifier,
+            version: b.f_version,
+            name: b.f_name.unwrap_or_default(),
+            title: b.f_title,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            purpose: b.f_purpose,
+            copyright: b.f_copyright,
+            keyword: b.f_keyword,
+            fhir_version: b.f_fhir_version,
+            mapping: b.f_mapping,
+            kind: b.f_kind.unwrap_or_default(),
+            r#abstract: b.f_abstract.unwrap_or_default(),
+            context: b.f_context,
+            context_invariant: v_context_invariant,
+            r#type: b.f_type.unwrap_or_default(),
+            base_definition: b.f_base_definition,
+            derivation: b.f_derivation,
+            snapshot: b.f_snapshot,
+            differential: b.f_differential,
         })
     }
 }
@@ -643,39 +680,44 @@ impl crate::rt::DeFields for StructureDefinitionMapping {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identity: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_uri: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identity: Option<crate::primitives::Primitive<String>>,
+            f_uri: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identity" => map.next_value_seed(crate::rt::PrimValue(&mut f_identity))?,
-                "_identity" => map.next_value_seed(crate::rt::PrimExt(&mut f_identity))?,
-                "uri" => map.next_value_seed(crate::rt::PrimValue(&mut f_uri))?,
-                "_uri" => map.next_value_seed(crate::rt::PrimExt(&mut f_uri))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identity" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_identity))?,
+                "_identity" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_identity))?,
+                "uri" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_uri))?,
+                "_uri" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_uri))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_identity.is_some(), "identity")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identity: crate::rt::required::<_, A::Error>(f_identity, "identity")?,
-            uri: f_uri,
-            name: f_name,
-            comment: f_comment,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identity: b.f_identity.unwrap_or_default(),
+            uri: b.f_uri,
+            name: b.f_name,
+            comment: b.f_comment,
         })
     }
 }
@@ -779,32 +821,41 @@ impl crate::rt::DeFields for StructureDefinitionContext {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::primitives::Primitive<crate::codes::ExtensionContextType>> =
-            None;
-        let mut f_expression: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::ExtensionContextType>>,
+            f_expression: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "expression" => map.next_value_seed(crate::rt::PrimValue(&mut f_expression))?,
-                "_expression" => map.next_value_seed(crate::rt::PrimExt(&mut f_expression))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_expression))?
+                }
+                "_expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_expression))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_expression.is_some(), "expression")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            expression: crate::rt::required::<_, A::Error>(f_expression, "expression")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            expression: b.f_expression.unwrap_or_default(),
         })
     }
 }
@@ -895,26 +946,31 @@ impl crate::rt::DeFields for StructureDefinitionSnapshot {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_element: Vec<crate::datatypes::ElementDefinition> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_element: Vec<crate::datatypes::ElementDefinition>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "element" => map.next_value_seed(crate::rt::VecSeed(&mut f_element))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "element" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_element))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_element.is_empty(), "element")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            element: crate::rt::required_vec::<_, A::Error>(f_element, "element")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            element: b.f_element,
         })
     }
 }
@@ -1004,26 +1060,31 @@ impl crate::rt::DeFields for StructureDefinitionDifferential {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_element: Vec<crate::datatypes::ElementDefinition> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_element: Vec<crate::datatypes::ElementDefinition>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "element" => map.next_value_seed(crate::rt::VecSeed(&mut f_element))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "element" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_element))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_element.is_empty(), "element")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            element: crate::rt::required_vec::<_, A::Error>(f_element, "element")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            element: b.f_element,
         })
     }
 }

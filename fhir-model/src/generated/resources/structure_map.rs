@@ -238,116 +238,146 @@ impl crate::rt::DeFields for StructureMap {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_structure: Vec<crate::resources::StructureMapStructure> = Vec::new();
-        let mut f_import: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_group: Vec<crate::resources::StructureMapGroup> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_structure: Vec<crate::resources::StructureMapStructure>,
+            f_import: crate::rt::PrimVec<String>,
+            f_group: Vec<crate::resources::StructureMapGroup>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "StructureMap",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "StructureMap",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
-                "structure" => map.next_value_seed(crate::rt::VecSeed(&mut f_structure))?,
-                "import" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_import))?,
-                "_import" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_import))?,
-                "group" => map.next_value_seed(crate::rt::VecSeed(&mut f_group))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
+                "structure" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_structure))?,
+                "import" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_import))?,
+                "_import" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_import))?,
+                "group" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_group))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "StructureMap")?;
+        crate::rt::check_required::<A::Error>(b.f_url.is_some(), "url")?;
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        let v_import =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_import), "import")?;
+        crate::rt::check_required::<A::Error>(!b.f_group.is_empty(), "group")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: crate::rt::required::<_, A::Error>(f_url, "url")?,
-            identifier: f_identifier,
-            version: f_version,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            title: f_title,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            purpose: f_purpose,
-            copyright: f_copyright,
-            structure: f_structure,
-            import: crate::rt::finish_prim_vec::<_, A::Error>(f_import, "import")?,
-            group: crate::rt::required_vec::<_, A::Error>(f_group, "group")?,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url.unwrap_or_default(),
+            identifier: b.f_identifier,
+            version: b.f_version,
+            name: b.f_name.unwrap_or_default(),
+            title: b.f_title,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            purpose: b.f_purpose,
+            copyright: b.f_copyright,
+            structure: b.f_structure,
+            import: v_import,
+            group: b.f_group,
         })
     }
 }
@@ -517,44 +547,49 @@ impl crate::rt::DeFields for StructureMapStructure {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_mode: Option<crate::primitives::Primitive<crate::codes::StructureMapModelMode>> =
-            None;
-        let mut f_alias: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_mode: Option<crate::primitives::Primitive<crate::codes::StructureMapModelMode>>,
+            f_alias: Option<crate::primitives::Primitive<String>>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "mode" => map.next_value_seed(crate::rt::PrimValue(&mut f_mode))?,
-                "_mode" => map.next_value_seed(crate::rt::PrimExt(&mut f_mode))?,
-                "alias" => map.next_value_seed(crate::rt::PrimValue(&mut f_alias))?,
-                "_alias" => map.next_value_seed(crate::rt::PrimExt(&mut f_alias))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "mode" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_mode))?,
+                "_mode" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_mode))?,
+                "alias" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_alias))?,
+                "_alias" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_alias))?,
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_url.is_some(), "url")?;
+        crate::rt::check_required::<A::Error>(b.f_mode.is_some(), "mode")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: crate::rt::required::<_, A::Error>(f_url, "url")?,
-            mode: crate::rt::required::<_, A::Error>(f_mode, "mode")?,
-            alias: f_alias,
-            documentation: f_documentation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url.unwrap_or_default(),
+            mode: b.f_mode.unwrap_or_default(),
+            alias: b.f_alias,
+            documentation: b.f_documentation,
         })
     }
 }
@@ -695,51 +730,58 @@ impl crate::rt::DeFields for StructureMapGroup {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_extends: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type_mode: Option<
-            crate::primitives::Primitive<crate::codes::StructureMapGroupTypeMode>,
-        > = None;
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_input: Vec<crate::resources::StructureMapGroupInput> = Vec::new();
-        let mut f_rule: Vec<crate::resources::StructureMapGroupRule> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_extends: Option<crate::primitives::Primitive<String>>,
+            f_type_mode:
+                Option<crate::primitives::Primitive<crate::codes::StructureMapGroupTypeMode>>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+            f_input: Vec<crate::resources::StructureMapGroupInput>,
+            f_rule: Vec<crate::resources::StructureMapGroupRule>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "extends" => map.next_value_seed(crate::rt::PrimValue(&mut f_extends))?,
-                "_extends" => map.next_value_seed(crate::rt::PrimExt(&mut f_extends))?,
-                "typeMode" => map.next_value_seed(crate::rt::PrimValue(&mut f_type_mode))?,
-                "_typeMode" => map.next_value_seed(crate::rt::PrimExt(&mut f_type_mode))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "extends" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_extends))?,
+                "_extends" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_extends))?,
+                "typeMode" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type_mode))?,
+                "_typeMode" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type_mode))?,
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                "input" => map.next_value_seed(crate::rt::VecSeed(&mut f_input))?,
-                "rule" => map.next_value_seed(crate::rt::VecSeed(&mut f_rule))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "input" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_input))?,
+                "rule" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_rule))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_type_mode.is_some(), "typeMode")?;
+        crate::rt::check_required::<A::Error>(!b.f_input.is_empty(), "input")?;
+        crate::rt::check_required::<A::Error>(!b.f_rule.is_empty(), "rule")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            extends: f_extends,
-            type_mode: crate::rt::required::<_, A::Error>(f_type_mode, "typeMode")?,
-            documentation: f_documentation,
-            input: crate::rt::required_vec::<_, A::Error>(f_input, "input")?,
-            rule: crate::rt::required_vec::<_, A::Error>(f_rule, "rule")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            extends: b.f_extends,
+            type_mode: b.f_type_mode.unwrap_or_default(),
+            documentation: b.f_documentation,
+            input: b.f_input,
+            rule: b.f_rule,
         })
     }
 }
@@ -864,44 +906,49 @@ impl crate::rt::DeFields for StructureMapGroupInput {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_mode: Option<crate::primitives::Primitive<crate::codes::StructureMapInputMode>> =
-            None;
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::primitives::Primitive<String>>,
+            f_mode: Option<crate::primitives::Primitive<crate::codes::StructureMapInputMode>>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "mode" => map.next_value_seed(crate::rt::PrimValue(&mut f_mode))?,
-                "_mode" => map.next_value_seed(crate::rt::PrimExt(&mut f_mode))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "mode" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_mode))?,
+                "_mode" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_mode))?,
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_mode.is_some(), "mode")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            r#type: f_type,
-            mode: crate::rt::required::<_, A::Error>(f_mode, "mode")?,
-            documentation: f_documentation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            r#type: b.f_type,
+            mode: b.f_mode.unwrap_or_default(),
+            documentation: b.f_documentation,
         })
     }
 }
@@ -1038,47 +1085,53 @@ impl crate::rt::DeFields for StructureMapGroupRule {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_source: Vec<crate::resources::StructureMapGroupRuleSource> = Vec::new();
-        let mut f_target: Vec<crate::resources::StructureMapGroupRuleTarget> = Vec::new();
-        let mut f_rule: Vec<crate::resources::StructureMapGroupRule> = Vec::new();
-        let mut f_dependent: Vec<crate::resources::StructureMapGroupRuleDependent> = Vec::new();
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_source: Vec<crate::resources::StructureMapGroupRuleSource>,
+            f_target: Vec<crate::resources::StructureMapGroupRuleTarget>,
+            f_rule: Vec<crate::resources::StructureMapGroupRule>,
+            f_dependent: Vec<crate::resources::StructureMapGroupRuleDependent>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "source" => map.next_value_seed(crate::rt::VecSeed(&mut f_source))?,
-                "target" => map.next_value_seed(crate::rt::VecSeed(&mut f_target))?,
-                "rule" => map.next_value_seed(crate::rt::VecSeed(&mut f_rule))?,
-                "dependent" => map.next_value_seed(crate::rt::VecSeed(&mut f_dependent))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "source" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_source))?,
+                "target" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_target))?,
+                "rule" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_rule))?,
+                "dependent" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_dependent))?,
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(!b.f_source.is_empty(), "source")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            source: crate::rt::required_vec::<_, A::Error>(f_source, "source")?,
-            target: f_target,
-            rule: f_rule,
-            dependent: f_dependent,
-            documentation: f_documentation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            source: b.f_source,
+            target: b.f_target,
+            rule: b.f_rule,
+            dependent: b.f_dependent,
+            documentation: b.f_documentation,
         })
     }
 }
@@ -1245,76 +1298,85 @@ impl crate::rt::DeFields for StructureMapGroupRuleSource {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_context: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_min: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_max: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_default_value: Option<crate::resources::StructureMapGroupRuleSourceDefaultValue> =
-            None;
-        let mut f_element: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_list_mode: Option<
-            crate::primitives::Primitive<crate::codes::StructureMapSourceListMode>,
-        > = None;
-        let mut f_variable: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_condition: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_check: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_log_message: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_context: Option<crate::primitives::Primitive<String>>,
+            f_min: Option<crate::primitives::Primitive<i32>>,
+            f_max: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::primitives::Primitive<String>>,
+            f_default_value: Option<crate::resources::StructureMapGroupRuleSourceDefaultValue>,
+            f_element: Option<crate::primitives::Primitive<String>>,
+            f_list_mode:
+                Option<crate::primitives::Primitive<crate::codes::StructureMapSourceListMode>>,
+            f_variable: Option<crate::primitives::Primitive<String>>,
+            f_condition: Option<crate::primitives::Primitive<String>>,
+            f_check: Option<crate::primitives::Primitive<String>>,
+            f_log_message: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "context" => map.next_value_seed(crate::rt::PrimValue(&mut f_context))?,
-                "_context" => map.next_value_seed(crate::rt::PrimExt(&mut f_context))?,
-                "min" => map.next_value_seed(crate::rt::PrimValue(&mut f_min))?,
-                "_min" => map.next_value_seed(crate::rt::PrimExt(&mut f_min))?,
-                "max" => map.next_value_seed(crate::rt::PrimValue(&mut f_max))?,
-                "_max" => map.next_value_seed(crate::rt::PrimExt(&mut f_max))?,
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "element" => map.next_value_seed(crate::rt::PrimValue(&mut f_element))?,
-                "_element" => map.next_value_seed(crate::rt::PrimExt(&mut f_element))?,
-                "listMode" => map.next_value_seed(crate::rt::PrimValue(&mut f_list_mode))?,
-                "_listMode" => map.next_value_seed(crate::rt::PrimExt(&mut f_list_mode))?,
-                "variable" => map.next_value_seed(crate::rt::PrimValue(&mut f_variable))?,
-                "_variable" => map.next_value_seed(crate::rt::PrimExt(&mut f_variable))?,
-                "condition" => map.next_value_seed(crate::rt::PrimValue(&mut f_condition))?,
-                "_condition" => map.next_value_seed(crate::rt::PrimExt(&mut f_condition))?,
-                "check" => map.next_value_seed(crate::rt::PrimValue(&mut f_check))?,
-                "_check" => map.next_value_seed(crate::rt::PrimExt(&mut f_check))?,
-                "logMessage" => map.next_value_seed(crate::rt::PrimValue(&mut f_log_message))?,
-                "_logMessage" => map.next_value_seed(crate::rt::PrimExt(&mut f_log_message))?,
+                "context" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_context))?,
+                "_context" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_context))?,
+                "min" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_min))?,
+                "_min" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_min))?,
+                "max" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_max))?,
+                "_max" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_max))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "element" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_element))?,
+                "_element" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_element))?,
+                "listMode" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_list_mode))?,
+                "_listMode" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_list_mode))?,
+                "variable" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_variable))?,
+                "_variable" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_variable))?,
+                "condition" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_condition))?
+                }
+                "_condition" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_condition))?,
+                "check" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_check))?,
+                "_check" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_check))?,
+                "logMessage" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_log_message))?
+                }
+                "_logMessage" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_log_message))?
+                }
                 other => {
                     if !(crate::resources::StructureMapGroupRuleSourceDefaultValue::de_key(
                         &mut map,
                         other,
-                        &mut f_default_value,
+                        &mut b.f_default_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_context.is_some(), "context")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            context: crate::rt::required::<_, A::Error>(f_context, "context")?,
-            min: f_min,
-            max: f_max,
-            r#type: f_type,
-            default_value: f_default_value,
-            element: f_element,
-            list_mode: f_list_mode,
-            variable: f_variable,
-            condition: f_condition,
-            check: f_check,
-            log_message: f_log_message,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            context: b.f_context.unwrap_or_default(),
+            min: b.f_min,
+            max: b.f_max,
+            r#type: b.f_type,
+            default_value: b.f_default_value,
+            element: b.f_element,
+            list_mode: b.f_list_mode,
+            variable: b.f_variable,
+            condition: b.f_condition,
+            check: b.f_check,
+            log_message: b.f_log_message,
         })
     }
 }
@@ -1462,60 +1524,77 @@ impl crate::rt::DeFields for StructureMapGroupRuleTarget {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_context: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_context_type: Option<
-            crate::primitives::Primitive<crate::codes::StructureMapContextType>,
-        > = None;
-        let mut f_element: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_variable: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_list_mode: crate::rt::PrimVec<crate::codes::StructureMapTargetListMode> =
-            crate::rt::PrimVec::default();
-        let mut f_list_rule_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_transform: Option<
-            crate::primitives::Primitive<crate::codes::StructureMapTransform>,
-        > = None;
-        let mut f_parameter: Vec<crate::resources::StructureMapGroupRuleTargetParameter> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_context: Option<crate::primitives::Primitive<String>>,
+            f_context_type:
+                Option<crate::primitives::Primitive<crate::codes::StructureMapContextType>>,
+            f_element: Option<crate::primitives::Primitive<String>>,
+            f_variable: Option<crate::primitives::Primitive<String>>,
+            f_list_mode: crate::rt::PrimVec<crate::codes::StructureMapTargetListMode>,
+            f_list_rule_id: Option<crate::primitives::Primitive<String>>,
+            f_transform: Option<crate::primitives::Primitive<crate::codes::StructureMapTransform>>,
+            f_parameter: Vec<crate::resources::StructureMapGroupRuleTargetParameter>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "context" => map.next_value_seed(crate::rt::PrimValue(&mut f_context))?,
-                "_context" => map.next_value_seed(crate::rt::PrimExt(&mut f_context))?,
-                "contextType" => map.next_value_seed(crate::rt::PrimValue(&mut f_context_type))?,
-                "_contextType" => map.next_value_seed(crate::rt::PrimExt(&mut f_context_type))?,
-                "element" => map.next_value_seed(crate::rt::PrimValue(&mut f_element))?,
-                "_element" => map.next_value_seed(crate::rt::PrimExt(&mut f_element))?,
-                "variable" => map.next_value_seed(crate::rt::PrimValue(&mut f_variable))?,
-                "_variable" => map.next_value_seed(crate::rt::PrimExt(&mut f_variable))?,
-                "listMode" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_list_mode))?,
-                "_listMode" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_list_mode))?,
-                "listRuleId" => map.next_value_seed(crate::rt::PrimValue(&mut f_list_rule_id))?,
-                "_listRuleId" => map.next_value_seed(crate::rt::PrimExt(&mut f_list_rule_id))?,
-                "transform" => map.next_value_seed(crate::rt::PrimValue(&mut f_transform))?,
-                "_transform" => map.next_value_seed(crate::rt::PrimExt(&mut f_transform))?,
-                "parameter" => map.next_value_seed(crate::rt::VecSeed(&mut f_parameter))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "context" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_context))?,
+                "_context" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_context))?,
+                "contextType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_context_type))?
+                }
+                "_contextType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_context_type))?
+                }
+                "element" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_element))?,
+                "_element" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_element))?,
+                "variable" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_variable))?,
+                "_variable" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_variable))?,
+                "listMode" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_list_mode))?
+                }
+                "_listMode" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_list_mode))?
+                }
+                "listRuleId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_list_rule_id))?
+                }
+                "_listRuleId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_list_rule_id))?
+                }
+                "transform" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_transform))?
+                }
+                "_transform" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_transform))?,
+                "parameter" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_parameter))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_list_mode = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_list_mode),
+            "listMode",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            context: f_context,
-            context_type: f_context_type,
-            element: f_element,
-            variable: f_variable,
-            list_mode: crate::rt::finish_prim_vec::<_, A::Error>(f_list_mode, "listMode")?,
-            list_rule_id: f_list_rule_id,
-            transform: f_transform,
-            parameter: f_parameter,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            context: b.f_context,
+            context_type: b.f_context_type,
+            element: b.f_element,
+            variable: b.f_variable,
+            list_mode: v_list_mode,
+            list_rule_id: b.f_list_rule_id,
+            transform: b.f_transform,
+            parameter: b.f_parameter,
         })
     }
 }
@@ -1612,33 +1691,38 @@ impl crate::rt::DeFields for StructureMapGroupRuleTargetParameter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_value: Option<crate::resources::StructureMapGroupRuleTargetParameterValue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_value: Option<crate::resources::StructureMapGroupRuleTargetParameterValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 other => {
                     if !(crate::resources::StructureMapGroupRuleTargetParameterValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -1739,34 +1823,45 @@ impl crate::rt::DeFields for StructureMapGroupRuleDependent {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_variable: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_variable: crate::rt::PrimVec<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "variable" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_variable))?,
-                "_variable" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_variable))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "variable" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_variable))?
+                }
+                "_variable" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_variable))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        let v_variable = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_variable),
+            "variable",
+        )?;
+        crate::rt::check_required::<A::Error>(!v_variable.is_empty(), "variable")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            variable: crate::rt::required_vec::<_, A::Error>(
-                crate::rt::finish_prim_vec::<_, A::Error>(f_variable, "variable")?,
-                "variable",
-            )?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            variable: v_variable,
         })
     }
 }
@@ -2042,503 +2137,710 @@ impl StructureMapGroupRuleSourceDefaultValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "defaultValueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            "defaultValueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueCanonical" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueCanonical" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueCode" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueCode" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueId" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueId" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueInstant" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueInstant" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueMarkdown" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueMarkdown" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueOid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueOid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueUrl" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueUrl" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueUuid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "defaultValueUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "_defaultValueUuid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_defaultValueUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
                 },
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Address(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Age(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueAnnotation" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Annotation(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Attachment(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::CodeableConcept(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Coding(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueContactPoint" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactPoint(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueCount" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Count(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueDistance" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Distance(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Duration(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueHumanName" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::HumanName(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueIdentifier" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Identifier(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueMoney" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Money(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValuePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Period(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Quantity(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Range(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Ratio(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Reference(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueSampledData" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::SampledData(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueSignature" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Signature(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Timing(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueContactDetail" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactDetail(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueContributor" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Contributor(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueDataRequirement" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::DataRequirement(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueExpression" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Expression(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueParameterDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ParameterDefinition(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueRelatedArtifact" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::RelatedArtifact(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueTriggerDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::TriggerDefinition(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueUsageContext" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::UsageContext(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueDosage" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Dosage(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
-            "defaultValueMeta" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Meta(Box::new(x)),
-                name: "StructureMap.group.rule.source.defaultValue[x]",
-            })?,
+            )?,
+            "defaultValueAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Address(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Age(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueAnnotation" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Annotation(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Attachment(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::CodeableConcept(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Coding(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueContactPoint" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactPoint(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueCount" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Count(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueDistance" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Distance(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Duration(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueHumanName" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::HumanName(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueIdentifier" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Identifier(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueMoney" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Money(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValuePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Period(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Quantity(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Range(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Ratio(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Reference(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueSampledData" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::SampledData(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueSignature" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Signature(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Timing(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueContactDetail" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactDetail(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueContributor" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Contributor(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueDataRequirement" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::DataRequirement(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueExpression" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Expression(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueParameterDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ParameterDefinition(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueRelatedArtifact" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::RelatedArtifact(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueTriggerDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::TriggerDefinition(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueUsageContext" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::UsageContext(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueDosage" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Dosage(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
+            "defaultValueMeta" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Meta(Box::new(x)),
+                    name: "StructureMap.group.rule.source.defaultValue[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2838,96 +3140,126 @@ impl StructureMapGroupRuleTargetParameterValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueId" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            "valueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.target.parameter.value[x]",
                 },
-                name: "StructureMap.group.rule.target.parameter.value[x]",
-            })?,
-            "_valueId" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.target.parameter.value[x]",
                 },
-                name: "StructureMap.group.rule.target.parameter.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.target.parameter.value[x]",
                 },
-                name: "StructureMap.group.rule.target.parameter.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.target.parameter.value[x]",
                 },
-                name: "StructureMap.group.rule.target.parameter.value[x]",
-            })?,
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.target.parameter.value[x]",
                 },
-                name: "StructureMap.group.rule.target.parameter.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.target.parameter.value[x]",
                 },
-                name: "StructureMap.group.rule.target.parameter.value[x]",
-            })?,
-            "valueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.target.parameter.value[x]",
                 },
-                name: "StructureMap.group.rule.target.parameter.value[x]",
-            })?,
-            "_valueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.target.parameter.value[x]",
                 },
-                name: "StructureMap.group.rule.target.parameter.value[x]",
-            })?,
-            "valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.target.parameter.value[x]",
                 },
-                name: "StructureMap.group.rule.target.parameter.value[x]",
-            })?,
-            "_valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "StructureMap.group.rule.target.parameter.value[x]",
                 },
-                name: "StructureMap.group.rule.target.parameter.value[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -161,76 +161,86 @@ impl crate::rt::DeFields for Subscription {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::SubscriptionStatus>> =
-            None;
-        let mut f_contact: Vec<crate::datatypes::ContactPoint> = Vec::new();
-        let mut f_end: Option<crate::primitives::Primitive<crate::primitives::Instant>> = None;
-        let mut f_reason: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_criteria: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_error: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_channel: Option<crate::resources::SubscriptionChannel> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::SubscriptionStatus>>,
+            f_contact: Vec<crate::datatypes::ContactPoint>,
+            f_end: Option<crate::primitives::Primitive<crate::primitives::Instant>>,
+            f_reason: Option<crate::primitives::Primitive<String>>,
+            f_criteria: Option<crate::primitives::Primitive<String>>,
+            f_error: Option<crate::primitives::Primitive<String>>,
+            f_channel: Option<crate::resources::SubscriptionChannel>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Subscription",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Subscription",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "end" => map.next_value_seed(crate::rt::PrimValue(&mut f_end))?,
-                "_end" => map.next_value_seed(crate::rt::PrimExt(&mut f_end))?,
-                "reason" => map.next_value_seed(crate::rt::PrimValue(&mut f_reason))?,
-                "_reason" => map.next_value_seed(crate::rt::PrimExt(&mut f_reason))?,
-                "criteria" => map.next_value_seed(crate::rt::PrimValue(&mut f_criteria))?,
-                "_criteria" => map.next_value_seed(crate::rt::PrimExt(&mut f_criteria))?,
-                "error" => map.next_value_seed(crate::rt::PrimValue(&mut f_error))?,
-                "_error" => map.next_value_seed(crate::rt::PrimExt(&mut f_error))?,
-                "channel" => map.next_value_seed(crate::rt::Opt(&mut f_channel))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "end" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_end))?,
+                "_end" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_end))?,
+                "reason" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_reason))?,
+                "_reason" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_reason))?,
+                "criteria" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_criteria))?,
+                "_criteria" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_criteria))?,
+                "error" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_error))?,
+                "_error" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_error))?,
+                "channel" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_channel))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Subscription")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_reason.is_some(), "reason")?;
+        crate::rt::check_required::<A::Error>(b.f_criteria.is_some(), "criteria")?;
+        crate::rt::check_required::<A::Error>(b.f_channel.is_some(), "channel")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            contact: f_contact,
-            end: f_end,
-            reason: crate::rt::required::<_, A::Error>(f_reason, "reason")?,
-            criteria: crate::rt::required::<_, A::Error>(f_criteria, "criteria")?,
-            error: f_error,
-            channel: crate::rt::required::<_, A::Error>(f_channel, "channel")?,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            status: b.f_status.unwrap_or_default(),
+            contact: b.f_contact,
+            end: b.f_end,
+            reason: b.f_reason.unwrap_or_default(),
+            criteria: b.f_criteria.unwrap_or_default(),
+            error: b.f_error,
+            channel: b.f_channel.unwrap_or_default(),
         })
     }
 }
@@ -382,41 +392,46 @@ impl crate::rt::DeFields for SubscriptionChannel {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<
-            crate::primitives::Primitive<crate::codes::SubscriptionChannelType>,
-        > = None;
-        let mut f_endpoint: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_payload: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_header: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::SubscriptionChannelType>>,
+            f_endpoint: Option<crate::primitives::Primitive<String>>,
+            f_payload: Option<crate::primitives::Primitive<String>>,
+            f_header: crate::rt::PrimVec<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "endpoint" => map.next_value_seed(crate::rt::PrimValue(&mut f_endpoint))?,
-                "_endpoint" => map.next_value_seed(crate::rt::PrimExt(&mut f_endpoint))?,
-                "payload" => map.next_value_seed(crate::rt::PrimValue(&mut f_payload))?,
-                "_payload" => map.next_value_seed(crate::rt::PrimExt(&mut f_payload))?,
-                "header" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_header))?,
-                "_header" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_header))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "endpoint" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_endpoint))?,
+                "_endpoint" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_endpoint))?,
+                "payload" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_payload))?,
+                "_payload" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_payload))?,
+                "header" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_header))?,
+                "_header" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_header))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        let v_header =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_header), "header")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            endpoint: f_endpoint,
-            payload: f_payload,
-            header: crate::rt::finish_prim_vec::<_, A::Error>(f_header, "header")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            endpoint: b.f_endpoint,
+            payload: b.f_payload,
+            header: v_header,
         })
     }
 }

@@ -146,76 +146,86 @@ impl crate::rt::DeFields for SubstanceNucleicAcid {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_number_of_subunits: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_area_of_hybridisation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_oligo_nucleotide_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subunit: Vec<crate::resources::SubstanceNucleicAcidSubunit> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence_type: Option<crate::datatypes::CodeableConcept>,
+            f_number_of_subunits: Option<crate::primitives::Primitive<i32>>,
+            f_area_of_hybridisation: Option<crate::primitives::Primitive<String>>,
+            f_oligo_nucleotide_type: Option<crate::datatypes::CodeableConcept>,
+            f_subunit: Vec<crate::resources::SubstanceNucleicAcidSubunit>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "SubstanceNucleicAcid",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "SubstanceNucleicAcid",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequenceType" => map.next_value_seed(crate::rt::Opt(&mut f_sequence_type))?,
+                "sequenceType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sequence_type))?
+                }
                 "numberOfSubunits" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_number_of_subunits))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_number_of_subunits))?
                 }
                 "_numberOfSubunits" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_number_of_subunits))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_number_of_subunits))?
                 }
-                "areaOfHybridisation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_area_of_hybridisation))?
-                }
+                "areaOfHybridisation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_area_of_hybridisation),
+                )?,
                 "_areaOfHybridisation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_area_of_hybridisation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_area_of_hybridisation))?
                 }
                 "oligoNucleotideType" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_oligo_nucleotide_type))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_oligo_nucleotide_type))?
                 }
-                "subunit" => map.next_value_seed(crate::rt::VecSeed(&mut f_subunit))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "subunit" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_subunit))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "SubstanceNucleicAcid")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence_type: f_sequence_type,
-            number_of_subunits: f_number_of_subunits,
-            area_of_hybridisation: f_area_of_hybridisation,
-            oligo_nucleotide_type: f_oligo_nucleotide_type,
-            subunit: f_subunit,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence_type: b.f_sequence_type,
+            number_of_subunits: b.f_number_of_subunits,
+            area_of_hybridisation: b.f_area_of_hybridisation,
+            oligo_nucleotide_type: b.f_oligo_nucleotide_type,
+            subunit: b.f_subunit,
         })
     }
 }
@@ -388,52 +398,56 @@ impl crate::rt::DeFields for SubstanceNucleicAcidSubunit {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_subunit: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_sequence: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_length: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_sequence_attachment: Option<crate::datatypes::Attachment> = None;
-        let mut f_five_prime: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_three_prime: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_linkage: Vec<crate::resources::SubstanceNucleicAcidSubunitLinkage> = Vec::new();
-        let mut f_sugar: Vec<crate::resources::SubstanceNucleicAcidSubunitSugar> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_subunit: Option<crate::primitives::Primitive<i32>>,
+            f_sequence: Option<crate::primitives::Primitive<String>>,
+            f_length: Option<crate::primitives::Primitive<i32>>,
+            f_sequence_attachment: Option<crate::datatypes::Attachment>,
+            f_five_prime: Option<crate::datatypes::CodeableConcept>,
+            f_three_prime: Option<crate::datatypes::CodeableConcept>,
+            f_linkage: Vec<crate::resources::SubstanceNucleicAcidSubunitLinkage>,
+            f_sugar: Vec<crate::resources::SubstanceNucleicAcidSubunitSugar>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "subunit" => map.next_value_seed(crate::rt::PrimValue(&mut f_subunit))?,
-                "_subunit" => map.next_value_seed(crate::rt::PrimExt(&mut f_subunit))?,
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "length" => map.next_value_seed(crate::rt::PrimValue(&mut f_length))?,
-                "_length" => map.next_value_seed(crate::rt::PrimExt(&mut f_length))?,
+                "subunit" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_subunit))?,
+                "_subunit" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_subunit))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "length" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_length))?,
+                "_length" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_length))?,
                 "sequenceAttachment" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_sequence_attachment))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sequence_attachment))?
                 }
-                "fivePrime" => map.next_value_seed(crate::rt::Opt(&mut f_five_prime))?,
-                "threePrime" => map.next_value_seed(crate::rt::Opt(&mut f_three_prime))?,
-                "linkage" => map.next_value_seed(crate::rt::VecSeed(&mut f_linkage))?,
-                "sugar" => map.next_value_seed(crate::rt::VecSeed(&mut f_sugar))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "fivePrime" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_five_prime))?,
+                "threePrime" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_three_prime))?,
+                "linkage" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_linkage))?,
+                "sugar" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_sugar))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            subunit: f_subunit,
-            sequence: f_sequence,
-            length: f_length,
-            sequence_attachment: f_sequence_attachment,
-            five_prime: f_five_prime,
-            three_prime: f_three_prime,
-            linkage: f_linkage,
-            sugar: f_sugar,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            subunit: b.f_subunit,
+            sequence: b.f_sequence,
+            length: b.f_length,
+            sequence_attachment: b.f_sequence_attachment,
+            five_prime: b.f_five_prime,
+            three_prime: b.f_three_prime,
+            linkage: b.f_linkage,
+            sugar: b.f_sugar,
         })
     }
 }
@@ -548,38 +562,50 @@ impl crate::rt::DeFields for SubstanceNucleicAcidSubunitLinkage {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_connectivity: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_residue_site: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_connectivity: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_residue_site: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "connectivity" => map.next_value_seed(crate::rt::PrimValue(&mut f_connectivity))?,
-                "_connectivity" => map.next_value_seed(crate::rt::PrimExt(&mut f_connectivity))?,
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "residueSite" => map.next_value_seed(crate::rt::PrimValue(&mut f_residue_site))?,
-                "_residueSite" => map.next_value_seed(crate::rt::PrimExt(&mut f_residue_site))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "connectivity" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_connectivity))?
+                }
+                "_connectivity" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_connectivity))?
+                }
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "residueSite" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_residue_site))?
+                }
+                "_residueSite" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_residue_site))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            connectivity: f_connectivity,
-            identifier: f_identifier,
-            name: f_name,
-            residue_site: f_residue_site,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            connectivity: b.f_connectivity,
+            identifier: b.f_identifier,
+            name: b.f_name,
+            residue_site: b.f_residue_site,
         })
     }
 }
@@ -683,34 +709,42 @@ impl crate::rt::DeFields for SubstanceNucleicAcidSubunitSugar {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_residue_site: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_residue_site: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "residueSite" => map.next_value_seed(crate::rt::PrimValue(&mut f_residue_site))?,
-                "_residueSite" => map.next_value_seed(crate::rt::PrimExt(&mut f_residue_site))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "residueSite" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_residue_site))?
+                }
+                "_residueSite" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_residue_site))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            name: f_name,
-            residue_site: f_residue_site,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            name: b.f_name,
+            residue_site: b.f_residue_site,
         })
     }
 }

@@ -147,77 +147,88 @@ impl crate::rt::DeFields for SubstancePolymer {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_class: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_geometry: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_copolymer_connectivity: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_modification: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_monomer_set: Vec<crate::resources::SubstancePolymerMonomerSet> = Vec::new();
-        let mut f_repeat: Vec<crate::resources::SubstancePolymerRepeat> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_class: Option<crate::datatypes::CodeableConcept>,
+            f_geometry: Option<crate::datatypes::CodeableConcept>,
+            f_copolymer_connectivity: Vec<crate::datatypes::CodeableConcept>,
+            f_modification: crate::rt::PrimVec<String>,
+            f_monomer_set: Vec<crate::resources::SubstancePolymerMonomerSet>,
+            f_repeat: Vec<crate::resources::SubstancePolymerRepeat>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "SubstancePolymer",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "SubstancePolymer",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "class" => map.next_value_seed(crate::rt::Opt(&mut f_class))?,
-                "geometry" => map.next_value_seed(crate::rt::Opt(&mut f_geometry))?,
-                "copolymerConnectivity" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_copolymer_connectivity))?
-                }
+                "class" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_class))?,
+                "geometry" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_geometry))?,
+                "copolymerConnectivity" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_copolymer_connectivity),
+                )?,
                 "modification" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_modification))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_modification))?
                 }
                 "_modification" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_modification))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_modification))?
                 }
-                "monomerSet" => map.next_value_seed(crate::rt::VecSeed(&mut f_monomer_set))?,
-                "repeat" => map.next_value_seed(crate::rt::VecSeed(&mut f_repeat))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "monomerSet" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_monomer_set))?
+                }
+                "repeat" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_repeat))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "SubstancePolymer")?;
+        let v_modification = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_modification),
+            "modification",
+        )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            class: f_class,
-            geometry: f_geometry,
-            copolymer_connectivity: f_copolymer_connectivity,
-            modification: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_modification,
-                "modification",
-            )?,
-            monomer_set: f_monomer_set,
-            repeat: f_repeat,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            class: b.f_class,
+            geometry: b.f_geometry,
+            copolymer_connectivity: b.f_copolymer_connectivity,
+            modification: v_modification,
+            monomer_set: b.f_monomer_set,
+            repeat: b.f_repeat,
         })
     }
 }
@@ -349,33 +360,35 @@ impl crate::rt::DeFields for SubstancePolymerMonomerSet {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_ratio_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_starting_material: Vec<
-            crate::resources::SubstancePolymerMonomerSetStartingMaterial,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_ratio_type: Option<crate::datatypes::CodeableConcept>,
+            f_starting_material: Vec<crate::resources::SubstancePolymerMonomerSetStartingMaterial>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "ratioType" => map.next_value_seed(crate::rt::Opt(&mut f_ratio_type))?,
+                "ratioType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_ratio_type))?,
                 "startingMaterial" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_starting_material))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_starting_material))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            ratio_type: f_ratio_type,
-            starting_material: f_starting_material,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            ratio_type: b.f_ratio_type,
+            starting_material: b.f_starting_material,
         })
     }
 }
@@ -484,36 +497,44 @@ impl crate::rt::DeFields for SubstancePolymerMonomerSetStartingMaterial {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_material: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_is_defining: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_amount: Option<crate::datatypes::SubstanceAmount> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_material: Option<crate::datatypes::CodeableConcept>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_is_defining: Option<crate::primitives::Primitive<bool>>,
+            f_amount: Option<crate::datatypes::SubstanceAmount>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "material" => map.next_value_seed(crate::rt::Opt(&mut f_material))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "isDefining" => map.next_value_seed(crate::rt::PrimValue(&mut f_is_defining))?,
-                "_isDefining" => map.next_value_seed(crate::rt::PrimExt(&mut f_is_defining))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "material" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_material))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "isDefining" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_is_defining))?
+                }
+                "_isDefining" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_is_defining))?
+                }
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            material: f_material,
-            r#type: f_type,
-            is_defining: f_is_defining,
-            amount: f_amount,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            material: b.f_material,
+            r#type: b.f_type,
+            is_defining: b.f_is_defining,
+            amount: b.f_amount,
         })
     }
 }
@@ -638,47 +659,55 @@ impl crate::rt::DeFields for SubstancePolymerRepeat {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_number_of_units: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_average_molecular_formula: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_repeat_unit_amount_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_repeat_unit: Vec<crate::resources::SubstancePolymerRepeatRepeatUnit> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_number_of_units: Option<crate::primitives::Primitive<i32>>,
+            f_average_molecular_formula: Option<crate::primitives::Primitive<String>>,
+            f_repeat_unit_amount_type: Option<crate::datatypes::CodeableConcept>,
+            f_repeat_unit: Vec<crate::resources::SubstancePolymerRepeatRepeatUnit>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "numberOfUnits" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_number_of_units))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_number_of_units))?
                 }
                 "_numberOfUnits" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_number_of_units))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_number_of_units))?
                 }
-                "averageMolecularFormula" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_average_molecular_formula))?
-                }
-                "_averageMolecularFormula" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_average_molecular_formula))?
-                }
+                "averageMolecularFormula" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_average_molecular_formula),
+                )?,
+                "_averageMolecularFormula" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_average_molecular_formula),
+                )?,
                 "repeatUnitAmountType" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_repeat_unit_amount_type))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_repeat_unit_amount_type))?
                 }
-                "repeatUnit" => map.next_value_seed(crate::rt::VecSeed(&mut f_repeat_unit))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "repeatUnit" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_repeat_unit))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            number_of_units: f_number_of_units,
-            average_molecular_formula: f_average_molecular_formula,
-            repeat_unit_amount_type: f_repeat_unit_amount_type,
-            repeat_unit: f_repeat_unit,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            number_of_units: b.f_number_of_units,
+            average_molecular_formula: b.f_average_molecular_formula,
+            repeat_unit_amount_type: b.f_repeat_unit_amount_type,
+            repeat_unit: b.f_repeat_unit,
         })
     }
 }
@@ -814,49 +843,58 @@ impl crate::rt::DeFields for SubstancePolymerRepeatRepeatUnit {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_orientation_of_polymerisation: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_repeat_unit: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_amount: Option<crate::datatypes::SubstanceAmount> = None;
-        let mut f_degree_of_polymerisation: Vec<
-            crate::resources::SubstancePolymerRepeatRepeatUnitDegreeOfPolymerisation,
-        > = Vec::new();
-        let mut f_structural_representation: Vec<
-            crate::resources::SubstancePolymerRepeatRepeatUnitStructuralRepresentation,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_orientation_of_polymerisation: Option<crate::datatypes::CodeableConcept>,
+            f_repeat_unit: Option<crate::primitives::Primitive<String>>,
+            f_amount: Option<crate::datatypes::SubstanceAmount>,
+            f_degree_of_polymerisation:
+                Vec<crate::resources::SubstancePolymerRepeatRepeatUnitDegreeOfPolymerisation>,
+            f_structural_representation:
+                Vec<crate::resources::SubstancePolymerRepeatRepeatUnitStructuralRepresentation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "orientationOfPolymerisation" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_orientation_of_polymerisation))?
+                "orientationOfPolymerisation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::Opt(&mut b.f_orientation_of_polymerisation),
+                )?,
+                "repeatUnit" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_repeat_unit))?
                 }
-                "repeatUnit" => map.next_value_seed(crate::rt::PrimValue(&mut f_repeat_unit))?,
-                "_repeatUnit" => map.next_value_seed(crate::rt::PrimExt(&mut f_repeat_unit))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                "degreeOfPolymerisation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_degree_of_polymerisation))?
+                "_repeatUnit" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_repeat_unit))?
                 }
-                "structuralRepresentation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_structural_representation))?
-                }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                "degreeOfPolymerisation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_degree_of_polymerisation),
+                )?,
+                "structuralRepresentation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::VecSeed(&mut b.f_structural_representation),
+                )?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            orientation_of_polymerisation: f_orientation_of_polymerisation,
-            repeat_unit: f_repeat_unit,
-            amount: f_amount,
-            degree_of_polymerisation: f_degree_of_polymerisation,
-            structural_representation: f_structural_representation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            orientation_of_polymerisation: b.f_orientation_of_polymerisation,
+            repeat_unit: b.f_repeat_unit,
+            amount: b.f_amount,
+            degree_of_polymerisation: b.f_degree_of_polymerisation,
+            structural_representation: b.f_structural_representation,
         })
     }
 }
@@ -965,29 +1003,33 @@ impl crate::rt::DeFields for SubstancePolymerRepeatRepeatUnitDegreeOfPolymerisat
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_degree: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_amount: Option<crate::datatypes::SubstanceAmount> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_degree: Option<crate::datatypes::CodeableConcept>,
+            f_amount: Option<crate::datatypes::SubstanceAmount>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "degree" => map.next_value_seed(crate::rt::Opt(&mut f_degree))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "degree" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_degree))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            degree: f_degree,
-            amount: f_amount,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            degree: b.f_degree,
+            amount: b.f_amount,
         })
     }
 }
@@ -1094,37 +1136,41 @@ impl crate::rt::DeFields for SubstancePolymerRepeatRepeatUnitStructuralRepresent
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_representation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_attachment: Option<crate::datatypes::Attachment> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_representation: Option<crate::primitives::Primitive<String>>,
+            f_attachment: Option<crate::datatypes::Attachment>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 "representation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_representation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_representation))?
                 }
                 "_representation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_representation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_representation))?
                 }
-                "attachment" => map.next_value_seed(crate::rt::Opt(&mut f_attachment))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "attachment" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_attachment))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            representation: f_representation,
-            attachment: f_attachment,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            representation: b.f_representation,
+            attachment: b.f_attachment,
         })
     }
 }

@@ -139,74 +139,85 @@ impl crate::rt::DeFields for SubstanceProtein {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_sequence_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_number_of_subunits: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_disulfide_linkage: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_subunit: Vec<crate::resources::SubstanceProteinSubunit> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_sequence_type: Option<crate::datatypes::CodeableConcept>,
+            f_number_of_subunits: Option<crate::primitives::Primitive<i32>>,
+            f_disulfide_linkage: crate::rt::PrimVec<String>,
+            f_subunit: Vec<crate::resources::SubstanceProteinSubunit>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "SubstanceProtein",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "SubstanceProtein",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "sequenceType" => map.next_value_seed(crate::rt::Opt(&mut f_sequence_type))?,
+                "sequenceType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sequence_type))?
+                }
                 "numberOfSubunits" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_number_of_subunits))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_number_of_subunits))?
                 }
                 "_numberOfSubunits" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_number_of_subunits))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_number_of_subunits))?
                 }
-                "disulfideLinkage" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_disulfide_linkage))?
-                }
+                "disulfideLinkage" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_disulfide_linkage),
+                )?,
                 "_disulfideLinkage" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_disulfide_linkage))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_disulfide_linkage))?
                 }
-                "subunit" => map.next_value_seed(crate::rt::VecSeed(&mut f_subunit))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "subunit" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_subunit))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "SubstanceProtein")?;
+        let v_disulfide_linkage = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_disulfide_linkage),
+            "disulfideLinkage",
+        )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            sequence_type: f_sequence_type,
-            number_of_subunits: f_number_of_subunits,
-            disulfide_linkage: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_disulfide_linkage,
-                "disulfideLinkage",
-            )?,
-            subunit: f_subunit,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            sequence_type: b.f_sequence_type,
+            number_of_subunits: b.f_number_of_subunits,
+            disulfide_linkage: v_disulfide_linkage,
+            subunit: b.f_subunit,
         })
     }
 }
@@ -396,66 +407,76 @@ impl crate::rt::DeFields for SubstanceProteinSubunit {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_subunit: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_sequence: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_length: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_sequence_attachment: Option<crate::datatypes::Attachment> = None;
-        let mut f_n_terminal_modification_id: Option<crate::datatypes::Identifier> = None;
-        let mut f_n_terminal_modification: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_c_terminal_modification_id: Option<crate::datatypes::Identifier> = None;
-        let mut f_c_terminal_modification: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_subunit: Option<crate::primitives::Primitive<i32>>,
+            f_sequence: Option<crate::primitives::Primitive<String>>,
+            f_length: Option<crate::primitives::Primitive<i32>>,
+            f_sequence_attachment: Option<crate::datatypes::Attachment>,
+            f_n_terminal_modification_id: Option<crate::datatypes::Identifier>,
+            f_n_terminal_modification: Option<crate::primitives::Primitive<String>>,
+            f_c_terminal_modification_id: Option<crate::datatypes::Identifier>,
+            f_c_terminal_modification: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "subunit" => map.next_value_seed(crate::rt::PrimValue(&mut f_subunit))?,
-                "_subunit" => map.next_value_seed(crate::rt::PrimExt(&mut f_subunit))?,
-                "sequence" => map.next_value_seed(crate::rt::PrimValue(&mut f_sequence))?,
-                "_sequence" => map.next_value_seed(crate::rt::PrimExt(&mut f_sequence))?,
-                "length" => map.next_value_seed(crate::rt::PrimValue(&mut f_length))?,
-                "_length" => map.next_value_seed(crate::rt::PrimExt(&mut f_length))?,
+                "subunit" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_subunit))?,
+                "_subunit" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_subunit))?,
+                "sequence" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sequence))?,
+                "_sequence" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sequence))?,
+                "length" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_length))?,
+                "_length" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_length))?,
                 "sequenceAttachment" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_sequence_attachment))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_sequence_attachment))?
                 }
-                "nTerminalModificationId" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_n_terminal_modification_id))?
-                }
-                "nTerminalModification" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_n_terminal_modification))?
-                }
-                "_nTerminalModification" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_n_terminal_modification))?
-                }
-                "cTerminalModificationId" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_c_terminal_modification_id))?
-                }
-                "cTerminalModification" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_c_terminal_modification))?
-                }
-                "_cTerminalModification" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_c_terminal_modification))?
-                }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "nTerminalModificationId" => crate::rt::value(
+                    &mut map,
+                    crate::rt::Opt(&mut b.f_n_terminal_modification_id),
+                )?,
+                "nTerminalModification" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_n_terminal_modification),
+                )?,
+                "_nTerminalModification" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_n_terminal_modification),
+                )?,
+                "cTerminalModificationId" => crate::rt::value(
+                    &mut map,
+                    crate::rt::Opt(&mut b.f_c_terminal_modification_id),
+                )?,
+                "cTerminalModification" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_c_terminal_modification),
+                )?,
+                "_cTerminalModification" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_c_terminal_modification),
+                )?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            subunit: f_subunit,
-            sequence: f_sequence,
-            length: f_length,
-            sequence_attachment: f_sequence_attachment,
-            n_terminal_modification_id: f_n_terminal_modification_id,
-            n_terminal_modification: f_n_terminal_modification,
-            c_terminal_modification_id: f_c_terminal_modification_id,
-            c_terminal_modification: f_c_terminal_modification,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            subunit: b.f_subunit,
+            sequence: b.f_sequence,
+            length: b.f_length,
+            sequence_attachment: b.f_sequence_attachment,
+            n_terminal_modification_id: b.f_n_terminal_modification_id,
+            n_terminal_modification: b.f_n_terminal_modification,
+            c_terminal_modification_id: b.f_c_terminal_modification_id,
+            c_terminal_modification: b.f_c_terminal_modification,
         })
     }
 }

@@ -136,53 +136,59 @@ impl crate::rt::DeFields for SubstanceReferenceInformation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_gene: Vec<crate::resources::SubstanceReferenceInformationGene> = Vec::new();
-        let mut f_gene_element: Vec<crate::resources::SubstanceReferenceInformationGeneElement> =
-            Vec::new();
-        let mut f_classification: Vec<
-            crate::resources::SubstanceReferenceInformationClassification,
-        > = Vec::new();
-        let mut f_target: Vec<crate::resources::SubstanceReferenceInformationTarget> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+            f_gene: Vec<crate::resources::SubstanceReferenceInformationGene>,
+            f_gene_element: Vec<crate::resources::SubstanceReferenceInformationGeneElement>,
+            f_classification: Vec<crate::resources::SubstanceReferenceInformationClassification>,
+            f_target: Vec<crate::resources::SubstanceReferenceInformationTarget>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "SubstanceReferenceInformation",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "SubstanceReferenceInformation",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                "gene" => map.next_value_seed(crate::rt::VecSeed(&mut f_gene))?,
-                "geneElement" => map.next_value_seed(crate::rt::VecSeed(&mut f_gene_element))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                "gene" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_gene))?,
+                "geneElement" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_gene_element))?
+                }
                 "classification" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_classification))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_classification))?
                 }
-                "target" => map.next_value_seed(crate::rt::VecSeed(&mut f_target))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "target" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_target))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(
@@ -190,19 +196,19 @@ impl crate::rt::DeFields for SubstanceReferenceInformation {
             "SubstanceReferenceInformation",
         )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            comment: f_comment,
-            gene: f_gene,
-            gene_element: f_gene_element,
-            classification: f_classification,
-            target: f_target,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            comment: b.f_comment,
+            gene: b.f_gene,
+            gene_element: b.f_gene_element,
+            classification: b.f_classification,
+            target: b.f_target,
         })
     }
 }
@@ -340,34 +346,38 @@ impl crate::rt::DeFields for SubstanceReferenceInformationGene {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_gene_sequence_origin: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_gene: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_source: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_gene_sequence_origin: Option<crate::datatypes::CodeableConcept>,
+            f_gene: Option<crate::datatypes::CodeableConcept>,
+            f_source: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "geneSequenceOrigin" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_gene_sequence_origin))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_gene_sequence_origin))?
                 }
-                "gene" => map.next_value_seed(crate::rt::Opt(&mut f_gene))?,
-                "source" => map.next_value_seed(crate::rt::VecSeed(&mut f_source))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "gene" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_gene))?,
+                "source" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_source))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            gene_sequence_origin: f_gene_sequence_origin,
-            gene: f_gene,
-            source: f_source,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            gene_sequence_origin: b.f_gene_sequence_origin,
+            gene: b.f_gene,
+            source: b.f_source,
         })
     }
 }
@@ -470,32 +480,36 @@ impl crate::rt::DeFields for SubstanceReferenceInformationGeneElement {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_element: Option<crate::datatypes::Identifier> = None;
-        let mut f_source: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_element: Option<crate::datatypes::Identifier>,
+            f_source: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "element" => map.next_value_seed(crate::rt::Opt(&mut f_element))?,
-                "source" => map.next_value_seed(crate::rt::VecSeed(&mut f_source))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "element" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_element))?,
+                "source" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_source))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            element: f_element,
-            source: f_source,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            element: b.f_element,
+            source: b.f_source,
         })
     }
 }
@@ -605,35 +619,41 @@ impl crate::rt::DeFields for SubstanceReferenceInformationClassification {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_domain: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_classification: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_subtype: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_source: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_domain: Option<crate::datatypes::CodeableConcept>,
+            f_classification: Option<crate::datatypes::CodeableConcept>,
+            f_subtype: Vec<crate::datatypes::CodeableConcept>,
+            f_source: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "domain" => map.next_value_seed(crate::rt::Opt(&mut f_domain))?,
-                "classification" => map.next_value_seed(crate::rt::Opt(&mut f_classification))?,
-                "subtype" => map.next_value_seed(crate::rt::VecSeed(&mut f_subtype))?,
-                "source" => map.next_value_seed(crate::rt::VecSeed(&mut f_source))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "domain" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_domain))?,
+                "classification" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_classification))?
+                }
+                "subtype" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_subtype))?,
+                "source" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_source))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            domain: f_domain,
-            classification: f_classification,
-            subtype: f_subtype,
-            source: f_source,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            domain: b.f_domain,
+            classification: b.f_classification,
+            subtype: b.f_subtype,
+            source: b.f_source,
         })
     }
 }
@@ -774,55 +794,60 @@ impl crate::rt::DeFields for SubstanceReferenceInformationTarget {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_target: Option<crate::datatypes::Identifier> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_interaction: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_organism: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_organism_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_amount: Option<crate::resources::SubstanceReferenceInformationTargetAmount> =
-            None;
-        let mut f_amount_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_source: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_target: Option<crate::datatypes::Identifier>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_interaction: Option<crate::datatypes::CodeableConcept>,
+            f_organism: Option<crate::datatypes::CodeableConcept>,
+            f_organism_type: Option<crate::datatypes::CodeableConcept>,
+            f_amount: Option<crate::resources::SubstanceReferenceInformationTargetAmount>,
+            f_amount_type: Option<crate::datatypes::CodeableConcept>,
+            f_source: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "target" => map.next_value_seed(crate::rt::Opt(&mut f_target))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "interaction" => map.next_value_seed(crate::rt::Opt(&mut f_interaction))?,
-                "organism" => map.next_value_seed(crate::rt::Opt(&mut f_organism))?,
-                "organismType" => map.next_value_seed(crate::rt::Opt(&mut f_organism_type))?,
-                "amountType" => map.next_value_seed(crate::rt::Opt(&mut f_amount_type))?,
-                "source" => map.next_value_seed(crate::rt::VecSeed(&mut f_source))?,
+                "target" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_target))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "interaction" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_interaction))?,
+                "organism" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_organism))?,
+                "organismType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_organism_type))?
+                }
+                "amountType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount_type))?,
+                "source" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_source))?,
                 other => {
                     if !(crate::resources::SubstanceReferenceInformationTargetAmount::de_key(
                         &mut map,
                         other,
-                        &mut f_amount,
+                        &mut b.f_amount,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            target: f_target,
-            r#type: f_type,
-            interaction: f_interaction,
-            organism: f_organism,
-            organism_type: f_organism_type,
-            amount: f_amount,
-            amount_type: f_amount_type,
-            source: f_source,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            target: b.f_target,
+            r#type: b.f_type,
+            interaction: b.f_interaction,
+            organism: b.f_organism,
+            organism_type: b.f_organism_type,
+            amount: b.f_amount,
+            amount_type: b.f_amount_type,
+            source: b.f_source,
         })
     }
 }
@@ -893,34 +918,46 @@ impl SubstanceReferenceInformationTargetAmount {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "amountQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "SubstanceReferenceInformation.target.amount[x]",
-            })?,
-            "amountRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "SubstanceReferenceInformation.target.amount[x]",
-            })?,
-            "amountString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "amountQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "SubstanceReferenceInformation.target.amount[x]",
                 },
-                name: "SubstanceReferenceInformation.target.amount[x]",
-            })?,
-            "_amountString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "amountRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "SubstanceReferenceInformation.target.amount[x]",
                 },
-                name: "SubstanceReferenceInformation.target.amount[x]",
-            })?,
+            )?,
+            "amountString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SubstanceReferenceInformation.target.amount[x]",
+                },
+            )?,
+            "_amountString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SubstanceReferenceInformation.target.amount[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

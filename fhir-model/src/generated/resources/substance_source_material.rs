@@ -202,126 +202,139 @@ impl crate::rt::DeFields for SubstanceSourceMaterial {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_source_material_class: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_source_material_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_source_material_state: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_organism_id: Option<crate::datatypes::Identifier> = None;
-        let mut f_organism_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_parent_substance_id: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_parent_substance_name: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_country_of_origin: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_geographical_location: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_development_stage: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_fraction_description: Vec<
-            crate::resources::SubstanceSourceMaterialFractionDescription,
-        > = Vec::new();
-        let mut f_organism: Option<crate::resources::SubstanceSourceMaterialOrganism> = None;
-        let mut f_part_description: Vec<crate::resources::SubstanceSourceMaterialPartDescription> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_source_material_class: Option<crate::datatypes::CodeableConcept>,
+            f_source_material_type: Option<crate::datatypes::CodeableConcept>,
+            f_source_material_state: Option<crate::datatypes::CodeableConcept>,
+            f_organism_id: Option<crate::datatypes::Identifier>,
+            f_organism_name: Option<crate::primitives::Primitive<String>>,
+            f_parent_substance_id: Vec<crate::datatypes::Identifier>,
+            f_parent_substance_name: crate::rt::PrimVec<String>,
+            f_country_of_origin: Vec<crate::datatypes::CodeableConcept>,
+            f_geographical_location: crate::rt::PrimVec<String>,
+            f_development_stage: Option<crate::datatypes::CodeableConcept>,
+            f_fraction_description:
+                Vec<crate::resources::SubstanceSourceMaterialFractionDescription>,
+            f_organism: Option<crate::resources::SubstanceSourceMaterialOrganism>,
+            f_part_description: Vec<crate::resources::SubstanceSourceMaterialPartDescription>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "SubstanceSourceMaterial",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "SubstanceSourceMaterial",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
                 "sourceMaterialClass" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_source_material_class))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source_material_class))?
                 }
                 "sourceMaterialType" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_source_material_type))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source_material_type))?
                 }
                 "sourceMaterialState" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_source_material_state))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source_material_state))?
                 }
-                "organismId" => map.next_value_seed(crate::rt::Opt(&mut f_organism_id))?,
+                "organismId" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_organism_id))?,
                 "organismName" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_organism_name))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_organism_name))?
                 }
-                "_organismName" => map.next_value_seed(crate::rt::PrimExt(&mut f_organism_name))?,
+                "_organismName" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_organism_name))?
+                }
                 "parentSubstanceId" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_parent_substance_id))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_parent_substance_id))?
                 }
-                "parentSubstanceName" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_parent_substance_name))?
-                }
-                "_parentSubstanceName" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_parent_substance_name))?
-                }
+                "parentSubstanceName" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_parent_substance_name),
+                )?,
+                "_parentSubstanceName" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_parent_substance_name),
+                )?,
                 "countryOfOrigin" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_country_of_origin))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_country_of_origin))?
                 }
-                "geographicalLocation" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_geographical_location))?
-                }
-                "_geographicalLocation" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_geographical_location))?
-                }
+                "geographicalLocation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecValues(&mut b.f_geographical_location),
+                )?,
+                "_geographicalLocation" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimVecExts(&mut b.f_geographical_location),
+                )?,
                 "developmentStage" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_development_stage))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_development_stage))?
                 }
                 "fractionDescription" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_fraction_description))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_fraction_description))?
                 }
-                "organism" => map.next_value_seed(crate::rt::Opt(&mut f_organism))?,
+                "organism" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_organism))?,
                 "partDescription" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_part_description))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_description))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "SubstanceSourceMaterial")?;
+        let v_parent_substance_name = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_parent_substance_name),
+            "parentSubstanceName",
+        )?;
+        let v_geographical_location = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_geographical_location),
+            "geographicalLocation",
+        )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            source_material_class: f_source_material_class,
-            source_material_type: f_source_material_type,
-            source_material_state: f_source_material_state,
-            organism_id: f_organism_id,
-            organism_name: f_organism_name,
-            parent_substance_id: f_parent_substance_id,
-            parent_substance_name: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_parent_substance_name,
-                "parentSubstanceName",
-            )?,
-            country_of_origin: f_country_of_origin,
-            geographical_location: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_geographical_location,
-                "geographicalLocation",
-            )?,
-            development_stage: f_development_stage,
-            fraction_description: f_fraction_description,
-            organism: f_organism,
-            part_description: f_part_description,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            source_material_class: b.f_source_material_class,
+            source_material_type: b.f_source_material_type,
+            source_material_state: b.f_source_material_state,
+            organism_id: b.f_organism_id,
+            organism_name: b.f_organism_name,
+            parent_substance_id: b.f_parent_substance_id,
+            parent_substance_name: v_parent_substance_name,
+            country_of_origin: b.f_country_of_origin,
+            geographical_location: v_geographical_location,
+            development_stage: b.f_development_stage,
+            fraction_description: b.f_fraction_description,
+            organism: b.f_organism,
+            part_description: b.f_part_description,
         })
     }
 }
@@ -470,30 +483,36 @@ impl crate::rt::DeFields for SubstanceSourceMaterialFractionDescription {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_fraction: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_material_type: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_fraction: Option<crate::primitives::Primitive<String>>,
+            f_material_type: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "fraction" => map.next_value_seed(crate::rt::PrimValue(&mut f_fraction))?,
-                "_fraction" => map.next_value_seed(crate::rt::PrimExt(&mut f_fraction))?,
-                "materialType" => map.next_value_seed(crate::rt::Opt(&mut f_material_type))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "fraction" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_fraction))?,
+                "_fraction" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_fraction))?,
+                "materialType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_material_type))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            fraction: f_fraction,
-            material_type: f_material_type,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            fraction: b.f_fraction,
+            material_type: b.f_material_type,
         })
     }
 }
@@ -635,58 +654,63 @@ impl crate::rt::DeFields for SubstanceSourceMaterialOrganism {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_family: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_genus: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_species: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_intraspecific_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_intraspecific_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_author: Vec<crate::resources::SubstanceSourceMaterialOrganismAuthor> = Vec::new();
-        let mut f_hybrid: Option<crate::resources::SubstanceSourceMaterialOrganismHybrid> = None;
-        let mut f_organism_general: Option<
-            crate::resources::SubstanceSourceMaterialOrganismOrganismGeneral,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_family: Option<crate::datatypes::CodeableConcept>,
+            f_genus: Option<crate::datatypes::CodeableConcept>,
+            f_species: Option<crate::datatypes::CodeableConcept>,
+            f_intraspecific_type: Option<crate::datatypes::CodeableConcept>,
+            f_intraspecific_description: Option<crate::primitives::Primitive<String>>,
+            f_author: Vec<crate::resources::SubstanceSourceMaterialOrganismAuthor>,
+            f_hybrid: Option<crate::resources::SubstanceSourceMaterialOrganismHybrid>,
+            f_organism_general:
+                Option<crate::resources::SubstanceSourceMaterialOrganismOrganismGeneral>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "family" => map.next_value_seed(crate::rt::Opt(&mut f_family))?,
-                "genus" => map.next_value_seed(crate::rt::Opt(&mut f_genus))?,
-                "species" => map.next_value_seed(crate::rt::Opt(&mut f_species))?,
+                "family" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_family))?,
+                "genus" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_genus))?,
+                "species" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_species))?,
                 "intraspecificType" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_intraspecific_type))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_intraspecific_type))?
                 }
-                "intraspecificDescription" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_intraspecific_description))?
-                }
-                "_intraspecificDescription" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_intraspecific_description))?
-                }
-                "author" => map.next_value_seed(crate::rt::VecSeed(&mut f_author))?,
-                "hybrid" => map.next_value_seed(crate::rt::Opt(&mut f_hybrid))?,
+                "intraspecificDescription" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_intraspecific_description),
+                )?,
+                "_intraspecificDescription" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_intraspecific_description),
+                )?,
+                "author" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_author))?,
+                "hybrid" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_hybrid))?,
                 "organismGeneral" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_organism_general))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_organism_general))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            family: f_family,
-            genus: f_genus,
-            species: f_species,
-            intraspecific_type: f_intraspecific_type,
-            intraspecific_description: f_intraspecific_description,
-            author: f_author,
-            hybrid: f_hybrid,
-            organism_general: f_organism_general,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            family: b.f_family,
+            genus: b.f_genus,
+            species: b.f_species,
+            intraspecific_type: b.f_intraspecific_type,
+            intraspecific_description: b.f_intraspecific_description,
+            author: b.f_author,
+            hybrid: b.f_hybrid,
+            organism_general: b.f_organism_general,
         })
     }
 }
@@ -796,34 +820,38 @@ impl crate::rt::DeFields for SubstanceSourceMaterialOrganismAuthor {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_author_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_author_description: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_author_type: Option<crate::datatypes::CodeableConcept>,
+            f_author_description: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "authorType" => map.next_value_seed(crate::rt::Opt(&mut f_author_type))?,
+                "authorType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_author_type))?,
                 "authorDescription" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_author_description))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_author_description))?
                 }
                 "_authorDescription" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_author_description))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_author_description))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            author_type: f_author_type,
-            author_description: f_author_description,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            author_type: b.f_author_type,
+            author_description: b.f_author_description,
         })
     }
 }
@@ -959,58 +987,68 @@ impl crate::rt::DeFields for SubstanceSourceMaterialOrganismHybrid {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_maternal_organism_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_maternal_organism_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_paternal_organism_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_paternal_organism_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_hybrid_type: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_maternal_organism_id: Option<crate::primitives::Primitive<String>>,
+            f_maternal_organism_name: Option<crate::primitives::Primitive<String>>,
+            f_paternal_organism_id: Option<crate::primitives::Primitive<String>>,
+            f_paternal_organism_name: Option<crate::primitives::Primitive<String>>,
+            f_hybrid_type: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "maternalOrganismId" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_maternal_organism_id))?
-                }
+                "maternalOrganismId" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_maternal_organism_id),
+                )?,
                 "_maternalOrganismId" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_maternal_organism_id))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_maternal_organism_id))?
                 }
-                "maternalOrganismName" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_maternal_organism_name))?
-                }
-                "_maternalOrganismName" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_maternal_organism_name))?
-                }
-                "paternalOrganismId" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_paternal_organism_id))?
-                }
+                "maternalOrganismName" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_maternal_organism_name),
+                )?,
+                "_maternalOrganismName" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_maternal_organism_name),
+                )?,
+                "paternalOrganismId" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_paternal_organism_id),
+                )?,
                 "_paternalOrganismId" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_paternal_organism_id))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_paternal_organism_id))?
                 }
-                "paternalOrganismName" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_paternal_organism_name))?
-                }
-                "_paternalOrganismName" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_paternal_organism_name))?
-                }
-                "hybridType" => map.next_value_seed(crate::rt::Opt(&mut f_hybrid_type))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "paternalOrganismName" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_paternal_organism_name),
+                )?,
+                "_paternalOrganismName" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_paternal_organism_name),
+                )?,
+                "hybridType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_hybrid_type))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            maternal_organism_id: f_maternal_organism_id,
-            maternal_organism_name: f_maternal_organism_name,
-            paternal_organism_id: f_paternal_organism_id,
-            paternal_organism_name: f_paternal_organism_name,
-            hybrid_type: f_hybrid_type,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            maternal_organism_id: b.f_maternal_organism_id,
+            maternal_organism_name: b.f_maternal_organism_name,
+            paternal_organism_id: b.f_paternal_organism_id,
+            paternal_organism_name: b.f_paternal_organism_name,
+            hybrid_type: b.f_hybrid_type,
         })
     }
 }
@@ -1130,35 +1168,39 @@ impl crate::rt::DeFields for SubstanceSourceMaterialOrganismOrganismGeneral {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_kingdom: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_phylum: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_class: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_order: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_kingdom: Option<crate::datatypes::CodeableConcept>,
+            f_phylum: Option<crate::datatypes::CodeableConcept>,
+            f_class: Option<crate::datatypes::CodeableConcept>,
+            f_order: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "kingdom" => map.next_value_seed(crate::rt::Opt(&mut f_kingdom))?,
-                "phylum" => map.next_value_seed(crate::rt::Opt(&mut f_phylum))?,
-                "class" => map.next_value_seed(crate::rt::Opt(&mut f_class))?,
-                "order" => map.next_value_seed(crate::rt::Opt(&mut f_order))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "kingdom" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_kingdom))?,
+                "phylum" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_phylum))?,
+                "class" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_class))?,
+                "order" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_order))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            kingdom: f_kingdom,
-            phylum: f_phylum,
-            class: f_class,
-            order: f_order,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            kingdom: b.f_kingdom,
+            phylum: b.f_phylum,
+            class: b.f_class,
+            order: b.f_order,
         })
     }
 }
@@ -1255,29 +1297,35 @@ impl crate::rt::DeFields for SubstanceSourceMaterialPartDescription {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_part: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_part_location: Option<crate::datatypes::CodeableConcept> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_part: Option<crate::datatypes::CodeableConcept>,
+            f_part_location: Option<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "part" => map.next_value_seed(crate::rt::Opt(&mut f_part))?,
-                "partLocation" => map.next_value_seed(crate::rt::Opt(&mut f_part_location))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "part" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_part))?,
+                "partLocation" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_part_location))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            part: f_part,
-            part_location: f_part_location,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            part: b.f_part,
+            part_location: b.f_part_location,
         })
     }
 }

@@ -235,115 +235,128 @@ impl crate::rt::DeFields for SubstanceSpecification {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_domain: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_source: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_moiety: Vec<crate::resources::SubstanceSpecificationMoiety> = Vec::new();
-        let mut f_property: Vec<crate::resources::SubstanceSpecificationProperty> = Vec::new();
-        let mut f_reference_information: Option<crate::datatypes::Reference> = None;
-        let mut f_structure: Option<crate::resources::SubstanceSpecificationStructure> = None;
-        let mut f_code: Vec<crate::resources::SubstanceSpecificationCode> = Vec::new();
-        let mut f_name: Vec<crate::resources::SubstanceSpecificationName> = Vec::new();
-        let mut f_molecular_weight: Vec<
-            crate::resources::SubstanceSpecificationStructureIsotopeMolecularWeight,
-        > = Vec::new();
-        let mut f_relationship: Vec<crate::resources::SubstanceSpecificationRelationship> =
-            Vec::new();
-        let mut f_nucleic_acid: Option<crate::datatypes::Reference> = None;
-        let mut f_polymer: Option<crate::datatypes::Reference> = None;
-        let mut f_protein: Option<crate::datatypes::Reference> = None;
-        let mut f_source_material: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_status: Option<crate::datatypes::CodeableConcept>,
+            f_domain: Option<crate::datatypes::CodeableConcept>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_source: Vec<crate::datatypes::Reference>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+            f_moiety: Vec<crate::resources::SubstanceSpecificationMoiety>,
+            f_property: Vec<crate::resources::SubstanceSpecificationProperty>,
+            f_reference_information: Option<crate::datatypes::Reference>,
+            f_structure: Option<crate::resources::SubstanceSpecificationStructure>,
+            f_code: Vec<crate::resources::SubstanceSpecificationCode>,
+            f_name: Vec<crate::resources::SubstanceSpecificationName>,
+            f_molecular_weight:
+                Vec<crate::resources::SubstanceSpecificationStructureIsotopeMolecularWeight>,
+            f_relationship: Vec<crate::resources::SubstanceSpecificationRelationship>,
+            f_nucleic_acid: Option<crate::datatypes::Reference>,
+            f_polymer: Option<crate::datatypes::Reference>,
+            f_protein: Option<crate::datatypes::Reference>,
+            f_source_material: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "SubstanceSpecification",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "SubstanceSpecification",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "status" => map.next_value_seed(crate::rt::Opt(&mut f_status))?,
-                "domain" => map.next_value_seed(crate::rt::Opt(&mut f_domain))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "source" => map.next_value_seed(crate::rt::VecSeed(&mut f_source))?,
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                "moiety" => map.next_value_seed(crate::rt::VecSeed(&mut f_moiety))?,
-                "property" => map.next_value_seed(crate::rt::VecSeed(&mut f_property))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "status" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status))?,
+                "domain" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_domain))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "source" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_source))?,
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                "moiety" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_moiety))?,
+                "property" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_property))?,
                 "referenceInformation" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_reference_information))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reference_information))?
                 }
-                "structure" => map.next_value_seed(crate::rt::Opt(&mut f_structure))?,
-                "code" => map.next_value_seed(crate::rt::VecSeed(&mut f_code))?,
-                "name" => map.next_value_seed(crate::rt::VecSeed(&mut f_name))?,
+                "structure" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_structure))?,
+                "code" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code))?,
+                "name" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_name))?,
                 "molecularWeight" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_molecular_weight))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_molecular_weight))?
                 }
-                "relationship" => map.next_value_seed(crate::rt::VecSeed(&mut f_relationship))?,
-                "nucleicAcid" => map.next_value_seed(crate::rt::Opt(&mut f_nucleic_acid))?,
-                "polymer" => map.next_value_seed(crate::rt::Opt(&mut f_polymer))?,
-                "protein" => map.next_value_seed(crate::rt::Opt(&mut f_protein))?,
-                "sourceMaterial" => map.next_value_seed(crate::rt::Opt(&mut f_source_material))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "relationship" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_relationship))?
+                }
+                "nucleicAcid" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_nucleic_acid))?,
+                "polymer" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_polymer))?,
+                "protein" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_protein))?,
+                "sourceMaterial" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source_material))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "SubstanceSpecification")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            r#type: f_type,
-            status: f_status,
-            domain: f_domain,
-            description: f_description,
-            source: f_source,
-            comment: f_comment,
-            moiety: f_moiety,
-            property: f_property,
-            reference_information: f_reference_information,
-            structure: f_structure,
-            code: f_code,
-            name: f_name,
-            molecular_weight: f_molecular_weight,
-            relationship: f_relationship,
-            nucleic_acid: f_nucleic_acid,
-            polymer: f_polymer,
-            protein: f_protein,
-            source_material: f_source_material,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            r#type: b.f_type,
+            status: b.f_status,
+            domain: b.f_domain,
+            description: b.f_description,
+            source: b.f_source,
+            comment: b.f_comment,
+            moiety: b.f_moiety,
+            property: b.f_property,
+            reference_information: b.f_reference_information,
+            structure: b.f_structure,
+            code: b.f_code,
+            name: b.f_name,
+            molecular_weight: b.f_molecular_weight,
+            relationship: b.f_relationship,
+            nucleic_acid: b.f_nucleic_acid,
+            polymer: b.f_polymer,
+            protein: b.f_protein,
+            source_material: b.f_source_material,
         })
     }
 }
@@ -530,59 +543,65 @@ impl crate::rt::DeFields for SubstanceSpecificationMoiety {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_role: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_stereochemistry: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_optical_activity: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_molecular_formula: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_amount: Option<crate::resources::SubstanceSpecificationMoietyAmount> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_role: Option<crate::datatypes::CodeableConcept>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_stereochemistry: Option<crate::datatypes::CodeableConcept>,
+            f_optical_activity: Option<crate::datatypes::CodeableConcept>,
+            f_molecular_formula: Option<crate::primitives::Primitive<String>>,
+            f_amount: Option<crate::resources::SubstanceSpecificationMoietyAmount>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "role" => map.next_value_seed(crate::rt::Opt(&mut f_role))?,
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "stereochemistry" => map.next_value_seed(crate::rt::Opt(&mut f_stereochemistry))?,
+                "role" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_role))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "stereochemistry" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_stereochemistry))?
+                }
                 "opticalActivity" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_optical_activity))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_optical_activity))?
                 }
                 "molecularFormula" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_molecular_formula))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_molecular_formula))?
                 }
                 "_molecularFormula" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_molecular_formula))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_molecular_formula))?
                 }
                 other => {
                     if !(crate::resources::SubstanceSpecificationMoietyAmount::de_key(
                         &mut map,
                         other,
-                        &mut f_amount,
+                        &mut b.f_amount,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            role: f_role,
-            identifier: f_identifier,
-            name: f_name,
-            stereochemistry: f_stereochemistry,
-            optical_activity: f_optical_activity,
-            molecular_formula: f_molecular_formula,
-            amount: f_amount,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            role: b.f_role,
+            identifier: b.f_identifier,
+            name: b.f_name,
+            stereochemistry: b.f_stereochemistry,
+            optical_activity: b.f_optical_activity,
+            molecular_formula: b.f_molecular_formula,
+            amount: b.f_amount,
         })
     }
 }
@@ -710,51 +729,58 @@ impl crate::rt::DeFields for SubstanceSpecificationProperty {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_category: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_parameters: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_defining_substance: Option<
-            crate::resources::SubstanceSpecificationPropertyDefiningSubstance,
-        > = None;
-        let mut f_amount: Option<crate::resources::SubstanceSpecificationPropertyAmount> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_category: Option<crate::datatypes::CodeableConcept>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_parameters: Option<crate::primitives::Primitive<String>>,
+            f_defining_substance:
+                Option<crate::resources::SubstanceSpecificationPropertyDefiningSubstance>,
+            f_amount: Option<crate::resources::SubstanceSpecificationPropertyAmount>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "category" => map.next_value_seed(crate::rt::Opt(&mut f_category))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "parameters" => map.next_value_seed(crate::rt::PrimValue(&mut f_parameters))?,
-                "_parameters" => map.next_value_seed(crate::rt::PrimExt(&mut f_parameters))?,
+                "category" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_category))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "parameters" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_parameters))?
+                }
+                "_parameters" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_parameters))?
+                }
                 other => {
                     if !(crate::resources::SubstanceSpecificationPropertyDefiningSubstance::de_key(
                         &mut map,
                         other,
-                        &mut f_defining_substance,
+                        &mut b.f_defining_substance,
                     )? || crate::resources::SubstanceSpecificationPropertyAmount::de_key(
                         &mut map,
                         other,
-                        &mut f_amount,
+                        &mut b.f_amount,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            category: f_category,
-            code: f_code,
-            parameters: f_parameters,
-            defining_substance: f_defining_substance,
-            amount: f_amount,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            category: b.f_category,
+            code: b.f_code,
+            parameters: b.f_parameters,
+            defining_substance: b.f_defining_substance,
+            amount: b.f_amount,
         })
     }
 }
@@ -909,68 +935,72 @@ impl crate::rt::DeFields for SubstanceSpecificationStructure {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_stereochemistry: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_optical_activity: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_molecular_formula: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_molecular_formula_by_moiety: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_isotope: Vec<crate::resources::SubstanceSpecificationStructureIsotope> =
-            Vec::new();
-        let mut f_molecular_weight: Option<
-            crate::resources::SubstanceSpecificationStructureIsotopeMolecularWeight,
-        > = None;
-        let mut f_source: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_representation: Vec<
-            crate::resources::SubstanceSpecificationStructureRepresentation,
-        > = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_stereochemistry: Option<crate::datatypes::CodeableConcept>,
+            f_optical_activity: Option<crate::datatypes::CodeableConcept>,
+            f_molecular_formula: Option<crate::primitives::Primitive<String>>,
+            f_molecular_formula_by_moiety: Option<crate::primitives::Primitive<String>>,
+            f_isotope: Vec<crate::resources::SubstanceSpecificationStructureIsotope>,
+            f_molecular_weight:
+                Option<crate::resources::SubstanceSpecificationStructureIsotopeMolecularWeight>,
+            f_source: Vec<crate::datatypes::Reference>,
+            f_representation: Vec<crate::resources::SubstanceSpecificationStructureRepresentation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "stereochemistry" => map.next_value_seed(crate::rt::Opt(&mut f_stereochemistry))?,
+                "stereochemistry" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_stereochemistry))?
+                }
                 "opticalActivity" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_optical_activity))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_optical_activity))?
                 }
                 "molecularFormula" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_molecular_formula))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_molecular_formula))?
                 }
                 "_molecularFormula" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_molecular_formula))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_molecular_formula))?
                 }
-                "molecularFormulaByMoiety" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_molecular_formula_by_moiety))?
-                }
-                "_molecularFormulaByMoiety" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_molecular_formula_by_moiety))?
-                }
-                "isotope" => map.next_value_seed(crate::rt::VecSeed(&mut f_isotope))?,
+                "molecularFormulaByMoiety" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_molecular_formula_by_moiety),
+                )?,
+                "_molecularFormulaByMoiety" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_molecular_formula_by_moiety),
+                )?,
+                "isotope" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_isotope))?,
                 "molecularWeight" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_molecular_weight))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_molecular_weight))?
                 }
-                "source" => map.next_value_seed(crate::rt::VecSeed(&mut f_source))?,
+                "source" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_source))?,
                 "representation" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_representation))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_representation))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            stereochemistry: f_stereochemistry,
-            optical_activity: f_optical_activity,
-            molecular_formula: f_molecular_formula,
-            molecular_formula_by_moiety: f_molecular_formula_by_moiety,
-            isotope: f_isotope,
-            molecular_weight: f_molecular_weight,
-            source: f_source,
-            representation: f_representation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            stereochemistry: b.f_stereochemistry,
+            optical_activity: b.f_optical_activity,
+            molecular_formula: b.f_molecular_formula,
+            molecular_formula_by_moiety: b.f_molecular_formula_by_moiety,
+            isotope: b.f_isotope,
+            molecular_weight: b.f_molecular_weight,
+            source: b.f_source,
+            representation: b.f_representation,
         })
     }
 }
@@ -1097,42 +1127,47 @@ impl crate::rt::DeFields for SubstanceSpecificationStructureIsotope {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_name: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_substitution: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_half_life: Option<crate::datatypes::Quantity> = None;
-        let mut f_molecular_weight: Option<
-            crate::resources::SubstanceSpecificationStructureIsotopeMolecularWeight,
-        > = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_name: Option<crate::datatypes::CodeableConcept>,
+            f_substitution: Option<crate::datatypes::CodeableConcept>,
+            f_half_life: Option<crate::datatypes::Quantity>,
+            f_molecular_weight:
+                Option<crate::resources::SubstanceSpecificationStructureIsotopeMolecularWeight>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "name" => map.next_value_seed(crate::rt::Opt(&mut f_name))?,
-                "substitution" => map.next_value_seed(crate::rt::Opt(&mut f_substitution))?,
-                "halfLife" => map.next_value_seed(crate::rt::Opt(&mut f_half_life))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "name" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_name))?,
+                "substitution" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_substitution))?
+                }
+                "halfLife" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_half_life))?,
                 "molecularWeight" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_molecular_weight))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_molecular_weight))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            name: f_name,
-            substitution: f_substitution,
-            half_life: f_half_life,
-            molecular_weight: f_molecular_weight,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            name: b.f_name,
+            substitution: b.f_substitution,
+            half_life: b.f_half_life,
+            molecular_weight: b.f_molecular_weight,
         })
     }
 }
@@ -1237,32 +1272,36 @@ impl crate::rt::DeFields for SubstanceSpecificationStructureIsotopeMolecularWeig
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_method: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_amount: Option<crate::datatypes::Quantity> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_method: Option<crate::datatypes::CodeableConcept>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_amount: Option<crate::datatypes::Quantity>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "method" => map.next_value_seed(crate::rt::Opt(&mut f_method))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "amount" => map.next_value_seed(crate::rt::Opt(&mut f_amount))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "method" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_method))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            method: f_method,
-            r#type: f_type,
-            amount: f_amount,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            method: b.f_method,
+            r#type: b.f_type,
+            amount: b.f_amount,
         })
     }
 }
@@ -1370,37 +1409,41 @@ impl crate::rt::DeFields for SubstanceSpecificationStructureRepresentation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_representation: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_attachment: Option<crate::datatypes::Attachment> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_representation: Option<crate::primitives::Primitive<String>>,
+            f_attachment: Option<crate::datatypes::Attachment>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 "representation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_representation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_representation))?
                 }
                 "_representation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_representation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_representation))?
                 }
-                "attachment" => map.next_value_seed(crate::rt::Opt(&mut f_attachment))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "attachment" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_attachment))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            representation: f_representation,
-            attachment: f_attachment,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            representation: b.f_representation,
+            attachment: b.f_attachment,
         })
     }
 }
@@ -1517,41 +1560,48 @@ impl crate::rt::DeFields for SubstanceSpecificationCode {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_status_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_comment: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_source: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_status: Option<crate::datatypes::CodeableConcept>,
+            f_status_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_comment: Option<crate::primitives::Primitive<String>>,
+            f_source: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "status" => map.next_value_seed(crate::rt::Opt(&mut f_status))?,
-                "statusDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_status_date))?,
-                "_statusDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_status_date))?,
-                "comment" => map.next_value_seed(crate::rt::PrimValue(&mut f_comment))?,
-                "_comment" => map.next_value_seed(crate::rt::PrimExt(&mut f_comment))?,
-                "source" => map.next_value_seed(crate::rt::VecSeed(&mut f_source))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "status" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status))?,
+                "statusDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status_date))?
+                }
+                "_statusDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status_date))?
+                }
+                "comment" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_comment))?,
+                "_comment" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_comment))?,
+                "source" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_source))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: f_code,
-            status: f_status,
-            status_date: f_status_date,
-            comment: f_comment,
-            source: f_source,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code,
+            status: b.f_status,
+            status_date: b.f_status_date,
+            comment: b.f_comment,
+            source: b.f_source,
         })
     }
 }
@@ -1715,58 +1765,69 @@ impl crate::rt::DeFields for SubstanceSpecificationName {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_preferred: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_language: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_domain: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_synonym: Vec<crate::resources::SubstanceSpecificationName> = Vec::new();
-        let mut f_translation: Vec<crate::resources::SubstanceSpecificationName> = Vec::new();
-        let mut f_official: Vec<crate::resources::SubstanceSpecificationNameOfficial> = Vec::new();
-        let mut f_source: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_status: Option<crate::datatypes::CodeableConcept>,
+            f_preferred: Option<crate::primitives::Primitive<bool>>,
+            f_language: Vec<crate::datatypes::CodeableConcept>,
+            f_domain: Vec<crate::datatypes::CodeableConcept>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_synonym: Vec<crate::resources::SubstanceSpecificationName>,
+            f_translation: Vec<crate::resources::SubstanceSpecificationName>,
+            f_official: Vec<crate::resources::SubstanceSpecificationNameOfficial>,
+            f_source: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "status" => map.next_value_seed(crate::rt::Opt(&mut f_status))?,
-                "preferred" => map.next_value_seed(crate::rt::PrimValue(&mut f_preferred))?,
-                "_preferred" => map.next_value_seed(crate::rt::PrimExt(&mut f_preferred))?,
-                "language" => map.next_value_seed(crate::rt::VecSeed(&mut f_language))?,
-                "domain" => map.next_value_seed(crate::rt::VecSeed(&mut f_domain))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "synonym" => map.next_value_seed(crate::rt::VecSeed(&mut f_synonym))?,
-                "translation" => map.next_value_seed(crate::rt::VecSeed(&mut f_translation))?,
-                "official" => map.next_value_seed(crate::rt::VecSeed(&mut f_official))?,
-                "source" => map.next_value_seed(crate::rt::VecSeed(&mut f_source))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "status" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status))?,
+                "preferred" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_preferred))?
+                }
+                "_preferred" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_preferred))?,
+                "language" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_language))?,
+                "domain" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_domain))?,
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "synonym" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_synonym))?,
+                "translation" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_translation))?
+                }
+                "official" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_official))?,
+                "source" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_source))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            r#type: f_type,
-            status: f_status,
-            preferred: f_preferred,
-            language: f_language,
-            domain: f_domain,
-            jurisdiction: f_jurisdiction,
-            synonym: f_synonym,
-            translation: f_translation,
-            official: f_official,
-            source: f_source,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            r#type: b.f_type,
+            status: b.f_status,
+            preferred: b.f_preferred,
+            language: b.f_language,
+            domain: b.f_domain,
+            jurisdiction: b.f_jurisdiction,
+            synonym: b.f_synonym,
+            translation: b.f_translation,
+            official: b.f_official,
+            source: b.f_source,
         })
     }
 }
@@ -1877,33 +1938,37 @@ impl crate::rt::DeFields for SubstanceSpecificationNameOfficial {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_authority: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_authority: Option<crate::datatypes::CodeableConcept>,
+            f_status: Option<crate::datatypes::CodeableConcept>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "authority" => map.next_value_seed(crate::rt::Opt(&mut f_authority))?,
-                "status" => map.next_value_seed(crate::rt::Opt(&mut f_status))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "authority" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_authority))?,
+                "status" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status))?,
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            authority: f_authority,
-            status: f_status,
-            date: f_date,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            authority: b.f_authority,
+            status: b.f_status,
+            date: b.f_date,
         })
     }
 }
@@ -2038,58 +2103,67 @@ impl crate::rt::DeFields for SubstanceSpecificationRelationship {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_substance: Option<crate::resources::SubstanceSpecificationRelationshipSubstance> =
-            None;
-        let mut f_relationship: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_is_defining: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_amount: Option<crate::resources::SubstanceSpecificationRelationshipAmount> = None;
-        let mut f_amount_ratio_low_limit: Option<crate::datatypes::Ratio> = None;
-        let mut f_amount_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_source: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_substance: Option<crate::resources::SubstanceSpecificationRelationshipSubstance>,
+            f_relationship: Option<crate::datatypes::CodeableConcept>,
+            f_is_defining: Option<crate::primitives::Primitive<bool>>,
+            f_amount: Option<crate::resources::SubstanceSpecificationRelationshipAmount>,
+            f_amount_ratio_low_limit: Option<crate::datatypes::Ratio>,
+            f_amount_type: Option<crate::datatypes::CodeableConcept>,
+            f_source: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "relationship" => map.next_value_seed(crate::rt::Opt(&mut f_relationship))?,
-                "isDefining" => map.next_value_seed(crate::rt::PrimValue(&mut f_is_defining))?,
-                "_isDefining" => map.next_value_seed(crate::rt::PrimExt(&mut f_is_defining))?,
+                "relationship" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_relationship))?
+                }
+                "isDefining" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_is_defining))?
+                }
+                "_isDefining" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_is_defining))?
+                }
                 "amountRatioLowLimit" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_amount_ratio_low_limit))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount_ratio_low_limit))?
                 }
-                "amountType" => map.next_value_seed(crate::rt::Opt(&mut f_amount_type))?,
-                "source" => map.next_value_seed(crate::rt::VecSeed(&mut f_source))?,
+                "amountType" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_amount_type))?,
+                "source" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_source))?,
                 other => {
                     if !(crate::resources::SubstanceSpecificationRelationshipSubstance::de_key(
                         &mut map,
                         other,
-                        &mut f_substance,
+                        &mut b.f_substance,
                     )? || crate::resources::SubstanceSpecificationRelationshipAmount::de_key(
                         &mut map,
                         other,
-                        &mut f_amount,
+                        &mut b.f_amount,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            substance: f_substance,
-            relationship: f_relationship,
-            is_defining: f_is_defining,
-            amount: f_amount,
-            amount_ratio_low_limit: f_amount_ratio_low_limit,
-            amount_type: f_amount_type,
-            source: f_source,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            substance: b.f_substance,
+            relationship: b.f_relationship,
+            is_defining: b.f_is_defining,
+            amount: b.f_amount,
+            amount_ratio_low_limit: b.f_amount_ratio_low_limit,
+            amount_type: b.f_amount_type,
+            source: b.f_source,
         })
     }
 }
@@ -2157,29 +2231,38 @@ impl SubstanceSpecificationMoietyAmount {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "amountQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "SubstanceSpecification.moiety.amount[x]",
-            })?,
-            "amountString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "amountQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "SubstanceSpecification.moiety.amount[x]",
                 },
-                name: "SubstanceSpecification.moiety.amount[x]",
-            })?,
-            "_amountString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "amountString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SubstanceSpecification.moiety.amount[x]",
                 },
-                name: "SubstanceSpecification.moiety.amount[x]",
-            })?,
+            )?,
+            "_amountString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SubstanceSpecification.moiety.amount[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2239,16 +2322,22 @@ impl SubstanceSpecificationPropertyDefiningSubstance {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "definingSubstanceReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "SubstanceSpecification.property.definingSubstance[x]",
-            })?,
-            "definingSubstanceCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "SubstanceSpecification.property.definingSubstance[x]",
-            })?,
+            "definingSubstanceReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "SubstanceSpecification.property.definingSubstance[x]",
+                },
+            )?,
+            "definingSubstanceCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "SubstanceSpecification.property.definingSubstance[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2314,29 +2403,38 @@ impl SubstanceSpecificationPropertyAmount {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "amountQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "SubstanceSpecification.property.amount[x]",
-            })?,
-            "amountString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "amountQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "SubstanceSpecification.property.amount[x]",
                 },
-                name: "SubstanceSpecification.property.amount[x]",
-            })?,
-            "_amountString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "amountString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SubstanceSpecification.property.amount[x]",
                 },
-                name: "SubstanceSpecification.property.amount[x]",
-            })?,
+            )?,
+            "_amountString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SubstanceSpecification.property.amount[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2396,16 +2494,22 @@ impl SubstanceSpecificationRelationshipSubstance {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "substanceReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "SubstanceSpecification.relationship.substance[x]",
-            })?,
-            "substanceCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "SubstanceSpecification.relationship.substance[x]",
-            })?,
+            "substanceReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "SubstanceSpecification.relationship.substance[x]",
+                },
+            )?,
+            "substanceCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "SubstanceSpecification.relationship.substance[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2479,39 +2583,54 @@ impl SubstanceSpecificationRelationshipAmount {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "amountQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Quantity,
-                name: "SubstanceSpecification.relationship.amount[x]",
-            })?,
-            "amountRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Range,
-                name: "SubstanceSpecification.relationship.amount[x]",
-            })?,
-            "amountRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Ratio,
-                name: "SubstanceSpecification.relationship.amount[x]",
-            })?,
-            "amountString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "amountQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Quantity,
+                    name: "SubstanceSpecification.relationship.amount[x]",
                 },
-                name: "SubstanceSpecification.relationship.amount[x]",
-            })?,
-            "_amountString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "amountRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Range,
+                    name: "SubstanceSpecification.relationship.amount[x]",
                 },
-                name: "SubstanceSpecification.relationship.amount[x]",
-            })?,
+            )?,
+            "amountRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Ratio,
+                    name: "SubstanceSpecification.relationship.amount[x]",
+                },
+            )?,
+            "amountString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SubstanceSpecification.relationship.amount[x]",
+                },
+            )?,
+            "_amountString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SubstanceSpecification.relationship.amount[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

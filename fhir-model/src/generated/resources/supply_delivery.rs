@@ -180,91 +180,101 @@ impl crate::rt::DeFields for SupplyDelivery {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_part_of: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::SupplyDeliveryStatus>> =
-            None;
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_supplied_item: Option<crate::resources::SupplyDeliverySuppliedItem> = None;
-        let mut f_occurrence: Option<crate::resources::SupplyDeliveryOccurrence> = None;
-        let mut f_supplier: Option<crate::datatypes::Reference> = None;
-        let mut f_destination: Option<crate::datatypes::Reference> = None;
-        let mut f_receiver: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_part_of: Vec<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::SupplyDeliveryStatus>>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_supplied_item: Option<crate::resources::SupplyDeliverySuppliedItem>,
+            f_occurrence: Option<crate::resources::SupplyDeliveryOccurrence>,
+            f_supplier: Option<crate::datatypes::Reference>,
+            f_destination: Option<crate::datatypes::Reference>,
+            f_receiver: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "SupplyDelivery",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "SupplyDelivery",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
-                "partOf" => map.next_value_seed(crate::rt::VecSeed(&mut f_part_of))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "suppliedItem" => map.next_value_seed(crate::rt::Opt(&mut f_supplied_item))?,
-                "supplier" => map.next_value_seed(crate::rt::Opt(&mut f_supplier))?,
-                "destination" => map.next_value_seed(crate::rt::Opt(&mut f_destination))?,
-                "receiver" => map.next_value_seed(crate::rt::VecSeed(&mut f_receiver))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_of))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "suppliedItem" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_supplied_item))?
+                }
+                "supplier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_supplier))?,
+                "destination" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_destination))?,
+                "receiver" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_receiver))?,
                 other => {
                     if !(crate::resources::SupplyDeliveryOccurrence::de_key(
                         &mut map,
                         other,
-                        &mut f_occurrence,
+                        &mut b.f_occurrence,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "SupplyDelivery")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            based_on: f_based_on,
-            part_of: f_part_of,
-            status: f_status,
-            patient: f_patient,
-            r#type: f_type,
-            supplied_item: f_supplied_item,
-            occurrence: f_occurrence,
-            supplier: f_supplier,
-            destination: f_destination,
-            receiver: f_receiver,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            based_on: b.f_based_on,
+            part_of: b.f_part_of,
+            status: b.f_status,
+            patient: b.f_patient,
+            r#type: b.f_type,
+            supplied_item: b.f_supplied_item,
+            occurrence: b.f_occurrence,
+            supplier: b.f_supplier,
+            destination: b.f_destination,
+            receiver: b.f_receiver,
         })
     }
 }
@@ -405,36 +415,40 @@ impl crate::rt::DeFields for SupplyDeliverySuppliedItem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_quantity: Option<crate::datatypes::Quantity> = None;
-        let mut f_item: Option<crate::resources::SupplyDeliverySuppliedItemItem> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_quantity: Option<crate::datatypes::Quantity>,
+            f_item: Option<crate::resources::SupplyDeliverySuppliedItemItem>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "quantity" => map.next_value_seed(crate::rt::Opt(&mut f_quantity))?,
+                "quantity" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_quantity))?,
                 other => {
                     if !(crate::resources::SupplyDeliverySuppliedItemItem::de_key(
                         &mut map,
                         other,
-                        &mut f_item,
+                        &mut b.f_item,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            quantity: f_quantity,
-            item: f_item,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            quantity: b.f_quantity,
+            item: b.f_item,
         })
     }
 }
@@ -501,34 +515,46 @@ impl SupplyDeliveryOccurrence {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            "occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SupplyDelivery.occurrence[x]",
                 },
-                name: "SupplyDelivery.occurrence[x]",
-            })?,
-            "_occurrenceDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_occurrenceDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "SupplyDelivery.occurrence[x]",
                 },
-                name: "SupplyDelivery.occurrence[x]",
-            })?,
-            "occurrencePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Period,
-                name: "SupplyDelivery.occurrence[x]",
-            })?,
-            "occurrenceTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Timing,
-                name: "SupplyDelivery.occurrence[x]",
-            })?,
+            )?,
+            "occurrencePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Period,
+                    name: "SupplyDelivery.occurrence[x]",
+                },
+            )?,
+            "occurrenceTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Timing,
+                    name: "SupplyDelivery.occurrence[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -595,16 +621,22 @@ impl SupplyDeliverySuppliedItemItem {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "itemCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::CodeableConcept,
-                name: "SupplyDelivery.suppliedItem.item[x]",
-            })?,
-            "itemReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: Self::Reference,
-                name: "SupplyDelivery.suppliedItem.item[x]",
-            })?,
+            "itemCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::CodeableConcept,
+                    name: "SupplyDelivery.suppliedItem.item[x]",
+                },
+            )?,
+            "itemReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: Self::Reference,
+                    name: "SupplyDelivery.suppliedItem.item[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

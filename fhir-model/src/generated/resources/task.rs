@@ -335,173 +335,197 @@ impl crate::rt::DeFields for Task {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_instantiates_canonical: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_instantiates_uri: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_based_on: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_group_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_part_of: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::TaskStatus>> = None;
-        let mut f_status_reason: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_business_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_intent: Option<crate::primitives::Primitive<crate::codes::TaskIntent>> = None;
-        let mut f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>> =
-            None;
-        let mut f_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_focus: Option<crate::datatypes::Reference> = None;
-        let mut f_for: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_execution_period: Option<crate::datatypes::Period> = None;
-        let mut f_authored_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_last_modified: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_requester: Option<crate::datatypes::Reference> = None;
-        let mut f_performer_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_owner: Option<crate::datatypes::Reference> = None;
-        let mut f_location: Option<crate::datatypes::Reference> = None;
-        let mut f_reason_code: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_reason_reference: Option<crate::datatypes::Reference> = None;
-        let mut f_insurance: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        let mut f_relevant_history: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_restriction: Option<crate::resources::TaskRestriction> = None;
-        let mut f_input: Vec<crate::resources::TaskInput> = Vec::new();
-        let mut f_output: Vec<crate::resources::TaskOutput> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_instantiates_canonical: Option<crate::primitives::Primitive<String>>,
+            f_instantiates_uri: Option<crate::primitives::Primitive<String>>,
+            f_based_on: Vec<crate::datatypes::Reference>,
+            f_group_identifier: Option<crate::datatypes::Identifier>,
+            f_part_of: Vec<crate::datatypes::Reference>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::TaskStatus>>,
+            f_status_reason: Option<crate::datatypes::CodeableConcept>,
+            f_business_status: Option<crate::datatypes::CodeableConcept>,
+            f_intent: Option<crate::primitives::Primitive<crate::codes::TaskIntent>>,
+            f_priority: Option<crate::primitives::Primitive<crate::codes::RequestPriority>>,
+            f_code: Option<crate::datatypes::CodeableConcept>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_focus: Option<crate::datatypes::Reference>,
+            f_for: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_execution_period: Option<crate::datatypes::Period>,
+            f_authored_on: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_last_modified: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_requester: Option<crate::datatypes::Reference>,
+            f_performer_type: Vec<crate::datatypes::CodeableConcept>,
+            f_owner: Option<crate::datatypes::Reference>,
+            f_location: Option<crate::datatypes::Reference>,
+            f_reason_code: Option<crate::datatypes::CodeableConcept>,
+            f_reason_reference: Option<crate::datatypes::Reference>,
+            f_insurance: Vec<crate::datatypes::Reference>,
+            f_note: Vec<crate::datatypes::Annotation>,
+            f_relevant_history: Vec<crate::datatypes::Reference>,
+            f_restriction: Option<crate::resources::TaskRestriction>,
+            f_input: Vec<crate::resources::TaskInput>,
+            f_output: Vec<crate::resources::TaskOutput>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "Task",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "Task",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_instantiates_canonical))?
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
                 }
-                "_instantiatesCanonical" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_instantiates_canonical))?
-                }
+                "instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_instantiates_canonical),
+                )?,
+                "_instantiatesCanonical" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_instantiates_canonical),
+                )?,
                 "instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_instantiates_uri))?
                 }
                 "_instantiatesUri" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_instantiates_uri))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_instantiates_uri))?
                 }
-                "basedOn" => map.next_value_seed(crate::rt::VecSeed(&mut f_based_on))?,
+                "basedOn" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_based_on))?,
                 "groupIdentifier" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_group_identifier))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_group_identifier))?
                 }
-                "partOf" => map.next_value_seed(crate::rt::VecSeed(&mut f_part_of))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "statusReason" => map.next_value_seed(crate::rt::Opt(&mut f_status_reason))?,
-                "businessStatus" => map.next_value_seed(crate::rt::Opt(&mut f_business_status))?,
-                "intent" => map.next_value_seed(crate::rt::PrimValue(&mut f_intent))?,
-                "_intent" => map.next_value_seed(crate::rt::PrimExt(&mut f_intent))?,
-                "priority" => map.next_value_seed(crate::rt::PrimValue(&mut f_priority))?,
-                "_priority" => map.next_value_seed(crate::rt::PrimExt(&mut f_priority))?,
-                "code" => map.next_value_seed(crate::rt::Opt(&mut f_code))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "focus" => map.next_value_seed(crate::rt::Opt(&mut f_focus))?,
-                "for" => map.next_value_seed(crate::rt::Opt(&mut f_for))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
+                "partOf" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_part_of))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "statusReason" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_status_reason))?
+                }
+                "businessStatus" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_business_status))?
+                }
+                "intent" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_intent))?,
+                "_intent" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_intent))?,
+                "priority" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_priority))?,
+                "_priority" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_priority))?,
+                "code" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_code))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "focus" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_focus))?,
+                "for" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_for))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
                 "executionPeriod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_execution_period))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_execution_period))?
                 }
-                "authoredOn" => map.next_value_seed(crate::rt::PrimValue(&mut f_authored_on))?,
-                "_authoredOn" => map.next_value_seed(crate::rt::PrimExt(&mut f_authored_on))?,
+                "authoredOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_authored_on))?
+                }
+                "_authoredOn" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_authored_on))?
+                }
                 "lastModified" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_last_modified))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_last_modified))?
                 }
-                "_lastModified" => map.next_value_seed(crate::rt::PrimExt(&mut f_last_modified))?,
-                "requester" => map.next_value_seed(crate::rt::Opt(&mut f_requester))?,
+                "_lastModified" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_last_modified))?
+                }
+                "requester" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_requester))?,
                 "performerType" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_performer_type))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_performer_type))?
                 }
-                "owner" => map.next_value_seed(crate::rt::Opt(&mut f_owner))?,
-                "location" => map.next_value_seed(crate::rt::Opt(&mut f_location))?,
-                "reasonCode" => map.next_value_seed(crate::rt::Opt(&mut f_reason_code))?,
+                "owner" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_owner))?,
+                "location" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_location))?,
+                "reasonCode" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reason_code))?,
                 "reasonReference" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_reason_reference))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_reason_reference))?
                 }
-                "insurance" => map.next_value_seed(crate::rt::VecSeed(&mut f_insurance))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
+                "insurance" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_insurance))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
                 "relevantHistory" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_relevant_history))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_relevant_history))?
                 }
-                "restriction" => map.next_value_seed(crate::rt::Opt(&mut f_restriction))?,
-                "input" => map.next_value_seed(crate::rt::VecSeed(&mut f_input))?,
-                "output" => map.next_value_seed(crate::rt::VecSeed(&mut f_output))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "restriction" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_restriction))?,
+                "input" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_input))?,
+                "output" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_output))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "Task")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_intent.is_some(), "intent")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            instantiates_canonical: f_instantiates_canonical,
-            instantiates_uri: f_instantiates_uri,
-            based_on: f_based_on,
-            group_identifier: f_group_identifier,
-            part_of: f_part_of,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_reason: f_status_reason,
-            business_status: f_business_status,
-            intent: crate::rt::required::<_, A::Error>(f_intent, "intent")?,
-            priority: f_priority,
-            code: f_code,
-            description: f_description,
-            focus: f_focus,
-            r#for: f_for,
-            encounter: f_encounter,
-            execution_period: f_execution_period,
-            authored_on: f_authored_on,
-            last_modified: f_last_modified,
-            requester: f_requester,
-            performer_type: f_performer_type,
-            owner: f_owner,
-            location: f_location,
-            reason_code: f_reason_code,
-            reason_reference: f_reason_reference,
-            insurance: f_insurance,
-            note: f_note,
-            relevant_history: f_relevant_history,
-            restriction: f_restriction,
-            input: f_input,
-            output: f_output,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            instantiates_canonical: b.f_instantiates_canonical,
+            instantiates_uri: b.f_instantiates_uri,
+            based_on: b.f_based_on,
+            group_identifier: b.f_group_identifier,
+            part_of: b.f_part_of,
+            status: b.f_status.unwrap_or_default(),
+            status_reason: b.f_status_reason,
+            business_status: b.f_business_status,
+            intent: b.f_intent.unwrap_or_default(),
+            priority: b.f_priority,
+            code: b.f_code,
+            description: b.f_description,
+            focus: b.f_focus,
+            r#for: b.f_for,
+            encounter: b.f_encounter,
+            execution_period: b.f_execution_period,
+            authored_on: b.f_authored_on,
+            last_modified: b.f_last_modified,
+            requester: b.f_requester,
+            performer_type: b.f_performer_type,
+            owner: b.f_owner,
+            location: b.f_location,
+            reason_code: b.f_reason_code,
+            reason_reference: b.f_reason_reference,
+            insurance: b.f_insurance,
+            note: b.f_note,
+            relevant_history: b.f_relevant_history,
+            restriction: b.f_restriction,
+            input: b.f_input,
+            output: b.f_output,
         })
     }
 }
@@ -669,33 +693,41 @@ impl crate::rt::DeFields for TaskRestriction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_repetitions: Option<crate::primitives::Primitive<u32>> = None;
-        let mut f_period: Option<crate::datatypes::Period> = None;
-        let mut f_recipient: Vec<crate::datatypes::Reference> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_repetitions: Option<crate::primitives::Primitive<u32>>,
+            f_period: Option<crate::datatypes::Period>,
+            f_recipient: Vec<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "repetitions" => map.next_value_seed(crate::rt::PrimValue(&mut f_repetitions))?,
-                "_repetitions" => map.next_value_seed(crate::rt::PrimExt(&mut f_repetitions))?,
-                "period" => map.next_value_seed(crate::rt::Opt(&mut f_period))?,
-                "recipient" => map.next_value_seed(crate::rt::VecSeed(&mut f_recipient))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "repetitions" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_repetitions))?
+                }
+                "_repetitions" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_repetitions))?
+                }
+                "period" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_period))?,
+                "recipient" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_recipient))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            repetitions: f_repetitions,
-            period: f_period,
-            recipient: f_recipient,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            repetitions: b.f_repetitions,
+            period: b.f_period,
+            recipient: b.f_recipient,
         })
     }
 }
@@ -798,32 +830,39 @@ impl crate::rt::DeFields for TaskInput {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value: Option<crate::resources::TaskInputValue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_value: Option<crate::resources::TaskInputValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 other => {
-                    if !(crate::resources::TaskInputValue::de_key(&mut map, other, &mut f_value)?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                    if !(crate::resources::TaskInputValue::de_key(&mut map, other, &mut b.f_value)?)
+                    {
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -925,33 +964,42 @@ impl crate::rt::DeFields for TaskOutput {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_value: Option<crate::resources::TaskOutputValue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::CodeableConcept>,
+            f_value: Option<crate::resources::TaskOutputValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
                 other => {
-                    if !(crate::resources::TaskOutputValue::de_key(&mut map, other, &mut f_value)?)
-                    {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                    if !(crate::resources::TaskOutputValue::de_key(
+                        &mut map,
+                        other,
+                        &mut b.f_value,
+                    )?) {
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -1208,503 +1256,710 @@ impl TaskInputValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            "valueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueCanonical" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueCanonical" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueCode" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueCode" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueId" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueId" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueInstant" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueInstant" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueMarkdown" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueMarkdown" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueOid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueOid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "valuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueUrl" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueUrl" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueUuid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "_valueUuid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.input.value[x]",
                 },
-                name: "Task.input.value[x]",
-            })?,
-            "valueAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Address(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Age(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueAnnotation" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Annotation(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Attachment(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::CodeableConcept(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Coding(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueContactPoint" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactPoint(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueCount" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Count(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueDistance" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Distance(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Duration(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueHumanName" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::HumanName(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueIdentifier" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Identifier(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueMoney" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Money(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valuePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Period(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Quantity(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Range(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Ratio(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Reference(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueSampledData" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::SampledData(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueSignature" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Signature(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Timing(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueContactDetail" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactDetail(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueContributor" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Contributor(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueDataRequirement" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::DataRequirement(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueExpression" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Expression(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueParameterDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ParameterDefinition(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueRelatedArtifact" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::RelatedArtifact(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueTriggerDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::TriggerDefinition(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueUsageContext" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::UsageContext(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueDosage" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Dosage(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
-            "valueMeta" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Meta(Box::new(x)),
-                name: "Task.input.value[x]",
-            })?,
+            )?,
+            "valueAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Address(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Age(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueAnnotation" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Annotation(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Attachment(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::CodeableConcept(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Coding(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueContactPoint" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactPoint(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueCount" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Count(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueDistance" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Distance(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Duration(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueHumanName" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::HumanName(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueIdentifier" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Identifier(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueMoney" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Money(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valuePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Period(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Quantity(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Range(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Ratio(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Reference(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueSampledData" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::SampledData(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueSignature" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Signature(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Timing(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueContactDetail" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactDetail(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueContributor" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Contributor(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueDataRequirement" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::DataRequirement(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueExpression" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Expression(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueParameterDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ParameterDefinition(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueRelatedArtifact" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::RelatedArtifact(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueTriggerDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::TriggerDefinition(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueUsageContext" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::UsageContext(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueDosage" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Dosage(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
+            "valueMeta" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Meta(Box::new(x)),
+                    name: "Task.input.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -2190,503 +2445,710 @@ impl TaskOutputValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            "valueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueBase64Binary" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Base64Binary,
-                get: |c: &mut Self| match c {
-                    Self::Base64Binary(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBase64Binary" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Base64Binary,
+                    get: |c: &mut Self| match c {
+                        Self::Base64Binary(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueCanonical" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueCanonical" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Canonical,
-                get: |c: &mut Self| match c {
-                    Self::Canonical(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueCanonical" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Canonical,
+                    get: |c: &mut Self| match c {
+                        Self::Canonical(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueCode" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueCode" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueDate" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueDate" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Date,
-                get: |c: &mut Self| match c {
-                    Self::Date(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDate" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Date,
+                    get: |c: &mut Self| match c {
+                        Self::Date(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueId" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueId" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Id,
-                get: |c: &mut Self| match c {
-                    Self::Id(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueId" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Id,
+                    get: |c: &mut Self| match c {
+                        Self::Id(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueInstant" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueInstant" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Instant,
-                get: |c: &mut Self| match c {
-                    Self::Instant(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInstant" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Instant,
+                    get: |c: &mut Self| match c {
+                        Self::Instant(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueMarkdown" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueMarkdown" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Markdown,
-                get: |c: &mut Self| match c {
-                    Self::Markdown(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueMarkdown" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Markdown,
+                    get: |c: &mut Self| match c {
+                        Self::Markdown(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueOid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueOid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Oid,
-                get: |c: &mut Self| match c {
-                    Self::Oid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueOid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Oid,
+                    get: |c: &mut Self| match c {
+                        Self::Oid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "valuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valuePositiveInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::PositiveInt,
-                get: |c: &mut Self| match c {
-                    Self::PositiveInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valuePositiveInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::PositiveInt,
+                    get: |c: &mut Self| match c {
+                        Self::PositiveInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Time,
-                get: |c: &mut Self| match c {
-                    Self::Time(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Time,
+                    get: |c: &mut Self| match c {
+                        Self::Time(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueUnsignedInt" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::UnsignedInt,
-                get: |c: &mut Self| match c {
-                    Self::UnsignedInt(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUnsignedInt" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::UnsignedInt,
+                    get: |c: &mut Self| match c {
+                        Self::UnsignedInt(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueUrl" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueUrl" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Url,
-                get: |c: &mut Self| match c {
-                    Self::Url(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUrl" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Url,
+                    get: |c: &mut Self| match c {
+                        Self::Url(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueUuid" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "_valueUuid" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uuid,
-                get: |c: &mut Self| match c {
-                    Self::Uuid(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUuid" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uuid,
+                    get: |c: &mut Self| match c {
+                        Self::Uuid(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "Task.output.value[x]",
                 },
-                name: "Task.output.value[x]",
-            })?,
-            "valueAddress" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Address(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueAge" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Age(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueAnnotation" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Annotation(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueAttachment" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Attachment(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueCodeableConcept" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::CodeableConcept(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueCoding" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Coding(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueContactPoint" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactPoint(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueCount" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Count(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueDistance" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Distance(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueDuration" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Duration(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueHumanName" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::HumanName(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueIdentifier" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Identifier(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueMoney" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Money(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valuePeriod" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Period(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueQuantity" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Quantity(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueRange" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Range(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueRatio" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Ratio(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueReference" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Reference(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueSampledData" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::SampledData(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueSignature" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Signature(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueTiming" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Timing(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueContactDetail" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ContactDetail(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueContributor" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Contributor(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueDataRequirement" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::DataRequirement(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueExpression" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Expression(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueParameterDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::ParameterDefinition(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueRelatedArtifact" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::RelatedArtifact(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueTriggerDefinition" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::TriggerDefinition(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueUsageContext" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::UsageContext(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueDosage" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Dosage(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
-            "valueMeta" => map.next_value_seed(crate::rt::Choice {
-                slot,
-                ctor: |x| Self::Meta(Box::new(x)),
-                name: "Task.output.value[x]",
-            })?,
+            )?,
+            "valueAddress" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Address(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueAge" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Age(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueAnnotation" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Annotation(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueAttachment" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Attachment(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueCodeableConcept" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::CodeableConcept(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueCoding" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Coding(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueContactPoint" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactPoint(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueCount" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Count(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueDistance" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Distance(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueDuration" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Duration(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueHumanName" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::HumanName(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueIdentifier" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Identifier(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueMoney" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Money(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valuePeriod" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Period(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueQuantity" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Quantity(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueRange" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Range(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueRatio" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Ratio(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueReference" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Reference(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueSampledData" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::SampledData(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueSignature" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Signature(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueTiming" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Timing(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueContactDetail" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ContactDetail(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueContributor" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Contributor(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueDataRequirement" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::DataRequirement(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueExpression" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Expression(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueParameterDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::ParameterDefinition(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueRelatedArtifact" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::RelatedArtifact(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueTriggerDefinition" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::TriggerDefinition(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueUsageContext" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::UsageContext(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueDosage" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Dosage(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
+            "valueMeta" => crate::rt::value(
+                map,
+                crate::rt::Choice {
+                    slot,
+                    ctor: |x| Self::Meta(Box::new(x)),
+                    name: "Task.output.value[x]",
+                },
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -278,143 +278,175 @@ impl crate::rt::DeFields for TerminologyCapabilities {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_kind: Option<
-            crate::primitives::Primitive<crate::codes::CapabilityStatementKind>,
-        > = None;
-        let mut f_software: Option<crate::resources::TerminologyCapabilitiesSoftware> = None;
-        let mut f_implementation: Option<crate::resources::TerminologyCapabilitiesImplementation> =
-            None;
-        let mut f_locked_date: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_code_system: Vec<crate::resources::TerminologyCapabilitiesCodeSystem> =
-            Vec::new();
-        let mut f_expansion: Option<crate::resources::TerminologyCapabilitiesExpansion> = None;
-        let mut f_code_search: Option<
-            crate::primitives::Primitive<crate::codes::CodeSearchSupport>,
-        > = None;
-        let mut f_validate_code: Option<crate::resources::TerminologyCapabilitiesValidateCode> =
-            None;
-        let mut f_translation: Option<crate::resources::TerminologyCapabilitiesTranslation> = None;
-        let mut f_closure: Option<crate::resources::TerminologyCapabilitiesClosure> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_kind: Option<crate::primitives::Primitive<crate::codes::CapabilityStatementKind>>,
+            f_software: Option<crate::resources::TerminologyCapabilitiesSoftware>,
+            f_implementation: Option<crate::resources::TerminologyCapabilitiesImplementation>,
+            f_locked_date: Option<crate::primitives::Primitive<bool>>,
+            f_code_system: Vec<crate::resources::TerminologyCapabilitiesCodeSystem>,
+            f_expansion: Option<crate::resources::TerminologyCapabilitiesExpansion>,
+            f_code_search: Option<crate::primitives::Primitive<crate::codes::CodeSearchSupport>>,
+            f_validate_code: Option<crate::resources::TerminologyCapabilitiesValidateCode>,
+            f_translation: Option<crate::resources::TerminologyCapabilitiesTranslation>,
+            f_closure: Option<crate::resources::TerminologyCapabilitiesClosure>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "TerminologyCapabilities",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "TerminologyCapabilities",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
-                "kind" => map.next_value_seed(crate::rt::PrimValue(&mut f_kind))?,
-                "_kind" => map.next_value_seed(crate::rt::PrimExt(&mut f_kind))?,
-                "software" => map.next_value_seed(crate::rt::Opt(&mut f_software))?,
-                "implementation" => map.next_value_seed(crate::rt::Opt(&mut f_implementation))?,
-                "lockedDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_locked_date))?,
-                "_lockedDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_locked_date))?,
-                "codeSystem" => map.next_value_seed(crate::rt::VecSeed(&mut f_code_system))?,
-                "expansion" => map.next_value_seed(crate::rt::Opt(&mut f_expansion))?,
-                "codeSearch" => map.next_value_seed(crate::rt::PrimValue(&mut f_code_search))?,
-                "_codeSearch" => map.next_value_seed(crate::rt::PrimExt(&mut f_code_search))?,
-                "validateCode" => map.next_value_seed(crate::rt::Opt(&mut f_validate_code))?,
-                "translation" => map.next_value_seed(crate::rt::Opt(&mut f_translation))?,
-                "closure" => map.next_value_seed(crate::rt::Opt(&mut f_closure))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
+                "kind" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_kind))?,
+                "_kind" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_kind))?,
+                "software" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_software))?,
+                "implementation" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_implementation))?
+                }
+                "lockedDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_locked_date))?
+                }
+                "_lockedDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_locked_date))?
+                }
+                "codeSystem" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_code_system))?
+                }
+                "expansion" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_expansion))?,
+                "codeSearch" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code_search))?
+                }
+                "_codeSearch" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code_search))?
+                }
+                "validateCode" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_validate_code))?
+                }
+                "translation" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_translation))?,
+                "closure" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_closure))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "TerminologyCapabilities")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_date.is_some(), "date")?;
+        crate::rt::check_required::<A::Error>(b.f_kind.is_some(), "kind")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: f_url,
-            version: f_version,
-            name: f_name,
-            title: f_title,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            date: crate::rt::required::<_, A::Error>(f_date, "date")?,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            purpose: f_purpose,
-            copyright: f_copyright,
-            kind: crate::rt::required::<_, A::Error>(f_kind, "kind")?,
-            software: f_software,
-            implementation: f_implementation,
-            locked_date: f_locked_date,
-            code_system: f_code_system,
-            expansion: f_expansion,
-            code_search: f_code_search,
-            validate_code: f_validate_code,
-            translation: f_translation,
-            closure: f_closure,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url,
+            version: b.f_version,
+            name: b.f_name,
+            title: b.f_title,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            date: b.f_date.unwrap_or_default(),
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            purpose: b.f_purpose,
+            copyright: b.f_copyright,
+            kind: b.f_kind.unwrap_or_default(),
+            software: b.f_software,
+            implementation: b.f_implementation,
+            locked_date: b.f_locked_date,
+            code_system: b.f_code_system,
+            expansion: b.f_expansion,
+            code_search: b.f_code_search,
+            validate_code: b.f_validate_code,
+            translation: b.f_translation,
+            closure: b.f_closure,
         })
     }
 }
@@ -567,31 +599,36 @@ impl crate::rt::DeFields for TerminologyCapabilitiesSoftware {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            version: f_version,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            version: b.f_version,
         })
     }
 }
@@ -689,31 +726,40 @@ impl crate::rt::DeFields for TerminologyCapabilitiesImplementation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_description.is_some(), "description")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            description: crate::rt::required::<_, A::Error>(f_description, "description")?,
-            url: f_url,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            description: b.f_description.unwrap_or_default(),
+            url: b.f_url,
         })
     }
 }
@@ -815,35 +861,42 @@ impl crate::rt::DeFields for TerminologyCapabilitiesCodeSystem {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_uri: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Vec<crate::resources::TerminologyCapabilitiesCodeSystemVersion> =
-            Vec::new();
-        let mut f_subsumption: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_uri: Option<crate::primitives::Primitive<String>>,
+            f_version: Vec<crate::resources::TerminologyCapabilitiesCodeSystemVersion>,
+            f_subsumption: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "uri" => map.next_value_seed(crate::rt::PrimValue(&mut f_uri))?,
-                "_uri" => map.next_value_seed(crate::rt::PrimExt(&mut f_uri))?,
-                "version" => map.next_value_seed(crate::rt::VecSeed(&mut f_version))?,
-                "subsumption" => map.next_value_seed(crate::rt::PrimValue(&mut f_subsumption))?,
-                "_subsumption" => map.next_value_seed(crate::rt::PrimExt(&mut f_subsumption))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "uri" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_uri))?,
+                "_uri" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_uri))?,
+                "version" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_version))?,
+                "subsumption" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_subsumption))?
+                }
+                "_subsumption" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_subsumption))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            uri: f_uri,
-            version: f_version,
-            subsumption: f_subsumption,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            uri: b.f_uri,
+            version: b.f_version,
+            subsumption: b.f_subsumption,
         })
     }
 }
@@ -972,51 +1025,74 @@ impl crate::rt::DeFields for TerminologyCapabilitiesCodeSystemVersion {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_is_default: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_compositional: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_language: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_filter: Vec<crate::resources::TerminologyCapabilitiesCodeSystemVersionFilter> =
-            Vec::new();
-        let mut f_property: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+            f_is_default: Option<crate::primitives::Primitive<bool>>,
+            f_compositional: Option<crate::primitives::Primitive<bool>>,
+            f_language: crate::rt::PrimVec<String>,
+            f_filter: Vec<crate::resources::TerminologyCapabilitiesCodeSystemVersionFilter>,
+            f_property: crate::rt::PrimVec<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "isDefault" => map.next_value_seed(crate::rt::PrimValue(&mut f_is_default))?,
-                "_isDefault" => map.next_value_seed(crate::rt::PrimExt(&mut f_is_default))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "isDefault" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_is_default))?
+                }
+                "_isDefault" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_is_default))?
+                }
                 "compositional" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_compositional))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_compositional))?
                 }
                 "_compositional" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_compositional))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_compositional))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_language))?,
-                "filter" => map.next_value_seed(crate::rt::VecSeed(&mut f_filter))?,
-                "property" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_property))?,
-                "_property" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_property))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "language" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_language))?
+                }
+                "_language" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_language))?
+                }
+                "filter" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_filter))?,
+                "property" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_property))?
+                }
+                "_property" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_property))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_language = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_language),
+            "language",
+        )?;
+        let v_property = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_property),
+            "property",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: f_code,
-            is_default: f_is_default,
-            compositional: f_compositional,
-            language: crate::rt::finish_prim_vec::<_, A::Error>(f_language, "language")?,
-            filter: f_filter,
-            property: crate::rt::finish_prim_vec::<_, A::Error>(f_property, "property")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code,
+            is_default: b.f_is_default,
+            compositional: b.f_compositional,
+            language: v_language,
+            filter: b.f_filter,
+            property: v_property,
         })
     }
 }
@@ -1122,34 +1198,38 @@ impl crate::rt::DeFields for TerminologyCapabilitiesCodeSystemVersionFilter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_op: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+            f_op: crate::rt::PrimVec<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "op" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_op))?,
-                "_op" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_op))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "op" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_op))?,
+                "_op" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_op))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
+        let v_op = crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_op), "op")?;
+        crate::rt::check_required::<A::Error>(!v_op.is_empty(), "op")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            op: crate::rt::required_vec::<_, A::Error>(
-                crate::rt::finish_prim_vec::<_, A::Error>(f_op, "op")?,
-                "op",
-            )?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            op: v_op,
         })
     }
 }
@@ -1263,43 +1343,58 @@ impl crate::rt::DeFields for TerminologyCapabilitiesExpansion {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_hierarchical: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_paging: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_incomplete: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_parameter: Vec<crate::resources::TerminologyCapabilitiesExpansionParameter> =
-            Vec::new();
-        let mut f_text_filter: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_hierarchical: Option<crate::primitives::Primitive<bool>>,
+            f_paging: Option<crate::primitives::Primitive<bool>>,
+            f_incomplete: Option<crate::primitives::Primitive<bool>>,
+            f_parameter: Vec<crate::resources::TerminologyCapabilitiesExpansionParameter>,
+            f_text_filter: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "hierarchical" => map.next_value_seed(crate::rt::PrimValue(&mut f_hierarchical))?,
-                "_hierarchical" => map.next_value_seed(crate::rt::PrimExt(&mut f_hierarchical))?,
-                "paging" => map.next_value_seed(crate::rt::PrimValue(&mut f_paging))?,
-                "_paging" => map.next_value_seed(crate::rt::PrimExt(&mut f_paging))?,
-                "incomplete" => map.next_value_seed(crate::rt::PrimValue(&mut f_incomplete))?,
-                "_incomplete" => map.next_value_seed(crate::rt::PrimExt(&mut f_incomplete))?,
-                "parameter" => map.next_value_seed(crate::rt::VecSeed(&mut f_parameter))?,
-                "textFilter" => map.next_value_seed(crate::rt::PrimValue(&mut f_text_filter))?,
-                "_textFilter" => map.next_value_seed(crate::rt::PrimExt(&mut f_text_filter))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "hierarchical" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_hierarchical))?
+                }
+                "_hierarchical" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_hierarchical))?
+                }
+                "paging" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_paging))?,
+                "_paging" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_paging))?,
+                "incomplete" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_incomplete))?
+                }
+                "_incomplete" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_incomplete))?
+                }
+                "parameter" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_parameter))?,
+                "textFilter" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_text_filter))?
+                }
+                "_textFilter" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_text_filter))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            hierarchical: f_hierarchical,
-            paging: f_paging,
-            incomplete: f_incomplete,
-            parameter: f_parameter,
-            text_filter: f_text_filter,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            hierarchical: b.f_hierarchical,
+            paging: b.f_paging,
+            incomplete: b.f_incomplete,
+            parameter: b.f_parameter,
+            text_filter: b.f_text_filter,
         })
     }
 }
@@ -1405,35 +1500,40 @@ impl crate::rt::DeFields for TerminologyCapabilitiesExpansionParameter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_documentation: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_documentation: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
                 "documentation" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_documentation))?
                 }
                 "_documentation" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_documentation))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_documentation))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            documentation: f_documentation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            documentation: b.f_documentation,
         })
     }
 }
@@ -1524,27 +1624,36 @@ impl crate::rt::DeFields for TerminologyCapabilitiesValidateCode {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_translations: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_translations: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "translations" => map.next_value_seed(crate::rt::PrimValue(&mut f_translations))?,
-                "_translations" => map.next_value_seed(crate::rt::PrimExt(&mut f_translations))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "translations" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_translations))?
+                }
+                "_translations" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_translations))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_translations.is_some(), "translations")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            translations: crate::rt::required::<_, A::Error>(f_translations, "translations")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            translations: b.f_translations.unwrap_or_default(),
         })
     }
 }
@@ -1634,27 +1743,32 @@ impl crate::rt::DeFields for TerminologyCapabilitiesTranslation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_needs_map: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_needs_map: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "needsMap" => map.next_value_seed(crate::rt::PrimValue(&mut f_needs_map))?,
-                "_needsMap" => map.next_value_seed(crate::rt::PrimExt(&mut f_needs_map))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "needsMap" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_needs_map))?,
+                "_needsMap" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_needs_map))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_needs_map.is_some(), "needsMap")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            needs_map: crate::rt::required::<_, A::Error>(f_needs_map, "needsMap")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            needs_map: b.f_needs_map.unwrap_or_default(),
         })
     }
 }
@@ -1741,27 +1855,35 @@ impl crate::rt::DeFields for TerminologyCapabilitiesClosure {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_translation: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_translation: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "translation" => map.next_value_seed(crate::rt::PrimValue(&mut f_translation))?,
-                "_translation" => map.next_value_seed(crate::rt::PrimExt(&mut f_translation))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "translation" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_translation))?
+                }
+                "_translation" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_translation))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            translation: f_translation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            translation: b.f_translation,
         })
     }
 }

@@ -194,93 +194,103 @@ impl crate::rt::DeFields for TestReport {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::TestReportStatus>> =
-            None;
-        let mut f_test_script: Option<crate::datatypes::Reference> = None;
-        let mut f_result: Option<crate::primitives::Primitive<crate::codes::TestReportResult>> =
-            None;
-        let mut f_score: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_tester: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_issued: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_participant: Vec<crate::resources::TestReportParticipant> = Vec::new();
-        let mut f_setup: Option<crate::resources::TestReportSetup> = None;
-        let mut f_test: Vec<crate::resources::TestReportTest> = Vec::new();
-        let mut f_teardown: Option<crate::resources::TestReportTeardown> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::TestReportStatus>>,
+            f_test_script: Option<crate::datatypes::Reference>,
+            f_result: Option<crate::primitives::Primitive<crate::codes::TestReportResult>>,
+            f_score: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_tester: Option<crate::primitives::Primitive<String>>,
+            f_issued: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_participant: Vec<crate::resources::TestReportParticipant>,
+            f_setup: Option<crate::resources::TestReportSetup>,
+            f_test: Vec<crate::resources::TestReportTest>,
+            f_teardown: Option<crate::resources::TestReportTeardown>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "TestReport",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "TestReport",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "testScript" => map.next_value_seed(crate::rt::Opt(&mut f_test_script))?,
-                "result" => map.next_value_seed(crate::rt::PrimValue(&mut f_result))?,
-                "_result" => map.next_value_seed(crate::rt::PrimExt(&mut f_result))?,
-                "score" => map.next_value_seed(crate::rt::PrimValue(&mut f_score))?,
-                "_score" => map.next_value_seed(crate::rt::PrimExt(&mut f_score))?,
-                "tester" => map.next_value_seed(crate::rt::PrimValue(&mut f_tester))?,
-                "_tester" => map.next_value_seed(crate::rt::PrimExt(&mut f_tester))?,
-                "issued" => map.next_value_seed(crate::rt::PrimValue(&mut f_issued))?,
-                "_issued" => map.next_value_seed(crate::rt::PrimExt(&mut f_issued))?,
-                "participant" => map.next_value_seed(crate::rt::VecSeed(&mut f_participant))?,
-                "setup" => map.next_value_seed(crate::rt::Opt(&mut f_setup))?,
-                "test" => map.next_value_seed(crate::rt::VecSeed(&mut f_test))?,
-                "teardown" => map.next_value_seed(crate::rt::Opt(&mut f_teardown))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "testScript" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_test_script))?,
+                "result" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_result))?,
+                "_result" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_result))?,
+                "score" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_score))?,
+                "_score" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_score))?,
+                "tester" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_tester))?,
+                "_tester" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_tester))?,
+                "issued" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_issued))?,
+                "_issued" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_issued))?,
+                "participant" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_participant))?
+                }
+                "setup" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_setup))?,
+                "test" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_test))?,
+                "teardown" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_teardown))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "TestReport")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_test_script.is_some(), "testScript")?;
+        crate::rt::check_required::<A::Error>(b.f_result.is_some(), "result")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            name: f_name,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            test_script: crate::rt::required::<_, A::Error>(f_test_script, "testScript")?,
-            result: crate::rt::required::<_, A::Error>(f_result, "result")?,
-            score: f_score,
-            tester: f_tester,
-            issued: f_issued,
-            participant: f_participant,
-            setup: f_setup,
-            test: f_test,
-            teardown: f_teardown,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            name: b.f_name,
+            status: b.f_status.unwrap_or_default(),
+            test_script: b.f_test_script.unwrap_or_default(),
+            result: b.f_result.unwrap_or_default(),
+            score: b.f_score,
+            tester: b.f_tester,
+            issued: b.f_issued,
+            participant: b.f_participant,
+            setup: b.f_setup,
+            test: b.f_test,
+            teardown: b.f_teardown,
         })
     }
 }
@@ -432,37 +442,41 @@ impl crate::rt::DeFields for TestReportParticipant {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<
-            crate::primitives::Primitive<crate::codes::TestReportParticipantType>,
-        > = None;
-        let mut f_uri: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_display: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::primitives::Primitive<crate::codes::TestReportParticipantType>>,
+            f_uri: Option<crate::primitives::Primitive<String>>,
+            f_display: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::PrimValue(&mut f_type))?,
-                "_type" => map.next_value_seed(crate::rt::PrimExt(&mut f_type))?,
-                "uri" => map.next_value_seed(crate::rt::PrimValue(&mut f_uri))?,
-                "_uri" => map.next_value_seed(crate::rt::PrimExt(&mut f_uri))?,
-                "display" => map.next_value_seed(crate::rt::PrimValue(&mut f_display))?,
-                "_display" => map.next_value_seed(crate::rt::PrimExt(&mut f_display))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "type" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_type))?,
+                "_type" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_type))?,
+                "uri" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_uri))?,
+                "_uri" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_uri))?,
+                "display" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_display))?,
+                "_display" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_display))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_type.is_some(), "type")?;
+        crate::rt::check_required::<A::Error>(b.f_uri.is_some(), "uri")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: crate::rt::required::<_, A::Error>(f_type, "type")?,
-            uri: crate::rt::required::<_, A::Error>(f_uri, "uri")?,
-            display: f_display,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type.unwrap_or_default(),
+            uri: b.f_uri.unwrap_or_default(),
+            display: b.f_display,
         })
     }
 }
@@ -554,26 +568,31 @@ impl crate::rt::DeFields for TestReportSetup {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_action: Vec<crate::resources::TestReportSetupAction> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_action: Vec<crate::resources::TestReportSetupAction>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "action" => map.next_value_seed(crate::rt::VecSeed(&mut f_action))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "action" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_action))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_action.is_empty(), "action")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            action: crate::rt::required_vec::<_, A::Error>(f_action, "action")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            action: b.f_action,
         })
     }
 }
@@ -667,29 +686,33 @@ impl crate::rt::DeFields for TestReportSetupAction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_operation: Option<crate::resources::TestReportSetupActionOperation> = None;
-        let mut f_assert: Option<crate::resources::TestReportSetupActionAssert> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_operation: Option<crate::resources::TestReportSetupActionOperation>,
+            f_assert: Option<crate::resources::TestReportSetupActionAssert>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "operation" => map.next_value_seed(crate::rt::Opt(&mut f_operation))?,
-                "assert" => map.next_value_seed(crate::rt::Opt(&mut f_assert))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "operation" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_operation))?,
+                "assert" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_assert))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            operation: f_operation,
-            assert: f_assert,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            operation: b.f_operation,
+            assert: b.f_assert,
         })
     }
 }
@@ -796,37 +819,40 @@ impl crate::rt::DeFields for TestReportSetupActionOperation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_result: Option<
-            crate::primitives::Primitive<crate::codes::TestReportActionResult>,
-        > = None;
-        let mut f_message: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_detail: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_result: Option<crate::primitives::Primitive<crate::codes::TestReportActionResult>>,
+            f_message: Option<crate::primitives::Primitive<String>>,
+            f_detail: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "result" => map.next_value_seed(crate::rt::PrimValue(&mut f_result))?,
-                "_result" => map.next_value_seed(crate::rt::PrimExt(&mut f_result))?,
-                "message" => map.next_value_seed(crate::rt::PrimValue(&mut f_message))?,
-                "_message" => map.next_value_seed(crate::rt::PrimExt(&mut f_message))?,
-                "detail" => map.next_value_seed(crate::rt::PrimValue(&mut f_detail))?,
-                "_detail" => map.next_value_seed(crate::rt::PrimExt(&mut f_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "result" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_result))?,
+                "_result" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_result))?,
+                "message" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_message))?,
+                "_message" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_message))?,
+                "detail" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_detail))?,
+                "_detail" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_result.is_some(), "result")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            result: crate::rt::required::<_, A::Error>(f_result, "result")?,
-            message: f_message,
-            detail: f_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            result: b.f_result.unwrap_or_default(),
+            message: b.f_message,
+            detail: b.f_detail,
         })
     }
 }
@@ -934,37 +960,40 @@ impl crate::rt::DeFields for TestReportSetupActionAssert {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_result: Option<
-            crate::primitives::Primitive<crate::codes::TestReportActionResult>,
-        > = None;
-        let mut f_message: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_detail: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_result: Option<crate::primitives::Primitive<crate::codes::TestReportActionResult>>,
+            f_message: Option<crate::primitives::Primitive<String>>,
+            f_detail: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "result" => map.next_value_seed(crate::rt::PrimValue(&mut f_result))?,
-                "_result" => map.next_value_seed(crate::rt::PrimExt(&mut f_result))?,
-                "message" => map.next_value_seed(crate::rt::PrimValue(&mut f_message))?,
-                "_message" => map.next_value_seed(crate::rt::PrimExt(&mut f_message))?,
-                "detail" => map.next_value_seed(crate::rt::PrimValue(&mut f_detail))?,
-                "_detail" => map.next_value_seed(crate::rt::PrimExt(&mut f_detail))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "result" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_result))?,
+                "_result" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_result))?,
+                "message" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_message))?,
+                "_message" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_message))?,
+                "detail" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_detail))?,
+                "_detail" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_detail))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_result.is_some(), "result")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            result: crate::rt::required::<_, A::Error>(f_result, "result")?,
-            message: f_message,
-            detail: f_detail,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            result: b.f_result.unwrap_or_default(),
+            message: b.f_message,
+            detail: b.f_detail,
         })
     }
 }
@@ -1070,34 +1099,43 @@ impl crate::rt::DeFields for TestReportTest {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_action: Vec<crate::resources::TestReportTestAction> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_action: Vec<crate::resources::TestReportTestAction>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "action" => map.next_value_seed(crate::rt::VecSeed(&mut f_action))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "action" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_action))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_action.is_empty(), "action")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: f_name,
-            description: f_description,
-            action: crate::rt::required_vec::<_, A::Error>(f_action, "action")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name,
+            description: b.f_description,
+            action: b.f_action,
         })
     }
 }
@@ -1193,29 +1231,33 @@ impl crate::rt::DeFields for TestReportTestAction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_operation: Option<crate::resources::TestReportSetupActionOperation> = None;
-        let mut f_assert: Option<crate::resources::TestReportSetupActionAssert> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_operation: Option<crate::resources::TestReportSetupActionOperation>,
+            f_assert: Option<crate::resources::TestReportSetupActionAssert>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "operation" => map.next_value_seed(crate::rt::Opt(&mut f_operation))?,
-                "assert" => map.next_value_seed(crate::rt::Opt(&mut f_assert))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "operation" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_operation))?,
+                "assert" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_assert))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            operation: f_operation,
-            assert: f_assert,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            operation: b.f_operation,
+            assert: b.f_assert,
         })
     }
 }
@@ -1306,26 +1348,31 @@ impl crate::rt::DeFields for TestReportTeardown {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_action: Vec<crate::resources::TestReportTeardownAction> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_action: Vec<crate::resources::TestReportTeardownAction>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "action" => map.next_value_seed(crate::rt::VecSeed(&mut f_action))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "action" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_action))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_action.is_empty(), "action")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            action: crate::rt::required_vec::<_, A::Error>(f_action, "action")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            action: b.f_action,
         })
     }
 }
@@ -1415,26 +1462,31 @@ impl crate::rt::DeFields for TestReportTeardownAction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_operation: Option<crate::resources::TestReportSetupActionOperation> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_operation: Option<crate::resources::TestReportSetupActionOperation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "operation" => map.next_value_seed(crate::rt::Opt(&mut f_operation))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "operation" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_operation))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_operation.is_some(), "operation")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            operation: crate::rt::required::<_, A::Error>(f_operation, "operation")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            operation: b.f_operation.unwrap_or_default(),
         })
     }
 }

@@ -278,133 +278,160 @@ impl crate::rt::DeFields for TestScript {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Option<crate::datatypes::Identifier> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_origin: Vec<crate::resources::TestScriptOrigin> = Vec::new();
-        let mut f_destination: Vec<crate::resources::TestScriptDestination> = Vec::new();
-        let mut f_metadata: Option<crate::resources::TestScriptMetadata> = None;
-        let mut f_fixture: Vec<crate::resources::TestScriptFixture> = Vec::new();
-        let mut f_profile: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_variable: Vec<crate::resources::TestScriptVariable> = Vec::new();
-        let mut f_setup: Option<crate::resources::TestScriptSetup> = None;
-        let mut f_test: Vec<crate::resources::TestScriptTest> = Vec::new();
-        let mut f_teardown: Option<crate::resources::TestScriptTeardown> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Option<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_origin: Vec<crate::resources::TestScriptOrigin>,
+            f_destination: Vec<crate::resources::TestScriptDestination>,
+            f_metadata: Option<crate::resources::TestScriptMetadata>,
+            f_fixture: Vec<crate::resources::TestScriptFixture>,
+            f_profile: Vec<crate::datatypes::Reference>,
+            f_variable: Vec<crate::resources::TestScriptVariable>,
+            f_setup: Option<crate::resources::TestScriptSetup>,
+            f_test: Vec<crate::resources::TestScriptTest>,
+            f_teardown: Option<crate::resources::TestScriptTeardown>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "TestScript",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "TestScript",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::Opt(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
-                "origin" => map.next_value_seed(crate::rt::VecSeed(&mut f_origin))?,
-                "destination" => map.next_value_seed(crate::rt::VecSeed(&mut f_destination))?,
-                "metadata" => map.next_value_seed(crate::rt::Opt(&mut f_metadata))?,
-                "fixture" => map.next_value_seed(crate::rt::VecSeed(&mut f_fixture))?,
-                "profile" => map.next_value_seed(crate::rt::VecSeed(&mut f_profile))?,
-                "variable" => map.next_value_seed(crate::rt::VecSeed(&mut f_variable))?,
-                "setup" => map.next_value_seed(crate::rt::Opt(&mut f_setup))?,
-                "test" => map.next_value_seed(crate::rt::VecSeed(&mut f_test))?,
-                "teardown" => map.next_value_seed(crate::rt::Opt(&mut f_teardown))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_identifier))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
+                "origin" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_origin))?,
+                "destination" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_destination))?
+                }
+                "metadata" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_metadata))?,
+                "fixture" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_fixture))?,
+                "profile" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_profile))?,
+                "variable" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_variable))?,
+                "setup" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_setup))?,
+                "test" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_test))?,
+                "teardown" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_teardown))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "TestScript")?;
+        crate::rt::check_required::<A::Error>(b.f_url.is_some(), "url")?;
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: crate::rt::required::<_, A::Error>(f_url, "url")?,
-            identifier: f_identifier,
-            version: f_version,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            title: f_title,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            purpose: f_purpose,
-            copyright: f_copyright,
-            origin: f_origin,
-            destination: f_destination,
-            metadata: f_metadata,
-            fixture: f_fixture,
-            profile: f_profile,
-            variable: f_variable,
-            setup: f_setup,
-            test: f_test,
-            teardown: f_teardown,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url.unwrap_or_default(),
+            identifier: b.f_identifier,
+            version: b.f_version,
+            name: b.f_name.unwrap_or_default(),
+            title: b.f_title,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            purpose: b.f_purpose,
+            copyright: b.f_copyright,
+            origin: b.f_origin,
+            destination: b.f_destination,
+            metadata: b.f_metadata,
+            fixture: b.f_fixture,
+            profile: b.f_profile,
+            variable: b.f_variable,
+            setup: b.f_setup,
+            test: b.f_test,
+            teardown: b.f_teardown,
         })
     }
 }
@@ -561,30 +588,36 @@ impl crate::rt::DeFields for TestScriptOrigin {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_index: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_profile: Option<crate::datatypes::Coding> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_index: Option<crate::primitives::Primitive<i32>>,
+            f_profile: Option<crate::datatypes::Coding>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "index" => map.next_value_seed(crate::rt::PrimValue(&mut f_index))?,
-                "_index" => map.next_value_seed(crate::rt::PrimExt(&mut f_index))?,
-                "profile" => map.next_value_seed(crate::rt::Opt(&mut f_profile))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "index" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_index))?,
+                "_index" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_index))?,
+                "profile" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_profile))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_index.is_some(), "index")?;
+        crate::rt::check_required::<A::Error>(b.f_profile.is_some(), "profile")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            index: crate::rt::required::<_, A::Error>(f_index, "index")?,
-            profile: crate::rt::required::<_, A::Error>(f_profile, "profile")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            index: b.f_index.unwrap_or_default(),
+            profile: b.f_profile.unwrap_or_default(),
         })
     }
 }
@@ -686,30 +719,36 @@ impl crate::rt::DeFields for TestScriptDestination {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_index: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_profile: Option<crate::datatypes::Coding> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_index: Option<crate::primitives::Primitive<i32>>,
+            f_profile: Option<crate::datatypes::Coding>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "index" => map.next_value_seed(crate::rt::PrimValue(&mut f_index))?,
-                "_index" => map.next_value_seed(crate::rt::PrimExt(&mut f_index))?,
-                "profile" => map.next_value_seed(crate::rt::Opt(&mut f_profile))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "index" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_index))?,
+                "_index" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_index))?,
+                "profile" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_profile))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_index.is_some(), "index")?;
+        crate::rt::check_required::<A::Error>(b.f_profile.is_some(), "profile")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            index: crate::rt::required::<_, A::Error>(f_index, "index")?,
-            profile: crate::rt::required::<_, A::Error>(f_profile, "profile")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            index: b.f_index.unwrap_or_default(),
+            profile: b.f_profile.unwrap_or_default(),
         })
     }
 }
@@ -807,29 +846,36 @@ impl crate::rt::DeFields for TestScriptMetadata {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_link: Vec<crate::resources::TestScriptMetadataLink> = Vec::new();
-        let mut f_capability: Vec<crate::resources::TestScriptMetadataCapability> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_link: Vec<crate::resources::TestScriptMetadataLink>,
+            f_capability: Vec<crate::resources::TestScriptMetadataCapability>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "link" => map.next_value_seed(crate::rt::VecSeed(&mut f_link))?,
-                "capability" => map.next_value_seed(crate::rt::VecSeed(&mut f_capability))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "link" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_link))?,
+                "capability" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_capability))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_capability.is_empty(), "capability")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            link: f_link,
-            capability: crate::rt::required_vec::<_, A::Error>(f_capability, "capability")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            link: b.f_link,
+            capability: b.f_capability,
         })
     }
 }
@@ -927,31 +973,40 @@ impl crate::rt::DeFields for TestScriptMetadataLink {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_url.is_some(), "url")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: crate::rt::required::<_, A::Error>(f_url, "url")?,
-            description: f_description,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url.unwrap_or_default(),
+            description: b.f_description,
         })
     }
 }
@@ -1090,51 +1145,76 @@ impl crate::rt::DeFields for TestScriptMetadataCapability {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_required: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_validated: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_origin: crate::rt::PrimVec<i32> = crate::rt::PrimVec::default();
-        let mut f_destination: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_link: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_capabilities: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_required: Option<crate::primitives::Primitive<bool>>,
+            f_validated: Option<crate::primitives::Primitive<bool>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_origin: crate::rt::PrimVec<i32>,
+            f_destination: Option<crate::primitives::Primitive<i32>>,
+            f_link: crate::rt::PrimVec<String>,
+            f_capabilities: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "required" => map.next_value_seed(crate::rt::PrimValue(&mut f_required))?,
-                "_required" => map.next_value_seed(crate::rt::PrimExt(&mut f_required))?,
-                "validated" => map.next_value_seed(crate::rt::PrimValue(&mut f_validated))?,
-                "_validated" => map.next_value_seed(crate::rt::PrimExt(&mut f_validated))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "origin" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_origin))?,
-                "_origin" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_origin))?,
-                "destination" => map.next_value_seed(crate::rt::PrimValue(&mut f_destination))?,
-                "_destination" => map.next_value_seed(crate::rt::PrimExt(&mut f_destination))?,
-                "link" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_link))?,
-                "_link" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_link))?,
-                "capabilities" => map.next_value_seed(crate::rt::PrimValue(&mut f_capabilities))?,
-                "_capabilities" => map.next_value_seed(crate::rt::PrimExt(&mut f_capabilities))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "required" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_required))?,
+                "_required" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_required))?,
+                "validated" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_validated))?
+                }
+                "_validated" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_validated))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "origin" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_origin))?,
+                "_origin" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_origin))?,
+                "destination" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_destination))?
+                }
+                "_destination" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_destination))?
+                }
+                "link" => crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_link))?,
+                "_link" => crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_link))?,
+                "capabilities" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_capabilities))?
+                }
+                "_capabilities" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_capabilities))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_required.is_some(), "required")?;
+        crate::rt::check_required::<A::Error>(b.f_validated.is_some(), "validated")?;
+        let v_origin =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_origin), "origin")?;
+        let v_link =
+            crate::rt::finish_prim_vec::<_, A::Error>(std::mem::take(&mut b.f_link), "link")?;
+        crate::rt::check_required::<A::Error>(b.f_capabilities.is_some(), "capabilities")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            required: crate::rt::required::<_, A::Error>(f_required, "required")?,
-            validated: crate::rt::required::<_, A::Error>(f_validated, "validated")?,
-            description: f_description,
-            origin: crate::rt::finish_prim_vec::<_, A::Error>(f_origin, "origin")?,
-            destination: f_destination,
-            link: crate::rt::finish_prim_vec::<_, A::Error>(f_link, "link")?,
-            capabilities: crate::rt::required::<_, A::Error>(f_capabilities, "capabilities")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            required: b.f_required.unwrap_or_default(),
+            validated: b.f_validated.unwrap_or_default(),
+            description: b.f_description,
+            origin: v_origin,
+            destination: b.f_destination,
+            link: v_link,
+            capabilities: b.f_capabilities.unwrap_or_default(),
         })
     }
 }
@@ -1248,34 +1328,48 @@ impl crate::rt::DeFields for TestScriptFixture {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_autocreate: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_autodelete: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_resource: Option<crate::datatypes::Reference> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_autocreate: Option<crate::primitives::Primitive<bool>>,
+            f_autodelete: Option<crate::primitives::Primitive<bool>>,
+            f_resource: Option<crate::datatypes::Reference>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "autocreate" => map.next_value_seed(crate::rt::PrimValue(&mut f_autocreate))?,
-                "_autocreate" => map.next_value_seed(crate::rt::PrimExt(&mut f_autocreate))?,
-                "autodelete" => map.next_value_seed(crate::rt::PrimValue(&mut f_autodelete))?,
-                "_autodelete" => map.next_value_seed(crate::rt::PrimExt(&mut f_autodelete))?,
-                "resource" => map.next_value_seed(crate::rt::Opt(&mut f_resource))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "autocreate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_autocreate))?
+                }
+                "_autocreate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_autocreate))?
+                }
+                "autodelete" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_autodelete))?
+                }
+                "_autodelete" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_autodelete))?
+                }
+                "resource" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_resource))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_autocreate.is_some(), "autocreate")?;
+        crate::rt::check_required::<A::Error>(b.f_autodelete.is_some(), "autodelete")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            autocreate: crate::rt::required::<_, A::Error>(f_autocreate, "autocreate")?,
-            autodelete: crate::rt::required::<_, A::Error>(f_autodelete, "autodelete")?,
-            resource: f_resource,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            autocreate: b.f_autocreate.unwrap_or_default(),
+            autodelete: b.f_autodelete.unwrap_or_default(),
+            resource: b.f_resource,
         })
     }
 }
@@ -1416,57 +1510,76 @@ impl crate::rt::DeFields for TestScriptVariable {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_default_value: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_expression: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_header_field: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_hint: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_path: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_source_id: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_default_value: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_expression: Option<crate::primitives::Primitive<String>>,
+            f_header_field: Option<crate::primitives::Primitive<String>>,
+            f_hint: Option<crate::primitives::Primitive<String>>,
+            f_path: Option<crate::primitives::Primitive<String>>,
+            f_source_id: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
                 "defaultValue" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_default_value))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_default_value))?
                 }
-                "_defaultValue" => map.next_value_seed(crate::rt::PrimExt(&mut f_default_value))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "expression" => map.next_value_seed(crate::rt::PrimValue(&mut f_expression))?,
-                "_expression" => map.next_value_seed(crate::rt::PrimExt(&mut f_expression))?,
-                "headerField" => map.next_value_seed(crate::rt::PrimValue(&mut f_header_field))?,
-                "_headerField" => map.next_value_seed(crate::rt::PrimExt(&mut f_header_field))?,
-                "hint" => map.next_value_seed(crate::rt::PrimValue(&mut f_hint))?,
-                "_hint" => map.next_value_seed(crate::rt::PrimExt(&mut f_hint))?,
-                "path" => map.next_value_seed(crate::rt::PrimValue(&mut f_path))?,
-                "_path" => map.next_value_seed(crate::rt::PrimExt(&mut f_path))?,
-                "sourceId" => map.next_value_seed(crate::rt::PrimValue(&mut f_source_id))?,
-                "_sourceId" => map.next_value_seed(crate::rt::PrimExt(&mut f_source_id))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "_defaultValue" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_default_value))?
+                }
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_expression))?
+                }
+                "_expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_expression))?
+                }
+                "headerField" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_header_field))?
+                }
+                "_headerField" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_header_field))?
+                }
+                "hint" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_hint))?,
+                "_hint" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_hint))?,
+                "path" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_path))?,
+                "_path" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_path))?,
+                "sourceId" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_source_id))?,
+                "_sourceId" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_source_id))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            default_value: f_default_value,
-            description: f_description,
-            expression: f_expression,
-            header_field: f_header_field,
-            hint: f_hint,
-            path: f_path,
-            source_id: f_source_id,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            default_value: b.f_default_value,
+            description: b.f_description,
+            expression: b.f_expression,
+            header_field: b.f_header_field,
+            hint: b.f_hint,
+            path: b.f_path,
+            source_id: b.f_source_id,
         })
     }
 }
@@ -1563,26 +1676,31 @@ impl crate::rt::DeFields for TestScriptSetup {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_action: Vec<crate::resources::TestScriptSetupAction> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_action: Vec<crate::resources::TestScriptSetupAction>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "action" => map.next_value_seed(crate::rt::VecSeed(&mut f_action))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "action" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_action))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_action.is_empty(), "action")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            action: crate::rt::required_vec::<_, A::Error>(f_action, "action")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            action: b.f_action,
         })
     }
 }
@@ -1676,29 +1794,33 @@ impl crate::rt::DeFields for TestScriptSetupAction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_operation: Option<crate::resources::TestScriptSetupActionOperation> = None;
-        let mut f_assert: Option<crate::resources::TestScriptSetupActionAssert> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_operation: Option<crate::resources::TestScriptSetupActionOperation>,
+            f_assert: Option<crate::resources::TestScriptSetupActionAssert>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "operation" => map.next_value_seed(crate::rt::Opt(&mut f_operation))?,
-                "assert" => map.next_value_seed(crate::rt::Opt(&mut f_assert))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "operation" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_operation))?,
+                "assert" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_assert))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            operation: f_operation,
-            assert: f_assert,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            operation: b.f_operation,
+            assert: b.f_assert,
         })
     }
 }
@@ -1907,103 +2029,124 @@ impl crate::rt::DeFields for TestScriptSetupActionOperation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_type: Option<crate::datatypes::Coding> = None;
-        let mut f_resource: Option<crate::primitives::Primitive<crate::codes::FhirDefinedType>> =
-            None;
-        let mut f_label: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_accept: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_content_type: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_destination: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_encode_request_url: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_method: Option<
-            crate::primitives::Primitive<crate::codes::TestScriptRequestMethodCode>,
-        > = None;
-        let mut f_origin: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_params: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_request_header: Vec<
-            crate::resources::TestScriptSetupActionOperationRequestHeader,
-        > = Vec::new();
-        let mut f_request_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_response_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_source_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_target_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_type: Option<crate::datatypes::Coding>,
+            f_resource: Option<crate::primitives::Primitive<crate::codes::FhirDefinedType>>,
+            f_label: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_accept: Option<crate::primitives::Primitive<String>>,
+            f_content_type: Option<crate::primitives::Primitive<String>>,
+            f_destination: Option<crate::primitives::Primitive<i32>>,
+            f_encode_request_url: Option<crate::primitives::Primitive<bool>>,
+            f_method:
+                Option<crate::primitives::Primitive<crate::codes::TestScriptRequestMethodCode>>,
+            f_origin: Option<crate::primitives::Primitive<i32>>,
+            f_params: Option<crate::primitives::Primitive<String>>,
+            f_request_header: Vec<crate::resources::TestScriptSetupActionOperationRequestHeader>,
+            f_request_id: Option<crate::primitives::Primitive<String>>,
+            f_response_id: Option<crate::primitives::Primitive<String>>,
+            f_source_id: Option<crate::primitives::Primitive<String>>,
+            f_target_id: Option<crate::primitives::Primitive<String>>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "type" => map.next_value_seed(crate::rt::Opt(&mut f_type))?,
-                "resource" => map.next_value_seed(crate::rt::PrimValue(&mut f_resource))?,
-                "_resource" => map.next_value_seed(crate::rt::PrimExt(&mut f_resource))?,
-                "label" => map.next_value_seed(crate::rt::PrimValue(&mut f_label))?,
-                "_label" => map.next_value_seed(crate::rt::PrimExt(&mut f_label))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "accept" => map.next_value_seed(crate::rt::PrimValue(&mut f_accept))?,
-                "_accept" => map.next_value_seed(crate::rt::PrimExt(&mut f_accept))?,
-                "contentType" => map.next_value_seed(crate::rt::PrimValue(&mut f_content_type))?,
-                "_contentType" => map.next_value_seed(crate::rt::PrimExt(&mut f_content_type))?,
-                "destination" => map.next_value_seed(crate::rt::PrimValue(&mut f_destination))?,
-                "_destination" => map.next_value_seed(crate::rt::PrimExt(&mut f_destination))?,
+                "type" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_type))?,
+                "resource" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_resource))?,
+                "_resource" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_resource))?,
+                "label" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_label))?,
+                "_label" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_label))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "accept" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_accept))?,
+                "_accept" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_accept))?,
+                "contentType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_content_type))?
+                }
+                "_contentType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_content_type))?
+                }
+                "destination" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_destination))?
+                }
+                "_destination" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_destination))?
+                }
                 "encodeRequestUrl" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_encode_request_url))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_encode_request_url))?
                 }
                 "_encodeRequestUrl" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_encode_request_url))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_encode_request_url))?
                 }
-                "method" => map.next_value_seed(crate::rt::PrimValue(&mut f_method))?,
-                "_method" => map.next_value_seed(crate::rt::PrimExt(&mut f_method))?,
-                "origin" => map.next_value_seed(crate::rt::PrimValue(&mut f_origin))?,
-                "_origin" => map.next_value_seed(crate::rt::PrimExt(&mut f_origin))?,
-                "params" => map.next_value_seed(crate::rt::PrimValue(&mut f_params))?,
-                "_params" => map.next_value_seed(crate::rt::PrimExt(&mut f_params))?,
+                "method" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_method))?,
+                "_method" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_method))?,
+                "origin" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_origin))?,
+                "_origin" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_origin))?,
+                "params" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_params))?,
+                "_params" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_params))?,
                 "requestHeader" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_request_header))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_request_header))?
                 }
-                "requestId" => map.next_value_seed(crate::rt::PrimValue(&mut f_request_id))?,
-                "_requestId" => map.next_value_seed(crate::rt::PrimExt(&mut f_request_id))?,
-                "responseId" => map.next_value_seed(crate::rt::PrimValue(&mut f_response_id))?,
-                "_responseId" => map.next_value_seed(crate::rt::PrimExt(&mut f_response_id))?,
-                "sourceId" => map.next_value_seed(crate::rt::PrimValue(&mut f_source_id))?,
-                "_sourceId" => map.next_value_seed(crate::rt::PrimExt(&mut f_source_id))?,
-                "targetId" => map.next_value_seed(crate::rt::PrimValue(&mut f_target_id))?,
-                "_targetId" => map.next_value_seed(crate::rt::PrimExt(&mut f_target_id))?,
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "requestId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_request_id))?
+                }
+                "_requestId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_request_id))?
+                }
+                "responseId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_response_id))?
+                }
+                "_responseId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_response_id))?
+                }
+                "sourceId" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_source_id))?,
+                "_sourceId" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_source_id))?,
+                "targetId" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_target_id))?,
+                "_targetId" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_target_id))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(
+            b.f_encode_request_url.is_some(),
+            "encodeRequestUrl",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            r#type: f_type,
-            resource: f_resource,
-            label: f_label,
-            description: f_description,
-            accept: f_accept,
-            content_type: f_content_type,
-            destination: f_destination,
-            encode_request_url: crate::rt::required::<_, A::Error>(
-                f_encode_request_url,
-                "encodeRequestUrl",
-            )?,
-            method: f_method,
-            origin: f_origin,
-            params: f_params,
-            request_header: f_request_header,
-            request_id: f_request_id,
-            response_id: f_response_id,
-            source_id: f_source_id,
-            target_id: f_target_id,
-            url: f_url,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            r#type: b.f_type,
+            resource: b.f_resource,
+            label: b.f_label,
+            description: b.f_description,
+            accept: b.f_accept,
+            content_type: b.f_content_type,
+            destination: b.f_destination,
+            encode_request_url: b.f_encode_request_url.unwrap_or_default(),
+            method: b.f_method,
+            origin: b.f_origin,
+            params: b.f_params,
+            request_header: b.f_request_header,
+            request_id: b.f_request_id,
+            response_id: b.f_response_id,
+            source_id: b.f_source_id,
+            target_id: b.f_target_id,
+            url: b.f_url,
         })
     }
 }
@@ -2120,31 +2263,37 @@ impl crate::rt::DeFields for TestScriptSetupActionOperationRequestHeader {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_field: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_value: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_field: Option<crate::primitives::Primitive<String>>,
+            f_value: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "field" => map.next_value_seed(crate::rt::PrimValue(&mut f_field))?,
-                "_field" => map.next_value_seed(crate::rt::PrimExt(&mut f_field))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "field" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_field))?,
+                "_field" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_field))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_field.is_some(), "field")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            field: crate::rt::required::<_, A::Error>(f_field, "field")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            field: b.f_field.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -2414,146 +2563,180 @@ impl crate::rt::DeFields for TestScriptSetupActionAssert {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_label: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_direction: Option<
-            crate::primitives::Primitive<crate::codes::AssertionDirectionType>,
-        > = None;
-        let mut f_compare_to_source_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_compare_to_source_expression: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_compare_to_source_path: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_content_type: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_expression: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_header_field: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_minimum_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_navigation_links: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_operator: Option<
-            crate::primitives::Primitive<crate::codes::AssertionOperatorType>,
-        > = None;
-        let mut f_path: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_request_method: Option<
-            crate::primitives::Primitive<crate::codes::TestScriptRequestMethodCode>,
-        > = None;
-        let mut f_request_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_resource: Option<crate::primitives::Primitive<crate::codes::FhirDefinedType>> =
-            None;
-        let mut f_response: Option<
-            crate::primitives::Primitive<crate::codes::AssertionResponseTypes>,
-        > = None;
-        let mut f_response_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_source_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_validate_profile_id: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_value: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_warning_only: Option<crate::primitives::Primitive<bool>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_label: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_direction: Option<crate::primitives::Primitive<crate::codes::AssertionDirectionType>>,
+            f_compare_to_source_id: Option<crate::primitives::Primitive<String>>,
+            f_compare_to_source_expression: Option<crate::primitives::Primitive<String>>,
+            f_compare_to_source_path: Option<crate::primitives::Primitive<String>>,
+            f_content_type: Option<crate::primitives::Primitive<String>>,
+            f_expression: Option<crate::primitives::Primitive<String>>,
+            f_header_field: Option<crate::primitives::Primitive<String>>,
+            f_minimum_id: Option<crate::primitives::Primitive<String>>,
+            f_navigation_links: Option<crate::primitives::Primitive<bool>>,
+            f_operator: Option<crate::primitives::Primitive<crate::codes::AssertionOperatorType>>,
+            f_path: Option<crate::primitives::Primitive<String>>,
+            f_request_method:
+                Option<crate::primitives::Primitive<crate::codes::TestScriptRequestMethodCode>>,
+            f_request_url: Option<crate::primitives::Primitive<String>>,
+            f_resource: Option<crate::primitives::Primitive<crate::codes::FhirDefinedType>>,
+            f_response: Option<crate::primitives::Primitive<crate::codes::AssertionResponseTypes>>,
+            f_response_code: Option<crate::primitives::Primitive<String>>,
+            f_source_id: Option<crate::primitives::Primitive<String>>,
+            f_validate_profile_id: Option<crate::primitives::Primitive<String>>,
+            f_value: Option<crate::primitives::Primitive<String>>,
+            f_warning_only: Option<crate::primitives::Primitive<bool>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "label" => map.next_value_seed(crate::rt::PrimValue(&mut f_label))?,
-                "_label" => map.next_value_seed(crate::rt::PrimExt(&mut f_label))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "direction" => map.next_value_seed(crate::rt::PrimValue(&mut f_direction))?,
-                "_direction" => map.next_value_seed(crate::rt::PrimExt(&mut f_direction))?,
-                "compareToSourceId" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_compare_to_source_id))?
+                "label" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_label))?,
+                "_label" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_label))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
                 }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "direction" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_direction))?
+                }
+                "_direction" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_direction))?,
+                "compareToSourceId" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_compare_to_source_id),
+                )?,
                 "_compareToSourceId" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_compare_to_source_id))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_compare_to_source_id))?
                 }
-                "compareToSourceExpression" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_compare_to_source_expression))?
+                "compareToSourceExpression" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_compare_to_source_expression),
+                )?,
+                "_compareToSourceExpression" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_compare_to_source_expression),
+                )?,
+                "compareToSourcePath" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_compare_to_source_path),
+                )?,
+                "_compareToSourcePath" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_compare_to_source_path),
+                )?,
+                "contentType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_content_type))?
                 }
-                "_compareToSourceExpression" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_compare_to_source_expression))?
+                "_contentType" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_content_type))?
                 }
-                "compareToSourcePath" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_compare_to_source_path))?
+                "expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_expression))?
                 }
-                "_compareToSourcePath" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_compare_to_source_path))?
+                "_expression" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_expression))?
                 }
-                "contentType" => map.next_value_seed(crate::rt::PrimValue(&mut f_content_type))?,
-                "_contentType" => map.next_value_seed(crate::rt::PrimExt(&mut f_content_type))?,
-                "expression" => map.next_value_seed(crate::rt::PrimValue(&mut f_expression))?,
-                "_expression" => map.next_value_seed(crate::rt::PrimExt(&mut f_expression))?,
-                "headerField" => map.next_value_seed(crate::rt::PrimValue(&mut f_header_field))?,
-                "_headerField" => map.next_value_seed(crate::rt::PrimExt(&mut f_header_field))?,
-                "minimumId" => map.next_value_seed(crate::rt::PrimValue(&mut f_minimum_id))?,
-                "_minimumId" => map.next_value_seed(crate::rt::PrimExt(&mut f_minimum_id))?,
+                "headerField" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_header_field))?
+                }
+                "_headerField" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_header_field))?
+                }
+                "minimumId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_minimum_id))?
+                }
+                "_minimumId" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_minimum_id))?
+                }
                 "navigationLinks" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_navigation_links))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_navigation_links))?
                 }
                 "_navigationLinks" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_navigation_links))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_navigation_links))?
                 }
-                "operator" => map.next_value_seed(crate::rt::PrimValue(&mut f_operator))?,
-                "_operator" => map.next_value_seed(crate::rt::PrimExt(&mut f_operator))?,
-                "path" => map.next_value_seed(crate::rt::PrimValue(&mut f_path))?,
-                "_path" => map.next_value_seed(crate::rt::PrimExt(&mut f_path))?,
+                "operator" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_operator))?,
+                "_operator" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_operator))?,
+                "path" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_path))?,
+                "_path" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_path))?,
                 "requestMethod" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_request_method))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_request_method))?
                 }
                 "_requestMethod" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_request_method))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_request_method))?
                 }
-                "requestURL" => map.next_value_seed(crate::rt::PrimValue(&mut f_request_url))?,
-                "_requestURL" => map.next_value_seed(crate::rt::PrimExt(&mut f_request_url))?,
-                "resource" => map.next_value_seed(crate::rt::PrimValue(&mut f_resource))?,
-                "_resource" => map.next_value_seed(crate::rt::PrimExt(&mut f_resource))?,
-                "response" => map.next_value_seed(crate::rt::PrimValue(&mut f_response))?,
-                "_response" => map.next_value_seed(crate::rt::PrimExt(&mut f_response))?,
+                "requestURL" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_request_url))?
+                }
+                "_requestURL" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_request_url))?
+                }
+                "resource" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_resource))?,
+                "_resource" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_resource))?,
+                "response" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_response))?,
+                "_response" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_response))?,
                 "responseCode" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_response_code))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_response_code))?
                 }
-                "_responseCode" => map.next_value_seed(crate::rt::PrimExt(&mut f_response_code))?,
-                "sourceId" => map.next_value_seed(crate::rt::PrimValue(&mut f_source_id))?,
-                "_sourceId" => map.next_value_seed(crate::rt::PrimExt(&mut f_source_id))?,
+                "_responseCode" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_response_code))?
+                }
+                "sourceId" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_source_id))?,
+                "_sourceId" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_source_id))?,
                 "validateProfileId" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_validate_profile_id))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_validate_profile_id))?
                 }
                 "_validateProfileId" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_validate_profile_id))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_validate_profile_id))?
                 }
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                "warningOnly" => map.next_value_seed(crate::rt::PrimValue(&mut f_warning_only))?,
-                "_warningOnly" => map.next_value_seed(crate::rt::PrimExt(&mut f_warning_only))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                "warningOnly" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_warning_only))?
+                }
+                "_warningOnly" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_warning_only))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_warning_only.is_some(), "warningOnly")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            label: f_label,
-            description: f_description,
-            direction: f_direction,
-            compare_to_source_id: f_compare_to_source_id,
-            compare_to_source_expression: f_compare_to_source_expression,
-            compare_to_source_path: f_compare_to_source_path,
-            content_type: f_content_type,
-            expression: f_expression,
-            header_field: f_header_field,
-            minimum_id: f_minimum_id,
-            navigation_links: f_navigation_links,
-            operator: f_operator,
-            path: f_path,
-            request_method: f_request_method,
-            request_url: f_request_url,
-            resource: f_resource,
-            response: f_response,
-            response_code: f_response_code,
-            source_id: f_source_id,
-            validate_profile_id: f_validate_profile_id,
-            value: f_value,
-            warning_only: crate::rt::required::<_, A::Error>(f_warning_only, "warningOnly")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            label: b.f_label,
+            description: b.f_description,
+            direction: b.f_direction,
+            compare_to_source_id: b.f_compare_to_source_id,
+            compare_to_source_expression: b.f_compare_to_source_expression,
+            compare_to_source_path: b.f_compare_to_source_path,
+            content_type: b.f_content_type,
+            expression: b.f_expression,
+            header_field: b.f_header_field,
+            minimum_id: b.f_minimum_id,
+            navigation_links: b.f_navigation_links,
+            operator: b.f_operator,
+            path: b.f_path,
+            request_method: b.f_request_method,
+            request_url: b.f_request_url,
+            resource: b.f_resource,
+            response: b.f_response,
+            response_code: b.f_response_code,
+            source_id: b.f_source_id,
+            validate_profile_id: b.f_validate_profile_id,
+            value: b.f_value,
+            warning_only: b.f_warning_only.unwrap_or_default(),
         })
     }
 }
@@ -2686,34 +2869,43 @@ impl crate::rt::DeFields for TestScriptTest {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_action: Vec<crate::resources::TestScriptTestAction> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_action: Vec<crate::resources::TestScriptTestAction>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "action" => map.next_value_seed(crate::rt::VecSeed(&mut f_action))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "action" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_action))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_action.is_empty(), "action")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: f_name,
-            description: f_description,
-            action: crate::rt::required_vec::<_, A::Error>(f_action, "action")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name,
+            description: b.f_description,
+            action: b.f_action,
         })
     }
 }
@@ -2809,29 +3001,33 @@ impl crate::rt::DeFields for TestScriptTestAction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_operation: Option<crate::resources::TestScriptSetupActionOperation> = None;
-        let mut f_assert: Option<crate::resources::TestScriptSetupActionAssert> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_operation: Option<crate::resources::TestScriptSetupActionOperation>,
+            f_assert: Option<crate::resources::TestScriptSetupActionAssert>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "operation" => map.next_value_seed(crate::rt::Opt(&mut f_operation))?,
-                "assert" => map.next_value_seed(crate::rt::Opt(&mut f_assert))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "operation" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_operation))?,
+                "assert" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_assert))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            operation: f_operation,
-            assert: f_assert,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            operation: b.f_operation,
+            assert: b.f_assert,
         })
     }
 }
@@ -2922,26 +3118,31 @@ impl crate::rt::DeFields for TestScriptTeardown {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_action: Vec<crate::resources::TestScriptTeardownAction> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_action: Vec<crate::resources::TestScriptTeardownAction>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "action" => map.next_value_seed(crate::rt::VecSeed(&mut f_action))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "action" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_action))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_action.is_empty(), "action")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            action: crate::rt::required_vec::<_, A::Error>(f_action, "action")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            action: b.f_action,
         })
     }
 }
@@ -3031,26 +3232,31 @@ impl crate::rt::DeFields for TestScriptTeardownAction {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_operation: Option<crate::resources::TestScriptSetupActionOperation> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_operation: Option<crate::resources::TestScriptSetupActionOperation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "operation" => map.next_value_seed(crate::rt::Opt(&mut f_operation))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "operation" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_operation))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_operation.is_some(), "operation")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            operation: crate::rt::required::<_, A::Error>(f_operation, "operation")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            operation: b.f_operation.unwrap_or_default(),
         })
     }
 }

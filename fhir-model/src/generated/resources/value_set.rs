@@ -234,116 +234,143 @@ impl crate::rt::DeFields for ValueSet {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_url: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_title: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>> =
-            None;
-        let mut f_experimental: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_publisher: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_contact: Vec<crate::datatypes::ContactDetail> = Vec::new();
-        let mut f_description: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use_context: Vec<crate::datatypes::UsageContext> = Vec::new();
-        let mut f_jurisdiction: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_immutable: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_purpose: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_copyright: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_compose: Option<crate::resources::ValueSetCompose> = None;
-        let mut f_expansion: Option<crate::resources::ValueSetExpansion> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_url: Option<crate::primitives::Primitive<String>>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_title: Option<crate::primitives::Primitive<String>>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::PublicationStatus>>,
+            f_experimental: Option<crate::primitives::Primitive<bool>>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_publisher: Option<crate::primitives::Primitive<String>>,
+            f_contact: Vec<crate::datatypes::ContactDetail>,
+            f_description: Option<crate::primitives::Primitive<String>>,
+            f_use_context: Vec<crate::datatypes::UsageContext>,
+            f_jurisdiction: Vec<crate::datatypes::CodeableConcept>,
+            f_immutable: Option<crate::primitives::Primitive<bool>>,
+            f_purpose: Option<crate::primitives::Primitive<String>>,
+            f_copyright: Option<crate::primitives::Primitive<String>>,
+            f_compose: Option<crate::resources::ValueSetCompose>,
+            f_expansion: Option<crate::resources::ValueSetExpansion>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "ValueSet",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "ValueSet",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "url" => map.next_value_seed(crate::rt::PrimValue(&mut f_url))?,
-                "_url" => map.next_value_seed(crate::rt::PrimExt(&mut f_url))?,
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
-                "title" => map.next_value_seed(crate::rt::PrimValue(&mut f_title))?,
-                "_title" => map.next_value_seed(crate::rt::PrimExt(&mut f_title))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "experimental" => map.next_value_seed(crate::rt::PrimValue(&mut f_experimental))?,
-                "_experimental" => map.next_value_seed(crate::rt::PrimExt(&mut f_experimental))?,
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "publisher" => map.next_value_seed(crate::rt::PrimValue(&mut f_publisher))?,
-                "_publisher" => map.next_value_seed(crate::rt::PrimExt(&mut f_publisher))?,
-                "contact" => map.next_value_seed(crate::rt::VecSeed(&mut f_contact))?,
-                "description" => map.next_value_seed(crate::rt::PrimValue(&mut f_description))?,
-                "_description" => map.next_value_seed(crate::rt::PrimExt(&mut f_description))?,
-                "useContext" => map.next_value_seed(crate::rt::VecSeed(&mut f_use_context))?,
-                "jurisdiction" => map.next_value_seed(crate::rt::VecSeed(&mut f_jurisdiction))?,
-                "immutable" => map.next_value_seed(crate::rt::PrimValue(&mut f_immutable))?,
-                "_immutable" => map.next_value_seed(crate::rt::PrimExt(&mut f_immutable))?,
-                "purpose" => map.next_value_seed(crate::rt::PrimValue(&mut f_purpose))?,
-                "_purpose" => map.next_value_seed(crate::rt::PrimExt(&mut f_purpose))?,
-                "copyright" => map.next_value_seed(crate::rt::PrimValue(&mut f_copyright))?,
-                "_copyright" => map.next_value_seed(crate::rt::PrimExt(&mut f_copyright))?,
-                "compose" => map.next_value_seed(crate::rt::Opt(&mut f_compose))?,
-                "expansion" => map.next_value_seed(crate::rt::Opt(&mut f_expansion))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "url" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_url))?,
+                "_url" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_url))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
+                "title" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_title))?,
+                "_title" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_title))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_experimental))?
+                }
+                "_experimental" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_experimental))?
+                }
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "publisher" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_publisher))?
+                }
+                "_publisher" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_publisher))?,
+                "contact" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contact))?,
+                "description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_description))?
+                }
+                "_description" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_description))?
+                }
+                "useContext" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_use_context))?
+                }
+                "jurisdiction" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_jurisdiction))?
+                }
+                "immutable" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_immutable))?
+                }
+                "_immutable" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_immutable))?,
+                "purpose" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_purpose))?,
+                "_purpose" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_purpose))?,
+                "copyright" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_copyright))?
+                }
+                "_copyright" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_copyright))?,
+                "compose" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_compose))?,
+                "expansion" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_expansion))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "ValueSet")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            url: f_url,
-            identifier: f_identifier,
-            version: f_version,
-            name: f_name,
-            title: f_title,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            experimental: f_experimental,
-            date: f_date,
-            publisher: f_publisher,
-            contact: f_contact,
-            description: f_description,
-            use_context: f_use_context,
-            jurisdiction: f_jurisdiction,
-            immutable: f_immutable,
-            purpose: f_purpose,
-            copyright: f_copyright,
-            compose: f_compose,
-            expansion: f_expansion,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            url: b.f_url,
+            identifier: b.f_identifier,
+            version: b.f_version,
+            name: b.f_name,
+            title: b.f_title,
+            status: b.f_status.unwrap_or_default(),
+            experimental: b.f_experimental,
+            date: b.f_date,
+            publisher: b.f_publisher,
+            contact: b.f_contact,
+            description: b.f_description,
+            use_context: b.f_use_context,
+            jurisdiction: b.f_jurisdiction,
+            immutable: b.f_immutable,
+            purpose: b.f_purpose,
+            copyright: b.f_copyright,
+            compose: b.f_compose,
+            expansion: b.f_expansion,
         })
     }
 }
@@ -504,37 +531,46 @@ impl crate::rt::DeFields for ValueSetCompose {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_locked_date: Option<crate::primitives::Primitive<crate::primitives::Date>> = None;
-        let mut f_inactive: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_include: Vec<crate::resources::ValueSetComposeInclude> = Vec::new();
-        let mut f_exclude: Vec<crate::resources::ValueSetComposeInclude> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_locked_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_inactive: Option<crate::primitives::Primitive<bool>>,
+            f_include: Vec<crate::resources::ValueSetComposeInclude>,
+            f_exclude: Vec<crate::resources::ValueSetComposeInclude>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "lockedDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_locked_date))?,
-                "_lockedDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_locked_date))?,
-                "inactive" => map.next_value_seed(crate::rt::PrimValue(&mut f_inactive))?,
-                "_inactive" => map.next_value_seed(crate::rt::PrimExt(&mut f_inactive))?,
-                "include" => map.next_value_seed(crate::rt::VecSeed(&mut f_include))?,
-                "exclude" => map.next_value_seed(crate::rt::VecSeed(&mut f_exclude))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "lockedDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_locked_date))?
+                }
+                "_lockedDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_locked_date))?
+                }
+                "inactive" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_inactive))?,
+                "_inactive" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_inactive))?,
+                "include" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_include))?,
+                "exclude" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_exclude))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(!b.f_include.is_empty(), "include")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            locked_date: f_locked_date,
-            inactive: f_inactive,
-            include: crate::rt::required_vec::<_, A::Error>(f_include, "include")?,
-            exclude: f_exclude,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            locked_date: b.f_locked_date,
+            inactive: b.f_inactive,
+            include: b.f_include,
+            exclude: b.f_exclude,
         })
     }
 }
@@ -652,41 +688,53 @@ impl crate::rt::DeFields for ValueSetComposeInclude {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_system: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_concept: Vec<crate::resources::ValueSetComposeIncludeConcept> = Vec::new();
-        let mut f_filter: Vec<crate::resources::ValueSetComposeIncludeFilter> = Vec::new();
-        let mut f_value_set: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_system: Option<crate::primitives::Primitive<String>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_concept: Vec<crate::resources::ValueSetComposeIncludeConcept>,
+            f_filter: Vec<crate::resources::ValueSetComposeIncludeFilter>,
+            f_value_set: crate::rt::PrimVec<String>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "system" => map.next_value_seed(crate::rt::PrimValue(&mut f_system))?,
-                "_system" => map.next_value_seed(crate::rt::PrimExt(&mut f_system))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "concept" => map.next_value_seed(crate::rt::VecSeed(&mut f_concept))?,
-                "filter" => map.next_value_seed(crate::rt::VecSeed(&mut f_filter))?,
-                "valueSet" => map.next_value_seed(crate::rt::PrimVecValues(&mut f_value_set))?,
-                "_valueSet" => map.next_value_seed(crate::rt::PrimVecExts(&mut f_value_set))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "system" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_system))?,
+                "_system" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_system))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "concept" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_concept))?,
+                "filter" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_filter))?,
+                "valueSet" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_value_set))?
+                }
+                "_valueSet" => {
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_value_set))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        let v_value_set = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_value_set),
+            "valueSet",
+        )?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            system: f_system,
-            version: f_version,
-            concept: f_concept,
-            filter: f_filter,
-            value_set: crate::rt::finish_prim_vec::<_, A::Error>(f_value_set, "valueSet")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            system: b.f_system,
+            version: b.f_version,
+            concept: b.f_concept,
+            filter: b.f_filter,
+            value_set: v_value_set,
         })
     }
 }
@@ -794,35 +842,41 @@ impl crate::rt::DeFields for ValueSetComposeIncludeConcept {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_display: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_designation: Vec<crate::resources::ValueSetComposeIncludeConceptDesignation> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+            f_display: Option<crate::primitives::Primitive<String>>,
+            f_designation: Vec<crate::resources::ValueSetComposeIncludeConceptDesignation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "display" => map.next_value_seed(crate::rt::PrimValue(&mut f_display))?,
-                "_display" => map.next_value_seed(crate::rt::PrimExt(&mut f_display))?,
-                "designation" => map.next_value_seed(crate::rt::VecSeed(&mut f_designation))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "display" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_display))?,
+                "_display" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_display))?,
+                "designation" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_designation))?
+                }
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_code.is_some(), "code")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            code: crate::rt::required::<_, A::Error>(f_code, "code")?,
-            display: f_display,
-            designation: f_designation,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            code: b.f_code.unwrap_or_default(),
+            display: b.f_display,
+            designation: b.f_designation,
         })
     }
 }
@@ -928,34 +982,39 @@ impl crate::rt::DeFields for ValueSetComposeIncludeConceptDesignation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_use: Option<crate::datatypes::Coding> = None;
-        let mut f_value: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_use: Option<crate::datatypes::Coding>,
+            f_value: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "use" => map.next_value_seed(crate::rt::Opt(&mut f_use))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "use" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_use))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            language: f_language,
-            r#use: f_use,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            language: b.f_language,
+            r#use: b.f_use,
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -1067,35 +1126,42 @@ impl crate::rt::DeFields for ValueSetComposeIncludeFilter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_property: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_op: Option<crate::primitives::Primitive<crate::codes::FilterOperator>> = None;
-        let mut f_value: Option<crate::primitives::Primitive<String>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_property: Option<crate::primitives::Primitive<String>>,
+            f_op: Option<crate::primitives::Primitive<crate::codes::FilterOperator>>,
+            f_value: Option<crate::primitives::Primitive<String>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "property" => map.next_value_seed(crate::rt::PrimValue(&mut f_property))?,
-                "_property" => map.next_value_seed(crate::rt::PrimExt(&mut f_property))?,
-                "op" => map.next_value_seed(crate::rt::PrimValue(&mut f_op))?,
-                "_op" => map.next_value_seed(crate::rt::PrimExt(&mut f_op))?,
-                "value" => map.next_value_seed(crate::rt::PrimValue(&mut f_value))?,
-                "_value" => map.next_value_seed(crate::rt::PrimExt(&mut f_value))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "property" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_property))?,
+                "_property" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_property))?,
+                "op" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_op))?,
+                "_op" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_op))?,
+                "value" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_value))?,
+                "_value" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_value))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_property.is_some(), "property")?;
+        crate::rt::check_required::<A::Error>(b.f_op.is_some(), "op")?;
+        crate::rt::check_required::<A::Error>(b.f_value.is_some(), "value")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            property: crate::rt::required::<_, A::Error>(f_property, "property")?,
-            op: crate::rt::required::<_, A::Error>(f_op, "op")?,
-            value: crate::rt::required::<_, A::Error>(f_value, "value")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            property: b.f_property.unwrap_or_default(),
+            op: b.f_op.unwrap_or_default(),
+            value: b.f_value.unwrap_or_default(),
         })
     }
 }
@@ -1224,46 +1290,56 @@ impl crate::rt::DeFields for ValueSetExpansion {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_timestamp: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_total: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_offset: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_parameter: Vec<crate::resources::ValueSetExpansionParameter> = Vec::new();
-        let mut f_contains: Vec<crate::resources::ValueSetExpansionContains> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Option<crate::primitives::Primitive<String>>,
+            f_timestamp: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_total: Option<crate::primitives::Primitive<i32>>,
+            f_offset: Option<crate::primitives::Primitive<i32>>,
+            f_parameter: Vec<crate::resources::ValueSetExpansionParameter>,
+            f_contains: Vec<crate::resources::ValueSetExpansionContains>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::PrimValue(&mut f_identifier))?,
-                "_identifier" => map.next_value_seed(crate::rt::PrimExt(&mut f_identifier))?,
-                "timestamp" => map.next_value_seed(crate::rt::PrimValue(&mut f_timestamp))?,
-                "_timestamp" => map.next_value_seed(crate::rt::PrimExt(&mut f_timestamp))?,
-                "total" => map.next_value_seed(crate::rt::PrimValue(&mut f_total))?,
-                "_total" => map.next_value_seed(crate::rt::PrimExt(&mut f_total))?,
-                "offset" => map.next_value_seed(crate::rt::PrimValue(&mut f_offset))?,
-                "_offset" => map.next_value_seed(crate::rt::PrimExt(&mut f_offset))?,
-                "parameter" => map.next_value_seed(crate::rt::VecSeed(&mut f_parameter))?,
-                "contains" => map.next_value_seed(crate::rt::VecSeed(&mut f_contains))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_identifier))?
+                }
+                "_identifier" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_identifier))?
+                }
+                "timestamp" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_timestamp))?
+                }
+                "_timestamp" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_timestamp))?,
+                "total" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_total))?,
+                "_total" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_total))?,
+                "offset" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_offset))?,
+                "_offset" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_offset))?,
+                "parameter" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_parameter))?,
+                "contains" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contains))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_timestamp.is_some(), "timestamp")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            timestamp: crate::rt::required::<_, A::Error>(f_timestamp, "timestamp")?,
-            total: f_total,
-            offset: f_offset,
-            parameter: f_parameter,
-            contains: f_contains,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            timestamp: b.f_timestamp.unwrap_or_default(),
+            total: b.f_total,
+            offset: b.f_offset,
+            parameter: b.f_parameter,
+            contains: b.f_contains,
         })
     }
 }
@@ -1367,37 +1443,42 @@ impl crate::rt::DeFields for ValueSetExpansionParameter {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_name: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_value: Option<crate::resources::ValueSetExpansionParameterValue> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_name: Option<crate::primitives::Primitive<String>>,
+            f_value: Option<crate::resources::ValueSetExpansionParameterValue>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "name" => map.next_value_seed(crate::rt::PrimValue(&mut f_name))?,
-                "_name" => map.next_value_seed(crate::rt::PrimExt(&mut f_name))?,
+                "name" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_name))?,
+                "_name" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_name))?,
                 other => {
                     if !(crate::resources::ValueSetExpansionParameterValue::de_key(
                         &mut map,
                         other,
-                        &mut f_value,
+                        &mut b.f_value,
                     )?) {
-                        map.next_value_seed(crate::rt::Unknown(other))?;
+                        crate::rt::value(&mut map, crate::rt::Unknown(other))?;
                     }
                 }
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_name.is_some(), "name")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            name: crate::rt::required::<_, A::Error>(f_name, "name")?,
-            value: f_value,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            name: b.f_name.unwrap_or_default(),
+            value: b.f_value,
         })
     }
 }
@@ -1536,54 +1617,59 @@ impl crate::rt::DeFields for ValueSetExpansionContains {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_system: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_abstract: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_inactive: Option<crate::primitives::Primitive<bool>> = None;
-        let mut f_version: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_code: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_display: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_designation: Vec<crate::resources::ValueSetComposeIncludeConceptDesignation> =
-            Vec::new();
-        let mut f_contains: Vec<crate::resources::ValueSetExpansionContains> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_system: Option<crate::primitives::Primitive<String>>,
+            f_abstract: Option<crate::primitives::Primitive<bool>>,
+            f_inactive: Option<crate::primitives::Primitive<bool>>,
+            f_version: Option<crate::primitives::Primitive<String>>,
+            f_code: Option<crate::primitives::Primitive<String>>,
+            f_display: Option<crate::primitives::Primitive<String>>,
+            f_designation: Vec<crate::resources::ValueSetComposeIncludeConceptDesignation>,
+            f_contains: Vec<crate::resources::ValueSetExpansionContains>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "system" => map.next_value_seed(crate::rt::PrimValue(&mut f_system))?,
-                "_system" => map.next_value_seed(crate::rt::PrimExt(&mut f_system))?,
-                "abstract" => map.next_value_seed(crate::rt::PrimValue(&mut f_abstract))?,
-                "_abstract" => map.next_value_seed(crate::rt::PrimExt(&mut f_abstract))?,
-                "inactive" => map.next_value_seed(crate::rt::PrimValue(&mut f_inactive))?,
-                "_inactive" => map.next_value_seed(crate::rt::PrimExt(&mut f_inactive))?,
-                "version" => map.next_value_seed(crate::rt::PrimValue(&mut f_version))?,
-                "_version" => map.next_value_seed(crate::rt::PrimExt(&mut f_version))?,
-                "code" => map.next_value_seed(crate::rt::PrimValue(&mut f_code))?,
-                "_code" => map.next_value_seed(crate::rt::PrimExt(&mut f_code))?,
-                "display" => map.next_value_seed(crate::rt::PrimValue(&mut f_display))?,
-                "_display" => map.next_value_seed(crate::rt::PrimExt(&mut f_display))?,
-                "designation" => map.next_value_seed(crate::rt::VecSeed(&mut f_designation))?,
-                "contains" => map.next_value_seed(crate::rt::VecSeed(&mut f_contains))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "system" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_system))?,
+                "_system" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_system))?,
+                "abstract" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_abstract))?,
+                "_abstract" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_abstract))?,
+                "inactive" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_inactive))?,
+                "_inactive" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_inactive))?,
+                "version" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_version))?,
+                "_version" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_version))?,
+                "code" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_code))?,
+                "_code" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_code))?,
+                "display" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_display))?,
+                "_display" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_display))?,
+                "designation" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_designation))?
+                }
+                "contains" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contains))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            system: f_system,
-            r#abstract: f_abstract,
-            inactive: f_inactive,
-            version: f_version,
-            code: f_code,
-            display: f_display,
-            designation: f_designation,
-            contains: f_contains,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            system: b.f_system,
+            r#abstract: b.f_abstract,
+            inactive: b.f_inactive,
+            version: b.f_version,
+            code: b.f_code,
+            display: b.f_display,
+            designation: b.f_designation,
+            contains: b.f_contains,
         })
     }
 }
@@ -1668,132 +1754,174 @@ impl ValueSetExpansionParameterValue {
         slot: &mut Option<Self>,
     ) -> Result<bool, A::Error> {
         match key {
-            "valueString" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            "valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
-            "_valueString" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::String,
-                get: |c: &mut Self| match c {
-                    Self::String(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueString" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::String,
+                    get: |c: &mut Self| match c {
+                        Self::String(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
-            "valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
-            "_valueBoolean" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Boolean,
-                get: |c: &mut Self| match c {
-                    Self::Boolean(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueBoolean" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Boolean,
+                    get: |c: &mut Self| match c {
+                        Self::Boolean(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
-            "valueInteger" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
-            "_valueInteger" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Integer,
-                get: |c: &mut Self| match c {
-                    Self::Integer(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueInteger" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Integer,
+                    get: |c: &mut Self| match c {
+                        Self::Integer(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
-            "valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
-            "_valueDecimal" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Decimal,
-                get: |c: &mut Self| match c {
-                    Self::Decimal(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDecimal" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Decimal,
+                    get: |c: &mut Self| match c {
+                        Self::Decimal(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
-            "valueUri" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
-            "_valueUri" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Uri,
-                get: |c: &mut Self| match c {
-                    Self::Uri(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueUri" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Uri,
+                    get: |c: &mut Self| match c {
+                        Self::Uri(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
-            "valueCode" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
-            "_valueCode" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::Code,
-                get: |c: &mut Self| match c {
-                    Self::Code(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueCode" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::Code,
+                    get: |c: &mut Self| match c {
+                        Self::Code(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
-            "valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimValue {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimValue {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
-            "_valueDateTime" => map.next_value_seed(crate::rt::ChoicePrimExt {
-                slot,
-                ctor: Self::DateTime,
-                get: |c: &mut Self| match c {
-                    Self::DateTime(p) => Some(p),
-                    _ => None,
+            )?,
+            "_valueDateTime" => crate::rt::value(
+                map,
+                crate::rt::ChoicePrimExt {
+                    slot,
+                    ctor: Self::DateTime,
+                    get: |c: &mut Self| match c {
+                        Self::DateTime(p) => Some(p),
+                        _ => None,
+                    },
+                    name: "ValueSet.expansion.parameter.value[x]",
                 },
-                name: "ValueSet.expansion.parameter.value[x]",
-            })?,
+            )?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -217,120 +217,132 @@ impl crate::rt::DeFields for VerificationResult {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_target: Vec<crate::datatypes::Reference> = Vec::new();
-        let mut f_target_location: crate::rt::PrimVec<String> = crate::rt::PrimVec::default();
-        let mut f_need: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_status: Option<crate::primitives::Primitive<crate::codes::Status>> = None;
-        let mut f_status_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_validation_type: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_validation_process: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_frequency: Option<crate::datatypes::Timing> = None;
-        let mut f_last_performed: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        let mut f_next_scheduled: Option<crate::primitives::Primitive<crate::primitives::Date>> =
-            None;
-        let mut f_failure_action: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_primary_source: Vec<crate::resources::VerificationResultPrimarySource> =
-            Vec::new();
-        let mut f_attestation: Option<crate::resources::VerificationResultAttestation> = None;
-        let mut f_validator: Vec<crate::resources::VerificationResultValidator> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_target: Vec<crate::datatypes::Reference>,
+            f_target_location: crate::rt::PrimVec<String>,
+            f_need: Option<crate::datatypes::CodeableConcept>,
+            f_status: Option<crate::primitives::Primitive<crate::codes::Status>>,
+            f_status_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_validation_type: Option<crate::datatypes::CodeableConcept>,
+            f_validation_process: Vec<crate::datatypes::CodeableConcept>,
+            f_frequency: Option<crate::datatypes::Timing>,
+            f_last_performed: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_next_scheduled: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_failure_action: Option<crate::datatypes::CodeableConcept>,
+            f_primary_source: Vec<crate::resources::VerificationResultPrimarySource>,
+            f_attestation: Option<crate::resources::VerificationResultAttestation>,
+            f_validator: Vec<crate::resources::VerificationResultValidator>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "VerificationResult",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "VerificationResult",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "target" => map.next_value_seed(crate::rt::VecSeed(&mut f_target))?,
+                "target" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_target))?,
                 "targetLocation" => {
-                    map.next_value_seed(crate::rt::PrimVecValues(&mut f_target_location))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecValues(&mut b.f_target_location))?
                 }
                 "_targetLocation" => {
-                    map.next_value_seed(crate::rt::PrimVecExts(&mut f_target_location))?
+                    crate::rt::value(&mut map, crate::rt::PrimVecExts(&mut b.f_target_location))?
                 }
-                "need" => map.next_value_seed(crate::rt::Opt(&mut f_need))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "statusDate" => map.next_value_seed(crate::rt::PrimValue(&mut f_status_date))?,
-                "_statusDate" => map.next_value_seed(crate::rt::PrimExt(&mut f_status_date))?,
-                "validationType" => map.next_value_seed(crate::rt::Opt(&mut f_validation_type))?,
+                "need" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_need))?,
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "statusDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status_date))?
+                }
+                "_statusDate" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status_date))?
+                }
+                "validationType" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_validation_type))?
+                }
                 "validationProcess" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_validation_process))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_validation_process))?
                 }
-                "frequency" => map.next_value_seed(crate::rt::Opt(&mut f_frequency))?,
+                "frequency" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_frequency))?,
                 "lastPerformed" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_last_performed))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_last_performed))?
                 }
                 "_lastPerformed" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_last_performed))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_last_performed))?
                 }
                 "nextScheduled" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_next_scheduled))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_next_scheduled))?
                 }
                 "_nextScheduled" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_next_scheduled))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_next_scheduled))?
                 }
-                "failureAction" => map.next_value_seed(crate::rt::Opt(&mut f_failure_action))?,
+                "failureAction" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_failure_action))?
+                }
                 "primarySource" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_primary_source))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_primary_source))?
                 }
-                "attestation" => map.next_value_seed(crate::rt::Opt(&mut f_attestation))?,
-                "validator" => map.next_value_seed(crate::rt::VecSeed(&mut f_validator))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "attestation" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_attestation))?,
+                "validator" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_validator))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "VerificationResult")?;
+        let v_target_location = crate::rt::finish_prim_vec::<_, A::Error>(
+            std::mem::take(&mut b.f_target_location),
+            "targetLocation",
+        )?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            target: f_target,
-            target_location: crate::rt::finish_prim_vec::<_, A::Error>(
-                f_target_location,
-                "targetLocation",
-            )?,
-            need: f_need,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            status_date: f_status_date,
-            validation_type: f_validation_type,
-            validation_process: f_validation_process,
-            frequency: f_frequency,
-            last_performed: f_last_performed,
-            next_scheduled: f_next_scheduled,
-            failure_action: f_failure_action,
-            primary_source: f_primary_source,
-            attestation: f_attestation,
-            validator: f_validator,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            target: b.f_target,
+            target_location: v_target_location,
+            need: b.f_need,
+            status: b.f_status.unwrap_or_default(),
+            status_date: b.f_status_date,
+            validation_type: b.f_validation_type,
+            validation_process: b.f_validation_process,
+            frequency: b.f_frequency,
+            last_performed: b.f_last_performed,
+            next_scheduled: b.f_next_scheduled,
+            failure_action: b.f_failure_action,
+            primary_source: b.f_primary_source,
+            attestation: b.f_attestation,
+            validator: b.f_validator,
         })
     }
 }
@@ -510,57 +522,61 @@ impl crate::rt::DeFields for VerificationResultPrimarySource {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_who: Option<crate::datatypes::Reference> = None;
-        let mut f_type: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_communication_method: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        let mut f_validation_status: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_validation_date: Option<
-            crate::primitives::Primitive<crate::primitives::DateTime>,
-        > = None;
-        let mut f_can_push_updates: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_push_type_available: Vec<crate::datatypes::CodeableConcept> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_who: Option<crate::datatypes::Reference>,
+            f_type: Vec<crate::datatypes::CodeableConcept>,
+            f_communication_method: Vec<crate::datatypes::CodeableConcept>,
+            f_validation_status: Option<crate::datatypes::CodeableConcept>,
+            f_validation_date: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_can_push_updates: Option<crate::datatypes::CodeableConcept>,
+            f_push_type_available: Vec<crate::datatypes::CodeableConcept>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "who" => map.next_value_seed(crate::rt::Opt(&mut f_who))?,
-                "type" => map.next_value_seed(crate::rt::VecSeed(&mut f_type))?,
+                "who" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_who))?,
+                "type" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_type))?,
                 "communicationMethod" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_communication_method))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_communication_method))?
                 }
                 "validationStatus" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_validation_status))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_validation_status))?
                 }
                 "validationDate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_validation_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_validation_date))?
                 }
                 "_validationDate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_validation_date))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_validation_date))?
                 }
-                "canPushUpdates" => map.next_value_seed(crate::rt::Opt(&mut f_can_push_updates))?,
+                "canPushUpdates" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_can_push_updates))?
+                }
                 "pushTypeAvailable" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_push_type_available))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_push_type_available))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            who: f_who,
-            r#type: f_type,
-            communication_method: f_communication_method,
-            validation_status: f_validation_status,
-            validation_date: f_validation_date,
-            can_push_updates: f_can_push_updates,
-            push_type_available: f_push_type_available,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            who: b.f_who,
+            r#type: b.f_type,
+            communication_method: b.f_communication_method,
+            validation_status: b.f_validation_status,
+            validation_date: b.f_validation_date,
+            can_push_updates: b.f_can_push_updates,
+            push_type_available: b.f_push_type_available,
         })
     }
 }
@@ -712,62 +728,72 @@ impl crate::rt::DeFields for VerificationResultAttestation {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_who: Option<crate::datatypes::Reference> = None;
-        let mut f_on_behalf_of: Option<crate::datatypes::Reference> = None;
-        let mut f_communication_method: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_date: Option<crate::primitives::Primitive<crate::primitives::Date>> = None;
-        let mut f_source_identity_certificate: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_proxy_identity_certificate: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_proxy_signature: Option<crate::datatypes::Signature> = None;
-        let mut f_source_signature: Option<crate::datatypes::Signature> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_who: Option<crate::datatypes::Reference>,
+            f_on_behalf_of: Option<crate::datatypes::Reference>,
+            f_communication_method: Option<crate::datatypes::CodeableConcept>,
+            f_date: Option<crate::primitives::Primitive<crate::primitives::Date>>,
+            f_source_identity_certificate: Option<crate::primitives::Primitive<String>>,
+            f_proxy_identity_certificate: Option<crate::primitives::Primitive<String>>,
+            f_proxy_signature: Option<crate::datatypes::Signature>,
+            f_source_signature: Option<crate::datatypes::Signature>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "who" => map.next_value_seed(crate::rt::Opt(&mut f_who))?,
-                "onBehalfOf" => map.next_value_seed(crate::rt::Opt(&mut f_on_behalf_of))?,
+                "who" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_who))?,
+                "onBehalfOf" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_on_behalf_of))?,
                 "communicationMethod" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_communication_method))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_communication_method))?
                 }
-                "date" => map.next_value_seed(crate::rt::PrimValue(&mut f_date))?,
-                "_date" => map.next_value_seed(crate::rt::PrimExt(&mut f_date))?,
-                "sourceIdentityCertificate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_source_identity_certificate))?
+                "date" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date))?,
+                "_date" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date))?,
+                "sourceIdentityCertificate" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_source_identity_certificate),
+                )?,
+                "_sourceIdentityCertificate" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_source_identity_certificate),
+                )?,
+                "proxyIdentityCertificate" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_proxy_identity_certificate),
+                )?,
+                "_proxyIdentityCertificate" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimExt(&mut b.f_proxy_identity_certificate),
+                )?,
+                "proxySignature" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_proxy_signature))?
                 }
-                "_sourceIdentityCertificate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_source_identity_certificate))?
-                }
-                "proxyIdentityCertificate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_proxy_identity_certificate))?
-                }
-                "_proxyIdentityCertificate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_proxy_identity_certificate))?
-                }
-                "proxySignature" => map.next_value_seed(crate::rt::Opt(&mut f_proxy_signature))?,
                 "sourceSignature" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_source_signature))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_source_signature))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            who: f_who,
-            on_behalf_of: f_on_behalf_of,
-            communication_method: f_communication_method,
-            date: f_date,
-            source_identity_certificate: f_source_identity_certificate,
-            proxy_identity_certificate: f_proxy_identity_certificate,
-            proxy_signature: f_proxy_signature,
-            source_signature: f_source_signature,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            who: b.f_who,
+            on_behalf_of: b.f_on_behalf_of,
+            communication_method: b.f_communication_method,
+            date: b.f_date,
+            source_identity_certificate: b.f_source_identity_certificate,
+            proxy_identity_certificate: b.f_proxy_identity_certificate,
+            proxy_signature: b.f_proxy_signature,
+            source_signature: b.f_source_signature,
         })
     }
 }
@@ -891,39 +917,47 @@ impl crate::rt::DeFields for VerificationResultValidator {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_organization: Option<crate::datatypes::Reference> = None;
-        let mut f_identity_certificate: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_attestation_signature: Option<crate::datatypes::Signature> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_organization: Option<crate::datatypes::Reference>,
+            f_identity_certificate: Option<crate::primitives::Primitive<String>>,
+            f_attestation_signature: Option<crate::datatypes::Signature>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "organization" => map.next_value_seed(crate::rt::Opt(&mut f_organization))?,
-                "identityCertificate" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_identity_certificate))?
+                "organization" => {
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_organization))?
                 }
+                "identityCertificate" => crate::rt::value(
+                    &mut map,
+                    crate::rt::PrimValue(&mut b.f_identity_certificate),
+                )?,
                 "_identityCertificate" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_identity_certificate))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_identity_certificate))?
                 }
                 "attestationSignature" => {
-                    map.next_value_seed(crate::rt::Opt(&mut f_attestation_signature))?
+                    crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_attestation_signature))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_organization.is_some(), "organization")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            organization: crate::rt::required::<_, A::Error>(f_organization, "organization")?,
-            identity_certificate: f_identity_certificate,
-            attestation_signature: f_attestation_signature,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            organization: b.f_organization.unwrap_or_default(),
+            identity_certificate: b.f_identity_certificate,
+            attestation_signature: b.f_attestation_signature,
         })
     }
 }

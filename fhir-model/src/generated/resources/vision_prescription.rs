@@ -172,85 +172,101 @@ impl crate::rt::DeFields for VisionPrescription {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let mut resource_type_seen = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_meta: Option<crate::datatypes::Meta> = None;
-        let mut f_implicit_rules: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_language: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_text: Option<crate::datatypes::Narrative> = None;
-        let mut f_contained: Vec<crate::Resource> = Vec::new();
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_identifier: Vec<crate::datatypes::Identifier> = Vec::new();
-        let mut f_status: Option<
-            crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>,
-        > = None;
-        let mut f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>> = None;
-        let mut f_patient: Option<crate::datatypes::Reference> = None;
-        let mut f_encounter: Option<crate::datatypes::Reference> = None;
-        let mut f_date_written: Option<crate::primitives::Primitive<crate::primitives::DateTime>> =
-            None;
-        let mut f_prescriber: Option<crate::datatypes::Reference> = None;
-        let mut f_lens_specification: Vec<crate::resources::VisionPrescriptionLensSpecification> =
-            Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_meta: Option<crate::datatypes::Meta>,
+            f_implicit_rules: Option<crate::primitives::Primitive<String>>,
+            f_language: Option<crate::primitives::Primitive<String>>,
+            f_text: Option<crate::datatypes::Narrative>,
+            f_contained: Vec<crate::Resource>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_identifier: Vec<crate::datatypes::Identifier>,
+            f_status:
+                Option<crate::primitives::Primitive<crate::codes::FinancialResourceStatusCodes>>,
+            f_created: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_patient: Option<crate::datatypes::Reference>,
+            f_encounter: Option<crate::datatypes::Reference>,
+            f_date_written: Option<crate::primitives::Primitive<crate::primitives::DateTime>>,
+            f_prescriber: Option<crate::datatypes::Reference>,
+            f_lens_specification: Vec<crate::resources::VisionPrescriptionLensSpecification>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "resourceType" => map.next_value_seed(crate::rt::ResourceTypeSeed {
-                    seen: &mut resource_type_seen,
-                    expected: "VisionPrescription",
-                })?,
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "meta" => map.next_value_seed(crate::rt::Opt(&mut f_meta))?,
+                "resourceType" => crate::rt::value(
+                    &mut map,
+                    crate::rt::ResourceTypeSeed {
+                        seen: &mut resource_type_seen,
+                        expected: "VisionPrescription",
+                    },
+                )?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "meta" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_meta))?,
                 "implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimValue(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_implicit_rules))?
                 }
                 "_implicitRules" => {
-                    map.next_value_seed(crate::rt::PrimExt(&mut f_implicit_rules))?
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_implicit_rules))?
                 }
-                "language" => map.next_value_seed(crate::rt::PrimValue(&mut f_language))?,
-                "_language" => map.next_value_seed(crate::rt::PrimExt(&mut f_language))?,
-                "text" => map.next_value_seed(crate::rt::Opt(&mut f_text))?,
-                "contained" => map.next_value_seed(crate::rt::VecSeed(&mut f_contained))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "language" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_language))?,
+                "_language" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_language))?,
+                "text" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_text))?,
+                "contained" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_contained))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "identifier" => map.next_value_seed(crate::rt::VecSeed(&mut f_identifier))?,
-                "status" => map.next_value_seed(crate::rt::PrimValue(&mut f_status))?,
-                "_status" => map.next_value_seed(crate::rt::PrimExt(&mut f_status))?,
-                "created" => map.next_value_seed(crate::rt::PrimValue(&mut f_created))?,
-                "_created" => map.next_value_seed(crate::rt::PrimExt(&mut f_created))?,
-                "patient" => map.next_value_seed(crate::rt::Opt(&mut f_patient))?,
-                "encounter" => map.next_value_seed(crate::rt::Opt(&mut f_encounter))?,
-                "dateWritten" => map.next_value_seed(crate::rt::PrimValue(&mut f_date_written))?,
-                "_dateWritten" => map.next_value_seed(crate::rt::PrimExt(&mut f_date_written))?,
-                "prescriber" => map.next_value_seed(crate::rt::Opt(&mut f_prescriber))?,
+                "identifier" => {
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_identifier))?
+                }
+                "status" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_status))?,
+                "_status" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_status))?,
+                "created" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_created))?,
+                "_created" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_created))?,
+                "patient" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_patient))?,
+                "encounter" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_encounter))?,
+                "dateWritten" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_date_written))?
+                }
+                "_dateWritten" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_date_written))?
+                }
+                "prescriber" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_prescriber))?,
                 "lensSpecification" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_lens_specification))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_lens_specification))?
                 }
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
         crate::rt::check_resource_type::<A::Error>(resource_type_seen, "VisionPrescription")?;
+        crate::rt::check_required::<A::Error>(b.f_status.is_some(), "status")?;
+        crate::rt::check_required::<A::Error>(b.f_created.is_some(), "created")?;
+        crate::rt::check_required::<A::Error>(b.f_patient.is_some(), "patient")?;
+        crate::rt::check_required::<A::Error>(b.f_date_written.is_some(), "dateWritten")?;
+        crate::rt::check_required::<A::Error>(b.f_prescriber.is_some(), "prescriber")?;
+        crate::rt::check_required::<A::Error>(
+            !b.f_lens_specification.is_empty(),
+            "lensSpecification",
+        )?;
         Ok(Self {
-            id: f_id,
-            meta: f_meta,
-            implicit_rules: f_implicit_rules,
-            language: f_language,
-            text: f_text,
-            contained: f_contained,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            identifier: f_identifier,
-            status: crate::rt::required::<_, A::Error>(f_status, "status")?,
-            created: crate::rt::required::<_, A::Error>(f_created, "created")?,
-            patient: crate::rt::required::<_, A::Error>(f_patient, "patient")?,
-            encounter: f_encounter,
-            date_written: crate::rt::required::<_, A::Error>(f_date_written, "dateWritten")?,
-            prescriber: crate::rt::required::<_, A::Error>(f_prescriber, "prescriber")?,
-            lens_specification: crate::rt::required_vec::<_, A::Error>(
-                f_lens_specification,
-                "lensSpecification",
-            )?,
+            id: b.f_id,
+            meta: b.f_meta,
+            implicit_rules: b.f_implicit_rules,
+            language: b.f_language,
+            text: b.f_text,
+            contained: b.f_contained,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            identifier: b.f_identifier,
+            status: b.f_status.unwrap_or_default(),
+            created: b.f_created.unwrap_or_default(),
+            patient: b.f_patient.unwrap_or_default(),
+            encounter: b.f_encounter,
+            date_written: b.f_date_written.unwrap_or_default(),
+            prescriber: b.f_prescriber.unwrap_or_default(),
+            lens_specification: b.f_lens_specification,
         })
     }
 }
@@ -475,77 +491,85 @@ impl crate::rt::DeFields for VisionPrescriptionLensSpecification {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_product: Option<crate::datatypes::CodeableConcept> = None;
-        let mut f_eye: Option<crate::primitives::Primitive<crate::codes::VisionEyes>> = None;
-        let mut f_sphere: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_cylinder: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_axis: Option<crate::primitives::Primitive<i32>> = None;
-        let mut f_prism: Vec<crate::resources::VisionPrescriptionLensSpecificationPrism> =
-            Vec::new();
-        let mut f_add: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_power: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_back_curve: Option<crate::primitives::Primitive<crate::primitives::Decimal>> =
-            None;
-        let mut f_diameter: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_duration: Option<crate::datatypes::Quantity> = None;
-        let mut f_color: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_brand: Option<crate::primitives::Primitive<String>> = None;
-        let mut f_note: Vec<crate::datatypes::Annotation> = Vec::new();
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_product: Option<crate::datatypes::CodeableConcept>,
+            f_eye: Option<crate::primitives::Primitive<crate::codes::VisionEyes>>,
+            f_sphere: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_cylinder: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_axis: Option<crate::primitives::Primitive<i32>>,
+            f_prism: Vec<crate::resources::VisionPrescriptionLensSpecificationPrism>,
+            f_add: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_power: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_back_curve: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_diameter: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_duration: Option<crate::datatypes::Quantity>,
+            f_color: Option<crate::primitives::Primitive<String>>,
+            f_brand: Option<crate::primitives::Primitive<String>>,
+            f_note: Vec<crate::datatypes::Annotation>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "product" => map.next_value_seed(crate::rt::Opt(&mut f_product))?,
-                "eye" => map.next_value_seed(crate::rt::PrimValue(&mut f_eye))?,
-                "_eye" => map.next_value_seed(crate::rt::PrimExt(&mut f_eye))?,
-                "sphere" => map.next_value_seed(crate::rt::PrimValue(&mut f_sphere))?,
-                "_sphere" => map.next_value_seed(crate::rt::PrimExt(&mut f_sphere))?,
-                "cylinder" => map.next_value_seed(crate::rt::PrimValue(&mut f_cylinder))?,
-                "_cylinder" => map.next_value_seed(crate::rt::PrimExt(&mut f_cylinder))?,
-                "axis" => map.next_value_seed(crate::rt::PrimValue(&mut f_axis))?,
-                "_axis" => map.next_value_seed(crate::rt::PrimExt(&mut f_axis))?,
-                "prism" => map.next_value_seed(crate::rt::VecSeed(&mut f_prism))?,
-                "add" => map.next_value_seed(crate::rt::PrimValue(&mut f_add))?,
-                "_add" => map.next_value_seed(crate::rt::PrimExt(&mut f_add))?,
-                "power" => map.next_value_seed(crate::rt::PrimValue(&mut f_power))?,
-                "_power" => map.next_value_seed(crate::rt::PrimExt(&mut f_power))?,
-                "backCurve" => map.next_value_seed(crate::rt::PrimValue(&mut f_back_curve))?,
-                "_backCurve" => map.next_value_seed(crate::rt::PrimExt(&mut f_back_curve))?,
-                "diameter" => map.next_value_seed(crate::rt::PrimValue(&mut f_diameter))?,
-                "_diameter" => map.next_value_seed(crate::rt::PrimExt(&mut f_diameter))?,
-                "duration" => map.next_value_seed(crate::rt::Opt(&mut f_duration))?,
-                "color" => map.next_value_seed(crate::rt::PrimValue(&mut f_color))?,
-                "_color" => map.next_value_seed(crate::rt::PrimExt(&mut f_color))?,
-                "brand" => map.next_value_seed(crate::rt::PrimValue(&mut f_brand))?,
-                "_brand" => map.next_value_seed(crate::rt::PrimExt(&mut f_brand))?,
-                "note" => map.next_value_seed(crate::rt::VecSeed(&mut f_note))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "product" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_product))?,
+                "eye" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_eye))?,
+                "_eye" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_eye))?,
+                "sphere" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_sphere))?,
+                "_sphere" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_sphere))?,
+                "cylinder" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_cylinder))?,
+                "_cylinder" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_cylinder))?,
+                "axis" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_axis))?,
+                "_axis" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_axis))?,
+                "prism" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_prism))?,
+                "add" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_add))?,
+                "_add" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_add))?,
+                "power" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_power))?,
+                "_power" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_power))?,
+                "backCurve" => {
+                    crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_back_curve))?
+                }
+                "_backCurve" => {
+                    crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_back_curve))?
+                }
+                "diameter" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_diameter))?,
+                "_diameter" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_diameter))?,
+                "duration" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_duration))?,
+                "color" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_color))?,
+                "_color" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_color))?,
+                "brand" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_brand))?,
+                "_brand" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_brand))?,
+                "note" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_note))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_product.is_some(), "product")?;
+        crate::rt::check_required::<A::Error>(b.f_eye.is_some(), "eye")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            product: crate::rt::required::<_, A::Error>(f_product, "product")?,
-            eye: crate::rt::required::<_, A::Error>(f_eye, "eye")?,
-            sphere: f_sphere,
-            cylinder: f_cylinder,
-            axis: f_axis,
-            prism: f_prism,
-            add: f_add,
-            power: f_power,
-            back_curve: f_back_curve,
-            diameter: f_diameter,
-            duration: f_duration,
-            color: f_color,
-            brand: f_brand,
-            note: f_note,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            product: b.f_product.unwrap_or_default(),
+            eye: b.f_eye.unwrap_or_default(),
+            sphere: b.f_sphere,
+            cylinder: b.f_cylinder,
+            axis: b.f_axis,
+            prism: b.f_prism,
+            add: b.f_add,
+            power: b.f_power,
+            back_curve: b.f_back_curve,
+            diameter: b.f_diameter,
+            duration: b.f_duration,
+            color: b.f_color,
+            brand: b.f_brand,
+            note: b.f_note,
         })
     }
 }
@@ -659,31 +683,37 @@ impl crate::rt::DeFields for VisionPrescriptionLensSpecificationPrism {
         resource_type_seen: bool,
     ) -> Result<Self, A::Error> {
         let _ = resource_type_seen;
-        let mut f_id: Option<String> = None;
-        let mut f_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_modifier_extension: Vec<crate::datatypes::Extension> = Vec::new();
-        let mut f_amount: Option<crate::primitives::Primitive<crate::primitives::Decimal>> = None;
-        let mut f_base: Option<crate::primitives::Primitive<crate::codes::VisionBase>> = None;
-        while let Some(key) = map.next_key::<crate::rt::Key<'de>>()? {
+        #[derive(Default)]
+        struct Fields {
+            f_id: Option<String>,
+            f_extension: Vec<crate::datatypes::Extension>,
+            f_modifier_extension: Vec<crate::datatypes::Extension>,
+            f_amount: Option<crate::primitives::Primitive<crate::primitives::Decimal>>,
+            f_base: Option<crate::primitives::Primitive<crate::codes::VisionBase>>,
+        }
+        let mut b = Fields::default();
+        while let Some(key) = crate::rt::next_key(&mut map)? {
             match key.as_str() {
-                "id" => map.next_value_seed(crate::rt::Opt(&mut f_id))?,
-                "extension" => map.next_value_seed(crate::rt::VecSeed(&mut f_extension))?,
+                "id" => crate::rt::value(&mut map, crate::rt::Opt(&mut b.f_id))?,
+                "extension" => crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_extension))?,
                 "modifierExtension" => {
-                    map.next_value_seed(crate::rt::VecSeed(&mut f_modifier_extension))?
+                    crate::rt::value(&mut map, crate::rt::VecSeed(&mut b.f_modifier_extension))?
                 }
-                "amount" => map.next_value_seed(crate::rt::PrimValue(&mut f_amount))?,
-                "_amount" => map.next_value_seed(crate::rt::PrimExt(&mut f_amount))?,
-                "base" => map.next_value_seed(crate::rt::PrimValue(&mut f_base))?,
-                "_base" => map.next_value_seed(crate::rt::PrimExt(&mut f_base))?,
-                other => map.next_value_seed(crate::rt::Unknown(other))?,
+                "amount" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_amount))?,
+                "_amount" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_amount))?,
+                "base" => crate::rt::value(&mut map, crate::rt::PrimValue(&mut b.f_base))?,
+                "_base" => crate::rt::value(&mut map, crate::rt::PrimExt(&mut b.f_base))?,
+                other => crate::rt::value(&mut map, crate::rt::Unknown(other))?,
             }
         }
+        crate::rt::check_required::<A::Error>(b.f_amount.is_some(), "amount")?;
+        crate::rt::check_required::<A::Error>(b.f_base.is_some(), "base")?;
         Ok(Self {
-            id: f_id,
-            extension: f_extension,
-            modifier_extension: f_modifier_extension,
-            amount: crate::rt::required::<_, A::Error>(f_amount, "amount")?,
-            base: crate::rt::required::<_, A::Error>(f_base, "base")?,
+            id: b.f_id,
+            extension: b.f_extension,
+            modifier_extension: b.f_modifier_extension,
+            amount: b.f_amount.unwrap_or_default(),
+            base: b.f_base.unwrap_or_default(),
         })
     }
 }
