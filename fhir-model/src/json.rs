@@ -222,7 +222,10 @@ fn kind_of(message: &str) -> IssueKind {
 pub fn from_str_lenient<T: DeserializeOwned + Validate>(s: &str) -> Result<(T, Vec<Issue>)> {
     let _guard = crate::rt::LenientGuard::enter();
     let root = root_name(s.as_bytes());
-    let mut text = std::borrow::Cow::Borrowed(s);
+    let mut text = match span::hoist_resource_types(s) {
+        Some(hoisted) => std::borrow::Cow::Owned(hoisted),
+        None => std::borrow::Cow::Borrowed(s),
+    };
     let mut issues = Vec::new();
     for _ in 0..MAX_REPAIRS {
         let mut de = serde_json::Deserializer::from_str(&text);
@@ -391,6 +394,74 @@ mod span {
         }
     }
 
+    /// Objects nested deeper than this are copied as they are (the parser rejects them anyway).
+    const MAX_DEPTH: usize = 160;
+
+    /// `text` with the `resourceType` member of every object moved to the front of its object.
+    ///
+    /// A resource whose `resourceType` is not its first member is parsed by buffering and
+    /// re-parsing it, and an error inside such a re-parse cannot be located in the original text.
+    /// Lenient parsing hoists the members first, so every problem it repairs has an exact path.
+    /// Values are copied as written (decimals keep their text); only the whitespace between the
+    /// members of a reordered object changes. `None` when no object needs it, or when the text
+    /// is not well-formed JSON (the parser then reports that as usual).
+    pub(super) fn hoist_resource_types(text: &str) -> Option<String> {
+        let b = text.as_bytes();
+        let start = ws(b, 0);
+        let end = skip_value(b, start)?;
+        let mut out = String::with_capacity(text.len() + 2);
+        let mut changed = false;
+        out.push_str(text.get(..start)?);
+        rewrite(text, start, end, 0, &mut out, &mut changed)?;
+        out.push_str(text.get(end..)?);
+        changed.then_some(out)
+    }
+
+    fn rewrite(
+        text: &str,
+        i: usize,
+        end: usize,
+        depth: usize,
+        out: &mut String,
+        changed: &mut bool,
+    ) -> Option<()> {
+        let (open, close) = match text.as_bytes().get(i) {
+            Some(b'{') => ('{', '}'),
+            Some(b'[') => ('[', ']'),
+            _ => {
+                out.push_str(text.get(i..end)?);
+                return Some(());
+            }
+        };
+        if depth >= MAX_DEPTH {
+            out.push_str(text.get(i..end)?);
+            return Some(());
+        }
+        let kids = children(text, i)?;
+        let first = kids
+            .iter()
+            .position(|k| k.3.as_deref() == Some("resourceType"))
+            .filter(|&p| p > 0);
+        if first.is_some() {
+            *changed = true;
+        }
+        let order = first
+            .into_iter()
+            .chain((0..kids.len()).filter(|&k| Some(k) != first));
+        out.push(open);
+        for (n, k) in order.enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            let (start, vstart, vend, _) = kids.get(k)?;
+            // The key and its colon (nothing for array elements), then the value.
+            out.push_str(text.get(*start..*vstart)?);
+            rewrite(text, *vstart, *vend, depth + 1, out, changed)?;
+        }
+        out.push(close);
+        Some(())
+    }
+
     /// The string value of a top-level key, if any.
     pub(super) fn top_level_string(text: &str, key: &str) -> Option<String> {
         let b = text.as_bytes();
@@ -463,7 +534,21 @@ mod span {
                 r#"{"a": 1, "b": {"c": [1, 2.50, {}]}, "e": "\"}"}"#
             );
             assert!(cut(t, &[Seg::Key("zz")]).is_none());
+            assert!(hoist_resource_types(t).is_none());
             assert_eq!(top_level_string(t, "e").unwrap(), "\"}");
+        }
+
+        #[test]
+        fn hoists_resource_type_in_every_object() {
+            let t = r#" {"id": "a", "resourceType": "Bundle", "entry": [{"resource": {"x": [1.50, {"resourceType": 2}], "resourceType": "Patient"}}]} "#;
+            assert_eq!(
+                hoist_resource_types(t).unwrap(),
+                r#" {"resourceType": "Bundle","id": "a","entry": [{"resource": {"resourceType": "Patient","x": [1.50,{"resourceType": 2}]}}]} "#
+            );
+            let first = r#"{"resourceType": "Patient", "id": "a"}"#;
+            assert!(hoist_resource_types(first).is_none());
+            assert!(hoist_resource_types(r#"{"id": "a", "resourceType": "#).is_none());
+            assert!(hoist_resource_types("[").is_none());
         }
     }
 }

@@ -3,5 +3,6 @@
 
 mod conformance;
 mod json_util;
+mod mutation;
 mod regression;
 mod roundtrip;

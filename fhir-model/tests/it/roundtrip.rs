@@ -177,6 +177,28 @@ fn lenient_reports_every_issue_and_keeps_decimals() {
 }
 
 #[test]
+fn lenient_repairs_inside_resources_whose_resource_type_is_not_first() {
+    // Key-sorting serializers write `resourceType` late; strict parsing buffers such resources,
+    // and lenient parsing must still locate and repair problems inside them (and inside
+    // contained resources) rather than give up.
+    let text = r#"{"contained":[{"name":7,"id":"o1","resourceType":"Organization"}],
+        "id":"a1","resourceType":"Account","status":"active",
+        "subject":[{"reference":12.5},{"reference":"Patient/1"}]}"#;
+    let (r, issues) = json::from_str_lenient::<Resource>(text).unwrap();
+    let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+    assert!(
+        paths.contains(&"Account.subject[0].reference"),
+        "{issues:?}"
+    );
+    assert!(paths.contains(&"Account.contained[0].name"), "{issues:?}");
+    let written = json::to_string(&r).unwrap();
+    assert!(written.contains(r#""reference":"Patient/1""#), "{written}");
+    assert!(written.contains(r#""id":"o1""#), "{written}");
+    let strict = json::from_str::<Resource>(text).unwrap_err().to_string();
+    assert!(strict.contains("Account"), "{strict}");
+}
+
+#[test]
 fn constructors_and_conversions() {
     let mut o = Observation::new(ObservationStatus::Final, Default::default());
     o.value = Some(ObservationValue::Quantity(
