@@ -1,7 +1,7 @@
 //! From a Kafka record to the event MedTech templates see:
 //! `{"Body": ..., "Properties": {...}, "SystemProperties": {...}}`.
 
-use carebridge_medtech_mapping::pipeline::EventPayload;
+use carebridge_medtech_mapping::pipeline::{EventPayload, Message};
 use chrono::{DateTime, SecondsFormat};
 use serde_json::{Map, Value};
 
@@ -61,7 +61,9 @@ fn header_value(bytes: &[u8], mode: HeaderValues) -> Option<Value> {
     }
 }
 
-/// Builds the payload of one record. A value that is not JSON (or is missing) becomes
+/// Builds the payload of one record: an [`EventPayload::Message`] whose body is the record value
+/// as text, parsed by the pipeline (which dead-letters a body that is not JSON, naming the
+/// topic, partition and offset). A value that is missing or not UTF-8 becomes
 /// [`EventPayload::Invalid`] with the raw text, so the pipeline dead-letters it.
 pub(crate) fn to_payload<'h>(
     record: &Record<'_>,
@@ -79,18 +81,23 @@ pub(crate) fn to_payload<'h>(
                 reason: format!("{at}: the record has no value"),
             }
         }
-        Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
-            Ok(v) => v,
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => text.to_owned(),
             Err(e) => {
+                // Where the JSON parser stops on it, as for any other body that is not JSON.
+                let reason = match serde_json::from_slice::<Value>(bytes) {
+                    Err(j) => format!(
+                        "{at}: not valid JSON (line {} column {}: {:?})",
+                        j.line(),
+                        j.column(),
+                        j.classify()
+                    ),
+                    Ok(_) => format!("{at}: not UTF-8 (byte {})", e.valid_up_to() + 1),
+                };
                 return EventPayload::Invalid {
                     raw: String::from_utf8_lossy(bytes).into_owned(),
-                    reason: format!(
-                        "{at}: not valid JSON (line {} column {}: {:?})",
-                        e.line(),
-                        e.column(),
-                        e.classify()
-                    ),
-                }
+                    reason,
+                };
             }
         },
     };
@@ -146,11 +153,7 @@ pub(crate) fn to_payload<'h>(
         );
     }
 
-    let mut event = Map::new();
-    event.insert("Body".to_owned(), body);
-    event.insert("Properties".to_owned(), Value::Object(properties));
-    event.insert("SystemProperties".to_owned(), Value::Object(system));
-    EventPayload::Event(Value::Object(event))
+    EventPayload::Message(Message::new(body, properties, system, at))
 }
 
 #[cfg(test)]
@@ -181,9 +184,14 @@ mod tests {
             ("empty", None),
         ];
         let payload = to_payload(&record(Some(br#"{"hr":72}"#)), headers, HeaderValues::Utf8);
+        let EventPayload::Message(m) = payload else {
+            panic!("expected a message, got {payload:?}");
+        };
+        assert_eq!(m.body, r#"{"hr":72}"#);
+        assert_eq!(m.origin, "topic devices partition 2 offset 41");
         assert_eq!(
-            payload,
-            EventPayload::Event(json!({
+            m.to_value().unwrap(),
+            json!({
                 "Body": {"hr": 72},
                 "Properties": {
                     "ProfileName": "vitals",
@@ -200,7 +208,7 @@ mod tests {
                     "kafka-partition": 2,
                     "iothub-connection-device-id": "dev1"
                 }
-            }))
+            })
         );
     }
 
@@ -210,7 +218,7 @@ mod tests {
         let utf8 = to_payload(&record(Some(b"1")), headers.clone(), HeaderValues::Utf8);
         let amqp = to_payload(&record(Some(b"1")), headers, HeaderValues::Amqp);
         let prop = |p: &EventPayload| match p {
-            EventPayload::Event(v) => v["Properties"]["flag"].clone(),
+            EventPayload::Message(m) => m.properties["flag"].clone(),
             other => panic!("{other:?}"),
         };
         assert_eq!(prop(&utf8), json!("A"));
@@ -218,16 +226,29 @@ mod tests {
     }
 
     #[test]
-    fn invalid_or_missing_values_become_invalid_payloads_with_their_raw_text() {
+    fn bodies_stay_text_and_missing_or_non_utf8_values_become_invalid_payloads() {
+        // Not JSON: the pipeline parses the body, and dead-letters it naming the origin.
         match to_payload(&record(Some(b"{not json")), [], HeaderValues::Utf8) {
+            EventPayload::Message(m) => {
+                assert_eq!(m.body, "{not json");
+                assert!(m.to_doc().is_err());
+                assert_eq!(m.origin, "topic devices partition 2 offset 41");
+            }
+            other => panic!("{other:?}"),
+        }
+        match to_payload(
+            &record(Some(b"{\"secret\": \"\xff\"}")),
+            [],
+            HeaderValues::Utf8,
+        ) {
             EventPayload::Invalid { raw, reason } => {
-                assert_eq!(raw, "{not json");
+                assert_eq!(raw, "{\"secret\": \"\u{fffd}\"}");
                 assert!(
                     reason.starts_with("topic devices partition 2 offset 41: not valid JSON"),
                     "{reason}"
                 );
                 assert!(
-                    !reason.contains("not json"),
+                    !reason.contains("secret"),
                     "reason must not echo the body: {reason}"
                 );
             }
@@ -250,7 +271,8 @@ mod tests {
             ..record(Some(b"[1]"))
         };
         match to_payload(&r, [], HeaderValues::Utf8) {
-            EventPayload::Event(v) => {
+            EventPayload::Message(m) => {
+                let v = m.to_value().unwrap();
                 let sys = v["SystemProperties"].as_object().unwrap();
                 assert!(!sys.contains_key(ENQUEUED_TIME));
                 assert!(!sys.contains_key(PARTITION_KEY));

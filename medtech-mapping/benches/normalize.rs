@@ -18,6 +18,10 @@
 //!   of events, then one `Observation` per group.
 //! - `{jsonpath,jmespath}_value_normalize_transform_batch_100`: the same over
 //!   `serde_json::Value` (what an application holding `Value`s pays).
+//! - `{jsonpath,jmespath}_message_normalize_transform_batch_100`: the same for broker messages
+//!   (`pipeline::Message`, what the Kafka source delivers): each message is built from its body
+//!   text and the properties and system properties a Kafka record carries, then read through
+//!   `Message::to_doc`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -25,13 +29,14 @@
     reason = "benchmark harness"
 )]
 
+use carebridge_medtech_mapping::pipeline::Message;
 use carebridge_medtech_mapping::{
     create_observation, envelope, group_by_message_owned, DeviceMapping, Doc, FhirMapping,
     Measurement, Normalizer, ObservationLinks, TransformOptions,
 };
 use chrono::{DateTime, Utc};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
 const MESSAGES: usize = 1000;
 
@@ -140,6 +145,24 @@ enum Parse {
     Doc,
     /// Into a `serde_json::Value`.
     Value,
+    /// As a broker message with these properties and system properties.
+    Message(&'static (Map<String, Value>, Map<String, Value>)),
+}
+
+/// The properties and system properties of a Kafka record as `medtech-kafka` decodes them.
+fn record_properties() -> &'static (Map<String, Value>, Map<String, Value>) {
+    let props =
+        json!({"ProfileName": "vitals", "iothub-creation-time-utc": "2023-03-13T10:00:00Z"});
+    let system = json!({
+        "x-opt-enqueued-time": "2023-03-13T10:00:01.250Z", "x-opt-offset": "41",
+        "x-opt-sequence-number": 41, "x-opt-partition-key": "device-7",
+        "kafka-topic": "devices", "kafka-partition": 2,
+        "iothub-connection-device-id": "device-7"
+    });
+    let (Value::Object(p), Value::Object(s)) = (props, system) else {
+        unreachable!("object literals")
+    };
+    Box::leak(Box::new((p, s)))
 }
 
 /// Normalizes the messages in batches of `batch`, groups each batch and builds one Observation
@@ -152,6 +175,15 @@ fn batches(t: &Transform<'_>, n: &Normalizer, batch: usize, parse: Parse) {
             let ms = match parse {
                 Parse::Doc => n.normalize(&Doc::envelope(Doc::parse(m).unwrap()), index),
                 Parse::Value => n.normalize(&envelope(serde_json::from_str(m).unwrap()), index),
+                Parse::Message((props, system)) => {
+                    let message = Message::new(
+                        m.as_str(),
+                        props.clone(),
+                        system.clone(),
+                        "topic devices partition 2 offset 41",
+                    );
+                    n.normalize(&message.to_doc().unwrap(), index)
+                }
             };
             all.extend(ms.unwrap().into_iter().map(|m| (index, m)));
         }
@@ -247,6 +279,11 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("{name}_value_normalize_transform_batch_100"), |b| {
             b.iter(|| batches(&ctx, n, 100, Parse::Value))
         });
+        let record = Parse::Message(record_properties());
+        g.bench_function(
+            format!("{name}_message_normalize_transform_batch_100"),
+            |b| b.iter(|| batches(&ctx, n, 100, record)),
+        );
     }
     g.finish();
 }

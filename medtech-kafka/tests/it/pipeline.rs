@@ -65,9 +65,16 @@ async fn every_message_becomes_observations_or_a_dead_letter() {
             .dead
             .letters()
             .into_iter()
-            .map(|l| match l.event {
-                DeadLetterEvent::Raw(raw) => raw,
-                other => panic!("expected the raw text, got {other:?}"),
+            .map(|l| {
+                assert!(
+                    l.detail.contains("not valid JSON") && l.detail.contains(" offset "),
+                    "the reason names the record, not its body: {}",
+                    l.detail
+                );
+                match l.event {
+                    DeadLetterEvent::Raw(raw) => raw,
+                    other => panic!("expected the raw text, got {other:?}"),
+                }
             })
             .collect();
         assert_eq!(

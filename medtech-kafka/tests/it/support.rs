@@ -140,8 +140,8 @@ pub(crate) fn harness() -> Harness {
 /// `(partition, offset)` of an event, from its `SystemProperties`.
 pub(crate) fn partition_offset(event: &SourceEvent) -> (i32, i64) {
     match &event.payload {
-        EventPayload::Event(v) => {
-            let sys = &v["SystemProperties"];
+        EventPayload::Message(m) => {
+            let sys = &m.system_properties;
             (
                 i32::try_from(sys["kafka-partition"].as_i64().expect("partition")).unwrap(),
                 sys["x-opt-sequence-number"].as_i64().expect("offset"),

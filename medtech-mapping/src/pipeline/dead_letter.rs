@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::sink::{open_output, sync_file, SyncData};
-use super::source::{parse_line, ParsedLine, DEAD_LETTER_KEY};
+use super::source::{parse_line, Message, ParsedLine, DEAD_LETTER_KEY};
 use crate::{Error, JsonNode, Result};
 
 /// The original content of a dead-lettered message.
@@ -25,6 +25,9 @@ pub enum DeadLetterEvent {
     /// A line of NDJSON input ([`EventPayload::Line`](super::EventPayload::Line)), as read; the
     /// record holds the event it stands for (see [`parse_line`]).
     Line(String),
+    /// A broker message ([`EventPayload::Message`](super::EventPayload::Message)); the record
+    /// holds its event envelope.
+    Message(Message),
 }
 
 /// A message that could not be mapped.
@@ -69,6 +72,13 @@ impl DeadLetter {
                     return json!({ "raw": raw, DEAD_LETTER_KEY: note });
                 }
             },
+            DeadLetterEvent::Message(m) => match m.to_value() {
+                Ok(v) => {
+                    parsed = DeadLetterEvent::Event(v);
+                    &parsed
+                }
+                Err(_) => return json!({ "raw": m.body, DEAD_LETTER_KEY: note }),
+            },
             other => other,
         };
         match event {
@@ -81,6 +91,7 @@ impl DeadLetter {
             DeadLetterEvent::Raw(raw) | DeadLetterEvent::Line(raw) => {
                 json!({ "raw": raw, DEAD_LETTER_KEY: note })
             }
+            DeadLetterEvent::Message(m) => json!({ "raw": m.body, DEAD_LETTER_KEY: note }),
         }
     }
 }

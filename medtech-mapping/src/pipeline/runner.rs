@@ -450,6 +450,16 @@ impl Pipeline {
                 };
                 (DeadLetterEvent::Line(text), r)
             }
+            EventPayload::Message(m) => {
+                let r = match m.to_doc() {
+                    Ok(doc) => self.normalize_node(&doc, index),
+                    Err(e) => {
+                        let reason = m.invalid_reason(&e);
+                        return invalid(m.body, reason);
+                    }
+                };
+                (DeadLetterEvent::Message(m), r)
+            }
             EventPayload::Invalid { raw, reason } => return invalid(raw, reason),
         };
         let measurements = match normalized.and_then(|ms| {

@@ -24,6 +24,12 @@ pub enum EventPayload {
     /// parses it into a [`Doc`] (strings borrowed from the line, nothing copied), and
     /// dead-letters it as [`EventPayload::Invalid`] when it is not JSON; see [`parse_line`].
     Line(String),
+    /// A broker message (a Kafka record, an Event Hubs event) whose body is JSON text not
+    /// parsed yet, with its properties already decoded. The pipeline parses the body into a
+    /// [`Doc`] (strings borrowed from the body, nothing copied) and builds the event
+    /// `{"Body", "Properties", "SystemProperties"}` around it; a body that is not JSON is
+    /// dead-lettered with its raw text, and the reason names [`Message::origin`].
+    Message(Message),
     /// The input could not be read as JSON; it is dead-lettered with its raw text.
     Invalid {
         /// The raw input (kept only to be written to the dead-letter sink, never logged).
@@ -31,6 +37,104 @@ pub enum EventPayload {
         /// Why it could not be read (position only).
         reason: String,
     },
+}
+
+/// A broker message: its body as received and its decoded properties (see
+/// [`EventPayload::Message`]).
+///
+/// ```
+/// use carebridge_medtech_mapping::pipeline::Message;
+/// use serde_json::{json, Map};
+///
+/// let mut properties = Map::new();
+/// properties.insert("ProfileName".to_owned(), json!("vitals"));
+/// let m = Message::new(r#"{"hr": 72}"#, properties, Map::new(), "topic devices partition 0 offset 7");
+/// let event = m.to_value()?;
+/// assert_eq!(event["Body"]["hr"], 72);
+/// assert_eq!(event["Properties"]["ProfileName"], "vitals");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Message {
+    /// The body as received: JSON text, parsed by the pipeline.
+    pub body: String,
+    /// The event's `Properties` (application properties, record headers).
+    pub properties: Map<String, Value>,
+    /// The event's `SystemProperties` (what the broker says about the message).
+    pub system_properties: Map<String, Value>,
+    /// Where the message came from, for dead-letter reasons (`topic t partition 0 offset 7`).
+    pub origin: String,
+}
+
+impl Message {
+    /// A message with this body, these properties and this origin.
+    pub fn new(
+        body: impl Into<String>,
+        properties: Map<String, Value>,
+        system_properties: Map<String, Value>,
+        origin: impl Into<String>,
+    ) -> Self {
+        Self {
+            body: body.into(),
+            properties,
+            system_properties,
+            origin: origin.into(),
+        }
+    }
+
+    /// The event as the templates see it, borrowing the body's strings and the properties.
+    ///
+    /// # Errors
+    /// The parser's error when the body is not JSON.
+    pub fn to_doc(&self) -> std::result::Result<Doc<'_>, serde_json::Error> {
+        fn map(m: &Map<String, Value>) -> Doc<'_> {
+            Doc::Object(
+                m.iter()
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Doc::borrowed(v)))
+                    .collect(),
+            )
+        }
+        let body = Doc::parse(&self.body)?;
+        Ok(Doc::Object(vec![
+            (Cow::Borrowed("Body"), body),
+            (Cow::Borrowed("Properties"), map(&self.properties)),
+            (
+                Cow::Borrowed("SystemProperties"),
+                map(&self.system_properties),
+            ),
+        ]))
+    }
+
+    /// The event as JSON (as [`to_doc`](Message::to_doc), owned).
+    ///
+    /// # Errors
+    /// The parser's error when the body is not JSON.
+    pub fn to_value(&self) -> std::result::Result<Value, serde_json::Error> {
+        let mut event = Map::new();
+        event.insert("Body".to_owned(), serde_json::from_str(&self.body)?);
+        event.insert(
+            "Properties".to_owned(),
+            Value::Object(self.properties.clone()),
+        );
+        event.insert(
+            "SystemProperties".to_owned(),
+            Value::Object(self.system_properties.clone()),
+        );
+        Ok(Value::Object(event))
+    }
+
+    /// The dead-letter reason for a body that is not JSON: the origin and the parser's position,
+    /// never the body itself.
+    pub(crate) fn invalid_reason(&self, e: &serde_json::Error) -> String {
+        format!(
+            "{}: not valid JSON (line {} column {}: {:?})",
+            self.origin,
+            e.line(),
+            e.column(),
+            e.classify()
+        )
+    }
 }
 
 /// One event taken from a source, to be acknowledged with [`EventSource::ack`] once its outcome
@@ -202,6 +306,15 @@ impl InMemorySource {
         }
     }
 
+    /// A source of these events as they are (any payload, such as the
+    /// [`Message`]s a broker source delivers); positions must increase.
+    pub fn from_events(events: impl IntoIterator<Item = SourceEvent>) -> Self {
+        Self {
+            pending: events.into_iter().collect(),
+            acked: None,
+        }
+    }
+
     /// The highest acknowledged position, if any.
     pub fn acked(&self) -> Option<u64> {
         self.acked
@@ -366,6 +479,7 @@ pub(crate) mod tests {
                 ParsedLine::Event(d) => d.to_value(),
                 other => panic!("{other:?}"),
             },
+            EventPayload::Message(m) => m.to_value().unwrap(),
             other => panic!("{other:?}"),
         }
     }

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use carebridge_medtech_mapping::pipeline::{
-    Disposition, EventSource, FhirSink, IdentityMode, IdentityOptions, IdentityResolver,
-    InMemoryDeadLetters, InMemoryIdentityStore, InMemorySink, InMemorySource, NdjsonSource,
-    ObservationMapper, PendingObservation, PersistReport, Pipeline, PipelineOptions,
+    DeadLetterEvent, Disposition, EventPayload, EventSource, FhirSink, IdentityMode,
+    IdentityOptions, IdentityResolver, InMemoryDeadLetters, InMemoryIdentityStore, InMemorySink,
+    InMemorySource, Message, NdjsonSource, ObservationMapper, PendingObservation, PersistReport,
+    Pipeline, PipelineOptions, SourceEvent,
 };
 use carebridge_medtech_mapping::{DeviceMapping, FhirMapping};
 use serde_json::{json, Value};
@@ -369,6 +370,138 @@ async fn unmappable_messages_are_dead_lettered_and_unmatched_ones_skipped() {
         n += 1;
     }
     assert_eq!(n, 3);
+}
+
+/// A dead letter as written, without the time it was written.
+fn letter_json(l: &carebridge_medtech_mapping::pipeline::DeadLetter) -> Value {
+    let mut v = l.to_json();
+    v["deadLetter"].as_object_mut().unwrap().remove("at");
+    v
+}
+
+#[tokio::test]
+async fn broker_messages_give_the_outcomes_of_the_same_events() {
+    // The vitals plus messages that fail (required value missing, no patient) or match nothing,
+    // once as events and once as broker messages whose bodies are JSON text.
+    let mut stream = vitals_stream();
+    stream.extend([
+        json!({"deviceId": "d", "patientId": "p", "heartRate": 70}),
+        json!({"Body": {"deviceId": "d", "heartRate": 70, "endDate": "2024-05-01T08:00:00Z"},
+               "Properties": {"ProfileName": "vitals"}, "SystemProperties": {"x-opt-offset": "28"}}),
+        json!({"temperature": 37}),
+    ]);
+    let messages: Vec<SourceEvent> = stream
+        .iter()
+        .zip(0u64..)
+        .map(|(v, position)| {
+            let (body, properties, system) = match v.get("Body") {
+                Some(body) => (
+                    body.clone(),
+                    v["Properties"].as_object().cloned().unwrap_or_default(),
+                    v["SystemProperties"]
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+                None => (v.clone(), Default::default(), Default::default()),
+            };
+            SourceEvent {
+                position,
+                payload: EventPayload::Message(Message::new(
+                    body.to_string(),
+                    properties,
+                    system,
+                    format!("topic t partition 0 offset {position}"),
+                )),
+            }
+        })
+        .collect();
+
+    let (events_p, events_sink, events_dead) = pipeline(
+        IdentityOptions::default(),
+        Arc::new(InMemoryIdentityStore::new()),
+    );
+    let by_event = events_p
+        .run(&mut InMemorySource::new(stream.clone()), |_, _| {})
+        .await
+        .unwrap();
+    let (messages_p, messages_sink, messages_dead) = pipeline(
+        IdentityOptions::default(),
+        Arc::new(InMemoryIdentityStore::new()),
+    );
+    let mut source = InMemorySource::from_events(messages);
+    let by_message = messages_p.run(&mut source, |_, _| {}).await.unwrap();
+
+    assert_eq!(by_message.messages, 30);
+    assert_eq!(by_message.messages, by_event.messages);
+    assert_eq!(by_message.persisted, by_event.persisted);
+    assert_eq!(by_message.skipped, 1);
+    assert_eq!(by_message.skipped, by_event.skipped);
+    assert_eq!(by_message.dead_letters, by_event.dead_letters);
+    assert_eq!(
+        by_message.observations_created,
+        by_event.observations_created
+    );
+    assert_eq!(content(&messages_sink), content(&events_sink));
+    assert_eq!(source.acked(), Some(29));
+    // The dead-letter records are the same envelopes, so they replay the same way.
+    let letters: Vec<Value> = messages_dead.letters().iter().map(letter_json).collect();
+    let expected: Vec<Value> = events_dead.letters().iter().map(letter_json).collect();
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters, expected);
+    assert!(messages_dead
+        .letters()
+        .iter()
+        .all(|l| matches!(l.event, DeadLetterEvent::Message(_))));
+}
+
+#[tokio::test]
+async fn a_broker_message_whose_body_is_not_json_is_dead_lettered_with_its_origin() {
+    let (p, sink, dead) = pipeline(
+        IdentityOptions::default(),
+        Arc::new(InMemoryIdentityStore::new()),
+    );
+    let message = |position: u64, body: &str| SourceEvent {
+        position,
+        payload: EventPayload::Message(Message::new(
+            body,
+            Default::default(),
+            Default::default(),
+            format!("topic t partition 3 offset {position}"),
+        )),
+    };
+    let mut source = InMemorySource::from_events([
+        message(7, r#"{"deviceId": "secret-device", "heartRate": "#),
+        message(
+            8,
+            r#"{"deviceId":"d","patientId":"p","heartRate":71,"endDate":"2024-05-01T08:00:00Z"}"#,
+        ),
+    ]);
+    let summary = p.run(&mut source, |_, _| {}).await.unwrap();
+    assert_eq!(summary.messages, 2);
+    assert_eq!(summary.persisted, 1);
+    assert_eq!(summary.dead_letters.get("invalid-message"), Some(&1));
+    assert_eq!(sink.observations().len(), 1);
+    assert_eq!(source.acked(), Some(8));
+    let letters = dead.letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].position, 7);
+    assert!(
+        letters[0]
+            .detail
+            .contains("topic t partition 3 offset 7: not valid JSON (line 1 column"),
+        "{}",
+        letters[0].detail
+    );
+    assert!(
+        !letters[0].detail.contains("secret"),
+        "{}",
+        letters[0].detail
+    );
+    assert_eq!(
+        letters[0].event,
+        DeadLetterEvent::Raw(r#"{"deviceId": "secret-device", "heartRate": "#.to_owned())
+    );
 }
 
 #[tokio::test]
