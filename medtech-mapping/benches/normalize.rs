@@ -21,7 +21,10 @@
 //! - `{jsonpath,jmespath}_message_normalize_transform_batch_100`: the same for broker messages
 //!   (`pipeline::Message`, what the Kafka source delivers): each message is built from its body
 //!   text and the properties and system properties a Kafka record carries, then read through
-//!   `Message::to_doc`.
+//!   `Message::to_doc`. Needs the `pipeline` feature (`--features __bench,pipeline`).
+//! - `{jsonpath,jmespath}_value_message_normalize_transform_batch_100`: the same records read
+//!   the way `medtech-kafka` read them before `Message`: the body parsed into a
+//!   `serde_json::Value` and put into an envelope `Value` with the same properties.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -29,6 +32,7 @@
     reason = "benchmark harness"
 )]
 
+#[cfg(feature = "pipeline")]
 use carebridge_medtech_mapping::pipeline::Message;
 use carebridge_medtech_mapping::{
     create_observation, envelope, group_by_message_owned, DeviceMapping, Doc, FhirMapping,
@@ -36,7 +40,9 @@ use carebridge_medtech_mapping::{
 };
 use chrono::{DateTime, Utc};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+#[cfg(feature = "pipeline")]
+use serde_json::{json, Map};
 
 const MESSAGES: usize = 1000;
 
@@ -146,10 +152,15 @@ enum Parse {
     /// Into a `serde_json::Value`.
     Value,
     /// As a broker message with these properties and system properties.
+    #[cfg(feature = "pipeline")]
     Message(&'static (Map<String, Value>, Map<String, Value>)),
+    /// As the same record read into a `serde_json::Value` envelope.
+    #[cfg(feature = "pipeline")]
+    ValueMessage(&'static (Map<String, Value>, Map<String, Value>)),
 }
 
 /// The properties and system properties of a Kafka record as `medtech-kafka` decodes them.
+#[cfg(feature = "pipeline")]
 fn record_properties() -> &'static (Map<String, Value>, Map<String, Value>) {
     let props =
         json!({"ProfileName": "vitals", "iothub-creation-time-utc": "2023-03-13T10:00:00Z"});
@@ -175,6 +186,15 @@ fn batches(t: &Transform<'_>, n: &Normalizer, batch: usize, parse: Parse) {
             let ms = match parse {
                 Parse::Doc => n.normalize(&Doc::envelope(Doc::parse(m).unwrap()), index),
                 Parse::Value => n.normalize(&envelope(serde_json::from_str(m).unwrap()), index),
+                #[cfg(feature = "pipeline")]
+                Parse::ValueMessage((props, system)) => {
+                    let mut event = Map::new();
+                    event.insert("Body".to_owned(), serde_json::from_str(m).unwrap());
+                    event.insert("Properties".to_owned(), Value::Object(props.clone()));
+                    event.insert("SystemProperties".to_owned(), Value::Object(system.clone()));
+                    n.normalize(&Value::Object(event), index)
+                }
+                #[cfg(feature = "pipeline")]
                 Parse::Message((props, system)) => {
                     let message = Message::new(
                         m.as_str(),
@@ -279,11 +299,19 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("{name}_value_normalize_transform_batch_100"), |b| {
             b.iter(|| batches(&ctx, n, 100, Parse::Value))
         });
-        let record = Parse::Message(record_properties());
-        g.bench_function(
-            format!("{name}_message_normalize_transform_batch_100"),
-            |b| b.iter(|| batches(&ctx, n, 100, record)),
-        );
+        #[cfg(feature = "pipeline")]
+        {
+            let record = Parse::Message(record_properties());
+            g.bench_function(
+                format!("{name}_message_normalize_transform_batch_100"),
+                |b| b.iter(|| batches(&ctx, n, 100, record)),
+            );
+            let record = Parse::ValueMessage(record_properties());
+            g.bench_function(
+                format!("{name}_value_message_normalize_transform_batch_100"),
+                |b| b.iter(|| batches(&ctx, n, 100, record)),
+            );
+        }
     }
     g.finish();
 }
