@@ -407,6 +407,9 @@ mod span {
     /// is not well-formed JSON (the parser then reports that as usual).
     pub(super) fn hoist_resource_types(text: &str) -> Option<String> {
         let b = text.as_bytes();
+        if !may_need_hoisting(b) {
+            return None;
+        }
         let start = ws(b, 0);
         let end = skip_value(b, start)?;
         let mut out = String::with_capacity(text.len() + 2);
@@ -415,6 +418,26 @@ mod span {
         rewrite(text, start, end, 0, &mut out, &mut changed)?;
         out.push_str(text.get(end..)?);
         changed.then_some(out)
+    }
+
+    /// False when every `"resourceType"` in the text directly follows a `{` (whitespace aside):
+    /// then no object needs hoisting and the text is not scanned member by member. (A key
+    /// written with escapes is not seen here; such a resource is still parsed, only not hoisted.)
+    fn may_need_hoisting(b: &[u8]) -> bool {
+        const KEY: &[u8] = b"\"resourceType\"";
+        let mut from = 0;
+        while let Some(found) = b
+            .get(from..)
+            .and_then(|rest| rest.windows(KEY.len()).position(|w| w == KEY))
+        {
+            let at = from + found;
+            let before = b[..at].iter().rev().find(|c| !c.is_ascii_whitespace());
+            if before != Some(&b'{') {
+                return true;
+            }
+            from = at + KEY.len();
+        }
+        false
     }
 
     fn rewrite(
@@ -546,7 +569,13 @@ mod span {
                 r#" {"resourceType": "Bundle","id": "a","entry": [{"resource": {"resourceType": "Patient","x": [1.50,{"resourceType": 2}]}}]} "#
             );
             let first = r#"{"resourceType": "Patient", "id": "a"}"#;
+            assert!(!may_need_hoisting(first.as_bytes()));
             assert!(hoist_resource_types(first).is_none());
+            assert!(may_need_hoisting(t.as_bytes()));
+            // Only a string value that reads `resourceType`: scanned, nothing to hoist.
+            let mention = r#"{"resourceType": "Basic", "code": {"text": "resourceType"}}"#;
+            assert!(may_need_hoisting(mention.as_bytes()));
+            assert!(hoist_resource_types(mention).is_none());
             assert!(hoist_resource_types(r#"{"id": "a", "resourceType": "#).is_none());
             assert!(hoist_resource_types("[").is_none());
         }
