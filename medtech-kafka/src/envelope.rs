@@ -1,7 +1,7 @@
 //! From a Kafka record to the event MedTech templates see:
 //! `{"Body": ..., "Properties": {...}, "SystemProperties": {...}}`.
 
-use carebridge_medtech_mapping::pipeline::{EventPayload, Message};
+use carebridge_medtech_mapping::pipeline::{not_json_reason, EventPayload, Message};
 use chrono::{DateTime, SecondsFormat};
 use serde_json::{Map, Value};
 
@@ -86,12 +86,7 @@ pub(crate) fn to_payload<'h>(
             Err(e) => {
                 // Where the JSON parser stops on it, as for any other body that is not JSON.
                 let reason = match serde_json::from_slice::<Value>(bytes) {
-                    Err(j) => format!(
-                        "{at}: not valid JSON (line {} column {}: {:?})",
-                        j.line(),
-                        j.column(),
-                        j.classify()
-                    ),
+                    Err(j) => not_json_reason(&at, &j),
                     Ok(_) => format!("{at}: not UTF-8 (byte {})", e.valid_up_to() + 1),
                 };
                 return EventPayload::Invalid {

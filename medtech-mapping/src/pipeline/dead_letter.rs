@@ -77,7 +77,7 @@ impl DeadLetter {
                     parsed = DeadLetterEvent::Event(v);
                     &parsed
                 }
-                Err(_) => return json!({ "raw": m.body, DEAD_LETTER_KEY: note }),
+                Err(_) => &self.event,
             },
             other => other,
         };
@@ -88,10 +88,11 @@ impl DeadLetter {
                 Value::Object(map)
             }
             DeadLetterEvent::Event(other) => json!({ "Body": other, DEAD_LETTER_KEY: note }),
-            DeadLetterEvent::Raw(raw) | DeadLetterEvent::Line(raw) => {
+            DeadLetterEvent::Raw(raw)
+            | DeadLetterEvent::Line(raw)
+            | DeadLetterEvent::Message(Message { body: raw, .. }) => {
                 json!({ "raw": raw, DEAD_LETTER_KEY: note })
             }
-            DeadLetterEvent::Message(m) => json!({ "raw": m.body, DEAD_LETTER_KEY: note }),
         }
     }
 }

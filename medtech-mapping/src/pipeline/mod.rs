@@ -77,6 +77,6 @@ pub use sink::{
     FhirSink, InMemorySink, NdjsonSink, ObservationMapper, PendingObservation, PersistReport,
 };
 pub use source::{
-    parse_line, to_event, EventPayload, EventSource, InMemorySource, Message, NdjsonSource,
-    ParsedLine, SourceEvent, DEAD_LETTER_KEY,
+    not_json_reason, parse_line, to_event, EventPayload, EventSource, InMemorySource, Message,
+    NdjsonSource, ParsedLine, SourceEvent, DEAD_LETTER_KEY,
 };

@@ -111,30 +111,25 @@ impl Message {
     /// # Errors
     /// The parser's error when the body is not JSON.
     pub fn to_value(&self) -> std::result::Result<Value, serde_json::Error> {
-        let mut event = Map::new();
-        event.insert("Body".to_owned(), serde_json::from_str(&self.body)?);
-        event.insert(
-            "Properties".to_owned(),
-            Value::Object(self.properties.clone()),
-        );
-        event.insert(
-            "SystemProperties".to_owned(),
-            Value::Object(self.system_properties.clone()),
-        );
-        Ok(Value::Object(event))
+        self.to_doc().map(|doc| doc.to_value())
     }
 
-    /// The dead-letter reason for a body that is not JSON: the origin and the parser's position,
-    /// never the body itself.
+    /// The dead-letter reason for a body that is not JSON (see [`not_json_reason`]).
     pub(crate) fn invalid_reason(&self, e: &serde_json::Error) -> String {
-        format!(
-            "{}: not valid JSON (line {} column {}: {:?})",
-            self.origin,
-            e.line(),
-            e.column(),
-            e.classify()
-        )
+        not_json_reason(&self.origin, e)
     }
+}
+
+/// The dead-letter reason for a message body that is not JSON: where it came from and where the
+/// parser stopped (`topic t partition 0 offset 7: not valid JSON (line 1 column 12: Eof)`), never
+/// the body itself. Shared by the pipeline and broker sources, so every such reason reads alike.
+pub fn not_json_reason(origin: &str, e: &serde_json::Error) -> String {
+    format!(
+        "{origin}: not valid JSON (line {} column {}: {:?})",
+        e.line(),
+        e.column(),
+        e.classify()
+    )
 }
 
 /// One event taken from a source, to be acknowledged with [`EventSource::ack`] once its outcome
