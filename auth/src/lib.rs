@@ -52,6 +52,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod bearer;
 mod cache;
 mod callback;
 mod client_credentials;
@@ -61,6 +62,7 @@ mod http;
 pub mod smart;
 mod token;
 
+pub use bearer::Bearer;
 pub use cache::{TokenCache, DEFAULT_REFRESH_MARGIN};
 pub use callback::TokenCallback;
 pub use client_credentials::{AuthStyle, ClientCredentials, ClientCredentialsBuilder};

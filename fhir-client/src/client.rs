@@ -159,7 +159,7 @@ impl OperationRequest {
 /// Cheap to clone (an `Arc` inside) and safe to share between tasks. Every request goes through
 /// one pipeline that adds the bearer token, `Accept: application/fhir+json`, the user agent and
 /// a `fhir.request` tracing span (interaction, resource type, method, status, resend count;
-/// never URLs, query strings or bodies), retries as [`RetryOptions`](crate::RetryOptions)
+/// never URLs, query strings or bodies), retries as [`RetryOptions`](carebridge_http::RetryOptions)
 /// describes, refreshes the token once on `401`, and maps failures to [`Error`].
 #[derive(Clone, Debug)]
 pub struct FhirClient {
@@ -172,7 +172,7 @@ impl FhirClient {
     /// # Errors
     /// [`Error::InvalidEndpoint`] if `base_url` is not an absolute `http(s)` URL, has a query,
     /// fragment or credentials, or is plain `http` to a host other than loopback (unless
-    /// [`InsecureHttp::Allow`](crate::InsecureHttp::Allow)).
+    /// [`InsecureHttp::Allow`](carebridge_http::InsecureHttp::Allow)).
     pub fn new(
         base_url: &str,
         credential: Arc<dyn TokenProvider>,

@@ -113,58 +113,6 @@ impl fmt::Display for HttpFailure {
     }
 }
 
-/// A failure below HTTP: DNS, connect, TLS, timeout, reset, or a body that could not be read.
-///
-/// Wraps the `reqwest` error with its URL removed (URLs of FHIR searches carry patient data).
-#[derive(Debug)]
-pub struct TransportError(reqwest::Error);
-
-impl TransportError {
-    pub(crate) fn new(error: reqwest::Error) -> Self {
-        Self(error.without_url())
-    }
-
-    /// Whether the request timed out.
-    pub fn is_timeout(&self) -> bool {
-        self.0.is_timeout()
-    }
-
-    /// Whether the connection could not be established.
-    pub fn is_connect(&self) -> bool {
-        self.0.is_connect()
-    }
-
-    /// Whether reading the response body failed.
-    pub fn is_body(&self) -> bool {
-        self.0.is_body() || self.0.is_decode()
-    }
-
-    /// The same error without a URL; kept for symmetry with `reqwest` (the URL is always removed).
-    pub fn without_url(self) -> Self {
-        self
-    }
-}
-
-impl fmt::Display for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_timeout() {
-            f.write_str("request timed out")
-        } else if self.is_connect() {
-            f.write_str("could not connect")
-        } else if self.is_body() {
-            f.write_str("could not read the response body")
-        } else {
-            f.write_str("request failed")
-        }
-    }
-}
-
-impl std::error::Error for TransportError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
-
 /// Everything that can go wrong talking to a FHIR server.
 ///
 /// Status variants carry an [`HttpFailure`] with the interaction, resource type, HTTP status and
@@ -173,7 +121,7 @@ impl std::error::Error for TransportError {
 #[non_exhaustive]
 pub enum Error {
     /// The base URL is not usable: relative, not `http(s)`, or plain `http` to a host other than
-    /// loopback without [`InsecureHttp::Allow`](crate::InsecureHttp::Allow).
+    /// loopback without [`InsecureHttp::Allow`](carebridge_http::InsecureHttp::Allow).
     #[error("invalid FHIR base URL: {reason}")]
     InvalidEndpoint {
         /// What is wrong with it.
@@ -206,7 +154,9 @@ pub enum Error {
     /// more than one resource.
     #[error("{0}: precondition failed")]
     PreconditionFailed(Box<HttpFailure>),
-    /// `429 Too Many Requests` after the retries allowed by [`RetryOptions`](crate::RetryOptions).
+    /// `429 Too Many Requests` after the retries the time budget allows, or a request refused
+    /// without sending because the client's throttling window lasts beyond its budget
+    /// ([`HttpFailure::retry_after`] says how long the window still lasts).
     #[error("{0}: throttled")]
     Throttled(Box<HttpFailure>),
     /// `400 Bad Request` or `422 Unprocessable Entity`: the server rejected the resource or the
@@ -256,7 +206,19 @@ pub enum Error {
         interaction: Interaction,
         /// The opaque transport error (`is_timeout()`, `is_connect()`).
         #[source]
-        source: TransportError,
+        source: carebridge_http::TransportError,
+    },
+    /// The response body exceeds
+    /// [`ClientOptions::max_response_body`](carebridge_http::ClientOptions::max_response_body);
+    /// it was not read to its end.
+    #[error("the FHIR {interaction} response (HTTP {status}) exceeds the limit of {limit} bytes")]
+    ResponseTooLarge {
+        /// The interaction.
+        interaction: Interaction,
+        /// The status of the response.
+        status: u16,
+        /// The configured limit, in bytes.
+        limit: usize,
     },
     /// A paging link pointed to a different origin than the configured base URL; it was not
     /// followed so that the access token never leaves the configured server.

@@ -51,11 +51,13 @@
 //!
 //! # Behaviour every call shares
 //!
-//! - `https` only, except loopback hosts ([`InsecureHttp`]); redirects are not followed; `next`
+//! - `https` only, except loopback hosts ([`InsecureHttp`](carebridge_http::InsecureHttp)); redirects are not followed; `next`
 //!   links are followed only on the configured origin, so the token never leaves it.
-//! - Retries per [`RetryOptions`]: `408`/`429`/`5xx` and connection failures, exponential
-//!   back-off with jitter, `Retry-After` honoured, a `429` pauses the whole client; plain
-//!   creates, transactions and batches are never resent. A `401` invalidates the credential's
+//! - Retries per [`RetryOptions`](carebridge_http::RetryOptions): `408`/`429`/`5xx` and connection failures, exponential
+//!   back-off with jitter, `Retry-After` honoured (capped). A `429` opens a throttling window
+//!   during which the client sends nothing: a call whose time budget covers the window waits,
+//!   any other fails at once with [`Error::Throttled`]. Plain creates, transactions and batches
+//!   are not resent once the server may have seen them. A `401` invalidates the credential's
 //!   cached token and is retried exactly once.
 //! - One `fhir.request` [`tracing`] span per request with the interaction, resource type,
 //!   method, status and resend count; never URLs, query strings, headers or bodies.
@@ -79,8 +81,8 @@ pub use client::{
     CreateOptions, DeleteOptions, FhirClient, HistoryOptions, OperationRequest, SearchOptions,
     UpdateOptions,
 };
-pub use error::{Error, HttpFailure, Interaction, Result, TransportError};
-pub use options::{FhirClientOptions, InsecureHttp, RetryOptions};
+pub use error::{Error, HttpFailure, Interaction, Result};
+pub use options::FhirClientOptions;
 pub use pager::{HistoryEntry, Page, Pager, Pages};
 pub use patch::PatchOperation;
 pub use response::Response;

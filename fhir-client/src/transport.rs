@@ -1,23 +1,22 @@
 //! The one place every request goes through: URL checks, auth, user agent, tracing span, retry,
 //! throttling and error mapping.
 
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use backon::BackoffBuilder;
 use bytes::Bytes;
-use carebridge_auth::TokenProvider;
+use carebridge_auth::{Bearer, TokenProvider};
 use carebridge_fhir_model::resources::OperationOutcome;
+use carebridge_http::{
+    parse_base_url, Error as PipelineError, Idempotency, InsecureHttp, Pipeline, Request,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use tokio::time::Instant;
 use tracing::Instrument;
 use url::Url;
 
-use crate::error::{HttpFailure, Interaction, TransportError};
-use crate::options::{FhirClientOptions, InsecureHttp, RetryOptions};
+use crate::error::{HttpFailure, Interaction};
+use crate::options::FhirClientOptions;
 use crate::{Error, Result};
 
 /// The FHIR JSON media type.
@@ -27,25 +26,19 @@ pub(crate) const JSON_PATCH: &str = "application/json-patch+json";
 /// The form media type for `POST [type]/_search`.
 pub(crate) const FORM: &str = "application/x-www-form-urlencoded";
 
-const RETRYABLE: [u16; 6] = [408, 429, 500, 502, 503, 504];
-
 /// Shared client state.
 pub(crate) struct Inner {
-    http: reqwest::Client,
+    pipeline: Pipeline,
+    auth: Bearer,
     base: Url,
-    credential: Arc<dyn TokenProvider>,
-    scopes: Vec<String>,
-    retry: RetryOptions,
-    /// Until when a `429` paused this client.
-    pause_until: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FhirClient")
             .field("origin", &self.base.origin().ascii_serialization())
-            .field("credential", &self.credential)
-            .field("retry", &self.retry)
+            .field("auth", &self.auth)
+            .field("pipeline", &self.pipeline)
             .finish_non_exhaustive()
     }
 }
@@ -164,72 +157,11 @@ pub(crate) fn decode<T: DeserializeOwned>(
     })
 }
 
-/// Whether `host` is a loopback host.
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
-}
-
 /// Checks the scheme and normalizes the base URL to end in `/`.
 pub(crate) fn check_base_url(base_url: &str, insecure: InsecureHttp) -> Result<Url> {
-    let mut url = Url::parse(base_url).map_err(|e| Error::InvalidEndpoint {
-        reason: format!("not an absolute URL ({e})"),
-    })?;
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(&url) || insecure == InsecureHttp::Allow => {}
-        "http" => {
-            return Err(Error::InvalidEndpoint {
-                reason:
-                    "plain http is only allowed to loopback hosts; use https or InsecureHttp::Allow"
-                        .into(),
-            })
-        }
-        other => {
-            return Err(Error::InvalidEndpoint {
-                reason: format!("unsupported scheme `{other}`"),
-            })
-        }
-    }
-    if url.cannot_be_a_base() || url.host().is_none() {
-        return Err(Error::InvalidEndpoint {
-            reason: "the URL has no host".into(),
-        });
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(Error::InvalidEndpoint {
-            reason: "a base URL cannot have a query or fragment".into(),
-        });
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(Error::InvalidEndpoint {
-            reason: "a base URL cannot carry credentials".into(),
-        });
-    }
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
-}
-
-/// Parses `Retry-After`: delay seconds or an HTTP date.
-pub(crate) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = date.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
+    parse_base_url(base_url, insecure).map_err(|e| Error::InvalidEndpoint {
+        reason: e.to_string(),
+    })
 }
 
 fn valid_id(id: &str) -> bool {
@@ -258,39 +190,16 @@ impl Inner {
         credential: Arc<dyn TokenProvider>,
         options: FhirClientOptions,
     ) -> Result<Self> {
-        let base = check_base_url(base_url, options.insecure_http)?;
-        let mut user_agent = format!("carebridge-fhir-client/{}", env!("CARGO_PKG_VERSION"));
-        if let Some(suffix) = options
-            .user_agent_suffix
-            .as_deref()
-            .filter(|s| !s.is_empty())
-        {
-            user_agent.push(' ');
-            user_agent.push_str(suffix);
-        }
-        let http = reqwest::Client::builder()
-            .user_agent(user_agent)
-            .timeout(options.timeout.unwrap_or(Duration::from_secs(30)))
-            .connect_timeout(options.connect_timeout.unwrap_or(Duration::from_secs(10)))
-            // Redirects could carry the Authorization header elsewhere: never follow them.
-            .redirect(reqwest::redirect::Policy::none())
-            .https_only(
-                options.insecure_http == InsecureHttp::LoopbackOnly && base.scheme() == "https",
-            )
-            .build()
-            .map_err(|e| Error::InvalidEndpoint {
-                reason: format!(
-                    "could not build the HTTP client: {}",
-                    TransportError::new(e)
-                ),
+        let base = check_base_url(base_url, options.client_options.insecure_http)?;
+        let product = concat!("carebridge-fhir-client/", env!("CARGO_PKG_VERSION"));
+        let pipeline =
+            Pipeline::new(product, &options.client_options).map_err(|e| Error::InvalidEndpoint {
+                reason: format!("could not build the HTTP client: {e}"),
             })?;
         Ok(Self {
-            http,
+            pipeline,
+            auth: Bearer::new(credential, options.scopes),
             base,
-            credential,
-            scopes: options.scopes,
-            retry: options.retry,
-            pause_until: Mutex::new(None),
         })
     }
 
@@ -325,26 +234,7 @@ impl Inner {
         Ok(url)
     }
 
-    async fn wait_for_pause(&self) {
-        let until = self.pause_until.lock().ok().and_then(|g| *g);
-        if let Some(until) = until {
-            if until > Instant::now() {
-                tracing::debug!("waiting for the client-wide throttling pause");
-                tokio::time::sleep_until(until).await;
-            }
-        }
-    }
-
-    fn pause(&self, delay: Duration) {
-        if let Ok(mut guard) = self.pause_until.lock() {
-            let until = Instant::now() + delay;
-            if guard.is_none_or(|current| current < until) {
-                *guard = Some(until);
-            }
-        }
-    }
-
-    /// Sends `spec`, retrying as configured; returns the first 2xx response or the mapped error.
+    /// Sends `spec` through the HTTP core; returns the first 2xx response or the mapped error.
     pub(crate) async fn execute(&self, spec: RequestSpec) -> Result<RawResponse> {
         let span = tracing::info_span!(
             "fhir.request",
@@ -354,149 +244,76 @@ impl Inner {
             http.response.status_code = tracing::field::Empty,
             http.request.resend_count = tracing::field::Empty,
         );
-        self.execute_in_span(spec, span.clone())
-            .instrument(span)
-            .await
+        self.execute_in_span(spec).instrument(span).await
     }
 
-    async fn execute_in_span(&self, spec: RequestSpec, span: tracing::Span) -> Result<RawResponse> {
-        // Built on the first retry only: the happy path pays nothing for it.
-        let mut backoff: Option<backon::ExponentialBackoff> = None;
-        let mut retries: u32 = 0;
-        let mut waited = Duration::ZERO;
-        let mut auth_retried = false;
-        let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
-        loop {
-            self.wait_for_pause().await;
-            let token = self
-                .credential
-                .token(&scopes)
-                .await
-                .map_err(|source| Error::Auth {
-                    interaction: spec.interaction,
-                    source,
-                })?;
-            let mut request = self
-                .http
-                .request(spec.method.clone(), spec.url.clone())
-                .header(http::header::ACCEPT, FHIR_JSON)
-                .header(http::header::AUTHORIZATION, token.authorization_header());
-            for (name, value) in &spec.headers {
-                request = request.header(name, value);
-            }
-            if let Some((body, content_type)) = &spec.body {
-                let content_type = if *content_type == FHIR_JSON {
-                    "application/fhir+json; charset=utf-8"
-                } else {
-                    content_type
-                };
-                request = request
-                    .header(http::header::CONTENT_TYPE, content_type)
-                    .body(body.clone());
-            }
-            let response = match request.send().await {
-                Ok(response) => response,
-                Err(error) => {
-                    // A failed connect never reached the server, so any request may be resent.
-                    let retryable = error.is_connect()
-                        || (spec.idempotent && (error.is_timeout() || error.is_request()));
-                    if retryable {
-                        if let Some(delay) = self.next_delay(&mut backoff, None, retries, waited) {
-                            retries += 1;
-                            waited += delay;
-                            span.record("http.request.resend_count", retries);
-                            tracing::debug!(
-                                delay_ms = delay.as_millis() as u64,
-                                "retrying after a transport failure"
-                            );
-                            tokio::time::sleep(delay).await;
-                            continue;
-                        }
-                    }
-                    return Err(Error::Transport {
-                        interaction: spec.interaction,
-                        source: TransportError::new(error),
-                    });
-                }
+    async fn execute_in_span(&self, spec: RequestSpec) -> Result<RawResponse> {
+        let interaction = spec.interaction;
+        let mut request = Request::new(spec.method.clone(), spec.url.clone())
+            .with_header(http::header::ACCEPT, HeaderValue::from_static(FHIR_JSON))
+            .with_idempotency(if spec.idempotent {
+                Idempotency::Idempotent
+            } else {
+                Idempotency::NotIdempotent
+            });
+        for (name, value) in spec.headers {
+            request = request.with_header(name, value);
+        }
+        if let Some((body, content_type)) = spec.body {
+            let content_type = if content_type == FHIR_JSON {
+                HeaderValue::from_static("application/fhir+json; charset=utf-8")
+            } else {
+                HeaderValue::from_static(content_type)
             };
-            let status = response.status();
-            span.record("http.response.status_code", status.as_u16());
-            if status == StatusCode::UNAUTHORIZED && !auth_retried {
-                auth_retried = true;
-                tracing::debug!("401: invalidating the cached token and retrying once");
-                self.credential.invalidate();
-                continue;
-            }
-            let headers = response.headers().clone();
-            if status.is_success() {
-                let body = response.bytes().await.map_err(|e| Error::Transport {
-                    interaction: spec.interaction,
-                    source: TransportError::new(e),
-                })?;
-                return Ok(RawResponse {
+            request = request.with_body(body, content_type);
+        }
+        let response = self
+            .pipeline
+            .send(&request, &self.auth)
+            .await
+            .map_err(|e| match e {
+                PipelineError::Auth(source) => Error::Auth {
+                    interaction,
+                    source,
+                },
+                PipelineError::Transport(source) => Error::Transport {
+                    interaction,
+                    source,
+                },
+                PipelineError::Throttled(until) => Error::from_status(HttpFailure {
+                    interaction,
+                    resource_type: spec.resource_type.clone(),
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    outcome: None,
+                    retry_after: Some(until.remaining),
+                }),
+                PipelineError::BodyTooLarge { status, limit } => Error::ResponseTooLarge {
+                    interaction,
                     status,
-                    headers,
-                    body,
-                });
-            }
-            let retry_after = parse_retry_after(&headers);
-            if RETRYABLE.contains(&status.as_u16()) {
-                let delay = if spec.idempotent {
-                    self.next_delay(&mut backoff, retry_after, retries, waited)
-                } else {
-                    None
-                };
-                if status == StatusCode::TOO_MANY_REQUESTS {
-                    if let Some(pause) = delay.or(retry_after) {
-                        self.pause(pause);
-                    }
-                }
-                if let Some(delay) = delay {
-                    retries += 1;
-                    waited += delay;
-                    span.record("http.request.resend_count", retries);
-                    tracing::debug!(
-                        status = status.as_u16(),
-                        delay_ms = delay.as_millis() as u64,
-                        "retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
-            }
-            // The body of an error response only feeds the OperationOutcome.
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(Error::from_status(HttpFailure {
-                interaction: spec.interaction,
-                resource_type: spec.resource_type.clone(),
-                status,
-                outcome: parse_outcome(&body),
-                retry_after,
-            }));
+                    limit,
+                },
+                PipelineError::Endpoint(reason) => Error::InvalidEndpoint {
+                    reason: reason.to_string(),
+                },
+                other => Error::UnexpectedResponse {
+                    interaction,
+                    reason: other.to_string(),
+                },
+            })?;
+        if response.status.is_success() {
+            return Ok(RawResponse {
+                status: response.status,
+                headers: response.headers,
+                body: response.body,
+            });
         }
-    }
-
-    fn next_delay(
-        &self,
-        backoff: &mut Option<backon::ExponentialBackoff>,
-        retry_after: Option<Duration>,
-        retries: u32,
-        waited: Duration,
-    ) -> Option<Duration> {
-        if retries >= self.retry.max_retries {
-            return None;
-        }
-        let backoff = backoff.get_or_insert_with(|| {
-            backon::ExponentialBuilder::new()
-                .with_min_delay(self.retry.initial_delay)
-                .with_max_delay(self.retry.max_delay)
-                .with_jitter()
-                .without_max_times()
-                .build()
-        });
-        let computed = backoff.next().unwrap_or(self.retry.max_delay);
-        let delay = retry_after.unwrap_or(computed);
-        (waited + delay <= self.retry.max_total_delay).then_some(delay)
+        Err(Error::from_status(HttpFailure {
+            interaction,
+            resource_type: spec.resource_type,
+            status: response.status,
+            outcome: parse_outcome(&response.body),
+            retry_after: response.retry_after,
+        }))
     }
 }
 
@@ -543,27 +360,5 @@ mod tests {
         assert!(check_id("a/b", "id", Interaction::Read).is_err());
         assert!(check_id("", "id", Interaction::Read).is_err());
         assert!(check_id(&"a".repeat(65), "id", Interaction::Read).is_err());
-    }
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(7)));
-        let future = chrono::Utc::now() + chrono::Duration::seconds(120);
-        let date = future.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-        headers.insert(
-            http::header::RETRY_AFTER,
-            HeaderValue::from_str(&date).unwrap(),
-        );
-        let parsed = parse_retry_after(&headers).unwrap();
-        assert!(parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120));
-        headers.insert(
-            http::header::RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(parse_retry_after(&headers), Some(Duration::ZERO));
-        headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(parse_retry_after(&headers), None);
     }
 }

@@ -33,8 +33,11 @@ pub trait Authorize: Send + Sync + fmt::Debug {
     /// The `Authorization` header value for the next attempt, or `None` to send none.
     async fn authorization(&self) -> Result<Option<HeaderValue>, Self::Error>;
 
-    /// Forgets any cached credential; called after a `401`, before the one retry.
-    fn invalidate(&self) {}
+    /// Forgets the cached credential that produced `rejected` (the header a `401` answered),
+    /// keeping any newer one; called before the one retry.
+    fn invalidate(&self, rejected: Option<&HeaderValue>) {
+        let _ = rejected;
+    }
 }
 
 /// No authentication.
@@ -174,7 +177,8 @@ pub struct Response {
     pub headers: HeaderMap,
     /// The whole body, at most the configured limit.
     pub body: Bytes,
-    /// The server's `Retry-After`, parsed and capped at
+    /// The server's `Retry-After`, parsed (saturating) but not capped: what the server asked
+    /// for. The pipeline itself never waits longer than
     /// [`RetryOptions::max_throttle_window`].
     pub retry_after: Option<Duration>,
     /// How many times the request was sent again.
@@ -393,7 +397,8 @@ impl Pipeline {
                 .timeout(inner.timeout)
                 .headers(request.headers.clone())
                 .header(USER_AGENT, inner.user_agent.clone());
-            if let Some(mut value) = authorization {
+            if let Some(value) = &authorization {
+                let mut value = value.clone();
                 value.set_sensitive(true);
                 builder = builder.header(AUTHORIZATION, value);
             }
@@ -425,7 +430,8 @@ impl Pipeline {
             };
             let status = response.status();
             span.record("http.response.status_code", status.as_u16());
-            let server_delay = retry_after(response.headers()).map(|d| retry.cap_window(d));
+            let asked = retry_after(response.headers());
+            let server_delay = asked.map(|d| retry.cap_window(d));
             if status == StatusCode::TOO_MANY_REQUESTS {
                 // Open the window before anything else: no request of this client may leave on
                 // the connection this answer is about to free.
@@ -447,7 +453,7 @@ impl Pipeline {
                 resends += 1;
                 span.record("http.request.resend_count", resends);
                 tracing::debug!("401: invalidating the credential and trying once more");
-                auth.invalidate();
+                auth.invalidate(authorization.as_ref());
                 drop(response);
                 continue;
             } else if TRANSIENT.contains(&status.as_u16())
@@ -476,7 +482,7 @@ impl Pipeline {
                         status,
                         headers,
                         body,
-                        retry_after: server_delay,
+                        retry_after: asked,
                         resend_count: resends,
                     })
                 }

@@ -18,7 +18,8 @@ use carebridge_ehr_gateway::{
     ClientStore, Gateway, GatewayConfig, GatewayOptions, InMemoryClientStore, Provider, SigningKey,
     TenantId, TenantRouter,
 };
-use carebridge_fhir_client::{FhirClient, FhirClientOptions, RetryOptions};
+use carebridge_fhir_client::{FhirClient, FhirClientOptions};
+use carebridge_http::{ClientOptions, RetryOptions};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -165,8 +166,11 @@ pub(crate) async fn patients_app(
         base,
         Arc::new(credential),
         Some(FhirClientOptions {
-            retry: RetryOptions {
-                max_retries: 0,
+            client_options: ClientOptions {
+                retry: RetryOptions {
+                    max_retries: 0,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             ..Default::default()

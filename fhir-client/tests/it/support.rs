@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carebridge_auth::{AccessToken, TokenProvider};
-use carebridge_fhir_client::{FhirClient, FhirClientOptions, RetryOptions};
+use carebridge_fhir_client::{FhirClient, FhirClientOptions};
+use carebridge_http::{ClientOptions, RetryOptions};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -41,7 +42,8 @@ pub(crate) fn fast_retry() -> RetryOptions {
         max_retries: 3,
         initial_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(5),
-        max_total_delay: Duration::from_secs(10),
+        max_total_wait: Duration::from_secs(10),
+        ..RetryOptions::default()
     }
 }
 
@@ -50,7 +52,10 @@ pub(crate) fn client(base: &str, credential: Arc<dyn TokenProvider>) -> FhirClie
         base,
         credential,
         Some(FhirClientOptions {
-            retry: fast_retry(),
+            client_options: ClientOptions {
+                retry: fast_retry(),
+                ..Default::default()
+            },
             ..Default::default()
         }),
     )

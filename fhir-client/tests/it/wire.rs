@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use carebridge_auth::StaticToken;
 use carebridge_fhir_client::{
     BatchEntry, BatchRequest, CreateOptions, Error, FhirClient, FhirClientOptions, Interaction,
-    RetryOptions, SearchMethod, SearchOptions, SearchParams, UpdateOptions,
+    SearchMethod, SearchOptions, SearchParams, UpdateOptions,
 };
 use carebridge_fhir_model::resources::Patient;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use wiremock::matchers::{body_string, header, header_exists, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use carebridge_http::{ClientOptions, RetryOptions};
 
 use crate::support::{client, fast_retry, from_json, to_json, CountingToken};
 
@@ -172,6 +174,36 @@ async fn a_429_pauses_the_whole_client() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Issue 14 item 3: a throttling window longer than a call's budget fails that call, and every
+/// call after it, at once with `Throttled` saying when the window ends; nothing is sent inside
+/// the window, and absurd `Retry-After` values neither panic nor hang.
+#[tokio::test]
+async fn a_window_beyond_the_budget_fails_calls_at_once_and_sends_nothing() {
+    for retry_after in ["3600", "18446744073709551615", "99999999999999999999999999"] {
+        let (server, client) = setup().await;
+        Mock::given(method("GET"))
+            .and(path("/fhir/Patient/p1"))
+            .respond_with(
+                fhir(429, outcome("throttled", "quota")).insert_header("Retry-After", retry_after),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let started = Instant::now();
+        let error = client.read::<Patient>("p1").await.unwrap_err();
+        assert!(matches!(error, Error::Throttled(_)), "{error:?}");
+        for _ in 0..5 {
+            let error = client.clone().read::<Patient>("p1").await.unwrap_err();
+            let failure = error.http_failure().expect("a throttled failure");
+            assert!(matches!(error, Error::Throttled(_)), "{error:?}");
+            let remaining = failure.retry_after().expect("when the window ends");
+            assert!(remaining > Duration::from_secs(60), "{retry_after}: {remaining:?}");
+            assert!(remaining <= Duration::from_secs(600), "capped: {remaining:?}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "{retry_after}");
+    }
 }
 
 #[tokio::test]
@@ -588,9 +620,12 @@ async fn connection_failures_are_retried_then_reported_as_transport() {
         &format!("http://{address}/fhir"),
         Arc::new(StaticToken::new("t")),
         Some(FhirClientOptions {
-            retry: RetryOptions {
-                max_retries: 2,
-                ..fast_retry()
+            client_options: ClientOptions {
+                retry: RetryOptions {
+                    max_retries: 2,
+                    ..fast_retry()
+                },
+                ..Default::default()
             },
             ..Default::default()
         }),

@@ -127,7 +127,7 @@ async fn absurd_retry_after_values_neither_panic_nor_hang() {
         let started = Instant::now();
         let first = pipeline.send(&get(&server), &NoAuth).await.unwrap();
         assert_eq!(first.status, 429);
-        assert_eq!(first.retry_after, Some(Duration::from_secs(30)), "{value}");
+        assert!(first.retry_after.unwrap() > Duration::from_secs(86_400), "{value}");
         match pipeline.send(&get(&server), &NoAuth).await {
             Err(Error::Throttled(until)) => assert!(until.remaining <= Duration::from_secs(30)),
             other => panic!("expected Throttled, got {other:?}"),
@@ -365,7 +365,7 @@ impl Authorize for CountingAuth {
             HeaderValue::from_str(&format!("Bearer token-{n}")).unwrap(),
         ))
     }
-    fn invalidate(&self) {
+    fn invalidate(&self, _: Option<&HeaderValue>) {
         self.invalidated.fetch_add(1, Ordering::SeqCst);
     }
 }
