@@ -65,4 +65,3 @@ impl Authorize for Bearer {
         }
     }
 }
-

@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::client::{decode_json, parse_entity_id, parse_retry_after, Req};
+use carebridge_http::parse_retry_after;
+
+use crate::client::{decode_json, parse_entity_id, Req};
 use crate::error::ServiceError;
 use crate::query::{check_identifier, Query, RecordKey};
 use crate::records::UpsertMode;

@@ -1,20 +1,23 @@
 //! [`DataverseClient`], its options, and the one request pipeline every call goes through.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use carebridge_auth::TokenProvider;
-use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use carebridge_auth::{Bearer, TokenProvider};
+use carebridge_http::{
+    parse_base_url, parse_retry_after, ClientOptions, Error as PipelineError,
+    Idempotency as HttpIdempotency, Pipeline, Request, RetryOptions,
+};
+use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tracing::Instrument;
 use url::Url;
 use uuid::Uuid;
 
-use crate::error::{ServiceError, TransportError};
+use crate::error::ServiceError;
 use crate::query::{check_identifier, Prefer, Query, RecordKey};
 use crate::{Error, Result};
 
@@ -23,74 +26,54 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 8;
 /// The Web API version used unless [`DataverseClientOptions::api_version`] says otherwise.
 pub const DEFAULT_API_VERSION: &str = "v9.2";
 
-/// Retry and throttling policy.
+/// Configures a [`DataverseClient`]. Every field has a default; use `..Default::default()`.
+///
+/// Retry and throttling, the per-attempt timeout (default 120 s, Dataverse's own limit for one
+/// operation), the endpoint policy, the response body limit and a caller-supplied
+/// `reqwest::Client` are set in [`client_options`](Self::client_options), shared with every
+/// carebridge client. Dataverse's defaults there: a 120 s time budget per call and back-off
+/// from 500 ms to 30 s.
 ///
 /// `429 Too Many Requests` is retried for every method (Dataverse rejected the request before
-/// running it), after exactly `Retry-After` (or an exponential back-off when the header is
-/// missing), and pauses the client's other requests for the same time. `408/500/502/503/504` and
-/// connection failures are retried only for idempotent requests (`GET`, `PATCH`, `PUT`,
-/// `DELETE`), never for `POST` (creates, actions, `$batch`), because the server may have run them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RetryOptions {
-    /// Attempts per call including the first (default 5; `1` disables retries).
-    pub max_attempts: u32,
-    /// Upper bound on the total time one call waits between attempts (default 120 s). A wait
-    /// that would exceed it ends the call with the last error (for 429: [`Error::Throttled`]
-    /// carrying the server's `retry_after`).
-    pub max_total_wait: Duration,
-    /// First back-off when the server gave no `Retry-After` (default 500 ms, doubled per attempt,
-    /// with jitter).
-    pub initial_backoff: Duration,
-    /// Largest single back-off without `Retry-After` (default 30 s).
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryOptions {
-    fn default() -> Self {
-        Self {
-            max_attempts: 5,
-            max_total_wait: Duration::from_secs(120),
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Configures a [`DataverseClient`]. Every field has a default; use `..Default::default()`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// running it) after exactly `Retry-After`, and opens a throttling window during which the client
+/// sends nothing: a call whose budget covers the window waits, any other fails at once with
+/// [`Error::Throttled`](crate::Error::Throttled). `408/500/502/503/504`, resets and bodies cut
+/// off mid-transfer are retried only for idempotent requests (`GET`, `PATCH`, `PUT`, `DELETE`),
+/// never for `POST` (creates, actions, `$batch`), because the server may have run them.
+#[derive(Clone, Debug)]
 pub struct DataverseClientOptions {
+    /// The HTTP configuration shared by every carebridge client.
+    pub client_options: ClientOptions,
     /// Web API version segment (default `v9.2`, giving `/api/data/v9.2/`).
     pub api_version: String,
     /// Cap on requests in flight at once, shared by all clones (default 8, minimum 1).
     pub max_concurrent_requests: usize,
-    /// Retry and throttling policy.
-    pub retry: RetryOptions,
-    /// Per-attempt timeout (default 120 s, Dataverse's own limit for one operation).
-    pub timeout: Option<Duration>,
-    /// Appended to the `User-Agent`, e.g. your product name.
-    pub user_agent_suffix: Option<String>,
     /// Impersonate this Entra user object id (`CallerObjectId` header) on every request.
     pub caller_object_id: Option<Uuid>,
     /// Send `MSCRM.BypassCustomPluginExecution: true` (needs the `prvBypassCustomPlugins` privilege).
     pub bypass_custom_plugin_execution: bool,
     /// Default `odata.include-annotations` preference for reads, see [`annotations`](crate::annotations).
     pub include_annotations: Option<String>,
-    /// Allow `http` to hosts other than loopback. Off by default; only for test rigs.
-    pub allow_insecure_http: bool,
 }
 
 impl Default for DataverseClientOptions {
     fn default() -> Self {
         Self {
+            client_options: ClientOptions {
+                retry: RetryOptions {
+                    max_total_wait: Duration::from_secs(120),
+                    initial_delay: Duration::from_millis(500),
+                    max_delay: Duration::from_secs(30),
+                    ..RetryOptions::default()
+                },
+                timeout: Some(Duration::from_secs(120)),
+                ..ClientOptions::default()
+            },
             api_version: DEFAULT_API_VERSION.to_owned(),
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
-            retry: RetryOptions::default(),
-            timeout: Some(Duration::from_secs(120)),
-            user_agent_suffix: None,
             caller_object_id: None,
             bypass_custom_plugin_execution: false,
             include_annotations: None,
-            allow_insecure_http: false,
         }
     }
 }
@@ -110,13 +93,12 @@ pub struct DataverseClient {
 }
 
 pub(crate) struct Inner {
-    http: reqwest::Client,
+    pipeline: Pipeline,
+    auth: Bearer,
     pub(crate) org: Url,
     pub(crate) api_base: Url,
     scope: String,
-    credential: Arc<dyn TokenProvider>,
     semaphore: Semaphore,
-    paused_until: Mutex<Option<Instant>>,
     pub(crate) options: DataverseClientOptions,
 }
 
@@ -240,7 +222,7 @@ pub(crate) fn decode_json<T: DeserializeOwned>(operation: &str, body: &[u8]) -> 
         Error::Decode {
             operation: operation.to_owned(),
             path,
-            source: e.into_inner(),
+            source: carebridge_http::JsonError::new(&e.into_inner()),
         }
     })
 }
@@ -252,31 +234,6 @@ pub(crate) fn parse_entity_id(value: &str) -> Option<Uuid> {
     let rest = value.get(open + 1..)?;
     let close = rest.find(')')?;
     Uuid::parse_str(rest.get(..close)?).ok()
-}
-
-/// Parses `Retry-After`: delta seconds (fractions tolerated), `hh:mm:ss`, or an HTTP date.
-pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    if let Ok(secs) = value.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).ok();
-    }
-    let parts: Vec<&str> = value.split(':').collect();
-    let clock = value
-        .chars()
-        .all(|c| c.is_ascii_digit() || c == ':' || c == '.');
-    if let ([h, m, s], true) = (parts.as_slice(), clock) {
-        let (Ok(h), Ok(m), Ok(s)) = (h.parse::<u64>(), m.parse::<u64>(), s.parse::<f64>()) else {
-            return None;
-        };
-        let whole = h.checked_mul(3600)?.checked_add(m.checked_mul(60)?)?;
-        return Duration::from_secs(whole).checked_add(Duration::try_from_secs_f64(s).ok()?);
-    }
-    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = date.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
 fn parse_service_error(
@@ -341,15 +298,6 @@ fn parse_service_error(
     out
 }
 
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 impl DataverseClient {
     /// Creates a client for the organization at `org_url` (e.g. `https://contoso.crm.dynamics.com`).
     ///
@@ -373,22 +321,8 @@ impl DataverseClient {
         let invalid = |reason: &str| Error::InvalidEndpoint {
             reason: reason.to_owned(),
         };
-        let parsed = Url::parse(org_url.trim()).map_err(|_| invalid("not an absolute URL"))?;
-        match parsed.scheme() {
-            "https" => {}
-            "http" if is_loopback(&parsed) || options.allow_insecure_http => {}
-            "http" => return Err(invalid("`http` is only allowed for loopback hosts")),
-            _ => return Err(invalid("scheme must be https")),
-        }
-        if parsed.host().is_none() {
-            return Err(invalid("missing host"));
-        }
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(invalid("must not contain credentials"));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(invalid("must not contain a query or fragment"));
-        }
+        let parsed = parse_base_url(org_url, options.client_options.insecure_http)
+            .map_err(|e| invalid(&e.to_string()))?;
         check_identifier("api_version", &options.api_version)?;
         let origin = parsed.origin().ascii_serialization();
         let org = Url::parse(&format!("{origin}/")).map_err(|_| invalid("bad origin"))?;
@@ -396,38 +330,20 @@ impl DataverseClient {
             .join(&format!("api/data/{}/", options.api_version))
             .map_err(|_| invalid("bad API base"))?;
         let scope = format!("{origin}/.default");
-
-        let mut ua = format!("carebridge-dataverse-client/{}", env!("CARGO_PKG_VERSION"));
-        if let Some(suffix) = &options.user_agent_suffix {
-            ua.push(' ');
-            ua.push_str(suffix);
-        }
-        let mut default_headers = HeaderMap::new();
-        default_headers.insert("OData-MaxVersion", HeaderValue::from_static("4.0"));
-        default_headers.insert("OData-Version", HeaderValue::from_static("4.0"));
-        default_headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let mut builder = reqwest::Client::builder()
-            .user_agent(ua)
-            .default_headers(default_headers)
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(t) = options.timeout {
-            builder = builder.timeout(t);
-        }
-        let http = builder
-            .build()
+        let product = concat!("carebridge-dataverse-client/", env!("CARGO_PKG_VERSION"));
+        let pipeline = Pipeline::new(product, &options.client_options)
             .map_err(|_| invalid("cannot build the HTTP client"))?;
         let permits = options.max_concurrent_requests.max(1);
         Ok(Self {
             caller_object_id: options.caller_object_id,
             bypass_custom_plugin_execution: options.bypass_custom_plugin_execution,
             inner: Arc::new(Inner {
-                http,
+                pipeline,
+                auth: Bearer::new(credential, vec![scope.clone()]),
                 org,
                 api_base,
                 scope,
-                credential,
                 semaphore: Semaphore::new(permits),
-                paused_until: Mutex::new(None),
                 options,
             }),
         })
@@ -521,48 +437,6 @@ impl DataverseClient {
         }
     }
 
-    async fn wait_for_pause(&self) {
-        loop {
-            let until = {
-                let guard = self
-                    .inner
-                    .paused_until
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                *guard
-            };
-            match until {
-                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
-                _ => return,
-            }
-        }
-    }
-
-    fn pause_all(&self, wait: Duration) {
-        let Some(until) = Instant::now().checked_add(wait) else {
-            return;
-        };
-        let mut guard = self
-            .inner
-            .paused_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if guard.is_none_or(|t| t < until) {
-            *guard = Some(until);
-        }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        use rand::Rng;
-        let retry = &self.inner.options.retry;
-        let exp = retry
-            .initial_backoff
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-        let capped = exp.min(retry.max_backoff);
-        let factor: f64 = rand::thread_rng().gen_range(0.5..=1.0);
-        capped.mul_f64(factor)
-    }
-
     /// Sends `req` through the pipeline; success answers come back, error answers become
     /// [`Error`] (classified by [`Error::from_service`]).
     pub(crate) async fn send(&self, req: Req) -> Result<RawResponse> {
@@ -577,159 +451,131 @@ impl DataverseClient {
     }
 
     async fn send_inner(&self, req: Req) -> Result<RawResponse> {
-        let retry = &self.inner.options.retry;
-        let max_attempts = retry.max_attempts.max(1);
-        let mut attempt: u32 = 0;
-        let mut waited = Duration::ZERO;
-        let mut reauthenticated = false;
         let mut prefer = req.prefer.clone();
         if prefer.include_annotations.is_none() && req.method == Method::GET {
             prefer
                 .include_annotations
                 .clone_from(&self.inner.options.include_annotations);
         }
-        let prefer = prefer.header_value();
-        loop {
-            attempt += 1;
-            if attempt > 1 {
-                tracing::Span::current().record("http.request.resend_count", attempt - 1);
-            }
-            let token = self
-                .inner
-                .credential
-                .token(&[self.inner.scope.as_str()])
-                .await?;
-            let permit = self
-                .inner
-                .semaphore
-                .acquire()
-                .await
-                .map_err(|_| Error::unexpected(&req.operation, "client is shutting down"))?;
-            self.wait_for_pause().await;
-
-            let mut builder = self
-                .inner
-                .http
-                .request(req.method.clone(), req.url.clone())
-                .header(AUTHORIZATION, token.authorization_header());
-            if let Some(id) = self.caller_object_id {
-                builder = builder.header("CallerObjectId", id.to_string());
-            }
-            if self.bypass_custom_plugin_execution {
-                builder = builder.header("MSCRM.BypassCustomPluginExecution", "true");
-            }
-            if let Some(p) = &prefer {
-                builder = builder.header("Prefer", p.as_str());
-            }
-            for (name, value) in &req.headers {
-                builder = builder.header(name.clone(), value.as_str());
-            }
-            if let Some((body, content_type)) = &req.body {
-                builder = builder
-                    .header(CONTENT_TYPE, content_type.as_str())
-                    .body(body.clone());
-            }
-
-            let outcome = match builder.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    resp.bytes().await.map(|b| (status, headers, b.to_vec()))
-                }
-                Err(e) => Err(e),
-            };
-            drop(permit);
-
-            let (status, headers, body) = match outcome {
-                Ok(parts) => parts,
-                Err(e) => {
-                    let e = e.without_url();
-                    let transient = e.is_connect() || e.is_timeout() || e.is_request();
-                    if transient
-                        && req.idempotency == Idempotency::Idempotent
-                        && attempt < max_attempts
-                    {
-                        let wait = self.backoff(attempt);
-                        if waited.saturating_add(wait) <= retry.max_total_wait {
-                            tracing::debug!(attempt, "transport failure; retrying");
-                            waited += wait;
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
-                    }
-                    return Err(Error::Transport {
-                        operation: req.operation.clone(),
-                        source: TransportError(e),
-                    });
-                }
-            };
-            tracing::Span::current().record("http.response.status_code", status.as_u16());
-
-            if status.is_success() {
-                return Ok(RawResponse {
-                    status,
-                    headers,
-                    body,
-                    operation: req.operation.clone(),
-                });
-            }
-
-            let multipart = headers
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| {
-                    v.trim_start()
-                        .to_ascii_lowercase()
-                        .starts_with("multipart/")
-                });
-            if req.multipart_errors_ok
-                && multipart
-                && status != StatusCode::UNAUTHORIZED
-                && status != StatusCode::TOO_MANY_REQUESTS
-            {
-                return Ok(RawResponse {
-                    status,
-                    headers,
-                    body,
-                    operation: req.operation.clone(),
-                });
-            }
-
-            if status == StatusCode::UNAUTHORIZED && !reauthenticated {
-                tracing::debug!("401; invalidating the credential and retrying once");
-                self.inner.credential.invalidate();
-                reauthenticated = true;
-                attempt -= 1;
-                continue;
-            }
-
-            let error = parse_service_error(&req.operation, status, &headers, &body);
-            let retry_after = error.retry_after;
-            let retryable = match status.as_u16() {
-                429 => true,
-                408 | 500 | 502 | 503 | 504 => req.idempotency == Idempotency::Idempotent,
-                _ => false,
-            };
-            if retryable && attempt < max_attempts {
-                let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
-                if waited.saturating_add(wait) <= retry.max_total_wait {
-                    if status == StatusCode::TOO_MANY_REQUESTS {
-                        tracing::warn!(
-                            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                            code = error.code.as_deref().unwrap_or(""),
-                            "throttled by Dataverse; pausing this client"
-                        );
-                        self.pause_all(wait);
-                    } else {
-                        tracing::debug!(status = status.as_u16(), "transient status; retrying");
-                    }
-                    waited += wait;
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            }
-            return Err(Error::from_service(error));
+        let invalid_header =
+            |what: &str| Error::invalid_input(what, "holds characters an HTTP header cannot carry");
+        let mut request = Request::new(req.method.clone(), req.url.clone())
+            .with_idempotency(match req.idempotency {
+                Idempotency::Idempotent => HttpIdempotency::Idempotent,
+                Idempotency::NotIdempotent => HttpIdempotency::NotIdempotent,
+            })
+            // Dataverse refuses throttled requests before running them: a 429 is always safe
+            // to resend after its window.
+            .retry_when_throttled(true)
+            .with_header(
+                HeaderName::from_static("odata-maxversion"),
+                HeaderValue::from_static("4.0"),
+            )
+            .with_header(
+                HeaderName::from_static("odata-version"),
+                HeaderValue::from_static("4.0"),
+            )
+            .with_header(ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(id) = self.caller_object_id {
+            let value = HeaderValue::from_str(&id.to_string())
+                .map_err(|_| invalid_header("CallerObjectId"))?;
+            request = request.with_header(HeaderName::from_static("callerobjectid"), value);
         }
+        if self.bypass_custom_plugin_execution {
+            request = request.with_header(
+                HeaderName::from_static("mscrm.bypasscustompluginexecution"),
+                HeaderValue::from_static("true"),
+            );
+        }
+        if let Some(p) = prefer.header_value() {
+            let value = HeaderValue::from_str(&p).map_err(|_| invalid_header("Prefer"))?;
+            request = request.with_header(HeaderName::from_static("prefer"), value);
+        }
+        for (name, value) in &req.headers {
+            let value = HeaderValue::from_str(value).map_err(|_| invalid_header(name.as_str()))?;
+            request = request.with_header(name.clone(), value);
+        }
+        if let Some((body, content_type)) = &req.body {
+            let content_type =
+                HeaderValue::from_str(content_type).map_err(|_| invalid_header("Content-Type"))?;
+            request = request.with_body(body.clone(), content_type);
+        }
+
+        let permit = self
+            .inner
+            .semaphore
+            .acquire()
+            .await
+            .map_err(|_| Error::unexpected(&req.operation, "client is shutting down"))?;
+        let outcome = self.inner.pipeline.send(&request, &self.inner.auth).await;
+        drop(permit);
+        let response = outcome.map_err(|e| match e {
+            PipelineError::Auth(source) => Error::Auth(source),
+            PipelineError::Transport(source) => Error::Transport {
+                operation: req.operation.clone(),
+                source,
+            },
+            PipelineError::Throttled(until) => Error::Throttled {
+                limit: None,
+                retry_after: Some(until.remaining),
+                error: Box::new(ServiceError {
+                    operation: req.operation.clone(),
+                    status: 429,
+                    code: None,
+                    message: None,
+                    annotations: Default::default(),
+                    content_type: None,
+                    retry_after: Some(until.remaining),
+                }),
+            },
+            PipelineError::BodyTooLarge { status, limit } => Error::unexpected(
+                &req.operation,
+                format!("the response body (HTTP {status}) exceeds the limit of {limit} bytes"),
+            ),
+            PipelineError::Endpoint(reason) => Error::InvalidEndpoint {
+                reason: reason.to_string(),
+            },
+            other => Error::unexpected(&req.operation, other.to_string()),
+        })?;
+        let status = response.status;
+        let headers = response.headers;
+        let body = response.body.to_vec();
+        if status.is_success() {
+            return Ok(RawResponse {
+                status,
+                headers,
+                body,
+                operation: req.operation.clone(),
+            });
+        }
+        let multipart = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/")
+            });
+        if req.multipart_errors_ok
+            && multipart
+            && status != StatusCode::UNAUTHORIZED
+            && status != StatusCode::TOO_MANY_REQUESTS
+        {
+            return Ok(RawResponse {
+                status,
+                headers,
+                body,
+                operation: req.operation.clone(),
+            });
+        }
+        let error = parse_service_error(&req.operation, status, &headers, &body);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            tracing::warn!(
+                code = error.code.as_deref().unwrap_or(""),
+                "throttled by Dataverse beyond the call's time budget"
+            );
+        }
+        Err(Error::from_service(error))
     }
 }
 
@@ -789,27 +635,6 @@ mod tests {
         assert_eq!(parse_entity_id(&h), Uuid::parse_str(id).ok());
         assert_eq!(parse_entity_id("https://x/api/data/v9.2/accounts"), None);
         assert_eq!(parse_entity_id("accounts(not-a-guid)"), None);
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after("5"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("00:01:02"), Some(Duration::from_secs(62)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
-        // Absurd values never panic.
-        assert_eq!(parse_retry_after("1e300"), None);
-        assert_eq!(parse_retry_after("NaN"), None);
-        assert_eq!(parse_retry_after("99999999999999999:0:0"), None);
-        assert_eq!(
-            parse_retry_after("18446744073709551615"),
-            Some(Duration::from_secs(u64::MAX))
-        );
-        assert_eq!(parse_retry_after("-1"), None);
     }
 
     #[test]

@@ -63,8 +63,10 @@ impl ThrottleLimit {
 /// An error answer from Dataverse: the HTTP status plus the parsed OData error body, if any.
 ///
 /// The `message` is the service's text and may quote record data (for example an alternate key
-/// value); it is kept out of `Display` and out of logs. Read it explicitly when you need it.
-#[derive(Clone, Debug, PartialEq)]
+/// value or a filter); so may the annotations (`TraceText`). Both are kept out of `Display`, out
+/// of `Debug` (which shows only their sizes and the annotation names) and out of logs. Read them
+/// explicitly when you need them.
+#[derive(Clone, PartialEq)]
 pub struct ServiceError {
     /// What was called: the HTTP method and a label without ids or query strings
     /// (`"PATCH accounts"`, `"POST $batch"`, `"POST msemr_MyApi"`).
@@ -101,6 +103,26 @@ impl ServiceError {
     }
 }
 
+impl fmt::Debug for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceError")
+            .field("operation", &self.operation)
+            .field("status", &self.status)
+            .field("code", &self.code)
+            .field(
+                "message",
+                &self
+                    .message
+                    .as_ref()
+                    .map(|m| format!("<redacted, {} bytes>", m.len())),
+            )
+            .field("annotations", &self.annotations.keys().collect::<Vec<_>>())
+            .field("content_type", &self.content_type)
+            .field("retry_after", &self.retry_after)
+            .finish()
+    }
+}
+
 impl fmt::Display for ServiceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -114,36 +136,6 @@ impl fmt::Display for ServiceError {
             write!(f, " with a non-JSON body ({ct})")?;
         }
         Ok(())
-    }
-}
-
-/// A failure to get any HTTP response (DNS, TLS, connection reset, timeout).
-///
-/// Wraps `reqwest::Error` with the URL removed (URLs can carry patient data in query strings).
-#[derive(Debug)]
-pub struct TransportError(pub(crate) reqwest::Error);
-
-impl TransportError {
-    /// Whether the request timed out.
-    pub fn is_timeout(&self) -> bool {
-        self.0.is_timeout()
-    }
-
-    /// Whether connecting failed.
-    pub fn is_connect(&self) -> bool {
-        self.0.is_connect()
-    }
-}
-
-impl fmt::Display for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl std::error::Error for TransportError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.0)
     }
 }
 
@@ -207,9 +199,9 @@ pub enum Error {
         operation: String,
         /// JSON path of the failure (`.` for the root).
         path: String,
-        /// The parser error (line and column; never the body).
+        /// The parser error: category, line and column, never a value from the body.
         #[source]
-        source: serde_json::Error,
+        source: carebridge_http::JsonError,
     },
     /// A success answer that does not follow the Web API contract (missing `OData-EntityId`,
     /// HTML instead of JSON, a malformed `$batch` part, …).
@@ -249,9 +241,9 @@ pub enum Error {
     Transport {
         /// What was called.
         operation: String,
-        /// The cause; see [`TransportError::is_timeout`].
+        /// The cause; see [`TransportError::is_timeout`](carebridge_http::TransportError::is_timeout).
         #[source]
-        source: TransportError,
+        source: carebridge_http::TransportError,
     },
 }
 
@@ -404,5 +396,128 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("secret"), "{text}");
+    }
+
+    /// Values that stand for patient data in service answers and bodies.
+    const PHI: [&str; 3] = [
+        "jane.doe@example.com",
+        "7eb682f1-ca75-e511-80d4-00155d2a68d1",
+        "Jane",
+    ];
+
+    fn assert_clean(error: &(dyn std::error::Error + 'static)) {
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = current {
+            for shown in [e.to_string(), format!("{e:?}")] {
+                for phi in PHI {
+                    assert!(!shown.contains(phi), "{phi} leaked: {shown}");
+                }
+            }
+            current = e.source();
+        }
+    }
+
+    /// Adding a variant breaks this match: then add it to `every_variant` too.
+    fn covered(error: &Error) {
+        match error {
+            Error::InvalidEndpoint { .. }
+            | Error::InvalidInput { .. }
+            | Error::Unauthorized(_)
+            | Error::AccessDenied(_)
+            | Error::NotFound(_)
+            | Error::ConcurrencyFailure(_)
+            | Error::Duplicate(_)
+            | Error::Throttled { .. }
+            | Error::InvalidArgument(_)
+            | Error::DeltaTokenExpired(_)
+            | Error::Service(_)
+            | Error::Decode { .. }
+            | Error::UnexpectedResponse { .. }
+            | Error::ForeignLink { .. }
+            | Error::BatchTooLarge { .. }
+            | Error::CustomApiNotFound { .. }
+            | Error::Auth(_)
+            | Error::Transport { .. } => {}
+        }
+    }
+
+    fn leaky_service(status: u16, code: Option<&str>) -> Box<ServiceError> {
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "@Microsoft.PowerApps.CDS.TraceText".to_owned(),
+            serde_json::json!("contact 7eb682f1-ca75-e511-80d4-00155d2a68d1 (Jane)"),
+        );
+        Box::new(ServiceError {
+            operation: "GET contacts".into(),
+            status,
+            code: code.map(str::to_owned),
+            message: Some(
+                "Could not find a property named 'x' in contains(emailaddress1,'jane.doe@example.com') for contact With Id = 7eb682f1-ca75-e511-80d4-00155d2a68d1".into(),
+            ),
+            annotations,
+            content_type: None,
+            retry_after: None,
+        })
+    }
+
+    /// Issue 14 item 9: `{:?}`, `unwrap` and `tracing ?e` are as clean as `Display`.
+    #[tokio::test]
+    async fn debug_display_and_sources_never_show_patient_data() {
+        let decode = serde_json::from_str::<u32>("\"Jane <jane.doe@example.com>\"").unwrap_err();
+        let transport = reqwest::Client::new()
+            .get("http://127.0.0.1:9/api/data/v9.2/contacts?$filter=contains(emailaddress1,'jane.doe@example.com')")
+            .send()
+            .await
+            .unwrap_err();
+        let mut all: Vec<Error> = [400, 401, 403, 404, 412, 429, 500]
+            .into_iter()
+            .map(|status| Error::from_service(*leaky_service(status, None)))
+            .collect();
+        all.extend([
+            Error::from_service(*leaky_service(412, Some(CODE_DUPLICATE_RECORD))),
+            Error::DeltaTokenExpired(leaky_service(410, None)),
+            Error::InvalidEndpoint {
+                reason: "missing host".into(),
+            },
+            Error::invalid_input("entity_set", "not a valid identifier"),
+            Error::Decode {
+                operation: "GET contacts".into(),
+                path: "value[0].emailaddress1".into(),
+                source: carebridge_http::JsonError::new(&decode),
+            },
+            Error::unexpected("GET contacts", "missing OData-EntityId header"),
+            Error::ForeignLink {
+                origin: "https://elsewhere.example".into(),
+            },
+            Error::BatchTooLarge {
+                operations: 1001,
+                limit: 1000,
+            },
+            Error::CustomApiNotFound {
+                unique_name: "msemr_Enroll".into(),
+            },
+            Error::Auth(carebridge_auth::Error::MalformedTokenResponse {
+                reason: "missing access_token".into(),
+            }),
+            Error::Transport {
+                operation: "GET contacts".into(),
+                source: carebridge_http::TransportError::new(transport),
+            },
+        ]);
+        let kinds: std::collections::BTreeSet<_> = all
+            .iter()
+            .map(std::mem::discriminant)
+            .map(|d| format!("{d:?}"))
+            .collect();
+        assert_eq!(kinds.len(), 18, "every variant is built");
+        for error in &all {
+            covered(error);
+            assert_clean(error);
+        }
+        // The service's text stays reachable for a caller who asks for it explicitly.
+        assert!(all[0]
+            .service_error()
+            .and_then(|e| e.message.as_deref())
+            .is_some_and(|m| m.contains("jane.doe@example.com")));
     }
 }

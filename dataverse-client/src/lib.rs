@@ -9,10 +9,12 @@
 //! `RemoteExecutionContext` body Dataverse posts to a webhook (service endpoint).
 //!
 //! Every request carries the OData headers and a bearer token from a
-//! [`carebridge_auth::TokenProvider`] for the scope `{org_url}/.default`. A `429` waits exactly
-//! `Retry-After` and pauses the client's other requests for as long; concurrency is capped
-//! (default 8); creates and actions (`POST`) are never retried after a failure that may have
-//! reached the server; a `401` invalidates the credential and retries once. See [`RetryOptions`].
+//! [`carebridge_auth::TokenProvider`] for the scope `{org_url}/.default`. A `429` opens a throttling
+//! window of exactly `Retry-After` during which the client sends nothing: a call whose time
+//! budget covers it waits, any other fails at once with [`Error::Throttled`]; concurrency is
+//! capped (default 8); creates and actions (`POST`) are never retried after a failure that may
+//! have reached the server; a `401` invalidates the credential and retries once. Requests go
+//! through the carebridge HTTP core ([`carebridge_http`]); see [`DataverseClientOptions`].
 //!
 //! # Example
 //!
@@ -74,14 +76,13 @@ pub use batch::{
     OperationResponse, MAX_BATCH_OPERATIONS,
 };
 pub use client::{
-    DataverseClient, DataverseClientOptions, RetryOptions, DEFAULT_API_VERSION,
-    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DataverseClient, DataverseClientOptions, DEFAULT_API_VERSION, DEFAULT_MAX_CONCURRENT_REQUESTS,
 };
 pub use custom_api::{
     BindingType, CustomApiMetadata, CustomApiParameter, CustomApiResponseProperty, CustomApiType,
 };
 pub use error::{
-    Error, Result, ServiceError, ThrottleLimit, TransportError, CODE_CONCURRENCY_VERSION_MISMATCH,
+    Error, Result, ServiceError, ThrottleLimit, CODE_CONCURRENCY_VERSION_MISMATCH,
     CODE_DUPLICATE_RECORD, CODE_NOT_FOUND, CODE_PRIVILEGE_DENIED, CODE_THROTTLE_CONCURRENCY,
     CODE_THROTTLE_EXECUTION_TIME, CODE_THROTTLE_REQUESTS, ERROR_DETAILS_PREFIX,
 };

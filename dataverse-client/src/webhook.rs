@@ -280,7 +280,7 @@ impl RemoteExecutionContext {
             serde_path_to_error::deserialize(&mut de).map_err(|e| Error::Decode {
                 operation: WEBHOOK_OPERATION.to_owned(),
                 path: e.path().to_string(),
-                source: e.into_inner(),
+                source: carebridge_http::JsonError::new(&e.into_inner()),
             })?;
         let pairs = |kv: Option<Vec<KeyValue>>| -> Vec<(String, ContextValue)> {
             kv.unwrap_or_default()

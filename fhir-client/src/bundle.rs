@@ -102,7 +102,7 @@ fn decode_borrowed<'a, T: Deserialize<'a>>(interaction: Interaction, body: &'a [
         interaction,
         resource_type: "Bundle".into(),
         path: e.path().to_string(),
-        source: e.into_inner(),
+        source: carebridge_http::JsonError::new(&e.into_inner()),
     })
 }
 
@@ -216,10 +216,10 @@ impl BatchRequest {
             entry: &self.entries,
         })
         .map(Bytes::from)
-        .map_err(|source| Error::Encode {
+        .map_err(|e| Error::Encode {
             interaction,
             resource_type: "Bundle".into(),
-            source,
+            source: carebridge_http::JsonError::new(&e),
         })
     }
 }
@@ -249,10 +249,10 @@ struct EntryRequest {
 fn raw_resource<R: FhirResource>(resource: &R, interaction: Interaction) -> Result<Box<RawValue>> {
     serde_json::to_string(resource)
         .and_then(RawValue::from_string)
-        .map_err(|source| Error::Encode {
+        .map_err(|e| Error::Encode {
             interaction,
             resource_type: R::TYPE.as_str().to_owned(),
-            source,
+            source: carebridge_http::JsonError::new(&e),
         })
 }
 

@@ -132,10 +132,10 @@ impl OperationRequest {
     /// # Errors
     /// [`Error::Encode`] if it cannot be serialized.
     pub fn with_resource<R: FhirResource>(mut self, resource: &R) -> Result<Self> {
-        let body = serde_json::to_vec(resource).map_err(|source| Error::Encode {
+        let body = serde_json::to_vec(resource).map_err(|e| Error::Encode {
             interaction: Interaction::Operation,
             resource_type: R::TYPE.as_str().to_owned(),
-            source,
+            source: carebridge_http::JsonError::new(&e),
         })?;
         self.body = Some(Bytes::from(body));
         Ok(self)
@@ -216,10 +216,10 @@ impl FhirClient {
     fn resource_body<R: FhirResource>(resource: &R, interaction: Interaction) -> Result<Bytes> {
         serde_json::to_vec(resource)
             .map(Bytes::from)
-            .map_err(|source| Error::Encode {
+            .map_err(|e| Error::Encode {
                 interaction,
                 resource_type: R::TYPE.as_str().to_owned(),
-                source,
+                source: carebridge_http::JsonError::new(&e),
             })
     }
 
@@ -434,10 +434,10 @@ impl FhirClient {
             });
         }
         let ty = R::TYPE.as_str();
-        let body = serde_json::to_vec(operations).map_err(|source| Error::Encode {
+        let body = serde_json::to_vec(operations).map_err(|e| Error::Encode {
             interaction: Interaction::Patch,
             resource_type: "JSON Patch".into(),
-            source,
+            source: carebridge_http::JsonError::new(&e),
         })?;
         let mut spec = RequestSpec::new(
             Interaction::Patch,

@@ -67,7 +67,10 @@ impl fmt::Display for Interaction {
 
 /// The context of a failed HTTP exchange: what was attempted, on which resource type, and what the
 /// server answered. Never holds URLs, query strings or resource content.
-#[derive(Debug)]
+///
+/// The `OperationOutcome`'s diagnostics and details are the server's text and may quote patient
+/// data; `Debug` shows only the issues' severities and codes. Read [`outcome`](Self::outcome)
+/// explicitly when you need them.
 pub struct HttpFailure {
     pub(crate) interaction: Interaction,
     pub(crate) resource_type: Option<String>,
@@ -100,6 +103,31 @@ impl HttpFailure {
     /// The delay the server asked for in `Retry-After`, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
+    }
+}
+
+impl fmt::Debug for HttpFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let issues: Option<Vec<String>> = self.outcome.as_ref().map(|outcome| {
+            outcome
+                .issue
+                .iter()
+                .map(|issue| {
+                    format!(
+                        "{}/{}",
+                        issue.severity.value().map_or("", |s| s.as_str()),
+                        issue.code.value().map_or("", |c| c.as_str())
+                    )
+                })
+                .collect()
+        });
+        f.debug_struct("HttpFailure")
+            .field("interaction", &self.interaction)
+            .field("resource_type", &self.resource_type)
+            .field("status", &self.status)
+            .field("outcome_issues", &issues)
+            .field("retry_after", &self.retry_after)
+            .finish()
     }
 }
 
@@ -175,9 +203,9 @@ pub enum Error {
         resource_type: String,
         /// The JSON path of the failure (for example `entry[3].resource.birthDate`).
         path: String,
-        /// The underlying error.
+        /// The underlying error: category, line and column, never a value.
         #[source]
-        source: serde_json::Error,
+        source: carebridge_http::JsonError,
     },
     /// A request body could not be serialized.
     #[error("could not serialize the {resource_type} for FHIR {interaction}")]
@@ -186,9 +214,9 @@ pub enum Error {
         interaction: Interaction,
         /// The resource type being sent.
         resource_type: String,
-        /// The underlying error.
+        /// The underlying error: category, line and column, never a value.
         #[source]
-        source: serde_json::Error,
+        source: carebridge_http::JsonError,
     },
     /// Obtaining an access token failed.
     #[error("could not obtain an access token for FHIR {interaction}")]
@@ -350,5 +378,137 @@ mod tests {
             "FHIR read on Patient returned HTTP 404: not found"
         );
         assert!(error.is_not_found());
+    }
+
+    /// Values that stand for patient data in service answers and bodies.
+    const PHI: [&str; 4] = ["jane.doe@example.com", "SMITH,JOHN", "Jane", "4711-0815"];
+
+    fn assert_clean(error: &(dyn std::error::Error + 'static)) {
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = current {
+            for shown in [e.to_string(), format!("{e:?}")] {
+                for phi in PHI {
+                    assert!(!shown.contains(phi), "{phi} leaked: {shown}");
+                }
+            }
+            current = e.source();
+        }
+    }
+
+    /// Adding a variant breaks this match: then add it to `every_variant` too.
+    fn covered(error: &Error) {
+        match error {
+            Error::InvalidEndpoint { .. }
+            | Error::InvalidInput { .. }
+            | Error::Unauthorized(_)
+            | Error::Forbidden(_)
+            | Error::NotFound(_)
+            | Error::Gone(_)
+            | Error::Conflict(_)
+            | Error::PreconditionFailed(_)
+            | Error::Throttled(_)
+            | Error::InvalidResource(_)
+            | Error::Status(_)
+            | Error::Decode { .. }
+            | Error::Encode { .. }
+            | Error::Auth { .. }
+            | Error::Transport { .. }
+            | Error::ResponseTooLarge { .. }
+            | Error::ForeignLink { .. }
+            | Error::UnsupportedFhirVersion { .. }
+            | Error::UnexpectedResponse { .. } => {}
+        }
+    }
+
+    async fn every_variant() -> Vec<Error> {
+        let outcome: OperationOutcome = serde_json::from_value(serde_json::json!({
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "invalid",
+                "diagnostics": "identifier SMITH,JOHN of jane.doe@example.com (Jane) is 4711-0815",
+                "details": {"text": "Jane"}, "expression": ["Patient.name.where(given='Jane')"]}]
+        }))
+        .unwrap();
+        let failure = |status: u16| HttpFailure {
+            interaction: Interaction::Search,
+            resource_type: Some("Patient".into()),
+            status: StatusCode::from_u16(status).unwrap(),
+            outcome: Some(Box::new(outcome.clone())),
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        let data_error = serde_json::from_str::<u32>("\"Jane 4711-0815\"").unwrap_err();
+        let transport = reqwest::Client::new()
+            .get("http://127.0.0.1:9/Patient?identifier=SMITH,JOHN&email=jane.doe@example.com")
+            .send()
+            .await
+            .unwrap_err();
+        let mut all: Vec<Error> = [400, 401, 403, 404, 409, 410, 412, 429, 500]
+            .into_iter()
+            .map(|status| Error::from_status(failure(status)))
+            .collect();
+        all.extend([
+            Error::InvalidEndpoint {
+                reason: "the URL has no host".into(),
+            },
+            Error::InvalidInput {
+                interaction: Interaction::Read,
+                reason: "id is not a valid FHIR id".into(),
+            },
+            Error::Decode {
+                interaction: Interaction::Read,
+                resource_type: "Patient".into(),
+                path: "birthDate".into(),
+                source: carebridge_http::JsonError::new(&data_error),
+            },
+            Error::Encode {
+                interaction: Interaction::Create,
+                resource_type: "Patient".into(),
+                source: carebridge_http::JsonError::new(&data_error),
+            },
+            Error::Auth {
+                interaction: Interaction::Read,
+                source: carebridge_auth::Error::MalformedTokenResponse {
+                    reason: "missing access_token".into(),
+                },
+            },
+            Error::Transport {
+                interaction: Interaction::Search,
+                source: carebridge_http::TransportError::new(transport),
+            },
+            Error::ResponseTooLarge {
+                interaction: Interaction::Search,
+                status: 200,
+                limit: 10,
+            },
+            Error::ForeignLink {
+                relation: "next".into(),
+                origin: "https://elsewhere.example".into(),
+            },
+            Error::UnsupportedFhirVersion {
+                version: "5.0.0".into(),
+            },
+            Error::UnexpectedResponse {
+                interaction: Interaction::Create,
+                reason: "no Location header".into(),
+            },
+        ]);
+        all
+    }
+
+    /// Issue 14 item 9: `{:?}`, `unwrap` and `tracing ?e` are as clean as `Display`.
+    #[tokio::test]
+    async fn debug_display_and_sources_never_show_patient_data() {
+        let all = every_variant().await;
+        assert_eq!(all.len(), 19);
+        for error in &all {
+            covered(error);
+            assert_clean(error);
+        }
+        // The data stays reachable for a caller who asks for it explicitly.
+        let diagnostics = all[0]
+            .outcome()
+            .and_then(|o| o.issue.first())
+            .and_then(|i| i.diagnostics.as_ref())
+            .and_then(|d| d.value().cloned());
+        assert!(diagnostics.is_some_and(|d| d.contains("SMITH,JOHN")));
     }
 }

@@ -153,7 +153,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
         interaction,
         resource_type: type_name.to_owned(),
         path: e.path().to_string(),
-        source: e.into_inner(),
+        source: carebridge_http::JsonError::new(&e.into_inner()),
     })
 }
 
@@ -192,10 +192,11 @@ impl Inner {
     ) -> Result<Self> {
         let base = check_base_url(base_url, options.client_options.insecure_http)?;
         let product = concat!("carebridge-fhir-client/", env!("CARGO_PKG_VERSION"));
-        let pipeline =
-            Pipeline::new(product, &options.client_options).map_err(|e| Error::InvalidEndpoint {
+        let pipeline = Pipeline::new(product, &options.client_options).map_err(|e| {
+            Error::InvalidEndpoint {
                 reason: format!("could not build the HTTP client: {e}"),
-            })?;
+            }
+        })?;
         Ok(Self {
             pipeline,
             auth: Bearer::new(credential, options.scopes),

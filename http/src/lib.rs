@@ -48,6 +48,7 @@
 mod endpoint;
 mod options;
 mod pipeline;
+mod redact;
 mod retry;
 mod throttle;
 mod transport;
@@ -58,6 +59,7 @@ pub use options::{
     DEFAULT_TIMEOUT,
 };
 pub use pipeline::{Authorize, Error, Idempotency, NoAuth, Pipeline, Request, Response};
+pub use redact::{JsonError, JsonErrorCategory};
 pub use retry::{parse_retry_after, retry_after, RetryOptions};
 pub use throttle::{ThrottleGate, ThrottledUntil};
 pub use transport::{TransportError, TransportErrorKind};

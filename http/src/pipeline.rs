@@ -436,7 +436,10 @@ impl Pipeline {
                 // Open the window before anything else: no request of this client may leave on
                 // the connection this answer is about to free.
                 throttles = throttles.saturating_add(1);
-                let window = server_delay.unwrap_or_else(|| retry.backoff(throttles));
+                // `Retry-After: 0` (or none) must not turn into a busy loop: back off instead.
+                let window = server_delay
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or_else(|| retry.backoff(throttles));
                 inner.gate.open(window);
                 tracing::warn!(
                     window_ms = millis(window),

@@ -3,21 +3,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carebridge_auth::{AccessToken, StaticToken, TokenProvider};
-use carebridge_dataverse_client::{DataverseClient, DataverseClientOptions, RetryOptions};
+use carebridge_dataverse_client::{DataverseClient, DataverseClientOptions};
+use carebridge_http::{ClientOptions, RetryOptions};
 use wiremock::MockServer;
 
 pub(crate) const API: &str = "/api/data/v9.2";
 
 /// Options with fast back-off so retry tests stay quick.
 pub(crate) fn fast_options() -> DataverseClientOptions {
+    let defaults = DataverseClientOptions::default();
     DataverseClientOptions {
-        retry: RetryOptions {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(50),
-            ..RetryOptions::default()
+        client_options: ClientOptions {
+            retry: RetryOptions {
+                max_retries: 2,
+                initial_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(50),
+                ..defaults.client_options.retry.clone()
+            },
+            ..defaults.client_options.clone()
         },
-        ..DataverseClientOptions::default()
+        ..defaults
     }
 }
 

@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carebridge_auth::StaticToken;
-use carebridge_dataverse_client::{DataverseClient, DataverseClientOptions, RetryOptions};
+use carebridge_dataverse_client::{DataverseClient, DataverseClientOptions};
 use carebridge_device_contract::simulated::SimulatedVendor;
 use carebridge_device_contract::{
     BridgeOptions, DeviceBridge, DeviceProcess, DeviceRef, EnrollmentRef, OutboundRequest,
     PatientRef, Trigger, VendorAccountRef,
 };
+use carebridge_http::{ClientOptions, RetryOptions};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 use wiremock::MockServer;
@@ -26,11 +27,15 @@ pub(crate) fn api(name: &str) -> String {
 
 pub(crate) fn client(server: &MockServer) -> DataverseClient {
     let options = DataverseClientOptions {
-        retry: RetryOptions {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(50),
-            max_total_wait: Duration::from_secs(10),
+        client_options: ClientOptions {
+            retry: RetryOptions {
+                max_retries: 2,
+                initial_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(50),
+                max_total_wait: Duration::from_secs(10),
+                ..RetryOptions::default()
+            },
+            ..ClientOptions::default()
         },
         ..DataverseClientOptions::default()
     };

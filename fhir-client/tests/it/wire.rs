@@ -199,8 +199,14 @@ async fn a_window_beyond_the_budget_fails_calls_at_once_and_sends_nothing() {
             let failure = error.http_failure().expect("a throttled failure");
             assert!(matches!(error, Error::Throttled(_)), "{error:?}");
             let remaining = failure.retry_after().expect("when the window ends");
-            assert!(remaining > Duration::from_secs(60), "{retry_after}: {remaining:?}");
-            assert!(remaining <= Duration::from_secs(600), "capped: {remaining:?}");
+            assert!(
+                remaining > Duration::from_secs(60),
+                "{retry_after}: {remaining:?}"
+            );
+            assert!(
+                remaining <= Duration::from_secs(600),
+                "capped: {remaining:?}"
+            );
         }
         assert!(started.elapsed() < Duration::from_secs(2), "{retry_after}");
     }

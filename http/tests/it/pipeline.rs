@@ -127,7 +127,10 @@ async fn absurd_retry_after_values_neither_panic_nor_hang() {
         let started = Instant::now();
         let first = pipeline.send(&get(&server), &NoAuth).await.unwrap();
         assert_eq!(first.status, 429);
-        assert!(first.retry_after.unwrap() > Duration::from_secs(86_400), "{value}");
+        assert!(
+            first.retry_after.unwrap() > Duration::from_secs(86_400),
+            "{value}"
+        );
         match pipeline.send(&get(&server), &NoAuth).await {
             Err(Error::Throttled(until)) => assert!(until.remaining <= Duration::from_secs(30)),
             other => panic!("expected Throttled, got {other:?}"),
