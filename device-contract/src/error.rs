@@ -29,9 +29,9 @@ pub enum Error {
         path: String,
         /// What went wrong, without the offending value.
         reason: String,
-        /// The decoder's error (its message can quote input values; do not log it).
+        /// The decoder's error: category, line and column, never an input value.
         #[source]
-        source: serde_json::Error,
+        source: carebridge_http::JsonError,
     },
 
     /// A trigger named a custom API or process this configuration does not know.
@@ -102,7 +102,7 @@ impl Error {
             what,
             path,
             reason: sanitize_json_error(&source),
-            source,
+            source: carebridge_http::JsonError::new(&source),
         }
     }
 
@@ -113,7 +113,7 @@ impl Error {
             carebridge_dataverse_client::Error::Decode { path, source, .. } => Self::Json {
                 what: "RemoteExecutionContext",
                 path,
-                reason: sanitize_json_error(&source),
+                reason: source.to_string(),
                 source,
             },
             other => Self::InvalidInput {

@@ -178,7 +178,7 @@ impl OutboundRequest {
             what: "OutboundRequest",
             path: ".".to_owned(),
             reason: "could not encode".to_owned(),
-            source,
+            source: source.into(),
         })
     }
 

@@ -88,7 +88,7 @@ impl DeviceContent {
             what: "Content",
             path: ".".to_owned(),
             reason: "could not encode".to_owned(),
-            source,
+            source: source.into(),
         })
     }
 

@@ -222,8 +222,8 @@ impl ChangeEvent {
         let ctx = RemoteExecutionContext::from_json(body).map_err(|e| match e {
             carebridge_dataverse_client::Error::Decode { path, source, .. } => Error::input(
                 path,
-                match source.classify() {
-                    serde_json::error::Category::Data => {
+                match source.category() {
+                    carebridge_http::JsonErrorCategory::Data => {
                         "value has the wrong type or is missing".to_owned()
                     }
                     _ => format!(
