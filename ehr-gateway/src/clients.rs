@@ -832,11 +832,18 @@ impl JsonFileClientStore {
 
     /// Reads and parses the file (a missing file is an empty registry).
     async fn read_file(&self) -> Result<BTreeMap<String, ClientRecord>> {
-        let bytes = match tokio::fs::read(&self.path).await {
-            Ok(bytes) => bytes,
+        use tokio::io::AsyncReadExt;
+        let file = match tokio::fs::File::open(&self.path).await {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
             Err(e) => return Err(Error::io("read", &self.path, e)),
         };
+        // Read at most one byte past the limit, so an oversized file is refused unread.
+        let mut bytes = Vec::new();
+        file.take(MAX_STORE_BYTES.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| Error::io("read", &self.path, e))?;
         if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_STORE_BYTES {
             return Err(Error::config(format!(
                 "client store `{}` is larger than {MAX_STORE_BYTES} bytes",

@@ -283,11 +283,17 @@ async fn read_body(shared: &Shared, body: Body) -> Result<Bytes, Response> {
             "too-costly",
             &format!("the request body is larger than {limit} bytes or was cut off"),
         )),
-        Err(_) => Err(outcome(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            "the request body did not arrive in time",
-        )),
+        Err(_) => {
+            let mut response = outcome(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request body did not arrive in time",
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(response)
+        }
     }
 }
 
