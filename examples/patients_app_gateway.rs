@@ -209,17 +209,17 @@ async fn main() -> Result<(), BoxError> {
     );
 
     // Partner side: the Patients app's account and the tenant routes.
+    let contoso_tenant: TenantId = CONTOSO_TENANT.parse()?;
+    let fabrikam_tenant: TenantId = FABRIKAM_TENANT.parse()?;
     let clients = Arc::new(InMemoryClientStore::new());
     let account = clients
         .create_client(
             "teams-patients-app",
             Some("Microsoft Teams Patients app".into()),
-            vec![],
+            vec![contoso_tenant, fabrikam_tenant],
         )
         .await?;
     let tenants = TenantRouter::new();
-    let contoso_tenant: TenantId = CONTOSO_TENANT.parse()?;
-    let fabrikam_tenant: TenantId = FABRIKAM_TENANT.parse()?;
     let contoso_credential: Arc<dyn TokenProvider> = Arc::new(StaticToken::new(contoso.token));
     let fabrikam_credential: Arc<dyn TokenProvider> = Arc::new(StaticToken::new(fabrikam.token));
     tenants.insert(

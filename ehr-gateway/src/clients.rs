@@ -21,7 +21,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{Mutex, RwLock};
 
-use crate::error::truncate;
 use crate::{Error, Result, TenantId};
 
 const SALT_LEN: usize = 16;
@@ -122,7 +121,7 @@ impl<'de> Deserialize<'de> for SecretHash {
     }
 }
 
-/// One secret of a client: its id, digest, creation and (if revoked) revocation instant.
+/// One secret of a client: its id, digest, lineage, creation and (if revoked) revocation instant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretRecord {
     /// The secret's id (not secret; used to revoke it).
@@ -131,6 +130,12 @@ pub struct SecretRecord {
     pub hash: SecretHash,
     /// When it was created.
     pub created: DateTime<Utc>,
+    /// The id of the secret that authenticated the request creating this one
+    /// (`POST /clients/{id}/secrets`); `None` when an operator created it (CLI, library).
+    /// This lineage lets an operator revoke a leaked secret together with every secret
+    /// created with it ([`ClientStore::revoke_with_descendants`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
     /// When it was revoked; a revoked secret never authenticates again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<DateTime<Utc>>,
@@ -151,7 +156,9 @@ pub struct ClientRecord {
     /// A display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Tenants this client may request tokens for; empty means every routed tenant.
+    /// Tenants this client may request tokens for. Required: registration refuses an empty
+    /// list, and a client stored without one (registries written before the list was
+    /// required) gets no token at all until an operator sets it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tenants: Vec<TenantId>,
     /// When the client was registered.
@@ -162,7 +169,8 @@ pub struct ClientRecord {
 }
 
 impl ClientRecord {
-    /// A client without secrets.
+    /// A client without secrets and without tenants (set [`tenants`](Self::tenants) before
+    /// registering it).
     ///
     /// # Errors
     /// [`Error::InvalidClientId`] unless `client_id` is 1 to 128 characters of
@@ -196,9 +204,29 @@ impl ClientRecord {
         })
     }
 
-    /// Whether the client may request tokens for `tenant`.
+    /// Whether the client may request tokens for `tenant`: only tenants in its list (a client
+    /// without a list gets none).
     pub fn allows_tenant(&self, tenant: &TenantId) -> bool {
-        self.tenants.is_empty() || self.tenants.contains(tenant)
+        self.tenants.contains(tenant)
+    }
+
+    /// The ids of every secret created, directly or through other secrets, with `secret_id`
+    /// (not including `secret_id` itself), following [`SecretRecord::created_by`].
+    pub fn descendants(&self, secret_id: &str) -> Vec<String> {
+        let mut found: Vec<String> = Vec::new();
+        let mut frontier = vec![secret_id.to_owned()];
+        while let Some(parent) = frontier.pop() {
+            for child in &self.secrets {
+                if child.created_by.as_deref() == Some(parent.as_str())
+                    && child.id != secret_id
+                    && !found.contains(&child.id)
+                {
+                    found.push(child.id.clone());
+                    frontier.push(child.id.clone());
+                }
+            }
+        }
+        found
     }
 }
 
@@ -248,7 +276,8 @@ impl fmt::Debug for NewSecret {
     }
 }
 
-/// Generates a secret: 32 random bytes from the OS, base64url (43 characters), and its record.
+/// Generates a secret: 32 random bytes from the OS, base64url (43 characters), and its record
+/// (without lineage: set [`SecretRecord::created_by`] when a secret creates it).
 pub fn generate_secret() -> (SecretString, SecretRecord) {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -257,15 +286,32 @@ pub fn generate_secret() -> (SecretString, SecretRecord) {
         id: uuid::Uuid::new_v4().simple().to_string(),
         hash: SecretHash::new(&secret),
         created: Utc::now(),
+        created_by: None,
         revoked: None,
     };
     (secret, record)
 }
 
+fn new_secret(client_id: &str, secret: SecretString, record: &SecretRecord) -> NewSecret {
+    NewSecret {
+        client_id: client_id.to_owned(),
+        secret_id: record.id.clone(),
+        secret,
+        created: record.created,
+    }
+}
+
+/// A change to one client record, applied by [`ClientStore::update_client`] inside the
+/// store's critical section. Returning an error leaves the record unchanged.
+pub type ClientChange<'a> = Box<dyn FnOnce(&mut ClientRecord) -> Result<()> + Send + 'a>;
+
 /// Where client registrations live. Held as `Arc<dyn ClientStore>`.
 ///
 /// Implementations: [`InMemoryClientStore`] and [`JsonFileClientStore`]; a database-backed
-/// store implements the five required methods.
+/// store implements the four required methods, [`update_client`](Self::update_client) as one
+/// transaction. Every rule that reads and then writes (the cap on active secrets, "the last
+/// active secret cannot be revoked", lineage) runs inside `update_client`, so it holds under
+/// concurrency and across processes.
 #[async_trait::async_trait]
 pub trait ClientStore: Send + Sync + fmt::Debug {
     /// The client `client_id`, if registered.
@@ -277,25 +323,20 @@ pub trait ClientStore: Send + Sync + fmt::Debug {
     /// Registers `client`.
     ///
     /// # Errors
-    /// [`Error::ClientExists`] if the id is taken, or when the store cannot be written.
+    /// [`Error::ClientExists`] if the id is taken, [`Error::NoTenants`] if its tenant list is
+    /// empty, or when the store cannot be written.
     async fn insert_client(&self, client: ClientRecord) -> Result<()>;
 
-    /// Adds `secret` to the client.
+    /// Reads the current record of `client_id`, applies `change` and stores the result, as
+    /// one atomic step: no other writer (in this process or another) runs in between, and
+    /// nothing is written when `change` fails.
     ///
     /// # Errors
-    /// [`Error::UnknownClient`], or when the store cannot be written.
-    async fn add_secret(&self, client_id: &str, secret: SecretRecord) -> Result<()>;
-
-    /// Marks the client's secret `secret_id` revoked at `at` (idempotent: an already revoked
-    /// secret keeps its first revocation time).
-    ///
-    /// # Errors
-    /// [`Error::UnknownClient`], [`Error::UnknownSecret`], or when the store cannot be written.
-    async fn revoke_secret(
-        &self,
-        client_id: &str,
-        secret_id: &str,
-        at: DateTime<Utc>,
+    /// [`Error::UnknownClient`], the error of `change`, or when the store fails.
+    async fn update_client<'a>(
+        &'a self,
+        client_id: &'a str,
+        change: ClientChange<'a>,
     ) -> Result<()>;
 
     /// Removes the client and all its secrets; returns whether it existed.
@@ -304,10 +345,11 @@ pub trait ClientStore: Send + Sync + fmt::Debug {
     /// When the store cannot be written.
     async fn delete_client(&self, client_id: &str) -> Result<bool>;
 
-    /// Registers a client (with optional name and tenant restriction) and its first secret.
+    /// Registers a client (with optional name and its tenants) and its first secret.
     ///
     /// # Errors
-    /// [`Error::InvalidClientId`], [`Error::ClientExists`], or when the store fails.
+    /// [`Error::InvalidClientId`], [`Error::NoTenants`] for an empty tenant list,
+    /// [`Error::ClientExists`], or when the store fails.
     async fn create_client(
         &self,
         client_id: &str,
@@ -318,59 +360,190 @@ pub trait ClientStore: Send + Sync + fmt::Debug {
         let mut client = ClientRecord::new(client_id)?;
         client.name = name;
         client.tenants = tenants;
-        let new = NewSecret {
-            client_id: client.client_id.clone(),
-            secret_id: record.id.clone(),
-            secret,
-            created: record.created,
-        };
+        let new = new_secret(&client.client_id, secret, &record);
         client.secrets.push(record);
         self.insert_client(client).await?;
         Ok(new)
     }
 
-    /// Creates a new secret for the client; existing secrets stay active until revoked.
+    /// Adds `secret` to the client, unless it already has [`MAX_ACTIVE_SECRETS`].
     ///
     /// # Errors
-    /// [`Error::UnknownClient`], or when the store fails.
-    async fn create_secret(&self, client_id: &str) -> Result<NewSecret> {
-        let (secret, record) = generate_secret();
-        let new = NewSecret {
-            client_id: client_id.to_owned(),
-            secret_id: record.id.clone(),
-            secret,
-            created: record.created,
-        };
-        self.add_secret(client_id, record).await?;
+    /// [`Error::UnknownClient`], [`Error::TooManySecrets`], or when the store fails.
+    async fn add_secret(&self, client_id: &str, secret: SecretRecord) -> Result<()> {
+        self.update_client(
+            client_id,
+            Box::new(move |client| add_secret_to(client, secret)),
+        )
+        .await
+    }
+
+    /// Creates a new secret for the client; existing secrets stay active until revoked.
+    /// `created_by` is the id of the secret that authenticated the request (`None` for an
+    /// operator); it must be an active secret of the client at the moment of the change.
+    ///
+    /// # Errors
+    /// [`Error::UnknownClient`], [`Error::TooManySecrets`], [`Error::UnknownSecret`] if
+    /// `created_by` is not (or no longer) active, or when the store fails.
+    async fn create_secret(&self, client_id: &str, created_by: Option<&str>) -> Result<NewSecret> {
+        let (secret, mut record) = generate_secret();
+        record.created_by = created_by.map(str::to_owned);
+        let new = new_secret(client_id, secret, &record);
+        self.update_client(
+            client_id,
+            Box::new(move |client| {
+                if let Some(parent) = record.created_by.as_deref() {
+                    if !client.active_secrets().any(|s| s.id == parent) {
+                        return Err(Error::UnknownSecret {
+                            client_id: safe_id(&client.client_id),
+                            secret_id: safe_id(parent),
+                        });
+                    }
+                }
+                add_secret_to(client, record)
+            }),
+        )
+        .await?;
         Ok(new)
     }
 
-    /// Revokes `secret_id` unless that would leave the client without an active secret.
+    /// Marks the client's secret `secret_id` revoked at `at` (idempotent: an already revoked
+    /// secret keeps its first revocation time).
+    ///
+    /// # Errors
+    /// [`Error::UnknownClient`], [`Error::UnknownSecret`], or when the store fails.
+    async fn revoke_secret(
+        &self,
+        client_id: &str,
+        secret_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.update_client(
+            client_id,
+            Box::new(move |client| revoke_in(client, secret_id, at)),
+        )
+        .await
+    }
+
+    /// Revokes `secret_id` unless that would leave the client without an active secret. The
+    /// check and the revocation are one atomic step, so two concurrent calls revoking each
+    /// other's secret cannot both succeed.
     ///
     /// # Errors
     /// [`Error::LastActiveSecret`], [`Error::UnknownClient`], [`Error::UnknownSecret`], or when
     /// the store fails.
     async fn revoke_secret_keeping_one(&self, client_id: &str, secret_id: &str) -> Result<()> {
-        let client = self
-            .client(client_id)
-            .await?
-            .ok_or_else(|| Error::UnknownClient {
-                client_id: truncate(client_id),
-            })?;
-        let target = client
-            .secrets
-            .iter()
-            .find(|s| s.id == secret_id)
-            .ok_or_else(|| Error::UnknownSecret {
-                client_id: client.client_id.clone(),
-                secret_id: truncate(secret_id),
-            })?;
-        if target.is_active() && client.active_secrets().count() <= 1 {
-            return Err(Error::LastActiveSecret {
-                client_id: client.client_id.clone(),
+        self.update_client(
+            client_id,
+            Box::new(move |client| {
+                let target_active = client
+                    .secrets
+                    .iter()
+                    .find(|s| s.id == secret_id)
+                    .ok_or_else(|| Error::UnknownSecret {
+                        client_id: safe_id(&client.client_id),
+                        secret_id: safe_id(secret_id),
+                    })?
+                    .is_active();
+                if target_active && client.active_secrets().count() <= 1 {
+                    return Err(Error::LastActiveSecret {
+                        client_id: safe_id(&client.client_id),
+                    });
+                }
+                revoke_in(client, secret_id, Utc::now())
+            }),
+        )
+        .await
+    }
+
+    /// Containment of a leaked secret: revokes `secret_id` and every secret created with it,
+    /// directly or through other secrets ([`ClientRecord::descendants`]), in one atomic step.
+    /// Returns the ids newly revoked. May leave the client without an active secret (an
+    /// operator action); [`rotate_revoking_others`](Self::rotate_revoking_others) hands out a
+    /// fresh one.
+    ///
+    /// # Errors
+    /// [`Error::UnknownClient`], [`Error::UnknownSecret`], or when the store fails.
+    async fn revoke_with_descendants(
+        &self,
+        client_id: &str,
+        secret_id: &str,
+    ) -> Result<Vec<String>> {
+        let mut revoked = Vec::new();
+        let out = &mut revoked;
+        self.update_client(
+            client_id,
+            Box::new(move |client| {
+                if !client.secrets.iter().any(|s| s.id == secret_id) {
+                    return Err(Error::UnknownSecret {
+                        client_id: safe_id(&client.client_id),
+                        secret_id: safe_id(secret_id),
+                    });
+                }
+                let mut targets = client.descendants(secret_id);
+                targets.push(secret_id.to_owned());
+                let now = Utc::now();
+                for secret in &mut client.secrets {
+                    if secret.is_active() && targets.contains(&secret.id) {
+                        secret.revoked = Some(now);
+                        out.push(secret.id.clone());
+                    }
+                }
+                Ok(())
+            }),
+        )
+        .await?;
+        Ok(revoked)
+    }
+
+    /// Containment whatever the state: in one atomic step, revokes every active secret of the
+    /// client and creates one new secret (so it works at the [`MAX_ACTIVE_SECRETS`] cap, and
+    /// after the owner's own secret was revoked by someone holding a leaked one). Returns the
+    /// new secret and the ids revoked.
+    ///
+    /// # Errors
+    /// [`Error::UnknownClient`], or when the store fails.
+    async fn rotate_revoking_others(&self, client_id: &str) -> Result<(NewSecret, Vec<String>)> {
+        let (secret, record) = generate_secret();
+        let new = new_secret(client_id, secret, &record);
+        let mut revoked = Vec::new();
+        let out = &mut revoked;
+        self.update_client(
+            client_id,
+            Box::new(move |client| {
+                let now = Utc::now();
+                for secret in &mut client.secrets {
+                    if secret.is_active() {
+                        secret.revoked = Some(now);
+                        out.push(secret.id.clone());
+                    }
+                }
+                add_secret_to(client, record)
+            }),
+        )
+        .await?;
+        Ok((new, revoked))
+    }
+
+    /// Replaces the client's tenant list.
+    ///
+    /// # Errors
+    /// [`Error::NoTenants`] for an empty list, [`Error::UnknownClient`], or when the store
+    /// fails.
+    async fn set_tenants(&self, client_id: &str, tenants: Vec<TenantId>) -> Result<()> {
+        if tenants.is_empty() {
+            return Err(Error::NoTenants {
+                client_id: safe_id(client_id),
             });
         }
-        self.revoke_secret(client_id, secret_id, Utc::now()).await
+        self.update_client(
+            client_id,
+            Box::new(move |client| {
+                client.tenants = tenants;
+                Ok(())
+            }),
+        )
+        .await
     }
 }
 
@@ -381,8 +554,19 @@ struct Registry {
     clients: Vec<ClientRecord>,
 }
 
-fn apply_insert(map: &mut BTreeMap<String, ClientRecord>, client: ClientRecord) -> Result<()> {
+/// Registers `client`; new registrations need a tenant list, records read back from a file
+/// written before the list was required are kept (and get no tokens).
+fn apply_insert(
+    map: &mut BTreeMap<String, ClientRecord>,
+    client: ClientRecord,
+    require_tenants: bool,
+) -> Result<()> {
     validate_client_id(&client.client_id)?;
+    if require_tenants && client.tenants.is_empty() {
+        return Err(Error::NoTenants {
+            client_id: client.client_id,
+        });
+    }
     if map.contains_key(&client.client_id) {
         return Err(Error::ClientExists {
             client_id: client.client_id,
@@ -392,34 +576,57 @@ fn apply_insert(map: &mut BTreeMap<String, ClientRecord>, client: ClientRecord) 
     Ok(())
 }
 
-fn apply_add_secret(
+/// Applies `change` to a copy of the record and commits it only on success.
+fn apply_update(
     map: &mut BTreeMap<String, ClientRecord>,
     client_id: &str,
-    secret: SecretRecord,
+    change: ClientChange<'_>,
 ) -> Result<()> {
     let client = map.get_mut(client_id).ok_or_else(|| Error::UnknownClient {
-        client_id: truncate(client_id),
+        client_id: safe_id(client_id),
     })?;
-    if client.secrets.iter().filter(|s| s.is_active()).count() >= MAX_ACTIVE_SECRETS {
+    let mut updated = client.clone();
+    change(&mut updated)?;
+    *client = updated;
+    Ok(())
+}
+
+fn add_secret_to(client: &mut ClientRecord, secret: SecretRecord) -> Result<()> {
+    if client.active_secrets().count() >= MAX_ACTIVE_SECRETS {
         return Err(Error::TooManySecrets {
-            client_id: client.client_id.clone(),
+            client_id: safe_id(&client.client_id),
             limit: MAX_ACTIVE_SECRETS,
         });
     }
     client.secrets.push(secret);
-    // Revoked secrets are kept for audit, the newest few only, so the registry stays bounded.
-    let revoked = client.secrets.iter().filter(|s| !s.is_active()).count();
-    if revoked > MAX_REVOKED_KEPT {
-        let mut oldest: Vec<DateTime<Utc>> =
-            client.secrets.iter().filter_map(|s| s.revoked).collect();
-        oldest.sort_unstable();
-        if let Some(&cutoff) = oldest.get(revoked - MAX_REVOKED_KEPT - 1) {
-            client
-                .secrets
-                .retain(|s| s.revoked.is_none_or(|r| r > cutoff));
+    prune_revoked(client);
+    Ok(())
+}
+
+/// Keeps the newest [`MAX_REVOKED_KEPT`] revoked secrets. A dropped record's children are
+/// re-parented to its own parent, so lineage stays transitive.
+fn prune_revoked(client: &mut ClientRecord) {
+    loop {
+        let revoked = client.secrets.iter().filter(|s| !s.is_active()).count();
+        if revoked <= MAX_REVOKED_KEPT {
+            return;
+        }
+        let Some(oldest) = client
+            .secrets
+            .iter()
+            .filter(|s| !s.is_active())
+            .min_by_key(|s| s.revoked)
+            .map(|s| (s.id.clone(), s.created_by.clone()))
+        else {
+            return;
+        };
+        client.secrets.retain(|s| s.id != oldest.0);
+        for child in &mut client.secrets {
+            if child.created_by.as_deref() == Some(oldest.0.as_str()) {
+                child.created_by.clone_from(&oldest.1);
+            }
         }
     }
-    Ok(())
 }
 
 /// Active secrets one client may hold at once (rotation needs two; a leaked secret must not
@@ -429,22 +636,15 @@ pub const MAX_ACTIVE_SECRETS: usize = 5;
 /// Revoked secrets kept per client (the newest); older records are dropped on the next add.
 const MAX_REVOKED_KEPT: usize = 20;
 
-fn apply_revoke(
-    map: &mut BTreeMap<String, ClientRecord>,
-    client_id: &str,
-    secret_id: &str,
-    at: DateTime<Utc>,
-) -> Result<()> {
-    let client = map.get_mut(client_id).ok_or_else(|| Error::UnknownClient {
-        client_id: truncate(client_id),
-    })?;
+fn revoke_in(client: &mut ClientRecord, secret_id: &str, at: DateTime<Utc>) -> Result<()> {
+    let client_id = safe_id(&client.client_id);
     let secret = client
         .secrets
         .iter_mut()
         .find(|s| s.id == secret_id)
         .ok_or_else(|| Error::UnknownSecret {
-            client_id: client_id.to_owned(),
-            secret_id: truncate(secret_id),
+            client_id,
+            secret_id: safe_id(secret_id),
         })?;
     if secret.revoked.is_none() {
         secret.revoked = Some(at);
@@ -467,11 +667,12 @@ impl InMemoryClientStore {
     /// A store holding `clients`.
     ///
     /// # Errors
-    /// [`Error::ClientExists`] for a duplicate id, [`Error::InvalidClientId`] for a bad one.
+    /// [`Error::ClientExists`] for a duplicate id, [`Error::InvalidClientId`] for a bad one,
+    /// [`Error::NoTenants`] for a client without a tenant list.
     pub fn with_clients(clients: impl IntoIterator<Item = ClientRecord>) -> Result<Self> {
         let mut map = BTreeMap::new();
         for client in clients {
-            apply_insert(&mut map, client)?;
+            apply_insert(&mut map, client, true)?;
         }
         Ok(Self {
             clients: RwLock::new(map),
@@ -486,20 +687,15 @@ impl ClientStore for InMemoryClientStore {
     }
 
     async fn insert_client(&self, client: ClientRecord) -> Result<()> {
-        apply_insert(&mut *self.clients.write().await, client)
+        apply_insert(&mut *self.clients.write().await, client, true)
     }
 
-    async fn add_secret(&self, client_id: &str, secret: SecretRecord) -> Result<()> {
-        apply_add_secret(&mut *self.clients.write().await, client_id, secret)
-    }
-
-    async fn revoke_secret(
-        &self,
-        client_id: &str,
-        secret_id: &str,
-        at: DateTime<Utc>,
+    async fn update_client<'a>(
+        &'a self,
+        client_id: &'a str,
+        change: ClientChange<'a>,
     ) -> Result<()> {
-        apply_revoke(&mut *self.clients.write().await, client_id, secret_id, at)
+        apply_update(&mut *self.clients.write().await, client_id, change)
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool> {
@@ -509,27 +705,58 @@ impl ClientStore for InMemoryClientStore {
 
 /// A [`ClientStore`] in a JSON file (`{"clients": [..]}`, digests only, never secrets).
 ///
-/// Every read goes to the file, so registrations made by the `ehr-gateway client`/`secret`
-/// commands take effect on a running gateway at once (token requests are rare: clients cache
-/// tokens for their lifetime). Writes replace the file atomically (write a temporary file in
-/// the same folder, then rename) with mode `0600` on Unix. Writers in one process are
-/// serialized; run one writing process at a time.
+/// Safe for several processes on one machine (the `ehr-gateway` CLI and a running server):
+/// every change takes an exclusive OS file lock on `<file>.lock` (beside the file), re-reads
+/// the file under it, applies the change and replaces the file atomically (temporary file in
+/// the same folder, `fsync`, rename, `fsync` of the folder) with mode `0600` on Unix, so no
+/// writer loses another's update. Reads check the file's identity (inode, length,
+/// modification and change times) on every call and parse it again when it changed, so a
+/// revocation made by another process is refused on the next request. For several machines
+/// or replicas use a database-backed store.
 pub struct JsonFileClientStore {
     path: PathBuf,
+    lock_path: PathBuf,
     write_lock: Mutex<()>,
-    /// The registry as last parsed, with the file's modification time and length then: the
-    /// token endpoint and the proxy read it on every request.
+    /// The registry as last parsed, with the file's identity then: the token endpoint and the
+    /// proxy read it on every request.
     cache: std::sync::Mutex<Option<CachedRegistry>>,
 }
 
-struct CachedRegistry {
-    modified: std::time::SystemTime,
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
     len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    inode: (u64, u64),
+    #[cfg(unix)]
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            #[cfg(unix)]
+            inode: (meta.dev(), meta.ino()),
+            #[cfg(unix)]
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+struct CachedRegistry {
+    stamp: FileStamp,
     clients: Arc<BTreeMap<String, ClientRecord>>,
 }
 
 /// Client store files larger than this are refused.
 const MAX_STORE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How long a change waits for another process's lock on the store before failing.
+const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl fmt::Debug for JsonFileClientStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -539,11 +766,27 @@ impl fmt::Debug for JsonFileClientStore {
     }
 }
 
+/// An exclusive lock on the store's lock file, released when dropped (closing the file).
+struct FileLock(std::fs::File);
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = fs4::FileExt::unlock(&self.0);
+    }
+}
+
 impl JsonFileClientStore {
     /// A store in `path`. A missing file is an empty registry (created on the first write).
     pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let mut lock_name = path
+            .file_name()
+            .map(std::ffi::OsStr::to_os_string)
+            .unwrap_or_else(|| "clients.json".into());
+        lock_name.push(".lock");
         Self {
-            path: path.into(),
+            lock_path: path.with_file_name(lock_name),
+            path,
             write_lock: Mutex::new(()),
             cache: std::sync::Mutex::new(None),
         }
@@ -562,51 +805,57 @@ impl JsonFileClientStore {
         Ok(self.snapshot().await?.values().cloned().collect())
     }
 
-    async fn load(&self) -> Result<BTreeMap<String, ClientRecord>> {
-        Ok((*self.snapshot().await?).clone())
-    }
-
-    /// The registry, parsed again only when the file's modification time or length changed.
+    /// The registry, parsed again only when the file's identity changed.
     async fn snapshot(&self) -> Result<Arc<BTreeMap<String, ClientRecord>>> {
         let meta = match tokio::fs::metadata(&self.path).await {
-            Ok(meta) if meta.len() > MAX_STORE_BYTES => {
-                return Err(Error::config(format!(
-                    "client store `{}` is larger than {MAX_STORE_BYTES} bytes",
-                    self.path.display()
-                )))
-            }
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Arc::new(BTreeMap::new()))
             }
             Err(e) => return Err(Error::io("read", &self.path, e)),
         };
-        let stamp = meta.modified().ok().map(|m| (m, meta.len()));
-        if let (Some((modified, len)), Ok(cache)) = (stamp, self.cache.lock()) {
-            if let Some(c) = cache
-                .as_ref()
-                .filter(|c| c.modified == modified && c.len == len)
-            {
+        let stamp = FileStamp::of(&meta);
+        if let Ok(cache) = self.cache.lock() {
+            if let Some(c) = cache.as_ref().filter(|c| c.stamp == stamp) {
                 return Ok(c.clients.clone());
             }
         }
-        let bytes = tokio::fs::read(&self.path)
-            .await
-            .map_err(|e| Error::io("read", &self.path, e))?;
-        let registry: Registry = parse_json(&self.path, &bytes)?;
-        let mut map = BTreeMap::new();
-        for client in registry.clients {
-            apply_insert(&mut map, client)?;
-        }
-        let clients = Arc::new(map);
-        if let (Some((modified, len)), Ok(mut cache)) = (stamp, self.cache.lock()) {
+        let clients = Arc::new(self.read_file().await?);
+        if let Ok(mut cache) = self.cache.lock() {
             *cache = Some(CachedRegistry {
-                modified,
-                len,
+                stamp,
                 clients: clients.clone(),
             });
         }
         Ok(clients)
+    }
+
+    /// Reads and parses the file (a missing file is an empty registry).
+    async fn read_file(&self) -> Result<BTreeMap<String, ClientRecord>> {
+        use tokio::io::AsyncReadExt;
+        let file = match tokio::fs::File::open(&self.path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(Error::io("read", &self.path, e)),
+        };
+        // Read at most one byte past the limit, so an oversized file is refused unread.
+        let mut bytes = Vec::new();
+        file.take(MAX_STORE_BYTES.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| Error::io("read", &self.path, e))?;
+        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_STORE_BYTES {
+            return Err(Error::config(format!(
+                "client store `{}` is larger than {MAX_STORE_BYTES} bytes",
+                self.path.display()
+            )));
+        }
+        let registry: Registry = parse_json(&self.path, &bytes)?;
+        let mut map = BTreeMap::new();
+        for client in registry.clients {
+            apply_insert(&mut map, client, false)?;
+        }
+        Ok(map)
     }
 
     async fn save(&self, map: BTreeMap<String, ClientRecord>) -> Result<()> {
@@ -614,7 +863,7 @@ impl JsonFileClientStore {
             clients: map.into_values().collect(),
         };
         let mut bytes = serde_json::to_vec_pretty(&registry)
-            .map_err(|e| Error::config(format!("could not serialize the client store: {e}")))?;
+            .map_err(|_| Error::config("could not serialize the client store"))?;
         bytes.push(b'\n');
         if let Ok(mut cache) = self.cache.lock() {
             *cache = None;
@@ -622,14 +871,53 @@ impl JsonFileClientStore {
         write_private_atomic(&self.path, &bytes).await
     }
 
-    async fn modify<F>(&self, change: F) -> Result<()>
+    /// Takes the exclusive OS lock on the lock file, polling (the wait never blocks a runtime
+    /// thread) for at most [`LOCK_TIMEOUT`].
+    async fn lock_file(&self) -> Result<FileLock> {
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
+            .open(&self.lock_path)
+            .map_err(|e| Error::io("open", &self.lock_path, e))?;
+        let deadline = tokio::time::Instant::now() + LOCK_TIMEOUT;
+        loop {
+            match fs4::FileExt::try_lock(&file) {
+                Ok(()) => return Ok(FileLock(file)),
+                Err(fs4::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                Err(fs4::TryLockError::WouldBlock) => {
+                    return Err(Error::io(
+                        "lock",
+                        &self.lock_path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "another process holds the client store lock",
+                        ),
+                    ))
+                }
+                Err(fs4::TryLockError::Error(e)) => {
+                    return Err(Error::io("lock", &self.lock_path, e))
+                }
+            }
+        }
+    }
+
+    /// Read-modify-write under the in-process lock and the OS file lock, re-reading the file
+    /// under the lock. Nothing is written when `change` fails.
+    async fn modify<F, T>(&self, change: F) -> Result<T>
     where
-        F: FnOnce(&mut BTreeMap<String, ClientRecord>) -> Result<()> + Send,
+        F: FnOnce(&mut BTreeMap<String, ClientRecord>) -> Result<T> + Send,
+        T: Send,
     {
         let _guard = self.write_lock.lock().await;
-        let mut map = self.load().await?;
-        change(&mut map)?;
-        self.save(map).await
+        let _file_lock = self.lock_file().await?;
+        let mut map = self.read_file().await?;
+        let out = change(&mut map)?;
+        self.save(map).await?;
+        Ok(out)
     }
 }
 
@@ -640,32 +928,30 @@ impl ClientStore for JsonFileClientStore {
     }
 
     async fn insert_client(&self, client: ClientRecord) -> Result<()> {
-        self.modify(|map| apply_insert(map, client)).await
+        self.modify(|map| apply_insert(map, client, true)).await
     }
 
-    async fn add_secret(&self, client_id: &str, secret: SecretRecord) -> Result<()> {
-        self.modify(|map| apply_add_secret(map, client_id, secret))
-            .await
-    }
-
-    async fn revoke_secret(
-        &self,
-        client_id: &str,
-        secret_id: &str,
-        at: DateTime<Utc>,
+    async fn update_client<'a>(
+        &'a self,
+        client_id: &'a str,
+        change: ClientChange<'a>,
     ) -> Result<()> {
-        self.modify(|map| apply_revoke(map, client_id, secret_id, at))
+        self.modify(|map| apply_update(map, client_id, change))
             .await
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool> {
-        let mut existed = false;
-        self.modify(|map| {
-            existed = map.remove(client_id).is_some();
-            Ok(())
-        })
-        .await?;
-        Ok(existed)
+        self.modify(|map| Ok(map.remove(client_id).is_some())).await
+    }
+}
+
+/// An identifier quoted in an error: kept when it looks like an id (`A-Z a-z 0-9 - _ .`, at
+/// most 128 characters), replaced otherwise, so errors never carry arbitrary input.
+pub(crate) fn safe_id(value: &str) -> String {
+    if validate_client_id(value).is_ok() {
+        value.to_owned()
+    } else {
+        "(not an id)".to_owned()
     }
 }
 
@@ -699,7 +985,8 @@ fn classify(e: &serde_json::Error) -> &'static str {
     }
 }
 
-/// Writes `bytes` to a temporary file beside `path` (mode 0600 on Unix), then renames it.
+/// Writes `bytes` to a temporary file beside `path` (mode 0600 on Unix), `fsync`s it, renames it
+/// over `path` and `fsync`s the folder.
 pub(crate) async fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path
         .file_name()
@@ -732,12 +1019,38 @@ pub(crate) async fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(Error::io("rename", path, e));
     }
+    // Make the rename itself durable: fsync the folder (Unix; elsewhere the rename is what the
+    // platform offers).
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let synced = tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        if let Err(e) = synced {
+            return Err(Error::io("sync the folder of", path, e));
+        }
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tenant() -> TenantId {
+        "145f4184-1b0b-41c7-ba24-b3c1291bfda1".parse().unwrap()
+    }
+
+    fn temp_store_path() -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("ehr-gw-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (dir.join("clients.json"), dir)
+    }
 
     #[test]
     fn hash_round_trips_and_verifies() {
@@ -796,12 +1109,15 @@ mod tests {
     #[tokio::test]
     async fn active_secrets_are_capped_and_revoked_ones_pruned() {
         let store = InMemoryClientStore::new();
-        store.create_client("app", None, vec![]).await.unwrap();
+        store
+            .create_client("app", None, vec![tenant()])
+            .await
+            .unwrap();
         for _ in 1..MAX_ACTIVE_SECRETS {
-            store.create_secret("app").await.unwrap();
+            store.create_secret("app", None).await.unwrap();
         }
         assert!(matches!(
-            store.create_secret("app").await,
+            store.create_secret("app", None).await,
             Err(Error::TooManySecrets {
                 limit: MAX_ACTIVE_SECRETS,
                 ..
@@ -821,7 +1137,7 @@ mod tests {
                 .revoke_secret_keeping_one("app", &active)
                 .await
                 .unwrap();
-            store.create_secret("app").await.unwrap();
+            store.create_secret("app", None).await.unwrap();
         }
         let client = store.client("app").await.unwrap().unwrap();
         let active = client.secrets.iter().filter(|s| s.is_active()).count();
@@ -833,11 +1149,11 @@ mod tests {
     async fn in_memory_store_rotates_and_revokes() {
         let store = InMemoryClientStore::new();
         let first = store
-            .create_client("app", Some("Patients app".into()), vec![])
+            .create_client("app", Some("Patients app".into()), vec![tenant()])
             .await
             .unwrap();
         assert!(matches!(
-            store.create_client("app", None, vec![]).await,
+            store.create_client("app", None, vec![tenant()]).await,
             Err(Error::ClientExists { .. })
         ));
         // The only active secret cannot be revoked.
@@ -847,7 +1163,7 @@ mod tests {
                 .await,
             Err(Error::LastActiveSecret { .. })
         ));
-        let second = store.create_secret("app").await.unwrap();
+        let second = store.create_secret("app", None).await.unwrap();
         let client = store.client("app").await.unwrap().unwrap();
         assert_eq!(
             client
@@ -881,7 +1197,7 @@ mod tests {
             Err(Error::UnknownSecret { .. })
         ));
         assert!(matches!(
-            store.create_secret("other").await,
+            store.create_secret("other", None).await,
             Err(Error::UnknownClient { .. })
         ));
         assert!(store.delete_client("app").await.unwrap());
@@ -893,7 +1209,8 @@ mod tests {
         let t: TenantId = "145f4184-1b0b-41c7-ba24-b3c1291bfda1".parse().unwrap();
         let u: TenantId = "0a1b2c3d-0000-4000-8000-000000000001".parse().unwrap();
         let mut c = ClientRecord::new("app").unwrap();
-        assert!(c.allows_tenant(&t));
+        // No list, no tenant (fail closed).
+        assert!(!c.allows_tenant(&t));
         c.tenants = vec![t];
         assert!(c.allows_tenant(&t));
         assert!(!c.allows_tenant(&u));
@@ -901,12 +1218,13 @@ mod tests {
 
     #[tokio::test]
     async fn json_file_store_persists_digests_only() {
-        let dir = std::env::temp_dir().join(format!("ehr-gw-store-{}", uuid::Uuid::new_v4()));
-        tokio::fs::create_dir_all(&dir).await.unwrap();
-        let path = dir.join("clients.json");
+        let (path, dir) = temp_store_path();
         let store = JsonFileClientStore::new(&path);
         assert!(store.client("app").await.unwrap().is_none());
-        let new = store.create_client("app", None, vec![]).await.unwrap();
+        let new = store
+            .create_client("app", None, vec![tenant()])
+            .await
+            .unwrap();
         let text = tokio::fs::read_to_string(&path).await.unwrap();
         assert!(!text.contains(new.secret.expose_secret()));
         assert!(text.contains(&new.secret_id));
@@ -922,7 +1240,7 @@ mod tests {
         assert!(client
             .verify_secret(new.secret.expose_secret().as_bytes())
             .is_some());
-        let rotated = other.create_secret("app").await.unwrap();
+        let rotated = other.create_secret("app", None).await.unwrap();
         other
             .revoke_secret_keeping_one("app", &new.secret_id)
             .await
@@ -944,5 +1262,191 @@ mod tests {
             other => panic!("expected a JSON error, got {other:?}"),
         }
         tokio::fs::remove_dir_all(&dir).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn registration_needs_a_tenant_list() {
+        let store = InMemoryClientStore::new();
+        assert!(matches!(
+            store.create_client("app", None, vec![]).await,
+            Err(Error::NoTenants { .. })
+        ));
+        assert!(matches!(
+            InMemoryClientStore::with_clients([ClientRecord::new("app").unwrap()]),
+            Err(Error::NoTenants { .. })
+        ));
+        store
+            .create_client("app", None, vec![tenant()])
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.set_tenants("app", vec![]).await,
+            Err(Error::NoTenants { .. })
+        ));
+        // A file written before the list was required still loads; the client has none.
+        let (path, dir) = temp_store_path();
+        let mut old = ClientRecord::new("legacy").unwrap();
+        old.secrets.push(generate_secret().1);
+        std::fs::write(
+            &path,
+            serde_json::to_vec(&Registry { clients: vec![old] }).unwrap(),
+        )
+        .unwrap();
+        let file = JsonFileClientStore::new(&path);
+        let legacy = file.client("legacy").await.unwrap().unwrap();
+        assert!(legacy.tenants.is_empty() && !legacy.allows_tenant(&tenant()));
+        file.set_tenants("legacy", vec![tenant()]).await.unwrap();
+        assert!(file
+            .client("legacy")
+            .await
+            .unwrap()
+            .unwrap()
+            .allows_tenant(&tenant()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn lineage_is_recorded_and_contained_in_one_step() {
+        let store = InMemoryClientStore::new();
+        let s0 = store
+            .create_client("victim", None, vec![tenant()])
+            .await
+            .unwrap();
+        let s1 = store
+            .create_secret("victim", Some(&s0.secret_id))
+            .await
+            .unwrap();
+        // S1 leaks: its holder mints three more (the cap), one of them through another.
+        let a = store
+            .create_secret("victim", Some(&s1.secret_id))
+            .await
+            .unwrap();
+        let b = store
+            .create_secret("victim", Some(&a.secret_id))
+            .await
+            .unwrap();
+        let c = store
+            .create_secret("victim", Some(&s1.secret_id))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.create_secret("victim", Some(&s1.secret_id)).await,
+            Err(Error::TooManySecrets { .. })
+        ));
+        let client = store.client("victim").await.unwrap().unwrap();
+        let mut family = client.descendants(&s1.secret_id);
+        family.sort();
+        let mut expected = vec![
+            a.secret_id.clone(),
+            b.secret_id.clone(),
+            c.secret_id.clone(),
+        ];
+        expected.sort();
+        assert_eq!(family, expected);
+        assert!(client.descendants(&b.secret_id).is_empty());
+        // A revoked secret cannot create secrets any more.
+        store
+            .revoke_secret("victim", &s0.secret_id, Utc::now())
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.create_secret("victim", Some(&s0.secret_id)).await,
+            Err(Error::TooManySecrets { .. } | Error::UnknownSecret { .. })
+        ));
+        // Revoking S1 with its descendants leaves none of them active.
+        let mut revoked = store
+            .revoke_with_descendants("victim", &s1.secret_id)
+            .await
+            .unwrap();
+        revoked.sort();
+        let mut all = vec![s1.secret_id.clone(), a.secret_id, b.secret_id, c.secret_id];
+        all.sort();
+        assert_eq!(revoked, all);
+        assert_eq!(
+            store
+                .client("victim")
+                .await
+                .unwrap()
+                .unwrap()
+                .active_secrets()
+                .count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn rotate_revoking_others_works_at_the_cap() {
+        let store = InMemoryClientStore::new();
+        store
+            .create_client("app", None, vec![tenant()])
+            .await
+            .unwrap();
+        for _ in 1..MAX_ACTIVE_SECRETS {
+            store.create_secret("app", None).await.unwrap();
+        }
+        let (new, revoked) = store.rotate_revoking_others("app").await.unwrap();
+        assert_eq!(revoked.len(), MAX_ACTIVE_SECRETS);
+        let client = store.client("app").await.unwrap().unwrap();
+        let active: Vec<_> = client.active_secrets().map(|s| s.id.clone()).collect();
+        assert_eq!(active, vec![new.secret_id.clone()]);
+        assert!(client
+            .verify_secret(new.secret.expose_secret().as_bytes())
+            .is_some());
+    }
+
+    #[test]
+    fn pruning_keeps_lineage_transitive() {
+        let mut client = ClientRecord::new("app").unwrap();
+        let (_, mut root) = generate_secret();
+        root.revoked = Some(Utc::now() - chrono::Duration::days(30));
+        let root_id = root.id.clone();
+        client.secrets.push(root);
+        let (_, mut middle) = generate_secret();
+        middle.created_by = Some(root_id.clone());
+        middle.revoked = Some(Utc::now() - chrono::Duration::days(20));
+        let middle_id = middle.id.clone();
+        client.secrets.push(middle);
+        let (_, mut leaf) = generate_secret();
+        leaf.created_by = Some(middle_id.clone());
+        let leaf_id = leaf.id.clone();
+        client.secrets.push(leaf);
+        for _ in 0..MAX_REVOKED_KEPT {
+            let (_, mut other) = generate_secret();
+            other.revoked = Some(Utc::now());
+            client.secrets.push(other);
+        }
+        prune_revoked(&mut client);
+        assert!(!client
+            .secrets
+            .iter()
+            .any(|s| s.id == root_id || s.id == middle_id));
+        // The oldest two revoked records went; the leaf now hangs off the root's parent.
+        let leaf = client.secrets.iter().find(|s| s.id == leaf_id).unwrap();
+        assert_eq!(leaf.created_by, None);
+    }
+
+    /// Two handles on one file (as the CLI and a server are) share only the OS file lock:
+    /// concurrent registrations through both all survive.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_on_one_file_lose_nothing() {
+        let (path, dir) = temp_store_path();
+        let one = Arc::new(JsonFileClientStore::new(&path));
+        let two = Arc::new(JsonFileClientStore::new(&path));
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let store = if i % 2 == 0 { one.clone() } else { two.clone() };
+            tasks.push(tokio::spawn(async move {
+                store
+                    .create_client(&format!("client-{i}"), None, vec![tenant()])
+                    .await
+                    .map(|_| ())
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(one.clients().await.unwrap().len(), 32);
+        assert_eq!(two.clients().await.unwrap().len(), 32);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

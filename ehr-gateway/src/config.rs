@@ -83,8 +83,34 @@ pub struct GatewayOptions {
     pub upstream_timeout: Duration,
     /// Time allowed to connect to a provider (default 10 s).
     pub upstream_connect_timeout: Duration,
-    /// Time allowed to receive a request body from the client (default 30 s); then `408`.
+    /// Time allowed to receive a request body from the client, on the proxy and on `/token`
+    /// (default 30 s); then `408` and the connection is closed.
     pub request_body_timeout: Duration,
+    /// Time allowed for a client to send a request's headers (default 10 s); then the
+    /// connection is closed. Applies to [`Gateway::serve`](crate::Gateway::serve).
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress and no bytes moving for this long is closed
+    /// (keep-alive and never-used connections; default 60 s). Applies to
+    /// [`Gateway::serve`](crate::Gateway::serve).
+    pub idle_timeout: Duration,
+    /// Open client connections at most (default 1024); a connection over the cap gets a
+    /// `503` and is closed at once. Applies to [`Gateway::serve`](crate::Gateway::serve).
+    pub max_connections: usize,
+    /// Proxied requests in progress at most (default 256); a request over the limit gets
+    /// `503` with `Retry-After` at once instead of waiting.
+    pub max_concurrent_upstream: usize,
+    /// Rate limit of `/token` and secret-management requests per client address (per IPv4
+    /// address, per IPv6 /64); `None` disables it. Default 60 per minute, bursts of 20. The
+    /// address is the TCP peer: behind a TLS proxy every request shares the proxy's address,
+    /// so size this for the proxy or rate-limit there.
+    pub token_rate_per_address: Option<RateLimit>,
+    /// Rate limit of `/token` and secret-management requests naming one registered client,
+    /// counted before its secret is checked (so guessing a client's secret is throttled);
+    /// `None` disables it. Default 120 per minute, bursts of 30.
+    pub token_rate_per_client: Option<RateLimit>,
+    /// On shutdown, time allowed for requests in progress to finish before their connections
+    /// are closed (default 10 s). Applies to [`Gateway::serve`](crate::Gateway::serve).
+    pub shutdown_timeout: Duration,
     /// Clock skew tolerated when checking `exp`/`nbf` (default 30 s).
     pub clock_leeway: Duration,
     /// The `authorize` URL advertised in the `oauth-uris` extension. The gateway supports only
@@ -107,10 +133,33 @@ impl Default for GatewayOptions {
             upstream_timeout: Duration::from_secs(30),
             upstream_connect_timeout: Duration::from_secs(10),
             request_body_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_concurrent_upstream: 256,
+            token_rate_per_address: Some(RateLimit {
+                per_minute: 60,
+                burst: 20,
+            }),
+            token_rate_per_client: Some(RateLimit {
+                per_minute: 120,
+                burst: 30,
+            }),
+            shutdown_timeout: Duration::from_secs(10),
             clock_leeway: Duration::from_secs(30),
             authorize_url: None,
             fhir_version: "4.0.1".to_owned(),
             publisher: "carebridge ehr-gateway".to_owned(),
         }
     }
+}
+
+/// A request rate: `burst` requests at once, refilled at `per_minute` per minute (GCRA, as
+/// the `governor` crate implements it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained requests per minute (at least 1).
+    pub per_minute: u32,
+    /// Requests allowed at once (at least 1).
+    pub burst: u32,
 }

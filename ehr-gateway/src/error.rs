@@ -9,8 +9,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// HTTP callers of the gateway never see these: request failures are answered as OAuth 2.0
 /// errors (`/token`) or FHIR `OperationOutcome`s (the proxy). Messages never contain secrets,
-/// tokens, query strings or bodies.
-#[derive(Debug, thiserror::Error)]
+/// tokens, query strings, bodies or untrusted input other than validated ids. `Debug` shows
+/// no more than `Display`: the variant, its message and its source's message (never the
+/// source's own `Debug`, which a dependency may fill with values).
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The configuration is inconsistent or incomplete.
@@ -38,13 +40,17 @@ pub enum Error {
         host: String,
     },
 
-    /// A tenant id is not a GUID in the `8-4-4-4-12` hexadecimal form.
-    #[error(
-        "`{value}` is not a tenant id (expected a GUID like 145f4184-1b0b-41c7-ba24-b3c1291bfda1)"
-    )]
-    InvalidTenantId {
-        /// The rejected value (truncated to 64 characters).
-        value: String,
+    /// A tenant id is not a GUID in the `8-4-4-4-12` hexadecimal form. The rejected text is
+    /// not quoted (it is untrusted input).
+    #[error("not a tenant id (expected a GUID like 145f4184-1b0b-41c7-ba24-b3c1291bfda1)")]
+    InvalidTenantId,
+
+    /// A client would be (or was, in an older registry) registered without a tenant list; it
+    /// gets no token until an operator sets one.
+    #[error("client `{client_id}` has no tenant list: a client must name the tenants it may get tokens for")]
+    NoTenants {
+        /// The client id.
+        client_id: String,
     },
 
     /// A client id is empty, too long or contains characters other than `A-Z a-z 0-9 - _ .`.
@@ -158,6 +164,28 @@ pub enum Error {
 }
 
 impl Error {
+    fn variant(&self) -> &'static str {
+        match self {
+            Self::InvalidConfiguration { .. } => "InvalidConfiguration",
+            Self::InvalidUrl { .. } => "InvalidUrl",
+            Self::InsecureUrl { .. } => "InsecureUrl",
+            Self::InvalidTenantId => "InvalidTenantId",
+            Self::NoTenants { .. } => "NoTenants",
+            Self::InvalidClientId { .. } => "InvalidClientId",
+            Self::ClientExists { .. } => "ClientExists",
+            Self::UnknownClient { .. } => "UnknownClient",
+            Self::UnknownSecret { .. } => "UnknownSecret",
+            Self::LastActiveSecret { .. } => "LastActiveSecret",
+            Self::TooManySecrets { .. } => "TooManySecrets",
+            Self::Io { .. } => "Io",
+            Self::Json { .. } => "Json",
+            Self::Signing { .. } => "Signing",
+            Self::HttpClient { .. } => "HttpClient",
+            Self::Serve { .. } => "Serve",
+            Self::UpstreamCredential { .. } => "UpstreamCredential",
+        }
+    }
+
     pub(crate) fn config(reason: impl Into<String>) -> Self {
         Self::InvalidConfiguration {
             reason: reason.into(),
@@ -177,9 +205,16 @@ impl Error {
     }
 }
 
-/// Truncates untrusted input quoted in an error.
-pub(crate) fn truncate(value: &str) -> String {
-    value.chars().take(64).collect()
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("Error");
+        out.field("kind", &format_args!("{}", self.variant()))
+            .field("message", &format_args!("{self}"));
+        if let Some(source) = std::error::Error::source(self) {
+            out.field("source", &format_args!("{source}"));
+        }
+        out.finish()
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +235,115 @@ mod tests {
             secret_id: "s1".into(),
         };
         assert_eq!(e.to_string(), "client `patients-app` has no secret `s1`");
-        assert_eq!(truncate(&"x".repeat(100)).len(), 64);
+    }
+
+    /// Every variant: `Display` names what failed, `Debug` carries nothing `Display` (and the
+    /// sources' `Display`) does not, and no secret reaches any of them.
+    #[test]
+    fn every_variant_is_as_clean_in_debug_as_in_display() {
+        const SECRET: &str = "s3cret-Value-that-must-not-leak";
+        let upstream = carebridge_auth::ClientCredentials::builder(
+            "https://login.example/token",
+            "gateway",
+            secrecy::SecretString::from(""),
+        )
+        .build()
+        .expect_err("an empty client secret is refused");
+        let reqwest_error = reqwest::Client::new()
+            .get("http://[::1")
+            .build()
+            .expect_err("a malformed URL is refused");
+        let tenant_error = format!("{SECRET}-tenant")
+            .parse::<crate::TenantId>()
+            .expect_err("not a GUID");
+        let client_id_error =
+            crate::validate_client_id(&format!("{SECRET} /")).expect_err("not a client id");
+        let unknown = Error::UnknownSecret {
+            client_id: crate::clients::safe_id("app"),
+            secret_id: crate::clients::safe_id(&format!("{SECRET}/../x")),
+        };
+        let variants = vec![
+            Error::config("the token lifetime must be greater than zero"),
+            Error::InvalidUrl {
+                what: "gateway base URL",
+                reason: "has no host".into(),
+            },
+            Error::InsecureUrl {
+                what: "provider FHIR base URL",
+                host: "fhir.example".into(),
+            },
+            tenant_error,
+            Error::NoTenants {
+                client_id: "app".into(),
+            },
+            client_id_error,
+            Error::ClientExists {
+                client_id: "app".into(),
+            },
+            Error::UnknownClient {
+                client_id: crate::clients::safe_id(&format!("client_secret={SECRET}")),
+            },
+            unknown,
+            Error::LastActiveSecret {
+                client_id: "app".into(),
+            },
+            Error::TooManySecrets {
+                client_id: "app".into(),
+                limit: 5,
+            },
+            Error::io(
+                "read",
+                "/etc/ehr-gateway/clients.json",
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            ),
+            Error::Json {
+                path: "/etc/ehr-gateway/clients.json".into(),
+                json_path: "clients[0].client_id".into(),
+                reason: "invalid or missing value at line 1 column 30".into(),
+            },
+            Error::Signing {
+                source: jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into(),
+            },
+            Error::HttpClient {
+                source: reqwest_error,
+            },
+            Error::Serve {
+                action: "bind",
+                address: "127.0.0.1:8080".into(),
+                source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use"),
+            },
+            Error::UpstreamCredential {
+                tenant: "145f4184-1b0b-41c7-ba24-b3c1291bfda1".into(),
+                source: upstream,
+            },
+        ];
+        let mut kinds = std::collections::BTreeSet::new();
+        for error in &variants {
+            let display = error.to_string();
+            let debug = format!("{error:?}");
+            kinds.insert(error.variant());
+            assert!(!display.is_empty());
+            assert!(debug.contains(error.variant()), "{debug}");
+            let mut chain = vec![display.clone(), debug.clone()];
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                chain.push(cause.to_string());
+                source = cause.source();
+            }
+            for text in &chain {
+                assert!(!text.contains("s3cret"), "{text}");
+            }
+            // Debug is exactly the variant, the message and the source's message.
+            let expected = match std::error::Error::source(error) {
+                Some(cause) => format!(
+                    "Error {{ kind: {}, message: {display}, source: {cause} }}",
+                    error.variant()
+                ),
+                None => format!("Error {{ kind: {}, message: {display} }}", error.variant()),
+            };
+            assert_eq!(debug, expected);
+        }
+        assert_eq!(kinds.len(), variants.len(), "every variant once");
+        assert_eq!(kinds.len(), 17, "a new variant must be added here");
     }
 }

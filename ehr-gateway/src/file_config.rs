@@ -11,8 +11,8 @@ use url::Url;
 
 use crate::clients::parse_json;
 use crate::{
-    Error, GatewayConfig, GatewayOptions, JsonFileClientStore, Provider, Result, SigningKey,
-    TenantId, TenantRouter, DEFAULT_TOKEN_LIFETIME,
+    Error, GatewayConfig, GatewayOptions, JsonFileClientStore, Provider, RateLimit, Result,
+    SigningKey, TenantId, TenantRouter, DEFAULT_TOKEN_LIFETIME,
 };
 
 /// Configuration files larger than this are refused.
@@ -122,6 +122,26 @@ pub struct ProviderConfig {
     pub auth: ProviderAuth,
 }
 
+/// A rate limit in the configuration file: `{"per_minute": 60, "burst": 20}`; both `0`
+/// disables the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained requests per minute.
+    pub per_minute: u32,
+    /// Requests allowed at once.
+    pub burst: u32,
+}
+
+impl RateLimitConfig {
+    fn to_limit(self) -> Option<RateLimit> {
+        (self.per_minute != 0 || self.burst != 0).then_some(RateLimit {
+            per_minute: self.per_minute,
+            burst: self.burst,
+        })
+    }
+}
+
 /// The `ehr-gateway serve` configuration file.
 ///
 /// ```json
@@ -165,6 +185,30 @@ pub struct FileConfig {
     /// Provider request timeout in seconds.
     #[serde(default)]
     pub upstream_timeout_secs: Option<u64>,
+    /// Time allowed to receive a request body, in seconds (default 30).
+    #[serde(default)]
+    pub request_body_timeout_secs: Option<u64>,
+    /// Time allowed to send request headers, in seconds (default 10).
+    #[serde(default)]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Idle (keep-alive) connection timeout, in seconds (default 60).
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u64>,
+    /// Open connections at most (default 1024).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Proxied requests in progress at most (default 256).
+    #[serde(default)]
+    pub max_concurrent_upstream: Option<usize>,
+    /// `/token` rate per client address (default 60 per minute, burst 20; both 0 disables).
+    #[serde(default)]
+    pub token_rate_per_address: Option<RateLimitConfig>,
+    /// `/token` rate per client id (default 120 per minute, burst 30; both 0 disables).
+    #[serde(default)]
+    pub token_rate_per_client: Option<RateLimitConfig>,
+    /// Time allowed on shutdown for requests in progress, in seconds (default 10).
+    #[serde(default)]
+    pub shutdown_timeout_secs: Option<u64>,
     /// `authorize` URL to advertise instead of the gateway's own.
     #[serde(default)]
     pub authorize_url: Option<String>,
@@ -236,6 +280,28 @@ impl FileConfig {
             upstream_timeout: self
                 .upstream_timeout_secs
                 .map_or(defaults.upstream_timeout, Duration::from_secs),
+            request_body_timeout: self
+                .request_body_timeout_secs
+                .map_or(defaults.request_body_timeout, Duration::from_secs),
+            header_read_timeout: self
+                .header_read_timeout_secs
+                .map_or(defaults.header_read_timeout, Duration::from_secs),
+            idle_timeout: self
+                .idle_timeout_secs
+                .map_or(defaults.idle_timeout, Duration::from_secs),
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            max_concurrent_upstream: self
+                .max_concurrent_upstream
+                .unwrap_or(defaults.max_concurrent_upstream),
+            token_rate_per_address: self
+                .token_rate_per_address
+                .map_or(defaults.token_rate_per_address, RateLimitConfig::to_limit),
+            token_rate_per_client: self
+                .token_rate_per_client
+                .map_or(defaults.token_rate_per_client, RateLimitConfig::to_limit),
+            shutdown_timeout: self
+                .shutdown_timeout_secs
+                .map_or(defaults.shutdown_timeout, Duration::from_secs),
             authorize_url: self
                 .authorize_url
                 .as_deref()
@@ -333,6 +399,8 @@ mod tests {
               "signing_key": {"file": "signing.key"},
               "clients_file": "clients.json",
               "token_lifetime_secs": 600,
+              "idle_timeout_secs": 5,
+              "token_rate_per_client": {"per_minute": 0, "burst": 0},
               "tenants": {
                 "145f4184-1b0b-41c7-ba24-b3c1291bfda1": {
                   "name": "Contoso", "fhir_base_url": "https://contoso.example/fhir",
@@ -351,6 +419,12 @@ mod tests {
         assert_eq!(config.clients_file, dir.join("clients.json"));
         let built = config.build().unwrap();
         assert_eq!(built.token_lifetime, Duration::from_secs(600));
+        assert_eq!(built.options.idle_timeout, Duration::from_secs(5));
+        assert_eq!(built.options.token_rate_per_client, None);
+        assert_eq!(
+            built.options.token_rate_per_address,
+            GatewayOptions::default().token_rate_per_address
+        );
         assert_eq!(built.tenants.len(), 2);
         let t: TenantId = "145f4184-1b0b-41c7-ba24-b3c1291bfda1".parse().unwrap();
         assert_eq!(built.tenants.get(&t).unwrap().name(), Some("Contoso"));

@@ -12,8 +12,10 @@ use tower_http::trace::TraceLayer;
 use url::Url;
 
 use crate::jwt::TokenSigner;
+use crate::limits::TokenLimits;
 use crate::metadata::{capability_statement, smart_configuration, Discovery};
 use crate::outcome::FHIR_JSON;
+use crate::serve::ConnectionLimits;
 use crate::{
     proxy, token, ClientStore, Error, GatewayConfig, GatewayOptions, Result, TenantRouter,
 };
@@ -27,6 +29,10 @@ pub(crate) struct Shared {
     pub(crate) tenants: TenantRouter,
     pub(crate) options: GatewayOptions,
     pub(crate) http: reqwest::Client,
+    /// `/token` and secret-management rate limits.
+    pub(crate) limits: TokenLimits,
+    /// Proxied requests in progress (`max_concurrent_upstream` permits).
+    pub(crate) upstream_permits: Arc<tokio::sync::Semaphore>,
     capability_statement: String,
     smart_configuration: String,
 }
@@ -72,6 +78,8 @@ impl Gateway {
         if options.upstream_timeout.is_zero()
             || options.upstream_connect_timeout.is_zero()
             || options.request_body_timeout.is_zero()
+            || options.header_read_timeout.is_zero()
+            || options.idle_timeout.is_zero()
         {
             return Err(Error::config("timeouts must be greater than zero"));
         }
@@ -81,6 +89,20 @@ impl Gateway {
         {
             return Err(Error::config("body limits must be greater than zero"));
         }
+        if options.max_connections == 0 || options.max_concurrent_upstream == 0 {
+            return Err(Error::config(
+                "max_connections and max_concurrent_upstream must be greater than zero",
+            ));
+        }
+        let limits = TokenLimits::new(
+            options.token_rate_per_address,
+            options.token_rate_per_client,
+        )?;
+        let upstream_permits = Arc::new(tokio::sync::Semaphore::new(
+            options
+                .max_concurrent_upstream
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         let base = base_url.as_str().trim_end_matches('/').to_owned();
         let token_url = format!("{base}/token");
         let authorize_url = options
@@ -121,6 +143,8 @@ impl Gateway {
                 tenants,
                 options,
                 http,
+                limits,
+                upstream_permits,
                 capability_statement,
                 smart_configuration,
             }),
@@ -162,17 +186,22 @@ impl Gateway {
         Router::new()
             .route("/metadata", get(metadata))
             .route("/.well-known/smart-configuration", get(well_known))
-            .route("/token", post(token::token).layer(auth_limit))
+            // `/token` reads its body itself (limit, timeout, OAuth errors).
+            .route(
+                "/token",
+                post(token::token).fallback(token::method_not_allowed),
+            )
             .route("/authorize", get(token::authorize))
             .route(
                 "/clients/{id}/secrets",
                 get(token::list_secrets)
                     .post(token::create_secret)
+                    .fallback(token::method_not_allowed)
                     .layer(auth_limit),
             )
             .route(
                 "/clients/{id}/secrets/{secret_id}",
-                delete(token::revoke_secret),
+                delete(token::revoke_secret).fallback(token::method_not_allowed),
             )
             .fallback(proxy::proxy)
             .with_state(Arc::clone(&self.shared))
@@ -183,25 +212,21 @@ impl Gateway {
             )
     }
 
-    /// Serves [`router`](Self::router) on `listener` until `shutdown` completes.
+    /// Serves [`router`](Self::router) on `listener` until `shutdown` completes, with the
+    /// server-side limits of [`GatewayOptions`]: `header_read_timeout`, `idle_timeout`,
+    /// `max_connections`, and on shutdown at most `shutdown_timeout` for requests in progress
+    /// before their connections are closed. Accept failures (e.g. out of file descriptors)
+    /// are logged and retried.
     ///
     /// # Errors
-    /// [`Error::Serve`] if the server fails.
+    /// None at present; the `Result` leaves room for listener failures.
     pub async fn serve<F>(self, listener: tokio::net::TcpListener, shutdown: F) -> Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let address = listener
-            .local_addr()
-            .map_or_else(|_| "the listener".to_owned(), |a| a.to_string());
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| Error::Serve {
-                action: "serve",
-                address,
-                source,
-            })
+        let limits = ConnectionLimits::from(&self.shared.options);
+        crate::serve::serve(listener, self.router(), limits, shutdown).await;
+        Ok(())
     }
 }
 

@@ -41,8 +41,8 @@
 //! # let hospital_fhir = format!("{}/r4", hospital.uri());
 //! // Partner side: the Patients app's account, and one customer tenant routed to its hospital.
 //! let clients = Arc::new(InMemoryClientStore::new());
-//! let account = clients.create_client("teams-patients-app", None, vec![]).await?;
 //! let tenant = "145f4184-1b0b-41c7-ba24-b3c1291bfda1".parse()?;
+//! let account = clients.create_client("teams-patients-app", None, vec![tenant]).await?;
 //! let tenants = TenantRouter::new();
 //! tenants.insert(tenant, Provider::new(&hospital_fhir, Arc::new(StaticToken::new("hospital-token")))?)?;
 //!
@@ -87,19 +87,24 @@ mod error;
 mod file_config;
 mod gateway;
 mod jwt;
+mod limits;
 mod metadata;
 mod outcome;
 mod proxy;
+mod serve;
 mod tenants;
 mod token;
 
 pub use clients::{
-    generate_secret, validate_client_id, ClientRecord, ClientStore, InMemoryClientStore,
-    JsonFileClientStore, NewSecret, SecretHash, SecretRecord, MAX_ACTIVE_SECRETS,
+    generate_secret, validate_client_id, ClientChange, ClientRecord, ClientStore,
+    InMemoryClientStore, JsonFileClientStore, NewSecret, SecretHash, SecretRecord,
+    MAX_ACTIVE_SECRETS,
 };
-pub use config::{GatewayConfig, GatewayOptions, DEFAULT_TOKEN_LIFETIME};
+pub use config::{GatewayConfig, GatewayOptions, RateLimit, DEFAULT_TOKEN_LIFETIME};
 pub use error::{Error, Result};
-pub use file_config::{AuthStyleConfig, FileConfig, ProviderAuth, ProviderConfig, SecretSource};
+pub use file_config::{
+    AuthStyleConfig, FileConfig, ProviderAuth, ProviderConfig, RateLimitConfig, SecretSource,
+};
 pub use gateway::Gateway;
 pub use jwt::{AccessTokenClaims, SigningKey, MIN_SIGNING_KEY_BYTES};
 pub use metadata::{

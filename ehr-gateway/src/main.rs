@@ -3,11 +3,12 @@
 //! ```text
 //! ehr-gateway serve  --config gateway.json [--listen 127.0.0.1:8080]
 //! ehr-gateway check  --config gateway.json
-//! ehr-gateway client add    --config gateway.json --client-id teams-patients-app [--name N] [--tenant GUID]...
+//! ehr-gateway client add    --config gateway.json --client-id teams-patients-app [--name N] --tenant GUID...
 //! ehr-gateway client list   --config gateway.json
+//! ehr-gateway client set-tenants --config gateway.json --client-id ID --tenant GUID...
 //! ehr-gateway client delete --config gateway.json --client-id ID
 //! ehr-gateway secret rotate --config gateway.json --client-id ID [--revoke-others]
-//! ehr-gateway secret revoke --config gateway.json --client-id ID --secret-id SID
+//! ehr-gateway secret revoke --config gateway.json --client-id ID --secret-id SID [--with-descendants]
 //! ```
 //!
 //! Secrets are read from environment variables or files named in the configuration, never
@@ -76,8 +77,20 @@ enum ClientCommand {
         /// A display name.
         #[arg(long)]
         name: Option<String>,
-        /// Restrict the client to these tenants (repeatable; default: every routed tenant).
-        #[arg(long = "tenant")]
+        /// A tenant the client may get tokens for (repeatable, at least one).
+        #[arg(long = "tenant", required = true)]
+        tenants: Vec<TenantId>,
+    },
+    /// Replace a client's tenant list (e.g. a client registered before the list was required).
+    SetTenants {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The client id.
+        #[arg(long)]
+        client_id: String,
+        /// A tenant the client may get tokens for (repeatable, at least one).
+        #[arg(long = "tenant", required = true)]
         tenants: Vec<TenantId>,
     },
     /// List clients and their secret ids (never secrets).
@@ -99,7 +112,9 @@ enum ClientCommand {
 
 #[derive(Subcommand)]
 enum SecretCommand {
-    /// Create a new secret for a client and print it (once).
+    /// Create a new secret for a client and print it (once). With `--revoke-others`, the one
+    /// command that contains a leaked secret whatever the state: every active secret is
+    /// revoked and the new one created in one atomic step (also at the active-secret cap).
     Rotate {
         /// The configuration file.
         #[arg(long)]
@@ -111,7 +126,7 @@ enum SecretCommand {
         #[arg(long)]
         revoke_others: bool,
     },
-    /// Revoke one secret (not the last active one).
+    /// Revoke one secret (not the last active one, unless `--with-descendants`).
     Revoke {
         /// The configuration file.
         #[arg(long)]
@@ -122,6 +137,10 @@ enum SecretCommand {
         /// The secret id (from `client list`).
         #[arg(long)]
         secret_id: String,
+        /// Also revoke every secret created with it, directly or through other secrets (see
+        /// `created_by` in `client list`); may leave the client without an active secret.
+        #[arg(long)]
+        with_descendants: bool,
     },
 }
 
@@ -159,6 +178,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
             let file = FileConfig::load(&config)?;
             let built = file.build()?;
             let gateway = Gateway::new(built)?;
+            let without_tenants = clients_without_tenants(&file).await?;
             print_json(&json!({
                 "base_url": gateway.base_url().as_str(),
                 "token_url": gateway.token_url(),
@@ -171,7 +191,15 @@ async fn run(command: Command) -> Result<(), BoxError> {
                         "fhir_base_url": provider.as_ref().map(|p| p.base_url().to_string()),
                     })
                 }).collect::<Vec<_>>(),
-            }))
+                "clients_without_tenants": without_tenants,
+            }))?;
+            match without_tenants.first() {
+                Some(client_id) => Err(carebridge_ehr_gateway::Error::NoTenants {
+                    client_id: client_id.clone(),
+                }
+                .into()),
+                None => Ok(()),
+            }
         }
         Command::Client { command } => match command {
             ClientCommand::Add {
@@ -182,7 +210,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
             } => {
                 let store = FileConfig::load(&config)?.client_store();
                 let new = store.create_client(&client_id, name, tenants).await?;
-                print_secret(&new)
+                print_secret(&new, &[])
             }
             ClientCommand::List { config } => {
                 let store = FileConfig::load(&config)?.client_store();
@@ -197,12 +225,22 @@ async fn run(command: Command) -> Result<(), BoxError> {
                             "tenants": c.tenants,
                             "created": c.created,
                             "secrets": c.secrets.iter().map(|s| json!({
-                                "secret_id": s.id, "created": s.created, "revoked": s.revoked,
+                                "secret_id": s.id, "created": s.created,
+                                "created_by": s.created_by, "revoked": s.revoked,
                             })).collect::<Vec<_>>(),
                         })
                     })
                     .collect();
                 print_json(&json!({ "clients": clients }))
+            }
+            ClientCommand::SetTenants {
+                config,
+                client_id,
+                tenants,
+            } => {
+                let store = FileConfig::load(&config)?.client_store();
+                store.set_tenants(&client_id, tenants).await?;
+                Ok(())
             }
             ClientCommand::Delete { config, client_id } => {
                 let store = FileConfig::load(&config)?.client_store();
@@ -220,38 +258,58 @@ async fn run(command: Command) -> Result<(), BoxError> {
                 revoke_others,
             } => {
                 let store = FileConfig::load(&config)?.client_store();
-                let new = store.create_secret(&client_id).await?;
                 if revoke_others {
-                    let client = store.client(&client_id).await?.ok_or_else(|| {
-                        carebridge_ehr_gateway::Error::UnknownClient {
-                            client_id: client_id.clone(),
-                        }
-                    })?;
-                    for old in client.active_secrets().filter(|s| s.id != new.secret_id) {
-                        store
-                            .revoke_secret(&client_id, &old.id, chrono::Utc::now())
-                            .await?;
-                    }
+                    let (new, revoked) = store.rotate_revoking_others(&client_id).await?;
+                    print_secret(&new, &revoked)
+                } else {
+                    let new = store.create_secret(&client_id, None).await?;
+                    print_secret(&new, &[])
                 }
-                print_secret(&new)
             }
             SecretCommand::Revoke {
                 config,
                 client_id,
                 secret_id,
+                with_descendants,
             } => {
                 let store = FileConfig::load(&config)?.client_store();
-                store
-                    .revoke_secret_keeping_one(&client_id, &secret_id)
-                    .await?;
-                Ok(())
+                if with_descendants {
+                    let revoked = store
+                        .revoke_with_descendants(&client_id, &secret_id)
+                        .await?;
+                    print_json(&json!({ "client_id": client_id, "revoked": revoked }))
+                } else {
+                    store
+                        .revoke_secret_keeping_one(&client_id, &secret_id)
+                        .await?;
+                    Ok(())
+                }
             }
         },
     }
 }
 
+/// Clients in the registry without a tenant list (they get no tokens).
+async fn clients_without_tenants(file: &FileConfig) -> Result<Vec<String>, BoxError> {
+    Ok(file
+        .client_store()
+        .clients()
+        .await?
+        .into_iter()
+        .filter(|c| c.tenants.is_empty())
+        .map(|c| c.client_id)
+        .collect())
+}
+
 async fn serve(config: PathBuf, listen: SocketAddr) -> Result<(), BoxError> {
-    let gateway = Gateway::new(FileConfig::load(&config)?.build()?)?;
+    let file = FileConfig::load(&config)?;
+    let gateway = Gateway::new(file.build()?)?;
+    for client_id in clients_without_tenants(&file).await? {
+        tracing::warn!(
+            client_id = %client_id,
+            "client has no tenant list and gets no tokens; set one with `ehr-gateway client set-tenants`"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| carebridge_ehr_gateway::Error::Serve {
@@ -291,12 +349,13 @@ async fn shutdown_signal() {
     }
 }
 
-fn print_secret(new: &NewSecret) -> Result<(), BoxError> {
+fn print_secret(new: &NewSecret, revoked: &[String]) -> Result<(), BoxError> {
     print_json(&json!({
         "client_id": new.client_id,
         "secret_id": new.secret_id,
         "client_secret": new.secret.expose_secret(),
         "created": new.created,
+        "revoked": revoked,
         "note": "store the client_secret now: it is not shown again",
     }))
 }

@@ -52,10 +52,37 @@ const RELAYED_RESPONSE_HEADERS: &[&str] = &[
     "x-correlation-id",
 ];
 
-/// `GET|POST|PUT|PATCH|DELETE /{path}` for everything else.
+/// Methods forwarded to providers; anything else (`TRACE`, `OPTIONS`, `CONNECT`, extension
+/// methods) is answered `405` by the gateway itself.
+const FORWARDED_METHODS: &[Method] = &[
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+];
+
+/// `GET|HEAD|POST|PUT|PATCH|DELETE /{path}` for everything else.
 pub(crate) async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
 
+    if !FORWARDED_METHODS.contains(&parts.method) {
+        let mut response = outcome(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+            "the gateway forwards only GET, HEAD, POST, PUT, PATCH and DELETE",
+        );
+        response.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE"),
+        );
+        return response;
+    }
+    let path = parts.uri.path();
+    if let Err(reason) = check_path(path) {
+        return outcome(StatusCode::BAD_REQUEST, "invalid", reason);
+    }
     let tenant = match authenticate(&shared, &parts.headers).await {
         Ok(tenant) => tenant,
         Err(response) => return response,
@@ -68,14 +95,22 @@ pub(crate) async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -
             "the tenant of this access token is not served",
         );
     };
-    let path = parts.uri.path();
-    if has_dot_segment(path) {
-        return outcome(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            "the path contains a dot segment",
+    // Over the limit: answer at once rather than queue (a queue would hold connections open).
+    let Ok(_permit) = shared.upstream_permits.clone().try_acquire_owned() else {
+        tracing::warn!(
+            limit = shared.options.max_concurrent_upstream,
+            "proxy over its concurrency limit"
         );
-    }
+        let mut response = outcome(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            "the gateway is busy; retry shortly",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
     let body = match read_body(&shared, body).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -178,13 +213,60 @@ async fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<TenantId, 
     Ok(tenant)
 }
 
-/// Whether a path segment is `.` or `..` (also percent-encoded), which could climb out of the
-/// provider's base path once the URL is normalized.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
-        decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\\')
-    })
+/// Longest path segment accepted (FHIR ids are at most 64 characters).
+const MAX_SEGMENT_LEN: usize = 64;
+/// Most path segments accepted (`/Patient/1/_history/2` has 4; compartments and operations
+/// a few more).
+const MAX_SEGMENTS: usize = 8;
+
+/// Accepts only paths made of FHIR path segments, so that nothing a provider's URL layer would
+/// rewrite (dot segments, `;` path parameters as Tomcat and Jetty read them, percent-escapes
+/// such as `%2e` or a double-encoded `%252e`, backslashes) reaches it:
+///
+/// - a resource type, compartment or id: `[A-Za-z0-9-.]{1,64}`, but never only dots;
+/// - an operation: `$` then `[A-Za-z0-9-]`;
+/// - `_history` or `_search`.
+///
+/// `/` alone (the base, for `batch`/`transaction` and whole-system search) is accepted.
+fn check_path(path: &str) -> Result<(), &'static str> {
+    if path == "/" {
+        return Ok(());
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err("the request target is not a path");
+    };
+    let mut count = 0usize;
+    for segment in rest.split('/') {
+        count += 1;
+        if count > MAX_SEGMENTS {
+            return Err("the path has too many segments");
+        }
+        if segment.is_empty() {
+            return Err("the path has an empty segment");
+        }
+        if segment.len() > MAX_SEGMENT_LEN {
+            return Err("a path segment is too long");
+        }
+        let valid = match segment.strip_prefix('$') {
+            Some(operation) => {
+                !operation.is_empty()
+                    && operation
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }
+            None if segment.starts_with('_') => matches!(segment, "_history" | "_search"),
+            None => {
+                segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                    && !segment.bytes().all(|b| b == b'.')
+            }
+        };
+        if !valid {
+            return Err("the path contains characters or segments not allowed in FHIR paths");
+        }
+    }
+    Ok(())
 }
 
 async fn read_body(shared: &Shared, body: Body) -> Result<Bytes, Response> {
@@ -201,11 +283,17 @@ async fn read_body(shared: &Shared, body: Body) -> Result<Bytes, Response> {
             "too-costly",
             &format!("the request body is larger than {limit} bytes or was cut off"),
         )),
-        Err(_) => Err(outcome(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            "the request body did not arrive in time",
-        )),
+        Err(_) => {
+            let mut response = outcome(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request body did not arrive in time",
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(response)
+        }
     }
 }
 
@@ -302,22 +390,48 @@ async fn forward(
     for name in RELAYED_RESPONSE_HEADERS {
         for value in response.headers().get_all(*name) {
             let value = if *name == "location" || *name == "content-location" {
-                rewrite_header(value, provider.base_str(), &shared.base)
+                // Only URLs under the provider base survive, rewritten to the gateway; any
+                // other target (another host, `//host`, a path outside the base) is dropped.
+                match rewrite_location(value, url, provider.base_str(), &shared.base) {
+                    Some(value) => value,
+                    None => {
+                        tracing::warn!(
+                            header = *name,
+                            "dropped a provider URL outside its FHIR base"
+                        );
+                        continue;
+                    }
+                }
             } else {
                 value.clone()
             };
             relayed.append(HeaderName::from_static(name), value);
         }
     }
+    if status.is_redirection()
+        && status != StatusCode::NOT_MODIFIED
+        && !relayed.contains_key(header::LOCATION)
+    {
+        tracing::warn!(
+            http.response.status_code = status.as_u16(),
+            "the provider redirected outside its FHIR base"
+        );
+        return outcome(
+            StatusCode::BAD_GATEWAY,
+            "exception",
+            "the provider redirected outside its FHIR base",
+        );
+    }
     let bytes = match read_upstream(response, shared.options.max_response_body_bytes).await {
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
-    let is_json = relayed
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json"));
-    let body = if is_json {
+    // Every JSON object body is checked for a Bundle, whatever its declared content type.
+    let looks_like_json = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    let body = if looks_like_json {
         match rewrite_bundle(&bytes, provider.base_str(), &shared.base) {
             Some(rewritten) => Bytes::from(rewritten),
             None => bytes,
@@ -328,6 +442,23 @@ async fn forward(
     let mut out = (status, body).into_response();
     *out.headers_mut() = relayed;
     out
+}
+
+/// A `Location`/`Content-Location` from the provider, resolved against the request URL
+/// (relative references included) and rewritten to the gateway when it is under the provider
+/// base; `None` otherwise.
+fn rewrite_location(
+    value: &HeaderValue,
+    request_url: &str,
+    from: &str,
+    to: &str,
+) -> Option<HeaderValue> {
+    let resolved = url::Url::parse(request_url)
+        .ok()?
+        .join(value.to_str().ok()?)
+        .ok()?;
+    let rewritten = rewrite_url(resolved.as_str(), from, to)?;
+    HeaderValue::from_str(&rewritten).ok()
 }
 
 fn transport_failure(error: &reqwest::Error) -> Response {
@@ -435,18 +566,12 @@ fn provider_rest(value: &str, from: &str) -> Option<String> {
     Some(rest)
 }
 
-/// Whether `value` is an absolute URL (it has a scheme) that is not under the provider base.
-fn is_foreign_absolute(value: &str, from: &str) -> bool {
-    url::Url::parse(value).is_ok() && provider_rest(value, from).is_none()
-}
-
-fn rewrite_header(value: &HeaderValue, from: &str, to: &str) -> HeaderValue {
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| rewrite_url(v, from, to))
-        .and_then(|v| HeaderValue::from_str(&v).ok())
-        .unwrap_or_else(|| value.clone())
+/// A `Bundle.link.url` resolved against the provider base (a relative link is relative to
+/// it), if it is under the base.
+fn link_under_base(value: &str, from: &str) -> Option<String> {
+    let base = url::Url::parse(&format!("{}/", from.trim_end_matches('/'))).ok()?;
+    let resolved = base.join(value).ok()?;
+    provider_rest(resolved.as_str(), from).map(|_| resolved.to_string())
 }
 
 /// A JSON object whose members stay raw text, in order (so decimals such as `72.50` and
@@ -484,10 +609,6 @@ impl Serialize for RawObject {
 }
 
 impl RawObject {
-    fn get(&self, key: &str) -> Option<&RawValue> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
-    }
-
     /// Rewrites the string member `key`; returns whether it changed.
     fn rewrite_string(&mut self, key: &str, from: &str, to: &str) -> bool {
         let Some((_, value)) = self.0.iter_mut().find(|(k, _)| k == key) else {
@@ -500,6 +621,20 @@ impl RawObject {
             return false;
         };
         match serde_json::value::to_raw_value(&rewritten) {
+            Ok(raw) => {
+                *value = raw;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Sets the existing member `key` to the string `text`; returns whether it did.
+    fn set_string(&mut self, key: &str, text: &str) -> bool {
+        let Some((_, value)) = self.0.iter_mut().find(|(k, _)| k == key) else {
+            return false;
+        };
+        match serde_json::value::to_raw_value(text) {
             Ok(raw) => {
                 *value = raw;
                 true
@@ -595,31 +730,51 @@ impl RawObject {
     }
 }
 
-/// Rewrites absolute provider URLs in a Bundle (`link[].url`, `entry[].fullUrl`,
-/// `entry[].response.location`) to the gateway base. `None` when the body is not a Bundle or
-/// nothing changed (the original bytes are relayed then).
+/// Bundles nested deeper than this (in `entry.resource`) are relayed as they are.
+const MAX_NESTED_BUNDLES: usize = 8;
+
+/// Rewrites provider URLs in a Bundle to the gateway base: `link[].url` (resolved against the
+/// provider base; links elsewhere are dropped), `entry[].fullUrl` and
+/// `entry[].response.location` under the provider base, and the same inside Bundles nested in
+/// `entry[].resource` (a `batch-response` of searches). `None` when the body is not a Bundle
+/// or nothing changed (the original bytes are relayed then).
 pub(crate) fn rewrite_bundle(body: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
     let mut bundle: RawObject = serde_json::from_slice(body).ok()?;
-    let resource_type: String = serde_json::from_str(bundle.get("resourceType")?.get()).ok()?;
-    if resource_type != "Bundle" {
-        return None;
-    }
-    // A paging link to another host would lead the app there with the gateway's token:
-    // drop it (the app sees no further page) instead of relaying it.
-    let mut changed = bundle.retain_array("link", |link| {
-        link.string("url")
-            .is_none_or(|url| !is_foreign_absolute(&url, from))
-    });
-    changed |= bundle.rewrite_array("link", |link| link.rewrite_string("url", from, to));
-    changed |= bundle.rewrite_array("entry", |entry| {
-        let full_url = entry.rewrite_string("fullUrl", from, to);
-        let location = entry.rewrite_object("response", |r| r.rewrite_string("location", from, to));
-        full_url | location
-    });
-    if !changed {
+    if !rewrite_bundle_object(&mut bundle, from, to, 0) {
         return None;
     }
     serde_json::to_vec(&bundle).ok()
+}
+
+/// Rewrites `bundle` in place if it is a Bundle; returns whether anything changed.
+fn rewrite_bundle_object(bundle: &mut RawObject, from: &str, to: &str, depth: usize) -> bool {
+    if depth > MAX_NESTED_BUNDLES || bundle.string("resourceType").as_deref() != Some("Bundle") {
+        return false;
+    }
+    // A link to another host (or outside the base) would lead the app there with the
+    // gateway's token: drop it (the app sees no further page) instead of relaying it.
+    let mut changed = bundle.retain_array("link", |link| {
+        link.string("url")
+            .is_none_or(|url| link_under_base(&url, from).is_some())
+    });
+    changed |= bundle.rewrite_array("link", |link| {
+        let Some(url) = link.string("url") else {
+            return false;
+        };
+        match link_under_base(&url, from).and_then(|abs| rewrite_url(&abs, from, to)) {
+            Some(rewritten) if rewritten != url => link.set_string("url", &rewritten),
+            _ => false,
+        }
+    });
+    changed |= bundle.rewrite_array("entry", |entry| {
+        let full_url = entry.rewrite_string("fullUrl", from, to);
+        let location = entry.rewrite_object("response", |r| r.rewrite_string("location", from, to));
+        let nested = entry.rewrite_object("resource", |r| {
+            rewrite_bundle_object(r, from, to, depth + 1)
+        });
+        full_url | location | nested
+    });
+    changed
 }
 
 #[cfg(test)]
@@ -713,13 +868,90 @@ mod tests {
     }
 
     #[test]
-    fn dot_segments_are_refused() {
-        assert!(has_dot_segment("/../admin"));
-        assert!(has_dot_segment("/Patient/%2e%2e/x"));
-        assert!(has_dot_segment("/Patient/%2F"));
-        assert!(has_dot_segment("/./Patient"));
-        assert!(!has_dot_segment("/Patient/1.2"));
-        assert!(!has_dot_segment("/"));
-        assert!(!has_dot_segment("/Patient/_search"));
+    fn only_fhir_path_segments_pass() {
+        for ok in [
+            "/",
+            "/Patient",
+            "/Patient/123",
+            "/Patient/a-b.c",
+            "/Patient/1.2",
+            "/Patient/_search",
+            "/Patient/1/_history/2",
+            "/Patient/1/Observation",
+            "/Patient/1/$everything",
+            "/Observation/$lastn",
+            "/$validate-code",
+        ] {
+            assert_eq!(check_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "*",
+            "",
+            "/../admin",
+            "/./Patient",
+            "/Patient/..",
+            "/Patient/...",
+            "/Patient/..;/admin",
+            "/Patient/.;/x",
+            "/Patient/1;jsessionid=x",
+            "/Patient/%2e%2e/x",
+            "/Patient/%252e%252e/x",
+            "/Patient/%2F",
+            "/Patient\\..",
+            "/Patient//1",
+            "/Patient/",
+            "/Patient/_other",
+            "/Patient/$",
+            "/Patient/$a.b",
+            "/Patient/1:2",
+            "/Patient/a b",
+            "/Patient/é",
+            "/a/b/c/d/e/f/g/h/i",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        assert!(check_path(&format!("/Patient/{}", "x".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn locations_are_resolved_and_kept_only_under_the_base() {
+        let request = "https://provider.example/fhir/Patient";
+        let rewrite = |v: &str| {
+            rewrite_location(&HeaderValue::from_str(v).unwrap(), request, FROM, TO)
+                .map(|h| h.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            rewrite("https://provider.example/fhir/Patient/1/_history/1").as_deref(),
+            Some("https://gw.example/Patient/1/_history/1")
+        );
+        assert_eq!(
+            rewrite("Patient/1/_history/1").as_deref(),
+            Some("https://gw.example/Patient/1/_history/1")
+        );
+        assert_eq!(rewrite("https://elsewhere.example/"), None);
+        assert_eq!(rewrite("//elsewhere.example/fhir/Patient"), None);
+        assert_eq!(rewrite("/admin"), None);
+    }
+
+    #[test]
+    fn nested_bundles_are_rewritten_like_the_top_level() {
+        let body = r#"{"resourceType":"Bundle","type":"batch-response","entry":[
+            {"resource":{"resourceType":"Bundle","type":"searchset","link":[
+                {"relation":"self","url":"https://provider.example/fhir/Observation?patient=1"},
+                {"relation":"next","url":"https://cdn.example/page2"},
+                {"relation":"previous","url":"//cdn.example/page0"}],
+              "entry":[{"fullUrl":"https://provider.example/fhir/Observation/9",
+                        "resource":{"resourceType":"Observation","id":"9"}}]},
+             "response":{"status":"200 OK"}}]}"#;
+        let out: serde_json::Value =
+            serde_json::from_slice(&rewrite_bundle(body.as_bytes(), FROM, TO).unwrap()).unwrap();
+        let nested = &out["entry"][0]["resource"];
+        let links = nested["link"].as_array().unwrap();
+        assert_eq!(links.len(), 1, "{links:?}");
+        assert_eq!(links[0]["url"], "https://gw.example/Observation?patient=1");
+        assert_eq!(
+            nested["entry"][0]["fullUrl"],
+            "https://gw.example/Observation/9"
+        );
     }
 }

@@ -6,12 +6,15 @@
 )]
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use secrecy::ExposeSecret;
@@ -35,6 +38,8 @@ enum AuthFailure {
     Client,
     /// The store failed (`server_error`, 500).
     Store,
+    /// Too many requests for this client (`429`, retry after the duration).
+    RateLimited(Duration),
 }
 
 impl AuthFailure {
@@ -53,6 +58,7 @@ impl AuthFailure {
                 "server_error",
                 "the client registry is unavailable",
             ),
+            Self::RateLimited(wait) => rate_limited(wait),
         }
     }
 }
@@ -91,6 +97,10 @@ fn form_decode(value: &str) -> String {
 
 /// Parses a form body, refusing repeated parameters (RFC 6749 §3.2).
 fn parse_form(body: &[u8]) -> Result<BTreeMap<String, String>, &'static str> {
+    let text = std::str::from_utf8(body).map_err(|_| "the form is not UTF-8")?;
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the form contains characters that must be percent-encoded");
+    }
     let mut params = BTreeMap::new();
     for (name, value) in url::form_urlencoded::parse(body) {
         if params
@@ -140,7 +150,14 @@ async fn verify_client(
     presented: &Presented,
 ) -> Result<(ClientRecord, String), AuthFailure> {
     let client = match shared.clients.client(&presented.client_id).await {
-        Ok(Some(client)) => client,
+        Ok(Some(client)) => {
+            // Counted before the secret is checked: guessing a client's secret is throttled.
+            if let Err(wait) = shared.limits.check_client(&client.client_id) {
+                tracing::warn!(client_id = %client.client_id, "token requests over the per-client rate");
+                return Err(AuthFailure::RateLimited(wait));
+            }
+            client
+        }
         Ok(None) => {
             tracing::info!(oauth.error = "invalid_client", "unknown client");
             return Err(AuthFailure::Client);
@@ -175,12 +192,84 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
+/// `429` with `Retry-After` (whole seconds, at least 1) as an OAuth JSON error.
+fn rate_limited(wait: Duration) -> Response {
+    let mut response = oauth_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+        "too many requests; retry later",
+    );
+    let seconds = wait.as_secs().saturating_add(1);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// The peer address recorded by [`Gateway::serve`](crate::Gateway::serve), if any.
+fn peer_address(connect: Option<&ConnectInfo<SocketAddr>>) -> Option<IpAddr> {
+    connect.map(|ConnectInfo(address)| address.ip())
+}
+
+/// Checks the per-address rate of `/token` and secret-management requests.
+fn check_address(shared: &Shared, address: Option<IpAddr>) -> Result<(), Response> {
+    shared.limits.check_address(address).map_err(|wait| {
+        tracing::warn!("token or secret requests over the per-address rate");
+        rate_limited(wait)
+    })
+}
+
+/// Reads the `/token` body within `max_auth_body_bytes` and `request_body_timeout`.
+async fn read_form_body(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Response> {
+    let limit = shared.options.max_auth_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        oauth_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            &format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    if declared.is_some_and(|len| len > u64::try_from(limit).unwrap_or(u64::MAX)) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(
+        shared.options.request_body_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => {
+            tracing::info!("a token request body did not arrive in time");
+            let mut response = oauth_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                "the request body did not arrive in time",
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(response)
+        }
+    }
+}
+
 /// `POST /token`.
-pub(crate) async fn token(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn token(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    if let Err(response) = check_address(&shared, peer_address(parts.extensions.get())) {
+        return response;
+    }
     if !is_form(&headers) {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -188,6 +277,10 @@ pub(crate) async fn token(
             "the body must be application/x-www-form-urlencoded",
         );
     }
+    let body = match read_form_body(&shared, &headers, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let mut form = match parse_form(&body) {
         Ok(form) => form,
         Err(reason) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", reason),
@@ -221,6 +314,17 @@ pub(crate) async fn token(
             "only the client_credentials grant is supported",
         );
     }
+    if client.tenants.is_empty() {
+        tracing::warn!(
+            client_id = %client.client_id,
+            "client has no tenant list (registered before the list was required): no token; set one with `ehr-gateway client set-tenants`"
+        );
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "this client has no tenant list; the gateway operator must set one",
+        );
+    }
     let tenant = match tenant_scope(&shared, &client, form.get("scope").map(String::as_str)) {
         Ok(tenant) => tenant,
         Err(reason) => {
@@ -252,6 +356,15 @@ pub(crate) async fn token(
     no_store(StatusCode::OK, body)
 }
 
+/// Any method but the route's own on `/token` and `/clients/...`: `405` as an OAuth error.
+pub(crate) async fn method_not_allowed() -> Response {
+    oauth_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+        "this method is not allowed here",
+    )
+}
+
 /// The tenant of the `scope` parameter: exactly one routed tenant id the client may use.
 fn tenant_scope(
     shared: &Shared,
@@ -259,8 +372,16 @@ fn tenant_scope(
     scope: Option<&str>,
 ) -> Result<TenantId, &'static str> {
     let mut tokens = scope.unwrap_or_default().split_whitespace();
-    let (Some(first), None) = (tokens.next(), tokens.next()) else {
-        return Err("scope must be exactly one Entra tenant id");
+    let first = match (tokens.next(), tokens.next()) {
+        (Some(first), None) => first,
+        // No scope: a client allowed exactly one tenant gets that one (the Patients app's
+        // documented request carries no scope when the partner serves one tenant).
+        (None, _) => match client.tenants.as_slice() {
+            [only] if shared.tenants.contains(only) => return Ok(*only),
+            [_] => return Err("the tenant is not served for this client"),
+            _ => return Err("scope must name one Entra tenant id: this client has several"),
+        },
+        (Some(_), Some(_)) => return Err("scope must be exactly one Entra tenant id"),
     };
     let tenant: TenantId = first
         .parse()
@@ -287,18 +408,21 @@ fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
         .into_response()
 }
 
-/// Authenticates a secret-management call: HTTP Basic with a current secret of `{id}`.
+/// Authenticates a secret-management call: HTTP Basic with a current secret of `{id}`;
+/// returns the client and the id of the secret used.
 async fn authenticate_owner(
     shared: &Shared,
     headers: &HeaderMap,
+    connect: Option<&ConnectInfo<SocketAddr>>,
     client_id: &str,
-) -> Result<ClientRecord, Response> {
+) -> Result<(ClientRecord, String), Response> {
+    check_address(shared, peer_address(connect))?;
     let presented = match basic_credentials(headers) {
         Ok(Some(presented)) => presented,
         Ok(None) => return Err(AuthFailure::Client.into_response()),
         Err(failure) => return Err(failure.into_response()),
     };
-    let (client, _) = verify_client(shared, &presented)
+    let (client, secret_id) = verify_client(shared, &presented)
         .await
         .map_err(AuthFailure::into_response)?;
     if client.client_id != client_id {
@@ -308,17 +432,19 @@ async fn authenticate_owner(
             "a client may manage only its own secrets",
         ));
     }
-    Ok(client)
+    Ok((client, secret_id))
 }
 
-/// `GET /clients/{id}/secrets`: ids, creation and revocation times (never digests).
+/// `GET /clients/{id}/secrets`: ids, lineage, creation and revocation times (never digests).
 pub(crate) async fn list_secrets(
     State(shared): State<Arc<Shared>>,
     Path(client_id): Path<String>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Response {
-    let client = match authenticate_owner(&shared, &headers, &client_id).await {
-        Ok(client) => client,
+    let connect = connect.map(|Extension(c)| c);
+    let client = match authenticate_owner(&shared, &headers, connect.as_ref(), &client_id).await {
+        Ok((client, _)) => client,
         Err(response) => return response,
     };
     let secrets: Vec<_> = client
@@ -328,6 +454,7 @@ pub(crate) async fn list_secrets(
             json!({
                 "secret_id": s.id,
                 "created": s.created,
+                "created_by": s.created_by,
                 "revoked": s.revoked,
                 "active": s.is_active(),
             })
@@ -339,19 +466,27 @@ pub(crate) async fn list_secrets(
     )
 }
 
-/// `POST /clients/{id}/secrets`: a new secret, shown once.
+/// `POST /clients/{id}/secrets`: a new secret, shown once, recorded as created by the
+/// secret that authenticated the request.
 pub(crate) async fn create_secret(
     State(shared): State<Arc<Shared>>,
     Path(client_id): Path<String>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Response {
-    let client = match authenticate_owner(&shared, &headers, &client_id).await {
-        Ok(client) => client,
-        Err(response) => return response,
-    };
-    match shared.clients.create_secret(&client.client_id).await {
+    let connect = connect.map(|Extension(c)| c);
+    let (client, by) =
+        match authenticate_owner(&shared, &headers, connect.as_ref(), &client_id).await {
+            Ok(authenticated) => authenticated,
+            Err(response) => return response,
+        };
+    match shared
+        .clients
+        .create_secret(&client.client_id, Some(&by))
+        .await
+    {
         Ok(new) => {
-            tracing::info!(client_id = %new.client_id, secret_id = %new.secret_id, "client secret created");
+            tracing::info!(client_id = %new.client_id, secret_id = %new.secret_id, created_by = %by, "client secret created");
             no_store(
                 StatusCode::CREATED,
                 json!({
@@ -370,19 +505,22 @@ pub(crate) async fn create_secret(
 pub(crate) async fn revoke_secret(
     State(shared): State<Arc<Shared>>,
     Path((client_id, secret_id)): Path<(String, String)>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Response {
-    let client = match authenticate_owner(&shared, &headers, &client_id).await {
-        Ok(client) => client,
-        Err(response) => return response,
-    };
+    let connect = connect.map(|Extension(c)| c);
+    let (client, by) =
+        match authenticate_owner(&shared, &headers, connect.as_ref(), &client_id).await {
+            Ok(authenticated) => authenticated,
+            Err(response) => return response,
+        };
     match shared
         .clients
         .revoke_secret_keeping_one(&client.client_id, &secret_id)
         .await
     {
         Ok(()) => {
-            tracing::info!(client_id = %client.client_id, secret_id = %secret_id, "client secret revoked");
+            tracing::info!(client_id = %client.client_id, secret_id = %crate::clients::safe_id(&secret_id), revoked_by = %by, "client secret revoked");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(error) => store_error(&error),

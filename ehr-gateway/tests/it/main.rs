@@ -4,11 +4,17 @@
 //!
 //! - `token`: `POST /token` and its RFC 6749 errors.
 //! - `secrets`: secret rotation and revocation by the client.
+//! - `containment`: a leaked secret contained by one operator command, concurrent revocations,
+//!   CLI revocations seen by a running server, required tenant lists.
+//! - `hardening`: server-side timeouts and limits, forwarded methods and paths, relayed
+//!   redirects and nested Bundles, `/token` errors (raw sockets).
 //! - `metadata`: the unauthenticated CapabilityStatement and SMART configuration.
 //! - `proxy`: routing by tenant, upstream tokens, link rewriting, paging, errors.
 //! - `server`: a Patients-app flow against the real FHIR test server (ignored unless
 //!   `CAREBRIDGE_FHIR_URL` is set; `cargo xtask ci` starts it).
 
+mod containment;
+mod hardening;
 mod metadata;
 mod proxy;
 mod secrets;

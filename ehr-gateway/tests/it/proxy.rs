@@ -373,7 +373,7 @@ async fn provider_failures_are_502_and_timeouts_504() {
         ],
         GatewayOptions {
             upstream_timeout: Duration::from_millis(300),
-            ..Default::default()
+            ..support::test_options()
         },
     )
     .await;
@@ -452,7 +452,7 @@ async fn oversized_bodies_and_dot_segments_are_refused() {
         )],
         GatewayOptions {
             max_request_body_bytes: 1024,
-            ..Default::default()
+            ..support::test_options()
         },
     )
     .await;
@@ -476,7 +476,6 @@ async fn oversized_bodies_and_dot_segments_are_refused() {
 
 #[tokio::test]
 async fn tokens_stop_working_when_their_secret_or_client_is_revoked() {
-    use carebridge_ehr_gateway::ClientStore;
     let (a, _b, gw) = two_providers().await;
     Mock::given(method("GET"))
         .respond_with(fhir(patient("1", "x")))
@@ -487,7 +486,7 @@ async fn tokens_stop_working_when_their_secret_or_client_is_revoked() {
     assert_eq!(status, 200);
 
     // Rotate: a new secret, then revoke the one the first token was obtained with.
-    let new = gw.clients.create_secret(CLIENT_ID).await.unwrap();
+    let new = gw.clients.create_secret(CLIENT_ID, None).await.unwrap();
     let (status, body, _) = gw
         .token_form(
             secrecy::ExposeSecret::expose_secret(&new.secret),

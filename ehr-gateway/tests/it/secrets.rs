@@ -1,7 +1,7 @@
 //! Secret rotation by the client itself: `/clients/{id}/secrets`.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use carebridge_ehr_gateway::{ClientStore, Provider};
+use carebridge_ehr_gateway::Provider;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -84,7 +84,7 @@ async fn only_the_owner_with_a_current_secret_manages_secrets() {
     let gw = start(vec![]).await;
     let other = gw
         .clients
-        .create_client("other-app", None, vec![])
+        .create_client("other-app", None, vec![crate::support::tenant(TENANT_A)])
         .await
         .unwrap();
     let secrets_url = gw.url(&format!("/clients/{CLIENT_ID}/secrets"));

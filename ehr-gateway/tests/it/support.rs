@@ -38,10 +38,11 @@ pub(crate) fn tenant(id: &str) -> TenantId {
 pub(crate) struct TestGateway {
     pub(crate) base: String,
     pub(crate) gateway: Gateway,
-    pub(crate) clients: Arc<InMemoryClientStore>,
+    pub(crate) clients: Arc<dyn ClientStore>,
     pub(crate) secret: SecretString,
     pub(crate) secret_id: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<carebridge_ehr_gateway::Result<()>>>,
 }
 
 impl Drop for TestGateway {
@@ -54,26 +55,38 @@ impl Drop for TestGateway {
 
 /// Starts a gateway routing `routes`, with a registered client.
 pub(crate) async fn start(routes: Vec<(&str, Provider)>) -> TestGateway {
-    start_with(
-        routes,
-        GatewayOptions {
-            upstream_timeout: Duration::from_secs(5),
-            ..Default::default()
-        },
-    )
-    .await
+    start_with(routes, test_options()).await
+}
+
+/// Test options: short upstream timeout, no `/token` rate limits (tests that need them set
+/// them).
+pub(crate) fn test_options() -> GatewayOptions {
+    GatewayOptions {
+        upstream_timeout: Duration::from_secs(5),
+        token_rate_per_address: None,
+        token_rate_per_client: None,
+        ..Default::default()
+    }
 }
 
 pub(crate) async fn start_with(
     routes: Vec<(&str, Provider)>,
     options: GatewayOptions,
 ) -> TestGateway {
-    let clients = Arc::new(InMemoryClientStore::new());
+    start_full(routes, options, Arc::new(InMemoryClientStore::new())).await
+}
+
+/// Starts a gateway on `clients`, registering `CLIENT_ID` for tenants A and B.
+pub(crate) async fn start_full(
+    routes: Vec<(&str, Provider)>,
+    options: GatewayOptions,
+    clients: Arc<dyn ClientStore>,
+) -> TestGateway {
     let account = clients
         .create_client(
             CLIENT_ID,
             Some("Microsoft Teams Patients app".into()),
-            vec![],
+            vec![tenant(TENANT_A), tenant(TENANT_B)],
         )
         .await
         .unwrap();
@@ -93,7 +106,7 @@ pub(crate) async fn start_with(
     .with_options(options);
     let gateway = Gateway::new(config).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway.clone().serve(listener, async {
+    let served = tokio::spawn(gateway.clone().serve(listener, async {
         let _ = rx.await;
     }));
     TestGateway {
@@ -103,10 +116,26 @@ pub(crate) async fn start_with(
         secret: account.secret,
         secret_id: account.secret_id,
         shutdown: Some(tx),
+        served: Some(served),
     }
 }
 
 impl TestGateway {
+    /// The listening address (`127.0.0.1:port`).
+    pub(crate) fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+
+    /// Signals shutdown; returns the serving task.
+    pub(crate) fn shutdown(
+        &mut self,
+    ) -> tokio::task::JoinHandle<carebridge_ehr_gateway::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.served.take().unwrap()
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -257,4 +286,15 @@ impl TokenProvider for CountingToken {
     fn invalidate(&self) {
         self.invalidated.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+/// Sends `request` as raw bytes on a new connection and reads until the server closes it (at
+/// most 10 s); returns the text received.
+pub(crate) async fn raw_request(addr: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }

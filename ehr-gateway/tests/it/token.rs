@@ -1,7 +1,7 @@
 //! `POST /token`: client credentials with the tenant as scope, RFC 6749 errors.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use carebridge_ehr_gateway::{ClientStore, Provider};
+use carebridge_ehr_gateway::Provider;
 use secrecy::ExposeSecret;
 
 use crate::support::{self, post_form, start, tenant, CLIENT_ID, TENANT_A, TENANT_B, UNROUTED};
