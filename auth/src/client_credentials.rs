@@ -16,8 +16,10 @@ use tracing::Instrument;
 use url::Url;
 
 use crate::cache::{TokenCache, DEFAULT_REFRESH_MARGIN};
-use crate::error::{OAuthError, OAuthErrorCode, Step, TransportError};
-use crate::http::{self, BodyError};
+use carebridge_http::Pipeline;
+
+use crate::error::{OAuthError, OAuthErrorCode, Step};
+use crate::http;
 use crate::{AccessToken, Error, Result, TokenProvider};
 
 /// Token responses larger than this are refused.
@@ -341,15 +343,16 @@ impl ClientCredentialsBuilder {
                 AuthStyle::BasicAuth => oauth2::AuthType::BasicAuth,
                 AuthStyle::RequestBody => oauth2::AuthType::RequestBody,
             });
-        let client = http::build_client(
+        let pipeline = http::build_pipeline(
             self.timeout,
             self.connect_timeout,
             false,
             self.allow_insecure_http,
+            MAX_TOKEN_RESPONSE_BYTES,
         )?;
         let requester = Arc::new(TokenRequester {
             oauth,
-            http: client,
+            pipeline,
             server_address: http::server_address(&token_url),
             token_url,
             scopes: self.scopes,
@@ -391,7 +394,7 @@ fn validate_scope(scope: &str, what: &str) -> Result<()> {
 /// Sends the token request; the uncached core of [`ClientCredentials`].
 struct TokenRequester {
     oauth: OAuthClient,
-    http: reqwest::Client,
+    pipeline: Pipeline,
     token_url: Url,
     server_address: String,
     scopes: Vec<String>,
@@ -415,16 +418,16 @@ impl fmt::Debug for TokenRequester {
 #[derive(Debug, thiserror::Error)]
 enum SendError {
     #[error("cannot convert the request")]
-    Request(#[source] reqwest::Error),
+    Request,
     #[error("cannot build the response")]
     Response(#[source] oauth2::http::Error),
-    #[error(transparent)]
-    Body(BodyError),
+    #[error("the request failed")]
+    Pipeline(#[source] carebridge_http::Error<std::convert::Infallible>),
 }
 
-/// The `oauth2` crate's HTTP client: sends with `reqwest`, records the status, reads a bounded body.
+/// The `oauth2` crate's HTTP client: sends through the HTTP core's pipeline, records the status.
 struct Sender {
-    http: reqwest::Client,
+    pipeline: Pipeline,
     status: Arc<AtomicU16>,
 }
 
@@ -435,22 +438,38 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Sender {
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(async move {
-            let request = reqwest::Request::try_from(request).map_err(SendError::Request)?;
-            let response = self
-                .http
-                .execute(request)
-                .await
-                .map_err(|e| SendError::Body(BodyError::Transport(e)))?;
-            self.status
-                .store(response.status().as_u16(), Ordering::Relaxed);
-            let mut builder = oauth2::http::Response::builder().status(response.status());
-            if let Some(content_type) = response.headers().get(reqwest::header::CONTENT_TYPE) {
-                builder = builder.header(reqwest::header::CONTENT_TYPE, content_type.clone());
+            let (parts, body) = request.into_parts();
+            let url = Url::parse(&parts.uri.to_string()).map_err(|_| SendError::Request)?;
+            // A client-credentials token request only issues a token: safe to repeat.
+            let mut outbound = carebridge_http::Request::new(parts.method, url)
+                .with_idempotency(carebridge_http::Idempotency::Idempotent);
+            for (name, value) in &parts.headers {
+                outbound = outbound.with_header(name.clone(), value.clone());
             }
-            let body = http::read_body(response, MAX_TOKEN_RESPONSE_BYTES)
+            if !body.is_empty() {
+                let content_type = parts
+                    .headers
+                    .get(::http::header::CONTENT_TYPE)
+                    .cloned()
+                    .unwrap_or(::http::HeaderValue::from_static(
+                        "application/x-www-form-urlencoded",
+                    ));
+                outbound = outbound.with_body(body, content_type);
+            }
+            let response = self
+                .pipeline
+                .send(&outbound, &carebridge_http::NoAuth)
                 .await
-                .map_err(SendError::Body)?;
-            builder.body(body).map_err(SendError::Response)
+                .map_err(SendError::Pipeline)?;
+            self.status
+                .store(response.status.as_u16(), Ordering::Relaxed);
+            let mut builder = oauth2::http::Response::builder().status(response.status);
+            if let Some(content_type) = response.headers.get(::http::header::CONTENT_TYPE) {
+                builder = builder.header(::http::header::CONTENT_TYPE, content_type.clone());
+            }
+            builder
+                .body(response.body.to_vec())
+                .map_err(SendError::Response)
         })
     }
 }
@@ -476,7 +495,7 @@ impl TokenRequester {
         }
         let status = Arc::new(AtomicU16::new(0));
         let send = Sender {
-            http: self.http.clone(),
+            pipeline: self.pipeline.clone(),
             status: status.clone(),
         };
         let mut request = self.oauth.exchange_client_credentials();
@@ -510,32 +529,18 @@ impl TokenRequester {
                     uri: response.error_uri().cloned(),
                 })),
             },
-            RequestTokenError::Request(SendError::Body(BodyError::Transport(e))) => {
-                if e.is_timeout() {
-                    Error::Timeout {
-                        step: Step::TokenRequest,
-                        timeout: self.timeout,
-                    }
-                } else {
-                    Error::Transport {
-                        step: Step::TokenRequest,
-                        source: TransportError::new(e),
-                    }
-                }
+            RequestTokenError::Request(SendError::Pipeline(e)) => {
+                http::pipeline_error(Step::TokenRequest, self.timeout, e, |reason| {
+                    Error::MalformedTokenResponse { reason }
+                })
             }
-            RequestTokenError::Request(SendError::Request(e)) => Error::Transport {
-                step: Step::TokenRequest,
-                source: TransportError::new(e),
+            RequestTokenError::Request(SendError::Request) => Error::MalformedTokenResponse {
+                reason: "the token request could not be built".into(),
             },
             _ if rejected => Error::TokenEndpoint {
                 status,
                 oauth: None,
             },
-            RequestTokenError::Request(SendError::Body(too_large)) => {
-                Error::MalformedTokenResponse {
-                    reason: too_large.to_string(),
-                }
-            }
             RequestTokenError::Request(SendError::Response(e)) => Error::MalformedTokenResponse {
                 reason: format!("unusable HTTP response ({e})"),
             },

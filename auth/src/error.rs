@@ -105,7 +105,7 @@ pub enum Error {
         step: Step,
         /// The underlying failure.
         #[source]
-        source: TransportError,
+        source: carebridge_http::TransportError,
     },
 
     /// A custom [`TokenProvider`](crate::TokenProvider) (for example a
@@ -270,54 +270,6 @@ impl fmt::Display for OAuthErrorCode {
     }
 }
 
-/// A failure to send a request or receive its response. Opaque: inspect it with the `is_*`
-/// methods. Its messages never contain the request URL's query or any body.
-#[derive(Clone)]
-pub struct TransportError {
-    inner: Arc<reqwest::Error>,
-}
-
-impl TransportError {
-    pub(crate) fn new(error: reqwest::Error) -> Self {
-        Self {
-            inner: Arc::new(error.without_url()),
-        }
-    }
-
-    /// Whether connecting failed (DNS, refused, TLS handshake).
-    pub fn is_connect(&self) -> bool {
-        self.inner.is_connect()
-    }
-
-    /// Whether the failure was a timeout.
-    pub fn is_timeout(&self) -> bool {
-        self.inner.is_timeout()
-    }
-
-    /// Whether the failure happened while reading the response body.
-    pub fn is_body(&self) -> bool {
-        self.inner.is_body() || self.inner.is_decode()
-    }
-}
-
-impl fmt::Debug for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.inner, f)
-    }
-}
-
-impl fmt::Display for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.inner, f)
-    }
-}
-
-impl std::error::Error for TransportError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&*self.inner)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,7 +279,7 @@ mod tests {
     #[test]
     fn error_is_send_sync_static() {
         assert_send_sync::<Error>();
-        assert_send_sync::<TransportError>();
+        assert_send_sync::<carebridge_http::TransportError>();
     }
 
     #[test]

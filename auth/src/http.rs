@@ -1,11 +1,12 @@
 //! HTTP plumbing shared by the token request and SMART discovery: URL checks, client
 //! construction and bounded body reads.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use url::{Host, Url};
+use carebridge_http::{ClientOptions, EndpointError, InsecureHttp, Pipeline, RetryOptions};
+use url::Url;
 
+use crate::error::Step;
 use crate::{Error, Result};
 
 /// Default timeout for one token request or discovery request, connect to last byte.
@@ -54,27 +55,18 @@ pub(crate) fn check_endpoint(
             })
         }
     };
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if allow_insecure_http || is_loopback(&url) => Ok(url),
-        "http" => Err(Error::InsecureUrl { what, host }),
-        other => Err(Error::InvalidUrl {
+    let insecure = if allow_insecure_http {
+        InsecureHttp::Allow
+    } else {
+        InsecureHttp::LoopbackOnly
+    };
+    match carebridge_http::check_endpoint(&url, insecure) {
+        Ok(()) => Ok(url),
+        Err(EndpointError::Insecure) => Err(Error::InsecureUrl { what, host }),
+        Err(e) => Err(Error::InvalidUrl {
             what,
-            reason: format!("unsupported scheme `{other}` (expected https)"),
+            reason: e.to_string(),
         }),
-    }
-}
-
-/// Whether the URL's host is `localhost` or a loopback IP address.
-pub(crate) fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(Host::Domain(domain)) => {
-            domain.eq_ignore_ascii_case("localhost")
-                || domain.to_ascii_lowercase().ends_with(".localhost")
-        }
-        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
     }
 }
 
@@ -95,25 +87,29 @@ pub(crate) fn server_address(url: &Url) -> String {
     }
 }
 
-/// Builds a `reqwest` client with the given timeouts. Redirects are refused when
-/// `follow_redirects` is false (token endpoints: OAuth clients must not follow them with
-/// credentials), otherwise followed up to 5 times and never from `https` to non-loopback `http`
-/// unless `allow_insecure_http`.
-pub(crate) fn build_client(
+/// Builds the HTTP core pipeline for auth requests: the given timeouts, no retries (a token
+/// request is answered or reported at once; callers and the token cache decide what to do next),
+/// a bounded body. Redirects are refused when `follow_redirects` is false (token endpoints:
+/// OAuth clients must not follow them with credentials), otherwise followed up to 5 times and
+/// never from `https` to non-loopback `http` unless `allow_insecure_http`.
+pub(crate) fn build_pipeline(
     timeout: Duration,
     connect_timeout: Duration,
     follow_redirects: bool,
     allow_insecure_http: bool,
-) -> Result<reqwest::Client> {
+    max_body: usize,
+) -> Result<Pipeline> {
     let policy = if follow_redirects {
         reqwest::redirect::Policy::custom(move |attempt| {
+            let insecure = if allow_insecure_http {
+                InsecureHttp::Allow
+            } else {
+                InsecureHttp::LoopbackOnly
+            };
             if attempt.previous().len() >= 5 {
                 attempt.error("too many redirects")
-            } else if attempt.url().scheme() == "http"
-                && !allow_insecure_http
-                && !is_loopback(attempt.url())
-            {
-                attempt.error("redirect to insecure http refused")
+            } else if carebridge_http::check_endpoint(attempt.url(), insecure).is_err() {
+                attempt.error("redirect to an endpoint the policy refuses")
             } else {
                 attempt.follow()
             }
@@ -121,45 +117,54 @@ pub(crate) fn build_client(
     } else {
         reqwest::redirect::Policy::none()
     };
-    reqwest::Client::builder()
-        .timeout(timeout)
+    let client = reqwest::Client::builder()
         .connect_timeout(connect_timeout.min(timeout))
+        .pool_idle_timeout(carebridge_http::DEFAULT_POOL_IDLE_TIMEOUT)
         .redirect(policy)
-        .user_agent(concat!("carebridge-auth/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| {
-            Error::invalid_config(format!("cannot build the HTTP client: {}", e.without_url()))
-        })
+            Error::invalid_config(format!(
+                "cannot build the HTTP client: {}",
+                carebridge_http::TransportError::new(e)
+            ))
+        })?;
+    let options = ClientOptions {
+        retry: RetryOptions::none(),
+        timeout: Some(timeout),
+        insecure_http: if allow_insecure_http {
+            InsecureHttp::Allow
+        } else {
+            InsecureHttp::LoopbackOnly
+        },
+        max_response_body: Some(max_body),
+        http_client: Some(client),
+        ..ClientOptions::default()
+    };
+    Pipeline::new(
+        concat!("carebridge-auth/", env!("CARGO_PKG_VERSION")),
+        &options,
+    )
+    .map_err(|e| Error::invalid_config(format!("cannot build the HTTP client: {e}")))
 }
 
-/// Why a bounded body read stopped.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum BodyError {
-    #[error("transport error")]
-    Transport(#[source] reqwest::Error),
-    #[error("response body larger than {0} bytes")]
-    TooLarge(usize),
-}
-
-/// Reads a response body, refusing bodies larger than `limit` bytes.
-pub(crate) async fn read_body(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, BodyError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > limit as u64)
-    {
-        return Err(BodyError::TooLarge(limit));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
-        if body.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge(limit));
+/// Maps a pipeline failure of `step` to the crate's error.
+pub(crate) fn pipeline_error(
+    step: Step,
+    timeout: Duration,
+    error: carebridge_http::Error<std::convert::Infallible>,
+    too_large: impl FnOnce(String) -> Error,
+) -> Error {
+    match error {
+        carebridge_http::Error::Transport(e) if e.is_timeout() => Error::Timeout { step, timeout },
+        carebridge_http::Error::Transport(source) => Error::Transport { step, source },
+        carebridge_http::Error::BodyTooLarge { limit, .. } => {
+            too_large(format!("response body larger than {limit} bytes"))
         }
-        body.extend_from_slice(&chunk);
+        other => Error::Provider {
+            reason: format!("{step} was not sent: {other}"),
+            source: None,
+        },
     }
-    Ok(body)
 }
 
 #[cfg(test)]

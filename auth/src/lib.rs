@@ -66,6 +66,6 @@ pub use bearer::Bearer;
 pub use cache::{TokenCache, DEFAULT_REFRESH_MARGIN};
 pub use callback::TokenCallback;
 pub use client_credentials::{AuthStyle, ClientCredentials, ClientCredentialsBuilder};
-pub use error::{Error, OAuthError, OAuthErrorCode, Result, Step, TransportError};
+pub use error::{Error, OAuthError, OAuthErrorCode, Result, Step};
 pub use secrecy::SecretString;
 pub use token::{AccessToken, StaticToken, TokenProvider};

@@ -47,8 +47,10 @@ use serde::Deserialize;
 use tracing::Instrument;
 use url::Url;
 
-use crate::error::{Step, TransportError};
-use crate::http::{self, BodyError};
+use carebridge_http::Pipeline;
+
+use crate::error::Step;
+use crate::http;
 use crate::{ClientCredentials, ClientCredentialsBuilder, Error, Result};
 
 /// The SMART `oauth-uris` extension URL.
@@ -179,11 +181,12 @@ impl SmartDiscovery {
         if self.timeout.is_zero() {
             return Err(Error::invalid_config("timeout must be greater than zero"));
         }
-        let client = http::build_client(
+        let client = http::build_pipeline(
             self.timeout,
             http::DEFAULT_CONNECT_TIMEOUT,
             true,
             self.allow_insecure_http,
+            MAX_DOCUMENT_BYTES,
         )?;
         let span = tracing::info_span!(
             "auth.smart_discovery",
@@ -225,27 +228,23 @@ impl SmartDiscovery {
         .await
     }
 
-    async fn fetch(&self, client: &reqwest::Client, url: &Url, accept: &str) -> Result<Vec<u8>> {
-        let transport = |e: reqwest::Error| {
-            if e.is_timeout() {
-                Error::Timeout {
-                    step: Step::Discovery,
-                    timeout: self.timeout,
-                }
-            } else {
-                Error::Transport {
-                    step: Step::Discovery,
-                    source: TransportError::new(e),
-                }
-            }
-        };
-        let response = client
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT, accept)
-            .send()
+    async fn fetch(&self, pipeline: &Pipeline, url: &Url, accept: &str) -> Result<Vec<u8>> {
+        let request = carebridge_http::Request::new(::http::Method::GET, url.clone()).with_header(
+            ::http::header::ACCEPT,
+            ::http::HeaderValue::from_str(accept).map_err(|_| malformed(url, "bad Accept"))?,
+        );
+        let response = pipeline
+            .send(&request, &carebridge_http::NoAuth)
             .await
-            .map_err(transport)?;
-        let status = response.status();
+            .map_err(|e| {
+                http::pipeline_error(Step::Discovery, self.timeout, e, |reason| {
+                    Error::DiscoveryMalformed {
+                        url: http::display_url(url),
+                        reason,
+                    }
+                })
+            })?;
+        let status = response.status;
         tracing::debug!(
             http.response.status_code = status.as_u16(),
             path = url.path(),
@@ -257,15 +256,7 @@ impl SmartDiscovery {
                 status: status.as_u16(),
             });
         }
-        http::read_body(response, MAX_DOCUMENT_BYTES)
-            .await
-            .map_err(|e| match e {
-                BodyError::Transport(e) => transport(e),
-                too_large @ BodyError::TooLarge(_) => Error::DiscoveryMalformed {
-                    url: http::display_url(url),
-                    reason: too_large.to_string(),
-                },
-            })
+        Ok(response.body.to_vec())
     }
 }
 

@@ -451,7 +451,10 @@ impl Pipeline {
                     drop(response);
                     continue;
                 }
-            } else if status == StatusCode::UNAUTHORIZED && !reauthenticated {
+            } else if status == StatusCode::UNAUTHORIZED
+                && authorization.is_some()
+                && !reauthenticated
+            {
                 reauthenticated = true;
                 resends += 1;
                 span.record("http.request.resend_count", resends);
