@@ -28,7 +28,7 @@ pub(crate) struct Shared {
     pub(crate) clients: Arc<dyn ClientStore>,
     pub(crate) tenants: TenantRouter,
     pub(crate) options: GatewayOptions,
-    pub(crate) http: reqwest::Client,
+    pub(crate) upstream: crate::upstream::Upstreams,
     /// `/token` and secret-management rate limits.
     pub(crate) limits: TokenLimits,
     /// Proxied requests in progress (`max_concurrent_upstream` permits).
@@ -120,20 +120,7 @@ impl Gateway {
         };
         let capability_statement = capability_statement(&discovery).to_string();
         let smart_configuration = smart_configuration(&discovery).to_string();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(options.upstream_timeout)
-            .connect_timeout(
-                options
-                    .upstream_connect_timeout
-                    .min(options.upstream_timeout),
-            )
-            .user_agent(concat!(
-                "carebridge-ehr-gateway/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .map_err(|source| Error::HttpClient { source })?;
+        let upstream = crate::upstream::Upstreams::new(&options)?;
         let signer = TokenSigner::new(&signing_key, &base, token_lifetime, options.clock_leeway);
         Ok(Self {
             shared: Arc::new(Shared {
@@ -142,7 +129,7 @@ impl Gateway {
                 clients,
                 tenants,
                 options,
-                http,
+                upstream,
                 limits,
                 upstream_permits,
                 capability_statement,

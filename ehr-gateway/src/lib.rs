@@ -94,6 +94,7 @@ mod proxy;
 mod serve;
 mod tenants;
 mod token;
+mod upstream;
 
 pub use clients::{
     generate_secret, validate_client_id, ClientChange, ClientRecord, ClientStore,

@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
+use crate::upstream::ProviderAuth;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use carebridge_auth::AccessToken;
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -297,27 +297,21 @@ async fn read_body(shared: &Shared, body: Body) -> Result<Bytes, Response> {
     }
 }
 
-async fn upstream_token(provider: &Provider) -> Result<Option<AccessToken>, Response> {
-    let Some(credential) = provider.credential() else {
-        return Ok(None);
-    };
-    let scopes: Vec<&str> = provider.scopes().iter().map(String::as_str).collect();
-    credential.token(&scopes).await.map(Some).map_err(|error| {
-        tracing::error!(error = %error, "could not obtain the provider token");
-        if error.is_timeout() {
-            outcome(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                "the provider's authorization server did not answer in time",
-            )
-        } else {
-            outcome(
-                StatusCode::BAD_GATEWAY,
-                "exception",
-                "the gateway could not authenticate to the provider",
-            )
-        }
-    })
+fn auth_failure(error: &carebridge_auth::Error) -> Response {
+    tracing::error!(error = %error, "could not obtain the provider token");
+    if error.is_timeout() {
+        outcome(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the provider's authorization server did not answer in time",
+        )
+    } else {
+        outcome(
+            StatusCode::BAD_GATEWAY,
+            "exception",
+            "the gateway could not authenticate to the provider",
+        )
+    }
 }
 
 async fn forward(
@@ -328,41 +322,61 @@ async fn forward(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut token = match upstream_token(provider).await {
-        Ok(token) => token,
-        Err(response) => return response,
+    let Ok(target) = url::Url::parse(url) else {
+        return outcome(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "the request path cannot be forwarded",
+        );
     };
-    let mut resent = false;
-    let response = loop {
-        let mut request = shared.http.request(method.clone(), url);
-        for name in FORWARDED_REQUEST_HEADERS {
-            for value in headers.get_all(*name) {
-                request = request.header(*name, value.clone());
-            }
-        }
-        if let Some(token) = &token {
-            request = request.header(header::AUTHORIZATION, token.authorization_header());
-        }
-        let response = match request.body(body.clone()).send().await {
-            Ok(response) => response,
-            Err(error) => return transport_failure(&error),
-        };
-        // One retry with a fresh provider token after a 401 (the request was not processed).
-        if response.status() == StatusCode::UNAUTHORIZED && !resent {
-            if let (Some(credential), Some(rejected)) = (provider.credential(), token.as_ref()) {
-                credential.invalidate_token(rejected);
-                token = match upstream_token(provider).await {
-                    Ok(token) => token,
-                    Err(response) => return response,
-                };
-                resent = true;
-                tracing::Span::current().record("resent", true);
-                continue;
-            }
-        }
-        break response;
+    let pipeline = match shared.upstream.for_provider(provider.base_str()) {
+        Ok(pipeline) => pipeline,
+        Err(error) => return transport_failure(&error),
     };
-    let status = response.status();
+    let mut request = carebridge_http::Request::new(method, target);
+    for name in FORWARDED_REQUEST_HEADERS {
+        for value in headers.get_all(*name) {
+            request = request.with_header(HeaderName::from_static(name), value.clone());
+        }
+    }
+    if !body.is_empty() {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("application/fhir+json"));
+        request = request.with_body(body, content_type);
+    }
+    // The pipeline adds the gateway's provider token, and after a 401 invalidates it and
+    // sends once more with a fresh one (the provider did not process the request).
+    let auth = ProviderAuth::new(provider.credential(), provider.scopes());
+    let response = match pipeline.send(&request, &auth).await {
+        Ok(response) => response,
+        Err(carebridge_http::Error::Auth(error)) => return auth_failure(&error),
+        Err(carebridge_http::Error::Transport(error)) => return transport_failure(&error),
+        Err(carebridge_http::Error::BodyTooLarge { limit, .. }) => return too_large(limit),
+        Err(carebridge_http::Error::Throttled(until)) => {
+            tracing::warn!("the provider's throttling window is open; not forwarding");
+            let mut response = outcome(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                "the provider is throttling the gateway; retry later",
+            );
+            let seconds = until.remaining.as_secs().saturating_add(1);
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "not forwarded");
+            return outcome(
+                StatusCode::BAD_GATEWAY,
+                "exception",
+                "the request could not be forwarded to the provider",
+            );
+        }
+    };
+    let status = response.status;
     tracing::Span::current().record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         tracing::warn!(
@@ -388,7 +402,7 @@ async fn forward(
     }
     let mut relayed = HeaderMap::new();
     for name in RELAYED_RESPONSE_HEADERS {
-        for value in response.headers().get_all(*name) {
+        for value in response.headers.get_all(*name) {
             let value = if *name == "location" || *name == "content-location" {
                 // Only URLs under the provider base survive, rewritten to the gateway; any
                 // other target (another host, `//host`, a path outside the base) is dropped.
@@ -422,10 +436,7 @@ async fn forward(
             "the provider redirected outside its FHIR base",
         );
     }
-    let bytes = match read_upstream(response, shared.options.max_response_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(response) => return response,
-    };
+    let bytes = response.body;
     // Every JSON object body is checked for a Bundle, whatever its declared content type.
     let looks_like_json = bytes
         .iter()
@@ -461,7 +472,7 @@ fn rewrite_location(
     HeaderValue::from_str(&rewritten).ok()
 }
 
-fn transport_failure(error: &reqwest::Error) -> Response {
+fn transport_failure(error: &carebridge_http::TransportError) -> Response {
     if error.is_timeout() {
         tracing::warn!("provider timed out");
         outcome(
@@ -470,52 +481,12 @@ fn transport_failure(error: &reqwest::Error) -> Response {
             "the provider did not answer in time",
         )
     } else {
-        tracing::warn!(error = %ErrorWithoutUrl(error), "provider unreachable");
+        tracing::warn!(error = %error, "provider unreachable");
         outcome(
             StatusCode::BAD_GATEWAY,
             "transient",
             "the provider could not be reached",
         )
-    }
-}
-
-/// Displays a reqwest error without its URL (which holds the query string).
-struct ErrorWithoutUrl<'a>(&'a reqwest::Error);
-
-impl std::fmt::Display for ErrorWithoutUrl<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.0.is_connect() {
-            "connect"
-        } else if self.0.is_body() || self.0.is_decode() {
-            "body"
-        } else if self.0.is_request() {
-            "request"
-        } else {
-            "transport"
-        };
-        write!(f, "{kind} error")
-    }
-}
-
-async fn read_upstream(mut response: reqwest::Response, limit: usize) -> Result<Bytes, Response> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > u64::try_from(limit).unwrap_or(u64::MAX))
-    {
-        return Err(too_large(limit));
-    }
-    let mut buffer = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if buffer.len() + chunk.len() > limit {
-                    return Err(too_large(limit));
-                }
-                buffer.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(Bytes::from(buffer)),
-            Err(error) => return Err(transport_failure(&error)),
-        }
     }
 }
 

@@ -2,13 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
 use carebridge_auth::TokenProvider;
 use serde::{Deserialize, Serialize};
-use url::{Host, Url};
+use url::Url;
 use uuid::Uuid;
 
 use crate::{Error, Result};
@@ -303,15 +302,7 @@ pub(crate) fn check_https(what: &'static str, url: &Url, allow_insecure_http: bo
 }
 
 fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(Host::Domain(domain)) => {
-            let domain = domain.to_ascii_lowercase();
-            domain == "localhost" || domain.ends_with(".localhost")
-        }
-        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
+    carebridge_http::is_loopback(url)
 }
 
 #[cfg(test)]
