@@ -78,7 +78,7 @@ pub trait FhirStore: Send + Sync + fmt::Debug {
 
 /// Whether an error from [`FhirStore::update`] is a stale `If-Match` (`412`).
 pub(crate) fn is_precondition_failed(err: &Error) -> bool {
-    matches!(err, Error::Fhir { source, .. } if matches!(**source, carebridge_fhir_client::Error::PreconditionFailed(_)))
+    matches!(err, Error::Fhir { source, .. } if matches!(source.get(), carebridge_fhir_client::Error::PreconditionFailed(_)))
 }
 
 macro_rules! supported_types {

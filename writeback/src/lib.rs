@@ -85,6 +85,7 @@ pub mod config;
 mod engine;
 mod error;
 mod fhir;
+mod gate;
 mod loader;
 mod log;
 mod path;
@@ -101,7 +102,9 @@ pub use config::{
     IntegrationSettings, Message, OAuthSettings, WritebackConfig,
 };
 pub use engine::{Outcome, Writeback, Written};
-pub use error::{Error, Result, Stage, TransportError};
+pub use error::{
+    ConnectivityError, DataverseError, Error, FhirError, Result, Stage, TransportError,
+};
 pub use fhir::{supported_resource_types, Created, FhirStore, Versioned, RECORD_IDENTIFIER_SYSTEM};
 pub use loader::{load_entity_maps, MapTableNames};
 pub use log::{

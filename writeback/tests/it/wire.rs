@@ -872,10 +872,11 @@ async fn expansion_record_updates_the_parent_resource() {
         .and(path(format!("{API}/contacts({parent})")))
         .and(query_param(
             "$select",
-            "msemr_azurefhirid,msemr_azurefhirsyncenabled",
+            "msemr_azurefhirid,msemr_azurefhirsyncenabled,msemr_contacttype",
         ))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "msemr_azurefhirid": "p1", "msemr_azurefhirsyncenabled": true})))
+            "msemr_azurefhirid": "p1", "msemr_azurefhirsyncenabled": true,
+            "msemr_contacttype": 935_000_000})))
         .expect(1)
         .mount(&server)
         .await;
