@@ -14,12 +14,12 @@ use crate::alternate::AlternateEndpoint;
 use crate::change::{AttributeValue, ChangeEvent};
 use crate::compose::{self, Selection, SkipReason};
 use crate::config::{EntityMap, Message, WritebackConfig};
+use crate::error::FhirError;
 use crate::fhir::{is_precondition_failed, FhirStore, Versioned, RECORD_IDENTIFIER_SYSTEM};
 use crate::gate::{Cleared, ConsentGate, Outbound, Verdict};
 use crate::log::{ChildLog, LogEntry, LogStatus, OutcomeLog};
 use crate::path::Node;
 use crate::provenance::{self, ProvenanceSettings};
-use crate::error::FhirError;
 use crate::{Error, Result};
 
 /// Where a change was written.
@@ -359,7 +359,9 @@ impl Writeback {
                 let parent_map = config.map(&x.parent_map).ok_or_else(|| {
                     Error::config(Some(&map.name), None, "expansion parent map does not exist")
                 })?;
-                let id = self.parent_fhir_id(map, parent_map, event, &mut gate).await?;
+                let id = self
+                    .parent_fhir_id(map, parent_map, event, &mut gate)
+                    .await?;
                 (Some(id), false)
             }
             None => {
@@ -436,8 +438,16 @@ impl Writeback {
             // Later Updates of the row find the resource through this column.
             self.store_fhir_id(map, event, &new_id).await?;
             if !created.existed {
-                self.wrote(&cleared, created.written, &new_id, true, map, event, outcome)
-                    .await;
+                self.wrote(
+                    &cleared,
+                    created.written,
+                    &new_id,
+                    true,
+                    map,
+                    event,
+                    outcome,
+                )
+                .await;
                 return Ok(());
             }
             // A replayed Create: bring the existing resource up to date instead.

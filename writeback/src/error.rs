@@ -531,10 +531,9 @@ impl fmt::Debug for Error {
                 .field("path", path)
                 .field("reason", reason)
                 .finish(),
-            Self::ConfigurationFile(e) => f
-                .debug_tuple("ConfigurationFile")
-                .field(&e.kind())
-                .finish(),
+            Self::ConfigurationFile(e) => {
+                f.debug_tuple("ConfigurationFile").field(&e.kind()).finish()
+            }
             Self::InvalidInput { path, reason } => f
                 .debug_struct("InvalidInput")
                 .field("path", path)
@@ -644,10 +643,7 @@ impl fmt::Debug for Error {
             Self::AlternateTransport(e) => f.debug_tuple("AlternateTransport").field(e).finish(),
             Self::Provenance { target, source } => f
                 .debug_struct("Provenance")
-                .field(
-                    "target_type",
-                    &target.split('/').next().unwrap_or_default(),
-                )
+                .field("target_type", &target.split('/').next().unwrap_or_default())
                 .field("source", source)
                 .finish_non_exhaustive(),
             Self::Dataverse { operation, source } => f

@@ -321,7 +321,10 @@ impl<'a> ConsentGate<'a> {
                 .and_then(Value::as_str)
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty()),
-            consent: record.get(&contact.consent_attribute).and_then(Value::as_bool) == Some(true),
+            consent: record
+                .get(&contact.consent_attribute)
+                .and_then(Value::as_bool)
+                == Some(true),
             patient: record
                 .get(&contact.contact_type_attribute)
                 .and_then(Value::as_i64)
@@ -506,9 +509,7 @@ fn reference_target(reference: &str, base: &str) -> Target {
         _ if r.contains(':') => {
             // Another server, or a `urn:uuid:` that only a Bundle resolves: the gate cannot look
             // up such a patient, and cannot rule out that it is one.
-            let names_patient = r
-                .split(['/', '?'])
-                .any(|segment| segment == "Patient");
+            let names_patient = r.split(['/', '?']).any(|segment| segment == "Patient");
             return if names_patient || r.starts_with("urn:") {
                 Target::Unresolvable
             } else {
@@ -602,7 +603,10 @@ mod tests {
 
     #[test]
     fn reference_forms() {
-        assert_eq!(reference_target("Patient/p1", BASE), Target::Patient("p1".into()));
+        assert_eq!(
+            reference_target("Patient/p1", BASE),
+            Target::Patient("p1".into())
+        );
         assert_eq!(
             reference_target("Patient/p1/_history/3", BASE),
             Target::Patient("p1".into())
@@ -611,7 +615,10 @@ mod tests {
             reference_target("https://fhir.example.org/r4/Patient/p1", BASE),
             Target::Patient("p1".into())
         );
-        assert_eq!(reference_target("Practitioner/d1", BASE), Target::NotPatient);
+        assert_eq!(
+            reference_target("Practitioner/d1", BASE),
+            Target::NotPatient
+        );
         assert_eq!(reference_target("#c1", BASE), Target::NotPatient);
         assert_eq!(
             reference_target("https://other.example.org/Practitioner/d1", BASE),

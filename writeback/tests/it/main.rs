@@ -1,5 +1,7 @@
 //! Integration tests of `carebridge-writeback`.
 //!
+//! - `consent`: the consent gate on a directly mapped clinical table (no consent, lookup
+//!   failure, undeterminable patient: nothing sent), against `wiremock`.
 //! - `wire`: Dataverse wire contracts (entity-map loading, toolkit log writes, webhook bodies in
 //!   the documented `RemoteExecutionContext` shape, change tracking), the OAuth token endpoint
 //!   (`invalid_client` is fatal) and the alternate endpoint (2xx, 401, 500, a large error
@@ -13,6 +15,7 @@
     reason = "test helpers fail the test"
 )]
 
+mod consent;
 mod server;
 mod support;
 mod wire;
