@@ -6,6 +6,8 @@
 //!   the documented `RemoteExecutionContext` shape, change tracking), the OAuth token endpoint
 //!   (`invalid_client` is fatal) and the alternate endpoint (2xx, 401, 500, a large error
 //!   body), against `wiremock`.
+//! - `redaction`: errors of real failures (a FHIR 422 and a Dataverse 404 quoting the patient,
+//!   webhook bodies with wrong value types) show no patient data in `Display`, `Debug` or sources.
 //! - `server`: FHIR semantics against the real FHIR test server (`test-support/fhir-server`),
 //!   ignored unless `CAREBRIDGE_FHIR_URL` is set (`cargo xtask ci` starts the server and passes
 //!   `--include-ignored`).
@@ -16,6 +18,7 @@
 )]
 
 mod consent;
+mod redaction;
 mod server;
 mod support;
 mod wire;
