@@ -80,7 +80,8 @@ pub struct Outcome {
     pub provenance: Option<String>,
     /// The Provenance error, when the resource was written but the Provenance was not.
     pub provenance_error: Option<Error>,
-    /// Warning and information issues from the FHIR endpoint (`$validate`).
+    /// Warning and information issues from the FHIR endpoint: `$validate`'s, then those of the
+    /// OperationOutcome the write was answered with ([`Versioned::outcome`]).
     pub issues: Vec<ChildLog>,
     /// The error that stopped this change (not fatal ones: those are returned as `Err`).
     pub error: Option<Error>,
@@ -246,7 +247,12 @@ impl Writeback {
                     outcome.status = LogStatus::Skipped;
                     entry.description = format!("Skipped: {}", reason.describe());
                 } else {
-                    let warned = outcome.issues.iter().any(|i| i.severity == "warning");
+                    // A warning, or an error issue in the answer to a write the server
+                    // accepted anyway.
+                    let warned = outcome
+                        .issues
+                        .iter()
+                        .any(|i| matches!(i.severity.as_str(), "warning" | "error" | "fatal"));
                     outcome.status = if warned {
                         LogStatus::Warning
                     } else {
@@ -569,6 +575,13 @@ impl Writeback {
         event: &ChangeEvent,
         outcome: &mut Outcome,
     ) {
+        // Warnings and information the server answered the write with (seed 001, "Message
+        // processed with warnings"): child logs, like those of `$validate`.
+        if let Some(oo) = &written.outcome {
+            outcome
+                .issues
+                .extend(oo.issue.iter().map(ChildLog::from_issue));
+        }
         // The id known for the write (the one updated, or the create's checked id), not
         // whatever a minimal response body carries.
         let w = Written::Fhir {
