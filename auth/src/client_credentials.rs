@@ -590,7 +590,7 @@ impl TokenRequester {
 
 /// Describes a token-response parse error by JSON path and serde's message, with quoted values
 /// removed so that no part of the body ends up in the error.
-fn describe_json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
+pub(crate) fn describe_json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
     let inner = error.inner();
     let message = strip_quoted(&inner.to_string());
     let path = error.path().to_string();

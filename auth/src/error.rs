@@ -12,7 +12,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Every variant says which step failed. None of them carries a client secret, an access token
 /// or a response body. `Error` is `Clone` so that a token cache can hand the same failure to every
 /// caller that waited for one shared token request.
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// `Debug` shows what `Display` shows and nothing more: a custom provider's underlying error
+/// appears only as present or absent (its `Debug` is the provider's own, and may show anything),
+/// and [`TransportError`] shows its kind and message without the URL.
+#[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The credential was configured with an invalid value (never includes the secret itself).
@@ -160,6 +164,62 @@ impl Error {
     }
 }
 
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidConfiguration { reason } => f
+                .debug_struct("InvalidConfiguration")
+                .field("reason", reason)
+                .finish(),
+            Self::InvalidUrl { what, reason } => f
+                .debug_struct("InvalidUrl")
+                .field("what", what)
+                .field("reason", reason)
+                .finish(),
+            Self::InsecureUrl { what, host } => f
+                .debug_struct("InsecureUrl")
+                .field("what", what)
+                .field("host", host)
+                .finish(),
+            Self::DiscoveryStatus { url, status } => f
+                .debug_struct("DiscoveryStatus")
+                .field("url", url)
+                .field("status", status)
+                .finish(),
+            Self::DiscoveryMalformed { url, reason } => f
+                .debug_struct("DiscoveryMalformed")
+                .field("url", url)
+                .field("reason", reason)
+                .finish(),
+            Self::NoOAuthUris { url } => f.debug_struct("NoOAuthUris").field("url", url).finish(),
+            Self::TokenEndpoint { status, oauth } => f
+                .debug_struct("TokenEndpoint")
+                .field("status", status)
+                .field("oauth", oauth)
+                .finish(),
+            Self::MalformedTokenResponse { reason } => f
+                .debug_struct("MalformedTokenResponse")
+                .field("reason", reason)
+                .finish(),
+            Self::Timeout { step, timeout } => f
+                .debug_struct("Timeout")
+                .field("step", step)
+                .field("timeout", timeout)
+                .finish(),
+            Self::Transport { step, source } => f
+                .debug_struct("Transport")
+                .field("step", step)
+                .field("source", source)
+                .finish(),
+            Self::Provider { reason, source } => f
+                .debug_struct("Provider")
+                .field("reason", reason)
+                .field("has_source", &source.is_some())
+                .finish(),
+        }
+    }
+}
+
 /// The step of obtaining a token that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -280,6 +340,158 @@ mod tests {
     fn error_is_send_sync_static() {
         assert_send_sync::<Error>();
         assert_send_sync::<carebridge_http::TransportError>();
+    }
+
+    /// PHI-like values and secrets that must never show.
+    const SENTINELS: [&str; 4] = [
+        "jane.doe@example.com",
+        "Jane",
+        "6d81597f-0f9f-e711-8122-000d3aa2331c",
+        "sup3r-s3cret",
+    ];
+
+    fn shown(e: &(dyn std::error::Error + 'static), sources_debug: bool) -> Vec<String> {
+        let mut texts = vec![format!("{e}"), format!("{e:?}"), format!("{e:#?}")];
+        let mut source = e.source();
+        while let Some(s) = source {
+            texts.push(format!("{s}"));
+            if sources_debug {
+                texts.push(format!("{s:?}"));
+            }
+            source = s.source();
+        }
+        texts
+    }
+
+    fn assert_clean(e: &Error) {
+        // A custom provider's underlying error is the provider's own: its `Debug` is not ours
+        // to clean, so only its `Display` is checked (and `Error`'s `Debug` must not show it).
+        let sources_debug = !matches!(e, Error::Provider { .. });
+        for text in shown(e, sources_debug) {
+            for sentinel in SENTINELS {
+                assert!(!text.contains(sentinel), "{sentinel} shown in {text}");
+            }
+        }
+    }
+
+    /// Which variant `e` is. No wildcard arm: a new variant does not compile until it is listed
+    /// here with the next index; the test then fails until `VARIANTS` grows and `samples` holds
+    /// one of it.
+    fn variant(e: &Error) -> usize {
+        match e {
+            Error::InvalidConfiguration { .. } => 0,
+            Error::InvalidUrl { .. } => 1,
+            Error::InsecureUrl { .. } => 2,
+            Error::DiscoveryStatus { .. } => 3,
+            Error::DiscoveryMalformed { .. } => 4,
+            Error::NoOAuthUris { .. } => 5,
+            Error::TokenEndpoint { .. } => 6,
+            Error::MalformedTokenResponse { .. } => 7,
+            Error::Timeout { .. } => 8,
+            Error::Transport { .. } => 9,
+            Error::Provider { .. } => 10,
+        }
+    }
+    const VARIANTS: usize = 11;
+
+    /// A provider's own error: a clean message, and a `Debug` that shows patient data.
+    #[derive(Debug)]
+    struct LeakyDebug {
+        #[allow(dead_code, reason = "shown by the derived Debug only")]
+        patient: &'static str,
+    }
+
+    impl fmt::Display for LeakyDebug {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("the key vault refused the request")
+        }
+    }
+
+    impl std::error::Error for LeakyDebug {}
+
+    /// Every variant, with the sentinels where data can arrive: URLs (query, fragment,
+    /// credentials), a transport failure on such a URL, a token response quoting values, a
+    /// provider's underlying error. Fields the crate fills with fixed text get plain values.
+    async fn samples() -> Vec<Error> {
+        let url = url::Url::parse(
+            "https://client:sup3r-s3cret@fhir.example.org/r4/metadata?patient=6d81597f-0f9f-e711-8122-000d3aa2331c&name=Jane#jane.doe@example.com",
+        )
+        .unwrap();
+        let shown_url = crate::http::display_url(&url);
+        let transport = reqwest::Client::new()
+            .get("http://127.0.0.1:1/token?login_hint=jane.doe@example.com&patient=Jane")
+            .send()
+            .await
+            .unwrap_err();
+        let mut de = serde_json::Deserializer::from_str(
+            r#"{"access_token": 1, "patient": "Jane", "email": "jane.doe@example.com"}"#,
+        );
+        #[derive(Debug, serde::Deserialize)]
+        struct TokenResponse {
+            #[allow(dead_code, reason = "only decoded")]
+            access_token: String,
+        }
+        let malformed = serde_path_to_error::deserialize::<_, TokenResponse>(&mut de).unwrap_err();
+        vec![
+            Error::invalid_config("the client id is empty"),
+            Error::InvalidUrl {
+                what: "token URL",
+                reason: "relative URL without a base".into(),
+            },
+            Error::InsecureUrl {
+                what: "token URL",
+                host: "login.example.org".into(),
+            },
+            Error::DiscoveryStatus {
+                url: shown_url.clone(),
+                status: 404,
+            },
+            Error::DiscoveryMalformed {
+                url: shown_url.clone(),
+                reason: "not a CapabilityStatement".into(),
+            },
+            Error::NoOAuthUris {
+                url: shown_url.clone(),
+            },
+            Error::TokenEndpoint {
+                status: 401,
+                oauth: Some(Box::new(OAuthError {
+                    code: OAuthErrorCode::InvalidClient,
+                    description: Some("AADSTS7000215: Invalid client secret provided.".into()),
+                    uri: Some("https://login.example.org/error?code=7000215".into()),
+                })),
+            },
+            Error::MalformedTokenResponse {
+                reason: crate::client_credentials::describe_json_error(&malformed),
+            },
+            Error::Timeout {
+                step: Step::TokenRequest,
+                timeout: Duration::from_secs(30),
+            },
+            Error::Transport {
+                step: Step::TokenRequest,
+                source: carebridge_http::TransportError::new(transport),
+            },
+            Error::provider_with_source(
+                "the key vault refused the request",
+                LeakyDebug {
+                    patient: "Jane <jane.doe@example.com>",
+                },
+            ),
+        ]
+    }
+
+    #[tokio::test]
+    async fn every_variant_is_as_clean_in_debug_and_sources_as_in_display() {
+        let mut seen = [false; VARIANTS];
+        for e in samples().await {
+            // Out of bounds (a panic, failing the test) for a variant listed without growing
+            // `VARIANTS`.
+            seen[variant(&e)] = true;
+            assert_clean(&e);
+        }
+        let missing: Vec<usize> = (0..VARIANTS).filter(|i| !seen[*i]).collect();
+        assert!(missing.is_empty(), "variants without a sample: {missing:?}");
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub(crate) fn display_url(url: &Url) -> String {
     let mut shown = url.clone();
     shown.set_query(None);
     shown.set_fragment(None);
+    // Credentials in the authority (`https://user:secret@host/`) never show either.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
     shown.to_string()
 }
 

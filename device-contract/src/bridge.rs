@@ -501,13 +501,7 @@ impl DeviceBridge {
                     backoff = backoff.saturating_mul(2);
                     attempt += 1;
                 }
-                Err(source) => {
-                    return Err(Error::Dataverse {
-                        process,
-                        operation: "call inbound API",
-                        source,
-                    })
-                }
+                Err(source) => return Err(Error::dataverse(process, "call inbound API", source)),
             }
         }
     }

@@ -310,13 +310,8 @@ impl InboundProcessor {
         request: &OutboundRequest,
         report: &mut InboundReport,
     ) -> Result<()> {
-        let dv = |operation: &'static str| {
-            move |source| Error::Dataverse {
-                process,
-                operation,
-                source,
-            }
-        };
+        let dv =
+            |operation: &'static str| move |source| Error::dataverse(process, operation, source);
         let devices = &self.options.devices;
         let enrollments = &self.options.enrollments;
         let success = response.is_success();
@@ -423,11 +418,7 @@ impl InboundProcessor {
             .client
             .get_record_by_key(&devices.entity_set, &key, Some(&query))
             .await
-            .map_err(|source| Error::Dataverse {
-                process,
-                operation: "find device by serial number",
-                source,
-            })?;
+            .map_err(|source| Error::dataverse(process, "find device by serial number", source))?;
         row.get(&devices.id_column)
             .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok())
@@ -485,11 +476,7 @@ impl InboundProcessor {
             .client
             .create_record(&opts.entity_set, &record)
             .await
-            .map_err(|source| Error::Dataverse {
-                process,
-                operation: "create notification",
-                source,
-            })?;
+            .map_err(|source| Error::dataverse(process, "create notification", source))?;
         Ok(Some(id))
     }
 }

@@ -144,15 +144,19 @@ impl FromStr for DeviceProcess {
     }
 }
 
-/// Keeps caller-supplied names short in error messages.
+/// The name of an unknown process or custom API as errors show it: the name itself when it has the
+/// shape of one (custom API unique names carry the publisher prefix and `_`; path segments use
+/// `-`), otherwise only its length, because the name is input and could hold anything.
 pub(crate) fn truncate_for_error(s: &str) -> String {
     const MAX: usize = 80;
-    if s.chars().count() <= MAX {
+    let shaped = s.len() <= MAX
+        && s.contains(['_', '-'])
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if shaped {
         s.to_owned()
     } else {
-        let mut t: String = s.chars().take(MAX).collect();
-        t.push('…');
-        t
+        format!("<{} characters, not a custom API name>", s.chars().count())
     }
 }
 

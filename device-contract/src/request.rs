@@ -174,12 +174,7 @@ impl OutboundRequest {
     /// # Errors
     /// [`Error::Json`] if serialization fails (it cannot for this type; kept for API stability).
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string(self).map_err(|source| Error::Json {
-            what: "OutboundRequest",
-            path: ".".to_owned(),
-            reason: "could not encode".to_owned(),
-            source: source.into(),
-        })
+        serde_json::to_string(self).map_err(|e| Error::encode("OutboundRequest", &e))
     }
 
     /// Checks the parts this request's process requires and forbids (table in the [module docs](self)),

@@ -84,12 +84,7 @@ impl DeviceContent {
     /// # Errors
     /// [`Error::Json`] if serialization fails (it cannot for this type; kept for API stability).
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string(self).map_err(|source| Error::Json {
-            what: "Content",
-            path: ".".to_owned(),
-            reason: "could not encode".to_owned(),
-            source: source.into(),
-        })
+        serde_json::to_string(self).map_err(|e| Error::encode("Content", &e))
     }
 
     /// Checks that `ResponseFormat` is set and that every serial number is present and unique.

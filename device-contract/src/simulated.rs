@@ -167,7 +167,9 @@ impl DeviceVendor for SimulatedVendor {
             .any(|d| d.serial_number.trim().to_ascii_lowercase() == key)
         {
             return Err(VendorError::NotFound {
-                what: format!("device {}", request.device.serial_number.trim()),
+                // Not the serial number: device identifiers are patient data (HIPAA), and this
+                // text is logged and sent back to Dataverse.
+                what: "the device".to_owned(),
             });
         }
         if !state.enrolled.contains(&contact) {

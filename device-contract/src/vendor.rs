@@ -32,7 +32,8 @@ pub enum VendorError {
     /// Something the request refers to does not exist at the vendor (404).
     #[error("{what} was not found in the vendor system")]
     NotFound {
-        /// What was missing, e.g. "device AutomatedTIP9" or "patient profile".
+        /// What was missing, e.g. "the device" or "patient profile" (not a serial number or
+        /// another identifier).
         what: String,
     },
     /// The request contradicts the vendor's state, e.g. the device is assigned to someone else (409).

@@ -55,6 +55,11 @@ impl JsonError {
         self.category
     }
 
+    /// What went wrong, without any value from the input and without the position.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The line of the failure (1-based; 0 when unknown).
     pub fn line(&self) -> usize {
         self.line

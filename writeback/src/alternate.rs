@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::config::AlternateEndpointSettings;
-use crate::error::{is_connectivity, Stage, TransportError};
+use crate::error::{is_connectivity, ConnectivityError, Stage, TransportError};
 use crate::{Error, Result};
 
 /// The most of an error body that [`AlternateEndpoint::post`] reads (64 KiB) to summarize it.
@@ -89,7 +89,7 @@ impl AlternateEndpoint {
                 Error::InvalidConnectivity {
                     endpoint: "alternate",
                     stage: Stage::Alternate,
-                    source: Box::new(e),
+                    source: ConnectivityError::auth(e),
                 }
             } else {
                 Error::AlternateEndpoint {
@@ -144,7 +144,7 @@ impl AlternateEndpoint {
             return Err(Error::InvalidConnectivity {
                 endpoint: "alternate",
                 stage: Stage::Alternate,
-                source: Box::new(Error::AlternateEndpoint { status, summary }),
+                source: ConnectivityError::endpoint(Error::AlternateEndpoint { status, summary }),
             });
         }
         Err(Error::AlternateEndpoint { status, summary })

@@ -221,7 +221,11 @@ impl ChangeEvent {
     pub fn from_webhook(body: &[u8], image_alias: Option<&str>) -> Result<Self> {
         let ctx = RemoteExecutionContext::from_json(body).map_err(|e| match e {
             carebridge_dataverse_client::Error::Decode { path, source, .. } => Error::input(
-                path,
+                // In a body that does not parse, the path can end in any key of the input.
+                match source.category() {
+                    carebridge_http::JsonErrorCategory::Data => path,
+                    _ => ".".to_owned(),
+                },
                 match source.category() {
                     carebridge_http::JsonErrorCategory::Data => {
                         "value has the wrong type or is missing".to_owned()

@@ -271,6 +271,12 @@ pub struct EntityMap {
     /// Present for an expansion map ("Expand" = true).
     #[serde(default)]
     pub expansion: Option<ExpansionMap>,
+    /// The lookup column from this table's rows to the patient's `contact` row (for example
+    /// `msemr_subjecttypepatient` on an observation table). Optional: the consent gate also
+    /// finds the patient through the composed resource's references to `Patient`; when set,
+    /// that contact's consent is checked too, before anything is read from FHIR.
+    #[serde(default)]
+    pub patient_link_attribute: Option<String>,
 }
 
 fn default_messages() -> Vec<Message> {
@@ -397,6 +403,30 @@ pub enum Conversion {
 }
 
 impl WritebackConfig {
+    /// The root entity map of patient contacts (the contact table mapped to `Patient`), if
+    /// configured.
+    pub fn patient_contact_map(&self) -> Option<&EntityMap> {
+        self.entity_maps.iter().find(|m| {
+            !m.disabled
+                && m.expansion.is_none()
+                && m.table == self.contact.table
+                && m.resource_type == "Patient"
+        })
+    }
+
+    /// The column of patient contacts that holds their Patient's FHIR id: the one of
+    /// [`patient_contact_map`](Self::patient_contact_map), else `msemr_azurefhirid`.
+    pub fn patient_fhir_id_attribute(&self) -> &str {
+        self.patient_contact_map()
+            .map_or(DEFAULT_FHIR_ID_ATTRIBUTE, |m| m.fhir_id_attribute.as_str())
+    }
+
+    /// The Web API entity set of the contact table (`contacts`).
+    pub fn contact_entity_set(&self) -> String {
+        self.patient_contact_map()
+            .map_or_else(|| pluralize(&self.contact.table), EntityMap::entity_set)
+    }
+
     /// Parses and validates a JSON configuration.
     ///
     /// # Errors
@@ -513,6 +543,15 @@ impl WritebackConfig {
                     None,
                     "writeback is enabled but no supported messages are set",
                 ));
+            }
+            if let Some(link) = &map.patient_link_attribute {
+                if !is_logical_name(link) {
+                    return Err(Error::config(
+                        m,
+                        None,
+                        "patient_link_attribute must be a column logical name",
+                    ));
+                }
             }
             if map.expansion.is_none() && !is_logical_name(&map.fhir_id_attribute) {
                 return Err(Error::config(

@@ -14,7 +14,9 @@ use crate::alternate::AlternateEndpoint;
 use crate::change::{AttributeValue, ChangeEvent};
 use crate::compose::{self, Selection, SkipReason};
 use crate::config::{EntityMap, Message, WritebackConfig};
+use crate::error::FhirError;
 use crate::fhir::{is_precondition_failed, FhirStore, Versioned, RECORD_IDENTIFIER_SYSTEM};
+use crate::gate::{Cleared, ConsentGate, Outbound, Verdict};
 use crate::log::{ChildLog, LogEntry, LogStatus, OutcomeLog};
 use crate::path::Node;
 use crate::provenance::{self, ProvenanceSettings};
@@ -78,7 +80,8 @@ pub struct Outcome {
     pub provenance: Option<String>,
     /// The Provenance error, when the resource was written but the Provenance was not.
     pub provenance_error: Option<Error>,
-    /// Warning and information issues from the FHIR endpoint (`$validate`).
+    /// Warning and information issues from the FHIR endpoint: `$validate`'s, then those of the
+    /// OperationOutcome the write was answered with ([`Versioned::outcome`]).
     pub issues: Vec<ChildLog>,
     /// The error that stopped this change (not fatal ones: those are returned as `Err`).
     pub error: Option<Error>,
@@ -106,8 +109,8 @@ impl Outcome {
 struct Inner {
     config: WritebackConfig,
     dataverse: DataverseClient,
-    fhir: Arc<dyn FhirStore>,
-    alternate: Option<AlternateEndpoint>,
+    /// The only way to send anything: every send needs a resource the consent gate cleared.
+    outbound: Outbound,
     log: Arc<dyn OutcomeLog>,
     provenance: ProvenanceSettings,
 }
@@ -124,7 +127,7 @@ impl fmt::Debug for Writeback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Writeback")
             .field("entity_maps", &self.inner.config.entity_maps.len())
-            .field("alternate", &self.inner.alternate.is_some())
+            .field("alternate", &self.inner.outbound.has_alternate())
             .finish_non_exhaustive()
     }
 }
@@ -152,8 +155,7 @@ impl Writeback {
             inner: Arc::new(Inner {
                 config,
                 dataverse,
-                fhir,
-                alternate,
+                outbound: Outbound::new(fhir, alternate),
                 log,
                 provenance: ProvenanceSettings::default(),
             }),
@@ -172,8 +174,7 @@ impl Writeback {
                 let mut inner = Inner {
                     config: shared.config.clone(),
                     dataverse: shared.dataverse.clone(),
-                    fhir: shared.fhir.clone(),
-                    alternate: shared.alternate.clone(),
+                    outbound: shared.outbound.clone(),
                     log: shared.log.clone(),
                     provenance: shared.provenance.clone(),
                 };
@@ -188,7 +189,7 @@ impl Writeback {
     /// Sends to `endpoint` instead of the FHIR endpoint (replaces one built from the settings).
     #[must_use]
     pub fn with_alternate_endpoint(self, endpoint: AlternateEndpoint) -> Self {
-        self.edit(|i| i.alternate = Some(endpoint))
+        self.edit(|i| i.outbound.set_alternate(endpoint))
     }
 
     /// How the Provenance names the writeback agent and the source record.
@@ -246,7 +247,12 @@ impl Writeback {
                     outcome.status = LogStatus::Skipped;
                     entry.description = format!("Skipped: {}", reason.describe());
                 } else {
-                    let warned = outcome.issues.iter().any(|i| i.severity == "warning");
+                    // A warning, or an error issue in the answer to a write the server
+                    // accepted anyway.
+                    let warned = outcome
+                        .issues
+                        .iter()
+                        .any(|i| matches!(i.severity.as_str(), "warning" | "error" | "fatal"));
                     outcome.status = if warned {
                         LogStatus::Warning
                     } else {
@@ -344,19 +350,25 @@ impl Writeback {
             )
         })?;
 
+        // Consent the row itself tells (its own consent column, the patient contacts it links
+        // to) is checked before anything is read from FHIR; the gate checks the composed
+        // resource again before anything is sent.
+        let mut gate = ConsentGate::new(config, &self.inner.dataverse, map, event);
+        if let Some(reason) = gate.precheck().await? {
+            outcome.skipped = Some(reason);
+            return Ok(());
+        }
+
         // Which FHIR resource, and how to compose it.
         let (id, create) = match &map.expansion {
             Some(x) => {
                 let parent_map = config.map(&x.parent_map).ok_or_else(|| {
                     Error::config(Some(&map.name), None, "expansion parent map does not exist")
                 })?;
-                match self.parent_fhir_id(map, parent_map, event).await? {
-                    Some(id) => (Some(id), false),
-                    None => {
-                        outcome.skipped = Some(SkipReason::NoConsent);
-                        return Ok(());
-                    }
-                }
+                let id = self
+                    .parent_fhir_id(map, parent_map, event, &mut gate)
+                    .await?;
+                (Some(id), false)
             }
             None => {
                 let id = event
@@ -379,7 +391,7 @@ impl Writeback {
             }
         };
 
-        let fhir = &self.inner.fhir;
+        let out = &self.inner.outbound;
         let mut id = id;
         if create {
             let mut node = Node::Object(vec![(
@@ -397,15 +409,21 @@ impl Writeback {
                 add_record_identifier(&mut node, &record);
             }
             let resource = compose::to_resource(&node, &map.resource_type)?;
-            self.validate(&resource, outcome).await?;
-            if let Some(alt) = &self.inner.alternate {
-                let status = alt.post(&resource).await?;
+            let cleared = match gate.clear(resource).await? {
+                Verdict::Cleared(c) => c,
+                Verdict::Refused(reason) => {
+                    outcome.skipped = Some(reason);
+                    return Ok(());
+                }
+            };
+            self.validate(&cleared, outcome).await?;
+            if let Some(status) = out.post_alternate(&cleared).await? {
                 outcome.written = Some(Written::Alternate { status });
                 return Ok(());
             }
-            let created = fhir
+            let created = out
                 .create(
-                    &resource,
+                    &cleared,
                     conditional.then_some((RECORD_IDENTIFIER_SYSTEM, record.as_str())),
                 )
                 .await?;
@@ -418,7 +436,7 @@ impl Writeback {
                 .ok_or_else(|| Error::Fhir {
                     stage: crate::Stage::Write,
                     resource_type: map.resource_type.clone(),
-                    source: Box::new(carebridge_fhir_client::Error::UnexpectedResponse {
+                    source: FhirError::new(carebridge_fhir_client::Error::UnexpectedResponse {
                         interaction: carebridge_fhir_client::Interaction::Create,
                         reason: "the created resource carries no id".to_owned(),
                     }),
@@ -426,11 +444,20 @@ impl Writeback {
             // Later Updates of the row find the resource through this column.
             self.store_fhir_id(map, event, &new_id).await?;
             if !created.existed {
-                self.wrote(created.written, &new_id, true, map, event, outcome)
-                    .await;
+                self.wrote(
+                    &cleared,
+                    created.written,
+                    &new_id,
+                    true,
+                    map,
+                    event,
+                    outcome,
+                )
+                .await;
                 return Ok(());
             }
             // A replayed Create: bring the existing resource up to date instead.
+            gate.own_resource(&new_id);
             id = Some(new_id);
         }
 
@@ -438,23 +465,30 @@ impl Writeback {
         let mut reapplied = false;
         loop {
             let current =
-                fhir.read(resource_type, &id)
+                out.read(resource_type, &id)
                     .await?
                     .ok_or_else(|| Error::FhirNotFound {
                         resource_type: map.resource_type.clone(),
                         id: id.clone(),
                     })?;
             let resource = self.compose_update(map, event, &current)?;
-            self.validate(&resource, outcome).await?;
-            if let Some(alt) = &self.inner.alternate {
-                let status = alt.post(&resource).await?;
+            let cleared = match gate.clear(resource).await? {
+                Verdict::Cleared(c) => c,
+                Verdict::Refused(reason) => {
+                    outcome.skipped = Some(reason);
+                    return Ok(());
+                }
+            };
+            self.validate(&cleared, outcome).await?;
+            if let Some(status) = out.post_alternate(&cleared).await? {
                 outcome.written = Some(Written::Alternate { status });
                 return Ok(());
             }
-            match fhir.update(&resource, current.version_id.as_deref()).await {
+            match out.update(&cleared, current.version_id.as_deref()).await {
                 Ok(written) => {
                     outcome.reapplied_after_conflict = reapplied;
-                    self.wrote(written, &id, false, map, event, outcome).await;
+                    self.wrote(&cleared, written, &id, false, map, event, outcome)
+                        .await;
                     return Ok(());
                 }
                 Err(e) if is_precondition_failed(&e) && !reapplied => {
@@ -498,8 +532,9 @@ impl Writeback {
     }
 
     /// `$validate`: error/fatal issues fail; warning/information issues become child logs.
-    async fn validate(&self, resource: &Resource, outcome: &mut Outcome) -> Result<()> {
-        let verdict: OperationOutcome = self.inner.fhir.validate(resource).await?;
+    async fn validate(&self, cleared: &Cleared, outcome: &mut Outcome) -> Result<()> {
+        let resource = cleared.resource();
+        let verdict: OperationOutcome = self.inner.outbound.validate(cleared).await?;
         let failed = verdict.issue.iter().any(|i| {
             matches!(
                 i.severity.value(),
@@ -526,8 +561,13 @@ impl Writeback {
         Ok(())
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "private step of `run`; the arguments are its state"
+    )]
     async fn wrote(
         &self,
+        cleared: &Cleared,
         written: Versioned,
         id: &str,
         created: bool,
@@ -535,6 +575,13 @@ impl Writeback {
         event: &ChangeEvent,
         outcome: &mut Outcome,
     ) {
+        // Warnings and information the server answered the write with (seed 001, "Message
+        // processed with warnings"): child logs, like those of `$validate`.
+        if let Some(oo) = &written.outcome {
+            outcome
+                .issues
+                .extend(oo.issue.iter().map(ChildLog::from_issue));
+        }
         // The id known for the write (the one updated, or the create's checked id), not
         // whatever a minimal response body carries.
         let w = Written::Fhir {
@@ -558,12 +605,12 @@ impl Writeback {
             event.record_id,
             event.initiating_user_id,
         );
-        match self.inner.fhir.create_provenance(&p).await {
+        match self.inner.outbound.create_provenance(cleared, &p).await {
             Ok(v) => outcome.provenance = v.resource.id().map(|id| format!("Provenance/{id}")),
             Err(e) => {
                 let source = match e {
                     Error::Fhir { source, .. } => source,
-                    other => Box::new(carebridge_fhir_client::Error::UnexpectedResponse {
+                    other => FhirError::new(carebridge_fhir_client::Error::UnexpectedResponse {
                         interaction: carebridge_fhir_client::Interaction::Create,
                         reason: other.to_string(),
                     }),
@@ -592,14 +639,15 @@ impl Writeback {
             .map_err(|e| Error::dataverse("store the FHIR id on the record", e))
     }
 
-    /// The FHIR id of an expansion record's parent, read from Dataverse; `None` when the parent
-    /// is a patient without consent.
+    /// The FHIR id of an expansion record's parent, read from Dataverse (a patient contact
+    /// through the consent gate, which already read it for its consent).
     async fn parent_fhir_id(
         &self,
         map: &EntityMap,
         parent: &EntityMap,
         event: &ChangeEvent,
-    ) -> Result<Option<String>> {
+        gate: &mut ConsentGate<'_>,
+    ) -> Result<String> {
         let missing = || Error::MissingRequiredAttribute {
             map: map.name.clone(),
             attribute: map
@@ -613,40 +661,34 @@ impl Writeback {
             .attribute(&link.parent_link_attribute)
             .and_then(AttributeValue::as_uuid)
             .ok_or_else(missing)?;
-        let contact = &self.inner.config.contact;
-        let patient_contact = parent.table == contact.table && parent.resource_type == "Patient";
-        let mut columns = vec![parent.fhir_id_attribute.as_str()];
-        if patient_contact {
-            columns.push(contact.consent_attribute.as_str());
-        }
-        let record: Record = self
+        let patient_contact = self
             .inner
-            .dataverse
-            .get_record(
-                &parent.entity_set(),
-                parent_id,
-                Some(&Query::new().select(columns)),
-            )
-            .await
-            .map_err(|e| Error::dataverse("read parent record", e))?;
-        if patient_contact
-            && record
-                .get(&contact.consent_attribute)
-                .and_then(serde_json::Value::as_bool)
-                != Some(true)
-        {
-            return Ok(None);
-        }
-        match record
-            .get(&parent.fhir_id_attribute)
-            .and_then(serde_json::Value::as_str)
-        {
-            Some(id) if !id.trim().is_empty() => Ok(Some(id.trim().to_owned())),
-            _ => Err(Error::MissingFhirId {
-                map: parent.name.clone(),
-                attribute: parent.fhir_id_attribute.clone(),
-            }),
-        }
+            .config
+            .patient_contact_map()
+            .is_some_and(|m| m.name == parent.name);
+        let fhir_id = if patient_contact {
+            gate.contact_row(parent_id).await?.fhir_id
+        } else {
+            let record: Record = self
+                .inner
+                .dataverse
+                .get_record(
+                    &parent.entity_set(),
+                    parent_id,
+                    Some(&Query::new().select([parent.fhir_id_attribute.as_str()])),
+                )
+                .await
+                .map_err(|e| Error::dataverse("read parent record", e))?;
+            record
+                .get(&parent.fhir_id_attribute)
+                .and_then(serde_json::Value::as_str)
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        };
+        fhir_id.ok_or_else(|| Error::MissingFhirId {
+            map: parent.name.clone(),
+            attribute: parent.fhir_id_attribute.clone(),
+        })
     }
 }
 

@@ -59,8 +59,17 @@ impl fmt::Display for Stage {
 ///
 /// Opaque, like `carebridge_fhir_client::TransportError`: it wraps the `reqwest` error (with its
 /// URL removed) so that `reqwest`, a pre-1.0 dependency, is not part of this crate's API.
-#[derive(Debug)]
 pub struct TransportError(reqwest::Error);
+
+impl fmt::Debug for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportError")
+            .field("timeout", &self.is_timeout())
+            .field("connect", &self.is_connect())
+            .field("body", &self.is_body())
+            .finish()
+    }
+}
 
 impl TransportError {
     pub(crate) fn new(error: reqwest::Error) -> Self {
@@ -103,11 +112,176 @@ impl std::error::Error for TransportError {
     }
 }
 
+/// A FHIR client error, kept whole for inspection ([`get`](Self::get),
+/// [`outcome`](Self::outcome)) but shown without patient data.
+///
+/// `Display` is the client's `Display` (interaction, resource type, HTTP status). `Debug` is the
+/// same text and the number of OperationOutcome issues, never the issues' text (servers quote
+/// the values they reject in `diagnostics`). The source chain ends here, except for a token
+/// failure (the `carebridge-auth` error): the client's other sources (JSON decoder, HTTP
+/// library) can quote response content.
+pub struct FhirError(Box<carebridge_fhir_client::Error>);
+
+impl FhirError {
+    pub(crate) fn new(error: carebridge_fhir_client::Error) -> Self {
+        Self(Box::new(error))
+    }
+
+    /// The client's error. Its `Debug` and sources may show response content: do not log them.
+    pub fn get(&self) -> &carebridge_fhir_client::Error {
+        &self.0
+    }
+
+    /// The client's error (see [`get`](Self::get)).
+    pub fn into_inner(self) -> carebridge_fhir_client::Error {
+        *self.0
+    }
+
+    /// The server's OperationOutcome, if it sent one.
+    pub fn outcome(&self) -> Option<&carebridge_fhir_model::resources::OperationOutcome> {
+        self.0.outcome()
+    }
+}
+
+impl fmt::Display for FhirError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for FhirError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FhirError")
+            .field("error", &format_args!("{}", self.0))
+            .field("outcome_issues", &self.outcome().map(|o| o.issue.len()))
+            .finish()
+    }
+}
+
+impl std::error::Error for FhirError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &*self.0 {
+            carebridge_fhir_client::Error::Auth { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// A Dataverse client error, kept whole for inspection ([`get`](Self::get)) but shown without
+/// patient data.
+///
+/// `Display` is the client's `Display` (operation, HTTP status, error code). `Debug` is the same
+/// text, never the service message (Dataverse quotes filter values and record ids in it). The
+/// source chain ends here: the client's sources (JSON decoder) can quote field values.
+pub struct DataverseError(Box<carebridge_dataverse_client::Error>);
+
+impl DataverseError {
+    /// The client's error. Its `Debug` and sources may show service messages and values: do not
+    /// log them.
+    pub fn get(&self) -> &carebridge_dataverse_client::Error {
+        &self.0
+    }
+
+    /// The client's error (see [`get`](Self::get)).
+    pub fn into_inner(self) -> carebridge_dataverse_client::Error {
+        *self.0
+    }
+}
+
+impl fmt::Display for DataverseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for DataverseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DataverseError")
+            .field(&format_args!("{}", self.0))
+            .finish()
+    }
+}
+
+impl std::error::Error for DataverseError {}
+
+/// Why the connectivity settings were judged wrong: the FHIR client's or the token provider's
+/// error, or the alternate endpoint's `401`. Shown like [`FhirError`]: no response content.
+pub struct ConnectivityError(Connectivity);
+
+enum Connectivity {
+    Fhir(FhirError),
+    Auth(carebridge_auth::Error),
+    Endpoint(Box<Error>),
+}
+
+impl ConnectivityError {
+    pub(crate) fn fhir(error: carebridge_fhir_client::Error) -> Self {
+        Self(Connectivity::Fhir(FhirError::new(error)))
+    }
+
+    pub(crate) fn auth(error: carebridge_auth::Error) -> Self {
+        Self(Connectivity::Auth(error))
+    }
+
+    pub(crate) fn endpoint(error: Error) -> Self {
+        Self(Connectivity::Endpoint(Box::new(error)))
+    }
+
+    /// The FHIR client's error, when the FHIR endpoint refused.
+    pub fn as_fhir(&self) -> Option<&FhirError> {
+        match &self.0 {
+            Connectivity::Fhir(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The token provider's error, when the alternate endpoint's token was refused.
+    pub fn as_auth(&self) -> Option<&carebridge_auth::Error> {
+        match &self.0 {
+            Connectivity::Auth(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ConnectivityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Connectivity::Fhir(e) => fmt::Display::fmt(e, f),
+            Connectivity::Auth(e) => fmt::Display::fmt(e, f),
+            Connectivity::Endpoint(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl fmt::Debug for ConnectivityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Connectivity::Fhir(e) => f.debug_tuple("ConnectivityError").field(e).finish(),
+            Connectivity::Auth(e) => f.debug_tuple("ConnectivityError").field(e).finish(),
+            Connectivity::Endpoint(e) => f.debug_tuple("ConnectivityError").field(e).finish(),
+        }
+    }
+}
+
+impl std::error::Error for ConnectivityError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            Connectivity::Fhir(e) => std::error::Error::source(e),
+            Connectivity::Auth(e) => std::error::Error::source(e),
+            Connectivity::Endpoint(e) => std::error::Error::source(&**e),
+        }
+    }
+}
+
 /// Everything that can go wrong in writeback.
 ///
 /// Messages name the entity map, attribute, element path, stage and HTTP status, never column
-/// values or resource content (which are patient data).
-#[derive(Debug, thiserror::Error)]
+/// values, resource content or record and resource ids (which are patient data). `Debug` is as
+/// clean as `Display`: it shows the same facts (ids and OperationOutcome texts are left out),
+/// and the sources of the chain ([`FhirError`], [`DataverseError`], [`ConnectivityError`],
+/// [`TransportError`]) are shown the same way. The fields keep everything for programs.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The configuration is invalid; `map` and `attribute` say where.
@@ -153,9 +327,9 @@ pub enum Error {
         endpoint: &'static str,
         /// The stage that needed the token.
         stage: Stage,
-        /// The credential's error (status and OAuth error code, never the secret).
+        /// The credential's or endpoint's error (status and OAuth error code, never the secret).
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+        source: ConnectivityError,
     },
 
     /// A contact record has no usable contact type: it must be Patient or Practitioner
@@ -176,6 +350,18 @@ pub enum Error {
         map: String,
         /// The missing attribute.
         attribute: String,
+    },
+
+    /// The consent gate could not tell which patient a resource concerns, or could not find the
+    /// patient's contact, so the resource was not sent anywhere (fail closed).
+    #[error("cannot determine the patient of the {resource_type} of entity map `{map}`: {reason}; nothing was sent")]
+    PatientUndetermined {
+        /// The entity map.
+        map: String,
+        /// The resource type.
+        resource_type: String,
+        /// Why (fixed text, never a value).
+        reason: &'static str,
     },
 
     /// The record has no FHIR id in the configured FHIR-id column, so there is nothing to update.
@@ -238,7 +424,7 @@ pub enum Error {
 
     /// The FHIR resource changed while writeback was applying the change (`412` on the update),
     /// also after re-reading and re-applying once.
-    #[error("{resource_type}/{id} changed concurrently (412 twice); change not written")]
+    #[error("the {resource_type} changed concurrently (412 twice); change not written")]
     Conflict {
         /// The resource type.
         resource_type: String,
@@ -255,11 +441,11 @@ pub enum Error {
         resource_type: String,
         /// The client's error (status, OperationOutcome).
         #[source]
-        source: Box<carebridge_fhir_client::Error>,
+        source: FhirError,
     },
 
     /// The FHIR resource to update does not exist.
-    #[error("{resource_type}/{id} does not exist on the FHIR server")]
+    #[error("the {resource_type} named by the record's FHIR-id column does not exist on the FHIR server")]
     FhirNotFound {
         /// The resource type.
         resource_type: String,
@@ -291,13 +477,13 @@ pub enum Error {
 
     /// Creating the Provenance failed after the resource was written (seed 001, "FHIR
     /// provenance errors"); the details are the FHIR client's error and OperationOutcome.
-    #[error("creating the Provenance for {target} failed")]
+    #[error("creating the Provenance for the written {} failed", target.split('/').next().unwrap_or_default())]
     Provenance {
         /// The written version the Provenance was meant to target (`Patient/1/_history/3`).
         target: String,
         /// The FHIR error.
         #[source]
-        source: Box<carebridge_fhir_client::Error>,
+        source: FhirError,
     },
 
     /// A Dataverse call failed (loading entity maps, reading a parent record, writing logs).
@@ -307,7 +493,7 @@ pub enum Error {
         operation: &'static str,
         /// The client's error.
         #[source]
-        source: Box<carebridge_dataverse_client::Error>,
+        source: DataverseError,
     },
 
     /// The delta-token store failed.
@@ -323,6 +509,155 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+}
+
+/// As clean as `Display`: ids, the Provenance target's id and OperationOutcome texts are left
+/// out; sources show themselves the same way.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidConfiguration {
+                map,
+                attribute,
+                reason,
+            } => f
+                .debug_struct("InvalidConfiguration")
+                .field("map", map)
+                .field("attribute", attribute)
+                .field("reason", reason)
+                .finish(),
+            Self::ConfigurationJson { path, reason } => f
+                .debug_struct("ConfigurationJson")
+                .field("path", path)
+                .field("reason", reason)
+                .finish(),
+            Self::ConfigurationFile(e) => {
+                f.debug_tuple("ConfigurationFile").field(&e.kind()).finish()
+            }
+            Self::InvalidInput { path, reason } => f
+                .debug_struct("InvalidInput")
+                .field("path", path)
+                .field("reason", reason)
+                .finish(),
+            Self::InvalidConnectivity {
+                endpoint,
+                stage,
+                source,
+            } => f
+                .debug_struct("InvalidConnectivity")
+                .field("endpoint", endpoint)
+                .field("stage", stage)
+                .field("source", source)
+                .finish(),
+            Self::InvalidContactType { map, table } => f
+                .debug_struct("InvalidContactType")
+                .field("map", map)
+                .field("table", table)
+                .finish(),
+            Self::MissingRequiredAttribute { map, attribute } => f
+                .debug_struct("MissingRequiredAttribute")
+                .field("map", map)
+                .field("attribute", attribute)
+                .finish(),
+            Self::PatientUndetermined {
+                map,
+                resource_type,
+                reason,
+            } => f
+                .debug_struct("PatientUndetermined")
+                .field("map", map)
+                .field("resource_type", resource_type)
+                .field("reason", reason)
+                .finish(),
+            Self::MissingFhirId { map, attribute } => f
+                .debug_struct("MissingFhirId")
+                .field("map", map)
+                .field("attribute", attribute)
+                .finish(),
+            Self::Conversion {
+                map,
+                attribute,
+                element,
+                reason,
+            } => f
+                .debug_struct("Conversion")
+                .field("map", map)
+                .field("attribute", attribute)
+                .field("element", element)
+                .field("reason", reason)
+                .finish(),
+            Self::Path {
+                map,
+                element,
+                reason,
+            } => f
+                .debug_struct("Path")
+                .field("map", map)
+                .field("element", element)
+                .field("reason", reason)
+                .finish(),
+            Self::InvalidResource {
+                resource_type,
+                issues,
+            } => f
+                .debug_struct("InvalidResource")
+                .field("resource_type", resource_type)
+                .field("issues", issues)
+                .finish(),
+            Self::ValidationFailed {
+                resource_type,
+                outcome,
+            } => f
+                .debug_struct("ValidationFailed")
+                .field("resource_type", resource_type)
+                .field("error_issues", &outcome_errors(outcome))
+                .field("issues", &outcome.issue.len())
+                .finish(),
+            Self::Conflict { resource_type, .. } => f
+                .debug_struct("Conflict")
+                .field("resource_type", resource_type)
+                .finish_non_exhaustive(),
+            Self::Fhir {
+                stage,
+                resource_type,
+                source,
+            } => f
+                .debug_struct("Fhir")
+                .field("stage", stage)
+                .field("resource_type", resource_type)
+                .field("source", source)
+                .finish(),
+            Self::FhirNotFound { resource_type, .. } => f
+                .debug_struct("FhirNotFound")
+                .field("resource_type", resource_type)
+                .finish_non_exhaustive(),
+            Self::UnsupportedResourceType { resource_type } => f
+                .debug_struct("UnsupportedResourceType")
+                .field("resource_type", resource_type)
+                .finish(),
+            Self::AlternateEndpoint { status, summary } => f
+                .debug_struct("AlternateEndpoint")
+                .field("status", status)
+                .field("summary", summary)
+                .finish(),
+            Self::AlternateTransport(e) => f.debug_tuple("AlternateTransport").field(e).finish(),
+            Self::Provenance { target, source } => f
+                .debug_struct("Provenance")
+                .field("target_type", &target.split('/').next().unwrap_or_default())
+                .field("source", source)
+                .finish_non_exhaustive(),
+            Self::Dataverse { operation, source } => f
+                .debug_struct("Dataverse")
+                .field("operation", operation)
+                .field("source", source)
+                .finish(),
+            Self::TokenStore { reason } => f
+                .debug_struct("TokenStore")
+                .field("reason", reason)
+                .finish(),
+            Self::Log { reason } => f.debug_struct("Log").field("reason", reason).finish(),
+        }
+    }
 }
 
 struct Where<'a>(Option<&'a str>, Option<&'a str>);
@@ -395,13 +730,13 @@ impl Error {
             return Self::InvalidConnectivity {
                 endpoint: "FHIR",
                 stage,
-                source: Box::new(err),
+                source: ConnectivityError::fhir(err),
             };
         }
         Self::Fhir {
             stage,
             resource_type: resource_type.to_owned(),
-            source: Box::new(err),
+            source: FhirError::new(err),
         }
     }
 
@@ -411,7 +746,7 @@ impl Error {
     ) -> Self {
         Self::Dataverse {
             operation,
-            source: Box::new(err),
+            source: DataverseError(Box::new(err)),
         }
     }
 }
@@ -445,6 +780,295 @@ mod tests {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<Error>();
         assert_send_sync::<TransportError>();
+    }
+
+    /// PHI-like values that must never show: an e-mail, a name, a record GUID (also used as a
+    /// resource id).
+    const SENTINELS: [&str; 3] = [
+        "jane.doe@example.com",
+        "Jane",
+        "6d81597f-0f9f-e711-8122-000d3aa2331c",
+    ];
+    const GUID: &str = "6d81597f-0f9f-e711-8122-000d3aa2331c";
+
+    /// `Display` and `Debug` of `e` and of every error of its `source()` chain.
+    fn shown(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut texts = vec![format!("{e}"), format!("{e:?}"), format!("{e:#?}")];
+        let mut source = e.source();
+        while let Some(s) = source {
+            texts.push(format!("{s}"));
+            texts.push(format!("{s:?}"));
+            source = s.source();
+        }
+        texts
+    }
+
+    fn assert_clean(e: &Error) {
+        for text in shown(e) {
+            for sentinel in SENTINELS {
+                assert!(!text.contains(sentinel), "{sentinel} shown in {text}");
+            }
+        }
+    }
+
+    fn phi_outcome() -> carebridge_fhir_model::resources::OperationOutcome {
+        serde_json::from_value(serde_json::json!({
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "invalid",
+                       "diagnostics": "Patient Jane (jane.doe@example.com) 6d81597f-0f9f-e711-8122-000d3aa2331c is invalid",
+                       "expression": ["Patient.telecom.where(value='jane.doe@example.com')"]}]
+        }))
+        .unwrap()
+    }
+
+    /// Real client errors whose own `Debug` or sources carry the sentinels: a FHIR 400 and 401
+    /// with an OperationOutcome quoting them, a FHIR body that does not decode, a Dataverse 404
+    /// whose service message quotes them, a Dataverse body that does not decode.
+    async fn client_errors() -> (
+        Vec<carebridge_fhir_client::Error>,
+        Vec<carebridge_dataverse_client::Error>,
+    ) {
+        use wiremock::matchers::path;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        let fhir_json = |status: u16, body: serde_json::Value| {
+            ResponseTemplate::new(status).set_body_raw(body.to_string(), "application/fhir+json")
+        };
+        let oo = serde_json::to_value(phi_outcome()).unwrap();
+        Mock::given(path("/fhir/Patient/bad"))
+            .respond_with(fhir_json(400, oo.clone()))
+            .mount(&server)
+            .await;
+        Mock::given(path("/fhir/Patient/denied"))
+            .respond_with(fhir_json(401, oo))
+            .mount(&server)
+            .await;
+        Mock::given(path("/fhir/Patient/garbled"))
+            .respond_with(fhir_json(
+                200,
+                serde_json::json!({"resourceType": "Patient", "id": "garbled", "name": "Jane", "birthDate": "jane.doe@example.com"}),
+            ))
+            .mount(&server)
+            .await;
+        let odata_error = serde_json::json!({"error": {"code": "0x80040217",
+            "message": format!("contact With Id = {GUID} Does Not Exist; filter contains(emailaddress1,'jane.doe@example.com') for Jane")}});
+        Mock::given(path(format!("/api/data/v9.2/contacts({GUID})")))
+            .respond_with(ResponseTemplate::new(404).set_body_json(odata_error))
+            .mount(&server)
+            .await;
+        let other = "7d81597f-0f9f-e711-8122-000d3aa2331c";
+        Mock::given(path(format!("/api/data/v9.2/contacts({other})")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"count": "Jane jane.doe@example.com"})),
+            )
+            .mount(&server)
+            .await;
+        let token = std::sync::Arc::new(carebridge_auth::StaticToken::new("t"));
+        let fhir = carebridge_fhir_client::FhirClient::new(
+            &format!("{}/fhir", server.uri()),
+            token.clone(),
+            None,
+        )
+        .unwrap();
+        let mut fhir_errors = Vec::new();
+        for id in ["bad", "denied", "garbled"] {
+            fhir_errors.push(
+                fhir.read::<carebridge_fhir_model::resources::Patient>(id)
+                    .await
+                    .unwrap_err(),
+            );
+        }
+        let dataverse =
+            carebridge_dataverse_client::DataverseClient::new(&server.uri(), token, None).unwrap();
+        #[derive(Debug, serde::Deserialize)]
+        struct Counted {
+            #[allow(dead_code, reason = "only decoded")]
+            count: u32,
+        }
+        let not_found = dataverse
+            .get_record::<serde_json::Value>("contacts", GUID.parse().unwrap(), None)
+            .await
+            .unwrap_err();
+        let undecodable = dataverse
+            .get_record::<Counted>("contacts", other.parse().unwrap(), None)
+            .await
+            .unwrap_err();
+        (fhir_errors, vec![not_found, undecodable])
+    }
+
+    /// Which variant `e` is. No wildcard arm: a new variant does not compile until it is listed
+    /// here with the next index; the test then fails until `VARIANTS` grows and `samples` holds
+    /// one of it.
+    fn variant(e: &Error) -> usize {
+        match e {
+            Error::InvalidConfiguration { .. } => 0,
+            Error::ConfigurationJson { .. } => 1,
+            Error::ConfigurationFile(_) => 2,
+            Error::InvalidInput { .. } => 3,
+            Error::InvalidConnectivity { .. } => 4,
+            Error::InvalidContactType { .. } => 5,
+            Error::MissingRequiredAttribute { .. } => 6,
+            Error::PatientUndetermined { .. } => 7,
+            Error::MissingFhirId { .. } => 8,
+            Error::Conversion { .. } => 9,
+            Error::Path { .. } => 10,
+            Error::InvalidResource { .. } => 11,
+            Error::ValidationFailed { .. } => 12,
+            Error::Conflict { .. } => 13,
+            Error::Fhir { .. } => 14,
+            Error::FhirNotFound { .. } => 15,
+            Error::UnsupportedResourceType { .. } => 16,
+            Error::AlternateEndpoint { .. } => 17,
+            Error::AlternateTransport(_) => 18,
+            Error::Provenance { .. } => 19,
+            Error::Dataverse { .. } => 20,
+            Error::TokenStore { .. } => 21,
+            Error::Log { .. } => 22,
+        }
+    }
+    const VARIANTS: usize = 23;
+
+    /// Every variant, with the sentinels wherever data from records, servers or URLs can
+    /// arrive (ids, OperationOutcomes, service messages, client errors, URLs); the fields the
+    /// crate fills from configuration or fixed text get plain values.
+    async fn samples() -> Vec<Error> {
+        let (fhir_errors, dataverse_errors) = client_errors().await;
+        let mut out = vec![
+            Error::config(
+                Some("contact-Patient"),
+                Some("birthdate"),
+                "unknown conversion",
+            ),
+            Error::ConfigurationJson {
+                path: "entity_maps[0].attribute_maps[1].conversion".into(),
+                reason: "invalid value (line 3, column 9)".into(),
+            },
+            Error::ConfigurationFile(std::io::Error::from(std::io::ErrorKind::NotFound)),
+            Error::input("PostEntityImages", "value has the wrong type or is missing"),
+            Error::InvalidContactType {
+                map: "contact-Patient".into(),
+                table: "contact".into(),
+            },
+            Error::MissingRequiredAttribute {
+                map: "identifiers".into(),
+                attribute: "msemr_patient".into(),
+            },
+            Error::PatientUndetermined {
+                map: "observations".into(),
+                resource_type: "Observation".into(),
+                reason: "it references no Patient",
+            },
+            Error::MissingFhirId {
+                map: "contact-Patient".into(),
+                attribute: "msemr_azurefhirid".into(),
+            },
+            Error::Conversion {
+                map: "contact-Patient".into(),
+                attribute: "birthdate".into(),
+                element: "birthDate".into(),
+                reason: "not a date".into(),
+            },
+            Error::Path {
+                map: "contact-Patient".into(),
+                element: "name[3].family".into(),
+                reason: "index 3 of `name` is past the end".into(),
+            },
+            Error::InvalidResource {
+                resource_type: "Patient".into(),
+                issues: vec!["Patient.birthDate: invalid date".into()],
+            },
+            Error::ValidationFailed {
+                resource_type: "Patient".into(),
+                outcome: Box::new(phi_outcome()),
+            },
+            Error::Conflict {
+                resource_type: "Patient".into(),
+                id: GUID.into(),
+            },
+            Error::FhirNotFound {
+                resource_type: "Patient".into(),
+                id: GUID.into(),
+            },
+            Error::UnsupportedResourceType {
+                resource_type: "Basic".into(),
+            },
+            Error::AlternateEndpoint {
+                status: 400,
+                summary: Some("OperationOutcome: error/invalid".into()),
+            },
+            Error::TokenStore {
+                reason: "the store is unavailable".into(),
+            },
+            Error::Log {
+                reason: "the log table is unavailable".into(),
+            },
+        ];
+        // A connection refused on a URL whose query names the patient.
+        let transport = reqwest::Client::new()
+            .get(format!(
+                "http://127.0.0.1:1/Patient?email=jane.doe@example.com&_id={GUID}&name=Jane"
+            ))
+            .send()
+            .await
+            .unwrap_err();
+        out.push(Error::AlternateTransport(TransportError::new(transport)));
+        for e in fhir_errors {
+            let connectivity = Error::InvalidConnectivity {
+                endpoint: "FHIR",
+                stage: Stage::Write,
+                source: ConnectivityError::fhir(
+                    carebridge_fhir_client::Error::UnexpectedResponse {
+                        interaction: carebridge_fhir_client::Interaction::Update,
+                        reason: "no body".into(),
+                    },
+                ),
+            };
+            out.push(connectivity);
+            out.push(Error::Provenance {
+                target: format!("Patient/{GUID}/_history/2"),
+                source: FhirError::new(carebridge_fhir_client::Error::UnexpectedResponse {
+                    interaction: carebridge_fhir_client::Interaction::Create,
+                    reason: "no id".into(),
+                }),
+            });
+            out.push(Error::fhir(Stage::Read, "Patient", e));
+        }
+        out.push(Error::InvalidConnectivity {
+            endpoint: "alternate",
+            stage: Stage::Alternate,
+            source: ConnectivityError::endpoint(Error::AlternateEndpoint {
+                status: 401,
+                summary: None,
+            }),
+        });
+        for e in dataverse_errors {
+            out.push(Error::dataverse("read patient consent", e));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn every_variant_is_as_clean_in_debug_and_sources_as_in_display() {
+        let samples = samples().await;
+        let mut seen = [false; VARIANTS];
+        for e in &samples {
+            // Out of bounds (a panic, failing the test) for a variant listed without growing
+            // `VARIANTS`.
+            seen[variant(e)] = true;
+            assert_clean(e);
+        }
+        let missing: Vec<usize> = (0..VARIANTS).filter(|i| !seen[*i]).collect();
+        assert!(missing.is_empty(), "variants without a sample: {missing:?}");
+        // The client errors are clean at their source too (the clients' own redaction); the
+        // wrappers additionally end the source chain.
+        let (fhir_errors, dataverse_errors) = client_errors().await;
+        assert!(fhir_errors
+            .iter()
+            .all(|e| !SENTINELS.iter().any(|s| format!("{e:?}").contains(s))));
+        assert!(dataverse_errors
+            .iter()
+            .all(|e| !SENTINELS.iter().any(|s| format!("{e:?}").contains(s))));
     }
 
     #[test]

@@ -9,13 +9,41 @@ use carebridge_fhir_model::{FhirResource, Resource, ResourceType};
 use crate::error::Stage;
 use crate::{Error, Result};
 
-/// A resource with the version the server reported.
+/// A resource with the version the server reported, and for a write the OperationOutcome the
+/// server answered with, if any.
+///
+/// Build one with [`Versioned::new`] (and [`with_outcome`](Self::with_outcome)).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Versioned {
     /// The resource.
     pub resource: Resource,
     /// `meta.versionId` / ETag version, when the server sent one.
     pub version_id: Option<String>,
+    /// The OperationOutcome that came with a write (warnings and information about a write the
+    /// server accepted), when the store received one. Writeback logs its issues as child logs
+    /// and the change as "processed with warnings" (seed 001). `None` for reads, and from
+    /// [`FhirClient`], which asks for the resource back (`Prefer: return=representation`) and
+    /// has no OperationOutcome to give.
+    pub outcome: Option<Box<OperationOutcome>>,
+}
+
+impl Versioned {
+    /// `resource` at `version_id`, without an OperationOutcome.
+    pub fn new(resource: Resource, version_id: Option<String>) -> Self {
+        Self {
+            resource,
+            version_id,
+            outcome: None,
+        }
+    }
+
+    /// The OperationOutcome the server sent with the write.
+    #[must_use]
+    pub fn with_outcome(mut self, outcome: OperationOutcome) -> Self {
+        self.outcome = Some(Box::new(outcome));
+        self
+    }
 }
 
 /// The identifier system of the identifier writeback adds to every resource it creates for a
@@ -78,7 +106,7 @@ pub trait FhirStore: Send + Sync + fmt::Debug {
 
 /// Whether an error from [`FhirStore::update`] is a stale `If-Match` (`412`).
 pub(crate) fn is_precondition_failed(err: &Error) -> bool {
-    matches!(err, Error::Fhir { source, .. } if matches!(**source, carebridge_fhir_client::Error::PreconditionFailed(_)))
+    matches!(err, Error::Fhir { source, .. } if matches!(source.get(), carebridge_fhir_client::Error::PreconditionFailed(_)))
 }
 
 macro_rules! supported_types {
@@ -105,10 +133,7 @@ pub fn supported_resource_types() -> Vec<ResourceType> {
 
 fn versioned<R: FhirResource>(r: carebridge_fhir_client::Response<R>) -> Versioned {
     let version_id = r.version_id().map(str::to_owned);
-    Versioned {
-        resource: r.into_value().into_resource(),
-        version_id,
-    }
+    Versioned::new(r.into_value().into_resource(), version_id)
 }
 
 fn unsupported(t: ResourceType) -> Error {

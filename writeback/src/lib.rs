@@ -3,8 +3,10 @@
 //!
 //! A [`ChangeEvent`] (from a Dataverse webhook body or change tracking) goes through the
 //! [`Writeback`] engine: the entity map for its table must have writeback enabled and support
-//! the message (Create/Update); patient contacts need the "Azure FHIR Sync Enabled" consent and
-//! every contact a Patient or Practitioner contact type; the current FHIR resource is read (its
+//! the message (Create/Update); every contact needs a Patient or Practitioner contact type; every
+//! resource that concerns a patient (a patient contact, a linked contact, any `Patient` the
+//! resource references) is sent only when that patient's "Azure FHIR Sync Enabled" consent is
+//! Yes, checked by one gate before anything is sent (it fails closed); the current FHIR resource is read (its
 //! id from the FHIR-id column), only the mapped columns are applied (everything else survives),
 //! the result is parsed into the typed `carebridge-fhir-model` resource, structurally validated
 //! and checked with the FHIR service's `$validate`; then it is updated with `If-Match` (a `412`
@@ -85,6 +87,7 @@ pub mod config;
 mod engine;
 mod error;
 mod fhir;
+mod gate;
 mod loader;
 mod log;
 mod path;
@@ -101,7 +104,9 @@ pub use config::{
     IntegrationSettings, Message, OAuthSettings, WritebackConfig,
 };
 pub use engine::{Outcome, Writeback, Written};
-pub use error::{Error, Result, Stage, TransportError};
+pub use error::{
+    ConnectivityError, DataverseError, Error, FhirError, Result, Stage, TransportError,
+};
 pub use fhir::{supported_resource_types, Created, FhirStore, Versioned, RECORD_IDENTIFIER_SYSTEM};
 pub use loader::{load_entity_maps, MapTableNames};
 pub use log::{

@@ -211,6 +211,7 @@ pub async fn load_entity_maps(
                 fhir_id_attribute: DEFAULT_FHIR_ID_ATTRIBUTE.to_owned(),
                 attribute_maps: Vec::new(),
                 expansion,
+                patient_link_attribute: None,
             },
         ));
     }

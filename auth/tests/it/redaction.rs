@@ -1,4 +1,7 @@
-//! Secrets never appear in `Debug`, `Display` or tracing output.
+//! Secrets never appear in `Debug`, `Display` or tracing output, and errors show no patient
+//! data (the launch context of a token response). Every `Error` variant, built with PHI-like
+//! values in URL queries, transport failures and provider errors, is checked by the `error` unit
+//! tests.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -136,4 +139,51 @@ async fn tracing_spans_carry_no_secret() {
     assert!(output.contains("auth.token_request"), "{output}");
     assert!(output.contains("http.response.status_code=400"), "{output}");
     assert_redacted(&output);
+}
+
+const PATIENT_NAME: &str = "Jane";
+const PATIENT_EMAIL: &str = "jane.doe@example.com";
+const PATIENT_ID: &str = "6d81597f-0f9f-e711-8122-000d3aa2331c";
+
+/// `Display`, `Debug` and every source of the chain hold no patient data (or secret).
+fn assert_no_patient_data(error: &carebridge_auth::Error) {
+    let mut texts = vec![format!("{error}"), format!("{error:?}")];
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        texts.push(format!("{s}"));
+        texts.push(format!("{s:?}"));
+        source = s.source();
+    }
+    for text in texts {
+        for sentinel in [PATIENT_NAME, PATIENT_EMAIL, PATIENT_ID] {
+            assert!(!text.contains(sentinel), "{sentinel} shown in {text}");
+        }
+        assert_redacted(&text);
+    }
+}
+
+#[tokio::test]
+async fn a_token_response_with_launch_context_that_does_not_decode_shows_no_patient_data() {
+    // A SMART token response carries the launch context (`patient`) next to the token.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": {"value": ISSUED_TOKEN}, "token_type": "Bearer", "expires_in": 3600,
+            "patient": PATIENT_ID, "name": PATIENT_NAME, "email": PATIENT_EMAIL
+        })))
+        .mount(&server)
+        .await;
+    let credential = ClientCredentials::builder(
+        format!("{}/token", server.uri()),
+        CLIENT_ID,
+        SECRET.to_owned(),
+    )
+    .build()
+    .unwrap();
+    let error = credential.token(&[]).await.unwrap_err();
+    assert!(
+        matches!(error, carebridge_auth::Error::MalformedTokenResponse { .. }),
+        "{error:?}"
+    );
+    assert_no_patient_data(&error);
 }

@@ -8,4 +8,5 @@
 mod bridge;
 mod inbound;
 mod receiver;
+mod redaction;
 mod support;

@@ -29,6 +29,8 @@ struct FakeStore {
     verdict: OperationOutcome,
     writes: AtomicUsize,
     written: Mutex<Vec<Resource>>,
+    /// The OperationOutcome the update is answered with.
+    write_outcome: Option<OperationOutcome>,
     provenances: Mutex<Vec<Provenance>>,
 }
 
@@ -42,6 +44,7 @@ impl FakeStore {
             verdict: serde_json::from_value(verdict).unwrap(),
             writes: AtomicUsize::new(0),
             written: Mutex::new(Vec::new()),
+            write_outcome: None,
             provenances: Mutex::new(Vec::new()),
         }
     }
@@ -54,10 +57,7 @@ impl FhirStore for FakeStore {
         _: ResourceType,
         id: &str,
     ) -> carebridge_writeback::Result<Option<Versioned>> {
-        Ok((id == "p1").then(|| Versioned {
-            resource: self.current.clone(),
-            version_id: Some("1".into()),
-        }))
+        Ok((id == "p1").then(|| Versioned::new(self.current.clone(), Some("1".into()))))
     }
     async fn validate(&self, _: &Resource) -> carebridge_writeback::Result<OperationOutcome> {
         Ok(self.verdict.clone())
@@ -70,9 +70,10 @@ impl FhirStore for FakeStore {
         assert_eq!(if_match, Some("1"));
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.written.lock().unwrap().push(r.clone());
-        Ok(Versioned {
-            resource: r.clone(),
-            version_id: Some("2".into()),
+        let written = Versioned::new(r.clone(), Some("2".into()));
+        Ok(match &self.write_outcome {
+            Some(oo) => written.with_outcome(oo.clone()),
+            None => written,
         })
     }
     async fn create(
@@ -84,10 +85,7 @@ impl FhirStore for FakeStore {
         let mut r = r.clone();
         r.set_id(Some("new".into()));
         Ok(Created {
-            written: Versioned {
-                resource: r,
-                version_id: Some("1".into()),
-            },
+            written: Versioned::new(r, Some("1".into())),
             existed: false,
         })
     }
@@ -95,10 +93,7 @@ impl FhirStore for FakeStore {
         self.provenances.lock().unwrap().push(p.clone());
         let mut p = p.clone();
         p.id = Some("pv1".into());
-        Ok(Versioned {
-            resource: Resource::from(p),
-            version_id: Some("1".into()),
-        })
+        Ok(Versioned::new(Resource::from(p), Some("1".into())))
     }
 }
 
@@ -468,6 +463,55 @@ async fn warnings_become_child_logs_of_a_warning_parent_log() {
     assert_eq!(outcome.status, LogStatus::Warning, "{outcome:?}");
     assert!(outcome.log_error.is_none(), "{:?}", outcome.log_error);
     assert_eq!(outcome.issues.len(), 1);
+}
+
+#[tokio::test]
+async fn warnings_in_the_answer_to_the_write_become_child_logs_too() {
+    // `$validate` has only an information issue; the server answers the update itself with an
+    // OperationOutcome carrying a warning (seed 001, "Message processed with warnings").
+    let mut store = FakeStore::new(all_ok());
+    store.write_outcome = Some(
+        serde_json::from_value(json!({"resourceType": "OperationOutcome", "issue": [
+            {"severity": "warning", "code": "informational",
+             "diagnostics": "telecom[0].value was normalized", "expression": ["Patient.telecom[0].value"]}]}))
+        .unwrap(),
+    );
+    let log = Arc::new(InMemoryOutcomeLog::new());
+    let wb = Writeback::new(
+        config(&fhir_only("https://fhir.example.org")),
+        dataverse(None),
+        Arc::new(store),
+        log.clone(),
+    )
+    .unwrap();
+    let outcome = wb.process(&phone_change()).await.unwrap();
+    assert_eq!(outcome.status, LogStatus::Warning, "{outcome:?}");
+    assert!(outcome.written.is_some() && outcome.provenance.is_some());
+    let severities: Vec<&str> = outcome.issues.iter().map(|i| i.severity.as_str()).collect();
+    assert_eq!(severities, ["information", "warning"]);
+    let entry = &log.entries()[0];
+    assert_eq!(entry.status, LogStatus::Warning);
+    assert_eq!(
+        entry.description,
+        "Patient updated (message processed with warnings)"
+    );
+    let child = &entry.children[1];
+    assert_eq!(child.expression, ["Patient.telecom[0].value"]);
+    assert_eq!(
+        child.diagnostics.as_deref(),
+        Some("telecom[0].value was normalized")
+    );
+
+    // Without an OperationOutcome in the answer, information alone is no warning.
+    let wb = Writeback::new(
+        config(&fhir_only("https://fhir.example.org")),
+        dataverse(None),
+        Arc::new(FakeStore::new(all_ok())),
+        Arc::new(InMemoryOutcomeLog::new()),
+    )
+    .unwrap();
+    let outcome = wb.process(&phone_change()).await.unwrap();
+    assert_eq!(outcome.status, LogStatus::Success, "{outcome:?}");
 }
 
 // ---------------------------------------------------------------- change tracking
@@ -872,10 +916,11 @@ async fn expansion_record_updates_the_parent_resource() {
         .and(path(format!("{API}/contacts({parent})")))
         .and(query_param(
             "$select",
-            "msemr_azurefhirid,msemr_azurefhirsyncenabled",
+            "msemr_azurefhirid,msemr_azurefhirsyncenabled,msemr_contacttype",
         ))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "msemr_azurefhirid": "p1", "msemr_azurefhirsyncenabled": true})))
+            "msemr_azurefhirid": "p1", "msemr_azurefhirsyncenabled": true,
+            "msemr_contacttype": 935_000_000})))
         .expect(1)
         .mount(&server)
         .await;
