@@ -70,6 +70,7 @@ mod error;
 mod options;
 mod pager;
 mod patch;
+mod path;
 mod response;
 mod search;
 mod transport;
@@ -83,6 +84,7 @@ pub use error::{Error, HttpFailure, Interaction, Result, TransportError};
 pub use options::{FhirClientOptions, InsecureHttp, RetryOptions};
 pub use pager::{HistoryEntry, Page, Pager, Pages};
 pub use patch::PatchOperation;
+pub use path::is_valid_id;
 pub use response::Response;
 pub use search::{
     escape_value, Include, Missing, Modifier, Prefix, SearchMethod, SearchParams, Summary, Total,

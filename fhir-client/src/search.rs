@@ -218,7 +218,16 @@ pub struct SearchParams {
     pairs: Vec<(String, String)>,
 }
 
-/// Escapes the FHIR search special characters in one value.
+/// Escapes the FHIR search special characters in one value: `\`, `,`, `|` and `$` become `\\`,
+/// `\,`, `\|` and `\$`, so that the value is matched literally
+/// (<https://hl7.org/fhir/R4/search.html#escaping>). Every typed helper of [`SearchParams`] uses
+/// it; [`SearchParams::param`] does not.
+///
+/// ```
+/// use carebridge_fhir_client::escape_value;
+///
+/// assert_eq!(escape_value(r"SMITH,JOHN|a$b\c"), r"SMITH\,JOHN\|a\$b\\c");
+/// ```
 pub fn escape_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
@@ -236,8 +245,15 @@ impl SearchParams {
         Self::default()
     }
 
-    /// Adds `name=value` unchanged (no escaping): any parameter, modifier or syntax the typed
-    /// helpers do not cover, e.g. chains (`subject:Patient.name`) or OR lists you built yourself.
+    /// Adds `name=value` unchanged: `value` must already be an **escaped, raw** search value.
+    /// Use it only for syntax the typed helpers do not cover, e.g. chains
+    /// (`subject:Patient.name`) or OR lists you built yourself with [`escape_value`].
+    ///
+    /// Never pass data (an identifier, a name, a code from a message) here unescaped: in
+    /// `identifier=SMITH,JOHN` the `,` means OR and matches the Patient `SMITH`, and a `|` or
+    /// `\` in a value changes how the server splits system and code. Data goes through [`token`](Self::token),
+    /// [`identifier`](Self::identifier), [`string`](Self::string) and the other typed helpers,
+    /// which escape it.
     #[must_use]
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.pairs.push((name.into(), value.into()));
@@ -269,7 +285,9 @@ impl SearchParams {
     }
 
     /// A `token` parameter: `system|code`, or just `code` when `system` is `None`.
-    /// Pass `Some("")` for "no system" (`|code`).
+    /// Pass `Some("")` for "no system" (`|code`). The system and the code are escaped separately
+    /// ([`escape_value`]) and joined by an unescaped `|`, so data in either cannot add an OR
+    /// (`,`) or move the split (`|`).
     #[must_use]
     pub fn token(self, name: &str, system: Option<&str>, code: &str) -> Self {
         let value = token_value(system, code);

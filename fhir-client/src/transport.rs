@@ -232,24 +232,9 @@ pub(crate) fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-}
-
-/// Checks a logical or version id against the FHIR `id` syntax (`[A-Za-z0-9\-\.]{1,64}`).
+/// Checks a logical or version id before it becomes a path segment: see [`crate::path`].
 pub(crate) fn check_id(id: &str, what: &str, interaction: Interaction) -> Result<()> {
-    if valid_id(id) {
-        Ok(())
-    } else {
-        Err(Error::InvalidInput {
-            interaction,
-            reason: format!("{what} is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)"),
-        })
-    }
+    crate::path::check_id(id, what, interaction)
 }
 
 impl Inner {
