@@ -87,5 +87,6 @@ pub use patch::PatchOperation;
 pub use path::is_valid_id;
 pub use response::Response;
 pub use search::{
-    escape_value, Include, Missing, Modifier, Prefix, SearchMethod, SearchParams, Summary, Total,
+    escape_token, escape_value, Include, Missing, Modifier, Prefix, SearchMethod, SearchParams,
+    Summary, Total,
 };

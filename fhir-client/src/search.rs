@@ -290,14 +290,14 @@ impl SearchParams {
     /// (`,`) or move the split (`|`).
     #[must_use]
     pub fn token(self, name: &str, system: Option<&str>, code: &str) -> Self {
-        let value = token_value(system, code);
+        let value = escape_token(system, code);
         self.param(name, value)
     }
 
     /// A `token` parameter with `:not`.
     #[must_use]
     pub fn token_not(self, name: &str, system: Option<&str>, code: &str) -> Self {
-        let value = token_value(system, code);
+        let value = escape_token(system, code);
         self.param(format!("{name}:not"), value)
     }
 
@@ -475,7 +475,19 @@ impl SearchParams {
     }
 }
 
-fn token_value(system: Option<&str>, code: &str) -> String {
+/// The value of a `token` search parameter: `system|code` with the system and the code each
+/// escaped ([`escape_value`]) and joined by an unescaped `|`, or just the escaped `code` when
+/// `system` is `None` (`Some("")` gives `|code`: "no system"). [`SearchParams::token`] and
+/// [`SearchParams::identifier`] use it; use it yourself only where a token goes somewhere other
+/// than a [`SearchParams`].
+///
+/// ```
+/// use carebridge_fhir_client::escape_token;
+///
+/// assert_eq!(escape_token(Some("urn:mrn"), "SMITH,JOHN"), r"urn:mrn|SMITH\,JOHN");
+/// assert_eq!(escape_token(None, "A|B"), r"A\|B");
+/// ```
+pub fn escape_token(system: Option<&str>, code: &str) -> String {
     match system {
         Some(system) => format!("{}|{}", escape_value(system), escape_value(code)),
         None => escape_value(code),
@@ -555,6 +567,25 @@ mod tests {
                 ("_summary", "count"),
                 ("_total", "accurate"),
                 ("_count", "20"),
+            ]
+        );
+    }
+
+    #[test]
+    fn tokens_escape_system_and_code_separately() {
+        let p = SearchParams::new()
+            .token("identifier", Some(r"urn:a|b"), r"SMITH,JOHN")
+            .token("identifier", None, r"x$y\z")
+            .token("identifier", Some(""), "A|B")
+            .identifier("urn:s", "a,b|c");
+        let values: Vec<&str> = p.pairs().iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(
+            values,
+            [
+                r"urn:a\|b|SMITH\,JOHN",
+                r"x\$y\\z",
+                r"|A\|B",
+                r"urn:s|a\,b\|c"
             ]
         );
     }
