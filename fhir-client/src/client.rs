@@ -15,10 +15,11 @@ use crate::error::Interaction;
 use crate::options::FhirClientOptions;
 use crate::pager::{decode_history_page, decode_search_page, HistoryEntry, Pager, Pages};
 use crate::patch::PatchOperation;
+use crate::path::{check_id, check_operation_name};
 use crate::response::{etag_for_version, parse_location, Response};
 use crate::search::{SearchMethod, SearchParams, Summary};
 use crate::transport::{
-    check_id, decode, probe, Inner, RawResponse, RequestSpec, FHIR_JSON, FORM, JSON_PATCH,
+    decode, probe, Inner, RawResponse, RequestSpec, FHIR_JSON, FORM, JSON_PATCH,
 };
 use crate::{Error, Result};
 
@@ -120,7 +121,11 @@ impl OperationRequest {
         )
     }
 
-    /// Adds a query parameter.
+    /// Adds the query parameter `name=value` with `value` **raw**: it is form-encoded on the
+    /// wire but not search-escaped, because operation parameters (`url`, `start`, `_since`, …) are
+    /// not search parameters. A value for an operation that reads it as a search token (a
+    /// `code`, an `identifier`) must be escaped by the caller with
+    /// [`escape_value`](crate::escape_value).
     #[must_use]
     pub fn with_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.params = self.params.param(name, value);
@@ -722,16 +727,7 @@ impl FhirClient {
         request: OperationRequest,
     ) -> Result<Response<O>> {
         let name = &request.name;
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(Error::InvalidInput {
-                interaction: Interaction::Operation,
-                reason: "an operation name is letters, digits, - and _ after the $".into(),
-            });
-        }
+        check_operation_name(name)?;
         let op = format!("${name}");
         let (mut url, ty) = match &request.level {
             OperationLevel::System => (self.inner.url(&[&op]), None),

@@ -72,6 +72,7 @@ mod error;
 mod options;
 mod pager;
 mod patch;
+mod path;
 mod response;
 mod search;
 mod transport;
@@ -85,7 +86,9 @@ pub use error::{Error, HttpFailure, Interaction, Result};
 pub use options::FhirClientOptions;
 pub use pager::{HistoryEntry, Page, Pager, Pages};
 pub use patch::PatchOperation;
+pub use path::is_valid_id;
 pub use response::Response;
 pub use search::{
-    escape_value, Include, Missing, Modifier, Prefix, SearchMethod, SearchParams, Summary, Total,
+    escape_token, escape_value, Include, Missing, Modifier, Prefix, SearchMethod, SearchParams,
+    Summary, Total,
 };

@@ -218,7 +218,16 @@ pub struct SearchParams {
     pairs: Vec<(String, String)>,
 }
 
-/// Escapes the FHIR search special characters in one value.
+/// Escapes the FHIR search special characters in one value: `\`, `,`, `|` and `$` become `\\`,
+/// `\,`, `\|` and `\$`, so that the value is matched literally
+/// (<https://hl7.org/fhir/R4/search.html#escaping>). Every typed helper of [`SearchParams`] uses
+/// it; [`SearchParams::param`] does not.
+///
+/// ```
+/// use carebridge_fhir_client::escape_value;
+///
+/// assert_eq!(escape_value(r"SMITH,JOHN|a$b\c"), r"SMITH\,JOHN\|a\$b\\c");
+/// ```
 pub fn escape_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
@@ -236,8 +245,15 @@ impl SearchParams {
         Self::default()
     }
 
-    /// Adds `name=value` unchanged (no escaping): any parameter, modifier or syntax the typed
-    /// helpers do not cover, e.g. chains (`subject:Patient.name`) or OR lists you built yourself.
+    /// Adds `name=value` unchanged: `value` must already be an **escaped, raw** search value.
+    /// Use it only for syntax the typed helpers do not cover, e.g. chains
+    /// (`subject:Patient.name`) or OR lists you built yourself with [`escape_value`].
+    ///
+    /// Never pass data (an identifier, a name, a code from a message) here unescaped: in
+    /// `identifier=SMITH,JOHN` the `,` means OR and matches the Patient `SMITH`, and a `|` or
+    /// `\` in a value changes how the server splits system and code. Data goes through [`token`](Self::token),
+    /// [`identifier`](Self::identifier), [`string`](Self::string) and the other typed helpers,
+    /// which escape it.
     #[must_use]
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.pairs.push((name.into(), value.into()));
@@ -269,17 +285,19 @@ impl SearchParams {
     }
 
     /// A `token` parameter: `system|code`, or just `code` when `system` is `None`.
-    /// Pass `Some("")` for "no system" (`|code`).
+    /// Pass `Some("")` for "no system" (`|code`). The system and the code are escaped separately
+    /// ([`escape_value`]) and joined by an unescaped `|`, so data in either cannot add an OR
+    /// (`,`) or move the split (`|`).
     #[must_use]
     pub fn token(self, name: &str, system: Option<&str>, code: &str) -> Self {
-        let value = token_value(system, code);
+        let value = escape_token(system, code);
         self.param(name, value)
     }
 
     /// A `token` parameter with `:not`.
     #[must_use]
     pub fn token_not(self, name: &str, system: Option<&str>, code: &str) -> Self {
-        let value = token_value(system, code);
+        let value = escape_token(system, code);
         self.param(format!("{name}:not"), value)
     }
 
@@ -457,7 +475,19 @@ impl SearchParams {
     }
 }
 
-fn token_value(system: Option<&str>, code: &str) -> String {
+/// The value of a `token` search parameter: `system|code` with the system and the code each
+/// escaped ([`escape_value`]) and joined by an unescaped `|`, or just the escaped `code` when
+/// `system` is `None` (`Some("")` gives `|code`: "no system"). [`SearchParams::token`] and
+/// [`SearchParams::identifier`] use it; use it yourself only where a token goes somewhere other
+/// than a [`SearchParams`].
+///
+/// ```
+/// use carebridge_fhir_client::escape_token;
+///
+/// assert_eq!(escape_token(Some("urn:mrn"), "SMITH,JOHN"), r"urn:mrn|SMITH\,JOHN");
+/// assert_eq!(escape_token(None, "A|B"), r"A\|B");
+/// ```
+pub fn escape_token(system: Option<&str>, code: &str) -> String {
     match system {
         Some(system) => format!("{}|{}", escape_value(system), escape_value(code)),
         None => escape_value(code),
@@ -537,6 +567,25 @@ mod tests {
                 ("_summary", "count"),
                 ("_total", "accurate"),
                 ("_count", "20"),
+            ]
+        );
+    }
+
+    #[test]
+    fn tokens_escape_system_and_code_separately() {
+        let p = SearchParams::new()
+            .token("identifier", Some(r"urn:a|b"), r"SMITH,JOHN")
+            .token("identifier", None, r"x$y\z")
+            .token("identifier", Some(""), "A|B")
+            .identifier("urn:s", "a,b|c");
+        let values: Vec<&str> = p.pairs().iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(
+            values,
+            [
+                r"urn:a\|b|SMITH\,JOHN",
+                r"x\$y\\z",
+                r"|A\|B",
+                r"urn:s|a\,b\|c"
             ]
         );
     }

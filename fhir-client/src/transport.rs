@@ -164,24 +164,9 @@ pub(crate) fn check_base_url(base_url: &str, insecure: InsecureHttp) -> Result<U
     })
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-}
-
-/// Checks a logical or version id against the FHIR `id` syntax (`[A-Za-z0-9\-\.]{1,64}`).
+/// Checks a logical or version id before it becomes a path segment: see [`crate::path`].
 pub(crate) fn check_id(id: &str, what: &str, interaction: Interaction) -> Result<()> {
-    if valid_id(id) {
-        Ok(())
-    } else {
-        Err(Error::InvalidInput {
-            interaction,
-            reason: format!("{what} is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)"),
-        })
-    }
+    crate::path::check_id(id, what, interaction)
 }
 
 impl Inner {

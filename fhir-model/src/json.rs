@@ -1,7 +1,8 @@
 //! Reading and writing FHIR JSON.
 //!
 //! - Strict ([`from_str`], [`from_slice`]): unknown elements, wrong JSON types, unknown codes of
-//!   required bindings, missing required elements and empty arrays are errors; the error carries
+//!   required bindings, missing required elements, empty arrays and duplicate members (a second
+//!   `resourceType` on every path, also in lenient parsing) are errors; the error carries
 //!   the path of the problem (`Patient.name[0].given[1]`).
 //! - Lenient ([`from_str_lenient`]): every problem becomes an [`Issue`] with its path; the
 //!   offending element is removed and parsing continues; missing required elements are reported
@@ -218,7 +219,9 @@ fn kind_of(message: &str) -> IssueKind {
 ///
 /// # Errors
 /// [`Error::Lenient`] when the input cannot be repaired (JSON syntax errors, a problem at the
-/// root object such as an unknown `resourceType`, or more than 1000 problems).
+/// root object such as an unknown `resourceType` or one naming another type than `T`, a
+/// resource with two `resourceType` members anywhere in the document, or more than 1000
+/// problems).
 pub fn from_str_lenient<T: DeserializeOwned + Validate>(s: &str) -> Result<(T, Vec<Issue>)> {
     let _guard = crate::rt::LenientGuard::enter();
     let root = root_name(s.as_bytes());
@@ -260,7 +263,11 @@ pub fn from_str_lenient<T: DeserializeOwned + Validate>(s: &str) -> Result<(T, V
                         _ => None,
                     })
                     .collect();
-                let cut = if exact && !segments.is_empty() {
+                // A `resourceType` is never cut: with two in one resource, or one that names
+                // another type, cutting would pick the type the text does not unambiguously say.
+                let repairable = !message.contains(crate::rt::DUPLICATE_RESOURCE_TYPE)
+                    && !matches!(segments.last(), Some(span::Seg::Key("resourceType")));
+                let cut = if repairable && exact && !segments.is_empty() {
                     span::cut(&text, &segments)
                 } else {
                     None

@@ -158,6 +158,9 @@ impl<'de> Visitor<'de> for ResourceVisitor {
         entries.push((first.as_str().to_owned(), v));
         while let Some(k) = map.next_key::<Key<'de>>()? {
             if k.as_str() == "resourceType" {
+                if rt.is_some() {
+                    return Err(crate::rt::duplicate_resource_type());
+                }
                 let t: Key<'de> = map.next_value()?;
                 rt = Some(t.as_str().to_owned());
             } else {

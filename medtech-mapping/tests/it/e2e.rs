@@ -16,13 +16,13 @@ use serde_json::{json, Value};
 
 use crate::pipeline::{vitals_stream, DEVICE_MAPPING, FHIR_MAPPING};
 
-fn client() -> FhirClient {
+pub(crate) fn client() -> FhirClient {
     let url = std::env::var("CAREBRIDGE_FHIR_URL").expect("CAREBRIDGE_FHIR_URL");
     FhirClient::new(&url, Arc::new(StaticToken::new("test-token")), None).unwrap()
 }
 
 /// A suffix that makes this run's identifiers unique on a shared server.
-fn run_tag() -> String {
+pub(crate) fn run_tag() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -80,7 +80,7 @@ fn batched_pipeline(
     (p, dead)
 }
 
-async fn all<R: carebridge_fhir_model::FhirResource>(
+pub(crate) async fn all<R: carebridge_fhir_model::FhirResource>(
     c: &FhirClient,
     params: SearchParams,
 ) -> Vec<R> {
@@ -112,7 +112,7 @@ async fn vitals_become_observations_patients_and_devices_and_a_replay_creates_no
     for patient in ["patient-a", "patient-b"] {
         let found: Vec<Patient> = all(
             &c,
-            SearchParams::new().param("identifier", format!("{patient}-{tag}")),
+            SearchParams::new().token("identifier", None, &format!("{patient}-{tag}")),
         )
         .await;
         assert_eq!(found.len(), 1, "{patient}");
@@ -121,7 +121,7 @@ async fn vitals_become_observations_patients_and_devices_and_a_replay_creates_no
     for (device, patient_index) in [("bp-cuff-1", 0), ("watch-2", 0), ("ring-3", 1)] {
         let found: Vec<Device> = all(
             &c,
-            SearchParams::new().param("identifier", format!("{device}-{tag}")),
+            SearchParams::new().token("identifier", None, &format!("{device}-{tag}")),
         )
         .await;
         assert_eq!(found.len(), 1, "{device}");
@@ -139,7 +139,7 @@ async fn vitals_become_observations_patients_and_devices_and_a_replay_creates_no
             let obs: Vec<Observation> = all(
                 &c,
                 SearchParams::new()
-                    .param("subject", format!("Patient/{pid}"))
+                    .reference("subject", &format!("Patient/{pid}"))
                     .count(100),
             )
             .await;
@@ -151,8 +151,8 @@ async fn vitals_become_observations_patients_and_devices_and_a_replay_creates_no
     let bp: Vec<Observation> = all(
         &c,
         SearchParams::new()
-            .param("subject", format!("Patient/{}", patient_ids[1]))
-            .param("code", "http://loinc.org|85354-9"),
+            .reference("subject", &format!("Patient/{}", patient_ids[1]))
+            .token("code", Some("http://loinc.org"), "85354-9"),
     )
     .await;
     assert_eq!(bp.len(), 1);
@@ -176,7 +176,7 @@ async fn vitals_become_observations_patients_and_devices_and_a_replay_creates_no
     for device in ["bp-cuff-1", "watch-2", "ring-3"] {
         let found: Vec<Device> = all(
             &c,
-            SearchParams::new().param("identifier", format!("{device}-{tag}")),
+            SearchParams::new().token("identifier", None, &format!("{device}-{tag}")),
         )
         .await;
         assert_eq!(found.len(), 1);
@@ -203,12 +203,12 @@ async fn concurrent_messages_for_a_new_device_create_one_device_and_one_patient(
     assert_eq!(summary.observations_created, 6);
     let devices: Vec<Device> = all(
         &c,
-        SearchParams::new().param("identifier", format!("new-dev-{tag}")),
+        SearchParams::new().token("identifier", None, &format!("new-dev-{tag}")),
     )
     .await;
     let patients: Vec<Patient> = all(
         &c,
-        SearchParams::new().param("identifier", format!("new-pat-{tag}")),
+        SearchParams::new().token("identifier", None, &format!("new-pat-{tag}")),
     )
     .await;
     assert_eq!((devices.len(), patients.len()), (1, 1));
@@ -238,15 +238,15 @@ async fn a_batch_is_written_in_bounded_transactions_and_a_replay_changes_nothing
     );
     let patient: Vec<Patient> = all(
         &c,
-        SearchParams::new().param("identifier", format!("patient-b-{tag}")),
+        SearchParams::new().token("identifier", None, &format!("patient-b-{tag}")),
     )
     .await;
     let pid = patient[0].id.clone().unwrap();
     let bp: Vec<Observation> = all(
         &c,
         SearchParams::new()
-            .param("subject", format!("Patient/{pid}"))
-            .param("code", "http://loinc.org|85354-9"),
+            .reference("subject", &format!("Patient/{pid}"))
+            .token("code", Some("http://loinc.org"), "85354-9"),
     )
     .await;
     assert_eq!(bp.len(), 1);

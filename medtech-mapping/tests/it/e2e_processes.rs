@@ -170,8 +170,10 @@ async fn concurrent_medtech_run_processes_create_one_device_one_patient_and_no_d
     }
 
     let c = FhirClient::new(&url, Arc::new(StaticToken::new("test-token")), None).unwrap();
-    let devices: Vec<Device> = all(&c, SearchParams::new().param("identifier", &device)).await;
-    let patients: Vec<Patient> = all(&c, SearchParams::new().param("identifier", &patient)).await;
+    let devices: Vec<Device> =
+        all(&c, SearchParams::new().token("identifier", None, &device)).await;
+    let patients: Vec<Patient> =
+        all(&c, SearchParams::new().token("identifier", None, &patient)).await;
     assert_eq!(
         (devices.len(), patients.len()),
         (1, 1),
@@ -188,7 +190,7 @@ async fn concurrent_medtech_run_processes_create_one_device_one_patient_and_no_d
     let observations: Vec<Observation> = all(
         &c,
         SearchParams::new()
-            .param("subject", format!("Patient/{patient_id}"))
+            .reference("subject", &format!("Patient/{patient_id}"))
             .count(100),
     )
     .await;

@@ -12,6 +12,8 @@ mod e2e;
 mod e2e_processes;
 mod golden;
 mod golden_transform;
+#[cfg(feature = "fhir-client")]
+mod identifier_escaping;
 #[cfg(feature = "pipeline")]
 mod pipeline;
 #[cfg(feature = "fhir-client")]

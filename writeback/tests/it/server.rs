@@ -365,9 +365,9 @@ async fn a_create_delivered_twice_writes_one_resource() {
     };
     assert_eq!(id2, id);
 
-    let token = format!("{RECORD_IDENTIFIER_SYSTEM}|contact/{}", change.record_id);
+    let value = format!("contact/{}", change.record_id);
     let found: Vec<_> = futures::StreamExt::collect(client.search::<Patient>(
-        carebridge_fhir_client::SearchParams::new().param("identifier", token),
+        carebridge_fhir_client::SearchParams::new().identifier(RECORD_IDENTIFIER_SYSTEM, &value),
         None,
     ))
     .await;
