@@ -40,11 +40,13 @@ pub(crate) fn encode_query_value(value: &str) -> String {
 
 /// Checks an OData identifier (entity set, navigation property, column, custom API unique name).
 pub(crate) fn check_identifier(what: &str, value: &str) -> Result<()> {
+    // An identifier made only of dots (`.`, `..`) would be a path step the URL layer rewrites.
     let ok = !value.is_empty()
         && value.len() <= 256
         && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        && !value.chars().all(|c| c == '.');
     if ok {
         Ok(())
     } else {
@@ -401,6 +403,17 @@ impl From<Uuid> for RecordKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14 item 4: names the URL layer would rewrite never become a path step.
+    #[test]
+    fn identifiers_made_of_dots_are_refused() {
+        for bad in [".", "..", "...", "", "a/b", "a b", "%2e%2e", "a?b", "a#b", "a\\b"] {
+            assert!(check_identifier("entity_set", bad).is_err(), "{bad:?}");
+        }
+        for good in ["accounts", "msemr_device", "Microsoft.Dynamics.CRM.Foo", "a.b"] {
+            assert!(check_identifier("entity_set", good).is_ok(), "{good}");
+        }
+    }
 
     #[test]
     fn prefer_header_joins_preferences() {
