@@ -92,6 +92,8 @@ mod metadata;
 mod outcome;
 mod proxy;
 mod serve;
+#[cfg(feature = "sql")]
+mod sql_store;
 mod tenants;
 mod token;
 
@@ -112,4 +114,7 @@ pub use metadata::{
     PATIENTS_APP_SECURITY_SERVICE_SYSTEM, R4_SECURITY_SERVICE_SYSTEM,
 };
 pub use secrecy::{ExposeSecret, SecretString};
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
+pub use sql_store::SqlClientStore;
 pub use tenants::{Provider, TenantId, TenantRouter};
