@@ -286,6 +286,10 @@ mod tests {
             client_id: crate::clients::safe_id("app"),
             secret_id: crate::clients::safe_id(&format!("{SECRET}/../x")),
         };
+        #[cfg_attr(
+            not(feature = "sql"),
+            allow(unused_mut, reason = "the `Database` variant needs the sql feature")
+        )]
         let mut variants = vec![
             Error::config("the token lifetime must be greater than zero"),
             Error::InvalidUrl {

@@ -67,8 +67,10 @@
 //! ```
 //!
 //! The `ehr-gateway` binary serves a gateway from a JSON configuration file with a
-//! [`JsonFileClientStore`]; see `docs/ehr-gateway.md` for the configuration reference and
-//! deployment behind TLS.
+//! [`JsonFileClientStore`] (one machine) or, with the `sql` feature (on by default), a client
+//! registry in SQLite or PostgreSQL shared by several replicas (`SqlClientStore`); see
+//! `docs/ehr-gateway.md` for the configuration reference and deployment behind TLS, and
+//! `docs/deployment.md` for backends, backups and crash behaviour.
 //!
 //! # Security
 //!
