@@ -307,9 +307,10 @@ pub type ClientChange<'a> = Box<dyn FnOnce(&mut ClientRecord) -> Result<()> + Se
 
 /// Where client registrations live. Held as `Arc<dyn ClientStore>`.
 ///
-/// Implementations: [`InMemoryClientStore`] and [`JsonFileClientStore`]; a database-backed
-/// store implements the four required methods, [`update_client`](Self::update_client) as one
-/// transaction. Every rule that reads and then writes (the cap on active secrets, "the last
+/// Implementations: [`InMemoryClientStore`], [`JsonFileClientStore`] (one machine) and, with
+/// the `sql` feature, `SqlClientStore` (SQLite, or PostgreSQL shared by several replicas). An
+/// implementation provides the five required methods, [`update_client`](Self::update_client)
+/// as one transaction. Every rule that reads and then writes (the cap on active secrets, "the last
 /// active secret cannot be revoked", lineage) runs inside `update_client`, so it holds under
 /// concurrency and across processes.
 #[async_trait::async_trait]
@@ -319,6 +320,12 @@ pub trait ClientStore: Send + Sync + fmt::Debug {
     /// # Errors
     /// When the store cannot be read.
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>>;
+
+    /// Every registered client, ordered by id.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    async fn clients(&self) -> Result<Vec<ClientRecord>>;
 
     /// Registers `client`.
     ///
@@ -561,18 +568,25 @@ fn apply_insert(
     client: ClientRecord,
     require_tenants: bool,
 ) -> Result<()> {
-    validate_client_id(&client.client_id)?;
-    if require_tenants && client.tenants.is_empty() {
-        return Err(Error::NoTenants {
-            client_id: client.client_id,
-        });
-    }
+    apply_insert_checks(&client, require_tenants)?;
     if map.contains_key(&client.client_id) {
         return Err(Error::ClientExists {
             client_id: client.client_id,
         });
     }
     map.insert(client.client_id.clone(), client);
+    Ok(())
+}
+
+/// The checks of a registration that need no store: a valid id and (for new registrations)
+/// a tenant list.
+pub(crate) fn apply_insert_checks(client: &ClientRecord, require_tenants: bool) -> Result<()> {
+    validate_client_id(&client.client_id)?;
+    if require_tenants && client.tenants.is_empty() {
+        return Err(Error::NoTenants {
+            client_id: client.client_id.clone(),
+        });
+    }
     Ok(())
 }
 
@@ -684,6 +698,10 @@ impl InMemoryClientStore {
 impl ClientStore for InMemoryClientStore {
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
         Ok(self.clients.read().await.get(client_id).cloned())
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientRecord>> {
+        Ok(self.clients.read().await.values().cloned().collect())
     }
 
     async fn insert_client(&self, client: ClientRecord) -> Result<()> {
@@ -925,6 +943,10 @@ impl JsonFileClientStore {
 impl ClientStore for JsonFileClientStore {
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
         Ok(self.snapshot().await?.get(client_id).cloned())
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientRecord>> {
+        JsonFileClientStore::clients(self).await
     }
 
     async fn insert_client(&self, client: ClientRecord) -> Result<()> {

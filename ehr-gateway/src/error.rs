@@ -124,6 +124,27 @@ pub enum Error {
         reason: String,
     },
 
+    /// The client database failed (open, migrate, read or write). The source names the kind
+    /// of failure and the SQLSTATE code, never a value or the connection string.
+    #[cfg(feature = "sql")]
+    #[error("client database: could not {action}")]
+    Database {
+        /// What was being done (`read a client`, `write a client change`, ...).
+        action: &'static str,
+        /// The store's error.
+        #[source]
+        source: carebridge_store::Error,
+    },
+
+    /// A client's stored record is not a valid client record.
+    #[error("the stored record of client `{client_id}` is malformed at `{json_path}`")]
+    CorruptClientRecord {
+        /// The client id.
+        client_id: String,
+        /// Where inside the record, as a path of JSON keys.
+        json_path: String,
+    },
+
     /// Signing an access token failed.
     #[error("could not sign the access token")]
     Signing {
@@ -179,6 +200,9 @@ impl Error {
             Self::TooManySecrets { .. } => "TooManySecrets",
             Self::Io { .. } => "Io",
             Self::Json { .. } => "Json",
+            #[cfg(feature = "sql")]
+            Self::Database { .. } => "Database",
+            Self::CorruptClientRecord { .. } => "CorruptClientRecord",
             Self::Signing { .. } => "Signing",
             Self::HttpClient { .. } => "HttpClient",
             Self::Serve { .. } => "Serve",
@@ -262,7 +286,11 @@ mod tests {
             client_id: crate::clients::safe_id("app"),
             secret_id: crate::clients::safe_id(&format!("{SECRET}/../x")),
         };
-        let variants = vec![
+        #[cfg_attr(
+            not(feature = "sql"),
+            allow(unused_mut, reason = "the `Database` variant needs the sql feature")
+        )]
+        let mut variants = vec![
             Error::config("the token lifetime must be greater than zero"),
             Error::InvalidUrl {
                 what: "gateway base URL",
@@ -316,7 +344,22 @@ mod tests {
                 tenant: "145f4184-1b0b-41c7-ba24-b3c1291bfda1".into(),
                 source: upstream,
             },
+            Error::CorruptClientRecord {
+                client_id: "app".into(),
+                json_path: "secrets[0].hash".into(),
+            },
         ];
+        // A driver error quoting a value and a connection string with a password.
+        #[cfg(feature = "sql")]
+        variants.push(Error::Database {
+            action: "read a client",
+            source: carebridge_store::Error::query(
+                "read a client",
+                carebridge_store::sqlx::Error::Protocol(format!(
+                    "postgres://gw:{SECRET}@db/x Key (client_id)=({SECRET})"
+                )),
+            ),
+        });
         let mut kinds = std::collections::BTreeSet::new();
         for error in &variants {
             let display = error.to_string();
@@ -344,6 +387,7 @@ mod tests {
             assert_eq!(debug, expected);
         }
         assert_eq!(kinds.len(), variants.len(), "every variant once");
-        assert_eq!(kinds.len(), 17, "a new variant must be added here");
+        let expected = if cfg!(feature = "sql") { 19 } else { 18 };
+        assert_eq!(kinds.len(), expected, "a new variant must be added here");
     }
 }

@@ -11,8 +11,8 @@ use url::Url;
 
 use crate::clients::parse_json;
 use crate::{
-    Error, GatewayConfig, GatewayOptions, JsonFileClientStore, Provider, RateLimit, Result,
-    SigningKey, TenantId, TenantRouter, DEFAULT_TOKEN_LIFETIME,
+    ClientStore, Error, GatewayConfig, GatewayOptions, JsonFileClientStore, Provider, RateLimit,
+    Result, SigningKey, TenantId, TenantRouter, DEFAULT_TOKEN_LIFETIME,
 };
 
 /// Configuration files larger than this are refused.
@@ -142,6 +142,22 @@ impl RateLimitConfig {
     }
 }
 
+#[cfg(feature = "sql")]
+async fn open_database(source: &SecretSource) -> Result<Arc<dyn ClientStore>> {
+    use secrecy::ExposeSecret;
+    let location = source.read()?;
+    Ok(Arc::new(
+        crate::SqlClientStore::open(location.expose_secret()).await?,
+    ))
+}
+
+#[cfg(not(feature = "sql"))]
+async fn open_database(_source: &SecretSource) -> Result<Arc<dyn ClientStore>> {
+    Err(Error::config(
+        "`clients_database` needs the `sql` feature of carebridge-ehr-gateway",
+    ))
+}
+
 /// The `ehr-gateway serve` configuration file.
 ///
 /// ```json
@@ -168,8 +184,16 @@ pub struct FileConfig {
     pub base_url: String,
     /// The HS256 signing key.
     pub signing_key: SecretSource,
-    /// The client store file (relative to the configuration file).
-    pub clients_file: PathBuf,
+    /// The JSON client store file (relative to the configuration file): one machine, the CLI
+    /// and the server sharing it under a file lock. Exactly one of `clients_file` and
+    /// `clients_database` is required.
+    #[serde(default)]
+    pub clients_file: Option<PathBuf>,
+    /// Where the database location of the client registry comes from (an SQLite file path or
+    /// a `postgres://` URL, which may hold a password, hence a secret source): several
+    /// replicas share a PostgreSQL registry. Needs the `sql` feature.
+    #[serde(default)]
+    pub clients_database: Option<SecretSource>,
     /// Token lifetime in seconds (default 3600).
     #[serde(default)]
     pub token_lifetime_secs: Option<u64>,
@@ -237,8 +261,23 @@ impl FileConfig {
         let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
         let mut config: Self = parse_json(path, &bytes)?;
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
-        if config.clients_file.is_relative() {
-            config.clients_file = dir.join(&config.clients_file);
+        match (&mut config.clients_file, &mut config.clients_database) {
+            (Some(file), None) => {
+                if file.is_relative() {
+                    *file = dir.join(&*file);
+                }
+            }
+            (None, Some(database)) => database.resolve(dir),
+            (Some(_), Some(_)) => {
+                return Err(Error::config(
+                    "name either `clients_file` or `clients_database`, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(Error::config(
+                    "the client registry is missing: name `clients_file` or `clients_database`",
+                ))
+            }
         }
         config.signing_key.resolve(dir);
         for provider in config.tenants.values_mut() {
@@ -251,18 +290,31 @@ impl FileConfig {
         Ok(config)
     }
 
-    /// The client store named by `clients_file`.
-    pub fn client_store(&self) -> JsonFileClientStore {
-        JsonFileClientStore::new(&self.clients_file)
+    /// Opens the client registry: the JSON file named by `clients_file`, or the database named
+    /// by `clients_database` (its schema brought up to date).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] when neither or both are named, when the database
+    /// location cannot be read, or when the binary was built without the `sql` feature;
+    /// `Error::Database` when the database cannot be opened or migrated.
+    pub async fn open_client_store(&self) -> Result<Arc<dyn ClientStore>> {
+        match (&self.clients_file, &self.clients_database) {
+            (Some(file), None) => Ok(Arc::new(JsonFileClientStore::new(file))),
+            (None, Some(database)) => open_database(database).await,
+            _ => Err(Error::config(
+                "name exactly one of `clients_file` and `clients_database`",
+            )),
+        }
     }
 
-    /// Reads the secrets and builds the [`GatewayConfig`]. Sends no request.
+    /// Reads the secrets and builds the [`GatewayConfig`] serving `clients` (from
+    /// [`FileConfig::open_client_store`]). Sends no request.
     ///
     /// # Errors
     /// [`Error::InvalidConfiguration`] for a missing secret or bad value,
     /// [`Error::InvalidUrl`]/[`Error::InsecureUrl`] for unusable URLs,
     /// [`Error::UpstreamCredential`] for invalid client-credentials settings.
-    pub fn build(&self) -> Result<GatewayConfig> {
+    pub fn build(&self, clients: Arc<dyn ClientStore>) -> Result<GatewayConfig> {
         let signing_key = SigningKey::hs256(self.signing_key.read()?)?;
         let tenants =
             TenantRouter::new().with_insecure_http_allowed(self.allow_insecure_http_providers);
@@ -318,17 +370,14 @@ impl FileConfig {
                 .unwrap_or(defaults.fhir_version.clone()),
             ..defaults
         };
-        Ok(GatewayConfig::new(
-            &self.base_url,
-            signing_key,
-            Arc::new(self.client_store()),
-            tenants,
-        )?
-        .with_token_lifetime(
-            self.token_lifetime_secs
-                .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs),
+        Ok(
+            GatewayConfig::new(&self.base_url, signing_key, clients, tenants)?
+                .with_token_lifetime(
+                    self.token_lifetime_secs
+                        .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs),
+                )
+                .with_options(options),
         )
-        .with_options(options))
     }
 
     fn provider(&self, tenant: &TenantId, config: &ProviderConfig) -> Result<Provider> {
@@ -416,8 +465,10 @@ mod tests {
             }"#,
         );
         let config = FileConfig::load(&path).unwrap();
-        assert_eq!(config.clients_file, dir.join("clients.json"));
-        let built = config.build().unwrap();
+        assert_eq!(config.clients_file, Some(dir.join("clients.json")));
+        let built = config
+            .build(Arc::new(crate::InMemoryClientStore::new()))
+            .unwrap();
         assert_eq!(built.token_lifetime, Duration::from_secs(600));
         assert_eq!(built.options.idle_timeout, Duration::from_secs(5));
         assert_eq!(built.options.token_rate_per_client, None);
@@ -460,7 +511,7 @@ mod tests {
         );
         let config = FileConfig::load(&path).unwrap();
         assert!(
-            matches!(config.build(), Err(Error::InvalidConfiguration { reason }) if reason.contains("EHR_GW_TEST_UNSET_VARIABLE"))
+            matches!(config.build(Arc::new(crate::InMemoryClientStore::new())), Err(Error::InvalidConfiguration { reason }) if reason.contains("EHR_GW_TEST_UNSET_VARIABLE"))
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -67,8 +67,10 @@
 //! ```
 //!
 //! The `ehr-gateway` binary serves a gateway from a JSON configuration file with a
-//! [`JsonFileClientStore`]; see `docs/ehr-gateway.md` for the configuration reference and
-//! deployment behind TLS.
+//! [`JsonFileClientStore`] (one machine) or, with the `sql` feature (on by default), a client
+//! registry in SQLite or PostgreSQL shared by several replicas (`SqlClientStore`); see
+//! `docs/ehr-gateway.md` for the configuration reference and deployment behind TLS, and
+//! `docs/deployment.md` for backends, backups and crash behaviour.
 //!
 //! # Security
 //!
@@ -92,6 +94,8 @@ mod metadata;
 mod outcome;
 mod proxy;
 mod serve;
+#[cfg(feature = "sql")]
+mod sql_store;
 mod tenants;
 mod token;
 mod upstream;
@@ -113,4 +117,7 @@ pub use metadata::{
     PATIENTS_APP_SECURITY_SERVICE_SYSTEM, R4_SECURITY_SERVICE_SYSTEM,
 };
 pub use secrecy::{ExposeSecret, SecretString};
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
+pub use sql_store::SqlClientStore;
 pub use tenants::{Provider, TenantId, TenantRouter};

@@ -9,6 +9,7 @@
 //! ehr-gateway client delete --config gateway.json --client-id ID
 //! ehr-gateway secret rotate --config gateway.json --client-id ID [--revoke-others]
 //! ehr-gateway secret revoke --config gateway.json --client-id ID --secret-id SID [--with-descendants]
+//! ehr-gateway registry import --config gateway.json --from clients.json
 //! ```
 //!
 //! Secrets are read from environment variables or files named in the configuration, never
@@ -62,13 +63,33 @@ enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Move the client registry.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Copy every client of a JSON registry file into the registry named by the configuration
+    /// (its `clients_database`). Clients already there are left as they are and listed as
+    /// skipped, so the command can be run again.
+    Import {
+        /// The configuration file (its `clients_database` receives the clients).
+        #[arg(long)]
+        config: PathBuf,
+        /// The JSON registry file to read (the former `clients_file`).
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 enum ClientCommand {
     /// Register a client and print its first secret (once).
     Add {
-        /// The configuration file (its `clients_file` is used).
+        /// The configuration file (its `clients_file` or `clients_database` is used).
         #[arg(long)]
         config: PathBuf,
         /// The client id to register.
@@ -176,13 +197,15 @@ async fn run(command: Command) -> Result<(), BoxError> {
         Command::Serve { config, listen } => serve(config, listen).await,
         Command::Check { config } => {
             let file = FileConfig::load(&config)?;
-            let built = file.build()?;
+            let store = file.open_client_store().await?;
+            let built = file.build(store.clone())?;
             let gateway = Gateway::new(built)?;
-            let without_tenants = clients_without_tenants(&file).await?;
+            let without_tenants = clients_without_tenants(store.as_ref()).await?;
             print_json(&json!({
                 "base_url": gateway.base_url().as_str(),
                 "token_url": gateway.token_url(),
                 "clients_file": file.clients_file,
+                "clients_database": file.clients_database.is_some(),
                 "tenants": gateway.tenants().tenants().iter().map(|t| {
                     let provider = gateway.tenants().get(t);
                     json!({
@@ -208,12 +231,12 @@ async fn run(command: Command) -> Result<(), BoxError> {
                 name,
                 tenants,
             } => {
-                let store = FileConfig::load(&config)?.client_store();
+                let store = FileConfig::load(&config)?.open_client_store().await?;
                 let new = store.create_client(&client_id, name, tenants).await?;
                 print_secret(&new, &[])
             }
             ClientCommand::List { config } => {
-                let store = FileConfig::load(&config)?.client_store();
+                let store = FileConfig::load(&config)?.open_client_store().await?;
                 let clients: Vec<_> = store
                     .clients()
                     .await?
@@ -238,12 +261,12 @@ async fn run(command: Command) -> Result<(), BoxError> {
                 client_id,
                 tenants,
             } => {
-                let store = FileConfig::load(&config)?.client_store();
+                let store = FileConfig::load(&config)?.open_client_store().await?;
                 store.set_tenants(&client_id, tenants).await?;
                 Ok(())
             }
             ClientCommand::Delete { config, client_id } => {
-                let store = FileConfig::load(&config)?.client_store();
+                let store = FileConfig::load(&config)?.open_client_store().await?;
                 if store.delete_client(&client_id).await? {
                     Ok(())
                 } else {
@@ -251,13 +274,16 @@ async fn run(command: Command) -> Result<(), BoxError> {
                 }
             }
         },
+        Command::Registry {
+            command: RegistryCommand::Import { config, from },
+        } => import_registry(&config, from).await,
         Command::Secret { command } => match command {
             SecretCommand::Rotate {
                 config,
                 client_id,
                 revoke_others,
             } => {
-                let store = FileConfig::load(&config)?.client_store();
+                let store = FileConfig::load(&config)?.open_client_store().await?;
                 if revoke_others {
                     let (new, revoked) = store.rotate_revoking_others(&client_id).await?;
                     print_secret(&new, &revoked)
@@ -272,7 +298,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
                 secret_id,
                 with_descendants,
             } => {
-                let store = FileConfig::load(&config)?.client_store();
+                let store = FileConfig::load(&config)?.open_client_store().await?;
                 if with_descendants {
                     let revoked = store
                         .revoke_with_descendants(&client_id, &secret_id)
@@ -289,10 +315,42 @@ async fn run(command: Command) -> Result<(), BoxError> {
     }
 }
 
+#[cfg(feature = "sql")]
+async fn import_registry(config: &std::path::Path, from: PathBuf) -> Result<(), BoxError> {
+    let file = FileConfig::load(config)?;
+    let Some(database) = &file.clients_database else {
+        return Err(carebridge_ehr_gateway::Error::InvalidConfiguration {
+            reason: "`registry import` writes to `clients_database`, which the configuration does not name".into(),
+        }
+        .into());
+    };
+    let target =
+        carebridge_ehr_gateway::SqlClientStore::open(database.read()?.expose_secret()).await?;
+    let source = carebridge_ehr_gateway::JsonFileClientStore::new(from);
+    let mut imported = Vec::new();
+    let mut skipped = Vec::new();
+    for client in source.clients().await? {
+        let client_id = client.client_id.clone();
+        if target.import_client(client).await? {
+            imported.push(client_id);
+        } else {
+            skipped.push(client_id);
+        }
+    }
+    print_json(&json!({ "imported": imported, "skipped": skipped }))
+}
+
+#[cfg(not(feature = "sql"))]
+async fn import_registry(_config: &std::path::Path, _from: PathBuf) -> Result<(), BoxError> {
+    Err(carebridge_ehr_gateway::Error::InvalidConfiguration {
+        reason: "`registry import` needs the `sql` feature".into(),
+    }
+    .into())
+}
+
 /// Clients in the registry without a tenant list (they get no tokens).
-async fn clients_without_tenants(file: &FileConfig) -> Result<Vec<String>, BoxError> {
-    Ok(file
-        .client_store()
+async fn clients_without_tenants(store: &dyn ClientStore) -> Result<Vec<String>, BoxError> {
+    Ok(store
         .clients()
         .await?
         .into_iter()
@@ -303,8 +361,9 @@ async fn clients_without_tenants(file: &FileConfig) -> Result<Vec<String>, BoxEr
 
 async fn serve(config: PathBuf, listen: SocketAddr) -> Result<(), BoxError> {
     let file = FileConfig::load(&config)?;
-    let gateway = Gateway::new(file.build()?)?;
-    for client_id in clients_without_tenants(&file).await? {
+    let store = file.open_client_store().await?;
+    let gateway = Gateway::new(file.build(store.clone())?)?;
+    for client_id in clients_without_tenants(store.as_ref()).await? {
         tracing::warn!(
             client_id = %client_id,
             "client has no tenant list and gets no tokens; set one with `ehr-gateway client set-tenants`"

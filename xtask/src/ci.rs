@@ -20,6 +20,9 @@ pub(crate) struct CiArgs {
     /// ignored.
     #[arg(long)]
     no_kafka: bool,
+    /// Do not start the throwaway PostgreSQL cluster; tests that need it stay ignored.
+    #[arg(long)]
+    no_postgres: bool,
 }
 
 type CiResult<T = ()> = Result<T, String>;
@@ -99,6 +102,17 @@ pub(crate) fn run(args: &CiArgs) -> CiResult {
         slot
     };
 
+    let postgres = if args.no_postgres {
+        None
+    } else {
+        let mut slot = None;
+        step(&mut timings, "start the PostgreSQL test cluster", || {
+            slot = Some(PostgresCluster::start(&root)?);
+            Ok(())
+        })?;
+        slot
+    };
+
     let mut env: Vec<(&str, String)> = Vec::new();
     if let Some(server) = &server {
         env.push(("CAREBRIDGE_FHIR_URL", server.base_url.clone()));
@@ -106,9 +120,12 @@ pub(crate) fn run(args: &CiArgs) -> CiResult {
     if let Some(broker) = &broker {
         env.push(("CAREBRIDGE_KAFKA_BOOTSTRAP", broker.bootstrap.clone()));
     }
+    if let Some(postgres) = &postgres {
+        env.push(("CAREBRIDGE_POSTGRES_URL", postgres.url.clone()));
+    }
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // Ignored tests are the ones that need a server: run them only when every server is up.
-    let test_args: &[&str] = if server.is_some() && broker.is_some() {
+    let test_args: &[&str] = if server.is_some() && broker.is_some() && postgres.is_some() {
         &[
             "test",
             "--workspace",
@@ -124,6 +141,7 @@ pub(crate) fn run(args: &CiArgs) -> CiResult {
     });
     drop(server);
     drop(broker);
+    drop(postgres);
 
     eprintln!("\n== xtask ci timings ==");
     for (name, took) in &timings {
@@ -269,6 +287,55 @@ impl Drop for KafkaBroker {
         let _ = Command::new("bash")
             .arg(&self.script)
             .arg("--stop")
+            .stdin(Stdio::null())
+            .status();
+    }
+}
+
+/// A throwaway PostgreSQL cluster started by `test-support/postgres/start-postgres.sh`,
+/// stopped and removed on drop.
+struct PostgresCluster {
+    script: std::path::PathBuf,
+    url: String,
+    dir: String,
+}
+
+impl PostgresCluster {
+    fn start(root: &Path) -> CiResult<Self> {
+        let script = root
+            .join("test-support")
+            .join("postgres")
+            .join("start-postgres.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!("{} failed with {}", script.display(), out.status));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let value = |name: &str| {
+            let prefix = format!("export {name}=");
+            stdout
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(prefix.as_str()).map(str::to_owned))
+                .ok_or_else(|| format!("{} printed no {name}", script.display()))
+        };
+        let url = value("CAREBRIDGE_POSTGRES_URL")?;
+        let dir = value("CAREBRIDGE_POSTGRES_DIR")?;
+        eprintln!("PostgreSQL test cluster ready at {url}");
+        Ok(Self { script, url, dir })
+    }
+}
+
+impl Drop for PostgresCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("--stop")
+            .arg(&self.dir)
             .stdin(Stdio::null())
             .status();
     }

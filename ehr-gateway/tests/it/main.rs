@@ -9,6 +9,8 @@
 //! - `hardening`: server-side timeouts and limits, forwarded methods and paths, relayed
 //!   redirects and nested Bundles, `/token` errors (raw sockets).
 //! - `metadata`: the unauthenticated CapabilityStatement and SMART configuration.
+//! - `registry_db`: the client registry in SQLite and PostgreSQL (feature `sql`): two replicas
+//!   sharing it, concurrent rotations, the CLI's `registry import` and containment.
 //! - `proxy`: routing by tenant, upstream tokens, link rewriting, paging, errors.
 //! - `server`: a Patients-app flow against the real FHIR test server (ignored unless
 //!   `CAREBRIDGE_FHIR_URL` is set; `cargo xtask ci` starts it).
@@ -17,6 +19,8 @@ mod containment;
 mod hardening;
 mod metadata;
 mod proxy;
+#[cfg(feature = "sql")]
+mod registry_db;
 mod secrets;
 mod server;
 mod support;
