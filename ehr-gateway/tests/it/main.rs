@@ -15,11 +15,13 @@
 //! - `server`: a Patients-app flow against the real FHIR test server (ignored unless
 //!   `CAREBRIDGE_FHIR_URL` is set; `cargo xtask ci` starts it).
 
+// Runs the `ehr-gateway` binary.
+#[cfg(feature = "cli")]
 mod containment;
 mod hardening;
 mod metadata;
 mod proxy;
-#[cfg(feature = "sql")]
+#[cfg(all(feature = "sql", feature = "cli"))]
 mod registry_db;
 mod secrets;
 mod server;
