@@ -74,6 +74,10 @@ pub enum MappingErrorKind {
     /// Evaluating the expression failed (several tokens where one was expected, a JMESPath
     /// runtime error such as a custom function called with the wrong argument type).
     Evaluation,
+    /// The timestamp was read, but it lies outside the range a FHIR `instant` can hold
+    /// (0001-01-01T00:00:00Z to 9999-12-31T23:59:59.9999999Z, in UTC), so no Observation can
+    /// carry it (including `fromUnixTimestamp(Ms)` of a huge or very negative number).
+    TimestampOutOfRange,
 }
 
 impl fmt::Display for MappingErrorKind {
@@ -83,6 +87,7 @@ impl fmt::Display for MappingErrorKind {
             Self::RequiredValueEmpty => "required value is null or empty",
             Self::IncompatibleValue => "incompatible value",
             Self::Evaluation => "expression evaluation failed",
+            Self::TimestampOutOfRange => "timestamp outside the range of a FHIR instant",
         })
     }
 }
@@ -168,6 +173,18 @@ pub enum Error {
     Transform {
         /// Why.
         reason: String,
+    },
+
+    /// A time computed from a measurement (an occurrence time, a window, a `SampledData` slot,
+    /// a merged `effectivePeriod`) falls outside the range a FHIR `instant` can hold (years
+    /// 0001 to 9999, UTC), or the arithmetic on it would overflow. Device timestamps are
+    /// checked when a message is normalized ([`MappingErrorKind::TimestampOutOfRange`]); this
+    /// error guards measurements built by other means and values read from existing
+    /// Observations.
+    #[error("{what} is outside the range of a FHIR instant (years 0001 to 9999, UTC)")]
+    TimestampOutOfRange {
+        /// Which time, e.g. `"the hourly window of a measurement"`.
+        what: &'static str,
     },
 
     /// Identity mode `Lookup`: no Device carries the measurement's device identifier.
@@ -274,7 +291,7 @@ impl Error {
     /// A short, stable reason code, used for dead-letter records and the
     /// `medtech_dead_letters_total{reason}` metric: `invalid-message`,
     /// `required-value-missing`, `required-value-empty`, `incompatible-value`,
-    /// `expression-failed`, `invalid-template`, `grouping-failed`, `transform-failed`,
+    /// `expression-failed`, `timestamp-out-of-range`, `invalid-template`, `grouping-failed`, `transform-failed`,
     /// `device-not-found`, `device-without-patient`, `patient-id-missing`,
     /// `patient-device-mismatch`, `ambiguous-identity`, `store-failed`, `unexpected-response`,
     /// `conflict`, `io`, `json`.
@@ -287,7 +304,9 @@ impl Error {
                 MappingErrorKind::RequiredValueEmpty => "required-value-empty",
                 MappingErrorKind::IncompatibleValue => "incompatible-value",
                 MappingErrorKind::Evaluation => "expression-failed",
+                MappingErrorKind::TimestampOutOfRange => "timestamp-out-of-range",
             },
+            Self::TimestampOutOfRange { .. } => "timestamp-out-of-range",
             Self::Grouping { .. } => "grouping-failed",
             Self::Transform { .. } => "transform-failed",
             Self::DeviceNotFound => "device-not-found",
@@ -315,6 +334,7 @@ impl Error {
                 | Self::Mapping { .. }
                 | Self::Grouping { .. }
                 | Self::Transform { .. }
+                | Self::TimestampOutOfRange { .. }
                 | Self::DeviceNotFound
                 | Self::DeviceWithoutPatient
                 | Self::PatientIdMissing
