@@ -123,7 +123,11 @@ pub type StoreSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
 /// stable code per kind (used for dead letters and metrics) and [`Error::is_message_error`] tells
 /// a message's fault (dead-letter it, fix the mapping, replay) from an infrastructure failure
 /// (retry later).
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// `Debug` shows the same fields, with each source by its `Display` (never its `Debug`, which
+/// for some causes, such as a FHIR server's answer, could quote what the server was sent), so
+/// `{:?}`, `unwrap()` and `tracing` `?e` are as clean as `Display`.
+#[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A template document (device mapping or FHIR destination mapping) is invalid.
@@ -270,6 +274,94 @@ pub enum Error {
         #[source]
         source: Arc<serde_json::Error>,
     },
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidTemplate { document, problems } => f
+                .debug_struct("InvalidTemplate")
+                .field("document", document)
+                .field("problems", problems)
+                .finish(),
+            Self::InvalidMessage {
+                message_index,
+                reason,
+            } => f
+                .debug_struct("InvalidMessage")
+                .field("message_index", message_index)
+                .field("reason", reason)
+                .finish(),
+            Self::Mapping {
+                message_index,
+                template_path,
+                kind,
+                detail,
+            } => f
+                .debug_struct("Mapping")
+                .field("message_index", message_index)
+                .field("template_path", template_path)
+                .field("kind", kind)
+                .field("detail", detail)
+                .finish(),
+            Self::Grouping { type_name, reason } => f
+                .debug_struct("Grouping")
+                .field("type_name", type_name)
+                .field("reason", reason)
+                .finish(),
+            Self::Transform { reason } => {
+                f.debug_struct("Transform").field("reason", reason).finish()
+            }
+            Self::TimestampOutOfRange { what } => f
+                .debug_struct("TimestampOutOfRange")
+                .field("what", what)
+                .finish(),
+            Self::DeviceNotFound => f.write_str("DeviceNotFound"),
+            Self::DeviceWithoutPatient => f.write_str("DeviceWithoutPatient"),
+            Self::PatientIdMissing => f.write_str("PatientIdMissing"),
+            Self::PatientDeviceMismatch => f.write_str("PatientDeviceMismatch"),
+            Self::AmbiguousIdentity { kind } => f
+                .debug_struct("AmbiguousIdentity")
+                .field("kind", kind)
+                .finish(),
+            Self::Store {
+                operation,
+                interaction,
+                status,
+                source,
+            } => f
+                .debug_struct("Store")
+                .field("operation", operation)
+                .field("interaction", interaction)
+                .field("status", status)
+                .field("source", &format_args!("{source}"))
+                .finish(),
+            Self::UnexpectedResponse { operation, reason } => f
+                .debug_struct("UnexpectedResponse")
+                .field("operation", operation)
+                .field("reason", reason)
+                .finish(),
+            Self::Conflict {
+                operation,
+                attempts,
+            } => f
+                .debug_struct("Conflict")
+                .field("operation", operation)
+                .field("attempts", attempts)
+                .finish(),
+            Self::Io { what, path, source } => f
+                .debug_struct("Io")
+                .field("what", what)
+                .field("path", path)
+                .field("source", &format_args!("{source}"))
+                .finish(),
+            Self::Json { what, source } => f
+                .debug_struct("Json")
+                .field("what", what)
+                .field("source", &format_args!("{source}"))
+                .finish(),
+        }
+    }
 }
 
 fn fhir_context(interaction: &Option<&'static str>, status: &Option<u16>) -> String {

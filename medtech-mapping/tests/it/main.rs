@@ -10,6 +10,8 @@ mod cli;
 mod e2e;
 #[cfg(feature = "cli")]
 mod e2e_processes;
+#[cfg(feature = "pipeline")]
+mod errors_clean;
 mod golden;
 mod golden_transform;
 #[cfg(feature = "pipeline")]
