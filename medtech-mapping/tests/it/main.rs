@@ -6,6 +6,8 @@
 )]
 
 mod cli;
+#[cfg(feature = "pipeline")]
+mod conservation;
 #[cfg(feature = "fhir-client")]
 mod e2e;
 #[cfg(feature = "cli")]
