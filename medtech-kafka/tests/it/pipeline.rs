@@ -162,7 +162,7 @@ async fn a_timestamp_out_of_range_is_dead_lettered_and_its_offset_committed() {
             // The group's committed offset is past every record, the dead-lettered ones
             // included: a restarted member starts with what is produced next.
             producer.send(topic, 0, None, heart_rate("late", 59).as_bytes(), &[]);
-            let mut again = KafkaSource::new(&config(&bootstrap, topic, &group)).unwrap();
+            let mut again = KafkaSource::new(&config(&bootstrap, topic, group)).unwrap();
             let first = next(&mut again).await;
             assert_eq!(partition_offset(&first), (0, total as i64));
             again.close().await.unwrap();
