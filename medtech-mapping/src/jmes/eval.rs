@@ -20,7 +20,6 @@ use jmespath::ast::{Ast, Comparator};
 use jmespath::{ErrorReason, JmespathError, RuntimeError};
 use serde_json::{Map, Number, Value};
 
-use super::custom::UnixInstant;
 use super::{custom, variable_to_json, JmesPathError};
 use crate::json::{JsonNode, View};
 
@@ -808,13 +807,13 @@ impl Ctx<'_> {
 impl Ctx<'_> {
     /// `fromUnixTimestamp(x)` / `fromUnixTimestampMs(x)` at the top of `node`, as the instant
     /// itself: what the string the function returns would be read back as, or
-    /// [`UnixInstant::OutOfRange`] where the general path fails with
+    /// [`custom::UnixInstant::OutOfRange`] where the general path fails with
     /// [`custom::out_of_range`] (`Ok(None)` for any other expression).
     pub(crate) fn eval_instant<'a, N: JsonNode>(
         &self,
         node: &'a Node,
         data: &Val<'a, N>,
-    ) -> Result<Option<UnixInstant>, JmesPathError> {
+    ) -> Result<Option<custom::UnixInstant>, JmesPathError> {
         let Node::Function {
             func: Some(f @ (Func::FromUnixTimestamp | Func::FromUnixTimestampMs)),
             args,
