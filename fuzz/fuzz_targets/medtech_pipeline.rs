@@ -56,14 +56,20 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             let (d, f) = PAIRS[usize::from(pick) % PAIRS.len()];
-            (d.as_bytes(), f.as_bytes(), rest.split(|b| *b == b'\n').collect())
+            (
+                d.as_bytes(),
+                f.as_bytes(),
+                rest.split(|b| *b == b'\n').collect(),
+            )
         }
     };
     let (Ok(device), Ok(fhir)) = (std::str::from_utf8(device), std::str::from_utf8(fhir)) else {
         return;
     };
-    let (Ok(device), Ok(fhir)) = (DeviceMapping::from_json(device), FhirMapping::from_json(fhir))
-    else {
+    let (Ok(device), Ok(fhir)) = (
+        DeviceMapping::from_json(device),
+        FhirMapping::from_json(fhir),
+    ) else {
         return;
     };
     let Ok(normalizer) = Normalizer::new(&device) else {
@@ -76,7 +82,10 @@ fuzz_target!(|data: &[u8]| {
         let Some(event) = event(text) else { continue };
         let (result, _explanation) = normalizer.normalize_explained(&event, index);
         let Ok(measurements) = result else { continue };
-        if measurements.iter().all(|m| check_groupable(m, &fhir).is_ok()) {
+        if measurements
+            .iter()
+            .all(|m| check_groupable(m, &fhir).is_ok())
+        {
             let _ = serde_json::to_vec(&measurements);
             batch.extend(measurements.into_iter().map(|m| (index, m)));
         }
@@ -112,7 +121,10 @@ fuzz_target!(|data: &[u8]| {
         let Ok(obs) = create_observation(group, template, &links, &options, issued) else {
             continue;
         };
-        assert!(serde_json::to_vec(&obs).is_ok(), "an Observation does not serialize");
+        assert!(
+            serde_json::to_vec(&obs).is_ok(),
+            "an Observation does not serialize"
+        );
         // Replaying the group into its own Observation, and merging every other group of the
         // type into it (other windows: effectivePeriod widening, SampledData slot unions).
         if let Ok(merged) = merge_observation(&obs, group, template, &options) {
