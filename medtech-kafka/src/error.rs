@@ -9,7 +9,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// does not expose a pre-1.0 dependency. [`code`](ClientError::code) gives librdkafka's error
 /// name (for example `Local: Broker transport failure`), and [`is_fatal`](ClientError::is_fatal)
 /// tells whether the consumer must be recreated.
-#[derive(Debug)]
+///
+/// `Display` and `Debug` show what failed and librdkafka's error code, never librdkafka's
+/// free text: that text can quote a configuration value (`Client config error: ... sasl.password
+/// <value>`), and a broker's message could quote anything.
 pub struct ClientError {
     inner: rdkafka::error::KafkaError,
     fatal: bool,
@@ -40,9 +43,62 @@ impl ClientError {
     }
 }
 
+/// What kind of librdkafka failure `e` is, in words that hold no value from the failure.
+fn kind(e: &rdkafka::error::KafkaError) -> &'static str {
+    use rdkafka::error::KafkaError as K;
+    match e {
+        K::AdminOpCreation(_) => "admin operation creation error",
+        K::AdminOp(_) => "admin operation error",
+        K::Canceled => "client dropped",
+        K::ClientConfig(..) => "client configuration error",
+        K::ClientCreation(_) => "client creation error",
+        K::ConsumerCommit(_) => "consumer commit error",
+        K::ConsumerQueueClose(_) => "consumer queue close error",
+        K::Flush(_) => "flush error",
+        K::Global(_) => "global error",
+        K::GroupListFetch(_) => "group list fetch error",
+        K::MessageConsumption(_) => "message consumption error",
+        K::MessageConsumptionFatal(_) => "fatal message consumption error",
+        K::MessageProduction(_) => "message production error",
+        K::MetadataFetch(_) => "metadata fetch error",
+        K::NoMessageReceived => "no message received",
+        K::Nul(_) => "FFI nul error",
+        K::OffsetFetch(_) => "offset fetch error",
+        K::PartitionEOF(_) => "partition EOF",
+        K::PauseResume(_) => "pause/resume error",
+        K::Rebalance(_) => "rebalance error",
+        K::Seek(_) => "seek error",
+        K::SetPartitionOffset(_) => "set partition offset error",
+        K::StoreOffset(_) => "store offset error",
+        K::Subscription(_) => "subscription error",
+        K::Transaction(_) => "transaction error",
+        K::MockCluster(_) => "mock cluster error",
+        _ => "librdkafka error",
+    }
+}
+
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.inner, f)
+        f.write_str(kind(&self.inner))?;
+        match &self.inner {
+            // The property name only: the description and the value may hold the value.
+            rdkafka::error::KafkaError::ClientConfig(_, _, key, _) => {
+                write!(f, " (property `{key}`)")
+            }
+            other => match other.rdkafka_error_code() {
+                Some(code) => write!(f, ": {code}"),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientError")
+            .field("error", &format_args!("{self}"))
+            .field("fatal", &self.fatal)
+            .finish()
     }
 }
 
@@ -164,5 +220,90 @@ mod tests {
         let p = e.into_pipeline("Kafka offset commit");
         assert_eq!(p.reason_code(), "store-failed");
         assert!(!p.is_message_error());
+    }
+
+    /// PHI- and secret-like strings planted wherever outside text can reach an error.
+    const SENTINELS: [&str; 4] = ["Jane Doe", "MRN-0042", "hunter2-secret", "jane@example.com"];
+
+    /// Neither the error nor any source in its chain shows a sentinel, in `Display` or `Debug`
+    /// (what `unwrap()` panics and `tracing` `?e` print).
+    fn assert_clean(e: &(dyn std::error::Error + 'static)) {
+        let mut next = Some(e);
+        while let Some(e) = next {
+            for text in [e.to_string(), format!("{e:?}"), format!("{e:#?}")] {
+                for s in SENTINELS {
+                    assert!(!text.contains(s), "{s:?} shown in {text}");
+                }
+            }
+            next = e.source();
+        }
+    }
+
+    #[test]
+    fn no_error_shows_values_service_text_or_secrets() {
+        use rdkafka::error::KafkaError as K;
+        use rdkafka::types::{RDKafkaConfRes, RDKafkaErrorCode};
+        // InvalidConfig through the real check: a reserved property, and a secret.
+        let mut c = crate::KafkaSourceConfig::new("localhost:9092", ["t"], "g");
+        c.set_property("sasl.password", "hunter2-secret".to_owned());
+        c.set_property("enable.auto.offset.store", "Jane Doe".to_owned());
+        let invalid = c.validate().unwrap_err();
+        assert!(matches!(invalid, Error::InvalidConfig { .. }));
+        let text = |s: &str| format!("Invalid value \"{s}\" ({}, {})", SENTINELS[0], SENTINELS[3]);
+        let failures = [
+            K::ClientConfig(
+                RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+                text("hunter2-secret"),
+                "sasl.password".to_owned(),
+                "hunter2-secret".to_owned(),
+            ),
+            K::ClientCreation(text("MRN-0042")),
+            K::AdminOpCreation(text("MRN-0042")),
+            K::Subscription(text("MRN-0042")),
+            K::Seek(text("MRN-0042")),
+            K::PauseResume(text("MRN-0042")),
+            K::ConsumerCommit(RDKafkaErrorCode::CoordinatorNotAvailable),
+            K::MessageConsumptionFatal(RDKafkaErrorCode::Fatal),
+            K::Canceled,
+        ];
+        let mut errors = vec![
+            invalid,
+            Error::Interrupted {
+                operation: "offset commit",
+            },
+            Error::CommitAtClose {
+                partitions: vec![("vitals".to_owned(), 0)],
+                source: ClientError::new(K::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress)),
+            },
+        ];
+        for f in failures.iter().cloned() {
+            errors.push(Error::client("consumer creation", f.clone()));
+            errors.push(Error::Client {
+                operation: "receive",
+                source: ClientError::fatal(f),
+            });
+        }
+        for e in errors {
+            assert_clean(&e);
+            assert_clean(&e.into_pipeline("Kafka operation"));
+        }
+        // What is shown instead: the kind, the property name, librdkafka's error code.
+        let config = ClientError::new(failures[0].clone());
+        assert_eq!(
+            config.to_string(),
+            "client configuration error (property `sasl.password`)"
+        );
+        let commit = ClientError::new(failures[6].clone());
+        assert_eq!(
+            commit.to_string(),
+            format!(
+                "consumer commit error: {}",
+                RDKafkaErrorCode::CoordinatorNotAvailable
+            )
+        );
+        assert_eq!(
+            format!("{commit:?}"),
+            format!("ClientError {{ error: {commit}, fatal: false }}")
+        );
     }
 }

@@ -74,6 +74,10 @@ pub enum MappingErrorKind {
     /// Evaluating the expression failed (several tokens where one was expected, a JMESPath
     /// runtime error such as a custom function called with the wrong argument type).
     Evaluation,
+    /// The timestamp was read, but it lies outside the range a FHIR `instant` can hold
+    /// (0001-01-01T00:00:00Z to 9999-12-31T23:59:59.9999999Z, in UTC), so no Observation can
+    /// carry it (including `fromUnixTimestamp(Ms)` of a huge or very negative number).
+    TimestampOutOfRange,
 }
 
 impl fmt::Display for MappingErrorKind {
@@ -83,6 +87,7 @@ impl fmt::Display for MappingErrorKind {
             Self::RequiredValueEmpty => "required value is null or empty",
             Self::IncompatibleValue => "incompatible value",
             Self::Evaluation => "expression evaluation failed",
+            Self::TimestampOutOfRange => "timestamp outside the range of a FHIR instant",
         })
     }
 }
@@ -118,7 +123,11 @@ pub type StoreSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
 /// stable code per kind (used for dead letters and metrics) and [`Error::is_message_error`] tells
 /// a message's fault (dead-letter it, fix the mapping, replay) from an infrastructure failure
 /// (retry later).
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// `Debug` shows the same fields, with each source by its `Display` (never its `Debug`, which
+/// for some causes, such as a FHIR server's answer, could quote what the server was sent), so
+/// `{:?}`, `unwrap()` and `tracing` `?e` are as clean as `Display`.
+#[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A template document (device mapping or FHIR destination mapping) is invalid.
@@ -168,6 +177,18 @@ pub enum Error {
     Transform {
         /// Why.
         reason: String,
+    },
+
+    /// A time computed from a measurement (an occurrence time, a window, a `SampledData` slot,
+    /// a merged `effectivePeriod`) falls outside the range a FHIR `instant` can hold (years
+    /// 0001 to 9999, UTC), or the arithmetic on it would overflow. Device timestamps are
+    /// checked when a message is normalized ([`MappingErrorKind::TimestampOutOfRange`]); this
+    /// error guards measurements built by other means and values read from existing
+    /// Observations.
+    #[error("{what} is outside the range of a FHIR instant (years 0001 to 9999, UTC)")]
+    TimestampOutOfRange {
+        /// Which time, e.g. `"the hourly window of a measurement"`.
+        what: &'static str,
     },
 
     /// Identity mode `Lookup`: no Device carries the measurement's device identifier.
@@ -255,6 +276,94 @@ pub enum Error {
     },
 }
 
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidTemplate { document, problems } => f
+                .debug_struct("InvalidTemplate")
+                .field("document", document)
+                .field("problems", problems)
+                .finish(),
+            Self::InvalidMessage {
+                message_index,
+                reason,
+            } => f
+                .debug_struct("InvalidMessage")
+                .field("message_index", message_index)
+                .field("reason", reason)
+                .finish(),
+            Self::Mapping {
+                message_index,
+                template_path,
+                kind,
+                detail,
+            } => f
+                .debug_struct("Mapping")
+                .field("message_index", message_index)
+                .field("template_path", template_path)
+                .field("kind", kind)
+                .field("detail", detail)
+                .finish(),
+            Self::Grouping { type_name, reason } => f
+                .debug_struct("Grouping")
+                .field("type_name", type_name)
+                .field("reason", reason)
+                .finish(),
+            Self::Transform { reason } => {
+                f.debug_struct("Transform").field("reason", reason).finish()
+            }
+            Self::TimestampOutOfRange { what } => f
+                .debug_struct("TimestampOutOfRange")
+                .field("what", what)
+                .finish(),
+            Self::DeviceNotFound => f.write_str("DeviceNotFound"),
+            Self::DeviceWithoutPatient => f.write_str("DeviceWithoutPatient"),
+            Self::PatientIdMissing => f.write_str("PatientIdMissing"),
+            Self::PatientDeviceMismatch => f.write_str("PatientDeviceMismatch"),
+            Self::AmbiguousIdentity { kind } => f
+                .debug_struct("AmbiguousIdentity")
+                .field("kind", kind)
+                .finish(),
+            Self::Store {
+                operation,
+                interaction,
+                status,
+                source,
+            } => f
+                .debug_struct("Store")
+                .field("operation", operation)
+                .field("interaction", interaction)
+                .field("status", status)
+                .field("source", &format_args!("{source}"))
+                .finish(),
+            Self::UnexpectedResponse { operation, reason } => f
+                .debug_struct("UnexpectedResponse")
+                .field("operation", operation)
+                .field("reason", reason)
+                .finish(),
+            Self::Conflict {
+                operation,
+                attempts,
+            } => f
+                .debug_struct("Conflict")
+                .field("operation", operation)
+                .field("attempts", attempts)
+                .finish(),
+            Self::Io { what, path, source } => f
+                .debug_struct("Io")
+                .field("what", what)
+                .field("path", path)
+                .field("source", &format_args!("{source}"))
+                .finish(),
+            Self::Json { what, source } => f
+                .debug_struct("Json")
+                .field("what", what)
+                .field("source", &format_args!("{source}"))
+                .finish(),
+        }
+    }
+}
+
 fn fhir_context(interaction: &Option<&'static str>, status: &Option<u16>) -> String {
     match (interaction, status) {
         (Some(i), Some(s)) => format!(" (FHIR {i}: HTTP {s})"),
@@ -274,7 +383,7 @@ impl Error {
     /// A short, stable reason code, used for dead-letter records and the
     /// `medtech_dead_letters_total{reason}` metric: `invalid-message`,
     /// `required-value-missing`, `required-value-empty`, `incompatible-value`,
-    /// `expression-failed`, `invalid-template`, `grouping-failed`, `transform-failed`,
+    /// `expression-failed`, `timestamp-out-of-range`, `invalid-template`, `grouping-failed`, `transform-failed`,
     /// `device-not-found`, `device-without-patient`, `patient-id-missing`,
     /// `patient-device-mismatch`, `ambiguous-identity`, `store-failed`, `unexpected-response`,
     /// `conflict`, `io`, `json`.
@@ -287,7 +396,9 @@ impl Error {
                 MappingErrorKind::RequiredValueEmpty => "required-value-empty",
                 MappingErrorKind::IncompatibleValue => "incompatible-value",
                 MappingErrorKind::Evaluation => "expression-failed",
+                MappingErrorKind::TimestampOutOfRange => "timestamp-out-of-range",
             },
+            Self::TimestampOutOfRange { .. } => "timestamp-out-of-range",
             Self::Grouping { .. } => "grouping-failed",
             Self::Transform { .. } => "transform-failed",
             Self::DeviceNotFound => "device-not-found",
@@ -315,6 +426,7 @@ impl Error {
                 | Self::Mapping { .. }
                 | Self::Grouping { .. }
                 | Self::Transform { .. }
+                | Self::TimestampOutOfRange { .. }
                 | Self::DeviceNotFound
                 | Self::DeviceWithoutPatient
                 | Self::PatientIdMissing

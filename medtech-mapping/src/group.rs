@@ -17,7 +17,7 @@ use chrono::{DateTime, Duration, TimeDelta, Utc};
 
 use crate::error::{Error, Result};
 use crate::fhir_template::{FhirMapping, PeriodInterval};
-use crate::netvalue::push_compact;
+use crate::netvalue::{is_fhir_instant, push_compact};
 use crate::normalize::Measurement;
 
 /// The identifier system MedTech gives the Observations it writes.
@@ -163,28 +163,49 @@ impl GroupItem for Measurement {
 /// Device, type, patient, encounter and correlation id (absent ids as empty text, as iomt-fhir).
 type GroupKey<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
 
-fn window(interval: PeriodInterval, t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+/// The window of `interval` holding `t`: `None` when `t` is outside the range of a FHIR
+/// instant (years 0001 to 9999, UTC), where no Observation could hold it and the window's
+/// arithmetic could overflow.
+fn window(interval: PeriodInterval, t: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    if !is_fhir_instant(&t) {
+        return None;
+    }
     let span = match interval {
         PeriodInterval::Hourly => Duration::hours(1),
         PeriodInterval::Daily => Duration::days(1),
-        PeriodInterval::Single | PeriodInterval::CorrelationId => return (t, t),
+        PeriodInterval::Single | PeriodInterval::CorrelationId => return Some((t, t)),
     };
     // Whole UTC hours and days since the epoch, from the timestamp in seconds: what
     // `duration_trunc` computes, at a fraction of its cost, and also after 2262 (where its
     // nanosecond arithmetic overflows).
     let width = span.num_seconds();
     let secs = t.timestamp();
-    let start = DateTime::from_timestamp(secs - secs.rem_euclid(width), 0).unwrap_or(t);
-    (start, start + span - tick())
+    let start = DateTime::from_timestamp(secs.checked_sub(secs.rem_euclid(width))?, 0)?;
+    let end = start.checked_add_signed(span)?.checked_sub_signed(tick())?;
+    Some((start, end))
 }
 
-/// Checks that `m` can be grouped with `fhir`: its type has a template, and a `CorrelationId`
-/// template gets a correlation id. [`group_measurements`] fails on the first measurement that
-/// does not pass; a pipeline checks each message first, so one bad message does not fail a
-/// batch.
+/// The error of a measurement whose window cannot be computed (see [`window`]).
+fn window_error(interval: PeriodInterval) -> Error {
+    Error::TimestampOutOfRange {
+        what: match interval {
+            PeriodInterval::Hourly => "the hourly window of a measurement",
+            PeriodInterval::Daily => "the daily window of a measurement",
+            PeriodInterval::Single | PeriodInterval::CorrelationId => {
+                "the occurrence time of a measurement"
+            }
+        },
+    }
+}
+
+/// Checks that `m` can be grouped with `fhir`: its type has a template, a `CorrelationId`
+/// template gets a correlation id, and its occurrence time is within the range of a FHIR
+/// instant (so its window can be computed). [`group_measurements`] fails on the first
+/// measurement that does not pass; a pipeline checks each message first, so one bad message
+/// does not fail a batch.
 ///
 /// # Errors
-/// [`Error::Grouping`], as [`group_measurements`].
+/// [`Error::Grouping`] or [`Error::TimestampOutOfRange`], as [`group_measurements`].
 pub fn check_groupable(m: &Measurement, fhir: &FhirMapping) -> Result<()> {
     let Some(template) = fhir.template_for(&m.type_name) else {
         return Err(Error::Grouping {
@@ -203,6 +224,9 @@ pub fn check_groupable(m: &Measurement, fhir: &FhirMapping) -> Result<()> {
                 .to_owned(),
         });
     }
+    if window(template.period_interval, m.occurrence_time_utc).is_none() {
+        return Err(window_error(template.period_interval));
+    }
     Ok(())
 }
 
@@ -215,7 +239,8 @@ pub fn check_groupable(m: &Measurement, fhir: &FhirMapping) -> Result<()> {
 /// # Errors
 /// [`Error::Grouping`] when a measurement type has no template in `fhir` (MedTech's
 /// `TemplateNotFoundException`) or a `CorrelationId` template meets a measurement without a
-/// correlation id (see [`check_groupable`]).
+/// correlation id (see [`check_groupable`]); [`Error::TimestampOutOfRange`] when a
+/// measurement's occurrence time is outside the range of a FHIR instant.
 pub fn group_measurements(
     measurements: &[(usize, Measurement)],
     fhir: &FhirMapping,
@@ -337,7 +362,9 @@ fn group_inner<M: GroupItem>(
         let mut group_of: Vec<usize> = Vec::with_capacity(deduped.len());
         by_window.clear();
         for (index, m) in deduped {
-            let (start, end) = window(interval, m.measurement().occurrence_time_utc);
+            let Some((start, end)) = window(interval, m.measurement().occurrence_time_utc) else {
+                return Err(window_error(interval));
+            };
             let slot = if interval == PeriodInterval::CorrelationId {
                 (!groups.is_empty()).then_some(0)
             } else {
@@ -534,11 +561,11 @@ mod tests {
                 });
                 assert_eq!(
                     window(interval, t),
-                    (start, start + span - tick()),
+                    Some((start, start + span - tick())),
                     "{text}"
                 );
             }
-            assert_eq!(window(PeriodInterval::Single, t), (t, t));
+            assert_eq!(window(PeriodInterval::Single, t), Some((t, t)));
         }
     }
 
@@ -562,5 +589,70 @@ mod tests {
             group_measurements(&[(0, x)], &fhir(0)),
             Err(Error::Grouping { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+    use crate::normalize::MeasurementProperty;
+
+    fn at(t: DateTime<Utc>) -> Measurement {
+        Measurement {
+            type_name: "hr".into(),
+            occurrence_time_utc: t,
+            device_id: "d".into(),
+            patient_id: Some("p".into()),
+            encounter_id: None,
+            correlation_id: Some("c".into()),
+            properties: vec![MeasurementProperty {
+                name: "hr".into(),
+                value: "70".into(),
+            }],
+        }
+    }
+
+    fn fhir(interval: i64) -> FhirMapping {
+        FhirMapping::from_value(&serde_json::json!({"templateType": "CollectionFhir", "template": [
+            {"templateType": "CodeValueFhir", "template": {"typeName": "hr", "periodInterval": interval, "codes": []}}]}))
+        .unwrap()
+    }
+
+    /// Measurements built by hand (not by normalize) with times a FHIR instant cannot hold are
+    /// an error of every interval, never a panic; the ends of the range group as usual.
+    #[test]
+    fn out_of_range_occurrence_times_are_errors_for_every_interval() {
+        let huge = crate::netvalue::parse_timestamp("+262142-12-31T23:30:00Z").unwrap();
+        let extremes = [
+            DateTime::<Utc>::MAX_UTC,
+            DateTime::<Utc>::MIN_UTC,
+            huge,
+            crate::netvalue::parse_timestamp("+10000-01-01T00:00:00Z").unwrap(),
+            crate::netvalue::parse_timestamp("0000-12-31T23:59:59Z").unwrap(),
+        ];
+        for interval in [0, 60, 1440, -1] {
+            for t in extremes {
+                let m = at(t);
+                let err = check_groupable(&m, &fhir(interval)).unwrap_err();
+                assert_eq!(
+                    err.reason_code(),
+                    "timestamp-out-of-range",
+                    "{interval} {t:?}"
+                );
+                assert!(err.is_message_error());
+                let err = group_measurements(&[(0, m)], &fhir(interval)).unwrap_err();
+                assert_eq!(err.reason_code(), "timestamp-out-of-range");
+            }
+            for text in ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.9999999Z"] {
+                let t = crate::netvalue::parse_timestamp(text).unwrap();
+                let g = group_measurements(&[(0, at(t))], &fhir(interval)).unwrap();
+                assert_eq!(g.len(), 1, "{interval} {text}");
+                assert!(g[0].start <= t && t <= g[0].end);
+                assert!(!g[0].id_segment().is_empty());
+            }
+        }
+        let last = crate::netvalue::parse_timestamp("9999-12-31T23:59:59Z").unwrap();
+        let g = group_measurements(&[(0, at(last))], &fhir(1440)).unwrap();
+        assert_eq!(g[0].id_segment(), "99991231000000Z.99991231235959Z");
     }
 }

@@ -16,6 +16,7 @@ use jmespath::{ErrorReason, JmespathError, Variable};
 use serde_json::Value;
 
 use crate::json::JsonNode;
+pub(crate) use custom::UnixInstant;
 use eval::{Ctx, Node};
 pub(crate) use eval::{Overlay, Val};
 
@@ -206,7 +207,7 @@ impl JmesPath {
     pub(crate) fn select_instant<'a, N: JsonNode>(
         &'a self,
         data: &Val<'a, N>,
-    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, JmesPathError> {
+    ) -> Result<Option<UnixInstant>, JmesPathError> {
         Ctx { text: &self.text }.eval_instant(&self.node, data)
     }
 
@@ -385,6 +386,10 @@ mod tests {
             json!(253_402_300_799_i64),
             json!(253_402_300_799_999_i64),
             json!(253_402_300_800_000_i64),
+            json!(253_402_300_800_i64),
+            json!(-62_135_596_800_i64),
+            json!(-62_135_596_801_i64),
+            json!(-62_135_596_800_001_i64),
             json!(i64::MAX),
             json!(i64::MIN),
             json!(u64::MAX),
@@ -412,12 +417,22 @@ mod tests {
                     })
                 });
                 match p.select_instant(&root) {
-                    Ok(Some(t)) => assert_eq!(general, Ok(Some(Ok(t))), "{expr} over {v}"),
+                    Ok(Some(UnixInstant::At(t))) => {
+                        assert_eq!(general, Ok(Some(Ok(t))), "{expr} over {v}");
+                    }
+                    Ok(Some(UnixInstant::OutOfRange)) => {
+                        let huge = v
+                            .as_i64()
+                            .is_some_and(|i| !(-62_135_596_800..=253_402_300_799).contains(&i));
+                        assert!(huge, "{expr} over {v}: out of range");
+                        let reason = general.expect_err("the general path fails too").reason;
+                        assert!(
+                            reason.contains("outside the range of a FHIR instant"),
+                            "{reason}"
+                        );
+                    }
                     Err(e) => assert_eq!(general.map(|_| ()), Err(e), "{expr} over {v}"),
-                    Ok(None) => assert!(
-                        v.as_i64().is_some_and(|i| i > 253_402_300_799),
-                        "{expr} over {v}: no fast path"
-                    ),
+                    Ok(None) => panic!("{expr} over {v}: no fast path"),
                 }
             }
         }

@@ -72,6 +72,18 @@ pub(crate) fn to_utc_instant(v: Scalar<'_>) -> Result<DateTime<Utc>, TimestampEr
     }
 }
 
+/// The range of a FHIR `instant` (and of .NET's `DateTime`, which MedTech reads timestamps
+/// into), as text for error messages.
+pub(crate) const FHIR_INSTANT_RANGE: &str =
+    "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.9999999Z (UTC)";
+
+/// Whether `t` can be written as a FHIR `instant`: a UTC year from 0001 to 9999. Every
+/// timestamp taken from a device message must be, so that window, period and slot arithmetic
+/// on it (which may go a few years past it) stays far inside chrono's range.
+pub(crate) fn is_fhir_instant(t: &DateTime<Utc>) -> bool {
+    (1..=9999).contains(&t.year())
+}
+
 /// Why a timestamp could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TimestampError {

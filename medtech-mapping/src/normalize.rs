@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, MappingErrorKind, Result, TemplateProblem, TemplateProblems};
-use crate::jmes::{JmesPath, Overlay, Val};
+use crate::jmes::{JmesPath, Overlay, UnixInstant, Val};
 use crate::json::JsonNode;
 use crate::jsonpath::JsonPath;
 use crate::load::{child, index};
@@ -62,8 +62,13 @@ fn ser_instant<S: Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S:
 
 fn de_instant<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DateTime<Utc>, D::Error> {
     let s = String::deserialize(d)?;
-    netvalue::parse_timestamp(&s)
-        .ok_or_else(|| serde::de::Error::custom("invalid occurrenceTimeUtc"))
+    match netvalue::parse_timestamp(&s) {
+        Some(t) if netvalue::is_fhir_instant(&t) => Ok(t),
+        Some(_) => Err(serde::de::Error::custom(
+            "occurrenceTimeUtc is outside the range of a FHIR instant",
+        )),
+        None => Err(serde::de::Error::custom("invalid occurrenceTimeUtc")),
+    }
 }
 
 /// Builds the event a template sees: `{"Body": body, "Properties": {}, "SystemProperties": {}}`.
@@ -656,7 +661,7 @@ impl<'a, N: JsonNode> EvalCtx<'a, N> {
 
     /// The instant of a JMESPath `fromUnixTimestamp(Ms)` expression (`Ok(None)`: evaluate it
     /// with [`EvalCtx::select`]).
-    fn select_instant(&self, e: &CExpr) -> Result<Option<DateTime<Utc>>> {
+    fn select_instant(&self, e: &CExpr) -> Result<Option<UnixInstant>> {
         match &e.engine {
             Engine::JmesPath(p) => p
                 .select_instant(&self.jmes_root())
@@ -760,9 +765,15 @@ impl<'a, N: JsonNode> EvalCtx<'a, N> {
         for e in exprs {
             // `fromUnixTimestamp(Ms)(..)`: the instant itself, not its text read back.
             let sel = match self.select_instant(e) {
-                Ok(Some(t)) => {
+                Ok(Some(UnixInstant::At(t))) => {
                     push(trace, e, ExpressionOutcome::Found);
                     return Ok(t);
+                }
+                Ok(Some(UnixInstant::OutOfRange)) => {
+                    let why = out_of_range(e);
+                    push(trace, e, ExpressionOutcome::Incompatible(why.clone()));
+                    last_problem = Some((MappingErrorKind::TimestampOutOfRange, why));
+                    continue;
                 }
                 Ok(None) => self.select(e),
                 Err(err) => Err(err),
@@ -777,6 +788,14 @@ impl<'a, N: JsonNode> EvalCtx<'a, N> {
             match sel {
                 Selected::Nothing => push(trace, e, ExpressionOutcome::Nothing),
                 Selected::Token(v) => match netvalue::to_utc_instant(v.view().into()) {
+                    // Years beyond 9999 (`+262142-12-31T23:30:00Z`) or before 0001, also after
+                    // an offset moved them there: no Observation can hold them, and window
+                    // arithmetic on them would overflow.
+                    Ok(t) if !netvalue::is_fhir_instant(&t) => {
+                        let why = out_of_range(e);
+                        push(trace, e, ExpressionOutcome::Incompatible(why.clone()));
+                        last_problem = Some((MappingErrorKind::TimestampOutOfRange, why));
+                    }
                     Ok(t) => {
                         push(trace, e, ExpressionOutcome::Found);
                         return Ok(t);
@@ -853,6 +872,15 @@ impl<'a, N: JsonNode> EvalCtx<'a, N> {
     }
 }
 
+/// The detail of a timestamp outside the range of a FHIR instant (never the value itself).
+fn out_of_range(e: &CExpr) -> String {
+    format!(
+        "`{}` selected a timestamp outside {}",
+        e.text,
+        netvalue::FHIR_INSTANT_RANGE
+    )
+}
+
 fn detail_of(e: &Error) -> String {
     match e {
         Error::Mapping { detail, .. } => detail.clone(),
@@ -871,148 +899,4 @@ fn push(trace: &mut Option<&mut TokenTrace>, e: &CExpr, outcome: ExpressionOutco
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn normalizer(templates: Value) -> Normalizer {
-        let m = DeviceMapping::from_value(
-            &json!({"templateType": "CollectionContent", "template": templates}),
-        )
-        .unwrap();
-        Normalizer::new(&m).unwrap()
-    }
-
-    fn calc(extra: Value) -> Value {
-        let mut t = json!({
-            "typeName": "hr",
-            "typeMatchExpression": "$..[?(@heartRate)]",
-            "deviceIdExpression": "$.matchedToken.deviceId",
-            "timestampExpression": "$.matchedToken.endDate",
-            "values": [{"valueName": "hr", "valueExpression": "$.matchedToken.heartRate", "required": true}]
-        });
-        if let (Value::Object(t), Value::Object(e)) = (&mut t, extra) {
-            t.extend(e);
-        }
-        json!([{"templateType": "CalculatedContent", "template": t}])
-    }
-
-    #[test]
-    fn required_value_missing_fails_the_message_with_its_path() {
-        let n = normalizer(calc(json!({})));
-        let ev = envelope(
-            json!({"heartRate": null, "deviceId": "d", "endDate": "2023-01-01T00:00:00Z"}),
-        );
-        let err = n.normalize(&ev, 3).unwrap_err();
-        match err {
-            Error::Mapping {
-                message_index,
-                template_path,
-                kind,
-                ..
-            } => {
-                assert_eq!(message_index, 3);
-                assert_eq!(
-                    template_path,
-                    "template[0].template.values[0].valueExpression"
-                );
-                assert_eq!(kind, MappingErrorKind::RequiredValueEmpty);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn optional_value_missing_is_skipped() {
-        let n = normalizer(calc(json!({"values": [
-            {"valueName": "hr", "valueExpression": "$.matchedToken.heartRate", "required": true},
-            {"valueName": "spo2", "valueExpression": "$.matchedToken.spo2"},
-            {"valueName": "obj", "valueExpression": "$.matchedToken"}
-        ]})));
-        let ev =
-            envelope(json!({"heartRate": 70, "deviceId": "d", "endDate": "2023-01-01T00:00:00Z"}));
-        let m = n.normalize(&ev, 0).unwrap();
-        assert_eq!(m[0].properties.len(), 1);
-    }
-
-    #[test]
-    fn device_id_and_timestamp_are_required() {
-        let n = normalizer(calc(json!({})));
-        let no_dev = envelope(json!({"heartRate": 70, "endDate": "2023-01-01T00:00:00Z"}));
-        assert!(
-            matches!(n.normalize(&no_dev, 0), Err(Error::Mapping { kind: MappingErrorKind::RequiredValueMissing, ref template_path, .. }) if template_path.ends_with("deviceIdExpression"))
-        );
-        let bad_ts = envelope(json!({"heartRate": 70, "deviceId": "d", "endDate": 1_600_000_000}));
-        assert!(
-            matches!(n.normalize(&bad_ts, 0), Err(Error::Mapping { kind: MappingErrorKind::IncompatibleValue, ref template_path, .. }) if template_path.ends_with("timestampExpression"))
-        );
-    }
-
-    #[test]
-    fn correlation_id_is_required_when_defined() {
-        let n = normalizer(calc(
-            json!({"correlationIdExpression": "$.matchedToken.cid"}),
-        ));
-        let ev =
-            envelope(json!({"heartRate": 70, "deviceId": "d", "endDate": "2023-01-01T00:00:00Z"}));
-        assert!(n.normalize(&ev, 0).is_err());
-    }
-
-    #[test]
-    fn no_match_gives_no_measurements_and_the_trace_says_so() {
-        let n = normalizer(calc(json!({})));
-        let ev = envelope(json!({"steps": 1}));
-        let (r, ex) = n.normalize_explained(&ev, 0);
-        assert!(r.unwrap().is_empty());
-        assert_eq!(ex.templates[0].matched_tokens, 0);
-    }
-
-    #[test]
-    fn jmespath_with_custom_functions() {
-        let n = normalizer(json!([{"templateType": "CalculatedContent", "template": {
-            "typeName": "bp", "defaultExpressionLanguage": "JmesPath",
-            "typeMatchExpression": "Body.readings[*]",
-            "deviceIdExpression": "Body.device",
-            "timestampExpression": "fromUnixTimestamp(matchedToken.t)",
-            "values": [{"valueName": "v", "valueExpression": "divide(matchedToken.v, `10`)", "required": true}]
-        }}]));
-        let ev = envelope(
-            json!({"device": "d1", "readings": [{"t": 0, "v": 725}, {"t": 60, "v": 800}]}),
-        );
-        let m = n.normalize(&ev, 0).unwrap();
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[0].properties[0].value, "72.5");
-        assert_eq!(m[1].properties[0].value, "80");
-        assert_eq!(
-            netvalue::format_instant(&m[1].occurrence_time_utc),
-            "1970-01-01T00:01:00Z"
-        );
-    }
-
-    #[test]
-    fn iot_hub_timestamp_falls_back_to_enqueued_time() {
-        let n = normalizer(json!([{"templateType": "IotJsonPathContent", "template": {
-            "typeName": "hr", "typeMatchExpression": "$..[?(@Body.hr)]",
-            "values": [{"valueName": "hr", "valueExpression": "$.Body.hr", "required": true}]}}]));
-        let ev = json!({"Body": {"hr": 60}, "Properties": {},
-            "SystemProperties": {"iothub-connection-device-id": "dev", "iothub-enqueuedtime": "2023-07-25T20:41:26.046Z"}});
-        let m = n.normalize(&ev, 0).unwrap();
-        assert_eq!(m[0].device_id, "dev");
-        assert_eq!(
-            netvalue::format_instant(&m[0].occurrence_time_utc),
-            "2023-07-25T20:41:26.046Z"
-        );
-    }
-
-    #[test]
-    fn non_object_event_is_rejected() {
-        let n = normalizer(calc(json!({})));
-        assert!(matches!(
-            n.normalize(&json!([1]), 2),
-            Err(Error::InvalidMessage {
-                message_index: 2,
-                ..
-            })
-        ));
-    }
-}
+mod tests;

@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::error::{Error, Result};
 use crate::group::TimedValues;
-use crate::netvalue::format_double;
+use crate::netvalue::{format_double, is_fhir_instant};
 
 /// The most slots one `SampledData` string may have (a daily window with a 10 ms period);
 /// beyond it the transform fails instead of building a huge string.
@@ -34,7 +34,8 @@ fn period_delta(period_ms: f64) -> Result<TimeDelta> {
 ///
 /// # Errors
 /// [`Error::Transform`] when the period is not positive or the window needs more than
-/// [`MAX_SAMPLED_DATA_SLOTS`] slots.
+/// [`MAX_SAMPLED_DATA_SLOTS`] slots; [`Error::TimestampOutOfRange`] when a slot's time
+/// cannot be computed.
 pub fn build_sampled_data(
     values: &[(DateTime<Utc>, String)],
     start: DateTime<Utc>,
@@ -52,9 +53,12 @@ pub fn build_sampled_data(
             ),
         });
     }
+    let out_of_range = || Error::TimestampOutOfRange {
+        what: "a SampledData slot",
+    };
     let mut out = String::new();
     let mut current = start;
-    let mut next = start + step;
+    let mut next = start.checked_add_signed(step).ok_or_else(out_of_range)?;
     let mut i = 0;
     while current <= end {
         let mut value: Option<&str> = None;
@@ -71,7 +75,7 @@ pub fn build_sampled_data(
         }
         out.push_str(value.unwrap_or("E"));
         current = next;
-        next += step;
+        next = next.checked_add_signed(step).ok_or_else(out_of_range)?;
     }
     Ok(out)
 }
@@ -80,7 +84,9 @@ pub fn build_sampled_data(
 /// `start + k × period_ms`.
 ///
 /// # Errors
-/// [`Error::Transform`] when the period is not positive.
+/// [`Error::Transform`] when the period is not positive;
+/// [`Error::TimestampOutOfRange`] when a slot of `data` lies beyond the range of a FHIR
+/// instant (more slots than the period allows before the year 10000).
 pub fn sampled_data_to_time_values(
     data: &str,
     start: DateTime<Utc>,
@@ -88,12 +94,17 @@ pub fn sampled_data_to_time_values(
 ) -> Result<TimedValues> {
     let step = period_delta(period_ms)?;
     let mut out = Vec::new();
-    let mut t = start;
+    let mut t = Some(start);
     for token in data.split(' ') {
+        let slot = t
+            .filter(is_fhir_instant)
+            .ok_or(Error::TimestampOutOfRange {
+                what: "a slot of the existing SampledData",
+            })?;
         if token != "E" {
-            out.push((t, token.to_owned()));
+            out.push((slot, token.to_owned()));
         }
-        t += step;
+        t = slot.checked_add_signed(step);
     }
     Ok(out)
 }
@@ -259,5 +270,39 @@ mod tests {
         assert_eq!(ValuePolicy::First.reduce(&[]).unwrap(), None);
         let text = vec![(t("2023-01-01T10:00:00Z"), "high".to_owned())];
         assert!(ValuePolicy::Mean.reduce(&text).is_err());
+    }
+
+    /// Slot arithmetic near the end of the range, and on an existing `SampledData` with more
+    /// slots than time is left, is an error, never an overflow.
+    #[test]
+    fn slot_arithmetic_is_checked() {
+        let start = t("9999-12-31T23:00:00Z");
+        let end = t("9999-12-31T23:59:59.9999999Z");
+        let values = vec![(t("9999-12-31T23:59:58Z"), "1".to_owned())];
+        let data = build_sampled_data(&values, start, end, 1000.0 * 60.0 * 10.0).unwrap();
+        assert_eq!(data, "E E E E E 1");
+        // The largest period: one slot, whose end lies past the year 9999.
+        assert_eq!(build_sampled_data(&values, start, end, 1e11).unwrap(), "1");
+        let max = DateTime::<Utc>::MAX_UTC;
+        assert!(matches!(
+            build_sampled_data(&[], max, max, 1e11),
+            Err(Error::TimestampOutOfRange { .. })
+        ));
+        // 40 slots of 100,000,000 s from the year 9990 run past 9999.
+        let many = vec!["7"; 40].join(" ");
+        let err = sampled_data_to_time_values(&many, t("9990-01-01T00:00:00Z"), 1e11).unwrap_err();
+        assert_eq!(err.reason_code(), "timestamp-out-of-range");
+        let err = sampled_data_to_time_values("1 2", max, 1e11).unwrap_err();
+        assert_eq!(err.reason_code(), "timestamp-out-of-range");
+        assert_eq!(
+            sampled_data_to_time_values("3 E", start, 1e11)
+                .unwrap_err()
+                .reason_code(),
+            "timestamp-out-of-range"
+        );
+        assert_eq!(
+            sampled_data_to_time_values("3", start, 1e11).unwrap(),
+            vec![(start, "3".to_owned())]
+        );
     }
 }

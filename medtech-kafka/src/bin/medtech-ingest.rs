@@ -119,15 +119,6 @@ fn read(path: &Path) -> Result<String, ExitCode> {
     std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))
 }
 
-async fn append(path: &Path) -> Result<tokio::fs::File, ExitCode> {
-    tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await
-        .map_err(|e| fail(format!("cannot open {}: {e}", path.display())))
-}
-
 fn source_config(args: &Args) -> Result<KafkaSourceConfig, ExitCode> {
     let mut config = match (&args.bootstrap, &args.event_hubs) {
         (_, Some(namespace)) => {
@@ -196,14 +187,22 @@ async fn pipeline(args: &Args) -> Result<Pipeline, ExitCode> {
             )
         }
         (None, Some(out)) => (
-            // Files: each message is synced to disk before its offset is stored.
-            Arc::new(NdjsonSink::new(append(out).await?).with_sync_data(true)),
+            // Files (appended, owner-only: patient data): each message is synced to disk before
+            // its offset is stored.
+            Arc::new(
+                NdjsonSink::append(out)
+                    .await
+                    .map_err(|e| fail(format!("cannot open {}", error_chain(&e))))?,
+            ),
             Arc::new(InMemoryIdentityStore::new()),
         ),
         (None, None) => return Err(fail("give --fhir-url or --out")),
     };
-    let dead_letters =
-        Arc::new(NdjsonDeadLetters::new(append(&args.dead_letter).await?).with_sync_data(true));
+    let dead_letters = Arc::new(
+        NdjsonDeadLetters::append(&args.dead_letter)
+            .await
+            .map_err(|e| fail(format!("cannot open {}", error_chain(&e))))?,
+    );
     let identity = IdentityResolver::new(
         store,
         IdentityOptions {

@@ -52,6 +52,14 @@ async fn medtech_ingest_processes_a_topic_and_commits_on_sigterm() {
             );
         }
         producer.send(topic, 1, Some("d1"), b"<not json>", &[]);
+        // A timestamp no FHIR instant can hold: a dead letter, not a crash.
+        producer.send(
+            topic,
+            0,
+            Some("d1"),
+            br#"{"heartRate":70,"deviceId":"d1","patientId":"p-d1","endDate":"+262142-12-31T23:30:00Z"}"#,
+            &[],
+        );
 
         let dir = scratch_dir();
         std::fs::write(dir.join("device.json"), DEVICE).unwrap();
@@ -81,7 +89,7 @@ async fn medtech_ingest_processes_a_topic_and_commits_on_sigterm() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        while lines(&out) < 5 || lines(&dead) < 1 {
+        while lines(&out) < 5 || lines(&dead) < 2 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let status = Command::new("kill")
@@ -101,18 +109,33 @@ async fn medtech_ingest_processes_a_topic_and_commits_on_sigterm() {
         );
         let summary: serde_json::Value =
             serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
-        assert_eq!(summary["messages"], 6);
+        assert_eq!(summary["messages"], 7);
         assert_eq!(summary["observationsCreated"], 5);
-        assert_eq!(summary["deadLettered"], 1);
+        assert_eq!(summary["deadLettered"], 2);
+        assert_eq!(summary["deadLetters"]["timestamp-out-of-range"], 1);
         assert_eq!(lines(&out), 5);
-        let letter: serde_json::Value =
-            serde_json::from_str(std::fs::read_to_string(&dead).unwrap().trim()).unwrap();
-        assert_eq!(letter["raw"], "<not json>", "{letter}");
+        let letters: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(
+            letters.iter().any(|l| l["raw"] == "<not json>"),
+            "{letters:?}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for file in [&out, &dead] {
+                let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{} holds patient data", file.display());
+            }
+        }
 
         // The offsets were committed at shutdown: the group resumes after them.
         producer.send(topic, 0, None, heart_rate("late", 40).as_bytes(), &[]);
         let mut again = KafkaSource::new(&config(&bootstrap, topic, "cli-group")).unwrap();
-        assert_eq!(partition_offset(&next(&mut again).await), (0, 3));
+        assert_eq!(partition_offset(&next(&mut again).await), (0, 4));
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await;

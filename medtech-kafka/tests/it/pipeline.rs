@@ -7,7 +7,8 @@ use carebridge_medtech_kafka::KafkaSource;
 use carebridge_medtech_mapping::pipeline::DeadLetterEvent;
 
 use crate::support::{
-    bounded, cluster, config, harness, heart_rate, next, partition_offset, Producer,
+    bounded, cluster, config, harness, harness_with_period, heart_rate, next, partition_offset,
+    Producer,
 };
 
 const TOPIC: &str = "vitals";
@@ -99,6 +100,73 @@ async fn every_message_becomes_observations_or_a_dead_letter() {
         let mut again = KafkaSource::new(&config(&bootstrap, TOPIC, "ingest")).unwrap();
         let first = next(&mut again).await;
         assert_eq!(partition_offset(&first), (1, per_partition[1]));
+    })
+    .await;
+}
+
+/// A record whose timestamp no FHIR instant can hold (the issue's `+262142-12-31T23:30:00Z`, in
+/// hourly and daily windows, and beyond the other end) is dead-lettered, the run goes on, and
+/// its offset is acknowledged and committed with the others: a restarted member does not read
+/// it again (it used to crash ingestion on every restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_out_of_range_is_dead_lettered_and_its_offset_committed() {
+    bounded(async {
+        let cluster = cluster("hostile-time-60", 1);
+        cluster.create_topic("hostile-time-1440", 1, 1).unwrap();
+        let bootstrap = cluster.bootstrap_servers();
+        let producer = Producer::new(&bootstrap);
+        let hostile = |end: &str| {
+            format!(r#"{{"heartRate":70,"deviceId":"d1","patientId":"p-d1","endDate":"{end}"}}"#)
+        };
+        let bodies = [
+            heart_rate("d1", 1),
+            hostile("+262142-12-31T23:30:00Z"),
+            heart_rate("d1", 2),
+            hostile("-0001-01-01T00:00:00Z"),
+            hostile("9999-12-31T23:59:59-00:30"),
+            heart_rate("d1", 3),
+        ];
+        for period in [60, 1440] {
+            let topic = &format!("hostile-time-{period}");
+            for body in &bodies {
+                producer.send(topic, 0, Some("d1"), body.as_bytes(), &[]);
+            }
+            let group = "ingest";
+            let h = harness_with_period(period);
+            let mut source = KafkaSource::new(&config(&bootstrap, topic, group)).unwrap();
+            let status = source.status();
+            let stop = source.shutdown_handle();
+            let total = bodies.len() as u64;
+            let summary = source
+                .run_pipeline(&h.pipeline, |_, so_far| {
+                    if so_far.messages == total {
+                        stop.shutdown();
+                    }
+                })
+                .await
+                .unwrap();
+            assert_eq!(summary.messages, total, "periodInterval {period}");
+            assert_eq!(summary.persisted, 3);
+            assert_eq!(summary.dead_letters.get("timestamp-out-of-range"), Some(&3));
+            assert!(h
+                .dead
+                .letters()
+                .iter()
+                .all(|l| l.reason == "timestamp-out-of-range" && !l.detail.contains("262142")));
+            assert_eq!(
+                status.acknowledged_offsets().get(&(topic.to_owned(), 0)),
+                Some(&(total as i64))
+            );
+            source.close().await.unwrap();
+
+            // The group's committed offset is past every record, the dead-lettered ones
+            // included: a restarted member starts with what is produced next.
+            producer.send(topic, 0, None, heart_rate("late", 59).as_bytes(), &[]);
+            let mut again = KafkaSource::new(&config(&bootstrap, topic, group)).unwrap();
+            let first = next(&mut again).await;
+            assert_eq!(partition_offset(&first), (0, total as i64));
+            again.close().await.unwrap();
+        }
     })
     .await;
 }

@@ -101,6 +101,11 @@ pub(crate) struct Harness {
 }
 
 pub(crate) fn harness() -> Harness {
+    harness_with_period(0)
+}
+
+/// The heart-rate harness with the FHIR template's `periodInterval` (0, 60, 1440, -1).
+pub(crate) fn harness_with_period(period_interval: i64) -> Harness {
     let device = DeviceMapping::from_json(
         r#"{"templateType":"CollectionContent","template":[
   {"templateType":"JsonPathContent","template":{"typeName":"heartrate","typeMatchExpression":"$..[?(@heartRate)]",
@@ -109,10 +114,11 @@ pub(crate) fn harness() -> Harness {
     )
     .expect("device mapping");
     let fhir = FhirMapping::from_json(
-        r#"{"templateType":"CollectionFhir","template":[
-  {"templateType":"CodeValueFhir","template":{"typeName":"heartrate","periodInterval":0,
+        &r#"{"templateType":"CollectionFhir","template":[
+  {"templateType":"CodeValueFhir","template":{"typeName":"heartrate","periodInterval":PERIOD,
    "codes":[{"code":"8867-4","system":"http://loinc.org"}],
-   "value":{"valueName":"hr","valueType":"Quantity","unit":"count/min","system":"http://unitsofmeasure.org","code":"/min"}}}]}"#,
+   "value":{"valueName":"hr","valueType":"Quantity","unit":"count/min","system":"http://unitsofmeasure.org","code":"/min"}}}]}"#
+            .replace("PERIOD", &period_interval.to_string()),
     )
     .expect("fhir mapping");
     let sink = Arc::new(InMemorySink::new());

@@ -12,7 +12,7 @@ use serde_json::{Number, Value};
 use crate::json::JsonNode;
 
 use super::eval::{Func, Val};
-use crate::netvalue::format_instant;
+use crate::netvalue::{format_instant, is_fhir_instant, FHIR_INSTANT_RANGE};
 
 enum Num {
     Int(i64),
@@ -66,9 +66,10 @@ fn name(f: Func) -> &'static str {
 pub(super) fn call<'a, N: JsonNode>(f: Func, args: &[Val<'a, N>]) -> Result<Val<'a, N>, String> {
     let name = name(f);
     match f {
-        Func::FromUnixTimestamp | Func::FromUnixTimestampMs => {
-            unix_instant(f, args).map(|dt| Val::owned(Value::String(format_instant(&dt))))
-        }
+        Func::FromUnixTimestamp | Func::FromUnixTimestampMs => match unix_instant(f, args)? {
+            UnixInstant::At(dt) => Ok(Val::owned(Value::String(format_instant(&dt)))),
+            UnixInstant::OutOfRange => Err(out_of_range(f)),
+        },
         Func::InsertString => {
             let (Some(original), Some(insert), Some(Num::Int(pos))) = (
                 args.first().and_then(Val::as_str),
@@ -96,11 +97,13 @@ pub(super) fn call<'a, N: JsonNode>(f: Func, args: &[Val<'a, N>]) -> Result<Val<
 }
 
 /// The instant `fromUnixTimestamp` / `fromUnixTimestampMs` (`f`) stands for, before it is
-/// formatted; the error is the message to report.
+/// formatted: [`UnixInstant::OutOfRange`] for an integer whose instant a FHIR `instant` (and
+/// .NET's `DateTimeOffset.FromUnixTimeSeconds`, which throws) cannot hold; the error is the
+/// message to report for an argument that is not an integer.
 pub(super) fn unix_instant<N: JsonNode>(
     f: Func,
     args: &[Val<'_, N>],
-) -> Result<DateTime<Utc>, String> {
+) -> Result<UnixInstant, String> {
     let name = name(f);
     let Some(Num::Int(v)) = Num::of(args.first()) else {
         return Err(format!("{name} expects an integer"));
@@ -110,7 +113,27 @@ pub(super) fn unix_instant<N: JsonNode>(
     } else {
         DateTime::from_timestamp(v, 0)
     };
-    dt.ok_or_else(|| format!("{name}: timestamp out of range"))
+    Ok(match dt {
+        Some(dt) if is_fhir_instant(&dt) => UnixInstant::At(dt),
+        _ => UnixInstant::OutOfRange,
+    })
+}
+
+/// The message for [`UnixInstant::OutOfRange`] of `f`.
+pub(super) fn out_of_range(f: Func) -> String {
+    format!(
+        "{}: the instant is outside the range of a FHIR instant ({FHIR_INSTANT_RANGE})",
+        name(f)
+    )
+}
+
+/// What `fromUnixTimestamp(Ms)` of an integer stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnixInstant {
+    /// An instant a FHIR `instant` can hold.
+    At(DateTime<Utc>),
+    /// An instant before 0001-01-01 or after 9999-12-31 (UTC), or beyond chrono's range.
+    OutOfRange,
 }
 
 fn arith<'a, N: JsonNode>(f: Func, name: &str, a: Num, b: Num) -> Result<Val<'a, N>, String> {

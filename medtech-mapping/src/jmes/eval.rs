@@ -16,7 +16,6 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use chrono::{DateTime, Datelike, Utc};
 use jmespath::ast::{Ast, Comparator};
 use jmespath::{ErrorReason, JmespathError, RuntimeError};
 use serde_json::{Map, Number, Value};
@@ -807,14 +806,14 @@ impl Ctx<'_> {
 
 impl Ctx<'_> {
     /// `fromUnixTimestamp(x)` / `fromUnixTimestampMs(x)` at the top of `node`, as the instant
-    /// itself: what the string the function returns would be read back as (`Ok(None)` for any
-    /// other expression, and for instants outside the years 0-9999, whose text the general
-    /// path reads).
+    /// itself: what the string the function returns would be read back as, or
+    /// [`custom::UnixInstant::OutOfRange`] where the general path fails with
+    /// [`custom::out_of_range`] (`Ok(None)` for any other expression).
     pub(crate) fn eval_instant<'a, N: JsonNode>(
         &self,
         node: &'a Node,
         data: &Val<'a, N>,
-    ) -> Result<Option<DateTime<Utc>>, JmesPathError> {
+    ) -> Result<Option<custom::UnixInstant>, JmesPathError> {
         let Node::Function {
             func: Some(f @ (Func::FromUnixTimestamp | Func::FromUnixTimestampMs)),
             args,
@@ -826,8 +825,9 @@ impl Ctx<'_> {
         };
         let values = self.eval_args(args, data)?;
         self.check(*f, &values, *offset)?;
-        let dt = custom::unix_instant(*f, &values).map_err(|reason| JmesPathError { reason })?;
-        Ok((0..=9999).contains(&dt.year()).then_some(dt))
+        custom::unix_instant(*f, &values)
+            .map(Some)
+            .map_err(|reason| JmesPathError { reason })
     }
 
     /// The arguments of a function call, evaluated in order.

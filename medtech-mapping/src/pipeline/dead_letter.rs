@@ -10,7 +10,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::sink::{open_output, sync_file, SyncData};
+use super::output::open_output;
+use super::sink::{sync_file, SyncData};
 use super::source::{parse_line, Message, ParsedLine, DEAD_LETTER_KEY};
 use crate::{Error, JsonNode, Result};
 
@@ -183,7 +184,10 @@ impl<W: AsyncWrite + Unpin + Send> NdjsonDeadLetters<W> {
 
 impl NdjsonDeadLetters<tokio::fs::File> {
     /// Opens the file at `path` for appending (creating it when missing, so dead letters of
-    /// earlier runs are kept) and writes to it, syncing each dead letter to disk.
+    /// earlier runs are kept) and writes to it, syncing each dead letter to disk. A new file is
+    /// readable by its owner only ([`OUTPUT_FILE_MODE`](super::OUTPUT_FILE_MODE), on Unix): it
+    /// holds patient data. When the file ends with a line torn by a crash, the first dead letter
+    /// starts a new line.
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be opened for writing.

@@ -52,6 +52,7 @@ mod dead_letter;
 mod fhir;
 mod identity;
 mod mapper;
+mod output;
 mod runner;
 mod sink;
 mod source;
@@ -69,6 +70,7 @@ pub use identity::{
     InMemoryIdentityStore, ResolvedIdentity,
 };
 pub use mapper::TransformMapper;
+pub use output::OUTPUT_FILE_MODE;
 pub use runner::{
     Disposition, MessageOutcome, MessageTrace, Pipeline, PipelineOptions, RunSummary,
     DEFAULT_BATCH_SIZE,

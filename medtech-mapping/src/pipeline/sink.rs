@@ -13,6 +13,7 @@ use carebridge_fhir_model::resources::Observation;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::identity::ResolvedIdentity;
+use super::output::open_output;
 use crate::ObservationGroup;
 use crate::{Error, Result};
 
@@ -176,23 +177,6 @@ pub(crate) fn sync_file(
     Box::pin(file.sync_data())
 }
 
-/// Opens the file at `path` for writing, truncating it or (`append`) appending to it, creating
-/// it when missing.
-pub(crate) async fn open_output(
-    path: &Path,
-    append: bool,
-    what: &'static str,
-) -> Result<tokio::fs::File> {
-    tokio::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(append)
-        .truncate(!append)
-        .open(path)
-        .await
-        .map_err(|source| Error::io(what, Some(path), source))
-}
-
 /// Writes each Observation as one line of NDJSON (offline use, `medtech run --out`). It does not
 /// read back what it wrote, so every Observation counts as created; a later import into a FHIR
 /// server (conditional on the identifier) merges them.
@@ -238,6 +222,8 @@ impl<W: AsyncWrite + Unpin + Send> NdjsonSink<W> {
 
 impl NdjsonSink<tokio::fs::File> {
     /// Creates (or truncates) the file at `path` and writes to it, syncing each message to disk.
+    /// A new file is readable by its owner only
+    /// ([`OUTPUT_FILE_MODE`](super::OUTPUT_FILE_MODE), on Unix): it holds patient data.
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be opened for writing.
@@ -246,8 +232,9 @@ impl NdjsonSink<tokio::fs::File> {
         Ok(Self::new(file).with_sync_data(true))
     }
 
-    /// Opens the file at `path` for appending (creating it when missing) and writes to it,
-    /// syncing each message to disk.
+    /// Opens the file at `path` for appending (creating it when missing, owner-only as with
+    /// [`create`](Self::create)) and writes to it, syncing each message to disk. When the file
+    /// ends with a line torn by a crash, the first record starts a new line.
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be opened for writing.

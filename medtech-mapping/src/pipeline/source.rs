@@ -340,7 +340,9 @@ impl EventSource for InMemorySource {
 /// envelope `{"Body", "Properties", "SystemProperties"}` or a plain message body. Dead-letter
 /// records (the envelope plus a `deadLetter` annotation) are accepted too, so a dead-letter file
 /// can be replayed. Blank lines are ignored; positions are 1-based line numbers. A line that is
-/// not UTF-8 or not JSON becomes an [`EventPayload::Invalid`] event (a dead letter), not an error.
+/// not UTF-8 or not JSON becomes an [`EventPayload::Invalid`] event (a dead letter), not an error,
+/// except a last line that ends without a newline and is not JSON: that is a write torn by a
+/// crash, skipped with a warning (its line number is then never delivered).
 ///
 /// [`try_next_event`](EventSource::try_next_event) returns the lines the reader already holds,
 /// so a batch fills from the read buffer without waiting for a slow writer (stdin, a pipe).
@@ -408,6 +410,18 @@ impl<R: AsyncBufRead + Unpin + Send> NdjsonSource<R> {
                 return Ok(None);
             }
             self.line += 1;
+            if self.buf.last() != Some(&b'\n') && !is_json(&self.buf) {
+                // The input ended in the middle of a line that is not JSON: a write torn by a
+                // crash (of whoever wrote the file, or of a dead-letter writer). It is not a
+                // message: skip it (a writer appending later starts a new line after it).
+                tracing::warn!(
+                    line = self.line,
+                    bytes = self.buf.len(),
+                    "the last line ends without a newline and is not JSON (a torn write): skipped"
+                );
+                self.buf.clear();
+                continue;
+            }
             let event = self.to_source_event(&self.buf);
             self.buf.clear();
             if let Some(event) = event {
@@ -444,6 +458,11 @@ impl<R: AsyncBufRead + Unpin + Send> NdjsonSource<R> {
             payload,
         })
     }
+}
+
+/// Whether `bytes` hold one JSON value (surrounding whitespace allowed).
+fn is_json(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
 }
 
 impl<R: AsyncBufRead + Unpin + Send> EventSource for NdjsonSource<R> {
@@ -590,6 +609,41 @@ pub(crate) mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(got[2].position, 3, "a last line without a newline is read");
+    }
+
+    /// A last line cut off by a crash (no newline, not JSON) is skipped, in a message file as in
+    /// a dead-letter file; a last line without a newline that is JSON is read, and a line that
+    /// is not JSON but ends with a newline is still a dead letter.
+    #[tokio::test]
+    async fn a_torn_last_line_is_skipped() {
+        let dead_letter = b"{\"Body\":{\"hr\":2},\"deadLetter\":{\"reason\":\"x\"}}";
+        let mut torn_dead_letter = dead_letter.to_vec();
+        torn_dead_letter.push(b'\n');
+        torn_dead_letter.extend_from_slice(&dead_letter[..30]);
+        let cases: [(&[u8], Vec<Value>); 5] = [
+            (b"{\"hr\":1}\n{\"hr\":", vec![json!({"hr": 1})]),
+            (
+                b"{\"hr\":1}\n{\"hr\":2}",
+                vec![json!({"hr": 1}), json!({"hr": 2})],
+            ),
+            (&torn_dead_letter, vec![json!({"hr": 2})]),
+            (b"{\"hr\":1}\n{\"hr\":\xe2\x82", vec![json!({"hr": 1})]),
+            (b"{\"hr\":", vec![]),
+        ];
+        for (input, bodies) in cases {
+            let mut src = NdjsonSource::new(input);
+            let mut got = Vec::new();
+            while let Some(e) = src.next_event().await.unwrap() {
+                got.push(event_value(&e.payload)["Body"].clone());
+            }
+            assert_eq!(got, bodies, "{}", String::from_utf8_lossy(input));
+        }
+        let mut src = NdjsonSource::new(&b"{\"hr\":1}\n{\"hr\":\n{\"hr\":3}\n{\"h"[..]);
+        let mut positions = Vec::new();
+        while let Some(e) = src.next_event().await.unwrap() {
+            positions.push((e.position, matches!(e.payload, EventPayload::Line(_))));
+        }
+        assert_eq!(positions, [(1, true), (2, true), (3, true)]);
     }
 
     #[tokio::test]

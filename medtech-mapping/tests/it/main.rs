@@ -6,10 +6,14 @@
 )]
 
 mod cli;
+#[cfg(feature = "pipeline")]
+mod conservation;
 #[cfg(feature = "fhir-client")]
 mod e2e;
 #[cfg(feature = "cli")]
 mod e2e_processes;
+#[cfg(feature = "pipeline")]
+mod errors_clean;
 mod golden;
 mod golden_transform;
 #[cfg(feature = "fhir-client")]

@@ -643,3 +643,114 @@ fn run_against_the_real_fhir_server_and_replay() {
     let sum = summary(&again);
     assert_eq!(sum["observationsCreated"], 0, "a replay creates nothing");
 }
+
+/// The binary over a file of hostile lines (timestamps no FHIR instant can hold, in the hourly
+/// windows of the Learn blood-pressure templates; not JSON; missing fields; huge numbers; deep
+/// nesting; a torn last line): it exits 1 (data errors), never 101 (a panic), every message is
+/// counted once, and the files it creates are readable by their owner only. Replaying the
+/// dead letters, appended to a file whose last line was torn, adds nothing and loses nothing.
+#[test]
+fn hostile_input_is_dead_lettered_and_the_run_exits_one() {
+    let dir = temp_dir("hostile");
+    let input = dir.join("in.ndjson");
+    let out = dir.join("out.ndjson");
+    let dead = dir.join("dead.ndjson");
+    let mut text = lines(&[
+        message("dev-1", Some("pat-1"), "120", "2023-01-01T10:05:00Z"),
+        message("dev-1", Some("pat-1"), "121", "+262142-12-31T23:30:00Z"),
+        message("dev-1", Some("pat-1"), "122", "-0001-06-01T00:00:00Z"),
+        message("dev-1", Some("pat-1"), "123", "9999-12-31T23:30:00-01:00"),
+        message("dev-1", Some("pat-1"), "124", "9999-12-31T23:30:00Z"),
+        message("dev-1", Some("pat-1"), "1e308", "2023-01-01T10:06:00Z"),
+        json!({"systolic": "125", "diastolic": "80", "deviceId": "dev-1", "patientId": "pat-1"}),
+    ]);
+    text.push_str("{\"systolic\": \"126\", broken\n");
+    text.push_str(&"[".repeat(5000));
+    text.push('\n');
+    // The last line, cut off by a crash mid-write: skipped, not a message.
+    text.push_str("{\"systolic\": \"127\", \"deviceId\": \"dev-1\", \"endD");
+    std::fs::write(&input, &text).unwrap();
+    // A dead-letter file whose last line was torn by an earlier crash.
+    std::fs::write(&dead, "{\"Body\":{\"systolic\":\"1").unwrap();
+
+    let o = run(
+        &[
+            "--input",
+            s(&input),
+            "--out",
+            s(&out),
+            "--dead-letter",
+            s(&dead),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let sum = summary(&o);
+    assert_eq!(sum["messages"], 9, "the torn last line is not a message");
+    assert_eq!(sum["persisted"], 3, "{sum}");
+    assert_eq!(sum["skipped"], 0, "{sum}");
+    assert_eq!(sum["deadLettered"], 6);
+    assert_eq!(sum["deadLetters"]["timestamp-out-of-range"], 3, "{sum}");
+    assert_eq!(sum["deadLetters"]["required-value-missing"], 1, "{sum}");
+    assert_eq!(sum["deadLetters"]["invalid-message"], 2, "{sum}");
+    assert_eq!(
+        ndjson(&out).len(),
+        2,
+        "two hourly windows: 2023-01-01T10 and 9999-12-31T23"
+    );
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&out), 0o600, "Observations are patient data");
+        let fresh = dir.join("fresh-dead.ndjson");
+        let o = run(
+            &[
+                "--input",
+                s(&input),
+                "--out",
+                s(&dir.join("out2.ndjson")),
+                "--dead-letter",
+                s(&fresh),
+            ],
+            None,
+        );
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(mode(&fresh), 0o600, "dead letters are patient data");
+        assert_eq!(mode(&dir.join("out2.ndjson")), 0o600);
+    }
+
+    // The torn line of the dead-letter file was ended before the first new letter: the six
+    // letters are whole lines of their own.
+    let written = std::fs::read_to_string(&dead).unwrap();
+    let mut records = written.lines();
+    assert_eq!(records.next(), Some("{\"Body\":{\"systolic\":\"1"));
+    let letters: Vec<Value> = records.map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(letters.len(), 6);
+    assert!(letters
+        .iter()
+        .all(|l| l["deadLetter"]["reason"].is_string()));
+
+    // Replaying it: the old torn fragment is a dead letter of its own (not merged into a
+    // record), the six fail again, nothing is persisted twice.
+    let replay_dead = dir.join("replay-dead.ndjson");
+    let o = run(
+        &[
+            "--input",
+            s(&dead),
+            "--out",
+            s(&dir.join("replay.ndjson")),
+            "--dead-letter",
+            s(&replay_dead),
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let sum = summary(&o);
+    assert_eq!(sum["messages"], 7);
+    assert_eq!(sum["deadLettered"], 7);
+    assert_eq!(sum["deadLetters"]["timestamp-out-of-range"], 3, "{sum}");
+}

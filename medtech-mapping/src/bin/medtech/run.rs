@@ -134,24 +134,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-async fn create_file(path: &Path, what: &str) -> Result<tokio::fs::File, Failure> {
-    tokio::fs::File::create(path).await.map_err(|e| {
-        eprintln!("error: cannot create the {what} {}: {e}", path.display());
-        Failure(2)
-    })
-}
-
-/// Opens the dead-letter file for appending, so dead letters of earlier runs are never lost.
-async fn append_file(path: &Path, what: &str) -> Result<tokio::fs::File, Failure> {
-    tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await
-        .map_err(|e| {
-            eprintln!("error: cannot create the {what} {}: {e}", path.display());
-            Failure(2)
-        })
+/// Reports a failure to open an output file (exit code 2).
+fn open_failed(e: &carebridge_medtech_mapping::Error) -> Failure {
+    eprintln!("error: cannot create {}", error_chain(e));
+    Failure(2)
 }
 
 fn progress_bar() -> ProgressBar {
@@ -253,12 +239,10 @@ async fn run_async(args: &RunArgs) -> Result<(), Failure> {
             )
         }
         (None, Some(out)) => {
-            let file = create_file(out, "output file").await?;
-            (
-                // A file: sync each message to disk before it counts as done.
-                Arc::new(NdjsonSink::new(file).with_sync_data(true)),
-                Arc::new(InMemoryIdentityStore::new()),
-            )
+            // A file, owner-only (patient data): sync each message to disk before it counts as
+            // done.
+            let sink = NdjsonSink::create(out).await.map_err(|e| open_failed(&e))?;
+            (Arc::new(sink), Arc::new(InMemoryIdentityStore::new()))
         }
         (None, None) => {
             eprintln!("error: give --fhir-url or --out");
@@ -269,8 +253,10 @@ async fn run_async(args: &RunArgs) -> Result<(), Failure> {
     let existed = dl_path.exists();
     let progress = progress_bar();
     let dead_letters = Arc::new(ReportingDeadLetters {
-        inner: NdjsonDeadLetters::new(append_file(&dl_path, "dead-letter file").await?)
-            .with_sync_data(true),
+        // Appended (earlier dead letters are kept), owner-only, synced after each letter.
+        inner: NdjsonDeadLetters::append(&dl_path)
+            .await
+            .map_err(|e| open_failed(&e))?,
         progress: progress.clone(),
     });
     let identity = IdentityResolver::new(
