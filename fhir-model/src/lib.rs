@@ -73,3 +73,8 @@ pub mod resources {
 pub mod codes {
     pub use crate::generated::codes::*;
 }
+
+/// The README's code blocks, compiled and run as doc tests so that none of them can rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

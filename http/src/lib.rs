@@ -63,3 +63,8 @@ pub use redact::{JsonError, JsonErrorCategory};
 pub use retry::{parse_retry_after, retry_after, RetryOptions};
 pub use throttle::{ThrottleGate, ThrottledUntil};
 pub use transport::{TransportError, TransportErrorKind};
+
+/// The README's code blocks, compiled and run as doc tests so that none of them can rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -93,3 +93,8 @@ pub use values::{
     build_sampled_data, merge_time_values, sampled_data_to_time_values, ValuePolicy,
     MAX_SAMPLED_DATA_SLOTS,
 };
+
+/// The README's code blocks, compiled and run as doc tests so that none of them can rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -384,3 +384,8 @@ mod tests {
         }
     }
 }
+
+/// The README's code blocks, compiled and run as doc tests so that none of them can rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

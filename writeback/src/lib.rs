@@ -114,3 +114,8 @@ pub use log::{
     ToolkitLogNames, TracingOutcomeLog,
 };
 pub use provenance::ProvenanceSettings;
+
+/// The README's code blocks, compiled and run as doc tests so that none of them can rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
