@@ -15,7 +15,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// `Debug` shows what `Display` shows and nothing more: a custom provider's underlying error
 /// appears only as present or absent (its `Debug` is the provider's own, and may show anything),
-/// and [`TransportError`] shows its kind and message without the URL.
+/// and [`TransportError`](carebridge_http::TransportError) shows its kind and message without the URL.
 #[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -309,7 +309,7 @@ impl DataverseClient {
     /// # Errors
     /// [`Error::InvalidEndpoint`] if `org_url` is not an absolute `https` URL (plain `http` is
     /// accepted for loopback hosts, or anywhere with
-    /// [`allow_insecure_http`](DataverseClientOptions::allow_insecure_http)), has credentials or
+    /// `client_options.insecure_http` set to [`InsecureHttp::Allow`](carebridge_http::InsecureHttp::Allow)), has credentials or
     /// a query, or if the HTTP client cannot be built; [`Error::InvalidInput`] for a bad
     /// `api_version`.
     pub fn new(

@@ -78,6 +78,12 @@ pub(crate) fn run(args: &CiArgs) -> CiResult {
                 &[],
             )
         })?;
+        step(&mut timings, "lean libraries (no binary-only deps)", || {
+            lean_libraries(&root)
+        })?;
+        step(&mut timings, "cargo hack --each-feature check", || {
+            each_feature(&root)
+        })?;
     }
 
     let server = if args.no_fhir_server {
@@ -161,6 +167,78 @@ fn step(
     let result = f();
     timings.push((name.to_owned(), t.elapsed()));
     result.map_err(|e| format!("{name}: {e}"))
+}
+
+/// The published libraries; each one's normal dependencies without default features must hold no
+/// binary-only crate.
+const LIBRARIES: [&str; 11] = [
+    "carebridge-http",
+    "carebridge-auth",
+    "carebridge-fhir-model",
+    "carebridge-fhir-client",
+    "carebridge-dataverse-client",
+    "carebridge-device-contract",
+    "carebridge-writeback",
+    "carebridge-ehr-gateway",
+    "carebridge-medtech-mapping",
+    "carebridge-medtech-kafka",
+    "carebridge-store",
+];
+
+/// Dependencies only binaries may pull.
+const BINARY_ONLY: [&str; 3] = ["clap", "indicatif", "tracing-subscriber"];
+
+fn lean_libraries(root: &Path) -> CiResult {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    for library in LIBRARIES {
+        for features in [&["--no-default-features"][..], &[][..]] {
+            let output = Command::new(&cargo)
+                .current_dir(root)
+                .args(["tree", "-e", "normal", "--prefix", "none", "-p", library])
+                .args(features)
+                .output()
+                .map_err(|e| format!("could not run cargo tree: {e}"))?;
+            if !output.status.success() {
+                return Err(format!("cargo tree -p {library} failed"));
+            }
+            let tree = String::from_utf8_lossy(&output.stdout);
+            for line in tree.lines() {
+                let name = line.split_whitespace().next().unwrap_or("");
+                if BINARY_ONLY.contains(&name) {
+                    return Err(format!(
+                        "{library} ({}) depends on the binary-only crate {name}",
+                        if features.is_empty() {
+                            "default features"
+                        } else {
+                            "no default features"
+                        }
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks every library with each of its features alone (`cargo hack`, installed from crates.io
+/// when missing).
+fn each_feature(root: &Path) -> CiResult {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let installed = Command::new(&cargo)
+        .args(["hack", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        cargo(root, &["install", "cargo-hack", "--locked"], &[])?;
+    }
+    let mut args = vec!["hack", "check", "--each-feature", "--no-dev-deps"];
+    for library in LIBRARIES {
+        args.push("-p");
+        args.push(library);
+    }
+    cargo(root, &args, &[])
 }
 
 fn cargo(root: &Path, args: &[&str], env: &[(&str, &str)]) -> CiResult {

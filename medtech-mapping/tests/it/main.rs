@@ -5,6 +5,7 @@
     reason = "test helpers fail loudly on broken fixtures"
 )]
 
+#[cfg(feature = "cli")]
 mod cli;
 #[cfg(feature = "pipeline")]
 mod conservation;
