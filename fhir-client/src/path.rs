@@ -27,12 +27,7 @@ const MAX_ID_LEN: usize = 64;
 /// assert!(!is_valid_id("a/b"));
 /// ```
 pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        && !id.bytes().all(|b| b == b'.')
+    carebridge_fhir_model::is_valid_id(id)
 }
 
 /// Checks a logical or version id ([`is_valid_id`]) before it becomes a path segment.

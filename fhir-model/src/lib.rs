@@ -52,7 +52,7 @@ pub use error::{Error, Result};
 pub use generated::resource::{Resource, ResourceType};
 pub use issue::{Issue, IssueKind, Severity};
 pub use resource::{FhirResource, SearchParam};
-pub use validate::{Validate, Validator};
+pub use validate::{is_valid_id, Validate, Validator};
 
 /// Complex datatypes (`Identifier`, `CodeableConcept`, `Quantity`, `Reference`, ...) and their
 /// nested elements and choice enums.

@@ -182,6 +182,13 @@ impl Validator {
     }
 }
 
+/// Whether `s` is a logical id a request path or a reference can carry unchanged: the FHIR `id`
+/// syntax (`[A-Za-z0-9\-\.]{1,64}`) and not made only of dots (`.` and `..` are path steps that
+/// URL normalisation rewrites).
+pub fn is_valid_id(s: &str) -> bool {
+    is_id(s) && !s.bytes().all(|b| b == b'.')
+}
+
 fn is_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()

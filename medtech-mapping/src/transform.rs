@@ -224,7 +224,23 @@ fn reference(resource_type: &str, id: &str) -> Reference {
     }
 }
 
-fn link(obs: &mut Observation, group: &ObservationGroup, links: &ObservationLinks) {
+fn link(obs: &mut Observation, group: &ObservationGroup, links: &ObservationLinks) -> Result<()> {
+    // Ids from device data become reference paths: one that is not a FHIR id (`a/b`, `..`,
+    // `x,y`) could point the Observation at another resource.
+    for (kind, id) in [
+        ("Patient", &links.patient_id),
+        ("Device", &links.device_id),
+        ("Encounter", &links.encounter_id),
+    ] {
+        if id
+            .as_deref()
+            .is_some_and(|id| !carebridge_fhir_model::is_valid_id(id))
+        {
+            return err(format!(
+                "the {kind} id is not a valid FHIR id (1-64 of A-Z a-z 0-9 - ., not only dots)"
+            ));
+        }
+    }
     if let Some(p) = &links.patient_id {
         obs.subject = Some(reference("Patient", p));
     }
@@ -241,6 +257,7 @@ fn link(obs: &mut Observation, group: &ObservationGroup, links: &ObservationLink
             ..Identifier::new()
         }];
     }
+    Ok(())
 }
 
 /// Builds the Observation for `group` (status `final`, code, category, effective period,
@@ -280,7 +297,7 @@ pub fn create_observation(
             }
         }
     }
-    link(&mut obs, group, links);
+    link(&mut obs, group, links)?;
     Ok(obs)
 }
 
@@ -505,6 +522,60 @@ mod tests {
             device_id: Some("d1".into()),
             encounter_id: None,
         }
+    }
+
+    /// Issue 14 item 2: ids from device data that are not FHIR ids never become references.
+    #[test]
+    fn link_ids_that_are_not_fhir_ids_fail_the_message() {
+        let fhir = mapping("Quantity", 60);
+        let groups =
+            group_measurements(&[(0, bp("2023-01-01T10:05:00Z", "120", "80"))], &fhir).unwrap();
+        let issued = parse_timestamp("2023-01-01T11:00:00Z").unwrap();
+        for bad in [
+            "..",
+            ".",
+            "a/b",
+            "../Practitioner/x",
+            "SMITH,JOHN",
+            "x y",
+            "",
+            "p|1",
+        ] {
+            for which in 0..3 {
+                let mut l = links();
+                let slot = match which {
+                    0 => &mut l.patient_id,
+                    1 => &mut l.device_id,
+                    _ => &mut l.encounter_id,
+                };
+                *slot = Some(bad.into());
+                let result = create_observation(
+                    &groups[0],
+                    &fhir.templates[0],
+                    &l,
+                    &TransformOptions::default(),
+                    issued,
+                );
+                assert!(
+                    matches!(result, Err(Error::Transform { .. })),
+                    "{bad:?} in link {which}"
+                );
+            }
+        }
+        let mut l = links();
+        l.encounter_id = Some("enc-1.2".into());
+        let obs = create_observation(
+            &groups[0],
+            &fhir.templates[0],
+            &l,
+            &TransformOptions::default(),
+            issued,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&obs).unwrap()["encounter"]["reference"],
+            "Encounter/enc-1.2"
+        );
     }
 
     #[test]

@@ -223,8 +223,8 @@ fn lean_libraries(root: &Path) -> CiResult {
 /// Checks every library with each of its features alone (`cargo hack`, installed from crates.io
 /// when missing).
 fn each_feature(root: &Path) -> CiResult {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let installed = Command::new(&cargo)
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let installed = Command::new(&cargo_bin)
         .args(["hack", "--version"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
