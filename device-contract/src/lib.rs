@@ -54,6 +54,9 @@ mod bridge;
 mod error;
 mod idempotency;
 pub mod inbound;
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
+pub mod inbox;
 pub mod process;
 pub mod receiver;
 pub mod request;
@@ -70,6 +73,8 @@ pub use bridge::{
 pub use error::{DataverseError, Error, Result};
 pub use idempotency::{Claim, CompletedRecord, IdempotencyStore, InMemoryIdempotencyStore};
 pub use inbound::{InboundProcessor, InboundProcessorOptions, InboundReport};
+#[cfg(feature = "sql")]
+pub use inbox::{InboxOptions, InboxStage, SqlIdempotencyStore, SqlInbox};
 pub use process::{
     ContractNames, CustomApiNames, DeviceProcess, ParameterNames, ProcessApiNames, CATALOG,
     OUTBOUND_CATEGORY,
