@@ -407,10 +407,17 @@ mod tests {
     /// Issue 14 item 4: names the URL layer would rewrite never become a path step.
     #[test]
     fn identifiers_made_of_dots_are_refused() {
-        for bad in [".", "..", "...", "", "a/b", "a b", "%2e%2e", "a?b", "a#b", "a\\b"] {
+        for bad in [
+            ".", "..", "...", "", "a/b", "a b", "%2e%2e", "a?b", "a#b", "a\\b",
+        ] {
             assert!(check_identifier("entity_set", bad).is_err(), "{bad:?}");
         }
-        for good in ["accounts", "msemr_device", "Microsoft.Dynamics.CRM.Foo", "a.b"] {
+        for good in [
+            "accounts",
+            "msemr_device",
+            "Microsoft.Dynamics.CRM.Foo",
+            "a.b",
+        ] {
             assert!(check_identifier("entity_set", good).is_ok(), "{good}");
         }
     }

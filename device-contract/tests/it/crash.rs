@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use carebridge_device_contract::{CustomApiNames, DeviceProcess, SqlInbox};
-use carebridge_store::test_support::fresh_sqlite_path;
+use carebridge_store::test_support::{fresh_postgres_database, fresh_sqlite_path};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -123,11 +123,15 @@ async fn wait_all_answered(db: &str, n: u64) {
     panic!("triggers were not answered after the restart");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_right_after_202_each_trigger_answered_once_after_restart() {
+async fn sqlite(prefix: &str) -> String {
+    fresh_sqlite_path(prefix)
+        .to_str()
+        .expect("utf-8 temp dir")
+        .to_owned()
+}
+
+async fn killed_right_after_202(db: &str) {
     let server = dataverse().await;
-    let db = fresh_sqlite_path("cb-crash-a");
-    let db = db.to_str().expect("utf-8");
     let processes = [
         DeviceProcess::Enroll,
         DeviceProcess::SyncDevices,
@@ -155,11 +159,8 @@ async fn killed_right_after_202_each_trigger_answered_once_after_restart() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_right_after_the_vendor_answered_each_trigger_answered_once_after_restart() {
+async fn killed_right_after_the_vendor_answered(db: &str) {
     let server = dataverse().await;
-    let db = fresh_sqlite_path("cb-crash-b");
-    let db = db.to_str().expect("utf-8");
     // The first process stops for good once the vendor's answer is stored, before Dataverse.
     let first = Receiver::start(db, &server, "vendor-answered");
     assert_eq!(first.post(&webhook_body(DeviceProcess::Enroll)).await, 202);
@@ -189,4 +190,29 @@ async fn killed_right_after_the_vendor_answered_each_trigger_answered_once_after
     // Every request wiremock saw was an inbound call: nothing else reached Dataverse.
     let all = server.received_requests().await.unwrap_or_default().len();
     assert_eq!(all, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_killed_right_after_202_each_trigger_answered_once_after_restart() {
+    killed_right_after_202(&sqlite("cb-crash-a").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CAREBRIDGE_POSTGRES_URL"]
+async fn postgres_killed_right_after_202_each_trigger_answered_once_after_restart() {
+    let db = fresh_postgres_database().await.expect("postgres database");
+    killed_right_after_202(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_killed_right_after_the_vendor_answered_each_trigger_answered_once_after_restart() {
+    killed_right_after_the_vendor_answered(&sqlite("cb-crash-b").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CAREBRIDGE_POSTGRES_URL"]
+async fn postgres_killed_right_after_the_vendor_answered_each_trigger_answered_once_after_restart()
+{
+    let db = fresh_postgres_database().await.expect("postgres database");
+    killed_right_after_the_vendor_answered(&db).await;
 }
