@@ -14,6 +14,9 @@
 //!   runs a trigger through the vendor (bounded by a timeout, duplicates suppressed by an
 //!   [`IdempotencyStore`]) and answers through the inbound custom API with
 //!   `carebridge-dataverse-client`, and the axum [`DeviceReceiver`] that serves it over HTTP;
+//! - durability (feature `sql`): the receiver [`inbox`] commits every trigger to SQLite or
+//!   PostgreSQL before answering `202` and processes it at least once with leased workers, and
+//!   `SqlIdempotencyStore` keeps idempotency keys and vendor answers in the same database;
 //! - the Dataverse side: the [`InboundProcessor`] that applies a response (device rows by serial
 //!   number, enrollment state, device–patient link) and sends the in-app notification.
 //!

@@ -15,6 +15,11 @@
 //!
 //! It prints `listening on <addr>` once serving, and `held at vendor-answered` when it stops
 //! there, then waits to be killed.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line program: its protocol with the tests is its standard output"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;
