@@ -140,7 +140,12 @@ fn inbox(c: &mut Criterion) {
         ..StoreOptions::default()
     };
     let path = dir.join("inbox-normal.db");
-    bench_backend(c, "sqlite_sync_normal", path.to_str().expect("utf-8"), Some(normal));
+    bench_backend(
+        c,
+        "sqlite_sync_normal",
+        path.to_str().expect("utf-8"),
+        Some(normal),
+    );
     let _ = std::fs::remove_dir_all(&dir);
     if let Ok(base) = std::env::var("CAREBRIDGE_POSTGRES_URL") {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
