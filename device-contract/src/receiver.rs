@@ -216,7 +216,9 @@ impl DeviceReceiver {
     /// A receiver that commits every trigger to `inbox` before answering `202`, and (unless
     /// [`InboxOptions::accept_only`](crate::InboxOptions::accept_only)) starts a worker that
     /// processes stored triggers, at most [`ReceiverOptions::max_in_flight`] at once, resuming
-    /// those a previous run left pending (feature `sql`; see [`crate::inbox`]).
+    /// those a previous run left pending (feature `sql`; see [`crate::inbox`]). Accepting is
+    /// not limited by `max_in_flight` (the database holds the backlog); `503` then means the
+    /// trigger could not be stored.
     ///
     /// # Errors
     /// [`Error::InvalidConfiguration`] if `max_in_flight`, `max_body_bytes`, the lease or the

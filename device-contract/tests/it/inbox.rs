@@ -350,3 +350,75 @@ async fn sqlite_sql_idempotency_store_claims() {
 async fn postgres_sql_idempotency_store_claims() {
     sql_idempotency_store_claims(Db::Postgres).await;
 }
+
+#[tokio::test]
+async fn a_trigger_that_cannot_be_stored_is_refused_with_503() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let inbox = SqlInbox::open(&location(Db::Sqlite).await)
+        .await
+        .expect("inbox");
+    let vendor = Arc::new(SimulatedVendor::new());
+    let bridge = support::bridge(&server, vendor.clone(), support::fast_options());
+    let auth = ReceiverAuth::shared_secret(HEADER, SECRET).expect("auth");
+    let receiver =
+        DeviceReceiver::with_inbox(bridge, auth, None, inbox.clone(), Some(fast_inbox()))
+            .expect("receiver");
+    // The database goes away: nothing may be acknowledged.
+    inbox.store().close().await;
+    let req = Request::builder()
+        .method("POST")
+        .uri("/triggers")
+        .header("content-type", "application/json")
+        .header(HEADER, SECRET)
+        .body(Body::from(webhook_body(DeviceProcess::Enroll).to_string()))
+        .expect("request");
+    let resp = receiver.router().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    receiver.shutdown().await;
+    assert_eq!(vendor.calls(DeviceProcess::Enroll), 0);
+}
+
+#[tokio::test]
+async fn with_inbox_needs_a_runtime_and_positive_settings() {
+    let server = MockServer::start().await;
+    let inbox = SqlInbox::open(&location(Db::Sqlite).await)
+        .await
+        .expect("inbox");
+    let bridge = support::bridge(
+        &server,
+        Arc::new(SimulatedVendor::new()),
+        support::fast_options(),
+    );
+    let auth = ReceiverAuth::shared_secret(HEADER, SECRET).expect("auth");
+    let zero_lease = InboxOptions {
+        lease: Duration::ZERO,
+        ..InboxOptions::default()
+    };
+    let err = DeviceReceiver::with_inbox(
+        bridge.clone(),
+        auth.clone(),
+        None,
+        inbox.clone(),
+        Some(zero_lease),
+    )
+    .err();
+    assert!(matches!(
+        err,
+        Some(carebridge_device_contract::Error::InvalidConfiguration { .. })
+    ));
+    let outside = std::thread::spawn(move || {
+        DeviceReceiver::with_inbox(bridge, auth, None, inbox, None).err()
+    })
+    .join()
+    .expect("thread");
+    assert!(matches!(
+        outside,
+        Some(carebridge_device_contract::Error::InvalidConfiguration { .. })
+    ));
+}
