@@ -265,6 +265,12 @@ impl DeviceBridge {
         &self.inner.options.names
     }
 
+    /// How long a completed trigger is remembered.
+    #[cfg(feature = "sql")]
+    pub(crate) fn idempotency_ttl(&self) -> Duration {
+        self.inner.options.idempotency_ttl
+    }
+
     /// Handles one trigger end to end: duplicate check, vendor call (bounded), inbound response.
     ///
     /// # Errors

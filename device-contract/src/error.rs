@@ -77,6 +77,17 @@ pub enum Error {
         source: DataverseError,
     },
 
+    /// The inbox or SQL idempotency store failed (feature `sql`).
+    #[cfg(feature = "sql")]
+    #[error("database: could not {action}")]
+    Database {
+        /// What was being done (`store a trigger`, `claim triggers`, ...).
+        action: &'static str,
+        /// The store's error (no connection string, value or server message).
+        #[source]
+        source: carebridge_store::Error,
+    },
+
     /// The inbound response could not be delivered to Dataverse; it was handed to the outcome sink,
     /// if one is configured, so it is not lost.
     #[error("could not deliver the {process} inbound response to `{inbound_api}`")]
@@ -269,9 +280,11 @@ mod tests {
             Error::IdempotencyStore { .. } => 4,
             Error::Dataverse { .. } => 5,
             Error::Undelivered { .. } => 6,
+            #[cfg(feature = "sql")]
+            Error::Database { .. } => 7,
         }
     }
-    const VARIANTS: usize = 7;
+    const VARIANTS: usize = if cfg!(feature = "sql") { 8 } else { 7 };
 
     /// The same for [`crate::VendorError`], whose text vendors write (and must keep free of
     /// patient data); its `Debug` must add nothing to that.
@@ -371,6 +384,14 @@ mod tests {
         });
         out.push(Error::IdempotencyStore {
             reason: "the store is unavailable".into(),
+        });
+        #[cfg(feature = "sql")]
+        out.push(Error::Database {
+            action: "store a trigger",
+            source: carebridge_store::Error::query(
+                "store a trigger",
+                carebridge_store::sqlx::Error::Protocol(format!("Key (id)=({GUID}) Jane")),
+            ),
         });
         for e in dataverse_errors().await {
             let e = Error::dataverse(DeviceProcess::AssignDevice, "call inbound API", e);

@@ -14,6 +14,9 @@
 //!   runs a trigger through the vendor (bounded by a timeout, duplicates suppressed by an
 //!   [`IdempotencyStore`]) and answers through the inbound custom API with
 //!   `carebridge-dataverse-client`, and the axum [`DeviceReceiver`] that serves it over HTTP;
+//! - durability (feature `sql`): the receiver [`inbox`] commits every trigger to SQLite or
+//!   PostgreSQL before answering `202` and processes it at least once with leased workers, and
+//!   `SqlIdempotencyStore` keeps idempotency keys and vendor answers in the same database;
 //! - the Dataverse side: the [`InboundProcessor`] that applies a response (device rows by serial
 //!   number, enrollment state, device–patient link) and sends the in-app notification.
 //!
@@ -54,6 +57,9 @@ mod bridge;
 mod error;
 mod idempotency;
 pub mod inbound;
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
+pub mod inbox;
 pub mod process;
 pub mod receiver;
 pub mod request;
@@ -70,6 +76,8 @@ pub use bridge::{
 pub use error::{DataverseError, Error, Result};
 pub use idempotency::{Claim, CompletedRecord, IdempotencyStore, InMemoryIdempotencyStore};
 pub use inbound::{InboundProcessor, InboundProcessorOptions, InboundReport};
+#[cfg(feature = "sql")]
+pub use inbox::{InboxOptions, InboxStage, SqlIdempotencyStore, SqlInbox};
 pub use process::{
     ContractNames, CustomApiNames, DeviceProcess, ParameterNames, ProcessApiNames, CATALOG,
     OUTBOUND_CATEGORY,

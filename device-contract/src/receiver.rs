@@ -15,6 +15,13 @@
 //! with `Retry-After` when [`ReceiverOptions::max_in_flight`] triggers are already running.
 //! A Dataverse webhook registered with the **HttpHeader** authentication option maps to
 //! [`ReceiverAuth::SharedSecret`].
+//!
+//! **Durability.** A receiver made with [`DeviceReceiver::new`] keeps accepted triggers in
+//! memory only: a crash or redeploy loses the triggers it answered `202` to. With the `sql`
+//! feature, [`DeviceReceiver::with_inbox`] commits each trigger to an
+//! [`SqlInbox`](crate::SqlInbox) before answering `202` (a database failure answers `503` with
+//! `Retry-After`), and a worker in the same process processes stored triggers at least once,
+//! resuming after a restart (see [`crate::inbox`]).
 
 use std::sync::Arc;
 
@@ -153,6 +160,17 @@ struct ReceiverState {
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
     options: ReceiverOptions,
+    #[cfg(feature = "sql")]
+    inbox: Option<InboxState>,
+}
+
+#[cfg(feature = "sql")]
+struct InboxState {
+    inbox: crate::SqlInbox,
+    options: crate::InboxOptions,
+    wake: Arc<tokio::sync::Notify>,
+    cancel: tokio_util::sync::CancellationToken,
+    worker: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The HTTP front of a [`DeviceBridge`] (see the [module docs](self)). Cheap to clone.
@@ -181,12 +199,7 @@ impl DeviceReceiver {
         auth: ReceiverAuth,
         options: Option<ReceiverOptions>,
     ) -> Result<Self> {
-        let options = options.unwrap_or_default();
-        if options.max_in_flight == 0 || options.max_body_bytes == 0 {
-            return Err(Error::InvalidConfiguration {
-                reason: "max_in_flight and max_body_bytes must be positive".to_owned(),
-            });
-        }
+        let options = check_options(options)?;
         Ok(Self {
             state: Arc::new(ReceiverState {
                 bridge,
@@ -194,8 +207,68 @@ impl DeviceReceiver {
                 permits: Arc::new(Semaphore::new(options.max_in_flight)),
                 tracker: TaskTracker::new(),
                 options,
+                #[cfg(feature = "sql")]
+                inbox: None,
             }),
         })
+    }
+
+    /// A receiver that commits every trigger to `inbox` before answering `202`, and (unless
+    /// [`InboxOptions::accept_only`](crate::InboxOptions::accept_only)) starts a worker that
+    /// processes stored triggers, at most [`ReceiverOptions::max_in_flight`] at once, resuming
+    /// those a previous run left pending (feature `sql`; see [`crate::inbox`]). Accepting is
+    /// not limited by `max_in_flight` (the database holds the backlog); `503` then means the
+    /// trigger could not be stored.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] if `max_in_flight`, `max_body_bytes`, the lease or the
+    /// poll interval is 0, or when called outside a Tokio runtime.
+    #[cfg(feature = "sql")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
+    pub fn with_inbox(
+        bridge: DeviceBridge,
+        auth: ReceiverAuth,
+        options: Option<ReceiverOptions>,
+        inbox: crate::SqlInbox,
+        inbox_options: Option<crate::InboxOptions>,
+    ) -> Result<Self> {
+        let options = check_options(options)?;
+        let inbox_options = inbox_options.unwrap_or_default();
+        if inbox_options.lease.is_zero()
+            || inbox_options.poll_interval.is_zero()
+            || inbox_options.max_attempts == 0
+        {
+            return Err(Error::InvalidConfiguration {
+                reason: "inbox lease, poll_interval and max_attempts must be positive".to_owned(),
+            });
+        }
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| Error::InvalidConfiguration {
+                reason: "a receiver with an inbox must be created inside a Tokio runtime"
+                    .to_owned(),
+            })?;
+        let accept_only = inbox_options.accept_only;
+        let state = Arc::new(ReceiverState {
+            bridge,
+            auth,
+            permits: Arc::new(Semaphore::new(options.max_in_flight)),
+            tracker: TaskTracker::new(),
+            options,
+            inbox: Some(InboxState {
+                inbox,
+                options: inbox_options,
+                wake: Arc::new(tokio::sync::Notify::new()),
+                cancel: tokio_util::sync::CancellationToken::new(),
+                worker: std::sync::Mutex::new(None),
+            }),
+        });
+        if !accept_only {
+            let handle = runtime.spawn(inbox_worker(Arc::downgrade(&state)));
+            if let Some(inbox) = &state.inbox {
+                *lock_worker(inbox) = Some(handle);
+            }
+        }
+        Ok(Self { state })
     }
 
     /// The routes, ready to serve or to `nest` under a prefix.
@@ -215,6 +288,17 @@ impl DeviceReceiver {
     /// Stops accepting background work and waits for the triggers already admitted to finish.
     /// Call it after the server stopped (e.g. after axum's graceful shutdown).
     pub async fn shutdown(&self) {
+        #[cfg(feature = "sql")]
+        if let Some(inbox) = &self.state.inbox {
+            inbox.cancel.cancel();
+            inbox.wake.notify_one();
+            let worker = lock_worker(inbox).take();
+            if let Some(worker) = worker {
+                if let Err(e) = worker.await {
+                    tracing::error!(error = %e, "inbox worker ended abnormally");
+                }
+            }
+        }
         self.state.tracker.close();
         self.state.tracker.wait().await;
     }
@@ -227,6 +311,82 @@ impl DeviceReceiver {
             tracker.close();
             tracker.wait().await;
             tracker.reopen();
+        }
+    }
+}
+
+fn check_options(options: Option<ReceiverOptions>) -> Result<ReceiverOptions> {
+    let options = options.unwrap_or_default();
+    if options.max_in_flight == 0 || options.max_body_bytes == 0 {
+        return Err(Error::InvalidConfiguration {
+            reason: "max_in_flight and max_body_bytes must be positive".to_owned(),
+        });
+    }
+    Ok(options)
+}
+
+#[cfg(feature = "sql")]
+fn lock_worker(
+    inbox: &InboxState,
+) -> std::sync::MutexGuard<'_, Option<tokio::task::JoinHandle<()>>> {
+    inbox
+        .worker
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Claims stored triggers while permits are free and processes each in a task of the tracker.
+/// Holds only a weak reference, so dropping every receiver ends it.
+#[cfg(feature = "sql")]
+async fn inbox_worker(state: std::sync::Weak<ReceiverState>) {
+    loop {
+        let Some(state) = state.upgrade() else { return };
+        let Some(inbox) = &state.inbox else { return };
+        if inbox.cancel.is_cancelled() {
+            return;
+        }
+        let Ok(first) = state.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let wanted = state.permits.available_permits().saturating_add(1).min(32);
+        let claimed = match inbox.inbox.claim(wanted, inbox.options.lease).await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!(error = %e, "could not claim triggers from the inbox");
+                Vec::new()
+            }
+        };
+        let idle = claimed.is_empty();
+        let mut first = Some(first);
+        for item in claimed {
+            let permit = match first.take() {
+                Some(p) => p,
+                None => match state.permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let bridge = state.bridge.clone();
+            let store = inbox.inbox.clone();
+            let options = inbox.options.clone();
+            let span = tracing::info_span!("device_receiver.inbox", hint = ?item.hint);
+            state.tracker.spawn(
+                async move {
+                    let _permit = permit;
+                    match store.process(&bridge, &item, &options).await {
+                        Ok(()) => tracing::debug!("stored trigger answered"),
+                        Err(e) => tracing::error!(error = %e, "stored trigger not answered yet"),
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        drop(first);
+        if idle {
+            let wake = inbox.wake.clone();
+            let poll = inbox.options.poll_interval;
+            drop(state);
+            let _ = tokio::time::timeout(poll, wake.notified()).await;
         }
     }
 }
@@ -277,6 +437,10 @@ async fn receive(
             return problem(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
+    #[cfg(feature = "sql")]
+    if let Some(inbox) = &state.inbox {
+        return accept_durably(&state, inbox, hint, &trigger, &body).await;
+    }
     let Ok(permit) = state.permits.clone().try_acquire_owned() else {
         tracing::warn!("receiver at capacity; trigger refused with 503");
         let mut resp = problem(
@@ -315,6 +479,51 @@ async fn receive(
         Json(json!({"Process": process.as_str(), "IdempotencyKey": key.as_str()})),
     )
         .into_response()
+}
+
+/// Commits the trigger, then answers `202`; `503` with `Retry-After` when the database fails.
+#[cfg(feature = "sql")]
+async fn accept_durably(
+    state: &ReceiverState,
+    inbox: &InboxState,
+    hint: Option<DeviceProcess>,
+    trigger: &Trigger,
+    body: &[u8],
+) -> Response {
+    let key = trigger.idempotency_key();
+    let process = trigger.process;
+    // The body parsed as JSON, so it is UTF-8.
+    let Ok(text) = std::str::from_utf8(body) else {
+        return problem(StatusCode::BAD_REQUEST, "the trigger is not UTF-8");
+    };
+    match inbox.inbox.enqueue(&key, hint, text).await {
+        Ok(new) => {
+            tracing::debug!(process = %process, new, "trigger stored");
+            if let Some(hook) = &inbox.options.on_stage {
+                hook(crate::InboxStage::Accepted);
+            }
+            if new {
+                inbox.wake.notify_one();
+            }
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"Process": process.as_str(), "IdempotencyKey": key.as_str()})),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not store a trigger; refused with 503");
+            let mut resp = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the trigger could not be stored; retry later",
+            );
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(state.options.retry_after_secs),
+            );
+            resp
+        }
+    }
 }
 
 fn unauthorized(auth: &ReceiverAuth) -> Response {

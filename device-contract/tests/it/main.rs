@@ -6,7 +6,11 @@
 )]
 
 mod bridge;
+#[cfg(feature = "server")]
+mod crash;
 mod inbound;
+#[cfg(feature = "sql")]
+mod inbox;
 mod receiver;
 mod redaction;
 mod support;

@@ -54,7 +54,7 @@ async fn send(
     (status, json, headers)
 }
 
-fn webhook_body(process: DeviceProcess) -> Value {
+pub(crate) fn webhook_body(process: DeviceProcess) -> Value {
     json!({
         "BusinessUnitId": "e2b9dd85-e89e-e711-8122-000d3aa2331c",
         "CorrelationId": "b374239d-4233-41a9-8b17-a86cb4f737b5",
