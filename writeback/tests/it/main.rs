@@ -20,5 +20,7 @@
 mod consent;
 mod redaction;
 mod server;
+#[cfg(feature = "sql")]
+mod state;
 mod support;
 mod wire;
