@@ -20,6 +20,8 @@
 mod consent;
 mod redaction;
 mod server;
+#[cfg(feature = "service")]
+mod service;
 #[cfg(feature = "sql")]
 mod state;
 mod support;
