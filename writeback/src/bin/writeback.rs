@@ -162,7 +162,8 @@ fn load_settings(path: &Path) -> Result<Settings, Failure> {
             .map_err(|_| Failure::Usage("WRITEBACK_POLL_INTERVAL_SECS is not a number".into()))?,
         None => file.poll_interval_secs.unwrap_or(60),
     };
-    let tables = match env("WRITEBACK_TABLES") {
+    // Set but empty means no polling (webhooks only).
+    let tables = match std::env::var("WRITEBACK_TABLES").ok() {
         Some(v) => v
             .split(',')
             .map(str::trim)
@@ -260,7 +261,7 @@ impl Service {
             tracing::warn!(written = n, "test hook: no further progress");
             std::future::pending::<()>().await;
         }
-        Ok(outcome.status == LogStatus::Failure)
+        Ok(outcome.status == LogStatus::Failure || outcome.provenance_error.is_some())
     }
 
     /// Polls each table once and commits each table's position after its batch.

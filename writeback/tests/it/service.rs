@@ -95,9 +95,12 @@ async fn fhir() -> MockServer {
         .await;
     Mock::given(method("POST"))
         .and(path("/fhir/Provenance"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
-            "resourceType": "Provenance", "id": "prov", "meta": {"versionId": "1"}
-        })))
+        .respond_with(|req: &Request| {
+            let mut body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+            body["id"] = json!("prov");
+            body["meta"] = json!({"versionId": "1"});
+            ResponseTemplate::new(201).set_body_json(body)
+        })
         .mount(&server)
         .await;
     server
@@ -286,6 +289,67 @@ fn exit_codes_for_usage_and_unreachable_dependencies() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&store);
+}
+
+/// Webhooks: a change delivered twice is written once; a wrong key and a body that is not a
+/// change are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_delivered_twice_is_written_once() {
+    let dataverse = dataverse().await;
+    let fhir = fhir().await;
+    let dir = std::env::temp_dir().join(format!("wb-hook-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = fresh_sqlite_path("writeback-hook");
+    let config = configure(&dir, &fhir, &dataverse, &store);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut child = writeback(&config)
+        .env("WRITEBACK_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WRITEBACK_TABLES", "")
+        .env("WRITEBACK_WEBHOOK_KEY", "hook-key")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/webhook");
+    let body = crate::wire::update_webhook(935_000_000, true);
+    let send = |code: &'static str, body: String| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            http.post(format!("{url}?code={code}"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        match send("hook-key", body.clone()).await {
+            Ok(status) => break status,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the service never listened: {e}"),
+        }
+    };
+    let second = send("hook-key", body.clone()).await.unwrap();
+    let wrong_key = send("wrong", body.clone()).await.unwrap();
+    let not_a_change = send("hook-key", "{}".to_owned()).await.unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(
+        (first, second, wrong_key, not_a_change),
+        (200, 200, 401, 400)
+    );
+    let put = |r: &Request| r.url.path() == "/fhir/Patient/p1";
+    assert_eq!(count(&fhir, "PUT", put).await, 1, "written once");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&store);
 }
