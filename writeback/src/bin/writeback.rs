@@ -192,9 +192,41 @@ fn load_settings(path: &Path) -> Result<Settings, Failure> {
         poll_interval: Duration::from_secs(poll_interval_secs.max(1)),
         tables,
         dataverse_url,
-        dataverse_credentials: file.dataverse_credentials,
+        dataverse_credentials: dataverse_credentials(file.dataverse_credentials),
         webhook_key,
     })
+}
+
+/// The Dataverse client credentials of the file, each field overridable by
+/// `WRITEBACK_DATAVERSE_{TOKEN_URL,CLIENT_ID,CLIENT_SECRET_ENV,SCOPES}` (the secret itself stays
+/// in the variable `client_secret_env` names, default `WRITEBACK_DATAVERSE_SECRET`).
+fn dataverse_credentials(file: Option<OAuthSettings>) -> Option<OAuthSettings> {
+    let token_url = env("WRITEBACK_DATAVERSE_TOKEN_URL");
+    let client_id = env("WRITEBACK_DATAVERSE_CLIENT_ID");
+    let mut settings = match (file, token_url.clone(), client_id.clone()) {
+        (Some(s), _, _) => s,
+        (None, Some(token_url), Some(client_id)) => OAuthSettings {
+            token_url,
+            client_id,
+            client_secret: None,
+            client_secret_env: Some("WRITEBACK_DATAVERSE_SECRET".to_owned()),
+            scopes: Vec::new(),
+        },
+        (None, _, _) => return None,
+    };
+    if let Some(v) = token_url {
+        settings.token_url = v;
+    }
+    if let Some(v) = client_id {
+        settings.client_id = v;
+    }
+    if let Some(v) = env("WRITEBACK_DATAVERSE_CLIENT_SECRET_ENV") {
+        settings.client_secret_env = Some(v);
+    }
+    if let Some(v) = env("WRITEBACK_DATAVERSE_SCOPES") {
+        settings.scopes = v.split(',').map(|s| s.trim().to_owned()).collect();
+    }
+    Some(settings)
 }
 
 /// A token provider: client credentials when configured, else a pre-issued token from
@@ -226,12 +258,16 @@ struct Service {
     webhook_key: Option<SecretString>,
     hang_after: Option<u64>,
     written: std::sync::atomic::AtomicU64,
+    /// One change at a time: a webhook and a poll carrying the same change must not both see
+    /// it unprocessed and both write it.
+    one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl Service {
     /// Processes one change unless it was processed before; returns whether it was a data
     /// error. Errors that must stop the service are returned.
     async fn handle(&self, event: &ChangeEvent) -> Result<bool, Failure> {
+        let _turn = self.one_at_a_time.lock().await;
         let id = event.message_id();
         if self
             .state
@@ -392,6 +428,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         webhook_key: settings.webhook_key,
         hang_after,
         written: std::sync::atomic::AtomicU64::new(0),
+        one_at_a_time: tokio::sync::Mutex::new(()),
     });
     let tables: Vec<String> = settings
         .tables
