@@ -528,7 +528,7 @@ impl DataverseClient {
                     retry_after: Some(until.remaining),
                 }),
             },
-            PipelineError::BodyTooLarge { status, limit } => Error::unexpected(
+            PipelineError::BodyTooLarge { status, limit, .. } => Error::unexpected(
                 &req.operation,
                 format!("the response body (HTTP {status}) exceeds the limit of {limit} bytes"),
             ),

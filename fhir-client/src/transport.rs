@@ -273,7 +273,7 @@ impl Inner {
                     outcome: None,
                     retry_after: Some(until.remaining),
                 }),
-                PipelineError::BodyTooLarge { status, limit } => Error::ResponseTooLarge {
+                PipelineError::BodyTooLarge { status, limit, .. } => Error::ResponseTooLarge {
                     interaction,
                     status,
                     limit,

@@ -209,6 +209,9 @@ pub enum Error<A> {
         status: u16,
         /// The limit, in bytes.
         limit: usize,
+        /// The response's `Content-Type`, when it had a readable one (a media type, never data),
+        /// so that a client can still say what kind of body it refused to read.
+        content_type: Option<String>,
     },
 }
 
@@ -219,10 +222,15 @@ impl<A: fmt::Debug> fmt::Debug for Error<A> {
             Self::Auth(e) => f.debug_tuple("Auth").field(e).finish(),
             Self::Transport(e) => f.debug_tuple("Transport").field(e).finish(),
             Self::Throttled(t) => f.debug_tuple("Throttled").field(t).finish(),
-            Self::BodyTooLarge { status, limit } => f
+            Self::BodyTooLarge {
+                status,
+                limit,
+                content_type,
+            } => f
                 .debug_struct("BodyTooLarge")
                 .field("status", status)
                 .field("limit", limit)
+                .field("content_type", content_type)
                 .finish(),
         }
     }
@@ -482,6 +490,12 @@ impl Pipeline {
                 }
             }
             let headers = response.headers().clone();
+            let content_type = || {
+                headers
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
             match read_body(response, inner.max_body).await {
                 Ok(body) => {
                     return Ok(Response {
@@ -496,6 +510,7 @@ impl Pipeline {
                     return Err(Error::BodyTooLarge {
                         status: status.as_u16(),
                         limit: inner.max_body,
+                        content_type: content_type(),
                     })
                 }
                 Err(BodyFailure::Transport(error)) => {

@@ -7,25 +7,39 @@ use std::time::Duration;
 
 use carebridge_auth::TokenProvider;
 use carebridge_fhir_model::Resource;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use carebridge_http::{check_endpoint, ClientOptions, Idempotency, NoAuth, Pipeline, Request};
+use http::header::{HeaderValue, AUTHORIZATION};
+use http::Method;
 use secrecy::ExposeSecret;
+use tracing::field::Empty;
+use tracing::Instrument;
 use url::Url;
 
 use crate::config::AlternateEndpointSettings;
-use crate::error::{is_connectivity, ConnectivityError, Stage, TransportError};
+use crate::error::{is_connectivity, ConnectivityError, Stage};
 use crate::{Error, Result};
 
-/// The most of an error body that [`AlternateEndpoint::post`] reads (64 KiB) to summarize it.
-/// The body is read chunk by chunk and never buffered beyond this; the rest is not read.
+/// The most of a response body that [`AlternateEndpoint::post`] reads (64 KiB) to summarize
+/// an error. The pipeline reads bodies chunk by chunk and never beyond this limit.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
+/// The `User-Agent` product of the alternate endpoint's requests.
+const USER_AGENT: &str = concat!("carebridge-writeback/", env!("CARGO_PKG_VERSION"));
+
 /// Posts composed resources to the alternate endpoint.
+///
+/// Requests go through a [`carebridge_http::Pipeline`]: user agent
+/// `carebridge-writeback/<version>`, the shared endpoint policy, a throttling window after a
+/// `429`, and a `writeback.alternate` span with the response status and resend count. The POST is
+/// not idempotent (the endpoint may start a workflow per request), so it is sent again only
+/// when the connection failed before the endpoint saw it; a `5xx` or a timeout is reported,
+/// not repeated.
 #[derive(Clone)]
 pub struct AlternateEndpoint {
     url: Url,
     credential: Arc<dyn TokenProvider>,
     scopes: Vec<String>,
-    http: reqwest::Client,
+    pipeline: Pipeline,
 }
 
 impl fmt::Debug for AlternateEndpoint {
@@ -37,30 +51,53 @@ impl fmt::Debug for AlternateEndpoint {
 }
 
 impl AlternateEndpoint {
-    /// An endpoint at `url` authenticated by `credential` (asked for `scopes`).
+    /// An endpoint at `url` authenticated by `credential` (asked for `scopes`), with the
+    /// default [`ClientOptions`] (a 60 s attempt timeout, the shared retry policy).
     ///
     /// # Errors
     /// [`Error::InvalidConfiguration`] for a URL that is not absolute `http(s)`, or plain `http`
     /// to a host other than loopback.
     pub fn new(url: &str, credential: Arc<dyn TokenProvider>, scopes: Vec<String>) -> Result<Self> {
+        let options = ClientOptions {
+            timeout: Some(Duration::from_secs(60)),
+            ..ClientOptions::default()
+        };
+        Self::with_options(url, credential, scopes, &options)
+    }
+
+    /// An endpoint at `url` whose requests use `options` (retry policy, timeouts, the caller's
+    /// own `reqwest::Client` for a proxy or private CA roots). The response body limit is
+    /// always 64 KiB: only error bodies are read, to summarize them.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] for a URL the endpoint policy refuses (see
+    /// [`carebridge_http::check_endpoint`]; plain `http` only to loopback unless `options`
+    /// allow it), or an HTTP client that cannot be built.
+    pub fn with_options(
+        url: &str,
+        credential: Arc<dyn TokenProvider>,
+        scopes: Vec<String>,
+        options: &ClientOptions,
+    ) -> Result<Self> {
         let bad = |r: &str| Error::config(None, None, format!("alternate endpoint URL {r}"));
         let url = Url::parse(url).map_err(|_| bad("is not an absolute URL"))?;
-        let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-        match url.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            _ => return Err(bad("must be https (http only for loopback)")),
-        }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|_| bad("cannot build an HTTP client"))?;
+        check_endpoint(&url, options.insecure_http).map_err(|e| match e {
+            carebridge_http::EndpointError::Insecure => {
+                bad("must be https (http only for loopback)")
+            }
+            other => bad(&format!("is refused: {other}")),
+        })?;
+        let options = ClientOptions {
+            max_response_body: Some(MAX_ERROR_BODY_BYTES),
+            ..options.clone()
+        };
+        let pipeline = Pipeline::new(USER_AGENT, &options)
+            .map_err(|_| bad("cannot have an HTTP client built for it"))?;
         Ok(Self {
             url,
             credential,
             scopes,
-            http,
+            pipeline,
         })
     }
 
@@ -79,10 +116,21 @@ impl AlternateEndpoint {
     ///
     /// # Errors
     /// [`Error::InvalidConnectivity`] when no token can be obtained because the client is
-    /// refused, or the endpoint answers `401`; [`Error::AlternateEndpoint`] with the status and
-    /// a PHI-free body summary for other error statuses (of at most the first 64 KiB of the
-    /// body: a longer body is summarized by its content type only); [`Error::AlternateTransport`].
+    /// refused, or the endpoint answers `401` (the token is then invalidated; the request is
+    /// not repeated); [`Error::AlternateEndpoint`] with the status and a PHI-free body summary
+    /// for other error statuses (of at most the first 64 KiB of the body: a longer body is
+    /// summarized by its content type only); [`Error::AlternateTransport`] when no response
+    /// arrived.
     pub async fn post(&self, resource: &Resource) -> Result<u16> {
+        let span = tracing::info_span!(
+            "writeback.alternate",
+            http.response.status_code = Empty,
+            http.request.resend_count = Empty,
+        );
+        self.post_inner(resource).instrument(span).await
+    }
+
+    async fn post_inner(&self, resource: &Resource) -> Result<u16> {
         let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
         let token = self.credential.token(&scopes).await.map_err(|e| {
             if is_connectivity(&e) {
@@ -103,82 +151,88 @@ impl AlternateEndpoint {
                 resource_type: resource.resource_type().as_str().to_owned(),
                 issues: vec![e.to_string()],
             })?;
-        let response = self
-            .http
-            .post(self.url.clone())
-            .header(CONTENT_TYPE, "application/fhir+json")
-            .header(
-                AUTHORIZATION,
-                format!("Bearer {}", token.secret().expose_secret()),
-            )
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Error::AlternateTransport(TransportError::new(e)))?;
-        let status = response.status().as_u16();
-        if response.status().is_success() {
+        // The token is set here rather than through an `Authorize`, so that a `401` is reported
+        // at once (as before the HTTP core) instead of being sent again with a fresh token.
+        let mut authorization =
+            HeaderValue::from_str(&format!("Bearer {}", token.secret().expose_secret())).map_err(
+                |_| Error::AlternateEndpoint {
+                    status: 0,
+                    summary: Some("the access token cannot be sent in a header".to_owned()),
+                },
+            )?;
+        authorization.set_sensitive(true);
+        let request = Request::new(Method::POST, self.url.clone())
+            .with_idempotency(Idempotency::NotIdempotent)
+            .with_header(AUTHORIZATION, authorization)
+            .with_body(body, HeaderValue::from_static("application/fhir+json"));
+        let response = match self.pipeline.send(&request, &NoAuth).await {
+            Ok(response) => response,
+            Err(carebridge_http::Error::BodyTooLarge {
+                status,
+                content_type,
+                ..
+            }) => {
+                if (200..300).contains(&status) {
+                    return Ok(status);
+                }
+                let summary = Some(format!(
+                    "{} body of more than {MAX_ERROR_BODY_BYTES} bytes",
+                    content_type.as_deref().unwrap_or("untyped")
+                ));
+                return Err(self.status_error(&token, status, summary));
+            }
+            Err(carebridge_http::Error::Transport(e)) => return Err(Error::AlternateTransport(e)),
+            Err(carebridge_http::Error::Throttled(until)) => {
+                return Err(Error::AlternateEndpoint {
+                    status: 429,
+                    summary: Some(format!(
+                        "throttled for another {} s",
+                        until.remaining.as_secs()
+                    )),
+                })
+            }
+            Err(carebridge_http::Error::Endpoint(e)) => {
+                return Err(Error::config(
+                    None,
+                    None,
+                    format!("alternate endpoint URL is refused: {e}"),
+                ))
+            }
+            Err(_) => {
+                return Err(Error::AlternateEndpoint {
+                    status: 0,
+                    summary: Some("the request could not be sent".to_owned()),
+                })
+            }
+        };
+        let status = response.status.as_u16();
+        if response.status.is_success() {
             return Ok(status);
         }
-        if status == 401 {
-            self.credential.invalidate_token(&token);
-        }
         let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let summary = match read_bounded(response, MAX_ERROR_BODY_BYTES).await {
-            (bytes, BodyEnd::Complete) => summarize(content_type.as_deref(), &bytes),
-            (_, BodyEnd::Truncated) => Some(format!(
-                "{} body of more than {MAX_ERROR_BODY_BYTES} bytes",
-                content_type.as_deref().unwrap_or("untyped")
-            )),
-            (bytes, BodyEnd::Failed) if bytes.is_empty() => None,
-            (bytes, BodyEnd::Failed) => Some(format!(
-                "{} body unreadable after {} bytes",
-                content_type.as_deref().unwrap_or("untyped"),
-                bytes.len()
-            )),
-        };
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let summary = summarize(content_type, &response.body);
+        Err(self.status_error(&token, status, summary))
+    }
+
+    /// The error for a non-`2xx` `status`; a `401` invalidates `token` and is fatal.
+    fn status_error(
+        &self,
+        token: &carebridge_auth::AccessToken,
+        status: u16,
+        summary: Option<String>,
+    ) -> Error {
         if status == 401 {
-            return Err(Error::InvalidConnectivity {
+            self.credential.invalidate_token(token);
+            return Error::InvalidConnectivity {
                 endpoint: "alternate",
                 stage: Stage::Alternate,
                 source: ConnectivityError::endpoint(Error::AlternateEndpoint { status, summary }),
-            });
+            };
         }
-        Err(Error::AlternateEndpoint { status, summary })
-    }
-}
-
-/// How reading a body with [`read_bounded`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyEnd {
-    /// The whole body was read.
-    Complete,
-    /// The body is longer than the limit; only the limit was kept.
-    Truncated,
-    /// Reading failed (reset, timeout) after the bytes returned.
-    Failed,
-}
-
-/// Reads at most `limit` bytes of `response`'s body, one chunk at a time, so that a large (or
-/// endless) error body is never buffered; the rest of the body is left unread.
-async fn read_bounded(mut response: reqwest::Response, limit: usize) -> (Vec<u8>, BodyEnd) {
-    let mut bytes = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = limit.saturating_sub(bytes.len());
-                if chunk.len() > room {
-                    bytes.extend_from_slice(chunk.get(..room).unwrap_or_default());
-                    return (bytes, BodyEnd::Truncated);
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            Ok(None) => return (bytes, BodyEnd::Complete),
-            Err(_) => return (bytes, BodyEnd::Failed),
-        }
+        Error::AlternateEndpoint { status, summary }
     }
 }
 
@@ -252,20 +306,6 @@ mod tests {
         assert_eq!(summarize(None, b""), None);
     }
 
-    fn response(body: Vec<u8>) -> reqwest::Response {
-        reqwest::Response::from(http::Response::new(body))
-    }
-
-    #[tokio::test]
-    async fn error_bodies_are_read_up_to_the_limit() {
-        let (bytes, end) = read_bounded(response(vec![b'x'; 10]), 10).await;
-        assert_eq!((bytes.len(), end), (10, BodyEnd::Complete));
-        let (bytes, end) = read_bounded(response(vec![b'x'; 11]), 10).await;
-        assert_eq!((bytes.len(), end), (10, BodyEnd::Truncated));
-        let (bytes, end) = read_bounded(response(Vec::new()), 10).await;
-        assert_eq!((bytes.len(), end), (0, BodyEnd::Complete));
-    }
-
     #[tokio::test]
     async fn an_unreachable_endpoint_is_an_opaque_transport_error() {
         // A loopback port nobody listens on.
@@ -288,11 +328,40 @@ mod tests {
         }
     }
 
+    /// Issue 15: the alternate endpoint goes through the HTTP core: its user agent, and a
+    /// non-idempotent POST that is not sent again after a `503` the endpoint may have acted on.
+    #[tokio::test]
+    async fn posts_carry_the_user_agent_and_a_503_is_not_repeated() {
+        use wiremock::matchers::{header, method};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(header(
+                "user-agent",
+                concat!("carebridge-writeback/", env!("CARGO_PKG_VERSION")),
+            ))
+            .respond_with(ResponseTemplate::new(503))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let t: Arc<dyn TokenProvider> = Arc::new(carebridge_auth::StaticToken::new("t"));
+        let endpoint = AlternateEndpoint::new(&format!("{}/x", server.uri()), t, vec![]).unwrap();
+        let patient: Resource =
+            carebridge_fhir_model::json::from_str(r#"{"resourceType":"Patient","id":"p1"}"#)
+                .unwrap();
+        match endpoint.post(&patient).await {
+            Err(Error::AlternateEndpoint { status: 503, .. }) => {}
+            other => panic!("expected the 503, got {other:?}"),
+        }
+    }
+
     #[test]
     fn http_only_for_loopback() {
         let t: Arc<dyn TokenProvider> = Arc::new(carebridge_auth::StaticToken::new("t"));
         assert!(AlternateEndpoint::new("http://logic.example.org/x", t.clone(), vec![]).is_err());
         assert!(AlternateEndpoint::new("http://127.0.0.1:9/x", t.clone(), vec![]).is_ok());
+        assert!(AlternateEndpoint::new("http://127.0.0.2:9/x", t.clone(), vec![]).is_ok());
+        assert!(AlternateEndpoint::new("http://a.localhost/x", t.clone(), vec![]).is_err());
         assert!(AlternateEndpoint::new("https://logic.example.org/x", t, vec![]).is_ok());
     }
 }

@@ -204,6 +204,36 @@ impl ChangeEvent {
         self.attributes.get(name)
     }
 
+    /// A stable id of this change, for recording that it was processed
+    /// ([`ProcessedMessages`]): `{table}/{record id}/{message}/{version}`, where the version is
+    /// the record's `modifiedon` in milliseconds (the same whether the change came from a
+    /// webhook or from change tracking), or the correlation id when `modifiedon` is missing.
+    /// Built from ids only, never from column values.
+    pub fn message_id(&self) -> String {
+        let version = match self.attributes.get("modifiedon") {
+            Some(AttributeValue::DateTime(d)) => Some(d.timestamp_millis()),
+            Some(AttributeValue::Text(t)) => DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|d| d.timestamp_millis()),
+            _ => None,
+        };
+        match version {
+            Some(ms) => format!(
+                "{}/{}/{}/{ms}",
+                self.table,
+                self.record_id,
+                self.message.as_str()
+            ),
+            None => format!(
+                "{}/{}/{}/correlation-{}",
+                self.table,
+                self.record_id,
+                self.message.as_str(),
+                self.correlation_id
+            ),
+        }
+    }
+
     /// Whether the message changed `name` (always true when the changed set is unknown).
     pub fn changed(&self, name: &str) -> bool {
         self.changed_attributes
@@ -389,6 +419,59 @@ impl DeltaTokenStore for InMemoryDeltaTokenStore {
     }
 }
 
+/// Remembers which messages were processed ([`ChangeEvent::message_id`]), so that a change
+/// replayed after a restart, or delivered twice by Dataverse, is written back once.
+#[async_trait::async_trait]
+pub trait ProcessedMessages: Send + Sync + fmt::Debug {
+    /// Whether `message_id` was recorded.
+    ///
+    /// # Errors
+    /// [`Error::TokenStore`] when the store cannot be read.
+    async fn contains(&self, message_id: &str) -> Result<bool>;
+
+    /// Records `message_id`; `false` when it was already recorded.
+    ///
+    /// # Errors
+    /// [`Error::TokenStore`] when the store cannot be written.
+    async fn insert(&self, message_id: &str) -> Result<bool>;
+
+    /// Forgets ids recorded before `before` (Dataverse stops retrying a webhook after a day;
+    /// change tracking never goes back past a committed position). Returns how many.
+    ///
+    /// # Errors
+    /// [`Error::TokenStore`] when the store cannot be written.
+    async fn forget_before(&self, before: DateTime<Utc>) -> Result<u64>;
+}
+
+/// [`ProcessedMessages`] in memory (tests, single-process tools).
+#[derive(Debug, Default)]
+pub struct InMemoryProcessedMessages {
+    ids: Mutex<BTreeMap<String, DateTime<Utc>>>,
+}
+
+#[async_trait::async_trait]
+impl ProcessedMessages for InMemoryProcessedMessages {
+    async fn contains(&self, message_id: &str) -> Result<bool> {
+        Ok(self.ids.lock().await.contains_key(message_id))
+    }
+
+    async fn insert(&self, message_id: &str) -> Result<bool> {
+        let mut ids = self.ids.lock().await;
+        if ids.contains_key(message_id) {
+            return Ok(false);
+        }
+        ids.insert(message_id.to_owned(), Utc::now());
+        Ok(true)
+    }
+
+    async fn forget_before(&self, before: DateTime<Utc>) -> Result<u64> {
+        let mut ids = self.ids.lock().await;
+        let len = ids.len();
+        ids.retain(|_, at| *at >= before);
+        Ok(u64::try_from(len.saturating_sub(ids.len())).unwrap_or(u64::MAX))
+    }
+}
+
 /// Changes read from change tracking, with the position to commit once they are processed.
 #[derive(Debug)]
 pub struct ChangeBatch {
@@ -511,6 +594,54 @@ mod tests {
             ChangeEvent::from_record("contact", &missing),
             Err(Error::InvalidInput { path, .. }) if path == "contactid"
         ));
+    }
+
+    /// The same change read from a webhook (a WCF date) and from change tracking (ISO text)
+    /// has one id; another version, record or message has another; no values appear.
+    #[test]
+    fn message_ids_are_stable_across_sources() {
+        let id = Uuid::parse_str("6d81597f-0f9f-e711-8122-000d3aa2331c").unwrap();
+        let at = DateTime::parse_from_rfc3339("2026-02-01T10:00:00.250Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let from_webhook = ChangeEvent::new("contact", id, Message::Update, BTreeMap::new())
+            .with_attribute("modifiedon", AttributeValue::DateTime(at))
+            .with_attribute("telephone1", AttributeValue::Text("555-0100".into()));
+        let from_tracking = ChangeEvent::new("contact", id, Message::Update, BTreeMap::new())
+            .with_attribute(
+                "modifiedon",
+                AttributeValue::Text("2026-02-01T10:00:00.250Z".into()),
+            );
+        assert_eq!(from_webhook.message_id(), from_tracking.message_id());
+        assert!(!from_webhook.message_id().contains("555"));
+        let later = ChangeEvent::new("contact", id, Message::Update, BTreeMap::new())
+            .with_attribute(
+                "modifiedon",
+                AttributeValue::Text("2026-02-01T10:00:01Z".into()),
+            );
+        assert_ne!(later.message_id(), from_tracking.message_id());
+        let created = ChangeEvent::new("contact", id, Message::Create, BTreeMap::new())
+            .with_attribute("modifiedon", AttributeValue::DateTime(at));
+        assert_ne!(created.message_id(), from_webhook.message_id());
+        // Without `modifiedon`, each delivery's correlation id decides.
+        let a = ChangeEvent::new("contact", id, Message::Update, BTreeMap::new());
+        let b = ChangeEvent::new("contact", id, Message::Update, BTreeMap::new());
+        assert_ne!(a.message_id(), b.message_id());
+    }
+
+    #[tokio::test]
+    async fn in_memory_processed_ids_are_recorded_once() {
+        let ids = InMemoryProcessedMessages::default();
+        assert!(ids.insert("m1").await.unwrap());
+        assert!(!ids.insert("m1").await.unwrap());
+        assert!(ids.contains("m1").await.unwrap());
+        assert_eq!(
+            ids.forget_before(Utc::now() + chrono::Duration::seconds(1))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(!ids.contains("m1").await.unwrap());
     }
 
     #[test]

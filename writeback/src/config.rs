@@ -170,7 +170,7 @@ impl OAuthSettings {
     pub fn client_credentials(&self, what: &str) -> Result<carebridge_auth::ClientCredentials> {
         let loopback = url::Url::parse(&self.token_url)
             .ok()
-            .is_some_and(|u| matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")));
+            .is_some_and(|u| carebridge_http::is_loopback(&u));
         carebridge_auth::ClientCredentials::builder(
             self.token_url.as_str(),
             self.client_id.as_str(),

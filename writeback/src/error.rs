@@ -55,62 +55,7 @@ impl fmt::Display for Stage {
     }
 }
 
-/// A failure below HTTP talking to the alternate endpoint: DNS, connect, TLS, timeout, reset.
-///
-/// Opaque, like `carebridge_fhir_client::TransportError`: it wraps the `reqwest` error (with its
-/// URL removed) so that `reqwest`, a pre-1.0 dependency, is not part of this crate's API.
-pub struct TransportError(reqwest::Error);
-
-impl fmt::Debug for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TransportError")
-            .field("timeout", &self.is_timeout())
-            .field("connect", &self.is_connect())
-            .field("body", &self.is_body())
-            .finish()
-    }
-}
-
-impl TransportError {
-    pub(crate) fn new(error: reqwest::Error) -> Self {
-        Self(error.without_url())
-    }
-
-    /// Whether the request timed out.
-    pub fn is_timeout(&self) -> bool {
-        self.0.is_timeout()
-    }
-
-    /// Whether the connection could not be established.
-    pub fn is_connect(&self) -> bool {
-        self.0.is_connect()
-    }
-
-    /// Whether reading the response body failed.
-    pub fn is_body(&self) -> bool {
-        self.0.is_body() || self.0.is_decode()
-    }
-}
-
-impl fmt::Display for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_timeout() {
-            f.write_str("request timed out")
-        } else if self.is_connect() {
-            f.write_str("could not connect")
-        } else if self.is_body() {
-            f.write_str("could not read the response body")
-        } else {
-            f.write_str("request failed")
-        }
-    }
-}
-
-impl std::error::Error for TransportError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
+pub use carebridge_http::TransportError;
 
 /// A FHIR client error, kept whole for inspection ([`get`](Self::get),
 /// [`outcome`](Self::outcome)) but shown without patient data.

@@ -92,11 +92,14 @@ mod loader;
 mod log;
 mod path;
 pub mod provenance;
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
+mod sql;
 
 pub use alternate::AlternateEndpoint;
 pub use change::{
     AttributeValue, ChangeBatch, ChangeEvent, ChangeTrackingSource, DeltaTokenStore,
-    InMemoryDeltaTokenStore,
+    InMemoryDeltaTokenStore, InMemoryProcessedMessages, ProcessedMessages,
 };
 pub use compose::{SkipReason, RECORD_EXTENSION_URL};
 pub use config::{
@@ -114,6 +117,8 @@ pub use log::{
     ToolkitLogNames, TracingOutcomeLog,
 };
 pub use provenance::ProvenanceSettings;
+#[cfg(feature = "sql")]
+pub use sql::SqlStateStore;
 
 /// The README's code blocks, compiled and run as doc tests so that none of them can rot.
 #[doc = include_str!("../README.md")]

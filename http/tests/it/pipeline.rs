@@ -327,7 +327,8 @@ async fn bodies_over_the_limit_are_refused() {
             error,
             Error::BodyTooLarge {
                 status: 200,
-                limit: 1024
+                limit: 1024,
+                ..
             }
         ),
         "{error:?}"

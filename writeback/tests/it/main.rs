@@ -11,6 +11,10 @@
 //! - `server`: FHIR semantics against the real FHIR test server (`test-support/fhir-server`),
 //!   ignored unless `CAREBRIDGE_FHIR_URL` is set (`cargo xtask ci` starts the server and passes
 //!   `--include-ignored`).
+//! - `state` (feature `sql`): `SqlStateStore` on SQLite and PostgreSQL (the latter ignored
+//!   unless `CAREBRIDGE_POSTGRES_URL` is set).
+//! - `service` (feature `service`): the `writeback` binary as a real process: SIGKILL mid-batch
+//!   and restart, webhooks delivered twice, exit codes.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -20,5 +24,9 @@
 mod consent;
 mod redaction;
 mod server;
+#[cfg(feature = "service")]
+mod service;
+#[cfg(feature = "sql")]
+mod state;
 mod support;
 mod wire;

@@ -148,7 +148,7 @@ async fn process_via_alternate(server: &MockServer) -> carebridge_writeback::Out
 
 /// An `Update` on `contact` as a webhook posts it: `Target` with the changed columns and a
 /// post-image registered as `PostImage` (shape of Microsoft Learn's RemoteExecutionContext).
-fn update_webhook(contact_type: i64, consent: bool) -> String {
+pub(crate) fn update_webhook(contact_type: i64, consent: bool) -> String {
     let id = "6d81597f-0f9f-e711-8122-000d3aa2331c";
     let entity = "Entity:http://schemas.microsoft.com/xrm/2011/Contracts";
     json!({
