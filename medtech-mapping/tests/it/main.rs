@@ -5,6 +5,8 @@
     reason = "test helpers fail loudly on broken fixtures"
 )]
 
+#[cfg(feature = "pipeline")]
+mod backpressure;
 mod cli;
 #[cfg(feature = "pipeline")]
 mod conservation;
