@@ -190,6 +190,15 @@ impl BatchRequest {
         &self.entries
     }
 
+    /// Whether sending this request twice has the effect of sending it once, so a transport
+    /// failure or a `5xx` may be retried: it has entries and every one is
+    /// [idempotent](BatchEntry::is_idempotent). [`FhirClient::batch`](crate::FhirClient::batch)
+    /// and [`FhirClient::transaction`](crate::FhirClient::transaction) retry such requests with
+    /// the client's retry policy.
+    pub fn is_idempotent(&self) -> bool {
+        !self.entries.is_empty() && self.entries.iter().all(BatchEntry::is_idempotent)
+    }
+
     /// The number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -413,6 +422,19 @@ impl BatchEntry {
     pub fn with_if_match(mut self, version: &str) -> Self {
         self.request.if_match = Some(etag_for_version(version));
         self
+    }
+
+    /// Whether performing this entry twice has the effect of performing it once: a read or
+    /// search (`GET`), an update (`PUT`, by id or conditional on search criteria), a delete, or
+    /// a conditional create (`POST` with `ifNoneExist`). A plain create is not: sent again it
+    /// creates a second resource. An entry with `ifMatch` is also safe to resend: a second
+    /// attempt after a first that was applied fails with `412` rather than writing twice.
+    pub fn is_idempotent(&self) -> bool {
+        match self.request.method {
+            "GET" | "HEAD" | "PUT" | "DELETE" => true,
+            "POST" => self.request.if_none_exist.is_some(),
+            _ => false,
+        }
     }
 
     /// The `fullUrl`, if set.
@@ -664,5 +686,44 @@ mod tests {
             RawBundle::parse(Interaction::Search, body),
             Err(Error::UnexpectedResponse { .. })
         ));
+    }
+
+    #[test]
+    fn only_searches_and_conditional_writes_are_idempotent() {
+        use carebridge_fhir_model::resources::Patient;
+        let patient = Patient {
+            id: Some("p1".into()),
+            ..Default::default()
+        };
+        let by_mrn = SearchParams::new().token("identifier", Some("urn:mrn"), "42");
+        let search = BatchEntry::search::<Patient>(&by_mrn);
+        let conditional_create = BatchEntry::conditional_create(&patient, &by_mrn).unwrap();
+        let conditional_update = BatchEntry::conditional_update(&patient, &by_mrn).unwrap();
+        let update_if_match = BatchEntry::update(&patient).unwrap().with_if_match("3");
+        let create = BatchEntry::create(&patient).unwrap();
+        for e in [
+            &search,
+            &conditional_create,
+            &conditional_update,
+            &update_if_match,
+        ] {
+            assert!(e.is_idempotent(), "{e:?}");
+        }
+        assert!(!create.is_idempotent());
+
+        let safe = BatchRequest::new()
+            .with_entry(search)
+            .with_entry(conditional_create)
+            .with_entry(conditional_update)
+            .with_entry(update_if_match);
+        assert!(safe.is_idempotent());
+        assert!(
+            !safe.clone().with_entry(create).is_idempotent(),
+            "one plain create makes the whole request unsafe to resend"
+        );
+        assert!(
+            !BatchRequest::new().is_idempotent(),
+            "an empty request is not sent"
+        );
     }
 }

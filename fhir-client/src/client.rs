@@ -662,14 +662,18 @@ impl FhirClient {
         let body = request.to_body(kind, interaction)?;
         let spec = RequestSpec::new(interaction, None, Method::POST, self.inner.url(&[]))
             .body(body, FHIR_JSON)
-            .header(PREFER, RETURN_REPRESENTATION)?;
+            .header(PREFER, RETURN_REPRESENTATION)?
+            // Searches and conditional writes only: sending it again changes nothing more.
+            .idempotent(request.is_idempotent());
         let raw = self.inner.execute(spec).await?;
         let parsed = BatchResponse::parse(interaction, request, &raw.body)?;
         Ok(Response::from_headers(raw.status, &raw.headers, parsed))
     }
 
     /// `POST [base]` with a `transaction` Bundle: all entries succeed together or none does.
-    /// The response has one `Ok` entry per request entry, in order. Not retried.
+    /// The response has one `Ok` entry per request entry, in order. Retried like other
+    /// idempotent requests when [`BatchRequest::is_idempotent`] (every entry a read, search,
+    /// update, delete or conditional create); otherwise sent once.
     ///
     /// # Errors
     /// The error of the failing entry as the server reports it for the whole transaction
@@ -681,7 +685,8 @@ impl FhirClient {
     }
 
     /// `POST [base]` with a `batch` Bundle: entries succeed or fail independently; each failure
-    /// is an `Err` entry in the response. Not retried.
+    /// is an `Err` entry in the response. Retried like other idempotent requests when
+    /// [`BatchRequest::is_idempotent`]; otherwise sent once.
     ///
     /// # Errors
     /// Errors of the request as a whole (transport, auth, a rejected Bundle);

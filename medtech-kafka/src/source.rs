@@ -1,6 +1,6 @@
 //! [`KafkaSource`]: a consumer-group member as a MedTech [`EventSource`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future as _;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +21,10 @@ use crate::{Error, HeaderValues, KafkaSourceConfig, Result};
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
+
+/// How long [`EventSource::keep_alive`] waits for the consumer before it returns (to be called
+/// again): it re-pauses partitions assigned meanwhile at least this often.
+const KEEP_ALIVE_TICK: Duration = Duration::from_millis(500);
 
 /// How often [`KafkaSource::close`] retries a commit refused during a rebalance (200 ms apart).
 const RETRIES_AT_CLOSE: usize = 50;
@@ -376,6 +380,13 @@ pub struct KafkaSource {
     idle_flush: Option<Duration>,
     next_position: u64,
     group_id: String,
+    /// Events received while the partitions were paused (fetched before the pause), handed out
+    /// first by the next [`next_event`](EventSource::next_event).
+    received: VecDeque<SourceEvent>,
+    /// Whether the assigned partitions are paused ([`EventSource::keep_alive`]).
+    paused: bool,
+    /// The totals of [`run_pipeline`](Self::run_pipeline) so far.
+    total: RunSummary,
 }
 
 impl fmt::Debug for KafkaSource {
@@ -421,6 +432,9 @@ impl KafkaSource {
             idle_flush: config.idle_flush,
             next_position: 0,
             group_id: config.group_id.clone(),
+            received: VecDeque::new(),
+            paused: false,
+            total: RunSummary::default(),
         })
     }
 
@@ -438,14 +452,22 @@ impl KafkaSource {
 
     /// Runs `pipeline` over this source until [`ShutdownHandle::shutdown`] is called, starting
     /// a new [`Pipeline::run`] each time one ends at an
-    /// [idle flush](KafkaSourceConfig::idle_flush), and returns the totals. `on_message` gets
-    /// each outcome with the running totals of all runs.
+    /// [idle flush](KafkaSourceConfig::idle_flush). `on_message` gets each outcome with the
+    /// running totals of all runs.
     ///
-    /// Call [`close`](Self::close) afterwards to commit the acknowledged offsets.
+    /// While the pipeline waits on its sink, the source pauses its partitions and keeps polling
+    /// ([`EventSource::keep_alive`]), so a slow or unreachable FHIR server never makes this
+    /// member leave the group; transient sink failures are retried by the pipeline with backoff
+    /// (see [`PipelineOptions::retry_backoff`](carebridge_medtech_mapping::pipeline::PipelineOptions)).
+    ///
+    /// Returns the totals; when a run fails, [`summary`](Self::summary) still has the totals of
+    /// what was done (every message counted there was acknowledged). Call
+    /// [`close`](Self::close) afterwards to commit the acknowledged offsets.
     ///
     /// # Errors
-    /// The first infrastructure failure of a run (see [`Pipeline::run`]); the messages not
-    /// acknowledged by then are delivered again after a restart.
+    /// The first infrastructure failure of a run that is not transient (see [`Pipeline::run`]),
+    /// or a transient one that was still failing at shutdown; the messages not acknowledged by
+    /// then are delivered again after a restart.
     pub async fn run_pipeline<F>(
         &mut self,
         pipeline: &Pipeline,
@@ -454,16 +476,67 @@ impl KafkaSource {
     where
         F: FnMut(&MessageOutcome, &RunSummary) + Send,
     {
-        let mut total = RunSummary::default();
-        while !self.shutdown.is_shutdown() {
-            pipeline
+        let mut total = std::mem::take(&mut self.total);
+        let mut result = Ok(());
+        while result.is_ok() && !self.shutdown.is_shutdown() {
+            result = pipeline
                 .run(self, |outcome, _| {
                     total.record(outcome);
                     on_message(outcome, &total);
                 })
-                .await?;
+                .await
+                .map(drop);
         }
-        Ok(total)
+        self.total = total;
+        result.map(|()| self.total.clone())
+    }
+
+    /// The totals of every message processed and acknowledged by
+    /// [`run_pipeline`](Self::run_pipeline) on this source so far, also after a run failed.
+    pub fn summary(&self) -> &RunSummary {
+        &self.total
+    }
+
+    /// Pauses (`pause`) or resumes every assigned partition; a failure is logged (the consumer
+    /// keeps being polled either way).
+    fn set_paused(&mut self, paused: bool) {
+        let assignment = match self.consumer.assignment() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the assignment to pause or resume it");
+                return;
+            }
+        };
+        if assignment.count() > 0 {
+            let result = if paused {
+                self.consumer.pause(&assignment)
+            } else {
+                self.consumer.resume(&assignment)
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, paused, "cannot pause or resume the partitions");
+                return;
+            }
+        }
+        if self.paused != paused {
+            tracing::debug!(paused, "partitions paused while the sink works, or resumed");
+        }
+        self.paused = paused;
+    }
+
+    /// Whether a buffered event's partition is still ours (not revoked since it was received).
+    fn still_ours(&self, event: &SourceEvent) -> bool {
+        lock(&self.state).inflight.contains_key(&event.position)
+    }
+
+    /// The oldest event received while paused whose partition is still ours.
+    fn take_received(&mut self) -> Option<SourceEvent> {
+        while let Some(event) = self.received.pop_front() {
+            if self.still_ours(&event) {
+                return Some(event);
+            }
+        }
+        None
     }
 
     /// Commits the acknowledged offsets of all assigned partitions now, and waits for the
@@ -597,6 +670,15 @@ impl KafkaSource {
 
 impl EventSource for KafkaSource {
     async fn next_event(&mut self) -> carebridge_medtech_mapping::Result<Option<SourceEvent>> {
+        if self.shutdown.is_shutdown() {
+            return Ok(None);
+        }
+        if let Some(event) = self.take_received() {
+            return Ok(Some(event));
+        }
+        if self.paused {
+            self.set_paused(false);
+        }
         loop {
             if self.shutdown.is_shutdown() {
                 return Ok(None);
@@ -626,6 +708,12 @@ impl EventSource for KafkaSource {
     /// A message librdkafka already holds, without waiting (`recv` is cancel-safe, so polling
     /// it once loses nothing).
     fn try_next_event(&mut self) -> carebridge_medtech_mapping::Result<Option<SourceEvent>> {
+        if self.shutdown.is_shutdown() {
+            return Ok(None);
+        }
+        if let Some(event) = self.take_received() {
+            return Ok(Some(event));
+        }
         loop {
             if self.shutdown.is_shutdown() {
                 return Ok(None);
@@ -648,6 +736,33 @@ impl EventSource for KafkaSource {
                 }
             }
         }
+    }
+
+    /// Pauses the assigned partitions (again after every rebalance) and keeps polling the
+    /// consumer, so the group's `max.poll.interval.ms` is met, rebalances are served (revoked
+    /// partitions commit their acknowledged offsets) and other members are not held up, however
+    /// long the FHIR server takes. A record fetched before the pause is kept for
+    /// [`next_event`](EventSource::next_event). Returns after at most half a second.
+    async fn keep_alive(&mut self) -> carebridge_medtech_mapping::Result<()> {
+        // A rebalance assigns partitions unpaused: pause whatever is assigned now.
+        self.set_paused(true);
+        let received = tokio::select! {
+            r = self.consumer.recv() => r.map(|m| m.detach()),
+            () = tokio::time::sleep(KEEP_ALIVE_TICK) => return Ok(()),
+        };
+        match received {
+            Ok(msg) => {
+                if let Some(event) = self.deliver(&msg) {
+                    self.received.push_back(event);
+                }
+            }
+            Err(e) => self.fail_if_fatal(e)?,
+        }
+        Ok(())
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.shutdown.is_shutdown()
     }
 
     async fn ack(&mut self, position: u64) -> carebridge_medtech_mapping::Result<()> {

@@ -114,6 +114,23 @@ impl fmt::Display for IdentityKind {
 /// The cause of a [`Error::Store`] failure, shared so that [`enum@Error`] stays `Clone`.
 pub type StoreSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A store failure without HTTP status: a FHIR client's transport or token failure is
+/// transient, its refusal to encode or send a request is not; other stores' failures are
+/// taken as transient.
+fn store_failure_is_transient(source: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    #[cfg(feature = "fhir-client")]
+    if let Some(e) = source.downcast_ref::<carebridge_fhir_client::Error>() {
+        return matches!(
+            e,
+            carebridge_fhir_client::Error::Transport { .. }
+                | carebridge_fhir_client::Error::Auth { .. }
+                | carebridge_fhir_client::Error::Decode { .. }
+        );
+    }
+    let _ = source;
+    true
+}
+
 /// Everything that can go wrong in this crate: loading templates, mapping a message
 /// (normalize, group, transform), resolving identities and persisting (feature `pipeline`).
 ///
@@ -433,6 +450,20 @@ impl Error {
                 | Self::PatientDeviceMismatch
                 | Self::AmbiguousIdentity { .. }
         )
+    }
+
+    /// Whether the failure may go away by itself, so the same work should be tried again later
+    /// rather than stop the run: a store (FHIR server) that could not be reached, cut the
+    /// connection, timed out, throttled (`429`) or failed (`408`, `5xx`). Message errors,
+    /// rejections (`4xx`), conflicts, local I/O and JSON errors are not transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store { status, source, .. } => match status {
+                None => store_failure_is_transient(source.as_ref()),
+                Some(s) => matches!(*s, 408 | 429) || (500..=599).contains(s),
+            },
+            _ => false,
+        }
     }
 
     /// The template path of a mapping error, e.g. `template[0].template.values[0].valueExpression`.

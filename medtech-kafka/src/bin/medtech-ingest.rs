@@ -273,20 +273,19 @@ async fn run(args: Args) -> ExitCode {
             }
         })
         .await;
+    // What was really done, also when the run failed.
+    let summary = source.summary().clone();
     let closed = source.close().await;
     let mut code = ExitCode::SUCCESS;
-    let summary = match result {
-        Ok(summary) => summary,
-        Err(e) => {
-            eprintln!(
-                "error: the run stopped ({}); unacknowledged messages will be read again: {}",
-                e.reason_code(),
-                error_chain(&e)
-            );
-            code = ExitCode::from(2);
-            Default::default()
-        }
-    };
+    // The summary counts what was acknowledged, also when the run failed.
+    if let Err(e) = result {
+        eprintln!(
+            "error: the run stopped ({}); unacknowledged messages will be read again: {}",
+            e.reason_code(),
+            error_chain(&e)
+        );
+        code = ExitCode::from(2);
+    }
     if let Err(e) = closed {
         eprintln!("error: {}", error_chain(&e));
         code = ExitCode::from(2);

@@ -140,3 +140,54 @@ async fn medtech_ingest_processes_a_topic_and_commits_on_sigterm() {
     })
     .await;
 }
+
+/// Issue 19, defect 3: a run that fails (here the dead-letter file cannot be written) prints
+/// the summary of what it really did, not zeros.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn medtech_ingest_prints_what_was_done_when_the_run_fails() {
+    bounded(async {
+        let topic = "cli-fail";
+        let cluster = cluster(topic, 1);
+        let bootstrap = cluster.bootstrap_servers();
+        let producer = Producer::new(&bootstrap);
+        for i in 0..3u32 {
+            producer.send(topic, 0, Some("d1"), heart_rate("d1", i).as_bytes(), &[]);
+        }
+        // Its dead letter cannot be written (`/dev/full`): the run stops there.
+        producer.send(topic, 0, Some("d1"), b"<not json>", &[]);
+
+        let dir = scratch_dir();
+        std::fs::write(dir.join("device.json"), DEVICE).unwrap();
+        std::fs::write(dir.join("fhir.json"), FHIR).unwrap();
+        let out = dir.join("out.ndjson");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_medtech-ingest"));
+        cmd.args(["--bootstrap", &bootstrap, "--topic", topic])
+            .args(["--group", "cli-fail-group", "--batch-size", "1"])
+            .arg("--device-mapping")
+            .arg(dir.join("device.json"))
+            .arg("--fhir-mapping")
+            .arg(dir.join("fhir.json"))
+            .arg("--out")
+            .arg(&out)
+            .args(["--dead-letter", "/dev/full"])
+            .args(["-X", "session.timeout.ms=6000", "--idle-flush-ms", "200"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let output = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        let summary: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        assert_eq!(summary["messages"], 3, "{summary}");
+        assert_eq!(summary["persisted"], 3, "{summary}");
+        assert_eq!(summary["observationsCreated"], 3, "{summary}");
+        assert_eq!(lines(&out), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -106,21 +106,7 @@ pub(crate) fn harness() -> Harness {
 
 /// The heart-rate harness with the FHIR template's `periodInterval` (0, 60, 1440, -1).
 pub(crate) fn harness_with_period(period_interval: i64) -> Harness {
-    let device = DeviceMapping::from_json(
-        r#"{"templateType":"CollectionContent","template":[
-  {"templateType":"JsonPathContent","template":{"typeName":"heartrate","typeMatchExpression":"$..[?(@heartRate)]",
-   "deviceIdExpression":"$.deviceId","patientIdExpression":"$.patientId","timestampExpression":"$.endDate",
-   "values":[{"required":true,"valueExpression":"$.heartRate","valueName":"hr"}]}}]}"#,
-    )
-    .expect("device mapping");
-    let fhir = FhirMapping::from_json(
-        &r#"{"templateType":"CollectionFhir","template":[
-  {"templateType":"CodeValueFhir","template":{"typeName":"heartrate","periodInterval":PERIOD,
-   "codes":[{"code":"8867-4","system":"http://loinc.org"}],
-   "value":{"valueName":"hr","valueType":"Quantity","unit":"count/min","system":"http://unitsofmeasure.org","code":"/min"}}}]}"#
-            .replace("PERIOD", &period_interval.to_string()),
-    )
-    .expect("fhir mapping");
+    let (device, fhir) = mappings(period_interval);
     let sink = Arc::new(InMemorySink::new());
     let dead = Arc::new(InMemoryDeadLetters::new());
     let identities = IdentityResolver::new(
@@ -141,6 +127,26 @@ pub(crate) fn harness_with_period(period_interval: i64) -> Harness {
         sink,
         dead,
     }
+}
+
+/// The heart-rate device and FHIR mappings, with the FHIR template's `periodInterval`.
+pub(crate) fn mappings(period_interval: i64) -> (DeviceMapping, FhirMapping) {
+    let device = DeviceMapping::from_json(
+        r#"{"templateType":"CollectionContent","template":[
+  {"templateType":"JsonPathContent","template":{"typeName":"heartrate","typeMatchExpression":"$..[?(@heartRate)]",
+   "deviceIdExpression":"$.deviceId","patientIdExpression":"$.patientId","timestampExpression":"$.endDate",
+   "values":[{"required":true,"valueExpression":"$.heartRate","valueName":"hr"}]}}]}"#,
+    )
+    .expect("device mapping");
+    let fhir = FhirMapping::from_json(
+        &r#"{"templateType":"CollectionFhir","template":[
+  {"templateType":"CodeValueFhir","template":{"typeName":"heartrate","periodInterval":PERIOD,
+   "codes":[{"code":"8867-4","system":"http://loinc.org"}],
+   "value":{"valueName":"hr","valueType":"Quantity","unit":"count/min","system":"http://unitsofmeasure.org","code":"/min"}}}]}"#
+            .replace("PERIOD", &period_interval.to_string()),
+    )
+    .expect("fhir mapping");
+    (device, fhir)
 }
 
 /// `(partition, offset)` of an event, from its `SystemProperties`.

@@ -15,10 +15,11 @@ use crate::OBSERVATION_IDENTIFIER_SYSTEM;
 use crate::{Error, IdentityKind, Result};
 
 /// How often a transaction's writes are attempted when concurrent writers interfere (a stale
-/// `If-Match`, or a conditional create that found a resource created meanwhile). Each attempt is
-/// one `batch` (search) and at most one `transaction`, so a batch of messages costs at most
-/// `2 * MAX_ATTEMPTS` requests per [`FhirClientSink::with_max_transaction_entries`]
-/// Observations, besides identity resolution.
+/// `If-Match`, or a conditional create that found an existing resource). The first attempt is
+/// one `transaction` (no search: what this process wrote is known, anything else is created
+/// conditionally); each later one is a `batch` (search) and at most one `transaction`, so a batch
+/// of messages costs at most `2 * MAX_ATTEMPTS - 1` requests per
+/// [`FhirClientSink::with_max_transaction_entries`] Observations, besides identity resolution.
 pub const MAX_ATTEMPTS: u32 = 3;
 
 fn identifier(id: IdentifierRef<'_>) -> Identifier {
@@ -200,7 +201,13 @@ impl IdentityStore for FhirClientIdentityStore {
 pub struct FhirClientSink {
     client: FhirClient,
     max_entries: usize,
+    /// The Observations this sink wrote, by identifier value, as written (id and version
+    /// included): merged into and updated with `If-Match` without a search.
+    written: std::sync::Arc<quick_cache::sync::Cache<String, Observation>>,
 }
+
+/// How many written Observations a [`FhirClientSink`] remembers.
+const WRITTEN_CACHE_CAPACITY: usize = 10_000;
 
 /// The default most entries of one Observation transaction: what every server tested accepts.
 pub const DEFAULT_MAX_TRANSACTION_ENTRIES: usize = 8;
@@ -212,6 +219,7 @@ impl FhirClientSink {
         Self {
             client,
             max_entries: DEFAULT_MAX_TRANSACTION_ENTRIES,
+            written: std::sync::Arc::new(quick_cache::sync::Cache::new(WRITTEN_CACHE_CAPACITY)),
         }
     }
 
@@ -296,8 +304,8 @@ impl FhirSink for FhirClientSink {
 }
 
 impl FhirClientSink {
-    /// One search batch and transaction (retried on conflicts) for at most `max_entries`
-    /// Observations.
+    /// One transaction (retried on conflicts, then after a search batch) for at most
+    /// `max_entries` Observations.
     async fn persist_chunk(
         &self,
         pending: Vec<PendingObservation>,
@@ -317,17 +325,34 @@ impl FhirClientSink {
                     attempts: MAX_ATTEMPTS,
                 });
             }
-            let existing = self.find_existing(&pending).await?;
+            // First attempt without a search: an Observation this process wrote is merged into
+            // and updated with `If-Match` on its known version; any other is created
+            // conditionally, and one that exists already comes back `200` and is merged on the
+            // next attempt, after a search. A stale version fails the transaction (`412`), and the
+            // next attempt searches too.
+            let from_cache = attempts == 1;
+            let existing = if from_cache {
+                pending
+                    .iter()
+                    .map(|(_, p)| self.written.get(&p.identifier_value))
+                    .collect()
+            } else {
+                self.find_existing(&pending).await?
+            };
             let mut request = BatchRequest::new();
-            // For each transaction entry: the index in `pending` and whether it is a create.
-            let mut written: Vec<(usize, bool)> = Vec::new();
+            // For each transaction entry: the index in `pending`, whether it is a create, and
+            // the Observation sent.
+            let mut written: Vec<(usize, bool, Observation)> = Vec::new();
             for (i, ((slot, p), current)) in pending.iter().zip(&existing).enumerate() {
-                let entry = match current {
-                    None => BatchEntry::conditional_create(
-                        &p.observation,
-                        &Self::observation_criteria(&p.identifier_value),
-                    )
-                    .map_err(|e| fhir_error("Observation create", e))?,
+                let (entry, sent) = match current {
+                    None => (
+                        BatchEntry::conditional_create(
+                            &p.observation,
+                            &Self::observation_criteria(&p.identifier_value),
+                        )
+                        .map_err(|e| fhir_error("Observation create", e))?,
+                        p.observation.clone(),
+                    ),
                     Some(current) => {
                         let mut merged = mapper.merge(current, &p.group, &p.identity)?;
                         if &merged == current {
@@ -340,7 +365,7 @@ impl FhirClientSink {
                         merged.set_id(current.id().map(str::to_owned));
                         let entry = BatchEntry::update(&merged)
                             .map_err(|e| fhir_error("Observation update", e))?;
-                        match current
+                        let entry = match current
                             .meta
                             .as_ref()
                             .and_then(|m| m.version_id.as_ref())
@@ -348,44 +373,54 @@ impl FhirClientSink {
                         {
                             Some(version) => entry.with_if_match(version),
                             None => entry,
-                        }
+                        };
+                        (entry, merged)
                     }
                 };
                 request.push(entry);
-                written.push((i, current.is_none()));
+                written.push((i, current.is_none(), sent));
             }
             if written.is_empty() {
                 break;
             }
             let response = match self.client.transaction(&request).await {
                 Ok(r) => r.into_value(),
-                Err(ClientError::PreconditionFailed(_) | ClientError::Conflict(_)) => {
+                // A remembered Observation deleted since is `404`: search for it too.
+                Err(
+                    e @ (ClientError::PreconditionFailed(_)
+                    | ClientError::Conflict(_)
+                    | ClientError::NotFound(_)),
+                ) if from_cache || !e.is_not_found() => {
                     tracing::debug!(
                         attempt = attempts,
                         "Observation transaction conflicted; retrying"
                     );
-                    // Rolled back: retry everything that was to be written.
-                    let keep: Vec<usize> = written.iter().map(|(i, _)| *i).collect();
+                    // Rolled back: retry everything that was to be written, after a search, and
+                    // forget what this process knew of them.
+                    for (_, p) in &pending {
+                        self.written.remove(&p.identifier_value);
+                    }
+                    let keep: Vec<usize> = written.iter().map(|(i, _, _)| *i).collect();
                     pending = keep_only(pending, &keep);
                     continue;
                 }
                 Err(e) => return Err(fhir_error("Observation transaction", e)),
             };
             let mut retry = Vec::new();
-            for ((i, is_create), entry) in written.iter().zip(response.into_entries()) {
+            for ((i, is_create, sent), entry) in written.into_iter().zip(response.into_entries()) {
                 let entry = entry.map_err(|e| fhir_error("Observation transaction", e))?;
                 let status = entry.status().as_u16();
-                if *is_create && status == 200 {
-                    // The conditional create found an Observation written meanwhile: merge into it.
-                    retry.push(*i);
+                if is_create && status == 200 {
+                    // The conditional create found an existing Observation: merge into it.
+                    retry.push(i);
                     continue;
                 }
-                if *is_create {
+                if is_create {
                     report.created += 1;
                 } else {
                     report.updated += 1;
                 }
-                if let Some((slot, p)) = pending.get(*i) {
+                if let Some((slot, p)) = pending.get(i) {
                     if let Some(id) = ids.get_mut(*slot) {
                         *id = Some(
                             entry
@@ -393,6 +428,7 @@ impl FhirClientSink {
                                 .map_or_else(|| p.identifier_value.clone(), str::to_owned),
                         );
                     }
+                    self.remember(&p.identifier_value, sent, &entry);
                 }
             }
             pending = keep_only(pending, &retry);
@@ -400,6 +436,42 @@ impl FhirClientSink {
         report.ids = ids.into_iter().flatten().collect();
         Ok(report)
     }
+}
+
+impl FhirClientSink {
+    /// Remembers the Observation written for `identifier_value`: the server's copy when it
+    /// returned one, else the one sent with the id and version of the response. Without an id
+    /// and version it is forgotten (the next write searches).
+    fn remember(
+        &self,
+        identifier_value: &str,
+        sent: Observation,
+        entry: &carebridge_fhir_client::EntryResponse,
+    ) {
+        let known = entry
+            .resource_as::<Observation>()
+            .filter(|o| o.id().is_some() && version_of(o).is_some())
+            .or_else(|| {
+                let (id, version) = (entry.id()?, entry.version_id()?);
+                let mut o = sent;
+                o.set_id(Some(id.to_owned()));
+                o.meta.get_or_insert_with(Default::default).version_id = Some(version.into());
+                Some(o)
+            });
+        match known {
+            Some(o) => self.written.insert(identifier_value.to_owned(), o),
+            None => {
+                self.written.remove(identifier_value);
+            }
+        }
+    }
+}
+
+fn version_of(o: &Observation) -> Option<&str> {
+    o.meta
+        .as_ref()
+        .and_then(|m| m.version_id.as_ref())
+        .and_then(|v| v.as_str())
 }
 
 fn keep_only<T>(items: Vec<T>, keep: &[usize]) -> Vec<T> {

@@ -72,8 +72,8 @@ pub use identity::{
 pub use mapper::TransformMapper;
 pub use output::OUTPUT_FILE_MODE;
 pub use runner::{
-    Disposition, MessageOutcome, MessageTrace, Pipeline, PipelineOptions, RunSummary,
-    DEFAULT_BATCH_SIZE,
+    Disposition, MessageOutcome, MessageTrace, Pipeline, PipelineHealth, PipelineOptions,
+    RunSummary, DEFAULT_BATCH_SIZE,
 };
 pub use sink::{
     FhirSink, InMemorySink, NdjsonSink, ObservationMapper, PendingObservation, PersistReport,

@@ -1,9 +1,11 @@
 //! The runner: source -> normalize -> group -> identity -> build -> sink, with dead letters,
 //! acknowledgements, metrics, a per-message trace and a run summary.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -43,6 +45,20 @@ pub struct PipelineOptions {
     pub trace: bool,
     /// Options of the transform (value policies per type).
     pub transform: TransformOptions,
+    /// No new batch is taken while the oldest batch in flight has been running this long
+    /// (default 30 s): in-flight work is bounded by time as well as by
+    /// [`concurrency`](Self::concurrency), so a slow sink stops the intake (the source keeps
+    /// its group membership, see [`EventSource::keep_alive`]) instead of piling up work that a
+    /// rebalance would throw away.
+    pub max_in_flight_time: Duration,
+    /// The first wait before a batch that failed transiently ([`Error::is_transient`]: the FHIR
+    /// server down, a reset, a `5xx`) is tried again (default 1 s); it doubles on every failure
+    /// up to [`max_retry_backoff`](Self::max_retry_backoff). Such a batch is retried until it
+    /// succeeds or the source stops ([`EventSource::is_stopping`]); meanwhile the pipeline
+    /// reports not ready ([`PipelineHealth`]).
+    pub retry_backoff: Duration,
+    /// The longest wait between two tries of a batch (default 30 s).
+    pub max_retry_backoff: Duration,
 }
 
 impl Default for PipelineOptions {
@@ -52,6 +68,9 @@ impl Default for PipelineOptions {
             batch_size: DEFAULT_BATCH_SIZE,
             trace: false,
             transform: TransformOptions::default(),
+            max_in_flight_time: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+            max_retry_backoff: Duration::from_secs(30),
         }
     }
 }
@@ -181,6 +200,40 @@ impl fmt::Display for RunSummary {
     }
 }
 
+/// Whether a [`Pipeline`] is making progress: not ready while a batch waits to retry a
+/// transient sink failure (the FHIR server down), ready again once a batch is written. Cheap to
+/// clone; hand it to a readiness probe. Also exported as the gauge `medtech_ready` (1 or 0).
+#[derive(Debug, Clone)]
+pub struct PipelineHealth {
+    ready: Arc<AtomicBool>,
+}
+
+impl Default for PipelineHealth {
+    fn default() -> Self {
+        Self {
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+impl PipelineHealth {
+    /// Whether the pipeline can write: `false` while a batch is retrying a transient failure.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, ready: bool) {
+        if self.ready.swap(ready, Ordering::Relaxed) != ready {
+            if ready {
+                tracing::info!("the sink is writing again: ready");
+            } else {
+                tracing::warn!("the sink fails transiently: not ready, retrying with backoff");
+            }
+        }
+        metrics::gauge!("medtech_ready").set(if ready { 1.0 } else { 0.0 });
+    }
+}
+
 /// The MedTech pipeline over an [`EventSource`], a [`FhirSink`] and a [`DeadLetterSink`].
 ///
 /// Metrics (the `metrics` crate; install a recorder to export them):
@@ -196,6 +249,7 @@ pub struct Pipeline {
     sink: Arc<dyn FhirSink>,
     dead_letters: Arc<dyn DeadLetterSink>,
     options: PipelineOptions,
+    health: PipelineHealth,
 }
 
 impl fmt::Debug for Pipeline {
@@ -236,7 +290,13 @@ impl Pipeline {
             sink,
             dead_letters,
             options,
+            health: PipelineHealth::default(),
         })
+    }
+
+    /// The readiness of this pipeline (shared by its clones).
+    pub fn health(&self) -> PipelineHealth {
+        self.health.clone()
     }
 
     /// Replaces the Observation builder (for example to add identifiers or profiles).
@@ -264,46 +324,77 @@ impl Pipeline {
     {
         let mut summary = RunSummary::default();
         // Declared before `inflight`, whose batches borrow it.
-        let turns = Turns::default();
+        let control = RunControl::default();
         let mut inflight = FuturesOrdered::new();
+        // When each batch in flight started, oldest first.
+        let mut started: VecDeque<Instant> = VecDeque::new();
         let mut next_ticket = 0u64;
         let mut ended = false;
         let concurrency = self.options.concurrency.max(1);
         let batch_size = self.options.batch_size.max(1);
+        let max_time = self.options.max_in_flight_time;
         loop {
-            while !ended && inflight.len() < concurrency {
-                match source.next_event().await? {
-                    Some(event) => {
-                        let mut batch = vec![event];
-                        while batch.len() < batch_size {
-                            match source.try_next_event()? {
-                                Some(event) => batch.push(event),
-                                None => break,
-                            }
-                        }
-                        let turn = Turn {
-                            turns: &turns,
-                            ticket: next_ticket,
-                        };
-                        next_ticket += 1;
-                        let span = batch_span(&batch);
-                        inflight.push_back(
-                            self.process_batch_inner(batch, Some(turn)).instrument(span),
-                        );
-                    }
-                    None => ended = true,
-                }
-            }
-            let Some(result) = inflight.next().await else {
+            let intake = !ended
+                && inflight.len() < concurrency
+                && started.front().is_none_or(|t| t.elapsed() < max_time);
+            if !intake && inflight.is_empty() {
                 break;
-            };
-            let outcomes = result?;
-            if let Some(last) = outcomes.last() {
-                source.ack(last.position).await?;
             }
-            for outcome in &outcomes {
-                summary.record(outcome);
-                on_message(outcome, &summary);
+            // Batches in flight progress while the source is read or kept alive; a finished
+            // batch comes first, so acknowledgements are never held back.
+            let step = if intake {
+                tokio::select! {
+                    biased;
+                    r = inflight.next(), if !inflight.is_empty() => Step::Done(r),
+                    r = source.next_event() => Step::Event(r?),
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    r = inflight.next() => Step::Done(r),
+                    r = source.keep_alive() => {
+                        r?;
+                        Step::Tick
+                    }
+                }
+            };
+            if source.is_stopping() {
+                control.stop();
+            }
+            match step {
+                Step::Event(Some(event)) => {
+                    let mut batch = vec![event];
+                    while batch.len() < batch_size {
+                        match source.try_next_event()? {
+                            Some(event) => batch.push(event),
+                            None => break,
+                        }
+                    }
+                    let turn = Turn {
+                        turns: &control.turns,
+                        ticket: next_ticket,
+                    };
+                    next_ticket += 1;
+                    let span = batch_span(&batch);
+                    started.push_back(Instant::now());
+                    inflight.push_back(
+                        self.process_batch_retrying(batch, turn, &control)
+                            .instrument(span),
+                    );
+                }
+                Step::Event(None) => ended = true,
+                Step::Done(Some(result)) => {
+                    started.pop_front();
+                    let outcomes = result?;
+                    if let Some(last) = outcomes.last() {
+                        source.ack(last.position).await?;
+                    }
+                    for outcome in &outcomes {
+                        summary.record(outcome);
+                        on_message(outcome, &summary);
+                    }
+                }
+                Step::Done(None) | Step::Tick => {}
             }
         }
         tracing::info!(
@@ -351,12 +442,46 @@ impl Pipeline {
             .await
     }
 
+    /// Processes a batch of a run, trying it again with backoff while it fails transiently
+    /// (see [`PipelineOptions::retry_backoff`]), until the run stops.
+    async fn process_batch_retrying(
+        &self,
+        events: Vec<SourceEvent>,
+        turn: Turn<'_>,
+        control: &RunControl,
+    ) -> Result<Vec<MessageOutcome>> {
+        let mut backoff = self.options.retry_backoff;
+        loop {
+            // Writes are idempotent (conditional creates, merges), so a batch partly written
+            // before the failure is written again without duplicates.
+            match self.process_batch_inner(events.clone(), Some(&turn)).await {
+                Err(e) if e.is_transient() && !control.is_stopping() => {
+                    self.health.set(false);
+                    tracing::warn!(
+                        error = %e,
+                        retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                        "transient failure; the batch is tried again"
+                    );
+                    control.sleep(backoff).await;
+                    backoff = backoff
+                        .saturating_mul(2)
+                        .min(self.options.max_retry_backoff.max(backoff));
+                }
+                Err(e) => return Err(e),
+                Ok(outcomes) => {
+                    self.health.set(true);
+                    return Ok(outcomes);
+                }
+            }
+        }
+    }
+
     /// With a `turn`, the batch writes (and writes its dead letters) only after every earlier
     /// batch of the run has.
     async fn process_batch_inner(
         &self,
         events: Vec<SourceEvent>,
-        turn: Option<Turn<'_>>,
+        turn: Option<&Turn<'_>>,
     ) -> Result<Vec<MessageOutcome>> {
         let mut slots: Vec<Slot> = Vec::with_capacity(events.len());
         let mut batch: Vec<(usize, Measurement)> = Vec::new();
@@ -383,7 +508,7 @@ impl Pipeline {
             }
         }
         // Writes in batch order: later batches of a run hold the same device windows.
-        if let Some(t) = &turn {
+        if let Some(t) = turn {
             t.wait().await;
         }
         // Groups can share an identifier (`Single` windows within one second): persist them in
@@ -659,6 +784,49 @@ fn batch_span(events: &[SourceEvent]) -> tracing::Span {
         first = events.first().map(|e| e.position),
         messages = events.len()
     )
+}
+
+/// One step of [`Pipeline::run`]'s loop.
+enum Step {
+    /// The source gave an event, or ended (`None`).
+    Event(Option<SourceEvent>),
+    /// The oldest batch in flight finished.
+    Done(Option<Result<Vec<MessageOutcome>>>),
+    /// The source's keep-alive returned, to be called again.
+    Tick,
+}
+
+/// What the batches of one run share: their write order, and whether the run is stopping.
+#[derive(Default)]
+struct RunControl {
+    turns: Turns,
+    stopping: AtomicBool,
+    stopped: tokio::sync::Notify,
+}
+
+impl RunControl {
+    fn stop(&self) {
+        if !self.stopping.swap(true, Ordering::Relaxed) {
+            self.stopped.notify_waiters();
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps for `d`, or less if the run stops meanwhile.
+    async fn sleep(&self, d: Duration) {
+        // Registered before the check, so a `stop` in between is not missed.
+        let stopped = self.stopped.notified();
+        if self.is_stopping() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(d) => {}
+            () = stopped => {}
+        }
+    }
 }
 
 /// The order in which the batches of one run write: batch `n` writes once `current` is `n`.

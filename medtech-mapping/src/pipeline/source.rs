@@ -175,6 +175,29 @@ pub trait EventSource: Send {
     fn try_next_event(&mut self) -> Result<Option<SourceEvent>> {
         Ok(None)
     }
+
+    /// Serves the source while the pipeline waits on its sink and takes no new event: the
+    /// pipeline polls it alongside the batches in flight, and drops it (unfinished) as soon as a
+    /// batch finishes. It must be cancel-safe, and may return (`Ok`) at any time to be called
+    /// again.
+    ///
+    /// A broker consumer keeps its group membership here: it pauses its partitions and keeps
+    /// polling, so a slow sink never makes it miss `max.poll.interval.ms`; events it receives
+    /// meanwhile are kept for [`next_event`](EventSource::next_event). The default has nothing
+    /// to serve and never returns.
+    ///
+    /// # Errors
+    /// As [`next_event`](EventSource::next_event): a failure that must stop the run.
+    fn keep_alive(&mut self) -> impl Future<Output = Result<()>> + Send {
+        std::future::pending()
+    }
+
+    /// Whether the source was asked to stop (a shutdown signal). The pipeline then gives up
+    /// retrying writes that fail transiently, so the run ends and its unacknowledged events are
+    /// delivered again later. The default is never.
+    fn is_stopping(&self) -> bool {
+        false
+    }
 }
 
 /// Polls `future` once without a real waker: its output if it is ready now.

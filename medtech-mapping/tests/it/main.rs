@@ -5,6 +5,8 @@
     reason = "test helpers fail loudly on broken fixtures"
 )]
 
+#[cfg(feature = "pipeline")]
+mod backpressure;
 #[cfg(feature = "cli")]
 mod cli;
 #[cfg(feature = "pipeline")]

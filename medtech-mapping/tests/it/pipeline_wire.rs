@@ -29,7 +29,7 @@ fn body(req: &Request) -> Value {
 }
 
 #[tokio::test]
-async fn a_new_message_costs_conditional_creates_one_search_batch_and_one_transaction() {
+async fn a_new_message_costs_conditional_creates_and_one_transaction_without_search() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/fhir/Patient"))
@@ -56,7 +56,7 @@ async fn a_new_message_costs_conditional_creates_one_search_batch_and_one_transa
             "resourceType": "Bundle", "type": "batch-response",
             "entry": [{"resource": {"resourceType": "Bundle", "type": "searchset", "total": 0},
                        "response": {"status": "200 OK"}}]})))
-        .expect(1)
+        .expect(0)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
@@ -90,18 +90,11 @@ async fn a_new_message_costs_conditional_creates_one_search_batch_and_one_transa
     assert_eq!(summary.observations_created, 1);
 
     let requests = server.received_requests().await.unwrap();
-    let batch = requests
-        .iter()
-        .map(body)
-        .find(|b| b["type"] == "batch")
-        .unwrap();
-    let expected_identifier = "P1.D1.heartrate.20240501081000Z.20240501081000Z";
-    let search_url = batch["entry"][0]["request"]["url"].as_str().unwrap();
     assert!(
-        search_url.starts_with("Observation?identifier="),
-        "{search_url}"
+        requests.iter().map(body).all(|b| b["type"] != "batch"),
+        "no search before a conditional create"
     );
-    assert_eq!(batch["entry"][0]["request"]["method"], "GET");
+    let expected_identifier = "P1.D1.heartrate.20240501081000Z.20240501081000Z";
     let tx = requests
         .iter()
         .map(body)
@@ -150,7 +143,8 @@ async fn an_existing_observation_is_merged_and_updated_with_if_match() {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "resourceType": "Bundle", "type": "transaction-response",
             "entry": [{"response": {"status": "200 OK", "location": "Observation/O7/_history/5"}}]})))
-        .expect(1)
+        // The conditional create finds it (`200`), then the merge is written.
+        .expect(2)
         .mount(&server)
         .await;
     let store = Arc::new(carebridge_medtech_mapping::pipeline::InMemoryIdentityStore::new());
@@ -175,6 +169,7 @@ async fn an_existing_observation_is_merged_and_updated_with_if_match() {
     let requests = server.received_requests().await.unwrap();
     let tx = requests
         .iter()
+        .rev()
         .map(body)
         .find(|b| b["type"] == "transaction")
         .unwrap();
@@ -184,4 +179,73 @@ async fn an_existing_observation_is_merged_and_updated_with_if_match() {
     assert_eq!(entry["request"]["ifMatch"], "W/\"4\"");
     assert_eq!(entry["resource"]["status"], "amended");
     assert_eq!(entry["resource"]["valueQuantity"]["value"], 72);
+}
+
+/// Issue 19, defect 4: an Observation this process wrote is merged into and updated with
+/// `If-Match` on the version it wrote, in one transaction and without a search.
+#[tokio::test]
+async fn a_window_this_process_wrote_is_updated_without_a_search() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/fhir"))
+        .and(|r: &Request| body(r)["type"] == "batch")
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/fhir"))
+        .and(|r: &Request| {
+            let b = body(r);
+            b["type"] == "transaction" && b["entry"][0]["request"]["method"] == "POST"
+        })
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "resourceType": "Bundle", "type": "transaction-response",
+            "entry": [{"response": {"status": "201 Created", "location": "Observation/O1/_history/1"}}]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/fhir"))
+        .and(|r: &Request| {
+            let b = body(r);
+            b["type"] == "transaction" && b["entry"][0]["request"]["method"] == "PUT"
+        })
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "resourceType": "Bundle", "type": "transaction-response",
+            "entry": [{"response": {"status": "200 OK", "location": "Observation/O1/_history/2"}}]})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let store = Arc::new(carebridge_medtech_mapping::pipeline::InMemoryIdentityStore::new());
+    let p = Pipeline::new(
+        &DeviceMapping::from_json(DEVICE_MAPPING).unwrap(),
+        FhirMapping::from_json(FHIR_MAPPING).unwrap(),
+        IdentityResolver::new(store, IdentityOptions::default()),
+        Arc::new(FhirClientSink::new(client(&server))),
+        Arc::new(InMemoryDeadLetters::new()),
+        PipelineOptions::default(),
+    )
+    .unwrap();
+    // Blood pressure has hourly windows: three messages of one hour, each its own run.
+    let mut counts = Vec::new();
+    for minute in [10, 20, 30] {
+        let mut source = InMemorySource::new(vec![json!({"deviceId": "cuff-1",
+            "patientId": "patient-a", "endDate": format!("2024-05-01T08:{minute}:00Z"),
+            "systolic": 100 + minute, "diastolic": 80})]);
+        let s = p.run(&mut source, |_, _| {}).await.unwrap();
+        counts.push((s.observations_created, s.observations_updated));
+    }
+    assert_eq!(counts, vec![(1, 0), (0, 1), (0, 1)]);
+    let requests = server.received_requests().await.unwrap();
+    let puts: Vec<Value> = requests
+        .iter()
+        .map(body)
+        .filter(|b| b["entry"][0]["request"]["method"] == "PUT")
+        .collect();
+    assert_eq!(puts[0]["entry"][0]["request"]["url"], "Observation/O1");
+    assert_eq!(puts[0]["entry"][0]["request"]["ifMatch"], "W/\"1\"");
+    // The second update merges into the first one's result, at the version it wrote.
+    assert_eq!(puts[1]["entry"][0]["request"]["ifMatch"], "W/\"2\"");
+    assert_eq!(requests.len(), 3, "one request per message: no search");
 }
