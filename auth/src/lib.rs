@@ -69,8 +69,3 @@ pub use client_credentials::{AuthStyle, ClientCredentials, ClientCredentialsBuil
 pub use error::{Error, OAuthError, OAuthErrorCode, Result, Step};
 pub use secrecy::SecretString;
 pub use token::{AccessToken, StaticToken, TokenProvider};
-
-/// The README's code blocks, compiled and run as doc tests so that none of them can rot.
-#[doc = include_str!("../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

@@ -90,8 +90,3 @@ pub use request::{
 pub use response::{DeviceContent, DeviceInfo, InboundResponse};
 pub use trigger::{IdempotencyKey, Trigger, TriggerContext, TriggerSource};
 pub use vendor::{dispatch, DeviceVendor, VendorAck, VendorError, VendorOutcome};
-
-/// The README's code blocks, compiled and run as doc tests so that none of them can rot.
-#[doc = include_str!("../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

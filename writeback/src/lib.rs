@@ -119,8 +119,3 @@ pub use log::{
 pub use provenance::ProvenanceSettings;
 #[cfg(feature = "sql")]
 pub use sql::SqlStateStore;
-
-/// The README's code blocks, compiled and run as doc tests so that none of them can rot.
-#[doc = include_str!("../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
