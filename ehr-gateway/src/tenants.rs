@@ -292,17 +292,13 @@ pub(crate) fn parse_base(what: &'static str, raw: &str) -> Result<Url> {
 
 /// `https`, or `http` to a loopback host, or `http` anywhere when allowed.
 pub(crate) fn check_https(what: &'static str, url: &Url, allow_insecure_http: bool) -> Result<()> {
-    if url.scheme() == "https" || allow_insecure_http || is_loopback(url) {
+    if url.scheme() == "https" || allow_insecure_http || carebridge_http::is_loopback(url) {
         return Ok(());
     }
     Err(Error::InsecureUrl {
         what,
         host: url.host_str().unwrap_or_default().to_owned(),
     })
-}
-
-fn is_loopback(url: &Url) -> bool {
-    carebridge_http::is_loopback(url)
 }
 
 #[cfg(test)]

@@ -19,7 +19,9 @@ pub const DEFAULT_MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 /// endpoint policy, body limits, and optionally the caller's own `reqwest::Client`.
 ///
 /// Every field has a default; write `ClientOptions { timeout: Some(…), ..Default::default() }`.
-#[derive(Clone, Debug, Default)]
+/// `Debug` says only whether a caller's client is set: its configuration can hold proxy
+/// credentials.
+#[derive(Clone, Default)]
 pub struct ClientOptions {
     /// Retry, throttling and the time budget of one call.
     pub retry: RetryOptions,
@@ -44,6 +46,24 @@ pub struct ClientOptions {
     /// `Authorization` header can follow a redirect. Timeouts per attempt and the `User-Agent`
     /// are still set per request.
     pub http_client: Option<reqwest::Client>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("user_agent_suffix", &self.user_agent_suffix)
+            .field("insecure_http", &self.insecure_http)
+            .field("max_response_body", &self.max_response_body)
+            .field(
+                "http_client",
+                &self.http_client.as_ref().map(|_| "<caller's client>"),
+            )
+            .finish()
+    }
 }
 
 impl ClientOptions {

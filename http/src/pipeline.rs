@@ -168,7 +168,9 @@ impl Request {
 }
 
 /// The final answer to a request, after retries: any status, the client maps it.
-#[derive(Debug)]
+///
+/// `Debug` shows the status, the header names, the body's length and the retry facts; never
+/// header values (cookies, tokens) or the body (patient data).
 #[non_exhaustive]
 pub struct Response {
     /// The status.
@@ -183,6 +185,18 @@ pub struct Response {
     pub retry_after: Option<Duration>,
     /// How many times the request was sent again.
     pub resend_count: u32,
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_len", &self.body.len())
+            .field("retry_after", &self.retry_after)
+            .field("resend_count", &self.resend_count)
+            .finish()
+    }
 }
 
 /// Why the pipeline returned no response.

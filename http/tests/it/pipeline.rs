@@ -435,3 +435,36 @@ async fn a_callers_client_and_user_agent_are_used() {
         204
     );
 }
+
+#[tokio::test]
+async fn debug_of_responses_and_options_shows_no_body_header_values_or_client() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("set-cookie", "session=sup3r-s3cret")
+                .set_body_string(r#"{"name":"Jane Doe"}"#),
+        )
+        .mount(&server)
+        .await;
+    let opts = ClientOptions {
+        http_client: Some(reqwest::Client::new()),
+        ..options(Duration::from_secs(1))
+    };
+    let shown_options = format!("{opts:?}");
+    assert!(
+        shown_options.contains("<caller's client>"),
+        "{shown_options}"
+    );
+    let pipeline = Pipeline::new("test/1", &opts).unwrap();
+    let response = pipeline.send(&get(&server), &NoAuth).await.unwrap();
+    let shown = format!("{response:?}");
+    assert!(
+        !shown.contains("Jane") && !shown.contains("sup3r-s3cret"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("set-cookie") && shown.contains("body_len"),
+        "{shown}"
+    );
+}
