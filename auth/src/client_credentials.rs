@@ -33,11 +33,16 @@ type OAuthClient =
 
 /// How the client authenticates to the token endpoint
 /// ([RFC 6749 §2.3.1](https://www.rfc-editor.org/rfc/rfc6749#section-2.3.1)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// In configuration files (see [`ClientCredentialsConfig`](crate::ClientCredentialsConfig))
+/// it is written `basic` or `request_body`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AuthStyle {
     /// `Authorization: Basic base64(urlencode(client_id):urlencode(secret))` (`client_secret_basic`),
     /// which every OAuth 2.0 server must support. The default.
     #[default]
+    #[serde(rename = "basic", alias = "basic_auth")]
     BasicAuth,
     /// `client_id` and `client_secret` in the form body (`client_secret_post`), as Microsoft Entra ID
     /// documents and as the Teams Patients app partners expect.

@@ -112,6 +112,19 @@ pub enum Error {
         source: carebridge_http::TransportError,
     },
 
+    /// A configured secret could not be read from its [`SecretSource`](crate::SecretSource)
+    /// (an unset variable, an unreadable or empty file), or none was configured.
+    #[error("{reason}")]
+    Secret {
+        /// What is wrong (names the variable or file, never the secret).
+        reason: String,
+        /// The file that could not be read, if any.
+        path: Option<std::path::PathBuf>,
+        /// The I/O error reading it, if any.
+        #[source]
+        source: Option<Arc<std::io::Error>>,
+    },
+
     /// A custom [`TokenProvider`](crate::TokenProvider) (for example a
     /// [`TokenCallback`](crate::TokenCallback)) failed.
     #[error("token provider failed: {reason}")]
@@ -210,6 +223,16 @@ impl fmt::Debug for Error {
                 .debug_struct("Transport")
                 .field("step", step)
                 .field("source", source)
+                .finish(),
+            Self::Secret {
+                reason,
+                path,
+                source,
+            } => f
+                .debug_struct("Secret")
+                .field("reason", reason)
+                .field("path", path)
+                .field("io", &source.as_ref().map(|e| e.kind()))
                 .finish(),
             Self::Provider { reason, source } => f
                 .debug_struct("Provider")
@@ -390,9 +413,10 @@ mod tests {
             Error::Timeout { .. } => 8,
             Error::Transport { .. } => 9,
             Error::Provider { .. } => 10,
+            Error::Secret { .. } => 11,
         }
     }
-    const VARIANTS: usize = 11;
+    const VARIANTS: usize = 12;
 
     /// A provider's own error: a clean message, and a `Debug` that shows patient data.
     #[derive(Debug)]
@@ -478,6 +502,9 @@ mod tests {
                     patient: "Jane <jane.doe@example.com>",
                 },
             ),
+            crate::SecretSource::File("/nonexistent/carebridge/secret".into())
+                .read()
+                .unwrap_err(),
         ]
     }
 

@@ -11,6 +11,8 @@
 //! - [`TokenCache`]: reuse tokens until shortly before expiry, one request per scope set at a
 //!   time, for any provider.
 //! - [`StaticToken`] and [`TokenCallback`] for tokens obtained elsewhere.
+//! - [`ClientCredentialsConfig`] and [`SecretSource`]: client-credentials settings as
+//!   configuration files write them, converted into a [`ClientCredentials`] builder.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -56,6 +58,7 @@ mod bearer;
 mod cache;
 mod callback;
 mod client_credentials;
+mod config;
 pub mod entra;
 mod error;
 mod http;
@@ -66,6 +69,7 @@ pub use bearer::Bearer;
 pub use cache::{TokenCache, DEFAULT_REFRESH_MARGIN};
 pub use callback::TokenCallback;
 pub use client_credentials::{AuthStyle, ClientCredentials, ClientCredentialsBuilder};
+pub use config::{ClientCredentialsConfig, SecretSource};
 pub use error::{Error, OAuthError, OAuthErrorCode, Result, Step};
 pub use secrecy::SecretString;
 pub use token::{AccessToken, StaticToken, TokenProvider};

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use carebridge_auth::{AuthStyle, ClientCredentials, SecretString, StaticToken, TokenProvider};
+use carebridge_auth::{
+    ClientCredentialsConfig, SecretSource, SecretString, StaticToken, TokenProvider,
+};
 use serde::Deserialize;
 use url::Url;
 
@@ -18,55 +20,34 @@ use crate::{
 /// Configuration files larger than this are refused.
 const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Where a secret comes from: never the configuration file itself.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum SecretSource {
-    /// `{"env": "NAME"}`: an environment variable.
-    Env(String),
-    /// `{"file": "path"}`: a file (relative to the configuration file), trailing newline
-    /// trimmed; e.g. a mounted Kubernetes or Docker secret.
-    File(PathBuf),
+/// Reads a secret named in the configuration file.
+///
+/// The gateway takes secrets only from `{"env": "NAME"}` or `{"file": "path"}`, never from the
+/// configuration file itself: [`FileConfig::load`] refuses an inline secret.
+///
+/// # Errors
+/// [`Error::InvalidConfiguration`] if the variable is unset or empty, the file is empty or the
+/// secret is missing; [`Error::Io`] if the file cannot be read.
+pub fn read_secret(source: &SecretSource) -> Result<SecretString> {
+    source.read().map_err(|e| match e {
+        carebridge_auth::Error::Secret {
+            path: Some(path),
+            source: Some(io),
+            ..
+        } => Error::io("read", path, std::io::Error::new(io.kind(), io.to_string())),
+        other => Error::config(other.to_string()),
+    })
 }
 
-impl SecretSource {
-    /// Reads the secret.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfiguration`] if the variable is unset or empty or the file is
-    /// empty; [`Error::Io`] if the file cannot be read.
-    pub fn read(&self) -> Result<SecretString> {
-        let value = match self {
-            Self::Env(name) => std::env::var(name)
-                .map_err(|_| Error::config(format!("environment variable `{name}` is not set")))?,
-            Self::File(path) => {
-                std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?
-            }
-        };
-        let trimmed = value.trim_end_matches(['\r', '\n']);
-        if trimmed.is_empty() {
-            return Err(Error::config(format!(
-                "the secret from {} is empty",
-                self.describe()
-            )));
-        }
-        Ok(SecretString::from(trimmed.to_owned()))
+/// Refuses a secret written in the configuration file itself.
+fn refuse_inline(source: &SecretSource, what: &str) -> Result<()> {
+    if source.is_inline() {
+        return Err(Error::config(format!(
+            "`{what}` must be {{\"env\": \"NAME\"}} or {{\"file\": \"path\"}}: \
+             secrets are never written in the configuration file"
+        )));
     }
-
-    fn describe(&self) -> String {
-        match self {
-            Self::Env(name) => format!("environment variable `{name}`"),
-            Self::File(path) => format!("file `{}`", path.display()),
-        }
-    }
-
-    fn resolve(&mut self, dir: &Path) {
-        if let Self::File(path) = self {
-            if path.is_relative() {
-                *path = dir.join(&*path);
-            }
-        }
-    }
+    Ok(())
 }
 
 /// How the gateway authenticates to a provider.
@@ -81,32 +62,9 @@ pub enum ProviderAuth {
         token: SecretSource,
     },
     /// OAuth 2.0 client credentials at the provider's authorization server (e.g. Entra ID for
-    /// Azure Health Data Services).
-    ClientCredentials {
-        /// The token endpoint.
-        token_url: String,
-        /// The gateway's client id at the provider.
-        client_id: String,
-        /// Its secret.
-        client_secret: SecretSource,
-        /// Scopes to request (e.g. `https://x.fhir.azurehealthcareapis.com/.default`).
-        #[serde(default)]
-        scopes: Vec<String>,
-        /// `basic` (default) or `request_body`.
-        #[serde(default)]
-        auth_style: AuthStyleConfig,
-    },
-}
-
-/// [`AuthStyle`] in the configuration file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthStyleConfig {
-    /// HTTP Basic.
-    #[default]
-    Basic,
-    /// Form fields.
-    RequestBody,
+    /// Azure Health Data Services): `token_url`, `client_id`, `client_secret` (`{"env": …}` or
+    /// `{"file": …}`), `scopes` and `auth_style` (`basic`, the default, or `request_body`).
+    ClientCredentials(ClientCredentialsConfig),
 }
 
 /// One tenant's provider.
@@ -145,7 +103,7 @@ impl RateLimitConfig {
 #[cfg(feature = "sql")]
 async fn open_database(source: &SecretSource) -> Result<Arc<dyn ClientStore>> {
     use secrecy::ExposeSecret;
-    let location = source.read()?;
+    let location = read_secret(source)?;
     Ok(Arc::new(
         crate::SqlClientStore::open(location.expose_secret()).await?,
     ))
@@ -267,7 +225,7 @@ impl FileConfig {
                     *file = dir.join(&*file);
                 }
             }
-            (None, Some(database)) => database.resolve(dir),
+            (None, Some(database)) => database.resolve_relative_to(dir),
             (Some(_), Some(_)) => {
                 return Err(Error::config(
                     "name either `clients_file` or `clients_database`, not both",
@@ -279,12 +237,24 @@ impl FileConfig {
                 ))
             }
         }
-        config.signing_key.resolve(dir);
+        if let Some(database) = &config.clients_database {
+            refuse_inline(database, "clients_database")?;
+        }
+        refuse_inline(&config.signing_key, "signing_key")?;
+        config.signing_key.resolve_relative_to(dir);
         for provider in config.tenants.values_mut() {
             match &mut provider.auth {
                 ProviderAuth::None => {}
-                ProviderAuth::Bearer { token } => token.resolve(dir),
-                ProviderAuth::ClientCredentials { client_secret, .. } => client_secret.resolve(dir),
+                ProviderAuth::Bearer { token } => {
+                    refuse_inline(token, "auth.token")?;
+                    token.resolve_relative_to(dir);
+                }
+                ProviderAuth::ClientCredentials(credentials) => {
+                    if let Some(secret) = &credentials.client_secret {
+                        refuse_inline(secret, "auth.client_secret")?;
+                    }
+                    credentials.resolve_relative_to(dir);
+                }
             }
         }
         Ok(config)
@@ -315,7 +285,7 @@ impl FileConfig {
     /// [`Error::InvalidUrl`]/[`Error::InsecureUrl`] for unusable URLs,
     /// [`Error::UpstreamCredential`] for invalid client-credentials settings.
     pub fn build(&self, clients: Arc<dyn ClientStore>) -> Result<GatewayConfig> {
-        let signing_key = SigningKey::hs256(self.signing_key.read()?)?;
+        let signing_key = SigningKey::hs256(read_secret(&self.signing_key)?)?;
         let tenants =
             TenantRouter::new().with_insecure_http_allowed(self.allow_insecure_http_providers);
         for (tenant, provider) in &self.tenants {
@@ -385,29 +355,31 @@ impl FileConfig {
             ProviderAuth::None => Provider::without_auth(&config.fhir_base_url)?,
             ProviderAuth::Bearer { token } => Provider::new(
                 &config.fhir_base_url,
-                Arc::new(StaticToken::new(token.read()?)),
+                Arc::new(StaticToken::new(read_secret(token)?)),
             )?,
-            ProviderAuth::ClientCredentials {
-                token_url,
-                client_id,
-                client_secret,
-                scopes,
-                auth_style,
-            } => {
-                let secret = client_secret.read()?;
+            ProviderAuth::ClientCredentials(credentials) => {
+                let secret = match credentials.secret_source() {
+                    Some(source) => read_secret(&source)?,
+                    None => {
+                        return Err(Error::config(
+                            "`auth.client_secret` is required for client credentials",
+                        ))
+                    }
+                };
                 let credential: Arc<dyn TokenProvider> = Arc::new(
-                    ClientCredentials::builder(token_url.as_str(), client_id.as_str(), secret)
-                        .with_scopes(scopes.iter().map(String::as_str))
-                        .with_auth_style(match auth_style {
-                            AuthStyleConfig::Basic => AuthStyle::BasicAuth,
-                            AuthStyleConfig::RequestBody => AuthStyle::RequestBody,
-                        })
-                        .with_insecure_http_allowed(self.allow_insecure_http_providers)
-                        .build()
-                        .map_err(|source| Error::UpstreamCredential {
-                            tenant: tenant.to_string(),
-                            source,
-                        })?,
+                    ClientCredentialsConfig {
+                        client_secret: Some(SecretSource::Inline(secret)),
+                        ..credentials.clone()
+                    }
+                    .to_builder()
+                    .and_then(|b| {
+                        b.with_insecure_http_allowed(self.allow_insecure_http_providers)
+                            .build()
+                    })
+                    .map_err(|source| Error::UpstreamCredential {
+                        tenant: tenant.to_string(),
+                        source,
+                    })?,
                 );
                 Provider::new(&config.fhir_base_url, credential)?
             }

@@ -107,9 +107,7 @@ pub use clients::{
 };
 pub use config::{GatewayConfig, GatewayOptions, RateLimit, DEFAULT_TOKEN_LIFETIME};
 pub use error::{Error, Result};
-pub use file_config::{
-    AuthStyleConfig, FileConfig, ProviderAuth, ProviderConfig, RateLimitConfig, SecretSource,
-};
+pub use file_config::{read_secret, FileConfig, ProviderAuth, ProviderConfig, RateLimitConfig};
 pub use gateway::Gateway;
 pub use jwt::{AccessTokenClaims, SigningKey, MIN_SIGNING_KEY_BYTES};
 pub use metadata::{

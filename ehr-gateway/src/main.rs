@@ -324,8 +324,10 @@ async fn import_registry(config: &std::path::Path, from: PathBuf) -> Result<(), 
         }
         .into());
     };
-    let target =
-        carebridge_ehr_gateway::SqlClientStore::open(database.read()?.expose_secret()).await?;
+    let target = carebridge_ehr_gateway::SqlClientStore::open(
+        carebridge_ehr_gateway::read_secret(database)?.expose_secret(),
+    )
+    .await?;
     let source = carebridge_ehr_gateway::JsonFileClientStore::new(from);
     let mut imported = Vec::new();
     let mut skipped = Vec::new();

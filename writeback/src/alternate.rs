@@ -107,7 +107,7 @@ impl AlternateEndpoint {
     /// [`Error::InvalidConfiguration`] for bad URLs or a missing secret.
     pub fn from_settings(settings: &AlternateEndpointSettings) -> Result<Self> {
         let c = &settings.credentials;
-        let credential = c.client_credentials("alternate endpoint")?;
+        let credential = crate::config::client_credentials(c, "alternate endpoint")?;
         Self::new(&settings.url, Arc::new(credential), c.scopes.clone())
     }
 

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
-use secrecy::SecretString;
-use serde::{Deserialize, Deserializer, Serialize};
+use carebridge_auth::ClientCredentialsConfig;
+use serde::{Deserialize, Serialize};
 
 use crate::path::ElementPath;
 use crate::{Error, Result};
@@ -88,7 +88,7 @@ pub struct IntegrationSettings {
     /// OAuth2 client credentials for the FHIR endpoint (application/client id and secret).
     /// `None` when the application supplies its own token provider.
     #[serde(default)]
-    pub fhir_credentials: Option<OAuthSettings>,
+    pub fhir_credentials: Option<ClientCredentialsConfig>,
     /// An alternate outbound endpoint (for example a Logic App) that receives the composed
     /// resource instead of the FHIR endpoint. It must accept OAuth 2.0 client credentials.
     #[serde(default)]
@@ -109,82 +109,26 @@ impl IntegrationSettings {
         let Some(c) = &self.fhir_credentials else {
             return Ok(None);
         };
-        Ok(Some(std::sync::Arc::new(
-            c.client_credentials("FHIR endpoint")?,
-        )))
+        Ok(Some(std::sync::Arc::new(client_credentials(
+            c,
+            "FHIR endpoint",
+        )?)))
     }
 }
 
-/// OAuth 2.0 client-credentials settings.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OAuthSettings {
-    /// Token endpoint (Entra ID v2: `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`).
-    pub token_url: String,
-    /// Application (client) id.
-    pub client_id: String,
-    /// Client secret (or take it from `client_secret_env`).
-    #[serde(default, deserialize_with = "secret")]
-    pub client_secret: Option<SecretString>,
-    /// Name of an environment variable holding the client secret.
-    #[serde(default)]
-    pub client_secret_env: Option<String>,
-    /// Scopes to request (Entra: `<resource>/.default`).
-    #[serde(default)]
-    pub scopes: Vec<String>,
-}
-
-impl OAuthSettings {
-    /// The client secret, from `client_secret` or the `client_secret_env` variable.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfiguration`] when neither is set or the variable is missing.
-    pub fn secret(&self, what: &str) -> Result<SecretString> {
-        if let Some(secret) = &self.client_secret {
-            return Ok(secret.clone());
-        }
-        match &self.client_secret_env {
-            Some(var) => std::env::var(var).map(SecretString::from).map_err(|_| {
-                Error::config(
-                    None,
-                    None,
-                    format!("{what}: environment variable `{var}` is not set"),
-                )
-            }),
-            None => Err(Error::config(
-                None,
-                None,
-                format!("{what}: client_secret or client_secret_env is required"),
-            )),
-        }
-    }
-}
-
-impl OAuthSettings {
-    /// Builds the `carebridge-auth` client-credentials provider (token cache included); `what`
-    /// names the endpoint in errors.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfiguration`] for a missing secret or a token URL the credential
-    /// rejects.
-    pub fn client_credentials(&self, what: &str) -> Result<carebridge_auth::ClientCredentials> {
-        let loopback = url::Url::parse(&self.token_url)
-            .ok()
-            .is_some_and(|u| carebridge_http::is_loopback(&u));
-        carebridge_auth::ClientCredentials::builder(
-            self.token_url.as_str(),
-            self.client_id.as_str(),
-            self.secret(what)?,
-        )
-        .with_scopes(self.scopes.iter().cloned())
-        .with_insecure_http_allowed(loopback)
+/// Builds the `carebridge-auth` client-credentials provider (token cache included) from `c`;
+/// `what` names the endpoint in errors. Plain `http` token URLs are accepted for loopback hosts
+/// only.
+pub(crate) fn client_credentials(
+    c: &ClientCredentialsConfig,
+    what: &str,
+) -> Result<carebridge_auth::ClientCredentials> {
+    let builder = c
+        .to_builder()
+        .map_err(|e| Error::config(None, None, format!("{what}: {e}")))?;
+    builder
         .build()
         .map_err(|e| Error::config(None, None, format!("{what} credentials: {e}")))
-    }
-}
-
-fn secret<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<SecretString>, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.map(SecretString::from))
 }
 
 /// The alternate endpoint ("alternate endpoint URL" plus its own OAuth client).
@@ -197,7 +141,7 @@ pub struct AlternateEndpointSettings {
     /// The URL the composed resource is POSTed to.
     pub url: String,
     /// Its OAuth 2.0 client credentials (the only authentication it supports).
-    pub credentials: OAuthSettings,
+    pub credentials: ClientCredentialsConfig,
 }
 
 impl fmt::Debug for AlternateEndpointSettings {
@@ -690,7 +634,7 @@ fn check_url(url: &str, what: &str) -> Result<()> {
     }
 }
 
-fn check_oauth(c: &OAuthSettings, what: &str) -> Result<()> {
+fn check_oauth(c: &ClientCredentialsConfig, what: &str) -> Result<()> {
     check_url(&c.token_url, &format!("{what}.token_url"))?;
     if c.client_id.trim().is_empty() {
         return Err(Error::config(

@@ -104,7 +104,7 @@ pub use change::{
 pub use compose::{SkipReason, RECORD_EXTENSION_URL};
 pub use config::{
     AlternateEndpointSettings, AttributeMap, ContactSettings, Conversion, EntityMap, ExpansionMap,
-    IntegrationSettings, Message, OAuthSettings, WritebackConfig,
+    IntegrationSettings, Message, WritebackConfig,
 };
 pub use engine::{Outcome, Writeback, Written};
 pub use error::{

@@ -18,12 +18,12 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use carebridge_auth::{StaticToken, TokenProvider};
+use carebridge_auth::{ClientCredentialsConfig, SecretSource, StaticToken, TokenProvider};
 use carebridge_dataverse_client::DataverseClient;
 use carebridge_fhir_client::FhirClient;
 use carebridge_writeback::{
-    ChangeEvent, ChangeTrackingSource, Error, LogStatus, OAuthSettings, ProcessedMessages,
-    SqlStateStore, TracingOutcomeLog, Writeback, WritebackConfig,
+    ChangeEvent, ChangeTrackingSource, Error, LogStatus, ProcessedMessages, SqlStateStore,
+    TracingOutcomeLog, Writeback, WritebackConfig,
 };
 use clap::Parser;
 use secrecy::{ExposeSecret, SecretString};
@@ -67,7 +67,7 @@ struct ServiceFile {
     /// The Dataverse organization URL.
     dataverse_url: Option<String>,
     /// Client credentials for Dataverse (secret from `client_secret_env`).
-    dataverse_credentials: Option<OAuthSettings>,
+    dataverse_credentials: Option<ClientCredentialsConfig>,
     /// File holding the webhook key Dataverse sends as `?code=` (a secret).
     webhook_key_file: Option<PathBuf>,
 }
@@ -126,7 +126,7 @@ struct Settings {
     poll_interval: Duration,
     tables: Vec<String>,
     dataverse_url: String,
-    dataverse_credentials: Option<OAuthSettings>,
+    dataverse_credentials: Option<ClientCredentialsConfig>,
     webhook_key: Option<SecretString>,
 }
 
@@ -200,17 +200,19 @@ fn load_settings(path: &Path) -> Result<Settings, Failure> {
 /// The Dataverse client credentials of the file, each field overridable by
 /// `WRITEBACK_DATAVERSE_{TOKEN_URL,CLIENT_ID,CLIENT_SECRET_ENV,SCOPES}` (the secret itself stays
 /// in the variable `client_secret_env` names, default `WRITEBACK_DATAVERSE_SECRET`).
-fn dataverse_credentials(file: Option<OAuthSettings>) -> Option<OAuthSettings> {
+fn dataverse_credentials(file: Option<ClientCredentialsConfig>) -> Option<ClientCredentialsConfig> {
     let token_url = env("WRITEBACK_DATAVERSE_TOKEN_URL");
     let client_id = env("WRITEBACK_DATAVERSE_CLIENT_ID");
     let mut settings = match (file, token_url.clone(), client_id.clone()) {
         (Some(s), _, _) => s,
-        (None, Some(token_url), Some(client_id)) => OAuthSettings {
-            token_url,
-            client_id,
+        (None, Some(token_url), Some(client_id)) => ClientCredentialsConfig {
             client_secret: None,
             client_secret_env: Some("WRITEBACK_DATAVERSE_SECRET".to_owned()),
-            scopes: Vec::new(),
+            ..ClientCredentialsConfig::new(
+                token_url,
+                client_id,
+                SecretSource::Env("WRITEBACK_DATAVERSE_SECRET".to_owned()),
+            )
         },
         (None, _, _) => return None,
     };
@@ -232,14 +234,15 @@ fn dataverse_credentials(file: Option<OAuthSettings>) -> Option<OAuthSettings> {
 /// A token provider: client credentials when configured, else a pre-issued token from
 /// `token_var` (a sidecar or a test), else a usage error.
 fn credential(
-    settings: Option<&OAuthSettings>,
+    settings: Option<&ClientCredentialsConfig>,
     token_var: &str,
     what: &str,
 ) -> Result<Arc<dyn TokenProvider>, Failure> {
     if let Some(c) = settings {
         let provider = c
-            .client_credentials(what)
-            .map_err(|e| Failure::from_error(what, &e))?;
+            .to_builder()
+            .and_then(|b| b.build())
+            .map_err(|e| Failure::Usage(format!("{what} credentials: {e}")))?;
         return Ok(Arc::new(provider));
     }
     match env(token_var) {
