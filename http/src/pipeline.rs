@@ -73,6 +73,7 @@ pub struct Request {
     body: Option<Bytes>,
     idempotency: Idempotency,
     retry_throttled: bool,
+    reauthenticate: bool,
     budget: Option<Duration>,
 }
 
@@ -108,6 +109,7 @@ impl Request {
             body: None,
             idempotency,
             retry_throttled: idempotency == Idempotency::Idempotent,
+            reauthenticate: true,
             budget: None,
         }
     }
@@ -141,6 +143,16 @@ impl Request {
     #[must_use]
     pub fn retry_when_throttled(mut self, retry: bool) -> Self {
         self.retry_throttled = retry;
+        self
+    }
+
+    /// Whether a `401` answer is sent once more with a fresh credential (the default). Without
+    /// it the credential that was refused is still invalidated, and the `401` is returned at
+    /// once: for endpoints where a refused token means a configuration to fix, not an expired
+    /// token (writeback's alternate endpoint).
+    #[must_use]
+    pub fn reauthenticate_on_401(mut self, reauthenticate: bool) -> Self {
+        self.reauthenticate = reauthenticate;
         self
     }
 
@@ -258,7 +270,8 @@ impl<A: fmt::Debug> fmt::Debug for Error<A> {
 /// the attempt timeout, sends, and then:
 /// - on a `429`, opens the window for every request of the client as soon as the headers
 ///   arrive, before reading the body;
-/// - on a `401`, invalidates the credential and tries once more;
+/// - on a `401`, invalidates the credential and tries once more (unless the request says
+///   [`reauthenticate_on_401(false)`](Request::reauthenticate_on_401));
 /// - on a transient failure, retries as [`RetryOptions`] allows within the call's time budget;
 /// - reads the body up to the configured limit.
 ///
@@ -473,6 +486,12 @@ impl Pipeline {
                     drop(response);
                     continue;
                 }
+            } else if status == StatusCode::UNAUTHORIZED
+                && authorization.is_some()
+                && !request.reauthenticate
+            {
+                tracing::debug!("401: invalidating the credential, not trying again");
+                auth.invalidate(authorization.as_ref());
             } else if status == StatusCode::UNAUTHORIZED
                 && authorization.is_some()
                 && !reauthenticated

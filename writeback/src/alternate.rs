@@ -5,12 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carebridge_auth::TokenProvider;
+use carebridge_auth::{Bearer, TokenProvider};
 use carebridge_fhir_model::Resource;
-use carebridge_http::{check_endpoint, ClientOptions, Idempotency, NoAuth, Pipeline, Request};
-use http::header::{HeaderValue, AUTHORIZATION};
+use carebridge_http::{check_endpoint, ClientOptions, Idempotency, Pipeline, Request};
+use http::header::HeaderValue;
 use http::Method;
-use secrecy::ExposeSecret;
 use tracing::field::Empty;
 use tracing::Instrument;
 use url::Url;
@@ -28,17 +27,17 @@ const USER_AGENT: &str = concat!("carebridge-writeback/", env!("CARGO_PKG_VERSIO
 
 /// Posts composed resources to the alternate endpoint.
 ///
-/// Requests go through a [`carebridge_http::Pipeline`]: user agent
+/// Requests go through a [`carebridge_http::Pipeline`], authorized by a
+/// [`carebridge_auth::Bearer`] like every other client: user agent
 /// `carebridge-writeback/<version>`, the shared endpoint policy, a throttling window after a
 /// `429`, and a `writeback.alternate` span with the response status and resend count. The POST is
 /// not idempotent (the endpoint may start a workflow per request), so it is sent again only
 /// when the connection failed before the endpoint saw it; a `5xx` or a timeout is reported,
-/// not repeated.
+/// not repeated. A `401` invalidates the token and is reported, not repeated.
 #[derive(Clone)]
 pub struct AlternateEndpoint {
     url: Url,
-    credential: Arc<dyn TokenProvider>,
-    scopes: Vec<String>,
+    auth: Bearer,
     pipeline: Pipeline,
 }
 
@@ -95,8 +94,7 @@ impl AlternateEndpoint {
             .map_err(|_| bad("cannot have an HTTP client built for it"))?;
         Ok(Self {
             url,
-            credential,
-            scopes,
+            auth: Bearer::new(credential, scopes),
             pipeline,
         })
     }
@@ -131,42 +129,33 @@ impl AlternateEndpoint {
     }
 
     async fn post_inner(&self, resource: &Resource) -> Result<u16> {
-        let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
-        let token = self.credential.token(&scopes).await.map_err(|e| {
-            if is_connectivity(&e) {
-                Error::InvalidConnectivity {
-                    endpoint: "alternate",
-                    stage: Stage::Alternate,
-                    source: ConnectivityError::auth(e),
-                }
-            } else {
-                Error::AlternateEndpoint {
-                    status: 0,
-                    summary: Some(format!("no access token: {e}")),
-                }
-            }
-        })?;
         let body =
             carebridge_fhir_model::json::to_vec(resource).map_err(|e| Error::InvalidResource {
                 resource_type: resource.resource_type().as_str().to_owned(),
                 issues: vec![e.to_string()],
             })?;
-        // The token is set here rather than through an `Authorize`, so that a `401` is reported
-        // at once (as before the HTTP core) instead of being sent again with a fresh token.
-        let mut authorization =
-            HeaderValue::from_str(&format!("Bearer {}", token.secret().expose_secret())).map_err(
-                |_| Error::AlternateEndpoint {
-                    status: 0,
-                    summary: Some("the access token cannot be sent in a header".to_owned()),
-                },
-            )?;
-        authorization.set_sensitive(true);
+        // A `401` is reported at once (the pipeline invalidates the refused token but does not
+        // send the request again): the endpoint refusing a fresh token is a configuration to fix.
         let request = Request::new(Method::POST, self.url.clone())
             .with_idempotency(Idempotency::NotIdempotent)
-            .with_header(AUTHORIZATION, authorization)
+            .reauthenticate_on_401(false)
             .with_body(body, HeaderValue::from_static("application/fhir+json"));
-        let response = match self.pipeline.send(&request, &NoAuth).await {
+        let response = match self.pipeline.send(&request, &self.auth).await {
             Ok(response) => response,
+            Err(carebridge_http::Error::Auth(e)) => {
+                return Err(if is_connectivity(&e) {
+                    Error::InvalidConnectivity {
+                        endpoint: "alternate",
+                        stage: Stage::Alternate,
+                        source: ConnectivityError::auth(e),
+                    }
+                } else {
+                    Error::AlternateEndpoint {
+                        status: 0,
+                        summary: Some(format!("no access token: {e}")),
+                    }
+                })
+            }
             Err(carebridge_http::Error::BodyTooLarge {
                 status,
                 content_type,
@@ -179,7 +168,7 @@ impl AlternateEndpoint {
                     "{} body of more than {MAX_ERROR_BODY_BYTES} bytes",
                     content_type.as_deref().unwrap_or("untyped")
                 ));
-                return Err(self.status_error(&token, status, summary));
+                return Err(status_error(status, summary));
             }
             Err(carebridge_http::Error::Transport(e)) => return Err(Error::AlternateTransport(e)),
             Err(carebridge_http::Error::Throttled(until)) => {
@@ -214,26 +203,21 @@ impl AlternateEndpoint {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
         let summary = summarize(content_type, &response.body);
-        Err(self.status_error(&token, status, summary))
+        Err(status_error(status, summary))
     }
+}
 
-    /// The error for a non-`2xx` `status`; a `401` invalidates `token` and is fatal.
-    fn status_error(
-        &self,
-        token: &carebridge_auth::AccessToken,
-        status: u16,
-        summary: Option<String>,
-    ) -> Error {
-        if status == 401 {
-            self.credential.invalidate_token(token);
-            return Error::InvalidConnectivity {
-                endpoint: "alternate",
-                stage: Stage::Alternate,
-                source: ConnectivityError::endpoint(Error::AlternateEndpoint { status, summary }),
-            };
-        }
-        Error::AlternateEndpoint { status, summary }
+/// The error for a non-`2xx` `status`; a `401` (whose token the pipeline has invalidated) is
+/// fatal.
+fn status_error(status: u16, summary: Option<String>) -> Error {
+    if status == 401 {
+        return Error::InvalidConnectivity {
+            endpoint: "alternate",
+            stage: Stage::Alternate,
+            source: ConnectivityError::endpoint(Error::AlternateEndpoint { status, summary }),
+        };
     }
+    Error::AlternateEndpoint { status, summary }
 }
 
 /// A PHI-free summary of an error body: the severities and codes of an OperationOutcome, or the
@@ -288,6 +272,7 @@ pub(crate) fn summarize(content_type: Option<&str>, body: &[u8]) -> Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn summaries_carry_no_free_text() {
@@ -353,6 +338,60 @@ mod tests {
             Err(Error::AlternateEndpoint { status: 503, .. }) => {}
             other => panic!("expected the 503, got {other:?}"),
         }
+    }
+
+    /// Issue 15 item 2: the bearer comes from the pipeline's `Authorize` step; a `401`
+    /// invalidates the refused token and is not sent again.
+    #[tokio::test]
+    async fn a_401_invalidates_the_token_and_is_not_repeated() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use wiremock::matchers::{header, method};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+
+        #[derive(Debug, Default)]
+        struct Counting {
+            invalidated: AtomicUsize,
+        }
+        #[async_trait::async_trait]
+        impl TokenProvider for Counting {
+            async fn token(
+                &self,
+                scopes: &[&str],
+            ) -> carebridge_auth::Result<carebridge_auth::AccessToken> {
+                assert_eq!(scopes, ["api://logic/.default"]);
+                Ok(carebridge_auth::AccessToken::new("tok-1", None))
+            }
+            fn invalidate_token(&self, rejected: &carebridge_auth::AccessToken) {
+                assert_eq!(rejected.secret().expose_secret(), "tok-1");
+                self.invalidated.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(header("authorization", "Bearer tok-1"))
+            .respond_with(ResponseTemplate::new(401))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let counting = Arc::new(Counting::default());
+        let endpoint = AlternateEndpoint::new(
+            &format!("{}/x", server.uri()),
+            counting.clone(),
+            vec!["api://logic/.default".to_owned()],
+        )
+        .unwrap();
+        let patient: Resource =
+            carebridge_fhir_model::json::from_str(r#"{"resourceType":"Patient","id":"p1"}"#)
+                .unwrap();
+        match endpoint.post(&patient).await {
+            Err(Error::InvalidConnectivity {
+                endpoint: "alternate",
+                ..
+            }) => {}
+            other => panic!("expected a fatal 401, got {other:?}"),
+        }
+        assert_eq!(counting.invalidated.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -405,6 +405,25 @@ async fn a_401_refreshes_the_credential_once() {
 }
 
 #[tokio::test]
+async fn without_reauthentication_a_401_invalidates_and_is_returned() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let pipeline = Pipeline::new("test/1", &options(Duration::from_secs(1))).unwrap();
+    let auth = CountingAuth::default();
+    let response = pipeline
+        .send(&get(&server).reauthenticate_on_401(false), &auth)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 401);
+    assert_eq!(response.resend_count, 0);
+    assert_eq!(auth.invalidated.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn a_callers_client_and_user_agent_are_used() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
