@@ -233,26 +233,104 @@ impl BatchRequest {
     }
 }
 
+/// The request of a fhir-model transaction or batch bundle (built with
+/// [`Bundle::transaction`](carebridge_fhir_model::resources::Bundle::transaction) or
+/// [`Bundle::batch`](carebridge_fhir_model::resources::Bundle::batch)): every entry, in order,
+/// with its `fullUrl`, resource, method, URL and conditional headers (`ifNoneMatch`,
+/// `ifModifiedSince`, `ifMatch`, `ifNoneExist`). Entries without a `request` are skipped; the
+/// bundle's `type` is not kept: send the request with
+/// [`FhirClient::transaction`](crate::FhirClient::transaction) or
+/// [`FhirClient::batch`](crate::FhirClient::batch).
+///
+/// ```no_run
+/// use carebridge_fhir_client::{BatchRequest, FhirClient};
+/// use carebridge_fhir_model::codes::ObservationStatus;
+/// use carebridge_fhir_model::datatypes::CodeableConcept;
+/// use carebridge_fhir_model::resources::{Bundle, Observation, Patient};
+/// # async fn run(client: FhirClient) -> carebridge_fhir_client::Result<()> {
+/// let mut tx = Bundle::transaction();
+/// let patient = tx.create_if_none_exist(Patient::new(), "identifier=urn:mrn|12345");
+/// let mut obs = Observation::new(ObservationStatus::Final, CodeableConcept::loinc("8867-4", "Heart rate"));
+/// obs.subject = Some(patient);
+/// tx.create(obs);
+///
+/// let request = BatchRequest::from(tx.build());
+/// assert_eq!(request.len(), 2);
+/// let response = client.transaction(&request).await?.into_value();
+/// assert!(response.all_ok());
+/// # Ok(())
+/// # }
+/// ```
+impl From<carebridge_fhir_model::resources::Bundle> for BatchRequest {
+    fn from(bundle: carebridge_fhir_model::resources::Bundle) -> Self {
+        let entries = bundle
+            .entry
+            .into_iter()
+            .filter_map(|entry| {
+                let request = entry.request?;
+                let text = |p: Option<carebridge_fhir_model::primitives::Primitive<String>>| {
+                    p.and_then(|p| p.value)
+                };
+                let url = request.url.value.unwrap_or_default();
+                let resource_type = match &entry.resource {
+                    Some(resource) => resource.resource_type().as_str().to_owned(),
+                    None => url.split(['/', '?']).next().unwrap_or_default().to_owned(),
+                };
+                Some(BatchEntry {
+                    full_url: text(entry.full_url),
+                    resource: entry.resource.map(|r| EntryResource::Model(Box::new(r))),
+                    request: EntryRequest {
+                        method: request.method.value.map_or("GET", |m| m.as_str()),
+                        url,
+                        if_none_match: text(request.if_none_match),
+                        if_modified_since: request
+                            .if_modified_since
+                            .and_then(|p| p.value)
+                            .map(|i| i.as_str().to_owned()),
+                        if_match: text(request.if_match),
+                        if_none_exist: text(request.if_none_exist),
+                    },
+                    resource_type,
+                })
+            })
+            .collect();
+        Self { entries }
+    }
+}
+
 /// One entry of a [`BatchRequest`]: a resource (if any) and the request to perform with it.
 #[derive(Clone, Debug, Serialize)]
 pub struct BatchEntry {
     #[serde(rename = "fullUrl", skip_serializing_if = "Option::is_none")]
     full_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    resource: Option<Box<RawValue>>,
+    resource: Option<EntryResource>,
     request: EntryRequest,
     #[serde(skip)]
     resource_type: String,
+}
+
+/// The resource of an entry: JSON text (from the typed constructors) or a model resource (from
+/// a fhir-model [`Bundle`](carebridge_fhir_model::resources::Bundle)), serialized with the body.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+enum EntryResource {
+    Raw(Box<RawValue>),
+    Model(Box<Resource>),
 }
 
 #[derive(Clone, Debug, Serialize)]
 struct EntryRequest {
     method: &'static str,
     url: String,
-    #[serde(rename = "ifNoneExist", skip_serializing_if = "Option::is_none")]
-    if_none_exist: Option<String>,
+    #[serde(rename = "ifNoneMatch", skip_serializing_if = "Option::is_none")]
+    if_none_match: Option<String>,
+    #[serde(rename = "ifModifiedSince", skip_serializing_if = "Option::is_none")]
+    if_modified_since: Option<String>,
     #[serde(rename = "ifMatch", skip_serializing_if = "Option::is_none")]
     if_match: Option<String>,
+    #[serde(rename = "ifNoneExist", skip_serializing_if = "Option::is_none")]
+    if_none_exist: Option<String>,
 }
 
 fn raw_resource<R: FhirResource>(resource: &R, interaction: Interaction) -> Result<Box<RawValue>> {
@@ -281,12 +359,14 @@ impl BatchEntry {
     ) -> Self {
         Self {
             full_url: None,
-            resource,
+            resource: resource.map(EntryResource::Raw),
             request: EntryRequest {
                 method,
                 url,
-                if_none_exist: None,
+                if_none_match: None,
+                if_modified_since: None,
                 if_match: None,
+                if_none_exist: None,
             },
             resource_type: R::TYPE.as_str().to_owned(),
         }
