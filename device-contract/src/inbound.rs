@@ -28,8 +28,8 @@ use uuid::Uuid;
 
 use tracing::Instrument;
 
-use crate::webhook::{ContextValue, RemoteExecutionContext};
 use crate::{ContractNames, DeviceProcess, Error, InboundResponse, OutboundRequest, Result};
+use carebridge_dataverse_client::webhook::{ContextValue, RemoteExecutionContext};
 
 /// Where device rows live.
 #[derive(Clone, Debug, PartialEq, Eq)]

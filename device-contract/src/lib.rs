@@ -10,11 +10,12 @@
 //!   outbound request ([`OutboundRequest`]) and the inbound response ([`InboundResponse`], with the
 //!   Sync Devices [`DeviceContent`] carried as a JSON string);
 //! - the partner side: the [`DeviceVendor`] trait (and a [`simulated`] vendor), trigger parsing for
-//!   webhooks and forwarded action triggers ([`Trigger`], [`webhook`]), the [`DeviceBridge`] that
+//!   webhooks and forwarded action triggers ([`Trigger`], with the webhook body of
+//!   [`carebridge_dataverse_client::webhook`]), the [`DeviceBridge`] that
 //!   runs a trigger through the vendor (bounded by a timeout, duplicates suppressed by an
 //!   [`IdempotencyStore`]) and answers through the inbound custom API with
 //!   `carebridge-dataverse-client`, and the axum [`DeviceReceiver`] that serves it over HTTP;
-//! - durability (feature `sql`): the receiver [`inbox`] commits every trigger to SQLite or
+//! - durability (feature `sql`): the receiver inbox (`SqlInbox`) commits every trigger to SQLite or
 //!   PostgreSQL before answering `202` and processes it at least once with leased workers, and
 //!   `SqlIdempotencyStore` keeps idempotency keys and vendor answers in the same database;
 //! - the Dataverse side: the [`InboundProcessor`] that applies a response (device rows by serial
@@ -22,8 +23,8 @@
 //!
 //! Microsoft never published the unique names of the ten custom APIs, their parameters or the
 //! enrollment table: every such name is configuration with a documented default in Microsoft's
-//! `msemr_` style ([`CustomApiNames`], [`ParameterNames`], [`inbound::DeviceTable`],
-//! [`inbound::EnrollmentTable`]). The guide is `docs/device-contract.md`.
+//! `msemr_` style ([`CustomApiNames`], [`ParameterNames`], [`DeviceTable`],
+//! [`EnrollmentTable`]). The guide is `docs/device-contract.md`.
 //!
 //! ```
 //! use carebridge_device_contract::{
@@ -56,18 +57,17 @@
 mod bridge;
 mod error;
 mod idempotency;
-pub mod inbound;
+mod inbound;
 #[cfg(feature = "sql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
-pub mod inbox;
-pub mod process;
-pub mod receiver;
-pub mod request;
-pub mod response;
+mod inbox;
+mod process;
+mod receiver;
+mod request;
+mod response;
 pub mod simulated;
-pub mod trigger;
+mod trigger;
 mod vendor;
-pub mod webhook;
 
 pub use bridge::{
     BridgeOptions, BridgeOutcome, DeviceBridge, InMemoryRetryQueue, OutcomeSink,
@@ -75,9 +75,14 @@ pub use bridge::{
 };
 pub use error::{DataverseError, Error, Result};
 pub use idempotency::{Claim, CompletedRecord, IdempotencyStore, InMemoryIdempotencyStore};
-pub use inbound::{InboundProcessor, InboundProcessorOptions, InboundReport};
+pub use inbound::{
+    DeviceTable, EnrollmentTable, InboundProcessor, InboundProcessorOptions, InboundReport,
+    NotificationOptions, ICON_FAILURE, ICON_SUCCESS,
+};
 #[cfg(feature = "sql")]
-pub use inbox::{InboxOptions, InboxStage, SqlIdempotencyStore, SqlInbox};
+pub use inbox::{
+    InboxCounts, InboxItem, InboxOptions, InboxStage, SqlIdempotencyStore, SqlInbox, StageHook,
+};
 pub use process::{
     ContractNames, CustomApiNames, DeviceProcess, ParameterNames, ProcessApiNames, CATALOG,
     OUTBOUND_CATEGORY,

@@ -3,7 +3,7 @@
 //! Two wire shapes are accepted (both JSON objects):
 //!
 //! - **Webhook**: a Dataverse webhook registered on the outbound custom API's message posts the
-//!   `RemoteExecutionContext` ([`crate::webhook`]). The process comes from `MessageName`, the
+//!   `RemoteExecutionContext` ([`carebridge_dataverse_client::webhook`]). The process comes from `MessageName`, the
 //!   outbound request from the `OutboundRequest` input parameter, the user from `InitiatingUserId`.
 //! - **Action trigger**: a Power Automate flow started by the Dataverse "When an action is
 //!   performed" trigger (Catalog [`CATALOG`](crate::CATALOG), Category
@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::process::truncate_for_error;
-use crate::webhook::{ContextValue, RemoteExecutionContext};
 use crate::{ContractNames, DeviceProcess, Error, OutboundRequest, Result, VendorCall};
+use carebridge_dataverse_client::webhook::{ContextValue, RemoteExecutionContext};
 
 /// How a trigger reached the bridge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

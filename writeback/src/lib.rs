@@ -83,7 +83,7 @@
 mod alternate;
 mod change;
 mod compose;
-pub mod config;
+mod config;
 mod engine;
 mod error;
 mod fhir;
@@ -91,7 +91,7 @@ mod gate;
 mod loader;
 mod log;
 mod path;
-pub mod provenance;
+mod provenance;
 #[cfg(feature = "sql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
 mod sql;
@@ -104,7 +104,9 @@ pub use change::{
 pub use compose::{SkipReason, RECORD_EXTENSION_URL};
 pub use config::{
     AlternateEndpointSettings, AttributeMap, ContactSettings, Conversion, EntityMap, ExpansionMap,
-    IntegrationSettings, Message, WritebackConfig,
+    IntegrationSettings, Message, WritebackConfig, DEFAULT_CONSENT_ATTRIBUTE,
+    DEFAULT_CONTACT_TYPE_ATTRIBUTE, DEFAULT_FHIR_ID_ATTRIBUTE, DEFAULT_PATIENT_CONTACT_TYPE,
+    DEFAULT_PRACTITIONER_CONTACT_TYPE,
 };
 pub use engine::{Outcome, Writeback, Written};
 pub use error::{
@@ -116,6 +118,6 @@ pub use log::{
     ChildLog, DataverseOutcomeLog, InMemoryOutcomeLog, LogEntry, LogStatus, OutcomeLog,
     ToolkitLogNames, TracingOutcomeLog,
 };
-pub use provenance::ProvenanceSettings;
+pub use provenance::{ProvenanceSettings, DATA_OPERATION_SYSTEM, PARTICIPANT_TYPE_SYSTEM};
 #[cfg(feature = "sql")]
 pub use sql::SqlStateStore;

@@ -48,7 +48,7 @@ impl Default for ProvenanceSettings {
 /// - `agent`: the writeback system (type `assembler`), on behalf of the initiating Dataverse
 ///   user (an identifier, since users are not FHIR resources);
 /// - `entity`: the Dataverse record, role `source`.
-pub fn build(
+pub(crate) fn build(
     settings: &ProvenanceSettings,
     target: &str,
     message: Message,

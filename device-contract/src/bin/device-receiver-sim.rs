@@ -74,7 +74,7 @@ async fn run() -> Result<(), String> {
         Some(bridge_options),
     )
     .map_err(|e| e.to_string())?;
-    let on_stage: Option<carebridge_device_contract::inbox::StageHook> =
+    let on_stage: Option<carebridge_device_contract::StageHook> =
         (hold == "vendor-answered").then(|| {
             Arc::new(|stage: InboxStage| {
                 if stage == InboxStage::VendorAnswerStored {
@@ -84,7 +84,7 @@ async fn run() -> Result<(), String> {
                         std::thread::park();
                     }
                 }
-            }) as carebridge_device_contract::inbox::StageHook
+            }) as carebridge_device_contract::StageHook
         });
     let inbox_options = InboxOptions {
         lease: Duration::from_millis(lease_ms),

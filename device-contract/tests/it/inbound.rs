@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use carebridge_device_contract::inbound::{ICON_FAILURE, ICON_SUCCESS};
 use carebridge_device_contract::simulated::SimulatedVendor;
 use carebridge_device_contract::{
     BridgeOutcome, CustomApiNames, DeviceContent, DeviceInfo, DeviceProcess, Error,
     InboundProcessor, InboundResponse,
 };
+use carebridge_device_contract::{ICON_FAILURE, ICON_SUCCESS};
 use serde_json::json;
 use wiremock::matchers::{body_json, body_partial_json, method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -404,7 +404,7 @@ async fn webhook_on_the_inbound_api_is_applied() {
         ],
         "PrimaryEntityName": "none"
     });
-    let ctx = carebridge_device_contract::webhook::RemoteExecutionContext::from_json(
+    let ctx = carebridge_dataverse_client::webhook::RemoteExecutionContext::from_json(
         body.to_string().as_bytes(),
     )
     .expect("context");
@@ -414,7 +414,7 @@ async fn webhook_on_the_inbound_api_is_applied() {
         .expect("applied");
     assert!(report.enrollment_updated);
 
-    let oversized = carebridge_device_contract::webhook::RemoteExecutionContext::from_json(
+    let oversized = carebridge_dataverse_client::webhook::RemoteExecutionContext::from_json(
         json!({"MessageName": CustomApiNames::default().enroll.inbound})
             .to_string()
             .as_bytes(),
