@@ -14,7 +14,8 @@
 //!   [`carebridge_dataverse_client::webhook`]), the [`DeviceBridge`] that
 //!   runs a trigger through the vendor (bounded by a timeout, duplicates suppressed by an
 //!   [`IdempotencyStore`]) and answers through the inbound custom API with
-//!   `carebridge-dataverse-client`, and the axum [`DeviceReceiver`] that serves it over HTTP;
+//!   `carebridge-dataverse-client`, and (feature `server`) the axum `DeviceReceiver` that
+//!   serves it over HTTP;
 //! - durability (feature `sql`): the receiver inbox (`SqlInbox`) commits every trigger to SQLite or
 //!   PostgreSQL before answering `202` and processes it at least once with leased workers, and
 //!   `SqlIdempotencyStore` keeps idempotency keys and vendor answers in the same database;
@@ -62,6 +63,8 @@ mod inbound;
 #[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
 mod inbox;
 mod process;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 mod receiver;
 mod request;
 mod response;
@@ -87,6 +90,7 @@ pub use process::{
     ContractNames, CustomApiNames, DeviceProcess, ParameterNames, ProcessApiNames, CATALOG,
     OUTBOUND_CATEGORY,
 };
+#[cfg(feature = "server")]
 pub use receiver::{DeviceReceiver, ReceiverAuth, ReceiverOptions};
 pub use request::{
     AssignmentRequest, DeviceRef, EnrollmentRef, EnrollmentRequest, OutboundRequest, PatientRef,

@@ -188,6 +188,13 @@ const LIBRARIES: [&str; 11] = [
 /// Dependencies only binaries may pull.
 const BINARY_ONLY: [&str; 3] = ["clap", "indicatif", "tracing-subscriber"];
 
+/// An HTTP server framework: a library that is not a server keeps it behind a feature that is
+/// off by default (`device-contract`'s `server`, `writeback`'s `service`).
+const SERVER_ONLY: [&str; 1] = ["axum"];
+
+/// Libraries that are HTTP servers by purpose, so [`SERVER_ONLY`] does not apply.
+const SERVERS: [&str; 1] = ["carebridge-ehr-gateway"];
+
 fn lean_libraries(root: &Path) -> CiResult {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     for library in LIBRARIES {
@@ -204,13 +211,19 @@ fn lean_libraries(root: &Path) -> CiResult {
             let tree = String::from_utf8_lossy(&output.stdout);
             for line in tree.lines() {
                 let name = line.split_whitespace().next().unwrap_or("");
-                if BINARY_ONLY.contains(&name) {
+                let server_only = SERVER_ONLY.contains(&name) && !SERVERS.contains(&library);
+                if BINARY_ONLY.contains(&name) || server_only {
                     return Err(format!(
-                        "{library} ({}) depends on the binary-only crate {name}",
+                        "{library} ({}) depends on the {} crate {name}",
                         if features.is_empty() {
                             "default features"
                         } else {
                             "no default features"
+                        },
+                        if server_only {
+                            "server-only"
+                        } else {
+                            "binary-only"
                         }
                     ));
                 }

@@ -6,11 +6,12 @@
 )]
 
 mod bridge;
-#[cfg(feature = "server")]
+#[cfg(all(feature = "server", feature = "sql"))]
 mod crash;
 mod inbound;
-#[cfg(feature = "sql")]
+#[cfg(all(feature = "sql", feature = "server"))]
 mod inbox;
+#[cfg(feature = "server")]
 mod receiver;
 mod redaction;
 mod support;
