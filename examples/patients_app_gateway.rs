@@ -29,7 +29,7 @@ use axum::Router;
 use carebridge_auth::smart::SmartDiscovery;
 use carebridge_auth::{AuthStyle, StaticToken, TokenProvider};
 use carebridge_ehr_gateway::{
-    ClientStore, ExposeSecret, Gateway, GatewayConfig, InMemoryClientStore, Provider, SecretString,
+    ClientStore, ExposeSecret, Gateway, GatewaySetup, InMemoryClientStore, Provider, SecretString,
     SigningKey, TenantId, TenantRouter,
 };
 use carebridge_fhir_client::{FhirClient, SearchMethod, SearchOptions, SearchParams};
@@ -233,7 +233,7 @@ async fn main() -> Result<(), BoxError> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gateway_url = format!("http://{}", listener.local_addr()?);
-    let gateway = Gateway::new(GatewayConfig::new(
+    let gateway = Gateway::new(GatewaySetup::new(
         &gateway_url,
         SigningKey::generate(),
         clients.clone(),

@@ -1,4 +1,4 @@
-//! [`GatewayConfig`] and [`GatewayOptions`].
+//! [`GatewaySetup`] and [`GatewayOptions`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +8,12 @@ use url::Url;
 use crate::tenants::{check_https, parse_base};
 use crate::{ClientStore, Result, SigningKey, TenantRouter};
 
-/// Everything a [`Gateway`](crate::Gateway) needs.
+/// Everything a [`Gateway`](crate::Gateway) needs, built in code: [`GatewaySetup::new`] takes
+/// the parts without a default (base URL, signing key, client store, tenant routes), `with_*`
+/// the rest. [`FileConfig::build`](crate::FileConfig::build) makes one from the configuration
+/// file.
 #[derive(Debug, Clone)]
-pub struct GatewayConfig {
+pub struct GatewaySetup {
     /// The public base URL of the gateway as the Patients app sees it (e.g.
     /// `https://fhir-gateway.partner.example`): its FHIR base, the token issuer and audience,
     /// and the prefix of the advertised `/token` URL and rewritten paging links. The router
@@ -28,8 +31,8 @@ pub struct GatewayConfig {
     pub options: GatewayOptions,
 }
 
-impl GatewayConfig {
-    /// A configuration with default [`GatewayOptions`] and a one-hour token lifetime.
+impl GatewaySetup {
+    /// A setup with default [`GatewayOptions`] and a one-hour token lifetime.
     ///
     /// # Errors
     /// [`Error::InvalidUrl`](crate::Error::InvalidUrl) if `base_url` is not an absolute

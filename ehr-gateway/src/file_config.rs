@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::clients::parse_json;
 use crate::{
-    ClientStore, Error, GatewayConfig, GatewayOptions, JsonFileClientStore, Provider, RateLimit,
+    ClientStore, Error, GatewayOptions, GatewaySetup, JsonFileClientStore, Provider, RateLimit,
     Result, SigningKey, TenantId, TenantRouter, DEFAULT_TOKEN_LIFETIME,
 };
 
@@ -138,7 +138,7 @@ async fn open_database(_source: &SecretSource) -> Result<Arc<dyn ClientStore>> {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// The public base URL ([`GatewayConfig::base_url`]).
+    /// The public base URL ([`GatewaySetup::base_url`]).
     pub base_url: String,
     /// The HS256 signing key.
     pub signing_key: SecretSource,
@@ -277,14 +277,14 @@ impl FileConfig {
         }
     }
 
-    /// Reads the secrets and builds the [`GatewayConfig`] serving `clients` (from
+    /// Reads the secrets and builds the [`GatewaySetup`] serving `clients` (from
     /// [`FileConfig::open_client_store`]). Sends no request.
     ///
     /// # Errors
     /// [`Error::InvalidConfiguration`] for a missing secret or bad value,
     /// [`Error::InvalidUrl`]/[`Error::InsecureUrl`] for unusable URLs,
     /// [`Error::UpstreamCredential`] for invalid client-credentials settings.
-    pub fn build(&self, clients: Arc<dyn ClientStore>) -> Result<GatewayConfig> {
+    pub fn build(&self, clients: Arc<dyn ClientStore>) -> Result<GatewaySetup> {
         let signing_key = SigningKey::hs256(read_secret(&self.signing_key)?)?;
         let tenants =
             TenantRouter::new().with_insecure_http_allowed(self.allow_insecure_http_providers);
@@ -341,7 +341,7 @@ impl FileConfig {
             ..defaults
         };
         Ok(
-            GatewayConfig::new(&self.base_url, signing_key, clients, tenants)?
+            GatewaySetup::new(&self.base_url, signing_key, clients, tenants)?
                 .with_token_lifetime(
                     self.token_lifetime_secs
                         .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs),

@@ -16,9 +16,7 @@ use crate::limits::TokenLimits;
 use crate::metadata::{capability_statement, smart_configuration, Discovery};
 use crate::outcome::FHIR_JSON;
 use crate::serve::ConnectionLimits;
-use crate::{
-    proxy, token, ClientStore, Error, GatewayConfig, GatewayOptions, Result, TenantRouter,
-};
+use crate::{proxy, token, ClientStore, Error, GatewayOptions, GatewaySetup, Result, TenantRouter};
 
 /// State shared by every request.
 pub(crate) struct Shared {
@@ -61,8 +59,8 @@ impl Gateway {
     /// # Errors
     /// [`Error::InvalidConfiguration`] for a zero token lifetime or timeout or a zero body
     /// limit; [`Error::HttpClient`] if the upstream HTTP client cannot be built.
-    pub fn new(config: GatewayConfig) -> Result<Self> {
-        let GatewayConfig {
+    pub fn new(config: GatewaySetup) -> Result<Self> {
+        let GatewaySetup {
             base_url,
             signing_key,
             token_lifetime,

@@ -24,7 +24,7 @@
 //!
 //! use carebridge_auth::{smart::SmartDiscovery, AuthStyle, StaticToken};
 //! use carebridge_ehr_gateway::{
-//!     ClientStore, Gateway, GatewayConfig, InMemoryClientStore, Provider, SigningKey, TenantRouter,
+//!     ClientStore, Gateway, GatewaySetup, InMemoryClientStore, Provider, SigningKey, TenantRouter,
 //! };
 //! use carebridge_fhir_client::FhirClient;
 //! use carebridge_fhir_model::resources::Patient;
@@ -48,7 +48,7 @@
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let base_url = format!("http://{}", listener.local_addr()?); // https://… in production
-//! let config = GatewayConfig::new(&base_url, SigningKey::generate(), clients, tenants)?;
+//! let config = GatewaySetup::new(&base_url, SigningKey::generate(), clients, tenants)?;
 //! let gateway = Gateway::new(config)?;
 //! tokio::spawn(gateway.serve(listener, std::future::pending()));
 //!
@@ -105,7 +105,7 @@ pub use clients::{
     InMemoryClientStore, JsonFileClientStore, NewSecret, SecretHash, SecretRecord,
     MAX_ACTIVE_SECRETS,
 };
-pub use config::{GatewayConfig, GatewayOptions, RateLimit, DEFAULT_TOKEN_LIFETIME};
+pub use config::{GatewayOptions, GatewaySetup, RateLimit, DEFAULT_TOKEN_LIFETIME};
 pub use error::{Error, Result};
 pub use file_config::{read_secret, FileConfig, ProviderAuth, ProviderConfig, RateLimitConfig};
 pub use gateway::Gateway;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use carebridge_ehr_gateway::{
-    ClientStore, Error, Gateway, GatewayConfig, JsonFileClientStore, Provider, SigningKey,
+    ClientStore, Error, Gateway, GatewaySetup, JsonFileClientStore, Provider, SigningKey,
     SqlClientStore, TenantRouter, MAX_ACTIVE_SECRETS,
 };
 use carebridge_store::test_support;
@@ -47,7 +47,7 @@ async fn replica(location: &str, provider: &MockServer) -> Replica {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let config = GatewayConfig::new(
+    let config = GatewaySetup::new(
         &base,
         SigningKey::hs256(SIGNING_KEY).unwrap(),
         store.clone(),

@@ -15,7 +15,7 @@ use base64::Engine;
 use carebridge_auth::smart::SmartDiscovery;
 use carebridge_auth::{AccessToken, AuthStyle, SecretString, TokenProvider};
 use carebridge_ehr_gateway::{
-    ClientStore, Gateway, GatewayConfig, GatewayOptions, InMemoryClientStore, Provider, SigningKey,
+    ClientStore, Gateway, GatewayOptions, GatewaySetup, InMemoryClientStore, Provider, SigningKey,
     TenantId, TenantRouter,
 };
 use carebridge_fhir_client::{FhirClient, FhirClientOptions};
@@ -96,7 +96,7 @@ pub(crate) async fn start_full(
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let config = GatewayConfig::new(
+    let config = GatewaySetup::new(
         &base,
         SigningKey::hs256(SIGNING_KEY).unwrap(),
         clients.clone(),
