@@ -73,3 +73,8 @@ pub use config::{ClientCredentialsConfig, SecretSource};
 pub use error::{Error, OAuthError, OAuthErrorCode, Result, Step};
 pub use secrecy::SecretString;
 pub use token::{AccessToken, StaticToken, TokenProvider};
+
+/// The README's code blocks, compiled as doc tests so that none of them can rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -90,3 +90,8 @@ pub use paging::{Change, DeltaStream, DeltaToken, Page, Pager};
 pub use query::{annotations, KeyValue, Prefer, Query, RecordKey};
 pub use record::Record;
 pub use records::{UpdateOptions, UpsertMode, UpsertOutcome, UpsertStatus};
+
+/// The README's code blocks, compiled as doc tests so that none of them can rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -99,3 +99,9 @@ pub use request::{
 pub use response::{DeviceContent, DeviceInfo, InboundResponse};
 pub use trigger::{IdempotencyKey, Trigger, TriggerContext, TriggerSource};
 pub use vendor::{dispatch, DeviceVendor, VendorAck, VendorError, VendorOutcome};
+
+/// The README's code blocks, compiled as doc tests so that none of them can rot.
+#[doc = include_str!("../README.md")]
+// Its examples use the HTTP receiver and the SQL inbox.
+#[cfg(all(doctest, feature = "server", feature = "sql"))]
+pub struct ReadmeDoctests;

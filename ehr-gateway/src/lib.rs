@@ -119,3 +119,8 @@ pub use secrecy::{ExposeSecret, SecretString};
 #[cfg_attr(docsrs, doc(cfg(feature = "sql")))]
 pub use sql_store::SqlClientStore;
 pub use tenants::{Provider, TenantId, TenantRouter};
+
+/// The README's code blocks, compiled as doc tests so that none of them can rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -247,7 +247,7 @@ impl BatchRequest {
 /// use carebridge_fhir_model::codes::ObservationStatus;
 /// use carebridge_fhir_model::datatypes::CodeableConcept;
 /// use carebridge_fhir_model::resources::{Bundle, Observation, Patient};
-/// # async fn run(client: FhirClient) -> carebridge_fhir_client::Result<()> {
+/// # async fn _send(client: FhirClient) -> carebridge_fhir_client::Result<()> {
 /// let mut tx = Bundle::transaction();
 /// let patient = tx.create_if_none_exist(Patient::new(), "identifier=urn:mrn|12345");
 /// let mut obs = Observation::new(ObservationStatus::Final, CodeableConcept::loinc("8867-4", "Heart rate"));

@@ -92,3 +92,8 @@ pub use search::{
     escape_token, escape_value, Include, Missing, Modifier, Prefix, SearchMethod, SearchParams,
     Summary, Total,
 };
+
+/// The README's code blocks, compiled as doc tests so that none of them can rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -121,3 +121,8 @@ pub use log::{
 pub use provenance::{ProvenanceSettings, DATA_OPERATION_SYSTEM, PARTICIPANT_TYPE_SYSTEM};
 #[cfg(feature = "sql")]
 pub use sql::SqlStateStore;
+
+/// The README's code blocks, compiled as doc tests so that none of them can rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
