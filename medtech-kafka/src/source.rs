@@ -69,6 +69,10 @@ struct State {
     acked: Option<u64>,
     /// Unacknowledged messages dropped at a revoke (the new owner reads them again).
     dropped_at_revoke: u64,
+    /// Whether the source wants its partitions paused (while the pipeline waits on its sink);
+    /// applied to partitions as they are assigned, because librdkafka keeps an application's
+    /// pause of a partition across a revoke and a later assignment.
+    paused: bool,
     /// While [`KafkaSource::close`] runs: the commits it attempted, including those of the
     /// revokes it takes part in.
     closing: Option<CloseCommits>,
@@ -77,33 +81,57 @@ struct State {
 /// The commits attempted while closing, per partition, and what they mean for the result of
 /// [`KafkaSource::close`].
 ///
-/// A partition counts as committed when the latest commit attempted for it succeeded: a revoke
-/// (or the final close of the consumer) commits the same offsets again, so an earlier refusal
-/// is healed by a later success. A partition whose latest attempt failed keeps its messages
-/// since the last successful commit for the next owner (at-least-once), and close reports it.
+/// A partition counts as committed when a commit of an offset at least as high as every offset
+/// attempted for it succeeded. A revoke (or the final close of the consumer) commits the same
+/// offsets again, so an earlier refusal is healed by a later success, and a later refusal of
+/// offsets already committed changes nothing (Tansu, for one, answers `UnknownMemberId` to the
+/// revoke's commit of a member whose group rebalances while it closes, after its own commit
+/// succeeded). A partition whose highest attempted offset was never committed keeps its
+/// messages since the last successful commit for the next owner (at-least-once), and close
+/// reports it.
 #[derive(Debug, Default)]
 struct CloseCommits {
-    /// Per partition: the failure of the latest commit attempted, `None` if it succeeded.
-    latest: BTreeMap<TopicPartition, Option<rdkafka::error::KafkaError>>,
+    /// Per partition: the highest offset committed.
+    committed: BTreeMap<TopicPartition, i64>,
+    /// Per partition: the highest offset whose commit failed, and that failure.
+    failed: BTreeMap<TopicPartition, (i64, rdkafka::error::KafkaError)>,
 }
 
 impl CloseCommits {
-    /// Records the result of one commit of `partitions`' offsets.
-    fn record(&mut self, partitions: &[TopicPartition], result: &rdkafka::error::KafkaResult<()>) {
-        for tp in partitions {
-            self.latest
-                .insert(tp.clone(), result.as_ref().err().cloned());
+    /// Records the result of one commit of `offsets` (per partition, the offset committed).
+    fn record(
+        &mut self,
+        offsets: &[(TopicPartition, i64)],
+        result: &rdkafka::error::KafkaResult<()>,
+    ) {
+        for (tp, offset) in offsets {
+            match result {
+                Ok(()) => {
+                    let committed = self.committed.entry(tp.clone()).or_insert(*offset);
+                    *committed = (*committed).max(*offset);
+                }
+                Err(e) => {
+                    let failed = self
+                        .failed
+                        .entry(tp.clone())
+                        .or_insert_with(|| (*offset, e.clone()));
+                    if *offset >= failed.0 {
+                        *failed = (*offset, e.clone());
+                    }
+                }
+            }
         }
     }
 
-    /// `Ok` when every partition's latest commit succeeded; otherwise
-    /// [`Error::CommitAtClose`] naming the partitions whose latest commit failed.
+    /// `Ok` when every partition's highest attempted offset was committed; otherwise
+    /// [`Error::CommitAtClose`] naming the partitions whose was not.
     fn outcome(self) -> Result<()> {
+        let committed = self.committed;
         let mut failed = self
-            .latest
+            .failed
             .into_iter()
-            .filter_map(|(tp, e)| e.map(|e| (tp, e)));
-        let Some((first, source)) = failed.next() else {
+            .filter(|(tp, (offset, _))| committed.get(tp).is_none_or(|c| c < offset));
+        let Some((first, (_, source))) = failed.next() else {
             return Ok(());
         };
         let mut partitions = vec![first];
@@ -203,6 +231,17 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Per partition of `tpl`, the offset it holds (entries without an absolute offset are left out).
+fn offsets_of(tpl: &TopicPartitionList) -> Vec<(TopicPartition, i64)> {
+    tpl.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
@@ -259,7 +298,7 @@ impl ConsumerContext for SourceContext {
                     tracing::warn!(error = %e, "commit at revoke failed; the next owner re-reads from the last committed offsets");
                 }
                 if let Some(closing) = &mut lock(&self.state).closing {
-                    closing.record(&partitions_of(&tpl), &result);
+                    closing.record(&offsets_of(&tpl), &result);
                 }
             }
             Ok(_) => {}
@@ -267,11 +306,29 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let assigned = partitions_of(tpl);
-                lock(&self.state).assign(&assigned);
+                let paused = {
+                    let mut state = lock(&self.state);
+                    state.assign(&assigned);
+                    state.paused
+                };
+                // librdkafka keeps a partition paused by the application across a revoke and
+                // a new assignment: a partition paused while the sink was busy, revoked, and
+                // assigned again after the source resumed would never be read again. Give the
+                // assigned partitions the state the source wants now.
+                if tpl.count() > 0 {
+                    let result = if paused {
+                        consumer.pause(tpl)
+                    } else {
+                        consumer.resume(tpl)
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, paused, "cannot pause or resume the assigned partitions");
+                    }
+                }
                 tracing::info!(partitions = ?assigned, "partitions assigned");
             }
             Rebalance::Revoke(_) => {}
@@ -500,6 +557,8 @@ impl KafkaSource {
     /// Pauses (`pause`) or resumes every assigned partition; a failure is logged (the consumer
     /// keeps being polled either way).
     fn set_paused(&mut self, paused: bool) {
+        // Partitions assigned later get this state too (see `post_rebalance`).
+        lock(&self.state).paused = paused;
         let assignment = match self.consumer.assignment() {
             Ok(a) => a,
             Err(e) => {
@@ -581,7 +640,7 @@ impl KafkaSource {
             if tpl.count() == 0 {
                 break;
             }
-            let partitions = partitions_of(&tpl);
+            let offsets = offsets_of(&tpl);
             let consumer = self.consumer.clone();
             let result =
                 tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
@@ -590,7 +649,7 @@ impl KafkaSource {
                         operation: "offset commit at close",
                     })?;
             if let Some(closing) = &mut lock(&self.state).closing {
-                closing.record(&partitions, &result);
+                closing.record(&offsets, &result);
             }
             match result {
                 Ok(()) => break,
@@ -744,7 +803,7 @@ impl EventSource for KafkaSource {
     /// long the FHIR server takes. A record fetched before the pause is kept for
     /// [`next_event`](EventSource::next_event). Returns after at most half a second.
     async fn keep_alive(&mut self) -> carebridge_medtech_mapping::Result<()> {
-        // A rebalance assigns partitions unpaused: pause whatever is assigned now.
+        // Pause whatever is assigned now (`post_rebalance` pauses partitions assigned later).
         self.set_paused(true);
         let received = tokio::select! {
             r = self.consumer.recv() => r.map(|m| m.detach()),
@@ -873,34 +932,40 @@ mod tests {
         }
     }
 
+    /// `(partition, offset)` pairs of topic `t`.
+    fn at(offsets: &[(i32, i64)]) -> Vec<(TopicPartition, i64)> {
+        offsets.iter().map(|(p, o)| (tp(*p), *o)).collect()
+    }
+
     #[test]
     fn close_reports_a_failed_revoke_commit_even_when_the_rest_committed() {
         // The commit of [0, 1] is refused; the rebalance served meanwhile revokes 1, whose
         // commit fails; the retried commit of 0 succeeds. Partition 1's offsets were never
         // committed: close must not report success.
         let mut c = CloseCommits::default();
-        c.record(&[tp(0), tp(1)], &refused());
-        c.record(&[tp(1)], &refused());
-        c.record(&[tp(0)], &Ok(()));
+        c.record(&at(&[(0, 5), (1, 7)]), &refused());
+        c.record(&at(&[(1, 7)]), &refused());
+        c.record(&at(&[(0, 5)]), &Ok(()));
         assert_eq!(failed_partitions(c), Some(vec![tp(1)]));
     }
 
     #[test]
     fn close_reports_an_earlier_failed_revoke_when_a_later_revoke_succeeded() {
         let mut c = CloseCommits::default();
-        c.record(&[tp(0), tp(1)], &refused());
-        c.record(&[tp(0)], &refused()); // first revoke fails
-        c.record(&[tp(1)], &Ok(())); // second revoke succeeds
+        c.record(&at(&[(0, 5), (1, 7)]), &refused());
+        c.record(&at(&[(0, 5)]), &refused()); // first revoke fails
+        c.record(&at(&[(1, 7)]), &Ok(())); // second revoke succeeds
         assert_eq!(failed_partitions(c), Some(vec![tp(0)]));
     }
 
     #[test]
     fn close_reports_every_partition_whose_latest_commit_failed() {
         let mut c = CloseCommits::default();
-        c.record(&[tp(2), tp(0), tp(1)], &refused());
-        c.record(&[tp(1)], &Ok(()));
+        c.record(&at(&[(2, 1), (0, 1), (1, 1)]), &refused());
+        c.record(&at(&[(1, 1)]), &Ok(()));
         let e = CloseCommits {
-            latest: c.latest.clone(),
+            committed: c.committed.clone(),
+            failed: c.failed.clone(),
         }
         .outcome()
         .unwrap_err();
@@ -915,13 +980,33 @@ mod tests {
     fn a_later_successful_commit_of_the_same_partitions_heals_a_refusal() {
         // Refused during the rebalance, then committed by the revoke when the consumer closes.
         let mut c = CloseCommits::default();
-        c.record(&[tp(0), tp(1)], &refused());
-        c.record(&[tp(0), tp(1)], &Ok(()));
+        c.record(&at(&[(0, 3), (1, 4)]), &refused());
+        c.record(&at(&[(0, 3), (1, 4)]), &Ok(()));
         assert_eq!(failed_partitions(c), None);
         assert_eq!(
             failed_partitions(CloseCommits::default()),
             None,
             "nothing to commit"
         );
+    }
+
+    /// Found by the fault-injection test (issue 19): the commit at close succeeded, then the
+    /// revoke of the consumer's close committed the same offsets again and the broker refused
+    /// (`UnknownMemberId`, the group rebalancing as other members left). The offsets are
+    /// committed: close succeeds.
+    #[test]
+    fn a_refused_recommit_of_offsets_already_committed_is_no_failure() {
+        let mut c = CloseCommits::default();
+        c.record(&at(&[(2, 9)]), &Ok(()));
+        c.record(&at(&[(2, 9)]), &refused());
+        assert_eq!(failed_partitions(c), None);
+    }
+
+    #[test]
+    fn a_refused_commit_of_a_higher_offset_is_a_failure_after_a_lower_one_committed() {
+        let mut c = CloseCommits::default();
+        c.record(&at(&[(0, 4), (1, 4)]), &Ok(()));
+        c.record(&at(&[(0, 6), (1, 4)]), &refused());
+        assert_eq!(failed_partitions(c), Some(vec![tp(0)]));
     }
 }

@@ -9,16 +9,16 @@ use carebridge_medtech_kafka::KafkaSource;
 
 use crate::support::{bounded, cluster, config, heart_rate, next, partition_offset, Producer};
 
-const DEVICE: &str = r#"{"templateType":"CollectionContent","template":[
+pub(crate) const DEVICE: &str = r#"{"templateType":"CollectionContent","template":[
   {"templateType":"JsonPathContent","template":{"typeName":"heartrate","typeMatchExpression":"$..[?(@heartRate)]",
    "deviceIdExpression":"$.deviceId","patientIdExpression":"$.patientId","timestampExpression":"$.endDate",
    "values":[{"required":true,"valueExpression":"$.heartRate","valueName":"hr"}]}}]}"#;
-const FHIR: &str = r#"{"templateType":"CollectionFhir","template":[
+pub(crate) const FHIR: &str = r#"{"templateType":"CollectionFhir","template":[
   {"templateType":"CodeValueFhir","template":{"typeName":"heartrate","periodInterval":0,
    "codes":[{"code":"8867-4","system":"http://loinc.org"}],
    "value":{"valueName":"hr","valueType":"Quantity","unit":"count/min","system":"http://unitsofmeasure.org","code":"/min"}}}]}"#;
 
-fn scratch_dir() -> PathBuf {
+pub(crate) fn scratch_dir() -> PathBuf {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

@@ -177,3 +177,50 @@ async fn two_members_split_the_partitions_and_process_each_message_once() {
     })
     .await;
 }
+
+/// Issue 19, found by the fault-injection test: a partition paused while the sink was busy,
+/// revoked, and assigned again only after the source had resumed (while it held no partition)
+/// stayed paused, because librdkafka keeps an application's pause across a revoke and a new
+/// assignment. The member held the partition and never read it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_paused_then_revoked_is_read_again_when_assigned_after_the_resume() {
+    bounded(async {
+        let topic = "paused-revoked";
+        let cluster = cluster(topic, 1);
+        let bootstrap = cluster.bootstrap_servers();
+        let producer = Producer::new(&bootstrap);
+        for i in 0..3u32 {
+            producer.send(topic, 0, Some("d"), heart_rate("d", i).as_bytes(), &[]);
+        }
+        let group = "paused-revoked";
+        let mut first = KafkaSource::new(&config(&bootstrap, topic, group)).unwrap();
+        let status = first.status();
+        assert_eq!(partition_offset(&next(&mut first).await).0, 0);
+        // The sink is busy: the source pauses its partition and keeps polling.
+        first.keep_alive().await.unwrap();
+
+        // A second member joins: the group rebalances and revokes the partition.
+        let mut second = KafkaSource::new(&config(&bootstrap, topic, group)).unwrap();
+        let stop_second = second.shutdown_handle();
+        let leave = stop_second.clone();
+        let second = tokio::spawn(async move {
+            while !stop_second.is_shutdown() {
+                let _ = tokio::time::timeout(Duration::from_millis(200), second.next_event()).await;
+            }
+            second.close().await.unwrap();
+        });
+        while !status.assigned_partitions().is_empty() {
+            first.keep_alive().await.unwrap();
+        }
+        // The sink is done: the source reads again while it holds no partition (the resume
+        // finds nothing to resume), then the second member leaves and the partition comes back.
+        let _ = tokio::time::timeout(Duration::from_millis(300), first.next_event()).await;
+        leave.shutdown();
+        second.await.unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(30), next(&mut first))
+            .await
+            .expect("the partition assigned again must be read, not left paused");
+        assert_eq!(partition_offset(&event).0, 0);
+    })
+    .await;
+}

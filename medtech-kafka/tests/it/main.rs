@@ -12,6 +12,10 @@ mod support;
 #[cfg(feature = "cli")]
 mod cli;
 mod envelope;
+#[cfg(feature = "cli")]
+mod fault_proxy;
+#[cfg(feature = "cli")]
+mod faults;
 mod group;
 mod pipeline;
 mod real_broker;
