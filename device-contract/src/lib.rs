@@ -62,6 +62,7 @@ pub mod inbound;
 pub mod inbox;
 pub mod process;
 pub mod receiver;
+pub mod registration;
 pub mod request;
 pub mod response;
 pub mod simulated;

@@ -13,4 +13,5 @@ mod inbound;
 mod inbox;
 mod receiver;
 mod redaction;
+mod registration;
 mod support;
