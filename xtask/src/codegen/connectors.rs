@@ -14,7 +14,8 @@
 //! Each resource gets five actions: `Search<R>` (its R4 search parameters plus `_id`,
 //! `_lastUpdated`, `_count`), `Read<R>`, `Create<R>`, `Update<R>`, `Delete<R>`. Request and
 //! response bodies are schemas of the resource built from the model (required elements, required
-//! code bindings as `enum`; a required choice element is listed in `x-fhir-required-choice`).
+//! code bindings as `enum`; a required choice element is listed in `x-fhir-required-choice`, and
+//! the element's FHIR invariants (FHIRPath, which OpenAPI cannot express) in `x-fhir-invariants`).
 //! The host is a placeholder replaced at import; the `dynamichosturl` policy also lets each
 //! connection point at its own server.
 
@@ -110,6 +111,44 @@ impl Index<'_> {
         })
     }
 
+    /// The error-level invariants (FHIRPath) the StructureDefinition states on the element at
+    /// `path`, without the ones every element or resource carries (`ele-*`, `dom-*`, `ext-*`).
+    fn invariants(&self, path: &str) -> Vec<Value> {
+        let root = path.split('.').next().unwrap_or(path);
+        let Some(elements) = self
+            .spec
+            .structure_definitions
+            .get(root)
+            .and_then(|sd| sd.pointer("/snapshot/element"))
+            .and_then(Value::as_array)
+        else {
+            return Vec::new();
+        };
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        elements
+            .iter()
+            .filter(|e| text(e, "path") == path)
+            .flat_map(|e| {
+                e.get("constraint")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+            })
+            .filter(|c| {
+                let key = text(c, "key");
+                text(c, "severity") == "error"
+                    && !["ele-", "dom-", "ext-"].iter().any(|p| key.starts_with(p))
+            })
+            .map(|c| {
+                json!({
+                    "key": text(c, "key"),
+                    "human": text(c, "human"),
+                    "expression": text(c, "expression"),
+                })
+            })
+            .collect()
+    }
+
     /// The object schema of a struct: its elements, required ones in `required`.
     fn struct_schema(&self, st: &Struct, queue: &mut Vec<String>) -> Value {
         let mut props = Map::new();
@@ -172,6 +211,10 @@ impl Index<'_> {
         let mut schema = Map::new();
         schema.insert("type".to_owned(), json!("object"));
         schema.insert("description".to_owned(), json!(st.short));
+        let invariants = self.invariants(&st.path);
+        if !invariants.is_empty() {
+            schema.insert("x-fhir-invariants".to_owned(), Value::Array(invariants));
+        }
         if !required.is_empty() {
             schema.insert("required".to_owned(), Value::Array(required));
         }
