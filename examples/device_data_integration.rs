@@ -7,6 +7,17 @@
 //! cargo run -p carebridge-examples --example device_data_integration
 //! ```
 //!
+//! It first installs the ten custom APIs (with their parameters, catalog and category) in the
+//! mock Dataverse through `registration`, as a partner would in a fresh environment. The same
+//! program registers them in a real environment, idempotently, without running the story:
+//!
+//! ```text
+//! CAREBRIDGE_DATAVERSE_URL=https://contoso.crm.dynamics.com CAREBRIDGE_DATAVERSE_TOKEN=… \
+//!   cargo run -p carebridge-examples --example device_data_integration -- register [--check]
+//! ```
+//!
+//! `--check` lists what is missing or differs and writes nothing.
+//!
 //! Each step plays both sides:
 //! 1. **Dataverse** (the user presses a button): the outbound custom API fires a webhook, posted
 //!    here to the receiver with the shared-secret header, as a `RemoteExecutionContext`.
@@ -23,6 +34,7 @@ use std::sync::Arc;
 
 use carebridge_auth::StaticToken;
 use carebridge_dataverse_client::DataverseClient;
+use carebridge_device_contract::registration::{Outcome, RegistrationOptions, RegistrationPlan};
 use carebridge_device_contract::simulated::SimulatedVendor;
 use carebridge_device_contract::{
     BridgeOptions, ContractNames, DeviceBridge, DeviceProcess, DeviceReceiver, DeviceRef,
@@ -52,6 +64,16 @@ struct Rows {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     carebridge_examples::init_tracing();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("register") {
+        let check = args.iter().any(|a| a == "--check");
+        let url = std::env::var("CAREBRIDGE_DATAVERSE_URL")
+            .map_err(|_| "CAREBRIDGE_DATAVERSE_URL is not set")?;
+        let token = std::env::var("CAREBRIDGE_DATAVERSE_TOKEN")
+            .map_err(|_| "CAREBRIDGE_DATAVERSE_TOKEN is not set")?;
+        let client = DataverseClient::new(&url, Arc::new(StaticToken::new(token)), None)?;
+        return register(&client, check).await;
+    }
     let names = ContractNames::default();
 
     // The local mock Dataverse.
@@ -62,6 +84,7 @@ async fn main() -> Result<(), BoxError> {
         Arc::new(StaticToken::new("mock-token")),
         None,
     )?;
+    register(&client, false).await?;
 
     // Partner side: vendor, bridge, receiver served on a loopback port.
     let vendor = Arc::new(SimulatedVendor::new());
@@ -153,6 +176,39 @@ async fn main() -> Result<(), BoxError> {
 
     receiver.shutdown().await;
     server.abort();
+    Ok(())
+}
+
+/// Installs the custom APIs (or, with `check`, only lists what differs) and prints the report.
+async fn register(client: &DataverseClient, check: bool) -> Result<(), BoxError> {
+    let plan = RegistrationPlan::build(client, &RegistrationOptions::default()).await?;
+    if check {
+        let mut differences = 0;
+        for item in plan.differences() {
+            println!("{item}");
+            differences += 1;
+        }
+        println!("{differences} difference(s); nothing written (--check)");
+        return Ok(());
+    }
+    let report = plan.apply(client).await?;
+    for (component, outcome) in &report.outcomes {
+        match outcome {
+            Outcome::Updated(fields) => println!("updated {component}: {}", fields.join(", ")),
+            Outcome::Differs(fields) => println!(
+                "differs {component}: {} (not changed: recreate it to fix)",
+                fields.join(", ")
+            ),
+            _ => {}
+        }
+    }
+    println!(
+        "Custom API registration: {} created, {} updated, {} already correct, {} differing\n",
+        report.created(),
+        report.updated(),
+        report.already_correct(),
+        report.differing().count()
+    );
     Ok(())
 }
 
@@ -304,6 +360,22 @@ fn assignment(rows: &Rows, process: DeviceProcess, device: Uuid, serial: &str) -
 /// API does (`204 No Content`, `OData-EntityId` on creates).
 async fn start_mock_dataverse() -> MockServer {
     let server = MockServer::start().await;
+    // A fresh environment: no custom APIs or catalogs yet; creates answer with their new id.
+    for set in ["customapis", "catalogs", "catalogassignments"] {
+        Mock::given(method("GET"))
+            .and(path(format!("/api/data/v9.2/{set}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(format!("/api/data/v9.2/{set}")))
+            .respond_with(ResponseTemplate::new(204).insert_header(
+                "OData-EntityId",
+                format!("{}/api/data/v9.2/{set}({})", server.uri(), Uuid::new_v4()),
+            ))
+            .mount(&server)
+            .await;
+    }
     // The five inbound custom APIs (unbound actions without response properties).
     Mock::given(method("POST"))
         .and(path_regex(r"^/api/data/v9\.2/msemr_[A-Za-z]+Inbound$"))

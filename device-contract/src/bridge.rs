@@ -471,9 +471,12 @@ impl DeviceBridge {
                 )
             })
         });
-        if let Err(e) = response.validate(process) {
-            // Only a caller-supplied flow URL can make our own response invalid: drop it.
-            tracing::warn!(error = %e, "dropping an invalid flow URL from the response");
+        if response.flow_url.is_some() && response.flow_link().is_none() {
+            // A caller-supplied flow URL that is not an http(s) URL: drop it.
+            tracing::warn!(
+                field = "FlowUrl",
+                "dropping a flow URL that is not an absolute http(s) URL"
+            );
             response.flow_url = None;
         }
         response

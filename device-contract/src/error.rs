@@ -77,6 +77,20 @@ pub enum Error {
         source: DataverseError,
     },
 
+    /// Registering the custom APIs failed: a read or write of the custom API or catalog tables
+    /// ([`registration`](crate::registration)).
+    #[error("registration: could not {operation} `{table}`")]
+    Registration {
+        /// `read`, `create` or `update`.
+        operation: &'static str,
+        /// The entity set (`customapis`, `customapirequestparameters`, `catalogs`,
+        /// `catalogassignments`).
+        table: &'static str,
+        /// The client's error (operation, status, OData error code).
+        #[source]
+        source: DataverseError,
+    },
+
     /// The inbox or SQL idempotency store failed (feature `sql`).
     #[cfg(feature = "sql")]
     #[error("database: could not {action}")]
@@ -109,6 +123,19 @@ impl Error {
         Self::InvalidInput {
             path: path.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// A Dataverse failure while registering the custom APIs.
+    pub(crate) fn registration(
+        operation: &'static str,
+        table: &'static str,
+        err: carebridge_dataverse_client::Error,
+    ) -> Self {
+        Self::Registration {
+            operation,
+            table,
+            source: DataverseError(Box::new(err)),
         }
     }
 
@@ -280,11 +307,12 @@ mod tests {
             Error::IdempotencyStore { .. } => 4,
             Error::Dataverse { .. } => 5,
             Error::Undelivered { .. } => 6,
+            Error::Registration { .. } => 7,
             #[cfg(feature = "sql")]
-            Error::Database { .. } => 7,
+            Error::Database { .. } => 8,
         }
     }
-    const VARIANTS: usize = if cfg!(feature = "sql") { 8 } else { 7 };
+    const VARIANTS: usize = if cfg!(feature = "sql") { 9 } else { 8 };
 
     /// The same for [`crate::VendorError`], whose text vendors write (and must keep free of
     /// patient data); its `Debug` must add nothing to that.
@@ -408,6 +436,9 @@ mod tests {
                     },
                 )),
             });
+        }
+        for e in dataverse_errors().await {
+            out.push(Error::registration("read", "customapis", e));
         }
         for e in dataverse_errors().await {
             out.push(Error::dataverse(

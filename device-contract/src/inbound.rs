@@ -466,7 +466,7 @@ impl InboundProcessor {
         if let Some(ttl) = opts.ttl_in_seconds {
             record.insert("ttlinseconds".into(), json!(ttl));
         }
-        if let Some(url) = &response.flow_url {
+        if let Some(url) = response.flow_link() {
             let data = json!({
                 "actions": [{"title": "View run", "data": {"url": url, "navigationTarget": "newWindow"}}]
             });

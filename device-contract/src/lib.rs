@@ -68,6 +68,9 @@ mod process;
 mod receiver;
 mod request;
 mod response;
+// A namespace of its own: its plan, findings and outcomes are registration vocabulary, not the
+// contract's, so its types are not re-exported at the root.
+pub mod registration;
 pub mod simulated;
 mod trigger;
 mod vendor;

@@ -5,8 +5,8 @@
 //!
 //! | parameter | type | this crate |
 //! |---|---|---|
-//! | Status code | Integer | [`InboundResponse::status_code`] (`i32`, 100–599, 2xx = success) |
-//! | Error message | String | [`InboundResponse::error_message`] (required when not 2xx) |
+//! | Status code | Integer | [`InboundResponse::status_code`] (`i32`, 2xx = success; any integer is accepted, one outside 100–599 is logged as a warning) |
+//! | Error message | String | [`InboundResponse::error_message`] (expected when not 2xx; its absence is logged as a warning) |
 //! | Outbound request | String | [`InboundResponse::outbound_request`], the outbound request exactly as sent |
 //! | Flow URL | String | [`InboundResponse::flow_url`], the run history URL or your own run link |
 //! | Content | String | [`InboundResponse::content`], a [`DeviceContent`] serialized **as a JSON string** |
@@ -203,18 +203,35 @@ impl InboundResponse {
             .transpose()
     }
 
-    /// Checks the response for `process`: status code range, error message on failure, content only
-    /// where allowed (and required for a successful Sync Devices), serial numbers present and unique,
-    /// flow URL absolute.
+    /// The flow URL when it is an absolute `http`/`https` URL, the only kind offered as a link
+    /// (e.g. the notification's "View run" action).
+    pub fn flow_link(&self) -> Option<&str> {
+        self.flow_url.as_deref().filter(|url| {
+            url.split_once("://").is_some_and(|(scheme, rest)| {
+                (scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http"))
+                    && !rest.is_empty()
+            })
+        })
+    }
+
+    /// Checks the response for `process` and rejects only what cannot be written: `Content`
+    /// where it is not allowed (or missing from a successful Sync Devices response, or not a valid
+    /// [`DeviceContent`]), and an empty `OutboundRequest` (the echo the inbound side needs).
+    ///
+    /// Seed 000 types "Status code" only as Integer, so any integer is accepted: one outside
+    /// 100–599, a failure without an error message, and a flow URL that is not an absolute
+    /// http(s) URL (which then is not offered as a link, see [`flow_link`](Self::flow_link)) are
+    /// logged as `tracing` warnings (field names only), never errors.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] or [`Error::Json`] naming the field.
     pub fn validate(&self, process: DeviceProcess) -> Result<()> {
         if !(100..=599).contains(&self.status_code) {
-            return Err(Error::invalid(
-                "StatusCode",
-                format!("{} is outside 100..=599", self.status_code),
-            ));
+            tracing::warn!(
+                field = "StatusCode",
+                status = self.status_code,
+                "status code outside 100-599 accepted (seed 000 types it only as Integer)"
+            );
         }
         if !self.is_success()
             && self
@@ -222,22 +239,20 @@ impl InboundResponse {
                 .as_deref()
                 .is_none_or(|m| m.trim().is_empty())
         {
-            return Err(Error::invalid(
-                "ErrorMessage",
-                "is required when StatusCode is not 2xx",
-            ));
+            tracing::warn!(
+                field = "ErrorMessage",
+                status = self.status_code,
+                "failure response without an error message accepted"
+            );
         }
         if self.outbound_request.trim().is_empty() {
             return Err(Error::invalid("OutboundRequest", "must not be empty"));
         }
-        if let Some(url) = &self.flow_url {
-            let ok = url.split_once("://").is_some_and(|(scheme, rest)| {
-                (scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("http"))
-                    && !rest.is_empty()
-            });
-            if !ok {
-                return Err(Error::invalid("FlowUrl", "must be an absolute http(s) URL"));
-            }
+        if self.flow_url.is_some() && self.flow_link().is_none() {
+            tracing::warn!(
+                field = "FlowUrl",
+                "flow URL is not an absolute http(s) URL; it is kept but not offered as a link"
+            );
         }
         match (&self.content, process.allows_content()) {
             (Some(_), false) => {
@@ -388,17 +403,36 @@ mod tests {
     }
 
     #[test]
-    fn validation_names_the_field() {
-        let bad_status = InboundResponse::success(42, "{}");
+    fn any_integer_status_and_missing_message_are_accepted() {
+        // Seed 000 types the status only as Integer: unusual values are warnings, not errors.
+        for status in [0, 42, 600, 999, -1, i32::MAX] {
+            InboundResponse::success(status, "{}")
+                .validate(DeviceProcess::Enroll)
+                .unwrap();
+        }
+        InboundResponse::success(500, "{}")
+            .validate(DeviceProcess::Enroll)
+            .unwrap();
+        for odd in ["javascript:x", "/runs/1", "https://"] {
+            let odd_url = InboundResponse::failure(502, "down", "{}").with_flow_url(odd);
+            odd_url.validate(DeviceProcess::Enroll).unwrap();
+            assert_eq!(odd_url.flow_link(), None);
+        }
+        let url = "https://make.powerautomate.com/runs/1";
         assert_eq!(
-            path_of(bad_status.validate(DeviceProcess::Enroll).unwrap_err()),
-            "StatusCode"
+            InboundResponse::success(200, "{}")
+                .with_flow_url(url)
+                .flow_link(),
+            Some(url)
         );
+    }
 
-        let no_message = InboundResponse::success(500, "{}");
+    #[test]
+    fn validation_names_the_field() {
+        let no_echo = InboundResponse::success(200, " ");
         assert_eq!(
-            path_of(no_message.validate(DeviceProcess::Enroll).unwrap_err()),
-            "ErrorMessage"
+            path_of(no_echo.validate(DeviceProcess::Enroll).unwrap_err()),
+            "OutboundRequest"
         );
 
         let content = DeviceContent::new(vec![DeviceInfo::new("a", "b", "SN")]);
@@ -445,12 +479,6 @@ mod tests {
         let missing_serial = r#"{"ResponseFormat":"default","Devices":[{"Name":"a","Model":"b"}]}"#;
         let err = DeviceContent::from_json(missing_serial).unwrap_err();
         assert_eq!(path_of(err), "Devices[0]");
-
-        let relative_url = InboundResponse::success(200, "{}").with_flow_url("/runs/1");
-        assert_eq!(
-            path_of(relative_url.validate(DeviceProcess::Enroll).unwrap_err()),
-            "FlowUrl"
-        );
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub(crate) fn run(args: &CiArgs) -> CiResult {
                 &[],
             )
         })?;
+        step(
+            &mut timings,
+            "connector definitions (swagger-parser)",
+            || validate_connectors(&root),
+        )?;
         step(&mut timings, "fhir-model without default features", || {
             cargo(
                 &root,
@@ -270,6 +275,21 @@ fn check(status: std::io::Result<ExitStatus>, what: &str) -> CiResult {
         Ok(s) => Err(format!("{what} exited with {s}")),
         Err(e) => Err(format!("could not run {what}: {e}")),
     }
+}
+
+/// Validates the generated connector definitions as OpenAPI 2.0 with `@apidevtools/swagger-parser`
+/// (`test-support/connectors`, installed by `npm ci`).
+fn validate_connectors(root: &Path) -> CiResult {
+    let dir = root.join("test-support").join("connectors");
+    let mut npm = Command::new("npm");
+    npm.current_dir(&dir)
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]);
+    check(npm.status(), "npm ci (test-support/connectors)")?;
+    let mut node = Command::new("node");
+    node.current_dir(&dir)
+        .arg("validate.mjs")
+        .arg(root.join("connectors"));
+    check(node.status(), "node validate.mjs")
 }
 
 /// The script of `test-support/fhir-server` that serves the FHIR test server.

@@ -267,6 +267,35 @@ async fn failed_response_only_notifies() {
     assert!(!report.assignment_changed);
 }
 
+/// Seed 000 types StatusCode only as Integer: an unusual status and a failure without a message
+/// are written (the notification), not rejected; a flow URL that is not http(s) is not linked.
+#[tokio::test]
+async fn unusual_status_without_message_is_written_not_rejected() {
+    let server = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(0)
+        .mount(&server)
+        .await;
+    notification(&server, ICON_FAILURE, 2).await;
+    for status in [999, 42] {
+        let mut response = InboundResponse::success(status, outbound(DeviceProcess::AssignDevice))
+            .with_flow_url("javascript:alert(1)");
+        response.error_message = None;
+        let report = processor(&server)
+            .process(DeviceProcess::AssignDevice, &response)
+            .await
+            .expect("an unusual status is processed");
+        assert!(!report.success);
+    }
+    for body in bodies(&server, &api("appnotifications")).await {
+        assert!(
+            body.get("data").is_none(),
+            "a non-http flow URL is not linked"
+        );
+    }
+}
+
 #[tokio::test]
 async fn dataverse_failure_while_applying_is_reported_and_notified() {
     let server = MockServer::start().await;

@@ -14,4 +14,5 @@ mod inbox;
 #[cfg(feature = "server")]
 mod receiver;
 mod redaction;
+mod registration;
 mod support;

@@ -4,6 +4,9 @@
 //! Steps: verify the vendored archive against `MANIFEST.sha256`, build the model (structs,
 //! choice enums, required-binding code enums, boxing of recursive fields), emit one file per
 //! type, format with the pinned rustfmt, then write (or, with `--check`, compare).
+//!
+//! From the same model it writes the FHIRBase and FHIRClinical Power Platform connectors to
+//! `connectors/` (see `connectors.rs`), checked the same way.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,6 +15,7 @@ use std::process::Command;
 
 use crate::DynError;
 
+mod connectors;
 mod emit;
 mod model;
 mod spec;
@@ -56,41 +60,61 @@ pub(crate) fn run(args: &Args) -> Result<(), DynError> {
     let formatted = read_tree(&tmp)?;
     fs::remove_dir_all(&tmp)?;
 
+    let connector_dir = root.join("connectors");
+    let connector_files = connectors::generate(&model, &spec)?;
+
     if args.check {
-        let current = if out_dir.exists() {
-            read_tree(&out_dir)?
-        } else {
-            BTreeMap::new()
-        };
-        let mut diffs = Vec::new();
-        for (path, text) in &formatted {
-            match current.get(path) {
-                None => diffs.push(format!("missing: {path}")),
-                Some(c) if c != text => diffs.push(format!("differs: {path}")),
-                Some(_) => {}
-            }
-        }
-        for path in current.keys() {
-            if !formatted.contains_key(path) {
-                diffs.push(format!("stale: {path}"));
-            }
-        }
+        let mut diffs = tree_diffs(&out_dir, &formatted, "fhir-model/src/generated")?;
+        diffs.extend(tree_diffs(&connector_dir, &connector_files, "connectors")?);
         if !diffs.is_empty() {
             let shown: Vec<&String> = diffs.iter().take(20).collect();
             return Err(format!(
-                "fhir-model/src/generated is out of date ({} files); run `cargo xtask codegen`:\n  {}",
+                "generated files are out of date ({} files); run `cargo xtask codegen`:\n  {}",
                 diffs.len(),
-                shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n  ")
+                shown
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
             )
             .into());
         }
         return Ok(());
     }
-    if out_dir.exists() {
-        fs::remove_dir_all(&out_dir)?;
+    for (dir, files) in [(&out_dir, &formatted), (&connector_dir, &connector_files)] {
+        if dir.exists() {
+            fs::remove_dir_all(dir)?;
+        }
+        write_tree(dir, files)?;
     }
-    write_tree(&out_dir, &formatted)?;
     Ok(())
+}
+
+/// The differences between the files under `dir` and `expected` (`missing`, `differs`, `stale`).
+fn tree_diffs(
+    dir: &Path,
+    expected: &BTreeMap<String, String>,
+    label: &str,
+) -> Result<Vec<String>, DynError> {
+    let current = if dir.exists() {
+        read_tree(dir)?
+    } else {
+        BTreeMap::new()
+    };
+    let mut diffs = Vec::new();
+    for (path, text) in expected {
+        match current.get(path) {
+            None => diffs.push(format!("missing: {label}/{path}")),
+            Some(c) if c != text => diffs.push(format!("differs: {label}/{path}")),
+            Some(_) => {}
+        }
+    }
+    for path in current.keys() {
+        if !expected.contains_key(path) {
+            diffs.push(format!("stale: {label}/{path}"));
+        }
+    }
+    Ok(diffs)
 }
 
 fn write_tree(dir: &Path, files: &BTreeMap<String, String>) -> Result<(), DynError> {
