@@ -11,6 +11,8 @@ mod crash;
 mod inbound;
 #[cfg(feature = "sql")]
 mod inbox;
+#[cfg(feature = "sql")]
+mod lease;
 mod receiver;
 mod redaction;
 mod support;
