@@ -3,6 +3,10 @@
 //! - **SQLite** is the embedded default: give a file path (or a `sqlite:` URL); the file is
 //!   created when missing, opened in WAL mode with a busy timeout, and every commit is synced
 //!   to disk (`synchronous = FULL`) unless [`StoreOptions::sqlite_synchronous`] says otherwise.
+//!   Checkpoints (copying the write-ahead log into the database file) run in a background task
+//!   on a connection of its own, not inside a commit, and the WAL file is kept for overwriting.
+//!   A commit then syncs only its own frames. See
+//!   [`StoreOptions::sqlite_checkpoint_interval`].
 //! - **PostgreSQL** (`postgres://…`) is for several processes or replicas sharing state.
 //!
 //! Each integration crate keeps its own store trait and writes its queries once, with `$1`
