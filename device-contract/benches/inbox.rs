@@ -4,7 +4,9 @@
 //! `cargo bench -p carebridge-device-contract --features __bench --bench inbox`
 //!
 //! Besides criterion's mean time per accept, each backend prints the p50/p99/max accept latency
-//! of 2,000 sequential accepts (the target: p99 under 5 ms on SQLite).
+//! of 2,000 sequential accepts (the target: p99 under 5 ms on SQLite). SQLite runs three
+//! ways: the default (`synchronous = FULL`, background checkpoints), SQLite's inline
+//! checkpoints, and `synchronous = NORMAL`.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -133,7 +135,20 @@ fn inbox(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("cb-inbox-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("inbox.db");
+    // The default: `synchronous = FULL`, checkpoints in carebridge-store's background task.
     bench_backend(c, "sqlite", path.to_str().expect("utf-8"), None);
+    // The same with SQLite's own inline checkpoints (the commit past 1,000 WAL pages runs it).
+    let inline = StoreOptions {
+        sqlite_checkpoint_interval: None,
+        ..StoreOptions::default()
+    };
+    let path = dir.join("inbox-inline.db");
+    bench_backend(
+        c,
+        "sqlite_inline_checkpoint",
+        path.to_str().expect("utf-8"),
+        Some(inline),
+    );
     // Process-crash safe, not power-cut safe: commits are synced at checkpoints only.
     let normal = StoreOptions {
         sqlite_synchronous: SqliteSynchronous::Normal,

@@ -102,6 +102,16 @@ pub enum Error {
         source: carebridge_store::Error,
     },
 
+    /// The inbox lease on a trigger was lost while this worker processed it: another worker
+    /// claimed the trigger (feature `sql`). This worker wrote nothing more; the new owner
+    /// finishes it.
+    #[cfg(feature = "sql")]
+    #[error("the inbox lease on a {process} trigger was lost to another worker")]
+    LeaseLost {
+        /// The process of the trigger.
+        process: DeviceProcess,
+    },
+
     /// The inbound response could not be delivered to Dataverse; it was handed to the outcome sink,
     /// if one is configured, so it is not lost.
     #[error("could not deliver the {process} inbound response to `{inbound_api}`")]
@@ -310,9 +320,11 @@ mod tests {
             Error::Registration { .. } => 7,
             #[cfg(feature = "sql")]
             Error::Database { .. } => 8,
+            #[cfg(feature = "sql")]
+            Error::LeaseLost { .. } => 9,
         }
     }
-    const VARIANTS: usize = if cfg!(feature = "sql") { 9 } else { 8 };
+    const VARIANTS: usize = if cfg!(feature = "sql") { 10 } else { 8 };
 
     /// The same for [`crate::VendorError`], whose text vendors write (and must keep free of
     /// patient data); its `Debug` must add nothing to that.
@@ -420,6 +432,10 @@ mod tests {
                 "store a trigger",
                 carebridge_store::sqlx::Error::Protocol(format!("Key (id)=({GUID}) Jane")),
             ),
+        });
+        #[cfg(feature = "sql")]
+        out.push(Error::LeaseLost {
+            process: DeviceProcess::Enroll,
         });
         for e in dataverse_errors().await {
             let e = Error::dataverse(DeviceProcess::AssignDevice, "call inbound API", e);

@@ -10,7 +10,12 @@
 //!    with `Retry-After`, so Dataverse or the flow retries.
 //! 2. **Claim.** A worker takes pending triggers with a lease (`claimed_by`, `lease_until`); a
 //!    trigger whose lease expired (its worker died) is claimable again, by any process sharing
-//!    the database.
+//!    the database. While it processes a trigger, the worker **renews** the lease every third of
+//!    [`InboxOptions::lease`], so a vendor call slower than the lease does not let a second
+//!    worker claim the same trigger. Each claim writes a fresh claim token to `claimed_by`, and
+//!    every later step is **fenced** by it: it is written only if the row still holds this
+//!    claim's token, in the same transaction. A worker that lost its lease (paused, cut off from
+//!    the database) stops with [`Error::LeaseLost`] and cannot overwrite the new owner's result.
 //! 3. **Vendor.** Unless the [`SqlIdempotencyStore`] already holds the vendor's answer for the
 //!    key, the vendor is called and its answer (the inbound response) is committed under the key
 //!    **before** Dataverse is called.
@@ -24,6 +29,8 @@
 //! side tolerates.
 
 use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +77,21 @@ const ANSWERED: &str = "answered";
 const FAILED: &str = "failed";
 const IN_PROGRESS: &str = "in_progress";
 const COMPLETED: &str = "completed";
+
+const UPSERT_COMPLETED: &str = "INSERT INTO device_idempotency \
+     (idempotency_key, state, response, delivered, expires_at) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (idempotency_key) DO UPDATE SET state = $2, response = $3, \
+     delivered = $4, expires_at = $5";
+
+/// What a fenced step does to the trigger's row (besides checking the claim).
+enum Transition {
+    /// Nothing: the step only writes the idempotency record.
+    Keep,
+    /// Finished: answered or failed; the body is erased and the claim released.
+    Finish(&'static str),
+    /// Released for another attempt at `lease_until`, with `attempts` recorded.
+    RetryAt { lease_until: i64, attempts: i64 },
+}
 
 fn db(action: &'static str) -> impl FnOnce(carebridge_store::Error) -> Error {
     move |source| Error::Database { action, source }
@@ -232,20 +254,15 @@ impl IdempotencyStore for SqlIdempotencyStore {
     ) -> Result<()> {
         let response = serde_json::to_string(&record.response)
             .map_err(|e| Error::encode("InboundResponse", &e))?;
-        sqlx::query(
-            "INSERT INTO device_idempotency \
-             (idempotency_key, state, response, delivered, expires_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (idempotency_key) DO UPDATE SET state = $2, response = $3, \
-             delivered = $4, expires_at = $5",
-        )
-        .bind(key.as_str().to_owned())
-        .bind(COMPLETED)
-        .bind(response)
-        .bind(i64::from(record.delivered))
-        .bind(now_millis().saturating_add(millis(ttl)))
-        .execute(self.store.pool())
-        .await
-        .map_err(query("record a trigger outcome"))?;
+        sqlx::query(UPSERT_COMPLETED)
+            .bind(key.as_str().to_owned())
+            .bind(COMPLETED)
+            .bind(response)
+            .bind(i64::from(record.delivered))
+            .bind(now_millis().saturating_add(millis(ttl)))
+            .execute(self.store.pool())
+            .await
+            .map_err(query("record a trigger outcome"))?;
         Ok(())
     }
 
@@ -280,9 +297,10 @@ pub type StageHook = Arc<dyn Fn(InboxStage) + Send + Sync>;
 /// default; use `..Default::default()`.
 #[derive(Clone)]
 pub struct InboxOptions {
-    /// How long a claimed trigger belongs to its worker; after it (the worker died) any worker
-    /// may claim it again. Keep it above the bridge's vendor timeout plus delivery time
-    /// (default 5 min).
+    /// How long a claim lasts without renewal. A worker renews the lease of the trigger it is
+    /// processing every third of it, so only a worker that died (or lost the database for that
+    /// long) lets the trigger go to another worker (default 5 min; shorter means a dead worker's
+    /// triggers resume sooner, at the cost of more renewals).
     pub lease: Duration,
     /// How often an idle worker looks for pending triggers left by other processes or expired
     /// leases (default 1 s; a trigger accepted by this process is picked up at once).
@@ -335,6 +353,8 @@ pub struct InboxItem {
     pub body: String,
     /// Earlier processing attempts.
     pub attempts: u32,
+    /// This claim's token, written to `claimed_by`: the fence of every later step.
+    claim: String,
 }
 
 impl fmt::Debug for InboxItem {
@@ -439,7 +459,9 @@ impl SqlInbox {
     }
 
     /// Claims up to `limit` pending triggers whose lease is free or expired, for `lease`,
-    /// oldest first.
+    /// oldest first. Each claim gets a fresh token in `claimed_by` (this inbox's
+    /// [`worker_id`](Self::worker_id), a slash, a random suffix), which ends any earlier claim
+    /// of the same trigger.
     ///
     /// # Errors
     /// [`Error::Database`].
@@ -468,11 +490,12 @@ impl SqlInbox {
         let until = now.saturating_add(millis(lease));
         let mut items = Vec::with_capacity(rows.len());
         for (key, hint, body, attempts) in rows {
+            let claim = format!("{}/{}", self.worker_id, uuid::Uuid::new_v4().simple());
             sqlx::query(
                 "UPDATE device_inbox SET claimed_by = $1, lease_until = $2 \
                  WHERE idempotency_key = $3",
             )
-            .bind(self.worker_id.clone())
+            .bind(claim.clone())
             .bind(until)
             .bind(key.clone())
             .execute(&mut *tx)
@@ -483,6 +506,7 @@ impl SqlInbox {
                 hint: hint.parse().ok(),
                 body,
                 attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                claim,
             });
         }
         tx.commit().await.map_err(query("claim triggers"))?;
@@ -490,7 +514,8 @@ impl SqlInbox {
     }
 
     /// Marks a trigger answered and erases its body (the key stays, so a redelivery is still
-    /// recognised).
+    /// recognised), whoever holds its claim: an operator's tool. Workers use fenced steps (see
+    /// the [module docs](self)).
     ///
     /// # Errors
     /// [`Error::Database`].
@@ -512,31 +537,107 @@ impl SqlInbox {
         Ok(())
     }
 
-    /// Gives a claimed trigger back for another attempt after `delay`, or marks it failed when
-    /// this was attempt `max_attempts`.
-    async fn retry_later(
-        &self,
-        item: &InboxItem,
-        delay: Duration,
-        max_attempts: u32,
-    ) -> Result<()> {
-        let attempts = item.attempts.saturating_add(1);
-        if attempts >= max_attempts {
-            return self
-                .finish(&item.key, FAILED, "mark a trigger failed")
-                .await;
-        }
-        sqlx::query(
-            "UPDATE device_inbox SET claimed_by = '', lease_until = $1, attempts = $2 \
-             WHERE idempotency_key = $3",
+    /// Extends the lease of a trigger claimed as `item` to `lease` from now, if the claim is
+    /// still this one; returns `false` when another worker has claimed the trigger since (or it
+    /// is no longer pending). Workers call it while they process the trigger.
+    ///
+    /// # Errors
+    /// [`Error::Database`].
+    pub async fn renew(&self, item: &InboxItem, lease: Duration) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE device_inbox SET lease_until = $1 \
+             WHERE idempotency_key = $2 AND claimed_by = $3 AND state = $4",
         )
-        .bind(now_millis().saturating_add(millis(delay)))
-        .bind(i64::from(attempts))
+        .bind(now_millis().saturating_add(millis(lease)))
         .bind(item.key.as_str().to_owned())
+        .bind(item.claim.clone())
+        .bind(PENDING)
         .execute(self.store.pool())
         .await
-        .map_err(query("reschedule a trigger"))?;
-        Ok(())
+        .map_err(query("renew a lease"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// One fenced step: in one transaction, applies `transition` to the trigger's row and
+    /// writes `record` under its key, only if the row still holds `item`'s claim. Returns
+    /// `false` (nothing written) when the claim was lost.
+    async fn fenced(
+        &self,
+        item: &InboxItem,
+        transition: Transition,
+        record: Option<(&CompletedRecord, Duration)>,
+        action: &'static str,
+    ) -> Result<bool> {
+        let record = match record {
+            Some((record, ttl)) => Some((
+                serde_json::to_string(&record.response)
+                    .map_err(|e| Error::encode("InboundResponse", &e))?,
+                record.delivered,
+                ttl,
+            )),
+            None => None,
+        };
+        // The fence is `$1` to `$3` of every statement; the new values follow.
+        const FENCE: &str = "WHERE idempotency_key = $1 AND claimed_by = $2 AND state = $3";
+        let key = item.key.as_str().to_owned();
+        let claim = item.claim.clone();
+        let (keep, finish, retry);
+        let update = match transition {
+            // Touches the row, so PostgreSQL holds its lock until the commit.
+            Transition::Keep => {
+                keep = format!("UPDATE device_inbox SET claimed_by = $2 {FENCE}");
+                sqlx::query(&keep)
+                    .bind(key.clone())
+                    .bind(claim)
+                    .bind(PENDING)
+            }
+            Transition::Finish(state) => {
+                finish = format!(
+                    "UPDATE device_inbox SET state = $4, body = '', claimed_by = '', \
+                     lease_until = 0, answered_at = $5 {FENCE}"
+                );
+                sqlx::query(&finish)
+                    .bind(key.clone())
+                    .bind(claim)
+                    .bind(PENDING)
+                    .bind(state)
+                    .bind(now_millis())
+            }
+            Transition::RetryAt {
+                lease_until,
+                attempts,
+            } => {
+                retry = format!(
+                    "UPDATE device_inbox SET claimed_by = '', lease_until = $4, attempts = $5 \
+                     {FENCE}"
+                );
+                sqlx::query(&retry)
+                    .bind(key.clone())
+                    .bind(claim)
+                    .bind(PENDING)
+                    .bind(lease_until)
+                    .bind(attempts)
+            }
+        };
+        let mut tx = self.store.begin_write().await.map_err(db(action))?;
+        let done = update.execute(&mut *tx).await.map_err(query(action))?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(query(action))?;
+            return Ok(false);
+        }
+        if let Some((response, delivered, ttl)) = record {
+            sqlx::query(UPSERT_COMPLETED)
+                .bind(key.clone())
+                .bind(COMPLETED)
+                .bind(response)
+                .bind(i64::from(delivered))
+                .bind(now_millis().saturating_add(millis(ttl)))
+                .execute(&mut *tx)
+                .await
+                .map_err(query(action))?;
+        }
+        tx.commit().await.map_err(query(action))?;
+        Ok(true)
     }
 
     /// How many triggers are pending, answered and failed.
@@ -579,16 +680,60 @@ impl SqlInbox {
     }
 
     /// Processes one claimed trigger: vendor answer (stored, or computed and stored), then
-    /// Dataverse, then marked answered. A delivery failure reschedules it.
+    /// Dataverse, then marked answered. A delivery failure reschedules it. The lease is renewed
+    /// every third of [`InboxOptions::lease`] meanwhile, and every step is fenced by the claim
+    /// (see the [module docs](self)).
     ///
     /// # Errors
     /// [`Error::Database`] when a step could not be recorded (the lease then lets it be
-    /// resumed), [`Error::Undelivered`] when Dataverse refused the answer (it was rescheduled).
+    /// resumed), [`Error::Undelivered`] when Dataverse refused the answer (it was rescheduled),
+    /// [`Error::LeaseLost`] when another worker claimed the trigger meanwhile (this worker then
+    /// wrote nothing more).
     pub async fn process(
         &self,
         bridge: &DeviceBridge,
         item: &InboxItem,
         options: &InboxOptions,
+    ) -> Result<()> {
+        let lost = AtomicBool::new(false);
+        let mut renewal = std::pin::pin!(self.keep_lease(item, options.lease, &lost));
+        let mut work = std::pin::pin!(self.process_claimed(bridge, item, options, &lost));
+        let mut renewing = true;
+        // Both futures run in this task; the renewal ends only when the lease is lost, and
+        // dropping `process` (cancellation) stops it with the work.
+        std::future::poll_fn(|cx| {
+            if renewing && renewal.as_mut().poll(cx).is_ready() {
+                renewing = false;
+            }
+            work.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Renews `item`'s lease every third of `lease` until it is lost (then sets `lost`).
+    async fn keep_lease(&self, item: &InboxItem, lease: Duration, lost: &AtomicBool) {
+        let every = (lease / 3).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(every).await;
+            match self.renew(item, lease).await {
+                Ok(true) => tracing::trace!("inbox lease renewed"),
+                Ok(false) => {
+                    tracing::warn!("inbox lease lost to another worker; this worker stops");
+                    lost.store(true, Ordering::SeqCst);
+                    return;
+                }
+                // The next renewal may succeed; the fence protects the result meanwhile.
+                Err(e) => tracing::warn!(error = %e, "could not renew an inbox lease"),
+            }
+        }
+    }
+
+    async fn process_claimed(
+        &self,
+        bridge: &DeviceBridge,
+        item: &InboxItem,
+        options: &InboxOptions,
+        lost: &AtomicBool,
     ) -> Result<()> {
         let stage = |s: InboxStage| {
             if let Some(hook) = &options.on_stage {
@@ -602,17 +747,33 @@ impl SqlInbox {
             Err(e) => {
                 // It parsed when accepted; only a changed configuration can get here.
                 tracing::error!(error = %e, "a stored trigger no longer parses; marked failed");
-                return self
-                    .finish(&item.key, FAILED, "mark a trigger failed")
-                    .await;
+                self.fenced(
+                    item,
+                    Transition::Finish(FAILED),
+                    None,
+                    "mark a trigger failed",
+                )
+                .await?;
+                return Ok(());
             }
         };
         let process = trigger.process;
+        let lease_lost = || Error::LeaseLost { process };
         let stored = self.idempotency.completed(&item.key).await?;
         let response = match stored {
             Some(record) if record.delivered => {
                 tracing::info!(process = %process, "trigger already answered; marking it");
-                self.mark_answered(&item.key).await?;
+                if !self
+                    .fenced(
+                        item,
+                        Transition::Finish(ANSWERED),
+                        None,
+                        "mark a trigger answered",
+                    )
+                    .await?
+                {
+                    return Err(lease_lost());
+                }
                 stage(InboxStage::Answered);
                 return Ok(());
             }
@@ -621,43 +782,75 @@ impl SqlInbox {
                 record.response
             }
             None => {
+                // Only the holder of the claim calls the vendor (a renewal confirms the claim).
+                if lost.load(Ordering::SeqCst) || !self.renew(item, options.lease).await? {
+                    return Err(lease_lost());
+                }
                 let response = bridge.respond(&trigger).await;
-                self.idempotency
-                    .complete(
-                        &item.key,
-                        CompletedRecord {
-                            response: response.clone(),
-                            delivered: false,
-                        },
-                        ttl,
+                let record = CompletedRecord {
+                    response,
+                    delivered: false,
+                };
+                // Stored only while the claim holds: a worker that lost it leaves the new
+                // owner's answer alone.
+                if !self
+                    .fenced(
+                        item,
+                        Transition::Keep,
+                        Some((&record, ttl)),
+                        "record a vendor answer",
                     )
-                    .await?;
+                    .await?
+                {
+                    tracing::warn!(process = %process, "vendor answered after the lease was lost; answer dropped");
+                    return Err(lease_lost());
+                }
                 stage(InboxStage::VendorAnswerStored);
-                response
+                record.response
             }
         };
+        // Only the holder of the claim calls Dataverse (a renewal also confirms the claim).
+        if lost.load(Ordering::SeqCst) || !self.renew(item, options.lease).await? {
+            return Err(lease_lost());
+        }
         if let Err(e) = bridge.deliver(process, &response).await {
             tracing::warn!(process = %process, attempt = item.attempts.saturating_add(1), error = %e, "inbound response not delivered; will retry");
-            self.retry_later(item, options.retry_delay, options.max_attempts)
+            let attempts = item.attempts.saturating_add(1);
+            let transition = if attempts >= options.max_attempts {
+                Transition::Finish(FAILED)
+            } else {
+                Transition::RetryAt {
+                    lease_until: now_millis().saturating_add(millis(options.retry_delay)),
+                    attempts: i64::from(attempts),
+                }
+            };
+            let held = self
+                .fenced(item, transition, None, "reschedule a trigger")
                 .await?;
             return Err(Error::Undelivered {
                 process,
                 inbound_api: bridge.names().apis.get(process).inbound.clone(),
-                queued: true,
+                queued: held,
                 source: Box::new(e),
             });
         }
-        self.idempotency
-            .complete(
-                &item.key,
-                CompletedRecord {
-                    response,
-                    delivered: true,
-                },
-                ttl,
+        let record = CompletedRecord {
+            response,
+            delivered: true,
+        };
+        if !self
+            .fenced(
+                item,
+                Transition::Finish(ANSWERED),
+                Some((&record, ttl)),
+                "mark a trigger answered",
             )
-            .await?;
-        self.mark_answered(&item.key).await?;
+            .await?
+        {
+            // Dataverse has the answer; the new owner may deliver it once more (at least once).
+            tracing::warn!(process = %process, "answer delivered, but the lease was lost before it was recorded");
+            return Err(lease_lost());
+        }
         stage(InboxStage::Answered);
         Ok(())
     }

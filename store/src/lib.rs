@@ -3,6 +3,10 @@
 //! - **SQLite** is the embedded default: give a file path (or a `sqlite:` URL); the file is
 //!   created when missing, opened in WAL mode with a busy timeout, and every commit is synced
 //!   to disk (`synchronous = FULL`) unless [`StoreOptions::sqlite_synchronous`] says otherwise.
+//!   Checkpoints (copying the write-ahead log into the database file) run in a background task
+//!   on a connection of its own, not inside a commit, and the WAL file is kept for overwriting.
+//!   A commit then syncs only its own frames. See
+//!   [`StoreOptions::sqlite_checkpoint_interval`].
 //! - **PostgreSQL** (`postgres://…`) is for several processes or replicas sharing state.
 //!
 //! Each integration crate keeps its own store trait and writes its queries once, with `$1`
@@ -51,6 +55,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod checkpoint;
 mod error;
 mod migrate;
 #[cfg(feature = "test-support")]
@@ -60,6 +65,7 @@ pub mod test_support;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
@@ -116,6 +122,23 @@ pub struct StoreOptions {
     pub sqlite_busy_timeout: Duration,
     /// SQLite durability (default [`SqliteSynchronous::Full`]).
     pub sqlite_synchronous: SqliteSynchronous,
+    /// SQLite: how often a background task checkpoints the write-ahead log into the database
+    /// file, on a connection of its own (default 500 ms). The pool's connections then leave
+    /// checkpoints to it (up to [`sqlite_wal_backstop_pages`](Self::sqlite_wal_backstop_pages)),
+    /// so a commit never pays for one: a commit syncs only its own WAL frames, written over
+    /// space the WAL file already has. `None` restores SQLite's own behaviour: the commit that
+    /// takes the WAL past 1,000 pages checkpoints it, inline.
+    pub sqlite_checkpoint_interval: Option<Duration>,
+    /// SQLite, with a background checkpointer: the WAL size in pages (4 KiB each by default)
+    /// past which a committing connection checkpoints inline after all, should the background
+    /// task fall behind or stop (default 16,384, 64 MiB). Ignored when
+    /// [`sqlite_checkpoint_interval`](Self::sqlite_checkpoint_interval) is `None`.
+    pub sqlite_wal_backstop_pages: u32,
+    /// SQLite: the WAL file size, in bytes, kept after a checkpoint (`journal_size_limit`,
+    /// default 64 MiB). A WAL that grew past it in a burst is truncated back to it; a smaller
+    /// one is kept, so later commits overwrite it instead of growing the file, which costs a
+    /// file-system journal commit on every sync.
+    pub sqlite_journal_size_limit: u64,
 }
 
 impl Default for StoreOptions {
@@ -125,6 +148,9 @@ impl Default for StoreOptions {
             acquire_timeout: Duration::from_secs(10),
             sqlite_busy_timeout: Duration::from_secs(5),
             sqlite_synchronous: SqliteSynchronous::Full,
+            sqlite_checkpoint_interval: Some(Duration::from_millis(500)),
+            sqlite_wal_backstop_pages: 16_384,
+            sqlite_journal_size_limit: 64 * 1024 * 1024,
         }
     }
 }
@@ -210,11 +236,13 @@ fn install_drivers() {
     let _ = sqlx::any::install_drivers(&[sqlx::postgres::any::DRIVER, sqlx::sqlite::any::DRIVER]);
 }
 
-/// An open database: a connection pool and the backend behind it. Cheap to clone.
+/// An open database: a connection pool and the backend behind it (and, on SQLite, the
+/// background checkpointer). Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 impl fmt::Debug for Store {
@@ -268,9 +296,17 @@ impl Store {
                 SqliteSynchronous::Full => "FULL",
                 SqliteSynchronous::Normal => "NORMAL",
             };
+            // Without a background checkpointer, SQLite's default of 1,000 pages.
+            let autocheckpoint = match options.sqlite_checkpoint_interval {
+                Some(_) if !location.in_memory => options.sqlite_wal_backstop_pages.max(1),
+                _ => 1000,
+            };
+            let size_limit = i64::try_from(options.sqlite_journal_size_limit).unwrap_or(i64::MAX);
             let pragmas = format!(
                 "PRAGMA busy_timeout = {busy_ms}; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+                 PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
+                 PRAGMA wal_autocheckpoint = {autocheckpoint}; \
+                 PRAGMA journal_size_limit = {size_limit};"
             );
             pool = pool.after_connect(move |conn, _meta| {
                 let pragmas = pragmas.clone();
@@ -281,14 +317,30 @@ impl Store {
             });
         }
         let pool = pool
-            .connect_with(connect_options)
+            .connect_with(connect_options.clone())
             .await
             .map_err(|e| Error::Connect {
                 backend,
                 source: DbError::new(e),
             })?;
+        let checkpointer = match options.sqlite_checkpoint_interval {
+            Some(interval) if backend == Backend::Sqlite && !location.in_memory => {
+                match checkpoint::Checkpointer::start(&connect_options, interval).await {
+                    Ok(checkpointer) => Some(Arc::new(checkpointer)),
+                    Err(e) => {
+                        pool.close().await;
+                        return Err(e);
+                    }
+                }
+            }
+            _ => None,
+        };
         tracing::debug!(%backend, "database opened");
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            checkpointer,
+        })
     }
 
     /// The backend behind this store.
@@ -331,9 +383,13 @@ impl Store {
     }
 
     /// Closes every connection of the pool (other clones of this store included), waiting for
-    /// the connections in use to be returned.
+    /// the connections in use to be returned, and stops the SQLite background checkpointer
+    /// after a last checkpoint.
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.stop().await;
+        }
     }
 }
 

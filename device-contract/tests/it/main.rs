@@ -11,6 +11,8 @@ mod crash;
 mod inbound;
 #[cfg(all(feature = "sql", feature = "server"))]
 mod inbox;
+#[cfg(all(feature = "sql", feature = "server"))]
+mod lease;
 #[cfg(feature = "server")]
 mod receiver;
 mod redaction;

@@ -11,6 +11,9 @@
 //! - `metadata`: the unauthenticated CapabilityStatement and SMART configuration.
 //! - `registry_db`: the client registry in SQLite and PostgreSQL (feature `sql`): two replicas
 //!   sharing it, concurrent rotations, the CLI's `registry import` and containment.
+//! - `processes`: two real `ehr-gateway serve` processes sharing one registry database
+//!   (features `sql` and `cli`): revocations through one refused by the other, 32 concurrent
+//!   rotations across both.
 //! - `proxy`: routing by tenant, upstream tokens, link rewriting, paging, errors.
 //! - `server`: a Patients-app flow against the real FHIR test server (ignored unless
 //!   `CAREBRIDGE_FHIR_URL` is set; `cargo xtask ci` starts it).
@@ -20,6 +23,8 @@
 mod containment;
 mod hardening;
 mod metadata;
+#[cfg(all(feature = "sql", feature = "cli"))]
+mod processes;
 mod proxy;
 #[cfg(all(feature = "sql", feature = "cli"))]
 mod registry_db;

@@ -5,5 +5,6 @@
     reason = "test helpers fail the test on setup errors"
 )]
 
+mod checkpoint;
 mod migrations;
 mod support;
