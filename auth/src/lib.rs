@@ -52,20 +52,33 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod assertion;
 mod bearer;
 mod cache;
 mod callback;
+#[cfg(feature = "client-certificate")]
+mod certificate;
+pub mod chain;
 mod client_credentials;
 pub mod entra;
 mod error;
 mod http;
+mod managed_identity;
 pub mod smart;
 mod token;
 
+pub use assertion::ClientAssertion;
 pub use bearer::Bearer;
 pub use cache::{TokenCache, DEFAULT_REFRESH_MARGIN};
 pub use callback::TokenCallback;
+#[cfg(feature = "client-certificate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client-certificate")))]
+pub use certificate::{ClientCertificate, SigningAlgorithm};
+pub use chain::{DefaultChain, DefaultChainBuilder};
 pub use client_credentials::{AuthStyle, ClientCredentials, ClientCredentialsBuilder};
-pub use error::{Error, OAuthError, OAuthErrorCode, Result, Step};
+pub use error::{Error, OAuthError, OAuthErrorCode, Result, Skipped, Step};
+pub use managed_identity::{
+    ManagedIdentity, ManagedIdentityBuilder, UserAssignedId, IMDS_ENDPOINT,
+};
 pub use secrecy::SecretString;
 pub use token::{AccessToken, StaticToken, TokenProvider};
