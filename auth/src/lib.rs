@@ -59,11 +59,15 @@ mod callback;
 #[cfg(feature = "client-certificate")]
 mod certificate;
 pub mod chain;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 mod client_credentials;
 pub mod entra;
 mod error;
 mod http;
 mod managed_identity;
+mod settings;
 pub mod smart;
 mod token;
 
@@ -81,4 +85,5 @@ pub use managed_identity::{
     ManagedIdentity, ManagedIdentityBuilder, UserAssignedId, IMDS_ENDPOINT,
 };
 pub use secrecy::SecretString;
+pub use settings::{Anonymous, AuthMethod, AuthSettings};
 pub use token::{AccessToken, StaticToken, TokenProvider};
