@@ -2,10 +2,11 @@
 //! `cli`; binary-only, no library enables it).
 
 use std::fmt;
+use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use crate::{AuthMethod, AuthSettings};
+use crate::{chain, AuthMethod, AuthSettings, Error, Result, TokenProvider};
 
 /// The credential arguments, each with an environment variable fallback. Flatten into a clap
 /// parser with `#[command(flatten)]`.
@@ -136,6 +137,48 @@ impl AuthArgs {
             client_secret,
             token,
         }
+    }
+}
+
+impl AuthArgs {
+    /// The credential for the resource at `resource_url` (a FHIR base URL), from the flags and
+    /// the process environment: [`settings`](Self::settings), the scope of
+    /// [`AuthSettings::scopes_for`], then [`AuthSettings::provider`].
+    ///
+    /// Without `--auth` (and without `legacy_token_env` set) the method is `default_method`;
+    /// when that is `None` too, an error asks for `--auth`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] when no method is chosen or a value is missing; the
+    /// errors of [`AuthSettings::scopes_for`] and [`AuthSettings::provider`].
+    pub fn provider_for(
+        &self,
+        resource_url: &str,
+        default_method: Option<AuthMethod>,
+        legacy_token_env: Option<&str>,
+    ) -> Result<Arc<dyn TokenProvider>> {
+        let lookup = chain::process_env;
+        let legacy_set = legacy_token_env
+            .and_then(lookup)
+            .is_some_and(|v| !v.trim().is_empty());
+        let default_method = match (self.auth, default_method) {
+            (None, None) if !legacy_set => {
+                return Err(Error::invalid_config(match legacy_token_env {
+                    Some(legacy) => format!(
+                        "choose a credential with --auth (none, static, client-credentials, \
+                         managed-identity, workload-identity, default) or put a bearer token \
+                         in {legacy}"
+                    ),
+                    None => "choose a credential with --auth (none, static, client-credentials, \
+                             managed-identity, workload-identity, default)"
+                        .to_owned(),
+                }))
+            }
+            (_, method) => method.unwrap_or_default(),
+        };
+        let settings = self.settings(default_method, legacy_token_env, &lookup);
+        let scopes = settings.scopes_for(resource_url)?;
+        settings.provider(scopes, &lookup)
     }
 }
 

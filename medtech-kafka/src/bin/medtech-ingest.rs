@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carebridge_auth::StaticToken;
+use carebridge_auth::cli::AuthArgs;
 use carebridge_fhir_client::FhirClient;
 use carebridge_medtech_kafka::{KafkaSource, KafkaSourceConfig, ShutdownHandle};
 use carebridge_medtech_mapping::pipeline::{
@@ -70,10 +70,13 @@ struct Args {
     /// The FHIR destination mapping (CollectionFhir) JSON file.
     #[arg(long, value_name = "FILE")]
     fhir_mapping: PathBuf,
-    /// Persist to this FHIR server (base URL); the bearer token is read from the environment
-    /// variable MEDTECH_FHIR_TOKEN.
+    /// Persist to this FHIR server (base URL), authenticated as `--auth` says (a bearer token in
+    /// the environment variable MEDTECH_FHIR_TOKEN is `--auth static`).
     #[arg(long, value_name = "URL")]
     fhir_url: Option<String>,
+    /// The credential for `--fhir-url`.
+    #[command(flatten)]
+    auth: AuthArgs,
     /// Write the Observations to this NDJSON file instead (appended; identities in memory).
     #[arg(long, value_name = "OUT.ndjson")]
     out: Option<PathBuf>,
@@ -166,38 +169,36 @@ async fn pipeline(args: &Args) -> Result<Pipeline, ExitCode> {
         .map_err(|e| fail(format!("{}: {e}", args.device_mapping.display())))?;
     let fhir = FhirMapping::from_json(&read(&args.fhir_mapping)?)
         .map_err(|e| fail(format!("{}: {e}", args.fhir_mapping.display())))?;
-    let (sink, store): (Arc<dyn FhirSink>, Arc<dyn IdentityStore>) = match (
-        &args.fhir_url,
-        &args.out,
-    ) {
-        (Some(url), _) => {
-            let Ok(token) = std::env::var(TOKEN_ENV) else {
-                return Err(fail(format!(
-                    "--fhir-url needs a bearer token in the environment variable {TOKEN_ENV} (any value for a server without authentication)"
-                )));
-            };
-            let client = FhirClient::new(url, Arc::new(StaticToken::new(token)), None)
-                .map_err(|e| fail(format!("--fhir-url: {}", error_chain(&e))))?;
-            (
+    let (sink, store): (Arc<dyn FhirSink>, Arc<dyn IdentityStore>) =
+        match (&args.fhir_url, &args.out) {
+            (Some(url), _) => {
+                let credential = args
+                    .auth
+                    .provider_for(url, None, Some(TOKEN_ENV))
+                    .map_err(|e| fail(format!("--auth: {}", error_chain(&e))))?;
+                let client = FhirClient::new(url, credential, None)
+                    .map_err(|e| fail(format!("--fhir-url: {}", error_chain(&e))))?;
+                (
+                    Arc::new(
+                        FhirClientSink::new(client.clone()).with_max_transaction_entries(
+                            usize::from(args.max_transaction_entries),
+                        ),
+                    ),
+                    Arc::new(FhirClientIdentityStore::new(client)),
+                )
+            }
+            (None, Some(out)) => (
+                // Files (appended, owner-only: patient data): each message is synced to disk before
+                // its offset is stored.
                 Arc::new(
-                    FhirClientSink::new(client.clone())
-                        .with_max_transaction_entries(usize::from(args.max_transaction_entries)),
+                    NdjsonSink::append(out)
+                        .await
+                        .map_err(|e| fail(format!("cannot open {}", error_chain(&e))))?,
                 ),
-                Arc::new(FhirClientIdentityStore::new(client)),
-            )
-        }
-        (None, Some(out)) => (
-            // Files (appended, owner-only: patient data): each message is synced to disk before
-            // its offset is stored.
-            Arc::new(
-                NdjsonSink::append(out)
-                    .await
-                    .map_err(|e| fail(format!("cannot open {}", error_chain(&e))))?,
+                Arc::new(InMemoryIdentityStore::new()),
             ),
-            Arc::new(InMemoryIdentityStore::new()),
-        ),
-        (None, None) => return Err(fail("give --fhir-url or --out")),
-    };
+            (None, None) => return Err(fail("give --fhir-url or --out")),
+        };
     let dead_letters = Arc::new(
         NdjsonDeadLetters::append(&args.dead_letter)
             .await
