@@ -11,6 +11,13 @@
 //! - [`TokenCache`]: reuse tokens until shortly before expiry, one request per scope set at a
 //!   time, for any provider.
 //! - [`StaticToken`] and [`TokenCallback`] for tokens obtained elsewhere.
+//! - Azure identities, each through a [`TokenCache`]: [`ManagedIdentity`] (IMDS, App Service /
+//!   Container Apps), workload identity ([`entra::EntraId::workload_identity`], a federated
+//!   token file as [`ClientAssertion`]), client certificates (feature `client-certificate`:
+//!   `ClientCertificate`, signed client assertions) and the [`DefaultChain`] (environment →
+//!   workload identity → managed identity).
+//! - [`AuthSettings`]: one credential choice for binaries and configuration files; the shared
+//!   `--auth` command-line arguments are `cli::AuthArgs` (feature `cli`, binaries only).
 //!
 //! ```
 //! use std::sync::Arc;
