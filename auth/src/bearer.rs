@@ -5,11 +5,14 @@ use std::sync::Arc;
 
 use carebridge_http::Authorize;
 use http::HeaderValue;
+use secrecy::ExposeSecret;
 
 use crate::{AccessToken, Error, TokenProvider};
 
 /// Puts `Authorization: Bearer …` from a [`TokenProvider`] on every request a
 /// [`carebridge_http::Pipeline`] sends, and invalidates the rejected token after a `401`.
+///
+/// An empty token (from [`Anonymous`](crate::Anonymous)) puts no header on the request.
 #[derive(Clone)]
 pub struct Bearer {
     provider: Arc<dyn TokenProvider>,
@@ -44,6 +47,9 @@ impl Authorize for Bearer {
     async fn authorization(&self) -> Result<Option<HeaderValue>, Error> {
         let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
         let token = self.provider.token(&scopes).await?;
+        if token.secret().expose_secret().is_empty() {
+            return Ok(None);
+        }
         let mut value = HeaderValue::from_str(&token.authorization_header()).map_err(|_| {
             Error::MalformedTokenResponse {
                 reason: "the access token holds characters an HTTP header cannot carry".into(),

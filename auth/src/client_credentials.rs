@@ -18,6 +18,7 @@ use url::Url;
 use crate::cache::{TokenCache, DEFAULT_REFRESH_MARGIN};
 use carebridge_http::Pipeline;
 
+use crate::assertion::{ClientAssertion, JWT_BEARER};
 use crate::error::{OAuthError, OAuthErrorCode, Step};
 use crate::http;
 use crate::{AccessToken, Error, Result, TokenProvider};
@@ -26,7 +27,14 @@ use crate::{AccessToken, Error, Result, TokenProvider};
 const MAX_TOKEN_RESPONSE_BYTES: usize = 256 * 1024;
 
 /// Form parameters that the grant itself sets and extra parameters may not override.
-const RESERVED_PARAMS: [&str; 4] = ["grant_type", "client_id", "client_secret", "scope"];
+const RESERVED_PARAMS: [&str; 6] = [
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "scope",
+    "client_assertion",
+    "client_assertion_type",
+];
 
 type OAuthClient =
     BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
@@ -105,10 +113,31 @@ impl ClientCredentials {
         client_id: impl Into<String>,
         secret: impl Into<SecretString>,
     ) -> ClientCredentialsBuilder {
+        Self::builder_with(token_url, client_id, ClientAuth::Secret(secret.into()))
+    }
+
+    /// Starts a builder for a client that authenticates with a client assertion (a federated
+    /// token or a certificate-signed JWT) instead of a secret. The assertion is made anew for
+    /// every token request and sent in the form body with the client id
+    /// ([`AuthStyle::RequestBody`]).
+    pub fn assertion_builder(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        assertion: ClientAssertion,
+    ) -> ClientCredentialsBuilder {
+        Self::builder_with(token_url, client_id, ClientAuth::Assertion(assertion))
+            .with_auth_style(AuthStyle::RequestBody)
+    }
+
+    fn builder_with(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        auth: ClientAuth,
+    ) -> ClientCredentialsBuilder {
         ClientCredentialsBuilder {
             token_url: token_url.into(),
             client_id: client_id.into(),
-            secret: secret.into(),
+            auth,
             scopes: Vec::new(),
             tenant_scope: None,
             extra_params: Vec::new(),
@@ -154,7 +183,7 @@ impl fmt::Debug for ClientCredentials {
         f.debug_struct("ClientCredentials")
             .field("token_url", &http::display_url(&self.requester.token_url))
             .field("client_id", &self.client_id())
-            .field("secret", &"<redacted>")
+            .field("credential", &self.requester.auth)
             .field("scopes", &self.requester.scopes)
             .field("tenant_scope", &self.requester.tenant_scope)
             .field("auth_style", &self.requester.auth_style)
@@ -190,7 +219,7 @@ impl TokenProvider for ClientCredentials {
 pub struct ClientCredentialsBuilder {
     token_url: String,
     client_id: String,
-    secret: SecretString,
+    auth: ClientAuth,
     scopes: Vec<String>,
     tenant_scope: Option<String>,
     extra_params: Vec<(String, String)>,
@@ -208,7 +237,7 @@ impl fmt::Debug for ClientCredentialsBuilder {
         f.debug_struct("ClientCredentialsBuilder")
             .field("token_url", &self.token_url)
             .field("client_id", &self.client_id)
-            .field("secret", &"<redacted>")
+            .field("credential", &self.auth)
             .field("scopes", &self.scopes)
             .field("tenant_scope", &self.tenant_scope)
             .field(
@@ -316,8 +345,10 @@ impl ClientCredentialsBuilder {
                 "client id is empty or contains control characters",
             ));
         }
-        if self.secret.expose_secret().is_empty() {
-            return Err(Error::invalid_config("client secret is empty"));
+        if let ClientAuth::Secret(secret) = &self.auth {
+            if secret.expose_secret().is_empty() {
+                return Err(Error::invalid_config("client secret is empty"));
+            }
         }
         for scope in &self.scopes {
             validate_scope(scope, "scope")?;
@@ -339,15 +370,16 @@ impl ClientCredentialsBuilder {
             return Err(Error::invalid_config("timeout must be greater than zero"));
         }
 
-        let oauth = BasicClient::new(oauth2::ClientId::new(self.client_id))
-            .set_client_secret(oauth2::ClientSecret::new(
-                self.secret.expose_secret().to_owned(),
-            ))
+        let mut oauth = BasicClient::new(oauth2::ClientId::new(self.client_id))
             .set_token_uri(oauth2::TokenUrl::from_url(token_url.clone()))
             .set_auth_type(match self.auth_style {
                 AuthStyle::BasicAuth => oauth2::AuthType::BasicAuth,
                 AuthStyle::RequestBody => oauth2::AuthType::RequestBody,
             });
+        if let ClientAuth::Secret(secret) = &self.auth {
+            oauth = oauth
+                .set_client_secret(oauth2::ClientSecret::new(secret.expose_secret().to_owned()));
+        }
         let pipeline = http::build_pipeline(
             self.timeout,
             self.connect_timeout,
@@ -364,6 +396,7 @@ impl ClientCredentialsBuilder {
             tenant_scope: self.tenant_scope,
             extra_params: self.extra_params,
             auth_style: self.auth_style,
+            auth: self.auth,
             timeout: self.timeout,
             default_expires_in: self.default_expires_in,
         });
@@ -396,6 +429,22 @@ fn validate_scope(scope: &str, what: &str) -> Result<()> {
     }
 }
 
+/// How the client proves its identity.
+#[derive(Clone)]
+enum ClientAuth {
+    Secret(SecretString),
+    Assertion(ClientAssertion),
+}
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Secret(_) => f.write_str("Secret(<redacted>)"),
+            Self::Assertion(assertion) => f.debug_tuple("Assertion").field(assertion).finish(),
+        }
+    }
+}
+
 /// Sends the token request; the uncached core of [`ClientCredentials`].
 struct TokenRequester {
     oauth: OAuthClient,
@@ -406,6 +455,7 @@ struct TokenRequester {
     tenant_scope: Option<String>,
     extra_params: Vec<(String, String)>,
     auth_style: AuthStyle,
+    auth: ClientAuth,
     timeout: Duration,
     default_expires_in: Option<Duration>,
 }
@@ -480,6 +530,13 @@ impl<'c> oauth2::AsyncHttpClient<'c> for Sender {
 }
 
 impl TokenRequester {
+    fn credential_name(&self) -> &'static str {
+        match &self.auth {
+            ClientAuth::Secret(_) => "client secret",
+            ClientAuth::Assertion(assertion) => assertion.credential_name(),
+        }
+    }
+
     fn effective_scopes<'a>(&'a self, requested: &[&'a str]) -> Vec<&'a str> {
         let mut scopes: Vec<&str> = if requested.is_empty() {
             self.scopes.iter().map(String::as_str).collect()
@@ -509,6 +566,14 @@ impl TokenRequester {
         }
         for (name, value) in &self.extra_params {
             request = request.add_extra_param(name.as_str(), value.as_str());
+        }
+        if let ClientAuth::Assertion(assertion) = &self.auth {
+            let made = assertion
+                .make(self.oauth.client_id().as_str(), &self.token_url)
+                .await?;
+            request = request
+                .add_extra_param("client_assertion_type", JWT_BEARER)
+                .add_extra_param("client_assertion", made.expose_secret().to_owned());
         }
         let result = request.request_async(&send).await;
         let status = status.load(Ordering::Relaxed);
@@ -643,6 +708,7 @@ impl TokenProvider for TokenRequester {
             server.address = %self.server_address,
             oauth.scope_count = scopes.len(),
             oauth.auth_style = ?self.auth_style,
+            auth.credential = self.credential_name(),
             http.response.status_code = tracing::field::Empty,
         );
         async {

@@ -23,7 +23,9 @@
 use secrecy::SecretString;
 use url::Url;
 
-use crate::{AuthStyle, ClientCredentials, ClientCredentialsBuilder, Error, Result};
+use crate::{
+    AuthStyle, ClientAssertion, ClientCredentials, ClientCredentialsBuilder, Error, Result,
+};
 
 /// Authority host of the Azure public cloud.
 pub const AUTHORITY_PUBLIC_CLOUD: &str = "https://login.microsoftonline.com";
@@ -115,6 +117,45 @@ impl EntraId {
             ClientCredentials::builder(token_url.as_str(), client_id, secret)
                 .with_auth_style(AuthStyle::RequestBody),
         )
+    }
+
+    /// A [`ClientCredentials`] builder for workload identity federation: the federated token in
+    /// `token_file` (Kubernetes: `AZURE_FEDERATED_TOKEN_FILE`), read again for every request, is
+    /// the client assertion of `client_id`.
+    ///
+    /// # Errors
+    /// As [`token_url`](Self::token_url).
+    pub fn workload_identity(
+        &self,
+        client_id: impl Into<String>,
+        token_file: impl Into<std::path::PathBuf>,
+    ) -> Result<ClientCredentialsBuilder> {
+        let token_url = self.token_url()?;
+        Ok(ClientCredentials::assertion_builder(
+            token_url.as_str(),
+            client_id,
+            ClientAssertion::federated_token_file(token_file),
+        ))
+    }
+
+    /// A [`ClientCredentials`] builder whose client assertion is signed with `certificate`
+    /// (audience: this tenant's v2 token endpoint).
+    ///
+    /// # Errors
+    /// As [`token_url`](Self::token_url).
+    #[cfg(feature = "client-certificate")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client-certificate")))]
+    pub fn client_certificate(
+        &self,
+        client_id: impl Into<String>,
+        certificate: crate::ClientCertificate,
+    ) -> Result<ClientCredentialsBuilder> {
+        let token_url = self.token_url()?;
+        Ok(ClientCredentials::assertion_builder(
+            token_url.as_str(),
+            client_id,
+            ClientAssertion::certificate(certificate),
+        ))
     }
 }
 

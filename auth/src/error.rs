@@ -125,6 +125,49 @@ pub enum Error {
         source: Option<Arc<std::io::Error>>,
     },
 
+    /// An identity endpoint of the platform (managed identity: IMDS, or the App Service /
+    /// Container Apps endpoint) answered with a non-success HTTP status.
+    #[error("{credential}: {endpoint} returned HTTP {status}{}", OAuthSuffix(oauth.as_deref()))]
+    IdentityEndpoint {
+        /// Which credential, e.g. `"managed identity (IMDS)"`.
+        credential: &'static str,
+        /// The endpoint, without query string.
+        endpoint: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The error response, if the body was an OAuth-style one.
+        oauth: Option<Box<OAuthError>>,
+    },
+
+    /// A credential could not build its client assertion: the federated token file cannot be
+    /// read, the certificate or key cannot be used, or signing failed. Never holds the assertion.
+    #[error("{credential}: cannot build the client assertion: {reason}")]
+    Assertion {
+        /// Which credential, e.g. `"workload identity"`.
+        credential: &'static str,
+        /// What went wrong (names files and fields, never their content).
+        reason: String,
+    },
+
+    /// A credential cannot be used here: its environment variables are missing or incomplete,
+    /// or its endpoint does not answer. A [`DefaultChain`](crate::DefaultChain) moves on to the
+    /// next credential.
+    #[error("{credential} is not available: {reason}")]
+    Unavailable {
+        /// Which credential.
+        credential: &'static str,
+        /// Why not.
+        reason: String,
+    },
+
+    /// No credential of a [`DefaultChain`](crate::DefaultChain) was available; says why each
+    /// one was skipped, in the order tried.
+    #[error("no credential of the chain is available: {}", SkippedList(skipped))]
+    NoCredential {
+        /// Each credential tried and why it was skipped.
+        skipped: Vec<Skipped>,
+    },
+
     /// A custom [`TokenProvider`](crate::TokenProvider) (for example a
     /// [`TokenCallback`](crate::TokenCallback)) failed.
     #[error("token provider failed: {reason}")]
@@ -174,6 +217,53 @@ impl Error {
         Self::InvalidConfiguration {
             reason: reason.into(),
         }
+    }
+
+    pub(crate) fn unavailable(credential: &'static str, reason: impl Into<String>) -> Self {
+        Self::Unavailable {
+            credential,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn assertion(credential: &'static str, reason: impl Into<String>) -> Self {
+        Self::Assertion {
+            credential,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A credential a [`DefaultChain`](crate::DefaultChain) skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Skipped {
+    /// Which credential, e.g. `"environment"`, `"workload identity"`, `"managed identity"`.
+    pub credential: &'static str,
+    /// Why it was skipped (the error it gave, without secrets).
+    pub reason: String,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.credential, self.reason)
+    }
+}
+
+struct SkippedList<'a>(&'a [Skipped]);
+
+impl fmt::Display for SkippedList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("the chain is empty");
+        }
+        for (i, skipped) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{skipped}")?;
+        }
+        Ok(())
     }
 }
 
@@ -234,6 +324,32 @@ impl fmt::Debug for Error {
                 .field("path", path)
                 .field("io", &source.as_ref().map(|e| e.kind()))
                 .finish(),
+            Self::IdentityEndpoint {
+                credential,
+                endpoint,
+                status,
+                oauth,
+            } => f
+                .debug_struct("IdentityEndpoint")
+                .field("credential", credential)
+                .field("endpoint", endpoint)
+                .field("status", status)
+                .field("oauth", oauth)
+                .finish(),
+            Self::Assertion { credential, reason } => f
+                .debug_struct("Assertion")
+                .field("credential", credential)
+                .field("reason", reason)
+                .finish(),
+            Self::Unavailable { credential, reason } => f
+                .debug_struct("Unavailable")
+                .field("credential", credential)
+                .field("reason", reason)
+                .finish(),
+            Self::NoCredential { skipped } => f
+                .debug_struct("NoCredential")
+                .field("skipped", skipped)
+                .finish(),
             Self::Provider { reason, source } => f
                 .debug_struct("Provider")
                 .field("reason", reason)
@@ -251,6 +367,8 @@ pub enum Step {
     Discovery,
     /// The request to the OAuth 2.0 token endpoint.
     TokenRequest,
+    /// The request to a managed identity endpoint (IMDS, App Service / Container Apps).
+    ManagedIdentity,
 }
 
 impl fmt::Display for Step {
@@ -258,6 +376,7 @@ impl fmt::Display for Step {
         f.write_str(match self {
             Self::Discovery => "SMART discovery",
             Self::TokenRequest => "token request",
+            Self::ManagedIdentity => "managed identity token request",
         })
     }
 }
@@ -414,9 +533,13 @@ mod tests {
             Error::Transport { .. } => 9,
             Error::Provider { .. } => 10,
             Error::Secret { .. } => 11,
+            Error::IdentityEndpoint { .. } => 12,
+            Error::Assertion { .. } => 13,
+            Error::Unavailable { .. } => 14,
+            Error::NoCredential { .. } => 15,
         }
     }
-    const VARIANTS: usize = 12;
+    const VARIANTS: usize = 16;
 
     /// A provider's own error: a clean message, and a `Debug` that shows patient data.
     #[derive(Debug)]
@@ -495,6 +618,37 @@ mod tests {
             Error::Transport {
                 step: Step::TokenRequest,
                 source: carebridge_http::TransportError::new(transport),
+            },
+            Error::IdentityEndpoint {
+                credential: "managed identity (IMDS)",
+                endpoint: shown_url.clone(),
+                status: 400,
+                oauth: Some(Box::new(OAuthError {
+                    code: OAuthErrorCode::InvalidRequest,
+                    description: Some("Identity not found".into()),
+                    uri: None,
+                })),
+            },
+            Error::assertion(
+                "workload identity",
+                "cannot read the federated token file: No such file or directory",
+            ),
+            Error::unavailable("environment", "AZURE_CLIENT_ID is not set"),
+            Error::NoCredential {
+                skipped: vec![Skipped {
+                    credential: "managed identity",
+                    reason: Error::Transport {
+                        step: Step::ManagedIdentity,
+                        source: carebridge_http::TransportError::new(
+                            reqwest::Client::new()
+                                .get("http://127.0.0.1:1/token?resource=Jane")
+                                .send()
+                                .await
+                                .unwrap_err(),
+                        ),
+                    }
+                    .to_string(),
+                }],
             },
             Error::provider_with_source(
                 "the key vault refused the request",

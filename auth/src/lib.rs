@@ -13,6 +13,13 @@
 //! - [`StaticToken`] and [`TokenCallback`] for tokens obtained elsewhere.
 //! - [`ClientCredentialsConfig`] and [`SecretSource`]: client-credentials settings as
 //!   configuration files write them, converted into a [`ClientCredentials`] builder.
+//! - Azure identities, each through a [`TokenCache`]: [`ManagedIdentity`] (IMDS, App Service /
+//!   Container Apps), workload identity ([`entra::EntraId::workload_identity`], a federated
+//!   token file as [`ClientAssertion`]), client certificates (feature `client-certificate`:
+//!   `ClientCertificate`, signed client assertions) and the [`DefaultChain`] (environment →
+//!   workload identity → managed identity).
+//! - [`AuthSettings`]: one credential choice for binaries and configuration files; the shared
+//!   `--auth` command-line arguments are `cli::AuthArgs` (feature `cli`, binaries only).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -54,24 +61,42 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod assertion;
 mod bearer;
 mod cache;
 mod callback;
+#[cfg(feature = "client-certificate")]
+mod certificate;
+pub mod chain;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 mod client_credentials;
 mod config;
 pub mod entra;
 mod error;
 mod http;
+mod managed_identity;
+mod settings;
 pub mod smart;
 mod token;
 
+pub use assertion::ClientAssertion;
 pub use bearer::Bearer;
 pub use cache::{TokenCache, DEFAULT_REFRESH_MARGIN};
 pub use callback::TokenCallback;
+#[cfg(feature = "client-certificate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client-certificate")))]
+pub use certificate::{ClientCertificate, SigningAlgorithm};
+pub use chain::{DefaultChain, DefaultChainBuilder};
 pub use client_credentials::{AuthStyle, ClientCredentials, ClientCredentialsBuilder};
 pub use config::{ClientCredentialsConfig, SecretSource};
-pub use error::{Error, OAuthError, OAuthErrorCode, Result, Step};
+pub use error::{Error, OAuthError, OAuthErrorCode, Result, Skipped, Step};
+pub use managed_identity::{
+    ManagedIdentity, ManagedIdentityBuilder, UserAssignedId, IMDS_ENDPOINT,
+};
 pub use secrecy::SecretString;
+pub use settings::{Anonymous, AuthMethod, AuthSettings};
 pub use token::{AccessToken, StaticToken, TokenProvider};
 
 /// The README's code blocks, compiled as doc tests so that none of them can rot.

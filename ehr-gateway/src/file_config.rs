@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carebridge_auth::{
-    ClientCredentialsConfig, SecretSource, SecretString, StaticToken, TokenProvider,
+    AuthMethod, AuthSettings, ClientCredentialsConfig, SecretSource, SecretString, StaticToken,
+    TokenProvider,
 };
 use serde::Deserialize;
 use url::Url;
@@ -65,6 +66,36 @@ pub enum ProviderAuth {
     /// Azure Health Data Services): `token_url`, `client_id`, `client_secret` (`{"env": …}` or
     /// `{"file": …}`), `scopes` and `auth_style` (`basic`, the default, or `request_body`).
     ClientCredentials(ClientCredentialsConfig),
+    /// The gateway's Azure managed identity (IMDS, or the App Service / Container Apps endpoint
+    /// named by `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`).
+    ManagedIdentity {
+        /// The scope; default `{origin of fhir_base_url}/.default`.
+        #[serde(default)]
+        scope: Option<String>,
+        /// A user-assigned identity's client id; default the system-assigned identity.
+        #[serde(default)]
+        client_id: Option<String>,
+    },
+    /// Azure workload identity: the federated token in `AZURE_FEDERATED_TOKEN_FILE` exchanged
+    /// at Entra ID (`AZURE_AUTHORITY_HOST`).
+    WorkloadIdentity {
+        /// The scope; default `{origin of fhir_base_url}/.default`.
+        #[serde(default)]
+        scope: Option<String>,
+        /// The app's client id; default `AZURE_CLIENT_ID`.
+        #[serde(default)]
+        client_id: Option<String>,
+        /// The tenant; default `AZURE_TENANT_ID`.
+        #[serde(default)]
+        tenant_id: Option<String>,
+    },
+    /// The default chain of the environment: `AZURE_*` client secret or certificate, then
+    /// workload identity, then managed identity.
+    DefaultChain {
+        /// The scope; default `{origin of fhir_base_url}/.default`.
+        #[serde(default)]
+        scope: Option<String>,
+    },
 }
 
 /// One tenant's provider.
@@ -244,7 +275,10 @@ impl FileConfig {
         config.signing_key.resolve_relative_to(dir);
         for provider in config.tenants.values_mut() {
             match &mut provider.auth {
-                ProviderAuth::None => {}
+                ProviderAuth::None
+                | ProviderAuth::ManagedIdentity { .. }
+                | ProviderAuth::WorkloadIdentity { .. }
+                | ProviderAuth::DefaultChain { .. } => {}
                 ProviderAuth::Bearer { token } => {
                     refuse_inline(token, "auth.token")?;
                     token.resolve_relative_to(dir);
@@ -383,12 +417,58 @@ impl FileConfig {
                 );
                 Provider::new(&config.fhir_base_url, credential)?
             }
+            ProviderAuth::ManagedIdentity { scope, client_id } => {
+                let mut settings = AuthSettings::new(AuthMethod::ManagedIdentity);
+                settings.scope.clone_from(scope);
+                settings.client_id.clone_from(client_id);
+                Provider::new(
+                    &config.fhir_base_url,
+                    identity(tenant, &settings, &config.fhir_base_url)?,
+                )?
+            }
+            ProviderAuth::WorkloadIdentity {
+                scope,
+                client_id,
+                tenant_id,
+            } => {
+                let mut settings = AuthSettings::new(AuthMethod::WorkloadIdentity);
+                settings.scope.clone_from(scope);
+                settings.client_id.clone_from(client_id);
+                settings.tenant_id.clone_from(tenant_id);
+                Provider::new(
+                    &config.fhir_base_url,
+                    identity(tenant, &settings, &config.fhir_base_url)?,
+                )?
+            }
+            ProviderAuth::DefaultChain { scope } => {
+                let mut settings = AuthSettings::new(AuthMethod::Default);
+                settings.scope.clone_from(scope);
+                Provider::new(
+                    &config.fhir_base_url,
+                    identity(tenant, &settings, &config.fhir_base_url)?,
+                )?
+            }
         };
         Ok(match &config.name {
             Some(name) => provider.with_name(name.clone()),
             None => provider,
         })
     }
+}
+
+/// The credential of an Azure identity variant, read from the process environment.
+fn identity(
+    tenant: &TenantId,
+    settings: &AuthSettings,
+    fhir_base_url: &str,
+) -> Result<Arc<dyn TokenProvider>> {
+    settings
+        .scopes_for(fhir_base_url)
+        .and_then(|scopes| settings.provider(scopes, &carebridge_auth::chain::process_env))
+        .map_err(|source| Error::UpstreamCredential {
+            tenant: tenant.to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -432,6 +512,10 @@ mod tests {
                   "auth": {"type": "client_credentials", "token_url": "https://login.example/token",
                            "client_id": "gw", "client_secret": {"file": "bearer.txt"},
                            "scopes": ["https://fabrikam.example/.default"], "auth_style": "request_body"}
+                },
+                "0a1b2c3d-0000-4000-8000-000000000002": {
+                  "fhir_base_url": "https://northwind-fhir.fhir.azurehealthcareapis.com",
+                  "auth": {"type": "managed_identity", "client_id": "uami-client"}
                 }
               }
             }"#,
@@ -448,7 +532,7 @@ mod tests {
             built.options.token_rate_per_address,
             GatewayOptions::default().token_rate_per_address
         );
-        assert_eq!(built.tenants.len(), 2);
+        assert_eq!(built.tenants.len(), 3);
         let t: TenantId = "145f4184-1b0b-41c7-ba24-b3c1291bfda1".parse().unwrap();
         assert_eq!(built.tenants.get(&t).unwrap().name(), Some("Contoso"));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -469,6 +553,14 @@ mod tests {
             }
             other => panic!("expected a JSON error, got {other:?}"),
         }
+        let path = write(
+            &dir,
+            "bad-identity.json",
+            r#"{"base_url": "https://gw.example", "signing_key": {"env": "X"}, "clients_file": "c.json",
+                "tenants": {"145f4184-1b0b-41c7-ba24-b3c1291bfda1": {"fhir_base_url": "https://x",
+                  "auth": {"type": "managed_identity", "resource": "https://x"}}}}"#,
+        );
+        assert!(matches!(FileConfig::load(&path), Err(Error::Json { .. })));
         let path = write(
             &dir,
             "bad-tenant.json",

@@ -2,12 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use carebridge_auth::TokenProvider;
 use rdkafka::ClientConfig;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::{Error, Result};
+use crate::{Error, OAuthBearer, Result};
 
 /// The port of the Kafka endpoint of an Event Hubs namespace.
 pub const EVENT_HUBS_KAFKA_PORT: u16 = 9093;
@@ -82,6 +84,9 @@ pub struct KafkaSourceConfig {
     /// [`KafkaSource::run_pipeline`](crate::KafkaSource::run_pipeline) starts the next run.
     /// Default: 500 ms.
     pub idle_flush: Option<Duration>,
+    /// SASL `OAUTHBEARER` tokens from a credential (Entra ID sign-in to Event Hubs, see
+    /// [`event_hubs_entra`](Self::event_hubs_entra)); sets `sasl.mechanism=OAUTHBEARER`.
+    pub oauth_bearer: Option<OAuthBearer>,
 }
 
 impl Default for KafkaSourceConfig {
@@ -95,6 +100,7 @@ impl Default for KafkaSourceConfig {
             secret_properties: BTreeMap::new(),
             header_values: HeaderValues::Utf8,
             idle_flush: Some(Duration::from_millis(500)),
+            oauth_bearer: None,
         }
     }
 }
@@ -158,6 +164,7 @@ impl fmt::Debug for KafkaSourceConfig {
             .field("secret_properties", &secret)
             .field("header_values", &self.header_values)
             .field("idle_flush", &self.idle_flush)
+            .field("oauth_bearer", &self.oauth_bearer)
             .finish()
     }
 }
@@ -195,12 +202,48 @@ impl KafkaSourceConfig {
         consumer_group: impl Into<String>,
         connection_string: SecretString,
     ) -> Self {
-        let namespace = namespace.trim();
-        let host = if namespace.contains('.') {
-            namespace.to_owned()
-        } else {
-            format!("{namespace}.servicebus.windows.net")
-        };
+        let mut config = Self::event_hubs_common(namespace, event_hub, consumer_group);
+        config
+            .properties
+            .insert("sasl.mechanism".to_owned(), "PLAIN".to_owned());
+        config.properties.insert(
+            "sasl.username".to_owned(),
+            EVENT_HUBS_SASL_USERNAME.to_owned(),
+        );
+        config
+            .secret_properties
+            .insert("sasl.password".to_owned(), connection_string);
+        config
+    }
+
+    /// Azure Event Hubs through its Kafka endpoint with Microsoft Entra ID sign-in: as
+    /// [`event_hubs`](Self::event_hubs), but SASL `OAUTHBEARER` with tokens of `credential` for
+    /// the scope `https://<namespace host>/.default`, refreshed before they expire. Give the
+    /// identity the **Azure Event Hubs Data Receiver** role on the event hub or namespace.
+    ///
+    /// The source fetches tokens on the tokio runtime it is created in; use a multi-thread
+    /// runtime.
+    pub fn event_hubs_entra(
+        namespace: &str,
+        event_hub: impl Into<String>,
+        consumer_group: impl Into<String>,
+        credential: Arc<dyn TokenProvider>,
+    ) -> Self {
+        let mut config = Self::event_hubs_common(namespace, event_hub, consumer_group);
+        let host = event_hubs_host(namespace);
+        config.oauth_bearer = Some(OAuthBearer {
+            credential,
+            scope: OAuthBearer::event_hubs_scope(&host),
+        });
+        config
+    }
+
+    fn event_hubs_common(
+        namespace: &str,
+        event_hub: impl Into<String>,
+        consumer_group: impl Into<String>,
+    ) -> Self {
+        let host = event_hubs_host(namespace);
         let mut config = Self::new(
             format!("{host}:{EVENT_HUBS_KAFKA_PORT}"),
             [event_hub.into()],
@@ -208,17 +251,12 @@ impl KafkaSourceConfig {
         );
         for (k, v) in [
             ("security.protocol", "SASL_SSL"),
-            ("sasl.mechanism", "PLAIN"),
-            ("sasl.username", EVENT_HUBS_SASL_USERNAME),
             ("metadata.max.age.ms", "180000"),
             ("connections.max.idle.ms", "180000"),
             ("socket.keepalive.enable", "true"),
         ] {
             config.properties.insert(k.to_owned(), v.to_owned());
         }
-        config
-            .secret_properties
-            .insert("sasl.password".to_owned(), connection_string);
         config.header_values = HeaderValues::Amqp;
         config
     }
@@ -286,7 +324,22 @@ impl KafkaSourceConfig {
         for (k, v) in &self.secret_properties {
             c.set(k, v.expose_secret());
         }
+        if self.oauth_bearer.is_some() {
+            // The token comes from the source's context, not from properties.
+            c.set("sasl.mechanism", "OAUTHBEARER");
+        }
         Ok(c)
+    }
+}
+
+/// The host of an Event Hubs namespace: `<namespace>.servicebus.windows.net`, or `namespace`
+/// itself when it is already a host name (sovereign clouds).
+pub fn event_hubs_host(namespace: &str) -> String {
+    let namespace = namespace.trim();
+    if namespace.contains('.') {
+        namespace.to_owned()
+    } else {
+        format!("{namespace}.servicebus.windows.net")
     }
 }
 
@@ -317,6 +370,7 @@ mod tests {
         assert_eq!(c.group_id, "medtech");
         assert_eq!(c.properties["security.protocol"], "SASL_SSL");
         assert_eq!(c.properties["sasl.mechanism"], "PLAIN");
+        assert!(c.oauth_bearer.is_none());
         assert_eq!(c.properties["sasl.username"], "$ConnectionString");
         assert_eq!(c.header_values, HeaderValues::Amqp);
         let cc = c.client_config().unwrap();
@@ -376,5 +430,35 @@ mod tests {
         KafkaSourceConfig::new("b:1", ["t"], "g")
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn event_hubs_with_entra_uses_oauthbearer_and_the_namespace_scope() {
+        let credential: Arc<dyn TokenProvider> =
+            Arc::new(carebridge_auth::StaticToken::new("never-shown"));
+        let c =
+            KafkaSourceConfig::event_hubs_entra("contoso", "telemetry", "carebridge", credential);
+        assert_eq!(c.bootstrap_servers, "contoso.servicebus.windows.net:9093");
+        assert_eq!(c.properties["security.protocol"], "SASL_SSL");
+        assert!(!c.properties.contains_key("sasl.username"));
+        assert!(c.secret_properties.is_empty());
+        let bearer = c.oauth_bearer.as_ref().unwrap();
+        assert_eq!(
+            bearer.scope,
+            "https://contoso.servicebus.windows.net/.default"
+        );
+        let cc = c.client_config().unwrap();
+        assert_eq!(cc.get("sasl.mechanism"), Some("OAUTHBEARER"));
+        assert!(!format!("{c:?}").contains("never-shown"));
+        let sovereign = KafkaSourceConfig::event_hubs_entra(
+            "contoso.servicebus.chinacloudapi.cn",
+            "t",
+            "g",
+            Arc::new(carebridge_auth::StaticToken::new("x")),
+        );
+        assert_eq!(
+            sovereign.oauth_bearer.unwrap().scope,
+            "https://contoso.servicebus.chinacloudapi.cn/.default"
+        );
     }
 }

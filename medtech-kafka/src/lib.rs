@@ -38,6 +38,8 @@
 //! let pipeline = Pipeline::new(&device, fhir, identities, sink.clone(), dead.clone(), PipelineOptions::default())?;
 //!
 //! // For Azure Event Hubs: KafkaSourceConfig::event_hubs("my-namespace", "devices", "medtech", connection_string)
+//! // or, signed in with Entra ID (SASL OAUTHBEARER, refreshing tokens of any carebridge-auth
+//! // credential): KafkaSourceConfig::event_hubs_entra("my-namespace", "devices", "medtech", credential)
 //! let mut source = KafkaSource::new(&KafkaSourceConfig::new(bootstrap, ["devices"], "medtech"))?;
 //! let stop = source.shutdown_handle(); // e.g. from a SIGTERM handler
 //! let summary = source
@@ -84,15 +86,17 @@ mod amqp;
 mod config;
 mod envelope;
 mod error;
+mod oauth;
 mod source;
 
 pub use config::{
-    HeaderValues, KafkaSourceConfig, EVENT_HUBS_KAFKA_PORT, EVENT_HUBS_SASL_USERNAME,
-    RESERVED_PROPERTIES,
+    event_hubs_host, HeaderValues, KafkaSourceConfig, EVENT_HUBS_KAFKA_PORT,
+    EVENT_HUBS_SASL_USERNAME, RESERVED_PROPERTIES,
 };
 pub use envelope::{
     ENQUEUED_TIME, KAFKA_PARTITION, KAFKA_TOPIC, OFFSET, PARTITION_KEY, SEQUENCE_NUMBER,
     SYSTEM_HEADERS,
 };
 pub use error::{ClientError, Error, Result};
+pub use oauth::OAuthBearer;
 pub use source::{KafkaSource, ShutdownHandle, SourceStatus, TopicPartition};

@@ -253,9 +253,26 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 /// with rebalances.
 struct SourceContext {
     state: Arc<Mutex<State>>,
+    oauth: Option<crate::oauth::Refresher>,
 }
 
 impl ClientContext for SourceContext {
+    // Only asked for when `sasl.mechanism` is `OAUTHBEARER`.
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> std::result::Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        let Some(refresher) = &self.oauth else {
+            return Err("OAUTHBEARER needs KafkaSourceConfig::oauth_bearer".into());
+        };
+        refresher.generate().map_err(|e| {
+            tracing::warn!(error = %e, "no OAUTHBEARER token for librdkafka");
+            Box::new(e) as Box<dyn std::error::Error>
+        })
+    }
+
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
         use rdkafka::config::RDKafkaLogLevel as L;
         match level {
@@ -472,6 +489,10 @@ impl KafkaSource {
         let state = Arc::new(Mutex::new(State::default()));
         let context = SourceContext {
             state: state.clone(),
+            oauth: config
+                .oauth_bearer
+                .clone()
+                .map(crate::oauth::Refresher::new),
         };
         let consumer: StreamConsumer<SourceContext> = client_config
             .create_with_context(context)

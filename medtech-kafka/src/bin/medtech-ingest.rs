@@ -10,9 +10,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carebridge_auth::StaticToken;
+use carebridge_auth::cli::AuthArgs;
+use carebridge_auth::AuthMethod;
 use carebridge_fhir_client::FhirClient;
-use carebridge_medtech_kafka::{KafkaSource, KafkaSourceConfig, ShutdownHandle};
+use carebridge_medtech_kafka::{
+    event_hubs_host, KafkaSource, KafkaSourceConfig, OAuthBearer, ShutdownHandle,
+};
 use carebridge_medtech_mapping::pipeline::{
     Disposition, FhirClientIdentityStore, FhirClientSink, FhirSink, IdentityMode, IdentityOptions,
     IdentityResolver, IdentityStore, InMemoryIdentityStore, NdjsonDeadLetters, NdjsonSink,
@@ -26,6 +29,15 @@ use secrecy::SecretString;
 const TOKEN_ENV: &str = "MEDTECH_FHIR_TOKEN";
 /// The environment variable holding the Event Hubs connection string for `--event-hubs`.
 const CONNECTION_STRING_ENV: &str = "MEDTECH_EVENTHUBS_CONNECTION_STRING";
+
+/// How `medtech-ingest` signs in to Event Hubs (`--event-hubs-auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EventHubsAuth {
+    /// A SAS connection string.
+    ConnectionString,
+    /// Microsoft Entra ID (SASL OAUTHBEARER).
+    Entra,
+}
 
 /// How Patients and Devices are resolved (`--identity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,10 +59,21 @@ struct Args {
     /// Kafka brokers, `host:port[,host:port...]`.
     #[arg(long, value_name = "HOST:PORT")]
     bootstrap: Option<String>,
-    /// Azure Event Hubs namespace (`NAME` or its host name); the connection string is read from
-    /// the environment variable MEDTECH_EVENTHUBS_CONNECTION_STRING.
+    /// Azure Event Hubs namespace (`NAME` or its host name); signed in as
+    /// `--event-hubs-auth` says.
     #[arg(long, value_name = "NAMESPACE")]
     event_hubs: Option<String>,
+    /// How to sign in to Event Hubs: `connection-string` (SAS, from the environment variable
+    /// MEDTECH_EVENTHUBS_CONNECTION_STRING) or `entra` (SASL OAUTHBEARER with refreshing
+    /// Microsoft Entra ID tokens of the `--auth` credential; `none` or `static` there means the
+    /// default chain).
+    #[arg(
+        long,
+        value_enum,
+        env = "MEDTECH_EVENTHUBS_AUTH",
+        default_value = "connection-string"
+    )]
+    event_hubs_auth: EventHubsAuth,
     /// Topic (event hub) to read; repeat for several (Event Hubs: exactly one).
     #[arg(long, value_name = "TOPIC", required = true)]
     topic: Vec<String>,
@@ -70,10 +93,13 @@ struct Args {
     /// The FHIR destination mapping (CollectionFhir) JSON file.
     #[arg(long, value_name = "FILE")]
     fhir_mapping: PathBuf,
-    /// Persist to this FHIR server (base URL); the bearer token is read from the environment
-    /// variable MEDTECH_FHIR_TOKEN.
+    /// Persist to this FHIR server (base URL), authenticated as `--auth` says (a bearer token in
+    /// the environment variable MEDTECH_FHIR_TOKEN is `--auth static`).
     #[arg(long, value_name = "URL")]
     fhir_url: Option<String>,
+    /// The credential for `--fhir-url`.
+    #[command(flatten)]
+    auth: AuthArgs,
     /// Write the Observations to this NDJSON file instead (appended; identities in memory).
     #[arg(long, value_name = "OUT.ndjson")]
     out: Option<PathBuf>,
@@ -119,6 +145,23 @@ fn read(path: &Path) -> Result<String, ExitCode> {
     std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))
 }
 
+/// The Entra ID credential for Event Hubs: the `--auth` credential (the default chain when that
+/// is `none` or `static`), for the namespace's scope.
+fn event_hubs_credential(
+    args: &Args,
+    namespace: &str,
+) -> Result<Arc<dyn carebridge_auth::TokenProvider>, ExitCode> {
+    let lookup = carebridge_auth::chain::process_env;
+    let mut settings = args.auth.settings(AuthMethod::Default, None, &lookup);
+    if matches!(settings.method, AuthMethod::None | AuthMethod::Static) {
+        settings.method = AuthMethod::Default;
+    }
+    let scope = OAuthBearer::event_hubs_scope(&event_hubs_host(namespace));
+    settings
+        .provider(vec![scope], &lookup)
+        .map_err(|e| fail(format!("--event-hubs-auth entra: {}", error_chain(&e))))
+}
+
 fn source_config(args: &Args) -> Result<KafkaSourceConfig, ExitCode> {
     let mut config = match (&args.bootstrap, &args.event_hubs) {
         (_, Some(namespace)) => {
@@ -127,12 +170,27 @@ fn source_config(args: &Args) -> Result<KafkaSourceConfig, ExitCode> {
                     "--event-hubs reads exactly one --topic (the event hub)",
                 ));
             };
-            let Ok(cs) = std::env::var(CONNECTION_STRING_ENV) else {
-                return Err(fail(format!(
-                    "--event-hubs needs the connection string in the environment variable {CONNECTION_STRING_ENV}"
-                )));
-            };
-            KafkaSourceConfig::event_hubs(namespace, event_hub, &args.group, SecretString::from(cs))
+            match args.event_hubs_auth {
+                EventHubsAuth::Entra => KafkaSourceConfig::event_hubs_entra(
+                    namespace,
+                    event_hub,
+                    &args.group,
+                    event_hubs_credential(args, namespace)?,
+                ),
+                EventHubsAuth::ConnectionString => {
+                    let Ok(cs) = std::env::var(CONNECTION_STRING_ENV) else {
+                        return Err(fail(format!(
+                            "--event-hubs needs the connection string in the environment variable {CONNECTION_STRING_ENV} (or --event-hubs-auth entra)"
+                        )));
+                    };
+                    KafkaSourceConfig::event_hubs(
+                        namespace,
+                        event_hub,
+                        &args.group,
+                        SecretString::from(cs),
+                    )
+                }
+            }
         }
         (Some(bootstrap), None) => {
             KafkaSourceConfig::new(bootstrap, args.topic.iter().cloned(), &args.group)
@@ -166,38 +224,36 @@ async fn pipeline(args: &Args) -> Result<Pipeline, ExitCode> {
         .map_err(|e| fail(format!("{}: {e}", args.device_mapping.display())))?;
     let fhir = FhirMapping::from_json(&read(&args.fhir_mapping)?)
         .map_err(|e| fail(format!("{}: {e}", args.fhir_mapping.display())))?;
-    let (sink, store): (Arc<dyn FhirSink>, Arc<dyn IdentityStore>) = match (
-        &args.fhir_url,
-        &args.out,
-    ) {
-        (Some(url), _) => {
-            let Ok(token) = std::env::var(TOKEN_ENV) else {
-                return Err(fail(format!(
-                    "--fhir-url needs a bearer token in the environment variable {TOKEN_ENV} (any value for a server without authentication)"
-                )));
-            };
-            let client = FhirClient::new(url, Arc::new(StaticToken::new(token)), None)
-                .map_err(|e| fail(format!("--fhir-url: {}", error_chain(&e))))?;
-            (
+    let (sink, store): (Arc<dyn FhirSink>, Arc<dyn IdentityStore>) =
+        match (&args.fhir_url, &args.out) {
+            (Some(url), _) => {
+                let credential = args
+                    .auth
+                    .provider_for(url, None, Some(TOKEN_ENV))
+                    .map_err(|e| fail(format!("--auth: {}", error_chain(&e))))?;
+                let client = FhirClient::new(url, credential, None)
+                    .map_err(|e| fail(format!("--fhir-url: {}", error_chain(&e))))?;
+                (
+                    Arc::new(
+                        FhirClientSink::new(client.clone()).with_max_transaction_entries(
+                            usize::from(args.max_transaction_entries),
+                        ),
+                    ),
+                    Arc::new(FhirClientIdentityStore::new(client)),
+                )
+            }
+            (None, Some(out)) => (
+                // Files (appended, owner-only: patient data): each message is synced to disk before
+                // its offset is stored.
                 Arc::new(
-                    FhirClientSink::new(client.clone())
-                        .with_max_transaction_entries(usize::from(args.max_transaction_entries)),
+                    NdjsonSink::append(out)
+                        .await
+                        .map_err(|e| fail(format!("cannot open {}", error_chain(&e))))?,
                 ),
-                Arc::new(FhirClientIdentityStore::new(client)),
-            )
-        }
-        (None, Some(out)) => (
-            // Files (appended, owner-only: patient data): each message is synced to disk before
-            // its offset is stored.
-            Arc::new(
-                NdjsonSink::append(out)
-                    .await
-                    .map_err(|e| fail(format!("cannot open {}", error_chain(&e))))?,
+                Arc::new(InMemoryIdentityStore::new()),
             ),
-            Arc::new(InMemoryIdentityStore::new()),
-        ),
-        (None, None) => return Err(fail("give --fhir-url or --out")),
-    };
+            (None, None) => return Err(fail("give --fhir-url or --out")),
+        };
     let dead_letters = Arc::new(
         NdjsonDeadLetters::append(&args.dead_letter)
             .await

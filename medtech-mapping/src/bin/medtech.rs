@@ -94,7 +94,7 @@ enum Command {
     /// Patients and Devices, and create or merge Observations on a FHIR server (`--fhir-url`) or
     /// in an NDJSON file (`--out`). Unmappable messages go to a replayable dead-letter file. A
     /// progress line on a terminal, a summary on stderr, the summary as JSON on stdout.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
 }
 
 /// Failure of the command: (exit code, already reported).

@@ -31,6 +31,7 @@ fn run(extra: &[&str], stdin: Option<&str>) -> Output {
     cmd.args(["run", "--device-mapping", s(&dm), "--fhir-mapping", s(&fm)])
         .args(extra)
         .env_remove("MEDTECH_FHIR_TOKEN")
+        .env_remove("CAREBRIDGE_AUTH")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -569,6 +570,133 @@ async fn a_failing_fhir_server_stops_the_run_with_exit_two() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("run stopped"), "{stderr}");
     assert!(!stderr.contains("test-token"), "{stderr}");
+}
+
+/// `--auth client-credentials`: the run fetches a token from the (mock) Entra ID token endpoint
+/// for the FHIR server's `.default` scope and sends it on every FHIR request. The mock FHIR
+/// server answers 404, so the run stops (exit 2) after its first requests.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_credentials_bearer_reaches_the_fhir_server() {
+    use wiremock::matchers::{body_string_contains, header, method, path};
+    use wiremock::{Mock, ResponseTemplate};
+
+    let server = wiremock::MockServer::start().await;
+    let uri = server.uri();
+    let scope = format!("{uri}/.default");
+    Mock::given(method("POST"))
+        .and(path("/tenant-1/oauth2/v2.0/token"))
+        .and(body_string_contains("grant_type=client_credentials"))
+        .and(body_string_contains("client_id=ingest-app"))
+        .and(body_string_contains("client_secret=run-s3cret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "fetched-token", "token_type": "Bearer", "expires_in": 3600
+        })))
+        .expect(1)
+        .named("token endpoint")
+        .mount(&server)
+        .await;
+    Mock::given(header("authorization", "Bearer fetched-token"))
+        .respond_with(ResponseTemplate::new(404))
+        .named("FHIR with the fetched bearer")
+        .mount(&server)
+        .await;
+    let dir = temp_dir("auth-cc");
+    let input = dir.join("in.ndjson");
+    std::fs::write(
+        &input,
+        lines(&[message(
+            "dev-1",
+            Some("pat-1"),
+            "120",
+            "2023-01-01T10:05:00Z",
+        )]),
+    )
+    .unwrap();
+    let dl = dir.join("dl.ndjson");
+    let fhir_url = format!("{uri}/fhir");
+    let authority = uri.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        let dm = golden().join("devicecontent.json");
+        let fm = golden().join("fhirmapping.json");
+        Command::new(env!("CARGO_BIN_EXE_medtech"))
+            .args(["run", "--device-mapping", s(&dm), "--fhir-mapping", s(&fm)])
+            .args(["--input", s(&input), "--fhir-url", &fhir_url])
+            .args(["--dead-letter", s(&dl), "--auth", "client-credentials"])
+            .args([
+                "--auth-client-id",
+                "ingest-app",
+                "--auth-tenant-id",
+                "tenant-1",
+            ])
+            .args(["--auth-authority-host", &authority])
+            .env("CAREBRIDGE_AUTH_CLIENT_SECRET", "run-s3cret")
+            .env("MEDTECH_FHIR_TOKEN", "legacy-token-not-used")
+            .env_remove("CAREBRIDGE_AUTH")
+            .env_remove("CAREBRIDGE_AUTH_SCOPE")
+            .env_remove("AZURE_CLIENT_ID")
+            .env_remove("AZURE_TENANT_ID")
+            .env_remove("AZURE_AUTHORITY_HOST")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    let requests = server.received_requests().await.unwrap();
+    let token_requests: Vec<_> = requests
+        .iter()
+        .filter(|r| r.url.path() == "/tenant-1/oauth2/v2.0/token")
+        .collect();
+    assert_eq!(token_requests.len(), 1);
+    // application/x-www-form-urlencoded: `:` and `/` are percent-encoded.
+    let encoded_scope = scope.replace(':', "%3A").replace('/', "%2F");
+    let body = String::from_utf8_lossy(&token_requests[0].body);
+    assert!(
+        body.split('&')
+            .any(|p| p == format!("scope={encoded_scope}")),
+        "scope from the FHIR origin: {encoded_scope} in {body}"
+    );
+    let fhir: Vec<_> = requests
+        .iter()
+        .filter(|r| r.url.path().starts_with("/fhir"))
+        .collect();
+    assert!(!fhir.is_empty(), "the run reached the FHIR server");
+    for request in fhir {
+        assert_eq!(
+            request.headers.get("authorization").unwrap(),
+            "Bearer fetched-token",
+            "{} {}",
+            request.method,
+            request.url.path()
+        );
+    }
+    for secret in ["run-s3cret", "fetched-token", "legacy-token-not-used"] {
+        assert!(!stderr.contains(secret), "{stderr}");
+    }
+}
+
+/// Without `--auth` and without MEDTECH_FHIR_TOKEN, `--fhir-url` asks for a credential.
+#[test]
+fn fhir_url_without_a_credential_asks_for_auth() {
+    let dir = temp_dir("auth-missing");
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, "").unwrap();
+    let o = run(
+        &[
+            "--input",
+            s(&input),
+            "--fhir-url",
+            "http://127.0.0.1:9/fhir",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("--auth") && stderr.contains("MEDTECH_FHIR_TOKEN"),
+        "{stderr}"
+    );
 }
 
 /// Against the real FHIR server (`CAREBRIDGE_FHIR_URL`): the CLI creates Observations, and

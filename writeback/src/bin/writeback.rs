@@ -45,6 +45,10 @@ struct Cli {
     /// Poll every table once, then exit (0 ok, 1 data errors).
     #[arg(long)]
     once: bool,
+    /// The credential for the FHIR server. Without `--auth` (or `CAREBRIDGE_AUTH`): the engine
+    /// configuration's client credentials, else the token in WRITEBACK_FHIR_TOKEN.
+    #[command(flatten)]
+    auth: carebridge_auth::cli::AuthArgs,
 }
 
 /// The service file. Every key has a `WRITEBACK_<KEY>` environment override.
@@ -403,13 +407,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     )?;
     let dataverse = DataverseClient::new(&settings.dataverse_url, dataverse_credential, None)
         .map_err(|e| Failure::Usage(format!("Dataverse URL: {e}")))?;
-    let fhir_credential = match config
-        .integration
-        .fhir_credential()
-        .map_err(|e| Failure::from_error("FHIR credentials", &e))?
-    {
-        Some(c) => c,
-        None => credential(None, "WRITEBACK_FHIR_TOKEN", "FHIR")?,
+    let fhir_credential = if cli.auth.auth.is_some() {
+        cli.auth
+            .provider_for(
+                &config.integration.fhir_endpoint,
+                None,
+                Some("WRITEBACK_FHIR_TOKEN"),
+            )
+            .map_err(|e| Failure::Usage(format!("--auth: {e}")))?
+    } else {
+        match config
+            .integration
+            .fhir_credential()
+            .map_err(|e| Failure::from_error("FHIR credentials", &e))?
+        {
+            Some(c) => c,
+            None => credential(None, "WRITEBACK_FHIR_TOKEN", "FHIR")?,
+        }
     };
     let fhir = FhirClient::new(&config.integration.fhir_endpoint, fhir_credential, None)
         .map_err(|e| Failure::Usage(format!("FHIR endpoint: {e}")))?;

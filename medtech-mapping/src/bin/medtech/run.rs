@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use carebridge_auth::StaticToken;
+use carebridge_auth::cli::AuthArgs;
 use carebridge_fhir_client::FhirClient;
 use carebridge_medtech_mapping::pipeline::{
     DeadLetter, DeadLetterSink, Disposition, EventSource, FhirClientIdentityStore, FhirClientSink,
@@ -49,10 +49,13 @@ pub(crate) struct RunArgs {
     /// `-` reads stdin.
     #[arg(long, value_name = "FILE.ndjson|-")]
     pub(crate) input: PathBuf,
-    /// Persist to this FHIR server (base URL); the bearer token is read from the environment
-    /// variable MEDTECH_FHIR_TOKEN.
+    /// Persist to this FHIR server (base URL), authenticated as `--auth` says (a bearer token in
+    /// the environment variable MEDTECH_FHIR_TOKEN is `--auth static`).
     #[arg(long, value_name = "URL")]
     pub(crate) fhir_url: Option<String>,
+    /// The credential for `--fhir-url`.
+    #[command(flatten)]
+    pub(crate) auth: AuthArgs,
     /// Write the Observations to this NDJSON file instead (offline; Patients and Devices are
     /// resolved in memory, their ids are the identifiers of the messages).
     #[arg(long, value_name = "OUT.ndjson")]
@@ -214,41 +217,40 @@ async fn run_async(args: &RunArgs) -> Result<(), Failure> {
         }
     }
 
-    let (sink, store): (Arc<dyn FhirSink>, Arc<dyn IdentityStore>) = match (
-        &args.fhir_url,
-        &args.out,
-    ) {
-        (Some(url), _) => {
-            let Ok(token) = std::env::var(TOKEN_ENV) else {
-                eprintln!(
-                    "error: --fhir-url needs a bearer token in the environment variable {TOKEN_ENV} (any value for a server without authentication)"
-                );
-                return Err(Failure(2));
-            };
-            let client =
-                FhirClient::new(url, Arc::new(StaticToken::new(token)), None).map_err(|e| {
+    let (sink, store): (Arc<dyn FhirSink>, Arc<dyn IdentityStore>) =
+        match (&args.fhir_url, &args.out) {
+            (Some(url), _) => {
+                let credential =
+                    args.auth
+                        .provider_for(url, None, Some(TOKEN_ENV))
+                        .map_err(|e| {
+                            eprintln!("error: --auth: {}", error_chain(&e));
+                            Failure(2)
+                        })?;
+                let client = FhirClient::new(url, credential, None).map_err(|e| {
                     eprintln!("error: --fhir-url: {}", error_chain(&e));
                     Failure(2)
                 })?;
-            (
-                Arc::new(
-                    FhirClientSink::new(client.clone())
-                        .with_max_transaction_entries(usize::from(args.max_transaction_entries)),
-                ),
-                Arc::new(FhirClientIdentityStore::new(client)),
-            )
-        }
-        (None, Some(out)) => {
-            // A file, owner-only (patient data): sync each message to disk before it counts as
-            // done.
-            let sink = NdjsonSink::create(out).await.map_err(|e| open_failed(&e))?;
-            (Arc::new(sink), Arc::new(InMemoryIdentityStore::new()))
-        }
-        (None, None) => {
-            eprintln!("error: give --fhir-url or --out");
-            return Err(Failure(2));
-        }
-    };
+                (
+                    Arc::new(
+                        FhirClientSink::new(client.clone()).with_max_transaction_entries(
+                            usize::from(args.max_transaction_entries),
+                        ),
+                    ),
+                    Arc::new(FhirClientIdentityStore::new(client)),
+                )
+            }
+            (None, Some(out)) => {
+                // A file, owner-only (patient data): sync each message to disk before it counts as
+                // done.
+                let sink = NdjsonSink::create(out).await.map_err(|e| open_failed(&e))?;
+                (Arc::new(sink), Arc::new(InMemoryIdentityStore::new()))
+            }
+            (None, None) => {
+                eprintln!("error: give --fhir-url or --out");
+                return Err(Failure(2));
+            }
+        };
 
     let existed = dl_path.exists();
     let progress = progress_bar();
