@@ -159,7 +159,8 @@ impl Error {
         Self::Json {
             what,
             path: safe_path(path, &source),
-            reason: sanitize_json_error(&source),
+            // The HTTP core's redaction: what and where, never a value from the input.
+            reason: source.to_string(),
             source,
         }
     }
@@ -194,7 +195,8 @@ impl Error {
             carebridge_dataverse_client::Error::Decode { path, source, .. } => Self::Json {
                 what: "RemoteExecutionContext",
                 path: safe_path(path, &source),
-                reason: sanitize_json_error(&source),
+                // The HTTP core's redaction: what and where, never a value from the input.
+                reason: source.to_string(),
                 source,
             },
             other => Self::InvalidInput {
@@ -247,28 +249,6 @@ fn safe_path(path: String, e: &JsonError) -> String {
     match e.category() {
         JsonErrorCategory::Data => path,
         _ => ".".to_owned(),
-    }
-}
-
-/// A reason for a JSON error that never quotes the input.
-fn sanitize_json_error(e: &JsonError) -> String {
-    match e.category() {
-        JsonErrorCategory::Syntax => {
-            format!(
-                "JSON syntax error at line {} column {}",
-                e.line(),
-                e.column()
-            )
-        }
-        JsonErrorCategory::Eof => "unexpected end of JSON input".to_owned(),
-        JsonErrorCategory::Io => "I/O error while reading JSON".to_owned(),
-        JsonErrorCategory::Data
-            if e.message().starts_with("missing field")
-                || e.message().starts_with("duplicate field") =>
-        {
-            e.message().to_owned()
-        }
-        _ => "value has the wrong type or format".to_owned(),
     }
 }
 

@@ -1,5 +1,9 @@
 //! Issue 15: fhir-model's transaction builder (`Bundle::transaction()`) becomes the client's
 //! `BatchRequest` through `From<Bundle>`, keeping entries, methods and conditional headers.
+#![allow(
+    clippy::unwrap_used,
+    reason = "the fixture helper fails the test on a bad fixture"
+)]
 
 use std::sync::Arc;
 
