@@ -109,6 +109,7 @@ impl FhirClientIdentityStore {
     ) -> Result<R> {
         let options = CreateOptions {
             if_none_exist: Some(criteria(id)),
+            ..Default::default()
         };
         let response = self
             .client
