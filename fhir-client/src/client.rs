@@ -16,7 +16,7 @@ use crate::options::FhirClientOptions;
 use crate::pager::{decode_history_page, decode_search_page, HistoryEntry, Pager, Pages};
 use crate::patch::PatchOperation;
 use crate::path::{check_id, check_operation_name};
-use crate::response::{etag_for_version, parse_location, Response};
+use crate::response::{etag_for_version, parse_location, version_from_etag, Response};
 use crate::search::{SearchMethod, SearchParams, Summary};
 use crate::transport::{
     decode, probe, Inner, RawResponse, RequestSpec, FHIR_JSON, FORM, JSON_PATCH,
@@ -26,6 +26,16 @@ use crate::{Error, Result};
 const IF_NONE_EXIST: HeaderName = HeaderName::from_static("if-none-exist");
 const PREFER: HeaderName = HeaderName::from_static("prefer");
 const RETURN_REPRESENTATION: &str = "return=representation";
+const RETURN_OUTCOME: &str = "return=OperationOutcome";
+
+/// The `Prefer` header of a create or update.
+fn prefer(return_outcome: bool) -> &'static str {
+    if return_outcome {
+        RETURN_OUTCOME
+    } else {
+        RETURN_REPRESENTATION
+    }
+}
 
 /// Options for [`FhirClient::create`].
 #[derive(Clone, Debug, Default)]
@@ -34,6 +44,11 @@ pub struct CreateOptions {
     /// server returns it (`200`) instead of creating a duplicate; more than one match is `412`.
     /// Conditional creates are retried like other idempotent requests.
     pub if_none_exist: Option<SearchParams>,
+    /// Sends `Prefer: return=OperationOutcome` instead of `return=representation`: the server
+    /// answers with its `OperationOutcome` about the write (warnings, information), exposed as
+    /// [`Response::outcome`]; the stored resource is then read back from the `Location` (one
+    /// more request). Default `false`.
+    pub return_outcome: bool,
 }
 
 /// Options for [`FhirClient::update`], [`FhirClient::conditional_update`] and
@@ -43,6 +58,9 @@ pub struct UpdateOptions {
     /// Version-aware update: the version id (`3`) or ETag (`W/"3"`) the change is based on, sent
     /// as `If-Match`. A stale version fails with [`Error::PreconditionFailed`].
     pub if_match: Option<String>,
+    /// Sends `Prefer: return=OperationOutcome` (update and patch): the server's `OperationOutcome` about the write is exposed as [`Response::outcome`] and the
+    /// stored resource is read back (one more request). Default `false`.
+    pub return_outcome: bool,
 }
 
 /// Options for [`FhirClient::delete`].
@@ -300,7 +318,7 @@ impl FhirClient {
             self.inner.url(&[ty]),
         )
         .body(body, FHIR_JSON)
-        .header(PREFER, RETURN_REPRESENTATION)?;
+        .header(PREFER, prefer(options.return_outcome))?;
         if let Some(criteria) = &options.if_none_exist {
             if criteria.is_empty() {
                 return Err(Error::InvalidInput {
@@ -313,17 +331,28 @@ impl FhirClient {
                 .idempotent(true);
         }
         let raw = self.inner.execute(spec).await?;
-        self.written(Interaction::Create, raw).await
+        self.written(Interaction::Create, raw, None).await
     }
 
-    /// Decodes the body of a write, or reads the resource back when the server sent none.
+    /// Decodes the body of a write, or reads the resource back when the server sent none or
+    /// sent an `OperationOutcome` (kept as [`Response::outcome`]). `known_id` is the id an update
+    /// wrote, for servers that answer it without a `Location`.
     async fn written<R: FhirResource>(
         &self,
         interaction: Interaction,
         raw: RawResponse,
+        known_id: Option<&str>,
     ) -> Result<Response<R>> {
+        let mut outcome = None;
         if !raw.body.iter().all(u8::is_ascii_whitespace) {
-            return Self::typed(interaction, R::TYPE.as_str(), raw);
+            let is_outcome = R::TYPE.as_str() != "OperationOutcome"
+                && probe(&raw.body).and_then(|i| i.resource_type).as_deref()
+                    == Some("OperationOutcome");
+            if !is_outcome {
+                return Self::typed(interaction, R::TYPE.as_str(), raw);
+            }
+            let oo: OperationOutcome = decode(interaction, "OperationOutcome", &raw.body)?;
+            outcome = Some(Box::new(oo));
         }
         let status = raw.status;
         let headers = raw.headers;
@@ -333,6 +362,13 @@ impl FhirClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|l| {
                 parse_location(l).map(|(_, id, vid)| (id.to_owned(), vid.map(str::to_owned)))
+            })
+            .or_else(|| {
+                let etag = headers
+                    .get(http::header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(version_from_etag);
+                known_id.map(|id| (id.to_owned(), etag))
             });
         let Some((id, vid)) = location else {
             return Err(Error::UnexpectedResponse {
@@ -346,6 +382,7 @@ impl FhirClient {
         };
         let mut response = Response::from_headers(status, &headers, read.value);
         response.fill_version(|| read.version_id);
+        response.outcome = outcome;
         Ok(response)
     }
 
@@ -368,7 +405,7 @@ impl FhirClient {
             reason: format!("the {ty} to update has no id"),
         })?;
         check_id(id, "the resource id", Interaction::Update)?;
-        self.put(resource, self.inner.url(&[ty, id]), &options)
+        self.put(resource, self.inner.url(&[ty, id]), Some(id), &options)
             .await
     }
 
@@ -377,6 +414,7 @@ impl FhirClient {
         &self,
         resource: &R,
         url: url::Url,
+        known_id: Option<&str>,
         options: &UpdateOptions,
     ) -> Result<Response<R>> {
         let body = Self::resource_body(resource, Interaction::Update)?;
@@ -387,12 +425,12 @@ impl FhirClient {
             url,
         )
         .body(body, FHIR_JSON)
-        .header(PREFER, RETURN_REPRESENTATION)?;
+        .header(PREFER, prefer(options.return_outcome))?;
         if let Some(version) = &options.if_match {
             spec = spec.header(IF_MATCH, &etag_for_version(version))?;
         }
         let raw = self.inner.execute(spec).await?;
-        self.written(Interaction::Update, raw).await
+        self.written(Interaction::Update, raw, known_id).await
     }
 
     /// `PUT [base]/[type]?criteria`: conditional update. No match creates the resource (`201`),
@@ -415,7 +453,7 @@ impl FhirClient {
             });
         }
         let url = Self::with_criteria(self.inner.url(&[R::TYPE.as_str()]), criteria);
-        self.put(resource, url, &options).await
+        self.put(resource, url, None, &options).await
     }
 
     /// `PATCH [base]/[type]/[id]` with a JSON Patch document. Retried only with
@@ -451,13 +489,13 @@ impl FhirClient {
             self.inner.url(&[ty, id]),
         )
         .body(Bytes::from(body), JSON_PATCH)
-        .header(PREFER, RETURN_REPRESENTATION)?
+        .header(PREFER, prefer(options.return_outcome))?
         .idempotent(options.if_match.is_some());
         if let Some(version) = &options.if_match {
             spec = spec.header(IF_MATCH, &etag_for_version(version))?;
         }
         let raw = self.inner.execute(spec).await?;
-        self.written(Interaction::Patch, raw).await
+        self.written(Interaction::Patch, raw, Some(id)).await
     }
 
     /// `DELETE [base]/[type]/[id]`.

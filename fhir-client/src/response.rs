@@ -1,10 +1,11 @@
 //! [`Response`]: a decoded value plus the HTTP metadata FHIR versioning needs.
 
+use carebridge_fhir_model::resources::OperationOutcome;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, StatusCode};
 
 /// The result of a successful interaction: the decoded value with the status and the `ETag`,
-/// `Last-Modified` and `Location` headers.
+/// `Last-Modified` and `Location` headers, and the `OperationOutcome` a write was answered with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Response<T> {
     pub(crate) status: StatusCode,
@@ -12,6 +13,7 @@ pub struct Response<T> {
     pub(crate) version_id: Option<String>,
     pub(crate) last_modified: Option<DateTime<Utc>>,
     pub(crate) location: Option<String>,
+    pub(crate) outcome: Option<Box<OperationOutcome>>,
     pub(crate) value: T,
 }
 
@@ -36,6 +38,7 @@ impl<T> Response<T> {
             version_id,
             last_modified,
             location,
+            outcome: None,
             value,
         }
     }
@@ -73,6 +76,26 @@ impl<T> Response<T> {
             .and_then(|l| parse_location(l).map(|(_, id, _)| id))
     }
 
+    /// The `OperationOutcome` the server answered a write with: warnings and information about
+    /// a create or update it accepted. Servers send one instead of the resource when asked with
+    /// `Prefer: return=OperationOutcome` ([`CreateOptions::return_outcome`],
+    /// [`UpdateOptions::return_outcome`]); the resource is then read back, so
+    /// [`value`](Self::value) is still the stored resource. `None` when the server sent none.
+    /// For the entries of a `transaction` or `batch`, see
+    /// [`EntryResponse::outcome`](crate::EntryResponse::outcome).
+    ///
+    /// [`CreateOptions::return_outcome`]: crate::CreateOptions::return_outcome
+    /// [`UpdateOptions::return_outcome`]: crate::UpdateOptions::return_outcome
+    pub fn outcome(&self) -> Option<&OperationOutcome> {
+        self.outcome.as_deref()
+    }
+
+    /// Consumes the response, returning the `OperationOutcome` of a write (see
+    /// [`outcome`](Self::outcome)) and the decoded value.
+    pub fn into_parts(self) -> (Option<Box<OperationOutcome>>, T) {
+        (self.outcome, self.value)
+    }
+
     /// The decoded value.
     pub fn value(&self) -> &T {
         &self.value
@@ -91,6 +114,7 @@ impl<T> Response<T> {
             version_id: self.version_id,
             last_modified: self.last_modified,
             location: self.location,
+            outcome: self.outcome,
             value: f(self.value),
         }
     }

@@ -100,6 +100,8 @@ pub enum IdentityKind {
     Device,
     /// A `Patient`, found by the measurement's patient id.
     Patient,
+    /// An `Encounter`, found (never created) by the measurement's encounter id.
+    Encounter,
 }
 
 impl fmt::Display for IdentityKind {
@@ -107,6 +109,7 @@ impl fmt::Display for IdentityKind {
         f.write_str(match self {
             Self::Device => "Device",
             Self::Patient => "Patient",
+            Self::Encounter => "Encounter",
         })
     }
 }
@@ -221,6 +224,17 @@ pub enum Error {
     /// created (the device mapping needs a `patientIdExpression`).
     #[error("the measurement has no patient id (identity mode Create needs patientIdExpression)")]
     PatientIdMissing,
+
+    /// No Encounter carries the measurement's encounter identifier. Encounters are looked up,
+    /// never created (as MedTech does in every identity mode); the message is dead-lettered and
+    /// can be replayed once the Encounter exists.
+    #[error("no Encounter with the measurement's encounter identifier exists (Encounters are looked up, never created)")]
+    EncounterNotFound,
+
+    /// Identity mode `LookupWithEncounter`: the measurement has no encounter id (the device
+    /// mapping needs an `encounterIdExpression`).
+    #[error("the measurement has no encounter id (identity mode LookupWithEncounter needs encounterIdExpression)")]
+    EncounterIdMissing,
 
     /// The Device exists and references another Patient than the measurement's.
     #[error("the Device references a different Patient than the measurement")]
@@ -337,6 +351,8 @@ impl fmt::Debug for Error {
             Self::DeviceWithoutPatient => f.write_str("DeviceWithoutPatient"),
             Self::PatientIdMissing => f.write_str("PatientIdMissing"),
             Self::PatientDeviceMismatch => f.write_str("PatientDeviceMismatch"),
+            Self::EncounterNotFound => f.write_str("EncounterNotFound"),
+            Self::EncounterIdMissing => f.write_str("EncounterIdMissing"),
             Self::AmbiguousIdentity { kind } => f
                 .debug_struct("AmbiguousIdentity")
                 .field("kind", kind)
@@ -402,7 +418,8 @@ impl Error {
     /// `required-value-missing`, `required-value-empty`, `incompatible-value`,
     /// `expression-failed`, `timestamp-out-of-range`, `invalid-template`, `grouping-failed`, `transform-failed`,
     /// `device-not-found`, `device-without-patient`, `patient-id-missing`,
-    /// `patient-device-mismatch`, `ambiguous-identity`, `store-failed`, `unexpected-response`,
+    /// `patient-device-mismatch`, `encounter-not-found`, `encounter-id-missing`,
+    /// `ambiguous-identity`, `store-failed`, `unexpected-response`,
     /// `conflict`, `io`, `json`.
     pub fn reason_code(&self) -> &'static str {
         match self {
@@ -422,6 +439,8 @@ impl Error {
             Self::DeviceWithoutPatient => "device-without-patient",
             Self::PatientIdMissing => "patient-id-missing",
             Self::PatientDeviceMismatch => "patient-device-mismatch",
+            Self::EncounterNotFound => "encounter-not-found",
+            Self::EncounterIdMissing => "encounter-id-missing",
             Self::AmbiguousIdentity { .. } => "ambiguous-identity",
             Self::Store { .. } => "store-failed",
             Self::UnexpectedResponse { .. } => "unexpected-response",
@@ -448,6 +467,8 @@ impl Error {
                 | Self::DeviceWithoutPatient
                 | Self::PatientIdMissing
                 | Self::PatientDeviceMismatch
+                | Self::EncounterNotFound
+                | Self::EncounterIdMissing
                 | Self::AmbiguousIdentity { .. }
         )
     }

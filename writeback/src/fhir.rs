@@ -22,9 +22,10 @@ pub struct Versioned {
     pub version_id: Option<String>,
     /// The OperationOutcome that came with a write (warnings and information about a write the
     /// server accepted), when the store received one. Writeback logs its issues as child logs
-    /// and the change as "processed with warnings" (seed 001). `None` for reads, and from
-    /// [`FhirClient`], which asks for the resource back (`Prefer: return=representation`) and
-    /// has no OperationOutcome to give.
+    /// and the change as "processed with warnings" (seed 001). `None` for reads. The
+    /// [`FhirClient`] store asks for it with `Prefer: return=OperationOutcome` on creates and
+    /// updates (and reads the stored resource back); servers that ignore the preference and
+    /// return the resource give none.
     pub outcome: Option<Box<OperationOutcome>>,
 }
 
@@ -133,7 +134,10 @@ pub fn supported_resource_types() -> Vec<ResourceType> {
 
 fn versioned<R: FhirResource>(r: carebridge_fhir_client::Response<R>) -> Versioned {
     let version_id = r.version_id().map(str::to_owned);
-    Versioned::new(r.into_value().into_resource(), version_id)
+    let (outcome, value) = r.into_parts();
+    let mut v = Versioned::new(value.into_resource(), version_id);
+    v.outcome = outcome;
+    v
 }
 
 fn unsupported(t: ResourceType) -> Error {
@@ -166,8 +170,11 @@ async fn update_typed<R: FhirResource>(
     r: &R,
     if_match: Option<&str>,
 ) -> Result<Versioned> {
+    // `Prefer: return=OperationOutcome`: the server's warnings about the write become child
+    // logs (seed 001); the client reads the stored resource back.
     let options = UpdateOptions {
         if_match: if_match.map(str::to_owned),
+        return_outcome: true,
     };
     client
         .update(r, Some(options))
@@ -182,11 +189,15 @@ async fn create_typed<R: FhirResource>(
     stage: Stage,
     if_none_exist: Option<(&str, &str)>,
 ) -> Result<Created> {
-    let options = if_none_exist.map(|(system, value)| CreateOptions {
-        if_none_exist: Some(SearchParams::new().token("identifier", Some(system), value)),
-    });
+    // The resource write asks for the server's OperationOutcome (see `update_typed`); the
+    // Provenance, whose warnings nobody logs, for the resource only.
+    let options = CreateOptions {
+        if_none_exist: if_none_exist
+            .map(|(system, value)| SearchParams::new().token("identifier", Some(system), value)),
+        return_outcome: stage == Stage::Write,
+    };
     let response = client
-        .create(r, options)
+        .create(r, Some(options))
         .await
         .map_err(|e| Error::fhir(stage, R::TYPE.as_str(), e))?;
     // 201 Created; a conditional create that matched answers 200 with the existing resource.

@@ -17,3 +17,4 @@ mod hostile_ids;
 mod server;
 mod support;
 mod wire;
+mod write_outcome;

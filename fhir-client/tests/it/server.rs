@@ -116,6 +116,7 @@ async fn round_trip<R: FhirResource>(client: &FhirClient, fixture: &str) {
             &tagged,
             Some(UpdateOptions {
                 if_match: Some(v1.clone()),
+                ..Default::default()
             }),
         )
         .await
@@ -228,6 +229,7 @@ async fn conditional_create_returns_the_existing_match() {
     let options = || {
         Some(CreateOptions {
             if_none_exist: Some(criteria.clone()),
+            ..Default::default()
         })
     };
     let first = client
@@ -307,6 +309,7 @@ async fn stale_if_match_is_412_for_update_patch_and_delete() {
             &resource,
             Some(UpdateOptions {
                 if_match: Some(v1.clone()),
+                ..Default::default()
             }),
         )
         .await
@@ -323,6 +326,7 @@ async fn stale_if_match_is_412_for_update_patch_and_delete() {
             &resource,
             Some(UpdateOptions {
                 if_match: Some(v1.clone()),
+                ..Default::default()
             }),
         )
         .await
@@ -340,6 +344,7 @@ async fn stale_if_match_is_412_for_update_patch_and_delete() {
             &patch,
             Some(UpdateOptions {
                 if_match: Some(v1.clone()),
+                ..Default::default()
             }),
         )
         .await
@@ -351,6 +356,7 @@ async fn stale_if_match_is_412_for_update_patch_and_delete() {
             &patch,
             Some(UpdateOptions {
                 if_match: Some(v2.clone()),
+                ..Default::default()
             }),
         )
         .await

@@ -254,6 +254,7 @@ async fn conditional_create_is_retried_and_sends_if_none_exist() {
     let patient: Patient = from_json(json!({"resourceType": "Patient"}));
     let options = CreateOptions {
         if_none_exist: Some(SearchParams::new().identifier("urn:mrn", "42")),
+        ..Default::default()
     };
     let response = client.create(&patient, Some(options)).await.unwrap();
     assert_eq!(response.status().as_u16(), 201);
@@ -356,6 +357,7 @@ async fn stale_if_match_is_precondition_failed() {
             &patient,
             Some(UpdateOptions {
                 if_match: Some("1".into()),
+                ..Default::default()
             }),
         )
         .await

@@ -46,6 +46,10 @@ enum IdentityArg {
     Create,
     /// Require an existing Device (with its Patient); otherwise dead-letter (MedTech `Lookup`).
     Lookup,
+    /// As `lookup`, and every measurement must carry an encounter id (MedTech
+    /// `LookupWithEncounter`). In every mode the Encounter is looked up by identifier, never
+    /// created; an unknown encounter id is dead-lettered.
+    LookupWithEncounter,
 }
 
 /// Runs the MedTech pipeline (normalize, group, identities, Observations, dead letters) over a
@@ -265,6 +269,7 @@ async fn pipeline(args: &Args) -> Result<Pipeline, ExitCode> {
             mode: match args.identity {
                 IdentityArg::Create => IdentityMode::Create,
                 IdentityArg::Lookup => IdentityMode::Lookup,
+                IdentityArg::LookupWithEncounter => IdentityMode::LookupWithEncounter,
             },
             ..IdentityOptions::default()
         },

@@ -5,7 +5,7 @@ use carebridge_fhir_client::{
     BatchEntry, BatchRequest, CreateOptions, Error as ClientError, FhirClient, SearchParams,
 };
 use carebridge_fhir_model::datatypes::{Identifier, Reference};
-use carebridge_fhir_model::resources::{Bundle, Device, Observation, Patient};
+use carebridge_fhir_model::resources::{Bundle, Device, Encounter, Observation, Patient};
 use carebridge_fhir_model::{FhirResource, Resource};
 use futures::StreamExt;
 
@@ -88,7 +88,8 @@ fn client_error(operation: &'static str, kind: IdentityKind, e: ClientError) -> 
 
 /// An [`IdentityStore`] on a FHIR server: Patients and Devices are found by identifier and
 /// created with conditional creates (`If-None-Exist: identifier=system|value`), so concurrent
-/// writers (in any process) never create two resources for one identifier.
+/// writers (in any process) never create two resources for one identifier. Encounters are
+/// searched by identifier and never created.
 #[derive(Debug, Clone)]
 pub struct FhirClientIdentityStore {
     client: FhirClient,
@@ -108,6 +109,7 @@ impl FhirClientIdentityStore {
     ) -> Result<R> {
         let options = CreateOptions {
             if_none_exist: Some(criteria(id)),
+            ..Default::default()
         };
         let response = self
             .client
@@ -123,27 +125,58 @@ impl FhirClientIdentityStore {
     }
 }
 
-#[async_trait]
-impl IdentityStore for FhirClientIdentityStore {
-    async fn find_device(&self, identifier: IdentifierRef<'_>) -> Result<Option<DeviceRecord>> {
+impl FhirClientIdentityStore {
+    /// The one `R` carrying `identifier` (an escaped `identifier` token search), `None` when
+    /// there is none, [`Error::AmbiguousIdentity`] when there are several.
+    async fn find_one<R: FhirResource>(
+        &self,
+        identifier: IdentifierRef<'_>,
+        kind: IdentityKind,
+        operation: &'static str,
+    ) -> Result<Option<R>> {
         let params = criteria(identifier).count(2);
         let found: Vec<_> = self
             .client
-            .search::<Device>(params, None)
+            .search::<R>(params, None)
             .take(2)
             .collect()
             .await;
-        let mut devices = Vec::with_capacity(found.len());
-        for d in found {
-            devices.push(d.map_err(|e| fhir_error("Device search", e))?);
+        let mut resources = Vec::with_capacity(found.len());
+        for r in found {
+            resources.push(r.map_err(|e| fhir_error(operation, e))?);
         }
-        match devices.as_slice() {
-            [] => Ok(None),
-            [one] => device_record(one).map(Some),
-            _ => Err(Error::AmbiguousIdentity {
-                kind: IdentityKind::Device,
-            }),
+        if resources.len() > 1 {
+            return Err(Error::AmbiguousIdentity { kind });
         }
+        Ok(resources.pop())
+    }
+}
+
+#[async_trait]
+impl IdentityStore for FhirClientIdentityStore {
+    async fn find_device(&self, identifier: IdentifierRef<'_>) -> Result<Option<DeviceRecord>> {
+        self.find_one::<Device>(identifier, IdentityKind::Device, "Device search")
+            .await?
+            .as_ref()
+            .map(device_record)
+            .transpose()
+    }
+
+    /// `GET [base]/Encounter?identifier=[system|]value` (escaped); never creates.
+    async fn find_encounter(&self, identifier: IdentifierRef<'_>) -> Result<Option<String>> {
+        let Some(encounter) = self
+            .find_one::<Encounter>(identifier, IdentityKind::Encounter, "Encounter search")
+            .await?
+        else {
+            return Ok(None);
+        };
+        encounter
+            .id()
+            .map(|id| Some(id.to_owned()))
+            .ok_or(Error::UnexpectedResponse {
+                operation: "Encounter search",
+                reason: "the server returned an Encounter without id",
+            })
     }
 
     async fn find_or_create_patient(&self, id: IdentifierRef<'_>) -> Result<String> {

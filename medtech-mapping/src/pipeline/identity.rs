@@ -1,5 +1,12 @@
-//! Identity resolution: from a measurement's device and patient identifiers to the FHIR
-//! `Device` and `Patient` resource ids its Observations reference.
+//! Identity resolution: from a measurement's device, patient and encounter identifiers to the
+//! FHIR `Device`, `Patient` and `Encounter` resource ids its Observations reference.
+//!
+//! As iomt-fhir (`R4DeviceAndPatientLookupIdentityService`): the Encounter is looked up by
+//! identifier (value only unless [`IdentityOptions::encounter_identifier_system`] is set),
+//! never created, in every mode; an unknown encounter id is [`Error::EncounterNotFound`], a
+//! per-message error. The encounter is part of the group key (device, type, patient,
+//! encounter, correlation id) but not of the Observation identifier, which MedTech composes from
+//! the Patient and Device ids, the type and the window only.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,6 +26,9 @@ pub enum IdentityMode {
     Create,
     /// The Device must exist; the patient is the one `Device.patient` references.
     Lookup,
+    /// As [`Lookup`](IdentityMode::Lookup), and every measurement must carry an encounter id
+    /// (MedTech's `LookupWithEncounter`; [`Error::EncounterIdMissing`] otherwise).
+    LookupWithEncounter,
 }
 
 impl std::str::FromStr for IdentityMode {
@@ -28,8 +38,9 @@ impl std::str::FromStr for IdentityMode {
         match s.to_ascii_lowercase().as_str() {
             "create" => Ok(Self::Create),
             "lookup" => Ok(Self::Lookup),
+            "lookupwithencounter" | "lookup-with-encounter" => Ok(Self::LookupWithEncounter),
             _ => Err(format!(
-                "unknown identity mode `{s}` (expected create or lookup)"
+                "unknown identity mode `{s}` (expected create, lookup or lookup-with-encounter)"
             )),
         }
     }
@@ -45,6 +56,9 @@ pub struct IdentityOptions {
     pub device_identifier_system: Option<String>,
     /// `Identifier.system` of Patient identifiers (default `None`: by value only, as MedTech).
     pub patient_identifier_system: Option<String>,
+    /// `Identifier.system` of Encounter identifiers (default `None`: by value only, as MedTech,
+    /// which searches Encounters by value without a system).
+    pub encounter_identifier_system: Option<String>,
     /// How many resolved identities to keep (default 10,000). Cached entries are never stale in
     /// `Create` mode (ids do not change); in `Lookup` mode a re-linked device keeps its old
     /// patient until evicted.
@@ -57,6 +71,7 @@ impl Default for IdentityOptions {
             mode: IdentityMode::Create,
             device_identifier_system: None,
             patient_identifier_system: None,
+            encounter_identifier_system: None,
             cache_capacity: 10_000,
         }
     }
@@ -92,7 +107,7 @@ pub struct DeviceRecord {
     pub patient_id: Option<String>,
 }
 
-/// Where Patients and Devices live. Implemented over `FhirClient` by
+/// Where Patients, Devices and Encounters live. Implemented over `FhirClient` by
 /// [`FhirClientIdentityStore`](super::FhirClientIdentityStore) (feature `fhir-client`); an
 /// application can supply its own.
 ///
@@ -125,6 +140,13 @@ pub trait IdentityStore: Send + Sync + fmt::Debug {
         identifier: IdentifierRef<'_>,
         patient_id: &str,
     ) -> Result<DeviceRecord>;
+
+    /// Finds the Encounter with `identifier` and returns its logical id. Encounters are never
+    /// created.
+    ///
+    /// # Errors
+    /// As [`find_device`](IdentityStore::find_device).
+    async fn find_encounter(&self, identifier: IdentifierRef<'_>) -> Result<Option<String>>;
 }
 
 /// The FHIR resource ids a group's Observation references.
@@ -134,6 +156,8 @@ pub struct ResolvedIdentity {
     pub patient_id: String,
     /// The Device's logical id.
     pub device_id: String,
+    /// The Encounter's logical id, when the measurements carry an encounter id.
+    pub encounter_id: Option<String>,
 }
 
 type IdentityKey = (String, Option<String>);
@@ -147,6 +171,9 @@ pub struct IdentityResolver {
     options: Arc<IdentityOptions>,
     identities: Arc<Cache<IdentityKey, ResolvedIdentity>>,
     patients: Arc<Cache<String, String>>,
+    /// Encounter ids by identifier value: found Encounters only (an unknown one is looked up
+    /// again, since it may be created later).
+    encounters: Arc<Cache<String, String>>,
 }
 
 impl fmt::Debug for IdentityResolver {
@@ -167,6 +194,7 @@ impl IdentityResolver {
             store,
             identities: Arc::new(Cache::new(capacity)),
             patients: Arc::new(Cache::new(capacity)),
+            encounters: Arc::new(Cache::new(capacity)),
             options: Arc::new(options),
         }
     }
@@ -176,30 +204,63 @@ impl IdentityResolver {
         &self.options
     }
 
-    /// Resolves the identity of a measurement with `device_id` and `patient_id` (as produced by
-    /// the device mapping).
+    /// Resolves the identity of a measurement with `device_id`, `patient_id` and
+    /// `encounter_id` (as produced by the device mapping; a blank id counts as none).
+    ///
+    /// The Patient and Device first, as the mode says; then, when there is an encounter id, the
+    /// Encounter carrying it, in every mode (looked up, never created).
     ///
     /// # Errors
     /// [`Error::PatientIdMissing`], [`Error::DeviceNotFound`],
     /// [`Error::DeviceWithoutPatient`], [`Error::PatientDeviceMismatch`],
+    /// [`Error::EncounterNotFound`], [`Error::EncounterIdMissing`],
     /// [`Error::AmbiguousIdentity`] for the message; [`Error::Store`] when the
     /// store fails. Failures are not cached.
     pub async fn resolve(
         &self,
         device_id: &str,
         patient_id: Option<&str>,
+        encounter_id: Option<&str>,
     ) -> Result<ResolvedIdentity> {
         let patient_id = patient_id.filter(|p| !p.trim().is_empty());
+        let encounter_id = encounter_id.filter(|e| !e.trim().is_empty());
         let key: IdentityKey = match self.options.mode {
             IdentityMode::Create => (
                 device_id.to_owned(),
                 Some(patient_id.ok_or(Error::PatientIdMissing)?.to_owned()),
             ),
             // The patient comes from the Device, whatever the message says.
-            IdentityMode::Lookup => (device_id.to_owned(), None),
+            IdentityMode::Lookup | IdentityMode::LookupWithEncounter => {
+                (device_id.to_owned(), None)
+            }
         };
-        self.identities
+        let mut identity = self
+            .identities
             .get_or_insert_async(&key, self.resolve_uncached(&key))
+            .await?;
+        identity.encounter_id = match encounter_id {
+            Some(value) => Some(self.resolve_encounter(value).await?),
+            None if self.options.mode == IdentityMode::LookupWithEncounter => {
+                return Err(Error::EncounterIdMissing)
+            }
+            None => None,
+        };
+        Ok(identity)
+    }
+
+    /// The id of the Encounter carrying the identifier `value` (single flight, cached once
+    /// found).
+    async fn resolve_encounter(&self, value: &str) -> Result<String> {
+        self.encounters
+            .get_or_insert_async(value, async {
+                self.store
+                    .find_encounter(IdentifierRef {
+                        system: self.options.encounter_identifier_system.as_deref(),
+                        value,
+                    })
+                    .await?
+                    .ok_or(Error::EncounterNotFound)
+            })
             .await
     }
 
@@ -231,6 +292,7 @@ impl IdentityResolver {
                 Ok(ResolvedIdentity {
                     patient_id,
                     device_id: record.id,
+                    encounter_id: None,
                 })
             }
             _ => {
@@ -243,6 +305,7 @@ impl IdentityResolver {
                 Ok(ResolvedIdentity {
                     patient_id,
                     device_id: record.id,
+                    encounter_id: None,
                 })
             }
         }
@@ -266,6 +329,7 @@ pub struct InMemoryIdentityStore {
 struct MemoryState {
     patients: std::collections::BTreeMap<String, String>,
     devices: std::collections::BTreeMap<String, DeviceRecord>,
+    encounters: std::collections::BTreeMap<String, String>,
     patients_created: usize,
     devices_created: usize,
 }
@@ -280,6 +344,15 @@ impl InMemoryIdentityStore {
     pub fn insert_device(&self, identifier_value: &str, record: DeviceRecord) {
         if let Ok(mut s) = self.state.lock() {
             s.devices.insert(identifier_value.to_owned(), record);
+        }
+    }
+
+    /// Adds an existing Encounter with logical id `id` (Encounters are never created: without
+    /// one, a measurement with an encounter id fails with [`Error::EncounterNotFound`]).
+    pub fn insert_encounter(&self, identifier_value: &str, id: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.encounters
+                .insert(identifier_value.to_owned(), id.to_owned());
         }
     }
 
@@ -330,6 +403,7 @@ fn memory_id(kind: IdentityKind, identifier: IdentifierRef<'_>) -> String {
     id.push_str(match kind {
         IdentityKind::Device => "dev-",
         IdentityKind::Patient => "pat-",
+        IdentityKind::Encounter => "enc-",
     });
     for byte in digest.iter().take(30) {
         let _ = write!(id, "{byte:02x}");
@@ -372,6 +446,10 @@ impl IdentityStore for InMemoryIdentityStore {
         s.devices_created += 1;
         Ok(record)
     }
+
+    async fn find_encounter(&self, identifier: IdentifierRef<'_>) -> Result<Option<String>> {
+        Ok(self.lock()?.encounters.get(identifier.value).cloned())
+    }
 }
 
 #[cfg(test)]
@@ -385,6 +463,7 @@ mod tests {
         inner: InMemoryIdentityStore,
         patient_calls: AtomicUsize,
         device_calls: AtomicUsize,
+        encounter_calls: AtomicUsize,
     }
 
     #[async_trait]
@@ -412,6 +491,13 @@ mod tests {
                 .find_or_create_device(identifier, patient_id)
                 .await
         }
+        async fn find_encounter(&self, identifier: IdentifierRef<'_>) -> Result<Option<String>> {
+            self.encounter_calls.fetch_add(1, Ordering::SeqCst);
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            self.inner.find_encounter(identifier).await
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,7 +507,7 @@ mod tests {
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let r = resolver.clone();
-                tokio::spawn(async move { r.resolve("dev-1", Some("pat-1")).await })
+                tokio::spawn(async move { r.resolve("dev-1", Some("pat-1"), None).await })
             })
             .collect();
         let mut results = Vec::new();
@@ -433,7 +519,10 @@ mod tests {
         assert_eq!(store.device_calls.load(Ordering::SeqCst), 1);
         assert_eq!(store.inner.created(), (1, 1));
         // A second device of the same patient reuses the cached patient.
-        resolver.resolve("dev-2", Some("pat-1")).await.unwrap();
+        resolver
+            .resolve("dev-2", Some("pat-1"), None)
+            .await
+            .unwrap();
         assert_eq!(store.patient_calls.load(Ordering::SeqCst), 1);
         assert_eq!(store.inner.created(), (1, 2));
     }
@@ -450,11 +539,11 @@ mod tests {
         );
         let r = IdentityResolver::new(store, IdentityOptions::default());
         assert!(matches!(
-            r.resolve("d", None).await,
+            r.resolve("d", None, None).await,
             Err(Error::PatientIdMissing)
         ));
         assert!(matches!(
-            r.resolve("d", Some("p")).await,
+            r.resolve("d", Some("p"), None).await,
             Err(Error::PatientDeviceMismatch)
         ));
     }
@@ -481,20 +570,21 @@ mod tests {
             ..IdentityOptions::default()
         };
         let r = IdentityResolver::new(store.clone(), opts);
-        let id = r.resolve("d1", Some("ignored")).await.unwrap();
+        let id = r.resolve("d1", Some("ignored"), None).await.unwrap();
         assert_eq!(
             id,
             ResolvedIdentity {
                 patient_id: "P9".into(),
-                device_id: "D1".into()
+                device_id: "D1".into(),
+                encounter_id: None,
             }
         );
         assert!(matches!(
-            r.resolve("d2", None).await,
+            r.resolve("d2", None, None).await,
             Err(Error::DeviceWithoutPatient)
         ));
         assert!(matches!(
-            r.resolve("nope", None).await,
+            r.resolve("nope", None, None).await,
             Err(Error::DeviceNotFound)
         ));
         assert_eq!(store.created(), (0, 0));
@@ -583,20 +673,142 @@ mod tests {
         let r = IdentityResolver::new(store.clone(), IdentityOptions::default());
         let long = "MRN".repeat(40);
         let a = r
-            .resolve("dev-a", Some(&format!("{long}-A")))
+            .resolve("dev-a", Some(&format!("{long}-A")), None)
             .await
             .unwrap();
         let b = r
-            .resolve("dev-b", Some(&format!("{long}-B")))
+            .resolve("dev-b", Some(&format!("{long}-B")), None)
             .await
             .unwrap();
         assert_ne!(a.patient_id, b.patient_id);
         assert_eq!(store.created(), (2, 2));
     }
 
+    #[tokio::test]
+    async fn encounters_are_looked_up_in_every_mode_and_never_created() {
+        for mode in [
+            IdentityMode::Create,
+            IdentityMode::Lookup,
+            IdentityMode::LookupWithEncounter,
+        ] {
+            let store = Arc::new(InMemoryIdentityStore::new());
+            if mode != IdentityMode::Create {
+                store.insert_device(
+                    "d1",
+                    DeviceRecord {
+                        id: "D1".into(),
+                        patient_id: Some("P1".into()),
+                    },
+                );
+            }
+            store.insert_encounter("visit-7", "E7");
+            let r = IdentityResolver::new(
+                store.clone(),
+                IdentityOptions {
+                    mode,
+                    ..IdentityOptions::default()
+                },
+            );
+            let patient = (mode == IdentityMode::Create).then_some("p1");
+            let with = r.resolve("d1", patient, Some("visit-7")).await.unwrap();
+            assert_eq!(with.encounter_id.as_deref(), Some("E7"), "{mode:?}");
+            let created = store.created();
+            for _ in 0..2 {
+                assert!(matches!(
+                    r.resolve("d1", patient, Some("visit-8")).await,
+                    Err(Error::EncounterNotFound)
+                ));
+            }
+            assert_eq!(store.created(), created, "an Encounter is never created");
+            // The same device without an encounter: no link (the cached identity of the device
+            // does not keep another group's encounter).
+            let blank = r.resolve("d1", patient, Some("  ")).await;
+            if mode == IdentityMode::LookupWithEncounter {
+                assert!(matches!(blank, Err(Error::EncounterIdMissing)));
+                assert!(matches!(
+                    r.resolve("d1", patient, None).await,
+                    Err(Error::EncounterIdMissing)
+                ));
+            } else {
+                let blank = blank.unwrap();
+                assert_eq!(blank.encounter_id, None, "{mode:?}");
+                assert_eq!(
+                    (blank.patient_id, blank.device_id),
+                    (with.patient_id, with.device_id)
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn create_mode_links_the_encounter_of_a_new_device() {
+        // iomt-fhir's create path returns no Encounter for a Device it has just created;
+        // carebridge links it whenever the measurement has an encounter id.
+        let store = Arc::new(InMemoryIdentityStore::new());
+        store.insert_encounter("visit-1", "E1");
+        store.insert_encounter("visit-2", "E2");
+        let r = IdentityResolver::new(store.clone(), IdentityOptions::default());
+        let first = r
+            .resolve("new-dev", Some("p"), Some("visit-1"))
+            .await
+            .unwrap();
+        let second = r
+            .resolve("new-dev", Some("p"), Some("visit-2"))
+            .await
+            .unwrap();
+        assert_eq!(first.encounter_id.as_deref(), Some("E1"));
+        assert_eq!(second.encounter_id.as_deref(), Some("E2"));
+        assert_eq!(
+            (first.patient_id, first.device_id),
+            (second.patient_id, second.device_id)
+        );
+        assert_eq!(store.created(), (1, 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn encounter_lookups_are_single_flight_cached_once_found_and_retried_when_unknown() {
+        let store = Arc::new(SlowStore::default());
+        store.inner.insert_encounter("visit", "E1");
+        let resolver = IdentityResolver::new(store.clone(), IdentityOptions::default());
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let r = resolver.clone();
+                tokio::spawn(async move { r.resolve("dev", Some("pat"), Some("visit")).await })
+            })
+            .collect();
+        for t in tasks {
+            let id = t.await.unwrap().unwrap();
+            assert_eq!(id.encounter_id.as_deref(), Some("E1"));
+        }
+        assert_eq!(store.encounter_calls.load(Ordering::SeqCst), 1);
+        // Unknown: looked up each time, so an Encounter created later is found.
+        for _ in 0..2 {
+            assert!(matches!(
+                resolver.resolve("dev", Some("pat"), Some("later")).await,
+                Err(Error::EncounterNotFound)
+            ));
+        }
+        assert_eq!(store.encounter_calls.load(Ordering::SeqCst), 3);
+        store.inner.insert_encounter("later", "E2");
+        let found = resolver
+            .resolve("dev", Some("pat"), Some("later"))
+            .await
+            .unwrap();
+        assert_eq!(found.encounter_id.as_deref(), Some("E2"));
+        assert_eq!(store.encounter_calls.load(Ordering::SeqCst), 4);
+    }
+
     #[test]
     fn identity_mode_parses() {
         assert_eq!("Lookup".parse::<IdentityMode>(), Ok(IdentityMode::Lookup));
+        assert_eq!(
+            "LookupWithEncounter".parse::<IdentityMode>(),
+            Ok(IdentityMode::LookupWithEncounter)
+        );
+        assert_eq!(
+            "lookup-with-encounter".parse::<IdentityMode>(),
+            Ok(IdentityMode::LookupWithEncounter)
+        );
         assert!("x".parse::<IdentityMode>().is_err());
     }
 }

@@ -14,6 +14,10 @@ use crate::{
 
 /// Builds Observations with [`create_observation`] and merges with [`merge_observation`], using
 /// the `CodeValueFhir` template of the group's type. `issued` is the time of the build.
+///
+/// A new Observation references the resolved Patient (`subject`), Device (`device`) and, when
+/// the group has one, Encounter (`encounter`), as iomt-fhir's `R4FhirImportService` does. A merge
+/// leaves the references of the existing Observation as they are (iomt-fhir's merge does too).
 #[derive(Debug, Clone)]
 pub struct TransformMapper {
     fhir: Arc<FhirMapping>,
@@ -45,7 +49,7 @@ impl ObservationMapper for TransformMapper {
         let links = ObservationLinks {
             patient_id: Some(identity.patient_id.clone()),
             device_id: Some(identity.device_id.clone()),
-            encounter_id: None,
+            encounter_id: identity.encounter_id.clone(),
         };
         create_observation(
             group,

@@ -626,7 +626,11 @@ impl Pipeline {
     async fn build(&self, group: ObservationGroup) -> Result<PendingObservation> {
         let identity = self
             .identity
-            .resolve(&group.device_id, group.patient_id.as_deref())
+            .resolve(
+                &group.device_id,
+                group.patient_id.as_deref(),
+                group.encounter_id.as_deref(),
+            )
             .await?;
         let observation = self.mapper.build(&group, &identity)?;
         let identifier_value = group.identifier_value(&identity.patient_id, &identity.device_id);

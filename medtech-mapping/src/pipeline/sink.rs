@@ -343,6 +343,7 @@ mod tests {
             identity: ResolvedIdentity {
                 patient_id: "p".into(),
                 device_id: "d".into(),
+                encounter_id: None,
             },
             identifier_value: id.to_owned(),
             observation,

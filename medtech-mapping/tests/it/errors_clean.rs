@@ -184,8 +184,33 @@ async fn every_error_is_as_clean_in_debug_as_in_display() {
                 ..IdentityOptions::default()
             },
         );
-        errors.push(resolver.resolve("MRN-0042", None).await.unwrap_err());
+        errors.push(resolver.resolve("MRN-0042", None, None).await.unwrap_err());
     }
+    // Encounters are looked up, never created: an unknown encounter id, and a missing one in
+    // LookupWithEncounter mode.
+    let store = Arc::new(InMemoryIdentityStore::new());
+    let resolver = IdentityResolver::new(store.clone(), IdentityOptions::default());
+    errors.push(
+        resolver
+            .resolve("1234.5678", Some("MRN-0042"), Some("Jane Doe"))
+            .await
+            .unwrap_err(),
+    );
+    store.insert_device(
+        "1234.5678",
+        carebridge_medtech_mapping::pipeline::DeviceRecord {
+            id: "MRN-0042".into(),
+            patient_id: Some("Jane Doe".into()),
+        },
+    );
+    let resolver = IdentityResolver::new(
+        store,
+        IdentityOptions {
+            mode: IdentityMode::LookupWithEncounter,
+            ..IdentityOptions::default()
+        },
+    );
+    errors.push(resolver.resolve("1234.5678", None, None).await.unwrap_err());
     errors.extend([
         Error::DeviceWithoutPatient,
         Error::PatientDeviceMismatch,
@@ -230,6 +255,8 @@ async fn every_error_is_as_clean_in_debug_as_in_display() {
         "device-without-patient",
         "patient-id-missing",
         "patient-device-mismatch",
+        "encounter-not-found",
+        "encounter-id-missing",
         "ambiguous-identity",
         "store-failed",
         "unexpected-response",

@@ -15,6 +15,8 @@ mod conservation;
 mod e2e;
 #[cfg(feature = "cli")]
 mod e2e_processes;
+#[cfg(feature = "fhir-client")]
+mod encounter;
 #[cfg(feature = "pipeline")]
 mod errors_clean;
 mod golden;

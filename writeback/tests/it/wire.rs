@@ -514,6 +514,103 @@ async fn warnings_in_the_answer_to_the_write_become_child_logs_too() {
     assert_eq!(outcome.status, LogStatus::Success, "{outcome:?}");
 }
 
+#[tokio::test]
+async fn the_fhir_client_store_asks_for_the_write_outcome_and_logs_its_warnings() {
+    // The real `FhirClient` store: the update is sent with `Prefer: return=OperationOutcome`,
+    // the server answers it with an OperationOutcome carrying a warning (seed 001), the stored
+    // Patient is read back, and the warning becomes a child log beside `$validate`'s issue.
+    let fhir_json = |status: u16, body: serde_json::Value| {
+        ResponseTemplate::new(status).set_body_raw(body.to_string(), "application/fhir+json")
+    };
+    let server = MockServer::start().await;
+    let current = json!({"resourceType": "Patient", "id": "p1", "meta": {"versionId": "1"},
+                         "name": [{"family": "Doe"}]});
+    Mock::given(method("GET"))
+        .and(path("/Patient/p1"))
+        .respond_with(fhir_json(200, current.clone()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/Patient/$validate"))
+        .respond_with(fhir_json(200, all_ok()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/Patient/p1"))
+        .and(header("prefer", "return=OperationOutcome"))
+        .and(header("if-match", "W/\"1\""))
+        .respond_with(
+            fhir_json(
+                200,
+                json!({"resourceType": "OperationOutcome", "issue": [
+                    {"severity": "warning", "code": "business-rule",
+                     "diagnostics": "telecom[0].value was normalized",
+                     "expression": ["Patient.telecom[0].value"]}]}),
+            )
+            .insert_header("ETag", "W/\"2\"")
+            .insert_header(
+                "Location",
+                format!("{}/Patient/p1/_history/2", server.uri()),
+            ),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut stored = current;
+    stored["meta"]["versionId"] = json!("2");
+    Mock::given(method("GET"))
+        .and(path("/Patient/p1/_history/2"))
+        .respond_with(fhir_json(200, stored))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/Provenance"))
+        .and(header("prefer", "return=representation"))
+        .respond_with(fhir_json(
+            201,
+            json!({"resourceType": "Provenance", "id": "pv1", "target": [{"reference": "Patient/p1/_history/2"}],
+                   "recorded": "2026-01-01T00:00:00Z", "agent": [{"who": {"display": "writeback"}}]}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = FhirClient::new(
+        &server.uri(),
+        Arc::new(carebridge_auth::StaticToken::new("t")),
+        None,
+    )
+    .unwrap();
+    let log = Arc::new(InMemoryOutcomeLog::new());
+    let wb = Writeback::new(
+        config(&fhir_only(&server.uri())),
+        dataverse(None),
+        Arc::new(client),
+        log.clone(),
+    )
+    .unwrap();
+    let outcome = wb.process(&phone_change()).await.unwrap();
+    assert_eq!(outcome.status, LogStatus::Warning, "{outcome:?}");
+    assert_eq!(outcome.provenance.as_deref(), Some("Provenance/pv1"));
+    let entry = &log.entries()[0];
+    assert_eq!(
+        entry.description,
+        "Patient updated (message processed with warnings)"
+    );
+    assert_eq!(entry.target.as_deref(), Some("Patient/p1/_history/2"));
+    let severities: Vec<&str> = entry.children.iter().map(|c| c.severity.as_str()).collect();
+    assert_eq!(severities, ["information", "warning"]);
+    let child = &entry.children[1];
+    assert_eq!(child.code, "business-rule");
+    assert_eq!(child.expression, ["Patient.telecom[0].value"]);
+    assert_eq!(
+        child.diagnostics.as_deref(),
+        Some("telecom[0].value was normalized")
+    );
+}
+
 // ---------------------------------------------------------------- change tracking
 
 #[tokio::test]

@@ -33,6 +33,10 @@ pub(crate) enum IdentityArg {
     Create,
     /// Require an existing Device (with its Patient); otherwise dead-letter (MedTech `Lookup`).
     Lookup,
+    /// As `lookup`, and every measurement must carry an encounter id (MedTech
+    /// `LookupWithEncounter`). In every mode the Encounter is looked up by identifier, never
+    /// created; an unknown encounter id is dead-lettered.
+    LookupWithEncounter,
 }
 
 /// The arguments of `medtech run`.
@@ -267,6 +271,7 @@ async fn run_async(args: &RunArgs) -> Result<(), Failure> {
             mode: match args.identity {
                 IdentityArg::Create => IdentityMode::Create,
                 IdentityArg::Lookup => IdentityMode::Lookup,
+                IdentityArg::LookupWithEncounter => IdentityMode::LookupWithEncounter,
             },
             ..IdentityOptions::default()
         },
