@@ -231,13 +231,28 @@ impl Node {
     }
 }
 
-/// The `CalculatedContent` root: the event with `matchedToken` set, without copying the event.
+/// An object seen with one member set, without copying it: MedTech's `CalculatedContent` root,
+/// the event with `matchedToken`. Evaluated over as a [`JmesInput::Overlay`](super::JmesInput).
+///
+/// ```
+/// use carebridge_medtech_expr::{JmesInput, JmesPath, Overlay};
+/// let event = serde_json::json!({"Body": {"hr": 70}});
+/// let token = serde_json::json!({"hr": 70});
+/// let root = Overlay { base: &event, key: "matchedToken", value: &token };
+/// let expr = JmesPath::parse("matchedToken.hr")?;
+/// let hr = expr.select_token(JmesInput::Overlay(&root))?;
+/// assert_eq!(hr.as_deref(), Some(&serde_json::json!(70)));
+/// # Ok::<(), carebridge_medtech_expr::JmesPathError>(())
+/// ```
 #[derive(Debug)]
-pub(crate) struct Overlay<'a, N> {
-    /// The event (an object).
-    pub(crate) base: &'a N,
-    pub(crate) key: &'a str,
-    pub(crate) value: &'a N,
+pub struct Overlay<'a, N> {
+    /// The object (the event).
+    pub base: &'a N,
+    /// The member set.
+    pub key: &'a str,
+    /// Its value (it replaces a member of the same name, moved to the end, as Newtonsoft's
+    /// `JObject` indexer does).
+    pub value: &'a N,
 }
 
 impl<N: JsonNode> Overlay<'_, N> {

@@ -129,7 +129,7 @@ pub(super) fn out_of_range(f: Func) -> String {
 
 /// What `fromUnixTimestamp(Ms)` of an integer stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UnixInstant {
+pub enum UnixInstant {
     /// An instant a FHIR `instant` can hold.
     At(DateTime<Utc>),
     /// An instant before 0001-01-01 or after 9999-12-31 (UTC), or beyond chrono's range.

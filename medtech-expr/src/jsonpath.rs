@@ -22,11 +22,11 @@ use crate::netvalue;
 /// A compiled JSONPath expression.
 ///
 /// ```
-/// use carebridge_medtech_mapping::JsonPath;
+/// use carebridge_medtech_expr::JsonPath;
 /// let path = JsonPath::parse("$..[?(@heartRate)]")?;
 /// let body = serde_json::json!({"Body": {"heartRate": "78"}});
 /// assert_eq!(path.select_tokens(&body)?.len(), 1);
-/// # Ok::<(), carebridge_medtech_mapping::JsonPathError>(())
+/// # Ok::<(), carebridge_medtech_expr::JsonPathError>(())
 /// ```
 #[derive(Clone)]
 pub struct JsonPath {
@@ -747,7 +747,7 @@ impl JsonPath {
     /// `SelectToken` over `root` as if `root` were an object with the extra property
     /// `name: value` appended (MedTech's `matchedToken`), without building that object.
     /// `None` when the path needs the whole root (the caller then materializes it).
-    pub(crate) fn select_token_with_extra<'a, N: JsonNode>(
+    pub fn select_token_with_extra<'a, N: JsonNode>(
         &self,
         root: &'a N,
         name: &str,

@@ -39,14 +39,20 @@ pub enum View<'a, N> {
 }
 
 /// A node seen as a scalar: what comparisons and conversions read (objects and arrays only by
-/// their kind).
+/// their kind). Built from a [`View`] (`Scalar::from(node.view())`); the [`netvalue`](crate::netvalue)
+/// conversions take it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Scalar<'a> {
+#[non_exhaustive]
+pub enum Scalar<'a> {
+    /// `null`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
+    /// A number.
     Number(&'a Number),
+    /// A string.
     String(&'a str),
-    /// `"object"` or `"array"`.
+    /// An object or an array: `"object"` or `"array"`.
     Container(&'static str),
 }
 
@@ -65,7 +71,7 @@ impl<'a, N> From<View<'a, N>> for Scalar<'a> {
 
 /// A JSON tree the templates can be evaluated over: [`serde_json::Value`] or [`Doc`].
 ///
-/// The trait is sealed; it exists so the [`Normalizer`](crate::Normalizer) and the expression
+/// The trait is sealed; it exists so the MedTech `Normalizer` and the expression
 /// engines take either without converting.
 pub trait JsonNode: sealed::Sealed + Clone + fmt::Debug {
     /// The members of an object, in document order.
@@ -203,7 +209,7 @@ impl JsonNode for Value {
 /// Numbers are read exactly as `serde_json` reads them.
 ///
 /// ```
-/// use carebridge_medtech_mapping::{Doc, JsonNode};
+/// use carebridge_medtech_expr::{Doc, JsonNode};
 /// let doc = Doc::parse(r#"{"deviceId": "d-1", "heartRate": 78}"#)?;
 /// assert_eq!(doc.get("deviceId").and_then(JsonNode::as_str), Some("d-1"));
 /// assert_eq!(doc.to_value(), serde_json::json!({"deviceId": "d-1", "heartRate": 78}));
@@ -276,8 +282,7 @@ impl<'a> Doc<'a> {
     }
 
     /// The event a template sees for a message body:
-    /// `{"Body": body, "Properties": {}, "SystemProperties": {}}` (see
-    /// [`envelope`](crate::envelope)).
+    /// `{"Body": body, "Properties": {}, "SystemProperties": {}}`.
     pub fn envelope(body: Doc<'a>) -> Self {
         Doc::Object(vec![
             (Cow::Borrowed("Body"), body),

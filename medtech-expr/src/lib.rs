@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
+
+mod jmes;
+mod json;
+mod jsonpath;
+pub mod netvalue;
+
+pub use jmes::{JmesInput, JmesPath, JmesPathError, Overlay, UnixInstant};
+pub use json::{Doc, DocEntries, JsonNode, Scalar, View};
+pub use jsonpath::{JsonPath, JsonPathError};
