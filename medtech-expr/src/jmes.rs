@@ -5,8 +5,11 @@
 //! mappings" where it documents a behaviour and iomt-fhir `Microsoft.Health.Expressions`
 //! elsewhere; the differences are listed in `docs/medtech-compatibility.md`.
 
+mod ast;
 mod custom;
 mod eval;
+mod functions;
+mod value;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,9 +19,11 @@ use jmespath::{ErrorReason, JmespathError, Variable};
 use serde_json::Value;
 
 use crate::json::JsonNode;
+use ast::Node;
 pub use custom::UnixInstant;
-pub use eval::Overlay;
-use eval::{Ctx, Node, Val};
+use eval::Ctx;
+pub use value::Overlay;
+use value::Val;
 
 /// A compiled JMESPath expression evaluated with the MedTech function set.
 ///

@@ -11,7 +11,8 @@ use serde_json::{Number, Value};
 
 use crate::json::JsonNode;
 
-use super::eval::{Func, Val};
+use super::functions::Func;
+use super::value::Val;
 use crate::netvalue::{format_instant, is_fhir_instant, FHIR_INSTANT_RANGE};
 
 enum Num {
