@@ -14,10 +14,39 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for serde_json::Value {}
-    impl Sealed for super::Doc<'_> {}
+pub(crate) mod sealed {
+    use std::borrow::Cow;
+
+    use serde_json::{Map, Value};
+
+    use super::Doc;
+
+    /// Seals [`JsonNode`](super::JsonNode), and builds objects of either tree.
+    pub trait Sealed: Sized {
+        /// An object of `members`, in this order (each key once).
+        fn object<const K: usize>(members: [(&'static str, Self); K]) -> Self;
+    }
+
+    impl Sealed for Value {
+        fn object<const K: usize>(members: [(&'static str, Self); K]) -> Self {
+            let mut map = Map::with_capacity(K);
+            for (k, v) in members {
+                map.insert(k.to_owned(), v);
+            }
+            Value::Object(map)
+        }
+    }
+
+    impl Sealed for Doc<'_> {
+        fn object<const K: usize>(members: [(&'static str, Self); K]) -> Self {
+            Doc::Object(
+                members
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Borrowed(k), v))
+                    .collect(),
+            )
+        }
+    }
 }
 
 /// What a JSON node is, with its scalar content (see [`JsonNode::view`]).
@@ -282,13 +311,10 @@ impl<'a> Doc<'a> {
     }
 
     /// The event a template sees for a message body:
-    /// `{"Body": body, "Properties": {}, "SystemProperties": {}}`.
+    /// `{"Body": body, "Properties": {}, "SystemProperties": {}}` (see
+    /// [`event_envelope`](crate::event_envelope)).
     pub fn envelope(body: Doc<'a>) -> Self {
-        Doc::Object(vec![
-            (Cow::Borrowed("Body"), body),
-            (Cow::Borrowed("Properties"), Doc::Object(Vec::new())),
-            (Cow::Borrowed("SystemProperties"), Doc::Object(Vec::new())),
-        ])
+        crate::event_envelope(body, Doc::Object(Vec::new()), Doc::Object(Vec::new()))
     }
 
     /// Sets the member `key` of an object (in place when present, else appended); `false` for

@@ -70,12 +70,14 @@ fn de_instant<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DateTime<U
 }
 
 /// Builds the event a template sees: `{"Body": body, "Properties": {}, "SystemProperties": {}}`.
+/// (`Doc::envelope` for a [`Doc`](crate::Doc); both are
+/// [`carebridge_medtech_expr::event_envelope`].)
 pub fn envelope(body: Value) -> Value {
-    let mut m = Map::with_capacity(3);
-    m.insert("Body".to_owned(), body);
-    m.insert("Properties".to_owned(), Value::Object(Map::new()));
-    m.insert("SystemProperties".to_owned(), Value::Object(Map::new()));
-    Value::Object(m)
+    carebridge_medtech_expr::event_envelope(
+        body,
+        Value::Object(Map::new()),
+        Value::Object(Map::new()),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

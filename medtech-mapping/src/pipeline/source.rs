@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
 
+use carebridge_medtech_expr::{BODY, PROPERTIES, SYSTEM_PROPERTIES};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
@@ -96,14 +97,11 @@ impl Message {
             )
         }
         let body = Doc::parse(&self.body)?;
-        Ok(Doc::Object(vec![
-            (Cow::Borrowed("Body"), body),
-            (Cow::Borrowed("Properties"), map(&self.properties)),
-            (
-                Cow::Borrowed("SystemProperties"),
-                map(&self.system_properties),
-            ),
-        ]))
+        Ok(carebridge_medtech_expr::event_envelope(
+            body,
+            map(&self.properties),
+            map(&self.system_properties),
+        ))
     }
 
     /// The event as JSON (as [`to_doc`](Message::to_doc), owned).
@@ -219,9 +217,9 @@ pub(crate) fn poll_now<F: Future>(future: F) -> Option<F::Output> {
 /// message body, wrapped with [`envelope`](crate::envelope).
 pub fn to_event(value: Value) -> Value {
     match value {
-        Value::Object(mut map) if map.contains_key("Body") => {
+        Value::Object(mut map) if map.contains_key(BODY) => {
             map.remove(DEAD_LETTER_KEY);
-            for key in ["Properties", "SystemProperties"] {
+            for key in [PROPERTIES, SYSTEM_PROPERTIES] {
                 if !map.get(key).is_some_and(Value::is_object) {
                     map.insert(key.to_owned(), Value::Object(Map::new()));
                 }
@@ -263,7 +261,7 @@ pub fn parse_line(line: &str) -> ParsedLine<'_> {
     };
     // A dead-letter record of a line that was not JSON carries that line as `raw`: replaying
     // it means reading the raw text again (fixed by hand, or still invalid).
-    let raw = (doc.get("Body").is_none() && doc.get(DEAD_LETTER_KEY).is_some())
+    let raw = (doc.get(BODY).is_none() && doc.get(DEAD_LETTER_KEY).is_some())
         .then(|| doc.get("raw").and_then(JsonNode::as_str))
         .flatten();
     if let Some(raw) = raw {
@@ -285,10 +283,10 @@ pub fn parse_line(line: &str) -> ParsedLine<'_> {
 /// [`to_event`] over a [`Doc`].
 fn doc_to_event(doc: Doc<'_>) -> Doc<'_> {
     match doc {
-        Doc::Object(_) if doc.get("Body").is_some() => {
+        Doc::Object(_) if doc.get(BODY).is_some() => {
             let mut doc = doc;
             doc.remove(DEAD_LETTER_KEY);
-            for key in ["Properties", "SystemProperties"] {
+            for key in [PROPERTIES, SYSTEM_PROPERTIES] {
                 if !doc.get(key).is_some_and(JsonNode::is_object) {
                     doc.insert(key, Doc::Object(Vec::new()));
                 }
