@@ -266,7 +266,8 @@ pub fn group_by_message(
 }
 
 /// As [`group_by_message`], consuming the measurements: their values move into the groups
-/// instead of being copied.
+/// instead of being copied. Public API: the pipeline's runner groups each batch with it, and so
+/// can an application that drives normalize, group and transform itself (the benches do).
 ///
 /// # Errors
 /// As [`group_measurements`].
