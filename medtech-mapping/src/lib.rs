@@ -37,7 +37,7 @@
 //! - [`DeviceMapping`] and [`FhirMapping`]: the template documents, loaded with every problem
 //!   reported by path ([`Error::InvalidTemplate`]).
 //! - [`JsonPath`] (Newtonsoft.Json dialect) and [`JmesPath`] (with the MedTech custom
-//!   functions): the expression engines.
+//!   functions): the expression engines, from the pure crate `carebridge-medtech-expr`.
 //! - [`Normalizer`]: event -> [`Measurement`]s, with an [`Explanation`] trace on request.
 //! - [`group_measurements`]: measurements -> [`ObservationGroup`]s (one per future
 //!   Observation), by device, patient, type, encounter, correlation id and `periodInterval`.
