@@ -188,11 +188,12 @@ fn batches(t: &Transform<'_>, n: &Normalizer, batch: usize, parse: Parse) {
                 Parse::Value => n.normalize(&envelope(serde_json::from_str(m).unwrap()), index),
                 #[cfg(feature = "pipeline")]
                 Parse::ValueMessage((props, system)) => {
-                    let mut event = Map::new();
-                    event.insert("Body".to_owned(), serde_json::from_str(m).unwrap());
-                    event.insert("Properties".to_owned(), Value::Object(props.clone()));
-                    event.insert("SystemProperties".to_owned(), Value::Object(system.clone()));
-                    n.normalize(&Value::Object(event), index)
+                    let event = carebridge_medtech_expr::event_envelope(
+                        serde_json::from_str(m).unwrap(),
+                        Value::Object(props.clone()),
+                        Value::Object(system.clone()),
+                    );
+                    n.normalize(&event, index)
                 }
                 #[cfg(feature = "pipeline")]
                 Parse::Message((props, system)) => {

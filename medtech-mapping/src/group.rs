@@ -17,8 +17,8 @@ use chrono::{DateTime, Duration, TimeDelta, Utc};
 
 use crate::error::{Error, Result};
 use crate::fhir_template::{FhirMapping, PeriodInterval};
-use crate::netvalue::{is_fhir_instant, push_compact};
 use crate::normalize::Measurement;
+use carebridge_medtech_expr::netvalue::{is_fhir_instant, push_compact};
 
 /// The identifier system MedTech gives the Observations it writes.
 pub const OBSERVATION_IDENTIFIER_SYSTEM: &str =
@@ -266,7 +266,8 @@ pub fn group_by_message(
 }
 
 /// As [`group_by_message`], consuming the measurements: their values move into the groups
-/// instead of being copied.
+/// instead of being copied. Public API: the pipeline's runner groups each batch with it, and so
+/// can an application that drives normalize, group and transform itself (the benches do).
 ///
 /// # Errors
 /// As [`group_measurements`].
@@ -432,7 +433,7 @@ mod tests {
     fn m(t: &str, device: &str, v: &str, corr: Option<&str>) -> Measurement {
         Measurement {
             type_name: "hr".into(),
-            occurrence_time_utc: crate::netvalue::parse_timestamp(t).unwrap(),
+            occurrence_time_utc: carebridge_medtech_expr::netvalue::parse_timestamp(t).unwrap(),
             device_id: device.into(),
             patient_id: Some("p".into()),
             encounter_id: None,
@@ -544,7 +545,7 @@ mod tests {
             "2262-04-11T23:47:16Z",
             "2300-01-01T10:00:00Z",
         ] {
-            let t = crate::netvalue::parse_timestamp(text).unwrap();
+            let t = carebridge_medtech_expr::netvalue::parse_timestamp(text).unwrap();
             for (interval, span) in [
                 (PeriodInterval::Hourly, Duration::hours(1)),
                 (PeriodInterval::Daily, Duration::days(1)),
@@ -622,13 +623,14 @@ mod range_tests {
     /// an error of every interval, never a panic; the ends of the range group as usual.
     #[test]
     fn out_of_range_occurrence_times_are_errors_for_every_interval() {
-        let huge = crate::netvalue::parse_timestamp("+262142-12-31T23:30:00Z").unwrap();
+        let huge =
+            carebridge_medtech_expr::netvalue::parse_timestamp("+262142-12-31T23:30:00Z").unwrap();
         let extremes = [
             DateTime::<Utc>::MAX_UTC,
             DateTime::<Utc>::MIN_UTC,
             huge,
-            crate::netvalue::parse_timestamp("+10000-01-01T00:00:00Z").unwrap(),
-            crate::netvalue::parse_timestamp("0000-12-31T23:59:59Z").unwrap(),
+            carebridge_medtech_expr::netvalue::parse_timestamp("+10000-01-01T00:00:00Z").unwrap(),
+            carebridge_medtech_expr::netvalue::parse_timestamp("0000-12-31T23:59:59Z").unwrap(),
         ];
         for interval in [0, 60, 1440, -1] {
             for t in extremes {
@@ -644,14 +646,15 @@ mod range_tests {
                 assert_eq!(err.reason_code(), "timestamp-out-of-range");
             }
             for text in ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.9999999Z"] {
-                let t = crate::netvalue::parse_timestamp(text).unwrap();
+                let t = carebridge_medtech_expr::netvalue::parse_timestamp(text).unwrap();
                 let g = group_measurements(&[(0, at(t))], &fhir(interval)).unwrap();
                 assert_eq!(g.len(), 1, "{interval} {text}");
                 assert!(g[0].start <= t && t <= g[0].end);
                 assert!(!g[0].id_segment().is_empty());
             }
         }
-        let last = crate::netvalue::parse_timestamp("9999-12-31T23:59:59Z").unwrap();
+        let last =
+            carebridge_medtech_expr::netvalue::parse_timestamp("9999-12-31T23:59:59Z").unwrap();
         let g = group_measurements(&[(0, at(last))], &fhir(1440)).unwrap();
         assert_eq!(g[0].id_segment(), "99991231000000Z.99991231235959Z");
     }

@@ -37,7 +37,7 @@
 //! - [`DeviceMapping`] and [`FhirMapping`]: the template documents, loaded with every problem
 //!   reported by path ([`Error::InvalidTemplate`]).
 //! - [`JsonPath`] (Newtonsoft.Json dialect) and [`JmesPath`] (with the MedTech custom
-//!   functions): the expression engines.
+//!   functions): the expression engines, from the pure crate `carebridge-medtech-expr`.
 //! - [`Normalizer`]: event -> [`Measurement`]s, with an [`Explanation`] trace on request.
 //! - [`group_measurements`]: measurements -> [`ObservationGroup`]s (one per future
 //!   Observation), by device, patient, type, encounter, correlation id and `periodInterval`.
@@ -53,11 +53,7 @@
 mod error;
 mod fhir_template;
 mod group;
-mod jmes;
-mod json;
-mod jsonpath;
 mod load;
-mod netvalue;
 mod normalize;
 #[cfg(feature = "pipeline")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pipeline")))]
@@ -66,6 +62,9 @@ mod template;
 mod transform;
 mod values;
 
+pub use carebridge_medtech_expr::{
+    Doc, DocEntries, JmesPath, JmesPathError, JsonNode, JsonPath, JsonPathError, View,
+};
 pub use error::{
     Error, IdentityKind, MappingErrorKind, Result, StoreSource, TemplateProblem, TemplateProblems,
 };
@@ -77,9 +76,6 @@ pub use group::{
     check_groupable, group_by_message, group_by_message_owned, group_measurements,
     ObservationGroup, TimedValues, OBSERVATION_IDENTIFIER_SYSTEM,
 };
-pub use jmes::{JmesPath, JmesPathError};
-pub use json::{Doc, DocEntries, JsonNode, View};
-pub use jsonpath::{JsonPath, JsonPathError};
 pub use normalize::{
     envelope, Explanation, ExpressionOutcome, ExpressionTrace, Measurement, MeasurementProperty,
     Normalizer, TemplateTrace, TokenTrace, MATCHED_TOKEN,

@@ -112,7 +112,10 @@ impl<'a> Obj<'a> {
             }
             Some(Value::String(s)) => Some(s.clone()),
             Some(v @ (Value::Number(_) | Value::Bool(_))) => {
-                crate::netvalue::to_dotnet_string(crate::json::JsonNode::view(v).into()).ok()
+                carebridge_medtech_expr::netvalue::to_dotnet_string(
+                    carebridge_medtech_expr::JsonNode::view(v).into(),
+                )
+                .ok()
             }
             Some(other) => {
                 problems.add(

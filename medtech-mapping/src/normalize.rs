@@ -8,14 +8,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, MappingErrorKind, Result, TemplateProblem, TemplateProblems};
-use crate::jmes::{JmesPath, Overlay, UnixInstant, Val};
-use crate::json::JsonNode;
-use crate::jsonpath::JsonPath;
 use crate::load::{child, index};
-use crate::netvalue::{self, Conversion, TimestampError};
 use crate::template::{
     ContentTemplate, DeviceMapping, ExpressionLanguage, IotKind, JsonPathValue, TemplateExpression,
 };
+use carebridge_medtech_expr::netvalue::{self, Conversion, TimestampError};
+use carebridge_medtech_expr::{JmesInput, JmesPath, JsonNode, JsonPath, Overlay, UnixInstant};
 
 /// The property a `CalculatedContent` template's later expressions see the matched token under.
 pub const MATCHED_TOKEN: &str = "matchedToken";
@@ -72,12 +70,14 @@ fn de_instant<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<DateTime<U
 }
 
 /// Builds the event a template sees: `{"Body": body, "Properties": {}, "SystemProperties": {}}`.
+/// (`Doc::envelope` for a [`Doc`](crate::Doc); both are
+/// [`carebridge_medtech_expr::event_envelope`].)
 pub fn envelope(body: Value) -> Value {
-    let mut m = Map::with_capacity(3);
-    m.insert("Body".to_owned(), body);
-    m.insert("Properties".to_owned(), Value::Object(Map::new()));
-    m.insert("SystemProperties".to_owned(), Value::Object(Map::new()));
-    Value::Object(m)
+    carebridge_medtech_expr::event_envelope(
+        body,
+        Value::Object(Map::new()),
+        Value::Object(Map::new()),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -564,7 +564,7 @@ impl Normalizer {
                 Ok(v) => v.into_iter().map(Cow::Borrowed).collect(),
                 Err(e) => return Err(type_match_failed(e.reason, trace.as_deref_mut())),
             },
-            Engine::JmesPath(p) => match p.select_tokens(&Val::In(event)) {
+            Engine::JmesPath(p) => match p.select_tokens(JmesInput::Node(event)) {
                 Ok(v) => v,
                 Err(e) => return Err(type_match_failed(e.reason, trace.as_deref_mut())),
             },
@@ -650,7 +650,7 @@ impl<'a, N: JsonNode> EvalCtx<'a, N> {
                 };
                 r.map(|o| o.map(Cow::Borrowed)).map_err(|err| err.reason)
             }
-            Engine::JmesPath(p) => p.select_token(&self.jmes_root()).map_err(|err| err.reason),
+            Engine::JmesPath(p) => p.select_token(self.jmes_root()).map_err(|err| err.reason),
         };
         match r {
             Ok(Some(v)) => Ok(Selected::Token(v)),
@@ -664,17 +664,17 @@ impl<'a, N: JsonNode> EvalCtx<'a, N> {
     fn select_instant(&self, e: &CExpr) -> Result<Option<UnixInstant>> {
         match &e.engine {
             Engine::JmesPath(p) => p
-                .select_instant(&self.jmes_root())
+                .select_instant(self.jmes_root())
                 .map_err(|err| self.evaluation_error(e, &err.reason)),
             Engine::JsonPath(_) => Ok(None),
         }
     }
 
     /// What JMESPath expressions are evaluated over.
-    fn jmes_root(&self) -> Val<'_, N> {
+    fn jmes_root(&self) -> JmesInput<'_, N> {
         match &self.overlay {
-            Some(o) => Val::Root(o),
-            None => Val::In(self.root),
+            Some(o) => JmesInput::Overlay(o),
+            None => JmesInput::Node(self.root),
         }
     }
 

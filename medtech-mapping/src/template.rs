@@ -5,9 +5,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result, TemplateProblem, TemplateProblems};
-use crate::jmes::JmesPath;
-use crate::jsonpath::JsonPath;
 use crate::load::{child, index, json_kind, match_template_name, Obj, Problems};
+use carebridge_medtech_expr::{JmesPath, JsonPath};
 
 /// The language of a template expression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]

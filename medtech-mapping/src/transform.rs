@@ -18,10 +18,10 @@ use chrono::{DateTime, Utc};
 use crate::error::{Error, Result};
 use crate::fhir_template::{CodeValueFhir, FhirCode, FhirCodeableConcept, FhirValue};
 use crate::group::{ObservationGroup, TimedValues, OBSERVATION_IDENTIFIER_SYSTEM};
-use crate::netvalue::format_instant;
 use crate::values::{
     build_sampled_data, merge_time_values, sampled_data_to_time_values, ValuePolicy,
 };
+use carebridge_medtech_expr::netvalue::format_instant;
 
 /// Resource ids the Observation links to (from identity resolution).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -479,8 +479,8 @@ mod tests {
     use super::*;
     use crate::fhir_template::FhirMapping;
     use crate::group::group_measurements;
-    use crate::netvalue::parse_timestamp;
     use crate::normalize::{Measurement, MeasurementProperty};
+    use carebridge_medtech_expr::netvalue::parse_timestamp;
     use serde_json::json;
 
     fn bp(t: &str, sys: &str, dia: &str) -> Measurement {

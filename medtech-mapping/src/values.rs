@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::error::{Error, Result};
 use crate::group::TimedValues;
-use crate::netvalue::{format_double, is_fhir_instant};
+use carebridge_medtech_expr::netvalue::{format_double, is_fhir_instant};
 
 /// The most slots one `SampledData` string may have (a daily window with a 10 ms period);
 /// beyond it the transform fails instead of building a huge string.
@@ -206,7 +206,7 @@ impl ValuePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netvalue::parse_timestamp;
+    use carebridge_medtech_expr::netvalue::parse_timestamp;
 
     fn t(s: &str) -> DateTime<Utc> {
         parse_timestamp(s).unwrap()

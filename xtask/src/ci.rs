@@ -176,7 +176,7 @@ fn step(
 
 /// The published libraries; each one's normal dependencies without default features must hold no
 /// binary-only crate.
-const LIBRARIES: [&str; 11] = [
+const LIBRARIES: [&str; 12] = [
     "carebridge-http",
     "carebridge-auth",
     "carebridge-fhir-model",
@@ -185,6 +185,7 @@ const LIBRARIES: [&str; 11] = [
     "carebridge-device-contract",
     "carebridge-writeback",
     "carebridge-ehr-gateway",
+    "carebridge-medtech-expr",
     "carebridge-medtech-mapping",
     "carebridge-medtech-kafka",
     "carebridge-store",

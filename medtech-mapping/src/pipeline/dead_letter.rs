@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use carebridge_medtech_expr::BODY;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -88,7 +89,7 @@ impl DeadLetter {
                 map.insert(DEAD_LETTER_KEY.to_owned(), note);
                 Value::Object(map)
             }
-            DeadLetterEvent::Event(other) => json!({ "Body": other, DEAD_LETTER_KEY: note }),
+            DeadLetterEvent::Event(other) => json!({ BODY: other, DEAD_LETTER_KEY: note }),
             DeadLetterEvent::Raw(raw)
             | DeadLetterEvent::Line(raw)
             | DeadLetterEvent::Message(Message { body: raw, .. }) => {

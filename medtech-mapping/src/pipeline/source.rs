@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
 
+use carebridge_medtech_expr::{BODY, PROPERTIES, SYSTEM_PROPERTIES};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
@@ -11,6 +12,10 @@ use crate::{Doc, Error, JsonNode, Result};
 
 /// The key a dead-letter record adds to the original event; sources drop it, so a dead-letter
 /// file can be replayed as input.
+///
+/// Public API: the dead-letter record format (see [`DeadLetter::to_json`](super::DeadLetter::to_json))
+/// is a contract with whoever reads or repairs dead-letter files, and an application's own
+/// [`EventSource`] drops the annotation under this key to replay them.
 pub const DEAD_LETTER_KEY: &str = "deadLetter";
 
 /// The content of one event.
@@ -96,14 +101,11 @@ impl Message {
             )
         }
         let body = Doc::parse(&self.body)?;
-        Ok(Doc::Object(vec![
-            (Cow::Borrowed("Body"), body),
-            (Cow::Borrowed("Properties"), map(&self.properties)),
-            (
-                Cow::Borrowed("SystemProperties"),
-                map(&self.system_properties),
-            ),
-        ]))
+        Ok(carebridge_medtech_expr::event_envelope(
+            body,
+            map(&self.properties),
+            map(&self.system_properties),
+        ))
     }
 
     /// The event as JSON (as [`to_doc`](Message::to_doc), owned).
@@ -217,11 +219,20 @@ pub(crate) fn poll_now<F: Future>(future: F) -> Option<F::Output> {
 /// An object with a `Body` property is taken as the envelope (missing `Properties` and
 /// `SystemProperties` become `{}`, and a dead-letter annotation is dropped); anything else is the
 /// message body, wrapped with [`envelope`](crate::envelope).
+///
+/// Public API for applications that write their own [`EventSource`] over `serde_json::Value`s
+/// (what [`InMemorySource`] does), so their events read exactly as the built-in sources' do.
+///
+/// ```
+/// use carebridge_medtech_mapping::pipeline::to_event;
+/// let event = to_event(serde_json::json!({"hr": 72}));
+/// assert_eq!(event, serde_json::json!({"Body": {"hr": 72}, "Properties": {}, "SystemProperties": {}}));
+/// ```
 pub fn to_event(value: Value) -> Value {
     match value {
-        Value::Object(mut map) if map.contains_key("Body") => {
+        Value::Object(mut map) if map.contains_key(BODY) => {
             map.remove(DEAD_LETTER_KEY);
-            for key in ["Properties", "SystemProperties"] {
+            for key in [PROPERTIES, SYSTEM_PROPERTIES] {
                 if !map.get(key).is_some_and(Value::is_object) {
                     map.insert(key.to_owned(), Value::Object(Map::new()));
                 }
@@ -250,6 +261,17 @@ pub enum ParsedLine<'t> {
 /// Reads one line of input the way [`NdjsonSource`] reads it: an envelope, a message body
 /// (wrapped with [`Doc::envelope`]) or a dead-letter record (its annotation dropped; the record
 /// of a line that was not JSON stands for that line's raw text), as a [`Doc`] borrowing `line`.
+///
+/// Public API for applications that receive NDJSON lines over their own transport (a queue, a
+/// socket) and want each read as a file line is, dead-letter records included.
+///
+/// ```
+/// use carebridge_medtech_mapping::pipeline::{parse_line, ParsedLine};
+/// use carebridge_medtech_mapping::JsonNode;
+/// let ParsedLine::Event(event) = parse_line(r#"{"hr": 72}"#) else { unreachable!() };
+/// assert!(event.get("Body").is_some());
+/// assert!(matches!(parse_line("not json"), ParsedLine::Invalid { .. }));
+/// ```
 pub fn parse_line(line: &str) -> ParsedLine<'_> {
     let line = line.trim();
     let doc = match Doc::parse(line) {
@@ -263,7 +285,7 @@ pub fn parse_line(line: &str) -> ParsedLine<'_> {
     };
     // A dead-letter record of a line that was not JSON carries that line as `raw`: replaying
     // it means reading the raw text again (fixed by hand, or still invalid).
-    let raw = (doc.get("Body").is_none() && doc.get(DEAD_LETTER_KEY).is_some())
+    let raw = (doc.get(BODY).is_none() && doc.get(DEAD_LETTER_KEY).is_some())
         .then(|| doc.get("raw").and_then(JsonNode::as_str))
         .flatten();
     if let Some(raw) = raw {
@@ -285,10 +307,10 @@ pub fn parse_line(line: &str) -> ParsedLine<'_> {
 /// [`to_event`] over a [`Doc`].
 fn doc_to_event(doc: Doc<'_>) -> Doc<'_> {
     match doc {
-        Doc::Object(_) if doc.get("Body").is_some() => {
+        Doc::Object(_) if doc.get(BODY).is_some() => {
             let mut doc = doc;
             doc.remove(DEAD_LETTER_KEY);
-            for key in ["Properties", "SystemProperties"] {
+            for key in [PROPERTIES, SYSTEM_PROPERTIES] {
                 if !doc.get(key).is_some_and(JsonNode::is_object) {
                     doc.insert(key, Doc::Object(Vec::new()));
                 }

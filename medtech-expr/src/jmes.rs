@@ -5,8 +5,11 @@
 //! mappings" where it documents a behaviour and iomt-fhir `Microsoft.Health.Expressions`
 //! elsewhere; the differences are listed in `docs/medtech-compatibility.md`.
 
+mod ast;
 mod custom;
 mod eval;
+mod functions;
+mod value;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,18 +19,20 @@ use jmespath::{ErrorReason, JmespathError, Variable};
 use serde_json::Value;
 
 use crate::json::JsonNode;
-pub(crate) use custom::UnixInstant;
-use eval::{Ctx, Node};
-pub(crate) use eval::{Overlay, Val};
+use ast::Node;
+pub use custom::UnixInstant;
+use eval::Ctx;
+pub use value::Overlay;
+use value::Val;
 
 /// A compiled JMESPath expression evaluated with the MedTech function set.
 ///
 /// ```
-/// use carebridge_medtech_mapping::JmesPath;
+/// use carebridge_medtech_expr::JmesPath;
 /// let e = JmesPath::parse("add(left, right)")?;
 /// let out = e.search(&serde_json::json!({"left": 40, "right": 50}))?;
 /// assert_eq!(out, serde_json::json!(90));
-/// # Ok::<(), carebridge_medtech_mapping::JmesPathError>(())
+/// # Ok::<(), carebridge_medtech_expr::JmesPathError>(())
 /// ```
 #[derive(Clone)]
 pub struct JmesPath {
@@ -179,13 +184,26 @@ impl JmesPath {
         Ctx { text: &self.text }.eval(&self.node, data)
     }
 
-    /// Tokens for `typeMatchExpression` (`SelectTokens`): the elements of a projection, or the
-    /// single non-null result.
-    pub(crate) fn select_tokens<'a, N: JsonNode>(
+    /// Tokens for MedTech's `typeMatchExpression` (Newtonsoft's `SelectTokens`): the elements of
+    /// a projection, or the single non-null result. Selected nodes are borrowed from `data`;
+    /// values the expression computes are owned.
+    ///
+    /// ```
+    /// use carebridge_medtech_expr::{JmesPath, JmesInput};
+    /// let data = serde_json::json!({"Body": [{"hr": 70}, {"hr": 71}]});
+    /// let expr = JmesPath::parse("Body[*]")?;
+    /// let tokens = expr.select_tokens(JmesInput::Node(&data))?;
+    /// assert_eq!(tokens.len(), 2);
+    /// # Ok::<(), carebridge_medtech_expr::JmesPathError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`JmesPathError`] on a runtime error, as [`JmesPath::search`].
+    pub fn select_tokens<'a, N: JsonNode>(
         &'a self,
-        data: &Val<'a, N>,
+        data: JmesInput<'a, N>,
     ) -> Result<Vec<Cow<'a, N>>, JmesPathError> {
-        let out = self.eval(data)?;
+        let out = self.eval(&data.into_val())?;
         if self.projection && out.array_len().is_some() {
             return Ok(out
                 .into_elements()
@@ -201,23 +219,29 @@ impl JmesPath {
         })
     }
 
-    /// The instant of a `timestampExpression` that is a `fromUnixTimestamp(Ms)` call, without
-    /// formatting it and reading it back (`Ok(None)`: evaluate with
+    /// The instant of an expression that is a `fromUnixTimestamp(Ms)` call, without formatting
+    /// it and reading it back; `Ok(None)` for any other expression (evaluate it with
     /// [`JmesPath::select_token`]).
-    pub(crate) fn select_instant<'a, N: JsonNode>(
+    ///
+    /// # Errors
+    /// [`JmesPathError`] on a runtime error, as [`JmesPath::search`].
+    pub fn select_instant<'a, N: JsonNode>(
         &'a self,
-        data: &Val<'a, N>,
+        data: JmesInput<'a, N>,
     ) -> Result<Option<UnixInstant>, JmesPathError> {
-        Ctx { text: &self.text }.eval_instant(&self.node, data)
+        Ctx { text: &self.text }.eval_instant(&self.node, &data.into_val())
     }
 
-    /// The token for a single-valued expression (`SelectToken`): an error for a projection
-    /// with more than one element; `None` for null.
-    pub(crate) fn select_token<'a, N: JsonNode>(
+    /// The token for a single-valued expression (Newtonsoft's `SelectToken`); `None` for null.
+    ///
+    /// # Errors
+    /// [`JmesPathError`] on a runtime error, and `Multiple tokens were returned` for a
+    /// projection with more than one element.
+    pub fn select_token<'a, N: JsonNode>(
         &'a self,
-        data: &Val<'a, N>,
+        data: JmesInput<'a, N>,
     ) -> Result<Option<Cow<'a, N>>, JmesPathError> {
-        let out = self.eval(data)?;
+        let out = self.eval(&data.into_val())?;
         if self.projection && out.array_len().is_some_and(|n| n > 1) {
             return Err(too_many());
         }
@@ -226,6 +250,34 @@ impl JmesPath {
         } else {
             Some(out.into_cow())
         })
+    }
+}
+
+/// What a JMESPath expression is evaluated over: a JSON node, or an [`Overlay`] (an object seen
+/// with one member set, without copying it).
+#[derive(Debug)]
+pub enum JmesInput<'a, N> {
+    /// A node of the input.
+    Node(&'a N),
+    /// An object with one member set (MedTech's `CalculatedContent` root: the event with
+    /// `matchedToken`).
+    Overlay(&'a Overlay<'a, N>),
+}
+
+impl<N> Clone for JmesInput<'_, N> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<N> Copy for JmesInput<'_, N> {}
+
+impl<'a, N> JmesInput<'a, N> {
+    fn into_val(self) -> Val<'a, N> {
+        match self {
+            JmesInput::Node(n) => Val::In(n),
+            JmesInput::Overlay(o) => Val::Root(o),
+        }
     }
 }
 
@@ -410,13 +462,13 @@ mod tests {
             };
             for v in &values {
                 let data = json!({ "v": v });
-                let root = Val::In(&data);
-                let general = p.select_token(&root).map(|t| {
+                let root = JmesInput::Node(&data);
+                let general = p.select_token(root).map(|t| {
                     t.map(|t| {
                         crate::netvalue::to_utc_instant(crate::json::JsonNode::view(&*t).into())
                     })
                 });
-                match p.select_instant(&root) {
+                match p.select_instant(root) {
                     Ok(Some(UnixInstant::At(t))) => {
                         assert_eq!(general, Ok(Some(Ok(t))), "{expr} over {v}");
                     }
@@ -441,14 +493,14 @@ mod tests {
     #[test]
     fn projections_yield_elements() {
         let data = json!({"Body": {"r": [{"v": 1}, {"v": 2}]}});
-        let data = Val::In(&data);
+        let data = JmesInput::Node(&data);
         let p = JmesPath::parse("Body.r[*]").unwrap();
-        assert_eq!(p.select_tokens(&data).unwrap().len(), 2);
-        assert!(p.select_token(&data).is_err());
+        assert_eq!(p.select_tokens(data).unwrap().len(), 2);
+        assert!(p.select_token(data).is_err());
         let whole = JmesPath::parse("Body.r").unwrap();
-        assert_eq!(whole.select_tokens(&data).unwrap().len(), 1);
+        assert_eq!(whole.select_tokens(data).unwrap().len(), 1);
         let piped = JmesPath::parse("[Body][?contains(keys(@), `r`)] | @[0]").unwrap();
-        assert_eq!(piped.select_tokens(&data).unwrap().len(), 1);
+        assert_eq!(piped.select_tokens(data).unwrap().len(), 1);
     }
 }
 

@@ -14,10 +14,39 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for serde_json::Value {}
-    impl Sealed for super::Doc<'_> {}
+pub(crate) mod sealed {
+    use std::borrow::Cow;
+
+    use serde_json::{Map, Value};
+
+    use super::Doc;
+
+    /// Seals [`JsonNode`](super::JsonNode), and builds objects of either tree.
+    pub trait Sealed: Sized {
+        /// An object of `members`, in this order (each key once).
+        fn object<const K: usize>(members: [(&'static str, Self); K]) -> Self;
+    }
+
+    impl Sealed for Value {
+        fn object<const K: usize>(members: [(&'static str, Self); K]) -> Self {
+            let mut map = Map::with_capacity(K);
+            for (k, v) in members {
+                map.insert(k.to_owned(), v);
+            }
+            Value::Object(map)
+        }
+    }
+
+    impl Sealed for Doc<'_> {
+        fn object<const K: usize>(members: [(&'static str, Self); K]) -> Self {
+            Doc::Object(
+                members
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Borrowed(k), v))
+                    .collect(),
+            )
+        }
+    }
 }
 
 /// What a JSON node is, with its scalar content (see [`JsonNode::view`]).
@@ -39,14 +68,20 @@ pub enum View<'a, N> {
 }
 
 /// A node seen as a scalar: what comparisons and conversions read (objects and arrays only by
-/// their kind).
+/// their kind). Built from a [`View`] (`Scalar::from(node.view())`); the [`netvalue`](crate::netvalue)
+/// conversions take it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Scalar<'a> {
+#[non_exhaustive]
+pub enum Scalar<'a> {
+    /// `null`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
+    /// A number.
     Number(&'a Number),
+    /// A string.
     String(&'a str),
-    /// `"object"` or `"array"`.
+    /// An object or an array: `"object"` or `"array"`.
     Container(&'static str),
 }
 
@@ -65,7 +100,7 @@ impl<'a, N> From<View<'a, N>> for Scalar<'a> {
 
 /// A JSON tree the templates can be evaluated over: [`serde_json::Value`] or [`Doc`].
 ///
-/// The trait is sealed; it exists so the [`Normalizer`](crate::Normalizer) and the expression
+/// The trait is sealed; it exists so the MedTech `Normalizer` and the expression
 /// engines take either without converting.
 pub trait JsonNode: sealed::Sealed + Clone + fmt::Debug {
     /// The members of an object, in document order.
@@ -203,7 +238,7 @@ impl JsonNode for Value {
 /// Numbers are read exactly as `serde_json` reads them.
 ///
 /// ```
-/// use carebridge_medtech_mapping::{Doc, JsonNode};
+/// use carebridge_medtech_expr::{Doc, JsonNode};
 /// let doc = Doc::parse(r#"{"deviceId": "d-1", "heartRate": 78}"#)?;
 /// assert_eq!(doc.get("deviceId").and_then(JsonNode::as_str), Some("d-1"));
 /// assert_eq!(doc.to_value(), serde_json::json!({"deviceId": "d-1", "heartRate": 78}));
@@ -277,13 +312,9 @@ impl<'a> Doc<'a> {
 
     /// The event a template sees for a message body:
     /// `{"Body": body, "Properties": {}, "SystemProperties": {}}` (see
-    /// [`envelope`](crate::envelope)).
+    /// [`event_envelope`](crate::event_envelope)).
     pub fn envelope(body: Doc<'a>) -> Self {
-        Doc::Object(vec![
-            (Cow::Borrowed("Body"), body),
-            (Cow::Borrowed("Properties"), Doc::Object(Vec::new())),
-            (Cow::Borrowed("SystemProperties"), Doc::Object(Vec::new())),
-        ])
+        crate::event_envelope(body, Doc::Object(Vec::new()), Doc::Object(Vec::new()))
     }
 
     /// Sets the member `key` of an object (in place when present, else appended); `false` for

@@ -11,7 +11,8 @@ use serde_json::{Number, Value};
 
 use crate::json::JsonNode;
 
-use super::eval::{Func, Val};
+use super::functions::Func;
+use super::value::Val;
 use crate::netvalue::{format_instant, is_fhir_instant, FHIR_INSTANT_RANGE};
 
 enum Num {
@@ -129,7 +130,7 @@ pub(super) fn out_of_range(f: Func) -> String {
 
 /// What `fromUnixTimestamp(Ms)` of an integer stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UnixInstant {
+pub enum UnixInstant {
     /// An instant a FHIR `instant` can hold.
     At(DateTime<Utc>),
     /// An instant before 0001-01-01 or after 9999-12-31 (UTC), or beyond chrono's range.

@@ -1,12 +1,25 @@
 //! The conversions iomt-fhir applies to extracted tokens (`JToken.Value<string>()`,
-//! `JToken.Value<DateTime?>()`), reproduced over any JSON node's scalar view.
+//! `JToken.Value<DateTime?>()`), reproduced over any JSON node's scalar view, and the .NET
+//! formatting of numbers and instants that MedTech output shows.
+//!
+//! ```
+//! use carebridge_medtech_expr::netvalue::{format_double, format_instant, parse_timestamp, to_dotnet_string};
+//! use carebridge_medtech_expr::{Scalar, JsonNode};
+//!
+//! assert_eq!(format_double(1e15), "1E+15");
+//! let hr = serde_json::json!(72.5);
+//! assert_eq!(to_dotnet_string(Scalar::from(hr.view())).as_deref(), Ok("72.5"));
+//! let t = parse_timestamp("2023-03-13T22:46:01.8750000").ok_or("not a timestamp")?;
+//! assert_eq!(format_instant(&t), "2023-03-13T22:46:01.875Z");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use crate::json::Scalar;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Timelike, Utc};
 
 /// Why a token could not be converted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Conversion {
+pub enum Conversion {
     /// A JSON null (Newtonsoft gives `null`).
     Null,
     /// An object or array (Newtonsoft throws `InvalidCastException`).
@@ -14,7 +27,7 @@ pub(crate) enum Conversion {
 }
 
 /// `JToken.Value<string>()`: numbers in .NET invariant culture, booleans as `True`/`False`.
-pub(crate) fn to_dotnet_string(v: Scalar<'_>) -> Result<String, Conversion> {
+pub fn to_dotnet_string(v: Scalar<'_>) -> Result<String, Conversion> {
     match v {
         Scalar::Null => Err(Conversion::Null),
         Scalar::String(s) => Ok(s.to_owned()),
@@ -33,7 +46,7 @@ pub(crate) fn to_dotnet_string(v: Scalar<'_>) -> Result<String, Conversion> {
 
 /// `double.ToString(CultureInfo.InvariantCulture)` on .NET Core 3.0+: the shortest text that
 /// round-trips, in scientific notation (`1E+15`, `1E-05`) outside `[1e-5, 1e15)`.
-pub(crate) fn format_double(x: f64) -> String {
+pub fn format_double(x: f64) -> String {
     if x.is_nan() {
         return "NaN".to_owned();
     }
@@ -62,7 +75,7 @@ pub(crate) fn format_double(x: f64) -> String {
 /// Reads a token as a UTC instant, the way `JToken.Value<DateTime?>()` does on a UTC host:
 /// ISO 8601 strings (with `Z`, an offset, or no zone, which is taken as UTC) and the other
 /// forms `DateTime.Parse` accepts in the invariant culture that devices commonly send.
-pub(crate) fn to_utc_instant(v: Scalar<'_>) -> Result<DateTime<Utc>, TimestampError> {
+pub fn to_utc_instant(v: Scalar<'_>) -> Result<DateTime<Utc>, TimestampError> {
     match v {
         Scalar::Null => Err(TimestampError::Null),
         Scalar::String(s) => parse_timestamp(s).ok_or(TimestampError::Unparsable),
@@ -74,25 +87,31 @@ pub(crate) fn to_utc_instant(v: Scalar<'_>) -> Result<DateTime<Utc>, TimestampEr
 
 /// The range of a FHIR `instant` (and of .NET's `DateTime`, which MedTech reads timestamps
 /// into), as text for error messages.
-pub(crate) const FHIR_INSTANT_RANGE: &str =
-    "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.9999999Z (UTC)";
+pub const FHIR_INSTANT_RANGE: &str = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.9999999Z (UTC)";
 
 /// Whether `t` can be written as a FHIR `instant`: a UTC year from 0001 to 9999. Every
 /// timestamp taken from a device message must be, so that window, period and slot arithmetic
 /// on it (which may go a few years past it) stays far inside chrono's range.
-pub(crate) fn is_fhir_instant(t: &DateTime<Utc>) -> bool {
+pub fn is_fhir_instant(t: &DateTime<Utc>) -> bool {
     (1..=9999).contains(&t.year())
 }
 
 /// Why a timestamp could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum TimestampError {
+pub enum TimestampError {
+    /// A JSON null.
     Null,
+    /// A string that is not a timestamp [`parse_timestamp`] reads.
     Unparsable,
+    /// Not a string: `"number"`, `"boolean"`, `"object"` or `"array"`.
     WrongType(&'static str),
 }
 
-pub(crate) fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+/// Reads a timestamp string as .NET's `DateTime.Parse` does in the invariant culture on a UTC
+/// host, for the forms devices send: ISO 8601 with `Z`, an offset (also short, `+0`, `+05`, or
+/// without a colon) or no zone (taken as UTC), a space instead of `T`, and 7 fraction digits.
+/// `None` when it is none of them.
+pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if s.is_empty() {
         return None;
@@ -237,7 +256,7 @@ fn push_digits(out: &mut String, n: u32, width: u32) {
 
 /// Appends `yyyyMMddHHmmss` (UTC); `false` (nothing appended) for years outside 0..=9999 and
 /// leap seconds, which the caller formats with chrono.
-pub(crate) fn push_compact(out: &mut String, t: &DateTime<Utc>) -> bool {
+pub fn push_compact(out: &mut String, t: &DateTime<Utc>) -> bool {
     // The naive UTC value once: each accessor of `DateTime<Utc>` converts it again.
     let t = t.naive_utc();
     let Ok(year) = u32::try_from(t.year()) else {
@@ -255,7 +274,7 @@ pub(crate) fn push_compact(out: &mut String, t: &DateTime<Utc>) -> bool {
 
 /// Formats an instant as MedTech prints `occurrenceTimeUtc`: ISO 8601 in UTC with `Z`, and the
 /// fraction of a second (up to 100 ns, .NET's tick) without trailing zeros.
-pub(crate) fn format_instant(t: &DateTime<Utc>) -> String {
+pub fn format_instant(t: &DateTime<Utc>) -> String {
     // Hand-written for the common case (years 0..=9999, no leap second): chrono's formatting
     // machinery showed in the transform profile. Same text as `format_instant_chrono`.
     // The naive UTC value once: each accessor of `DateTime<Utc>` converts it again.

@@ -136,7 +136,7 @@ fn ours(expression: &str, given: &Value) -> Outcome {
         .map(|ast| JmesPath {
             text: expression.to_owned(),
             projection: super::is_projection(&ast),
-            node: super::eval::Node::lower(&ast),
+            node: super::ast::Node::lower(&ast),
         });
     // Every case also runs over the pipeline's `Doc` (parsed from the JSON text of `given`),
     // which must answer exactly as `serde_json::Value` does.
@@ -153,7 +153,7 @@ fn ours(expression: &str, given: &Value) -> Outcome {
         let plain = JmesPath {
             text: expression.to_owned(),
             projection: super::is_projection(&ast),
-            node: super::eval::Node::lower_with(&ast, false),
+            node: super::ast::Node::lower_with(&ast, false),
         };
         assert_eq!(
             plain.search(given),
@@ -401,7 +401,7 @@ fn has_key_fast_path_matches_the_general_evaluation() {
     let event = serde_json::json!({"Body": {"x": 1}, "Properties": {}});
     let token = serde_json::json!({"hr": 70});
     let base = &event;
-    let overlay = super::eval::Overlay {
+    let overlay = super::value::Overlay {
         base,
         key: "matchedToken",
         value: &token,
@@ -414,7 +414,7 @@ fn has_key_fast_path_matches_the_general_evaluation() {
     ] {
         let p = JmesPath::parse(e).unwrap();
         let got = p
-            .eval(&super::eval::Val::Root(&overlay))
+            .eval(&super::value::Val::Root(&overlay))
             .unwrap()
             .to_value();
         assert_eq!(got, serde_json::json!(expected), "{e}");
