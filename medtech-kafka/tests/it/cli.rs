@@ -9,16 +9,16 @@ use carebridge_medtech_kafka::KafkaSource;
 
 use crate::support::{bounded, cluster, config, heart_rate, next, partition_offset, Producer};
 
-const DEVICE: &str = r#"{"templateType":"CollectionContent","template":[
+pub(crate) const DEVICE: &str = r#"{"templateType":"CollectionContent","template":[
   {"templateType":"JsonPathContent","template":{"typeName":"heartrate","typeMatchExpression":"$..[?(@heartRate)]",
    "deviceIdExpression":"$.deviceId","patientIdExpression":"$.patientId","timestampExpression":"$.endDate",
    "values":[{"required":true,"valueExpression":"$.heartRate","valueName":"hr"}]}}]}"#;
-const FHIR: &str = r#"{"templateType":"CollectionFhir","template":[
+pub(crate) const FHIR: &str = r#"{"templateType":"CollectionFhir","template":[
   {"templateType":"CodeValueFhir","template":{"typeName":"heartrate","periodInterval":0,
    "codes":[{"code":"8867-4","system":"http://loinc.org"}],
    "value":{"valueName":"hr","valueType":"Quantity","unit":"count/min","system":"http://unitsofmeasure.org","code":"/min"}}}]}"#;
 
-fn scratch_dir() -> PathBuf {
+pub(crate) fn scratch_dir() -> PathBuf {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -29,7 +29,7 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
-fn lines(path: &Path) -> usize {
+pub(crate) fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count())
         .unwrap_or(0)
@@ -102,8 +102,10 @@ async fn medtech_ingest_processes_a_topic_and_commits_on_sigterm() {
             .unwrap()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
+        // Exit code 1: messages were dead-lettered (data errors), the same code as `medtech run`.
+        assert_eq!(
+            output.status.code(),
+            Some(1),
             "exit {:?}: {stderr}",
             output.status
         );

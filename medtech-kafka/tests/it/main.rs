@@ -13,5 +13,7 @@ mod support;
 mod cli;
 mod envelope;
 mod group;
+#[cfg(feature = "cli")]
+mod ops;
 mod pipeline;
 mod real_broker;
