@@ -11,6 +11,8 @@
 //! - `metadata`: the unauthenticated CapabilityStatement and SMART configuration.
 //! - `registry_db`: the client registry in SQLite and PostgreSQL (feature `sql`): two replicas
 //!   sharing it, concurrent rotations, the CLI's `registry import` and containment.
+//! - `ops`: the binary's `/metrics`, `/healthz`, `/readyz`, JSON logs, TOML configuration and
+//!   exit codes.
 //! - `proxy`: routing by tenant, upstream tokens, link rewriting, paging, errors.
 //! - `server`: a Patients-app flow against the real FHIR test server (ignored unless
 //!   `CAREBRIDGE_FHIR_URL` is set; `cargo xtask ci` starts it).
@@ -20,6 +22,9 @@
 mod containment;
 mod hardening;
 mod metadata;
+// Runs the `ehr-gateway` binary.
+#[cfg(feature = "cli")]
+mod ops;
 mod proxy;
 #[cfg(all(feature = "sql", feature = "cli"))]
 mod registry_db;
