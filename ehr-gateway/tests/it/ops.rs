@@ -37,9 +37,10 @@ async fn provider(listener: std::net::TcpListener) -> MockServer {
     let server = MockServer::builder().listener(listener).start().await;
     Mock::given(method("GET"))
         .and(path("/fhir/metadata"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            serde_json::json!({"resourceType": "CapabilityStatement"}),
-        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"resourceType": "CapabilityStatement"})),
+        )
         .mount(&server)
         .await;
     Mock::given(method("GET"))
@@ -119,10 +120,25 @@ auth = {{ type = "none" }}
         ),
     )
     .unwrap();
-    let added = gateway(&["client", "add", "--client-id", CLIENT_ID, "--tenant", TENANT_A], &config)
-        .output()
-        .unwrap();
-    assert_eq!(added.status.code(), Some(0), "{}", String::from_utf8_lossy(&added.stderr));
+    let added = gateway(
+        &[
+            "client",
+            "add",
+            "--client-id",
+            CLIENT_ID,
+            "--tenant",
+            TENANT_A,
+        ],
+        &config,
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        added.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     let secret: Value = serde_json::from_slice(&added.stdout).unwrap();
     let secret = secret["client_secret"].as_str().unwrap().to_owned();
 
@@ -135,7 +151,10 @@ auth = {{ type = "none" }}
     let stderr = child.stderr.take().unwrap();
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 break;
             }
@@ -168,13 +187,19 @@ auth = {{ type = "none" }}
         format!("ehr_gateway_proxy_seconds_count{{tenant=\"{TENANT_A}\",status=\"2xx\"}}");
     assert_eq!(sample(&page, &tenant_series), Some(2.0), "{page}");
     assert_eq!(
-        sample(&page, "ehr_gateway_requests_total{route=\"token\",status=\"200\"}"),
+        sample(
+            &page,
+            "ehr_gateway_requests_total{route=\"token\",status=\"200\"}"
+        ),
         Some(1.0),
         "{page}"
     );
     // The forged token and the `/metrics` tried on the public address (no token there).
     assert_eq!(
-        sample(&page, "ehr_gateway_requests_total{route=\"proxy\",status=\"401\"}"),
+        sample(
+            &page,
+            "ehr_gateway_requests_total{route=\"proxy\",status=\"401\"}"
+        ),
         Some(2.0),
         "{page}"
     );
@@ -188,7 +213,10 @@ auth = {{ type = "none" }}
     assert_eq!(report["checks"]["store"]["status"], "ok", "{report}");
     drop(server);
     let report = ready_within(admin, 503).await;
-    assert_eq!(report["checks"]["providers"]["status"], "failed", "{report}");
+    assert_eq!(
+        report["checks"]["providers"]["status"], "failed",
+        "{report}"
+    );
     assert_eq!(get(admin, "/healthz").await.0, 200);
     let server = provider(std::net::TcpListener::bind(provider_addr).unwrap()).await;
     ready_within(admin, 200).await;
@@ -202,7 +230,10 @@ auth = {{ type = "none" }}
     for line in lines.try_iter() {
         let json: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
-        assert!(!line.contains(&secret) && !line.contains(&token), "secret in the log: {line}");
+        assert!(
+            !line.contains(&secret) && !line.contains(&token),
+            "secret in the log: {line}"
+        );
         assert!(json["level"].is_string());
     }
     drop(server);
@@ -220,7 +251,10 @@ fn exit_codes_follow_the_shared_table() {
     .unwrap();
     let code = |args: &[&str], config: &Path| {
         let output = gateway(args, config).output().unwrap();
-        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     };
     // 0: the configuration is valid.
     assert_eq!(code(&["check"], &config).0, Some(0));
@@ -236,7 +270,10 @@ fn exit_codes_follow_the_shared_table() {
     .unwrap();
     let (c, stderr) = code(&["check"], &bad);
     assert_eq!(c, Some(2), "{stderr}");
-    assert!(stderr.contains("listen_adress") && stderr.contains("bad.toml"), "{stderr}");
+    assert!(
+        stderr.contains("listen_adress") && stderr.contains("bad.toml"),
+        "{stderr}"
+    );
     // 2: usage (and the environment variable of a flag is honoured).
     let output = Command::new(env!("CARGO_BIN_EXE_ehr-gateway"))
         .arg("check")
@@ -249,11 +286,20 @@ fn exit_codes_follow_the_shared_table() {
         .env("EHR_GW_OPS_KEY", SIGNING_KEY)
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // 3: the client database is unreachable.
     #[cfg(feature = "sql")]
     {
-        std::fs::write(dir.join("db.url"), "postgres://carebridge@127.0.0.1:1/none\n").unwrap();
+        std::fs::write(
+            dir.join("db.url"),
+            "postgres://carebridge@127.0.0.1:1/none\n",
+        )
+        .unwrap();
         let unreachable = dir.join("db.json");
         std::fs::write(
             &unreachable,
