@@ -185,8 +185,14 @@ const LIBRARIES: [&str; 11] = [
     "carebridge-store",
 ];
 
-/// Dependencies only binaries may pull.
-const BINARY_ONLY: [&str; 3] = ["clap", "indicatif", "tracing-subscriber"];
+/// Dependencies only binaries may pull (the exporter and the binaries' shared plumbing too).
+const BINARY_ONLY: [&str; 5] = [
+    "clap",
+    "indicatif",
+    "tracing-subscriber",
+    "metrics-exporter-prometheus",
+    "carebridge-ops",
+];
 
 fn lean_libraries(root: &Path) -> CiResult {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
