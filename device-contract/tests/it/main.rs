@@ -8,6 +8,8 @@
 mod bridge;
 #[cfg(feature = "server")]
 mod crash;
+#[cfg(feature = "server")]
+mod exit_codes;
 mod inbound;
 #[cfg(feature = "sql")]
 mod inbox;
