@@ -31,6 +31,8 @@ const PRUNE_ABOVE: usize = 64;
 ///   [`invalidate_token`](TokenProvider::invalidate_token) drops only the rejected token, so that
 ///   many concurrent `401`s with one old token cause one refresh. Clients call either after a
 ///   `401` and retry once.
+/// - Every request to the wrapped provider is counted in the `metrics` counter
+///   `carebridge_token_refreshes_total{result="ok"|"error"}` (exported by the binaries).
 ///
 /// Cloning is cheap and clones share the cache.
 ///
@@ -242,6 +244,11 @@ impl<P: TokenProvider> TokenProvider for TokenCache<P> {
             "token cache miss, fetching a token"
         );
         let result = self.inner.provider.token(scopes).await;
+        metrics::counter!(
+            "carebridge_token_refreshes_total",
+            "result" => if result.is_ok() { "ok" } else { "error" }
+        )
+        .increment(1);
         match &result {
             Ok(token) => {
                 *write(&entry.token) = Some(Cached {

@@ -147,7 +147,22 @@ async fn open_database(_source: &SecretSource) -> Result<Arc<dyn ClientStore>> {
     ))
 }
 
-/// The `ehr-gateway serve` configuration file.
+/// Parses a TOML configuration file; the error names the file, says what is wrong (an unknown
+/// key is named) and where, but never quotes the line (it may hold a value).
+fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Error::config(format!("`{}` is not UTF-8", path.display())))?;
+    toml::from_str(text).map_err(|e| {
+        Error::config(format!(
+            "`{}`: {} (at byte {})",
+            path.display(),
+            e.message().trim_end(),
+            e.span().map_or(0, |s| s.start)
+        ))
+    })
+}
+
+/// The `ehr-gateway serve` configuration file (JSON, or TOML for a `.toml` file).
 ///
 /// ```json
 /// {
@@ -231,14 +246,24 @@ pub struct FileConfig {
     /// Tenant id -> provider.
     #[serde(default)]
     pub tenants: BTreeMap<TenantId, ProviderConfig>,
+    /// `ehr-gateway serve`: the public address to listen on (default `127.0.0.1:8080`);
+    /// `--listen` and `EHR_GATEWAY_LISTEN` override it.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// `ehr-gateway serve`: the admin address serving `/metrics`, `/healthz` and `/readyz`
+    /// (default: none); `--metrics-addr` and `EHR_GATEWAY_METRICS_ADDR` override it.
+    #[serde(default)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl FileConfig {
-    /// Reads `path`; relative paths inside it are resolved against its folder.
+    /// Reads `path`: TOML when its name ends in `.toml`, JSON otherwise (the same keys);
+    /// relative paths inside it are resolved against its folder. Unknown keys are refused.
     ///
     /// # Errors
-    /// [`Error::Io`] if it cannot be read, [`Error::Json`] if it is malformed (with the JSON
-    /// path of the problem, e.g. `tenants.<id>.auth`).
+    /// [`Error::Io`] if it cannot be read, [`Error::Json`] if the JSON is malformed (with the
+    /// JSON path of the problem, e.g. `tenants.<id>.auth`), [`Error::InvalidConfiguration`] if
+    /// the TOML is (naming the file, the key and the byte offset, never a value).
     pub fn load(path: &Path) -> Result<Self> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io("read", path, e))?;
         if meta.len() > MAX_CONFIG_BYTES {
@@ -248,7 +273,11 @@ impl FileConfig {
             )));
         }
         let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-        let mut config: Self = parse_json(path, &bytes)?;
+        let mut config: Self = if path.extension().is_some_and(|e| e == "toml") {
+            parse_toml(path, &bytes)?
+        } else {
+            parse_json(path, &bytes)?
+        };
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         match (&mut config.clients_file, &mut config.clients_database) {
             (Some(file), None) => {
@@ -535,6 +564,39 @@ mod tests {
         assert_eq!(built.tenants.len(), 3);
         let t: TenantId = "145f4184-1b0b-41c7-ba24-b3c1291bfda1".parse().unwrap();
         assert_eq!(built.tenants.get(&t).unwrap().name(), Some("Contoso"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reads_toml_and_names_an_unknown_key() {
+        let dir = temp_dir();
+        let path = write(
+            &dir,
+            "gateway.toml",
+            r#"base_url = "https://gw.example"
+signing_key = { env = "X" }
+clients_file = "clients.json"
+listen = "0.0.0.0:8443"
+metrics_addr = "127.0.0.1:9464"
+
+[tenants.145f4184-1b0b-41c7-ba24-b3c1291bfda1]
+fhir_base_url = "https://contoso.example/fhir"
+auth = { type = "none" }
+"#,
+        );
+        let config = FileConfig::load(&path).unwrap();
+        assert_eq!(config.listen, Some("0.0.0.0:8443".parse().unwrap()));
+        assert_eq!(config.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(config.tenants.len(), 1);
+        assert_eq!(config.clients_file, Some(dir.join("clients.json")));
+        let path = write(
+            &dir,
+            "typo.toml",
+            "base_url = \"https://gw.example\"\nsigning_key = { env = \"X\" }\nclients_file = \"c.json\"\nlisten_addr = \"secret-looking\"\n",
+        );
+        let e = FileConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("listen_addr") && e.contains("typo.toml"), "{e}");
+        assert!(!e.contains("secret-looking"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

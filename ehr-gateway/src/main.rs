@@ -14,6 +14,12 @@
 //!
 //! Secrets are read from environment variables or files named in the configuration, never
 //! from the command line. A new client secret is printed once on standard output as JSON.
+//!
+//! Every flag has an environment variable (`EHR_GATEWAY_<FLAG>`: `EHR_GATEWAY_CONFIG`,
+//! `EHR_GATEWAY_LISTEN`, ...); the configuration file (JSON, or TOML for `.toml`) may set
+//! `listen` and `metrics_addr`, which the flags and variables override. `--log-format json`
+//! (`CAREBRIDGE_LOG_FORMAT`). Exit codes: 0 ok, 1 data errors (an unknown client or secret, a
+//! client without tenants), 2 usage or configuration, 3 the client database unreachable.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -21,6 +27,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use carebridge_ehr_gateway::{ClientStore, FileConfig, Gateway, NewSecret, TenantId};
+use carebridge_ops::admin::{self, AdminArgs, Readiness};
+use carebridge_ops::{Exit, LogArgs};
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -32,9 +40,14 @@ use serde_json::json;
     about = "Teams Patients app partner gateway: token server, SMART metadata and tenant-routing FHIR proxy"
 )]
 struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
+
+/// The address `serve` listens on when neither a flag, its variable nor the file names one.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 #[derive(Subcommand)]
 enum Command {
@@ -43,9 +56,14 @@ enum Command {
         /// The configuration file.
         #[arg(long)]
         config: PathBuf,
-        /// Address to listen on (plain HTTP: put a TLS proxy in front).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        /// Address to listen on (plain HTTP: put a TLS proxy in front); default the file's
+        /// `listen`, else 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// `/metrics`, `/healthz` and `/readyz` are served on their own admin address (never
+        /// on the public one); default the file's `metrics_addr`, else off.
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Validate the configuration (reads its secrets, sends nothing) and print a summary.
     Check {
@@ -165,28 +183,60 @@ enum SecretCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
-    match run(cli.command).await {
+fn main() -> ExitCode {
+    let cli = match carebridge_ops::cli::try_parse::<Cli>("EHR_GATEWAY", None) {
+        Ok(cli) => cli,
+        Err(e) => return carebridge_ops::cli::report(&e),
+    };
+    let _logging = match carebridge_ops::init_logging(cli.log.log_format) {
+        Ok(guard) => guard,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            return Exit::Usage.into();
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return Exit::Usage.into();
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let mut stderr = std::io::stderr();
-            let _ = writeln!(stderr, "error: {error}");
+            let mut text = error.to_string();
             let mut source = std::error::Error::source(&*error);
             while let Some(cause) = source {
-                let _ = writeln!(stderr, "  caused by: {cause}");
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
                 source = cause.source();
             }
-            ExitCode::FAILURE
+            tracing::error!("{text}");
+            exit_code(&*error).into()
         }
+    }
+}
+
+/// The exit code of a failed command: data errors (1) for what the registry holds, the
+/// database unreachable (3), usage or configuration (2) for the rest.
+fn exit_code(error: &(dyn std::error::Error + 'static)) -> Exit {
+    use carebridge_ehr_gateway::Error as E;
+    match error.downcast_ref::<E>() {
+        Some(
+            E::NoTenants { .. }
+            | E::ClientExists { .. }
+            | E::UnknownClient { .. }
+            | E::UnknownSecret { .. }
+            | E::LastActiveSecret { .. }
+            | E::TooManySecrets { .. }
+            | E::CorruptClientRecord { .. },
+        ) => Exit::Data,
+        Some(E::Database { .. }) => Exit::Unreachable,
+        _ => Exit::Usage,
     }
 }
 
@@ -194,7 +244,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn run(command: Command) -> Result<(), BoxError> {
     match command {
-        Command::Serve { config, listen } => serve(config, listen).await,
+        Command::Serve {
+            config,
+            listen,
+            admin,
+        } => serve(config, listen, admin).await,
         Command::Check { config } => {
             let file = FileConfig::load(&config)?;
             let store = file.open_client_store().await?;
@@ -361,10 +415,58 @@ async fn clients_without_tenants(store: &dyn ClientStore) -> Result<Vec<String>,
         .collect())
 }
 
-async fn serve(config: PathBuf, listen: SocketAddr) -> Result<(), BoxError> {
+/// `/readyz`: the client registry answers, and at least one provider's FHIR server does (one
+/// hospital's server down must not take the gateway out of its load balancer for the others).
+fn readiness(gateway: &Gateway) -> Readiness {
+    let store = gateway.clients().clone();
+    let providers: Vec<String> = gateway
+        .tenants()
+        .tenants()
+        .iter()
+        .filter_map(|t| gateway.tenants().get(t))
+        .map(|p| format!("{}/metadata", p.base_url().as_str().trim_end_matches('/')))
+        .collect();
+    let client = reqwest::Client::new();
+    let mut readiness = Readiness::new().with_check("store", move || {
+        let store = store.clone();
+        async move {
+            store
+                .client("readiness-probe")
+                .await
+                .map(drop)
+                .map_err(|_| "unavailable".to_owned())
+        }
+    });
+    if !providers.is_empty() {
+        readiness = readiness.with_check("providers", move || {
+            let (client, providers) = (client.clone(), providers.clone());
+            async move {
+                for url in &providers {
+                    if admin::http_reachable(&client, url).await.is_ok() {
+                        return Ok(());
+                    }
+                }
+                Err(format!("none of {} providers reachable", providers.len()))
+            }
+        });
+    }
+    readiness
+}
+
+async fn serve(
+    config: PathBuf,
+    listen: Option<SocketAddr>,
+    mut admin_args: AdminArgs,
+) -> Result<(), BoxError> {
     let file = FileConfig::load(&config)?;
     let store = file.open_client_store().await?;
     let gateway = Gateway::new(file.build(store.clone())?)?;
+    let listen = match listen.or(file.listen) {
+        Some(listen) => listen,
+        None => DEFAULT_LISTEN.parse()?,
+    };
+    admin_args.metrics_addr = admin_args.metrics_addr.or(file.metrics_addr);
+    let _admin = admin::start(&admin_args, readiness(&gateway)).await?;
     for client_id in clients_without_tenants(store.as_ref()).await? {
         tracing::warn!(
             client_id = %client_id,

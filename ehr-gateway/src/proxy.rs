@@ -64,7 +64,33 @@ const FORWARDED_METHODS: &[Method] = &[
 ];
 
 /// `GET|HEAD|POST|PUT|PATCH|DELETE /{path}` for everything else.
-pub(crate) async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+///
+/// Metrics: `ehr_gateway_requests_total{route="proxy", status}` for every answer (refusals
+/// included), and the histogram `ehr_gateway_proxy_seconds{tenant, status}` of the requests
+/// forwarded to a provider (status by class: `2xx`, `4xx`, `5xx`).
+pub(crate) async fn proxy(shared: State<Arc<Shared>>, request: Request) -> Response {
+    let response = proxy_inner(shared, request).await;
+    metrics::counter!(
+        "ehr_gateway_requests_total",
+        "route" => "proxy",
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    response
+}
+
+/// The status class of `status` (`2xx`, ...), a label of bounded cardinality.
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+async fn proxy_inner(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
 
     if !FORWARDED_METHODS.contains(&parts.method) {
@@ -132,9 +158,17 @@ pub(crate) async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -
         http.response.status_code = tracing::field::Empty,
         resent = false,
     );
-    forward(&shared, &provider, parts.method, &url, &parts.headers, body)
+    let started = std::time::Instant::now();
+    let response = forward(&shared, &provider, parts.method, &url, &parts.headers, body)
         .instrument(span)
-        .await
+        .await;
+    metrics::histogram!(
+        "ehr_gateway_proxy_seconds",
+        "tenant" => tenant.to_string(),
+        "status" => status_class(response.status())
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Verifies the bearer token and returns its tenant.

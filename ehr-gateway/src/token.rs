@@ -263,8 +263,20 @@ async fn read_form_body(
     }
 }
 
-/// `POST /token`.
-pub(crate) async fn token(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+/// `POST /token`; counted in `ehr_gateway_requests_total{route="token", status}` (a `200` is a
+/// token issued, a `401` a refused client, a `429` a rate limit).
+pub(crate) async fn token(shared: State<Arc<Shared>>, request: Request) -> Response {
+    let response = token_inner(shared, request).await;
+    metrics::counter!(
+        "ehr_gateway_requests_total",
+        "route" => "token",
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    response
+}
+
+async fn token_inner(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     if let Err(response) = check_address(&shared, peer_address(parts.extensions.get())) {

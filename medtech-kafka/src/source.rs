@@ -290,6 +290,42 @@ impl ClientContext for SourceContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::warn!(target: "librdkafka", error = %error, "{reason}");
     }
+
+    /// librdkafka's statistics (every `statistics.interval.ms`, off unless set): the consumer
+    /// lag of each partition this member fetches, as the gauges
+    /// `medtech_kafka_consumer_lag{topic, partition}` (messages between the committed offset
+    /// and the partition's end) and `medtech_kafka_consumer_lag_stored{topic, partition}`
+    /// (between the acknowledged offset, committed within `auto.commit.interval.ms`, and the
+    /// end), and `medtech_kafka_assigned_partitions`.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // -1: the internal "unassigned" partition; a lag of -1 is unknown (a partition
+                // not assigned to this member, or no committed offset yet).
+                if *partition < 0 {
+                    continue;
+                }
+                if p.consumer_lag >= 0 {
+                    metrics::gauge!(
+                        "medtech_kafka_consumer_lag",
+                        "topic" => topic.clone(),
+                        "partition" => partition.to_string()
+                    )
+                    .set(p.consumer_lag as f64);
+                }
+                if p.consumer_lag_stored >= 0 {
+                    metrics::gauge!(
+                        "medtech_kafka_consumer_lag_stored",
+                        "topic" => topic.clone(),
+                        "partition" => partition.to_string()
+                    )
+                    .set(p.consumer_lag_stored as f64);
+                }
+            }
+        }
+        let assigned = lock(&self.state).assigned.len();
+        metrics::gauge!("medtech_kafka_assigned_partitions").set(assigned as f64);
+    }
 }
 
 impl ConsumerContext for SourceContext {

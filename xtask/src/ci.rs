@@ -191,8 +191,14 @@ const LIBRARIES: [&str; 12] = [
     "carebridge-store",
 ];
 
-/// Dependencies only binaries may pull.
-const BINARY_ONLY: [&str; 3] = ["clap", "indicatif", "tracing-subscriber"];
+/// Dependencies only binaries may pull (the exporter and the binaries' shared plumbing too).
+const BINARY_ONLY: [&str; 5] = [
+    "clap",
+    "indicatif",
+    "tracing-subscriber",
+    "metrics-exporter-prometheus",
+    "carebridge-ops",
+];
 
 /// An HTTP server framework: a library that is not a server keeps it behind a feature that is
 /// off by default (`device-contract`'s `server`, `writeback`'s `service`).

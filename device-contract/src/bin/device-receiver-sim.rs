@@ -13,6 +13,11 @@
 //! | `CAREBRIDGE_INBOX_LEASE_MS` | inbox lease in milliseconds (default 300000) |
 //! | `CAREBRIDGE_RECEIVER_HOLD` | `accepted`: accept without processing; `vendor-answered`: stop for good once a vendor answer is stored (crash tests) |
 //!
+//! Each variable except the token and the secret is also a flag (`--inbox`, `--dataverse-url`,
+//! `--addr`, `--lease-ms`, `--hold`), and `--log-format text|json` (`CAREBRIDGE_LOG_FORMAT`)
+//! sets the log format. Exit codes: 0 ok, 2 usage or configuration, 3 the inbox database
+//! unreachable.
+//!
 //! It prints `listening on <addr>` once serving, and `held at vendor-answered` when it stops
 //! there, then waits to be killed.
 #![allow(
@@ -21,6 +26,7 @@
     reason = "a command-line program: its protocol with the tests is its standard output"
 )]
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,39 +36,89 @@ use carebridge_device_contract::simulated::SimulatedVendor;
 use carebridge_device_contract::{
     BridgeOptions, DeviceBridge, DeviceReceiver, InboxOptions, InboxStage, ReceiverAuth, SqlInbox,
 };
+use carebridge_ops::{Exit, LogArgs};
 
-fn var(name: &str) -> Result<String, String> {
-    std::env::var(name).map_err(|_| format!("{name} is not set"))
+/// The settings: each flag reads the environment variable in the table above when not given.
+#[derive(Debug, clap::Parser)]
+#[command(name = "device-receiver-sim", version)]
+struct Args {
+    /// The inbox database: an SQLite file path or a `postgres://` URL.
+    #[arg(long, env = "CAREBRIDGE_INBOX", hide_env_values = true)]
+    inbox: String,
+    /// The Dataverse organization URL.
+    #[arg(long, env = "CAREBRIDGE_DATAVERSE_URL")]
+    dataverse_url: String,
+    /// The listen address.
+    #[arg(long, env = "CAREBRIDGE_RECEIVER_ADDR", default_value = "127.0.0.1:0")]
+    addr: String,
+    /// The inbox lease in milliseconds.
+    #[arg(long, env = "CAREBRIDGE_INBOX_LEASE_MS", default_value_t = 300_000)]
+    lease_ms: u64,
+    /// `accepted` or `vendor-answered` (crash tests).
+    #[arg(long, env = "CAREBRIDGE_RECEIVER_HOLD", default_value = "")]
+    hold: String,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+/// Why the simulator stopped, with its exit code.
+struct Failure(Exit, String);
+
+fn usage(e: impl std::fmt::Display) -> Failure {
+    Failure(Exit::Usage, e.to_string())
+}
+
+/// The secrets stay in the environment only (never flags).
+fn var(name: &str) -> Result<String, Failure> {
+    std::env::var(name).map_err(|_| usage(format!("{name} is not set")))
+}
+
+fn main() -> ExitCode {
+    let args = match carebridge_ops::cli::try_parse::<Args>("CAREBRIDGE_RECEIVER", None) {
+        Ok(args) => args,
+        Err(e) => return carebridge_ops::cli::report(&e),
+    };
+    let _logging = match carebridge_ops::init_logging(args.log.log_format) {
+        Ok(guard) => guard,
         Err(e) => {
             eprintln!("device-receiver-sim: {e}");
-            std::process::ExitCode::FAILURE
+            return Exit::Usage.into();
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("device-receiver-sim: {e}");
+            return Exit::Usage.into();
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, message)) => {
+            eprintln!("device-receiver-sim: {message}");
+            code.into()
         }
     }
 }
 
-async fn run() -> Result<(), String> {
-    let location = var("CAREBRIDGE_INBOX")?;
-    let dataverse_url = var("CAREBRIDGE_DATAVERSE_URL")?;
+async fn run(args: Args) -> Result<(), Failure> {
+    let location = args.inbox;
+    let dataverse_url = args.dataverse_url;
     let token = var("CAREBRIDGE_DATAVERSE_TOKEN")?;
     let secret = var("CAREBRIDGE_RECEIVER_SECRET")?;
-    let addr = std::env::var("CAREBRIDGE_RECEIVER_ADDR").unwrap_or_else(|_| "127.0.0.1:0".into());
-    let lease_ms = match std::env::var("CAREBRIDGE_INBOX_LEASE_MS") {
-        Ok(v) => v
-            .parse::<u64>()
-            .map_err(|_| "CAREBRIDGE_INBOX_LEASE_MS is not a number")?,
-        Err(_) => 300_000,
-    };
-    let hold = std::env::var("CAREBRIDGE_RECEIVER_HOLD").unwrap_or_default();
+    let addr = args.addr;
+    let lease_ms = args.lease_ms;
+    let hold = args.hold;
 
-    let inbox = SqlInbox::open(&location).await.map_err(|e| e.to_string())?;
+    // The database cannot be opened: a dependency unreachable.
+    let inbox = SqlInbox::open(&location)
+        .await
+        .map_err(|e| Failure(Exit::Unreachable, e.to_string()))?;
     let dataverse = DataverseClient::new(&dataverse_url, Arc::new(StaticToken::new(token)), None)
-        .map_err(|e| e.to_string())?;
+        .map_err(usage)?;
     let bridge_options = BridgeOptions {
         idempotency_store: Some(Arc::new(inbox.idempotency_store().clone())),
         delivery_backoff: Duration::from_millis(100),
@@ -73,7 +129,7 @@ async fn run() -> Result<(), String> {
         dataverse,
         Some(bridge_options),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(usage)?;
     let on_stage: Option<carebridge_device_contract::StageHook> =
         (hold == "vendor-answered").then(|| {
             Arc::new(|stage: InboxStage| {
@@ -94,21 +150,20 @@ async fn run() -> Result<(), String> {
         on_stage,
         ..InboxOptions::default()
     };
-    let auth =
-        ReceiverAuth::shared_secret("x-carebridge-key", secret).map_err(|e| e.to_string())?;
+    let auth = ReceiverAuth::shared_secret("x-carebridge-key", secret).map_err(usage)?;
     let receiver = DeviceReceiver::with_inbox(bridge, auth, None, inbox, Some(inbox_options))
-        .map_err(|e| e.to_string())?;
+        .map_err(usage)?;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|e| usage(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr().map_err(usage)?;
     println!("listening on {local}");
     axum::serve(listener, receiver.router())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(usage)?;
     receiver.shutdown().await;
     Ok(())
 }

@@ -6,8 +6,10 @@
 )]
 
 mod bridge;
-#[cfg(all(feature = "server", feature = "sql"))]
+#[cfg(feature = "sim")]
 mod crash;
+#[cfg(feature = "sim")]
+mod exit_codes;
 mod inbound;
 #[cfg(all(feature = "sql", feature = "server"))]
 mod inbox;

@@ -14,6 +14,8 @@
 //! - `processes`: two real `ehr-gateway serve` processes sharing one registry database
 //!   (features `sql` and `cli`): revocations through one refused by the other, 32 concurrent
 //!   rotations across both.
+//! - `ops`: the binary's `/metrics`, `/healthz`, `/readyz`, JSON logs, TOML configuration and
+//!   exit codes.
 //! - `proxy`: routing by tenant, upstream tokens, link rewriting, paging, errors.
 //! - `server`: a Patients-app flow against the real FHIR test server (ignored unless
 //!   `CAREBRIDGE_FHIR_URL` is set; `cargo xtask ci` starts it).
@@ -25,6 +27,9 @@ mod hardening;
 mod metadata;
 #[cfg(all(feature = "sql", feature = "cli"))]
 mod processes;
+// Runs the `ehr-gateway` binary.
+#[cfg(feature = "cli")]
+mod ops;
 mod proxy;
 #[cfg(all(feature = "sql", feature = "cli"))]
 mod registry_db;

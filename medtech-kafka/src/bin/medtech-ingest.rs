@@ -1,6 +1,11 @@
 //! `medtech-ingest`: the MedTech pipeline over a Kafka topic or an Azure Event Hub, as one
 //! member of a consumer group. Run one per machine (up to one per partition); stop it with
 //! SIGINT or SIGTERM, which finishes the messages in flight and commits their offsets.
+//!
+//! Every flag has an environment variable (`MEDTECH_INGEST_<FLAG>`), and `--config FILE` reads
+//! a TOML file whose keys are the flag names; flags beat the environment, which beats the file.
+//! Exit codes: 0 ok, 1 data errors (messages dead-lettered), 2 usage or configuration, 3 a
+//! dependency unreachable (the broker, or the FHIR server still failing at shutdown).
 
 // A command-line tool: its output and its error messages are its interface.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -22,8 +27,13 @@ use carebridge_medtech_mapping::pipeline::{
     Pipeline, PipelineOptions, DEFAULT_BATCH_SIZE, DEFAULT_MAX_TRANSACTION_ENTRIES,
 };
 use carebridge_medtech_mapping::{DeviceMapping, FhirMapping};
+use carebridge_ops::admin::{self, AdminArgs, Readiness};
+use carebridge_ops::{Exit, LogArgs};
 use clap::Parser;
 use secrecy::SecretString;
+
+/// The prefix of every flag's environment variable.
+const ENV_PREFIX: &str = "MEDTECH_INGEST";
 
 /// The environment variable holding the bearer token for `--fhir-url`.
 const TOKEN_ENV: &str = "MEDTECH_FHIR_TOKEN";
@@ -60,6 +70,14 @@ enum IdentityArg {
 #[command(group(clap::ArgGroup::new("destination").required(true).args(["fhir_url", "out"])))]
 #[command(group(clap::ArgGroup::new("broker").required(true).args(["bootstrap", "event_hubs"])))]
 struct Args {
+    /// A TOML file whose keys are the long flag names (`bootstrap = "host:9092"`,
+    /// `topic = ["a"]`, `batch-size = 100`); flags and their environment variables override it.
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    admin: AdminArgs,
     /// Kafka brokers, `host:port[,host:port...]`.
     #[arg(long, value_name = "HOST:PORT")]
     bootstrap: Option<String>,
@@ -129,9 +147,53 @@ struct Args {
     idle_flush_ms: u64,
 }
 
+/// Logs a usage or configuration error (through the log, so `--log-format json` keeps standard
+/// error parseable) and gives exit code 2.
 fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(2)
+    tracing::error!("{message}");
+    Exit::Usage.into()
+}
+
+/// The exit code of a run that stopped on `e`: a dependency unreachable (the FHIR server still
+/// failing, the broker) or else a configuration problem (a refused token, a file).
+fn stop_code(e: &carebridge_medtech_mapping::Error) -> Exit {
+    use carebridge_medtech_mapping::Error;
+    if e.is_transient() || matches!(e, Error::Store { status: None, .. }) {
+        Exit::Unreachable
+    } else {
+        Exit::Usage
+    }
+}
+
+/// The readiness checks: the broker accepts connections, the FHIR server answers, and the
+/// pipeline is not waiting on a failing sink.
+fn readiness(args: &Args, config: &KafkaSourceConfig, pipeline: &Pipeline) -> Readiness {
+    let bootstrap = config.bootstrap_servers.clone();
+    let health = pipeline.health();
+    let mut readiness = Readiness::new()
+        .with_check("broker", move || {
+            let bootstrap = bootstrap.clone();
+            async move { admin::tcp_reachable(&bootstrap).await }
+        })
+        .with_check("pipeline", move || {
+            let ready = health.is_ready();
+            async move {
+                if ready {
+                    Ok(())
+                } else {
+                    Err("retrying a failed write".to_owned())
+                }
+            }
+        });
+    if let Some(url) = &args.fhir_url {
+        let metadata = format!("{}/metadata", url.trim_end_matches('/'));
+        let client = reqwest::Client::new();
+        readiness = readiness.with_check("fhir", move || {
+            let (client, metadata) = (client.clone(), metadata.clone());
+            async move { admin::http_reachable(&client, &metadata).await }
+        });
+    }
+    readiness
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -319,6 +381,17 @@ async fn run(args: Args) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    let mut config = config;
+    if args.admin.metrics_addr.is_some()
+        && !config.properties.contains_key("statistics.interval.ms")
+    {
+        // librdkafka's statistics carry the consumer lag (`medtech_kafka_consumer_lag`).
+        config.set_property("statistics.interval.ms", "5000".to_owned());
+    }
+    let _admin = match admin::start(&args.admin, readiness(&args, &config, &pipeline)).await {
+        Ok(server) => server,
+        Err(e) => return fail(error_chain(&e)),
+    };
     let mut source = match KafkaSource::new(&config) {
         Ok(s) => s,
         Err(e) => return fail(error_chain(&e)),
@@ -337,21 +410,26 @@ async fn run(args: Args) -> ExitCode {
     // What was really done, also when the run failed.
     let summary = source.summary().clone();
     let closed = source.close().await;
-    let mut code = ExitCode::SUCCESS;
+    let mut code = if summary.dead_lettered() > 0 {
+        Exit::Data
+    } else {
+        Exit::Ok
+    };
     // The summary counts what was acknowledged, also when the run failed.
     if let Err(e) = result {
-        eprintln!(
-            "error: the run stopped ({}); unacknowledged messages will be read again: {}",
-            e.reason_code(),
+        tracing::error!(
+            reason = e.reason_code(),
+            "the run stopped; unacknowledged messages will be read again: {}",
             error_chain(&e)
         );
-        code = ExitCode::from(2);
+        code = code.worst(stop_code(&e));
     }
     if let Err(e) = closed {
-        eprintln!("error: {}", error_chain(&e));
-        code = ExitCode::from(2);
+        // The offsets could not be committed: the broker.
+        tracing::error!("{}", error_chain(&e));
+        code = code.worst(Exit::Unreachable);
     }
-    eprintln!("{summary}");
+    tracing::info!(%summary, "stopped");
     let mut json = serde_json::to_value(&summary).unwrap_or_default();
     if let Some(map) = json.as_object_mut() {
         map.insert(
@@ -360,18 +438,21 @@ async fn run(args: Args) -> ExitCode {
         );
     }
     println!("{json}");
-    code
+    code.into()
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let args = match carebridge_ops::cli::try_parse::<Args>(ENV_PREFIX, Some("config")) {
+        Ok(args) => args,
+        Err(e) => return carebridge_ops::cli::report(&e),
+    };
+    let _logging = match carebridge_ops::init_logging(args.log.log_format) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage.into();
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -29,7 +29,7 @@ pub(crate) fn scratch_dir() -> PathBuf {
     dir
 }
 
-fn lines(path: &Path) -> usize {
+pub(crate) fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count())
         .unwrap_or(0)
@@ -102,8 +102,10 @@ async fn medtech_ingest_processes_a_topic_and_commits_on_sigterm() {
             .unwrap()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
+        // Exit code 1: messages were dead-lettered (data errors), the same code as `medtech run`.
+        assert_eq!(
+            output.status.code(),
+            Some(1),
             "exit {:?}: {stderr}",
             output.status
         );

@@ -17,5 +17,7 @@ mod fault_proxy;
 #[cfg(feature = "cli")]
 mod faults;
 mod group;
+#[cfg(feature = "cli")]
+mod ops;
 mod pipeline;
 mod real_broker;

@@ -6,8 +6,10 @@
 //!   [--explain] EVENT.json...`
 //!
 //! Results go to stdout as JSON; problems, errors and `--explain` traces go to stderr. Exit
-//! status: 0 success, 1 invalid mapping or a message that could not be mapped, 2 usage or I/O
-//! error.
+//! status (the same table in every carebridge binary): 0 success, 1 invalid mapping or a
+//! message that could not be mapped, 2 usage or I/O error, 3 the FHIR server unreachable
+//! (`run --fhir-url`). Every flag has an environment variable (`MEDTECH_<FLAG>`); logs (`RUST_LOG`,
+//! `--log-format text|json`, `CAREBRIDGE_LOG_FORMAT`) go to stderr.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -35,6 +37,8 @@ mod run;
     about = "Azure MedTech-compatible mapping debugger"
 )]
 struct Cli {
+    #[command(flatten)]
+    log: carebridge_ops::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -406,7 +410,17 @@ fn normalize_all(
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match carebridge_ops::cli::try_parse::<Cli>("MEDTECH", None) {
+        Ok(cli) => cli,
+        Err(e) => return carebridge_ops::cli::report(&e),
+    };
+    let _logging = match carebridge_ops::init_logging(cli.log.log_format) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return carebridge_ops::Exit::Usage.into();
+        }
+    };
     let r = match &cli.command {
         Command::Validate {
             device_mapping,

@@ -239,7 +239,11 @@ impl PipelineHealth {
 /// Metrics (the `metrics` crate; install a recorder to export them):
 /// `medtech_messages_total{outcome=persisted|dead_letter|skipped}`,
 /// `medtech_dead_letters_total{reason}`, `medtech_measurements_total`,
-/// `medtech_observations_total{result=created|updated|unchanged}`.
+/// `medtech_observations_total{result=created|updated|unchanged}`, the histograms
+/// `medtech_batch_seconds` (one batch of a run, from normalization to its writes) and
+/// `medtech_end_to_end_seconds` (from the event's `SystemProperties.x-opt-enqueued-time` to its
+/// Observations persisted), `medtech_batch_failures_total{reason}` (failed tries of a batch,
+/// retried when transient) and the gauge `medtech_ready`.
 #[derive(Clone)]
 pub struct Pipeline {
     normalizer: Arc<Normalizer>,
@@ -452,9 +456,19 @@ impl Pipeline {
     ) -> Result<Vec<MessageOutcome>> {
         let mut backoff = self.options.retry_backoff;
         loop {
+            let started = Instant::now();
             // Writes are idempotent (conditional creates, merges), so a batch partly written
             // before the failure is written again without duplicates.
-            match self.process_batch_inner(events.clone(), Some(&turn)).await {
+            let result = self.process_batch_inner(events.clone(), Some(&turn)).await;
+            match &result {
+                Ok(_) => metrics::histogram!("medtech_batch_seconds")
+                    .record(started.elapsed().as_secs_f64()),
+                Err(e) => {
+                    metrics::counter!("medtech_batch_failures_total", "reason" => e.reason_code())
+                        .increment(1);
+                }
+            }
+            match result {
                 Err(e) if e.is_transient() && !control.is_stopping() => {
                     self.health.set(false);
                     tracing::warn!(
@@ -553,6 +567,7 @@ impl Pipeline {
         batch: &mut Vec<(usize, Measurement)>,
     ) -> Slot {
         let position = event.position;
+        let enqueued = enqueued_time(&event.payload);
         let index = usize::try_from(position).unwrap_or(usize::MAX);
         let invalid = |raw: String, reason: String| {
             let err = Error::InvalidMessage {
@@ -619,6 +634,7 @@ impl Pipeline {
             ids: Vec::new(),
             failure: None,
             done: None,
+            enqueued,
         }
     }
 
@@ -715,6 +731,11 @@ impl Pipeline {
                 continue;
             }
             metrics::counter!("medtech_messages_total", "outcome" => "persisted").increment(1);
+            if let Some(enqueued) = slot.enqueued {
+                // Clocks of the broker and of this host may differ a little: never negative.
+                let seconds = (Utc::now() - enqueued).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics::histogram!("medtech_end_to_end_seconds").record(seconds);
+            }
             let report = if Some(i) == last_persisted {
                 PersistReport {
                     ids: slot.ids,
@@ -779,6 +800,22 @@ impl Pipeline {
             trace,
         })
     }
+}
+
+/// The `SystemProperties` key of the time the broker took a message in (Event Hubs; the Kafka
+/// source fills it from the record timestamp).
+const ENQUEUED_TIME: &str = "x-opt-enqueued-time";
+
+/// When the broker took the event in, if it says so.
+fn enqueued_time(payload: &EventPayload) -> Option<chrono::DateTime<Utc>> {
+    let value = match payload {
+        EventPayload::Message(m) => m.system_properties.get(ENQUEUED_TIME),
+        EventPayload::Event(v) => v.get("SystemProperties").and_then(|p| p.get(ENQUEUED_TIME)),
+        EventPayload::Line(_) | EventPayload::Invalid { .. } => None,
+    }?;
+    chrono::DateTime::parse_from_rfc3339(value.as_str()?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The tracing span of one batch: its first position and its size.
@@ -893,6 +930,9 @@ struct Slot {
     failure: Option<Error>,
     /// Its outcome when it was skipped (no template matched).
     done: Option<MessageOutcome>,
+    /// When the broker took the message in (`SystemProperties.x-opt-enqueued-time`), for the
+    /// end-to-end latency.
+    enqueued: Option<chrono::DateTime<Utc>>,
 }
 
 impl Slot {
@@ -905,6 +945,7 @@ impl Slot {
             measurements: Vec::new(),
             ids: Vec::new(),
             failure: None,
+            enqueued: None,
             done: Some(MessageOutcome {
                 position,
                 disposition: Disposition::Skipped,
@@ -930,6 +971,7 @@ impl Slot {
             ids: Vec::new(),
             failure: Some(err),
             done: None,
+            enqueued: None,
         }
     }
 

@@ -882,3 +882,45 @@ fn hostile_input_is_dead_lettered_and_the_run_exits_one() {
     assert_eq!(sum["deadLettered"], 7);
     assert_eq!(sum["deadLetters"]["timestamp-out-of-range"], 3, "{sum}");
 }
+
+/// Exit code 3 (the shared table): the FHIR server of `--fhir-url` cannot be reached.
+#[test]
+fn an_unreachable_fhir_server_exits_three() {
+    let dir = temp_dir("unreachable");
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, "").unwrap();
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/fhir");
+    let dm = golden().join("devicecontent.json");
+    let fm = golden().join("fhirmapping.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_medtech"))
+        .args(["run", "--device-mapping", s(&dm), "--fhir-mapping", s(&fm)])
+        .args(["--input", s(&input), "--fhir-url", &url])
+        .env("MEDTECH_FHIR_TOKEN", "t")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("cannot be reached"), "{stderr}");
+    // The same flags from the environment (`MEDTECH_<FLAG>`), and JSON logs.
+    let o = Command::new(env!("CARGO_BIN_EXE_medtech"))
+        .args(["--log-format", "json", "run"])
+        .env("MEDTECH_DEVICE_MAPPING", &dm)
+        .env("MEDTECH_FHIR_MAPPING", &fm)
+        .env("MEDTECH_INPUT", &input)
+        .env("MEDTECH_FHIR_URL", &url)
+        .env("MEDTECH_FHIR_TOKEN", "t")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

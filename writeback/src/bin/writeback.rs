@@ -6,6 +6,10 @@
 //! in the store (SQLite or PostgreSQL), so that after a restart it resumes exactly where it
 //! committed. Exit codes: 0 ok, 1 data errors, 2 usage or configuration, 3 a dependency
 //! unreachable. See `docs/writeback.md`.
+//!
+//! With `--metrics-addr` it serves `/metrics` (Prometheus), `/healthz` and `/readyz` (the store,
+//! the FHIR server and Dataverse answer) on that address; `--log-format json` writes one JSON
+//! object per log line.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -21,6 +25,8 @@ use axum::Router;
 use carebridge_auth::{ClientCredentialsConfig, SecretSource, StaticToken, TokenProvider};
 use carebridge_dataverse_client::DataverseClient;
 use carebridge_fhir_client::FhirClient;
+use carebridge_ops::admin::{self, AdminArgs, Readiness};
+use carebridge_ops::{Exit, LogArgs};
 use carebridge_writeback::{
     ChangeEvent, ChangeTrackingSource, Error, LogStatus, ProcessedMessages, SqlStateStore,
     TracingOutcomeLog, Writeback, WritebackConfig,
@@ -49,6 +55,10 @@ struct Cli {
     /// configuration's client credentials, else the token in WRITEBACK_FHIR_TOKEN.
     #[command(flatten)]
     auth: carebridge_auth::cli::AuthArgs,
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 /// The service file. Every key has a `WRITEBACK_<KEY>` environment override.
@@ -84,11 +94,20 @@ enum Failure {
 }
 
 impl Failure {
-    fn code(&self) -> u8 {
+    fn code(&self) -> Exit {
         match self {
-            Self::Data(_) => 1,
-            Self::Usage(_) => 2,
-            Self::Unreachable(_) => 3,
+            Self::Data(_) => Exit::Data,
+            Self::Usage(_) => Exit::Usage,
+            Self::Unreachable(_) => Exit::Unreachable,
+        }
+    }
+
+    /// A short label for `writeback_failures_total{reason}`.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Data(_) => "data",
+            Self::Usage(_) => "configuration",
+            Self::Unreachable(_) => "unreachable",
         }
     }
 
@@ -283,13 +302,16 @@ impl Service {
             .map_err(|e| Failure::from_error("store", &e))?
         {
             tracing::debug!(table = %event.table, "change already processed; skipped");
+            metrics::counter!("writeback_changes_total", "outcome" => "skipped").increment(1);
             return Ok(false);
         }
+        let started = std::time::Instant::now();
         let outcome = self
             .engine
             .process(event)
             .await
             .map_err(|e| Failure::from_error("writeback", &e))?;
+        metrics::histogram!("writeback_change_seconds").record(started.elapsed().as_secs_f64());
         // Recorded whatever the outcome: a failure is logged (outcome log) and retrying the
         // same version of the row would fail the same way.
         self.state
@@ -304,7 +326,13 @@ impl Service {
             tracing::warn!(written = n, "test hook: no further progress");
             std::future::pending::<()>().await;
         }
-        Ok(outcome.status == LogStatus::Failure || outcome.provenance_error.is_some())
+        let failed = outcome.status == LogStatus::Failure || outcome.provenance_error.is_some();
+        metrics::counter!(
+            "writeback_changes_total",
+            "outcome" => if failed { "failed" } else { "written" }
+        )
+        .increment(1);
+        Ok(failed)
     }
 
     /// Polls each table once and commits each table's position after its batch.
@@ -327,6 +355,7 @@ impl Service {
                 .map_err(|e| Failure::from_error("change tracking", &e))?;
             for (position, error) in &batch.rejected {
                 data_errors = data_errors.saturating_add(1);
+                metrics::counter!("writeback_changes_total", "outcome" => "rejected").increment(1);
                 tracing::warn!(%table, position, error = %error, "change rejected");
             }
             for event in &batch.events {
@@ -348,6 +377,34 @@ impl Service {
             .map_err(|e| Failure::from_error("store", &e))?;
         Ok(data_errors)
     }
+}
+
+/// `/readyz`: the store answers a query, the FHIR server and Dataverse answer HTTP.
+fn readiness(state: &SqlStateStore, fhir_endpoint: &str, dataverse_url: &str) -> Readiness {
+    let store = state.clone();
+    let client = reqwest::Client::new();
+    let fhir = format!("{}/metadata", fhir_endpoint.trim_end_matches('/'));
+    let dataverse = dataverse_url.to_owned();
+    let (c1, c2) = (client.clone(), client);
+    Readiness::new()
+        .with_check("store", move || {
+            let store = store.clone();
+            async move {
+                store
+                    .contains("readiness-probe")
+                    .await
+                    .map(drop)
+                    .map_err(|_| "unavailable".to_owned())
+            }
+        })
+        .with_check("fhir", move || {
+            let (client, url) = (c1.clone(), fhir.clone());
+            async move { admin::http_reachable(&client, &url).await }
+        })
+        .with_check("dataverse", move || {
+            let (client, url) = (c2.clone(), dataverse.clone());
+            async move { admin::http_reachable(&client, &url).await }
+        })
 }
 
 #[derive(Deserialize)]
@@ -425,6 +482,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             None => credential(None, "WRITEBACK_FHIR_TOKEN", "FHIR")?,
         }
     };
+    let fhir_endpoint = config.integration.fhir_endpoint.clone();
     let fhir = FhirClient::new(&config.integration.fhir_endpoint, fhir_credential, None)
         .map_err(|e| Failure::Usage(format!("FHIR endpoint: {e}")))?;
     let state = SqlStateStore::connect(settings.store.expose_secret())
@@ -437,6 +495,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Arc::new(TracingOutcomeLog),
     )
     .map_err(|e| Failure::from_error("engine", &e))?;
+    let _admin = if cli.once {
+        None
+    } else {
+        admin::start(
+            &cli.admin,
+            readiness(&state, &fhir_endpoint, &settings.dataverse_url),
+        )
+        .await
+        .map_err(|e| Failure::Usage(e.to_string()))?
+    };
     let hang_after = env(HANG_AFTER_VAR).and_then(|v| v.parse().ok());
     let service = Arc::new(Service {
         engine,
@@ -482,7 +550,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         tokio::select! {
             _ = interval.tick() => {
                 if !tables.is_empty() {
-                    let errors = service.poll_round(&tables).await?;
+                    let started = std::time::Instant::now();
+                    let errors = service.poll_round(&tables).await.inspect_err(|f| {
+                        metrics::counter!("writeback_failures_total", "reason" => f.reason())
+                            .increment(1);
+                    })?;
+                    metrics::histogram!("writeback_poll_seconds")
+                        .record(started.elapsed().as_secs_f64());
                     if errors > 0 {
                         tracing::warn!(errors, "changes failed in this round (see the outcome log)");
                     }
@@ -497,33 +571,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = match Cli::try_parse() {
+    let cli = match carebridge_ops::cli::try_parse::<Cli>("WRITEBACK", None) {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(e) => return carebridge_ops::cli::report(&e),
+    };
+    let _logging = match carebridge_ops::init_logging(cli.log.log_format) {
+        Ok(guard) => guard,
+        Err(_) => return Exit::Usage.into(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(_) => return ExitCode::from(3),
+        Err(_) => return Exit::Unreachable.into(),
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             tracing::error!(error = f.message(), "writeback stopped");
-            ExitCode::from(f.code())
+            f.code().into()
         }
     }
 }

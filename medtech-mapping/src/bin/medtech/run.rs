@@ -176,7 +176,8 @@ fn trace_line(outcome: &MessageOutcome) -> String {
 }
 
 /// Runs `medtech run`; the exit code is 0 when every message was persisted or skipped, 1 when
-/// some were dead-lettered (or a mapping is invalid), 2 on usage, file or infrastructure errors.
+/// some were dead-lettered (or a mapping is invalid), 2 on usage, file or infrastructure errors,
+/// 3 when the FHIR server cannot be reached.
 pub(crate) fn run(args: &RunArgs) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -235,6 +236,14 @@ async fn run_async(args: &RunArgs) -> Result<(), Failure> {
                     eprintln!("error: --fhir-url: {}", error_chain(&e));
                     Failure(2)
                 })?;
+                // A batch run against a server that cannot be reached would only wait and retry:
+                // say so at once (exit code 3). Any answer, even an error status, will do.
+                if let Err(carebridge_fhir_client::Error::Transport { .. }) =
+                    client.capabilities().await
+                {
+                    eprintln!("error: --fhir-url: the FHIR server cannot be reached");
+                    return Err(Failure(3));
+                }
                 (
                     Arc::new(
                         FhirClientSink::new(client.clone()).with_max_transaction_entries(
