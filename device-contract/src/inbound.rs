@@ -171,7 +171,7 @@ pub struct InboundReport {
     pub notification_id: Option<Uuid>,
 }
 
-/// Applies inbound responses to Dataverse (see the [module docs](self)). Cheap to clone.
+/// Applies inbound responses to Dataverse (see `docs/device-contract.md` in the repository). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct InboundProcessor {
     client: DataverseClient,

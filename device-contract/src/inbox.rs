@@ -125,7 +125,7 @@ async fn open_store(location: &str) -> Result<Store> {
 
 /// An [`IdempotencyStore`] in an SQL database (feature `sql`): SQLite, or PostgreSQL shared by
 /// several receiver replicas. It also keeps the vendor's answer of every trigger the
-/// [inbox](self) processes, so a resumed trigger is answered from it without a second vendor
+/// inbox processes, so a resumed trigger is answered from it without a second vendor
 /// call.
 #[derive(Clone, Debug)]
 pub struct SqlIdempotencyStore {
@@ -379,7 +379,7 @@ pub struct InboxCounts {
     pub failed: u64,
 }
 
-/// The durable receiver inbox in an SQL database (feature `sql`); see the [module docs](self).
+/// The durable receiver inbox in an SQL database (feature `sql`); see `docs/device-contract.md` in the repository.
 /// Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SqlInbox {
@@ -515,7 +515,7 @@ impl SqlInbox {
 
     /// Marks a trigger answered and erases its body (the key stays, so a redelivery is still
     /// recognised), whoever holds its claim: an operator's tool. Workers use fenced steps (see
-    /// the [module docs](self)).
+    /// `docs/deployment.md`).
     ///
     /// # Errors
     /// [`Error::Database`].
@@ -682,7 +682,7 @@ impl SqlInbox {
     /// Processes one claimed trigger: vendor answer (stored, or computed and stored), then
     /// Dataverse, then marked answered. A delivery failure reschedules it. The lease is renewed
     /// every third of [`InboxOptions::lease`] meanwhile, and every step is fenced by the claim
-    /// (see the [module docs](self)).
+    /// (see `docs/device-contract.md` in the repository).
     ///
     /// # Errors
     /// [`Error::Database`] when a step could not be recorded (the lease then lets it be

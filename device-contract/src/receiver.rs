@@ -21,7 +21,7 @@
 //! feature, [`DeviceReceiver::with_inbox`] commits each trigger to an
 //! [`SqlInbox`](crate::SqlInbox) before answering `202` (a database failure answers `503` with
 //! `Retry-After`), and a worker in the same process processes stored triggers at least once,
-//! resuming after a restart (see [`crate::inbox`]).
+//! resuming after a restart (see [`SqlInbox`](crate::SqlInbox)).
 
 use std::sync::Arc;
 
@@ -173,7 +173,7 @@ struct InboxState {
     worker: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// The HTTP front of a [`DeviceBridge`] (see the [module docs](self)). Cheap to clone.
+/// The HTTP front of a [`DeviceBridge`] (see `docs/device-contract.md` in the repository). Cheap to clone.
 #[derive(Clone)]
 pub struct DeviceReceiver {
     state: Arc<ReceiverState>,
@@ -216,7 +216,7 @@ impl DeviceReceiver {
     /// A receiver that commits every trigger to `inbox` before answering `202`, and (unless
     /// [`InboxOptions::accept_only`](crate::InboxOptions::accept_only)) starts a worker that
     /// processes stored triggers, at most [`ReceiverOptions::max_in_flight`] at once, resuming
-    /// those a previous run left pending (feature `sql`; see [`crate::inbox`]). Accepting is
+    /// those a previous run left pending (feature `sql`; see [`SqlInbox`](crate::SqlInbox)). Accepting is
     /// not limited by `max_in_flight` (the database holds the backlog); `503` then means the
     /// trigger could not be stored.
     ///

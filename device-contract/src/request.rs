@@ -94,7 +94,7 @@ pub struct DeviceRef {
     pub serial_number: String,
 }
 
-/// The JSON document in an outbound custom API's request parameter (see the [module docs](self)).
+/// The JSON document in an outbound custom API's request parameter (see `docs/device-contract.md` in the repository).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct OutboundRequest {
@@ -177,7 +177,7 @@ impl OutboundRequest {
         serde_json::to_string(self).map_err(|e| Error::encode("OutboundRequest", &e))
     }
 
-    /// Checks the parts this request's process requires and forbids (table in the [module docs](self)),
+    /// Checks the parts this request's process requires and forbids (table in `docs/device-contract.md`),
     /// and that `expected` (the process of the custom API that carried it) matches `Process`.
     ///
     /// # Errors

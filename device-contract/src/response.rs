@@ -121,7 +121,7 @@ impl DeviceContent {
     }
 }
 
-/// The inbound custom API's parameters (see the [module docs](self)).
+/// The inbound custom API's parameters (see `docs/device-contract.md` in the repository).
 ///
 /// Serializes with this crate's default parameter names (`StatusCode`, `ErrorMessage`,
 /// `OutboundRequest`, `FlowUrl`, `Content`); use [`to_parameters`](Self::to_parameters) and

@@ -87,7 +87,7 @@ impl Trigger {
         }
     }
 
-    /// Reads a trigger from an HTTP body in either shape (see the [module docs](self)).
+    /// Reads a trigger from an HTTP body in either shape (see `docs/device-contract.md` in the repository).
     /// `process_hint` is the process named by the URL, if any.
     ///
     /// # Errors
@@ -169,7 +169,7 @@ impl Trigger {
         })
     }
 
-    /// Builds a trigger from a forwarded action-trigger body (see the [module docs](self)).
+    /// Builds a trigger from a forwarded action-trigger body (see `docs/device-contract.md` in the repository).
     ///
     /// # Errors
     /// As [`from_http_body`](Self::from_http_body).
