@@ -235,6 +235,7 @@ fn exit_code(error: &(dyn std::error::Error + 'static)) -> Exit {
             | E::TooManySecrets { .. }
             | E::CorruptClientRecord { .. },
         ) => Exit::Data,
+        #[cfg(feature = "sql")]
         Some(E::Database { .. }) => Exit::Unreachable,
         _ => Exit::Usage,
     }
