@@ -70,10 +70,14 @@ use std::fmt;
 
 use carebridge_dataverse_client::{DataverseClient, Query, Record};
 use futures::TryStreamExt;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::{ContractNames, DeviceProcess, Error, Result, CATALOG, OUTBOUND_CATEGORY};
+use crate::{ContractNames, Error, Result, CATALOG, OUTBOUND_CATEGORY};
+
+mod desired;
+
+use desired::{desired_apis, ApiSpec};
 
 /// `customapi.allowedcustomprocessingsteptype` (cannot be changed after the API is saved).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -308,141 +312,6 @@ impl RegistrationReport {
             _ => None,
         })
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Desired state
-
-#[derive(Clone, Debug)]
-struct ParamSpec {
-    unique_name: String,
-    display_name: String,
-    description: String,
-    kind: ParameterType,
-    is_optional: bool,
-}
-
-#[derive(Clone, Debug)]
-struct ApiSpec {
-    unique_name: String,
-    display_name: String,
-    description: String,
-    step_type: ProcessingStepType,
-    parameters: Vec<ParamSpec>,
-    /// Outbound APIs are assigned to the category.
-    outbound: bool,
-}
-
-impl ApiSpec {
-    fn body(&self) -> Value {
-        json!({
-            "uniquename": self.unique_name,
-            "name": self.unique_name,
-            "displayname": self.display_name,
-            "description": self.description,
-            "bindingtype": 0,
-            "isfunction": false,
-            "allowedcustomprocessingsteptype": self.step_type.code(),
-            "CustomAPIRequestParameters": self.parameters.iter().map(ParamSpec::body).collect::<Vec<_>>(),
-        })
-    }
-}
-
-impl ParamSpec {
-    fn body(&self) -> Value {
-        json!({
-            "uniquename": self.unique_name,
-            "name": self.unique_name,
-            "displayname": self.display_name,
-            "description": self.description,
-            "type": self.kind.code(),
-            "isoptional": self.is_optional,
-        })
-    }
-}
-
-fn desired_apis(options: &RegistrationOptions) -> Vec<ApiSpec> {
-    let p = &options.names.parameters;
-    let param = |name: &str, display: &str, description: &str, kind, optional| ParamSpec {
-        unique_name: name.to_owned(),
-        display_name: display.to_owned(),
-        description: description.to_owned(),
-        kind,
-        is_optional: optional,
-    };
-    let mut out = Vec::with_capacity(10);
-    for process in DeviceProcess::ALL {
-        let apis = options.names.apis.get(process);
-        out.push(ApiSpec {
-            unique_name: apis.outbound.clone(),
-            display_name: process.outbound_display_name().to_owned(),
-            description: format!(
-                "{}: triggers the flow that calls the device vendor ({}).",
-                process.display_name(),
-                process.dataverse_trigger()
-            ),
-            step_type: options.outbound_step_type,
-            parameters: vec![param(
-                &p.outbound_request,
-                "Outbound request",
-                "Outbound request sent to the Power Automate flow",
-                ParameterType::String,
-                false,
-            )],
-            outbound: true,
-        });
-        let mut parameters = vec![
-            param(
-                &p.status_code,
-                "Status code",
-                "Status of the operation",
-                ParameterType::Integer,
-                false,
-            ),
-            param(
-                &p.error_message,
-                "Error message",
-                "Error messages for an unsuccessful operation",
-                ParameterType::String,
-                true,
-            ),
-            param(
-                &p.outbound_request,
-                "Outbound request",
-                "Outbound request sent to the Power Automate flow",
-                ParameterType::String,
-                false,
-            ),
-            param(
-                &p.flow_url,
-                "Flow URL",
-                "URL of the Power Automate flow run history",
-                ParameterType::String,
-                true,
-            ),
-        ];
-        if process.allows_content() {
-            parameters.push(param(
-                &p.content,
-                "Content",
-                "List of devices in the ResponseFormat/Devices JSON format",
-                ParameterType::String,
-                true,
-            ));
-        }
-        out.push(ApiSpec {
-            unique_name: apis.inbound.clone(),
-            display_name: process.inbound_display_name().to_owned(),
-            description: format!(
-                "{}: processes the flow's response in Dataverse.",
-                process.display_name()
-            ),
-            step_type: options.inbound_step_type,
-            parameters,
-            outbound: false,
-        });
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1055,63 +924,4 @@ impl RegistrationPlan {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ten_apis_with_the_seed_parameters() {
-        let apis = desired_apis(&RegistrationOptions::default());
-        assert_eq!(apis.len(), 10);
-        let outbound: Vec<_> = apis.iter().filter(|a| a.outbound).collect();
-        assert_eq!(outbound.len(), 5);
-        for a in &outbound {
-            assert_eq!(a.parameters.len(), 1);
-            assert_eq!(a.parameters[0].kind, ParameterType::String);
-            assert!(!a.parameters[0].is_optional);
-        }
-        let sync_in = apis
-            .iter()
-            .find(|a| a.unique_name == "msemr_SyncDevicesInbound")
-            .unwrap();
-        let names: Vec<_> = sync_in
-            .parameters
-            .iter()
-            .map(|p| p.unique_name.as_str())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "StatusCode",
-                "ErrorMessage",
-                "OutboundRequest",
-                "FlowUrl",
-                "Content"
-            ]
-        );
-        assert_eq!(sync_in.parameters[0].kind.code(), 7);
-        let assign_in = apis
-            .iter()
-            .find(|a| a.unique_name == "msemr_AssignDeviceInbound")
-            .unwrap();
-        assert_eq!(assign_in.parameters.len(), 4);
-    }
-
-    #[test]
-    fn finding_separates_fixable_from_fixed_columns() {
-        assert_eq!(finding_for(vec![], vec![]), Finding::Correct);
-        assert_eq!(
-            finding_for(vec!["displayname"], vec![]),
-            Finding::Differs {
-                fields: vec!["displayname"],
-                fixable: true
-            }
-        );
-        assert_eq!(
-            finding_for(vec!["displayname"], vec!["isfunction"]),
-            Finding::Differs {
-                fields: vec!["isfunction", "displayname"],
-                fixable: false
-            }
-        );
-    }
-}
+mod tests;
