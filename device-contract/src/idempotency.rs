@@ -1,10 +1,4 @@
 //! Duplicate-trigger suppression: a pluggable [`IdempotencyStore`] and an in-memory default.
-//!
-//! Dataverse retries an asynchronous webhook, Power Automate retries a failed HTTP action, and a
-//! queue redelivers: the same button press can reach the bridge more than once. The bridge claims
-//! the trigger's [`IdempotencyKey`] before calling the vendor, so only the first delivery enrolls;
-//! later ones are reported as duplicates, or, when the first run could not deliver its response,
-//! re-deliver the stored response without calling the vendor again.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,6 +31,14 @@ pub enum Claim {
 
 /// Where the bridge remembers which triggers it has seen. Implement it over Redis, a database or
 /// Dataverse itself to share it between replicas; [`InMemoryIdempotencyStore`] serves one process.
+///
+/// Duplicate-trigger suppression: a pluggable [`IdempotencyStore`] and an in-memory default.
+///
+/// Dataverse retries an asynchronous webhook, Power Automate retries a failed HTTP action, and a
+/// queue redelivers: the same button press can reach the bridge more than once. The bridge claims
+/// the trigger's [`IdempotencyKey`] before calling the vendor, so only the first delivery enrolls;
+/// later ones are reported as duplicates, or, when the first run could not deliver its response,
+/// re-deliver the stored response without calling the vendor again.
 #[async_trait::async_trait]
 pub trait IdempotencyStore: Send + Sync + fmt::Debug {
     /// Atomically claims `key` for `ttl`, or reports who holds it.

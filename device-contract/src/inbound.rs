@@ -1,26 +1,4 @@
 //! The Dataverse side: apply an inbound response to Dataverse, as the retired inbound custom APIs did.
-//!
-//! Host it wherever the inbound custom API's logic runs outside Dataverse (a webhook on the
-//! inbound API's message, a queue consumer), or call it directly from the bridge's process.
-//!
-//! | process | success | failure |
-//! |---|---|---|
-//! | Sync Devices | upsert one device row per `Content` device, keyed by serial number | — |
-//! | Enroll | enrollment state := enrolled | enrollment state := failed (if configured) |
-//! | End enrollment | enrollment state := ended | — |
-//! | Assign device | device's patient lookup := the patient | — |
-//! | Unassign device | device's patient lookup cleared | — |
-//!
-//! Every outcome then creates an in-app notification (`appnotifications`: `title`, `body`,
-//! `ownerid@odata.bind`, `icontype` 100000001 success / 100000002 failure, `toasttype`) for the
-//! user who pressed the button (`InitiatingUserId` of the echoed outbound request), with a link to
-//! the flow URL when there is one. Seed 000: "You can see success or failure notifications within
-//! the application."
-//!
-//! Table, column and navigation-property names default to the healthcare data model
-//! (`msemr_device` with `msemr_name`, `msemr_model`, `msemr_patient` → `contact`, as in Microsoft's
-//! healthcare samples). Names the public model does not show are marked *unverified* below: check
-//! them in your environment.
 
 use carebridge_dataverse_client::{DataverseClient, KeyValue, RecordKey, UpsertMode};
 use serde_json::{json, Map, Value};
@@ -129,6 +107,30 @@ pub const ICON_SUCCESS: i32 = 100_000_001;
 pub const ICON_FAILURE: i32 = 100_000_002;
 
 /// Configures an [`InboundProcessor`]. Every field has a default; use `..Default::default()`.
+///
+/// The Dataverse side: apply an inbound response to Dataverse, as the retired inbound custom APIs did.
+///
+/// Host it wherever the inbound custom API's logic runs outside Dataverse (a webhook on the
+/// inbound API's message, a queue consumer), or call it directly from the bridge's process.
+///
+/// | process | success | failure |
+/// |---|---|---|
+/// | Sync Devices | upsert one device row per `Content` device, keyed by serial number | — |
+/// | Enroll | enrollment state := enrolled | enrollment state := failed (if configured) |
+/// | End enrollment | enrollment state := ended | — |
+/// | Assign device | device's patient lookup := the patient | — |
+/// | Unassign device | device's patient lookup cleared | — |
+///
+/// Every outcome then creates an in-app notification (`appnotifications`: `title`, `body`,
+/// `ownerid@odata.bind`, `icontype` 100000001 success / 100000002 failure, `toasttype`) for the
+/// user who pressed the button (`InitiatingUserId` of the echoed outbound request), with a link to
+/// the flow URL when there is one. Seed 000: "You can see success or failure notifications within
+/// the application."
+///
+/// Table, column and navigation-property names default to the healthcare data model
+/// (`msemr_device` with `msemr_name`, `msemr_model`, `msemr_patient` → `contact`, as in Microsoft's
+/// healthcare samples). Names the public model does not show are marked *unverified* below: check
+/// them in your environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InboundProcessorOptions {
     /// Contract names (to recognise the inbound API and its parameters).

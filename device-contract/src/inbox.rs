@@ -1,32 +1,4 @@
 //! The durable receiver inbox and a SQL [`IdempotencyStore`] (feature `sql`).
-//!
-//! With an inbox, [`DeviceReceiver::with_inbox`](crate::DeviceReceiver::with_inbox) commits
-//! every trigger to the database **before** it answers `202`, and workers process the stored
-//! triggers at least once:
-//!
-//! 1. **Accept.** The trigger body is inserted under its [`IdempotencyKey`] (a redelivery of the
-//!    same trigger finds the row and is answered `202` again without a second row); only after
-//!    the commit does the caller get `202`. If the database is unreachable the caller gets `503`
-//!    with `Retry-After`, so Dataverse or the flow retries.
-//! 2. **Claim.** A worker takes pending triggers with a lease (`claimed_by`, `lease_until`); a
-//!    trigger whose lease expired (its worker died) is claimable again, by any process sharing
-//!    the database. While it processes a trigger, the worker **renews** the lease every third of
-//!    [`InboxOptions::lease`], so a vendor call slower than the lease does not let a second
-//!    worker claim the same trigger. Each claim writes a fresh claim token to `claimed_by`, and
-//!    every later step is **fenced** by it: it is written only if the row still holds this
-//!    claim's token, in the same transaction. A worker that lost its lease (paused, cut off from
-//!    the database) stops with [`Error::LeaseLost`] and cannot overwrite the new owner's result.
-//! 3. **Vendor.** Unless the [`SqlIdempotencyStore`] already holds the vendor's answer for the
-//!    key, the vendor is called and its answer (the inbound response) is committed under the key
-//!    **before** Dataverse is called.
-//! 4. **Dataverse.** The stored answer is posted to the inbound custom API; once Dataverse
-//!    accepted it, the key is marked delivered and the trigger answered (and its body erased).
-//!
-//! On restart, pending and lease-expired triggers are resumed: one whose vendor answer is stored
-//! goes straight to step 4, one already delivered is only marked answered. So a crash before
-//! step 4 never produces a second inbound call; only a crash in the instant between Dataverse
-//! accepting the call and the commit of step 4 repeats it (at least once), which the inbound
-//! side tolerates.
 
 use std::fmt;
 use std::future::Future;
@@ -381,6 +353,36 @@ pub struct InboxCounts {
 
 /// The durable receiver inbox in an SQL database (feature `sql`); see `docs/device-contract.md` in the repository.
 /// Cheap to clone.
+///
+/// The durable receiver inbox and a SQL [`IdempotencyStore`] (feature `sql`).
+///
+/// With an inbox, [`DeviceReceiver::with_inbox`](crate::DeviceReceiver::with_inbox) commits
+/// every trigger to the database **before** it answers `202`, and workers process the stored
+/// triggers at least once:
+///
+/// 1. **Accept.** The trigger body is inserted under its [`IdempotencyKey`] (a redelivery of the
+///    same trigger finds the row and is answered `202` again without a second row); only after
+///    the commit does the caller get `202`. If the database is unreachable the caller gets `503`
+///    with `Retry-After`, so Dataverse or the flow retries.
+/// 2. **Claim.** A worker takes pending triggers with a lease (`claimed_by`, `lease_until`); a
+///    trigger whose lease expired (its worker died) is claimable again, by any process sharing
+///    the database. While it processes a trigger, the worker **renews** the lease every third of
+///    [`InboxOptions::lease`], so a vendor call slower than the lease does not let a second
+///    worker claim the same trigger. Each claim writes a fresh claim token to `claimed_by`, and
+///    every later step is **fenced** by it: it is written only if the row still holds this
+///    claim's token, in the same transaction. A worker that lost its lease (paused, cut off from
+///    the database) stops with [`Error::LeaseLost`] and cannot overwrite the new owner's result.
+/// 3. **Vendor.** Unless the [`SqlIdempotencyStore`] already holds the vendor's answer for the
+///    key, the vendor is called and its answer (the inbound response) is committed under the key
+///    **before** Dataverse is called.
+/// 4. **Dataverse.** The stored answer is posted to the inbound custom API; once Dataverse
+///    accepted it, the key is marked delivered and the trigger answered (and its body erased).
+///
+/// On restart, pending and lease-expired triggers are resumed: one whose vendor answer is stored
+/// goes straight to step 4, one already delivered is only marked answered. So a crash before
+/// step 4 never produces a second inbound call; only a crash in the instant between Dataverse
+/// accepting the call and the commit of step 4 repeats it (at least once), which the inbound
+/// side tolerates.
 #[derive(Clone, Debug)]
 pub struct SqlInbox {
     store: Store,

@@ -1,10 +1,4 @@
 //! The five device-data processes and the configurable names of their custom APIs.
-//!
-//! Seed: Microsoft Learn, "Partner integration for device data support in care management
-//! (preview)". Microsoft retired that solution on 2025-01-30 and never published the *unique names*
-//! of its custom APIs or of their parameters, only display names. Every name below is therefore
-//! configuration with a documented default derived from the display names, in Microsoft's
-//! `msemr_` publisher-prefix style. Change them to whatever your Dataverse solution defines.
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,6 +17,14 @@ pub const OUTBOUND_CATEGORY: &str = "Device Management Partner Integration Outbo
 /// One of the five device-data processes a care manager starts from the app.
 ///
 /// Serializes as its [`as_str`](Self::as_str) name (`"Enroll"`, `"EndEnrollment"`, ...).
+///
+/// The five device-data processes and the configurable names of their custom APIs.
+///
+/// Seed: Microsoft Learn, "Partner integration for device data support in care management
+/// (preview)". Microsoft retired that solution on 2025-01-30 and never published the *unique names*
+/// of its custom APIs or of their parameters, only display names. Every name below is therefore
+/// configuration with a documented default derived from the display names, in Microsoft's
+/// `msemr_` publisher-prefix style. Change them to whatever your Dataverse solution defines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DeviceProcess {
     /// Enroll a patient: create the patient profile in the vendor system ("Enroll now").

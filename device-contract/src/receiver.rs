@@ -1,27 +1,5 @@
 //! An HTTP receiver (axum) that accepts triggers and runs them through a [`DeviceBridge`] in the
-//! background, so a partner can run the bridge as a service.
-//!
-//! Routes (mount them anywhere with `Router::nest`):
-//!
-//! | method and path | body |
-//! |---|---|
-//! | `POST /triggers` | a webhook `RemoteExecutionContext`, or a forwarded action trigger with `ActionName` |
-//! | `POST /triggers/{process}` | the same; `{process}` (`enroll`, `end-enrollment`, `sync-devices`, `assign-device`, `unassign-device`) names the process when the body does not |
-//!
-//! Answers: `202 Accepted` with `{"Process": ..., "IdempotencyKey": ...}` as soon as the trigger is
-//! parsed (Dataverse webhooks give up after 60 s; the vendor call and the inbound response happen in
-//! a background task); `400` for a malformed trigger; `401` without valid credentials; `413` for an
-//! oversized body or when Dataverse dropped the parameters (`x-ms-dynamics-msg-size-exceeded`); `503`
-//! with `Retry-After` when [`ReceiverOptions::max_in_flight`] triggers are already running.
-//! A Dataverse webhook registered with the **HttpHeader** authentication option maps to
-//! [`ReceiverAuth::SharedSecret`].
-//!
-//! **Durability.** A receiver made with [`DeviceReceiver::new`] keeps accepted triggers in
-//! memory only: a crash or redeploy loses the triggers it answered `202` to. With the `sql`
-//! feature, [`DeviceReceiver::with_inbox`] commits each trigger to an
-//! [`SqlInbox`](crate::SqlInbox) before answering `202` (a database failure answers `503` with
-//! `Retry-After`), and a worker in the same process processes stored triggers at least once,
-//! resuming after a restart (see [`SqlInbox`](crate::SqlInbox)).
+//! background (documented on [`DeviceReceiver`]).
 
 use std::sync::Arc;
 
@@ -174,6 +152,31 @@ struct InboxState {
 }
 
 /// The HTTP front of a [`DeviceBridge`] (see `docs/device-contract.md` in the repository). Cheap to clone.
+///
+/// An HTTP receiver (axum) that accepts triggers and runs them through a [`DeviceBridge`] in the
+/// background, so a partner can run the bridge as a service.
+///
+/// Routes (mount them anywhere with `Router::nest`):
+///
+/// | method and path | body |
+/// |---|---|
+/// | `POST /triggers` | a webhook `RemoteExecutionContext`, or a forwarded action trigger with `ActionName` |
+/// | `POST /triggers/{process}` | the same; `{process}` (`enroll`, `end-enrollment`, `sync-devices`, `assign-device`, `unassign-device`) names the process when the body does not |
+///
+/// Answers: `202 Accepted` with `{"Process": ..., "IdempotencyKey": ...}` as soon as the trigger is
+/// parsed (Dataverse webhooks give up after 60 s; the vendor call and the inbound response happen in
+/// a background task); `400` for a malformed trigger; `401` without valid credentials; `413` for an
+/// oversized body or when Dataverse dropped the parameters (`x-ms-dynamics-msg-size-exceeded`); `503`
+/// with `Retry-After` when [`ReceiverOptions::max_in_flight`] triggers are already running.
+/// A Dataverse webhook registered with the **HttpHeader** authentication option maps to
+/// [`ReceiverAuth::SharedSecret`].
+///
+/// **Durability.** A receiver made with [`DeviceReceiver::new`] keeps accepted triggers in
+/// memory only: a crash or redeploy loses the triggers it answered `202` to. With the `sql`
+/// feature, [`DeviceReceiver::with_inbox`] commits each trigger to an
+/// [`SqlInbox`](crate::SqlInbox) before answering `202` (a database failure answers `503` with
+/// `Retry-After`), and a worker in the same process processes stored triggers at least once,
+/// resuming after a restart (see [`SqlInbox`](crate::SqlInbox)).
 #[derive(Clone)]
 pub struct DeviceReceiver {
     state: Arc<ReceiverState>,

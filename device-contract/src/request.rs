@@ -1,48 +1,4 @@
 //! The outbound request: what Dataverse sends when a user presses a device-management button.
-//!
-//! Seed 000 says each outbound custom API has a request parameter ("Outbound request", a string)
-//! which the flow receives and which the inbound response echoes back. Microsoft never published
-//! what that string contains, so this crate defines it as one JSON document, the same shape for all
-//! five processes ([`OutboundRequest`]):
-//!
-//! ```json
-//! {
-//!   "RequestId": "6f1c1c9e-4a0e-4f4e-9f0e-2b1f7d0c3a11",
-//!   "Process": "AssignDevice",
-//!   "RequestedOn": "2026-11-22T06:00:00Z",
-//!   "InitiatingUserId": "0b7f3c2e-1111-4c6b-9a55-6d2f9e0d7a01",
-//!   "VendorAccount": { "AccountId": "5d7c5a86-2222-4f21-8b1e-3c1d0e9f4b02", "ExternalId": "acme-tenant-7" },
-//!   "Patient": { "ContactId": "9a3e2d1c-3333-4a4e-8f7b-1e2d3c4b5a03", "ExternalId": "P-1001" },
-//!   "Enrollment": { "EnrollmentId": "1c2d3e4f-4444-4b5c-9d8e-7f6a5b4c3d04" },
-//!   "Device": { "DeviceId": "2d3e4f5a-5555-4c6d-8e9f-0a1b2c3d4e05", "SerialNumber": "AutomatedTIP1" }
-//! }
-//! ```
-//!
-//! Why these parts:
-//! - **RequestId** is generated when the button is pressed. It is the idempotency key: a retried
-//!   webhook or flow run carries the same id, a second press carries a new one.
-//! - **InitiatingUserId** is the `systemuser` who pressed the button. The inbound side addresses the
-//!   in-app notification to this user; since the inbound API is called by the integration's own
-//!   identity, the request is the only place this survives the round trip.
-//! - **VendorAccount** is the Dataverse `account` row of the device vendor (care management models
-//!   organisations as accounts), plus the vendor's own tenant/account key. Every process needs it.
-//! - **Patient** is the `contact` row (patients are contacts in the healthcare data model, as
-//!   `msemr_device.msemr_patient` shows), plus the vendor's patient id once enrolled. No
-//!   demographics are sent: the vendor keys its profile on the contact id, which keeps PHI out of
-//!   the payload, the flow history and this service's logs.
-//! - **Enrollment** is the Dataverse row that tracks the device-program enrollment, whose state the
-//!   inbound Enroll/End enrollment APIs update.
-//! - **Device** is the `msemr_device` row and its serial number, the key both systems share.
-//!
-//! | process | VendorAccount | Patient | Enrollment | Device |
-//! |---|---|---|---|---|
-//! | Enroll | required | required | required | — |
-//! | EndEnrollment | required | required | required | — |
-//! | SyncDevices | required | — | — | — |
-//! | AssignDevice | required | required | optional | required |
-//! | UnassignDevice | required | required | optional | required |
-//!
-//! Parts a process does not use are rejected, so a mis-wired button fails loudly.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -95,6 +51,52 @@ pub struct DeviceRef {
 }
 
 /// The JSON document in an outbound custom API's request parameter (see `docs/device-contract.md` in the repository).
+///
+/// The outbound request: what Dataverse sends when a user presses a device-management button.
+///
+/// Seed 000 says each outbound custom API has a request parameter ("Outbound request", a string)
+/// which the flow receives and which the inbound response echoes back. Microsoft never published
+/// what that string contains, so this crate defines it as one JSON document, the same shape for all
+/// five processes ([`OutboundRequest`]):
+///
+/// ```json
+/// {
+///   "RequestId": "6f1c1c9e-4a0e-4f4e-9f0e-2b1f7d0c3a11",
+///   "Process": "AssignDevice",
+///   "RequestedOn": "2026-11-22T06:00:00Z",
+///   "InitiatingUserId": "0b7f3c2e-1111-4c6b-9a55-6d2f9e0d7a01",
+///   "VendorAccount": { "AccountId": "5d7c5a86-2222-4f21-8b1e-3c1d0e9f4b02", "ExternalId": "acme-tenant-7" },
+///   "Patient": { "ContactId": "9a3e2d1c-3333-4a4e-8f7b-1e2d3c4b5a03", "ExternalId": "P-1001" },
+///   "Enrollment": { "EnrollmentId": "1c2d3e4f-4444-4b5c-9d8e-7f6a5b4c3d04" },
+///   "Device": { "DeviceId": "2d3e4f5a-5555-4c6d-8e9f-0a1b2c3d4e05", "SerialNumber": "AutomatedTIP1" }
+/// }
+/// ```
+///
+/// Why these parts:
+/// - **RequestId** is generated when the button is pressed. It is the idempotency key: a retried
+///   webhook or flow run carries the same id, a second press carries a new one.
+/// - **InitiatingUserId** is the `systemuser` who pressed the button. The inbound side addresses the
+///   in-app notification to this user; since the inbound API is called by the integration's own
+///   identity, the request is the only place this survives the round trip.
+/// - **VendorAccount** is the Dataverse `account` row of the device vendor (care management models
+///   organisations as accounts), plus the vendor's own tenant/account key. Every process needs it.
+/// - **Patient** is the `contact` row (patients are contacts in the healthcare data model, as
+///   `msemr_device.msemr_patient` shows), plus the vendor's patient id once enrolled. No
+///   demographics are sent: the vendor keys its profile on the contact id, which keeps PHI out of
+///   the payload, the flow history and this service's logs.
+/// - **Enrollment** is the Dataverse row that tracks the device-program enrollment, whose state the
+///   inbound Enroll/End enrollment APIs update.
+/// - **Device** is the `msemr_device` row and its serial number, the key both systems share.
+///
+/// | process | VendorAccount | Patient | Enrollment | Device |
+/// |---|---|---|---|---|
+/// | Enroll | required | required | required | — |
+/// | EndEnrollment | required | required | required | — |
+/// | SyncDevices | required | — | — | — |
+/// | AssignDevice | required | required | optional | required |
+/// | UnassignDevice | required | required | optional | required |
+///
+/// Parts a process does not use are rejected, so a mis-wired button fails loudly.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct OutboundRequest {

@@ -1,15 +1,4 @@
 //! The generic inbound response every process sends back, and the Sync Devices `Content`.
-//!
-//! Seed 000 defines four parameters shared by all five inbound custom APIs, plus `Content` for
-//! Sync Devices:
-//!
-//! | parameter | type | this crate |
-//! |---|---|---|
-//! | Status code | Integer | [`InboundResponse::status_code`] (`i32`, 2xx = success; any integer is accepted, one outside 100–599 is logged as a warning) |
-//! | Error message | String | [`InboundResponse::error_message`] (expected when not 2xx; its absence is logged as a warning) |
-//! | Outbound request | String | [`InboundResponse::outbound_request`], the outbound request exactly as sent |
-//! | Flow URL | String | [`InboundResponse::flow_url`], the run history URL or your own run link |
-//! | Content | String | [`InboundResponse::content`], a [`DeviceContent`] serialized **as a JSON string** |
 
 use std::collections::HashSet;
 
@@ -126,6 +115,19 @@ impl DeviceContent {
 /// Serializes with this crate's default parameter names (`StatusCode`, `ErrorMessage`,
 /// `OutboundRequest`, `FlowUrl`, `Content`); use [`to_parameters`](Self::to_parameters) and
 /// [`from_parameters`](Self::from_parameters) for configured names.
+///
+/// The generic inbound response every process sends back, and the Sync Devices `Content`.
+///
+/// Seed 000 defines four parameters shared by all five inbound custom APIs, plus `Content` for
+/// Sync Devices:
+///
+/// | parameter | type | this crate |
+/// |---|---|---|
+/// | Status code | Integer | [`InboundResponse::status_code`] (`i32`, 2xx = success; any integer is accepted, one outside 100–599 is logged as a warning) |
+/// | Error message | String | [`InboundResponse::error_message`] (expected when not 2xx; its absence is logged as a warning) |
+/// | Outbound request | String | [`InboundResponse::outbound_request`], the outbound request exactly as sent |
+/// | Flow URL | String | [`InboundResponse::flow_url`], the run history URL or your own run link |
+/// | Content | String | [`InboundResponse::content`], a [`DeviceContent`] serialized **as a JSON string** |
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct InboundResponse {

@@ -1,17 +1,4 @@
 //! A received trigger: which process, the outbound request string as sent, and where it came from.
-//!
-//! Two wire shapes are accepted (both JSON objects):
-//!
-//! - **Webhook**: a Dataverse webhook registered on the outbound custom API's message posts the
-//!   `RemoteExecutionContext` ([`carebridge_dataverse_client::webhook`]). The process comes from `MessageName`, the
-//!   outbound request from the `OutboundRequest` input parameter, the user from `InitiatingUserId`.
-//! - **Action trigger**: a Power Automate flow started by the Dataverse "When an action is
-//!   performed" trigger (Catalog [`CATALOG`](crate::CATALOG), Category
-//!   [`OUTBOUND_CATEGORY`](crate::OUTBOUND_CATEGORY)) forwards what that trigger gave it:
-//!   `{"ActionName": "<outbound unique name>", "InputParameters": {"OutboundRequest": "..."}}`.
-//!   `ActionName` may be left out when the URL names the process; the parameters may also sit at
-//!   the top level; `OutboundRequest` may be a string or an object. Optional context keys:
-//!   `CorrelationId`, `InitiatingUserId` (or `RunAsSystemUserId`/`UserId`), `OrganizationId`, `FlowUrl`.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -34,6 +21,21 @@ pub enum TriggerSource {
 }
 
 /// Context that came with a trigger, beyond the outbound request itself.
+///
+/// A received trigger: which process, the outbound request string as sent, and where it came from.
+///
+/// Two wire shapes are accepted (both JSON objects):
+///
+/// - **Webhook**: a Dataverse webhook registered on the outbound custom API's message posts the
+///   `RemoteExecutionContext` ([`carebridge_dataverse_client::webhook`]). The process comes from `MessageName`, the
+///   outbound request from the `OutboundRequest` input parameter, the user from `InitiatingUserId`.
+/// - **Action trigger**: a Power Automate flow started by the Dataverse "When an action is
+///   performed" trigger (Catalog [`CATALOG`](crate::CATALOG), Category
+///   [`OUTBOUND_CATEGORY`](crate::OUTBOUND_CATEGORY)) forwards what that trigger gave it:
+///   `{"ActionName": "<outbound unique name>", "InputParameters": {"OutboundRequest": "..."}}`.
+///   `ActionName` may be left out when the URL names the process; the parameters may also sit at
+///   the top level; `OutboundRequest` may be a string or an object. Optional context keys:
+///   `CorrelationId`, `InitiatingUserId` (or `RunAsSystemUserId`/`UserId`), `OrganizationId`, `FlowUrl`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TriggerContext {
     /// Where the trigger came from.
