@@ -96,11 +96,18 @@ fn entries_without_a_request_are_skipped() {
 #[tokio::test]
 async fn the_sent_bundle_has_the_model_entries() {
     let server = MockServer::start().await;
+    let bundle = model_transaction();
+    // A transaction answers every request entry, in order.
+    let answers: Vec<serde_json::Value> = bundle
+        .entry
+        .iter()
+        .map(|_| json!({"response": {"status": "201 Created"}}))
+        .collect();
     Mock::given(method("POST"))
         .and(path("/fhir"))
         .respond_with(
             ResponseTemplate::new(200).set_body_raw(
-                json!({"resourceType": "Bundle", "type": "transaction-response", "entry": []})
+                json!({"resourceType": "Bundle", "type": "transaction-response", "entry": answers})
                     .to_string(),
                 "application/fhir+json",
             ),
@@ -112,7 +119,6 @@ async fn the_sent_bundle_has_the_model_entries() {
         &format!("{}/fhir", server.uri()),
         Arc::new(StaticToken::new("t")),
     );
-    let bundle = model_transaction();
     client
         .transaction(&BatchRequest::from(bundle.clone()))
         .await
