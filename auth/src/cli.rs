@@ -38,6 +38,7 @@ pub struct AuthArgs {
     /// The scope to request (default for the Azure methods: `{FHIR server origin}/.default`).
     #[arg(
         long = "auth-scope",
+        id = "auth_scope",
         env = "CAREBRIDGE_AUTH_SCOPE",
         value_name = "SCOPE"
     )]
@@ -46,6 +47,7 @@ pub struct AuthArgs {
     /// identity's client id; default AZURE_CLIENT_ID.
     #[arg(
         long = "auth-client-id",
+        id = "auth_client_id",
         env = "CAREBRIDGE_AUTH_CLIENT_ID",
         value_name = "ID"
     )]
@@ -53,6 +55,7 @@ pub struct AuthArgs {
     /// Entra ID tenant; default AZURE_TENANT_ID.
     #[arg(
         long = "auth-tenant-id",
+        id = "auth_tenant_id",
         env = "CAREBRIDGE_AUTH_TENANT_ID",
         value_name = "ID"
     )]
@@ -61,6 +64,7 @@ pub struct AuthArgs {
     /// cloud.
     #[arg(
         long = "auth-authority-host",
+        id = "auth_authority_host",
         env = "CAREBRIDGE_AUTH_AUTHORITY_HOST",
         value_name = "URL"
     )]
@@ -68,6 +72,7 @@ pub struct AuthArgs {
     /// Token endpoint for client credentials at a server other than Entra ID.
     #[arg(
         long = "auth-token-url",
+        id = "auth_token_url",
         env = "CAREBRIDGE_AUTH_TOKEN_URL",
         value_name = "URL"
     )]
