@@ -190,11 +190,13 @@ async fn create_typed<R: FhirResource>(
     if_none_exist: Option<(&str, &str)>,
 ) -> Result<Created> {
     // The resource write asks for the server's OperationOutcome (see `update_typed`); the
-    // Provenance, whose warnings nobody logs, for the resource only.
+    // Provenance, whose warnings nobody logs, for the resource only. Not for a conditional
+    // create: a server that finds the match may answer an outcome with no Location, and the
+    // stored resource could not be read back (seen on the FHIR test server).
     let options = CreateOptions {
+        return_outcome: stage == Stage::Write && if_none_exist.is_none(),
         if_none_exist: if_none_exist
             .map(|(system, value)| SearchParams::new().token("identifier", Some(system), value)),
-        return_outcome: stage == Stage::Write,
     };
     let response = client
         .create(r, Some(options))
