@@ -76,6 +76,7 @@ mod path;
 mod response;
 mod search;
 mod transport;
+mod write;
 
 pub use bundle::{BatchEntry, BatchRequest, BatchResponse, EntryResponse};
 pub use client::{
@@ -92,6 +93,7 @@ pub use search::{
     escape_token, escape_value, Include, Missing, Modifier, Prefix, SearchMethod, SearchParams,
     Summary, Total,
 };
+pub use write::WriteSummary;
 
 /// The README's code blocks, compiled as doc tests so that none of them can rot.
 #[doc = include_str!("../README.md")]
