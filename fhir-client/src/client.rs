@@ -16,17 +16,18 @@ use crate::options::FhirClientOptions;
 use crate::pager::{decode_history_page, decode_search_page, HistoryEntry, Pager, Pages};
 use crate::patch::PatchOperation;
 use crate::path::{check_id, check_operation_name};
-use crate::response::{etag_for_version, parse_location, version_from_etag, Response};
+use crate::response::{etag_for_version, Response};
 use crate::search::{SearchMethod, SearchParams, Summary};
 use crate::transport::{
     decode, probe, Inner, RawResponse, RequestSpec, FHIR_JSON, FORM, JSON_PATCH,
 };
+use crate::write::WriteTarget;
 use crate::{Error, Result};
 
 const IF_NONE_EXIST: HeaderName = HeaderName::from_static("if-none-exist");
 const PREFER: HeaderName = HeaderName::from_static("prefer");
 const RETURN_REPRESENTATION: &str = "return=representation";
-const RETURN_OUTCOME: &str = "return=OperationOutcome";
+pub(crate) const RETURN_OUTCOME: &str = "return=OperationOutcome";
 
 /// The `Prefer` header of a create or update.
 fn prefer(return_outcome: bool) -> &'static str {
@@ -46,8 +47,16 @@ pub struct CreateOptions {
     pub if_none_exist: Option<SearchParams>,
     /// Sends `Prefer: return=OperationOutcome` instead of `return=representation`: the server
     /// answers with its `OperationOutcome` about the write (warnings, information), exposed as
-    /// [`Response::outcome`]; the stored resource is then read back from the `Location` (one
-    /// more request). Default `false`.
+    /// [`Response::outcome`]. Default `false`.
+    ///
+    /// FHIR servers send an `OperationOutcome` for a successful write only when asked, and
+    /// then instead of the resource, so [`create`](FhirClient::create) reads the stored
+    /// resource back (one more request): by the `Location` / `Content-Location`, or, for a
+    /// conditional create answered without one (a server that found the match), by one search
+    /// of the `If-None-Exist` criteria. A server that ignores the preference and returns the
+    /// resource costs nothing more (and gives no outcome). To get the outcome, id and version
+    /// without the resource and without the read-back, use
+    /// [`create_for_outcome`](FhirClient::create_for_outcome), which ignores this field.
     pub return_outcome: bool,
 }
 
@@ -58,8 +67,13 @@ pub struct UpdateOptions {
     /// Version-aware update: the version id (`3`) or ETag (`W/"3"`) the change is based on, sent
     /// as `If-Match`. A stale version fails with [`Error::PreconditionFailed`].
     pub if_match: Option<String>,
-    /// Sends `Prefer: return=OperationOutcome` (update and patch): the server's `OperationOutcome` about the write is exposed as [`Response::outcome`] and the
-    /// stored resource is read back (one more request). Default `false`.
+    /// Sends `Prefer: return=OperationOutcome` instead of `return=representation` (update,
+    /// conditional update, patch): the server's `OperationOutcome` about the write is exposed
+    /// as [`Response::outcome`] and the stored resource is read back (one more request: by the
+    /// `Location` / `Content-Location`, else by the id updated and the `ETag`'s version, else,
+    /// for a conditional update, by one search of its criteria). Default `false`. The
+    /// `*_for_outcome` methods ([`update_for_outcome`](FhirClient::update_for_outcome), …)
+    /// always ask for the outcome, ignore this field and read nothing back.
     pub return_outcome: bool,
 }
 
@@ -212,7 +226,7 @@ impl FhirClient {
         self.inner.base()
     }
 
-    fn typed<R: DeserializeOwned>(
+    pub(crate) fn typed<R: DeserializeOwned>(
         interaction: Interaction,
         type_name: &str,
         raw: RawResponse,
@@ -309,6 +323,22 @@ impl FhirClient {
         options: Option<CreateOptions>,
     ) -> Result<Response<R>> {
         let options = options.unwrap_or_default();
+        let spec = self.create_spec(resource, &options, prefer(options.return_outcome))?;
+        let raw = self.inner.execute(spec).await?;
+        let target = WriteTarget {
+            id: None,
+            criteria: options.if_none_exist.as_ref(),
+        };
+        self.written(Interaction::Create, raw, target).await
+    }
+
+    /// The request of a create, asking for `prefer` (`return=…`).
+    pub(crate) fn create_spec<R: FhirResource>(
+        &self,
+        resource: &R,
+        options: &CreateOptions,
+        prefer: &str,
+    ) -> Result<RequestSpec> {
         let ty = R::TYPE.as_str();
         let body = Self::resource_body(resource, Interaction::Create)?;
         let mut spec = RequestSpec::new(
@@ -318,7 +348,7 @@ impl FhirClient {
             self.inner.url(&[ty]),
         )
         .body(body, FHIR_JSON)
-        .header(PREFER, prefer(options.return_outcome))?;
+        .header(PREFER, prefer)?;
         if let Some(criteria) = &options.if_none_exist {
             if criteria.is_empty() {
                 return Err(Error::InvalidInput {
@@ -330,60 +360,7 @@ impl FhirClient {
                 .header(IF_NONE_EXIST, &criteria.to_query_string())?
                 .idempotent(true);
         }
-        let raw = self.inner.execute(spec).await?;
-        self.written(Interaction::Create, raw, None).await
-    }
-
-    /// Decodes the body of a write, or reads the resource back when the server sent none or
-    /// sent an `OperationOutcome` (kept as [`Response::outcome`]). `known_id` is the id an update
-    /// wrote, for servers that answer it without a `Location`.
-    async fn written<R: FhirResource>(
-        &self,
-        interaction: Interaction,
-        raw: RawResponse,
-        known_id: Option<&str>,
-    ) -> Result<Response<R>> {
-        let mut outcome = None;
-        if !raw.body.iter().all(u8::is_ascii_whitespace) {
-            let is_outcome = R::TYPE.as_str() != "OperationOutcome"
-                && probe(&raw.body).and_then(|i| i.resource_type).as_deref()
-                    == Some("OperationOutcome");
-            if !is_outcome {
-                return Self::typed(interaction, R::TYPE.as_str(), raw);
-            }
-            let oo: OperationOutcome = decode(interaction, "OperationOutcome", &raw.body)?;
-            outcome = Some(Box::new(oo));
-        }
-        let status = raw.status;
-        let headers = raw.headers;
-        let location = headers
-            .get(http::header::LOCATION)
-            .or_else(|| headers.get(http::header::CONTENT_LOCATION))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|l| {
-                parse_location(l).map(|(_, id, vid)| (id.to_owned(), vid.map(str::to_owned)))
-            })
-            .or_else(|| {
-                let etag = headers
-                    .get(http::header::ETAG)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(version_from_etag);
-                known_id.map(|id| (id.to_owned(), etag))
-            });
-        let Some((id, vid)) = location else {
-            return Err(Error::UnexpectedResponse {
-                interaction,
-                reason: "the server returned neither the resource nor a Location".into(),
-            });
-        };
-        let read = match vid {
-            Some(vid) => self.vread::<R>(&id, &vid).await?,
-            None => self.read::<R>(&id).await?,
-        };
-        let mut response = Response::from_headers(status, &headers, read.value);
-        response.fill_version(|| read.version_id);
-        response.outcome = outcome;
-        Ok(response)
+        Ok(spec)
     }
 
     /// `PUT [base]/[type]/[id]`: replaces the resource with `resource` (its `id` is required).
@@ -399,24 +376,56 @@ impl FhirClient {
         options: Option<UpdateOptions>,
     ) -> Result<Response<R>> {
         let options = options.unwrap_or_default();
+        let (url, id) = self.update_url(resource)?;
+        let spec = self.put_spec(resource, url, &options, prefer(options.return_outcome))?;
+        let raw = self.inner.execute(spec).await?;
+        let target = WriteTarget {
+            id: Some(id),
+            criteria: None,
+        };
+        self.written(Interaction::Update, raw, target).await
+    }
+
+    /// The instance URL of an update, and the id it addresses (checked).
+    pub(crate) fn update_url<'r, R: FhirResource>(
+        &self,
+        resource: &'r R,
+    ) -> Result<(url::Url, &'r str)> {
         let ty = R::TYPE.as_str();
         let id = resource.id().ok_or_else(|| Error::InvalidInput {
             interaction: Interaction::Update,
             reason: format!("the {ty} to update has no id"),
         })?;
         check_id(id, "the resource id", Interaction::Update)?;
-        self.put(resource, self.inner.url(&[ty, id]), Some(id), &options)
-            .await
+        Ok((self.inner.url(&[ty, id]), id))
     }
 
-    /// `PUT` of `resource` to `url` (an instance or a conditional URL), honouring `If-Match`.
-    async fn put<R: FhirResource>(
+    /// The conditional URL of a conditional update (`criteria` must not be empty).
+    pub(crate) fn conditional_update_url<R: FhirResource>(
+        &self,
+        criteria: &SearchParams,
+    ) -> Result<url::Url> {
+        if criteria.is_empty() {
+            return Err(Error::InvalidInput {
+                interaction: Interaction::Update,
+                reason: "conditional update needs search criteria".into(),
+            });
+        }
+        Ok(Self::with_criteria(
+            self.inner.url(&[R::TYPE.as_str()]),
+            criteria,
+        ))
+    }
+
+    /// The `PUT` of `resource` to `url` (an instance or a conditional URL), honouring
+    /// `If-Match` and asking for `prefer` (`return=…`).
+    pub(crate) fn put_spec<R: FhirResource>(
         &self,
         resource: &R,
         url: url::Url,
-        known_id: Option<&str>,
         options: &UpdateOptions,
-    ) -> Result<Response<R>> {
+        prefer: &str,
+    ) -> Result<RequestSpec> {
         let body = Self::resource_body(resource, Interaction::Update)?;
         let mut spec = RequestSpec::new(
             Interaction::Update,
@@ -425,12 +434,11 @@ impl FhirClient {
             url,
         )
         .body(body, FHIR_JSON)
-        .header(PREFER, prefer(options.return_outcome))?;
+        .header(PREFER, prefer)?;
         if let Some(version) = &options.if_match {
             spec = spec.header(IF_MATCH, &etag_for_version(version))?;
         }
-        let raw = self.inner.execute(spec).await?;
-        self.written(Interaction::Update, raw, known_id).await
+        Ok(spec)
     }
 
     /// `PUT [base]/[type]?criteria`: conditional update. No match creates the resource (`201`),
@@ -446,14 +454,14 @@ impl FhirClient {
         options: Option<UpdateOptions>,
     ) -> Result<Response<R>> {
         let options = options.unwrap_or_default();
-        if criteria.is_empty() {
-            return Err(Error::InvalidInput {
-                interaction: Interaction::Update,
-                reason: "conditional update needs search criteria".into(),
-            });
-        }
-        let url = Self::with_criteria(self.inner.url(&[R::TYPE.as_str()]), criteria);
-        self.put(resource, url, None, &options).await
+        let url = self.conditional_update_url::<R>(criteria)?;
+        let spec = self.put_spec(resource, url, &options, prefer(options.return_outcome))?;
+        let raw = self.inner.execute(spec).await?;
+        let target = WriteTarget {
+            id: None,
+            criteria: Some(criteria),
+        };
+        self.written(Interaction::Update, raw, target).await
     }
 
     /// `PATCH [base]/[type]/[id]` with a JSON Patch document. Retried only with
@@ -469,6 +477,24 @@ impl FhirClient {
         options: Option<UpdateOptions>,
     ) -> Result<Response<R>> {
         let options = options.unwrap_or_default();
+        let spec =
+            self.patch_spec::<R>(id, operations, &options, prefer(options.return_outcome))?;
+        let raw = self.inner.execute(spec).await?;
+        let target = WriteTarget {
+            id: Some(id),
+            criteria: None,
+        };
+        self.written(Interaction::Patch, raw, target).await
+    }
+
+    /// The `PATCH` of `[type]/[id]` with `operations`, asking for `prefer` (`return=…`).
+    pub(crate) fn patch_spec<R: FhirResource>(
+        &self,
+        id: &str,
+        operations: &[PatchOperation],
+        options: &UpdateOptions,
+        prefer: &str,
+    ) -> Result<RequestSpec> {
         check_id(id, "the id", Interaction::Patch)?;
         if operations.is_empty() {
             return Err(Error::InvalidInput {
@@ -489,13 +515,12 @@ impl FhirClient {
             self.inner.url(&[ty, id]),
         )
         .body(Bytes::from(body), JSON_PATCH)
-        .header(PREFER, prefer(options.return_outcome))?
+        .header(PREFER, prefer)?
         .idempotent(options.if_match.is_some());
         if let Some(version) = &options.if_match {
             spec = spec.header(IF_MATCH, &etag_for_version(version))?;
         }
-        let raw = self.inner.execute(spec).await?;
-        self.written(Interaction::Patch, raw, Some(id)).await
+        Ok(spec)
     }
 
     /// `DELETE [base]/[type]/[id]`.
@@ -554,7 +579,7 @@ impl FhirClient {
         Ok(Response::from_headers(raw.status, &raw.headers, ()))
     }
 
-    fn search_spec(
+    pub(crate) fn search_spec(
         &self,
         ty: Option<&str>,
         params: &SearchParams,

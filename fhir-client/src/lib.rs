@@ -10,6 +10,11 @@
 //! [`transaction`](FhirClient::transaction) and [`batch`](FhirClient::batch),
 //! [`capabilities`](FhirClient::capabilities) and named [`operation`](FhirClient::operation)s.
 //! Failures are an [`Error`] that carries the HTTP status and the server's `OperationOutcome`.
+//! The `OperationOutcome` a server answers a successful write with (its warnings) is
+//! [`Response::outcome`]: ask for it with [`create_for_outcome`](FhirClient::create_for_outcome)
+//! and its siblings (id, version and outcome, no read-back) or with
+//! [`CreateOptions::return_outcome`] (the resource read back); the README section "Writes and
+//! the server's OperationOutcome" explains the choice.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -76,6 +81,7 @@ mod path;
 mod response;
 mod search;
 mod transport;
+mod write;
 
 pub use bundle::{BatchEntry, BatchRequest, BatchResponse, EntryResponse};
 pub use client::{
@@ -92,6 +98,7 @@ pub use search::{
     escape_token, escape_value, Include, Missing, Modifier, Prefix, SearchMethod, SearchParams,
     Summary, Total,
 };
+pub use write::WriteSummary;
 
 /// The README's code blocks, compiled as doc tests so that none of them can rot.
 #[doc = include_str!("../README.md")]

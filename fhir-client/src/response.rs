@@ -77,10 +77,14 @@ impl<T> Response<T> {
     }
 
     /// The `OperationOutcome` the server answered a write with: warnings and information about
-    /// a create or update it accepted. Servers send one instead of the resource when asked with
-    /// `Prefer: return=OperationOutcome` ([`CreateOptions::return_outcome`],
-    /// [`UpdateOptions::return_outcome`]); the resource is then read back, so
-    /// [`value`](Self::value) is still the stored resource. `None` when the server sent none.
+    /// a create, update or patch it accepted. Servers send one instead of the resource when
+    /// asked with `Prefer: return=OperationOutcome`: by the `*_for_outcome` methods
+    /// ([`FhirClient::create_for_outcome`](crate::FhirClient::create_for_outcome), …), or with
+    /// [`CreateOptions::return_outcome`] / [`UpdateOptions::return_outcome`], where the
+    /// resource is read back so that [`value`](Self::value) is still the stored resource.
+    /// `None` when the server sent none (a server that ignores the preference returns the
+    /// resource). Its issues may be only `information` (some servers always answer "All OK"
+    /// or "Successfully created"): look at their severity for warnings.
     /// For the entries of a `transaction` or `batch`, see
     /// [`EntryResponse::outcome`](crate::EntryResponse::outcome).
     ///

@@ -110,6 +110,7 @@ pub(crate) struct RawResponse {
 struct Probe {
     #[serde(rename = "resourceType")]
     resource_type: Option<String>,
+    id: Option<String>,
     meta: Option<ProbeMeta>,
     #[serde(rename = "fhirVersion")]
     fhir_version: Option<String>,
@@ -123,16 +124,18 @@ struct ProbeMeta {
 
 pub(crate) struct BodyInfo {
     pub(crate) resource_type: Option<String>,
+    pub(crate) id: Option<String>,
     pub(crate) version_id: Option<String>,
     pub(crate) fhir_version: Option<String>,
 }
 
-/// Reads `resourceType`, `meta.versionId` and `fhirVersion` without decoding the whole body.
+/// Reads `resourceType`, `id`, `meta.versionId` and `fhirVersion` without decoding the whole body.
 pub(crate) fn probe(body: &[u8]) -> Option<BodyInfo> {
     serde_json::from_slice::<Probe>(body)
         .ok()
         .map(|p| BodyInfo {
             resource_type: p.resource_type,
+            id: p.id,
             version_id: p.meta.and_then(|m| m.version_id),
             fhir_version: p.fhir_version,
         })

@@ -393,6 +393,9 @@ impl Writeback {
 
         let out = &self.inner.outbound;
         let mut id = id;
+        // The write-outcome issues of a conditional create that found its resource, logged with
+        // the update that follows it.
+        let mut carried: Vec<ChildLog> = Vec::new();
         if create {
             let mut node = Node::Object(vec![(
                 "resourceType".to_owned(),
@@ -456,7 +459,14 @@ impl Writeback {
                 .await;
                 return Ok(());
             }
-            // A replayed Create: bring the existing resource up to date instead.
+            // A replayed Create: bring the existing resource up to date instead. What the
+            // server said about the conditional create is kept for the log (seed 001).
+            carried = created
+                .written
+                .outcome
+                .iter()
+                .flat_map(|oo| oo.issue.iter().map(ChildLog::from_issue))
+                .collect();
             gate.own_resource(&new_id);
             id = Some(new_id);
         }
@@ -480,6 +490,7 @@ impl Writeback {
                 }
             };
             self.validate(&cleared, outcome).await?;
+            outcome.issues.extend(carried.iter().cloned());
             if let Some(status) = out.post_alternate(&cleared).await? {
                 outcome.written = Some(Written::Alternate { status });
                 return Ok(());

@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use carebridge_fhir_client::{CreateOptions, FhirClient, SearchParams, UpdateOptions};
+use carebridge_fhir_client::{
+    CreateOptions, FhirClient, Response, SearchParams, UpdateOptions, WriteSummary,
+};
 use carebridge_fhir_model::resources::{OperationOutcome, Provenance};
 use carebridge_fhir_model::{FhirResource, Resource, ResourceType};
 
@@ -16,16 +18,19 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Versioned {
-    /// The resource.
+    /// The resource. For a read, as the server stored it. For a write through the
+    /// [`FhirClient`] store, the resource as sent with the id the server reported: writeback
+    /// needs only the id and version of what it wrote, so the stored copy is not read back.
     pub resource: Resource,
     /// `meta.versionId` / ETag version, when the server sent one.
     pub version_id: Option<String>,
     /// The OperationOutcome that came with a write (warnings and information about a write the
     /// server accepted), when the store received one. Writeback logs its issues as child logs
     /// and the change as "processed with warnings" (seed 001). `None` for reads. The
-    /// [`FhirClient`] store asks for it with `Prefer: return=OperationOutcome` on creates and
-    /// updates (and reads the stored resource back); servers that ignore the preference and
-    /// return the resource give none.
+    /// [`FhirClient`] store asks for it on every create and update, conditional creates
+    /// included ([`FhirClient::create_for_outcome`], [`FhirClient::update_for_outcome`]:
+    /// `Prefer: return=OperationOutcome`, nothing read back); servers that ignore the
+    /// preference and return the resource give none.
     pub outcome: Option<Box<OperationOutcome>>,
 }
 
@@ -140,6 +145,18 @@ fn versioned<R: FhirResource>(r: carebridge_fhir_client::Response<R>) -> Version
     v
 }
 
+/// What a write through [`FhirClient`] reported: `sent` with the id the server gave it, the
+/// version and the OperationOutcome.
+fn summarized<R: FhirResource>(sent: &R, r: Response<WriteSummary>) -> Versioned {
+    let version_id = r.version_id().map(str::to_owned);
+    let (outcome, summary) = r.into_parts();
+    let mut resource = sent.clone();
+    resource.set_id(summary.id().map(str::to_owned));
+    let mut v = Versioned::new(resource.into_resource(), version_id);
+    v.outcome = outcome;
+    v
+}
+
 fn unsupported(t: ResourceType) -> Error {
     Error::UnsupportedResourceType {
         resource_type: t.as_str().to_owned(),
@@ -171,15 +188,15 @@ async fn update_typed<R: FhirResource>(
     if_match: Option<&str>,
 ) -> Result<Versioned> {
     // `Prefer: return=OperationOutcome`: the server's warnings about the write become child
-    // logs (seed 001); the client reads the stored resource back.
+    // logs (seed 001); the id and version are all writeback needs, so nothing is read back.
     let options = UpdateOptions {
         if_match: if_match.map(str::to_owned),
-        return_outcome: true,
+        ..Default::default()
     };
     client
-        .update(r, Some(options))
+        .update_for_outcome(r, Some(options))
         .await
-        .map(versioned)
+        .map(|response| summarized(r, response))
         .map_err(|e| Error::fhir(Stage::Write, R::TYPE.as_str(), e))
 }
 
@@ -189,23 +206,22 @@ async fn create_typed<R: FhirResource>(
     stage: Stage,
     if_none_exist: Option<(&str, &str)>,
 ) -> Result<Created> {
-    // The resource write asks for the server's OperationOutcome (see `update_typed`); the
-    // Provenance, whose warnings nobody logs, for the resource only. Not for a conditional
-    // create: a server that finds the match may answer an outcome with no Location, and the
-    // stored resource could not be read back (seen on the FHIR test server).
+    // Every create asks for the server's OperationOutcome (see `update_typed`), conditional
+    // ones included: a server that finds the match and names no resource in its answer is
+    // asked once for the one resource carrying the identifier (the client's fallback).
     let options = CreateOptions {
-        return_outcome: stage == Stage::Write && if_none_exist.is_none(),
         if_none_exist: if_none_exist
             .map(|(system, value)| SearchParams::new().token("identifier", Some(system), value)),
+        ..Default::default()
     };
     let response = client
-        .create(r, Some(options))
+        .create_for_outcome(r, Some(options))
         .await
         .map_err(|e| Error::fhir(stage, R::TYPE.as_str(), e))?;
-    // 201 Created; a conditional create that matched answers 200 with the existing resource.
+    // 201 Created; a conditional create that matched answers 200 and creates nothing.
     let existed = if_none_exist.is_some() && response.status().as_u16() == 200;
     Ok(Created {
-        written: versioned(response),
+        written: summarized(r, response),
         existed,
     })
 }

@@ -252,6 +252,66 @@ async fn conditional_create_returns_the_existing_match() {
 
 #[tokio::test]
 #[ignore = "needs CAREBRIDGE_FHIR_URL"]
+async fn writes_report_id_version_and_outcome_without_the_resource() {
+    // The test server answers `Prefer: return=OperationOutcome` with its outcome, and a
+    // conditional create that matched with `200`, an `ETag` and no `Location`.
+    let client = server();
+    let mrn = unique();
+    let criteria = SearchParams::new().identifier(MRN, &mrn);
+    let options = || {
+        Some(CreateOptions {
+            if_none_exist: Some(criteria.clone()),
+            ..Default::default()
+        })
+    };
+    let first = client
+        .create_for_outcome(&patient(&mrn, "Lovelace"), options())
+        .await
+        .unwrap();
+    assert_eq!(first.status().as_u16(), 201);
+    let id = first.value().id().expect("from the Location").to_owned();
+    assert!(first.version_id().is_some());
+    assert!(first.outcome().is_some(), "asked for and sent");
+
+    let again = client
+        .create_for_outcome(&patient(&mrn, "Lovelace"), options())
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 200, "the match, nothing created");
+    assert_eq!(
+        again.value().id(),
+        Some(id.as_str()),
+        "found by the criteria"
+    );
+    assert!(again.outcome().is_some());
+
+    // `create` asking for the outcome reads the match back through the same search.
+    let read_back = client
+        .create(
+            &patient(&mrn, "Lovelace"),
+            Some(CreateOptions {
+                return_outcome: true,
+                ..options().unwrap_or_default()
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read_back.value().id.as_deref(), Some(id.as_str()));
+    assert!(read_back.outcome().is_some());
+    assert_eq!(client.count::<Patient>(criteria.clone()).await.unwrap(), 1);
+
+    let mut changed = patient(&mrn, "Byron");
+    changed.id = Some(id.clone());
+    let updated = client.update_for_outcome(&changed, None).await.unwrap();
+    assert_eq!(updated.value().id(), Some(id.as_str()));
+    assert_ne!(updated.version_id(), first.version_id(), "a new version");
+    let stored = client.read::<Patient>(&id).await.unwrap();
+    assert_eq!(stored.version_id(), updated.version_id());
+    assert_eq!(to_json(stored.value())["name"][0]["family"], "Byron");
+}
+
+#[tokio::test]
+#[ignore = "needs CAREBRIDGE_FHIR_URL"]
 async fn conditional_update_creates_then_updates() {
     let client = server();
     let mrn = unique();

@@ -7,7 +7,7 @@ use carebridge_writeback::{
     DataverseOutcomeLog, InMemoryOutcomeLog, LogStatus, ToolkitLogNames, Writeback,
 };
 use serde_json::json;
-use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::matchers::{body_partial_json, header, header_exists, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{config, dataverse, fhir_only};
@@ -123,8 +123,9 @@ async fn warnings_in_the_answer_to_the_write_become_child_logs_too() {
 #[tokio::test]
 async fn the_fhir_client_store_asks_for_the_write_outcome_and_logs_its_warnings() {
     // The real `FhirClient` store: the update is sent with `Prefer: return=OperationOutcome`,
-    // the server answers it with an OperationOutcome carrying a warning (seed 001), the stored
-    // Patient is read back, and the warning becomes a child log beside `$validate`'s issue.
+    // the server answers it with an OperationOutcome carrying a warning (seed 001), nothing is
+    // read back (the id and the ETag's version are all writeback needs), and the warning
+    // becomes a child log beside `$validate`'s issue.
     let fhir_json = |status: u16, body: serde_json::Value| {
         ResponseTemplate::new(status).set_body_raw(body.to_string(), "application/fhir+json")
     };
@@ -164,21 +165,18 @@ async fn the_fhir_client_store_asks_for_the_write_outcome_and_logs_its_warnings(
         .expect(1)
         .mount(&server)
         .await;
-    let mut stored = current;
-    stored["meta"]["versionId"] = json!("2");
     Mock::given(method("GET"))
         .and(path("/Patient/p1/_history/2"))
-        .respond_with(fhir_json(200, stored))
-        .expect(1)
+        .respond_with(fhir_json(200, current))
+        .expect(0)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
         .and(path("/Provenance"))
-        .and(header("prefer", "return=representation"))
-        .respond_with(fhir_json(
-            201,
-            json!({"resourceType": "Provenance", "id": "pv1", "target": [{"reference": "Patient/p1/_history/2"}],
-                   "recorded": "2026-01-01T00:00:00Z", "agent": [{"who": {"display": "writeback"}}]}),
+        .and(header("prefer", "return=OperationOutcome"))
+        .respond_with(fhir_json(201, all_ok()).insert_header(
+            "Location",
+            format!("{}/Provenance/pv1/_history/1", server.uri()),
         ))
         .expect(1)
         .mount(&server)
@@ -214,5 +212,142 @@ async fn the_fhir_client_store_asks_for_the_write_outcome_and_logs_its_warnings(
     assert_eq!(
         child.diagnostics.as_deref(),
         Some("telecom[0].value was normalized")
+    );
+}
+
+#[tokio::test]
+async fn a_warning_in_the_answer_to_a_conditional_create_is_logged() {
+    // A Create delivered again: the conditional create (`If-None-Exist` on the row's
+    // identifier) finds the first Patient and the server answers 200 with an OperationOutcome
+    // carrying a warning and no Location (as the FHIR test server does). The client finds the
+    // id with one search of the identifier; the existing Patient is updated; the create's
+    // warning is a child log of the change, which is "processed with warnings".
+    let fhir_json = |status: u16, body: serde_json::Value| {
+        ResponseTemplate::new(status).set_body_raw(body.to_string(), "application/fhir+json")
+    };
+    let server = MockServer::start().await;
+    let change = crate::support::patient_change(carebridge_writeback::Message::Create, None)
+        .with_attribute(
+            "lastname",
+            carebridge_writeback::AttributeValue::Text("Doe".into()),
+        );
+    let record = format!("contact/{}", change.record_id);
+    let existing = json!({"resourceType": "Patient", "id": "p1", "meta": {"versionId": "3"},
+        "identifier": [{"system": carebridge_writeback::RECORD_IDENTIFIER_SYSTEM, "value": record}],
+        "name": [{"family": "Doe"}]});
+    Mock::given(method("POST"))
+        .and(path("/Patient/$validate"))
+        .respond_with(fhir_json(200, all_ok()))
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/Patient"))
+        .and(header("prefer", "return=OperationOutcome"))
+        .and(header_exists("if-none-exist"))
+        .respond_with(
+            fhir_json(
+                200,
+                json!({"resourceType": "OperationOutcome", "issue": [
+                    {"severity": "warning", "code": "duplicate",
+                     "diagnostics": "a Patient with this identifier exists; nothing created",
+                     "expression": ["Patient.identifier[0]"]}]}),
+            )
+            .insert_header("ETag", "W/\"3\""),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/Patient/_search"))
+        .respond_with(fhir_json(
+            200,
+            json!({"resourceType": "Bundle", "type": "searchset",
+                   "entry": [{"resource": existing.clone(), "search": {"mode": "match"}}]}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/Patient/p1"))
+        .respond_with(fhir_json(200, existing))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path("/Patient/p1"))
+        .and(header("prefer", "return=OperationOutcome"))
+        .and(header("if-match", "W/\"3\""))
+        .respond_with(fhir_json(200, all_ok()).insert_header("ETag", "W/\"4\""))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/Provenance"))
+        .respond_with(fhir_json(201, all_ok()).insert_header(
+            "Location",
+            format!("{}/Provenance/pv1/_history/1", server.uri()),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dv = MockServer::start().await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("{API}/contacts({})", change.record_id)))
+        .and(body_partial_json(json!({"msemr_azurefhirid": "p1"})))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&dv)
+        .await;
+    let client = FhirClient::new(
+        &server.uri(),
+        Arc::new(carebridge_auth::StaticToken::new("t")),
+        None,
+    )
+    .unwrap();
+    let log = Arc::new(InMemoryOutcomeLog::new());
+    let wb = Writeback::new(
+        config(&fhir_only(&server.uri())),
+        dataverse(Some(&dv.uri())),
+        Arc::new(client),
+        log.clone(),
+    )
+    .unwrap();
+    let outcome = wb.process(&change).await.unwrap();
+    assert_eq!(outcome.status, LogStatus::Warning, "{outcome:?}");
+    assert_eq!(outcome.provenance.as_deref(), Some("Provenance/pv1"));
+    let entry = &log.entries()[0];
+    assert_eq!(
+        entry.description,
+        "Patient updated (message processed with warnings)"
+    );
+    assert_eq!(entry.target.as_deref(), Some("Patient/p1/_history/4"));
+    let warning = entry
+        .children
+        .iter()
+        .find(|c| c.severity == "warning")
+        .expect("the conditional create's warning");
+    assert_eq!(warning.code, "duplicate");
+    assert_eq!(warning.expression, ["Patient.identifier[0]"]);
+    assert_eq!(
+        warning.diagnostics.as_deref(),
+        Some("a Patient with this identifier exists; nothing created")
+    );
+    let received = server.received_requests().await.unwrap_or_default();
+    let gets = received
+        .iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .count();
+    assert_eq!(gets, 1, "only the read the update is composed on");
+    let criteria = received
+        .iter()
+        .find_map(|r| r.headers.get("if-none-exist"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        criteria.starts_with("identifier=")
+            && criteria.contains("dataverse-record")
+            && criteria.contains(&change.record_id.to_string()),
+        "{criteria}"
     );
 }
