@@ -594,6 +594,8 @@ const auth = {
     rejectedExpired: 0,
     firstIssuedAt: null,
     lastIssuedAt: null,
+    /** When the last FHIR request with a valid token arrived. */
+    lastAcceptedAt: null,
   },
 };
 
@@ -617,7 +619,9 @@ function issueToken(kind) {
     }
   }
   const token = randomBytes(24).toString('base64url');
-  const expiresAt = now + opts.authLifetime * 1000;
+  // Like a JWT's `exp`, expiry falls on a whole second: the lifetime is at least
+  // `--auth-lifetime` and less than one second more, and `expires_on` states it exactly.
+  const expiresAt = Math.ceil((now + opts.authLifetime * 1000) / 1000) * 1000;
   auth.tokens.set(token, expiresAt);
   auth.stats.issued++;
   if (kind === 'imds') {
@@ -656,13 +660,14 @@ function imdsToken(req, res, url) {
   }
   const { token, expiresAt } = issueToken('imds');
   const now = Math.floor(Date.now() / 1000);
-  // IMDS sends every number as a string; `expires_on` is rounded down so it never overstates.
+  const expiresIn = Math.floor((expiresAt - Date.now()) / 1000);
+  // IMDS sends every number as a string.
   sendJson(res, 200, {
     access_token: token,
     client_id: url.searchParams.get('client_id') ?? '00000000-0000-0000-0000-000000000000',
-    expires_in: String(opts.authLifetime),
-    expires_on: String(Math.floor(expiresAt / 1000)),
-    ext_expires_in: String(opts.authLifetime),
+    expires_in: String(expiresIn),
+    expires_on: String(expiresAt / 1000),
+    ext_expires_in: String(expiresIn),
     not_before: String(now),
     resource,
     token_type: 'Bearer',
@@ -714,11 +719,12 @@ async function entraToken(req, res) {
     tokenError(res, 401, 'invalid_client', 'Invalid client secret provided');
     return;
   }
-  const { token } = issueToken('entra');
+  const { token, expiresAt } = issueToken('entra');
+  const expiresIn = Math.floor((expiresAt - Date.now()) / 1000);
   sendJson(res, 200, {
     token_type: 'Bearer',
-    expires_in: opts.authLifetime,
-    ext_expires_in: opts.authLifetime,
+    expires_in: expiresIn,
+    ext_expires_in: expiresIn,
     access_token: token,
   });
 }
@@ -779,6 +785,7 @@ function authGate(req, res) {
     return true;
   }
   auth.stats.accepted++;
+  auth.stats.lastAcceptedAt = new Date().toISOString();
   return false;
 }
 
