@@ -23,9 +23,9 @@ use crate::support::heart_rate;
 
 /// Token lifetime of the server, in seconds.
 const LIFETIME_SECS: u64 = 3;
-/// How long messages keep arriving: seven lifetimes, so that the writes span more than five
+/// How long messages keep arriving: eight lifetimes, so that the writes span more than five
 /// after the start-up.
-const FEED: Duration = Duration::from_secs(LIFETIME_SECS * 7);
+const FEED: Duration = Duration::from_secs(LIFETIME_SECS * 8);
 /// One message this often, so that writes (and token use) never pause for long.
 const EVERY: Duration = Duration::from_millis(400);
 const CLIENT_ID: &str = "carebridge-ingest-test";
