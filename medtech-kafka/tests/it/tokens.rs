@@ -137,11 +137,18 @@ fn millis(iso: &serde_json::Value) -> i64 {
 async fn five_lifetimes(credential: Credential) {
     let bootstrap = std::env::var("CAREBRIDGE_KAFKA_BOOTSTRAP")
         .expect("CAREBRIDGE_KAFKA_BOOTSTRAP must name the broker (host:port)");
-    let unique = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis()
-        .to_string();
+    // Both cases run at once: the credential keeps their topics, groups and devices apart.
+    let case = match credential {
+        Credential::ManagedIdentity => "mi",
+        Credential::ClientCredentials => "cc",
+    };
+    let unique = format!(
+        "{case}{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_millis()
+    );
     let topic = format!("medtech-tokens-{unique}");
     let device = format!("tok{unique}");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
