@@ -322,6 +322,19 @@ mod tests {
     }
 
     #[test]
+    fn tokens_of_a_few_seconds_are_reused_for_half_their_life() {
+        // The token-checking test server issues 3-second tokens: with the default 5-minute
+        // margin they are reused for 1.5 s (about two requests per lifetime), never refreshed
+        // on every call, and never used in their last half.
+        let margin = to_delta(DEFAULT_REFRESH_MARGIN);
+        let ms = |n: i64| at(0) + TimeDelta::milliseconds(n);
+        assert!(is_fresh(Some(at(3)), at(0), ms(1), margin));
+        assert!(is_fresh(Some(at(3)), at(0), ms(1499), margin));
+        assert!(!is_fresh(Some(at(3)), at(0), ms(1500), margin));
+        assert!(!is_fresh(Some(at(3)), at(0), ms(2999), margin));
+    }
+
+    #[test]
     fn scope_sets_ignore_order_and_duplicates() {
         let entry = Entry {
             scopes: vec!["a".to_owned(), "b".to_owned()].into_boxed_slice(),

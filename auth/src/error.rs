@@ -139,6 +139,19 @@ pub enum Error {
         oauth: Option<Box<OAuthError>>,
     },
 
+    /// Azure Arc's identity endpoint asked for its key file (`401` with `WWW-Authenticate:
+    /// Basic realm=<path>`) and the challenge could not be answered: the header is missing or
+    /// malformed, the file is not a `.key` file directly inside the agent's token directory, it
+    /// is too large or unreadable, or the endpoint refused the key. Never holds the key.
+    #[error("managed identity (Azure Arc): cannot answer the key file challenge: {reason}")]
+    ArcChallenge {
+        /// What is wrong (fixed text: no path, no key).
+        reason: &'static str,
+        /// The I/O error reading the key file, if any.
+        #[source]
+        source: Option<Arc<std::io::Error>>,
+    },
+
     /// A credential could not build its client assertion: the federated token file cannot be
     /// read, the certificate or key cannot be used, or signing failed. Never holds the assertion.
     #[error("{credential}: cannot build the client assertion: {reason}")]
@@ -335,6 +348,11 @@ impl fmt::Debug for Error {
                 .field("endpoint", endpoint)
                 .field("status", status)
                 .field("oauth", oauth)
+                .finish(),
+            Self::ArcChallenge { reason, source } => f
+                .debug_struct("ArcChallenge")
+                .field("reason", reason)
+                .field("io", &source.as_ref().map(|e| e.kind()))
                 .finish(),
             Self::Assertion { credential, reason } => f
                 .debug_struct("Assertion")
@@ -537,9 +555,10 @@ mod tests {
             Error::Assertion { .. } => 13,
             Error::Unavailable { .. } => 14,
             Error::NoCredential { .. } => 15,
+            Error::ArcChallenge { .. } => 16,
         }
     }
-    const VARIANTS: usize = 16;
+    const VARIANTS: usize = 17;
 
     /// A provider's own error: a clean message, and a `Debug` that shows patient data.
     #[derive(Debug)]
@@ -659,6 +678,12 @@ mod tests {
             crate::SecretSource::File("/nonexistent/carebridge/secret".into())
                 .read()
                 .unwrap_err(),
+            Error::ArcChallenge {
+                reason: "the key file cannot be read",
+                source: Some(Arc::new(
+                    std::fs::read("/nonexistent/carebridge/jane.doe@example.com.key").unwrap_err(),
+                )),
+            },
         ]
     }
 

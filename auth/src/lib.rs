@@ -93,7 +93,8 @@ pub use client_credentials::{AuthStyle, ClientCredentials, ClientCredentialsBuil
 pub use config::{ClientCredentialsConfig, SecretSource};
 pub use error::{Error, OAuthError, OAuthErrorCode, Result, Skipped, Step};
 pub use managed_identity::{
-    ManagedIdentity, ManagedIdentityBuilder, UserAssignedId, IMDS_ENDPOINT,
+    ManagedIdentity, ManagedIdentityBuilder, UserAssignedId, ARC_KEY_DIRECTORY_LINUX,
+    IMDS_ENDPOINT, IMDS_ENDPOINT_ENV,
 };
 pub use secrecy::SecretString;
 pub use settings::{Anonymous, AuthMethod, AuthSettings};

@@ -12,15 +12,28 @@
 //!   {IDENTITY_HEADER}`; a user-assigned identity is chosen with `client_id`, `object_id` or
 //!   `mi_res_id`.
 //!
-//! Both take a `resource`, not scopes: the one scope passed to
+//! - **Azure Arc-enabled servers** (`IDENTITY_ENDPOINT` and `IMDS_ENDPOINT` set by the Connected
+//!   Machine agent, usually `http://localhost:40342/metadata/identity/oauth2/token`): `GET
+//!   {IDENTITY_ENDPOINT}?api-version=2020-06-01&resource=…` with `Metadata: true`. The agent
+//!   answers `401` with `WWW-Authenticate: Basic realm=<path of a .key file>`; the key file is
+//!   read (only from the agent's token directory, [`ARC_KEY_DIRECTORY_LINUX`] or
+//!   `%ProgramData%\AzureConnectedMachineAgent\Tokens`, at most 4 KiB) and the request is sent
+//!   once more with `Authorization: Basic <key>`. An IMDS endpoint that answers with the same
+//!   challenge is answered the same way.
+//!
+//! All take a `resource`, not scopes: the one scope passed to
 //! [`token`](crate::TokenProvider::token) loses its `/.default` suffix.
+//!
+//! [`IMDS_ENDPOINT_ENV`] (`CAREBRIDGE_IMDS_ENDPOINT`) replaces the IMDS address when neither
+//! platform endpoint is configured: for a proxy, or a test identity endpoint.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use http::{HeaderName, HeaderValue, Method};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tracing::Instrument;
@@ -36,6 +49,17 @@ pub const IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2
 const IMDS_API_VERSION: &str = "2018-02-01";
 /// The App Service / Container Apps API version used.
 const APP_SERVICE_API_VERSION: &str = "2019-08-01";
+/// The Azure Arc API version used.
+const ARC_API_VERSION: &str = "2020-06-01";
+/// The variable that replaces the IMDS endpoint ([`IMDS_ENDPOINT`]) when neither
+/// `IDENTITY_ENDPOINT` nor Arc's variables are set: a full token URL such as
+/// `http://127.0.0.1:8103/metadata/identity/oauth2/token`.
+pub const IMDS_ENDPOINT_ENV: &str = "CAREBRIDGE_IMDS_ENDPOINT";
+/// Where the Azure Connected Machine agent writes its key files on Linux; the only directory
+/// from which an Arc challenge's key file is read there.
+pub const ARC_KEY_DIRECTORY_LINUX: &str = "/var/opt/azcmagent/tokens";
+/// Arc key files larger than this are refused (the agent writes a short random key).
+const MAX_ARC_KEY_BYTES: u64 = 4096;
 /// Token responses larger than this are refused.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
@@ -72,6 +96,30 @@ enum Source {
         endpoint: String,
         header: SecretString,
     },
+    Arc {
+        endpoint: String,
+    },
+}
+
+/// Which kind of identity endpoint a [`Requester`] talks to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Imds,
+    AppService,
+    Arc,
+}
+
+/// The directory the Connected Machine agent writes its key files to on this platform.
+fn default_arc_key_directory() -> PathBuf {
+    if cfg!(windows) {
+        let program_data =
+            std::env::var_os("ProgramData").unwrap_or_else(|| r"C:\ProgramData".into());
+        PathBuf::from(program_data)
+            .join("AzureConnectedMachineAgent")
+            .join("Tokens")
+    } else {
+        PathBuf::from(ARC_KEY_DIRECTORY_LINUX)
+    }
 }
 
 /// An Azure managed identity: tokens from IMDS or the App Service / Container Apps identity
@@ -126,6 +174,7 @@ impl ManagedIdentity {
             },
             user_assigned: None,
             default_scope: None,
+            arc_key_directory: default_arc_key_directory(),
             timeout: auth_http::DEFAULT_TIMEOUT,
             connect_timeout: auth_http::DEFAULT_CONNECT_TIMEOUT,
             refresh_margin: DEFAULT_REFRESH_MARGIN,
@@ -133,20 +182,30 @@ impl ManagedIdentity {
     }
 
     /// A builder for the endpoint the environment names: the App Service / Container Apps
-    /// endpoint when `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` are both set, IMDS otherwise.
-    /// `lookup` reads a variable (`|name| std::env::var(name).ok()` for the process
-    /// environment).
+    /// endpoint when `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` are both set; Azure Arc when
+    /// `IDENTITY_ENDPOINT` and `IMDS_ENDPOINT` are set (and `IDENTITY_HEADER` is not); IMDS
+    /// otherwise, at [`IMDS_ENDPOINT_ENV`] when that is set. `lookup` reads a variable
+    /// (`|name| std::env::var(name).ok()` for the process environment).
     pub fn builder_from_env(lookup: &dyn Fn(&str) -> Option<String>) -> ManagedIdentityBuilder {
         let builder = Self::builder();
-        match (lookup("IDENTITY_ENDPOINT"), lookup("IDENTITY_HEADER")) {
-            (Some(endpoint), Some(header)) if !endpoint.trim().is_empty() => {
+        let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        match (
+            set("IDENTITY_ENDPOINT"),
+            set("IDENTITY_HEADER"),
+            set("IMDS_ENDPOINT"),
+        ) {
+            (Some(endpoint), Some(header), _) => {
                 builder.with_app_service(endpoint, SecretString::from(header))
             }
-            _ => builder,
+            (Some(endpoint), None, Some(_)) => builder.with_arc(endpoint),
+            _ => match set(IMDS_ENDPOINT_ENV) {
+                Some(endpoint) => builder.with_imds_endpoint(endpoint),
+                None => builder,
+            },
         }
     }
 
-    /// Which endpoint this identity uses: `"IMDS"` or `"App Service"`.
+    /// Which endpoint this identity uses: `"IMDS"`, `"App Service"` or `"Azure Arc"`.
     pub fn endpoint_kind(&self) -> &'static str {
         self.cache.provider().credential_name_short()
     }
@@ -173,6 +232,7 @@ pub struct ManagedIdentityBuilder {
     source: Source,
     user_assigned: Option<UserAssignedId>,
     default_scope: Option<String>,
+    arc_key_directory: PathBuf,
     timeout: Duration,
     connect_timeout: Duration,
     refresh_margin: Duration,
@@ -183,6 +243,7 @@ impl fmt::Debug for ManagedIdentityBuilder {
         let (kind, endpoint) = match &self.source {
             Source::Imds { endpoint } => ("IMDS", endpoint),
             Source::AppService { endpoint, .. } => ("App Service", endpoint),
+            Source::Arc { endpoint } => ("Azure Arc", endpoint),
         };
         f.debug_struct("ManagedIdentityBuilder")
             .field("endpoint_kind", &kind)
@@ -220,6 +281,25 @@ impl ManagedIdentityBuilder {
         self
     }
 
+    /// Uses the Azure Arc identity endpoint (`IDENTITY_ENDPOINT` on an Arc-enabled server,
+    /// usually `http://localhost:40342/metadata/identity/oauth2/token`), which challenges for
+    /// the agent's key file.
+    pub fn with_arc(mut self, endpoint: impl Into<String>) -> Self {
+        self.source = Source::Arc {
+            endpoint: endpoint.into(),
+        };
+        self
+    }
+
+    /// The only directory an Arc challenge's key file is read from (default: the Connected
+    /// Machine agent's, [`ARC_KEY_DIRECTORY_LINUX`] on Linux,
+    /// `%ProgramData%\AzureConnectedMachineAgent\Tokens` on Windows). The file must be a
+    /// `.key` file directly inside it, also after symbolic links are resolved.
+    pub fn with_arc_key_directory(mut self, directory: impl Into<PathBuf>) -> Self {
+        self.arc_key_directory = directory.into();
+        self
+    }
+
     /// The scope used when [`token`](TokenProvider::token) is called without one.
     pub fn with_default_scope(mut self, scope: impl Into<String>) -> Self {
         self.default_scope = Some(scope.into());
@@ -254,6 +334,7 @@ impl ManagedIdentityBuilder {
     pub fn build(self) -> Result<ManagedIdentity> {
         let (what, raw) = match &self.source {
             Source::Imds { endpoint } => ("IMDS endpoint", endpoint),
+            Source::Arc { endpoint } => ("Azure Arc identity endpoint", endpoint),
             Source::AppService { endpoint, header } => {
                 if header.expose_secret().trim().is_empty() {
                     return Err(Error::invalid_config("IDENTITY_HEADER is empty"));
@@ -292,7 +373,7 @@ impl ManagedIdentityBuilder {
             MAX_RESPONSE_BYTES,
         )?;
         let header = match &self.source {
-            Source::Imds { .. } => (
+            Source::Imds { .. } | Source::Arc { .. } => (
                 HeaderName::from_static("metadata"),
                 HeaderValue::from_static("true"),
             ),
@@ -303,9 +384,15 @@ impl ManagedIdentityBuilder {
                 (HeaderName::from_static("x-identity-header"), value)
             }
         };
+        let kind = match self.source {
+            Source::Imds { .. } => Kind::Imds,
+            Source::AppService { .. } => Kind::AppService,
+            Source::Arc { .. } => Kind::Arc,
+        };
         let requester = Requester {
-            app_service: matches!(self.source, Source::AppService { .. }),
+            kind,
             endpoint,
+            arc_key_directory: self.arc_key_directory,
             header,
             user_assigned: self.user_assigned,
             default_scope: self.default_scope,
@@ -320,8 +407,10 @@ impl ManagedIdentityBuilder {
 
 /// Sends one token request to the identity endpoint: the uncached core.
 struct Requester {
-    app_service: bool,
+    kind: Kind,
     endpoint: Url,
+    /// Where an Arc challenge's key file must be.
+    arc_key_directory: PathBuf,
     header: (HeaderName, HeaderValue),
     user_assigned: Option<UserAssignedId>,
     default_scope: Option<String>,
@@ -376,18 +465,18 @@ struct ErrorResponse {
 
 impl Requester {
     fn credential_name(&self) -> &'static str {
-        if self.app_service {
-            "managed identity (App Service)"
-        } else {
-            "managed identity (IMDS)"
+        match self.kind {
+            Kind::Imds => "managed identity (IMDS)",
+            Kind::AppService => "managed identity (App Service)",
+            Kind::Arc => "managed identity (Azure Arc)",
         }
     }
 
     fn credential_name_short(&self) -> &'static str {
-        if self.app_service {
-            "App Service"
-        } else {
-            "IMDS"
+        match self.kind {
+            Kind::Imds => "IMDS",
+            Kind::AppService => "App Service",
+            Kind::Arc => "Azure Arc",
         }
     }
 
@@ -421,10 +510,10 @@ impl Requester {
             let mut query = url.query_pairs_mut();
             query.append_pair(
                 "api-version",
-                if self.app_service {
-                    APP_SERVICE_API_VERSION
-                } else {
-                    IMDS_API_VERSION
+                match self.kind {
+                    Kind::Imds => IMDS_API_VERSION,
+                    Kind::AppService => APP_SERVICE_API_VERSION,
+                    Kind::Arc => ARC_API_VERSION,
                 },
             );
             query.append_pair("resource", resource);
@@ -436,7 +525,7 @@ impl Requester {
                     query.append_pair("object_id", id.trim());
                 }
                 Some(UserAssignedId::ResourceId(id)) => {
-                    let name = if self.app_service {
+                    let name = if self.kind == Kind::AppService {
                         "mi_res_id"
                     } else {
                         "msi_res_id"
@@ -446,18 +535,29 @@ impl Requester {
                 None => {}
             }
         }
-        let request = carebridge_http::Request::new(Method::GET, url)
-            .with_idempotency(carebridge_http::Idempotency::Idempotent)
-            .with_header(self.header.0.clone(), self.header.1.clone());
-        let response = self
-            .pipeline
-            .send(&request, &carebridge_http::NoAuth)
-            .await
-            .map_err(|e| {
-                auth_http::pipeline_error(Step::ManagedIdentity, self.timeout, e, |reason| {
-                    Error::MalformedTokenResponse { reason }
-                })
-            })?;
+        let mut response = self.send(&url, None).await?;
+        // Azure Arc (and an IMDS that behaves like it) challenges for the agent's key file.
+        if response.status == http::StatusCode::UNAUTHORIZED && self.kind != Kind::AppService {
+            match challenge_key_file(&response.headers) {
+                Some(key_file) => {
+                    let key = read_arc_key(Path::new(key_file), &self.arc_key_directory).await?;
+                    response = self.send(&url, Some(key)).await?;
+                    if response.status == http::StatusCode::UNAUTHORIZED {
+                        return Err(Error::ArcChallenge {
+                            reason: "the identity endpoint refused the key",
+                            source: None,
+                        });
+                    }
+                }
+                None if self.kind == Kind::Arc => {
+                    return Err(Error::ArcChallenge {
+                        reason: "the 401 answer has no `WWW-Authenticate: Basic realm=<key file>`",
+                        source: None,
+                    })
+                }
+                None => {}
+            }
+        }
         let status = response.status.as_u16();
         tracing::Span::current().record("http.response.status_code", status);
         if !response.status.is_success() {
@@ -485,6 +585,107 @@ impl Requester {
         })?;
         to_access_token(parsed, Utc::now())
     }
+
+    /// One GET of the token URL, with the Arc key when answering a challenge.
+    async fn send(
+        &self,
+        url: &Url,
+        arc_key: Option<HeaderValue>,
+    ) -> Result<carebridge_http::Response> {
+        let mut request = carebridge_http::Request::new(Method::GET, url.clone())
+            .with_idempotency(carebridge_http::Idempotency::Idempotent)
+            .with_header(self.header.0.clone(), self.header.1.clone());
+        if let Some(key) = arc_key {
+            request = request.with_header(header::AUTHORIZATION, key);
+        }
+        self.pipeline
+            .send(&request, &carebridge_http::NoAuth)
+            .await
+            .map_err(|e| {
+                auth_http::pipeline_error(Step::ManagedIdentity, self.timeout, e, |reason| {
+                    Error::MalformedTokenResponse { reason }
+                })
+            })
+    }
+}
+
+/// The key file path of an Arc challenge: `WWW-Authenticate: Basic realm=<path>`.
+fn challenge_key_file(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::WWW_AUTHENTICATE)?.to_str().ok()?.trim();
+    let (scheme, params) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let params = params.trim();
+    let realm = params
+        .get(..6)
+        .filter(|p| p.eq_ignore_ascii_case("realm="))
+        .and_then(|_| params.get(6..))?;
+    let realm = realm.trim().trim_matches('"');
+    (!realm.is_empty()).then_some(realm)
+}
+
+/// Reads the Arc key file `path`, which must be a `.key` file directly inside `directory`
+/// (after resolving symbolic links) and at most [`MAX_ARC_KEY_BYTES`]; returns the
+/// `Authorization` value `Basic <key>`, marked sensitive.
+async fn read_arc_key(path: &Path, directory: &Path) -> Result<HeaderValue> {
+    use tokio::io::AsyncReadExt as _;
+    let refuse = |reason: &'static str| Error::ArcChallenge {
+        reason,
+        source: None,
+    };
+    let io = |reason: &'static str| {
+        move |e: std::io::Error| Error::ArcChallenge {
+            reason,
+            source: Some(Arc::new(e)),
+        }
+    };
+    if !path.is_absolute() || path.extension().and_then(|e| e.to_str()) != Some("key") {
+        return Err(refuse(
+            "the challenge names a path that is not an absolute `.key` file",
+        ));
+    }
+    let directory = tokio::fs::canonicalize(directory)
+        .await
+        .map_err(io("the agent's key directory cannot be opened"))?;
+    let file = tokio::fs::canonicalize(path)
+        .await
+        .map_err(io("the key file cannot be opened"))?;
+    if file.parent() != Some(directory.as_path())
+        || file.extension().and_then(|e| e.to_str()) != Some("key")
+    {
+        return Err(refuse(
+            "the key file is not a `.key` file in the agent's key directory",
+        ));
+    }
+    let opened = tokio::fs::File::open(&file)
+        .await
+        .map_err(io("the key file cannot be opened"))?;
+    let metadata = opened
+        .metadata()
+        .await
+        .map_err(io("the key file cannot be read"))?;
+    if !metadata.is_file() {
+        return Err(refuse("the key file is not a regular file"));
+    }
+    if metadata.len() > MAX_ARC_KEY_BYTES {
+        return Err(refuse("the key file is larger than 4 KiB"));
+    }
+    let mut key = String::new();
+    opened
+        .take(MAX_ARC_KEY_BYTES + 1)
+        .read_to_string(&mut key)
+        .await
+        .map_err(io("the key file cannot be read"))?;
+    let key = SecretString::from(key);
+    let trimmed = key.expose_secret().trim();
+    if trimmed.is_empty() || u64::try_from(trimmed.len()).map_or(true, |n| n > MAX_ARC_KEY_BYTES) {
+        return Err(refuse("the key file is empty or larger than 4 KiB"));
+    }
+    let mut value = HeaderValue::from_str(&format!("Basic {trimmed}"))
+        .map_err(|_| refuse("the key file does not hold a header value"))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 fn to_access_token(response: TokenResponse, now: DateTime<Utc>) -> Result<AccessToken> {
@@ -635,5 +836,45 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(imds.endpoint_kind(), "IMDS");
+        let arc = |name: &str| match name {
+            "IDENTITY_ENDPOINT" => {
+                Some("http://localhost:40342/metadata/identity/oauth2/token".to_owned())
+            }
+            "IMDS_ENDPOINT" => Some("http://localhost:40342".to_owned()),
+            _ => None,
+        };
+        let identity = ManagedIdentity::builder_from_env(&arc).build().unwrap();
+        assert_eq!(identity.endpoint_kind(), "Azure Arc");
+        let moved = |name: &str| {
+            (name == IMDS_ENDPOINT_ENV)
+                .then(|| "http://127.0.0.1:8103/metadata/identity/oauth2/token".to_owned())
+        };
+        let builder = ManagedIdentity::builder_from_env(&moved);
+        assert!(
+            format!("{builder:?}").contains("127.0.0.1:8103"),
+            "{builder:?}"
+        );
+        assert_eq!(builder.build().unwrap().endpoint_kind(), "IMDS");
+    }
+
+    #[test]
+    fn challenge_names_the_key_file() {
+        let headers = |value: &'static str| {
+            let mut map = HeaderMap::new();
+            map.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+            map
+        };
+        assert_eq!(
+            challenge_key_file(&headers("Basic realm=/var/opt/azcmagent/tokens/a.key")),
+            Some("/var/opt/azcmagent/tokens/a.key")
+        );
+        assert_eq!(
+            challenge_key_file(&headers("basic REALM=\"/var/opt/azcmagent/tokens/a.key\"")),
+            Some("/var/opt/azcmagent/tokens/a.key")
+        );
+        assert_eq!(challenge_key_file(&headers("Bearer realm=/x.key")), None);
+        assert_eq!(challenge_key_file(&headers("Basic realm=")), None);
+        assert_eq!(challenge_key_file(&headers("Basic")), None);
+        assert_eq!(challenge_key_file(&HeaderMap::new()), None);
     }
 }

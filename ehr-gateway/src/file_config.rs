@@ -348,11 +348,40 @@ impl FileConfig {
     /// [`Error::InvalidUrl`]/[`Error::InsecureUrl`] for unusable URLs,
     /// [`Error::UpstreamCredential`] for invalid client-credentials settings.
     pub fn build(&self, clients: Arc<dyn ClientStore>) -> Result<GatewaySetup> {
+        self.build_inner(clients, None)
+    }
+
+    /// Like [`build`](Self::build), but every tenant's provider credential comes from `auth`
+    /// instead of the tenant's `auth` in the file: what `ehr-gateway serve --auth …` (or
+    /// `CAREBRIDGE_AUTH`) chooses. Without a scope in `auth`, the Azure methods ask for
+    /// `{origin of the tenant's fhir_base_url}/.default`, one scope per tenant; values `auth`
+    /// lacks come from the process environment (`AZURE_CLIENT_ID`, `IDENTITY_ENDPOINT`, ...).
+    ///
+    /// # Errors
+    /// As [`build`](Self::build); [`Error::UpstreamCredential`] naming the tenant when `auth`
+    /// cannot give a credential for it.
+    pub fn build_with_provider_auth(
+        &self,
+        clients: Arc<dyn ClientStore>,
+        auth: &AuthSettings,
+    ) -> Result<GatewaySetup> {
+        self.build_inner(clients, Some(auth))
+    }
+
+    fn build_inner(
+        &self,
+        clients: Arc<dyn ClientStore>,
+        auth: Option<&AuthSettings>,
+    ) -> Result<GatewaySetup> {
         let signing_key = SigningKey::hs256(read_secret(&self.signing_key)?)?;
         let tenants =
             TenantRouter::new().with_insecure_http_allowed(self.allow_insecure_http_providers);
         for (tenant, provider) in &self.tenants {
-            tenants.insert(*tenant, self.provider(tenant, provider)?)?;
+            let provider = match auth {
+                None => self.provider(tenant, provider)?,
+                Some(settings) => Self::provider_from_settings(tenant, provider, settings)?,
+            };
+            tenants.insert(*tenant, provider)?;
         }
         let defaults = GatewayOptions::default();
         let options = GatewayOptions {
@@ -411,6 +440,26 @@ impl FileConfig {
                 )
                 .with_options(options),
         )
+    }
+
+    /// The provider of `config` with the credential of `settings` (not the file's).
+    fn provider_from_settings(
+        tenant: &TenantId,
+        config: &ProviderConfig,
+        settings: &AuthSettings,
+    ) -> Result<Provider> {
+        let provider = if settings.method == AuthMethod::None {
+            Provider::without_auth(&config.fhir_base_url)?
+        } else {
+            Provider::new(
+                &config.fhir_base_url,
+                identity(tenant, settings, &config.fhir_base_url)?,
+            )?
+        };
+        Ok(match &config.name {
+            Some(name) => provider.with_name(name.clone()),
+            None => provider,
+        })
     }
 
     fn provider(&self, tenant: &TenantId, config: &ProviderConfig) -> Result<Provider> {
@@ -485,7 +534,8 @@ impl FileConfig {
     }
 }
 
-/// The credential of an Azure identity variant, read from the process environment.
+/// The credential `settings` give for the tenant's provider at `fhir_base_url`, with values
+/// they lack from the process environment.
 fn identity(
     tenant: &TenantId,
     settings: &AuthSettings,

@@ -1,7 +1,7 @@
 //! `ehr-gateway`: serve the Teams Patients app partner gateway, and manage its clients.
 //!
 //! ```text
-//! ehr-gateway serve  --config gateway.json [--listen 127.0.0.1:8080]
+//! ehr-gateway serve  --config gateway.json [--listen 127.0.0.1:8080] [--auth METHOD ...]
 //! ehr-gateway check  --config gateway.json
 //! ehr-gateway client add    --config gateway.json --client-id teams-patients-app [--name N] --tenant GUID...
 //! ehr-gateway client list   --config gateway.json
@@ -17,7 +17,10 @@
 //!
 //! Every flag has an environment variable (`EHR_GATEWAY_<FLAG>`: `EHR_GATEWAY_CONFIG`,
 //! `EHR_GATEWAY_LISTEN`, ...); the configuration file (JSON, or TOML for `.toml`) may set
-//! `listen` and `metrics_addr`, which the flags and variables override. `--log-format json`
+//! `listen` and `metrics_addr`, which the flags and variables override. `serve --auth METHOD`
+//! (`CAREBRIDGE_AUTH`, with the shared `--auth-*` flags and `CAREBRIDGE_AUTH_*` variables of
+//! every carebridge binary) replaces the `auth` of every tenant in the file: the gateway's own
+//! credential for its providers, e.g. its managed identity. `--log-format json`
 //! (`CAREBRIDGE_LOG_FORMAT`). Exit codes: 0 ok, 1 data errors (an unknown client or secret, a
 //! client without tenants), 2 usage or configuration, 3 the client database unreachable.
 
@@ -26,6 +29,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use carebridge_auth::cli::AuthArgs;
 use carebridge_ehr_gateway::{ClientStore, FileConfig, Gateway, NewSecret, TenantId};
 use carebridge_ops::admin::{self, AdminArgs, Readiness};
 use carebridge_ops::{Exit, LogArgs};
@@ -64,6 +68,10 @@ enum Command {
         /// on the public one); default the file's `metrics_addr`, else off.
         #[command(flatten)]
         admin: AdminArgs,
+        /// The credential for the providers' FHIR servers; when `--auth` (or `CAREBRIDGE_AUTH`)
+        /// is given it replaces every tenant's `auth` in the file.
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     /// Validate the configuration (reads its secrets, sends nothing) and print a summary.
     Check {
@@ -249,7 +257,8 @@ async fn run(command: Command) -> Result<(), BoxError> {
             config,
             listen,
             admin,
-        } => serve(config, listen, admin).await,
+            auth,
+        } => serve(config, listen, admin, &auth).await,
         Command::Check { config } => {
             let file = FileConfig::load(&config)?;
             let store = file.open_client_store().await?;
@@ -454,14 +463,32 @@ fn readiness(gateway: &Gateway) -> Readiness {
     readiness
 }
 
+/// The provider credential the `--auth` flags choose, if `--auth` (or `CAREBRIDGE_AUTH`) is
+/// given: it then replaces every tenant's `auth` in the file.
+fn provider_auth(auth: &AuthArgs) -> Option<carebridge_auth::AuthSettings> {
+    let method = auth.auth?;
+    Some(auth.settings(method, None, &carebridge_auth::chain::process_env))
+}
+
 async fn serve(
     config: PathBuf,
     listen: Option<SocketAddr>,
     mut admin_args: AdminArgs,
+    auth: &AuthArgs,
 ) -> Result<(), BoxError> {
     let file = FileConfig::load(&config)?;
     let store = file.open_client_store().await?;
-    let gateway = Gateway::new(file.build(store.clone())?)?;
+    let setup = match provider_auth(auth) {
+        Some(settings) => {
+            tracing::info!(
+                auth = %settings.method,
+                "provider credential from --auth, replacing each tenant's `auth`"
+            );
+            file.build_with_provider_auth(store.clone(), &settings)?
+        }
+        None => file.build(store.clone())?,
+    };
+    let gateway = Gateway::new(setup)?;
     let listen = match listen.or(file.listen) {
         Some(listen) => listen,
         None => DEFAULT_LISTEN.parse()?,
@@ -529,4 +556,59 @@ fn print_json(value: &serde_json::Value) -> Result<(), BoxError> {
     serde_json::to_writer_pretty(&mut stdout, value)?;
     writeln!(stdout)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_auth(args: &[&str]) -> AuthArgs {
+        let argv = ["ehr-gateway", "serve", "--config", "gateway.toml"]
+            .iter()
+            .chain(args)
+            .map(std::ffi::OsString::from)
+            .collect();
+        let cli: Cli =
+            carebridge_ops::cli::try_parse_from("EHR_GATEWAY", None, argv).expect("parses");
+        match cli.command {
+            Command::Serve { auth, .. } => auth,
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn serve_takes_the_shared_auth_flags() {
+        let auth = serve_auth(&[
+            "--auth",
+            "managed-identity",
+            "--auth-client-id",
+            "gateway-uami",
+            "--auth-scope",
+            "https://contoso.fhir.azurehealthcareapis.com/.default",
+        ]);
+        let settings = provider_auth(&auth).expect("--auth given");
+        assert_eq!(
+            settings.method,
+            carebridge_auth::AuthMethod::ManagedIdentity
+        );
+        assert_eq!(settings.client_id.as_deref(), Some("gateway-uami"));
+        assert_eq!(
+            settings.scope.as_deref(),
+            Some("https://contoso.fhir.azurehealthcareapis.com/.default")
+        );
+        // Without --auth the file's `auth` of each tenant stays.
+        assert!(provider_auth(&serve_auth(&[])).is_none());
+        let argv = [
+            "ehr-gateway",
+            "serve",
+            "--config",
+            "g.toml",
+            "--auth",
+            "kerberos",
+        ]
+        .iter()
+        .map(std::ffi::OsString::from)
+        .collect();
+        assert!(carebridge_ops::cli::try_parse_from::<Cli>("EHR_GATEWAY", None, argv).is_err());
+    }
 }

@@ -5,6 +5,7 @@
 // that the `carebridge-fhir-client` integration tests talk to a real FHIR server rather than a mock.
 //
 //   node --experimental-websocket server.mjs [--port 8103] [--host 127.0.0.1] [--base-path /fhir]
+//        [--auth-lifetime SECONDS [--auth-client-id ID --auth-client-secret SECRET]]
 //
 // `--port 0` picks a free port. When ready it prints exactly one line to stdout:
 //   listening on http://127.0.0.1:PORT/fhir
@@ -30,8 +31,17 @@
 // - Token search honours FHIR search escaping (`\,` `\|` `\$` `\\`): the router unescapes a
 //   token before splitting `system|code`, so `urn:s|A\|B` matched the identifier `urn:s|A`.
 //
+// - Token-checking mode (`--auth-lifetime SECONDS`, off by default): the same server is also a mock
+//   identity endpoint, IMDS-shaped (`GET /metadata/identity/oauth2/token?api-version=…&resource=…`
+//   with `Metadata: true`) and Entra-shaped (`POST /{tenant}/oauth2/v2.0/token`, client
+//   credentials form), issuing opaque random tokens that live SECONDS; every FHIR request except
+//   `GET [base]/metadata` needs `Authorization: Bearer <a token that has not expired>` (checked
+//   when the request arrives) or gets `401`, an OperationOutcome and `WWW-Authenticate: Bearer`.
+//   `GET /_test/token-stats` counts what was issued and rejected.
+//
 // Requests are processed one at a time (the repository is a plain in-memory map).
 
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import {
   Operator,
@@ -68,6 +78,10 @@ function parseArgs(argv) {
     host: process.env.CAREBRIDGE_FHIR_HOST ?? '127.0.0.1',
     basePath: process.env.CAREBRIDGE_FHIR_BASE_PATH ?? '/fhir',
     verbose: false,
+    /** Token lifetime in seconds; `undefined`: no token checks (the default). */
+    authLifetime: undefined,
+    authClientId: undefined,
+    authClientSecret: process.env.CAREBRIDGE_FHIR_AUTH_CLIENT_SECRET,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -86,9 +100,16 @@ function parseArgs(argv) {
       opts.basePath = next();
     } else if (arg === '--verbose') {
       opts.verbose = true;
+    } else if (arg === '--auth-lifetime') {
+      opts.authLifetime = Number(next());
+    } else if (arg === '--auth-client-id') {
+      opts.authClientId = next();
+    } else if (arg === '--auth-client-secret') {
+      opts.authClientSecret = next();
     } else if (arg === '--help' || arg === '-h') {
       process.stdout.write(
-        'usage: node --experimental-websocket server.mjs [--port N] [--host 127.0.0.1] [--base-path /fhir] [--verbose]\n'
+        'usage: node --experimental-websocket server.mjs [--port N] [--host 127.0.0.1] [--base-path /fhir] [--verbose]\n' +
+          '         [--auth-lifetime SECONDS [--auth-client-id ID] [--auth-client-secret SECRET]]\n'
       );
       process.exit(0);
     } else {
@@ -100,6 +121,12 @@ function parseArgs(argv) {
   }
   if (!['127.0.0.1', 'localhost', '::1'].includes(opts.host) && !opts.host.startsWith('127.')) {
     fail('--host must be a loopback address: this is a test server');
+  }
+  if (opts.authLifetime !== undefined && !(Number.isInteger(opts.authLifetime) && opts.authLifetime >= 1 && opts.authLifetime <= 86400)) {
+    fail('--auth-lifetime must be a whole number of seconds between 1 and 86400');
+  }
+  if (opts.authLifetime === undefined && (opts.authClientId !== undefined || argv.includes('--auth-client-secret'))) {
+    fail('--auth-client-id and --auth-client-secret need --auth-lifetime');
   }
   opts.basePath = '/' + opts.basePath.split('/').filter(Boolean).join('/');
   if (opts.basePath === '/') {
@@ -541,11 +568,239 @@ function capabilityStatement() {
 
 const opts = parseArgs(process.argv.slice(2));
 
-function readBody(req) {
+// ---------------------------------------------------------------------------------------------
+// Token-checking mode: a mock identity endpoint and bearer checks on the FHIR routes.
+
+const IMDS_PATH = '/metadata/identity/oauth2/token';
+const ENTRA_PATH = /^\/([A-Za-z0-9._-]+)\/oauth2\/v2\.0\/token$/;
+const STATS_PATH = '/_test/token-stats';
+const MAX_FORM_BYTES = 16 * 1024;
+
+/** Issued tokens (opaque, random) and what happened to them; used only with `--auth-lifetime`. */
+const auth = {
+  /** token -> expiry in ms since the epoch. */
+  tokens: new Map(),
+  stats: {
+    lifetimeSeconds: opts.authLifetime ?? null,
+    issued: 0,
+    issuedImds: 0,
+    issuedEntra: 0,
+    /** Token requests refused (missing header, wrong client, bad form). */
+    tokenErrors: 0,
+    /** FHIR requests let through with a valid token. */
+    accepted: 0,
+    /** FHIR requests answered `401`: no token, an unknown one, or an expired one. */
+    rejected: 0,
+    rejectedExpired: 0,
+    firstIssuedAt: null,
+    lastIssuedAt: null,
+    /** When the last FHIR request with a valid token arrived. */
+    lastAcceptedAt: null,
+  },
+};
+
+function sendJson(res, status, body, headers = {}) {
+  const payload = JSON.stringify(body);
+  res.writeHead(status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(payload),
+    'Cache-Control': 'no-store',
+    ...headers,
+  });
+  res.end(payload);
+}
+
+/** A new opaque token, remembered with its expiry; returns the token and the expiry (ms). */
+function issueToken(kind) {
+  const now = Date.now();
+  for (const [token, expiresAt] of auth.tokens) {
+    if (expiresAt <= now) {
+      auth.tokens.delete(token);
+    }
+  }
+  const token = randomBytes(24).toString('base64url');
+  // Like a JWT's `exp`, expiry falls on a whole second: the lifetime is at least
+  // `--auth-lifetime` and less than one second more, and `expires_on` states it exactly.
+  const expiresAt = Math.ceil((now + opts.authLifetime * 1000) / 1000) * 1000;
+  auth.tokens.set(token, expiresAt);
+  auth.stats.issued++;
+  if (kind === 'imds') {
+    auth.stats.issuedImds++;
+  } else {
+    auth.stats.issuedEntra++;
+  }
+  auth.stats.firstIssuedAt ??= new Date(now).toISOString();
+  auth.stats.lastIssuedAt = new Date(now).toISOString();
+  return { token, expiresAt };
+}
+
+function tokenError(res, status, error, description) {
+  auth.stats.tokenErrors++;
+  sendJson(res, status, { error, error_description: description });
+}
+
+/** IMDS: `GET /metadata/identity/oauth2/token?api-version=…&resource=…`, header `Metadata: true`. */
+function imdsToken(req, res, url) {
+  if (req.method !== 'GET') {
+    tokenError(res, 405, 'invalid_request', 'Only GET is supported');
+    return;
+  }
+  if (String(req.headers.metadata ?? '').toLowerCase() !== 'true') {
+    tokenError(res, 400, 'invalid_request', 'Required metadata header not specified');
+    return;
+  }
+  const resource = url.searchParams.get('resource');
+  if (!url.searchParams.get('api-version')) {
+    tokenError(res, 400, 'invalid_request', 'Required query variable api-version is missing');
+    return;
+  }
+  if (!resource) {
+    tokenError(res, 400, 'invalid_request', 'Required query variable resource is missing');
+    return;
+  }
+  const { token, expiresAt } = issueToken('imds');
+  const now = Math.floor(Date.now() / 1000);
+  const expiresIn = Math.floor((expiresAt - Date.now()) / 1000);
+  // IMDS sends every number as a string.
+  sendJson(res, 200, {
+    access_token: token,
+    client_id: url.searchParams.get('client_id') ?? '00000000-0000-0000-0000-000000000000',
+    expires_in: String(expiresIn),
+    expires_on: String(expiresAt / 1000),
+    ext_expires_in: String(expiresIn),
+    not_before: String(now),
+    resource,
+    token_type: 'Bearer',
+  });
+}
+
+function sameSecret(given, expected) {
+  const a = Buffer.from(String(given));
+  const b = Buffer.from(String(expected));
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** Entra ID v2: `POST /{tenant}/oauth2/v2.0/token`, `grant_type=client_credentials` form. */
+async function entraToken(req, res) {
+  if (req.method !== 'POST') {
+    tokenError(res, 405, 'invalid_request', 'Only POST is supported');
+    return;
+  }
+  const type = String(req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+  const body = await readBody(req, MAX_FORM_BYTES);
+  if (type !== 'application/x-www-form-urlencoded' || body === undefined) {
+    tokenError(res, 400, 'invalid_request', 'The request body must be a form of at most 16 KiB');
+    return;
+  }
+  const form = new URLSearchParams(body.toString('utf8'));
+  // A client may authenticate in the form or with HTTP Basic (RFC 6749 2.3.1).
+  let clientId = form.get('client_id');
+  let clientSecret = form.get('client_secret');
+  const basic = /^Basic\s+(.+)$/i.exec(String(req.headers.authorization ?? ''));
+  if (basic) {
+    const decoded = Buffer.from(basic[1], 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    if (colon > 0) {
+      clientId = decodeURIComponent(decoded.slice(0, colon).replaceAll('+', ' '));
+      clientSecret = decodeURIComponent(decoded.slice(colon + 1).replaceAll('+', ' '));
+    }
+  }
+  if (form.get('grant_type') !== 'client_credentials') {
+    tokenError(res, 400, 'unsupported_grant_type', 'Only client_credentials is supported');
+    return;
+  }
+  if (!form.get('scope')) {
+    tokenError(res, 400, 'invalid_scope', 'The request body must contain scope');
+    return;
+  }
+  const idOk = clientId && (opts.authClientId === undefined || clientId === opts.authClientId);
+  const secretOk = clientSecret && (opts.authClientSecret === undefined || sameSecret(clientSecret, opts.authClientSecret));
+  if (!idOk || !secretOk) {
+    tokenError(res, 401, 'invalid_client', 'Invalid client secret provided');
+    return;
+  }
+  const { token, expiresAt } = issueToken('entra');
+  const expiresIn = Math.floor((expiresAt - Date.now()) / 1000);
+  sendJson(res, 200, {
+    token_type: 'Bearer',
+    expires_in: expiresIn,
+    ext_expires_in: expiresIn,
+    access_token: token,
+  });
+}
+
+function unauthorized(res, description) {
+  auth.stats.rejected++;
+  send(
+    res,
+    401,
+    {
+      resourceType: 'OperationOutcome',
+      issue: [{ severity: 'error', code: 'login', diagnostics: description }],
+    },
+    { 'WWW-Authenticate': `Bearer realm="carebridge-test", error="invalid_token", error_description="${description}"` }
+  );
+}
+
+/**
+ * In token-checking mode, answers the identity endpoints, the stats and every FHIR request
+ * without a valid token; returns whether it answered (otherwise the request goes on to FHIR).
+ * Tokens are checked on arrival, not when the one-at-a-time queue reaches the request.
+ */
+function authGate(req, res) {
+  const url = new URL(req.url ?? '/', 'http://placeholder');
+  if (url.pathname === IMDS_PATH) {
+    imdsToken(req, res, url);
+    return true;
+  }
+  if (ENTRA_PATH.test(url.pathname)) {
+    entraToken(req, res).catch(() => {
+      if (!res.headersSent) {
+        tokenError(res, 400, 'invalid_request', 'Unreadable request');
+      }
+    });
+    return true;
+  }
+  if (url.pathname === STATS_PATH) {
+    sendJson(res, 200, { ...auth.stats, live: [...auth.tokens.values()].filter((e) => e > Date.now()).length });
+    return true;
+  }
+  // Like Azure's FHIR service, the CapabilityStatement needs no token.
+  if (req.method === 'GET' && url.pathname === `${opts.basePath}/metadata`) {
+    return false;
+  }
+  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(String(req.headers.authorization ?? ''));
+  if (!bearer) {
+    unauthorized(res, 'Authorization header with a bearer token is required');
+    return true;
+  }
+  const expiresAt = auth.tokens.get(bearer[1]);
+  if (expiresAt === undefined) {
+    unauthorized(res, 'The token was not issued here');
+    return true;
+  }
+  if (expiresAt <= Date.now()) {
+    auth.stats.rejectedExpired++;
+    unauthorized(res, 'The token has expired');
+    return true;
+  }
+  auth.stats.accepted++;
+  auth.stats.lastAcceptedAt = new Date().toISOString();
+  return false;
+}
+
+/** The request body; with `limit`, `undefined` once it grows beyond `limit` bytes. */
+function readBody(req, limit = Infinity) {
   return new Promise((resolve, reject) => {
     const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => resolve(Buffer.concat(chunks)));
+    let size = 0;
+    req.on('data', (c) => {
+      size += c.length;
+      if (size <= limit) {
+        chunks.push(c);
+      }
+    });
+    req.on('end', () => resolve(size <= limit ? Buffer.concat(chunks) : undefined));
     req.on('error', reject);
   });
 }
@@ -761,6 +1016,12 @@ async function handle(req, res) {
 // One request at a time: the repository is a plain in-memory map and transactions snapshot it.
 let queue = Promise.resolve();
 const server = http.createServer((req, res) => {
+  if (opts.authLifetime !== undefined && authGate(req, res)) {
+    if (opts.verbose) {
+      res.on('finish', () => process.stderr.write(`${req.method} ${new URL(req.url ?? '/', 'http://x').pathname} ${res.statusCode} (auth)\n`));
+    }
+    return;
+  }
   queue = queue.then(async () => {
     const started = Date.now();
     try {

@@ -5,6 +5,7 @@
     reason = "test helpers panic on unexpected failures"
 )]
 
+mod arc;
 mod azure;
 mod cache;
 mod client_credentials;

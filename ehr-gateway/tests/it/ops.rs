@@ -312,3 +312,188 @@ fn exit_codes_follow_the_shared_table() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A provider that answers `GET /fhir/Patient` only with `Authorization: Bearer {token}`.
+async fn provider_wanting(token: &str) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/metadata"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"resourceType": "CapabilityStatement"})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/Patient"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            format!("Bearer {token}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"resourceType": "Bundle", "type": "searchset", "total": 0}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/Patient"))
+        .respond_with(ResponseTemplate::new(401))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Starts `serve` with `configure` applied, gets a gateway token for `TENANT_A` and returns the
+/// status of `GET /Patient` through the gateway; stops the gateway.
+async fn patient_search_status(
+    config: &Path,
+    secret: &str,
+    configure: &dyn Fn(&mut Command),
+) -> u16 {
+    let mut cmd = gateway(&["serve", "--log-format", "json"], config);
+    cmd.env("EHR_GATEWAY_METRICS_ADDR", "127.0.0.1:0")
+        .env_remove("CAREBRIDGE_AUTH")
+        .env_remove("CAREBRIDGE_AUTH_TOKEN")
+        .env_remove("CAREBRIDGE_IMDS_ENDPOINT")
+        .env_remove("IDENTITY_ENDPOINT")
+        .env_remove("IDENTITY_HEADER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    configure(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (public, _admin) = addresses(&mut child, &lines);
+    let (status, body, _) = post_form(
+        &format!("http://{public}/token"),
+        &[("grant_type", "client_credentials"), ("scope", TENANT_A)],
+        Some((CLIENT_ID, secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let (status, _, _) = get_bearer(&format!("http://{public}/Patient"), Some(&token)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_auth_flags_replace_the_file_credential_of_the_providers() {
+    let fhir = provider_wanting("mi-token").await;
+    // An IMDS stand-in: the gateway's managed identity, for the provider's origin.
+    let imds = MockServer::start().await;
+    let now = chrono::Utc::now().timestamp();
+    Mock::given(method("GET"))
+        .and(path("/metadata/identity/oauth2/token"))
+        .and(wiremock::matchers::header("metadata", "true"))
+        .and(wiremock::matchers::query_param("resource", fhir.uri()))
+        .and(wiremock::matchers::query_param("client_id", "gateway-uami"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": "mi-token", "expires_in": "3600",
+            "expires_on": (now + 3600).to_string(), "token_type": "Bearer",
+        })))
+        .expect(1)
+        .mount(&imds)
+        .await;
+    let dir = dir();
+    let config = dir.join("gateway.toml");
+    // The file says: a fixed bearer token from EHR_GW_FILE_TOKEN.
+    std::fs::write(
+        &config,
+        format!(
+            r#"base_url = "http://127.0.0.1:1"
+signing_key = {{ env = "EHR_GW_OPS_KEY" }}
+clients_file = "clients.json"
+listen = "127.0.0.1:0"
+
+[tenants.{TENANT_A}]
+fhir_base_url = "{}/fhir"
+auth = {{ type = "bearer", token = {{ env = "EHR_GW_FILE_TOKEN" }} }}
+"#,
+            fhir.uri()
+        ),
+    )
+    .unwrap();
+    let added = gateway(
+        &[
+            "client",
+            "add",
+            "--client-id",
+            CLIENT_ID,
+            "--tenant",
+            TENANT_A,
+        ],
+        &config,
+    )
+    .output()
+    .unwrap();
+    assert_eq!(added.status.code(), Some(0));
+    let secret: Value = serde_json::from_slice(&added.stdout).unwrap();
+    let secret = secret["client_secret"].as_str().unwrap().to_owned();
+    let file_token = |cmd: &mut Command| {
+        cmd.env("EHR_GW_FILE_TOKEN", "file-token");
+    };
+
+    // The file's credential alone: the provider refuses it (a gateway-side failure: 502).
+    assert_eq!(
+        patient_search_status(&config, &secret, &file_token).await,
+        502
+    );
+    let sent = fhir.received_requests().await.unwrap();
+    assert!(
+        sent.iter().any(|r| r.url.path() == "/fhir/Patient"
+            && r.headers.get("authorization").and_then(|v| v.to_str().ok())
+                == Some("Bearer file-token")),
+        "the file's token was sent"
+    );
+
+    // `--auth managed-identity` on the command line wins over the file.
+    let imds_url = format!("{}/metadata/identity/oauth2/token", imds.uri());
+    let status = patient_search_status(&config, &secret, &|cmd| {
+        file_token(cmd);
+        cmd.args([
+            "--auth",
+            "managed-identity",
+            "--auth-client-id",
+            "gateway-uami",
+        ])
+        .env("CAREBRIDGE_IMDS_ENDPOINT", &imds_url);
+    })
+    .await;
+    assert_eq!(
+        status, 200,
+        "the provider received the managed identity's token"
+    );
+
+    // The same choice from the environment: `CAREBRIDGE_AUTH=static` and its token.
+    let fhir_static = provider_wanting("env-token").await;
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&fhir.uri(), &fhir_static.uri()),
+    )
+    .unwrap();
+    let status = patient_search_status(&config, &secret, &|cmd| {
+        file_token(cmd);
+        cmd.env("CAREBRIDGE_AUTH", "static")
+            .env("CAREBRIDGE_AUTH_TOKEN", "env-token");
+    })
+    .await;
+    assert_eq!(
+        status, 200,
+        "the provider received the static token from the environment"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

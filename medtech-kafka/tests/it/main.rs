@@ -21,3 +21,5 @@ mod group;
 mod ops;
 mod pipeline;
 mod real_broker;
+#[cfg(feature = "cli")]
+mod tokens;

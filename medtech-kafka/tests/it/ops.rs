@@ -12,14 +12,14 @@ use crate::cli::{lines, scratch_dir, DEVICE, FHIR};
 use crate::support::{bounded, cluster, heart_rate, Producer};
 
 /// A running `medtech-ingest` whose standard error is read line by line.
-struct Ingest {
+pub(crate) struct Ingest {
     child: Child,
     stderr: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
 impl Ingest {
-    fn spawn(cmd: &mut Command) -> Self {
+    pub(crate) fn spawn(cmd: &mut Command) -> Self {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -43,7 +43,7 @@ impl Ingest {
     }
 
     /// Waits for the JSON log line announcing the admin listener and returns its address.
-    fn admin_addr(&mut self) -> SocketAddr {
+    pub(crate) fn admin_addr(&mut self) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) else {
@@ -60,7 +60,7 @@ impl Ingest {
     }
 
     /// Sends SIGTERM and waits: the exit code, stdout, and every stderr line.
-    async fn stop(mut self) -> (Option<i32>, String, Vec<String>) {
+    pub(crate) async fn stop(mut self) -> (Option<i32>, String, Vec<String>) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -79,7 +79,7 @@ impl Ingest {
     }
 }
 
-fn mappings(dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn mappings(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(dir.join("device.json"), DEVICE).unwrap();
     std::fs::write(dir.join("fhir.json"), FHIR).unwrap();
     (dir.join("device.json"), dir.join("fhir.json"))
@@ -92,13 +92,13 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// The value of the sample `name` (with its labels, as exported) in a Prometheus page.
-fn sample(page: &str, name: &str) -> Option<f64> {
+pub(crate) fn sample(page: &str, name: &str) -> Option<f64> {
     page.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Scrapes until `name` reaches `at_least`.
-async fn scrape_until(addr: SocketAddr, name: &str, at_least: f64) -> String {
+pub(crate) async fn scrape_until(addr: SocketAddr, name: &str, at_least: f64) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (status, page) = get(addr, "/metrics").await;
