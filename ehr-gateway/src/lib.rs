@@ -93,6 +93,7 @@ mod limits;
 mod metadata;
 mod outcome;
 mod proxy;
+mod register;
 mod serve;
 #[cfg(feature = "sql")]
 mod sql_store;
@@ -101,9 +102,10 @@ mod token;
 mod upstream;
 
 pub use clients::{
-    generate_secret, validate_client_id, ClientChange, ClientRecord, ClientStore,
-    InMemoryClientStore, JsonFileClientStore, NewSecret, SecretHash, SecretRecord,
-    MAX_ACTIVE_SECRETS,
+    generate_secret, validate_client_id, ClientChange, ClientRecord, ClientRegistration,
+    ClientStore, InMemoryClientStore, JsonFileClientStore, NewRegistrationToken, NewSecret,
+    RegistrationTokenChange, RegistrationTokenRecord, SecretHash, SecretRecord,
+    TokenEndpointAuthMethod, MAX_ACTIVE_SECRETS,
 };
 pub use config::{GatewayOptions, GatewaySetup, RateLimit, DEFAULT_TOKEN_LIFETIME};
 pub use error::{Error, Result};
