@@ -536,6 +536,61 @@ mod sql {
         assert_eq!(read["client_name"], "db");
     }
 
+    /// A registry created before initial access tokens existed (schema version 1, the same
+    /// SQL as shipped) is migrated on open and keeps its clients.
+    async fn a_version_1_registry_is_migrated(location: String) {
+        const V1: &str = "CREATE TABLE ehr_gateway_clients (
+    client_id TEXT NOT NULL PRIMARY KEY,
+    record TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+)";
+        static V1_ONLY: carebridge_store::Migrations = carebridge_store::Migrations {
+            component: "ehr-gateway.clients",
+            steps: &[carebridge_store::Migration {
+                version: 1,
+                description: "one row per client: its record (digests only) as JSON",
+                sqlite: V1,
+                postgres: V1,
+            }],
+        };
+        let old = carebridge_store::Store::connect(&location, None)
+            .await
+            .unwrap();
+        old.migrate(&V1_ONLY).await.unwrap();
+        carebridge_store::sqlx::query(
+            "INSERT INTO ehr_gateway_clients (client_id, record, updated_at) VALUES ($1, $2, $3)",
+        )
+        .bind("old-app")
+        .bind(r#"{"client_id":"old-app","tenants":["145f4184-1b0b-41c7-ba24-b3c1291bfda1"],"created":"2026-01-01T00:00:00Z","secrets":[]}"#)
+        .bind(0_i64)
+        .execute(old.pool())
+        .await
+        .unwrap();
+        old.close().await;
+        // Opening it with this version migrates it; the client written at version 1 stays.
+        let store = SqlClientStore::open(&location).await.unwrap();
+        assert_eq!(store.clients().await.unwrap()[0].client_id, "old-app");
+        assert!(store.registration_tokens().await.unwrap().is_empty());
+        store
+            .issue_registration_token(tenant(TENANT_A), None, None)
+            .await
+            .unwrap();
+        assert_eq!(store.registration_tokens().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_version_1_registry_is_migrated() {
+        let location = test_support::fresh_sqlite_path("ehr-gw-dcr-v1");
+        a_version_1_registry_is_migrated(location.to_string_lossy().into_owned()).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs CAREBRIDGE_POSTGRES_URL"]
+    async fn postgres_a_version_1_registry_is_migrated() {
+        a_version_1_registry_is_migrated(test_support::fresh_postgres_database().await.unwrap())
+            .await;
+    }
+
     #[tokio::test]
     async fn sqlite_registration_tokens_hold() {
         let location = test_support::fresh_sqlite_path("ehr-gw-dcr");
