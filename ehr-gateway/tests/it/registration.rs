@@ -18,7 +18,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
-    get_bearer, post_form, start_with, tenant, test_options, TestGateway, TENANT_A, TENANT_B,
+    post_form, start_with, tenant, test_options, TestGateway, TENANT_A, TENANT_B,
 };
 
 /// `POST /register` with `token` as the bearer token and `body` as JSON.
@@ -622,7 +622,7 @@ mod process {
     use futures::TryStreamExt;
 
     use super::*;
-    use crate::support::{patients_app, SIGNING_KEY};
+    use crate::support::{get_bearer, patients_app, SIGNING_KEY};
 
     const KEY_VAR: &str = "EHR_GW_DCR_SIGNING_KEY";
 
