@@ -710,7 +710,7 @@ mod process {
                 "--config",
             ])
             .arg(&config)
-            .env("RUST_LOG", "info,tower_http=debug")
+            .env("RUST_LOG", "debug")
             .env("NO_COLOR", "1")
             .env(KEY_VAR, SIGNING_KEY)
             .stdin(Stdio::null())
