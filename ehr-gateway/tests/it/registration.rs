@@ -485,6 +485,64 @@ async fn registration_tokens_in_a_json_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Against the real FHIR test server: a client registered with a tenant-A initial access token
+/// searches Patients created on the provider through the gateway; tenant B stays closed to it.
+#[tokio::test]
+#[ignore = "needs CAREBRIDGE_FHIR_URL (cargo xtask ci starts it)"]
+async fn a_registered_client_searches_the_real_fhir_server_through_the_gateway() {
+    use carebridge_auth::StaticToken;
+    use carebridge_fhir_client::{FhirClient, SearchParams};
+    use carebridge_fhir_model::resources::Patient;
+    use futures::TryStreamExt;
+
+    let base = std::env::var("CAREBRIDGE_FHIR_URL")
+        .expect("CAREBRIDGE_FHIR_URL must point at the FHIR test server");
+    let hospital = FhirClient::new(&base, Arc::new(StaticToken::new("hospital")), None).unwrap();
+    let family = format!("Registered{}", uuid::Uuid::new_v4().simple());
+    let patient: Patient = serde_json::from_value(json!({
+        "resourceType": "Patient",
+        "name": [{"family": family, "given": ["Ada"]}]
+    }))
+    .unwrap();
+    let created = hospital
+        .create(&patient, None)
+        .await
+        .unwrap()
+        .into_value()
+        .id
+        .unwrap();
+
+    let gw = start_with(
+        vec![(TENANT_A, Provider::without_auth(&base).unwrap())],
+        test_options(),
+    )
+    .await;
+    let token = issue(&gw, TENANT_A, Some(1)).await;
+    let (status, client, _) = register(
+        &gw.base,
+        Some(&token),
+        &json!({"client_name": "Patients app", "token_endpoint_auth_method": "client_secret_post"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{client}");
+    let client_id = client["client_id"].as_str().unwrap();
+    let secret = client["client_secret"].as_str().unwrap().to_owned();
+    let app =
+        crate::support::patients_app(&gw.base, client_id, secret.clone().into(), TENANT_A).await;
+    let found: Vec<Patient> = app
+        .search::<Patient>(SearchParams::new().string("family", &family), None)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id.as_deref(), Some(created.as_str()));
+    let (status, body) = token_status(&gw.base, client_id, &secret, TENANT_B).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope"))
+    );
+}
+
 #[cfg(feature = "sql")]
 mod sql {
     use super::*;
