@@ -20,8 +20,17 @@ use tokio::sync::{Mutex, RwLock};
 
 use crate::{Error, Result, TenantId};
 
+mod registration;
 mod secret_hash;
 
+use registration::{generate_registration_token, unknown_token};
+pub(crate) use registration::{
+    random_secret, safe_token_id, split_registration_token, validate_token_id,
+};
+pub use registration::{
+    ClientRegistration, NewRegistrationToken, RegistrationTokenChange, RegistrationTokenRecord,
+    TokenEndpointAuthMethod,
+};
 pub use secret_hash::SecretHash;
 
 /// One secret of a client: its id, digest, lineage, creation and (if revoked) revocation instant.
@@ -69,6 +78,10 @@ pub struct ClientRecord {
     /// Its secrets, active and revoked.
     #[serde(default)]
     pub secrets: Vec<SecretRecord>,
+    /// For a client that registered itself (RFC 7591 `POST /register`): its registration
+    /// access token digest and registered metadata; `None` for clients an operator created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<ClientRegistration>,
 }
 
 impl ClientRecord {
@@ -87,6 +100,7 @@ impl ClientRecord {
             tenants: Vec::new(),
             created: Utc::now(),
             secrets: Vec::new(),
+            registration: None,
         })
     }
 
@@ -254,6 +268,115 @@ pub trait ClientStore: Send + Sync + fmt::Debug {
     /// # Errors
     /// When the store cannot be written.
     async fn delete_client(&self, client_id: &str) -> Result<bool>;
+
+    /// Every initial access token (RFC 7591 §3), ordered by id: digests only.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    async fn registration_tokens(&self) -> Result<Vec<RegistrationTokenRecord>>;
+
+    /// The initial access token `token_id`, if issued.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    async fn registration_token(&self, token_id: &str) -> Result<Option<RegistrationTokenRecord>>;
+
+    /// Stores a new initial access token.
+    ///
+    /// # Errors
+    /// [`Error::RegistrationTokenExists`] if the id is taken, or when the store cannot be
+    /// written.
+    async fn insert_registration_token(&self, token: RegistrationTokenRecord) -> Result<()>;
+
+    /// Reads the current record of `token_id`, applies `change` and stores the result, as one
+    /// atomic step (as [`update_client`](Self::update_client) does for clients). Nothing is
+    /// written when `change` fails.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRegistrationToken`], the error of `change`, or when the store fails.
+    async fn update_registration_token<'a>(
+        &'a self,
+        token_id: &'a str,
+        change: RegistrationTokenChange<'a>,
+    ) -> Result<()>;
+
+    /// Issues an initial access token for `tenant`: clients registered with it are limited to
+    /// that tenant. Returns the token value (shown once) and its record.
+    ///
+    /// # Errors
+    /// When the store fails.
+    async fn issue_registration_token(
+        &self,
+        tenant: TenantId,
+        expires: Option<DateTime<Utc>>,
+        max_uses: Option<u32>,
+    ) -> Result<NewRegistrationToken> {
+        let new = generate_registration_token(tenant, expires, max_uses);
+        self.insert_registration_token(new.record.clone()).await?;
+        Ok(new)
+    }
+
+    /// Revokes the initial access token `token_id` (idempotent). Clients it registered stay
+    /// registered.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRegistrationToken`], or when the store fails.
+    async fn revoke_registration_token(&self, token_id: &str) -> Result<()> {
+        self.update_registration_token(
+            token_id,
+            Box::new(|token| {
+                if token.revoked.is_none() {
+                    token.revoked = Some(Utc::now());
+                }
+                Ok(())
+            }),
+        )
+        .await
+    }
+
+    /// The record of the presented initial access token (`<id>.<secret>`) if it may register a
+    /// client now, without counting a use.
+    ///
+    /// # Errors
+    /// [`Error::RegistrationTokenRefused`] for an unknown, wrong, revoked, expired or used-up
+    /// token; or when the store fails.
+    async fn check_registration_token(&self, presented: &str) -> Result<RegistrationTokenRecord> {
+        let (id, secret) = split_registration_token(presented).ok_or(refused("malformed"))?;
+        let record = self
+            .registration_token(id)
+            .await?
+            .ok_or(refused("not recognised"))?;
+        check_token(&record, secret, Utc::now())?;
+        Ok(record)
+    }
+
+    /// Counts one use of the presented initial access token, checking it again inside the
+    /// store's critical section (so a token with `max_uses` registers at most that many
+    /// clients whatever the concurrency). Returns the record after the use.
+    ///
+    /// # Errors
+    /// As [`check_registration_token`](Self::check_registration_token).
+    async fn redeem_registration_token(&self, presented: &str) -> Result<RegistrationTokenRecord> {
+        let (id, secret) = split_registration_token(presented).ok_or(refused("malformed"))?;
+        let mut used = None;
+        let out = &mut used;
+        let result = self
+            .update_registration_token(
+                id,
+                Box::new(move |token| {
+                    check_token(token, secret, Utc::now())?;
+                    token.uses = token.uses.saturating_add(1);
+                    *out = Some(token.clone());
+                    Ok(())
+                }),
+            )
+            .await;
+        match result {
+            Ok(()) => used.ok_or(refused("not recognised")),
+            Err(Error::UnknownRegistrationToken { .. }) => Err(refused("not recognised")),
+            Err(e) => Err(e),
+        }
+    }
 
     /// Registers a client (with optional name and its tenants) and its first secret.
     ///
@@ -457,11 +580,63 @@ pub trait ClientStore: Send + Sync + fmt::Debug {
     }
 }
 
-/// The registry document: `{"clients": [..]}`.
+fn refused(reason: &'static str) -> Error {
+    Error::RegistrationTokenRefused { reason }
+}
+
+/// Checks a presented secret part against `token` and its limits at `now`.
+fn check_token(token: &RegistrationTokenRecord, secret: &str, now: DateTime<Utc>) -> Result<()> {
+    if !token.hash.verify(secret.as_bytes()) {
+        return Err(refused("not recognised"));
+    }
+    match token.refusal_at(now) {
+        Some(reason) => Err(refused(reason)),
+        None => Ok(()),
+    }
+}
+
+/// The registry document: `{"clients": [..], "registration_tokens": [..]}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Registry {
     #[serde(default)]
     clients: Vec<ClientRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    registration_tokens: Vec<RegistrationTokenRecord>,
+}
+
+/// The registry in memory: clients and initial access tokens, each by id.
+#[derive(Clone, Debug, Default)]
+struct RegistryState {
+    clients: BTreeMap<String, ClientRecord>,
+    tokens: BTreeMap<String, RegistrationTokenRecord>,
+}
+
+fn apply_insert_token(
+    tokens: &mut BTreeMap<String, RegistrationTokenRecord>,
+    token: RegistrationTokenRecord,
+) -> Result<()> {
+    validate_token_id(&token.id)?;
+    if tokens.contains_key(&token.id) {
+        return Err(Error::RegistrationTokenExists {
+            token_id: safe_token_id(&token.id),
+        });
+    }
+    tokens.insert(token.id.clone(), token);
+    Ok(())
+}
+
+fn apply_update_token(
+    tokens: &mut BTreeMap<String, RegistrationTokenRecord>,
+    token_id: &str,
+    change: RegistrationTokenChange<'_>,
+) -> Result<()> {
+    let token = tokens
+        .get_mut(token_id)
+        .ok_or_else(|| unknown_token(token_id))?;
+    let mut updated = token.clone();
+    change(&mut updated)?;
+    *token = updated;
+    Ok(())
 }
 
 /// Registers `client`; new registrations need a tenant list, records read back from a file
@@ -505,6 +680,20 @@ fn apply_update(
     let mut updated = client.clone();
     change(&mut updated)?;
     *client = updated;
+    Ok(())
+}
+
+/// Revokes the active secret `old` and adds `new` (created with it) in its place, as one
+/// change: the client keeps the same number of active secrets.
+pub(crate) fn replace_secret_in(
+    client: &mut ClientRecord,
+    old: &str,
+    mut new: SecretRecord,
+) -> Result<()> {
+    revoke_in(client, old, Utc::now())?;
+    new.created_by = Some(old.to_owned());
+    client.secrets.push(new);
+    prune_revoked(client);
     Ok(())
 }
 
@@ -573,6 +762,7 @@ fn revoke_in(client: &mut ClientRecord, secret_id: &str, at: DateTime<Utc>) -> R
 #[derive(Debug, Default)]
 pub struct InMemoryClientStore {
     clients: RwLock<BTreeMap<String, ClientRecord>>,
+    tokens: RwLock<BTreeMap<String, RegistrationTokenRecord>>,
 }
 
 impl InMemoryClientStore {
@@ -593,6 +783,7 @@ impl InMemoryClientStore {
         }
         Ok(Self {
             clients: RwLock::new(map),
+            tokens: RwLock::default(),
         })
     }
 }
@@ -621,6 +812,26 @@ impl ClientStore for InMemoryClientStore {
 
     async fn delete_client(&self, client_id: &str) -> Result<bool> {
         Ok(self.clients.write().await.remove(client_id).is_some())
+    }
+
+    async fn registration_tokens(&self) -> Result<Vec<RegistrationTokenRecord>> {
+        Ok(self.tokens.read().await.values().cloned().collect())
+    }
+
+    async fn registration_token(&self, token_id: &str) -> Result<Option<RegistrationTokenRecord>> {
+        Ok(self.tokens.read().await.get(token_id).cloned())
+    }
+
+    async fn insert_registration_token(&self, token: RegistrationTokenRecord) -> Result<()> {
+        apply_insert_token(&mut *self.tokens.write().await, token)
+    }
+
+    async fn update_registration_token<'a>(
+        &'a self,
+        token_id: &'a str,
+        change: RegistrationTokenChange<'a>,
+    ) -> Result<()> {
+        apply_update_token(&mut *self.tokens.write().await, token_id, change)
     }
 }
 
@@ -670,7 +881,7 @@ impl FileStamp {
 
 struct CachedRegistry {
     stamp: FileStamp,
-    clients: Arc<BTreeMap<String, ClientRecord>>,
+    state: Arc<RegistryState>,
 }
 
 /// Client store files larger than this are refused.
@@ -723,40 +934,42 @@ impl JsonFileClientStore {
     /// # Errors
     /// [`Error::Io`] or [`Error::Json`] when the file cannot be read or parsed.
     pub async fn clients(&self) -> Result<Vec<ClientRecord>> {
-        Ok(self.snapshot().await?.values().cloned().collect())
+        Ok(self.snapshot().await?.clients.values().cloned().collect())
     }
 
     /// The registry, parsed again only when the file's identity changed.
-    async fn snapshot(&self) -> Result<Arc<BTreeMap<String, ClientRecord>>> {
+    async fn snapshot(&self) -> Result<Arc<RegistryState>> {
         let meta = match tokio::fs::metadata(&self.path).await {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Arc::new(BTreeMap::new()))
+                return Ok(Arc::new(RegistryState::default()))
             }
             Err(e) => return Err(Error::io("read", &self.path, e)),
         };
         let stamp = FileStamp::of(&meta);
         if let Ok(cache) = self.cache.lock() {
             if let Some(c) = cache.as_ref().filter(|c| c.stamp == stamp) {
-                return Ok(c.clients.clone());
+                return Ok(c.state.clone());
             }
         }
-        let clients = Arc::new(self.read_file().await?);
+        let state = Arc::new(self.read_file().await?);
         if let Ok(mut cache) = self.cache.lock() {
             *cache = Some(CachedRegistry {
                 stamp,
-                clients: clients.clone(),
+                state: state.clone(),
             });
         }
-        Ok(clients)
+        Ok(state)
     }
 
     /// Reads and parses the file (a missing file is an empty registry).
-    async fn read_file(&self) -> Result<BTreeMap<String, ClientRecord>> {
+    async fn read_file(&self) -> Result<RegistryState> {
         use tokio::io::AsyncReadExt;
         let file = match tokio::fs::File::open(&self.path).await {
             Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(RegistryState::default())
+            }
             Err(e) => return Err(Error::io("read", &self.path, e)),
         };
         // Read at most one byte past the limit, so an oversized file is refused unread.
@@ -772,16 +985,20 @@ impl JsonFileClientStore {
             )));
         }
         let registry: Registry = parse_json(&self.path, &bytes)?;
-        let mut map = BTreeMap::new();
+        let mut state = RegistryState::default();
         for client in registry.clients {
-            apply_insert(&mut map, client, false)?;
+            apply_insert(&mut state.clients, client, false)?;
         }
-        Ok(map)
+        for token in registry.registration_tokens {
+            apply_insert_token(&mut state.tokens, token)?;
+        }
+        Ok(state)
     }
 
-    async fn save(&self, map: BTreeMap<String, ClientRecord>) -> Result<()> {
+    async fn save(&self, state: RegistryState) -> Result<()> {
         let registry = Registry {
-            clients: map.into_values().collect(),
+            clients: state.clients.into_values().collect(),
+            registration_tokens: state.tokens.into_values().collect(),
         };
         let mut bytes = serde_json::to_vec_pretty(&registry)
             .map_err(|_| Error::config("could not serialize the client store"))?;
@@ -830,14 +1047,14 @@ impl JsonFileClientStore {
     /// under the lock. Nothing is written when `change` fails.
     async fn modify<F, T>(&self, change: F) -> Result<T>
     where
-        F: FnOnce(&mut BTreeMap<String, ClientRecord>) -> Result<T> + Send,
+        F: FnOnce(&mut RegistryState) -> Result<T> + Send,
         T: Send,
     {
         let _guard = self.write_lock.lock().await;
         let _file_lock = self.lock_file().await?;
-        let mut map = self.read_file().await?;
-        let out = change(&mut map)?;
-        self.save(map).await?;
+        let mut state = self.read_file().await?;
+        let out = change(&mut state)?;
+        self.save(state).await?;
         Ok(out)
     }
 }
@@ -845,7 +1062,7 @@ impl JsonFileClientStore {
 #[async_trait::async_trait]
 impl ClientStore for JsonFileClientStore {
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
-        Ok(self.snapshot().await?.get(client_id).cloned())
+        Ok(self.snapshot().await?.clients.get(client_id).cloned())
     }
 
     async fn clients(&self) -> Result<Vec<ClientRecord>> {
@@ -853,7 +1070,8 @@ impl ClientStore for JsonFileClientStore {
     }
 
     async fn insert_client(&self, client: ClientRecord) -> Result<()> {
-        self.modify(|map| apply_insert(map, client, true)).await
+        self.modify(|state| apply_insert(&mut state.clients, client, true))
+            .await
     }
 
     async fn update_client<'a>(
@@ -861,12 +1079,35 @@ impl ClientStore for JsonFileClientStore {
         client_id: &'a str,
         change: ClientChange<'a>,
     ) -> Result<()> {
-        self.modify(|map| apply_update(map, client_id, change))
+        self.modify(|state| apply_update(&mut state.clients, client_id, change))
             .await
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool> {
-        self.modify(|map| Ok(map.remove(client_id).is_some())).await
+        self.modify(|state| Ok(state.clients.remove(client_id).is_some()))
+            .await
+    }
+
+    async fn registration_tokens(&self) -> Result<Vec<RegistrationTokenRecord>> {
+        Ok(self.snapshot().await?.tokens.values().cloned().collect())
+    }
+
+    async fn registration_token(&self, token_id: &str) -> Result<Option<RegistrationTokenRecord>> {
+        Ok(self.snapshot().await?.tokens.get(token_id).cloned())
+    }
+
+    async fn insert_registration_token(&self, token: RegistrationTokenRecord) -> Result<()> {
+        self.modify(|state| apply_insert_token(&mut state.tokens, token))
+            .await
+    }
+
+    async fn update_registration_token<'a>(
+        &'a self,
+        token_id: &'a str,
+        change: RegistrationTokenChange<'a>,
+    ) -> Result<()> {
+        self.modify(|state| apply_update_token(&mut state.tokens, token_id, change))
+            .await
     }
 }
 

@@ -102,14 +102,15 @@ pub struct GatewayOptions {
     /// Proxied requests in progress at most (default 256); a request over the limit gets
     /// `503` with `Retry-After` at once instead of waiting.
     pub max_concurrent_upstream: usize,
-    /// Rate limit of `/token` and secret-management requests per client address (per IPv4
-    /// address, per IPv6 /64); `None` disables it. Default 60 per minute, bursts of 20. The
+    /// Rate limit of `/token`, secret-management and dynamic-registration (`/register…`)
+    /// requests per client address (per IPv4 address, per IPv6 /64); `None` disables it. Default 60 per minute, bursts of 20. The
     /// address is the TCP peer: behind a TLS proxy every request shares the proxy's address,
     /// so size this for the proxy or rate-limit there.
     pub token_rate_per_address: Option<RateLimit>,
-    /// Rate limit of `/token` and secret-management requests naming one registered client,
-    /// counted before its secret is checked (so guessing a client's secret is throttled);
-    /// `None` disables it. Default 120 per minute, bursts of 30.
+    /// Rate limit of `/token`, secret-management and RFC 7592 configuration requests naming one
+    /// registered client, counted before its secret or registration access token is checked (so
+    /// guessing is throttled), and of registrations per initial access token; `None` disables
+    /// it. Default 120 per minute, bursts of 30.
     pub token_rate_per_client: Option<RateLimit>,
     /// On shutdown, time allowed for requests in progress to finish before their connections
     /// are closed (default 10 s). Applies to [`Gateway::serve`](crate::Gateway::serve).

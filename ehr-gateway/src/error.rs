@@ -101,6 +101,28 @@ pub enum Error {
         limit: usize,
     },
 
+    /// No initial access token (RFC 7591) with this id was issued.
+    #[error("unknown registration token `{token_id}`")]
+    UnknownRegistrationToken {
+        /// The token id.
+        token_id: String,
+    },
+
+    /// An initial access token with this id already exists.
+    #[error("registration token `{token_id}` already exists")]
+    RegistrationTokenExists {
+        /// The token id.
+        token_id: String,
+    },
+
+    /// A presented initial access token may not register a client: `malformed`,
+    /// `not recognised` (unknown id or wrong secret), `revoked`, `expired` or `used up`.
+    #[error("initial access token refused: {reason}")]
+    RegistrationTokenRefused {
+        /// Why.
+        reason: &'static str,
+    },
+
     /// Reading or writing a file (client store, configuration, key file) failed.
     #[error("could not {action} `{}`", path.display())]
     Io {
@@ -198,6 +220,9 @@ impl Error {
             Self::UnknownSecret { .. } => "UnknownSecret",
             Self::LastActiveSecret { .. } => "LastActiveSecret",
             Self::TooManySecrets { .. } => "TooManySecrets",
+            Self::UnknownRegistrationToken { .. } => "UnknownRegistrationToken",
+            Self::RegistrationTokenExists { .. } => "RegistrationTokenExists",
+            Self::RegistrationTokenRefused { .. } => "RegistrationTokenRefused",
             Self::Io { .. } => "Io",
             Self::Json { .. } => "Json",
             #[cfg(feature = "sql")]
@@ -319,6 +344,13 @@ mod tests {
                 client_id: "app".into(),
                 limit: 5,
             },
+            Error::UnknownRegistrationToken {
+                token_id: crate::clients::safe_token_id(&format!("0123abcd.{SECRET}")),
+            },
+            Error::RegistrationTokenExists {
+                token_id: "0123abcd".into(),
+            },
+            Error::RegistrationTokenRefused { reason: "expired" },
             Error::io(
                 "read",
                 "/etc/ehr-gateway/clients.json",
@@ -387,7 +419,7 @@ mod tests {
             assert_eq!(debug, expected);
         }
         assert_eq!(kinds.len(), variants.len(), "every variant once");
-        let expected = if cfg!(feature = "sql") { 19 } else { 18 };
+        let expected = if cfg!(feature = "sql") { 22 } else { 21 };
         assert_eq!(kinds.len(), expected, "a new variant must be added here");
     }
 }

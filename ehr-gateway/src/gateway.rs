@@ -16,7 +16,9 @@ use crate::limits::TokenLimits;
 use crate::metadata::{capability_statement, smart_configuration, Discovery};
 use crate::outcome::FHIR_JSON;
 use crate::serve::ConnectionLimits;
-use crate::{proxy, token, ClientStore, Error, GatewayOptions, GatewaySetup, Result, TenantRouter};
+use crate::{
+    proxy, register, token, ClientStore, Error, GatewayOptions, GatewaySetup, Result, TenantRouter,
+};
 
 /// State shared by every request.
 pub(crate) struct Shared {
@@ -103,6 +105,7 @@ impl Gateway {
         ));
         let base = base_url.as_str().trim_end_matches('/').to_owned();
         let token_url = format!("{base}/token");
+        let registration_url = format!("{base}/register");
         let authorize_url = options
             .authorize_url
             .as_ref()
@@ -111,6 +114,7 @@ impl Gateway {
         let discovery = Discovery {
             base: &base,
             token_url: &token_url,
+            registration_url: &registration_url,
             authorize_url: &authorize_url,
             fhir_version: &options.fhir_version,
             publisher: &options.publisher,
@@ -165,6 +169,8 @@ impl Gateway {
     /// | `POST /token` | client id + secret (Basic or form) |
     /// | `GET /authorize` | none (answers `unsupported_response_type`) |
     /// | `GET, POST /clients/{id}/secrets`, `DELETE /clients/{id}/secrets/{secret_id}` | Basic, a current secret of `{id}` |
+    /// | `POST /register` (RFC 7591 dynamic client registration) | `Bearer` initial access token from the operator |
+    /// | `GET, PUT, DELETE /register/{id}` (RFC 7592 client configuration) | `Bearer` registration access token of `{id}` |
     /// | anything else: the FHIR proxy | `Bearer` access token from `/token` |
     pub fn router(&self) -> Router {
         let auth_limit = DefaultBodyLimit::max(self.shared.options.max_auth_body_bytes);
@@ -183,6 +189,18 @@ impl Gateway {
                     .post(token::create_secret)
                     .fallback(token::method_not_allowed)
                     .layer(auth_limit),
+            )
+            // Both read their bodies themselves (limit, timeout, RFC 7591 errors).
+            .route(
+                "/register",
+                post(register::register).fallback(token::method_not_allowed),
+            )
+            .route(
+                "/register/{id}",
+                get(register::configuration)
+                    .put(register::configuration)
+                    .delete(register::configuration)
+                    .fallback(token::method_not_allowed),
             )
             .route(
                 "/clients/{id}/secrets/{secret_id}",
@@ -245,7 +263,7 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
         .next()
         .unwrap_or_default();
     let (route, resource_type) = match first {
-        "metadata" | "token" | "authorize" | "clients" | ".well-known" => (first, ""),
+        "metadata" | "token" | "authorize" | "clients" | "register" | ".well-known" => (first, ""),
         "" => ("fhir", "(system)"),
         ty if ty.len() <= 64
             && ty.starts_with(|c: char| c.is_ascii_uppercase())

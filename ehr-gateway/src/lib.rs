@@ -7,6 +7,13 @@
 //!   (`/clients/{id}/secrets`). The request's `scope` is the customer's Entra (AAD) tenant id;
 //!   the answer is `{token_type, access_token, expires_in}` where the access token is a JWT
 //!   whose `scope` claim is that tenant.
+//! - **Dynamic client registration** (`POST /register`,
+//!   [RFC 7591](https://www.rfc-editor.org/rfc/rfc7591)): the app creates its own account with
+//!   an initial access token the operator issued for one customer tenant
+//!   ([`ClientStore::issue_registration_token`]); the client is limited to that tenant and
+//!   gets its secret and registration access token once. `GET`/`PUT`/`DELETE
+//!   /register/{client_id}` ([RFC 7592](https://www.rfc-editor.org/rfc/rfc7592)) read, update
+//!   (and rotate) and delete the registration.
 //! - **Discovery** (`GET /metadata`, no authentication): a CapabilityStatement with the SMART
 //!   `oauth-uris` extension (`token`, `authorize`) and the `OAuth` security service, listing
 //!   the resources and search parameters the Patients app calls.
@@ -77,7 +84,8 @@
 //! Secrets are stored as salted SHA-256 digests and compared in constant time; they are
 //! generated with 256 bits of entropy and shown once. Access tokens are HS256 JWTs checked for
 //! signature, algorithm, `exp`, `nbf`, `iss` and `aud`. Providers must be `https` (loopback
-//! excepted). Logs carry methods, statuses, client and tenant ids, never URLs, query strings,
+//! excepted). Initial access tokens and registration access tokens are stored as salted digests
+//! too. Logs carry methods, statuses, client and tenant ids, never URLs, query strings,
 //! bodies, secrets or tokens.
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -93,6 +101,7 @@ mod limits;
 mod metadata;
 mod outcome;
 mod proxy;
+mod register;
 mod serve;
 #[cfg(feature = "sql")]
 mod sql_store;
@@ -101,9 +110,10 @@ mod token;
 mod upstream;
 
 pub use clients::{
-    generate_secret, validate_client_id, ClientChange, ClientRecord, ClientStore,
-    InMemoryClientStore, JsonFileClientStore, NewSecret, SecretHash, SecretRecord,
-    MAX_ACTIVE_SECRETS,
+    generate_secret, validate_client_id, ClientChange, ClientRecord, ClientRegistration,
+    ClientStore, InMemoryClientStore, JsonFileClientStore, NewRegistrationToken, NewSecret,
+    RegistrationTokenChange, RegistrationTokenRecord, SecretHash, SecretRecord,
+    TokenEndpointAuthMethod, MAX_ACTIVE_SECRETS,
 };
 pub use config::{GatewayOptions, GatewaySetup, RateLimit, DEFAULT_TOKEN_LIFETIME};
 pub use error::{Error, Result};

@@ -10,10 +10,14 @@
 //! ehr-gateway secret rotate --config gateway.json --client-id ID [--revoke-others]
 //! ehr-gateway secret revoke --config gateway.json --client-id ID --secret-id SID [--with-descendants]
 //! ehr-gateway registry import --config gateway.json --from clients.json
+//! ehr-gateway registration-token issue  --config gateway.json --tenant GUID [--expires-in 7d] [--max-uses N]
+//! ehr-gateway registration-token list   --config gateway.json
+//! ehr-gateway registration-token revoke --config gateway.json --token-id ID
 //! ```
 //!
 //! Secrets are read from environment variables or files named in the configuration, never
-//! from the command line. A new client secret is printed once on standard output as JSON.
+//! from the command line. A new client secret, like a new initial access token for dynamic
+//! client registration, is printed once on standard output as JSON.
 //!
 //! Every flag has an environment variable (`EHR_GATEWAY_<FLAG>`: `EHR_GATEWAY_CONFIG`,
 //! `EHR_GATEWAY_LISTEN`, ...); the configuration file (JSON, or TOML for `.toml`) may set
@@ -94,6 +98,70 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Manage initial access tokens for dynamic client registration (RFC 7591 `POST /register`):
+    /// each lets an app register its own clients for one customer tenant.
+    RegistrationToken {
+        #[command(subcommand)]
+        command: RegistrationTokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistrationTokenCommand {
+    /// Issue an initial access token for one tenant and print it (once).
+    Issue {
+        /// The configuration file (its `clients_file` or `clients_database` is used).
+        #[arg(long)]
+        config: PathBuf,
+        /// The customer tenant every client registered with the token is limited to.
+        #[arg(long)]
+        tenant: TenantId,
+        /// How long the token registers clients: a number with `s`, `m`, `h` or `d` (`7d`,
+        /// `12h`); default: until revoked.
+        #[arg(long, value_parser = parse_lifetime)]
+        expires_in: Option<chrono::Duration>,
+        /// How many clients the token may register; default: any number.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_uses: Option<u32>,
+    },
+    /// List initial access tokens (ids, tenants, limits and uses; never token values).
+    List {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Revoke an initial access token (clients it registered stay registered).
+    Revoke {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The token id (from `registration-token list`).
+        #[arg(long)]
+        token_id: String,
+    },
+}
+
+/// Parses `30s`, `15m`, `12h`, `7d` (or plain seconds) into a positive duration.
+fn parse_lifetime(text: &str) -> Result<chrono::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let seconds_per_unit: i64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err("use a number followed by s, m, h or d (e.g. 7d)".to_owned()),
+    };
+    number
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .and_then(|n| n.checked_mul(seconds_per_unit))
+        .and_then(chrono::Duration::try_seconds)
+        .ok_or_else(|| "the lifetime must be a positive number of at most 10^11 seconds".to_owned())
 }
 
 #[derive(Subcommand)]
@@ -241,7 +309,9 @@ fn exit_code(error: &(dyn std::error::Error + 'static)) -> Exit {
             | E::UnknownSecret { .. }
             | E::LastActiveSecret { .. }
             | E::TooManySecrets { .. }
-            | E::CorruptClientRecord { .. },
+            | E::CorruptClientRecord { .. }
+            | E::UnknownRegistrationToken { .. }
+            | E::RegistrationTokenExists { .. },
         ) => Exit::Data,
         #[cfg(feature = "sql")]
         Some(E::Database { .. }) => Exit::Unreachable,
@@ -311,6 +381,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
                             "name": c.name,
                             "tenants": c.tenants,
                             "created": c.created,
+                            "registered_with_token": c.registration.as_ref().map(|r| r.initial_token.clone()),
                             "secrets": c.secrets.iter().map(|s| json!({
                                 "secret_id": s.id, "created": s.created,
                                 "created_by": s.created_by, "revoked": s.revoked,
@@ -341,6 +412,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
         Command::Registry {
             command: RegistryCommand::Import { config, from },
         } => import_registry(&config, from).await,
+        Command::RegistrationToken { command } => registration_token(command).await,
         Command::Secret { command } => match command {
             SecretCommand::Rotate {
                 config,
@@ -537,6 +609,66 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+async fn registration_token(command: RegistrationTokenCommand) -> Result<(), BoxError> {
+    match command {
+        RegistrationTokenCommand::Issue {
+            config,
+            tenant,
+            expires_in,
+            max_uses,
+        } => {
+            let store = FileConfig::load(&config)?.open_client_store().await?;
+            let expires = match expires_in {
+                Some(lifetime) => Some(
+                    chrono::Utc::now()
+                        .checked_add_signed(lifetime)
+                        .ok_or("the expiry is out of range")?,
+                ),
+                None => None,
+            };
+            let new = store
+                .issue_registration_token(tenant, expires, max_uses)
+                .await?;
+            print_json(&json!({
+                "token_id": new.record.id,
+                "registration_token": new.token.expose_secret(),
+                "tenant": new.record.tenant,
+                "created": new.record.created,
+                "expires": new.record.expires,
+                "max_uses": new.record.max_uses,
+                "note": "store the registration_token now: it is not shown again; the app sends it as `Authorization: Bearer` to POST /register",
+            }))
+        }
+        RegistrationTokenCommand::List { config } => {
+            let store = FileConfig::load(&config)?.open_client_store().await?;
+            let now = chrono::Utc::now();
+            let tokens: Vec<_> = store
+                .registration_tokens()
+                .await?
+                .into_iter()
+                .map(|t| {
+                    json!({
+                        "token_id": t.id,
+                        "tenant": t.tenant,
+                        "created": t.created,
+                        "expires": t.expires,
+                        "max_uses": t.max_uses,
+                        "uses": t.uses,
+                        "revoked": t.revoked,
+                        "usable": t.refusal_at(now).is_none(),
+                    })
+                })
+                .collect();
+            print_json(&json!({ "registration_tokens": tokens }))
+        }
+        RegistrationTokenCommand::Revoke { config, token_id } => {
+            let store = FileConfig::load(&config)?.open_client_store().await?;
+            store.revoke_registration_token(&token_id).await?;
+            Ok(())
+        }
     }
 }
 

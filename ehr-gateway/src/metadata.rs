@@ -97,6 +97,7 @@ pub const PATIENTS_APP_RESOURCES: &[PatientsAppResource] = &[
 pub(crate) struct Discovery<'a> {
     pub(crate) base: &'a str,
     pub(crate) token_url: &'a str,
+    pub(crate) registration_url: &'a str,
     pub(crate) authorize_url: &'a str,
     pub(crate) fhir_version: &'a str,
     pub(crate) publisher: &'a str,
@@ -142,7 +143,8 @@ pub(crate) fn capability_statement(d: &Discovery<'_>) -> Value {
                 "extension": [{
                     "extension": [
                         { "url": "token", "valueUri": d.token_url },
-                        { "url": "authorize", "valueUri": d.authorize_url }
+                        { "url": "authorize", "valueUri": d.authorize_url },
+                        { "url": "register", "valueUri": d.registration_url }
                     ],
                     "url": OAUTH_URIS_EXTENSION
                 }],
@@ -166,6 +168,7 @@ pub(crate) fn smart_configuration(d: &Discovery<'_>) -> Value {
         "issuer": d.base,
         "token_endpoint": d.token_url,
         "authorization_endpoint": d.authorize_url,
+        "registration_endpoint": d.registration_url,
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": [],
@@ -181,6 +184,7 @@ mod tests {
         capability_statement(&Discovery {
             base: "https://gw.example",
             token_url: "https://gw.example/token",
+            registration_url: "https://gw.example/register",
             authorize_url: "https://gw.example/authorize",
             fhir_version: "4.0.1",
             publisher: "test",
@@ -200,6 +204,11 @@ mod tests {
             "https://gw.example/token"
         );
         assert_eq!(security["extension"][0]["extension"][1]["url"], "authorize");
+        assert_eq!(security["extension"][0]["extension"][2]["url"], "register");
+        assert_eq!(
+            security["extension"][0]["extension"][2]["valueUri"],
+            "https://gw.example/register"
+        );
         assert_eq!(
             security["service"][0]["coding"][0],
             json!({"system": "http://hl7.org/fhir/ValueSet/restful-security-service", "code": "OAuth"})

@@ -3,8 +3,11 @@
 use carebridge_store::{sqlx, Backend, Migration, Migrations, Store};
 use chrono::Utc;
 
-use crate::clients::{apply_insert_checks, safe_id};
-use crate::{ClientChange, ClientRecord, ClientStore, Error, Result};
+use crate::clients::{apply_insert_checks, safe_id, safe_token_id};
+use crate::{
+    ClientChange, ClientRecord, ClientStore, Error, RegistrationTokenChange,
+    RegistrationTokenRecord, Result,
+};
 
 const CREATE_CLIENTS: &str = "CREATE TABLE ehr_gateway_clients (
     client_id TEXT NOT NULL PRIMARY KEY,
@@ -12,15 +15,30 @@ const CREATE_CLIENTS: &str = "CREATE TABLE ehr_gateway_clients (
     updated_at BIGINT NOT NULL
 )";
 
+const CREATE_REGISTRATION_TOKENS: &str = "CREATE TABLE ehr_gateway_registration_tokens (
+    token_id TEXT NOT NULL PRIMARY KEY,
+    record TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+)";
+
 /// The schema of the client registry (component `ehr-gateway.clients`).
 static MIGRATIONS: Migrations = Migrations {
     component: "ehr-gateway.clients",
-    steps: &[Migration {
-        version: 1,
-        description: "one row per client: its record (digests only) as JSON",
-        sqlite: CREATE_CLIENTS,
-        postgres: CREATE_CLIENTS,
-    }],
+    steps: &[
+        Migration {
+            version: 1,
+            description: "one row per client: its record (digests only) as JSON",
+            sqlite: CREATE_CLIENTS,
+            postgres: CREATE_CLIENTS,
+        },
+        Migration {
+            version: 2,
+            description:
+                "one row per initial access token (RFC 7591): its record (digest only) as JSON",
+            sqlite: CREATE_REGISTRATION_TOKENS,
+            postgres: CREATE_REGISTRATION_TOKENS,
+        },
+    ],
 };
 
 fn db(action: &'static str) -> impl FnOnce(carebridge_store::Error) -> Error {
@@ -49,6 +67,21 @@ fn encode(record: &ClientRecord) -> Result<String> {
     })
 }
 
+fn decode_token(token_id: &str, json: &str) -> Result<RegistrationTokenRecord> {
+    let de = &mut serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(de).map_err(|e| Error::CorruptClientRecord {
+        client_id: format!("registration token {}", safe_token_id(token_id)),
+        json_path: e.path().to_string(),
+    })
+}
+
+fn encode_token(record: &RegistrationTokenRecord) -> Result<String> {
+    serde_json::to_string(record).map_err(|_| Error::CorruptClientRecord {
+        client_id: format!("registration token {}", safe_token_id(&record.id)),
+        json_path: String::new(),
+    })
+}
+
 fn now_millis() -> i64 {
     Utc::now().timestamp_millis()
 }
@@ -60,7 +93,8 @@ fn now_millis() -> i64 {
 /// change ([`ClientStore::update_client`]) is one transaction that locks the row first
 /// (`SELECT … FOR UPDATE` on PostgreSQL, the database write lock on SQLite), applies the
 /// change and writes it back, so no writer loses another's update whatever process or replica
-/// it runs in. Nothing is cached: every token request reads the row, so a revocation made
+/// it runs in. Initial access tokens (RFC 7591) are rows of their own table, changed the same
+/// way, so a token's `max_uses` holds across replicas. Nothing is cached: every token request reads the row, so a revocation made
 /// through any replica or the CLI is refused by every replica on its next request.
 #[derive(Clone, Debug)]
 pub struct SqlClientStore {
@@ -214,5 +248,92 @@ impl ClientStore for SqlClientStore {
             .await
             .map_err(query("delete a client"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn registration_tokens(&self) -> Result<Vec<RegistrationTokenRecord>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT token_id, record FROM ehr_gateway_registration_tokens ORDER BY token_id",
+        )
+        .fetch_all(self.store.pool())
+        .await
+        .map_err(query("list registration tokens"))?;
+        rows.iter()
+            .map(|(id, json)| decode_token(id, json))
+            .collect()
+    }
+
+    async fn registration_token(&self, token_id: &str) -> Result<Option<RegistrationTokenRecord>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT record FROM ehr_gateway_registration_tokens WHERE token_id = $1",
+        )
+        .bind(token_id.to_owned())
+        .fetch_optional(self.store.pool())
+        .await
+        .map_err(query("read a registration token"))?;
+        row.map(|(json,)| decode_token(token_id, &json)).transpose()
+    }
+
+    async fn insert_registration_token(&self, token: RegistrationTokenRecord) -> Result<()> {
+        crate::clients::validate_token_id(&token.id)?;
+        let json = encode_token(&token)?;
+        let result = sqlx::query(
+            "INSERT INTO ehr_gateway_registration_tokens (token_id, record, updated_at) VALUES ($1, $2, $3)",
+        )
+        .bind(token.id.clone())
+        .bind(json)
+        .bind(now_millis())
+        .execute(self.store.pool())
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(Error::RegistrationTokenExists {
+                    token_id: safe_token_id(&token.id),
+                })
+            }
+            Err(e) => Err(query("store a registration token")(e)),
+        }
+    }
+
+    async fn update_registration_token<'a>(
+        &'a self,
+        token_id: &'a str,
+        change: RegistrationTokenChange<'a>,
+    ) -> Result<()> {
+        let select = match self.store.backend() {
+            Backend::Postgres => {
+                "SELECT record FROM ehr_gateway_registration_tokens WHERE token_id = $1 FOR UPDATE"
+            }
+            // `begin_write` already holds SQLite's write lock.
+            _ => "SELECT record FROM ehr_gateway_registration_tokens WHERE token_id = $1",
+        };
+        let mut tx = self
+            .store
+            .begin_write()
+            .await
+            .map_err(db("begin a registration token change"))?;
+        let row: Option<(String,)> = sqlx::query_as(select)
+            .bind(token_id.to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query("read a registration token for a change"))?;
+        // On every early return `tx` is dropped, which rolls the transaction back.
+        let (json,) = row.ok_or_else(|| Error::UnknownRegistrationToken {
+            token_id: safe_token_id(token_id),
+        })?;
+        let mut record = decode_token(token_id, &json)?;
+        change(&mut record)?;
+        sqlx::query(
+            "UPDATE ehr_gateway_registration_tokens SET record = $1, updated_at = $2 WHERE token_id = $3",
+        )
+        .bind(encode_token(&record)?)
+        .bind(now_millis())
+        .bind(token_id.to_owned())
+        .execute(&mut *tx)
+        .await
+        .map_err(query("write a registration token change"))?;
+        tx.commit()
+            .await
+            .map_err(query("commit a registration token change"))
     }
 }

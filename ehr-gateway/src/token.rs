@@ -193,7 +193,7 @@ fn is_form(headers: &HeaderMap) -> bool {
 }
 
 /// `429` with `Retry-After` (whole seconds, at least 1) as an OAuth JSON error.
-fn rate_limited(wait: Duration) -> Response {
+pub(crate) fn rate_limited(wait: Duration) -> Response {
     let mut response = oauth_error(
         StatusCode::TOO_MANY_REQUESTS,
         "temporarily_unavailable",
@@ -207,20 +207,20 @@ fn rate_limited(wait: Duration) -> Response {
 }
 
 /// The peer address recorded by [`Gateway::serve`](crate::Gateway::serve), if any.
-fn peer_address(connect: Option<&ConnectInfo<SocketAddr>>) -> Option<IpAddr> {
+pub(crate) fn peer_address(connect: Option<&ConnectInfo<SocketAddr>>) -> Option<IpAddr> {
     connect.map(|ConnectInfo(address)| address.ip())
 }
 
 /// Checks the per-address rate of `/token` and secret-management requests.
-fn check_address(shared: &Shared, address: Option<IpAddr>) -> Result<(), Response> {
+pub(crate) fn check_address(shared: &Shared, address: Option<IpAddr>) -> Result<(), Response> {
     shared.limits.check_address(address).map_err(|wait| {
         tracing::warn!("token or secret requests over the per-address rate");
         rate_limited(wait)
     })
 }
 
-/// Reads the `/token` body within `max_auth_body_bytes` and `request_body_timeout`.
-async fn read_form_body(
+/// Reads a `/token` or `/register` body within `max_auth_body_bytes` and `request_body_timeout`.
+pub(crate) async fn read_body(
     shared: &Shared,
     headers: &HeaderMap,
     body: Body,
@@ -289,7 +289,7 @@ async fn token_inner(State(shared): State<Arc<Shared>>, request: Request) -> Res
             "the body must be application/x-www-form-urlencoded",
         );
     }
-    let body = match read_form_body(&shared, &headers, body).await {
+    let body = match read_body(&shared, &headers, body).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -404,7 +404,7 @@ fn tenant_scope(
     Ok(tenant)
 }
 
-fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
+pub(crate) fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
     (
         status,
         [

@@ -249,7 +249,11 @@ async fn registration_needs_a_tenant_list() {
     old.secrets.push(generate_secret().1);
     std::fs::write(
         &path,
-        serde_json::to_vec(&Registry { clients: vec![old] }).unwrap(),
+        serde_json::to_vec(&Registry {
+            clients: vec![old],
+            ..Default::default()
+        })
+        .unwrap(),
     )
     .unwrap();
     let file = JsonFileClientStore::new(&path);

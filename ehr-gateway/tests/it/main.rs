@@ -16,6 +16,9 @@
 //!   rotations across both.
 //! - `ops`: the binary's `/metrics`, `/healthz`, `/readyz`, JSON logs, TOML configuration and
 //!   exit codes.
+//! - `registration`: dynamic client registration (RFC 7591/7592): a real `ehr-gateway serve`
+//!   process with a CLI-issued initial access token (feature `cli`), the tenant limit, refused
+//!   tokens, metadata errors, rate limits, initial access tokens in every store.
 //! - `proxy`: routing by tenant, upstream tokens, link rewriting, paging, errors.
 //! - `server`: a Patients-app flow against the real FHIR test server (ignored unless
 //!   `CAREBRIDGE_FHIR_URL` is set; `cargo xtask ci` starts it).
@@ -31,6 +34,7 @@ mod processes;
 #[cfg(feature = "cli")]
 mod ops;
 mod proxy;
+mod registration;
 #[cfg(all(feature = "sql", feature = "cli"))]
 mod registry_db;
 mod secrets;

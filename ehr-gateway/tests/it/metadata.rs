@@ -29,7 +29,9 @@ async fn metadata_is_unauthenticated_and_carries_the_oauth_uris_extension() {
         json!({
             "extension": [
                 { "url": "token", "valueUri": gw.url("/token") },
-                { "url": "authorize", "valueUri": gw.url("/authorize") }
+                { "url": "authorize", "valueUri": gw.url("/authorize") },
+                // SMART's `register` URL: dynamic client registration (RFC 7591).
+                { "url": "register", "valueUri": gw.url("/register") }
             ],
             "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
         })
@@ -97,6 +99,7 @@ async fn smart_discovery_finds_the_token_endpoint() {
     let (status, config, _) = get_bearer(&gw.url("/.well-known/smart-configuration"), None).await;
     assert_eq!(status, 200);
     assert_eq!(config["token_endpoint"], gw.url("/token"));
+    assert_eq!(config["registration_endpoint"], gw.url("/register"));
     assert_eq!(
         config["grant_types_supported"],
         json!(["client_credentials"])
