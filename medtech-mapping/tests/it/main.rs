@@ -5,6 +5,7 @@
     reason = "test helpers fail loudly on broken fixtures"
 )]
 
+mod azure_export;
 #[cfg(feature = "pipeline")]
 mod backpressure;
 #[cfg(feature = "cli")]
