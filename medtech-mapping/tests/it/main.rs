@@ -24,6 +24,8 @@ mod golden;
 mod golden_transform;
 #[cfg(feature = "fhir-client")]
 mod identifier_escaping;
+#[cfg(feature = "fhir-client")]
+mod migration;
 #[cfg(feature = "pipeline")]
 mod pipeline;
 #[cfg(feature = "fhir-client")]
