@@ -28,7 +28,10 @@ pub(crate) enum Runner {
     /// `medtech transform`.
     #[cfg_attr(
         not(feature = "cli"),
-        allow(dead_code, reason = "only the CLI tests (feature `cli`) run `medtech transform`")
+        allow(
+            dead_code,
+            reason = "only the CLI tests (feature `cli`) run `medtech transform`"
+        )
     )]
     Cli,
 }
