@@ -414,3 +414,130 @@ async fn continue_medtech_observations(mode: IdentityMode) {
     assert_eq!(again.observations_unchanged, 6, "{again:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The same through the `medtech run` binary, with the mappings taken from the ARM export sample
+/// (`tests/azure-export/arm-template.json`: blood pressure, hourly, components; its FHIR
+/// destination says `Create`, which `run` uses since `--identity` is not given).
+#[cfg(feature = "cli")]
+#[tokio::test]
+#[ignore = "needs CAREBRIDGE_FHIR_URL"]
+async fn medtech_run_with_the_arm_export_merges_into_medtech_observations() {
+    let c = client();
+    let tag = run_tag();
+    let device = format!("migr-cli-dev-{tag}");
+    let patient = format!("migr-cli-pat-{tag}");
+    let patient_id = medtech_id(None, &patient);
+    let device_id = medtech_id(None, &device);
+    put::<Patient>(
+        &c,
+        json!({"resourceType": "Patient", "id": patient_id, "identifier": [{"value": patient}]}),
+    )
+    .await;
+    put::<Device>(
+        &c,
+        json!({"resourceType": "Device", "id": device_id, "identifier": [{"value": device}],
+               "patient": {"reference": format!("Patient/{patient_id}")}}),
+    )
+    .await;
+    // MedTech's 10:00 window, written from a reading at 10:05 with the sample's codes.
+    let id_value = identifier_value(&patient_id, &device_id, "bloodpressure", 10);
+    let component = |name: &str, loinc: &str, display: &str, value: u32| {
+        json!({"code": {"coding": [coding("http://loinc.org", loinc, display),
+                                   coding(OBSERVATION_IDENTIFIER_SYSTEM, name, name)], "text": name},
+               "valueQuantity": quantity(value, "mmHg", "mm[Hg]")})
+    };
+    let mut medtech = medtech_observation(
+        &patient_id,
+        &device_id,
+        "bloodpressure",
+        10,
+        5,
+        json!([
+            component("diastolic", "8867-4", "Diastolic blood pressure", 80),
+            component("systolic", "8480-6", "Systolic blood pressure", 120)
+        ]),
+    );
+    medtech["code"]["coding"][0] = coding(
+        "http://loinc.org",
+        "85354-9",
+        "Blood pressure panel with all children optional",
+    );
+    let medtech_version = put::<Observation>(&c, medtech.clone()).await;
+
+    let dir = std::env::temp_dir().join(format!("medtech-migration-cli-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("replay.ndjson");
+    let reading = |at: &str, sys: u32, dia: u32| {
+        json!({"systolic": sys.to_string(), "diastolic": dia.to_string(), "deviceId": device,
+               "patientId": patient, "endDate": format!("2024-03-01T{at}:00Z")})
+        .to_string()
+    };
+    std::fs::write(
+        &input,
+        [reading("10:40", 131, 86), reading("11:05", 122, 81)].join("\n") + "\n",
+    )
+    .unwrap();
+    let arm = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("azure-export")
+        .join("arm-template.json");
+    let url = std::env::var("CAREBRIDGE_FHIR_URL").unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_medtech"));
+    command
+        .arg("run")
+        .arg("--device-mapping")
+        .arg(&arm)
+        .arg("--fhir-mapping")
+        .arg(&arm)
+        .arg("--input")
+        .arg(&input)
+        .args(["--fhir-url", &url, "--auth", "none"])
+        .arg("--dead-letter")
+        .arg(dir.join("dead.ndjson"));
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["observationsUpdated"], 1, "{summary}");
+    assert_eq!(summary["observationsCreated"], 1, "{summary}");
+
+    let found = by_identifier(&c, &id_value).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let merged = &found[0];
+    assert_eq!(merged["id"], medtech["id"]);
+    assert_ne!(version(merged), medtech_version);
+    assert_eq!(versions(&c, &merged["id"]).await, 2);
+    assert_eq!(merged["status"], "amended");
+    let values: Vec<_> = merged["component"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["code"]["text"].clone(),
+                c["valueQuantity"]["value"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        values,
+        [
+            (json!("diastolic"), json!(86)),
+            (json!("systolic"), json!(131))
+        ]
+    );
+    let on_device: Vec<Observation> = all(
+        &c,
+        SearchParams::new().reference("device", &format!("Device/{device_id}")),
+    )
+    .await;
+    assert_eq!(
+        on_device.len(),
+        2,
+        "the merged window and the new 11:00 one"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
