@@ -4,6 +4,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::export::ExportProblem;
+
 /// A `Result` whose error is [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -157,6 +159,21 @@ pub enum Error {
         document: &'static str,
         /// Every problem found, each with its path.
         problems: TemplateProblems,
+    },
+
+    /// A mapping could not be taken from an Azure export (an ARM template or a resource JSON):
+    /// no resource of the right type, several and none selected, the content missing or not
+    /// JSON, or the document in it invalid ([`ExportProblem::Template`], with paths inside the
+    /// document). `pointer` (RFC 6901) says where in the file: the resource list, the resource,
+    /// or the mapping content.
+    #[error("{document} in the Azure export at {}: {problem}", pointer_text(.pointer))]
+    InvalidExport {
+        /// Which document: `"device mapping"` or `"FHIR destination mapping"`.
+        document: &'static str,
+        /// JSON pointer of the place at fault (empty: the root).
+        pointer: String,
+        /// What is wrong.
+        problem: ExportProblem,
     },
 
     /// A device message could not be read as JSON, or an envelope lacked the expected shape.
@@ -315,6 +332,16 @@ impl fmt::Debug for Error {
                 .field("document", document)
                 .field("problems", problems)
                 .finish(),
+            Self::InvalidExport {
+                document,
+                pointer,
+                problem,
+            } => f
+                .debug_struct("InvalidExport")
+                .field("document", document)
+                .field("pointer", pointer)
+                .field("problem", problem)
+                .finish(),
             Self::InvalidMessage {
                 message_index,
                 reason,
@@ -406,6 +433,14 @@ fn fhir_context(interaction: &Option<&'static str>, status: &Option<u16>) -> Str
     }
 }
 
+fn pointer_text(pointer: &str) -> String {
+    if pointer.is_empty() {
+        "(root)".to_owned()
+    } else {
+        format!("`{pointer}`")
+    }
+}
+
 fn path_suffix(path: &Option<PathBuf>) -> String {
     path.as_ref()
         .map(|p| format!(" `{}`", p.display()))
@@ -423,7 +458,7 @@ impl Error {
     /// `conflict`, `io`, `json`.
     pub fn reason_code(&self) -> &'static str {
         match self {
-            Self::InvalidTemplate { .. } => "invalid-template",
+            Self::InvalidTemplate { .. } | Self::InvalidExport { .. } => "invalid-template",
             Self::InvalidMessage { .. } => "invalid-message",
             Self::Mapping { kind, .. } => match kind {
                 MappingErrorKind::RequiredValueMissing => "required-value-missing",
@@ -458,6 +493,7 @@ impl Error {
         matches!(
             self,
             Self::InvalidTemplate { .. }
+                | Self::InvalidExport { .. }
                 | Self::InvalidMessage { .. }
                 | Self::Mapping { .. }
                 | Self::Grouping { .. }

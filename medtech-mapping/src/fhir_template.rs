@@ -4,6 +4,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Map, Number, Value};
 
 use crate::error::{Error, Result, TemplateProblem, TemplateProblems};
+use crate::export::{locate, ExportSelection, Kind, Located};
 use crate::load::{child, index, json_kind, match_template_name, Obj, Problems};
 
 /// `periodInterval`: how measurements are grouped into one Observation.
@@ -176,28 +177,64 @@ pub struct FhirMapping {
 
 const FHIR: &str = "FHIR destination mapping";
 
+fn not_json(e: &serde_json::Error) -> Error {
+    Error::InvalidTemplate {
+        document: FHIR,
+        problems: TemplateProblems(vec![TemplateProblem::new(
+            "",
+            format!("not valid JSON: line {} column {}", e.line(), e.column()),
+        )]),
+    }
+}
+
 impl FhirMapping {
-    /// Parses and validates a FHIR destination mapping document.
+    /// Parses and validates a FHIR destination mapping: the bare document, or the one inside what Azure
+    /// exports for a MedTech service (an ARM template, one resource or a list of them, its
+    /// `content` an object or a JSON string; see the [`export`](crate::export) module).
     ///
     /// # Errors
     /// [`Error::InvalidTemplate`] listing every problem with its JSON path (including duplicate
     /// and empty `typeName`s).
+    /// [`Error::InvalidExport`] when the document comes from an export (with the JSON pointer of
+    /// the place at fault), including an export holding several MedTech services: pick one
+    /// with [`FhirMapping::locate_json`].
     pub fn from_json(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|e| Error::InvalidTemplate {
-            document: FHIR,
-            problems: TemplateProblems(vec![TemplateProblem::new(
-                "",
-                format!("not valid JSON: line {} column {}", e.line(), e.column()),
-            )]),
-        })?;
+        let value: Value = serde_json::from_str(text).map_err(|e| not_json(&e))?;
         Self::from_value(&value)
     }
 
-    /// Validates a FHIR destination mapping held as JSON.
+    /// Validates a FHIR destination mapping held as JSON: the bare document, or an Azure export holding one
+    /// MedTech service (see [`FhirMapping::locate_value`]).
     ///
     /// # Errors
-    /// [`Error::InvalidTemplate`] listing every problem with its JSON path.
+    /// [`Error::InvalidTemplate`] listing every problem of a bare document with its JSON path;
+    /// [`Error::InvalidExport`] for an export.
     pub fn from_value(value: &Value) -> Result<Self> {
+        Self::locate_value(value, &ExportSelection::default()).map(|l| l.mapping)
+    }
+
+    /// Parses a FHIR destination mapping from the bare document or from what Azure exports (an ARM template,
+    /// one resource or a list of resources; see the [`export`](crate::export) module), taking
+    /// the resource `selection` names when there are several, and says where it was found.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTemplate`] for a bare document (as [`FhirMapping::from_json`]);
+    /// [`Error::InvalidExport`] for an export, with the JSON pointer of the place at fault.
+    pub fn locate_json(text: &str, selection: &ExportSelection) -> Result<Located<Self>> {
+        let value: Value = serde_json::from_str(text).map_err(|e| not_json(&e))?;
+        Self::locate_value(&value, selection)
+    }
+
+    /// As [`FhirMapping::locate_json`], on parsed JSON.
+    ///
+    /// # Errors
+    /// As [`FhirMapping::locate_json`].
+    pub fn locate_value(value: &Value, selection: &ExportSelection) -> Result<Located<Self>> {
+        locate(value, Kind::Fhir, selection, Self::from_bare_value)
+    }
+
+    /// Validates a bare FHIR destination mapping document.
+    pub(crate) fn from_bare_value(value: &Value) -> Result<Self> {
         let mut problems = Problems::default();
         let mapping = load(value, &mut problems);
         if problems.0.is_empty() {
@@ -276,7 +313,7 @@ impl Serialize for FhirMapping {
 impl<'de> Deserialize<'de> for FhirMapping {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let v = Value::deserialize(d)?;
-        Self::from_value(&v).map_err(serde::de::Error::custom)
+        Self::from_bare_value(&v).map_err(serde::de::Error::custom)
     }
 }
 

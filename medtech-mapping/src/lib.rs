@@ -35,7 +35,8 @@
 //!
 //! The layers are pure (JSON in, values out, no I/O):
 //! - [`DeviceMapping`] and [`FhirMapping`]: the template documents, loaded with every problem
-//!   reported by path ([`Error::InvalidTemplate`]).
+//!   reported by path ([`Error::InvalidTemplate`]), from the bare documents or from what Azure
+//!   exports for a MedTech service (an ARM template or resource JSON; the [`export`] module).
 //! - [`JsonPath`] (Newtonsoft.Json dialect) and [`JmesPath`] (with the MedTech custom
 //!   functions): the expression engines, from the pure crate `carebridge-medtech-expr`.
 //! - [`Normalizer`]: event -> [`Measurement`]s, with an [`Explanation`] trace on request.
@@ -51,6 +52,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod error;
+pub mod export;
 mod fhir_template;
 mod group;
 mod load;
@@ -68,6 +70,7 @@ pub use carebridge_medtech_expr::{
 pub use error::{
     Error, IdentityKind, MappingErrorKind, Result, StoreSource, TemplateProblem, TemplateProblems,
 };
+pub use export::{ExportProblem, ExportSelection, Located, MappingSource};
 pub use fhir_template::{
     CodeValueFhir, CodeValueMapping, FhirCode, FhirCodeableConcept, FhirMapping, FhirValue,
     PeriodInterval,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result, TemplateProblem, TemplateProblems};
+use crate::export::{locate, ExportSelection, Kind, Located};
 use crate::load::{child, index, json_kind, match_template_name, Obj, Problems};
 use carebridge_medtech_expr::{JmesPath, JsonPath};
 
@@ -215,28 +216,64 @@ pub struct DeviceMapping {
 
 const DEVICE: &str = "device mapping";
 
+fn not_json(e: &serde_json::Error) -> Error {
+    Error::InvalidTemplate {
+        document: DEVICE,
+        problems: TemplateProblems(vec![TemplateProblem::new(
+            "",
+            format!("not valid JSON: line {} column {}", e.line(), e.column()),
+        )]),
+    }
+}
+
 impl DeviceMapping {
-    /// Parses and validates a device mapping document.
+    /// Parses and validates a device mapping: the bare document, or the one inside what Azure
+    /// exports for a MedTech service (an ARM template, one resource or a list of them, its
+    /// `content` an object or a JSON string; see the [`export`](crate::export) module).
     ///
     /// # Errors
     /// [`Error::InvalidTemplate`] listing every problem with its JSON path, including
     /// expressions that do not parse.
+    /// [`Error::InvalidExport`] when the document comes from an export (with the JSON pointer of
+    /// the place at fault), including an export holding several MedTech services: pick one
+    /// with [`DeviceMapping::locate_json`].
     pub fn from_json(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|e| Error::InvalidTemplate {
-            document: DEVICE,
-            problems: TemplateProblems(vec![TemplateProblem::new(
-                "",
-                format!("not valid JSON: line {} column {}", e.line(), e.column()),
-            )]),
-        })?;
+        let value: Value = serde_json::from_str(text).map_err(|e| not_json(&e))?;
         Self::from_value(&value)
     }
 
-    /// Validates a device mapping held as JSON.
+    /// Validates a device mapping held as JSON: the bare document, or an Azure export holding one
+    /// MedTech service (see [`DeviceMapping::locate_value`]).
     ///
     /// # Errors
-    /// [`Error::InvalidTemplate`] listing every problem with its JSON path.
+    /// [`Error::InvalidTemplate`] listing every problem of a bare document with its JSON path;
+    /// [`Error::InvalidExport`] for an export.
     pub fn from_value(value: &Value) -> Result<Self> {
+        Self::locate_value(value, &ExportSelection::default()).map(|l| l.mapping)
+    }
+
+    /// Parses a device mapping from the bare document or from what Azure exports (an ARM template,
+    /// one resource or a list of resources; see the [`export`](crate::export) module), taking
+    /// the resource `selection` names when there are several, and says where it was found.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTemplate`] for a bare document (as [`DeviceMapping::from_json`]);
+    /// [`Error::InvalidExport`] for an export, with the JSON pointer of the place at fault.
+    pub fn locate_json(text: &str, selection: &ExportSelection) -> Result<Located<Self>> {
+        let value: Value = serde_json::from_str(text).map_err(|e| not_json(&e))?;
+        Self::locate_value(&value, selection)
+    }
+
+    /// As [`DeviceMapping::locate_json`], on parsed JSON.
+    ///
+    /// # Errors
+    /// As [`DeviceMapping::locate_json`].
+    pub fn locate_value(value: &Value, selection: &ExportSelection) -> Result<Located<Self>> {
+        locate(value, Kind::Device, selection, Self::from_bare_value)
+    }
+
+    /// Validates a bare device mapping document.
+    pub(crate) fn from_bare_value(value: &Value) -> Result<Self> {
         let mut problems = Problems::default();
         let mapping = load_device_mapping(value, &mut problems);
         if problems.0.is_empty() {
@@ -265,7 +302,7 @@ impl Serialize for DeviceMapping {
 impl<'de> Deserialize<'de> for DeviceMapping {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let v = Value::deserialize(d)?;
-        Self::from_value(&v).map_err(serde::de::Error::custom)
+        Self::from_bare_value(&v).map_err(serde::de::Error::custom)
     }
 }
 

@@ -26,7 +26,7 @@ use carebridge_medtech_mapping::pipeline::{
     IdentityResolver, IdentityStore, InMemoryIdentityStore, NdjsonDeadLetters, NdjsonSink,
     Pipeline, PipelineOptions, DEFAULT_BATCH_SIZE, DEFAULT_MAX_TRANSACTION_ENTRIES,
 };
-use carebridge_medtech_mapping::{DeviceMapping, FhirMapping};
+use carebridge_medtech_mapping::{DeviceMapping, ExportSelection, FhirMapping};
 use carebridge_ops::admin::{self, AdminArgs, Readiness};
 use carebridge_ops::{Exit, LogArgs};
 use clap::Parser;
@@ -109,12 +109,22 @@ struct Args {
     /// `name=env:VAR` takes the value from the environment variable `VAR` (for secrets).
     #[arg(short = 'X', long = "property", value_name = "NAME=VALUE")]
     properties: Vec<String>,
-    /// The device mapping (CollectionContent) JSON file.
+    /// The device mapping: the CollectionContent JSON file, or an Azure export of the MedTech
+    /// service (ARM template or resource JSON).
     #[arg(long, value_name = "FILE")]
     device_mapping: PathBuf,
-    /// The FHIR destination mapping (CollectionFhir) JSON file.
+    /// The FHIR destination mapping: the CollectionFhir JSON file, or an Azure export of the
+    /// MedTech service (may be the --device-mapping file).
     #[arg(long, value_name = "FILE")]
     fhir_mapping: PathBuf,
+    /// When the mapping files are an Azure export holding several MedTech services: the name of
+    /// the `iotconnectors` resource to take the mappings from.
+    #[arg(long, value_name = "NAME")]
+    iot_connector: Option<String>,
+    /// When an Azure export holds several FHIR destinations: the name of the `fhirdestinations`
+    /// resource.
+    #[arg(long, value_name = "NAME")]
+    fhir_destination: Option<String>,
     /// Persist to this FHIR server (base URL), authenticated as `--auth` says (a bearer token in
     /// the environment variable MEDTECH_FHIR_TOKEN is `--auth static`).
     #[arg(long, value_name = "URL")]
@@ -125,9 +135,11 @@ struct Args {
     /// Write the Observations to this NDJSON file instead (appended; identities in memory).
     #[arg(long, value_name = "OUT.ndjson")]
     out: Option<PathBuf>,
-    /// How Patients and Devices are resolved.
-    #[arg(long, value_enum, default_value = "create")]
-    identity: IdentityArg,
+    /// How Patients and Devices are resolved. Default: the FHIR destination's
+    /// `resourceIdentityResolutionType` when --fhir-mapping is an Azure export that has one,
+    /// else `create`.
+    #[arg(long, value_enum)]
+    identity: Option<IdentityArg>,
     /// Where unmappable messages go (NDJSON, appended, replayable with `medtech run --input`).
     #[arg(long, value_name = "DL.ndjson", default_value = "dead-letters.ndjson")]
     dead_letter: PathBuf,
@@ -286,10 +298,27 @@ fn source_config(args: &Args) -> Result<KafkaSourceConfig, ExitCode> {
 }
 
 async fn pipeline(args: &Args) -> Result<Pipeline, ExitCode> {
-    let device = DeviceMapping::from_json(&read(&args.device_mapping)?)
-        .map_err(|e| fail(format!("{}: {e}", args.device_mapping.display())))?;
-    let fhir = FhirMapping::from_json(&read(&args.fhir_mapping)?)
+    let selection = ExportSelection {
+        iot_connector: args.iot_connector.clone(),
+        fhir_destination: args.fhir_destination.clone(),
+    };
+    let device = DeviceMapping::locate_json(&read(&args.device_mapping)?, &selection)
+        .map_err(|e| fail(format!("{}: {e}", args.device_mapping.display())))?
+        .mapping;
+    let fhir = FhirMapping::locate_json(&read(&args.fhir_mapping)?, &selection)
         .map_err(|e| fail(format!("{}: {e}", args.fhir_mapping.display())))?;
+    let mode = match (args.identity, fhir.source.identity_resolution.as_deref()) {
+        (Some(IdentityArg::Create), _) | (None, None) => IdentityMode::Create,
+        (Some(IdentityArg::Lookup), _) => IdentityMode::Lookup,
+        (Some(IdentityArg::LookupWithEncounter), _) => IdentityMode::LookupWithEncounter,
+        (None, Some(exported)) => exported.parse::<IdentityMode>().map_err(|_| {
+            fail(format!(
+                "{}: resourceIdentityResolutionType `{exported}` is not Create, Lookup or LookupWithEncounter; give --identity",
+                args.fhir_mapping.display()
+            ))
+        })?,
+    };
+    let fhir = fhir.mapping;
     let (sink, store): (Arc<dyn FhirSink>, Arc<dyn IdentityStore>) =
         match (&args.fhir_url, &args.out) {
             (Some(url), _) => {
@@ -328,11 +357,7 @@ async fn pipeline(args: &Args) -> Result<Pipeline, ExitCode> {
     let identity = IdentityResolver::new(
         store,
         IdentityOptions {
-            mode: match args.identity {
-                IdentityArg::Create => IdentityMode::Create,
-                IdentityArg::Lookup => IdentityMode::Lookup,
-                IdentityArg::LookupWithEncounter => IdentityMode::LookupWithEncounter,
-            },
+            mode,
             ..IdentityOptions::default()
         },
     );

@@ -193,3 +193,132 @@ async fn medtech_ingest_prints_what_was_done_when_the_run_fails() {
     })
     .await;
 }
+
+/// An ARM template export (as the portal's "Export template" writes it) with two MedTech
+/// services over [`DEVICE`] and [`FHIR`]: `medtech-create` (identity `Create`, the device
+/// mapping as an object) and `medtech-lookup` (identity `Lookup`, the mappings as JSON strings).
+fn two_service_export() -> serde_json::Value {
+    let device: serde_json::Value = serde_json::from_str(DEVICE).unwrap();
+    let fhir: serde_json::Value = serde_json::from_str(FHIR).unwrap();
+    let connector = |name: &str, content: serde_json::Value| {
+        serde_json::json!({"type": "Microsoft.HealthcareApis/workspaces/iotconnectors", "apiVersion": "2023-11-01",
+            "name": format!("[concat(parameters('workspaces_ws_name'), '/{name}')]"),
+            "properties": {"ingestionEndpointConfiguration": {"eventHubName": "devicedata", "consumerGroup": "$Default"},
+                           "deviceMapping": {"content": content}}})
+    };
+    let destination = |name: &str, mode: &str, content: serde_json::Value| {
+        serde_json::json!({"type": "Microsoft.HealthcareApis/workspaces/iotconnectors/fhirdestinations", "apiVersion": "2023-11-01",
+            "name": format!("[concat(parameters('workspaces_ws_name'), '/{name}/dest')]"),
+            "properties": {"resourceIdentityResolutionType": mode, "fhirServiceResourceId": "/subscriptions/s/fhirservices/f",
+                           "fhirMapping": {"content": content}}})
+    };
+    serde_json::json!({
+        "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+        "contentVersion": "1.0.0.0",
+        "parameters": {"workspaces_ws_name": {"defaultValue": "ws", "type": "String"}},
+        "resources": [
+            connector("medtech-create", device.clone()),
+            destination("medtech-create", "Create", fhir.clone()),
+            connector("medtech-lookup", serde_json::Value::String(device.to_string())),
+            destination("medtech-lookup", "Lookup", serde_json::Value::String(fhir.to_string())),
+        ]
+    })
+}
+
+/// Issue 17: `medtech-ingest` reads the mappings from an Azure export; an export with two MedTech
+/// services is refused naming both, `--iot-connector` picks one, and `--identity` defaults to
+/// that service's `resourceIdentityResolutionType`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn medtech_ingest_takes_the_mappings_from_an_azure_export() {
+    bounded(async {
+        let topic = "cli-export";
+        let cluster = cluster(topic, 1);
+        let bootstrap = cluster.bootstrap_servers();
+        let producer = Producer::new(&bootstrap);
+        for i in 0..3u32 {
+            producer.send(topic, 0, Some("d1"), heart_rate("d1", i).as_bytes(), &[]);
+        }
+        let dir = scratch_dir();
+        let export = dir.join("export.json");
+        std::fs::write(&export, two_service_export().to_string()).unwrap();
+        let command = |group: &str, connector: Option<&str>, out: &Path, dead: &Path| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_medtech-ingest"));
+            cmd.args([
+                "--bootstrap",
+                &bootstrap,
+                "--topic",
+                topic,
+                "--group",
+                group,
+            ])
+            .arg("--device-mapping")
+            .arg(&export)
+            .arg("--fhir-mapping")
+            .arg(&export)
+            .arg("--out")
+            .arg(out)
+            .arg("--dead-letter")
+            .arg(dead)
+            .args(["-X", "session.timeout.ms=6000", "--idle-flush-ms", "200"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            if let Some(c) = connector {
+                cmd.args(["--iot-connector", c]);
+            }
+            cmd
+        };
+
+        // Two services and no choice: a configuration error naming both.
+        let output = command("g0", None, &dir.join("o0"), &dir.join("d0"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("`medtech-create`, `medtech-lookup`"),
+            "{stderr}"
+        );
+
+        // Each service, with its own identity mode: Create makes Observations; Lookup (no
+        // Device exists offline) dead-letters every message as device-not-found.
+        for (connector, observations, dead_letters) in
+            [("medtech-create", 3, 0), ("medtech-lookup", 0, 3)]
+        {
+            let out = dir.join(format!("{connector}.ndjson"));
+            let dead = dir.join(format!("{connector}-dead.ndjson"));
+            let child = command(connector, Some(connector), &out, &dead)
+                .spawn()
+                .unwrap();
+            while lines(&out) + lines(&dead) < 3 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+                .await
+                .unwrap()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let summary: serde_json::Value =
+                serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+            assert_eq!(summary["messages"], 3, "{connector}: {summary}");
+            assert_eq!(
+                summary["observationsCreated"], observations,
+                "{connector}: {summary}"
+            );
+            assert_eq!(
+                summary["deadLettered"], dead_letters,
+                "{connector}: {summary}"
+            );
+            if dead_letters > 0 {
+                assert_eq!(summary["deadLetters"]["device-not-found"], dead_letters);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -5,6 +5,11 @@
 //! - `medtech transform --device-mapping D --fhir-mapping F [--existing OBS.json] [--envelope]
 //!   [--explain] EVENT.json...`
 //!
+//! `D` and `F` are the bare template documents or what Azure exports for a MedTech service (an
+//! ARM template, e.g. the portal's *Export template*, or a resource JSON from `az ... show`; the
+//! same file can be given to both); `--iot-connector NAME` / `--fhir-destination NAME` pick one
+//! when an export holds several.
+//!
 //! Results go to stdout as JSON; problems, errors and `--explain` traces go to stderr. Exit
 //! status (the same table in every carebridge binary): 0 success, 1 invalid mapping or a
 //! message that could not be mapped, 2 usage or I/O error, 3 the FHIR server unreachable
@@ -20,10 +25,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use carebridge_fhir_model::resources::Observation;
+use carebridge_medtech_mapping::export::{FHIR_DESTINATION_TYPE, IOT_CONNECTOR_TYPE};
 use carebridge_medtech_mapping::{
     create_observation, envelope, group_measurements, merge_observation, DeviceMapping, Error,
-    Explanation, ExpressionOutcome, FhirMapping, Measurement, Normalizer, ObservationLinks,
-    TransformOptions, OBSERVATION_IDENTIFIER_SYSTEM,
+    Explanation, ExportProblem, ExportSelection, ExpressionOutcome, FhirMapping, Located,
+    MappingSource, Measurement, Normalizer, ObservationLinks, TransformOptions,
+    OBSERVATION_IDENTIFIER_SYSTEM,
 };
 use clap::{Parser, Subcommand};
 
@@ -47,16 +54,21 @@ struct Cli {
 enum Command {
     /// Check a device mapping (and a FHIR destination mapping); print every problem with its path.
     Validate {
-        /// The device mapping (CollectionContent) JSON file.
+        /// The device mapping: the CollectionContent JSON file, or an Azure export of the MedTech
+        /// service (ARM template or resource JSON).
         #[arg(long, value_name = "FILE")]
         device_mapping: PathBuf,
-        /// The FHIR destination mapping (CollectionFhir) JSON file.
+        /// The FHIR destination mapping: the CollectionFhir JSON file, or an Azure export of the
+        /// MedTech service (ARM template or resource JSON; may be the --device-mapping file).
         #[arg(long, value_name = "FILE")]
         fhir_mapping: Option<PathBuf>,
+        #[command(flatten)]
+        export: ExportArgs,
     },
     /// Normalize device messages into measurements (a JSON array on stdout).
     Normalize {
-        /// The device mapping (CollectionContent) JSON file.
+        /// The device mapping: the CollectionContent JSON file, or an Azure export of the MedTech
+        /// service (ARM template or resource JSON).
         #[arg(long, value_name = "FILE")]
         device_mapping: PathBuf,
         /// Each file is the event envelope `{"Body", "Properties", "SystemProperties"}` instead of
@@ -69,15 +81,19 @@ enum Command {
         /// Device message files, one JSON message each.
         #[arg(value_name = "EVENT.json", required = true)]
         events: Vec<PathBuf>,
+        #[command(flatten)]
+        export: ExportArgs,
     },
     /// Normalize, group and transform device messages into FHIR Observations (a JSON array on
     /// stdout). Offline: the Observations reference `Patient/{patientId}` and `Device/{deviceId}`
     /// using the identifiers from the messages as resource ids.
     Transform {
-        /// The device mapping (CollectionContent) JSON file.
+        /// The device mapping: the CollectionContent JSON file, or an Azure export of the MedTech
+        /// service (ARM template or resource JSON).
         #[arg(long, value_name = "FILE")]
         device_mapping: PathBuf,
-        /// The FHIR destination mapping (CollectionFhir) JSON file.
+        /// The FHIR destination mapping: the CollectionFhir JSON file, or an Azure export of the
+        /// MedTech service (ARM template or resource JSON; may be the --device-mapping file).
         #[arg(long, value_name = "FILE")]
         fhir_mapping: PathBuf,
         /// Existing Observations (one Observation or a JSON array) to merge into when the
@@ -93,12 +109,36 @@ enum Command {
         /// Device message files, one JSON message each.
         #[arg(value_name = "EVENT.json", required = true)]
         events: Vec<PathBuf>,
+        #[command(flatten)]
+        export: ExportArgs,
     },
     /// Run the whole pipeline over an NDJSON stream of device events: normalize, group, resolve
     /// Patients and Devices, and create or merge Observations on a FHIR server (`--fhir-url`) or
     /// in an NDJSON file (`--out`). Unmappable messages go to a replayable dead-letter file. A
     /// progress line on a terminal, a summary on stderr, the summary as JSON on stdout.
     Run(Box<run::RunArgs>),
+}
+
+/// Which MedTech service to take from an Azure export holding several.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct ExportArgs {
+    /// When a mapping file is an Azure export holding several MedTech services: the name of the
+    /// `iotconnectors` resource to take the mappings from (its FHIR destination goes with it).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) iot_connector: Option<String>,
+    /// When an Azure export holds several FHIR destinations: the name of the `fhirdestinations`
+    /// resource.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) fhir_destination: Option<String>,
+}
+
+impl ExportArgs {
+    pub(crate) fn selection(&self) -> ExportSelection {
+        ExportSelection {
+            iot_connector: self.iot_connector.clone(),
+            fhir_destination: self.fhir_destination.clone(),
+        }
+    }
 }
 
 /// Failure of the command: (exit code, already reported).
@@ -139,37 +179,119 @@ fn report_template_error(file: &Path, e: &Error) {
                 eprintln!("{}: {document}: {path}: {}", file.display(), p.reason);
             }
         }
+        Error::InvalidExport {
+            document,
+            pointer,
+            problem,
+        } => {
+            let at = if pointer.is_empty() {
+                "(root)"
+            } else {
+                pointer
+            };
+            match problem {
+                ExportProblem::Template(problems) => {
+                    for p in problems.as_slice() {
+                        let path = if p.path.is_empty() {
+                            "(root)"
+                        } else {
+                            p.path.as_str()
+                        };
+                        eprintln!("{}: {at}: {document}: {path}: {}", file.display(), p.reason);
+                    }
+                }
+                other => {
+                    eprintln!("{}: {at}: {document}: {other}", file.display());
+                    if let ExportProblem::Ambiguous { resource_type, .. }
+                    | ExportProblem::NotFound { resource_type, .. } = other
+                    {
+                        let flag = if *resource_type == IOT_CONNECTOR_TYPE {
+                            Some("--iot-connector")
+                        } else if *resource_type == FHIR_DESTINATION_TYPE {
+                            Some("--fhir-destination")
+                        } else {
+                            None
+                        };
+                        if let Some(flag) = flag {
+                            eprintln!("hint: pick one with {flag} NAME");
+                        }
+                    }
+                }
+            }
+        }
         other => eprintln!("{}: {other}", file.display()),
     }
 }
 
-fn load_device(path: &Path) -> Result<DeviceMapping, Failure> {
-    DeviceMapping::from_json(&read(path, DEVICE_MAPPING)?).map_err(|e| {
+pub(crate) fn load_device(
+    path: &Path,
+    export: &ExportArgs,
+) -> Result<Located<DeviceMapping>, Failure> {
+    DeviceMapping::locate_json(&read(path, DEVICE_MAPPING)?, &export.selection()).map_err(|e| {
         report_template_error(path, &e);
         Failure(1)
     })
 }
 
-fn validate(device: &Path, fhir: Option<&Path>) -> Result<(), Failure> {
-    let mut failed = false;
-    match DeviceMapping::from_json(&read(device, DEVICE_MAPPING)?) {
-        Ok(m) => println!(
-            "{}: device mapping OK ({} templates)",
-            device.display(),
-            m.templates.len()
+pub(crate) fn load_fhir(path: &Path, export: &ExportArgs) -> Result<Located<FhirMapping>, Failure> {
+    FhirMapping::locate_json(&read(path, FHIR_MAPPING)?, &export.selection()).map_err(|e| {
+        report_template_error(path, &e);
+        Failure(1)
+    })
+}
+
+/// ` (from the Azure export: /resources/2/properties/deviceMapping/content, resource `iot1`)`.
+fn describe_source(source: &MappingSource) -> String {
+    match &source.resource_name {
+        Some(name) => format!(
+            " (from the Azure export at {}, resource `{name}`)",
+            source.pointer
         ),
+        None => String::new(),
+    }
+}
+
+fn validate(device: &Path, fhir: Option<&Path>, export: &ExportArgs) -> Result<(), Failure> {
+    let mut failed = false;
+    let selection = export.selection();
+    match DeviceMapping::locate_json(&read(device, DEVICE_MAPPING)?, &selection) {
+        Ok(m) => {
+            println!(
+                "{}: device mapping OK ({} templates){}",
+                device.display(),
+                m.mapping.templates.len(),
+                describe_source(&m.source)
+            );
+            let s = &m.source;
+            if let Some(hub) = &s.event_hub_name {
+                println!(
+                    "  MedTech read event hub `{hub}` (namespace {}, consumer group {}): give medtech-ingest its own consumer group",
+                    s.event_hub_namespace.as_deref().unwrap_or("not given"),
+                    s.consumer_group.as_deref().unwrap_or("not given"),
+                );
+            }
+        }
         Err(e) => {
             report_template_error(device, &e);
             failed = true;
         }
     }
     if let Some(fhir) = fhir {
-        match FhirMapping::from_json(&read(fhir, FHIR_MAPPING)?) {
-            Ok(m) => println!(
-                "{}: FHIR destination mapping OK ({} templates)",
-                fhir.display(),
-                m.templates.len()
-            ),
+        match FhirMapping::locate_json(&read(fhir, FHIR_MAPPING)?, &selection) {
+            Ok(m) => {
+                println!(
+                    "{}: FHIR destination mapping OK ({} templates){}",
+                    fhir.display(),
+                    m.mapping.templates.len(),
+                    describe_source(&m.source)
+                );
+                if let Some(mode) = &m.source.identity_resolution {
+                    println!("  resourceIdentityResolutionType {mode} (`medtech run` uses it unless --identity is given)");
+                }
+                if let Some(id) = &m.source.fhir_service_resource_id {
+                    println!("  FHIR service {id}");
+                }
+            }
             Err(e) => {
                 report_template_error(fhir, &e);
                 failed = true;
@@ -221,11 +343,12 @@ fn explain(file: &Path, ex: &Explanation) {
 
 fn normalize(
     device: &Path,
+    export: &ExportArgs,
     as_envelope: bool,
     with_explain: bool,
     events: &[PathBuf],
 ) -> Result<(), Failure> {
-    let (all, failed) = normalize_all(device, as_envelope, with_explain, events)?;
+    let (all, failed) = normalize_all(device, export, as_envelope, with_explain, events)?;
     let all: Vec<Measurement> = all.into_iter().map(|(_, m)| m).collect();
     print_json(&all)?;
     if failed {
@@ -279,23 +402,26 @@ fn read_existing(path: &Path) -> Result<Vec<Observation>, Failure> {
     Ok(out)
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one argument per flag of the subcommand"
+)]
 fn transform(
     device: &Path,
     fhir: &Path,
+    export: &ExportArgs,
     existing: Option<&Path>,
     as_envelope: bool,
     with_explain: bool,
     events: &[PathBuf],
 ) -> Result<(), Failure> {
-    let fhir_mapping = FhirMapping::from_json(&read(fhir, FHIR_MAPPING)?).map_err(|e| {
-        report_template_error(fhir, &e);
-        Failure(1)
-    })?;
+    let fhir_mapping = load_fhir(fhir, export)?.mapping;
     let existing = match existing {
         Some(p) => read_existing(p)?,
         None => Vec::new(),
     };
-    let (measurements, mut failed) = normalize_all(device, as_envelope, with_explain, events)?;
+    let (measurements, mut failed) =
+        normalize_all(device, export, as_envelope, with_explain, events)?;
     let groups = match group_measurements(&measurements, &fhir_mapping) {
         Ok(g) => g,
         Err(e) => {
@@ -364,11 +490,12 @@ type Indexed = Vec<(usize, Measurement)>;
 
 fn normalize_all(
     device: &Path,
+    export: &ExportArgs,
     as_envelope: bool,
     with_explain: bool,
     events: &[PathBuf],
 ) -> Result<(Indexed, bool), Failure> {
-    let mapping = load_device(device)?;
+    let mapping = load_device(device, export)?.mapping;
     let normalizer = Normalizer::new(&mapping).map_err(|e| {
         report_template_error(device, &e);
         Failure(1)
@@ -425,13 +552,15 @@ fn main() -> ExitCode {
         Command::Validate {
             device_mapping,
             fhir_mapping,
-        } => validate(device_mapping, fhir_mapping.as_deref()),
+            export,
+        } => validate(device_mapping, fhir_mapping.as_deref(), export),
         Command::Normalize {
             device_mapping,
             envelope,
             explain,
             events,
-        } => normalize(device_mapping, *envelope, *explain, events),
+            export,
+        } => normalize(device_mapping, export, *envelope, *explain, events),
         Command::Transform {
             device_mapping,
             fhir_mapping,
@@ -439,9 +568,11 @@ fn main() -> ExitCode {
             envelope,
             explain,
             events,
+            export,
         } => transform(
             device_mapping,
             fhir_mapping,
+            export,
             existing.as_deref(),
             *envelope,
             *explain,

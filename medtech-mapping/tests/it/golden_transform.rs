@@ -26,6 +26,13 @@ pub(crate) enum Runner {
     /// The library, with this file's emulation of the persisting service.
     Library,
     /// `medtech transform`.
+    #[cfg_attr(
+        not(feature = "cli"),
+        allow(
+            dead_code,
+            reason = "only the CLI tests (feature `cli`) run `medtech transform`"
+        )
+    )]
     Cli,
 }
 

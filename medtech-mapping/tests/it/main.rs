@@ -5,6 +5,7 @@
     reason = "test helpers fail loudly on broken fixtures"
 )]
 
+mod azure_export;
 #[cfg(feature = "pipeline")]
 mod backpressure;
 #[cfg(feature = "cli")]
@@ -23,6 +24,8 @@ mod golden;
 mod golden_transform;
 #[cfg(feature = "fhir-client")]
 mod identifier_escaping;
+#[cfg(feature = "fhir-client")]
+mod migration;
 #[cfg(feature = "pipeline")]
 mod pipeline;
 #[cfg(feature = "fhir-client")]

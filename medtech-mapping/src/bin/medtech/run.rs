@@ -15,10 +15,9 @@ use carebridge_medtech_mapping::pipeline::{
     InMemoryIdentityStore, MessageOutcome, NdjsonDeadLetters, NdjsonSink, NdjsonSource, Pipeline,
     PipelineOptions, RunSummary, DEFAULT_BATCH_SIZE, DEFAULT_MAX_TRANSACTION_ENTRIES,
 };
-use carebridge_medtech_mapping::FhirMapping;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{load_device, read, report_template_error, Failure, FHIR_MAPPING};
+use super::{load_device, load_fhir, report_template_error, ExportArgs, Failure};
 
 /// The environment variable holding the bearer token for `--fhir-url`.
 pub(crate) const TOKEN_ENV: &str = "MEDTECH_FHIR_TOKEN";
@@ -43,12 +42,16 @@ pub(crate) enum IdentityArg {
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("destination").required(true).args(["fhir_url", "out"])))]
 pub(crate) struct RunArgs {
-    /// The device mapping (CollectionContent) JSON file.
+    /// The device mapping: the CollectionContent JSON file, or an Azure export of the MedTech
+    /// service (ARM template or resource JSON).
     #[arg(long, value_name = "FILE")]
     pub(crate) device_mapping: PathBuf,
-    /// The FHIR destination mapping (CollectionFhir) JSON file.
+    /// The FHIR destination mapping: the CollectionFhir JSON file, or an Azure export of the
+    /// MedTech service (ARM template or resource JSON; may be the --device-mapping file).
     #[arg(long, value_name = "FILE")]
     pub(crate) fhir_mapping: PathBuf,
+    #[command(flatten)]
+    pub(crate) export: ExportArgs,
     /// Device events, one JSON per line (an envelope, a message body, or a dead-letter record);
     /// `-` reads stdin.
     #[arg(long, value_name = "FILE.ndjson|-")]
@@ -64,9 +67,11 @@ pub(crate) struct RunArgs {
     /// resolved in memory, their ids are the identifiers of the messages).
     #[arg(long, value_name = "OUT.ndjson")]
     pub(crate) out: Option<PathBuf>,
-    /// How Patients and Devices are resolved.
-    #[arg(long, value_enum, default_value = "create")]
-    pub(crate) identity: IdentityArg,
+    /// How Patients and Devices are resolved. Default: the FHIR destination's
+    /// `resourceIdentityResolutionType` when --fhir-mapping is an Azure export that has one,
+    /// else `create`.
+    #[arg(long, value_enum)]
+    pub(crate) identity: Option<IdentityArg>,
     /// Where unmappable messages go (NDJSON, replayable with `--input`). Default:
     /// `dead-letters.ndjson` next to `--out`, or in the current directory with `--fhir-url`.
     /// Appended to, never truncated; not created when no message is dead-lettered.
@@ -175,6 +180,28 @@ fn trace_line(outcome: &MessageOutcome) -> String {
     .to_string()
 }
 
+/// The identity mode: `--identity`, else the exported FHIR destination's
+/// `resourceIdentityResolutionType` (`Create`, `Lookup`, or iomt-fhir's `LookupWithEncounter`),
+/// else `Create`. An unknown exported value is a configuration error (exit 2): guessing could
+/// create Patients and Devices MedTech would only have looked up.
+fn identity_mode(
+    given: Option<IdentityArg>,
+    exported: Option<&str>,
+) -> Result<IdentityMode, Failure> {
+    match (given, exported) {
+        (Some(IdentityArg::Create), _) => Ok(IdentityMode::Create),
+        (Some(IdentityArg::Lookup), _) => Ok(IdentityMode::Lookup),
+        (Some(IdentityArg::LookupWithEncounter), _) => Ok(IdentityMode::LookupWithEncounter),
+        (None, None) => Ok(IdentityMode::Create),
+        (None, Some(text)) => text.parse::<IdentityMode>().map_err(|_| {
+            eprintln!(
+                "error: --fhir-mapping: resourceIdentityResolutionType `{text}` is not Create, Lookup or LookupWithEncounter; give --identity"
+            );
+            Failure(2)
+        }),
+    }
+}
+
 /// Runs `medtech run`; the exit code is 0 when every message was persisted or skipped, 1 when
 /// some were dead-lettered (or a mapping is invalid), 2 on usage, file or infrastructure errors,
 /// 3 when the FHIR server cannot be reached.
@@ -190,11 +217,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), Failure> {
 }
 
 async fn run_async(args: &RunArgs) -> Result<(), Failure> {
-    let device = load_device(&args.device_mapping)?;
-    let fhir = FhirMapping::from_json(&read(&args.fhir_mapping, FHIR_MAPPING)?).map_err(|e| {
-        report_template_error(&args.fhir_mapping, &e);
-        Failure(1)
-    })?;
+    let device = load_device(&args.device_mapping, &args.export)?.mapping;
+    let fhir = load_fhir(&args.fhir_mapping, &args.export)?;
+    let identity_mode = identity_mode(args.identity, fhir.source.identity_resolution.as_deref())?;
+    let fhir = fhir.mapping;
 
     let reads_stdin = args.input.as_os_str() == "-";
     let dl_path = dead_letter_path(args);
@@ -277,11 +303,7 @@ async fn run_async(args: &RunArgs) -> Result<(), Failure> {
     let identity = IdentityResolver::new(
         store,
         IdentityOptions {
-            mode: match args.identity {
-                IdentityArg::Create => IdentityMode::Create,
-                IdentityArg::Lookup => IdentityMode::Lookup,
-                IdentityArg::LookupWithEncounter => IdentityMode::LookupWithEncounter,
-            },
+            mode: identity_mode,
             ..IdentityOptions::default()
         },
     );
