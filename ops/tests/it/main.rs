@@ -1,0 +1,3 @@
+//! Integration tests of `carebridge-ops` (one binary).
+
+mod otel;
