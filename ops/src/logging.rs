@@ -192,9 +192,11 @@ mod otel {
         let tracer = provider.tracer("carebridge");
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            // Span events carry log messages; export the spans and their fields only.
             .with_location(false)
             .with_threads(false)
+            // Spans and their fields only: log events stay in the log lines (they would
+            // become span events).
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| meta.is_span()))
             .boxed();
         Ok((provider, layer))
     }

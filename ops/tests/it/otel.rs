@@ -102,6 +102,7 @@ fn library_spans_reach_an_otlp_http_receiver_and_are_flushed_on_shutdown() {
         let outer = tracing::info_span!("ops.test.outer", messages = 1_u64);
         let _entered = outer.enter();
         tracing::trace_span!("ops.test.filtered").in_scope(|| {});
+        tracing::info!(note = "an event of the outer span", "logged, not exported");
         let read = runtime.block_on(client.read::<Patient>("pat-secret-id"));
         assert!(read.is_ok(), "{read:?}");
     }
@@ -127,6 +128,7 @@ fn library_spans_reach_an_otlp_http_receiver_and_are_flushed_on_shutdown() {
             );
             for span in spans.scope_spans.iter().flat_map(|s| &s.spans) {
                 names.push(span.name.clone());
+                assert!(span.events.is_empty(), "log events are not exported");
                 if span.name == "fhir.request" {
                     let status = attribute(&span.attributes, "http.response.status_code");
                     assert_eq!(text(status), "200", "{:?}", span.attributes);

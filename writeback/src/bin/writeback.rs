@@ -575,9 +575,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return carebridge_ops::cli::report(&e),
     };
-    let _logging = match carebridge_ops::init_logging(cli.log.log_format) {
+    let _logging = match carebridge_ops::init(&cli.log, "writeback") {
         Ok(guard) => guard,
-        Err(_) => return Exit::Usage.into(),
+        Err(e) => return carebridge_ops::cli::report(&e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -592,5 +592,23 @@ fn main() -> ExitCode {
             tracing::error!(error = f.message(), "writeback stopped");
             f.code().into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// `--help` works on the command and every subcommand as `main` parses them (exit 0): clap
+    /// checks the definition when it builds a command, and a clash between the shared flags
+    /// (`LogArgs`, `AdminArgs`, `AuthArgs`) and this binary's own would panic at start.
+    #[test]
+    fn help_works_for_every_subcommand() {
+        Cli::command().debug_assert();
+        assert_eq!(
+            carebridge_ops::cli::help_failures::<Cli>("WRITEBACK", None),
+            Vec::<String>::new()
+        );
     }
 }
