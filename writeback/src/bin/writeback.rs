@@ -546,6 +546,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     let mut interval = tokio::time::interval(settings.poll_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One listener for the whole run: a signal that arrives during a poll round is seen at the
+    // next turn of the loop.
+    let stop = stop_requested();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = interval.tick() => {
@@ -562,11 +566,35 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     }
                 }
             }
-            _ = tokio::signal::ctrl_c() => {
+            () = &mut stop => {
                 tracing::info!("stopping");
                 return Ok(());
             }
         }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes), so that the service stops
+/// cleanly: the logging guard then flushes the trace exporter.
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -1,7 +1,9 @@
 //! The `writeback` binary as a real process (issue 16): SIGKILLed mid-batch, restarted, it
-//! loses no change and repeats no FHIR write; exit codes.
+//! loses no change and repeats no FHIR write; exit codes; `/healthz`, `/metrics` and `/readyz`
+//! read by a real HTTP client while the FHIR server goes away and comes back (issue 17).
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -350,6 +352,137 @@ async fn a_webhook_delivered_twice_is_written_once() {
     );
     let put = |r: &Request| r.url.path() == "/fhir/Patient/p1";
     assert_eq!(count(&fhir, "PUT", put).await, 1, "written once");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&store);
+}
+
+/// A FHIR server stand-in on `listener` (a fixed address, so it can stop and start again):
+/// only `/fhir/metadata`, which the readiness check reads.
+async fn fhir_at(listener: std::net::TcpListener) -> MockServer {
+    let server = MockServer::builder().listener(listener).start().await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/metadata"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"resourceType": "CapabilityStatement"})),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Reads `/readyz` until it answers `want` (30 s at most); its JSON report.
+async fn ready_within(admin: SocketAddr, want: u16) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(admin, "/readyz").await;
+        if status == want {
+            return serde_json::from_str(&body).unwrap();
+        }
+        assert!(Instant::now() < deadline, "/readyz stayed {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The value of the sample `name` (with its labels, as exported) in a Prometheus page.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_follows_the_fhir_server_over_a_real_socket() {
+    let dataverse = dataverse().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fhir_addr = listener.local_addr().unwrap();
+    let fhir = fhir_at(listener).await;
+    let dir = std::env::temp_dir().join(format!("wb-ready-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = fresh_sqlite_path("writeback-ready");
+    let config = configure(&dir, &fhir, &dataverse, &store);
+    // No table to poll: the FHIR server is only read by the readiness check.
+    let mut child = writeback(&config)
+        .env("WRITEBACK_TABLES", "")
+        .args(["--metrics-addr", "127.0.0.1:0", "--log-format", "json"])
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The admin listener announces its address in a JSON log line.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let admin: SocketAddr = loop {
+        assert!(Instant::now() < deadline, "no admin listener: {seen:?}");
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let json: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        seen.push(line);
+        if let Some(address) = json["fields"]["address"].as_str() {
+            break address.parse().unwrap();
+        }
+    };
+
+    assert_eq!(get(admin, "/healthz").await.0, 200);
+    let report = ready_within(admin, 200).await;
+    for check in ["store", "fhir", "dataverse"] {
+        assert_eq!(report["checks"][check]["status"], "ok", "{report}");
+    }
+    let (status, page) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(&page, "carebridge_dependency_up{dependency=\"fhir\"}"),
+        Some(1.0),
+        "{page}"
+    );
+
+    // The FHIR server stops: not ready, naming the check (and no address); alive all the same.
+    drop(fhir);
+    let report = ready_within(admin, 503).await;
+    assert_eq!(report["ready"], false, "{report}");
+    assert_eq!(report["checks"]["fhir"]["status"], "failed", "{report}");
+    assert_eq!(report["checks"]["dataverse"]["status"], "ok", "{report}");
+    assert_eq!(report["checks"]["store"]["status"], "ok", "{report}");
+    assert!(!report.to_string().contains("127.0.0.1"), "{report}");
+    assert_eq!(get(admin, "/healthz").await.0, 200);
+    let (_, page) = get(admin, "/metrics").await;
+    assert_eq!(
+        sample(&page, "carebridge_dependency_up{dependency=\"fhir\"}"),
+        Some(0.0),
+        "{page}"
+    );
+
+    // It comes back on the same address: ready again.
+    let fhir = fhir_at(std::net::TcpListener::bind(fhir_addr).unwrap()).await;
+    let report = ready_within(admin, 200).await;
+    assert_eq!(report["checks"]["fhir"]["status"], "ok", "{report}");
+
+    // SIGTERM (systemd, Kubernetes) stops it cleanly.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(fhir);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&store);
 }
