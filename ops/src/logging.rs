@@ -35,7 +35,12 @@ pub struct LogArgs {
     /// Export trace spans over OTLP/HTTP (binaries built with the `otel` feature), configured by
     /// the standard `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`…
     /// variables.
-    #[arg(long, env = "CAREBRIDGE_OTEL", global = true)]
+    #[arg(
+        long,
+        env = "CAREBRIDGE_OTEL",
+        global = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub otel: bool,
 }
 
@@ -225,5 +230,41 @@ mod otel {
             E::NoHttpClient => "no HTTP client",
             _ => "configuration refused",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        log: LogArgs,
+    }
+
+    #[test]
+    fn otel_is_a_switch_and_its_variable_takes_1_or_true() {
+        assert!(!Cli::parse_from(["t"]).log.otel);
+        assert!(Cli::parse_from(["t", "--otel"]).log.otel);
+        // The only test of this binary that sets the variable.
+        for (value, on) in [("1", true), ("true", true), ("0", false), ("off", false)] {
+            std::env::set_var("CAREBRIDGE_OTEL", value);
+            let parsed = Cli::try_parse_from(["t"]).map(|c| c.log.otel);
+            std::env::remove_var("CAREBRIDGE_OTEL");
+            assert_eq!(parsed.ok(), Some(on), "CAREBRIDGE_OTEL={value}");
+        }
+    }
+
+    #[cfg(not(feature = "otel"))]
+    #[test]
+    fn otel_without_the_feature_is_refused() {
+        let args = LogArgs {
+            log_format: LogFormat::Text,
+            otel: true,
+        };
+        let e = init(&args, "t").unwrap_err();
+        assert!(e.to_string().contains("`otel` feature"), "{e}");
     }
 }

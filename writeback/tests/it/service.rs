@@ -486,3 +486,98 @@ async fn readiness_follows_the_fhir_server_over_a_real_socket() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&store);
 }
+
+/// `--otel`: a poll round's spans (the change, its FHIR and Dataverse requests) reach a local
+/// OTLP/HTTP receiver when `--once` ends (the flush on shutdown), named `writeback`, with no
+/// record id, resource id or value in any attribute.
+#[cfg(feature = "otel")]
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_are_exported_over_otlp_and_flushed_at_exit() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message as _;
+    use std::sync::{Arc, Mutex};
+
+    let received: Arc<Mutex<Vec<axum::body::Bytes>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dataverse = dataverse().await;
+    let fhir = fhir().await;
+    let dir = std::env::temp_dir().join(format!("wb-otel-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = fresh_sqlite_path("writeback-otel");
+    let config = configure(&dir, &fhir, &dataverse, &store);
+    let mut cmd = writeback(&config);
+    cmd.arg("--once")
+        .env("CAREBRIDGE_OTEL", "1")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}"))
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+        .env_remove("OTEL_TRACES_SAMPLER");
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count(&fhir, "PUT", |_| true).await, 3);
+
+    let bodies = received.lock().unwrap().clone();
+    assert!(!bodies.is_empty(), "no span exported");
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    for body in &bodies {
+        let request = ExportTraceServiceRequest::decode(body.as_ref()).unwrap();
+        for spans in &request.resource_spans {
+            let service = spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref()?.value.clone());
+            assert_eq!(service, Some(Any::StringValue("writeback".to_owned())));
+            for span in spans.scope_spans.iter().flat_map(|s| &s.spans) {
+                names.push(span.name.clone());
+                values.extend(
+                    span.attributes
+                        .iter()
+                        .map(|kv| format!("{}={:?}", kv.key, kv.value)),
+                );
+            }
+        }
+    }
+    let spans = |name: &str| names.iter().filter(|n| *n == name).count();
+    assert_eq!(spans("writeback.process"), 3, "{names:?}");
+    assert!(spans("fhir.request") >= 6, "{names:?}");
+    assert!(spans("dataverse.request") >= 1, "{names:?}");
+    for value in &values {
+        assert!(!value.starts_with("record_id"), "{value}");
+        for data in IDS
+            .iter()
+            .copied()
+            .chain(["555-010", "\"p0\"", "\"p1\"", "\"p2\""])
+        {
+            assert!(!value.contains(data), "{value}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&store);
+}
