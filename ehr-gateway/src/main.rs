@@ -264,7 +264,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return carebridge_ops::cli::report(&e),
     };
-    let _logging = match carebridge_ops::init_logging(cli.log.log_format) {
+    let _logging = match carebridge_ops::init(&cli.log, "ehr-gateway") {
         Ok(guard) => guard,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "error: {e}");
@@ -693,6 +693,7 @@ fn print_json(value: &serde_json::Value) -> Result<(), BoxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory as _;
 
     fn serve_auth(args: &[&str]) -> AuthArgs {
         let argv = ["ehr-gateway", "serve", "--config", "gateway.toml"]
@@ -742,5 +743,17 @@ mod tests {
         .map(std::ffi::OsString::from)
         .collect();
         assert!(carebridge_ops::cli::try_parse_from::<Cli>("EHR_GATEWAY", None, argv).is_err());
+    }
+
+    /// `--help` works on the command and every subcommand as `main` parses them (exit 0): clap
+    /// checks the definition when it builds a command, and a clash between the shared flags
+    /// (`LogArgs`, `AdminArgs`, `AuthArgs`) and this binary's own would panic at start.
+    #[test]
+    fn help_works_for_every_subcommand() {
+        Cli::command().debug_assert();
+        assert_eq!(
+            carebridge_ops::cli::help_failures::<Cli>("EHR_GATEWAY", None),
+            Vec::<String>::new()
+        );
     }
 }

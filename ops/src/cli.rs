@@ -286,6 +286,53 @@ pub fn try_parse<T: Parser>(env_prefix: &str, config_flag: Option<&str>) -> Resu
     try_parse_from(env_prefix, config_flag, std::env::args_os().collect())
 }
 
+/// The subcommand paths of `cmd`, itself first (`[]`), then each subcommand recursively
+/// (`["registry"]`, `["registry", "add"]`, …); clap's own `help` subcommand excepted.
+pub fn command_paths(cmd: &Command) -> Vec<Vec<String>> {
+    let mut out = vec![Vec::new()];
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        for mut path in command_paths(sub) {
+            path.insert(0, sub.get_name().to_owned());
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Asks `T` (as [`try_parse_from`] with `env_prefix` and `config_flag` parses it, like the
+/// binary's `main`) for `--help` on its command and on every subcommand; returns the paths
+/// (`"registry add --help"`) that did not end in help on standard output, i.e. in exit code 0.
+/// An empty list is a pass. For a test beside each binary's `main`: clap checks a command's
+/// definition (such as two arguments with one id, from flattened shared flags) when it is
+/// built, and panics in debug builds.
+pub fn help_failures<T: Parser>(env_prefix: &str, config_flag: Option<&str>) -> Vec<String> {
+    let cmd = T::command();
+    let name = cmd.get_name().to_owned();
+    command_paths(&cmd)
+        .into_iter()
+        .filter_map(|path| {
+            let argv: Vec<OsString> = std::iter::once(name.as_str())
+                .chain(path.iter().map(String::as_str))
+                .chain(std::iter::once("--help"))
+                .map(OsString::from)
+                .collect();
+            let shown = match try_parse_from::<T>(env_prefix, config_flag, argv) {
+                Err(Error::Usage(e)) => {
+                    e.kind() == clap::error::ErrorKind::DisplayHelp && !e.use_stderr()
+                }
+                _ => false,
+            };
+            (!shown).then(|| {
+                path.iter()
+                    .map(String::as_str)
+                    .chain(["--help"])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+        })
+        .collect()
+}
+
 /// Reports a parse failure on standard error as clap does and gives the exit code: `0` for
 /// `--help` and `--version` (printed on standard output), [`Exit::Usage`] otherwise.
 #[allow(
@@ -441,6 +488,64 @@ mod tests {
         let e = parse(&["--config", p]).unwrap_err();
         assert!(matches!(e, Error::ConfigSyntax { .. }), "{e:?}");
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[derive(Debug, Parser)]
+    #[command(name = "nested")]
+    struct Nested {
+        #[command(subcommand)]
+        command: Outer,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Outer {
+        /// Has subcommands.
+        Registry {
+            #[command(subcommand)]
+            command: Inner,
+        },
+        /// Has none.
+        Serve,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Inner {
+        /// Adds.
+        Add,
+    }
+
+    #[test]
+    fn help_reaches_every_subcommand() {
+        let paths = command_paths(&Nested::command());
+        assert_eq!(
+            paths,
+            [
+                vec![],
+                vec!["registry".to_owned()],
+                vec!["registry".to_owned(), "add".to_owned()],
+                vec!["serve".to_owned()],
+            ]
+        );
+        assert_eq!(
+            help_failures::<Nested>("CAREBRIDGE_OPS_TEST", None),
+            Vec::<String>::new()
+        );
+        // A command without `--help` is reported.
+        #[derive(Debug, Parser)]
+        #[command(name = "mute", disable_help_flag = true)]
+        struct Mute {
+            #[arg(long)]
+            verbose: bool,
+        }
+        assert_eq!(
+            help_failures::<Mute>("CAREBRIDGE_OPS_TEST", None),
+            ["--help"]
+        );
+        // A required flag does not stop `--help`, with or without a configuration flag.
+        assert_eq!(
+            help_failures::<Args>("CAREBRIDGE_OPS_TEST", Some("config")),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

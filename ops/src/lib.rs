@@ -4,7 +4,8 @@
 //! - [`Exit`]: one table of exit codes (0 ok, 1 data errors, 2 usage or configuration,
 //!   3 a dependency unreachable);
 //! - [`LogArgs`] and [`init_logging`]: `--log-format text|json` (`CAREBRIDGE_LOG_FORMAT`), the
-//!   level from `RUST_LOG`, always on standard error;
+//!   level from `RUST_LOG`, always on standard error; [`init`] adds `--otel` (`CAREBRIDGE_OTEL`):
+//!   OpenTelemetry trace export over OTLP/HTTP with the `otel` feature;
 //! - [`admin`]: the Prometheus recorder and the admin listener serving `/metrics`, `/healthz`
 //!   and `/readyz` (readiness checks run concurrently, with a timeout, and cached);
 //! - [`cli`]: an environment variable for every flag, and a TOML file ([`CliConfig`]) whose
@@ -32,4 +33,4 @@ mod logging;
 pub use cli::CliConfig;
 pub use error::{Error, Result};
 pub use exit::Exit;
-pub use logging::{init_logging, LogArgs, LogFormat, LoggingGuard};
+pub use logging::{init, init_logging, LogArgs, LogFormat, LoggingGuard};

@@ -214,10 +214,11 @@ impl Writeback {
     /// Only fatal errors, after they are logged: [`Error::InvalidConnectivity`] (wrong client
     /// id/secret, refused token): stop processing until the settings are fixed.
     pub async fn process(&self, event: &ChangeEvent) -> Result<Outcome> {
+        // No record id: it identifies a patient's row, and spans reach log collectors and, with
+        // the binaries' `otel` feature, trace backends (the outcome log has it, for audit).
         let span = tracing::info_span!(
             "writeback.process",
             table = %event.table,
-            record_id = %event.record_id,
             change = %event.message,
             correlation_id = %event.correlation_id,
         );

@@ -191,13 +191,18 @@ const LIBRARIES: [&str; 12] = [
     "carebridge-store",
 ];
 
-/// Dependencies only binaries may pull (the exporter and the binaries' shared plumbing too).
-const BINARY_ONLY: [&str; 5] = [
+/// Dependencies only binaries may pull (the exporters and the binaries' shared plumbing too).
+const BINARY_ONLY: [&str; 9] = [
     "clap",
     "indicatif",
     "tracing-subscriber",
     "metrics-exporter-prometheus",
     "carebridge-ops",
+    // OpenTelemetry trace export (carebridge-ops' `otel` feature).
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry-otlp",
+    "tracing-opentelemetry",
 ];
 
 /// An HTTP server framework: a library that is not a server keeps it behind a feature that is

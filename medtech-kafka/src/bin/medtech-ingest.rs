@@ -471,7 +471,7 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => return carebridge_ops::cli::report(&e),
     };
-    let _logging = match carebridge_ops::init_logging(args.log.log_format) {
+    let _logging = match carebridge_ops::init(&args.log, "medtech-ingest") {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("error: {e}");
@@ -487,4 +487,22 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(run(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// `--help` works on the command and every subcommand as `main` parses them (exit 0): clap
+    /// checks the definition when it builds a command, and a clash between the shared flags
+    /// (`LogArgs`, `AdminArgs`, `AuthArgs`) and this binary's own would panic at start.
+    #[test]
+    fn help_works_for_every_subcommand() {
+        Args::command().debug_assert();
+        assert_eq!(
+            carebridge_ops::cli::help_failures::<Args>(ENV_PREFIX, Some("config")),
+            Vec::<String>::new()
+        );
+    }
 }

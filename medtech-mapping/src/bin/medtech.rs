@@ -541,7 +541,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return carebridge_ops::cli::report(&e),
     };
-    let _logging = match carebridge_ops::init_logging(cli.log.log_format) {
+    let _logging = match carebridge_ops::init(&cli.log, "medtech") {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("error: {e}");
@@ -583,5 +583,23 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code)) => ExitCode::from(code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// `--help` works on the command and every subcommand as `main` parses them (exit 0): clap
+    /// checks the definition when it builds a command, and a clash between the shared flags
+    /// (`LogArgs`, `AdminArgs`, `AuthArgs`) and this binary's own would panic at start.
+    #[test]
+    fn help_works_for_every_subcommand() {
+        Cli::command().debug_assert();
+        assert_eq!(
+            carebridge_ops::cli::help_failures::<Cli>("MEDTECH", None),
+            Vec::<String>::new()
+        );
     }
 }

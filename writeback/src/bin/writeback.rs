@@ -546,6 +546,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     let mut interval = tokio::time::interval(settings.poll_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One listener for the whole run: a signal that arrives during a poll round is seen at the
+    // next turn of the loop.
+    let stop = stop_requested();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = interval.tick() => {
@@ -562,11 +566,35 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     }
                 }
             }
-            _ = tokio::signal::ctrl_c() => {
+            () = &mut stop => {
                 tracing::info!("stopping");
                 return Ok(());
             }
         }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes), so that the service stops
+/// cleanly: the logging guard then flushes the trace exporter.
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -575,9 +603,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return carebridge_ops::cli::report(&e),
     };
-    let _logging = match carebridge_ops::init_logging(cli.log.log_format) {
+    let _logging = match carebridge_ops::init(&cli.log, "writeback") {
         Ok(guard) => guard,
-        Err(_) => return Exit::Usage.into(),
+        Err(e) => return carebridge_ops::cli::report(&e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -592,5 +620,23 @@ fn main() -> ExitCode {
             tracing::error!(error = f.message(), "writeback stopped");
             f.code().into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// `--help` works on the command and every subcommand as `main` parses them (exit 0): clap
+    /// checks the definition when it builds a command, and a clash between the shared flags
+    /// (`LogArgs`, `AdminArgs`, `AuthArgs`) and this binary's own would panic at start.
+    #[test]
+    fn help_works_for_every_subcommand() {
+        Cli::command().debug_assert();
+        assert_eq!(
+            carebridge_ops::cli::help_failures::<Cli>("WRITEBACK", None),
+            Vec::<String>::new()
+        );
     }
 }

@@ -14,7 +14,8 @@
 //! - `state` (feature `sql`): `SqlStateStore` on SQLite and PostgreSQL (the latter ignored
 //!   unless `CAREBRIDGE_POSTGRES_URL` is set).
 //! - `service` (feature `service`): the `writeback` binary as a real process: SIGKILL mid-batch
-//!   and restart, webhooks delivered twice, exit codes.
+//!   and restart, webhooks delivered twice, exit codes, `/readyz` while the FHIR server goes
+//!   and returns, and (feature `otel`) spans exported to a local OTLP receiver.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,

@@ -1,7 +1,9 @@
 //! The `writeback` binary as a real process (issue 16): SIGKILLed mid-batch, restarted, it
-//! loses no change and repeats no FHIR write; exit codes.
+//! loses no change and repeats no FHIR write; exit codes; `/healthz`, `/metrics` and `/readyz`
+//! read by a real HTTP client while the FHIR server goes away and comes back (issue 17).
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -350,6 +352,232 @@ async fn a_webhook_delivered_twice_is_written_once() {
     );
     let put = |r: &Request| r.url.path() == "/fhir/Patient/p1";
     assert_eq!(count(&fhir, "PUT", put).await, 1, "written once");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&store);
+}
+
+/// A FHIR server stand-in on `listener` (a fixed address, so it can stop and start again):
+/// only `/fhir/metadata`, which the readiness check reads.
+async fn fhir_at(listener: std::net::TcpListener) -> MockServer {
+    let server = MockServer::builder().listener(listener).start().await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/metadata"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"resourceType": "CapabilityStatement"})),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Reads `/readyz` until it answers `want` (30 s at most); its JSON report.
+async fn ready_within(admin: SocketAddr, want: u16) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(admin, "/readyz").await;
+        if status == want {
+            return serde_json::from_str(&body).unwrap();
+        }
+        assert!(Instant::now() < deadline, "/readyz stayed {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The value of the sample `name` (with its labels, as exported) in a Prometheus page.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_follows_the_fhir_server_over_a_real_socket() {
+    let dataverse = dataverse().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fhir_addr = listener.local_addr().unwrap();
+    let fhir = fhir_at(listener).await;
+    let dir = std::env::temp_dir().join(format!("wb-ready-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = fresh_sqlite_path("writeback-ready");
+    let config = configure(&dir, &fhir, &dataverse, &store);
+    // No table to poll: the FHIR server is only read by the readiness check.
+    let mut child = writeback(&config)
+        .env("WRITEBACK_TABLES", "")
+        .args(["--metrics-addr", "127.0.0.1:0", "--log-format", "json"])
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The admin listener announces its address in a JSON log line.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let admin: SocketAddr = loop {
+        assert!(Instant::now() < deadline, "no admin listener: {seen:?}");
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let json: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        seen.push(line);
+        if let Some(address) = json["fields"]["address"].as_str() {
+            break address.parse().unwrap();
+        }
+    };
+
+    assert_eq!(get(admin, "/healthz").await.0, 200);
+    let report = ready_within(admin, 200).await;
+    for check in ["store", "fhir", "dataverse"] {
+        assert_eq!(report["checks"][check]["status"], "ok", "{report}");
+    }
+    let (status, page) = get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(&page, "carebridge_dependency_up{dependency=\"fhir\"}"),
+        Some(1.0),
+        "{page}"
+    );
+
+    // The FHIR server stops: not ready, naming the check (and no address); alive all the same.
+    drop(fhir);
+    let report = ready_within(admin, 503).await;
+    assert_eq!(report["ready"], false, "{report}");
+    assert_eq!(report["checks"]["fhir"]["status"], "failed", "{report}");
+    assert_eq!(report["checks"]["dataverse"]["status"], "ok", "{report}");
+    assert_eq!(report["checks"]["store"]["status"], "ok", "{report}");
+    assert!(!report.to_string().contains("127.0.0.1"), "{report}");
+    assert_eq!(get(admin, "/healthz").await.0, 200);
+    let (_, page) = get(admin, "/metrics").await;
+    assert_eq!(
+        sample(&page, "carebridge_dependency_up{dependency=\"fhir\"}"),
+        Some(0.0),
+        "{page}"
+    );
+
+    // It comes back on the same address: ready again.
+    let fhir = fhir_at(std::net::TcpListener::bind(fhir_addr).unwrap()).await;
+    let report = ready_within(admin, 200).await;
+    assert_eq!(report["checks"]["fhir"]["status"], "ok", "{report}");
+
+    // SIGTERM (systemd, Kubernetes) stops it cleanly.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(fhir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&store);
+}
+
+/// `--otel`: a poll round's spans (the change, its FHIR and Dataverse requests) reach a local
+/// OTLP/HTTP receiver when `--once` ends (the flush on shutdown), named `writeback`, with no
+/// record id, resource id or value in any attribute.
+#[cfg(feature = "otel")]
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_are_exported_over_otlp_and_flushed_at_exit() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message as _;
+    use std::sync::{Arc, Mutex};
+
+    let received: Arc<Mutex<Vec<axum::body::Bytes>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dataverse = dataverse().await;
+    let fhir = fhir().await;
+    let dir = std::env::temp_dir().join(format!("wb-otel-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = fresh_sqlite_path("writeback-otel");
+    let config = configure(&dir, &fhir, &dataverse, &store);
+    let mut cmd = writeback(&config);
+    cmd.arg("--once")
+        .env("CAREBRIDGE_OTEL", "1")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}"))
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+        .env_remove("OTEL_TRACES_SAMPLER");
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count(&fhir, "PUT", |_| true).await, 3);
+
+    let bodies = received.lock().unwrap().clone();
+    assert!(!bodies.is_empty(), "no span exported");
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    for body in &bodies {
+        let request = ExportTraceServiceRequest::decode(body.as_ref()).unwrap();
+        for spans in &request.resource_spans {
+            let service = spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref()?.value.clone());
+            assert_eq!(service, Some(Any::StringValue("writeback".to_owned())));
+            for span in spans.scope_spans.iter().flat_map(|s| &s.spans) {
+                names.push(span.name.clone());
+                values.extend(
+                    span.attributes
+                        .iter()
+                        .map(|kv| format!("{}={:?}", kv.key, kv.value)),
+                );
+            }
+        }
+    }
+    let spans = |name: &str| names.iter().filter(|n| *n == name).count();
+    assert_eq!(spans("writeback.process"), 3, "{names:?}");
+    assert!(spans("fhir.request") >= 6, "{names:?}");
+    assert!(spans("dataverse.request") >= 1, "{names:?}");
+    for value in &values {
+        assert!(!value.starts_with("record_id"), "{value}");
+        for data in IDS
+            .iter()
+            .copied()
+            .chain(["555-010", "\"p0\"", "\"p1\"", "\"p2\""])
+        {
+            assert!(!value.contains(data), "{value}");
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&store);
 }
