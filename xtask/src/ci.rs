@@ -91,38 +91,24 @@ pub(crate) fn run(args: &CiArgs) -> CiResult {
         })?;
     }
 
-    let server = if args.no_fhir_server {
-        None
-    } else {
-        let mut slot = None;
-        step(&mut timings, "start the FHIR test server", || {
-            slot = Some(FhirServer::start(&root)?);
-            Ok(())
-        })?;
-        slot
-    };
-
-    let broker = if args.no_kafka {
-        None
-    } else {
-        let mut slot = None;
-        step(&mut timings, "start the Kafka test broker", || {
-            slot = Some(KafkaBroker::start(&root)?);
-            Ok(())
-        })?;
-        slot
-    };
-
-    let postgres = if args.no_postgres {
-        None
-    } else {
-        let mut slot = None;
-        step(&mut timings, "start the PostgreSQL test cluster", || {
-            slot = Some(PostgresCluster::start(&root)?);
-            Ok(())
-        })?;
-        slot
-    };
+    let server = start_service(
+        &mut timings,
+        args.no_fhir_server,
+        "start the FHIR test server",
+        || FhirServer::start(&root),
+    )?;
+    let broker = start_service(
+        &mut timings,
+        args.no_kafka,
+        "start the Kafka test broker",
+        || KafkaBroker::start(&root),
+    )?;
+    let postgres = start_service(
+        &mut timings,
+        args.no_postgres,
+        "start the PostgreSQL test cluster",
+        || PostgresCluster::start(&root),
+    )?;
 
     let mut env: Vec<(&str, String)> = Vec::new();
     if let Some(server) = &server {
@@ -172,6 +158,24 @@ fn step(
     let result = f();
     timings.push((name.to_owned(), t.elapsed()));
     result.map_err(|e| format!("{name}: {e}"))
+}
+
+/// Starts a test service as a timed [`step`], unless `skip`.
+fn start_service<T>(
+    timings: &mut Vec<(String, Duration)>,
+    skip: bool,
+    name: &str,
+    start: impl FnOnce() -> CiResult<T>,
+) -> CiResult<Option<T>> {
+    if skip {
+        return Ok(None);
+    }
+    let mut slot = None;
+    step(timings, name, || {
+        slot = Some(start()?);
+        Ok(())
+    })?;
+    Ok(slot)
 }
 
 /// The published libraries; each one's normal dependencies without default features must hold no
