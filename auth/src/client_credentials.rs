@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
-use oauth2::basic::{BasicClient, BasicTokenType};
+use chrono::Utc;
+use oauth2::basic::BasicClient;
 use oauth2::{EndpointNotSet, EndpointSet, RequestTokenError, TokenResponse};
 use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
@@ -21,6 +21,7 @@ use carebridge_http::Pipeline;
 use crate::assertion::{ClientAssertion, JWT_BEARER};
 use crate::error::{OAuthError, OAuthErrorCode, Step};
 use crate::http;
+use crate::token::{self, Seconds};
 use crate::{AccessToken, Error, Result, TokenProvider};
 
 /// Token responses larger than this are refused.
@@ -622,39 +623,13 @@ impl TokenRequester {
     }
 
     fn to_access_token(&self, response: &oauth2::basic::BasicTokenResponse) -> Result<AccessToken> {
-        match response.token_type() {
-            BasicTokenType::Bearer => {}
-            other => {
-                return Err(Error::MalformedTokenResponse {
-                    reason: format!(
-                        "token_type `{}` is not supported (expected Bearer)",
-                        other.as_ref()
-                    ),
-                })
-            }
+        token::TokenResponse {
+            access_token: response.access_token().secret().clone(),
+            token_type: Some(response.token_type().as_ref().to_owned()),
+            expires_in: response.expires_in().map(Seconds::from),
+            expires_on: None,
         }
-        let secret = response.access_token().secret();
-        if secret.is_empty() {
-            return Err(Error::MalformedTokenResponse {
-                reason: "`access_token` is empty".into(),
-            });
-        }
-        let lifetime =
-            match response.expires_in().or(self.default_expires_in) {
-                Some(lifetime) => lifetime,
-                None => return Err(Error::MalformedTokenResponse {
-                    reason:
-                        "missing `expires_in` (use with_default_expires_in to accept such servers)"
-                            .into(),
-                }),
-            };
-        let expires_on = TimeDelta::from_std(lifetime)
-            .ok()
-            .and_then(|d| Utc::now().checked_add_signed(d));
-        Ok(AccessToken::new(
-            SecretString::from(secret.as_str()),
-            expires_on,
-        ))
+        .into_access_token(Utc::now(), self.default_expires_in)
     }
 }
 

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::Utc;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -41,6 +41,7 @@ use url::Url;
 
 use crate::cache::{TokenCache, DEFAULT_REFRESH_MARGIN};
 use crate::error::{OAuthError, OAuthErrorCode, Step};
+use crate::token::TokenResponse;
 use crate::{http as auth_http, AccessToken, Error, Result, TokenProvider};
 
 /// The IMDS token endpoint.
@@ -428,34 +429,6 @@ impl fmt::Debug for Requester {
     }
 }
 
-/// A number or a string holding one (IMDS sends `"3599"`, others send `3599`).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Seconds {
-    Number(i64),
-    Text(String),
-}
-
-impl Seconds {
-    fn value(&self) -> Option<i64> {
-        match self {
-            Self::Number(n) => Some(*n),
-            Self::Text(text) => text.trim().parse().ok(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    #[serde(default)]
-    expires_on: Option<Seconds>,
-    #[serde(default)]
-    expires_in: Option<Seconds>,
-    #[serde(default)]
-    token_type: Option<String>,
-}
-
 #[derive(Deserialize)]
 struct ErrorResponse {
     error: String,
@@ -577,13 +550,7 @@ impl Requester {
                 oauth,
             });
         }
-        let mut de = serde_json::Deserializer::from_slice(&response.body);
-        let parsed: TokenResponse = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            Error::MalformedTokenResponse {
-                reason: crate::client_credentials::describe_json_error(&e),
-            }
-        })?;
-        to_access_token(parsed, Utc::now())
+        TokenResponse::from_json(&response.body)?.into_access_token(Utc::now(), None)
     }
 
     /// One GET of the token URL, with the Arc key when answering a challenge.
@@ -688,43 +655,6 @@ async fn read_arc_key(path: &Path, directory: &Path) -> Result<HeaderValue> {
     Ok(value)
 }
 
-fn to_access_token(response: TokenResponse, now: DateTime<Utc>) -> Result<AccessToken> {
-    if let Some(kind) = &response.token_type {
-        if !kind.eq_ignore_ascii_case("bearer") {
-            return Err(Error::MalformedTokenResponse {
-                reason: "token_type is not Bearer".into(),
-            });
-        }
-    }
-    if response.access_token.is_empty() {
-        return Err(Error::MalformedTokenResponse {
-            reason: "`access_token` is empty".into(),
-        });
-    }
-    let from_expires_on = response
-        .expires_on
-        .as_ref()
-        .and_then(Seconds::value)
-        .and_then(|epoch| DateTime::<Utc>::from_timestamp(epoch, 0));
-    let from_expires_in = || {
-        response
-            .expires_in
-            .as_ref()
-            .and_then(Seconds::value)
-            .and_then(|secs| now.checked_add_signed(TimeDelta::try_seconds(secs)?))
-    };
-    let expires_on =
-        from_expires_on
-            .or_else(from_expires_in)
-            .ok_or_else(|| Error::MalformedTokenResponse {
-                reason: "neither `expires_on` nor `expires_in` is a number of seconds".into(),
-            })?;
-    Ok(AccessToken::new(
-        SecretString::from(response.access_token),
-        Some(expires_on),
-    ))
-}
-
 #[async_trait::async_trait]
 impl TokenProvider for Requester {
     async fn token(&self, scopes: &[&str]) -> Result<AccessToken> {
@@ -769,45 +699,6 @@ pub(crate) fn means_unavailable(error: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn response(json: &str) -> TokenResponse {
-        serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn expiry_from_expires_on_or_expires_in() {
-        let now = Utc::now();
-        let later = now.timestamp() + 3600;
-        let token = to_access_token(
-            response(&format!(r#"{{"access_token":"a","expires_on":"{later}"}}"#)),
-            now,
-        )
-        .unwrap();
-        assert_eq!(token.expires_on().unwrap().timestamp(), later);
-        let token = to_access_token(
-            response(&format!(r#"{{"access_token":"a","expires_on":{later}}}"#)),
-            now,
-        )
-        .unwrap();
-        assert_eq!(token.expires_on().unwrap().timestamp(), later);
-        let token =
-            to_access_token(response(r#"{"access_token":"a","expires_in":"60"}"#), now).unwrap();
-        assert_eq!(token.expires_on().unwrap(), now + TimeDelta::seconds(60));
-        // An unparseable expires_on (an old date format) falls back to expires_in.
-        let token = to_access_token(
-            response(r#"{"access_token":"a","expires_on":"09/14/2017 00:00:00 PM +00:00","expires_in":120}"#),
-            now,
-        )
-        .unwrap();
-        assert_eq!(token.expires_on().unwrap(), now + TimeDelta::seconds(120));
-        assert!(to_access_token(response(r#"{"access_token":"a"}"#), now).is_err());
-        assert!(to_access_token(
-            response(r#"{"access_token":"a","expires_in":60,"token_type":"pop"}"#),
-            now
-        )
-        .is_err());
-        assert!(to_access_token(response(r#"{"access_token":"","expires_in":60}"#), now).is_err());
-    }
 
     #[test]
     fn builder_checks() {

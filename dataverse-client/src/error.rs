@@ -320,6 +320,51 @@ impl Error {
     }
 }
 
+/// A boxed [`enum@Error`] for other crates' errors to carry as a `source`: kept whole for
+/// inspection ([`get`](Self::get)) but shown without patient data.
+///
+/// `Display` is the client's `Display` (operation, HTTP status, error code); `Debug` is the same
+/// text, never the service message (Dataverse quotes filter values and record ids in it). The
+/// source chain ends here: the client's sources (JSON decoder, token provider) can quote values.
+/// `carebridge-device-contract` and `carebridge-writeback` use it as the source of their
+/// `Dataverse` variants.
+pub struct RedactedError(Box<Error>);
+
+impl RedactedError {
+    /// The client's error. Its `Debug` and sources may show service messages and values: do not
+    /// log them.
+    pub fn get(&self) -> &Error {
+        &self.0
+    }
+
+    /// The client's error (see [`get`](Self::get)).
+    pub fn into_inner(self) -> Error {
+        *self.0
+    }
+}
+
+impl From<Error> for RedactedError {
+    fn from(error: Error) -> Self {
+        Self(Box::new(error))
+    }
+}
+
+impl fmt::Display for RedactedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for RedactedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RedactedError")
+            .field(&format_args!("{}", self.0))
+            .finish()
+    }
+}
+
+impl std::error::Error for RedactedError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,15 +451,7 @@ mod tests {
     ];
 
     fn assert_clean(error: &(dyn std::error::Error + 'static)) {
-        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-        while let Some(e) = current {
-            for shown in [e.to_string(), format!("{e:?}")] {
-                for phi in PHI {
-                    assert!(!shown.contains(phi), "{phi} leaked: {shown}");
-                }
-            }
-            current = e.source();
-        }
+        assert_eq!(carebridge_http::find_shown(error, &PHI), None);
     }
 
     /// Adding a variant breaks this match: then add it to `every_variant` too.
@@ -519,5 +556,30 @@ mod tests {
             .service_error()
             .and_then(|e| e.message.as_deref())
             .is_some_and(|m| m.contains("jane.doe@example.com")));
+    }
+
+    #[test]
+    fn redacted_error_shows_display_only_and_keeps_the_error() {
+        let error = Error::Auth(carebridge_auth::Error::MalformedTokenResponse {
+            reason: "missing access_token".into(),
+        });
+        let display = error.to_string();
+        let redacted = RedactedError::from(Error::from_service(*leaky_service(404, None)));
+        assert_clean(&redacted);
+        assert!(std::error::Error::source(&redacted).is_none());
+        assert_eq!(
+            format!("{redacted:?}"),
+            format!("RedactedError({redacted})")
+        );
+        assert!(redacted
+            .get()
+            .service_error()
+            .and_then(|e| e.message.as_deref())
+            .is_some_and(|m| m.contains("jane.doe@example.com")));
+        // The inner error keeps its source; the wrapper does not show it.
+        let redacted = RedactedError::from(error);
+        assert_eq!(redacted.to_string(), display);
+        assert!(std::error::Error::source(redacted.get()).is_some());
+        assert!(matches!(redacted.into_inner(), Error::Auth(_)));
     }
 }

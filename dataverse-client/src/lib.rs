@@ -82,7 +82,7 @@ pub use custom_api::{
     BindingType, CustomApiMetadata, CustomApiParameter, CustomApiResponseProperty, CustomApiType,
 };
 pub use error::{
-    Error, Result, ServiceError, ThrottleLimit, CODE_CONCURRENCY_VERSION_MISMATCH,
+    Error, RedactedError, Result, ServiceError, ThrottleLimit, CODE_CONCURRENCY_VERSION_MISMATCH,
     CODE_DUPLICATE_RECORD, CODE_NOT_FOUND, CODE_PRIVILEGE_DENIED, CODE_THROTTLE_CONCURRENCY,
     CODE_THROTTLE_EXECUTION_TIME, CODE_THROTTLE_REQUESTS, ERROR_DETAILS_PREFIX,
 };

@@ -1,7 +1,6 @@
 //! The crate's error type.
 
-use std::fmt;
-
+use carebridge_dataverse_client::RedactedError;
 use carebridge_http::{JsonError, JsonErrorCategory};
 
 use crate::DeviceProcess;
@@ -13,7 +12,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Messages name the field or step that failed, never field values (which can be patient data).
 /// `Debug` is as clean as `Display`: the decoder's and the Dataverse client's errors are held as
-/// [`JsonError`] and [`DataverseError`], which show no values or service messages.
+/// [`JsonError`] and [`RedactedError`], which show no values or service messages.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -74,7 +73,7 @@ pub enum Error {
         operation: &'static str,
         /// The client's error (operation, status, OData error code).
         #[source]
-        source: DataverseError,
+        source: RedactedError,
     },
 
     /// Registering the custom APIs failed: a read or write of the custom API or catalog tables
@@ -88,7 +87,7 @@ pub enum Error {
         table: &'static str,
         /// The client's error (operation, status, OData error code).
         #[source]
-        source: DataverseError,
+        source: RedactedError,
     },
 
     /// The inbox or SQL idempotency store failed (feature `sql`).
@@ -145,7 +144,7 @@ impl Error {
         Self::Registration {
             operation,
             table,
-            source: DataverseError(Box::new(err)),
+            source: RedactedError::from(err),
         }
     }
 
@@ -184,7 +183,7 @@ impl Error {
         Self::Dataverse {
             process,
             operation,
-            source: DataverseError(Box::new(err)),
+            source: RedactedError::from(err),
         }
     }
 
@@ -206,41 +205,6 @@ impl Error {
         }
     }
 }
-
-/// A Dataverse client error, kept whole for inspection ([`get`](Self::get)) but shown without
-/// patient data: `Display` and `Debug` are the client's `Display` (operation, HTTP status, error
-/// code), never the service message, which can quote record ids and filter values. The source
-/// chain ends here (the client's sources can quote field values).
-pub struct DataverseError(Box<carebridge_dataverse_client::Error>);
-
-impl DataverseError {
-    /// The client's error. Its `Debug` and sources may show service messages and values: do not
-    /// log them.
-    pub fn get(&self) -> &carebridge_dataverse_client::Error {
-        &self.0
-    }
-
-    /// The client's error (see [`get`](Self::get)).
-    pub fn into_inner(self) -> carebridge_dataverse_client::Error {
-        *self.0
-    }
-}
-
-impl fmt::Display for DataverseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for DataverseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("DataverseError")
-            .field(&format_args!("{}", self.0))
-            .finish()
-    }
-}
-
-impl std::error::Error for DataverseError {}
 
 /// The JSON path of a decoding error, kept for data errors (a path of the contract's field names)
 /// and replaced by `.` for syntax errors: in a document that does not parse, the path can end in
@@ -271,18 +235,7 @@ mod tests {
     const GUID: &str = "6d81597f-0f9f-e711-8122-000d3aa2331c";
 
     fn assert_clean(e: &(dyn std::error::Error + 'static)) {
-        let mut texts = vec![format!("{e}"), format!("{e:?}"), format!("{e:#?}")];
-        let mut source = e.source();
-        while let Some(s) = source {
-            texts.push(format!("{s}"));
-            texts.push(format!("{s:?}"));
-            source = s.source();
-        }
-        for text in texts {
-            for sentinel in SENTINELS {
-                assert!(!text.contains(sentinel), "{sentinel} shown in {text}");
-            }
-        }
+        assert_eq!(carebridge_http::find_shown(e, &SENTINELS), None);
     }
 
     /// Which variant `e` is. No wildcard arm: a new variant does not compile until it is listed

@@ -79,7 +79,7 @@ pub use bridge::{
     BridgeOptions, BridgeOutcome, DeviceBridge, InMemoryRetryQueue, OutcomeSink,
     UndeliveredResponse,
 };
-pub use error::{DataverseError, Error, Result};
+pub use error::{Error, Result};
 pub use idempotency::{Claim, CompletedRecord, IdempotencyStore, InMemoryIdempotencyStore};
 pub use inbound::{
     DeviceTable, EnrollmentTable, InboundProcessor, InboundProcessorOptions, InboundReport,

@@ -284,14 +284,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(&*error);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            tracing::error!("{text}");
+            tracing::error!("{}", carebridge_http::error_chain(&*error));
             exit_code(&*error).into()
         }
     }

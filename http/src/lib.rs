@@ -9,7 +9,8 @@
 //! - one client-wide throttling window ([`ThrottleGate`]): after a `429`, the client sends
 //!   nothing to the service until the window ends; a call whose time budget allows waiting
 //!   waits, any other fails at once with [`Error::Throttled`];
-//! - one [`TransportError`] that never carries a URL;
+//! - one [`TransportError`] that never carries a URL, and the redaction check of every error
+//!   chain ([`shown_texts`], [`find_shown`]) and its one-line form ([`error_chain`]);
 //! - bounded body reads, a `User-Agent`, the `401` refresh, and [`ClientOptions`] that accept
 //!   the caller's own `reqwest::Client` (proxy, private CA roots, mTLS).
 //!
@@ -59,7 +60,7 @@ pub use options::{
     DEFAULT_TIMEOUT,
 };
 pub use pipeline::{Authorize, Error, Idempotency, NoAuth, Pipeline, Request, Response};
-pub use redact::{JsonError, JsonErrorCategory};
+pub use redact::{error_chain, find_shown, shown_texts, JsonError, JsonErrorCategory};
 pub use retry::{parse_retry_after, retry_after, RetryOptions};
 pub use throttle::{ThrottleGate, ThrottledUntil};
 pub use transport::{TransportError, TransportErrorKind};

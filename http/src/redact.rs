@@ -1,4 +1,6 @@
-//! [`JsonError`]: a JSON error that says what and where, never which value.
+//! [`JsonError`]: a JSON error that says what and where, never which value; [`shown_texts`]
+//! and [`find_shown`]: what an error chain shows, for the redaction checks of every crate;
+//! [`error_chain`]: the chain on one line.
 
 use std::fmt;
 
@@ -130,9 +132,118 @@ impl fmt::Debug for JsonError {
 
 impl std::error::Error for JsonError {}
 
+/// Everything `error` shows when it is logged or unwrapped: its `Display`, `Debug` and
+/// alternate `Debug` (`{:#?}`), then the `Display` and `Debug` of each error of its `source()`
+/// chain, outermost first.
+///
+/// The errors of every carebridge crate promise that none of these texts holds a value from a
+/// request or a response (patient data, secrets, record ids); their tests check it with
+/// [`find_shown`].
+pub fn shown_texts(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut texts = vec![
+        format!("{error}"),
+        format!("{error:?}"),
+        format!("{error:#?}"),
+    ];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        texts.push(format!("{cause}"));
+        texts.push(format!("{cause:?}"));
+        source = cause.source();
+    }
+    texts
+}
+
+/// The `Display` of `error` and of each error of its `source()` chain, joined by `: `: the one
+/// line a binary logs or prints for a failure. It shows what the `Display`s show, so it is as
+/// clean as they are.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The first of `sentinels` that one of the [`shown_texts`] of `error` contains, with that
+/// text; `None` when the chain shows none of them.
+///
+/// ```
+/// let error = std::io::Error::other("no such patient");
+/// assert_eq!(carebridge_http::find_shown(&error, &["Jane"]), None);
+/// let (sentinel, _text) = carebridge_http::find_shown(&error, &["patient"]).unwrap();
+/// assert_eq!(sentinel, "patient");
+/// ```
+pub fn find_shown<'s>(
+    error: &(dyn std::error::Error + 'static),
+    sentinels: &[&'s str],
+) -> Option<(&'s str, String)> {
+    shown_texts(error).into_iter().find_map(|text| {
+        sentinels
+            .iter()
+            .find(|sentinel| text.contains(**sentinel))
+            .map(|sentinel| (*sentinel, text))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error with a source, each showing one word in `Display` and another in `Debug`.
+    #[derive(Debug)]
+    struct Layer {
+        shown: &'static str,
+        #[expect(dead_code, reason = "read by the derived Debug only")]
+        debug_only: &'static str,
+        source: Option<Box<Layer>>,
+    }
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.shown)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.source.as_deref().map(|s| s as _)
+        }
+    }
+
+    #[test]
+    fn shown_texts_walk_the_chain_in_display_and_debug() {
+        let error = Layer {
+            shown: "outer",
+            debug_only: "outer-debug",
+            source: Some(Box::new(Layer {
+                shown: "inner",
+                debug_only: "inner-debug",
+                source: None,
+            })),
+        };
+        let texts = shown_texts(&error);
+        assert_eq!(texts.len(), 5, "{texts:?}");
+        assert_eq!(texts[0], "outer");
+        assert!(texts[1].contains("inner-debug") && !texts[1].contains('\n'));
+        assert!(texts[2].contains('\n'), "alternate Debug: {}", texts[2]);
+        assert_eq!(texts[3], "inner");
+        assert!(texts[4].contains("inner-debug") && !texts[4].contains("outer"));
+        assert_eq!(find_shown(&error, &["absent"]), None);
+        let (sentinel, text) = find_shown(&error, &["absent", "inner-debug"]).unwrap();
+        assert_eq!(
+            (sentinel, text.as_str()),
+            ("inner-debug", texts[1].as_str())
+        );
+        let (sentinel, text) = find_shown(&error, &["inner"]).unwrap();
+        assert_eq!((sentinel, text), ("inner", texts[1].clone()));
+        assert_eq!(error_chain(&error), "outer: inner");
+        let json = JsonError::new(&serde_json::from_str::<u32>("\"Jane\"").unwrap_err());
+        assert_eq!(find_shown(&json, &["Jane"]), None);
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]

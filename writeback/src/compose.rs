@@ -502,35 +502,37 @@ mod tests {
         assert_eq!(selected(&c, &unmapped), Err("NoMappedChange".into()));
     }
 
+    /// An update of a `msemr_medicalidentifier` row with the text `attributes`, linked to its
+    /// patient (`msemr_patient`) when `linked`.
+    fn identifier_change(linked: bool, attributes: &[(&str, &str)]) -> ChangeEvent {
+        let mut e = ChangeEvent::new(
+            "msemr_medicalidentifier",
+            Uuid::nil(),
+            Message::Update,
+            BTreeMap::new(),
+        );
+        if linked {
+            e = e.with_attribute(
+                "msemr_patient",
+                AttributeValue::Lookup {
+                    id: Uuid::nil(),
+                    table: None,
+                },
+            );
+        }
+        for (name, value) in attributes {
+            e = e.with_attribute(*name, AttributeValue::Text((*value).into()));
+        }
+        e
+    }
+
     #[test]
     fn expansion_needs_parent_link_and_required_attributes() {
         let c = config();
-        let e = ChangeEvent::new(
-            "msemr_medicalidentifier",
-            Uuid::nil(),
-            Message::Update,
-            BTreeMap::new(),
-        )
-        .with_attribute("msemr_value", AttributeValue::Text("1".into()));
+        let e = identifier_change(false, &[("msemr_value", "1")]);
         let err = selected(&c, &e).unwrap_err();
         assert!(err.contains("`msemr_patient`"), "{err}");
-        let e = ChangeEvent::new(
-            "msemr_medicalidentifier",
-            Uuid::nil(),
-            Message::Update,
-            BTreeMap::new(),
-        )
-        .with_attribute(
-            "msemr_patient",
-            AttributeValue::Lookup {
-                id: Uuid::nil(),
-                table: None,
-            },
-        )
-        .with_attribute(
-            "msemr_identifiersystem",
-            AttributeValue::Text("urn:x".into()),
-        );
+        let e = identifier_change(true, &[("msemr_identifiersystem", "urn:x")]);
         let err = selected(&c, &e).unwrap_err();
         assert!(err.contains("`msemr_value`"), "{err}");
     }
@@ -669,24 +671,10 @@ mod tests {
             r#"{"resourceType":"Patient","identifier":[{"system":"urn:a","value":"1"},{"system":"urn:b","value":"2","use":"usual"}]}"#,
         )
         .unwrap();
-        let e = ChangeEvent::new(
-            "msemr_medicalidentifier",
-            Uuid::nil(),
-            Message::Update,
-            BTreeMap::new(),
-        )
-        .with_attribute(
-            "msemr_patient",
-            AttributeValue::Lookup {
-                id: Uuid::nil(),
-                table: None,
-            },
-        )
-        .with_attribute(
-            "msemr_identifiersystem",
-            AttributeValue::Text("urn:b".into()),
-        )
-        .with_attribute("msemr_value", AttributeValue::Text("22".into()));
+        let e = identifier_change(
+            true,
+            &[("msemr_identifiersystem", "urn:b"), ("msemr_value", "22")],
+        );
         apply_expansion(&mut node, map, &e).unwrap();
         let tag = r#"{"url":"urn:carebridge:extension:dataverse-record","valueString":"msemr_medicalidentifier/00000000-0000-0000-0000-000000000000"}"#;
         // The untagged item with the same key is updated and tagged with the record.

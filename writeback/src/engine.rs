@@ -8,6 +8,7 @@ use carebridge_dataverse_client::{DataverseClient, Query, Record};
 use carebridge_fhir_model::codes::IssueSeverity;
 use carebridge_fhir_model::resources::OperationOutcome;
 use carebridge_fhir_model::{json, Resource, ResourceType};
+use carebridge_http::error_chain;
 use tracing::Instrument;
 
 use crate::alternate::AlternateEndpoint;
@@ -413,18 +414,12 @@ impl Writeback {
                 add_record_identifier(&mut node, &record);
             }
             let resource = compose::to_resource(&node, &map.resource_type)?;
-            let cleared = match gate.clear(resource).await? {
-                Verdict::Cleared(c) => c,
-                Verdict::Refused(reason) => {
-                    outcome.skipped = Some(reason);
-                    return Ok(());
-                }
-            };
-            self.validate(&cleared, outcome).await?;
-            if let Some(status) = out.post_alternate(&cleared).await? {
-                outcome.written = Some(Written::Alternate { status });
+            let Some(cleared) = self
+                .clear_and_route(&mut gate, resource, &[], outcome)
+                .await?
+            else {
                 return Ok(());
-            }
+            };
             let created = out
                 .create(
                     &cleared,
@@ -483,19 +478,12 @@ impl Writeback {
                         id: id.clone(),
                     })?;
             let resource = self.compose_update(map, event, &current)?;
-            let cleared = match gate.clear(resource).await? {
-                Verdict::Cleared(c) => c,
-                Verdict::Refused(reason) => {
-                    outcome.skipped = Some(reason);
-                    return Ok(());
-                }
-            };
-            self.validate(&cleared, outcome).await?;
-            outcome.issues.extend(carried.iter().cloned());
-            if let Some(status) = out.post_alternate(&cleared).await? {
-                outcome.written = Some(Written::Alternate { status });
+            let Some(cleared) = self
+                .clear_and_route(&mut gate, resource, &carried, outcome)
+                .await?
+            else {
                 return Ok(());
-            }
+            };
             match out.update(&cleared, current.version_id.as_deref()).await {
                 Ok(written) => {
                     outcome.reapplied_after_conflict = reapplied;
@@ -541,6 +529,34 @@ impl Writeback {
             compose::apply(&mut node, map, event)?;
         }
         compose::to_resource(&node, &map.resource_type)
+    }
+
+    /// Clears `resource` through the consent gate, validates it and, when an alternate endpoint
+    /// is configured, posts it there. `None` when nothing is left to write: consent refused it
+    /// (recorded as skipped) or the alternate endpoint took it (recorded as written). `carried`
+    /// are issues from an earlier write of the same event (a replayed Create's conditional
+    /// create), logged with this one after `$validate`'s.
+    async fn clear_and_route(
+        &self,
+        gate: &mut ConsentGate<'_>,
+        resource: Resource,
+        carried: &[ChildLog],
+        outcome: &mut Outcome,
+    ) -> Result<Option<Cleared>> {
+        let cleared = match gate.clear(resource).await? {
+            Verdict::Cleared(c) => c,
+            Verdict::Refused(reason) => {
+                outcome.skipped = Some(reason);
+                return Ok(None);
+            }
+        };
+        self.validate(&cleared, outcome).await?;
+        outcome.issues.extend(carried.iter().cloned());
+        if let Some(status) = self.inner.outbound.post_alternate(&cleared).await? {
+            outcome.written = Some(Written::Alternate { status });
+            return Ok(None);
+        }
+        Ok(Some(cleared))
     }
 
     /// `$validate`: error/fatal issues fail; warning/information issues become child logs.
@@ -733,16 +749,4 @@ fn outcome_of(error: &Error) -> Option<&OperationOutcome> {
         Error::Fhir { source, .. } | Error::Provenance { source, .. } => source.outcome(),
         _ => None,
     }
-}
-
-/// `Display` of the error and its sources (none of them carries values).
-fn error_chain(error: &Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

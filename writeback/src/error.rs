@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use carebridge_dataverse_client::RedactedError;
+
 /// A `Result` whose error is [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -112,43 +114,6 @@ impl std::error::Error for FhirError {
     }
 }
 
-/// A Dataverse client error, kept whole for inspection ([`get`](Self::get)) but shown without
-/// patient data.
-///
-/// `Display` is the client's `Display` (operation, HTTP status, error code). `Debug` is the same
-/// text, never the service message (Dataverse quotes filter values and record ids in it). The
-/// source chain ends here: the client's sources (JSON decoder) can quote field values.
-pub struct DataverseError(Box<carebridge_dataverse_client::Error>);
-
-impl DataverseError {
-    /// The client's error. Its `Debug` and sources may show service messages and values: do not
-    /// log them.
-    pub fn get(&self) -> &carebridge_dataverse_client::Error {
-        &self.0
-    }
-
-    /// The client's error (see [`get`](Self::get)).
-    pub fn into_inner(self) -> carebridge_dataverse_client::Error {
-        *self.0
-    }
-}
-
-impl fmt::Display for DataverseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for DataverseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("DataverseError")
-            .field(&format_args!("{}", self.0))
-            .finish()
-    }
-}
-
-impl std::error::Error for DataverseError {}
-
 /// Why the connectivity settings were judged wrong: the FHIR client's or the token provider's
 /// error, or the alternate endpoint's `401`. Shown like [`FhirError`]: no response content.
 pub struct ConnectivityError(Connectivity);
@@ -224,7 +189,7 @@ impl std::error::Error for ConnectivityError {
 /// Messages name the entity map, attribute, element path, stage and HTTP status, never column
 /// values, resource content or record and resource ids (which are patient data). `Debug` is as
 /// clean as `Display`: it shows the same facts (ids and OperationOutcome texts are left out),
-/// and the sources of the chain ([`FhirError`], [`DataverseError`], [`ConnectivityError`],
+/// and the sources of the chain ([`FhirError`], [`RedactedError`], [`ConnectivityError`],
 /// [`TransportError`]) are shown the same way. The fields keep everything for programs.
 #[derive(thiserror::Error)]
 #[non_exhaustive]
@@ -438,7 +403,7 @@ pub enum Error {
         operation: &'static str,
         /// The client's error.
         #[source]
-        source: DataverseError,
+        source: RedactedError,
     },
 
     /// The delta-token store failed.
@@ -691,7 +656,7 @@ impl Error {
     ) -> Self {
         Self::Dataverse {
             operation,
-            source: DataverseError(Box::new(err)),
+            source: RedactedError::from(err),
         }
     }
 }

@@ -109,9 +109,7 @@ pub use config::{
     DEFAULT_PRACTITIONER_CONTACT_TYPE,
 };
 pub use engine::{Outcome, Writeback, Written};
-pub use error::{
-    ConnectivityError, DataverseError, Error, FhirError, Result, Stage, TransportError,
-};
+pub use error::{ConnectivityError, Error, FhirError, Result, Stage, TransportError};
 pub use fhir::{supported_resource_types, Created, FhirStore, Versioned, RECORD_IDENTIFIER_SYSTEM};
 pub use loader::{load_entity_maps, MapTableNames};
 pub use log::{

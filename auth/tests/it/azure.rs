@@ -404,16 +404,21 @@ async fn entra_accepting_secret(response: ResponseTemplate) -> MockServer {
     entra
 }
 
-#[tokio::test]
-async fn chain_prefers_the_environment_secret() {
-    let entra = entra_accepting_secret(token_response("env-token", 3600)).await;
-    let imds = MockServer::start().await;
-    let vars: HashMap<&str, String> = HashMap::from([
+/// The environment of a client secret whose authority host is `entra`.
+fn secret_environment(entra: &MockServer) -> HashMap<&'static str, String> {
+    HashMap::from([
         ("AZURE_TENANT_ID", TENANT.to_owned()),
         ("AZURE_CLIENT_ID", CLIENT_ID.to_owned()),
         ("AZURE_CLIENT_SECRET", SECRET.to_owned()),
         ("AZURE_AUTHORITY_HOST", entra.uri()),
-    ]);
+    ])
+}
+
+#[tokio::test]
+async fn chain_prefers_the_environment_secret() {
+    let entra = entra_accepting_secret(token_response("env-token", 3600)).await;
+    let imds = MockServer::start().await;
+    let vars = secret_environment(&entra);
     let lookup = |name: &str| vars.get(name).cloned();
     let chain = DefaultChain::builder()
         .with_lookup(&lookup)
@@ -506,12 +511,7 @@ async fn chain_stops_at_a_refused_secret() {
         .respond_with(imds_token("mi-token", 3600))
         .mount(&imds)
         .await;
-    let vars: HashMap<&str, String> = HashMap::from([
-        ("AZURE_TENANT_ID", TENANT.to_owned()),
-        ("AZURE_CLIENT_ID", CLIENT_ID.to_owned()),
-        ("AZURE_CLIENT_SECRET", SECRET.to_owned()),
-        ("AZURE_AUTHORITY_HOST", entra.uri()),
-    ]);
+    let vars = secret_environment(&entra);
     let lookup = |name: &str| vars.get(name).cloned();
     let chain = DefaultChain::builder()
         .with_lookup(&lookup)

@@ -80,14 +80,20 @@ pub(crate) fn webhook_body(process: DeviceProcess) -> Value {
     })
 }
 
-#[tokio::test]
-async fn missing_or_wrong_secret_is_401_and_nothing_runs() {
+/// A Dataverse stand-in that fails the test if anything is posted to it.
+async fn dataverse_expecting_no_call() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(204))
         .expect(0)
         .mount(&server)
         .await;
+    server
+}
+
+#[tokio::test]
+async fn missing_or_wrong_secret_is_401_and_nothing_runs() {
+    let server = dataverse_expecting_no_call().await;
     let vendor = Arc::new(SimulatedVendor::new());
     let r = receiver(&server, vendor.clone(), shared());
     let body = webhook_body(DeviceProcess::SyncDevices);
@@ -190,12 +196,7 @@ async fn action_trigger_with_bearer_token_and_process_in_path() {
 
 #[tokio::test]
 async fn malformed_triggers_are_rejected_with_4xx() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
-        .expect(0)
-        .mount(&server)
-        .await;
+    let server = dataverse_expecting_no_call().await;
     let vendor = Arc::new(SimulatedVendor::new());
     let r = receiver(&server, vendor.clone(), shared());
     let auth = |b: axum::http::request::Builder| b.header(HEADER, SECRET);

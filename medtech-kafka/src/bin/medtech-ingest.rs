@@ -18,6 +18,7 @@ use std::time::Duration;
 use carebridge_auth::cli::AuthArgs;
 use carebridge_auth::AuthMethod;
 use carebridge_fhir_client::FhirClient;
+use carebridge_http::error_chain;
 use carebridge_medtech_kafka::{
     event_hubs_host, KafkaSource, KafkaSourceConfig, OAuthBearer, ShutdownHandle,
 };
@@ -206,17 +207,6 @@ fn readiness(args: &Args, config: &KafkaSourceConfig, pipeline: &Pipeline) -> Re
         });
     }
     readiness
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn read(path: &Path) -> Result<String, ExitCode> {

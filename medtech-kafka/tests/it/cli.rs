@@ -1,39 +1,18 @@
 //! The `medtech-ingest` binary: runs the pipeline from a topic to NDJSON files and, on SIGTERM,
 //! finishes, commits and prints its summary.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use carebridge_medtech_kafka::KafkaSource;
 
-use crate::support::{bounded, cluster, config, heart_rate, next, partition_offset, Producer};
-
-pub(crate) const DEVICE: &str = r#"{"templateType":"CollectionContent","template":[
-  {"templateType":"JsonPathContent","template":{"typeName":"heartrate","typeMatchExpression":"$..[?(@heartRate)]",
-   "deviceIdExpression":"$.deviceId","patientIdExpression":"$.patientId","timestampExpression":"$.endDate",
-   "values":[{"required":true,"valueExpression":"$.heartRate","valueName":"hr"}]}}]}"#;
-pub(crate) const FHIR: &str = r#"{"templateType":"CollectionFhir","template":[
-  {"templateType":"CodeValueFhir","template":{"typeName":"heartrate","periodInterval":0,
-   "codes":[{"code":"8867-4","system":"http://loinc.org"}],
-   "value":{"valueName":"hr","valueType":"Quantity","unit":"count/min","system":"http://unitsofmeasure.org","code":"/min"}}}]}"#;
-
-pub(crate) fn scratch_dir() -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir =
-        std::env::temp_dir().join(format!("medtech-ingest-it-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-pub(crate) fn lines(path: &Path) -> usize {
-    std::fs::read_to_string(path)
-        .map(|s| s.lines().filter(|l| !l.trim().is_empty()).count())
-        .unwrap_or(0)
-}
+// `faults.rs` takes these from here.
+use crate::support::{
+    bounded, cluster, config, heart_rate, ingest_command, lines, next, partition_offset, Ingest,
+    Producer,
+};
+pub(crate) use crate::support::{scratch_dir, DEVICE, FHIR};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn medtech_ingest_processes_a_topic_and_commits_on_sigterm() {
@@ -62,55 +41,23 @@ async fn medtech_ingest_processes_a_topic_and_commits_on_sigterm() {
         );
 
         let dir = scratch_dir();
-        std::fs::write(dir.join("device.json"), DEVICE).unwrap();
-        std::fs::write(dir.join("fhir.json"), FHIR).unwrap();
         let out = dir.join("out.ndjson");
         let dead = dir.join("dead.ndjson");
-        let child = Command::new(env!("CARGO_BIN_EXE_medtech-ingest"))
-            .args([
-                "--bootstrap",
-                &bootstrap,
-                "--topic",
-                topic,
-                "--group",
-                "cli-group",
-            ])
-            .arg("--device-mapping")
-            .arg(dir.join("device.json"))
-            .arg("--fhir-mapping")
-            .arg(dir.join("fhir.json"))
-            .arg("--out")
-            .arg(&out)
-            .arg("--dead-letter")
-            .arg(&dead)
-            .args(["-X", "session.timeout.ms=6000", "--idle-flush-ms", "200"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let ingest = Ingest::spawn(
+            ingest_command(&dir, &bootstrap, topic, "cli-group")
+                .arg("--out")
+                .arg(&out)
+                .arg("--dead-letter")
+                .arg(&dead),
+        );
         while lines(&out) < 5 || lines(&dead) < 2 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let (code, stdout, stderr) = ingest.stop().await;
         // Exit code 1: messages were dead-lettered (data errors), the same code as `medtech run`.
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "exit {:?}: {stderr}",
-            output.status
-        );
+        assert_eq!(code, Some(1), "exit {code:?}: {stderr:?}");
         let summary: serde_json::Value =
-            serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stderr:?}"));
         assert_eq!(summary["messages"], 7);
         assert_eq!(summary["observationsCreated"], 5);
         assert_eq!(summary["deadLettered"], 2);
@@ -160,23 +107,12 @@ async fn medtech_ingest_prints_what_was_done_when_the_run_fails() {
         producer.send(topic, 0, Some("d1"), b"<not json>", &[]);
 
         let dir = scratch_dir();
-        std::fs::write(dir.join("device.json"), DEVICE).unwrap();
-        std::fs::write(dir.join("fhir.json"), FHIR).unwrap();
         let out = dir.join("out.ndjson");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_medtech-ingest"));
-        cmd.args(["--bootstrap", &bootstrap, "--topic", topic])
-            .args(["--group", "cli-fail-group", "--batch-size", "1"])
-            .arg("--device-mapping")
-            .arg(dir.join("device.json"))
-            .arg("--fhir-mapping")
-            .arg(dir.join("fhir.json"))
+        let mut cmd = ingest_command(&dir, &bootstrap, topic, "cli-fail-group");
+        cmd.args(["--batch-size", "1"])
             .arg("--out")
             .arg(&out)
-            .args(["--dead-letter", "/dev/full"])
-            .args(["-X", "session.timeout.ms=6000", "--idle-flush-ms", "200"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .args(["--dead-letter", "/dev/full"]);
         let output = tokio::task::spawn_blocking(move || cmd.output())
             .await
             .unwrap()

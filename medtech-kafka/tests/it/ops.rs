@@ -1,89 +1,14 @@
 //! `medtech-ingest` in operation: `/metrics`, `/healthz` and `/readyz` read by a real HTTP
 //! client, JSON log lines, the TOML configuration file and the exit codes.
 
-use std::io::BufRead as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::cli::{lines, scratch_dir, DEVICE, FHIR};
-use crate::support::{bounded, cluster, heart_rate, Producer};
-
-/// A running `medtech-ingest` whose standard error is read line by line.
-pub(crate) struct Ingest {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Ingest {
-    pub(crate) fn spawn(cmd: &mut Command) -> Self {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            stderr: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for the JSON log line announcing the admin listener and returns its address.
-    pub(crate) fn admin_addr(&mut self) -> SocketAddr {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) else {
-                continue;
-            };
-            self.seen.push(line.clone());
-            let json: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
-            if let Some(address) = json["fields"]["address"].as_str() {
-                return address.parse().unwrap();
-            }
-        }
-        panic!("no admin listener announced: {:?}", self.seen);
-    }
-
-    /// Sends SIGTERM and waits: the exit code, stdout, and every stderr line.
-    pub(crate) async fn stop(mut self) -> (Option<i32>, String, Vec<String>) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let output = tokio::task::spawn_blocking(move || self.child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        self.seen.extend(self.stderr.try_iter());
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            self.seen,
-        )
-    }
-}
-
-pub(crate) fn mappings(dir: &Path) -> (PathBuf, PathBuf) {
-    std::fs::write(dir.join("device.json"), DEVICE).unwrap();
-    std::fs::write(dir.join("fhir.json"), FHIR).unwrap();
-    (dir.join("device.json"), dir.join("fhir.json"))
-}
+use crate::support::{
+    bounded, cluster, heart_rate, ingest_command, lines, scratch_dir, write_mappings, Ingest,
+    Producer,
+};
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
@@ -132,7 +57,7 @@ async fn metrics_and_health_are_served_and_move_with_the_work_done() {
         }
         producer.send(topic, 0, Some("d1"), b"<not json>", &[]);
         let dir = scratch_dir();
-        let (device, fhir) = mappings(&dir);
+        let (device, fhir) = write_mappings(&dir);
         // Flags from a TOML file, one from the environment, the log format from its variable.
         let config = dir.join("ingest.toml");
         std::fs::write(
@@ -288,26 +213,12 @@ async fn readiness_follows_the_fhir_server_and_exit_code_3_when_it_stays_down() 
         let fhir_addr = listener.local_addr().unwrap();
         let server = fhir_up(listener).await;
         let dir = scratch_dir();
-        let (device, fhir) = mappings(&dir);
         let mut ingest = Ingest::spawn(
-            Command::new(env!("CARGO_BIN_EXE_medtech-ingest"))
-                .args([
-                    "--bootstrap",
-                    &bootstrap,
-                    "--topic",
-                    topic,
-                    "--group",
-                    "ready",
-                ])
-                .arg("--device-mapping")
-                .arg(&device)
-                .arg("--fhir-mapping")
-                .arg(&fhir)
+            ingest_command(&dir, &bootstrap, topic, "ready")
                 .args(["--fhir-url", &format!("http://{fhir_addr}/fhir")])
                 .arg("--dead-letter")
                 .arg(dir.join("dead.ndjson"))
                 .args(["--metrics-addr", "127.0.0.1:0", "--log-format", "json"])
-                .args(["-X", "session.timeout.ms=6000", "--idle-flush-ms", "200"])
                 .env("MEDTECH_FHIR_TOKEN", "test")
                 .env("RUST_LOG", "info"),
         );
@@ -391,28 +302,13 @@ async fn a_clean_run_exits_0() {
             producer.send(topic, 0, Some("d1"), heart_rate("d1", i).as_bytes(), &[]);
         }
         let dir = scratch_dir();
-        let (device, fhir) = mappings(&dir);
         let out = dir.join("out.ndjson");
         let ingest = Ingest::spawn(
-            Command::new(env!("CARGO_BIN_EXE_medtech-ingest"))
-                .args([
-                    "--bootstrap",
-                    &bootstrap,
-                    "--topic",
-                    topic,
-                    "--group",
-                    "clean",
-                ])
-                .arg("--device-mapping")
-                .arg(&device)
-                .arg("--fhir-mapping")
-                .arg(&fhir)
+            ingest_command(&dir, &bootstrap, topic, "clean")
                 .arg("--out")
                 .arg(&out)
                 .arg("--dead-letter")
-                .arg(dir.join("dead.ndjson"))
-                .args(["-X", "session.timeout.ms=6000", "--idle-flush-ms", "200"])
-                .env("RUST_LOG", "warn"),
+                .arg(dir.join("dead.ndjson")),
         );
         while lines(&out) < 2 {
             tokio::time::sleep(Duration::from_millis(100)).await;

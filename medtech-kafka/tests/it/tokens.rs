@@ -17,9 +17,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use crate::cli::scratch_dir;
-use crate::ops::{mappings, scrape_until, Ingest};
+use crate::ops::scrape_until;
 use crate::support::heart_rate;
+use crate::support::{scratch_dir, write_mappings, Ingest};
 
 /// Token lifetime of the server, in seconds.
 const LIFETIME_SECS: u64 = 3;
@@ -166,7 +166,7 @@ async fn five_lifetimes(credential: Credential) {
 
     let server = AuthFhirServer::start();
     let dir = scratch_dir();
-    let (device_mapping, fhir_mapping) = mappings(&dir);
+    let (device_mapping, fhir_mapping) = write_mappings(&dir);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_medtech-ingest"));
     cmd.args(["--bootstrap", &bootstrap, "--topic", &topic])
         .args(["--group", &format!("tokens-{unique}")])

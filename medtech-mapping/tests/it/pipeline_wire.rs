@@ -24,6 +24,21 @@ fn client(server: &MockServer) -> FhirClient {
     .unwrap()
 }
 
+/// The test mappings persisted through `FhirClientSink` to `server`, with in-memory identities
+/// and dead letters.
+fn pipeline_to(server: &MockServer) -> Pipeline {
+    let store = Arc::new(carebridge_medtech_mapping::pipeline::InMemoryIdentityStore::new());
+    Pipeline::new(
+        &DeviceMapping::from_json(DEVICE_MAPPING).unwrap(),
+        FhirMapping::from_json(FHIR_MAPPING).unwrap(),
+        IdentityResolver::new(store, IdentityOptions::default()),
+        Arc::new(FhirClientSink::new(client(server))),
+        Arc::new(InMemoryDeadLetters::new()),
+        PipelineOptions::default(),
+    )
+    .unwrap()
+}
+
 fn body(req: &Request) -> Value {
     serde_json::from_slice(&req.body).unwrap()
 }
@@ -147,16 +162,7 @@ async fn an_existing_observation_is_merged_and_updated_with_if_match() {
         .expect(2)
         .mount(&server)
         .await;
-    let store = Arc::new(carebridge_medtech_mapping::pipeline::InMemoryIdentityStore::new());
-    let p = Pipeline::new(
-        &DeviceMapping::from_json(DEVICE_MAPPING).unwrap(),
-        FhirMapping::from_json(FHIR_MAPPING).unwrap(),
-        IdentityResolver::new(store, IdentityOptions::default()),
-        Arc::new(FhirClientSink::new(client(&server))),
-        Arc::new(InMemoryDeadLetters::new()),
-        PipelineOptions::default(),
-    )
-    .unwrap();
+    let p = pipeline_to(&server);
     let mut source = InMemorySource::new(vec![
         json!({"deviceId": "watch-2", "patientId": "patient-a",
         "endDate": "2024-05-01T08:10:00Z", "heartRate": 72}),
@@ -217,16 +223,7 @@ async fn a_window_this_process_wrote_is_updated_without_a_search() {
         .expect(2)
         .mount(&server)
         .await;
-    let store = Arc::new(carebridge_medtech_mapping::pipeline::InMemoryIdentityStore::new());
-    let p = Pipeline::new(
-        &DeviceMapping::from_json(DEVICE_MAPPING).unwrap(),
-        FhirMapping::from_json(FHIR_MAPPING).unwrap(),
-        IdentityResolver::new(store, IdentityOptions::default()),
-        Arc::new(FhirClientSink::new(client(&server))),
-        Arc::new(InMemoryDeadLetters::new()),
-        PipelineOptions::default(),
-    )
-    .unwrap();
+    let p = pipeline_to(&server);
     // Blood pressure has hourly windows: three messages of one hour, each its own run.
     let mut counts = Vec::new();
     for minute in [10, 20, 30] {

@@ -24,12 +24,18 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn run(extra: &[&str], stdin: Option<&str>) -> Output {
+/// `medtech run` with the golden blood-pressure mappings.
+fn medtech_run() -> Command {
     let dm = golden().join("devicecontent.json");
     let fm = golden().join("fhirmapping.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_medtech"));
-    cmd.args(["run", "--device-mapping", s(&dm), "--fhir-mapping", s(&fm)])
-        .args(extra)
+    cmd.args(["run", "--device-mapping", s(&dm), "--fhir-mapping", s(&fm)]);
+    cmd
+}
+
+fn run(extra: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = medtech_run();
+    cmd.args(extra)
         .env_remove("MEDTECH_FHIR_TOKEN")
         .env_remove("CAREBRIDGE_AUTH")
         .stdin(Stdio::piped())
@@ -80,6 +86,22 @@ fn message(device: &str, patient: Option<&str>, systolic: &str, end: &str) -> Va
 
 fn lines(values: &[Value]) -> String {
     values.iter().map(|v| format!("{v}\n")).collect()
+}
+
+/// `dir/in.ndjson` holding one valid message.
+fn one_message_input(dir: &Path) -> PathBuf {
+    let input = dir.join("in.ndjson");
+    std::fs::write(
+        &input,
+        lines(&[message(
+            "dev-1",
+            Some("pat-1"),
+            "120",
+            "2023-01-01T10:05:00Z",
+        )]),
+    )
+    .unwrap();
+    input
 }
 
 #[test]
@@ -472,17 +494,7 @@ fn every_message_is_persisted_dead_lettered_or_skipped() {
 #[test]
 fn a_missing_template_file_exits_two_and_names_it() {
     let dir = temp_dir("missing-template");
-    let input = dir.join("in.ndjson");
-    std::fs::write(
-        &input,
-        lines(&[message(
-            "dev-1",
-            Some("pat-1"),
-            "120",
-            "2023-01-01T10:05:00Z",
-        )]),
-    )
-    .unwrap();
+    let input = one_message_input(&dir);
     let missing = dir.join("no-such-mapping.json");
     let good_device = golden().join("devicecontent.json");
     let good_fhir = golden().join("fhirmapping.json");
@@ -526,23 +538,10 @@ async fn a_failing_fhir_server_stops_the_run_with_exit_two() {
     let server = wiremock::MockServer::start().await;
     let url = server.uri();
     let dir = temp_dir("fhirfail");
-    let input = dir.join("in.ndjson");
-    std::fs::write(
-        &input,
-        lines(&[message(
-            "dev-1",
-            Some("pat-1"),
-            "120",
-            "2023-01-01T10:05:00Z",
-        )]),
-    )
-    .unwrap();
+    let input = one_message_input(&dir);
     let dl = dir.join("dl.ndjson");
     let o = tokio::task::spawn_blocking(move || {
-        let dm = golden().join("devicecontent.json");
-        let fm = golden().join("fhirmapping.json");
-        Command::new(env!("CARGO_BIN_EXE_medtech"))
-            .args(["run", "--device-mapping", s(&dm), "--fhir-mapping", s(&fm)])
+        medtech_run()
             .args([
                 "--input",
                 s(&input),
@@ -601,25 +600,12 @@ async fn client_credentials_bearer_reaches_the_fhir_server() {
         .mount(&server)
         .await;
     let dir = temp_dir("auth-cc");
-    let input = dir.join("in.ndjson");
-    std::fs::write(
-        &input,
-        lines(&[message(
-            "dev-1",
-            Some("pat-1"),
-            "120",
-            "2023-01-01T10:05:00Z",
-        )]),
-    )
-    .unwrap();
+    let input = one_message_input(&dir);
     let dl = dir.join("dl.ndjson");
     let fhir_url = format!("{uri}/fhir");
     let authority = uri.clone();
     let o = tokio::task::spawn_blocking(move || {
-        let dm = golden().join("devicecontent.json");
-        let fm = golden().join("fhirmapping.json");
-        Command::new(env!("CARGO_BIN_EXE_medtech"))
-            .args(["run", "--device-mapping", s(&dm), "--fhir-mapping", s(&fm)])
+        medtech_run()
             .args(["--input", s(&input), "--fhir-url", &fhir_url])
             .args(["--dead-letter", s(&dl), "--auth", "client-credentials"])
             .args([

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use carebridge_auth::cli::AuthArgs;
 use carebridge_fhir_client::FhirClient;
+use carebridge_http::error_chain;
 use carebridge_medtech_mapping::pipeline::{
     DeadLetter, DeadLetterSink, Disposition, EventSource, FhirClientIdentityStore, FhirClientSink,
     FhirSink, IdentityMode, IdentityOptions, IdentityResolver, IdentityStore,
@@ -133,17 +134,6 @@ fn dead_letter_path(args: &RunArgs) -> PathBuf {
             .join(DEFAULT_DEAD_LETTER_FILE),
         None => PathBuf::from(DEFAULT_DEAD_LETTER_FILE),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Reports a failure to open an output file (exit code 2).

@@ -155,14 +155,15 @@ async fn alternate_endpoint_large_error_body_is_read_bounded_and_typed() {
     assert!(!err.to_string().contains("Jane"));
 }
 
-#[tokio::test]
-async fn alternate_endpoint_401_is_fatal() {
+/// The error of a change sent to the alternate endpoint when the token endpoint issues a token
+/// (`token_issued`) or refuses, and the endpoint answers `status` to the `posts` it expects.
+async fn alternate_error(token_issued: bool, status: u16, posts: u64) -> Error {
     let server = MockServer::start().await;
-    token_endpoint(&server, true).await;
+    token_endpoint(&server, token_issued).await;
     Mock::given(method("POST"))
         .and(path("/logicapp"))
-        .respond_with(ResponseTemplate::new(401))
-        .expect(1)
+        .respond_with(ResponseTemplate::new(status))
+        .expect(posts)
         .mount(&server)
         .await;
     let wb = Writeback::new(
@@ -172,7 +173,12 @@ async fn alternate_endpoint_401_is_fatal() {
         Arc::new(InMemoryOutcomeLog::new()),
     )
     .unwrap();
-    let err = wb.process(&phone_change()).await.unwrap_err();
+    wb.process(&phone_change()).await.unwrap_err()
+}
+
+#[tokio::test]
+async fn alternate_endpoint_401_is_fatal() {
+    let err = alternate_error(true, 401, 1).await;
     assert!(
         matches!(
             err,
@@ -187,22 +193,7 @@ async fn alternate_endpoint_401_is_fatal() {
 
 #[tokio::test]
 async fn alternate_token_refused_is_fatal() {
-    let server = MockServer::start().await;
-    token_endpoint(&server, false).await;
-    Mock::given(method("POST"))
-        .and(path("/logicapp"))
-        .respond_with(ResponseTemplate::new(202))
-        .expect(0)
-        .mount(&server)
-        .await;
-    let wb = Writeback::new(
-        alternate_config(&server),
-        dataverse(None),
-        Arc::new(FakeStore::new(all_ok())),
-        Arc::new(InMemoryOutcomeLog::new()),
-    )
-    .unwrap();
-    let err = wb.process(&phone_change()).await.unwrap_err();
+    let err = alternate_error(false, 202, 0).await;
     assert!(
         matches!(
             err,

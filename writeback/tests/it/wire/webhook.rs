@@ -12,6 +12,20 @@ use crate::support::{config, dataverse, fhir_only};
 
 use super::{all_ok, update_webhook, FakeStore};
 
+/// A FHIR-only engine over a fake store that accepts everything, and its outcome log.
+fn fhir_only_engine() -> (Arc<FakeStore>, Arc<InMemoryOutcomeLog>, Writeback) {
+    let store = Arc::new(FakeStore::new(all_ok()));
+    let log = Arc::new(InMemoryOutcomeLog::new());
+    let wb = Writeback::new(
+        config(&fhir_only("https://fhir.example.org")),
+        dataverse(None),
+        store.clone(),
+        log.clone(),
+    )
+    .unwrap();
+    (store, log, wb)
+}
+
 #[tokio::test]
 async fn webhook_update_body_becomes_a_change_event() {
     let event = ChangeEvent::from_webhook(
@@ -44,15 +58,7 @@ async fn webhook_update_body_becomes_a_change_event() {
     );
 
     // Through the engine: only the changed, mapped column is applied.
-    let store = Arc::new(FakeStore::new(all_ok()));
-    let log = Arc::new(InMemoryOutcomeLog::new());
-    let wb = Writeback::new(
-        config(&fhir_only("https://fhir.example.org")),
-        dataverse(None),
-        store.clone(),
-        log.clone(),
-    )
-    .unwrap();
+    let (store, _log, wb) = fhir_only_engine();
     let outcome = wb.process(&event).await.unwrap();
     assert_eq!(outcome.status, LogStatus::Success, "{outcome:?}");
     assert_eq!(store.writes.load(Ordering::SeqCst), 1);
@@ -67,15 +73,7 @@ async fn webhook_update_body_becomes_a_change_event() {
 
 #[tokio::test]
 async fn webhook_without_consent_or_with_bad_contact_type_writes_nothing() {
-    let store = Arc::new(FakeStore::new(all_ok()));
-    let log = Arc::new(InMemoryOutcomeLog::new());
-    let wb = Writeback::new(
-        config(&fhir_only("https://fhir.example.org")),
-        dataverse(None),
-        store.clone(),
-        log.clone(),
-    )
-    .unwrap();
+    let (store, log, wb) = fhir_only_engine();
 
     let no =
         ChangeEvent::from_webhook(update_webhook(935_000_000, false).as_bytes(), None).unwrap();
