@@ -121,6 +121,16 @@ impl ClientRecord {
         })
     }
 
+    /// The client authentication method `/token` requires of this client, if one is recorded:
+    /// the `token_endpoint_auth_method` of a dynamically registered client (RFC 7591 §2).
+    /// `None` for a client an operator created: it may authenticate either way (HTTP Basic or
+    /// the form fields).
+    pub fn token_endpoint_auth_method(&self) -> Option<TokenEndpointAuthMethod> {
+        self.registration
+            .as_ref()
+            .map(|registration| registration.token_endpoint_auth_method)
+    }
+
     /// Whether the client may request tokens for `tenant`: only tenants in its list (a client
     /// without a list gets none).
     pub fn allows_tenant(&self, tenant: &TenantId) -> bool {

@@ -102,16 +102,27 @@ pub struct GatewayOptions {
     /// Proxied requests in progress at most (default 256); a request over the limit gets
     /// `503` with `Retry-After` at once instead of waiting.
     pub max_concurrent_upstream: usize,
-    /// Rate limit of `/token`, secret-management and dynamic-registration (`/register…`)
-    /// requests per client address (per IPv4 address, per IPv6 /64); `None` disables it. Default 60 per minute, bursts of 20. The
+    /// Rate limit of `/token` and secret-management requests per client address (per IPv4
+    /// address, per IPv6 /64); `None` disables it. Default 60 per minute, bursts of 20. The
     /// address is the TCP peer: behind a TLS proxy every request shares the proxy's address,
     /// so size this for the proxy or rate-limit there.
     pub token_rate_per_address: Option<RateLimit>,
-    /// Rate limit of `/token`, secret-management and RFC 7592 configuration requests naming one
-    /// registered client, counted before its secret or registration access token is checked (so
-    /// guessing is throttled), and of registrations per initial access token; `None` disables
-    /// it. Default 120 per minute, bursts of 30.
+    /// Rate limit of `/token` and secret-management requests naming one registered client,
+    /// counted before its secret is checked (so guessing is throttled); `None` disables it.
+    /// Default 120 per minute, bursts of 30.
     pub token_rate_per_client: Option<RateLimit>,
+    /// Rate limit of dynamic client registration requests (`POST /register` and RFC 7592
+    /// `GET`/`PUT`/`DELETE /register/{client_id}`) per client address (per IPv4 address, per
+    /// IPv6 /64), counted apart from `/token`; `None` disables it. Default 20 per minute,
+    /// bursts of 10. Behind a TLS proxy every request shares the proxy's address.
+    pub registration_rate_per_address: Option<RateLimit>,
+    /// Rate limit of registrations (`POST /register`) per initial access token, counted once
+    /// the token is recognised; `None` disables it. Default 10 per minute, bursts of 5.
+    pub registration_rate_per_token: Option<RateLimit>,
+    /// Rate limit of RFC 7592 configuration requests naming one registered client, counted
+    /// before its registration access token is checked (so guessing is throttled); `None`
+    /// disables it. Default 30 per minute, bursts of 10.
+    pub registration_rate_per_client: Option<RateLimit>,
     /// On shutdown, time allowed for requests in progress to finish before their connections
     /// are closed (default 10 s). Applies to [`Gateway::serve`](crate::Gateway::serve).
     pub shutdown_timeout: Duration,
@@ -148,6 +159,18 @@ impl Default for GatewayOptions {
             token_rate_per_client: Some(RateLimit {
                 per_minute: 120,
                 burst: 30,
+            }),
+            registration_rate_per_address: Some(RateLimit {
+                per_minute: 20,
+                burst: 10,
+            }),
+            registration_rate_per_token: Some(RateLimit {
+                per_minute: 10,
+                burst: 5,
+            }),
+            registration_rate_per_client: Some(RateLimit {
+                per_minute: 30,
+                burst: 10,
             }),
             shutdown_timeout: Duration::from_secs(10),
             clock_leeway: Duration::from_secs(30),

@@ -167,6 +167,16 @@ pub enum Error {
         json_path: String,
     },
 
+    /// An initial access token's stored record is not a valid token record. Names the token
+    /// id and the JSON path only: never the token value or its digest.
+    #[error("the stored record of registration token `{token_id}` is malformed at `{json_path}`")]
+    CorruptRegistrationToken {
+        /// The token id (not secret).
+        token_id: String,
+        /// Where inside the record, as a path of JSON keys.
+        json_path: String,
+    },
+
     /// Signing an access token failed.
     #[error("could not sign the access token")]
     Signing {
@@ -228,6 +238,7 @@ impl Error {
             #[cfg(feature = "sql")]
             Self::Database { .. } => "Database",
             Self::CorruptClientRecord { .. } => "CorruptClientRecord",
+            Self::CorruptRegistrationToken { .. } => "CorruptRegistrationToken",
             Self::Signing { .. } => "Signing",
             Self::HttpClient { .. } => "HttpClient",
             Self::Serve { .. } => "Serve",
@@ -380,6 +391,10 @@ mod tests {
                 client_id: "app".into(),
                 json_path: "secrets[0].hash".into(),
             },
+            Error::CorruptRegistrationToken {
+                token_id: crate::clients::safe_token_id(&format!("0123abcd.{SECRET}")),
+                json_path: "hash".into(),
+            },
         ];
         // A driver error quoting a value and a connection string with a password.
         #[cfg(feature = "sql")]
@@ -419,7 +434,7 @@ mod tests {
             assert_eq!(debug, expected);
         }
         assert_eq!(kinds.len(), variants.len(), "every variant once");
-        let expected = if cfg!(feature = "sql") { 22 } else { 21 };
+        let expected = if cfg!(feature = "sql") { 23 } else { 22 };
         assert_eq!(kinds.len(), expected, "a new variant must be added here");
     }
 }

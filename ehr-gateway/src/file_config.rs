@@ -234,6 +234,18 @@ pub struct FileConfig {
     /// `/token` rate per client id (default 120 per minute, burst 30; both 0 disables).
     #[serde(default)]
     pub token_rate_per_client: Option<RateLimitConfig>,
+    /// Dynamic client registration (`/register…`) rate per client address (default 20 per
+    /// minute, burst 10; both 0 disables).
+    #[serde(default)]
+    pub registration_rate_per_address: Option<RateLimitConfig>,
+    /// Registrations per initial access token (default 10 per minute, burst 5; both 0
+    /// disables).
+    #[serde(default)]
+    pub registration_rate_per_token: Option<RateLimitConfig>,
+    /// RFC 7592 configuration requests per registered client (default 30 per minute, burst
+    /// 10; both 0 disables).
+    #[serde(default)]
+    pub registration_rate_per_client: Option<RateLimitConfig>,
     /// Time allowed on shutdown for requests in progress, in seconds (default 10).
     #[serde(default)]
     pub shutdown_timeout_secs: Option<u64>,
@@ -413,6 +425,18 @@ impl FileConfig {
             token_rate_per_client: self
                 .token_rate_per_client
                 .map_or(defaults.token_rate_per_client, RateLimitConfig::to_limit),
+            registration_rate_per_address: self.registration_rate_per_address.map_or(
+                defaults.registration_rate_per_address,
+                RateLimitConfig::to_limit,
+            ),
+            registration_rate_per_token: self.registration_rate_per_token.map_or(
+                defaults.registration_rate_per_token,
+                RateLimitConfig::to_limit,
+            ),
+            registration_rate_per_client: self.registration_rate_per_client.map_or(
+                defaults.registration_rate_per_client,
+                RateLimitConfig::to_limit,
+            ),
             shutdown_timeout: self
                 .shutdown_timeout_secs
                 .map_or(defaults.shutdown_timeout, Duration::from_secs),
@@ -647,6 +671,57 @@ auth = { type = "none" }
         let e = FileConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains("listen_addr") && e.contains("typo.toml"), "{e}");
         assert!(!e.contains("secret-looking"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn registration_limits_come_from_toml_with_defaults() {
+        let dir = temp_dir();
+        write(&dir, "signing.key", &"k".repeat(40));
+        let path = write(
+            &dir,
+            "gateway.toml",
+            r#"base_url = "https://gw.example"
+signing_key = { file = "signing.key" }
+clients_file = "clients.json"
+registration_rate_per_address = { per_minute = 4, burst = 2 }
+registration_rate_per_client = { per_minute = 0, burst = 0 }
+"#,
+        );
+        let built = FileConfig::load(&path)
+            .unwrap()
+            .build(Arc::new(crate::InMemoryClientStore::new()))
+            .unwrap();
+        let defaults = GatewayOptions::default();
+        assert_eq!(
+            built.options.registration_rate_per_address,
+            Some(RateLimit {
+                per_minute: 4,
+                burst: 2
+            })
+        );
+        assert_eq!(built.options.registration_rate_per_client, None);
+        assert_eq!(
+            built.options.registration_rate_per_token,
+            defaults.registration_rate_per_token
+        );
+        assert!(defaults.registration_rate_per_token.is_some());
+        // The `/token` limits are not changed by the registration keys.
+        assert_eq!(
+            built.options.token_rate_per_address,
+            defaults.token_rate_per_address
+        );
+        let path = write(
+            &dir,
+            "zero.toml",
+            "base_url = \"https://gw.example\"\nsigning_key = { file = \"signing.key\" }\nclients_file = \"c.json\"\nregistration_rate_per_token = { per_minute = 0, burst = 3 }\n",
+        );
+        let config = FileConfig::load(&path).unwrap();
+        let setup = config
+            .build(Arc::new(crate::InMemoryClientStore::new()))
+            .unwrap();
+        let e = crate::Gateway::new(setup).unwrap_err().to_string();
+        assert!(e.contains("registration_rate_per_token"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

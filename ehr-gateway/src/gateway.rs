@@ -12,7 +12,7 @@ use tower_http::trace::TraceLayer;
 use url::Url;
 
 use crate::jwt::TokenSigner;
-use crate::limits::TokenLimits;
+use crate::limits::{RegistrationLimits, TokenLimits};
 use crate::metadata::{capability_statement, smart_configuration, Discovery};
 use crate::outcome::FHIR_JSON;
 use crate::serve::ConnectionLimits;
@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) upstream: crate::upstream::Upstreams,
     /// `/token` and secret-management rate limits.
     pub(crate) limits: TokenLimits,
+    /// Dynamic client registration rate limits (`/register…`), apart from `/token`'s.
+    pub(crate) registration_limits: RegistrationLimits,
     /// Proxied requests in progress (`max_concurrent_upstream` permits).
     pub(crate) upstream_permits: Arc<tokio::sync::Semaphore>,
     capability_statement: String,
@@ -98,6 +100,11 @@ impl Gateway {
             options.token_rate_per_address,
             options.token_rate_per_client,
         )?;
+        let registration_limits = RegistrationLimits::new(
+            options.registration_rate_per_address,
+            options.registration_rate_per_token,
+            options.registration_rate_per_client,
+        )?;
         let upstream_permits = Arc::new(tokio::sync::Semaphore::new(
             options
                 .max_concurrent_upstream
@@ -133,6 +140,7 @@ impl Gateway {
                 options,
                 upstream,
                 limits,
+                registration_limits,
                 upstream_permits,
                 capability_statement,
                 smart_configuration,

@@ -1,4 +1,5 @@
-//! Rate limits of the token endpoint, per client address and per client id.
+//! Rate limits of the token endpoint (per client address and per client id) and of dynamic
+//! client registration (per client address, per initial access token and per client id).
 
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
@@ -47,12 +48,8 @@ impl TokenLimits {
         per_client: Option<RateLimit>,
     ) -> Result<Self> {
         Ok(Self {
-            per_address: per_address
-                .map(|l| quota("token_rate_per_address", l).map(RateLimiter::keyed))
-                .transpose()?,
-            per_client: per_client
-                .map(|l| quota("token_rate_per_client", l).map(RateLimiter::keyed))
-                .transpose()?,
+            per_address: keyed("token_rate_per_address", per_address)?,
+            per_client: keyed("token_rate_per_client", per_client)?,
             clock: DefaultClock::default(),
         })
     }
@@ -64,32 +61,113 @@ impl TokenLimits {
         &self,
         address: Option<IpAddr>,
     ) -> std::result::Result<(), Duration> {
-        match (&self.per_address, address) {
-            (Some(limiter), Some(address)) => self.check(limiter, &address_key(address)),
-            _ => Ok(()),
-        }
+        check_address(self.per_address.as_ref(), &self.clock, address)
     }
 
     /// `Err(wait)` when the registered client `client_id` is over its rate.
     pub(crate) fn check_client(&self, client_id: &str) -> std::result::Result<(), Duration> {
-        match &self.per_client {
-            Some(limiter) => self.check(limiter, &client_id.to_owned()),
-            None => Ok(()),
-        }
+        check_key(self.per_client.as_ref(), &self.clock, client_id)
+    }
+}
+
+/// The dynamic client registration limiters (`POST /register` and RFC 7592
+/// `/register/{client_id}`), apart from the `/token` ones so that registrations and `/token`
+/// traffic never spend each other's quota.
+pub(crate) struct RegistrationLimits {
+    per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    per_token: Option<DefaultKeyedRateLimiter<String>>,
+    per_client: Option<DefaultKeyedRateLimiter<String>>,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for RegistrationLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrationLimits")
+            .field("per_address", &self.per_address.is_some())
+            .field("per_token", &self.per_token.is_some())
+            .field("per_client", &self.per_client.is_some())
+            .finish()
+    }
+}
+
+impl RegistrationLimits {
+    pub(crate) fn new(
+        per_address: Option<RateLimit>,
+        per_token: Option<RateLimit>,
+        per_client: Option<RateLimit>,
+    ) -> Result<Self> {
+        Ok(Self {
+            per_address: keyed("registration_rate_per_address", per_address)?,
+            per_token: keyed("registration_rate_per_token", per_token)?,
+            per_client: keyed("registration_rate_per_client", per_client)?,
+            clock: DefaultClock::default(),
+        })
     }
 
-    fn check<K: Hash + Eq + Clone>(
+    /// `Err(wait)` when `address` (an IPv6 address counts as its /64) is over its
+    /// registration rate; requests without a known peer address are not limited here.
+    pub(crate) fn check_address(
         &self,
-        limiter: &DefaultKeyedRateLimiter<K>,
-        key: &K,
+        address: Option<IpAddr>,
     ) -> std::result::Result<(), Duration> {
-        if limiter.len() > RETAIN_ABOVE_KEYS {
-            limiter.retain_recent();
-        }
-        limiter
-            .check_key(key)
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        check_address(self.per_address.as_ref(), &self.clock, address)
     }
+
+    /// `Err(wait)` when the initial access token `token_id` is over its registration rate.
+    pub(crate) fn check_token(&self, token_id: &str) -> std::result::Result<(), Duration> {
+        check_key(self.per_token.as_ref(), &self.clock, token_id)
+    }
+
+    /// `Err(wait)` when configuration requests (RFC 7592) naming `client_id` are over their
+    /// rate.
+    pub(crate) fn check_client(&self, client_id: &str) -> std::result::Result<(), Duration> {
+        check_key(self.per_client.as_ref(), &self.clock, client_id)
+    }
+}
+
+/// A keyed limiter for `limit`, or none; `what` names the setting in the configuration error.
+fn keyed<K: Hash + Eq + Clone>(
+    what: &str,
+    limit: Option<RateLimit>,
+) -> Result<Option<DefaultKeyedRateLimiter<K>>> {
+    limit
+        .map(|l| quota(what, l).map(RateLimiter::keyed))
+        .transpose()
+}
+
+fn check_address(
+    limiter: Option<&DefaultKeyedRateLimiter<IpAddr>>,
+    clock: &DefaultClock,
+    address: Option<IpAddr>,
+) -> std::result::Result<(), Duration> {
+    match (limiter, address) {
+        (Some(limiter), Some(address)) => check(limiter, clock, &address_key(address)),
+        _ => Ok(()),
+    }
+}
+
+fn check_key(
+    limiter: Option<&DefaultKeyedRateLimiter<String>>,
+    clock: &DefaultClock,
+    key: &str,
+) -> std::result::Result<(), Duration> {
+    match limiter {
+        Some(limiter) => check(limiter, clock, &key.to_owned()),
+        None => Ok(()),
+    }
+}
+
+fn check<K: Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    clock: &DefaultClock,
+    key: &K,
+) -> std::result::Result<(), Duration> {
+    if limiter.len() > RETAIN_ABOVE_KEYS {
+        limiter.retain_recent();
+    }
+    limiter
+        .check_key(key)
+        .map_err(|not_until| not_until.wait_time_from(clock.now()))
 }
 
 /// IPv4 addresses as they are; IPv6 addresses by their /64 (one host usually owns a /64).
@@ -150,5 +228,45 @@ mod tests {
             None
         )
         .is_err());
+    }
+
+    #[test]
+    fn registration_limits_are_their_own() {
+        let one = Some(RateLimit {
+            per_minute: 1,
+            burst: 1,
+        });
+        let limits = RegistrationLimits::new(one, one, one).unwrap();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(limits.check_address(Some(a)).is_ok());
+        assert!(limits.check_address(Some(a)).is_err());
+        assert!(limits.check_address(None).is_ok());
+        // Tokens and clients are counted apart, even under the same text.
+        assert!(limits.check_token("abc").is_ok());
+        assert!(limits.check_token("abc").is_err());
+        assert!(limits.check_client("abc").is_ok());
+        assert!(limits.check_client("abc").is_err());
+        assert!(limits.check_token("def").is_ok());
+        // The `/token` limiters are untouched by registrations.
+        let token = TokenLimits::new(one, one).unwrap();
+        assert!(token.check_address(Some(a)).is_ok());
+        assert!(token.check_client("abc").is_ok());
+        let unlimited = RegistrationLimits::new(None, None, None).unwrap();
+        for _ in 0..10 {
+            assert!(unlimited.check_token("abc").is_ok());
+        }
+        let err = RegistrationLimits::new(
+            None,
+            Some(RateLimit {
+                per_minute: 1,
+                burst: 0,
+            }),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("registration_rate_per_token"),
+            "{err}"
+        );
     }
 }

@@ -166,9 +166,9 @@ fn parse_lifetime(text: &str) -> Result<chrono::Duration, String> {
 
 #[derive(Subcommand)]
 enum RegistryCommand {
-    /// Copy every client of a JSON registry file into the registry named by the configuration
-    /// (its `clients_database`). Clients already there are left as they are and listed as
-    /// skipped, so the command can be run again.
+    /// Copy every client and initial access token of a JSON registry file into the registry
+    /// named by the configuration (its `clients_database`). Clients and tokens already there
+    /// are left as they are and listed as skipped, so the command can be run again.
     Import {
         /// The configuration file (its `clients_database` receives the clients).
         #[arg(long)]
@@ -303,6 +303,7 @@ fn exit_code(error: &(dyn std::error::Error + 'static)) -> Exit {
             | E::LastActiveSecret { .. }
             | E::TooManySecrets { .. }
             | E::CorruptClientRecord { .. }
+            | E::CorruptRegistrationToken { .. }
             | E::UnknownRegistrationToken { .. }
             | E::RegistrationTokenExists { .. },
         ) => Exit::Data,
@@ -468,7 +469,24 @@ async fn import_registry(config: &std::path::Path, from: PathBuf) -> Result<(), 
             skipped.push(client_id);
         }
     }
-    print_json(&json!({ "imported": imported, "skipped": skipped }))
+    // Initial access tokens (RFC 7591) too, digests only, so tokens already handed to
+    // customers keep registering; ids already in the database are skipped.
+    let mut imported_tokens = Vec::new();
+    let mut skipped_tokens = Vec::new();
+    for token in ClientStore::registration_tokens(&source).await? {
+        let token_id = token.id.clone();
+        if target.import_registration_token(token).await? {
+            imported_tokens.push(token_id);
+        } else {
+            skipped_tokens.push(token_id);
+        }
+    }
+    print_json(&json!({
+        "imported": imported,
+        "skipped": skipped,
+        "imported_registration_tokens": imported_tokens,
+        "skipped_registration_tokens": skipped_tokens,
+    }))
 }
 
 #[cfg(not(feature = "sql"))]

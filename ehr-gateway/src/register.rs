@@ -12,7 +12,7 @@
     reason = "the error side is the finished HTTP response, built once on a failure path"
 )]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use crate::clients::{random_secret, replace_secret_in, safe_id};
 use crate::gateway::Shared;
 use crate::outcome::oauth_error;
-use crate::token::{check_address, no_store, peer_address, rate_limited, read_body};
+use crate::token::{no_store, peer_address, rate_limited, read_body};
 use crate::{
     generate_secret, ClientRecord, ClientRegistration, Error, SecretHash, TenantId,
     TokenEndpointAuthMethod,
@@ -52,6 +52,17 @@ fn bearer_refused(presented: bool) -> Response {
         HeaderValue::from_static(challenge),
     );
     response
+}
+
+/// Checks the per-address rate of registration requests (`registration_rate_per_address`).
+fn check_address(shared: &Shared, address: Option<IpAddr>) -> Result<(), Response> {
+    shared
+        .registration_limits
+        .check_address(address)
+        .map_err(|wait| {
+            tracing::warn!("registration requests over the per-address rate");
+            rate_limited(wait)
+        })
 }
 
 /// A `400` with an RFC 7591 §3.2.2 error code.
@@ -298,10 +309,7 @@ async fn register_inner(State(shared): State<Arc<Shared>>, request: Request) -> 
         }
         Err(error) => return server_error(&error),
     };
-    if let Err(wait) = shared
-        .limits
-        .check_client(&format!("registration:{}", initial.id))
-    {
+    if let Err(wait) = shared.registration_limits.check_token(&initial.id) {
         tracing::warn!(registration_token = %initial.id, "registrations over the per-token rate");
         return rate_limited(wait);
     }
@@ -372,7 +380,7 @@ async fn register_inner(State(shared): State<Arc<Shared>>, request: Request) -> 
 }
 
 /// Authenticates a configuration request with the registration access token of `client_id`,
-/// counting it against the per-address and (for a registered client) per-client rates.
+/// counting it against the registration per-address and per-client rates.
 async fn authenticate_registration(
     shared: &Shared,
     headers: &HeaderMap,
@@ -393,7 +401,7 @@ async fn authenticate_registration(
         Err(error) => return Err(server_error(&error)),
     };
     // Counted before the token is checked: guessing a registration access token is throttled.
-    if let Err(wait) = shared.limits.check_client(&client.client_id) {
+    if let Err(wait) = shared.registration_limits.check_client(&client.client_id) {
         tracing::warn!(client_id = %client.client_id, "client configuration requests over the per-client rate");
         return Err(rate_limited(wait));
     }

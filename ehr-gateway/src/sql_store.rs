@@ -69,15 +69,15 @@ fn encode(record: &ClientRecord) -> Result<String> {
 
 fn decode_token(token_id: &str, json: &str) -> Result<RegistrationTokenRecord> {
     let de = &mut serde_json::Deserializer::from_str(json);
-    serde_path_to_error::deserialize(de).map_err(|e| Error::CorruptClientRecord {
-        client_id: format!("registration token {}", safe_token_id(token_id)),
+    serde_path_to_error::deserialize(de).map_err(|e| Error::CorruptRegistrationToken {
+        token_id: safe_token_id(token_id),
         json_path: e.path().to_string(),
     })
 }
 
 fn encode_token(record: &RegistrationTokenRecord) -> Result<String> {
-    serde_json::to_string(record).map_err(|_| Error::CorruptClientRecord {
-        client_id: format!("registration token {}", safe_token_id(&record.id)),
+    serde_json::to_string(record).map_err(|_| Error::CorruptRegistrationToken {
+        token_id: safe_token_id(&record.id),
         json_path: String::new(),
     })
 }
@@ -136,6 +136,8 @@ impl SqlClientStore {
     ///
     /// # Errors
     /// [`Error::Database`], or [`Error::CorruptClientRecord`] for a row that is not a client.
+    /// (A row of `ehr_gateway_registration_tokens` that is not an initial access token is
+    /// [`Error::CorruptRegistrationToken`].)
     pub async fn clients(&self) -> Result<Vec<ClientRecord>> {
         let rows: Vec<(String, String)> =
             sqlx::query_as("SELECT client_id, record FROM ehr_gateway_clients ORDER BY client_id")
@@ -156,6 +158,21 @@ impl SqlClientStore {
         match self.insert(client, false).await {
             Ok(()) => Ok(true),
             Err(Error::ClientExists { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies the initial access token `token` in (digest, tenant, limits and use count as they
+    /// are) unless its id is taken; returns whether it was added. `registry import` uses it
+    /// so that tokens issued on a JSON registry keep working on the database.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfiguration`] for a token id that is not 1 to 64 lowercase
+    /// hexadecimal digits, [`Error::Database`].
+    pub async fn import_registration_token(&self, token: RegistrationTokenRecord) -> Result<bool> {
+        match self.insert_registration_token(token).await {
+            Ok(()) => Ok(true),
+            Err(Error::RegistrationTokenExists { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }

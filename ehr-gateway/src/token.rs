@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::gateway::Shared;
 use crate::outcome::oauth_error;
-use crate::{ClientRecord, Error, TenantId};
+use crate::{ClientRecord, Error, TenantId, TokenEndpointAuthMethod};
 
 /// Credentials presented by a client: `(client_id, client_secret)`.
 struct Presented {
@@ -122,7 +122,7 @@ async fn authenticate(
     let basic = basic_credentials(headers)?;
     let form_secret = form.remove("client_secret");
     let form_id = form.remove("client_id");
-    let presented = match (basic, form_secret) {
+    let (presented, used) = match (basic, form_secret) {
         (Some(_), Some(_)) => {
             return Err(AuthFailure::Request(
                 "use one client authentication method (Basic or form fields), not both",
@@ -134,15 +134,35 @@ async fn authenticate(
                     "client_id differs from the Basic credentials",
                 ));
             }
-            basic
+            (basic, TokenEndpointAuthMethod::ClientSecretBasic)
         }
-        (None, Some(secret)) => Presented {
-            client_id: form_id.ok_or(AuthFailure::Request("client_secret without client_id"))?,
-            secret: secret.into(),
-        },
+        (None, Some(secret)) => (
+            Presented {
+                client_id: form_id
+                    .ok_or(AuthFailure::Request("client_secret without client_id"))?,
+                secret: secret.into(),
+            },
+            TokenEndpointAuthMethod::ClientSecretPost,
+        ),
         (None, None) => return Err(AuthFailure::Client),
     };
-    verify_client(shared, &presented).await
+    let (client, secret_id) = verify_client(shared, &presented).await?;
+    // A dynamically registered client authenticates only the way it registered (RFC 7591 §2
+    // `token_endpoint_auth_method`); an operator-created client has no method recorded and
+    // may use either.
+    if let Some(registered) = client.token_endpoint_auth_method() {
+        if registered != used {
+            tracing::info!(
+                oauth.error = "invalid_client",
+                client_id = %client.client_id,
+                registered = registered.as_str(),
+                used = used.as_str(),
+                "client authentication method differs from the registered token_endpoint_auth_method"
+            );
+            return Err(AuthFailure::Client);
+        }
+    }
+    Ok((client, secret_id))
 }
 
 async fn verify_client(

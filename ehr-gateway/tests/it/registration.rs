@@ -18,7 +18,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
-    post_form, start_with, tenant, test_options, TestGateway, TENANT_A, TENANT_B,
+    post_form, start_with, tenant, test_options, TestGateway, CLIENT_ID, TENANT_A, TENANT_B,
 };
 
 /// `POST /register` with `token` as the bearer token and `body` as JSON.
@@ -303,17 +303,28 @@ async fn malformed_metadata_is_refused_with_rfc_7591_errors() {
 }
 
 #[tokio::test]
-async fn registration_read_and_deletion_are_rate_limited() {
+async fn registration_has_its_own_rate_limits_apart_from_token() {
+    // Per address: registration, read and deletion share `registration_rate_per_address`.
     let options = GatewayOptions {
-        token_rate_per_address: Some(RateLimit {
+        registration_rate_per_address: Some(RateLimit {
             per_minute: 1,
             burst: 3,
+        }),
+        // A `/token` per-address limit that registrations must not spend.
+        token_rate_per_address: Some(RateLimit {
+            per_minute: 1,
+            burst: 1,
         }),
         ..test_options()
     };
     let (gw, _provider) = gateway(options).await;
     let token = issue(&gw, TENANT_A, None).await;
-    let (status, client, _) = register(&gw.base, Some(&token), &json!({})).await;
+    let (status, client, _) = register(
+        &gw.base,
+        Some(&token),
+        &json!({"token_endpoint_auth_method": "client_secret_post"}),
+    )
+    .await;
     assert_eq!(status, 201, "{client}");
     let uri = client["registration_client_uri"].as_str().unwrap();
     let rat = client["registration_access_token"].as_str().unwrap();
@@ -322,6 +333,7 @@ async fn registration_read_and_deletion_are_rate_limited() {
     // The burst of three is spent: registration, read and deletion all wait.
     let (status, answer, headers) = register(&gw.base, Some(&token), &json!({})).await;
     assert_eq!(status, 429, "{answer}");
+    assert_eq!(answer["error"], "temporarily_unavailable");
     assert!(
         headers["retry-after"]
             .to_str()
@@ -335,17 +347,47 @@ async fn registration_read_and_deletion_are_rate_limited() {
         configure(reqwest::Method::DELETE, uri, rat, None).await.0,
         429
     );
-    assert!(gw
-        .clients
-        .client(client["client_id"].as_str().unwrap())
-        .await
-        .unwrap()
-        .is_some());
+    let client_id = client["client_id"].as_str().unwrap();
+    assert!(gw.clients.client(client_id).await.unwrap().is_some());
+    // ...while `/token` still has its own burst of one: the registered client gets a token,
+    // then the `/token` limit (not the registration one) answers.
+    let secret = client["client_secret"].as_str().unwrap();
+    assert_eq!(
+        token_status(&gw.base, client_id, secret, TENANT_A).await.0,
+        200
+    );
+    assert_eq!(
+        token_status(&gw.base, client_id, secret, TENANT_A).await.0,
+        429
+    );
 
-    // Per client: configuration requests naming one client are throttled before the
-    // registration access token is checked.
+    // ...and the other way round: a spent `/token` limit leaves registration open.
     let options = GatewayOptions {
-        token_rate_per_client: Some(RateLimit {
+        token_rate_per_address: Some(RateLimit {
+            per_minute: 1,
+            burst: 1,
+        }),
+        ..test_options()
+    };
+    let (gw, _provider) = gateway(options).await;
+    let secret = gw.secret.expose_secret().to_owned();
+    assert_eq!(
+        token_status(&gw.base, CLIENT_ID, &secret, TENANT_A).await.0,
+        200
+    );
+    assert_eq!(
+        token_status(&gw.base, CLIENT_ID, &secret, TENANT_A).await.0,
+        429
+    );
+    let token = issue(&gw, TENANT_A, None).await;
+    for _ in 0..3 {
+        assert_eq!(register(&gw.base, Some(&token), &json!({})).await.0, 201);
+    }
+
+    // Per initial access token: registrations with one token are throttled, another token
+    // of the same tenant still registers.
+    let options = GatewayOptions {
+        registration_rate_per_token: Some(RateLimit {
             per_minute: 1,
             burst: 2,
         }),
@@ -353,7 +395,37 @@ async fn registration_read_and_deletion_are_rate_limited() {
     };
     let (gw, _provider) = gateway(options).await;
     let token = issue(&gw, TENANT_A, None).await;
-    let (_, client, _) = register(&gw.base, Some(&token), &json!({})).await;
+    assert_eq!(register(&gw.base, Some(&token), &json!({})).await.0, 201);
+    assert_eq!(register(&gw.base, Some(&token), &json!({})).await.0, 201);
+    assert_eq!(register(&gw.base, Some(&token), &json!({})).await.0, 429);
+    let other = issue(&gw, TENANT_A, None).await;
+    assert_eq!(register(&gw.base, Some(&other), &json!({})).await.0, 201);
+    // The client's `/token` quota is not the registration one.
+    let secret = gw.secret.expose_secret().to_owned();
+    assert_eq!(
+        token_status(&gw.base, CLIENT_ID, &secret, TENANT_A).await.0,
+        200
+    );
+
+    // Per client: configuration requests naming one client are throttled before the
+    // registration access token is checked.
+    let options = GatewayOptions {
+        registration_rate_per_client: Some(RateLimit {
+            per_minute: 1,
+            burst: 2,
+        }),
+        // The `/token` per-client limit is not what answers here.
+        token_rate_per_client: None,
+        ..test_options()
+    };
+    let (gw, _provider) = gateway(options).await;
+    let token = issue(&gw, TENANT_A, None).await;
+    let (_, client, _) = register(
+        &gw.base,
+        Some(&token),
+        &json!({"token_endpoint_auth_method": "client_secret_post"}),
+    )
+    .await;
     let uri = client["registration_client_uri"].as_str().unwrap();
     assert_eq!(
         configure(reqwest::Method::GET, uri, "guess-1", None)
@@ -369,6 +441,116 @@ async fn registration_read_and_deletion_are_rate_limited() {
     );
     let rat = client["registration_access_token"].as_str().unwrap();
     assert_eq!(configure(reqwest::Method::GET, uri, rat, None).await.0, 429);
+    // Its `/token` requests are not counted there.
+    let (client_id, secret) = (
+        client["client_id"].as_str().unwrap(),
+        client["client_secret"].as_str().unwrap(),
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            token_status(&gw.base, client_id, secret, TENANT_A).await.0,
+            200
+        );
+    }
+}
+
+/// `POST /token` with HTTP Basic credentials and `scope` in the form.
+async fn token_status_basic(
+    base: &str,
+    client_id: &str,
+    secret: &str,
+    scope: &str,
+) -> (u16, Value) {
+    let form = [("grant_type", "client_credentials"), ("scope", scope)];
+    let (status, body, _) =
+        post_form(&format!("{base}/token"), &form, Some((client_id, secret))).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_registered_client_authenticates_only_with_its_registered_method() {
+    let (gw, _provider) = gateway(test_options()).await;
+    let token = issue(&gw, TENANT_A, None).await;
+    // Registered with `client_secret_basic` (the default): the form is refused.
+    let (status, basic, _) = register(&gw.base, Some(&token), &json!({})).await;
+    assert_eq!(status, 201, "{basic}");
+    assert_eq!(basic["token_endpoint_auth_method"], "client_secret_basic");
+    let (id, secret) = (
+        basic["client_id"].as_str().unwrap(),
+        basic["client_secret"].as_str().unwrap(),
+    );
+    let (status, answer) = token_status(&gw.base, id, secret, TENANT_A).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{answer}"
+    );
+    let (status, answer) = token_status_basic(&gw.base, id, secret, TENANT_A).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Registered with `client_secret_post`: HTTP Basic is refused.
+    let (status, post, _) = register(
+        &gw.base,
+        Some(&token),
+        &json!({"token_endpoint_auth_method": "client_secret_post"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{post}");
+    let (post_id, post_secret) = (
+        post["client_id"].as_str().unwrap(),
+        post["client_secret"].as_str().unwrap(),
+    );
+    let (status, answer) = token_status_basic(&gw.base, post_id, post_secret, TENANT_A).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{answer}"
+    );
+    let (status, answer) = token_status(&gw.base, post_id, post_secret, TENANT_A).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // An RFC 7592 update of the method is enforced from the next request on.
+    let (status, updated) = configure(
+        reqwest::Method::PUT,
+        post["registration_client_uri"].as_str().unwrap(),
+        post["registration_access_token"].as_str().unwrap(),
+        Some(&json!({"client_id": post_id, "token_endpoint_auth_method": "client_secret_basic"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(
+        token_status(&gw.base, post_id, post_secret, TENANT_A)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        token_status_basic(&gw.base, post_id, post_secret, TENANT_A)
+            .await
+            .0,
+        200
+    );
+
+    // An operator-created client has no method recorded: both work.
+    let record = gw.clients.client(CLIENT_ID).await.unwrap().unwrap();
+    assert_eq!(record.token_endpoint_auth_method(), None);
+    let secret = gw.secret.expose_secret().to_owned();
+    assert_eq!(
+        token_status(&gw.base, CLIENT_ID, &secret, TENANT_A).await.0,
+        200
+    );
+    assert_eq!(
+        token_status_basic(&gw.base, CLIENT_ID, &secret, TENANT_A)
+            .await
+            .0,
+        200
+    );
+    // A wrong secret by the registered method is still just `invalid_client`.
+    let (status, answer) = token_status_basic(&gw.base, id, "wrong", TENANT_A).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
 }
 
 /// The initial access token rules on one store: issue, list, check, count uses up to the
@@ -634,6 +816,76 @@ mod sql {
             .await
             .unwrap();
         assert_eq!(store.registration_tokens().await.unwrap().len(), 1);
+    }
+
+    /// A token row that is not a token record is `CorruptRegistrationToken`, naming the token
+    /// id and the JSON path, never the token value or its digest.
+    async fn a_corrupt_token_row_is_reported_as_such(location: String) {
+        let store = SqlClientStore::open(&location).await.unwrap();
+        let new = store
+            .issue_registration_token(tenant(TENANT_A), None, None)
+            .await
+            .unwrap();
+        let id = new.record.id.clone();
+        let digest = serde_json::to_value(&new.record.hash).unwrap();
+        let digest = digest.as_str().unwrap().to_owned();
+        let mut record = serde_json::to_value(&new.record).unwrap();
+        record["tenant"] = json!("not-a-tenant");
+        carebridge_store::sqlx::query(
+            "UPDATE ehr_gateway_registration_tokens SET record = $1 WHERE token_id = $2",
+        )
+        .bind(record.to_string())
+        .bind(id.clone())
+        .execute(store.store().pool())
+        .await
+        .unwrap();
+        let value = new.token.expose_secret().to_owned();
+        let errors = [
+            store.registration_token(&id).await.unwrap_err(),
+            store.registration_tokens().await.unwrap_err(),
+            store.check_registration_token(&value).await.unwrap_err(),
+            store.revoke_registration_token(&id).await.unwrap_err(),
+        ];
+        let (_, secret_part) = value.split_once('.').unwrap();
+        for error in &errors {
+            match error {
+                Error::CorruptRegistrationToken {
+                    token_id,
+                    json_path,
+                } => {
+                    assert_eq!(token_id, &id);
+                    assert_eq!(json_path, "tenant");
+                }
+                other => panic!("expected CorruptRegistrationToken, got {other:?}"),
+            }
+            for text in [error.to_string(), format!("{error:?}")] {
+                assert!(
+                    text.contains(&format!("registration token `{id}`")),
+                    "{text}"
+                );
+                assert!(!text.contains(secret_part), "{text}");
+                assert!(!text.contains(&digest), "{text}");
+                assert!(!text.contains("sha256$"), "{text}");
+                assert!(!text.contains("not-a-tenant"), "{text}");
+            }
+        }
+        // A client row is still `CorruptClientRecord`: the two are told apart.
+        assert!(!errors[0].to_string().contains("client"));
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_corrupt_token_row_is_reported_as_such() {
+        let location = test_support::fresh_sqlite_path("ehr-gw-dcr-corrupt");
+        a_corrupt_token_row_is_reported_as_such(location.to_string_lossy().into_owned()).await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs CAREBRIDGE_POSTGRES_URL"]
+    async fn postgres_a_corrupt_token_row_is_reported_as_such() {
+        a_corrupt_token_row_is_reported_as_such(
+            test_support::fresh_postgres_database().await.unwrap(),
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -917,7 +1169,14 @@ mod process {
             token_status(&base, &client_id, &secret1, TENANT_A).await.0,
             401
         );
+        // The method changed with the update: the form is refused from now on, Basic works.
         let (status, body) = token_status(&base, &client_id, &secret2, TENANT_A).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{body}"
+        );
+        let (status, body) = token_status_basic(&base, &client_id, &secret2, TENANT_A).await;
         assert_eq!(status, 200, "{body}");
         let access_token = body["access_token"].as_str().unwrap().to_owned();
         let (status, _, _) = get_bearer(&format!("{base}/Patient"), Some(&access_token)).await;
@@ -933,7 +1192,9 @@ mod process {
         assert_eq!(status, 200, "{updated}");
         assert!(updated.get("client_secret").is_none());
         assert_eq!(
-            token_status(&base, &client_id, &secret2, TENANT_A).await.0,
+            token_status_basic(&base, &client_id, &secret2, TENANT_A)
+                .await
+                .0,
             200
         );
 
@@ -943,7 +1204,9 @@ mod process {
         let (status, _, _) = get_bearer(&format!("{base}/Patient"), Some(&access_token)).await;
         assert_eq!(status, 401, "a token of a deleted client is refused");
         assert_eq!(
-            token_status(&base, &client_id, &secret2, TENANT_A).await.0,
+            token_status_basic(&base, &client_id, &secret2, TENANT_A)
+                .await
+                .0,
             401
         );
         assert_eq!(

@@ -284,6 +284,13 @@ async fn the_cli_imports_a_file_registry_and_contains_a_leak_seen_by_a_running_g
         .await
         .unwrap();
     let old_secret = old.secret.expose_secret().to_owned();
+    // ...and an initial access token already handed to a customer, with one use counted.
+    let issued = file
+        .issue_registration_token(tenant(TENANT_A), None, Some(3))
+        .await
+        .unwrap();
+    let initial = issued.token.expose_secret().to_owned();
+    file.redeem_registration_token(&initial).await.unwrap();
     let imported = cli(
         &config,
         &[
@@ -294,6 +301,14 @@ async fn the_cli_imports_a_file_registry_and_contains_a_leak_seen_by_a_running_g
         ],
     );
     assert_eq!(imported["imported"], serde_json::json!([CLIENT_ID]));
+    assert_eq!(
+        imported["imported_registration_tokens"],
+        serde_json::json!([issued.record.id])
+    );
+    assert_eq!(
+        imported["skipped_registration_tokens"],
+        serde_json::json!([])
+    );
     let again = cli(
         &config,
         &[
@@ -304,6 +319,45 @@ async fn the_cli_imports_a_file_registry_and_contains_a_leak_seen_by_a_running_g
         ],
     );
     assert_eq!(again["skipped"], serde_json::json!([CLIENT_ID]));
+    assert_eq!(again["imported_registration_tokens"], serde_json::json!([]));
+    assert_eq!(
+        again["skipped_registration_tokens"],
+        serde_json::json!([issued.record.id])
+    );
+    // The token is in the database as it was in the file (digest, tenant, limits, uses), once.
+    let database = SqlClientStore::open(&location).await.unwrap();
+    let tokens = database.registration_tokens().await.unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(
+        tokens[0],
+        file.registration_token(&issued.record.id)
+            .await
+            .unwrap()
+            .unwrap()
+    );
+    assert_eq!(tokens[0].uses, 1);
+    let checked = database.check_registration_token(&initial).await.unwrap();
+    assert_eq!(checked.tenant, tenant(TENANT_A));
+    // A token id taken in the database is never overwritten by the file's record.
+    file.revoke_registration_token(&issued.record.id)
+        .await
+        .unwrap();
+    cli(
+        &config,
+        &[
+            "registry",
+            "import",
+            "--from",
+            dir.join("clients.json").to_str().unwrap(),
+        ],
+    );
+    assert!(database
+        .registration_token(&issued.record.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked
+        .is_none());
 
     // A running gateway on the database accepts the imported secret...
     let provider = MockServer::start().await;

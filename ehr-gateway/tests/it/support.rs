@@ -58,13 +58,16 @@ pub(crate) async fn start(routes: Vec<(&str, Provider)>) -> TestGateway {
     start_with(routes, test_options()).await
 }
 
-/// Test options: short upstream timeout, no `/token` rate limits (tests that need them set
-/// them).
+/// Test options: short upstream timeout, no `/token` or registration rate limits (tests that
+/// need them set them).
 pub(crate) fn test_options() -> GatewayOptions {
     GatewayOptions {
         upstream_timeout: Duration::from_secs(5),
         token_rate_per_address: None,
         token_rate_per_client: None,
+        registration_rate_per_address: None,
+        registration_rate_per_token: None,
+        registration_rate_per_client: None,
         ..Default::default()
     }
 }
