@@ -597,30 +597,11 @@ async fn serve(
         tenants = gateway.tenants().len(),
         "ehr-gateway listening"
     );
-    gateway.serve(listener, shutdown_signal()).await?;
+    gateway
+        .serve(listener, carebridge_ops::stop_requested())
+        .await?;
     tracing::info!("ehr-gateway stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }
 
 async fn registration_token(command: RegistrationTokenCommand) -> Result<(), BoxError> {

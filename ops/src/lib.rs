@@ -29,8 +29,10 @@ pub mod cli;
 mod error;
 mod exit;
 mod logging;
+mod signal;
 
 pub use cli::CliConfig;
 pub use error::{Error, Result};
 pub use exit::Exit;
 pub use logging::{init, init_logging, LogArgs, LogFormat, LoggingGuard};
+pub use signal::stop_requested;

@@ -159,9 +159,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     let local = listener.local_addr().map_err(usage)?;
     println!("listening on {local}");
     axum::serve(listener, receiver.router())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(carebridge_ops::stop_requested())
         .await
         .map_err(usage)?;
     receiver.shutdown().await;

@@ -363,25 +363,7 @@ async fn pipeline(args: &Args) -> Result<Pipeline, ExitCode> {
 /// Calls `shutdown` on the first SIGINT or SIGTERM.
 fn on_signals(shutdown: ShutdownHandle) {
     tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        carebridge_ops::stop_requested().await;
         tracing::info!("shutdown requested: finishing the messages in flight");
         shutdown.shutdown();
     });

@@ -548,7 +548,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One listener for the whole run: a signal that arrives during a poll round is seen at the
     // next turn of the loop.
-    let stop = stop_requested();
+    let stop = carebridge_ops::stop_requested();
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -571,30 +571,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 return Ok(());
             }
         }
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes), so that the service stops
-/// cleanly: the logging guard then flushes the trace exporter.
-async fn stop_requested() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
