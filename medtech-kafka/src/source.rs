@@ -334,6 +334,19 @@ impl ConsumerContext for SourceContext {
             return;
         };
         let revoked = partitions_of(tpl);
+        if consumer.assignment_lost() {
+            // The group has moved on without this member (its session timed out, e.g. while
+            // the broker was unreachable): a commit would be refused, and while it waits for a
+            // coordinator it blocks the consumer, which then can neither be polled nor rejoin.
+            // The next owner reads on from the last committed offset.
+            let dropped = lock(&self.state).revoke(&revoked).1;
+            tracing::warn!(
+                partitions = ?revoked,
+                unacknowledged_dropped = dropped,
+                "assignment lost (session timed out); acknowledged offsets since the last commit are not committed, the next owner re-reads them"
+            );
+            return;
+        }
         let commit = {
             let (commit, dropped) = lock(&self.state).revoke(&revoked);
             tracing::info!(

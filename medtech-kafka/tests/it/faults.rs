@@ -48,28 +48,28 @@ const WAVES: u32 = 4;
 const SLOW: Duration = Duration::from_millis(7000);
 const MAX_POLL_INTERVAL_MS: u32 = 6000;
 
-fn env(name: &str) -> String {
+pub(crate) fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set for this test"))
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// One `medtech-ingest` process.
-struct Member {
-    name: String,
-    endpoint: usize,
-    child: Child,
-    log: PathBuf,
+pub(crate) struct Member {
+    pub(crate) name: String,
+    pub(crate) endpoint: usize,
+    pub(crate) child: Child,
+    pub(crate) log: PathBuf,
     /// Set once the test signals it: its exit is ours, not its own.
-    signalled: bool,
+    pub(crate) signalled: bool,
 }
 
 impl Member {
-    fn exited_on_its_own(&mut self) -> Option<String> {
+    pub(crate) fn exited_on_its_own(&mut self) -> Option<String> {
         if self.signalled {
             return None;
         }
@@ -88,7 +88,7 @@ impl Member {
     }
 
     /// SIGTERM, then waits (bounded) for the exit: status 0 and the JSON summary on stdout.
-    async fn sigterm(&mut self) -> serde_json::Value {
+    pub(crate) async fn sigterm(&mut self) -> serde_json::Value {
         self.signalled = true;
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -290,7 +290,7 @@ impl Run {
 
 /// The latest "partitions assigned" (`true`) or "partitions revoked" (`false`) line of a
 /// member's log, with its partitions.
-fn latest_rebalance(log: &Path) -> Option<(bool, Vec<i32>)> {
+pub(crate) fn latest_rebalance(log: &Path) -> Option<(bool, Vec<i32>)> {
     let text = std::fs::read_to_string(log).ok()?;
     text.lines().rev().find_map(|line| {
         let assigned = line.contains("partitions assigned");
@@ -355,7 +355,11 @@ async fn produce_wave(
 
 /// The Observation identifiers the FHIR server holds for `device` (and checks there is one
 /// Device and one Patient for it).
-async fn observations_of(http: &reqwest::Client, base: &str, device: &str) -> Vec<String> {
+pub(crate) async fn observations_of(
+    http: &reqwest::Client,
+    base: &str,
+    device: &str,
+) -> Vec<String> {
     let search = |path: String| async move {
         // The server serves one request at a time and may be busy with the members' writes.
         let mut attempt = 0;

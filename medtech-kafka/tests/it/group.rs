@@ -224,3 +224,73 @@ async fn a_partition_paused_then_revoked_is_read_again_when_assigned_after_the_r
     })
     .await;
 }
+
+/// Issue 19, broker down beyond the session timeout: librdkafka gives the assignment up as
+/// lost and rejoins. The revoke of a lost assignment must not try to commit (the group has
+/// moved on; the commit waits for a coordinator and blocks the consumer, so the member could
+/// neither poll nor rejoin for seconds after the broker was back). No call on the source blocks,
+/// and once the broker is back the member is assigned the partition again and reads on from the
+/// last committed offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_assignment_is_given_up_without_blocking_and_the_member_rejoins() {
+    bounded(async {
+        let topic = "lost";
+        let cluster = cluster(topic, 1);
+        let bootstrap = cluster.bootstrap_servers();
+        let producer = Producer::new(&bootstrap);
+        for i in 0..3u32 {
+            producer.send(topic, 0, None, heart_rate("d", i).as_bytes(), &[]);
+        }
+        let mut c = config(&bootstrap, topic, "losers");
+        c.properties
+            .insert("session.timeout.ms".to_owned(), "3000".to_owned());
+        c.properties
+            .insert("reconnect.backoff.max.ms".to_owned(), "500".to_owned());
+        let mut source = KafkaSource::new(&c).unwrap();
+        let status = source.status();
+        let first = next(&mut source).await;
+        assert_eq!(partition_offset(&first), (0, 0));
+        source.ack(first.position).await.unwrap();
+        source.commit().await.unwrap();
+        let second = next(&mut source).await;
+        assert_eq!(partition_offset(&second), (0, 1));
+        // Acknowledged (stored) but never committed: lost with the assignment.
+        source.ack(second.position).await.unwrap();
+        let assignments = status.assignments();
+
+        // The broker goes away for longer than the session timeout (3 s), while the source
+        // keeps the consumer polled as it does while the pipeline writes.
+        cluster.broker_down(-1).unwrap();
+        let mut longest = Duration::ZERO;
+        let down = std::time::Instant::now();
+        while down.elapsed() < Duration::from_secs(5) {
+            let call = std::time::Instant::now();
+            source.keep_alive().await.unwrap();
+            longest = longest.max(call.elapsed());
+        }
+        assert!(
+            status.assigned_partitions().is_empty(),
+            "the assignment is lost after the session timeout: {status:?}"
+        );
+        cluster.broker_up(-1).unwrap();
+        let up = std::time::Instant::now();
+        while status.assignments() == assignments {
+            let call = std::time::Instant::now();
+            source.keep_alive().await.unwrap();
+            longest = longest.max(call.elapsed());
+            assert!(
+                up.elapsed() < Duration::from_secs(20),
+                "not assigned again within 20 s of the broker's return"
+            );
+        }
+        assert!(
+            longest < Duration::from_secs(2),
+            "a call on the source blocked for {longest:?}"
+        );
+        // Read on from the last committed offset: the acknowledged, uncommitted message again.
+        let again = next(&mut source).await;
+        assert_eq!(partition_offset(&again), (0, 1));
+        source.close().await.unwrap();
+    })
+    .await;
+}

@@ -10,6 +10,8 @@
 mod support;
 
 #[cfg(feature = "cli")]
+mod broker_down;
+#[cfg(feature = "cli")]
 mod cli;
 mod envelope;
 #[cfg(feature = "cli")]
