@@ -41,6 +41,37 @@ static MIGRATIONS: Migrations = Migrations {
     ],
 };
 
+/// The statements and error wording of one table of JSON records keyed by id, for
+/// [`SqlClientStore::change_row`].
+struct RecordRows {
+    /// Reads the record; on PostgreSQL with `FOR UPDATE` appended.
+    select: &'static str,
+    /// Writes `record` (`$1`) and `updated_at` (`$2`) of the id `$3`.
+    update: &'static str,
+    begin: &'static str,
+    read: &'static str,
+    write: &'static str,
+    commit: &'static str,
+}
+
+const CLIENT_ROWS: RecordRows = RecordRows {
+    select: "SELECT record FROM ehr_gateway_clients WHERE client_id = $1",
+    update: "UPDATE ehr_gateway_clients SET record = $1, updated_at = $2 WHERE client_id = $3",
+    begin: "begin a client change",
+    read: "read a client for a change",
+    write: "write a client change",
+    commit: "commit a client change",
+};
+
+const TOKEN_ROWS: RecordRows = RecordRows {
+    select: "SELECT record FROM ehr_gateway_registration_tokens WHERE token_id = $1",
+    update: "UPDATE ehr_gateway_registration_tokens SET record = $1, updated_at = $2 WHERE token_id = $3",
+    begin: "begin a registration token change",
+    read: "read a registration token for a change",
+    write: "write a registration token change",
+    commit: "commit a registration token change",
+};
+
 fn db(action: &'static str) -> impl FnOnce(carebridge_store::Error) -> Error {
     move |source| Error::Database { action, source }
 }
@@ -102,6 +133,49 @@ pub struct SqlClientStore {
 }
 
 impl SqlClientStore {
+    /// One record's read-modify-write in one transaction: the row is locked (`FOR UPDATE` on
+    /// PostgreSQL; `begin_write` already holds SQLite's write lock), decoded, changed and
+    /// written back, or nothing is written when any step fails.
+    async fn change_row<T>(
+        &self,
+        rows: &RecordRows,
+        key: &str,
+        decode: impl FnOnce(&str) -> Result<T> + Send,
+        missing: impl FnOnce() -> Error + Send,
+        change: impl FnOnce(&mut T) -> Result<()> + Send,
+        encode: impl FnOnce(&T) -> Result<String> + Send,
+    ) -> Result<()>
+    where
+        T: Send,
+    {
+        let locked;
+        let select = match self.store.backend() {
+            Backend::Postgres => {
+                locked = format!("{} FOR UPDATE", rows.select);
+                locked.as_str()
+            }
+            _ => rows.select,
+        };
+        let mut tx = self.store.begin_write().await.map_err(db(rows.begin))?;
+        let row: Option<(String,)> = sqlx::query_as(select)
+            .bind(key.to_owned())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query(rows.read))?;
+        // On every early return `tx` is dropped, which rolls the transaction back.
+        let (json,) = row.ok_or_else(missing)?;
+        let mut record = decode(&json)?;
+        change(&mut record)?;
+        sqlx::query(rows.update)
+            .bind(encode(&record)?)
+            .bind(now_millis())
+            .bind(key.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(query(rows.write))?;
+        tx.commit().await.map_err(query(rows.commit))
+    }
+
     /// Opens the database at `location` (a file path, `sqlite:` or `postgres://` URL; see
     /// [`Store::connect`]) and brings its schema up to date.
     ///
@@ -223,39 +297,17 @@ impl ClientStore for SqlClientStore {
         client_id: &'a str,
         change: ClientChange<'a>,
     ) -> Result<()> {
-        let select = match self.store.backend() {
-            Backend::Postgres => {
-                "SELECT record FROM ehr_gateway_clients WHERE client_id = $1 FOR UPDATE"
-            }
-            // `begin_write` already holds SQLite's write lock.
-            _ => "SELECT record FROM ehr_gateway_clients WHERE client_id = $1",
-        };
-        let mut tx = self
-            .store
-            .begin_write()
-            .await
-            .map_err(db("begin a client change"))?;
-        let row: Option<(String,)> = sqlx::query_as(select)
-            .bind(client_id.to_owned())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(query("read a client for a change"))?;
-        // On every early return `tx` is dropped, which rolls the transaction back.
-        let (json,) = row.ok_or_else(|| Error::UnknownClient {
-            client_id: safe_id(client_id),
-        })?;
-        let mut record = decode(client_id, &json)?;
-        change(&mut record)?;
-        sqlx::query(
-            "UPDATE ehr_gateway_clients SET record = $1, updated_at = $2 WHERE client_id = $3",
+        self.change_row(
+            &CLIENT_ROWS,
+            client_id,
+            |json| decode(client_id, json),
+            || Error::UnknownClient {
+                client_id: safe_id(client_id),
+            },
+            change,
+            encode,
         )
-        .bind(encode(&record)?)
-        .bind(now_millis())
-        .bind(client_id.to_owned())
-        .execute(&mut *tx)
         .await
-        .map_err(query("write a client change"))?;
-        tx.commit().await.map_err(query("commit a client change"))
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool> {
@@ -317,40 +369,16 @@ impl ClientStore for SqlClientStore {
         token_id: &'a str,
         change: RegistrationTokenChange<'a>,
     ) -> Result<()> {
-        let select = match self.store.backend() {
-            Backend::Postgres => {
-                "SELECT record FROM ehr_gateway_registration_tokens WHERE token_id = $1 FOR UPDATE"
-            }
-            // `begin_write` already holds SQLite's write lock.
-            _ => "SELECT record FROM ehr_gateway_registration_tokens WHERE token_id = $1",
-        };
-        let mut tx = self
-            .store
-            .begin_write()
-            .await
-            .map_err(db("begin a registration token change"))?;
-        let row: Option<(String,)> = sqlx::query_as(select)
-            .bind(token_id.to_owned())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(query("read a registration token for a change"))?;
-        // On every early return `tx` is dropped, which rolls the transaction back.
-        let (json,) = row.ok_or_else(|| Error::UnknownRegistrationToken {
-            token_id: safe_token_id(token_id),
-        })?;
-        let mut record = decode_token(token_id, &json)?;
-        change(&mut record)?;
-        sqlx::query(
-            "UPDATE ehr_gateway_registration_tokens SET record = $1, updated_at = $2 WHERE token_id = $3",
+        self.change_row(
+            &TOKEN_ROWS,
+            token_id,
+            |json| decode_token(token_id, json),
+            || Error::UnknownRegistrationToken {
+                token_id: safe_token_id(token_id),
+            },
+            change,
+            encode_token,
         )
-        .bind(encode_token(&record)?)
-        .bind(now_millis())
-        .bind(token_id.to_owned())
-        .execute(&mut *tx)
         .await
-        .map_err(query("write a registration token change"))?;
-        tx.commit()
-            .await
-            .map_err(query("commit a registration token change"))
     }
 }
