@@ -23,28 +23,26 @@
 //! Tansu's end offsets are wrong), no member exited on its own, and each exits 0 on SIGTERM with
 //! a truthful summary.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::error::KafkaError;
-use rdkafka::message::OwnedMessage;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::producer::{DeliveryFuture, FutureProducer};
+use rdkafka::{ClientConfig, Offset};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::fault_proxy::FaultProxy;
-use crate::faults::{env, latest_rebalance, observations_of, tail, Member};
-use crate::support::{heart_rate, scratch_dir, write_mappings};
+use crate::members::{
+    assert_once, assert_truthful, create_topic, delivered, env, observations_of, produce, step,
+    tail, unique, Members,
+};
+use crate::support::{scratch_dir, write_mappings};
 
 const PARTITIONS: i32 = 2;
 /// One device per partition (the device id is the record key).
@@ -227,14 +225,10 @@ fn free_port() -> SocketAddr {
 }
 
 struct Run {
-    dir: PathBuf,
-    bootstrap: String,
-    topic: String,
-    group: String,
     unique: String,
     fhir: FaultProxy,
     broker: BrokerProxy,
-    members: Vec<Member>,
+    members: Members,
     started: Instant,
 }
 
@@ -242,138 +236,45 @@ impl Run {
     /// Starts member `name` writing through FHIR proxy endpoint `endpoint`, with its admin
     /// listener on a free port when `admin`.
     fn spawn(&mut self, name: &str, endpoint: usize, admin: bool) {
-        let log = self.dir.join(format!("{name}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_medtech-ingest"));
-        cmd.args(["--bootstrap", &self.bootstrap, "--topic", &self.topic])
-            .args(["--group", &self.group, "--client-id", name])
-            .arg("--device-mapping")
-            .arg(self.dir.join("device.json"))
-            .arg("--fhir-mapping")
-            .arg(self.dir.join("fhir.json"))
-            .args(["--fhir-url", &self.fhir.url(endpoint)])
-            .arg("--dead-letter")
-            .arg(self.dir.join(format!("{name}.dead.ndjson")))
-            .args(["--idle-flush-ms", "300", "--max-transaction-entries", "2"])
-            .args([
-                "-X".to_owned(),
-                format!("session.timeout.ms={SESSION_TIMEOUT_MS}"),
-            ])
-            .args(["-X", "heartbeat.interval.ms=500"])
-            .args([
-                "-X".to_owned(),
-                format!("reconnect.backoff.max.ms={RECONNECT_BACKOFF_MAX_MS}"),
-            ])
-            .env("MEDTECH_FHIR_TOKEN", "test")
-            .env("RUST_LOG", "info");
+        let mut extra = vec![
+            "--max-transaction-entries".to_owned(),
+            "2".to_owned(),
+            "-X".to_owned(),
+            format!("session.timeout.ms={SESSION_TIMEOUT_MS}"),
+            "-X".to_owned(),
+            format!("reconnect.backoff.max.ms={RECONNECT_BACKOFF_MAX_MS}"),
+        ];
         if admin {
-            cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+            extra.extend(["--metrics-addr".to_owned(), "127.0.0.1:0".to_owned()]);
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn medtech-ingest");
-        self.members.push(Member {
-            name: name.to_owned(),
-            endpoint,
-            child,
-            log,
-            signalled: false,
-        });
-    }
-
-    fn member(&mut self, name: &str) -> &mut Member {
-        self.members
-            .iter_mut()
-            .find(|m| m.name == name)
-            .expect("member")
-    }
-
-    /// Fails loudly when a member exited without being signalled.
-    fn check_members(&mut self) {
-        for m in &mut self.members {
-            if let Some(failure) = m.exited_on_its_own() {
-                panic!("{failure}");
-            }
-        }
+        self.members.spawn(name, &self.fhir, endpoint, &extra);
     }
 
     /// Notes a step of the scenario (shown when the test fails).
-    #[allow(
-        clippy::print_stderr,
-        reason = "the scenario's timeline, shown on failure"
-    )]
     fn step(&self, what: &str) {
-        eprintln!(
-            "[{:>6.1} s] {what} (broker proxy: {} connections accepted, {} reset; FHIR: {} POSTs to the base, {} Observations created)",
-            self.started.elapsed().as_secs_f64(),
-            self.broker.accepted.load(Ordering::SeqCst),
-            self.broker.cut,
-            self.fhir.posts_to_base(),
-            self.fhir.observations_created_total(),
+        step(
+            self.started,
+            what,
+            format_args!(
+                "broker proxy: {} connections accepted, {} reset; FHIR: {} POSTs to the base, {} Observations created",
+                self.broker.accepted.load(Ordering::SeqCst),
+                self.broker.cut,
+                self.fhir.posts_to_base(),
+                self.fhir.observations_created_total(),
+            ),
         );
-    }
-
-    /// Sleeps `d`, watching the members.
-    async fn pause(&mut self, d: Duration) {
-        let until = Instant::now() + d;
-        while Instant::now() < until {
-            self.check_members();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits (at most `limit`) until every member's latest rebalance event is an assignment
-    /// and together they hold each partition exactly once.
-    async fn until_settled(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            self.check_members();
-            let mut held = Vec::new();
-            let mut settled = true;
-            for m in &self.members {
-                match latest_rebalance(&m.log) {
-                    Some((true, partitions)) => held.extend(partitions),
-                    _ => settled = false,
-                }
-            }
-            held.sort_unstable();
-            if settled && held == (0..PARTITIONS).collect::<Vec<_>>() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the group did not settle within {limit:?} (partitions held: {held:?})"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 
     /// Waits (at most `limit`) until some member has a write in flight.
     async fn until_writing(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while (0..self.members.len()).all(|i| self.fhir.posts_in_flight(i) == 0) {
-            self.check_members();
+        while (0..self.members.all.len()).all(|i| self.fhir.posts_in_flight(i) == 0) {
+            self.members.check();
             assert!(
                 Instant::now() < deadline,
                 "no member wrote anything within {limit:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits (at most `limit`) until the FHIR proxy has seen `n` Observations created.
-    async fn until_created(&mut self, n: u64, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.fhir.observations_created_total() < n {
-            self.check_members();
-            assert!(
-                Instant::now() < deadline,
-                "only {} of the {n} Observations expected were created within {limit:?}",
-                self.fhir.observations_created_total(),
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -392,7 +293,7 @@ impl Run {
         let deadline = Instant::now() + limit;
         let mut last = String::new();
         loop {
-            self.check_members();
+            self.members.check();
             if let Ok(r) = http.get(format!("http://{admin}/readyz")).send().await {
                 let status = r.status().as_u16();
                 let body = r.text().await.unwrap_or_default();
@@ -416,25 +317,14 @@ impl Run {
         wave: u32,
         range: std::ops::Range<u32>,
     ) -> Vec<DeliveryFuture> {
-        let mut deliveries = Vec::new();
-        for k in 0..DEVICES {
-            let key = device(&self.unique, k);
-            let partition = i32::try_from(k).expect("small") % PARTITIONS;
-            for j in range.clone() {
-                let value = heart_rate(&key, wave * PER_WAVE + j);
-                let record = FutureRecord::to(&self.topic)
-                    .key(&key)
-                    .payload(&value)
-                    .partition(partition);
-                deliveries.push(
-                    producer
-                        .send_result(record)
-                        .map_err(|(e, _)| e)
-                        .expect("enqueue"),
-                );
-            }
-        }
-        deliveries
+        let device = |k| device(&self.unique, k);
+        produce(
+            producer,
+            &self.members.topic,
+            (DEVICES, PARTITIONS, &device),
+            wave * PER_WAVE,
+            range,
+        )
     }
 
     /// One wave: half of it produced and being written, the broker gone for `outage` while
@@ -459,7 +349,8 @@ impl Run {
         let second = self.produce(producer, wave, PER_WAVE / 2..PER_WAVE);
         let report = self.until_ready(admin, false, outage).await;
         assert_ne!(report["checks"]["broker"]["status"], "ok", "{report}");
-        self.pause(back_at.saturating_duration_since(Instant::now()))
+        self.members
+            .pause(back_at.saturating_duration_since(Instant::now()))
             .await;
         self.broker.come_back();
         self.step(&format!("wave {}: broker back", wave + 1));
@@ -467,44 +358,6 @@ impl Run {
         assert_eq!(report["checks"]["broker"]["status"], "ok", "{report}");
         delivered(second, ends).await;
         self.step(&format!("wave {}: produced", wave + 1));
-    }
-
-    /// The committed offset of each partition of the topic, read through the broker proxy.
-    async fn committed(&self) -> Result<BTreeMap<i32, Offset>, KafkaError> {
-        let check: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("group.id", &self.group)
-            .create()
-            .expect("offset reader");
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            tpl.add_partition(&self.topic, p);
-        }
-        let committed = tokio::task::spawn_blocking(move || {
-            check.committed_offsets(tpl, Duration::from_secs(10))
-        })
-        .await
-        .expect("join")?;
-        Ok(committed
-            .elements()
-            .iter()
-            .map(|e| (e.partition(), e.offset()))
-            .collect())
-    }
-}
-
-/// Waits for the delivery reports and records, per partition, the offset after the last
-/// message (the partition's end).
-async fn delivered(deliveries: Vec<DeliveryFuture>, ends: &mut BTreeMap<i32, i64>) {
-    for d in deliveries {
-        let delivery = tokio::time::timeout(Duration::from_secs(30), d)
-            .await
-            .expect("the broker acknowledged no message within 30 s")
-            .expect("delivery channel")
-            .map_err(|(e, _): (KafkaError, OwnedMessage)| e)
-            .expect("delivery");
-        let end = ends.entry(delivery.partition).or_insert(0);
-        *end = (*end).max(delivery.offset + 1);
     }
 }
 
@@ -564,11 +417,7 @@ async fn scenario() {
     let started = Instant::now();
     let fhir = env("CAREBRIDGE_FHIR_URL");
     let fhir = fhir.trim_end_matches('/').to_owned();
-    let unique = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis()
-        .to_string();
+    let unique = unique();
     let dir = scratch_dir();
     write_mappings(&dir);
 
@@ -578,23 +427,7 @@ async fn scenario() {
     let tansu = Tansu::start(&dir, tansu_addr, broker.addr).await;
     let bootstrap = broker.addr.to_string();
     let topic = format!("medtech-broker-down-{unique}");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("admin client");
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(
-                &topic,
-                PARTITIONS,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create topic");
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
-    drop(admin);
+    create_topic(&bootstrap, &topic, PARTITIONS).await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("linger.ms", "5")
@@ -606,20 +439,23 @@ async fn scenario() {
         .expect("producer");
 
     let mut run = Run {
-        dir: dir.clone(),
-        bootstrap,
-        group: topic.clone(),
-        topic,
         unique,
         fhir: FaultProxy::start(&fhir, 2).await,
         broker,
-        members: Vec::new(),
+        members: Members {
+            dir: dir.clone(),
+            bootstrap,
+            group: topic.clone(),
+            topic,
+            partitions: PARTITIONS,
+            all: Vec::new(),
+        },
         started,
     };
     run.spawn("a", 0, true);
     run.spawn("b", 1, false);
-    let admin = admin_addr(&run.member("a").log.clone()).await;
-    run.until_settled(Duration::from_secs(30)).await;
+    let admin = admin_addr(&run.members.member("a").log.clone()).await;
+    run.members.until_settled(Duration::from_secs(30)).await;
     run.until_ready(admin, true, Duration::from_secs(10)).await;
     run.step("group settled");
 
@@ -631,23 +467,47 @@ async fn scenario() {
     // Wave 1: a short outage, within the session timeout: librdkafka reconnects, and the group
     // does not rebalance.
     let cut = run.broker.cut;
-    let before: Vec<usize> = run.members.iter().map(|m| assignments(&m.log)).collect();
+    let before: Vec<usize> = run
+        .members
+        .all
+        .iter()
+        .map(|m| assignments(&m.log))
+        .collect();
     run.wave(&producer, 0, SHORT_OUTAGE, admin, &mut ends).await;
     assert!(run.broker.cut > cut, "no connection was open to reset");
-    run.until_created(per_wave, Duration::from_secs(60)).await;
+    run.members
+        .until_created(&run.fhir, per_wave, Duration::from_secs(60))
+        .await;
     run.step("wave 1 persisted");
-    let after: Vec<usize> = run.members.iter().map(|m| assignments(&m.log)).collect();
+    let after: Vec<usize> = run
+        .members
+        .all
+        .iter()
+        .map(|m| assignments(&m.log))
+        .collect();
     assert_eq!(before, after, "assignments before and after a short outage");
 
     // Wave 2: a long outage, beyond the session timeout: the members lose their partitions and
     // rejoin when the broker is back.
-    let before: Vec<usize> = run.members.iter().map(|m| assignments(&m.log)).collect();
+    let before: Vec<usize> = run
+        .members
+        .all
+        .iter()
+        .map(|m| assignments(&m.log))
+        .collect();
     run.wave(&producer, 1, LONG_OUTAGE, admin, &mut ends).await;
-    run.until_created(total, Duration::from_secs(60)).await;
-    run.until_settled(Duration::from_secs(30)).await;
+    run.members
+        .until_created(&run.fhir, total, Duration::from_secs(60))
+        .await;
+    run.members.until_settled(Duration::from_secs(30)).await;
     run.step("wave 2 persisted; group settled");
-    let after: Vec<usize> = run.members.iter().map(|m| assignments(&m.log)).collect();
-    for m in &run.members {
+    let after: Vec<usize> = run
+        .members
+        .all
+        .iter()
+        .map(|m| assignments(&m.log))
+        .collect();
+    for m in &run.members.all {
         let log = std::fs::read_to_string(&m.log).unwrap_or_default();
         assert!(
             log.contains("assignment lost"),
@@ -669,8 +529,8 @@ async fn scenario() {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        run.check_members();
-        let committed = run.committed().await;
+        run.members.check();
+        let committed = run.members.committed().await;
         if committed.as_ref().ok() == Some(&expected) {
             break;
         }
@@ -678,36 +538,16 @@ async fn scenario() {
             Instant::now() < deadline,
             "committed offsets {committed:?}, partition ends {expected:?}"
         );
-        run.pause(Duration::from_millis(500)).await;
+        run.members.pause(Duration::from_millis(500)).await;
     }
     run.step("offsets committed; SIGTERM a, b");
 
     // No member left on its own; each exits 0 on SIGTERM with a truthful summary.
-    run.check_members();
-    let mut summaries = Vec::new();
-    for name in ["a", "b"] {
-        let m = run.member(name);
-        let endpoint = m.endpoint;
-        summaries.push((name, endpoint, m.sigterm().await));
-    }
-    for (name, endpoint, s) in &summaries {
-        let by_server = run.fhir.observations_created(*endpoint);
-        let created = s["observationsCreated"]
-            .as_u64()
-            .expect("observationsCreated");
-        let unchanged = s["observationsUnchanged"]
-            .as_u64()
-            .expect("observationsUnchanged");
-        assert!(
-            created <= by_server && by_server <= created + unchanged,
-            "member {name}: the server created {by_server} Observations for it: {s}"
-        );
-        assert_eq!(s["messages"], s["persisted"], "member {name}: {s}");
-        assert_eq!(s["deadLettered"], 0, "member {name}: {s}");
-        assert_eq!(s["skipped"], 0, "member {name}: {s}");
-    }
+    run.members.check();
+    let summaries = run.members.sigterm(&["a", "b"]).await;
+    assert_truthful(&run.fhir, &summaries);
     assert_eq!(
-        run.committed().await.expect("committed offsets"),
+        run.members.committed().await.expect("committed offsets"),
         expected,
         "committed offsets after the members left"
     );
@@ -720,17 +560,7 @@ async fn scenario() {
         .expect("HTTP client");
     for k in 0..DEVICES {
         let ids = observations_of(&http, &fhir, &device(&run.unique, k)).await;
-        let unique_ids: BTreeSet<&String> = ids.iter().collect();
-        assert_eq!(
-            unique_ids.len(),
-            ids.len(),
-            "device {k}: duplicate identifiers"
-        );
-        assert_eq!(
-            ids.len() as u64,
-            u64::from(PER_WAVE * WAVES),
-            "device {k}: Observations on the server"
-        );
+        assert_once(k, &ids, PER_WAVE * WAVES);
     }
     assert_eq!(run.fhir.observations_created_total(), total);
     run.step("done");

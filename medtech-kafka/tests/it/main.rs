@@ -20,6 +20,8 @@ mod fault_proxy;
 mod faults;
 mod group;
 #[cfg(feature = "cli")]
+mod members;
+#[cfg(feature = "cli")]
 mod ops;
 mod pipeline;
 mod real_broker;
