@@ -265,6 +265,15 @@ impl Run {
         );
     }
 
+    /// How many times each member's log says it was assigned partitions.
+    fn assignments(&self) -> Vec<usize> {
+        self.members
+            .all
+            .iter()
+            .map(|m| assignments(&m.log))
+            .collect()
+    }
+
     /// Waits (at most `limit`) until some member has a write in flight.
     async fn until_writing(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
@@ -467,46 +476,26 @@ async fn scenario() {
     // Wave 1: a short outage, within the session timeout: librdkafka reconnects, and the group
     // does not rebalance.
     let cut = run.broker.cut;
-    let before: Vec<usize> = run
-        .members
-        .all
-        .iter()
-        .map(|m| assignments(&m.log))
-        .collect();
+    let before = run.assignments();
     run.wave(&producer, 0, SHORT_OUTAGE, admin, &mut ends).await;
     assert!(run.broker.cut > cut, "no connection was open to reset");
     run.members
         .until_created(&run.fhir, per_wave, Duration::from_secs(60))
         .await;
     run.step("wave 1 persisted");
-    let after: Vec<usize> = run
-        .members
-        .all
-        .iter()
-        .map(|m| assignments(&m.log))
-        .collect();
+    let after = run.assignments();
     assert_eq!(before, after, "assignments before and after a short outage");
 
     // Wave 2: a long outage, beyond the session timeout: the members lose their partitions and
     // rejoin when the broker is back.
-    let before: Vec<usize> = run
-        .members
-        .all
-        .iter()
-        .map(|m| assignments(&m.log))
-        .collect();
+    let before = run.assignments();
     run.wave(&producer, 1, LONG_OUTAGE, admin, &mut ends).await;
     run.members
         .until_created(&run.fhir, total, Duration::from_secs(60))
         .await;
     run.members.until_settled(Duration::from_secs(30)).await;
     run.step("wave 2 persisted; group settled");
-    let after: Vec<usize> = run
-        .members
-        .all
-        .iter()
-        .map(|m| assignments(&m.log))
-        .collect();
+    let after = run.assignments();
     for m in &run.members.all {
         let log = std::fs::read_to_string(&m.log).unwrap_or_default();
         assert!(
