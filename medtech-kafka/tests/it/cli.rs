@@ -9,8 +9,8 @@ use carebridge_medtech_kafka::KafkaSource;
 
 // `faults.rs` takes these from here.
 use crate::support::{
-    bounded, cluster, config, heart_rate, ingest_command, lines, next, partition_offset, Ingest,
-    Producer,
+    bounded, cluster, config, heart_rate, ingest_command, ingest_command_with, lines, next,
+    partition_offset, Ingest, Producer,
 };
 pub(crate) use crate::support::{scratch_dir, DEVICE, FHIR};
 
@@ -178,27 +178,13 @@ async fn medtech_ingest_takes_the_mappings_from_an_azure_export() {
         let export = dir.join("export.json");
         std::fs::write(&export, two_service_export().to_string()).unwrap();
         let command = |group: &str, connector: Option<&str>, out: &Path, dead: &Path| {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_medtech-ingest"));
-            cmd.args([
-                "--bootstrap",
-                &bootstrap,
-                "--topic",
-                topic,
-                "--group",
-                group,
-            ])
-            .arg("--device-mapping")
-            .arg(&export)
-            .arg("--fhir-mapping")
-            .arg(&export)
-            .arg("--out")
-            .arg(out)
-            .arg("--dead-letter")
-            .arg(dead)
-            .args(["-X", "session.timeout.ms=6000", "--idle-flush-ms", "200"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            let mut cmd = ingest_command_with(&bootstrap, topic, group, &export, &export);
+            cmd.arg("--out")
+                .arg(out)
+                .arg("--dead-letter")
+                .arg(dead)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
             if let Some(c) = connector {
                 cmd.args(["--iot-connector", c]);
             }

@@ -222,6 +222,18 @@ pub(crate) fn write_mappings(dir: &Path) -> (PathBuf, PathBuf) {
 #[cfg(feature = "cli")]
 pub(crate) fn ingest_command(dir: &Path, bootstrap: &str, topic: &str, group: &str) -> Command {
     let (device, fhir) = write_mappings(dir);
+    ingest_command_with(bootstrap, topic, group, &device, &fhir)
+}
+
+/// [`ingest_command`] with mapping files the caller wrote (an Azure export, for example).
+#[cfg(feature = "cli")]
+pub(crate) fn ingest_command_with(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    device: &Path,
+    fhir: &Path,
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_medtech-ingest"));
     cmd.args(["--bootstrap", bootstrap, "--topic", topic, "--group", group])
         .arg("--device-mapping")
