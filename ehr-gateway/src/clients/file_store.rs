@@ -1,11 +1,18 @@
 //! The JSON-file [`ClientStore`]: one file, an OS lock per change, safe for several processes
 //! on one machine.
 
-#[allow(
-    clippy::wildcard_imports,
-    reason = "code moved out of the parent module unchanged"
-)]
-use super::*;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use super::{
+    apply_insert, apply_insert_token, apply_update, apply_update_token, parse_json,
+    write_private_atomic, ClientChange, ClientRecord, ClientStore, RegistrationTokenChange,
+    RegistrationTokenRecord, Registry, RegistryState,
+};
+use crate::{Error, Result};
 
 /// A [`ClientStore`] in a JSON file (`{"clients": [..]}`, digests only, never secrets).
 ///
