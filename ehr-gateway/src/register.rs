@@ -70,6 +70,20 @@ fn metadata_error(error: &'static str, description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, error, description)
 }
 
+/// The answer to a refused or failed initial access token check: `401` (logged with the
+/// reason, never the token) or `500`.
+fn initial_token(
+    checked: Result<crate::RegistrationTokenRecord, Error>,
+) -> Result<crate::RegistrationTokenRecord, Response> {
+    checked.map_err(|error| match error {
+        Error::RegistrationTokenRefused { reason } => {
+            tracing::info!(reason, "client registration refused: initial access token");
+            bearer_refused(true)
+        }
+        error => server_error(&error),
+    })
+}
+
 fn server_error(error: &Error) -> Response {
     tracing::error!(error = %error, "client registry failed during a registration request");
     oauth_error(
@@ -297,17 +311,14 @@ async fn register_inner(State(shared): State<Arc<Shared>>, request: Request) -> 
         Ok(None) => return bearer_refused(false),
         Err(response) => return response,
     };
-    let initial = match shared
-        .clients
-        .check_registration_token(presented.expose_secret())
-        .await
-    {
+    let initial = match initial_token(
+        shared
+            .clients
+            .check_registration_token(presented.expose_secret())
+            .await,
+    ) {
         Ok(initial) => initial,
-        Err(Error::RegistrationTokenRefused { reason }) => {
-            tracing::info!(reason, "client registration refused: initial access token");
-            return bearer_refused(true);
-        }
-        Err(error) => return server_error(&error),
+        Err(response) => return response,
     };
     if let Err(wait) = shared.registration_limits.check_token(&initial.id) {
         tracing::warn!(registration_token = %initial.id, "registrations over the per-token rate");
@@ -330,17 +341,14 @@ async fn register_inner(State(shared): State<Arc<Shared>>, request: Request) -> 
         }
     };
     // Counted only now, so a malformed request does not use the token up.
-    let initial = match shared
-        .clients
-        .redeem_registration_token(presented.expose_secret())
-        .await
-    {
+    let initial = match initial_token(
+        shared
+            .clients
+            .redeem_registration_token(presented.expose_secret())
+            .await,
+    ) {
         Ok(initial) => initial,
-        Err(Error::RegistrationTokenRefused { reason }) => {
-            tracing::info!(reason, "client registration refused: initial access token");
-            return bearer_refused(true);
-        }
-        Err(error) => return server_error(&error),
+        Err(response) => return response,
     };
     let client_id = format!("dcr-{}", uuid::Uuid::new_v4().simple());
     let (secret, secret_record) = generate_secret();
